@@ -1,0 +1,79 @@
+# bucketrt: `make demo` and `make test` set everything up on a fresh machine.
+# The environment lives in .venv/ and is reused when present.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+CACHE ?= .cache
+DEMO_DIR ?= out/yoso-tiny
+PYTEST_ARGS ?=
+
+# ONNX Runtime's C/C++ headers are not in its wheel. Honour ORT_INCLUDE_DIR; otherwise unpack
+# Debian's libonnxruntime-dev (trixie) into $(CACHE) with apt-get download + dpkg -x: no system
+# install, and no root needed for the unpacking.
+ORT_DEB_SUITE ?= trixie
+ORT_DEB_DIR := $(CACHE)/libonnxruntime-dev
+ifeq ($(strip $(ORT_INCLUDE_DIR)),)
+ORT_INCLUDE_DIR := $(abspath $(ORT_DEB_DIR))/usr/include/onnxruntime
+ORT_HEADERS := $(ORT_INCLUDE_DIR)/onnxruntime_cxx_api.h
+else
+ORT_HEADERS :=
+endif
+APT_DIR := $(abspath $(CACHE))/apt
+APT_OPTS := -o Dir::Etc::SourceList=$(APT_DIR)/sources.list -o Dir::Etc::SourceParts=/dev/null \
+	-o Dir::State::Lists=$(APT_DIR)/lists -o Dir::Cache=$(APT_DIR)/cache -o Debug::NoLocking=1
+
+.PHONY: all env install demo test bench docs clean distclean
+
+all: install
+
+# -- environment -------------------------------------------------------------------------------
+$(VENV)/.deps: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# Pinned first and alone: this is the CPU wheel on this machine; a looser request would pull
+	# CUDA builds from the registry.
+	$(PY) -c 'import torch' 2>/dev/null || $(PIP) install -q torch==2.13.0
+	$(PIP) install -q scikit-build-core "transformers>=5,<6" "onnx>=1.17" "onnxruntime>=1.21" \
+		"onnxscript>=0.5" "polygraphy>=0.49" "click>=8.1" "rich>=13" numpy pytest
+	touch $@
+
+env: $(VENV)/.deps
+
+$(ORT_DEB_DIR)/usr/include/onnxruntime/onnxruntime_cxx_api.h:
+	mkdir -p $(APT_DIR)/lists/partial $(APT_DIR)/cache/archives/partial $(ORT_DEB_DIR)
+	echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $(ORT_DEB_SUITE) main" > $(APT_DIR)/sources.list
+	command -v apt-get >/dev/null || { echo "bucketrt: apt-get not found; set ORT_INCLUDE_DIR to ONNX Runtime's include/ folder" >&2; exit 2; }
+	apt-get $(APT_OPTS) update -qq
+	cd $(APT_DIR) && rm -f libonnxruntime-dev_*.deb && apt-get $(APT_OPTS) download libonnxruntime-dev 2>&1 | grep -v unsandboxed || true
+	dpkg -x $(APT_DIR)/libonnxruntime-dev_*.deb $(ORT_DEB_DIR)
+	test -f $@
+
+# -- build -------------------------------------------------------------------------------------
+# pip install . compiles the op library (CMake via scikit-build-core) into the package. A lock
+# keeps concurrent invocations from installing over each other.
+install: $(VENV)/.deps $(ORT_HEADERS)
+	flock $(VENV)/.install.lock env ORT_INCLUDE_DIR=$(ORT_INCLUDE_DIR) \
+		$(PIP) install -q --no-build-isolation --no-deps .
+
+# -- the main job on the embedded default ----------------------------------------------------
+demo: install
+	$(VENV)/bin/bucketrt export --model yoso-tiny $(DEMO_DIR)
+	$(VENV)/bin/bucketrt check $(DEMO_DIR)
+
+test: install
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+bench: install
+	$(PY) benchmarks/run.py
+
+docs: $(VENV)/.deps
+	$(PY) src/bucketrt/ops/spec.py markdown docs/ops.md
+
+clean:
+	rm -rf build out
+
+distclean: clean
+	rm -rf $(VENV) $(CACHE)

@@ -1,0 +1,53 @@
+"""bucketrt: LSH-attention and mixture-of-experts transformers in ONNX Runtime and TensorRT."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+try:
+    __version__ = version("bucketrt")
+except PackageNotFoundError:  # running from a source tree
+    __version__ = "0.0.0+source"
+
+_LIBRARY_NAME = "libbucketrt_ort.so"
+
+
+class LibraryNotBuiltError(RuntimeError):
+    pass
+
+
+def library_path() -> str:
+    """Absolute path of the ONNX Runtime custom-op library shipped inside this package."""
+    path = Path(__file__).with_name(_LIBRARY_NAME)
+    if not path.is_file():
+        raise LibraryNotBuiltError(
+            f"bucketrt's op library is missing ({path}); install the package with `pip install .` "
+            "(or `make install`) so that it is compiled"
+        )
+    return str(path)
+
+
+def session_options(intra_op_num_threads: int | None = None):
+    """ORT SessionOptions with the bucketrt op library registered."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.register_custom_ops_library(library_path())
+    if intra_op_num_threads is not None:
+        options.intra_op_num_threads = intra_op_num_threads
+    return options
+
+
+def ort_session(path, providers=None, intra_op_num_threads: int | None = None, options=None):
+    """An onnxruntime.InferenceSession for `path` (a file or an export folder) with bucketrt's ops."""
+    import onnxruntime as ort
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.onnx"
+    if options is None:
+        options = session_options(intra_op_num_threads)
+    else:
+        options.register_custom_ops_library(library_path())
+    return ort.InferenceSession(str(path), sess_options=options, providers=providers or ["CPUExecutionProvider"])

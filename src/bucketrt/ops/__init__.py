@@ -1,0 +1,40 @@
+"""bucketrt's custom ops: their specs (`spec`), PyTorch references (`reference`) and `call`."""
+
+from __future__ import annotations
+
+import torch
+
+from .reference import REFERENCES
+from .spec import BY_NAME, DOMAIN, OPS, VERSION, OpSpec
+
+__all__ = ["BY_NAME", "DOMAIN", "OPS", "VERSION", "OpSpec", "call"]
+
+_TORCH_DTYPES = {"int32": torch.int32, "float32": torch.float32}
+
+
+def call(spec: OpSpec, *inputs: torch.Tensor, **attrs):
+    """Runs an op: the PyTorch reference when eager, a `bucketrt::<Op>` node when exporting.
+
+    This is the only way model code reaches an op, so exported graphs and eager runs agree by
+    construction on inputs, attributes and output shapes.
+    """
+    attrs = spec.resolve_attributes(attrs)
+    if not torch.onnx.is_in_onnx_export():
+        return REFERENCES[spec.name](*inputs, **attrs)
+    # Output dims come from the first input that carries each symbol, or from an attribute.
+    env: dict = {k: v for k, v in attrs.items() if isinstance(v, int)}
+    for tensor, tspec in zip(inputs, spec.inputs):
+        for sym, size in zip(tspec.dims, tensor.shape):
+            env.setdefault(sym, size)
+    outputs = [
+        torch.onnx.ops.symbolic(
+            f"{spec.domain}::{spec.name}",
+            list(inputs),
+            attrs,
+            dtype=_TORCH_DTYPES[out.dtype],
+            shape=[env[d] for d in out.dims],
+            version=spec.version,
+        )
+        for out in spec.outputs
+    ]
+    return outputs[0] if len(outputs) == 1 else tuple(outputs)

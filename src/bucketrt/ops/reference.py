@@ -1,0 +1,115 @@
+"""PyTorch reference implementations: the semantics every kernel is tested against.
+
+Each function validates its arguments with the op's spec, so a reference call rejects exactly what
+the kernels reject. They favour clarity over speed, but stay vectorised so that models run with
+them at realistic sizes (they are the PyTorch side of `bucketrt check` and `bucketrt bench`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .spec import LSH_CUMULATION, SIGN_HASH, OpSpec, hadamard_parts
+
+_DTYPES = {torch.int32: "int32", torch.float32: "float32"}
+
+
+def _check(spec: OpSpec, tensors: tuple[torch.Tensor, ...], attrs: dict) -> tuple[dict, dict]:
+    attrs = spec.resolve_attributes(attrs)
+    env = spec.bind(
+        [tuple(t.shape) for t in tensors],
+        [_DTYPES.get(t.dtype, str(t.dtype).removeprefix("torch.")) for t in tensors],
+        attrs,
+    )
+    return attrs, env
+
+
+def _check_codes(op: str, name: str, codes: torch.Tensor, mask: torch.Tensor, capacity: int) -> None:
+    live = codes[mask != 0]
+    if live.numel() and (int(live.min()) < 0 or int(live.max()) >= capacity):
+        raise ValueError(
+            f"{op}: input '{name}' has codes in [{int(live.min())}, {int(live.max())}], "
+            f"outside [0, hashtable_capacity={capacity})"
+        )
+
+
+def lsh_cumulation(query_mask, query_hash, key_mask, key_hash, value, **attrs) -> torch.Tensor:
+    attrs, env = _check(LSH_CUMULATION, (query_mask, query_hash, key_mask, key_hash, value), attrs)
+    capacity = attrs["hashtable_capacity"]
+    _check_codes("LSHCumulation", "query_hash", query_hash, query_mask, capacity)
+    _check_codes("LSHCumulation", "key_hash", key_hash, key_mask, capacity)
+    batch, num_query, num_hash, dim = env["B"], env["Nq"], env["m"], env["D"]
+
+    # Masked rows may carry any code: route them to bucket 0 and zero their contribution.
+    query_hash = torch.where(query_mask[..., None] != 0, query_hash, 0).long()
+    key_hash = torch.where(key_mask[..., None] != 0, key_hash, 0).long()
+    weighted = (value * (key_mask != 0)[..., None]).reshape(-1, dim)
+    offset = torch.arange(batch, device=value.device)[:, None] * capacity
+
+    out = torch.zeros(batch * num_query, dim, dtype=value.dtype, device=value.device)
+    for h in range(num_hash):
+        table = torch.zeros(batch * capacity, dim, dtype=value.dtype, device=value.device)
+        table.index_add_(0, (key_hash[:, :, h] + offset).reshape(-1), weighted)
+        out += table[(query_hash[:, :, h] + offset).reshape(-1)]
+    return out.view(batch, num_query, dim) * ((query_mask != 0)[..., None] / num_hash)
+
+
+def hadamard_transform(x: torch.Tensor) -> torch.Tensor:
+    """Unnormalised Sylvester-Hadamard transform over the last dim (a power of two)."""
+    dim = x.shape[-1]
+    shape = x.shape
+    h = 1
+    while h < dim:
+        pairs = x.reshape(*shape[:-1], dim // (2 * h), 2, h)
+        a, b = pairs[..., 0, :], pairs[..., 1, :]
+        x = torch.stack((a + b, a - b), dim=-2).reshape(shape)
+        h *= 2
+    return x
+
+
+def _codes(bits: torch.Tensor) -> torch.Tensor:
+    """[..., L] booleans -> int32 code sum_i bit_i 2^i."""
+    weights = 2 ** torch.arange(bits.shape[-1], device=bits.device, dtype=torch.int64)
+    return (bits.long() * weights).sum(-1).int()
+
+
+def sign_hash(mask, vector, projection, **attrs) -> torch.Tensor:
+    attrs, env = _check(SIGN_HASH, (mask, vector, projection), attrs)
+    batch, length, dim, groups = env["B"], env["N"], env["D"], env["G"]
+    num_hash, code_len, transform = attrs["num_hash"], attrs["hash_code_len"], attrs["transform"]
+    if code_len > 30:
+        raise ValueError(f"SignHash: attribute 'hash_code_len' must be <= 30, got {code_len}")
+    if batch % groups:
+        raise ValueError(f"SignHash: input 'projection' has {groups} groups, which do not divide the batch {batch}")
+    # Row r uses projection[r mod G]: view the batch as [B/G, G].
+    x = vector.reshape(batch // groups, groups, length, dim)
+
+    if transform == "hadamard":
+        if dim & (dim - 1):
+            raise ValueError(f"SignHash: input 'vector' dim 2 (D) must be a power of two for transform='hadamard', got {dim}")
+        parts = hadamard_parts(dim, num_hash, code_len)
+        if tuple(projection.shape[1:]) != (3 * parts, dim):
+            raise ValueError(
+                f"SignHash: input 'projection' must be [G, 3*P, D] = [{groups}, {3 * parts}, {dim}] "
+                f"for transform='hadamard', got {list(projection.shape)}"
+            )
+        diag = projection.reshape(groups, 3, parts, 1, dim)
+        y = x[:, :, None] * diag[:, 0]  # [B/G, G, P, N, D]
+        y = hadamard_transform(y) * diag[:, 1]
+        y = hadamard_transform(y) * diag[:, 2]
+        y = hadamard_transform(y)
+        per_part = dim // code_len
+        bits = y[..., : per_part * code_len].reshape(*y.shape[:-1], per_part, code_len) > 0
+        codes = _codes(bits).permute(0, 1, 3, 2, 4).reshape(batch, length, parts * per_part)[..., :num_hash]
+    else:
+        if tuple(projection.shape[1:]) != (dim, num_hash * code_len):
+            raise ValueError(
+                f"SignHash: input 'projection' must be [G, D, num_hash*hash_code_len] = "
+                f"[{groups}, {dim}, {num_hash * code_len}] for transform='gaussian', got {list(projection.shape)}"
+            )
+        y = x @ projection[None]  # [B/G, G, N, m*L]
+        codes = _codes(y.reshape(*y.shape[:-1], num_hash, code_len) > 0).reshape(batch, length, num_hash)
+    return torch.where(mask[..., None] != 0, codes, 0).int()
+
+
+REFERENCES = {LSH_CUMULATION.name: lsh_cumulation, SIGN_HASH.name: sign_hash}

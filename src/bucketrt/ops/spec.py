@@ -1,0 +1,282 @@
+"""The single definition of every bucketrt op.
+
+Everything else is derived from the `OPS` catalogue below:
+
+* the exporter emits nodes through `bucketrt.ops.call`, which checks inputs against the spec and
+  takes output shapes and dtypes from it;
+* the PyTorch references (`bucketrt.ops.reference`) validate their arguments with it;
+* the native kernels include a C++ header generated from it (`python spec.py header OUT`), which
+  declares every op's inputs, outputs and attributes and drives their generic validation;
+* docs/ops.md is generated from it (`python spec.py markdown OUT`), and a test keeps it current;
+* the kernel tests build single-node ONNX models from it.
+
+This module must import nothing outside the standard library: CMake runs it as a script while the
+native library is built, in an environment that has no torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DOMAIN = "bucketrt"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """An input or output. `dims` are symbols; equal symbols must have equal sizes.
+
+    A symbol that names an integer attribute takes that attribute's value; `expr` dims such as
+    "m*L" are only checked by the op's own code (the generic checker skips them).
+    """
+
+    name: str
+    dtype: str  # "int32" | "float32"
+    dims: tuple[str, ...]
+    doc: str
+
+
+@dataclass(frozen=True)
+class Attribute:
+    name: str
+    type: str  # "int" | "string"
+    doc: str
+    default: int | str | None = None  # None: required
+    choices: tuple[str, ...] = ()
+    minimum: int | None = None
+    power_of_two: bool = False
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    name: str
+    summary: str
+    semantics: str
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+    attributes: tuple[Attribute, ...] = field(default=())
+    domain: str = DOMAIN
+    version: int = VERSION
+
+    def input(self, name: str) -> Tensor:
+        return next(t for t in self.inputs if t.name == name)
+
+    def attribute(self, name: str) -> Attribute:
+        return next(a for a in self.attributes if a.name == name)
+
+    # -- validation shared by the PyTorch reference and the exporter --------------------------
+
+    def resolve_attributes(self, attrs: dict) -> dict:
+        """Fills defaults and checks every attribute; raises ValueError naming the op."""
+        unknown = set(attrs) - {a.name for a in self.attributes}
+        if unknown:
+            raise ValueError(f"{self.name}: unknown attribute(s) {sorted(unknown)}")
+        out = {}
+        for a in self.attributes:
+            value = attrs.get(a.name, a.default)
+            if value is None:
+                raise ValueError(f"{self.name}: attribute '{a.name}' is required")
+            if a.type == "int":
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ValueError(f"{self.name}: attribute '{a.name}' must be an int, got {value!r}")
+                if a.minimum is not None and value < a.minimum:
+                    raise ValueError(f"{self.name}: attribute '{a.name}' must be >= {a.minimum}, got {value}")
+                if a.power_of_two and (value < 1 or value & (value - 1)):
+                    raise ValueError(f"{self.name}: attribute '{a.name}' must be a power of two, got {value}")
+            elif a.choices and value not in a.choices:
+                raise ValueError(f"{self.name}: attribute '{a.name}' must be one of {list(a.choices)}, got {value!r}")
+            out[a.name] = value
+        return out
+
+    def bind(self, shapes: list[tuple[int, ...]], dtypes: list[str], attrs: dict) -> dict[str, int]:
+        """Checks input count, dtypes, ranks and symbolic dims; returns the symbol bindings.
+
+        The same rules are generated into C++ (see `cpp_header`), so both sides reject alike.
+        """
+        if len(shapes) != len(self.inputs):
+            raise ValueError(f"{self.name}: expected {len(self.inputs)} inputs, got {len(shapes)}")
+        env: dict[str, int] = {k: v for k, v in attrs.items() if isinstance(v, int)}
+        origin: dict[str, str] = {k: f"attribute '{k}'" for k in env}
+        for spec, shape, dtype in zip(self.inputs, shapes, dtypes):
+            if dtype != spec.dtype:
+                raise ValueError(f"{self.name}: input '{spec.name}' must be {spec.dtype}, got {dtype}")
+            if len(shape) != len(spec.dims):
+                raise ValueError(
+                    f"{self.name}: input '{spec.name}' must have rank {len(spec.dims)} "
+                    f"[{','.join(spec.dims)}], got shape {list(shape)}"
+                )
+            for axis, (sym, size) in enumerate(zip(spec.dims, shape)):
+                if not sym.isidentifier():
+                    continue
+                if size < 1:
+                    raise ValueError(f"{self.name}: input '{spec.name}' dim {axis} ({sym}) must be >= 1, got {size}")
+                if sym in env and env[sym] != size:
+                    raise ValueError(
+                        f"{self.name}: input '{spec.name}' dim {axis} ({sym}) is {size}, "
+                        f"but {origin[sym]} says {sym}={env[sym]}"
+                    )
+                env.setdefault(sym, size)
+                origin.setdefault(sym, f"input '{spec.name}'")
+        return env
+
+    def output_shapes(self, env: dict[str, int]) -> list[tuple[int, ...]]:
+        return [tuple(env[d] for d in t.dims) for t in self.outputs]
+
+
+# --------------------------------------------------------------------------------------------
+# The catalogue
+# --------------------------------------------------------------------------------------------
+
+LSH_CUMULATION = OpSpec(
+    name="LSHCumulation",
+    summary="YOSO's LSH attention: each query sums the values of the keys that share its bucket, "
+    "averaged over the hash functions.",
+    semantics="out[b,q,:] = query_mask[b,q] * (1/m) * sum_h sum_k key_mask[b,k] * "
+    "[query_hash[b,q,h] == key_hash[b,k,h]] * value[b,k,:]",
+    inputs=(
+        Tensor("query_mask", "int32", ("B", "Nq"), "Non-zero where the query takes part."),
+        Tensor("query_hash", "int32", ("B", "Nq", "m"), "Bucket of each query under each of the m hash functions, in [0, hashtable_capacity)."),
+        Tensor("key_mask", "int32", ("B", "Nk"), "Non-zero where the key takes part."),
+        Tensor("key_hash", "int32", ("B", "Nk", "m"), "Bucket of each key, in [0, hashtable_capacity)."),
+        Tensor("value", "float32", ("B", "Nk", "D"), "Value vector of each key."),
+    ),
+    outputs=(Tensor("cumulation", "float32", ("B", "Nq", "D"), "Per-query sum, zero for masked queries."),),
+    attributes=(
+        Attribute("hashtable_capacity", "int", "Number of buckets, 2^hash_code_len; every code of an "
+                  "unmasked row must lie below it.", minimum=1, power_of_two=True),
+    ),
+)
+
+SIGN_HASH = OpSpec(
+    name="SignHash",
+    summary="YOSO's hashing: random projections of each vector, one code bit per projection sign, "
+    "num_hash codes of hash_code_len bits.",
+    semantics=(
+        "Row r of the batch uses projection[r mod G]. "
+        "transform='hadamard' (YOSO's fast_hash; D a power of two, P = max(1, ceil(num_hash / (D // L))) parts): "
+        "for part p, y = H·(d3 ⊙ H·(d2 ⊙ H·(d1 ⊙ x))) with H the unnormalised Sylvester Hadamard matrix and "
+        "d_r = projection[g, r*P + p, :] (±1); hash j of the part, index p*(D//L)+j < num_hash, has bit i = [y[j*L+i] > 0]. "
+        "transform='gaussian' (use_fast_hash=False): y = x · projection[g] of width num_hash*L; hash h has bit i = [y[h*L+i] > 0]. "
+        "code = sum_i bit_i * 2^i; rows with mask 0 get code 0."
+    ),
+    inputs=(
+        Tensor("mask", "int32", ("B", "N"), "Non-zero where the vector is hashed; masked rows are coded 0."),
+        Tensor("vector", "float32", ("B", "N", "D"), "Vectors to hash."),
+        Tensor("projection", "float32", ("G", "R", "C"),
+               "Random projection sampled at export: hadamard [G, 3*P, D] of ±1 diagonals (round r, part p "
+               "at row r*P+p); gaussian [G, D, num_hash*hash_code_len]. G must divide B."),
+    ),
+    outputs=(Tensor("hash", "int32", ("B", "N", "num_hash"), "Codes in [0, 2^hash_code_len)."),),
+    attributes=(
+        Attribute("num_hash", "int", "Number of hash functions m.", minimum=1),
+        Attribute("hash_code_len", "int", "Bits per code L (at most 30; hadamard also needs L <= D).", minimum=1),
+        Attribute("transform", "string", "Projection kind.", default="hadamard", choices=("hadamard", "gaussian")),
+    ),
+)
+
+OPS: tuple[OpSpec, ...] = (LSH_CUMULATION, SIGN_HASH)
+BY_NAME = {op.name: op for op in OPS}
+
+
+def hadamard_parts(dim: int, num_hash: int, hash_code_len: int) -> int:
+    """Number of independent Hadamard parts P needed for `num_hash` codes (YOSO's num_part)."""
+    per_part = dim // hash_code_len
+    if per_part < 1:
+        raise ValueError(f"SignHash: hash_code_len={hash_code_len} exceeds the vector dim {dim}")
+    return max(1, -(-num_hash // per_part))
+
+
+# --------------------------------------------------------------------------------------------
+# Generators
+# --------------------------------------------------------------------------------------------
+
+
+def cpp_header() -> str:
+    """C++ view of the catalogue, for the kernels' generic validation and op registration."""
+    dtype = {"int32": "DType::kInt32", "float32": "DType::kFloat32"}
+    lines = [
+        "// Generated from src/bucketrt/ops/spec.py by CMake. Do not edit.",
+        "#pragma once",
+        "#include \"bucketrt/spec_types.h\"",
+        "",
+        "namespace bucketrt::spec {",
+        f"inline constexpr const char* kDomain = \"{DOMAIN}\";",
+        f"inline constexpr int kVersion = {VERSION};",
+    ]
+    for op in OPS:
+        ident = op.name
+        for kind, tensors in (("Inputs", op.inputs), ("Outputs", op.outputs)):
+            rows = []
+            for t in tensors:
+                dims = ", ".join(f'"{d}"' for d in t.dims)
+                rows.append(f'  {{"{t.name}", {dtype[t.dtype]}, {len(t.dims)}, {{{dims}}}}},')
+            lines += [f"inline constexpr TensorSpec k{ident}{kind}[] = {{", *rows, "};"]
+        rows = []
+        for a in op.attributes:
+            default = "nullptr" if a.default is None else f'"{a.default}"'
+            minimum = "kNoMinimum" if a.minimum is None else str(a.minimum)
+            choices = "|".join(a.choices)
+            rows.append(
+                f'  {{"{a.name}", AttrType::k{a.type.capitalize()}, {default}, {minimum}, '
+                f'{str(a.power_of_two).lower()}, "{choices}"}},'
+            )
+        lines += [f"inline constexpr AttrSpec k{ident}Attributes[] = {{", *(rows or ['  {}']), "};"]
+        lines += [
+            f"inline constexpr OpSpec k{ident} = {{\"{op.name}\", "
+            f"k{ident}Inputs, {len(op.inputs)}, k{ident}Outputs, {len(op.outputs)}, "
+            f"k{ident}Attributes, {len(op.attributes)}}};",
+        ]
+    lines += ["}  // namespace bucketrt::spec", ""]
+    return "\n".join(lines)
+
+
+def markdown() -> str:
+    out = [
+        "# bucketrt ops",
+        "",
+        f"<!-- Generated from src/bucketrt/ops/spec.py (`python src/bucketrt/ops/spec.py markdown docs/ops.md`). -->",
+        "",
+        f"All ops live in the ONNX domain `{DOMAIN}`, version {VERSION}. Dims are symbols: equal symbols "
+        "must have equal sizes, and a symbol named like an attribute takes its value. Every backend "
+        "rejects a violation with an error that names the op and the input.",
+        "",
+    ]
+    for op in OPS:
+        out += [f"## {op.name}", "", op.summary, "", f"**Semantics.** {op.semantics}", "", "| input | dtype | shape | meaning |", "|---|---|---|---|"]
+        out += [f"| `{t.name}` | {t.dtype} | [{', '.join(t.dims)}] | {t.doc} |" for t in op.inputs]
+        out += ["", "| output | dtype | shape | meaning |", "|---|---|---|---|"]
+        out += [f"| `{t.name}` | {t.dtype} | [{', '.join(t.dims)}] | {t.doc} |" for t in op.outputs]
+        if op.attributes:
+            out += ["", "| attribute | type | default | meaning |", "|---|---|---|---|"]
+            for a in op.attributes:
+                extra = []
+                if a.choices:
+                    extra.append("one of " + ", ".join(f"`{c}`" for c in a.choices))
+                if a.minimum is not None:
+                    extra.append(f">= {a.minimum}")
+                if a.power_of_two:
+                    extra.append("a power of two")
+                doc = a.doc + (f" ({'; '.join(extra)})" if extra else "")
+                default = "required" if a.default is None else f"`{a.default}`"
+                out.append(f"| `{a.name}` | {a.type} | {default} | {doc} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Emit artefacts derived from the op catalogue.")
+    parser.add_argument("what", choices=("header", "markdown"))
+    parser.add_argument("output", type=Path)
+    args = parser.parse_args(argv)
+    text = cpp_header() if args.what == "header" else markdown()
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    if not args.output.exists() or args.output.read_text() != text:
+        args.output.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
