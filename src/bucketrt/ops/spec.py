@@ -229,6 +229,7 @@ def cpp_header() -> str:
             f"k{ident}Inputs, {len(op.inputs)}, k{ident}Outputs, {len(op.outputs)}, "
             f"k{ident}Attributes, {len(op.attributes)}}};",
         ]
+    lines.append("inline constexpr const OpSpec* kAllOps[] = {" + ", ".join(f"&k{op.name}" for op in OPS) + "};")
     lines += ["}  // namespace bucketrt::spec", ""]
     return "\n".join(lines)
 
