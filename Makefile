@@ -42,7 +42,7 @@ $(VENV)/.deps: pyproject.toml
 
 env: $(VENV)/.deps
 
-$(ORT_DEB_DIR)/usr/include/onnxruntime/onnxruntime_cxx_api.h:
+$(abspath $(ORT_DEB_DIR))/usr/include/onnxruntime/onnxruntime_cxx_api.h:
 	mkdir -p $(APT_DIR)/lists/partial $(APT_DIR)/cache/archives/partial $(ORT_DEB_DIR)
 	echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $(ORT_DEB_SUITE) main" > $(APT_DIR)/sources.list
 	command -v apt-get >/dev/null || { echo "bucketrt: apt-get not found; set ORT_INCLUDE_DIR to ONNX Runtime's include/ folder" >&2; exit 2; }

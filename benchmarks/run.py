@@ -1,0 +1,177 @@
+"""bucketrt's benchmarks (not timed tests): every figure is a ratio measured in this one run.
+
+1. Ops alone: LSHCumulation and SignHash in ONNX Runtime (C++ kernels) against their PyTorch
+   references at YOSO-4096's attention size (B*H=12, N=4096, D=64, m=32, L=9).
+2. Whole models, ONNX Runtime against PyTorch eager on the same export: yoso-4096 in expectation
+   mode (YOSO-E) and in LSH mode, N = 512 ... 4096.
+3. What users run today: yoso-4096 in LSH mode against the same-size BERT (softmax attention),
+   both in ONNX Runtime, N = 1024 ... 4096, batch 1, and how each grows with N.
+
+    make bench                           # everything, about 15 minutes on 2 cores
+    python benchmarks/run.py --only ops  # one part: ops | models | bert
+    python benchmarks/run.py --lengths 512,1024 --markdown out/bench/results.md
+
+Exports are cached under out/bench/ (delete it to re-export).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bucketrt.benchmarking import bench_export, measure
+from bucketrt.ops import reference
+from bucketrt.ops.graph import op_session
+from bucketrt.ops.spec import LSH_CUMULATION, SIGN_HASH, hadamard_parts
+
+OUT = Path("out/bench")
+LINES: list[str] = []
+
+
+def say(line: str = "") -> None:
+    print(line, flush=True)
+    LINES.append(line)
+
+
+def bench_ops(threads: int, repeat: int) -> None:
+    batch, length, dim, num_hash, bits = 12, 4096, 64, 32, 9
+    say(f"## Ops alone (B*H={batch}, N={length}, D={dim}, m={num_hash}, L={bits}, {threads} threads)")
+    say("")
+    say("| op | PyTorch reference ms | ORT kernel ms | speed-up |")
+    say("|---|---:|---:|---:|")
+    rng = np.random.default_rng(0)
+    mask = np.ones((batch, length), np.int32)
+    vector = rng.standard_normal((batch, length, dim), dtype=np.float32)
+    projection = (rng.integers(0, 2, (batch, 3 * hadamard_parts(dim, num_hash, bits), dim)) * 2 - 1).astype(np.float32)
+    hash_attrs = {"num_hash": num_hash, "hash_code_len": bits, "transform": "hadamard"}
+    codes = reference.sign_hash(torch.from_numpy(mask), torch.from_numpy(vector), torch.from_numpy(projection), **hash_attrs).numpy()
+    cases = [
+        (SIGN_HASH, hash_attrs, {"mask": mask, "vector": vector, "projection": projection}),
+        (LSH_CUMULATION, {"hashtable_capacity": 2**bits},
+         {"query_mask": mask, "query_hash": codes, "key_mask": mask, "key_hash": codes,
+          "value": rng.standard_normal((batch, length, dim), dtype=np.float32)}),
+    ]
+    for spec, attrs, feeds in cases:
+        session = op_session(spec, attrs, intra_op_num_threads=threads)
+        tensors = [torch.from_numpy(feeds[t.name]) for t in spec.inputs]
+        ref_fn = reference.REFERENCES[spec.name]
+        with torch.inference_mode():
+            torch_t = measure(lambda: ref_fn(*tensors, **attrs), repeat=repeat)
+        ort_t = measure(lambda: session.run(None, feeds), repeat=repeat)
+        say(f"| {spec.name} | {torch_t.ms:.1f} | {ort_t.ms:.1f} | {torch_t.median_s / ort_t.median_s:.1f}x |")
+    say("")
+
+
+def export_once(name: str, model: str, overrides: dict) -> Path:
+    from bucketrt.exporter import export
+
+    out = OUT / name
+    if not (out / "bucketrt.json").exists():
+        print(f"exporting {name} ...", flush=True)
+        export(model, out, config_overrides=overrides)
+    return out
+
+
+def bench_models(threads: int, repeat: int, lengths: tuple[int, ...]) -> None:
+    for name, overrides in (("yoso-4096-e", {}), ("yoso-4096-lsh", {"use_expectation": False})):
+        folder = export_once(name, "yoso-4096", overrides)
+        say(f"## {name}: ONNX Runtime vs PyTorch eager (batch 1, {threads} threads)")
+        say("")
+        say("| N | PyTorch ms | ORT ms | ORT speed-up | ORT growth vs first N |")
+        say("|---:|---:|---:|---:|---:|")
+        rows = bench_export(folder, lengths, batch_size=1, threads=threads, repeat=repeat)
+        for row in rows:
+            say(f"| {row.sequence_length} | {row.torch.ms:.0f} | {row.ort.ms:.0f} | {row.speedup:.2f}x | "
+                f"{row.ort.median_s / rows[0].ort.median_s:.2f}x |")
+        say("")
+
+
+def export_bert(max_len: int) -> Path:
+    """The same-size BERT (yoso-4096's dims, softmax attention) through the stock ONNX exporter."""
+    from transformers import BertConfig, BertModel
+
+    out = OUT / "bert-4096" / "model.onnx"
+    if out.exists():
+        return out
+    print("exporting bert-4096 ...", flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    config = BertConfig(max_position_embeddings=max_len, attn_implementation="eager")
+    model = BertModel(config, add_pooling_layer=False).eval()
+
+    class Hidden(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    ids = torch.randint(0, config.vocab_size, (1, 64))
+    batch, seq = torch.export.Dim("batch_size"), torch.export.Dim("sequence_length", max=max_len)
+    program = torch.onnx.export(Hidden(), (ids, torch.ones_like(ids)), dynamo=True, verbose=False,
+                                dynamic_shapes=({0: batch, 1: seq}, {0: batch, 1: seq}))
+    program.save(str(out))
+    return out
+
+
+def bench_bert(threads: int, repeat: int, lengths: tuple[int, ...]) -> None:
+    import onnxruntime as ort
+
+    import bucketrt
+    from bucketrt.exporter import make_inputs, read_manifest
+
+    yoso_dir = export_once("yoso-4096-lsh", "yoso-4096", {"use_expectation": False})
+    bert_path = export_bert(4096)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    bert = ort.InferenceSession(str(bert_path), options, providers=["CPUExecutionProvider"])
+    yoso = bucketrt.ort_session(yoso_dir, intra_op_num_threads=threads)
+    manifest = read_manifest(yoso_dir)
+    say(f"## yoso-4096 (LSH) vs same-size BERT (softmax), both in ONNX Runtime (batch 1, {threads} threads)")
+    say("")
+    say("| N | BERT ms | YOSO-LSH ms | YOSO speed-up | BERT growth | YOSO growth |")
+    say("|---:|---:|---:|---:|---:|---:|")
+    first = None
+    for length in lengths:
+        feeds = make_inputs(manifest, batch_size=1, sequence_length=length, padding=False)
+        bert_t = measure(lambda: bert.run(None, feeds), repeat=repeat, budget_s=60)
+        yoso_t = measure(lambda: yoso.run(None, feeds), repeat=repeat, budget_s=60)
+        first = first or (bert_t, yoso_t)
+        say(f"| {length} | {bert_t.ms:.0f} | {yoso_t.ms:.0f} | {bert_t.median_s / yoso_t.median_s:.2f}x | "
+            f"{bert_t.median_s / first[0].median_s:.2f}x | {yoso_t.median_s / first[1].median_s:.2f}x |")
+    say("")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=("ops", "models", "bert"), action="append")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--lengths", default="512,1024,2048,4096")
+    parser.add_argument("--bert-lengths", default="1024,2048,4096")
+    parser.add_argument("--markdown", type=Path, help="also write the tables to this file")
+    args = parser.parse_args(argv)
+    parts = args.only or ["ops", "models", "bert"]
+    torch.set_num_threads(args.threads)
+    say(f"bucketrt benchmarks: torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} cores")
+    say("")
+    if "ops" in parts:
+        bench_ops(args.threads, args.repeat)
+    if "models" in parts:
+        bench_models(args.threads, args.repeat, tuple(int(v) for v in args.lengths.split(",")))
+    if "bert" in parts:
+        bench_bert(args.threads, args.repeat, tuple(int(v) for v in args.bert_lengths.split(",")))
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text("\n".join(LINES) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

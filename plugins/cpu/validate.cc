@@ -1,0 +1,211 @@
+#include "bucketrt/validate.h"
+
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+
+namespace bucketrt {
+
+std::string Format(const char* format, ...) {
+  va_list args;
+  va_start(args, format);
+  va_list copy;
+  va_copy(copy, args);
+  const int size = std::vsnprintf(nullptr, 0, format, copy);
+  va_end(copy);
+  std::string out(size > 0 ? static_cast<size_t>(size) : 0, '\0');
+  if (size > 0) std::vsnprintf(&out[0], out.size() + 1, format, args);
+  va_end(args);
+  return out;
+}
+
+bool IsIdentifier(const char* symbol) {
+  if (!symbol || !*symbol) return false;
+  auto alpha = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; };
+  if (!alpha(symbol[0])) return false;
+  for (const char* c = symbol + 1; *c; ++c) {
+    if (!alpha(*c) && !(*c >= '0' && *c <= '9')) return false;
+  }
+  return true;
+}
+
+namespace {
+
+// Python's repr() of a float: the shortest round-tripping form, with ".0" for integral values.
+std::string FloatRepr(double value) {
+  char buf[64];
+  for (int precision = 1; precision <= 17; ++precision) {
+    std::snprintf(buf, sizeof buf, "%.*g", precision, value);
+    if (std::strtod(buf, nullptr) == value) break;
+  }
+  std::string out = buf;
+  if (out.find_first_of(".eEn") == std::string::npos) out += ".0";
+  return out;
+}
+
+std::string Repr(const RawAttribute& raw) {
+  switch (raw.kind) {
+    case RawAttribute::Kind::kInt:
+      return std::to_string(raw.int_value);
+    case RawAttribute::Kind::kFloat:
+      return FloatRepr(raw.float_value);
+    case RawAttribute::Kind::kString:
+      return "'" + raw.string_value + "'";
+    default:
+      return "None";
+  }
+}
+
+// "a|b" -> "['a', 'b']", as Python prints list(choices).
+std::string ChoicesRepr(const char* choices) {
+  std::string out = "['";
+  for (const char* c = choices; *c; ++c) out += (*c == '|') ? std::string("', '") : std::string(1, *c);
+  return out + "']";
+}
+
+bool InChoices(const char* choices, const std::string& value) {
+  const char* start = choices;
+  for (const char* c = choices;; ++c) {
+    if (*c == '|' || *c == '\0') {
+      if (static_cast<size_t>(c - start) == value.size() && value.compare(0, value.size(), start, c - start) == 0) {
+        return true;
+      }
+      if (*c == '\0') return false;
+      start = c + 1;
+    }
+  }
+}
+
+}  // namespace
+
+const Attributes::Value& Attributes::Find(const char* name) const {
+  for (const Value& v : values_) {
+    if (std::strcmp(v.spec->name, name) == 0) return v;
+  }
+  throw std::out_of_range(std::string("bucketrt: no attribute named ") + name);
+}
+
+int64_t Attributes::Int(const char* name) const { return Find(name).int_value; }
+
+const std::string& Attributes::String(const char* name) const { return Find(name).string_value; }
+
+std::string ResolveAttributes(const spec::OpSpec& op, const std::vector<RawAttribute>& raw, Attributes* out) {
+  out->values_.clear();
+  if (raw.size() != static_cast<size_t>(op.num_attributes)) {
+    return Format("%s: expected %d attribute slots, got %zu", op.name, op.num_attributes, raw.size());
+  }
+  for (int i = 0; i < op.num_attributes; ++i) {
+    const spec::AttrSpec& a = op.attributes[i];
+    RawAttribute value = raw[i];
+    if (value.kind == RawAttribute::Kind::kMissing) {
+      if (a.default_value == nullptr) return Format("%s: attribute '%s' is required", op.name, a.name);
+      if (a.type == spec::AttrType::kInt) {
+        value.kind = RawAttribute::Kind::kInt;
+        value.int_value = std::strtoll(a.default_value, nullptr, 10);
+      } else {
+        value.kind = RawAttribute::Kind::kString;
+        value.string_value = a.default_value;
+      }
+    }
+    Attributes::Value resolved;
+    resolved.spec = &a;
+    if (a.type == spec::AttrType::kInt) {
+      if (value.kind != RawAttribute::Kind::kInt) {
+        return Format("%s: attribute '%s' must be an int, got %s", op.name, a.name, Repr(value).c_str());
+      }
+      const int64_t v = value.int_value;
+      if (a.minimum != spec::kNoMinimum && v < a.minimum) {
+        return Format("%s: attribute '%s' must be >= %lld, got %lld", op.name, a.name, a.minimum,
+                      static_cast<long long>(v));
+      }
+      if (a.power_of_two && (v < 1 || (v & (v - 1)) != 0)) {
+        return Format("%s: attribute '%s' must be a power of two, got %lld", op.name, a.name,
+                      static_cast<long long>(v));
+      }
+      resolved.int_value = v;
+    } else {
+      const bool has_choices = a.choices && *a.choices;
+      if (has_choices && (value.kind != RawAttribute::Kind::kString || !InChoices(a.choices, value.string_value))) {
+        return Format("%s: attribute '%s' must be one of %s, got %s", op.name, a.name, ChoicesRepr(a.choices).c_str(),
+                      Repr(value).c_str());
+      }
+      if (value.kind != RawAttribute::Kind::kString) {
+        return Format("%s: attribute '%s' must be a string, got %s", op.name, a.name, Repr(value).c_str());
+      }
+      resolved.string_value = value.string_value;
+    }
+    out->values_.push_back(std::move(resolved));
+  }
+  return {};
+}
+
+const Bindings::Entry* Bindings::Lookup(const char* symbol) const {
+  for (int i = 0; i < count_; ++i) {
+    if (std::strcmp(entries_[i].symbol, symbol) == 0) return &entries_[i];
+  }
+  return nullptr;
+}
+
+bool Bindings::Find(const char* symbol, int64_t* value) const {
+  const Entry* e = Lookup(symbol);
+  if (e && value) *value = e->value;
+  return e != nullptr;
+}
+
+int64_t Bindings::operator[](const char* symbol) const {
+  const Entry* e = Lookup(symbol);
+  return e ? e->value : -1;
+}
+
+void Bindings::Bind(const char* symbol, int64_t value, const char* origin, const char* origin_name) {
+  if (Lookup(symbol) || count_ == kCapacity) return;
+  entries_[count_++] = Entry{symbol, value, origin, origin_name};
+}
+
+std::string BindInputs(const spec::OpSpec& op, const Attributes& attrs, const TensorDesc* inputs, int count,
+                       Bindings* env) {
+  env->count_ = 0;
+  for (const Attributes::Value& v : attrs.values()) {
+    if (v.spec->type == spec::AttrType::kInt) env->Bind(v.spec->name, v.int_value, "attribute", v.spec->name);
+  }
+  if (count != op.num_inputs) return Format("%s: expected %d inputs, got %d", op.name, op.num_inputs, count);
+  for (int i = 0; i < op.num_inputs; ++i) {
+    const spec::TensorSpec& t = op.inputs[i];
+    const TensorDesc& in = inputs[i];
+    const char* want = spec::DTypeName(t.dtype);
+    if (std::strcmp(in.dtype, want) != 0) {
+      return Format("%s: input '%s' must be %s, got %s", op.name, t.name, want, in.dtype);
+    }
+    if (in.rank != t.rank) {
+      std::string dims, shape;
+      for (int a = 0; a < t.rank; ++a) dims += (a ? "," : "") + std::string(t.dims[a]);
+      for (int a = 0; a < in.rank; ++a) shape += (a ? ", " : "") + std::to_string(in.dims[a]);
+      return Format("%s: input '%s' must have rank %d [%s], got shape [%s]", op.name, t.name, t.rank, dims.c_str(),
+                    shape.c_str());
+    }
+    for (int axis = 0; axis < t.rank; ++axis) {
+      const char* sym = t.dims[axis];
+      if (!IsIdentifier(sym)) continue;
+      const int64_t size = in.dims[axis];
+      if (size < 1) {
+        return Format("%s: input '%s' dim %d (%s) must be >= 1, got %lld", op.name, t.name, axis, sym,
+                      static_cast<long long>(size));
+      }
+      const Bindings::Entry* bound = env->Lookup(sym);
+      if (bound && bound->value != size) {
+        return Format("%s: input '%s' dim %d (%s) is %lld, but %s '%s' says %s=%lld", op.name, t.name, axis, sym,
+                      static_cast<long long>(size), bound->origin, bound->origin_name, sym,
+                      static_cast<long long>(bound->value));
+      }
+      if (!bound) {
+        if (env->count_ == Bindings::kCapacity) return Format("%s: too many dimension symbols", op.name);
+        env->Bind(sym, size, "input", t.name);
+      }
+    }
+  }
+  return {};
+}
+
+}  // namespace bucketrt

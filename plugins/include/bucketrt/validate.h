@@ -1,0 +1,99 @@
+// Spec-driven validation shared by every backend: attribute resolution (defaults, minimum,
+// power of two, choices) and input binding (dtype, rank, symbolic dims). Messages have the same
+// form as OpSpec.resolve_attributes / OpSpec.bind in src/bucketrt/ops/spec.py, so a kernel and the
+// PyTorch reference reject a bad call with the same words.
+//
+// No ONNX Runtime dependency: a CUDA or TensorRT backend includes this as is. Errors are returned
+// as strings ("" = valid); nothing here throws except std::bad_alloc.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "bucketrt/spec_types.h"
+
+namespace bucketrt {
+
+// printf-style formatting into a std::string (used for error messages only).
+std::string Format(const char* format, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+
+// An attribute as found on the node, before defaults and checks.
+struct RawAttribute {
+  enum class Kind { kMissing, kInt, kFloat, kString };
+  Kind kind = Kind::kMissing;
+  int64_t int_value = 0;
+  double float_value = 0;
+  std::string string_value;
+};
+
+// Resolved attribute values, in the order of OpSpec::attributes.
+class Attributes {
+ public:
+  struct Value {
+    const spec::AttrSpec* spec = nullptr;
+    int64_t int_value = 0;
+    std::string string_value;
+  };
+
+  // The value of an int / string attribute the spec declares (std::out_of_range otherwise: a
+  // programming error, never an input error).
+  int64_t Int(const char* name) const;
+  const std::string& String(const char* name) const;
+  const std::vector<Value>& values() const { return values_; }
+
+ private:
+  friend std::string ResolveAttributes(const spec::OpSpec&, const std::vector<RawAttribute>&, Attributes*);
+  const Value& Find(const char* name) const;
+  std::vector<Value> values_;
+};
+
+// Fills defaults and checks every attribute (raw is index-aligned with op.attributes).
+std::string ResolveAttributes(const spec::OpSpec& op, const std::vector<RawAttribute>& raw, Attributes* out);
+
+// Actual element type and shape of one tensor, as the runtime reports them.
+struct TensorDesc {
+  const char* dtype = "";  // "int32", "float32", "int64", ... (numpy names, as spec.py uses)
+  int rank = 0;
+  const int64_t* dims = nullptr;
+};
+
+// Symbol -> size, with where each size came from (for messages). Fixed capacity: no heap use.
+class Bindings {
+ public:
+  static constexpr int kCapacity = 32;
+
+  // Returns false when `symbol` is unbound.
+  bool Find(const char* symbol, int64_t* value) const;
+  // The size bound to a symbol the spec declares; -1 if unbound.
+  int64_t operator[](const char* symbol) const;
+  // Binds `symbol` unless already bound; origin is e.g. "attribute" / "input", origin_name the name.
+  void Bind(const char* symbol, int64_t value, const char* origin, const char* origin_name);
+  int size() const { return count_; }
+
+ private:
+  friend std::string BindInputs(const spec::OpSpec&, const Attributes&, const TensorDesc*, int, Bindings*);
+  struct Entry {
+    const char* symbol;
+    int64_t value;
+    const char* origin;
+    const char* origin_name;
+  };
+  const Entry* Lookup(const char* symbol) const;
+  Entry entries_[kCapacity];
+  int count_ = 0;
+};
+
+// Checks input count, dtypes, ranks and symbolic dims, like OpSpec.bind; fills `env` (which starts
+// with the int attributes) with every binding.
+std::string BindInputs(const spec::OpSpec& op, const Attributes& attrs, const TensorDesc* inputs, int count,
+                       Bindings* env);
+
+// True when `symbol` is a plain identifier (spec.py skips the others, e.g. "m*L").
+bool IsIdentifier(const char* symbol);
+
+}  // namespace bucketrt

@@ -1,0 +1,87 @@
+#include "ort/kernels.h"
+
+#include "cpu/lsh_cumulation.h"
+#include "cpu/sign_hash.h"
+
+#include <string>
+#include <tuple>
+
+namespace bucketrt::ort {
+
+// Input indices, in spec order.
+namespace lsh {
+enum { kQueryMask, kQueryHash, kKeyMask, kKeyHash, kValue };
+}
+namespace sign {
+enum { kMask, kVector, kProjection };
+}
+
+LshCumulationKernel::LshCumulationKernel(const Attributes& attrs) : capacity_(attrs.Int("hashtable_capacity")) {}
+
+void LshCumulationKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const Bindings& env) {
+  const spec::OpSpec& op = Spec();
+  cpu::LshCumulationShape shape;
+  shape.batch = env["B"];
+  shape.num_query = env["Nq"];
+  shape.num_key = env["Nk"];
+  shape.num_hash = env["m"];
+  shape.dim = env["D"];
+  shape.capacity = capacity_;
+
+  const int32_t* query_mask = in.Data<int32_t>(lsh::kQueryMask);
+  const int32_t* query_hash = in.Data<int32_t>(lsh::kQueryHash);
+  const int32_t* key_mask = in.Data<int32_t>(lsh::kKeyMask);
+  const int32_t* key_hash = in.Data<int32_t>(lsh::kKeyHash);
+  int64_t max_code = -1;
+  for (auto [mask, codes, rows, name] : {std::make_tuple(query_mask, query_hash, shape.num_query, "query_hash"),
+                                         std::make_tuple(key_mask, key_hash, shape.num_key, "key_hash")}) {
+    const std::string error =
+        cpu::CheckLshCodes(op.name, name, mask, codes, shape.batch, rows, shape.num_hash, capacity_, &max_code);
+    if (!error.empty()) throw InvalidArgument(error);
+  }
+
+  // Hash tables: one slot per worker (at most one per hardware thread, each a hash group's tables
+  // for one slab, ~512 KiB at the benchmark size), taken in one allocation per run from the
+  // session's CPU allocator. That allocator is ORT's arena, so repeated runs reuse the same block
+  // (no heap traffic on the hot path), a failure is reported here as a status rather than inside
+  // a pool thread, and the memory goes back to the session, which thread_local buffers would not.
+  const cpu::LshCumulationPlan plan = cpu::PlanLshCumulation(shape, max_code, MaxWorkers());
+  float* out = AllocateOutput<float>(op, ctx, 0, env);
+  Scratch scratch(ctx, plan.scratch_floats(), op.name);
+  cpu::LshCumulation(shape, plan, query_mask, query_hash, key_mask, key_hash, in.Data<float>(lsh::kValue), out,
+                     scratch.data(), OrtParallelFor(ctx));
+}
+
+SignHashKernel::SignHashKernel(const Attributes& attrs)
+    : num_hash_(attrs.Int("num_hash")),
+      code_len_(attrs.Int("hash_code_len")),
+      hadamard_(attrs.String("transform") == "hadamard") {
+  if (code_len_ > cpu::kMaxHashCodeLen) {
+    throw InvalidArgument(Format("SignHash: attribute 'hash_code_len' must be <= %lld, got %lld",
+                                 static_cast<long long>(cpu::kMaxHashCodeLen), static_cast<long long>(code_len_)));
+  }
+}
+
+void SignHashKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const Bindings& env) {
+  const spec::OpSpec& op = Spec();
+  cpu::SignHashShape shape;
+  shape.batch = env["B"];
+  shape.length = env["N"];
+  shape.dim = env["D"];
+  shape.groups = env["G"];
+  shape.proj_rows = env["R"];
+  shape.proj_cols = env["C"];
+  shape.num_hash = num_hash_;
+  shape.code_len = code_len_;
+  shape.hadamard = hadamard_;
+  cpu::SignHashPlan plan;
+  const std::string error = cpu::PlanSignHash(shape, MaxWorkers(), &plan);
+  if (!error.empty()) throw InvalidArgument(error);
+
+  int32_t* hash = AllocateOutput<int32_t>(op, ctx, 0, env);
+  Scratch scratch(ctx, plan.scratch_floats(), op.name);
+  cpu::SignHash(shape, plan, in.Data<int32_t>(sign::kMask), in.Data<float>(sign::kVector),
+                in.Data<float>(sign::kProjection), hash, scratch.data(), OrtParallelFor(ctx));
+}
+
+}  // namespace bucketrt::ort

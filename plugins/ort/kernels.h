@@ -1,0 +1,31 @@
+// The CPU kernels as ORT sees them: attribute handling at creation, op-specific checks, then the
+// pure kernels of plugins/cpu/.
+#pragma once
+
+#include "ort/op_base.h"
+
+namespace bucketrt::ort {
+
+class LshCumulationKernel {
+ public:
+  static const spec::OpSpec& Spec() { return spec::kLSHCumulation; }
+  explicit LshCumulationKernel(const Attributes& attrs);
+  void Compute(Ort::KernelContext& ctx, const OrtInputs& inputs, const Bindings& env);
+
+ private:
+  int64_t capacity_;
+};
+
+class SignHashKernel {
+ public:
+  static const spec::OpSpec& Spec() { return spec::kSignHash; }
+  explicit SignHashKernel(const Attributes& attrs);
+  void Compute(Ort::KernelContext& ctx, const OrtInputs& inputs, const Bindings& env);
+
+ private:
+  int64_t num_hash_;
+  int64_t code_len_;
+  bool hadamard_;
+};
+
+}  // namespace bucketrt::ort

@@ -1,0 +1,177 @@
+"""Bad models and inputs reach each op through ONNX Runtime: every one must raise a Python
+exception naming the op and the offending input or attribute (no crash: this process surviving all
+of them is part of the test), and the PyTorch reference must reject the same call with ValueError.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from bucketrt.ops import reference
+from bucketrt.ops.graph import run_op
+from bucketrt.ops.spec import LSH_CUMULATION, SIGN_HASH, OpSpec
+
+
+@dataclass
+class Case:
+    id: str
+    spec: OpSpec
+    inputs: dict[str, np.ndarray]
+    attrs: dict
+    culprit: str  # the input or attribute the message must name
+    # The kernel's message is the reference's, word for word (not where ORT's own graph checks
+    # reject a dtype first, nor for codes, where the reference reports their range).
+    same_text: bool = True
+
+
+def lsh_inputs(batch=2, num_query=3, num_key=4, num_hash=2, dim=8, capacity=8, seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        "query_mask": np.ones((batch, num_query), np.int32),
+        "query_hash": rng.integers(0, capacity, (batch, num_query, num_hash), dtype=np.int32),
+        "key_mask": np.ones((batch, num_key), np.int32),
+        "key_hash": rng.integers(0, capacity, (batch, num_key, num_hash), dtype=np.int32),
+        "value": rng.standard_normal((batch, num_key, dim)).astype(np.float32),
+    }
+
+
+def sign_inputs(batch=3, length=5, dim=16, proj=(1, 3, 16), seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        "mask": np.ones((batch, length), np.int32),
+        "vector": rng.standard_normal((batch, length, dim)).astype(np.float32),
+        "projection": np.sign(rng.standard_normal(proj)).astype(np.float32),
+    }
+
+
+def with_(inputs: dict, **changes) -> dict:
+    return {**inputs, **changes}
+
+
+def with_code(name: str, index: tuple, code: int) -> dict:
+    inputs = lsh_inputs()
+    inputs[name] = inputs[name].copy()
+    inputs[name][index] = code
+    return inputs
+
+
+CAP = {"hashtable_capacity": 8}
+L = lsh_inputs()
+SIGN = {"num_hash": 4, "hash_code_len": 4}
+S = sign_inputs()
+GAUSS = {"num_hash": 4, "hash_code_len": 4, "transform": "gaussian"}
+
+CASES = [
+    # LSHCumulation: ranks and dtypes
+    Case("lsh-query_mask-rank3", LSH_CUMULATION, with_(L, query_mask=L["query_mask"][..., None]), CAP, "query_mask"),
+    Case("lsh-key_hash-rank2", LSH_CUMULATION, with_(L, key_hash=L["key_hash"][..., 0]), CAP, "key_hash"),
+    Case("lsh-value-rank4", LSH_CUMULATION, with_(L, value=L["value"][None]), CAP, "value"),
+    Case("lsh-query_mask-int64", LSH_CUMULATION, with_(L, query_mask=L["query_mask"].astype(np.int64)), CAP, "query_mask", same_text=False),
+    Case("lsh-key_hash-int64", LSH_CUMULATION, with_(L, key_hash=L["key_hash"].astype(np.int64)), CAP, "key_hash", same_text=False),
+    Case("lsh-value-float16", LSH_CUMULATION, with_(L, value=L["value"].astype(np.float16)), CAP, "value", same_text=False),
+    Case("lsh-value-float64", LSH_CUMULATION, with_(L, value=L["value"].astype(np.float64)), CAP, "value", same_text=False),
+    # LSHCumulation: dims that disagree
+    Case("lsh-key_mask-batch", LSH_CUMULATION, with_(L, key_mask=L["key_mask"][:1]), CAP, "key_mask"),
+    Case("lsh-value-batch", LSH_CUMULATION, with_(L, value=L["value"][:1]), CAP, "value"),
+    Case("lsh-query_hash-Nq", LSH_CUMULATION, with_(L, query_hash=L["query_hash"][:, :2]), CAP, "query_hash"),
+    Case("lsh-key_hash-Nk", LSH_CUMULATION, with_(L, key_hash=lsh_inputs(num_key=5)["key_hash"]), CAP, "key_hash"),
+    Case("lsh-value-Nk", LSH_CUMULATION, with_(L, value=lsh_inputs(num_key=5)["value"]), CAP, "value"),
+    Case("lsh-key_hash-m", LSH_CUMULATION, with_(L, key_hash=lsh_inputs(num_hash=3)["key_hash"]), CAP, "key_hash"),
+    Case("lsh-value-D0", LSH_CUMULATION, with_(L, value=np.zeros((2, 4, 0), np.float32)), CAP, "value"),
+    Case("lsh-query-N0", LSH_CUMULATION, lsh_inputs(num_query=0), CAP, "query_mask"),
+    # LSHCumulation: attributes (rejected when the session is created)
+    Case("lsh-capacity-not-pow2", LSH_CUMULATION, L, {"hashtable_capacity": 12}, "hashtable_capacity"),
+    Case("lsh-capacity-zero", LSH_CUMULATION, L, {"hashtable_capacity": 0}, "hashtable_capacity"),
+    Case("lsh-capacity-negative", LSH_CUMULATION, L, {"hashtable_capacity": -8}, "hashtable_capacity"),
+    Case("lsh-capacity-missing", LSH_CUMULATION, L, {}, "hashtable_capacity"),
+    Case("lsh-capacity-float", LSH_CUMULATION, L, {"hashtable_capacity": 8.0}, "hashtable_capacity"),
+    # LSHCumulation: codes of live rows outside [0, capacity)
+    Case("lsh-key-code-700", LSH_CUMULATION, with_code("key_hash", (1, 2, 1), 700), CAP, "key_hash", same_text=False),
+    Case("lsh-key-code-capacity", LSH_CUMULATION, with_code("key_hash", (0, 0, 0), 8), CAP, "key_hash", same_text=False),
+    Case("lsh-query-code-negative", LSH_CUMULATION, with_code("query_hash", (1, 0, 1), -1), CAP, "query_hash", same_text=False),
+    Case("lsh-query-code-int-min", LSH_CUMULATION, with_code("query_hash", (0, 2, 0), -(2**31)), CAP, "query_hash", same_text=False),
+    # SignHash: ranks and dtypes
+    Case("sign-mask-rank3", SIGN_HASH, with_(S, mask=S["mask"][..., None]), SIGN, "mask"),
+    Case("sign-vector-rank2", SIGN_HASH, with_(S, vector=S["vector"][0]), SIGN, "vector"),
+    Case("sign-projection-rank2", SIGN_HASH, with_(S, projection=S["projection"][0]), SIGN, "projection"),
+    Case("sign-mask-int64", SIGN_HASH, with_(S, mask=S["mask"].astype(np.int64)), SIGN, "mask", same_text=False),
+    Case("sign-vector-float16", SIGN_HASH, with_(S, vector=S["vector"].astype(np.float16)), SIGN, "vector", same_text=False),
+    Case("sign-projection-float64", SIGN_HASH, with_(S, projection=S["projection"].astype(np.float64)), SIGN, "projection", same_text=False),
+    # SignHash: dims that disagree
+    Case("sign-vector-batch", SIGN_HASH, with_(S, vector=S["vector"][:2]), SIGN, "vector"),
+    Case("sign-vector-N", SIGN_HASH, with_(S, vector=S["vector"][:, :4]), SIGN, "vector"),
+    Case("sign-mask-N0", SIGN_HASH, sign_inputs(length=0), SIGN, "mask"),
+    Case("sign-groups-not-dividing-batch", SIGN_HASH, sign_inputs(proj=(2, 3, 16)), SIGN, "projection"),
+    # SignHash: hadamard constraints
+    Case("sign-hadamard-D-not-pow2", SIGN_HASH, sign_inputs(dim=24, proj=(1, 3, 24)), SIGN, "vector"),
+    Case("sign-hadamard-L-above-D", SIGN_HASH, sign_inputs(dim=8, proj=(1, 3, 8)), {"num_hash": 1, "hash_code_len": 9}, "hash_code_len"),
+    Case("sign-hadamard-projection-rows", SIGN_HASH, sign_inputs(proj=(1, 2, 16)), SIGN, "projection"),
+    Case("sign-hadamard-projection-D", SIGN_HASH, sign_inputs(proj=(1, 3, 32)), SIGN, "projection"),
+    Case("sign-hadamard-projection-parts", SIGN_HASH, S, {"num_hash": 5, "hash_code_len": 4}, "projection"),
+    # SignHash: gaussian constraints
+    Case("sign-gaussian-projection-cols", SIGN_HASH, sign_inputs(proj=(1, 16, 15)), GAUSS, "projection"),
+    Case("sign-gaussian-projection-D", SIGN_HASH, sign_inputs(proj=(1, 8, 16)), GAUSS, "projection"),
+    # SignHash: attributes (rejected when the session is created)
+    Case("sign-transform-unknown", SIGN_HASH, S, {**SIGN, "transform": "fourier"}, "transform"),
+    Case("sign-transform-int", SIGN_HASH, S, {**SIGN, "transform": 3}, "transform"),
+    Case("sign-code-len-31", SIGN_HASH, S, {"num_hash": 4, "hash_code_len": 31}, "hash_code_len"),
+    Case("sign-code-len-zero", SIGN_HASH, S, {"num_hash": 4, "hash_code_len": 0}, "hash_code_len"),
+    Case("sign-num-hash-zero", SIGN_HASH, S, {"num_hash": 0, "hash_code_len": 4}, "num_hash"),
+    Case("sign-num-hash-missing", SIGN_HASH, S, {"hash_code_len": 4}, "num_hash"),
+    Case("sign-num-hash-float", SIGN_HASH, S, {"num_hash": 2.5, "hash_code_len": 4}, "num_hash"),
+]
+
+
+def names(message: str, name: str) -> bool:
+    return re.search(rf"\b{re.escape(name)}\b", message) is not None
+
+
+def run_reference(case: Case):
+    fn: Callable = reference.REFERENCES[case.spec.name]
+    tensors = [torch.from_numpy(np.ascontiguousarray(case.inputs[t.name])) for t in case.spec.inputs]
+    return fn(*tensors, **case.attrs)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_kernel_rejects(case: Case):
+    with pytest.raises(Exception) as info:
+        run_op(case.spec, case.inputs, case.attrs)
+    message = str(info.value)
+    assert names(message, case.spec.name), message
+    assert names(message, case.culprit), message
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_reference_rejects(case: Case):
+    with pytest.raises(ValueError) as info:
+        run_reference(case)
+    message = str(info.value)
+    assert names(message, case.spec.name), message
+    assert names(message, case.culprit), message
+
+
+def test_kernel_and_reference_say_the_same():
+    # Where both sides produce the message themselves (not ORT's own type checks), it is the same text.
+    for case in (c for c in CASES if c.same_text):
+        with pytest.raises(ValueError) as ref:
+            run_reference(case)
+        with pytest.raises(Exception) as ort:
+            run_op(case.spec, case.inputs, case.attrs)
+        assert str(ref.value) in str(ort.value), case.id
+
+
+def test_valid_calls_still_work_after_errors():
+    for case in CASES:
+        with pytest.raises(Exception):
+            run_op(case.spec, case.inputs, case.attrs)
+    (out,) = run_op(LSH_CUMULATION, L, CAP)
+    expected = reference.lsh_cumulation(*(torch.from_numpy(a) for a in L.values()), **CAP).numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    (codes,) = run_op(SIGN_HASH, S, SIGN)
+    np.testing.assert_array_equal(codes, reference.sign_hash(*(torch.from_numpy(a) for a in S.values()), **SIGN).numpy())

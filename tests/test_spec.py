@@ -1,0 +1,64 @@
+"""The op catalogue: its generated artefacts stay current and its checks say what is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bucketrt.ops import spec
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "ops.md"
+
+
+def test_docs_ops_md_is_generated_from_the_catalogue():
+    assert DOCS.read_text() == spec.markdown(), "run `make docs` to regenerate docs/ops.md"
+
+
+def test_cpp_header_declares_every_op_input_and_attribute():
+    header = spec.cpp_header()
+    for op in spec.OPS:
+        assert f'inline constexpr OpSpec k{op.name} = {{"{op.name}"' in header
+        for tensor in op.inputs + op.outputs:
+            assert f'{{"{tensor.name}", DType::' in header
+        for attr in op.attributes:
+            assert f'{{"{attr.name}", AttrType::' in header
+
+
+def test_bind_reports_the_first_disagreeing_input():
+    with pytest.raises(ValueError, match=r"LSHCumulation: input 'key_hash' dim 2 \(m\) is 5, but input 'query_hash' says m=4"):
+        spec.LSH_CUMULATION.bind(
+            [(2, 3), (2, 3, 4), (2, 6), (2, 6, 5), (2, 6, 8)],
+            ["int32", "int32", "int32", "int32", "float32"],
+            {"hashtable_capacity": 16},
+        )
+
+
+def test_bind_takes_symbols_named_like_attributes_from_the_attribute():
+    env = spec.SIGN_HASH.bind([(4, 7), (4, 7, 32), (2, 6, 32)], ["int32", "float32", "float32"], {"num_hash": 3, "hash_code_len": 4})
+    assert env["num_hash"] == 3 and spec.SIGN_HASH.output_shapes(env) == [(4, 7, 3)]
+
+
+@pytest.mark.parametrize(
+    "attrs,message",
+    [
+        ({"hashtable_capacity": 12}, "must be a power of two"),
+        ({"hashtable_capacity": 0}, "must be >= 1"),
+        ({}, "is required"),
+        ({"hashtable_capacity": 8, "bits": 3}, "unknown attribute"),
+    ],
+)
+def test_attribute_errors_name_the_op_and_attribute(attrs, message):
+    with pytest.raises(ValueError, match=f"LSHCumulation: .*{message}"):
+        spec.LSH_CUMULATION.resolve_attributes(attrs)
+
+
+def test_string_attribute_choices_and_defaults():
+    assert spec.SIGN_HASH.resolve_attributes({"num_hash": 1, "hash_code_len": 1})["transform"] == "hadamard"
+    with pytest.raises(ValueError, match="SignHash: attribute 'transform' must be one of"):
+        spec.SIGN_HASH.resolve_attributes({"num_hash": 1, "hash_code_len": 1, "transform": "fft"})
+
+
+@pytest.mark.parametrize("dim,num_hash,bits,parts", [(64, 64, 9, 10), (32, 16, 9, 6), (32, 1, 32, 1), (16, 3, 1, 1)])
+def test_hadamard_parts_follows_yoso(dim, num_hash, bits, parts):
+    assert spec.hadamard_parts(dim, num_hash, bits) == parts
