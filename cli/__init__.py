@@ -1,0 +1,1 @@
+"""bucketrt's command line: `bucketrt export`, `check`, `ops` (and `bench`)."""

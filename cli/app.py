@@ -1,0 +1,51 @@
+"""The `bucketrt` command group. Command modules import `main` from here and register on it."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from rich.console import Console
+
+from bucketrt import LibraryNotBuiltError, __version__
+from bucketrt.exporter.errors import BucketrtError
+
+# Exit statuses: 0 success, 1 a check that ran and failed, 2 a usage problem (as click uses it).
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def console() -> Console:
+    """Rich console on stdout; stderr carries only error lines.
+
+    Pipes and logs get 120 columns (rich's default of 80 folds the comparison tables).
+    """
+    out = Console(file=sys.stdout, highlight=False, soft_wrap=True)
+    if not out.is_terminal:
+        out.width = max(out.width, 120)
+    return out
+
+
+def fail(message: str, code: int = EXIT_USAGE):
+    """Prints one line on stderr and exits: the only way commands report user errors."""
+    click.echo(f"Error: {' '.join(str(message).split())}", err=True)
+    sys.exit(code)
+
+
+class BucketrtGroup(click.Group):
+    """Turns BucketrtError (and a missing op library) into one line on stderr and exit status 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except BucketrtError as e:
+            fail(e.one_line())
+        except LibraryNotBuiltError as e:
+            fail(str(e))
+
+
+@click.group(cls=BucketrtGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="bucketrt")
+def main():
+    """Export data-dependent-attention transformers (YOSO) to ONNX with bucketrt's custom ops, and
+    check them in ONNX Runtime."""

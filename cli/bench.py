@@ -1,0 +1,69 @@
+"""`bucketrt bench`: ONNX Runtime with bucketrt's ops against PyTorch eager, over sequence lengths."""
+
+from __future__ import annotations
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+
+def _lengths(ctx, param, value: str) -> tuple[int, ...]:
+    try:
+        lengths = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got '{value}'") from None
+    if not lengths or min(lengths) < 1:
+        raise click.BadParameter("sequence lengths must be positive")
+    return lengths
+
+
+@click.command("bench")
+@click.argument("output_dir", type=click.Path(file_okay=False))
+@click.option("--sequence-lengths", "lengths", default="512,1024,2048,4096", show_default=True,
+              callback=_lengths, help="Comma-separated sequence lengths, timed one after the other.")
+@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--threads", default=None, type=click.IntRange(min=1),
+              help="Threads for both ORT (intra_op_num_threads) and PyTorch. Default: all cores.")
+@click.option("--repeat", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Timed runs per length (median reported), after one warm-up run.")
+@click.option("--budget", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds of timed runs per length and backend before stopping early.")
+def bench(output_dir, lengths, batch_size, threads, repeat, budget):
+    """Time an export in ONNX Runtime against PyTorch eager, in the same run.
+
+    Prints per sequence length the median latency of both, their ratio, and how each grows
+    relative to the first length (linear attention grows like the length, softmax attention like
+    its square).
+    """
+    from bucketrt.benchmarking import bench_export
+    from bucketrt.exporter import read_manifest
+
+    console = Console()
+    manifest = read_manifest(output_dir)
+    max_len = manifest.get("config", {}).get("max_position_embeddings")
+    if max_len and max(lengths) > max_len:
+        raise click.BadParameter(f"{max(lengths)} exceeds the model's max_position_embeddings={max_len}",
+                                 param_hint="--sequence-lengths")
+    table = Table(title=f"{manifest['model_type']} {manifest['task']} ({manifest['mode']}), batch {batch_size}")
+    for column in ("sequence", "PyTorch ms", "ORT ms", "ORT speed-up", "PyTorch growth", "ORT growth"):
+        table.add_column(column, justify="right")
+    rows = []
+
+    def show(row):
+        rows.append(row)
+        first = rows[0]
+        console.print(f"  N={row.sequence_length}: PyTorch {row.torch.ms:.1f} ms, ORT {row.ort.ms:.1f} ms")
+        table.add_row(
+            str(row.sequence_length), f"{row.torch.ms:.1f}", f"{row.ort.ms:.1f}", f"{row.speedup:.2f}x",
+            f"{row.torch.median_s / first.torch.median_s:.2f}x", f"{row.ort.median_s / first.ort.median_s:.2f}x",
+        )
+
+    with console.status("timing"):
+        bench_export(output_dir, lengths, batch_size, threads, repeat, budget, on_row=show)
+    console.print(table)
+    if len(rows) > 1:
+        first, last = rows[0], rows[-1]
+        console.print(
+            f"From N={first.sequence_length} to N={last.sequence_length} (x{last.sequence_length / first.sequence_length:g}): "
+            f"ORT time x{last.ort.median_s / first.ort.median_s:.2f}, PyTorch time x{last.torch.median_s / first.torch.median_s:.2f}"
+        )

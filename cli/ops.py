@@ -1,0 +1,59 @@
+"""`bucketrt ops`: the op catalogue and the backends the installed library was built with."""
+
+from __future__ import annotations
+
+import ctypes
+
+import click
+from rich.table import Table
+
+from .app import console, main
+
+
+def library_backends(path: str) -> dict[str, list[str]]:
+    """Parses the library's `BucketrtBackends()` ("Op=backend;Op=backend,...") into op -> backends."""
+    lib = ctypes.CDLL(path)
+    function = lib.BucketrtBackends
+    function.restype = ctypes.c_char_p
+    function.argtypes = []
+    text = (function() or b"").decode()
+    out: dict[str, list[str]] = {}
+    for entry in filter(None, (e.strip() for e in text.split(";"))):
+        name, _, backends = entry.partition("=")
+        for backend in filter(None, (b.strip() for b in backends.split(","))):
+            out.setdefault(name.strip(), [])
+            if backend not in out[name.strip()]:
+                out[name.strip()].append(backend)
+    return out
+
+
+@main.command("ops")
+@click.option("--library", "library_only", is_flag=True, help="Print only the path of the ONNX Runtime op library.")
+def ops_command(library_only):
+    """List bucketrt's custom ops and the backends the installed library provides."""
+    import bucketrt
+    from bucketrt.ops import OPS
+
+    if library_only:
+        click.echo(bucketrt.library_path())  # a missing library exits 2 with one line
+        return
+    out = console()
+    note = None
+    try:
+        path = bucketrt.library_path()
+        backends = library_backends(path)
+    except bucketrt.LibraryNotBuiltError as e:
+        backends, note = {}, f"[yellow]No op library: {e}[/]"
+    except (OSError, AttributeError) as e:
+        backends, note = {}, f"[yellow]Cannot query the op library ({e})[/]"
+    else:
+        note = f"[dim]library: {path}[/]"
+    table = Table(title="bucketrt ops", title_justify="left")
+    for column in ("op", "domain", "version", "backends", "summary"):
+        table.add_column(column, overflow="fold")
+    for op in OPS:
+        found = backends.get(op.name)
+        table.add_row(op.name, op.domain, str(op.version), ", ".join(found) if found else "[red]none[/]", op.summary)
+    out.print(table)
+    if note:
+        out.print(note)

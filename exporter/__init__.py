@@ -1,0 +1,43 @@
+"""bucketrt's exporter: Hugging Face YOSO models to ONNX with bucketrt's custom ops.
+
+    from bucketrt.exporter import export, load_reference
+    manifest = export("yoso-tiny", "out/yoso-tiny")
+    model = load_reference("out/yoso-tiny")  # the same model in PyTorch, for comparison
+
+Names are imported on first use, so that `bucketrt.exporter.errors` and the CLI's light commands
+do not pay for importing torch and transformers.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .errors import BucketrtError
+
+_LAZY = {
+    "DEFAULT_OPSET": ".onnx_export",
+    "SUPPORTED_OPSETS": ".onnx_export",
+    "export": ".onnx_export",
+    "MANIFEST_NAME": ".manifest",
+    "MODEL_NAME": ".manifest",
+    "read_manifest": ".manifest",
+    "PRESETS": ".presets",
+    "load_reference": ".reference",
+    "make_inputs": ".reference",
+    "run_reference": ".reference",
+    "TASKS": ".tasks",
+}
+
+__all__ = ["BucketrtError", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

@@ -1,0 +1,90 @@
+"""bucketrt.json: what an export folder holds and how to rebuild its PyTorch reference."""
+
+from __future__ import annotations
+
+import json
+from importlib import metadata
+from pathlib import Path
+
+from .errors import BucketrtError
+
+MANIFEST_NAME = "bucketrt.json"
+MODEL_NAME = "model.onnx"
+FORMAT_VERSION = 1
+
+_ONNX_DTYPES = {1: "float32", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64", 16: "bfloat16"}
+
+
+def versions() -> dict:
+    out = {}
+    for dist in ("bucketrt", "torch", "transformers", "onnx", "onnxruntime", "onnxscript"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def graph_signature(model_proto) -> tuple[list[dict], list[dict]]:
+    """Inputs and outputs of an ONNX graph: name, dtype, and shape with symbolic dims as names."""
+
+    def describe(value_info) -> dict:
+        tensor_type = value_info.type.tensor_type
+        shape = [d.dim_param if d.HasField("dim_param") else (d.dim_value if d.HasField("dim_value") else None) for d in tensor_type.shape.dim]
+        return {"name": value_info.name, "dtype": _ONNX_DTYPES.get(tensor_type.elem_type, str(tensor_type.elem_type)), "shape": shape}
+
+    initializers = {init.name for init in model_proto.graph.initializer}
+    inputs = [describe(v) for v in model_proto.graph.input if v.name not in initializers]
+    outputs = [describe(v) for v in model_proto.graph.output]
+    return inputs, outputs
+
+
+def custom_ops(model_proto, domain: str) -> list[dict]:
+    """The ops of `domain` used by the graph (subgraphs included), with their node counts."""
+    counts: dict[str, int] = {}
+
+    def visit(graph):
+        for node in graph.node:
+            if node.domain == domain:
+                counts[node.op_type] = counts.get(node.op_type, 0) + 1
+            for attr in node.attribute:
+                if attr.g.node:
+                    visit(attr.g)
+                for sub in attr.graphs:
+                    visit(sub)
+
+    visit(model_proto.graph)
+    version = next((o.version for o in model_proto.opset_import if o.domain == domain), None)
+    return [{"domain": domain, "name": name, "version": version, "nodes": counts[name]} for name in sorted(counts)]
+
+
+def write_manifest(output_dir: Path, manifest: dict) -> Path:
+    path = Path(output_dir) / MANIFEST_NAME
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def read_manifest(output_dir) -> dict:
+    """The manifest of an export folder; BucketrtError when the folder or its files are missing."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        raise BucketrtError(f"export folder '{output_dir}' does not exist", "run `bucketrt export` first")
+    path = folder / MANIFEST_NAME
+    if not path.is_file():
+        raise BucketrtError(f"'{output_dir}' has no {MANIFEST_NAME}", "pass a folder written by `bucketrt export`")
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError as e:
+        raise BucketrtError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSION:
+        raise BucketrtError(
+            f"{path} has format {manifest.get('format') if isinstance(manifest, dict) else None!r}, "
+            f"this bucketrt reads format {FORMAT_VERSION}",
+            "export the model again",
+        )
+    for key in ("model_type", "task", "source", "seed", "mode", "inputs", "outputs"):
+        if key not in manifest:
+            raise BucketrtError(f"{path} lacks '{key}'", "export the model again")
+    if not (folder / manifest.get("files", {}).get("model", MODEL_NAME)).is_file():
+        raise BucketrtError(f"'{output_dir}' has no {MODEL_NAME}", "export the model again")
+    return manifest

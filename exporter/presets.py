@@ -1,0 +1,46 @@
+"""Built-in model presets: architectures with random weights, for demos, tests and benchmarks.
+
+A preset needs no download: its weights are drawn from the export seed, so the same seed always
+gives the same model (and `load_reference` can rebuild it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    # Arguments for YosoConfig; everything not named keeps YosoConfig's default.
+    config: dict = field(default_factory=dict)
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            "yoso-4096",
+            "YosoConfig() defaults: the uw-madison/yoso-4096 architecture (12 layers, hidden 768, "
+            "4096 positions, YOSO-E), random weights",
+            {},
+        ),
+        Preset(
+            "yoso-tiny",
+            "2 layers, hidden 64, 4 heads of 16 (padded to 32 for hashing), LSH attention with 16 "
+            "hashes of 9 bits, random weights",
+            {
+                "hidden_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "intermediate_size": 128,
+                "vocab_size": 1000,
+                "max_position_embeddings": 512,
+                "hash_code_len": 9,
+                "num_hash": 16,
+                "use_expectation": False,
+            },
+        ),
+    )
+}

@@ -1,0 +1,198 @@
+"""Where a model comes from: a built-in preset, a local save_pretrained folder, or a hub id."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+
+from .errors import BucketrtError
+from .overrides import apply_overrides
+from .presets import PRESETS
+from .tasks import Task
+from .yoso import SUPPORTED_MODEL_TYPES, geometry
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+_PRESET_HINT = f"pass a local folder or a preset ({', '.join(PRESETS)})"
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str  # "preset" | "folder" | "hub"
+    ref: str  # preset name, absolute folder path, or hub id
+    revision: str | None = None  # hub commit, when known
+    local_only: bool = False  # hub: serve from the local cache (the hub is unreachable)
+
+    def describe(self) -> str:
+        return {"preset": "preset", "folder": "folder", "hub": "hub model"}[self.kind] + f" {self.ref}"
+
+
+def _looks_like_path(text: str) -> bool:
+    return (
+        text.startswith((".", "/", "~"))
+        or text.endswith(("/", os.sep))
+        or text.count("/") > 1
+        or os.sep != "/" and os.sep in text
+        or not _HUB_ID.match(text)
+    )
+
+
+def resolve_source(model: str) -> Source:
+    """Decides what MODEL names; raises BucketrtError for a missing folder."""
+    if model in PRESETS:
+        return Source("preset", model)
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise BucketrtError(f"'{model}' is a file, not a model folder", "pass the folder written by save_pretrained")
+        return Source("folder", str(path.resolve()))
+    if _looks_like_path(model):
+        raise BucketrtError(f"model folder '{model}' does not exist", f"check the path, or use a preset ({', '.join(PRESETS)})")
+    return Source("hub", model)
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Keeps transformers' and the hub's warnings (new heads, retries) out of the output."""
+    import huggingface_hub.utils as hub_utils
+    import transformers
+
+    previous = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    bars = transformers.logging.is_progress_bar_enabled()
+    transformers.logging.disable_progress_bar()  # "Loading weights" bars on stderr
+    hub_bars = not hub_utils.are_progress_bars_disabled()
+    hub_utils.disable_progress_bars()
+    hub_logger = hub_utils.logging.get_logger("huggingface_hub")
+    hub_level = hub_logger.level
+    hub_logger.setLevel("ERROR")
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(previous)
+        if bars:
+            transformers.logging.enable_progress_bar()
+        if hub_bars:
+            hub_utils.enable_progress_bars()
+        hub_logger.setLevel(hub_level)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP probe of the hub endpoint, so that offline runs fail at once instead of retrying."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
+        return True  # a proxy decides; let the hub client try
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _hub_error(model_id: str, error: Exception) -> BucketrtError:
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    chain = [error]
+    while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)
+        if len(chain) > 10:
+            break
+    if any(isinstance(e, GatedRepoError) for e in chain):
+        return BucketrtError(f"hub model '{model_id}' is gated", "log in with `hf auth login` or download it to a folder")
+    if any(isinstance(e, (RepositoryNotFoundError, RevisionNotFoundError)) for e in chain):
+        return BucketrtError(f"no model '{model_id}' on the hub (or it is private)", _PRESET_HINT)
+    detail = " ".join(str(error).split())[:200]
+    return BucketrtError(f"cannot load hub model '{model_id}' ({detail})", _PRESET_HINT)
+
+
+def _folder_model_type(folder: Path) -> str:
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise BucketrtError(f"no config.json in '{folder}'", "pass a folder written by save_pretrained, or a preset")
+    try:
+        data = json.loads(config_file.read_text())
+    except (OSError, ValueError) as e:
+        raise BucketrtError(f"cannot read {config_file} ({e})") from None
+    return str(data.get("model_type", "unknown"))
+
+
+def _check_model_type(model_type: str) -> None:
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise BucketrtError(
+            f"model type '{model_type}' is not supported; bucketrt exports: {', '.join(SUPPORTED_MODEL_TYPES)}"
+        )
+
+
+def load_config(source: Source, overrides: dict | None = None) -> tuple[object, Source]:
+    """The model's config with overrides applied and validated for export.
+
+    Returns the config and the source, which for hub ids gains the resolved revision.
+    """
+    from transformers import AutoConfig, YosoConfig
+
+    if source.kind == "preset":
+        config = YosoConfig(**PRESETS[source.ref].config)
+    elif source.kind == "folder":
+        folder = Path(source.ref)
+        if not folder.is_dir():
+            raise BucketrtError(f"model folder '{folder}' does not exist", "it was moved or deleted since the export; export again")
+        _check_model_type(_folder_model_type(folder))
+        with quiet_transformers():
+            try:
+                config = AutoConfig.from_pretrained(folder)
+            except Exception as e:
+                raise BucketrtError(f"cannot read the config in '{folder}' ({' '.join(str(e).split())[:200]})") from None
+    else:
+        local_only = source.local_only or not _hub_reachable()
+        with quiet_transformers():
+            try:
+                config = AutoConfig.from_pretrained(source.ref, revision=source.revision, local_files_only=local_only)
+            except Exception as e:
+                if local_only:
+                    raise BucketrtError(f"cannot reach the hub for '{source.ref}'", _PRESET_HINT) from None
+                raise _hub_error(source.ref, e) from None
+        revision = source.revision or getattr(config, "_commit_hash", None)
+        source = Source("hub", source.ref, revision, local_only)
+    _check_model_type(config.model_type)
+    config = apply_overrides(config, overrides or {})
+    geometry(config)  # raises for what we cannot export
+    return config, source
+
+
+def build_model(source: Source, config, task: Task, seed: int):
+    """The task's model in eval mode, fp32. Random weights (presets, new heads) come from `seed`."""
+    import transformers
+
+    cls = getattr(transformers, task.model_class)
+    with quiet_transformers(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if source.kind == "preset":
+            model = cls(config)
+        else:
+            try:
+                model = cls.from_pretrained(
+                    source.ref,
+                    config=config,
+                    dtype=torch.float32,
+                    revision=source.revision if source.kind == "hub" else None,
+                    local_files_only=source.local_only or source.kind == "folder",
+                )
+            except Exception as e:
+                detail = " ".join(str(e).split())[:300]
+                raise BucketrtError(
+                    f"cannot load the weights of {source.describe()} as {task.model_class} ({detail})",
+                    "check the folder and any --config-override that changes layer sizes",
+                ) from None
+    return model.to(torch.float32).eval()
