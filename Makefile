@@ -7,7 +7,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 CACHE ?= .cache
-DEMO_DIR ?= out/yoso-tiny
+# The demo exports the yoso-4096 preset in LSH mode, so that bucketrt's own ops do the attention.
+DEMO_MODEL ?= yoso-4096
+DEMO_ARGS ?= --config-override use_expectation=false
+DEMO_DIR ?= out/demo
 PYTEST_ARGS ?=
 
 # ONNX Runtime's C/C++ headers are not in its wheel. Honour ORT_INCLUDE_DIR; otherwise unpack
@@ -60,7 +63,7 @@ install: $(VENV)/.deps $(ORT_HEADERS)
 
 # -- the main job on the embedded default ----------------------------------------------------
 demo: install
-	$(VENV)/bin/bucketrt export --model yoso-tiny $(DEMO_DIR)
+	$(VENV)/bin/bucketrt export --model $(DEMO_MODEL) $(DEMO_ARGS) $(DEMO_DIR)
 	$(VENV)/bin/bucketrt check $(DEMO_DIR)
 
 test: install

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
 from rich.table import Table
+
+from .app import console, main
 
 
 def _lengths(ctx, param, value: str) -> tuple[int, ...]:
@@ -17,7 +18,7 @@ def _lengths(ctx, param, value: str) -> tuple[int, ...]:
     return lengths
 
 
-@click.command("bench")
+@main.command("bench")
 @click.argument("output_dir", type=click.Path(file_okay=False))
 @click.option("--sequence-lengths", "lengths", default="512,1024,2048,4096", show_default=True,
               callback=_lengths, help="Comma-separated sequence lengths, timed one after the other.")
@@ -28,7 +29,7 @@ def _lengths(ctx, param, value: str) -> tuple[int, ...]:
               help="Timed runs per length (median reported), after one warm-up run.")
 @click.option("--budget", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Seconds of timed runs per length and backend before stopping early.")
-def bench(output_dir, lengths, batch_size, threads, repeat, budget):
+def bench_command(output_dir, lengths, batch_size, threads, repeat, budget):
     """Time an export in ONNX Runtime against PyTorch eager, in the same run.
 
     Prints per sequence length the median latency of both, their ratio, and how each grows
@@ -38,7 +39,7 @@ def bench(output_dir, lengths, batch_size, threads, repeat, budget):
     from bucketrt.benchmarking import bench_export
     from bucketrt.exporter import read_manifest
 
-    console = Console()
+    out = console()
     manifest = read_manifest(output_dir)
     max_len = manifest.get("config", {}).get("max_position_embeddings")
     if max_len and max(lengths) > max_len:
@@ -52,18 +53,18 @@ def bench(output_dir, lengths, batch_size, threads, repeat, budget):
     def show(row):
         rows.append(row)
         first = rows[0]
-        console.print(f"  N={row.sequence_length}: PyTorch {row.torch.ms:.1f} ms, ORT {row.ort.ms:.1f} ms")
+        out.print(f"  N={row.sequence_length}: PyTorch {row.torch.ms:.1f} ms, ORT {row.ort.ms:.1f} ms")
         table.add_row(
             str(row.sequence_length), f"{row.torch.ms:.1f}", f"{row.ort.ms:.1f}", f"{row.speedup:.2f}x",
             f"{row.torch.median_s / first.torch.median_s:.2f}x", f"{row.ort.median_s / first.ort.median_s:.2f}x",
         )
 
-    with console.status("timing"):
+    with out.status("timing"):
         bench_export(output_dir, lengths, batch_size, threads, repeat, budget, on_row=show)
-    console.print(table)
+    out.print(table)
     if len(rows) > 1:
         first, last = rows[0], rows[-1]
-        console.print(
+        out.print(
             f"From N={first.sequence_length} to N={last.sequence_length} (x{last.sequence_length / first.sequence_length:g}): "
             f"ORT time x{last.ort.median_s / first.ort.median_s:.2f}, PyTorch time x{last.torch.median_s / first.torch.median_s:.2f}"
         )

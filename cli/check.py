@@ -18,10 +18,11 @@ def _torch_runner_class():
     from polygraphy.common import TensorMetadata
 
     class ReferenceRunner(BaseRunner):
-        def __init__(self, model, manifest, name="pytorch-reference"):
+        def __init__(self, model, manifest, name="pytorch-reference", interceptor=None):
             super().__init__(name=name, prefix="pytorch-runner")
             self._model = model
             self._manifest = manifest
+            self._interceptor = interceptor
 
         def activate_impl(self):
             self.model = self._model
@@ -33,10 +34,14 @@ def _torch_runner_class():
             return meta
 
         def infer_impl(self, feed_dict):
+            from contextlib import nullcontext
+
             from bucketrt.exporter import run_reference
+            from bucketrt.ops import intercept
 
             start = time.time()
-            outputs = run_reference(self.model, self._manifest, feed_dict)
+            with intercept(self._interceptor) if self._interceptor else nullcontext():
+                outputs = run_reference(self.model, self._manifest, feed_dict)
             self.inference_time = time.time() - start
             return OrderedDict(outputs)
 
@@ -53,47 +58,6 @@ def _count_mismatches(actual, expected, atol: float, rtol: float) -> int:
     rel = diff / np.maximum(np.abs(expected.astype(np.float64)), np.finfo(np.float32).tiny)
     bad = (diff > atol) & (rel > rtol)
     return int(np.count_nonzero(bad | np.isnan(diff)))
-
-
-def lsh_code_report(model_path: Path, manifest: dict, feeds: dict, reference) -> list[tuple[int, str, int, int]]:
-    """Where ONNX Runtime's and PyTorch's SignHash codes differ: [(layer, "queries"|"keys", differing, total)].
-
-    Runs a copy of the graph that also outputs every SignHash result, and the reference with its
-    code log on. Codes are sign bits: rounding differences in q/k flip the bits of near-zero
-    projections, which moves vectors between buckets - and later layers amplify that.
-    """
-    import numpy as np
-    import onnx
-    import onnxruntime as ort
-
-    import bucketrt
-    from bucketrt.exporter import run_reference
-    from bucketrt.exporter.yoso import BucketrtYosoSelfAttention
-
-    proto = onnx.load(str(model_path))
-    nodes = [n for n in proto.graph.node if n.domain == "bucketrt" and n.op_type == "SignHash"]
-    for node in nodes:
-        proto.graph.output.append(onnx.helper.make_tensor_value_info(node.output[0], onnx.TensorProto.INT32, None))
-    session = ort.InferenceSession(proto.SerializeToString(), sess_options=bucketrt.session_options(), providers=["CPUExecutionProvider"])
-    ort_codes = session.run([n.output[0] for n in nodes], feeds)
-
-    layers = [m for m in reference.modules() if isinstance(m, BucketrtYosoSelfAttention)]
-    for layer in layers:
-        layer.code_log = []
-    try:
-        run_reference(reference, manifest, feeds)
-        torch_codes = [code.numpy() for layer in layers for pair in layer.code_log for code in pair]
-    finally:
-        for layer in layers:
-            layer.code_log = None
-    if len(torch_codes) != len(ort_codes):
-        return []
-    report = []
-    for index, (a, b) in enumerate(zip(ort_codes, torch_codes)):
-        if a.shape != b.shape:
-            return []
-        report.append((index // 2, "queries" if index % 2 == 0 else "keys", int(np.count_nonzero(a != b)), a.size))
-    return report
 
 
 @main.command("check")
@@ -138,13 +102,14 @@ def check_command(output_dir, batch_size, sequence_length, num_choices, atol, rt
     shapes = ", ".join(f"{name} {list(value.shape)}" for name, value in feeds.items())
     out.print(f"Comparing ONNX Runtime with PyTorch on {shapes} (seed {seed})")
 
-    runners = [
-        OnnxrtRunner(lambda: bucketrt.ort_session(model_path), name="onnxruntime"),
-        _torch_runner_class()(reference, manifest, name="pytorch"),
-    ]
     severity = G_LOGGER.INFO if verbose else G_LOGGER.CRITICAL
     with G_LOGGER.verbosity(severity), out.status("Running both…"):
         try:
+            sync = _capture_codes(model_path, feeds)
+            runners = [
+                OnnxrtRunner(lambda: bucketrt.ort_session(model_path), name="onnxruntime"),
+                _torch_runner_class()(reference, manifest, name="pytorch", interceptor=sync),
+            ]
             results = Comparator.run(runners, data_loader=[feeds])
         except Exception as e:  # an ORT load or run failure is the model's fault, not the user's
             text = " ".join(str(e).split())
@@ -185,33 +150,60 @@ def check_command(output_dir, batch_size, sequence_length, num_choices, atol, rt
         if result.max_absdiff is not None and not (result.max_absdiff <= worst):  # NaN propagates
             worst = result.max_absdiff
     out.print(table)
+    if sync is not None:
+        passed = _report_codes(out, sync) and passed
     tolerance = f"max abs error {worst:.3g}; atol {atol:g}, rtol {rtol:g}"
     if passed:
         out.print(f"[bold green]PASSED[/]: ONNX Runtime matches PyTorch on every output ({tolerance})")
     else:
         out.print(f"[bold red]FAILED[/]: ONNX Runtime differs from PyTorch ({tolerance})")
-        if manifest["mode"] == "lsh" and not manifest["files"].get("external_data"):
-            _explain_lsh(out, lsh_code_report(model_path, manifest, feeds, reference))
         raise SystemExit(EXIT_FAILED)
 
 
-def _explain_lsh(out, report) -> None:
-    """After a failed LSH check: were the hash codes already different, and from which layer?"""
-    if not report:
-        return
-    differing = [(layer, kind, n, total) for layer, kind, n, total in report if n]
-    if not differing:
-        out.print("SignHash codes: identical in ONNX Runtime and PyTorch in every layer, so the mismatch is not hashing")
-        return
-    total = sum(n for *_, n, _ in report)
-    size = sum(t for *_, t in report)
-    layer, kind, n, count = differing[0]
-    out.print(
-        f"SignHash codes: {total} of {size} differ between ONNX Runtime and PyTorch, the first {n} of {count} "
-        f"in layer {layer} ({kind}); per layer: " + ", ".join(f"{l}{k[0]}={d}" for l, k, d, _ in report)
-    )
-    out.print(
-        "[dim]Codes are signs of random projections: float rounding in q/k flips the bits of near-zero "
-        "projections, moving vectors between buckets, and later layers amplify this. A few differing "
-        "codes in the first differing layer point to rounding; many point to a real difference.[/]"
-    )
+def _capture_codes(model_path: Path, feeds: dict):
+    """ONNX Runtime's hash codes for these inputs, as a CodeSync hook; None for models without
+    hashing. See bucketrt.code_sync for why a model that hashes is compared this way."""
+    import os
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    import bucketrt
+    from bucketrt.code_sync import CodeSync, code_outputs, with_outputs
+
+    proto = onnx.load(str(model_path), load_external_data=False)
+    names = code_outputs(proto)
+    if not names:
+        return None
+    proto = with_outputs(proto, names)
+    options = bucketrt.session_options()
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+        # External data resolves relative to the model file: write the copy beside it.
+        fd, path = tempfile.mkstemp(suffix=".onnx", dir=model_path.parent)
+        os.close(fd)
+        try:
+            onnx.save(proto, path)
+            session = ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
+        finally:
+            os.unlink(path)
+    else:
+        session = ort.InferenceSession(proto.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
+    return CodeSync(session.run(names, feeds))
+
+
+def _report_codes(out, sync) -> bool:
+    """One line on the hash codes; False when they differ by more than rounding."""
+    if not sync.complete:
+        out.print(f"[red]hash codes[/]: ONNX Runtime produced {len(sync.codes)} code tensors, PyTorch hashed {sync.calls} times")
+        return False
+    share = f"{sync.differing} of {sync.total} hash codes differ between ONNX Runtime and PyTorch"
+    if sync.unexplained:
+        out.print(
+            f"[red]hash codes[/]: {share}; {sync.unexplained} of them at projections farther than "
+            f"{sync.margin:g} (relative) from zero - not rounding"
+        )
+        return False
+    detail = f", all from projections within {sync.worst_margin:.1g} of zero (rounding)" if sync.differing else ""
+    out.print(f"[green]hash codes[/]: {share}{detail}; outputs compared with PyTorch on ONNX Runtime's codes")
+    return True

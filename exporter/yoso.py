@@ -169,8 +169,6 @@ class BucketrtYosoSelfAttention(nn.Module):
             self.register_buffer("projection", projection.to(torch.float32).contiguous())
         else:
             self.projection = None
-        # Diagnostics: when a list, every LSH forward appends its (query_hash, key_hash).
-        self.code_log: list | None = None
 
     def extra_repr(self) -> str:
         g = self.geo
@@ -223,8 +221,6 @@ class BucketrtYosoSelfAttention(nn.Module):
             hash_attrs = dict(num_hash=g.num_hash, hash_code_len=g.hash_code_len, transform=g.transform)
             query_hash = call(SIGN_HASH, mask, query, self.projection, **hash_attrs)
             key_hash = call(SIGN_HASH, mask, key, self.projection, **hash_attrs)
-            if self.code_log is not None:
-                self.code_log.append((query_hash, key_hash))
             context = call(
                 LSH_CUMULATION, mask, query_hash, mask, key_hash, value, hashtable_capacity=2**g.hash_code_len
             )

@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
 import torch
 
 from .reference import REFERENCES
 from .spec import BY_NAME, DOMAIN, OPS, VERSION, OpSpec
 
-__all__ = ["BY_NAME", "DOMAIN", "OPS", "VERSION", "OpSpec", "call"]
+__all__ = ["BY_NAME", "DOMAIN", "OPS", "VERSION", "OpSpec", "call", "intercept"]
 
 _TORCH_DTYPES = {"int32": torch.int32, "float32": torch.float32}
+
+# (spec, inputs, attrs, result) -> result; see `intercept`.
+Interceptor = Callable[[OpSpec, tuple, dict, torch.Tensor], torch.Tensor]
+_interceptors: list[Interceptor] = []
+
+
+@contextmanager
+def intercept(fn: Interceptor) -> Iterator[None]:
+    """Within the block, every eager op result passes through `fn`, which may replace it.
+
+    Cross-backend checks use this to run the PyTorch reference on another backend's hash codes.
+    """
+    _interceptors.append(fn)
+    try:
+        yield
+    finally:
+        _interceptors.remove(fn)
 
 
 def call(spec: OpSpec, *inputs: torch.Tensor, **attrs):
@@ -20,7 +40,10 @@ def call(spec: OpSpec, *inputs: torch.Tensor, **attrs):
     """
     attrs = spec.resolve_attributes(attrs)
     if not torch.onnx.is_in_onnx_export():
-        return REFERENCES[spec.name](*inputs, **attrs)
+        result = REFERENCES[spec.name](*inputs, **attrs)
+        for fn in _interceptors:
+            result = fn(spec, inputs, attrs, result)
+        return result
     # Output dims come from the first input that carries each symbol, or from an attribute.
     env: dict = {k: v for k, v in attrs.items() if isinstance(v, int)}
     for tensor, tspec in zip(inputs, spec.inputs):

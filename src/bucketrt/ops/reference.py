@@ -73,7 +73,12 @@ def _codes(bits: torch.Tensor) -> torch.Tensor:
     return (bits.long() * weights).sum(-1).int()
 
 
-def sign_hash(mask, vector, projection, **attrs) -> torch.Tensor:
+def sign_projections(mask, vector, projection, **attrs) -> torch.Tensor:
+    """SignHash before the signs: [B, N, num_hash, hash_code_len], bit i of hash h is [y[..., h, i] > 0].
+
+    Exposed so that a comparison across backends can tell a code bit flipped by rounding (|y| near
+    zero) from a real difference.
+    """
     attrs, env = _check(SIGN_HASH, (mask, vector, projection), attrs)
     batch, length, dim, groups = env["B"], env["N"], env["D"], env["G"]
     num_hash, code_len, transform = attrs["num_hash"], attrs["hash_code_len"], attrs["transform"]
@@ -99,16 +104,20 @@ def sign_hash(mask, vector, projection, **attrs) -> torch.Tensor:
         y = hadamard_transform(y) * diag[:, 2]
         y = hadamard_transform(y)
         per_part = dim // code_len
-        bits = y[..., : per_part * code_len].reshape(*y.shape[:-1], per_part, code_len) > 0
-        codes = _codes(bits).permute(0, 1, 3, 2, 4).reshape(batch, length, parts * per_part)[..., :num_hash]
-    else:
-        if tuple(projection.shape[1:]) != (dim, num_hash * code_len):
-            raise ValueError(
-                f"SignHash: input 'projection' must be [G, D, num_hash*hash_code_len] = "
-                f"[{groups}, {dim}, {num_hash * code_len}] for transform='gaussian', got {list(projection.shape)}"
-            )
-        y = x @ projection[None]  # [B/G, G, N, m*L]
-        codes = _codes(y.reshape(*y.shape[:-1], num_hash, code_len) > 0).reshape(batch, length, num_hash)
+        y = y[..., : per_part * code_len].reshape(*y.shape[:-1], per_part, code_len)  # [B/G, G, P, N, per_part, L]
+        y = y.permute(0, 1, 3, 2, 4, 5).reshape(batch, length, parts * per_part, code_len)
+        return y[:, :, :num_hash]
+    if tuple(projection.shape[1:]) != (dim, num_hash * code_len):
+        raise ValueError(
+            f"SignHash: input 'projection' must be [G, D, num_hash*hash_code_len] = "
+            f"[{groups}, {dim}, {num_hash * code_len}] for transform='gaussian', got {list(projection.shape)}"
+        )
+    y = x @ projection[None]  # [B/G, G, N, m*L]
+    return y.reshape(batch, length, num_hash, code_len)
+
+
+def sign_hash(mask, vector, projection, **attrs) -> torch.Tensor:
+    codes = _codes(sign_projections(mask, vector, projection, **attrs) > 0)
     return torch.where(mask[..., None] != 0, codes, 0).int()
 
 

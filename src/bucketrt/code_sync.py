@@ -1,0 +1,127 @@
+"""Comparing models that hash, across backends.
+
+Hash codes are signs of random projections. A rounding difference of 1e-7 in a query flips the bit
+of any projection that lies that close to zero, moves the query to another bucket, and later
+layers amplify the change: an element-wise comparison of an LSH model's outputs across backends
+fails at long sequences even when both backends are right. So a check runs in two parts:
+
+1. The backend's codes are captured (every integer output of a bucketrt node becomes a graph
+   output) and the PyTorch reference runs on them, through `bucketrt.ops.intercept`. The model
+   outputs then compare element-wise everything except the choice of buckets.
+2. The hashing is checked code by code: where the backend's code differs from the one PyTorch
+   computes from its own inputs, every differing bit must belong to a projection within
+   `margin` (relative to the RMS projection of its row) of zero - a rounding flip. Any other
+   difference is a real one and fails the check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import torch
+
+from .ops import reference
+from .ops.spec import BY_NAME, DOMAIN, SIGN_HASH, OpSpec
+
+# A flip is rounding when the projection is this close to zero relative to its row's RMS.
+DEFAULT_MARGIN = 1e-4
+
+
+def code_outputs(model: onnx.ModelProto) -> list[str]:
+    """Names of every integer (code) output of a bucketrt node, in graph order."""
+    names = []
+    for node in model.graph.node:
+        spec = BY_NAME.get(node.op_type) if node.domain == DOMAIN else None
+        if spec is not None:
+            names += [name for name, out in zip(node.output, spec.outputs) if out.dtype == "int32"]
+    return names
+
+
+def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """A copy of `model` that also outputs the int32 tensors `names`."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    present = {o.name for o in copy.graph.output}
+    for name in names:
+        if name not in present:
+            copy.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.INT32, None))
+    return copy
+
+
+def _sign_hash_flip_margins(inputs: tuple, attrs: dict, ours: torch.Tensor, theirs: torch.Tensor) -> torch.Tensor:
+    """For each differing SignHash code: max over its differing bits of |projection| / row RMS."""
+    mask = inputs[0]
+    y = reference.sign_projections(*inputs, **attrs)  # [B, N, m, L]
+    rms = y.pow(2).mean(dim=(-2, -1), keepdim=True).sqrt().clamp_min(torch.finfo(y.dtype).tiny)
+    bits = 2 ** torch.arange(y.shape[-1], dtype=torch.int64)
+    flipped = ((ours.long() ^ theirs.long())[..., None] & bits) != 0  # [B, N, m, L]
+    ratio = torch.where(flipped, y.abs() / rms, 0.0)
+    differing = (ours != theirs) & (mask[..., None] != 0)
+    return ratio.amax(-1)[differing]
+
+
+# How to tell a rounding flip from a real difference, per hashing op.
+_FLIP_MARGINS = {SIGN_HASH.name: _sign_hash_flip_margins}
+
+
+@dataclass
+class CodeSync:
+    """An `intercept` hook that hands the reference another backend's codes, and audits them."""
+
+    codes: list[np.ndarray]
+    margin: float = DEFAULT_MARGIN
+    used: list[bool] = field(init=False)
+    total: int = 0
+    differing: int = 0
+    unexplained: int = 0
+    worst_margin: float = 0.0
+    calls: int = 0
+
+    def __post_init__(self):
+        self.used = [False] * len(self.codes)
+
+    def __call__(self, spec: OpSpec, inputs: tuple, attrs: dict, result: torch.Tensor) -> torch.Tensor:
+        if not any(out.dtype == "int32" for out in spec.outputs):
+            return result
+        self.calls += 1
+        ours = result.detach().cpu()
+        theirs = self._match(spec, ours)
+        differing = ours != theirs
+        self.total += ours.numel()
+        count = int(differing.sum())
+        if count:
+            self.differing += count
+            margins_fn = _FLIP_MARGINS.get(spec.name)
+            if margins_fn is None:
+                self.unexplained += count
+            else:
+                margins = margins_fn(inputs, attrs, ours, theirs)
+                self.unexplained += int((margins > self.margin).sum())
+                if margins.numel():
+                    self.worst_margin = max(self.worst_margin, float(margins.max()))
+        return theirs.to(result.device)
+
+    def _match(self, spec: OpSpec, ours: torch.Tensor) -> torch.Tensor:
+        """The unused captured code tensor that agrees most with ours (graph order and call order
+        need not coincide; a layer's query and key codes differ almost everywhere)."""
+        best, best_agree = None, -1
+        for index, codes in enumerate(self.codes):
+            if self.used[index] or tuple(codes.shape) != tuple(ours.shape):
+                continue
+            agree = int((torch.from_numpy(codes) == ours).sum())
+            if agree > best_agree:
+                best, best_agree = index, agree
+        if best is None:
+            raise RuntimeError(f"{spec.name}: the backend produced no matching code tensor of shape {list(ours.shape)}")
+        self.used[best] = True
+        return torch.from_numpy(self.codes[best]).to(ours.dtype)
+
+    @property
+    def complete(self) -> bool:
+        return all(self.used) and self.calls == len(self.codes)
+
+    @property
+    def ok(self) -> bool:
+        return self.complete and self.unexplained == 0
