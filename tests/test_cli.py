@@ -13,19 +13,11 @@ import pytest
 from click.testing import CliRunner
 
 from bucketrt.cli.main import main
+from bucketrt.exporter import PRESETS
 
 BUCKETRT = Path(sys.executable).with_name("bucketrt")
-TINY = {
-    "hidden_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "intermediate_size": 128,
-    "vocab_size": 1000,
-    "max_position_embeddings": 512,
-    "hash_code_len": 9,
-    "num_hash": 16,
-    "use_expectation": False,
-}
+# The yoso-tiny preset's config: small and in LSH mode.
+TINY = PRESETS["yoso-tiny"].config
 
 
 def run_cli(*args, timeout=300) -> subprocess.CompletedProcess:
