@@ -157,6 +157,45 @@ def test_sign_hash_hadamard_matches_reference_exactly(batch, length, dim, num_ha
         assert len(np.unique(out[inputs["mask"] != 0])) > 2  # codes carry information
 
 
+@pytest.mark.parametrize(
+    "batch,length,dim,num_hash,code_len,groups",
+    [
+        (2, 9, 1, 3, 1, 1),  # D below every SIMD width: no butterflies at all
+        (2, 9, 2, 4, 2, 2),
+        (1, 20, 4, 6, 3, 1),
+        (3, 17, 8, 9, 4, 3),
+        (1, 70, 256, 40, 9, 1),
+    ],
+)
+def test_sign_hash_hadamard_any_diagonal_exactly(batch, length, dim, num_hash, code_len, groups):
+    # Real-valued diagonals (not only ±1), small dims and rows that are no multiple of the kernel's
+    # blocks: the same multiplies and butterflies in the same order still give identical codes.
+    rng = np.random.default_rng(300 + batch + length + dim + num_hash + code_len + groups)
+    inputs = sign_inputs(rng, batch, length, dim, groups, (3 * hadamard_parts(dim, num_hash, code_len), dim))
+    inputs["mask"][:, 8:16] = 0  # whole blocks of masked rows
+    attrs = {"num_hash": num_hash, "hash_code_len": code_len, "transform": "hadamard"}
+    out, ref = run_sign(inputs, attrs)
+    np.testing.assert_array_equal(out, ref)
+
+
+@pytest.mark.parametrize("op", ["hadamard", "gaussian", "lsh"])
+def test_simd_variants_agree(monkeypatch, op):
+    # BUCKETRT_SIMD=generic forces the baseline code where the CPU has AVX2: both variants do the
+    # same float operations in the same order, lane by lane, so their outputs are identical.
+    rng = np.random.default_rng(17)
+    if op == "lsh":
+        spec, attrs = LSH_CUMULATION, {"hashtable_capacity": 64}
+        inputs = lsh_inputs(rng, 2, 203, 150, 40, 16, 64)  # D=40: slabs of 16, 16 and 8
+    else:
+        spec, attrs = SIGN_HASH, {"num_hash": 64, "hash_code_len": 9, "transform": op}
+        shape = (3 * hadamard_parts(64, 64, 9), 64) if op == "hadamard" else (64, 64 * 9)
+        inputs = sign_inputs(rng, 2, 203, 64, 2, shape)
+    (default,) = run_op(spec, inputs, attrs)
+    monkeypatch.setenv("BUCKETRT_SIMD", "generic")
+    (generic,) = run_op(spec, inputs, attrs)
+    np.testing.assert_array_equal(default, generic)
+
+
 GAUSSIAN_CASES = [
     (1, 1, 16, 1, 1, 1),
     (3, 7, 96, 5, 4, 3),

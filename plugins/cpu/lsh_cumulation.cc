@@ -12,8 +12,11 @@ namespace bucketrt::cpu {
 namespace {
 
 // Bytes of hash tables one worker keeps hot at once (hash_group * rows * slab floats). Tuned on a
-// core with 1 MiB of L2: 256 KiB to 1 MiB ran within 15% of each other, smaller was slower.
-constexpr size_t kTableBudgetBytes = 512 * 1024;
+// core with 1 MiB of L2: with the SSE code 256 KiB to 1 MiB ran within 15% of each other, smaller
+// was slower; with AVX2, each pass over the keys and queries (one per hash group) costs more than
+// the tables' spilling out of L2: at B=12, N=4096, D=64, capacity 512, 1 MiB ran m=64 and m=128
+// 20-25% faster than 512 KiB (2 passes instead of 4, 4 instead of 8), m=16 and m=32 the same.
+constexpr size_t kTableBudgetBytes = 1024 * 1024;
 // Bound on all workers' scratch together; beyond it fewer workers run.
 constexpr size_t kScratchBudgetBytes = size_t{1} << 30;
 
@@ -30,141 +33,33 @@ struct Job {
   std::atomic<int64_t> next_item{0};
 };
 
-// A slab row of kChunks * 4 floats, held in registers.
-template <int kChunks>
-struct Slab {
-  F4 v[kChunks];
-  static Slab Zero() {
-    Slab r;
-    for (int c = 0; c < kChunks; ++c) r.v[c] = Splat4(0.0f);
-    return r;
-  }
-  static Slab Load(const float* p) {
-    Slab r;
-    for (int c = 0; c < kChunks; ++c) r.v[c] = Load4(p + 4 * c);
-    return r;
-  }
-  void Store(float* p) const {
-    for (int c = 0; c < kChunks; ++c) Store4(p + 4 * c, v[c]);
-  }
-  void Add(const float* p) {
-    for (int c = 0; c < kChunks; ++c) v[c] += Load4(p + 4 * c);
-  }
-  void Scale(float s) {
-    const F4 s4 = Splat4(s);
-    for (int c = 0; c < kChunks; ++c) v[c] = v[c] * s4;
-  }
-  // p[:] += this
-  void AddTo(float* p) const {
-    for (int c = 0; c < kChunks; ++c) Store4(p + 4 * c, Load4(p + 4 * c) + v[c]);
-  }
-};
+}  // namespace
 
-// One work item, fixed width kChunks * 4: batch row b, columns [d0, d0 + width) of D.
-// `tables` is all zeros on entry and is left all zeros.
-template <int kChunks>
-void RunItem(const Job& job, int64_t b, int64_t d0, float* __restrict__ tables) {
-  using Row = Slab<kChunks>;
-  constexpr int64_t W = 4 * kChunks;
-  const LshCumulationShape& s = *job.shape;
-  const LshCumulationPlan& p = *job.plan;
-  const int64_t m = s.num_hash, D = s.dim, rows = p.table_rows;
-  const uint32_t code_mask = static_cast<uint32_t>(rows - 1);
-  const int32_t* __restrict__ kmask = job.key_mask + b * s.num_key;
-  const int32_t* __restrict__ khash = job.key_hash + b * s.num_key * m;
-  const float* __restrict__ value = job.value + b * s.num_key * D + d0;
-  const int32_t* __restrict__ qmask = job.query_mask + b * s.num_query;
-  const int32_t* __restrict__ qhash = job.query_hash + b * s.num_query * m;
-  float* __restrict__ out = job.out + b * s.num_query * D + d0;
-  const float inv_m = 1.0f / static_cast<float>(m);
-  auto table_row = [&](int64_t j, int32_t code) {
-    return tables + (j * rows + (static_cast<uint32_t>(code) & code_mask)) * W;
-  };
+// The kernels, compiled once for the baseline instruction set and, where available, once more for
+// AVX2 (cpu/simd.h).
+namespace generic {
+namespace {
+#ifdef BUCKETRT_VECTOR_EXT
+using KernelV = F4;
+#else
+using KernelV = float;
+#endif
+#include "cpu/lsh_cumulation_kernels.inc"
+}  // namespace
+}  // namespace generic
 
-  int64_t live_keys = 0;
-  for (int64_t k = 0; k < s.num_key; ++k) live_keys += kmask[k] != 0;
-  // Restoring zeros by revisiting the keys' rows beats clearing whole tables when keys are few.
-  const bool clear_by_keys = live_keys * 2 < rows;
+#ifdef BUCKETRT_HAVE_AVX2_VARIANT
+BUCKETRT_AVX2_BEGIN
+namespace avx2 {
+namespace {
+using KernelV = F8;
+#include "cpu/lsh_cumulation_kernels.inc"
+}  // namespace
+}  // namespace avx2
+BUCKETRT_AVX2_END
+#endif
 
-  for (int64_t g0 = 0; g0 < m; g0 += p.hash_group) {
-    const int64_t gn = std::min(p.hash_group, m - g0);
-    const bool first = g0 == 0, last = g0 + gn == m;
-
-    // Scatter: table_h[code] += value[k, slab] for every live key (the value row stays in registers).
-    for (int64_t k = 0; k < s.num_key; ++k) {
-      if (!kmask[k]) continue;
-      const Row v = Row::Load(value + k * D);
-      const int32_t* codes = khash + k * m + g0;
-      for (int64_t j = 0; j < gn; ++j) v.AddTo(table_row(j, codes[j]));
-    }
-
-    // Gather: each live query sums its buckets over the group in registers.
-    for (int64_t q = 0; q < s.num_query; ++q) {
-      float* o = out + q * D;
-      if (!qmask[q]) {
-        if (first) Row::Zero().Store(o);
-        continue;
-      }
-      Row acc = first ? Row::Zero() : Row::Load(o);
-      const int32_t* codes = qhash + q * m + g0;
-      for (int64_t j = 0; j < gn; ++j) acc.Add(table_row(j, codes[j]));
-      if (last) acc.Scale(inv_m);
-      acc.Store(o);
-    }
-
-    // Leave the tables zero for the next group / item.
-    if (clear_by_keys) {
-      for (int64_t k = 0; k < s.num_key; ++k) {
-        if (!kmask[k]) continue;
-        const int32_t* codes = khash + k * m + g0;
-        for (int64_t j = 0; j < gn; ++j) Row::Zero().Store(table_row(j, codes[j]));
-      }
-    } else {
-      std::memset(tables, 0, static_cast<size_t>(gn * rows * W) * sizeof(float));
-    }
-  }
-}
-
-// The same for any width (the tail slab of a D that is no multiple of 4), one float at a time.
-void RunItemAnyWidth(const Job& job, int64_t b, int64_t d0, int64_t W, float* __restrict__ tables) {
-  const LshCumulationShape& s = *job.shape;
-  const LshCumulationPlan& p = *job.plan;
-  const int64_t m = s.num_hash, D = s.dim, rows = p.table_rows;
-  const uint32_t code_mask = static_cast<uint32_t>(rows - 1);
-  const int32_t* kmask = job.key_mask + b * s.num_key;
-  const int32_t* khash = job.key_hash + b * s.num_key * m;
-  const float* value = job.value + b * s.num_key * D + d0;
-  const int32_t* qmask = job.query_mask + b * s.num_query;
-  const int32_t* qhash = job.query_hash + b * s.num_query * m;
-  float* out = job.out + b * s.num_query * D + d0;
-  const float inv_m = 1.0f / static_cast<float>(m);
-  auto table_row = [&](int64_t j, int32_t code) {
-    return tables + (j * rows + (static_cast<uint32_t>(code) & code_mask)) * W;
-  };
-  for (int64_t g0 = 0; g0 < m; g0 += p.hash_group) {
-    const int64_t gn = std::min(p.hash_group, m - g0);
-    const bool first = g0 == 0, last = g0 + gn == m;
-    for (int64_t k = 0; k < s.num_key; ++k) {
-      if (!kmask[k]) continue;
-      for (int64_t j = 0; j < gn; ++j) {
-        float* t = table_row(j, khash[k * m + g0 + j]);
-        for (int64_t i = 0; i < W; ++i) t[i] += value[k * D + i];
-      }
-    }
-    for (int64_t q = 0; q < s.num_query; ++q) {
-      float* o = out + q * D;
-      for (int64_t i = 0; i < W; ++i) {
-        float acc = first ? 0.0f : o[i];
-        if (qmask[q]) {
-          for (int64_t j = 0; j < gn; ++j) acc += table_row(j, qhash[q * m + g0 + j])[i];
-          if (last) acc *= inv_m;
-        }
-        o[i] = acc;
-      }
-    }
-    std::memset(tables, 0, static_cast<size_t>(gn * rows * W) * sizeof(float));
-  }
-}
+namespace {
 
 void Worker(void* data, size_t worker) {
   Job& job = *static_cast<Job*>(data);
@@ -181,13 +76,13 @@ void Worker(void* data, size_t worker) {
     const int64_t b = item / p.num_slabs;
     const int64_t d0 = (item % p.num_slabs) * p.slab;
     const int64_t width = std::min(p.slab, job.shape->dim - d0);
-    switch (width) {
-      case 16: RunItem<4>(job, b, d0, tables); break;
-      case 12: RunItem<3>(job, b, d0, tables); break;
-      case 8: RunItem<2>(job, b, d0, tables); break;
-      case 4: RunItem<1>(job, b, d0, tables); break;
-      default: RunItemAnyWidth(job, b, d0, width, tables); break;
+#ifdef BUCKETRT_HAVE_AVX2_VARIANT
+    if (p.avx2) {
+      avx2::RunItemAt(job, b, d0, width, tables);
+      continue;
     }
+#endif
+    generic::RunItemAt(job, b, d0, width, tables);
   }
 }
 
@@ -237,6 +132,7 @@ LshCumulationPlan PlanLshCumulation(const LshCumulationShape& s, int64_t max_cod
   const size_t table_bytes = static_cast<size_t>(p.table_rows) * static_cast<size_t>(p.slab) * sizeof(float);
   p.hash_group = std::max<int64_t>(1, std::min<int64_t>(s.num_hash, kTableBudgetBytes / table_bytes));
   p.num_items = s.batch * p.num_slabs;
+  p.avx2 = UseAvx2();
   p.floats_per_worker = static_cast<size_t>(p.hash_group) * p.table_rows * p.slab;
   const int64_t by_memory = std::max<int64_t>(1, kScratchBudgetBytes / (p.floats_per_worker * sizeof(float)));
   p.num_workers = std::max<int64_t>(1, std::min({max_workers, p.num_items, by_memory}));

@@ -8,6 +8,14 @@
 //    [y[j * L + i] > 0]. The butterflies run in the reference's order, so codes match it exactly.
 //  * gaussian: y = x . projection[g] ([D, num_hash * L]); hash h has bit i = [y[h * L + i] > 0].
 // code = sum_i bit_i 2^i; masked rows get 0.
+//
+// Implementation (cpu/sign_hash_kernels.inc): work items are up to 64 rows of one batch row,
+// pulled by the workers from a shared counter. Hadamard transposes blocks of W vectors (W = the
+// SIMD width: 8 with AVX2, 4 with SSE2/NEON, 1 without the vector extension) into a [D][W]
+// buffer, so that every diagonal multiply and butterfly is one lane-wise vector operation (in
+// passes of three stages held in registers), and packs the code bits lane-wise. Gaussian runs
+// register tiles of 4 rows x 2W columns, column panels outermost. The float operations and their
+// order are the same for every width, so the AVX2 and baseline variants give identical codes.
 #pragma once
 
 #include <cstddef>
@@ -35,7 +43,9 @@ struct SignHashShape {
 struct SignHashPlan {
   int64_t parts = 1;     // hadamard: P
   int64_t per_part = 1;  // hadamard: D / L codes per part
-  int64_t rows_per_item = 1;
+  bool avx2 = false;     // run the AVX2 variant (UseAvx2() at planning time)
+  int64_t rows_per_item = 1;  // rows of one batch row per work item
+  int64_t items_per_batch = 1;
   int64_t num_items = 0;
   int64_t num_workers = 1;
   size_t floats_per_worker = 0;
