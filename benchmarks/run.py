@@ -93,7 +93,7 @@ def bench_models(threads: int, repeat: int, lengths: tuple[int, ...]) -> None:
 
 def export_bert(max_len: int) -> Path:
     """The same-size BERT (yoso-4096's dims, softmax attention) through the stock ONNX exporter."""
-    from transformers import BertConfig, BertModel
+    from transformers import BertConfig, BertModel, YosoConfig
 
     out = OUT / "bert-4096" / "model.onnx"
     if out.exists():
@@ -101,7 +101,12 @@ def export_bert(max_len: int) -> Path:
     print("exporting bert-4096 ...", flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    config = BertConfig(max_position_embeddings=max_len, attn_implementation="eager")
+    yoso = YosoConfig()  # the yoso-4096 preset's architecture
+    config = BertConfig(
+        vocab_size=yoso.vocab_size, hidden_size=yoso.hidden_size, num_hidden_layers=yoso.num_hidden_layers,
+        num_attention_heads=yoso.num_attention_heads, intermediate_size=yoso.intermediate_size,
+        type_vocab_size=yoso.type_vocab_size, max_position_embeddings=max_len, attn_implementation="eager",
+    )
     model = BertModel(config, add_pooling_layer=False).eval()
 
     class Hidden(torch.nn.Module):

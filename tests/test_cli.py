@@ -233,3 +233,25 @@ def test_ops_library_prints_an_existing_path():
     import onnxruntime as ort
 
     ort.SessionOptions().register_custom_ops_library(str(path))
+
+
+# --------------------------------------------------------------------------------------------
+# bench: runs and reports ratios (timings themselves are benchmarks, not tests)
+# --------------------------------------------------------------------------------------------
+
+
+def test_bench_reports_both_backends_and_their_ratio(tiny_export):
+    result = invoke("bench", tiny_export, "--sequence-lengths", "16,64", "--repeat", 1, "--threads", 1)
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.stdout.splitlines() if re.match(r"│\s*(16|64)\s*│", line)]
+    assert len(rows) == 2, result.stdout
+    for row in rows:
+        torch_ms, ort_ms, speedup = (float(c.strip().rstrip("x")) for c in row.split("│")[2:5])
+        assert torch_ms > 0 and ort_ms > 0
+        assert speedup == pytest.approx(torch_ms / ort_ms, rel=0.05)
+    assert re.search(r"From N=16 to N=64 \(x4\): ORT time x[0-9.]+, PyTorch time x[0-9.]+", result.stdout)
+
+
+def test_bench_rejects_malformed_lengths():
+    result = run_cli("bench", "out-does-not-matter", "--sequence-lengths", "16,abc")
+    assert result.returncode == 2 and "expected comma-separated integers" in result.stderr

@@ -23,7 +23,7 @@ import pytest
 import torch
 
 import bucketrt
-from bucketrt.exporter import BucketrtError, export, load_reference, make_inputs, run_reference
+from bucketrt.exporter import DEFAULT_OPSET, BucketrtError, export, load_reference, make_inputs, run_reference
 from bucketrt.exporter.sources import Source, build_model, load_config
 from bucketrt.exporter.tasks import TASKS, get_task
 from bucketrt.exporter.yoso import patch_model, sample_projections
@@ -187,7 +187,7 @@ def test_manifest_and_graph(exports):
     proto = onnx.load(str(folder / "model.onnx"))
     assert proto.ir_version <= 10
     opsets = {o.domain: o.version for o in proto.opset_import}
-    assert opsets[""] == 18 and opsets["bucketrt"] == 1
+    assert opsets[""] == DEFAULT_OPSET == 20 and opsets["bucketrt"] == 1
     assert manifest["ops"] == [
         {"domain": "bucketrt", "name": "LSHCumulation", "version": 1, "nodes": 2},
         {"domain": "bucketrt", "name": "SignHash", "version": 1, "nodes": 4},

@@ -40,7 +40,12 @@ def session_options(intra_op_num_threads: int | None = None):
 
 
 def ort_session(path, providers=None, intra_op_num_threads: int | None = None, options=None):
-    """An onnxruntime.InferenceSession for `path` (a file or an export folder) with bucketrt's ops."""
+    """An onnxruntime.InferenceSession for `path` (a file or an export folder) with bucketrt's ops.
+
+    `options`, when given, is a plain onnxruntime.SessionOptions (for profiling, graph
+    optimisation levels...): the op library is registered on it here, so it must not be
+    registered on it already (ONNX Runtime refuses a domain twice).
+    """
     import onnxruntime as ort
 
     path = Path(path)
