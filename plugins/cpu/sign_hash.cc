@@ -33,29 +33,10 @@ struct Job {
 
 }  // namespace
 
-// The kernels, compiled once for the baseline instruction set and, where available, once more for
-// AVX2 (cpu/simd.h).
-namespace generic {
-namespace {
-#ifdef BUCKETRT_VECTOR_EXT
-using KernelV = F4;
-#else
-using KernelV = float;
-#endif
-#include "cpu/sign_hash_kernels.inc"
-}  // namespace
-}  // namespace generic
-
-#ifdef BUCKETRT_HAVE_AVX2_VARIANT
-BUCKETRT_AVX2_BEGIN
-namespace avx2 {
-namespace {
-using KernelV = F8;
-#include "cpu/sign_hash_kernels.inc"
-}  // namespace
-}  // namespace avx2
-BUCKETRT_AVX2_END
-#endif
+// The kernels in sign_hash_kernels.inc, compiled for each instruction set (cpu/instantiate_kernels.inc).
+#define BUCKETRT_KERNELS_INC "cpu/sign_hash_kernels.inc"
+#include "cpu/instantiate_kernels.inc"
+#undef BUCKETRT_KERNELS_INC
 
 namespace {
 
