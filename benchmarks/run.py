@@ -68,10 +68,12 @@ def bench_ops(threads: int, repeat: int) -> None:
 
 
 def export_once(name: str, model: str, overrides: dict) -> Path:
-    from bucketrt.exporter import export
+    from bucketrt.exporter import BucketrtError, export, read_manifest
 
     out = OUT / name
-    if not (out / "bucketrt.json").exists():
+    try:
+        read_manifest(out)  # an export by an older bucketrt (manifest format) is redone
+    except BucketrtError:
         print(f"exporting {name} ...", flush=True)
         export(model, out, config_overrides=overrides)
     return out

@@ -18,35 +18,34 @@ def _torch_runner_class():
     from polygraphy.common import TensorMetadata
 
     class ReferenceRunner(BaseRunner):
-        def __init__(self, model, manifest, name="pytorch-reference", interceptor=None):
+        def __init__(self, reference, entry: dict, name="pytorch-reference", interceptor=None):
             super().__init__(name=name, prefix="pytorch-runner")
-            self._model = model
-            self._manifest = manifest
+            self._reference = reference
+            self._entry = entry
             self._interceptor = interceptor
 
         def activate_impl(self):
-            self.model = self._model
+            pass
 
         def get_input_metadata_impl(self):
             meta = TensorMetadata()
-            for spec in self._manifest["inputs"]:
+            for spec in self._entry["inputs"]:
                 meta.add(spec["name"], dtype=__import__("numpy").dtype(spec["dtype"]), shape=spec["shape"])
             return meta
 
         def infer_impl(self, feed_dict):
             from contextlib import nullcontext
 
-            from bucketrt.exporter import run_reference
             from bucketrt.ops import intercept
 
             start = time.time()
             with intercept(self._interceptor) if self._interceptor else nullcontext():
-                outputs = run_reference(self.model, self._manifest, feed_dict)
+                outputs = self._reference.run(feed_dict, self._entry["name"])
             self.inference_time = time.time() - start
             return OrderedDict(outputs)
 
         def deactivate_impl(self):
-            del self.model
+            pass
 
     return ReferenceRunner
 
@@ -73,17 +72,12 @@ def _count_mismatches(actual, expected, atol: float, rtol: float) -> int:
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seeds the random inputs.")
 @click.option("--verbose", "-v", is_flag=True, help="Show Polygraphy's own log.")
 def check_command(output_dir, batch_size, sequence_length, num_choices, atol, rtol, seed, verbose):
-    """Run OUTPUT_DIR's model.onnx in ONNX Runtime and its PyTorch reference on the same random
-    inputs, and compare every output. Exit status 1 when an output is outside the tolerances.
+    """Run every ONNX file of OUTPUT_DIR in ONNX Runtime and its PyTorch reference on the same
+    random inputs, and compare every output. Exit status 1 when an output is outside the tolerances.
 
     An element fails when it exceeds both --atol and --rtol (relative to the reference), as in
     Polygraphy. The last batch row's final quarter is padding.
     """
-    from polygraphy.comparator import Comparator
-    from polygraphy.comparator.compare import SimpleCompareFunc
-    from polygraphy.backend.onnxrt import OnnxrtRunner
-    from polygraphy.logger import G_LOGGER
-
     import bucketrt
     from bucketrt.exporter import load_reference, make_inputs, read_manifest
 
@@ -93,14 +87,38 @@ def check_command(output_dir, batch_size, sequence_length, num_choices, atol, rt
     if max_positions and sequence_length > max_positions:
         out.print(f"[yellow]sequence length {sequence_length} clamped to max_position_embeddings {max_positions}[/]")
         sequence_length = max_positions
-    model_path = Path(output_dir) / manifest["files"]["model"]
     bucketrt.library_path()  # a missing op library is a usage error, reported before any work
 
     with out.status("Rebuilding the PyTorch reference…"):
         reference = load_reference(output_dir)
-    feeds = make_inputs(manifest, batch_size, sequence_length, num_choices, seed)
+    passed, worst = True, 0.0
+    for entry in manifest["components"]:
+        feeds = make_inputs(manifest, batch_size, sequence_length, num_choices, seed, component=entry["name"])
+        ok, error = _check_component(out, output_dir, manifest, entry, reference, feeds, atol, rtol, seed, verbose)
+        passed = passed and ok
+        if not (error <= worst):  # NaN propagates
+            worst = error
+    tolerance = f"max abs error {worst:.3g}; atol {atol:g}, rtol {rtol:g}"
+    if passed:
+        out.print(f"[bold green]PASSED[/]: ONNX Runtime matches PyTorch on every output ({tolerance})")
+    else:
+        out.print(f"[bold red]FAILED[/]: ONNX Runtime differs from PyTorch ({tolerance})")
+        raise SystemExit(EXIT_FAILED)
+
+
+def _check_component(out, output_dir, manifest, entry, reference, feeds, atol, rtol, seed, verbose) -> tuple[bool, float]:
+    """Compares one ONNX file with its reference; prints its table. Returns (passed, max abs error)."""
+    from polygraphy.backend.onnxrt import OnnxrtRunner
+    from polygraphy.comparator import Comparator
+    from polygraphy.comparator.compare import SimpleCompareFunc
+    from polygraphy.logger import G_LOGGER
+
+    import bucketrt
+
+    model_path = Path(output_dir) / entry["files"]["model"]
     shapes = ", ".join(f"{name} {list(value.shape)}" for name, value in feeds.items())
-    out.print(f"Comparing ONNX Runtime with PyTorch on {shapes} (seed {seed})")
+    several = len(manifest["components"]) > 1
+    out.print(f"Comparing ONNX Runtime with PyTorch{' on ' + entry['name'] if several else ''}: {shapes} (seed {seed})")
 
     severity = G_LOGGER.INFO if verbose else G_LOGGER.CRITICAL
     with G_LOGGER.verbosity(severity), out.status("Running both…"):
@@ -108,12 +126,12 @@ def check_command(output_dir, batch_size, sequence_length, num_choices, atol, rt
             sync = _capture_codes(model_path, feeds)
             runners = [
                 OnnxrtRunner(lambda: bucketrt.ort_session(model_path), name="onnxruntime"),
-                _torch_runner_class()(reference, manifest, name="pytorch", interceptor=sync),
+                _torch_runner_class()(reference, entry, name="pytorch", interceptor=sync),
             ]
             results = Comparator.run(runners, data_loader=[feeds])
         except Exception as e:  # an ORT load or run failure is the model's fault, not the user's
             text = " ".join(str(e).split())
-            fail(f"running the export failed: {text[:400]}", EXIT_FAILED)
+            fail(f"running {entry['files']['model']} failed: {text[:400]}", EXIT_FAILED)
         accuracy = Comparator.compare_accuracy(
             results, compare_func=SimpleCompareFunc(atol=atol, rtol=rtol, check_shapes=True)
         )
@@ -121,12 +139,13 @@ def check_command(output_dir, batch_size, sequence_length, num_choices, atol, rt
     (ort_name, ort_iters), (pt_name, pt_iters) = results
     ort_out, pt_out = ort_iters[0], pt_iters[0]
     compared = next(iter(accuracy[0].values()))[0]  # one compare func, one runner pair, one iteration
-    table = Table(title=f"{manifest['source']} · {manifest['task']} · {manifest['mode']}", title_justify="left")
+    title = f"{manifest['source']} · {manifest['task']} · {manifest['mode']}" + (f" · {entry['name']}" if several else "")
+    table = Table(title=title, title_justify="left")
     for column in ("output", "shape", "max abs", "mean abs", "max rel", "mean rel", "mismatched", "result"):
         table.add_column(column, justify="left" if column in ("output", "shape", "result") else "right", no_wrap=True)
     passed = bool(accuracy)
     worst = 0.0
-    for spec in manifest["outputs"]:
+    for spec in entry["outputs"]:
         name = spec["name"]
         result = compared.get(name)
         if result is None or name not in ort_out or name not in pt_out:
@@ -152,12 +171,7 @@ def check_command(output_dir, batch_size, sequence_length, num_choices, atol, rt
     out.print(table)
     if sync is not None:
         passed = _report_codes(out, sync) and passed
-    tolerance = f"max abs error {worst:.3g}; atol {atol:g}, rtol {rtol:g}"
-    if passed:
-        out.print(f"[bold green]PASSED[/]: ONNX Runtime matches PyTorch on every output ({tolerance})")
-    else:
-        out.print(f"[bold red]FAILED[/]: ONNX Runtime differs from PyTorch ({tolerance})")
-        raise SystemExit(EXIT_FAILED)
+    return passed, worst
 
 
 def _capture_codes(model_path: Path, feeds: dict):

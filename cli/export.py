@@ -1,4 +1,4 @@
-"""`bucketrt export`: a YOSO model to OUTPUT_DIR/model.onnx + bucketrt.json."""
+"""`bucketrt export`: a model to OUTPUT_DIR (its ONNX files and bucketrt.json)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from .app import console, main
+from bucketrt.exporter.presets import PRESETS
 
-_TASKS = "feature-extraction, fill-mask, text-classification, token-classification, question-answering, multiple-choice"
+from .app import console, main
 
 
 def _size(path: Path) -> str:
@@ -23,12 +23,18 @@ def _size(path: Path) -> str:
     "model",
     required=True,
     metavar="MODEL",
-    help="A save_pretrained folder, a hub id, or a preset: yoso-4096 (YosoConfig defaults), yoso-tiny.",
+    help=f"A save_pretrained folder, a hub id, or a preset: {', '.join(PRESETS)}.",
 )
 @click.argument("output_dir", type=click.Path(path_type=Path))
-@click.option("--task", default=None, metavar="TASK", help=f"One of {_TASKS}. Default: from the config's architectures.")
+@click.option(
+    "--task",
+    default=None,
+    metavar="TASK",
+    help="An Optimum task name (feature-extraction, fill-mask, text-classification, ...; a wrong one lists the "
+    "model's). Default: from the config's architectures.",
+)
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seeds preset weights, new heads and the LSH projections.")
-@click.option("--opset", default=None, type=int, help="ONNX opset, 18 to 22. Default: 18.")
+@click.option("--opset", default=None, type=int, help="ONNX opset, 18 to 22. Default: 20.")
 @click.option(
     "--config-override",
     "config_overrides",
@@ -39,10 +45,10 @@ def _size(path: Path) -> str:
 @click.option(
     "--mask-padding",
     is_flag=True,
-    help="Mask padded positions inside attention. Default: like Hugging Face, whose YOSO never masks them.",
+    help="YOSO: mask padded positions inside attention. Default: like Hugging Face, whose YOSO never masks them.",
 )
 def export_command(model, output_dir, task, seed, opset, config_overrides, mask_padding):
-    """Export MODEL to OUTPUT_DIR (model.onnx and bucketrt.json)."""
+    """Export MODEL to OUTPUT_DIR (its ONNX files and bucketrt.json)."""
     from bucketrt.exporter import export
     from bucketrt.exporter.progress import RichProgress
 
@@ -54,16 +60,16 @@ def export_command(model, output_dir, task, seed, opset, config_overrides, mask_
         seed=seed,
         opset=opset,
         config_overrides=list(config_overrides),
-        mask_padding=mask_padding,
+        # Family options are passed only when set, so that a flag of one family errs on another.
+        options={"mask_padding": True} if mask_padding else {},
         progress=RichProgress(out),
     )
     ops = ", ".join(f"{op['name']} x{op['nodes']}" for op in manifest["ops"]) or "standard ONNX only"
-    files = [output_dir / manifest["files"]["model"]]
-    if manifest["files"]["external_data"]:
-        files.append(output_dir / manifest["files"]["external_data"])
+    files = [output_dir / name for entry in manifest["components"] for name in entry["files"].values() if name]
+    options = ", ".join(k.replace("_", " ") for k, v in manifest["options"].items() if v)
     out.print(
-        f"[bold green]Exported[/] {manifest['source']} ({manifest['task']}, {manifest['mode']} attention"
-        f"{', padding masked' if manifest['mask_padding'] else ''}) to {output_dir} in {manifest['export_seconds']:.1f} s"
+        f"[bold green]Exported[/] {manifest['source']} ({manifest['task']}, {manifest['mode']}"
+        f"{', ' + options if options else ''}) to {output_dir} in {manifest['export_seconds']:.1f} s"
     )
     out.print(f"  {', '.join(f'{f.name} {_size(f)}' for f in files)}; opset {manifest['opset']}; bucketrt ops: {ops}")
     out.print(f"  check it with: bucketrt check {output_dir}")

@@ -1,8 +1,9 @@
-"""bucketrt's exporter: Hugging Face YOSO models to ONNX with bucketrt's custom ops.
+"""bucketrt's exporter: Hugging Face models to ONNX with bucketrt's custom ops.
 
     from bucketrt.exporter import export, load_reference
     manifest = export("yoso-tiny", "out/yoso-tiny")
-    model = load_reference("out/yoso-tiny")  # the same model in PyTorch, for comparison
+    reference = load_reference("out/yoso-tiny")  # the same model in PyTorch, for comparison
+    reference.run(make_inputs(manifest))
 
 Names are imported on first use, so that `bucketrt.exporter.errors` and the CLI's light commands
 do not pay for importing torch and transformers.
@@ -19,13 +20,14 @@ _LAZY = {
     "SUPPORTED_OPSETS": ".onnx_export",
     "export": ".onnx_export",
     "MANIFEST_NAME": ".manifest",
-    "MODEL_NAME": ".manifest",
+    "component": ".manifest",
     "read_manifest": ".manifest",
     "PRESETS": ".presets",
     "load_reference": ".reference",
     "make_inputs": ".reference",
-    "run_reference": ".reference",
-    "TASKS": ".tasks",
+    "Reference": ".reference",
+    "families": ".family",
+    "family_named": ".family",
 }
 
 __all__ = ["BucketrtError", *_LAZY]

@@ -9,8 +9,7 @@ from pathlib import Path
 from .errors import BucketrtError
 
 MANIFEST_NAME = "bucketrt.json"
-MODEL_NAME = "model.onnx"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 _ONNX_DTYPES = {1: "float32", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64", 16: "bfloat16"}
 
@@ -82,9 +81,23 @@ def read_manifest(output_dir) -> dict:
             f"this bucketrt reads format {FORMAT_VERSION}",
             "export the model again",
         )
-    for key in ("model_type", "task", "source", "seed", "mode", "inputs", "outputs"):
+    for key in ("family", "model_type", "task", "source", "seed", "mode", "components"):
         if key not in manifest:
             raise BucketrtError(f"{path} lacks '{key}'", "export the model again")
-    if not (folder / manifest.get("files", {}).get("model", MODEL_NAME)).is_file():
-        raise BucketrtError(f"'{output_dir}' has no {MODEL_NAME}", "export the model again")
+    for entry in manifest["components"]:
+        if not (folder / entry["files"]["model"]).is_file():
+            raise BucketrtError(f"'{output_dir}' has no {entry['files']['model']}", "export the model again")
     return manifest
+
+
+def component(manifest: dict, name: str | None = None) -> dict:
+    """A component's manifest entry: the named one, or the first (the only one of most exports)."""
+    entries = manifest["components"]
+    if name is None:
+        return entries[0]
+    for entry in entries:
+        if entry["name"] == name:
+            return entry
+    raise BucketrtError(
+        f"the export has no component '{name}'", f"it has: {', '.join(e['name'] for e in entries)}"
+    )

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class Preset:
     name: str
+    family: str  # a model family's name (exporter/family.py)
     description: str
-    # Arguments for YosoConfig; everything not named keeps YosoConfig's default.
+    # Arguments for the family's config class; everything not named keeps the class's default.
     config: dict = field(default_factory=dict)
 
 
@@ -22,12 +23,14 @@ PRESETS: dict[str, Preset] = {
     for p in (
         Preset(
             "yoso-4096",
+            "yoso",
             "YosoConfig() defaults: the uw-madison/yoso-4096 architecture (12 layers, hidden 768, "
             "4096 positions, YOSO-E), random weights",
             {},
         ),
         Preset(
             "yoso-tiny",
+            "yoso",
             "2 layers, hidden 64, 4 heads of 16 (padded to 32 for hashing), LSH attention with 16 "
             "hashes of 9 bits, random weights",
             {

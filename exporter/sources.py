@@ -15,9 +15,9 @@ import torch
 
 from .errors import BucketrtError
 from .overrides import apply_overrides
+from .family import Family, family_for, family_named
 from .presets import PRESETS
 from .tasks import Task
-from .yoso import SUPPORTED_MODEL_TYPES, geometry
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 _PRESET_HINT = f"pass a local folder or a preset ({', '.join(PRESETS)})"
@@ -117,7 +117,7 @@ def _hub_error(model_id: str, error: Exception) -> BucketrtError:
     return BucketrtError(f"cannot load hub model '{model_id}' ({detail})", _PRESET_HINT)
 
 
-def _folder_model_type(folder: Path) -> str:
+def _folder_config(folder: Path) -> dict:
     config_file = folder / "config.json"
     if not config_file.is_file():
         raise BucketrtError(f"no config.json in '{folder}'", "pass a folder written by save_pretrained, or a preset")
@@ -125,70 +125,74 @@ def _folder_model_type(folder: Path) -> str:
         data = json.loads(config_file.read_text())
     except (OSError, ValueError) as e:
         raise BucketrtError(f"cannot read {config_file} ({e})") from None
-    return str(data.get("model_type", "unknown"))
+    if not isinstance(data, dict):
+        raise BucketrtError(f"{config_file} is not a JSON object")
+    return data
 
 
-def _check_model_type(model_type: str) -> None:
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise BucketrtError(
-            f"model type '{model_type}' is not supported; bucketrt exports: {', '.join(SUPPORTED_MODEL_TYPES)}"
-        )
+def load_config(source: Source, overrides: dict | None = None) -> tuple[Family, object, Source]:
+    """The model's family and config, with overrides applied and validated for export.
 
-
-def load_config(source: Source, overrides: dict | None = None) -> tuple[object, Source]:
-    """The model's config with overrides applied and validated for export.
-
-    Returns the config and the source, which for hub ids gains the resolved revision.
+    Returns the family, the config and the source, which for hub ids gains the resolved revision.
     """
-    from transformers import AutoConfig, YosoConfig
-
     if source.kind == "preset":
-        config = YosoConfig(**PRESETS[source.ref].config)
+        preset = PRESETS[source.ref]
+        family = family_named(preset.family)
+        config = family.make_config(preset.config)
     elif source.kind == "folder":
         folder = Path(source.ref)
         if not folder.is_dir():
             raise BucketrtError(f"model folder '{folder}' does not exist", "it was moved or deleted since the export; export again")
-        _check_model_type(_folder_model_type(folder))
+        family = family_for(_folder_config(folder))
         with quiet_transformers():
             try:
-                config = AutoConfig.from_pretrained(folder)
+                config = family.load_config(str(folder))
+            except BucketrtError:
+                raise
             except Exception as e:
                 raise BucketrtError(f"cannot read the config in '{folder}' ({' '.join(str(e).split())[:200]})") from None
     else:
         local_only = source.local_only or not _hub_reachable()
         with quiet_transformers():
             try:
-                config = AutoConfig.from_pretrained(source.ref, revision=source.revision, local_files_only=local_only)
+                from huggingface_hub import hf_hub_download
+
+                config_file = hf_hub_download(
+                    source.ref, "config.json", revision=source.revision, local_files_only=local_only
+                )
+                family = family_for(json.loads(Path(config_file).read_text()))
+                config = family.load_config(source.ref, revision=source.revision, local_files_only=local_only)
+            except BucketrtError:
+                raise
             except Exception as e:
                 if local_only:
                     raise BucketrtError(f"cannot reach the hub for '{source.ref}'", _PRESET_HINT) from None
                 raise _hub_error(source.ref, e) from None
         revision = source.revision or getattr(config, "_commit_hash", None)
         source = Source("hub", source.ref, revision, local_only)
-    _check_model_type(config.model_type)
     config = apply_overrides(config, overrides or {})
-    geometry(config)  # raises for what we cannot export
-    return config, source
+    family.check_config(config)  # raises for what we cannot export
+    return family, config, source
 
 
-def build_model(source: Source, config, task: Task, seed: int):
+def build_model(family: Family, source: Source, config, task: Task, seed: int):
     """The task's model in eval mode, fp32. Random weights (presets, new heads) come from `seed`."""
-    import transformers
-
-    cls = getattr(transformers, task.model_class)
     with quiet_transformers(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if source.kind == "preset":
-            model = cls(config)
+            model = family.build_model(task, config, None)
         else:
             try:
-                model = cls.from_pretrained(
+                model = family.build_model(
+                    task,
+                    config,
                     source.ref,
-                    config=config,
                     dtype=torch.float32,
                     revision=source.revision if source.kind == "hub" else None,
                     local_files_only=source.local_only or source.kind == "folder",
                 )
+            except BucketrtError:
+                raise
             except Exception as e:
                 detail = " ".join(str(e).split())[:300]
                 raise BucketrtError(

@@ -37,8 +37,9 @@ from bucketrt.ops import call
 from bucketrt.ops.spec import LSH_CUMULATION, SIGN_HASH, hadamard_parts
 
 from .errors import BucketrtError
+from .family import Family, Patch
+from .tasks import Task
 
-SUPPORTED_MODEL_TYPES = ("yoso",)
 # HF pads head dims below the GPU warp size before hashing.
 _HF_MIN_HASH_DIM = 32
 _MAX_HASH_CODE_LEN = 30
@@ -73,10 +74,6 @@ def _next_power_of_two(n: int) -> int:
 
 def geometry(config) -> Geometry:
     """Validates the config for export and derives the attention geometry; raises BucketrtError."""
-    if config.model_type not in SUPPORTED_MODEL_TYPES:
-        raise BucketrtError(
-            f"model type '{config.model_type}' is not supported; bucketrt exports: {', '.join(SUPPORTED_MODEL_TYPES)}"
-        )
     heads, hidden = config.num_attention_heads, config.hidden_size
     if heads < 1 or hidden < 1 or hidden % heads:
         raise BucketrtError(
@@ -269,3 +266,44 @@ def patch_model(model: nn.Module, seed: int, mask_padding: bool = False) -> Patc
         projections_sha256=fingerprint(projections) if lsh else None,
         layers=len(targets),
     )
+
+
+class YosoFamily(Family):
+    name = "yoso"
+    model_types = ("yoso",)
+    config_class = "YosoConfig"
+    tasks = {
+        t.name: t
+        for t in (
+            Task("feature-extraction", "YosoModel", ("last_hidden_state",)),
+            Task("fill-mask", "YosoForMaskedLM", ("logits",)),
+            Task("text-classification", "YosoForSequenceClassification", ("logits",)),
+            Task("token-classification", "YosoForTokenClassification", ("logits",)),
+            Task("question-answering", "YosoForQuestionAnswering", ("start_logits", "end_logits")),
+            Task("multiple-choice", "YosoForMultipleChoice", ("logits",), multiple_choice=True),
+        )
+    }
+    # HF's YOSO never masks padding inside attention; mask_padding=True does.
+    options = {"mask_padding": False}
+
+    def check_config(self, config) -> None:
+        geometry(config)
+
+    def patch(self, model, seed: int, options: dict) -> Patch:
+        mask_padding = bool(options["mask_padding"])
+        info = patch_model(model, seed, mask_padding)
+        projections = None
+        if info.mode == "lsh":
+            projections = {
+                "transform": info.transform,
+                "shape_per_layer": list(info.projection_shape),
+                "layers": info.layers,
+                "hash_dim": info.hash_dim,
+                "sampling": "torch.Generator('cpu').manual_seed(seed); layer by layer; hadamard: "
+                "randint(0, 2) * 2 - 1, gaussian: randn",
+                "sha256": info.projections_sha256,
+            }
+        return Patch(info.mode, {"mask_padding": mask_padding, "projections": projections}, info.projections_sha256)
+
+
+FAMILY = YosoFamily()

@@ -80,7 +80,7 @@ def test_export_folder_then_check_console_script(classifier_folder, tmp_path):
     manifest = json.loads((out / "bucketrt.json").read_text())
     assert manifest["task"] == "text-classification"  # inferred from config.json's architectures
     assert manifest["source"] == str(classifier_folder.resolve()) and manifest["source_kind"] == "folder"
-    assert manifest["outputs"] == [{"name": "logits", "dtype": "float32", "shape": ["batch_size", 3]}]
+    assert manifest["components"][0]["outputs"] == [{"name": "logits", "dtype": "float32", "shape": ["batch_size", 3]}]
 
     result = run_cli("check", out, "--batch-size", 3, "--sequence-length", 45)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -92,7 +92,7 @@ def test_cli_export_records_options(tiny_export):
     manifest = json.loads((tiny_export / "bucketrt.json").read_text())
     assert manifest["task"] == "token-classification" and manifest["seed"] == 5
     assert manifest["config_overrides"] == {"conv_window": 3, "num_hash": 8}
-    assert manifest["config"]["conv_window"] == 3 and manifest["mask_padding"] is True
+    assert manifest["config"]["conv_window"] == 3 and manifest["options"] == {"mask_padding": True}
     assert [op["name"] for op in manifest["ops"]] == ["LSHCumulation", "SignHash"]
 
 
@@ -152,7 +152,7 @@ def test_unsupported_model_type_console_script(tmp_path):
     "args,needle",
     [
         (["--config-override", "hash_code_len=40"], "hash_code_len=40 is not supported; LSH codes have 1 to 30 bits"),
-        (["--task", "translation"], "unknown task 'translation'; choose one of: feature-extraction"),
+        (["--task", "translation"], "unknown task 'translation' for yoso models; choose one of: feature-extraction"),
         (["--config-override", "no_such_field=3"], "unknown config key 'no_such_field'"),
         (["--config-override", "num_hash"], "bad config override 'num_hash'"),
         (["--config-override", "use_expectation=\"yes\""], "bad config override"),

@@ -23,15 +23,14 @@ import pytest
 import torch
 
 import bucketrt
-from bucketrt.exporter import DEFAULT_OPSET, BucketrtError, export, load_reference, make_inputs, run_reference
+from bucketrt.exporter import DEFAULT_OPSET, BucketrtError, Reference, component, export, load_reference, make_inputs
 from bucketrt.exporter.sources import Source, build_model, load_config
-from bucketrt.exporter.tasks import TASKS, get_task
-from bucketrt.exporter.yoso import patch_model, sample_projections
+from bucketrt.exporter.yoso import FAMILY, patch_model, sample_projections
 from bucketrt.ops import reference as ref_ops
 
 ATOL = 1e-4
 MODES = {"lsh": {"use_expectation": False}, "expectation": {"use_expectation": True}}
-HEADS = list(TASKS)
+HEADS = list(FAMILY.tasks)
 
 
 # --------------------------------------------------------------------------------------------
@@ -49,7 +48,10 @@ def exports(tmp_path_factory):
         key = (task, tuple(sorted(overrides.items())), mask_padding, seed)
         if key not in cache:
             folder = tmp_path_factory.mktemp("export")
-            manifest = export("yoso-tiny", folder, task=task, seed=seed, config_overrides=overrides, mask_padding=mask_padding)
+            manifest = export(
+                "yoso-tiny", folder, task=task, seed=seed, config_overrides=overrides,
+                options={"mask_padding": mask_padding},
+            )
             cache[key] = (folder, manifest)
         return cache[key]
 
@@ -69,12 +71,17 @@ def ort_outputs(folder, feeds) -> dict[str, np.ndarray]:
 
 def hf_model(task: str, overrides: dict, seed: int = 0):
     """Hugging Face's model, unpatched, with exactly the weights of the export (same seed)."""
-    config, source = load_config(Source("preset", "yoso-tiny"), overrides)
-    return build_model(source, config, get_task(task), seed)
+    family, config, source = load_config(Source("preset", "yoso-tiny"), overrides)
+    return build_model(family, source, config, family.get_task(task), seed)
 
 
 def torch_outputs(model, manifest, feeds) -> dict[str, np.ndarray]:
-    return run_reference(model, manifest, feeds)
+    """The outputs of an export's Reference, or of a plain HF model, by the export's output names."""
+    if isinstance(model, Reference):
+        return model.run(feeds)
+    with torch.no_grad():
+        result = model(**{name: torch.as_tensor(value) for name, value in feeds.items()}, return_dict=True)
+    return {o["name"]: result[o["name"]].numpy() for o in component(manifest)["outputs"]}
 
 
 def max_abs(a: dict, b: dict) -> dict[str, float]:
@@ -160,7 +167,7 @@ def test_head_parity(exports, monkeypatch, task, mode):
     assert manifest["task"] == task and manifest["mode"] == mode
     feeds = padded_feeds(manifest)
     ort = ort_outputs(folder, feeds)
-    assert list(ort) == list(TASKS[task].outputs)
+    assert list(ort) == list(FAMILY.tasks[task].outputs)
     patched = torch_outputs(load_reference(folder), manifest, feeds)
 
     errors = max_abs(ort, patched)
@@ -192,9 +199,9 @@ def test_manifest_and_graph(exports):
         {"domain": "bucketrt", "name": "LSHCumulation", "version": 1, "nodes": 2},
         {"domain": "bucketrt", "name": "SignHash", "version": 1, "nodes": 4},
     ]
-    assert [i["name"] for i in manifest["inputs"]] == ["input_ids", "attention_mask"]
-    assert all(i["dtype"] == "int64" and i["shape"] == ["batch_size", "sequence_length"] for i in manifest["inputs"])
-    assert [(o["name"], o["shape"]) for o in manifest["outputs"]] == [
+    assert [i["name"] for i in component(manifest)["inputs"]] == ["input_ids", "attention_mask"]
+    assert all(i["dtype"] == "int64" and i["shape"] == ["batch_size", "sequence_length"] for i in component(manifest)["inputs"])
+    assert [(o["name"], o["shape"]) for o in component(manifest)["outputs"]] == [
         ("start_logits", ["batch_size", "sequence_length"]),
         ("end_logits", ["batch_size", "sequence_length"]),
     ]
@@ -228,8 +235,8 @@ def test_dynamic_batch_and_sequence(exports, mode):
 
 def test_dynamic_num_choices(exports):
     folder, manifest = exports("multiple-choice", MODES["lsh"])
-    assert manifest["inputs"][0]["shape"] == ["batch_size", "num_choices", "sequence_length"]
-    assert manifest["outputs"][0]["shape"] == ["batch_size", "num_choices"]
+    assert component(manifest)["inputs"][0]["shape"] == ["batch_size", "num_choices", "sequence_length"]
+    assert component(manifest)["outputs"][0]["shape"] == ["batch_size", "num_choices"]
     model = load_reference(folder)
     for batch, choices, length in ((1, 2, 11), (2, 4, 5)):
         feeds = padded_feeds(manifest, batch=batch, length=length, choices=choices, seed=length)
@@ -357,7 +364,7 @@ def test_external_data_above_the_threshold(tmp_path, monkeypatch):
 
     monkeypatch.setattr(onnx_export, "_EXTERNAL_DATA_BYTES", 0)
     manifest = export("yoso-tiny", tmp_path, config_overrides={"num_hidden_layers": 1})
-    assert manifest["files"] == {"model": "model.onnx", "external_data": "model.onnx.data"}
+    assert component(manifest)["files"] == {"model": "model.onnx", "external_data": "model.onnx.data"}
     assert (tmp_path / "model.onnx.data").stat().st_size > 200_000
     assert (tmp_path / "model.onnx").stat().st_size < 100_000
     feeds = padded_feeds(manifest)
@@ -371,7 +378,7 @@ def test_external_data_above_the_threshold(tmp_path, monkeypatch):
 
 
 def test_projections_are_seeded_per_layer_and_head():
-    config, _ = load_config(Source("preset", "yoso-tiny"), {})
+    _, config, _ = load_config(Source("preset", "yoso-tiny"), {})
     a, b, c = sample_projections(config, 0), sample_projections(config, 0), sample_projections(config, 1)
     assert len(a) == 2 and all(torch.equal(x, y) for x, y in zip(a, b))
     assert not torch.equal(a[0], c[0]) and not torch.equal(a[0], a[1])
@@ -428,6 +435,7 @@ def test_hf_lsh_projection_rows_follow_heads(monkeypatch):
         (dict(config_overrides=["hidden_size=65"]), "not a multiple of num_attention_heads"),
         (dict(opset=17), "opset 17 is not supported"),
         (dict(seed=-1), "seed must be an integer"),
+        (dict(options={"merged_decoder": True}), "--merged-decoder does not apply to yoso models"),
     ],
 )
 def test_export_errors(tmp_path, kwargs, needle):

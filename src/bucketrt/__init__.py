@@ -39,8 +39,9 @@ def session_options(intra_op_num_threads: int | None = None):
     return options
 
 
-def ort_session(path, providers=None, intra_op_num_threads: int | None = None, options=None):
-    """An onnxruntime.InferenceSession for `path` (a file or an export folder) with bucketrt's ops.
+def ort_session(path, providers=None, intra_op_num_threads: int | None = None, options=None, component: str = "model"):
+    """An onnxruntime.InferenceSession for `path` (a file, or an export folder and the name of one
+    of its components: model.onnx by default) with bucketrt's ops.
 
     `options`, when given, is a plain onnxruntime.SessionOptions (for profiling, graph
     optimisation levels...): the op library is registered on it here, so it must not be
@@ -50,7 +51,7 @@ def ort_session(path, providers=None, intra_op_num_threads: int | None = None, o
 
     path = Path(path)
     if path.is_dir():
-        path = path / "model.onnx"
+        path = path / f"{component}.onnx"
     if options is None:
         options = session_options(intra_op_num_threads)
     else:

@@ -70,18 +70,18 @@ def bench_export(
     import torch
 
     from . import ort_session
-    from .exporter import load_reference, make_inputs, read_manifest, run_reference
+    from .exporter import load_reference, make_inputs, read_manifest
 
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     manifest = read_manifest(output_dir)
-    model = load_reference(output_dir)
+    reference = load_reference(output_dir)
     session = ort_session(output_dir, providers=providers, intra_op_num_threads=threads)
     rows = []
     for length in sequence_lengths:
         feeds = make_inputs(manifest, batch_size=batch_size, sequence_length=length, padding=False)
         with torch.inference_mode():
-            torch_t = measure(lambda: run_reference(model, manifest, feeds), repeat=repeat, budget_s=budget_s)
+            torch_t = measure(lambda: reference.run(feeds), repeat=repeat, budget_s=budget_s)
         ort_t = measure(lambda: session.run(None, feeds), repeat=repeat, budget_s=budget_s)
         row = ModelRow(length, torch_t, ort_t)
         rows.append(row)
