@@ -24,6 +24,15 @@ ORT_HEADERS := $(ORT_INCLUDE_DIR)/onnxruntime_cxx_api.h
 else
 ORT_HEADERS :=
 endif
+# Eigen (header-only) does the CPU kernels' GEMMs. Honour EIGEN3_INCLUDE_DIR; otherwise unpack
+# Debian's libeigen3-dev the same way as the ORT headers.
+EIGEN_DEB_DIR := $(CACHE)/libeigen3-dev
+ifeq ($(strip $(EIGEN3_INCLUDE_DIR)),)
+EIGEN3_INCLUDE_DIR := $(abspath $(EIGEN_DEB_DIR))/usr/include/eigen3
+EIGEN_HEADERS := $(EIGEN3_INCLUDE_DIR)/Eigen/Core
+else
+EIGEN_HEADERS :=
+endif
 APT_DIR := $(abspath $(CACHE))/apt
 APT_OPTS := -o Dir::Etc::SourceList=$(APT_DIR)/sources.list -o Dir::Etc::SourceParts=/dev/null \
 	-o Dir::State::Lists=$(APT_DIR)/lists -o Dir::Cache=$(APT_DIR)/cache -o Debug::NoLocking=1
@@ -54,11 +63,20 @@ $(abspath $(ORT_DEB_DIR))/usr/include/onnxruntime/onnxruntime_cxx_api.h:
 	dpkg -x $(APT_DIR)/libonnxruntime-dev_*.deb $(ORT_DEB_DIR)
 	test -f $@
 
+$(abspath $(EIGEN_DEB_DIR))/usr/include/eigen3/Eigen/Core:
+	mkdir -p $(APT_DIR)/lists/partial $(APT_DIR)/cache/archives/partial $(EIGEN_DEB_DIR)
+	echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $(ORT_DEB_SUITE) main" > $(APT_DIR)/sources.list
+	command -v apt-get >/dev/null || { echo "bucketrt: apt-get not found; set EIGEN3_INCLUDE_DIR to Eigen's include folder (the one holding Eigen/)" >&2; exit 2; }
+	test -n "$$(ls $(APT_DIR)/lists/*_Packages 2>/dev/null)" || apt-get $(APT_OPTS) update -qq
+	cd $(APT_DIR) && rm -f libeigen3-dev_*.deb && apt-get $(APT_OPTS) download libeigen3-dev 2>&1 | grep -v unsandboxed || true
+	dpkg -x $(APT_DIR)/libeigen3-dev_*.deb $(EIGEN_DEB_DIR)
+	test -f $@
+
 # -- build -------------------------------------------------------------------------------------
 # pip install . compiles the op library (CMake via scikit-build-core) into the package. A lock
 # keeps concurrent invocations from installing over each other.
-install: $(VENV)/.deps $(ORT_HEADERS)
-	flock $(VENV)/.install.lock env ORT_INCLUDE_DIR=$(ORT_INCLUDE_DIR) \
+install: $(VENV)/.deps $(ORT_HEADERS) $(EIGEN_HEADERS)
+	flock $(VENV)/.install.lock env ORT_INCLUDE_DIR=$(ORT_INCLUDE_DIR) EIGEN3_INCLUDE_DIR=$(EIGEN3_INCLUDE_DIR) \
 		$(PIP) install -q --no-build-isolation --no-deps .
 
 # -- the main job on the embedded default ----------------------------------------------------

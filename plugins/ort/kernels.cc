@@ -1,6 +1,7 @@
 #include "ort/kernels.h"
 
 #include "cpu/lsh_cumulation.h"
+#include "cpu/top1_dispatch.h"
 #include "cpu/sign_hash.h"
 
 #include <string>
@@ -82,6 +83,56 @@ void SignHashKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const
   Scratch scratch(ctx, plan.scratch_floats(), op.name);
   cpu::SignHash(shape, plan, in.Data<int32_t>(sign::kMask), in.Data<float>(sign::kVector),
                 in.Data<float>(sign::kProjection), hash, scratch.data(), OrtParallelFor(ctx));
+}
+
+Top1DispatchKernel::Top1DispatchKernel(const Attributes& attrs) : capacity_(attrs.Int("expert_capacity")) {}
+
+void Top1DispatchKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const Bindings& env) {
+  const spec::OpSpec& op = Spec();
+  cpu::Top1DispatchShape shape;
+  shape.batch = env["B"];
+  shape.length = env["S"];
+  shape.num_experts = env["E"];
+  shape.capacity = capacity_;
+  if (shape.batch * shape.length > INT32_MAX) {
+    throw InvalidArgument(Format("Top1Dispatch: input 'probs' has %lld tokens, more than int32 indices address",
+                                 static_cast<long long>(shape.batch * shape.length)));
+  }
+  int32_t* expert = AllocateOutput<int32_t>(op, ctx, 0, env);
+  float* gate = AllocateOutput<float>(op, ctx, 1, env);
+  int32_t* priority = AllocateOutput<int32_t>(op, ctx, 2, env);
+  int32_t* counts = AllocateOutput<int32_t>(op, ctx, 3, env);
+  int32_t* order = AllocateOutput<int32_t>(op, ctx, 4, env);
+  cpu::Top1Dispatch(shape, in.Data<float>(0), expert, gate, priority, counts, order, OrtParallelFor(ctx));
+}
+
+namespace ffn {
+enum { kHidden, kOrder, kCounts, kGate, kWi, kWo };
+}
+
+ExpertFfnKernel::ExpertFfnKernel(const Attributes& attrs) {
+  const std::string error = cpu::ParseActivation(attrs.String("activation"), &act_);
+  if (!error.empty()) throw InvalidArgument(error);
+}
+
+void ExpertFfnKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const Bindings& env) {
+  const spec::OpSpec& op = Spec();
+  cpu::ExpertFfnShape shape;
+  shape.tokens = env["B"] * env["S"];
+  shape.dim = env["D"];
+  shape.ff = env["F"];
+  shape.num_experts = env["E"];
+  const int32_t* order = in.Data<int32_t>(ffn::kOrder);
+  const int32_t* counts = in.Data<int32_t>(ffn::kCounts);
+  int64_t listed = 0;
+  const std::string error = cpu::CheckExpertDispatch(op.name, order, counts, shape.tokens, shape.num_experts, &listed);
+  if (!error.empty()) throw InvalidArgument(error);
+
+  const cpu::ExpertFfnPlan plan = cpu::PlanExpertFfn(shape, counts, MaxWorkers());
+  float* out = AllocateOutput<float>(op, ctx, 0, env);
+  Scratch scratch(ctx, plan.scratch_floats(), op.name);
+  cpu::ExpertFfn(shape, plan, act_, in.Data<float>(ffn::kHidden), order, counts, in.Data<float>(ffn::kGate),
+                 in.Data<float>(ffn::kWi), in.Data<float>(ffn::kWo), out, scratch.data(), OrtParallelFor(ctx));
 }
 
 }  // namespace bucketrt::ort

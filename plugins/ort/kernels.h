@@ -3,6 +3,7 @@
 #pragma once
 
 #include "ort/op_base.h"
+#include "cpu/expert_ffn.h"
 
 namespace bucketrt::ort {
 
@@ -26,6 +27,26 @@ class SignHashKernel {
   int64_t num_hash_;
   int64_t code_len_;
   bool hadamard_;
+};
+
+class Top1DispatchKernel {
+ public:
+  static const spec::OpSpec& Spec() { return spec::kTop1Dispatch; }
+  explicit Top1DispatchKernel(const Attributes& attrs);
+  void Compute(Ort::KernelContext& ctx, const OrtInputs& inputs, const Bindings& env);
+
+ private:
+  int64_t capacity_;
+};
+
+class ExpertFfnKernel {
+ public:
+  static const spec::OpSpec& Spec() { return spec::kExpertFFN; }
+  explicit ExpertFfnKernel(const Attributes& attrs);
+  void Compute(Ort::KernelContext& ctx, const OrtInputs& inputs, const Bindings& env);
+
+ private:
+  cpu::Activation act_;
 };
 
 }  // namespace bucketrt::ort

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from .spec import LSH_CUMULATION, SIGN_HASH, OpSpec, hadamard_parts
+import math
+
+from .spec import EXPERT_FFN, LSH_CUMULATION, SIGN_HASH, TOP1_DISPATCH, OpSpec, hadamard_parts
 
 _DTYPES = {torch.int32: "int32", torch.float32: "float32"}
 
@@ -121,4 +123,113 @@ def sign_hash(mask, vector, projection, **attrs) -> torch.Tensor:
     return torch.where(mask[..., None] != 0, codes, 0).int()
 
 
-REFERENCES = {LSH_CUMULATION.name: lsh_cumulation, SIGN_HASH.name: sign_hash}
+
+def top1_dispatch(probs, **attrs) -> tuple[torch.Tensor, ...]:
+    attrs, env = _check(TOP1_DISPATCH, (probs,), attrs)
+    batch, length, num_experts = env["B"], env["S"], env["E"]
+    capacity = attrs["expert_capacity"]
+    # torch.argmax returns the first maximum, and a NaN as the maximum.
+    expert = probs.argmax(-1)
+    gate = probs.gather(-1, expert[..., None])[..., 0]
+    onehot = torch.nn.functional.one_hot(expert, num_experts)
+    priority = onehot.cumsum(1).gather(-1, expert[..., None])[..., 0]
+    kept = priority <= capacity
+    flat = torch.arange(batch * length, device=probs.device)
+    key = torch.where(kept, expert, num_experts).reshape(-1) * (batch * length) + flat
+    ranked = flat[key.argsort()]
+    total = int(kept.sum())
+    order = torch.full((batch * length,), -1, dtype=torch.int32, device=probs.device)
+    order[:total] = ranked[:total].int()
+    counts = torch.bincount(expert[kept], minlength=num_experts).int()
+    return (
+        torch.where(kept, expert, -1).int(),
+        gate,
+        priority.int(),
+        counts,
+        order.view(batch, length),
+    )
+
+
+def _gelu_tanh(x):
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
+
+
+def _gelu(x):
+    return 0.5 * x * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+# Every activation ExpertFFN knows, by its transformers name. Synonyms (transformers' different
+# spellings of one function) share a formula; they agree with transformers' own versions to float
+# rounding (e.g. gelu_fast's 0.7978845608 is sqrt(2/pi) to 1e-11).
+EXPERT_ACTIVATIONS = {
+    "relu": torch.relu,
+    "gelu": _gelu,
+    "gelu_python": _gelu,
+    "gelu_10": lambda x: _gelu(x).clamp(-10.0, 10.0),
+    "gelu_new": _gelu_tanh,
+    "gelu_pytorch_tanh": _gelu_tanh,
+    "gelu_python_tanh": _gelu_tanh,
+    "gelu_accurate": _gelu_tanh,
+    "gelu_fast": _gelu_tanh,
+    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
+    "silu": lambda x: x * torch.sigmoid(x),
+    "swish": lambda x: x * torch.sigmoid(x),
+    "relu2": lambda x: torch.relu(x) ** 2,
+    "relu6": lambda x: x.clamp(0.0, 6.0),
+    "leaky_relu": lambda x: torch.where(x >= 0, x, 0.01 * x),
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "hardswish": lambda x: x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
+    "mish": lambda x: x * torch.tanh(torch.nn.functional.softplus(x)),
+    "laplace": lambda x: 0.5 * (1.0 + torch.erf((x - 0.707107) / (0.282095 * math.sqrt(2.0)))),
+    "sqrtsoftplus": lambda x: torch.nn.functional.softplus(x).sqrt(),
+    "linear": lambda x: x,
+}
+
+
+def _check_dispatch(op: str, order: torch.Tensor, counts: torch.Tensor) -> int:
+    """Checks `counts`/`order` as the kernels do; returns the number of listed tokens."""
+    tokens = order.numel()
+    if counts.numel() and int(counts.min()) < 0:
+        raise ValueError(f"{op}: input 'counts' has a negative count {int(counts.min())}")
+    total = int(counts.long().sum())
+    if total > tokens:
+        raise ValueError(f"{op}: input 'counts' sums to {total}, more than the {tokens} tokens of 'order'")
+    listed = order.reshape(-1)[:total]
+    if total and (int(listed.min()) < 0 or int(listed.max()) >= tokens):
+        raise ValueError(
+            f"{op}: input 'order' lists token indices in [{int(listed.min())}, {int(listed.max())}], "
+            f"outside [0, {tokens})"
+        )
+    seen = set()
+    for token in listed.tolist():
+        if token in seen:
+            raise ValueError(f"{op}: input 'order' lists token {token} twice")
+        seen.add(token)
+    return total
+
+
+def expert_ffn(hidden, order, counts, gate, wi, wo, **attrs) -> torch.Tensor:
+    attrs, env = _check(EXPERT_FFN, (hidden, order, counts, gate, wi, wo), attrs)
+    _check_dispatch("ExpertFFN", order, counts)
+    act = EXPERT_ACTIVATIONS[attrs["activation"]]
+    dim = env["D"]
+    x = hidden.reshape(-1, dim)
+    g = gate.reshape(-1)
+    out = torch.zeros_like(x)
+    start = 0
+    for e, n in enumerate(counts.tolist()):
+        if n:
+            tokens = order.reshape(-1)[start : start + n].long()
+            y = act(x[tokens] @ wi[e].T) @ wo[e].T
+            out[tokens] = y * g[tokens, None]
+            start += n
+    return out.view_as(hidden)
+
+
+REFERENCES = {
+    LSH_CUMULATION.name: lsh_cumulation,
+    SIGN_HASH.name: sign_hash,
+    TOP1_DISPATCH.name: top1_dispatch,
+    EXPERT_FFN.name: expert_ffn,
+}

@@ -177,7 +177,68 @@ SIGN_HASH = OpSpec(
     ),
 )
 
-OPS: tuple[OpSpec, ...] = (LSH_CUMULATION, SIGN_HASH)
+# Activations an expert FFN may apply between its two matmuls: the names transformers' ACT2FN
+# gives the parameter-free ones (PReLU and xIELU carry learned parameters and are not ops'
+# attributes). Synonyms compute the same function: see reference.EXPERT_ACTIVATIONS for each formula.
+EXPERT_ACTIVATIONS = (
+    "relu", "gelu", "gelu_python", "gelu_10", "gelu_new", "gelu_pytorch_tanh", "gelu_python_tanh",
+    "gelu_accurate", "gelu_fast", "quick_gelu", "silu", "swish", "relu2", "relu6", "leaky_relu",
+    "sigmoid", "tanh", "hardswish", "mish", "laplace", "sqrtsoftplus", "linear",
+)
+
+TOP1_DISPATCH = OpSpec(
+    name="Top1Dispatch",
+    summary="Switch Transformer top-1 routing: each token picks its most probable expert; within each "
+    "sequence, tokens beyond an expert's capacity are dropped; kept tokens are listed expert by expert.",
+    semantics=(
+        "expert0[b,s] = argmax_e probs[b,s,e] (the first maximum; a NaN counts as the maximum); "
+        "gate[b,s] = probs[b,s,expert0[b,s]] (not renormalised); "
+        "priority[b,s] = #{s' <= s : expert0[b,s'] == expert0[b,s]} (1-based, counted per sequence b in "
+        "sequence order, dropped tokens included); kept = priority <= expert_capacity; "
+        "expert[b,s] = kept ? expert0[b,s] : -1; counts[e] = #{kept tokens with expert e}; "
+        "order lists the flat indices b*S+s of kept tokens sorted by (expert, b*S+s), then -1 to fill B*S entries."
+    ),
+    inputs=(
+        Tensor("probs", "float32", ("B", "S", "E"), "Router probabilities (softmax of the router logits over E)."),
+    ),
+    outputs=(
+        Tensor("expert", "int32", ("B", "S"), "Expert of each token, -1 where dropped for capacity."),
+        Tensor("gate", "float32", ("B", "S"), "Probability of the chosen expert (kept or not)."),
+        Tensor("priority", "int32", ("B", "S"), "1-based rank of the token in its expert's queue within its sequence."),
+        Tensor("counts", "int32", ("E",), "Kept tokens per expert, over the whole batch."),
+        Tensor("order", "int32", ("B", "S"), "Flat token indices b*S+s grouped by expert (counts[0] of expert 0, "
+               "then expert 1, ...), ascending within an expert; -1 after the sum of counts."),
+    ),
+    attributes=(
+        Attribute("expert_capacity", "int", "Most tokens an expert takes from one sequence.", minimum=0),
+    ),
+)
+
+EXPERT_FFN = OpSpec(
+    name="ExpertFFN",
+    summary="Mixture-of-experts feed-forward: each listed token goes through its expert's two-layer FFN, "
+    "scaled by its gate; unlisted (dropped) tokens get zero. Costs in proportion to the tokens listed.",
+    semantics=(
+        "With start_e = sum_{e'<e} counts[e'], every token t = order[start_e + i], i < counts[e], gets "
+        "out[t,:] = gate[t] * (act(hidden[t,:] · wi[e]^T) · wo[e]^T) (flat indices over B*S); every other "
+        "token gets 0. Row layouts are nn.Linear's: wi[e] is [F, D], wo[e] is [D, F]."
+    ),
+    inputs=(
+        Tensor("hidden", "float32", ("B", "S", "D"), "Token states entering the experts."),
+        Tensor("order", "int32", ("B", "S"), "Flat token indices grouped by expert, as Top1Dispatch writes them."),
+        Tensor("counts", "int32", ("E",), "Tokens per expert in `order` (each >= 0, summing to at most B*S)."),
+        Tensor("gate", "float32", ("B", "S"), "Scale of each token's expert output."),
+        Tensor("wi", "float32", ("E", "F", "D"), "First projection of each expert (stacked nn.Linear weights)."),
+        Tensor("wo", "float32", ("E", "D", "F"), "Second projection of each expert (stacked nn.Linear weights)."),
+    ),
+    outputs=(Tensor("out", "float32", ("B", "S", "D"), "Scaled expert outputs, zero for tokens not listed."),),
+    attributes=(
+        Attribute("activation", "string", "Activation between the projections, by its transformers (ACT2FN) name.",
+                  default="relu", choices=EXPERT_ACTIVATIONS),
+    ),
+)
+
+OPS: tuple[OpSpec, ...] = (LSH_CUMULATION, SIGN_HASH, TOP1_DISPATCH, EXPERT_FFN)
 BY_NAME = {op.name: op for op in OPS}
 
 

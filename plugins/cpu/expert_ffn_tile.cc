@@ -1,0 +1,73 @@
+// One ExpertFFN tile through Eigen. CMake compiles this file once per instruction set (baseline,
+// AVX2+FMA, AVX-512), each time with BUCKETRT_TILE_FN naming the entry point and Eigen renamed to
+// a namespace of its own, so that the three copies of Eigen's templates cannot be merged by the
+// linker (an AVX-512 instantiation must never serve a CPU without AVX-512).
+#include <cmath>
+#include <cstring>
+
+#define EIGEN_DONT_PARALLELIZE  // parallelism is ORT's: one tile per worker
+#define EIGEN_NO_DEBUG
+#define Eigen BUCKETRT_EIGEN_NS
+#include <Eigen/Core>
+#include <unsupported/Eigen/SpecialFunctions>  // erf
+
+#include "cpu/expert_ffn.h"
+
+namespace bucketrt::cpu {
+namespace {
+
+using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+// softplus as torch computes it (threshold 20: linear above).
+template <class A>
+auto Softplus(const A& a) {
+  return (a > 20.0f).select(a, a.exp().log1p());
+}
+
+template <class A>
+void Apply(Activation act, A a) {
+  constexpr float kSqrt2OverPi = 0.7978845608028654f;
+  constexpr float kSqrtHalf = 0.7071067811865476f;
+  switch (act) {
+    case Activation::kRelu: a = a.max(0.0f); break;
+    case Activation::kGelu: a = 0.5f * a * (1.0f + (a * kSqrtHalf).erf()); break;
+    case Activation::kGelu10: a = (0.5f * a * (1.0f + (a * kSqrtHalf).erf())).max(-10.0f).min(10.0f); break;
+    case Activation::kGeluTanh: a = 0.5f * a * (1.0f + (kSqrt2OverPi * (a + 0.044715f * a * a * a)).tanh()); break;
+    case Activation::kQuickGelu: a = a * (1.702f * a).logistic(); break;
+    case Activation::kSilu: a = a * a.logistic(); break;
+    case Activation::kRelu2: a = a.max(0.0f).square(); break;
+    case Activation::kRelu6: a = a.max(0.0f).min(6.0f); break;
+    case Activation::kLeakyRelu: a = (a >= 0.0f).select(a, 0.01f * a); break;
+    case Activation::kSigmoid: a = a.logistic(); break;
+    case Activation::kTanh: a = a.tanh(); break;
+    case Activation::kHardswish: a = a * (a + 3.0f).max(0.0f).min(6.0f) / 6.0f; break;
+    case Activation::kMish: a = a * Softplus(a).tanh(); break;
+    case Activation::kLaplace: a = 0.5f * (1.0f + ((a - 0.707107f) / (0.282095f * 1.4142135623730951f)).erf()); break;
+    case Activation::kSqrtSoftplus: a = Softplus(a).sqrt(); break;
+    case Activation::kLinear: break;
+  }
+}
+
+}  // namespace
+
+void BUCKETRT_TILE_FN(const float* hidden, int64_t dim, int64_t ff, const float* wi, const float* wo,
+                      const int32_t* tokens, int64_t rows, const float* gate, Activation act, float* out,
+                      float* scratch) {
+  Eigen::Map<RowMatrix> x(scratch, rows, dim);
+  Eigen::Map<RowMatrix> h(scratch + rows * dim, rows, ff);
+  Eigen::Map<RowMatrix> y(scratch + rows * (dim + ff), rows, dim);
+  Eigen::Map<const RowMatrix> w1(wi, ff, dim);  // nn.Linear layout [out, in]
+  Eigen::Map<const RowMatrix> w2(wo, dim, ff);
+  for (int64_t r = 0; r < rows; ++r) {
+    std::memcpy(scratch + r * dim, hidden + static_cast<int64_t>(tokens[r]) * dim, sizeof(float) * dim);
+  }
+  h.noalias() = x * w1.transpose();
+  Apply(act, h.array());
+  y.noalias() = h * w2.transpose();
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t t = tokens[r];
+    Eigen::Map<Eigen::RowVectorXf>(out + t * dim, dim) = gate[t] * y.row(r);
+  }
+}
+
+}  // namespace bucketrt::cpu

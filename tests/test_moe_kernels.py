@@ -1,0 +1,193 @@
+"""Top1Dispatch and ExpertFFN: native CPU kernels (through ONNX Runtime) against the PyTorch
+references, the references against transformers' own router and experts, and bad input.
+
+Sizes are small and odd (D 7/16/24, F 5/40/96, E 1/2/3/8/16) and cover the routing corner cases:
+experts over capacity, experts with no token, capacity 0 (every token dropped), ties in the
+probabilities (the first maximum wins), NaN probabilities, and tiles split across workers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bucketrt.ops import reference
+from bucketrt.ops.graph import run_op
+from bucketrt.ops.spec import EXPERT_ACTIVATIONS, EXPERT_FFN, TOP1_DISPATCH
+
+DISPATCH_OUTPUTS = ("expert", "gate", "priority", "counts", "order")
+
+
+def _probs(rng, batch, length, experts, skew=0.0):
+    logits = rng.standard_normal((batch, length, experts)).astype(np.float32)
+    logits[..., 0] += skew  # skew > 0 crowds expert 0 (overflow) and starves the others
+    return torch.softmax(torch.from_numpy(logits), -1).numpy()
+
+
+def _dispatch_both(probs, capacity):
+    ours = run_op(TOP1_DISPATCH, {"probs": probs}, {"expert_capacity": capacity})
+    ref = [t.numpy() for t in reference.top1_dispatch(torch.from_numpy(probs), expert_capacity=capacity)]
+    return ours, ref
+
+
+@pytest.mark.parametrize(
+    "batch,length,experts,capacity,skew",
+    [(1, 1, 1, 1, 0.0), (2, 7, 2, 2, 0.0), (3, 33, 8, 4, 2.0), (2, 64, 16, 64, 0.0), (4, 10, 3, 0, 0.0), (1, 50, 8, 3, 6.0)],
+)
+def test_top1_dispatch_matches_reference(batch, length, experts, capacity, skew):
+    probs = _probs(np.random.default_rng(batch * 100 + length), batch, length, experts, skew)
+    ours, ref = _dispatch_both(probs, capacity)
+    for name, a, b in zip(DISPATCH_OUTPUTS, ours, ref):
+        assert a.shape == b.shape and a.dtype == b.dtype, name
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    expert, gate, priority, counts, order = ours
+    # The corner cases the parameters aim at actually happen.
+    if skew >= 2.0:
+        assert (expert == -1).any(), "no token overflowed"
+    if skew >= 6.0:
+        assert (counts == 0).any(), "every expert got a token"
+    assert counts.sum() == (expert >= 0).sum() == (order.reshape(-1) >= 0).sum()
+
+
+def test_top1_dispatch_ties_and_nan():
+    probs = np.full((1, 4, 4), 0.25, np.float32)  # all tied: expert 0 (the first maximum)
+    probs[0, 1] = [0.1, 0.4, 0.4, 0.1]  # tie between 1 and 2: 1
+    probs[0, 2] = [0.1, np.nan, 0.5, np.nan]  # NaN is the maximum, the first one: 1 (as torch.argmax)
+    ours, ref = _dispatch_both(probs, 8)
+    np.testing.assert_array_equal(ours[0], [[0, 1, 1, 0]])
+    for a, b in zip(ours, ref):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_top1_dispatch_matches_transformers_router():
+    """Expert choice, capacity mask and gate as SwitchTransformersTop1Router returns them."""
+    from transformers import SwitchTransformersConfig
+    from transformers.models.switch_transformers.modeling_switch_transformers import SwitchTransformersTop1Router
+
+    torch.manual_seed(0)
+    config = SwitchTransformersConfig(d_model=16, num_experts=4, expert_capacity=3)
+    router = SwitchTransformersTop1Router(config).eval()
+    hidden = torch.randn(3, 20, 16)
+    with torch.no_grad():
+        onehot, top_prob, logits = router(hidden)
+        expert, gate, _, counts, _ = reference.top1_dispatch(torch.softmax(logits, -1), expert_capacity=3)
+    hf_expert = torch.where(onehot.sum(-1) > 0, onehot.argmax(-1), -1)
+    assert (hf_expert == -1).any()
+    torch.testing.assert_close(expert.long(), hf_expert)
+    torch.testing.assert_close(gate, top_prob[..., 0], rtol=0, atol=0)
+    torch.testing.assert_close(counts.long(), onehot.sum((0, 1)))
+
+
+def _ffn_inputs(rng, batch, length, dim, ff, experts, capacity, skew=0.0):
+    probs = _probs(rng, batch, length, experts, skew)
+    _, gate, _, counts, order = reference.top1_dispatch(torch.from_numpy(probs), expert_capacity=capacity)
+    return {
+        "hidden": rng.standard_normal((batch, length, dim)).astype(np.float32),
+        "order": order.numpy(),
+        "counts": counts.numpy(),
+        "gate": gate.numpy(),
+        "wi": (rng.standard_normal((experts, ff, dim)) / np.sqrt(dim)).astype(np.float32),
+        "wo": (rng.standard_normal((experts, dim, ff)) / np.sqrt(ff)).astype(np.float32),
+    }
+
+
+def _check_ffn(inputs, activation="relu", **run_kwargs):
+    (out,) = run_op(EXPERT_FFN, inputs, {"activation": activation}, **run_kwargs)
+    ref = reference.expert_ffn(*[torch.from_numpy(a) for a in inputs.values()], activation=activation).numpy()
+    assert out.shape == ref.shape and out.dtype == np.float32
+    err = float(np.abs(out - ref).max())
+    assert err <= 2e-5 * max(1.0, float(np.abs(ref).max())), f"{activation}: max abs error {err}"
+    # Tokens not listed (dropped) get exactly zero.
+    listed = np.zeros(inputs["order"].size, bool)
+    listed[inputs["order"].reshape(-1)[: inputs["counts"].sum()]] = True
+    assert not out.reshape(listed.size, -1)[~listed].any()
+    return out
+
+
+@pytest.mark.parametrize(
+    "batch,length,dim,ff,experts,capacity,skew",
+    [(1, 1, 7, 5, 1, 1, 0.0), (2, 9, 16, 40, 2, 3, 0.0), (3, 40, 24, 96, 8, 6, 2.0), (2, 300, 16, 32, 3, 300, 0.0),
+     (2, 20, 8, 12, 16, 20, 0.0), (2, 10, 8, 12, 4, 0, 0.0)],
+)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_expert_ffn_matches_reference(batch, length, dim, ff, experts, capacity, skew, threads):
+    inputs = _ffn_inputs(np.random.default_rng(length), batch, length, dim, ff, experts, capacity, skew)
+    _check_ffn(inputs, intra_op_num_threads=threads)
+
+
+@pytest.mark.parametrize("activation", EXPERT_ACTIVATIONS)
+def test_expert_ffn_activations(activation):
+    inputs = _ffn_inputs(np.random.default_rng(1), 2, 12, 16, 24, 3, 12)
+    inputs["hidden"] *= 4.0  # reach the saturating and clipping regions (gelu_10, relu6, softplus threshold)
+    _check_ffn(inputs, activation)
+
+
+def test_expert_ffn_generic_simd_agrees(monkeypatch):
+    inputs = _ffn_inputs(np.random.default_rng(2), 2, 50, 24, 64, 4, 50)
+    best = _check_ffn(inputs, "gelu")
+    monkeypatch.setenv("BUCKETRT_SIMD", "generic")
+    generic = _check_ffn(inputs, "gelu")
+    assert float(np.abs(best - generic).max()) <= 1e-5
+
+
+def test_expert_ffn_reference_matches_transformers_experts():
+    """The reference's combine equals SwitchTransformersSparseMLP's, dropped tokens included."""
+    from transformers import SwitchTransformersConfig
+    from transformers.models.switch_transformers.modeling_switch_transformers import SwitchTransformersSparseMLP
+
+    torch.manual_seed(0)
+    config = SwitchTransformersConfig(d_model=16, d_ff=24, num_experts=4, expert_capacity=4, dense_act_fn="gelu_new")
+    mlp = SwitchTransformersSparseMLP(config).eval()
+    hidden = torch.randn(2, 30, 16)
+    with torch.no_grad():
+        expected = mlp(hidden)
+        logits = mlp.router.classifier(hidden)
+        expert, gate, _, counts, order = reference.top1_dispatch(torch.softmax(logits, -1), expert_capacity=4)
+        wi = torch.stack([mlp.experts[f"expert_{e}"].wi.weight for e in range(4)])
+        wo = torch.stack([mlp.experts[f"expert_{e}"].wo.weight for e in range(4)])
+        ours = reference.expert_ffn(hidden, order, counts, gate, wi, wo, activation="gelu_new")
+    assert (expert == -1).any()
+    assert torch.equal(expected[expert == -1], torch.zeros_like(expected[expert == -1]))  # dropped: zero
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-6)
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+def _bad_cases():
+    good = _ffn_inputs(np.random.default_rng(3), 2, 5, 8, 12, 3, 5)
+    neg = dict(good, counts=np.array([-1, 5, 6], np.int32))
+    many = dict(good, counts=np.array([5, 5, 1], np.int32))
+    out_of_range = dict(good, order=np.where(good["order"] == good["order"].reshape(-1)[0], 10, good["order"]).astype(np.int32))
+    twice = dict(good)
+    twice["order"] = good["order"].copy()
+    twice["order"].reshape(-1)[1] = twice["order"].reshape(-1)[0]
+    wrong_e = dict(good, wo=good["wo"][:2].copy())
+    wrong_f = dict(good, wo=np.zeros((3, 8, 11), np.float32))
+    wrong_dtype = dict(good, order=good["order"].astype(np.int64))
+    return [
+        ("negative count", EXPERT_FFN, neg, {}, "counts", True),
+        ("counts over tokens", EXPERT_FFN, many, {}, "counts", True),
+        ("order out of range", EXPERT_FFN, out_of_range, {}, "order", True),
+        ("order twice", EXPERT_FFN, twice, {}, "order", True),
+        ("experts mismatch", EXPERT_FFN, wrong_e, {}, "wo", True),
+        ("ff mismatch", EXPERT_FFN, wrong_f, {}, "wo", True),
+        ("order int64", EXPERT_FFN, wrong_dtype, {}, "order", False),
+        ("unknown activation", EXPERT_FFN, good, {"activation": "gated-gelu"}, "activation", True),
+        ("negative capacity", TOP1_DISPATCH, {"probs": np.ones((1, 2, 2), np.float32)}, {"expert_capacity": -1}, "expert_capacity", True),
+        ("probs rank 2", TOP1_DISPATCH, {"probs": np.ones((2, 2), np.float32)}, {"expert_capacity": 1}, "probs", True),
+        ("probs empty", TOP1_DISPATCH, {"probs": np.ones((1, 0, 2), np.float32)}, {"expert_capacity": 1}, "probs", True),
+    ]
+
+
+@pytest.mark.parametrize("case", _bad_cases(), ids=lambda c: c[0])
+def test_bad_input_is_a_clear_error(case):
+    _, spec, inputs, attrs, culprit, same_text = case
+    with pytest.raises(Exception) as native:
+        run_op(spec, inputs, attrs)
+    message = str(native.value)
+    assert spec.name in message and culprit in message, message
+    with pytest.raises(ValueError) as ref:
+        reference.REFERENCES[spec.name](*[torch.from_numpy(a) for a in inputs.values()], **attrs)
+    if same_text:
+        assert str(ref.value) in message, (str(ref.value), message)
