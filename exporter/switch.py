@@ -1,0 +1,169 @@
+"""SwitchTransformers for export: the sparse MLP through bucketrt's MoE ops, and the model split into
+the ONNX components Optimum users expect (encoder, decoder, decoder with past key/values).
+
+`patch_model` rewrites every `SwitchTransformersSparseMLP.forward` (in place, on the exporter's own
+copy of the model) so that it reproduces transformers 5.x's eval-mode maths with two ops:
+
+* the router stays PyTorch (it exports as MatMul + Softmax): hidden states cast to `router_dtype`,
+  the classifier in that dtype, softmax in it, the probabilities cast back; no jitter (eval only);
+* `Top1Dispatch` takes the probabilities: argmax (first maximum), per-sequence priority by
+  cumulative count, tokens beyond `expert_capacity` dropped, the unrenormalised top probability as
+  gate, and the kept tokens listed expert by expert;
+* `ExpertFFN` runs each expert's wi -> act -> wo on its listed tokens only, scaled by the gate;
+  dropped tokens get zero, so the layer's residual passes them through unchanged (as in HF).
+
+The experts' weights are stacked once into [E, d_ff, d_model] / [E, d_model, d_ff] buffers, which
+the exported graph holds as two initializers per sparse layer. Nothing in the graph depends on which
+experts an example input hits.
+"""
+
+from __future__ import annotations
+
+import types
+
+import torch
+from torch import nn
+
+from bucketrt.ops import call
+from bucketrt.ops.spec import EXPERT_ACTIVATIONS, EXPERT_FFN, TOP1_DISPATCH
+
+from .errors import BucketrtError
+
+SUPPORTED_MODEL_TYPES = ("switch_transformers",)
+# transformers' ACT2FN entries that carry learned parameters of their own (one set per expert).
+_PARAMETRIC_ACTIVATIONS = ("prelu", "xielu")
+
+
+def check_config(config) -> None:
+    """Raises BucketrtError for a config bucketrt cannot export faithfully."""
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        raise BucketrtError(f"model type '{config.model_type}' is not a SwitchTransformers model")
+    act = config.dense_act_fn
+    if act == "gated-gelu" or act.startswith("gated-"):
+        raise BucketrtError(
+            f"dense_act_fn='{act}' is not supported",
+            "transformers 5.x itself cannot build this model (ACT2FN has no such key: KeyError); T5's "
+            "'gated-gelu' splitting is not implemented by SwitchTransformers. Use e.g. 'relu' or 'gelu_new'",
+        )
+    if act in _PARAMETRIC_ACTIVATIONS:
+        raise BucketrtError(
+            f"dense_act_fn='{act}' is not supported",
+            "its learned per-expert parameters have no place in ExpertFFN; supported: " + ", ".join(EXPERT_ACTIVATIONS),
+        )
+    if act not in EXPERT_ACTIVATIONS:
+        raise BucketrtError(f"dense_act_fn='{act}' is not supported", "supported: " + ", ".join(EXPERT_ACTIVATIONS))
+    if config.router_dtype != "float32":
+        raise BucketrtError(
+            f"router_dtype='{config.router_dtype}' is not supported",
+            "ONNX Runtime's CPU provider has no half-precision MatMul/Softmax for the router; use float32 "
+            "(the default, and that of every released Switch checkpoint)",
+        )
+
+
+def _sparse_mlp_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    router = self.router
+    x = hidden_states.to(router.dtype)
+    logits = router.classifier(x)
+    probs = torch.softmax(logits, dim=-1, dtype=router.dtype).to(hidden_states.dtype)
+    _, gate, _, counts, order = call(TOP1_DISPATCH, probs, expert_capacity=int(router.expert_capacity))
+    return call(
+        EXPERT_FFN, hidden_states, order, counts, gate, self.bucketrt_wi, self.bucketrt_wo,
+        activation=self.bucketrt_activation,
+    )
+
+
+def patch_model(model: nn.Module) -> int:
+    """Routes every sparse MLP of `model` through bucketrt's ops; returns how many were patched."""
+    from transformers.models.switch_transformers.modeling_switch_transformers import SwitchTransformersSparseMLP
+
+    check_config(model.config)
+    patched = 0
+    for module in model.modules():
+        if not isinstance(module, SwitchTransformersSparseMLP):
+            continue
+        experts = [module.experts[f"expert_{e}"] for e in range(module.router.num_experts)]
+        with torch.no_grad():
+            wi = torch.stack([expert.wi.weight for expert in experts]).contiguous()
+            wo = torch.stack([expert.wo.weight for expert in experts]).contiguous()
+        # The per-expert Linear layers stay (same state dict); the stacked copies are what the graph uses.
+        module.register_buffer("bucketrt_wi", wi, persistent=False)
+        module.register_buffer("bucketrt_wo", wo, persistent=False)
+        module.bucketrt_activation = model.config.dense_act_fn
+        module.router.classifier.to(module.router.dtype)
+        module.forward = types.MethodType(_sparse_mlp_forward, module)
+        patched += 1
+    return patched
+
+
+# -- components ---------------------------------------------------------------------------------
+# Names as Optimum writes them for seq2seq models (T5 family).
+ENCODER, DECODER, DECODER_WITH_PAST = "encoder_model", "decoder_model", "decoder_with_past_model"
+
+
+def past_names(num_layers: int, prefix: str) -> list[str]:
+    """past_key_values.{i}.{decoder|encoder}.{key|value} (or present.*), layer by layer."""
+    return [
+        f"{prefix}.{i}.{part}.{kind}" for i in range(num_layers) for part in ("decoder", "encoder") for kind in ("key", "value")
+    ]
+
+
+class Encoder(nn.Module):
+    """input_ids, attention_mask -> last_hidden_state."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.encoder = model.get_encoder() if hasattr(model, "get_encoder") else model.encoder
+
+    def forward(self, input_ids, attention_mask):
+        return (self.encoder(input_ids=input_ids, attention_mask=attention_mask, return_dict=True).last_hidden_state,)
+
+
+class Decoder(nn.Module):
+    """One decoder step over `input_ids` given the encoder's output and, with `with_past`, the
+    key/values of earlier steps (self-attention) and of the encoder (cross-attention).
+
+    Outputs logits (ForConditionalGeneration, scaled by d_model**-0.5 before the tied LM head as HF
+    does) or last_hidden_state (SwitchTransformersModel), then present.* : every layer's decoder
+    key/value and, without past, its encoder key/value (with past these do not change: Optimum's
+    convention is to output only the decoder ones).
+    """
+
+    def __init__(self, model: nn.Module, with_past: bool):
+        super().__init__()
+        self.decoder = model.get_decoder() if hasattr(model, "get_decoder") else model.decoder
+        self.lm_head = getattr(model, "lm_head", None)
+        self.scale = model.config.d_model**-0.5 if model.config.tie_word_embeddings else 1.0
+        self.num_layers = model.config.num_decoder_layers
+        self.d_model = model.config.d_model
+        self.with_past = with_past
+
+    def forward(self, input_ids, encoder_attention_mask, encoder_hidden_states=None, past_key_values=()):
+        from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+        if self.with_past:
+            past = past_key_values
+            cache = EncoderDecoderCache([tuple(past[4 * i : 4 * i + 4]) for i in range(self.num_layers)])
+            # Cross-attention reads the cached encoder key/values (the cache marks them as such);
+            # the encoder states are only needed for their shape.
+            cross_key = past[2]
+            encoder_hidden_states = cross_key.new_zeros(cross_key.shape[0], cross_key.shape[2], self.d_model)
+        else:
+            cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        out = self.decoder(
+            input_ids=input_ids,
+            encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_attention_mask,
+            past_key_values=cache,
+            use_cache=True,
+            return_dict=True,
+        )
+        hidden = out.last_hidden_state
+        first = self.lm_head(hidden * self.scale) if self.lm_head is not None else hidden
+        presents = []
+        for i in range(self.num_layers):
+            self_layer = cache.self_attention_cache.layers[i]
+            presents += [self_layer.keys, self_layer.values]
+            if not self.with_past:
+                cross_layer = cache.cross_attention_cache.layers[i]
+                presents += [cross_layer.keys, cross_layer.values]
+        return (first, *presents)
