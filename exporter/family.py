@@ -20,6 +20,7 @@ the family, so adding one touches no shared code path:
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,7 +31,7 @@ from .tasks import BATCH, CHOICES, SEQUENCE, Task
 
 # Each names a module of this package that defines FAMILY. Order matters only when two families
 # could claim the same config: the first match wins.
-_FAMILY_MODULES = ("yoso",)
+_FAMILY_MODULES = ("yoso", "switch")
 
 # Example sizes for tracing: distinct and above 1, so that the exporter keeps every axis symbolic.
 EXAMPLE_BATCH, EXAMPLE_CHOICES, EXAMPLE_SEQUENCE = 2, 3, 13
@@ -62,6 +63,12 @@ class Component:
     # Tracing inputs, and their dynamic axes ({input: {axis: torch.export.Dim}}).
     example_inputs: dict = field(default_factory=dict)
     dynamic_shapes: dict = field(default_factory=dict)
+    # Maps feeds by ONNX input name to the module's keyword arguments, where they differ (e.g. one
+    # tuple parameter flattened into past_key_values.* inputs). None: the names are the same.
+    pack_inputs: Callable[[dict], dict] | None = None
+
+    def kwargs(self, feeds: dict) -> dict:
+        return self.pack_inputs(feeds) if self.pack_inputs is not None else feeds
 
     @property
     def file_name(self) -> str:

@@ -31,7 +31,7 @@ class Reference:
         target = self.components[entry["name"]]
         kwargs = {name: torch.as_tensor(np.asarray(value)) for name, value in feeds.items()}
         with torch.no_grad():
-            result = target.module(**kwargs)
+            result = target.module(**target.kwargs(kwargs))
         return {name: value.detach().cpu().numpy() for name, value in zip(target.output_names, result)}
 
 

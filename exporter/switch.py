@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import types
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -28,6 +29,8 @@ from bucketrt.ops import call
 from bucketrt.ops.spec import EXPERT_ACTIVATIONS, EXPERT_FFN, TOP1_DISPATCH
 
 from .errors import BucketrtError
+from .family import Component, Family, Patch
+from .tasks import BATCH, SEQUENCE, Task
 
 SUPPORTED_MODEL_TYPES = ("switch_transformers",)
 # transformers' ACT2FN entries that carry learned parameters of their own (one set per expert).
@@ -167,3 +170,153 @@ class Decoder(nn.Module):
                 cross_layer = cache.cross_attention_cache.layers[i]
                 presents += [cross_layer.keys, cross_layer.values]
         return (first, *presents)
+
+
+# -- the family ---------------------------------------------------------------------------------
+ENCODER_SEQUENCE = "encoder_sequence_length"
+DECODER_SEQUENCE = "decoder_sequence_length"
+PAST_SEQUENCE = "past_decoder_sequence_length"
+# Example sizes for tracing: distinct and above 1 so that every axis stays symbolic.
+_EXAMPLE = {BATCH: 2, ENCODER_SEQUENCE: 13, DECODER_SEQUENCE: 5, PAST_SEQUENCE: 7}
+_SEQ2SEQ_TASKS = ("text2text-generation", "feature-extraction")
+
+
+class SwitchFamily(Family):
+    name = "switch"
+    model_types = SUPPORTED_MODEL_TYPES
+    config_class = "SwitchTransformersConfig"
+    tasks = {
+        t.name: t
+        for t in (
+            # Optimum's names: a seq2seq export is encoder + decoder + decoder with past.
+            Task("text2text-generation", "SwitchTransformersForConditionalGeneration", ("logits",)),
+            Task("feature-extraction", "SwitchTransformersModel", ("last_hidden_state",)),
+            # The encoder stack alone (one model.onnx).
+            Task("feature-extraction-encoder", "SwitchTransformersEncoderModel", ("last_hidden_state",)),
+        )
+    }
+    default_task = "text2text-generation"
+
+    def check_config(self, config) -> None:
+        check_config(config)
+
+    def patch(self, model, seed: int, options: dict) -> Patch:
+        layers = patch_model(model)
+        config = model.config
+        return Patch(
+            "top1-moe",
+            {
+                "moe": {
+                    "sparse_layers": layers,
+                    "num_experts": config.num_experts,
+                    "expert_capacity": config.expert_capacity,
+                    "activation": config.dense_act_fn,
+                    "router_dtype": config.router_dtype,
+                }
+            },
+        )
+
+    def max_length(self, config) -> int | None:
+        return None  # relative position buckets: any length
+
+    def components(self, model, task: Task) -> list[Component]:
+        from torch.export import Dim
+
+        config = model.config
+        dims = {name: Dim(name) for name in _EXAMPLE}
+        gen = torch.Generator().manual_seed(0)
+
+        def ids(*shape):
+            return torch.randint(0, config.vocab_size, shape, generator=gen, dtype=torch.int64)
+
+        batch, enc_len = _EXAMPLE[BATCH], _EXAMPLE[ENCODER_SEQUENCE]
+        encoder_inputs = {"input_ids": ids(batch, enc_len), "attention_mask": torch.ones(batch, enc_len, dtype=torch.int64)}
+        encoder_dims = {name: {0: dims[BATCH], 1: dims[ENCODER_SEQUENCE]} for name in encoder_inputs}
+        encoder = Encoder(model).eval()
+        if task.name not in _SEQ2SEQ_TASKS:
+            return [Component("model", encoder, tuple(encoder_inputs), task.outputs, encoder_inputs, encoder_dims)]
+
+        layers = config.num_decoder_layers
+        first = task.outputs[0]
+        with torch.no_grad():
+            hidden = encoder(**encoder_inputs)[0]
+        decoder = Decoder(model, with_past=False).eval()
+        decoder_inputs = {
+            "input_ids": ids(batch, _EXAMPLE[DECODER_SEQUENCE]),
+            "encoder_attention_mask": encoder_inputs["attention_mask"],
+            "encoder_hidden_states": hidden,
+        }
+        decoder_dims = {
+            "input_ids": {0: dims[BATCH], 1: dims[DECODER_SEQUENCE]},
+            "encoder_attention_mask": {0: dims[BATCH], 1: dims[ENCODER_SEQUENCE]},
+            "encoder_hidden_states": {0: dims[BATCH], 1: dims[ENCODER_SEQUENCE]},
+        }
+        presents = past_names(layers, "present")
+        pasts = past_names(layers, "past_key_values")
+        past_example = tuple(
+            torch.randn(batch, config.num_heads, _EXAMPLE[PAST_SEQUENCE] if ".decoder." in n else enc_len, config.d_kv, generator=gen)
+            for n in pasts
+        )
+        with_past = Decoder(model, with_past=True).eval()
+        with_past_inputs = {
+            "input_ids": ids(batch, 2),
+            "encoder_attention_mask": encoder_inputs["attention_mask"],
+            "past_key_values": past_example,
+        }
+        with_past_dims = {
+            "input_ids": {0: dims[BATCH], 1: dims[DECODER_SEQUENCE]},
+            "encoder_attention_mask": {0: dims[BATCH], 1: dims[ENCODER_SEQUENCE]},
+            "past_key_values": tuple(
+                {0: dims[BATCH], 2: dims[PAST_SEQUENCE] if ".decoder." in n else dims[ENCODER_SEQUENCE]} for n in pasts
+            ),
+        }
+
+        def pack_past(feeds: dict) -> dict:
+            out = {k: v for k, v in feeds.items() if not k.startswith("past_key_values.")}
+            out["past_key_values"] = tuple(feeds[n] for n in pasts)
+            return out
+
+        return [
+            Component(ENCODER, encoder, tuple(encoder_inputs), ("last_hidden_state",), encoder_inputs, encoder_dims),
+            Component(DECODER, decoder, tuple(decoder_inputs), (first, *presents), decoder_inputs, decoder_dims),
+            Component(
+                DECODER_WITH_PAST,
+                with_past,
+                ("input_ids", "encoder_attention_mask", *pasts),
+                (first, *[n for n in presents if ".decoder." in n]),
+                with_past_inputs,
+                with_past_dims,
+                pack_inputs=pack_past,
+            ),
+        ]
+
+    def make_inputs(self, manifest: dict, component: dict, sizes: dict, rng: np.random.Generator, padding: bool) -> dict:
+        """Encoder: ids and mask (the last row padded). Decoder: a quarter of the length in ids, random
+        encoder states; with past, one new token and random past key/values of 3/4 the length."""
+        config = manifest.get("config", {})
+        length = sizes[SEQUENCE]
+        dims = {
+            BATCH: sizes[BATCH],
+            ENCODER_SEQUENCE: length,
+            DECODER_SEQUENCE: 1 if component["name"] == DECODER_WITH_PAST else max(1, length // 4),
+            PAST_SEQUENCE: max(1, 3 * length // 4),
+        }
+        feeds = {}
+        for spec in component["inputs"]:
+            name = spec["name"]
+            shape = [dims.get(d, d) if isinstance(d, str) else d for d in spec["shape"]]
+            if any(not isinstance(d, int) for d in shape):
+                raise BucketrtError(f"input '{name}' has an unknown dim in {spec['shape']}")
+            if name == "input_ids":
+                feeds[name] = rng.integers(0, config.get("vocab_size", 2), size=shape, dtype=np.int64)
+            elif name in ("attention_mask", "encoder_attention_mask"):
+                mask = np.ones(shape, dtype=np.int64)
+                if padding and length > 1:
+                    mask[-1, length - max(1, length // 4) :] = 0
+                feeds[name] = mask
+            else:  # encoder states, past key/values
+                feeds[name] = rng.standard_normal(shape).astype(np.float32)
+        return feeds
+
+
+FAMILY = SwitchFamily()

@@ -30,11 +30,14 @@ DEFAULT_MARGIN = 1e-4
 
 
 def code_outputs(model: onnx.ModelProto) -> list[str]:
-    """Names of every integer (code) output of a bucketrt node, in graph order."""
+    """Names of every integer (code) output of a hashing bucketrt node, in graph order.
+
+    Only hashing ops: other integer outputs (routing decisions) are compared through their effect
+    on the model's outputs."""
     names = []
     for node in model.graph.node:
         spec = BY_NAME.get(node.op_type) if node.domain == DOMAIN else None
-        if spec is not None:
+        if spec is not None and spec.name in _FLIP_MARGINS:
             names += [name for name, out in zip(node.output, spec.outputs) if out.dtype == "int32"]
     return names
 
@@ -83,7 +86,7 @@ class CodeSync:
         self.used = [False] * len(self.codes)
 
     def __call__(self, spec: OpSpec, inputs: tuple, attrs: dict, result: torch.Tensor) -> torch.Tensor:
-        if not any(out.dtype == "int32" for out in spec.outputs):
+        if spec.name not in _FLIP_MARGINS:
             return result
         self.calls += 1
         ours = result.detach().cpu()
