@@ -6,6 +6,8 @@
    mode (YOSO-E) and in LSH mode, N = 512 ... 4096.
 3. What users run today: yoso-4096 in LSH mode against the same-size BERT (softmax attention),
    both in ONNX Runtime, N = 1024 ... 4096, batch 1, and how each grows with N.
+4. SwitchTransformers (benchmarks/switch.py): the MoE layer against a dense FFN of the same d_ff,
+   and the switch-base-8 encoder in ORT against PyTorch eager, batch 8 x 128.
 
     make bench                           # everything, about 15 minutes on 2 cores
     python benchmarks/run.py --only ops  # one part: ops | models | bert
@@ -157,14 +159,14 @@ def bench_bert(threads: int, repeat: int, lengths: tuple[int, ...]) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=("ops", "models", "bert"), action="append")
+    parser.add_argument("--only", choices=("ops", "models", "bert", "switch"), action="append")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--lengths", default="512,1024,2048,4096")
     parser.add_argument("--bert-lengths", default="1024,2048,4096")
     parser.add_argument("--markdown", type=Path, help="also write the tables to this file")
     args = parser.parse_args(argv)
-    parts = args.only or ["ops", "models", "bert"]
+    parts = args.only or ["ops", "models", "bert", "switch"]
     torch.set_num_threads(args.threads)
     say(f"bucketrt benchmarks: torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} cores")
     say("")
@@ -174,6 +176,11 @@ def main(argv=None) -> int:
         bench_models(args.threads, args.repeat, tuple(int(v) for v in args.lengths.split(",")))
     if "bert" in parts:
         bench_bert(args.threads, args.repeat, tuple(int(v) for v in args.bert_lengths.split(",")))
+    if "switch" in parts:
+        sys.path.insert(0, str(Path(__file__).parent))
+        import switch
+
+        switch.run(args.threads, args.repeat, say)
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text("\n".join(LINES) + "\n")

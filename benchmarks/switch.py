@@ -1,0 +1,152 @@
+"""SwitchTransformers benchmarks (run by benchmarks/run.py --only switch, or alone):
+
+1. The MoE layer alone in ONNX Runtime (router MatMul + Softmax + Top1Dispatch + ExpertFFN) against
+   one dense FFN of the same d_ff (MatMul + Relu + MatMul, ORT's MLAS) on the same tokens:
+   switch-base-8's sizes (d_model 768, d_ff 3072, 8 experts, capacity 64), batch 8 x 128 tokens.
+   Goal: at most 1.3x the dense FFN (the same FLOPs, plus routing, gathers and scatters).
+2. The exported switch-base-8 encoder in ONNX Runtime against the same model in PyTorch eager
+   (transformers' own, unpatched), batch 8 x 128. Goal: ORT at least 1.5x faster.
+
+    python benchmarks/switch.py [--threads N] [--repeat R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bucketrt.benchmarking import measure
+
+OUT = Path("out/bench")
+
+
+def _say(say, line=""):
+    (say or print)(line)
+
+
+def moe_layer(threads: int, repeat: int, say=None, batch=8, length=128, d_model=768, d_ff=3072, experts=8, capacity=64):
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    import bucketrt
+    from bucketrt.ops.graph import IR_VERSION, OPSET
+    from bucketrt.ops.spec import DOMAIN, EXPERT_FFN, TOP1_DISPATCH, VERSION
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, length, d_model), dtype=np.float32)
+    router = (rng.standard_normal((d_model, experts)) * d_model**-0.5).astype(np.float32)
+    wi = (rng.standard_normal((experts, d_ff, d_model)) * d_model**-0.5).astype(np.float32)
+    wo = (rng.standard_normal((experts, d_model, d_ff)) * d_ff**-0.5).astype(np.float32)
+    hidden = helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["B", "S", d_model])
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, ["B", "S", d_model])
+
+    def model(nodes, inits, extra_opsets=()):
+        graph = helper.make_graph(nodes, "g", [hidden], [out], [numpy_helper.from_array(a, n) for n, a in inits.items()])
+        return helper.make_model(
+            graph, ir_version=IR_VERSION,
+            opset_imports=[helper.make_opsetid("", OPSET), *extra_opsets],
+        ).SerializeToString()
+
+    moe = model(
+        [
+            helper.make_node("MatMul", ["hidden", "router"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
+            helper.make_node(TOP1_DISPATCH.name, ["probs"], [t.name for t in TOP1_DISPATCH.outputs], domain=DOMAIN,
+                             expert_capacity=capacity),
+            helper.make_node(EXPERT_FFN.name, ["hidden", "order", "counts", "gate", "wi", "wo"], ["out"], domain=DOMAIN,
+                             activation="relu"),
+        ],
+        {"router": router, "wi": wi, "wo": wo},
+        [helper.make_opsetid(DOMAIN, VERSION)],
+    )
+    # The dense FFN with the first expert's weights, transposed for MatMul (as torch exports nn.Linear).
+    dense = model(
+        [
+            helper.make_node("MatMul", ["hidden", "w1"], ["h"]),
+            helper.make_node("Relu", ["h"], ["a"]),
+            helper.make_node("MatMul", ["a", "w2"], ["out"]),
+        ],
+        {"w1": np.ascontiguousarray(wi[0].T), "w2": np.ascontiguousarray(wo[0].T)},
+    )
+    moe_s = ort.InferenceSession(moe, bucketrt.session_options(threads), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    dense_s = ort.InferenceSession(dense, options, providers=["CPUExecutionProvider"])
+    feeds = {"hidden": x}
+    moe_t = measure(lambda: moe_s.run(None, feeds), warmup=2, repeat=repeat)
+    dense_t = measure(lambda: dense_s.run(None, feeds), warmup=2, repeat=repeat)
+    _say(say, f"## Switch MoE layer alone (batch {batch} x {length} tokens, d_model {d_model}, d_ff {d_ff}, "
+              f"{experts} experts, capacity {capacity}, {threads} threads)")
+    _say(say)
+    _say(say, "| layer | ORT ms | vs dense FFN |")
+    _say(say, "|---|---:|---:|")
+    _say(say, f"| dense FFN (MatMul, Relu, MatMul) | {dense_t.ms:.1f} | 1.00x |")
+    _say(say, f"| MoE: router + Top1Dispatch + ExpertFFN | {moe_t.ms:.1f} | {moe_t.median_s / dense_t.median_s:.2f}x |")
+    _say(say)
+    return moe_t.median_s / dense_t.median_s
+
+
+def encoder(threads: int, repeat: int, say=None, batch=8, length=128):
+    import bucketrt
+    from bucketrt.exporter import export, load_reference
+
+    path = OUT / "switch-base-8-encoder"
+    if not (path / "bucketrt.json").is_file():
+        export("switch-base-8", path, task="feature-extraction-encoder")
+    ref = load_reference(path)  # rebuilt from the seed: the same weights
+    import transformers
+
+    hf = transformers.SwitchTransformersEncoderModel(ref.model.config)
+    hf.load_state_dict(ref.model.state_dict())  # transformers' own modules, unpatched
+    hf.eval()
+    del ref
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, hf.config.vocab_size, (batch, length), dtype=np.int64)
+    mask = np.ones_like(ids)
+    session = bucketrt.ort_session(path, intra_op_num_threads=threads)
+    feeds = {"input_ids": ids, "attention_mask": mask}
+    t_ids, t_mask = torch.from_numpy(ids), torch.from_numpy(mask)
+
+    def eager():
+        with torch.no_grad():
+            return hf(input_ids=t_ids, attention_mask=t_mask).last_hidden_state
+
+    got = session.run(None, feeds)[0]
+    err = float(np.abs(got - eager().numpy()).max())
+    ort_t = measure(lambda: session.run(None, feeds), warmup=1, repeat=repeat)
+    pt_t = measure(eager, warmup=1, repeat=repeat)
+    _say(say, f"## switch-base-8 encoder (batch {batch} x {length}, {threads} threads)")
+    _say(say)
+    _say(say, "| PyTorch eager ms | ORT ms | speed-up | max abs diff |")
+    _say(say, "|---:|---:|---:|---:|")
+    _say(say, f"| {pt_t.ms:.0f} | {ort_t.ms:.0f} | {pt_t.median_s / ort_t.median_s:.2f}x | {err:.1e} |")
+    _say(say)
+    return pt_t.median_s / ort_t.median_s
+
+
+def run(threads: int, repeat: int, say=None) -> None:
+    moe_layer(threads, repeat, say)
+    encoder(threads, repeat, say)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--only", choices=("layer", "encoder"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.only != "encoder":
+        moe_layer(args.threads, args.repeat)
+    if args.only != "layer":
+        encoder(args.threads, args.repeat)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
