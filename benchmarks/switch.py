@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bucketrt.benchmarking import measure
+import statistics
+
+from bucketrt.benchmarking import Timing, measure
 
 OUT = Path("out/bench")
 
@@ -78,8 +80,15 @@ def moe_layer(threads: int, repeat: int, say=None, batch=8, length=128, d_model=
     options.intra_op_num_threads = threads
     dense_s = ort.InferenceSession(dense, options, providers=["CPUExecutionProvider"])
     feeds = {"hidden": x}
-    moe_t = measure(lambda: moe_s.run(None, feeds), warmup=2, repeat=repeat)
-    dense_t = measure(lambda: dense_s.run(None, feeds), warmup=2, repeat=repeat)
+    # Interleaved (one run of each per round) so that load from other processes hits both alike.
+    moe_runs, dense_runs = [], []
+    for _ in range(2):
+        moe_s.run(None, feeds), dense_s.run(None, feeds)
+    for _ in range(repeat):
+        moe_runs.append(measure(lambda: moe_s.run(None, feeds), warmup=0, repeat=1).median_s)
+        dense_runs.append(measure(lambda: dense_s.run(None, feeds), warmup=0, repeat=1).median_s)
+    moe_t, dense_t = Timing(statistics.median(moe_runs), min(moe_runs), repeat), Timing(
+        statistics.median(dense_runs), min(dense_runs), repeat)
     _say(say, f"## Switch MoE layer alone (batch {batch} x {length} tokens, d_model {d_model}, d_ff {d_ff}, "
               f"{experts} experts, capacity {capacity}, {threads} threads)")
     _say(say)

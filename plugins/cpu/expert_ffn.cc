@@ -42,6 +42,7 @@ constexpr std::pair<const char*, Activation> kActivations[] = {
 // under 32 (each tile streams its expert's weights once).
 constexpr int64_t kMaxTileRows = 256;
 constexpr int64_t kMinTileRows = 32;
+constexpr int64_t kTilesPerWorker = 2;
 
 // The widest tile the CPU runs; BUCKETRT_SIMD=generic forces the baseline (for tests and comparisons).
 ExpertTileFn PickTile() {
@@ -134,7 +135,7 @@ ExpertFfnPlan PlanExpertFfn(const ExpertFfnShape& shape, const int32_t* counts, 
   int64_t listed = 0;
   for (int64_t e = 0; e < shape.num_experts; ++e) listed += counts[e];
   ExpertFfnPlan plan;
-  const int64_t per_worker = (listed + 2 * max_workers - 1) / (2 * max_workers);
+  const int64_t per_worker = (listed + kTilesPerWorker * max_workers - 1) / (kTilesPerWorker * max_workers);
   plan.tile_rows = std::clamp<int64_t>(per_worker, std::min<int64_t>(kMinTileRows, std::max<int64_t>(listed, 1)),
                                        kMaxTileRows);
   for (int64_t e = 0; e < shape.num_experts; ++e) plan.tiles += (counts[e] + plan.tile_rows - 1) / plan.tile_rows;
@@ -158,6 +159,8 @@ void ExpertFfn(const ExpertFfnShape& shape, const ExpertFfnPlan& plan, Activatio
     start += counts[e];
   }
   if (tiles.empty()) return;
+  // Largest first: workers pulling from the counter then finish close together (LPT scheduling).
+  std::stable_sort(tiles.begin(), tiles.end(), [](const Tile& a, const Tile& b) { return a.rows > b.rows; });
   const ExpertTileFn tile_fn = PickTile();
   Job job{&shape, &plan, act, hidden, order, gate, wi, wo, out, scratch, &tiles, tile_fn};
   if (plan.workers == 1) {
