@@ -108,7 +108,9 @@ def _check_ffn(inputs, activation="relu", **run_kwargs):
 @pytest.mark.parametrize(
     "batch,length,dim,ff,experts,capacity,skew",
     [(1, 1, 7, 5, 1, 1, 0.0), (2, 9, 16, 40, 2, 3, 0.0), (3, 40, 24, 96, 8, 6, 2.0), (2, 300, 16, 32, 3, 300, 0.0),
-     (2, 20, 8, 12, 16, 20, 0.0), (2, 10, 8, 12, 4, 0, 0.0)],
+     (2, 20, 8, 12, 16, 20, 0.0), (2, 10, 8, 12, 4, 0, 0.0),
+     # d_ff wide enough to be sliced across workers (uneven last slice), and a single decoding token
+     (2, 9, 24, 300, 3, 9, 0.0), (1, 1, 16, 530, 2, 1, 0.0), (3, 70, 16, 1000, 5, 70, 1.0)],
 )
 @pytest.mark.parametrize("threads", [1, 2])
 def test_expert_ffn_matches_reference(batch, length, dim, ff, experts, capacity, skew, threads):

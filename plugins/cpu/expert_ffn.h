@@ -1,10 +1,13 @@
 // ExpertFFN on the CPU, free of any runtime. Semantics: src/bucketrt/ops/reference.py `expert_ffn`.
 //
 // Work is proportional to the tokens listed: the listed tokens are cut into tiles (one expert,
-// at most `tile_rows` consecutive entries of `order`); a tile gathers its tokens' rows, runs the
-// expert's two GEMMs through Eigen (cpu/expert_ffn_tile.cc, compiled once per instruction set),
-// and writes gate-scaled rows back to those tokens. Tokens not listed are zeroed. Workers (one
-// scratch slot each) pull tiles from a shared counter, so experts of uneven load balance out.
+// at most `tile_rows` consecutive entries of `order`, one of `chunks` slices of d_ff); a tile
+// gathers its tokens' rows and runs the expert's two GEMMs on its slice through Eigen
+// (cpu/expert_ffn_tile.cc, compiled once per instruction set), writing a partial sum per slice.
+// A second pass adds the slices, scales by the gate and writes each listed token's row; tokens
+// not listed are zeroed. Slicing d_ff gives the workers equal work when experts are few or
+// uneven, and splits a decoding step's single-token GEMVs, without packing any weight twice.
+// Workers (one scratch slot each) pull tiles, largest first, from a shared counter.
 #pragma once
 
 #include <cstdint>
@@ -32,10 +35,15 @@ struct ExpertFfnShape {
 
 struct ExpertFfnPlan {
   int64_t tile_rows = 0;
+  int64_t chunks = 1;  // slices of d_ff
   int64_t workers = 0;
   int64_t tiles = 0;
+  int64_t listed = 0;
   size_t scratch_floats_per_worker = 0;
-  size_t scratch_floats() const { return scratch_floats_per_worker * static_cast<size_t>(workers); }
+  // Worker slots, then one [listed, D] partial sum per slice.
+  size_t partial_floats() const { return static_cast<size_t>(chunks * listed * dim); }
+  size_t scratch_floats() const { return scratch_floats_per_worker * static_cast<size_t>(workers) + partial_floats(); }
+  int64_t dim = 0;
 };
 
 // Checks counts (>= 0, summing to at most B*S) and order (the listed entries in [0, B*S), no token
@@ -49,16 +57,15 @@ void ExpertFfn(const ExpertFfnShape& shape, const ExpertFfnPlan& plan, Activatio
                const int32_t* order, const int32_t* counts, const float* gate, const float* wi, const float* wo,
                float* out, float* scratch, ParallelFor parallel_for);
 
-// One tile: out[tokens[r]] = gate[tokens[r]] * act(hidden[tokens[r]] wi^T) wo^T for r < rows.
-// scratch holds rows*(2*dim + ff) floats. One definition per instruction set (expert_ffn_tile.cc).
-using ExpertTileFn = void (*)(const float* hidden, int64_t dim, int64_t ff, const float* wi, const float* wo,
-                              const int32_t* tokens, int64_t rows, const float* gate, Activation act, float* out,
-                              float* scratch);
-void ExpertTileGeneric(const float*, int64_t, int64_t, const float*, const float*, const int32_t*, int64_t,
-                       const float*, Activation, float*, float*);
-void ExpertTileAvx2(const float*, int64_t, int64_t, const float*, const float*, const int32_t*, int64_t,
-                    const float*, Activation, float*, float*);
-void ExpertTileAvx512(const float*, int64_t, int64_t, const float*, const float*, const int32_t*, int64_t,
-                      const float*, Activation, float*, float*);
+// One tile: partial[r] = act(hidden[tokens[r]] wi[f0:f1]^T) wo[:, f0:f1]^T for r < rows (one
+// expert's weights). scratch holds rows*(dim + f1 - f0) floats. One definition per instruction
+// set (expert_ffn_tile.cc).
+#define BUCKETRT_EXPERT_TILE_ARGS                                                                            \
+  const float *hidden, int64_t dim, int64_t ff, const float *wi, const float *wo, const int32_t *tokens,  \
+      int64_t rows, int64_t f0, int64_t f1, Activation act, float *partial, float *scratch
+using ExpertTileFn = void (*)(BUCKETRT_EXPERT_TILE_ARGS);
+void ExpertTileGeneric(BUCKETRT_EXPERT_TILE_ARGS);
+void ExpertTileAvx2(BUCKETRT_EXPERT_TILE_ARGS);
+void ExpertTileAvx512(BUCKETRT_EXPERT_TILE_ARGS);
 
 }  // namespace bucketrt::cpu

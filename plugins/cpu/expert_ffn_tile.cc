@@ -51,23 +51,22 @@ void Apply(Activation act, A a) {
 }  // namespace
 
 void BUCKETRT_TILE_FN(const float* hidden, int64_t dim, int64_t ff, const float* wi, const float* wo,
-                      const int32_t* tokens, int64_t rows, const float* gate, Activation act, float* out,
+                      const int32_t* tokens, int64_t rows, int64_t f0, int64_t f1, Activation act, float* partial,
                       float* scratch) {
+  using Stride = Eigen::OuterStride<>;
+  const int64_t width = f1 - f0;
   Eigen::Map<RowMatrix> x(scratch, rows, dim);
-  Eigen::Map<RowMatrix> h(scratch + rows * dim, rows, ff);
-  Eigen::Map<RowMatrix> y(scratch + rows * (dim + ff), rows, dim);
-  Eigen::Map<const RowMatrix> w1(wi, ff, dim);  // nn.Linear layout [out, in]
-  Eigen::Map<const RowMatrix> w2(wo, dim, ff);
+  Eigen::Map<RowMatrix> h(scratch + rows * dim, rows, width);
+  Eigen::Map<RowMatrix> y(partial, rows, dim);
+  // nn.Linear layout [out, in]: this chunk's rows of wi, its columns of wo.
+  Eigen::Map<const RowMatrix> w1(wi + f0 * dim, width, dim);
+  Eigen::Map<const RowMatrix, 0, Stride> w2(wo + f0, dim, width, Stride(ff));
   for (int64_t r = 0; r < rows; ++r) {
     std::memcpy(scratch + r * dim, hidden + static_cast<int64_t>(tokens[r]) * dim, sizeof(float) * dim);
   }
   h.noalias() = x * w1.transpose();
   Apply(act, h.array());
   y.noalias() = h * w2.transpose();
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t t = tokens[r];
-    Eigen::Map<Eigen::RowVectorXf>(out + t * dim, dim) = gate[t] * y.row(r);
-  }
 }
 
 }  // namespace bucketrt::cpu
