@@ -31,6 +31,16 @@ def _say(say, line=""):
     (say or print)(line)
 
 
+def _interleaved(a, b, repeat: int) -> tuple[Timing, Timing]:
+    """Medians of `a` and `b` timed in alternation (one run of each per round), so that load from
+    other processes on a shared machine hits both alike."""
+    runs_a, runs_b = [], []
+    for _ in range(repeat):
+        runs_a.append(measure(a, warmup=0, repeat=1).median_s)
+        runs_b.append(measure(b, warmup=0, repeat=1).median_s)
+    return (Timing(statistics.median(runs_a), min(runs_a), repeat), Timing(statistics.median(runs_b), min(runs_b), repeat))
+
+
 def moe_layer(threads: int, repeat: int, say=None, batch=8, length=128, d_model=768, d_ff=3072, experts=8, capacity=64):
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
@@ -80,15 +90,9 @@ def moe_layer(threads: int, repeat: int, say=None, batch=8, length=128, d_model=
     options.intra_op_num_threads = threads
     dense_s = ort.InferenceSession(dense, options, providers=["CPUExecutionProvider"])
     feeds = {"hidden": x}
-    # Interleaved (one run of each per round) so that load from other processes hits both alike.
-    moe_runs, dense_runs = [], []
     for _ in range(2):
         moe_s.run(None, feeds), dense_s.run(None, feeds)
-    for _ in range(repeat):
-        moe_runs.append(measure(lambda: moe_s.run(None, feeds), warmup=0, repeat=1).median_s)
-        dense_runs.append(measure(lambda: dense_s.run(None, feeds), warmup=0, repeat=1).median_s)
-    moe_t, dense_t = Timing(statistics.median(moe_runs), min(moe_runs), repeat), Timing(
-        statistics.median(dense_runs), min(dense_runs), repeat)
+    moe_t, dense_t = _interleaved(lambda: moe_s.run(None, feeds), lambda: dense_s.run(None, feeds), repeat)
     _say(say, f"## Switch MoE layer alone (batch {batch} x {length} tokens, d_model {d_model}, d_ff {d_ff}, "
               f"{experts} experts, capacity {capacity}, {threads} threads)")
     _say(say)
@@ -127,8 +131,8 @@ def encoder(threads: int, repeat: int, say=None, batch=8, length=128):
 
     got = session.run(None, feeds)[0]
     err = float(np.abs(got - eager().numpy()).max())
-    ort_t = measure(lambda: session.run(None, feeds), warmup=1, repeat=repeat)
-    pt_t = measure(eager, warmup=1, repeat=repeat)
+    eager()
+    ort_t, pt_t = _interleaved(lambda: session.run(None, feeds), eager, repeat)
     _say(say, f"## switch-base-8 encoder (batch {batch} x {length}, {threads} threads)")
     _say(say)
     _say(say, "| PyTorch eager ms | ORT ms | speed-up | max abs diff |")
