@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .spec import ARGMAX_HASH, LSH_CUMULATION, SIGN_HASH, OpSpec, hadamard_parts
+from .spec import ARGMAX_HASH, BUCKET_SUM, LSH_CUMULATION, SIGN_HASH, OpSpec, hadamard_parts
 
 _DTYPES = {torch.int32: "int32", torch.float32: "float32"}
 
@@ -175,4 +175,27 @@ def argmax_hash(mask, vector, projection, bucket_sizes, **attrs) -> torch.Tensor
     return torch.where(padding, stride, buckets).int()
 
 
-REFERENCES = {LSH_CUMULATION.name: lsh_cumulation, SIGN_HASH.name: sign_hash, ARGMAX_HASH.name: argmax_hash}
+def bucket_sum(bucket, weight, vector, **attrs) -> tuple[torch.Tensor, torch.Tensor]:
+    attrs, env = _check(BUCKET_SUM, (bucket, weight, vector), attrs)
+    groups, dim, capacity = env["G"], env["D"], attrs["num_buckets"]
+    if bucket.numel() and (int(bucket.min()) < 0 or int(bucket.max()) >= capacity):
+        raise ValueError(
+            f"BucketSum: input 'bucket' has ids in [{int(bucket.min())}, {int(bucket.max())}], "
+            f"outside [0, num_buckets={capacity})"
+        )
+    # One flat table of groups x buckets rows; index_add_ accumulates in input order.
+    index = (bucket.long() + torch.arange(groups, device=bucket.device)[:, None] * capacity).reshape(-1)
+    sums = torch.zeros(groups * capacity, dim, dtype=vector.dtype, device=vector.device)
+    sums.index_add_(0, index, vector.reshape(-1, dim))
+    weights = torch.zeros(groups * capacity, dtype=weight.dtype, device=weight.device)
+    weights.index_add_(0, index, weight.reshape(-1))
+    return sums.view(groups, capacity, dim), weights.view(groups, capacity)
+
+
+
+REFERENCES = {
+    LSH_CUMULATION.name: lsh_cumulation,
+    SIGN_HASH.name: sign_hash,
+    ARGMAX_HASH.name: argmax_hash,
+    BUCKET_SUM.name: bucket_sum,
+}

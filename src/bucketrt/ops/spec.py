@@ -202,7 +202,26 @@ ARGMAX_HASH = OpSpec(
     attributes=(Attribute("num_hash", "int", "Number of hashing rounds.", minimum=1),),
 )
 
-OPS: tuple[OpSpec, ...] = (LSH_CUMULATION, SIGN_HASH, ARGMAX_HASH)
+BUCKET_SUM = OpSpec(
+    name="BucketSum",
+    summary="Merges the rows of each group by bucket: sums their vectors and their weights "
+    "(a scatter-add; divided by the summed weights it is a scatter-mean).",
+    semantics="sum[g,c,:] = sum_n [bucket[g,n] == c] * vector[g,n,:]; "
+    "weight_sum[g,c] = sum_n [bucket[g,n] == c] * weight[g,n]; rows are added in order n = 0, 1, ...; "
+    "every bucket id must lie in [0, num_buckets).",
+    inputs=(
+        Tensor("bucket", "int32", ("G", "N"), "Bucket of each row, in [0, num_buckets)."),
+        Tensor("weight", "float32", ("G", "N"), "Weight of each row (LSG: how many tokens it already holds)."),
+        Tensor("vector", "float32", ("G", "N", "D"), "Rows to merge (LSG: keys and values side by side)."),
+    ),
+    outputs=(
+        Tensor("sum", "float32", ("G", "num_buckets", "D"), "Per-bucket sum of the rows; zero for an empty bucket."),
+        Tensor("weight_sum", "float32", ("G", "num_buckets"), "Per-bucket sum of the weights."),
+    ),
+    attributes=(Attribute("num_buckets", "int", "Number of buckets C.", minimum=1),),
+)
+
+OPS: tuple[OpSpec, ...] = (LSH_CUMULATION, SIGN_HASH, ARGMAX_HASH, BUCKET_SUM)
 BY_NAME = {op.name: op for op in OPS}
 
 
