@@ -3,6 +3,7 @@
 #include "cpu/lsh_cumulation.h"
 #include "cpu/sign_hash.h"
 #include "cpu/argmax_hash.h"
+#include "cpu/bucket_sum.h"
 
 #include <string>
 #include <tuple>
@@ -107,6 +108,28 @@ void ArgmaxHashKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, con
   int32_t* buckets = AllocateOutput<int32_t>(op, ctx, 0, env);
   cpu::ArgmaxHash(shape, in.Data<int32_t>(argmax::kMask), in.Data<float>(argmax::kVector),
                   in.Data<float>(argmax::kProjection), size_list, buckets, OrtParallelFor(ctx));
+}
+
+namespace bucket_sum {
+enum { kBucket, kWeight, kVector };
+}
+
+BucketSumKernel::BucketSumKernel(const Attributes& attrs) : num_buckets_(attrs.Int("num_buckets")) {}
+
+void BucketSumKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const Bindings& env) {
+  const spec::OpSpec& op = Spec();
+  cpu::BucketSumShape shape;
+  shape.groups = env["G"];
+  shape.rows = env["N"];
+  shape.dim = env["D"];
+  shape.num_buckets = num_buckets_;
+  const int32_t* bucket = in.Data<int32_t>(bucket_sum::kBucket);
+  const std::string error = cpu::CheckBuckets(shape, bucket);
+  if (!error.empty()) throw InvalidArgument(error);
+  float* sum = AllocateOutput<float>(op, ctx, 0, env);
+  float* weight_sum = AllocateOutput<float>(op, ctx, 1, env);
+  cpu::BucketSum(shape, bucket, in.Data<float>(bucket_sum::kWeight), in.Data<float>(bucket_sum::kVector), sum,
+                 weight_sum, OrtParallelFor(ctx));
 }
 
 }  // namespace bucketrt::ort

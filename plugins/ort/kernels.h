@@ -38,4 +38,14 @@ class ArgmaxHashKernel {
   int64_t num_hash_;
 };
 
+class BucketSumKernel {
+ public:
+  static const spec::OpSpec& Spec() { return spec::kBucketSum; }
+  explicit BucketSumKernel(const Attributes& attrs);
+  void Compute(Ort::KernelContext& ctx, const OrtInputs& inputs, const Bindings& env);
+
+ private:
+  int64_t num_buckets_;
+};
+
 }  // namespace bucketrt::ort
