@@ -49,15 +49,15 @@ def call(spec: OpSpec, *inputs: torch.Tensor, **attrs):
     for tensor, tspec in zip(inputs, spec.inputs):
         for sym, size in zip(tspec.dims, tensor.shape):
             env.setdefault(sym, size)
-    outputs = [
-        torch.onnx.ops.symbolic(
-            f"{spec.domain}::{spec.name}",
-            list(inputs),
-            attrs,
-            dtype=_TORCH_DTYPES[out.dtype],
-            shape=[env[d] for d in out.dims],
-            version=spec.version,
+    dtypes = [_TORCH_DTYPES[out.dtype] for out in spec.outputs]
+    shapes = [[env[d] for d in out.dims] for out in spec.outputs]
+    if len(spec.outputs) == 1:
+        return torch.onnx.ops.symbolic(
+            f"{spec.domain}::{spec.name}", list(inputs), attrs, dtype=dtypes[0], shape=shapes[0], version=spec.version
         )
-        for out in spec.outputs
-    ]
-    return outputs[0] if len(outputs) == 1 else tuple(outputs)
+    # One node with all outputs (a symbolic call per output would emit one node each).
+    return tuple(
+        torch.onnx.ops.symbolic_multi_out(
+            f"{spec.domain}::{spec.name}", list(inputs), attrs, dtypes=dtypes, shapes=shapes, version=spec.version
+        )
+    )

@@ -233,7 +233,10 @@ class LSGSelfAttention(nn.Module):
             kv = kv.unflatten(0, (n, h, chunks))
             weight = weight.unflatten(0, (n, h, chunks))
             rows = buckets
-        kv = kv / (weight[..., None] + 1e-8)
+        # The original divides by (count + 1e-8). Counts are whole numbers, so that is count for a
+        # count >= 1 (1e-8 is below float32's rounding there) and 0 / 1e-8 = 0 for an empty bucket:
+        # clamp_min(1) is the same to the bit, and an ONNX optimiser cannot fold it away.
+        kv = kv / weight.clamp_min(1.0)[..., None]
         merged_mask = (1.0 - weight.clamp(0, 1)) * torch.finfo(torch.float32).min
         kv = kv.flatten(2, 3).to(dtype)
         merged_mask = merged_mask.flatten(2).clamp_min(torch.finfo(dtype).min).to(dtype)

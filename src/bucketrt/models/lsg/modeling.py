@@ -115,7 +115,8 @@ class LSGBaseModel(nn.Module):
             key_mask = torch.cat((torch.full_like(key_mask[:, :1], minimum), key_mask[:, 1:]), dim=1)
         # Pad the text to whole blocks (the original's adaptive padding; it skips it for sequences
         # of at most two blocks, where padding with masked keys changes nothing).
-        pad = (-t) % s.block_size
+        # ceil-division form: symbolic shapes prove the padded length a multiple of the block.
+        pad = (t + s.block_size - 1) // s.block_size * s.block_size - t
         hidden = F.pad(hidden, (0, 0, 0, pad))
         key_mask = F.pad(key_mask, (0, pad), value=minimum)
         for layer in self.encoder.layer:
@@ -149,6 +150,39 @@ def _load_tensor(folder: Path, names: tuple[str, ...]) -> torch.Tensor:
     raise LSGConfigError(f"{folder}: the checkpoint has no global embeddings ({names[0]})")
 
 
+def _prepare(raw: dict, task: str | None):
+    import transformers
+
+    if not is_lsg(raw):
+        raise LSGConfigError("not an LSG checkpoint (no LSG architectures/auto_map in config.json)")
+    s = settings(raw)
+    task = task or infer_task(raw)
+    classes = TASK_CLASSES[s.family]
+    if task not in classes:
+        raise LSGConfigError(f"task '{task}' is not supported for LSG models; choose one of: {', '.join(classes)}")
+    config_class = transformers.BertConfig if s.family == "bert" else transformers.RobertaConfig
+    config = config_class.from_dict({k: v for k, v in raw.items() if k not in ("auto_map", "architectures")})
+    config._attn_implementation = "eager"
+    return s, task, config, getattr(transformers, classes[task])
+
+
+def _attach(model: nn.Module, s: LSGSettings, seed: int, table: torch.Tensor | None, dtype: torch.dtype) -> nn.Module:
+    """Swaps the base model for LSGBaseModel; `table` is the global embeddings (None: keep the random init)."""
+    prefix = model.base_model_prefix
+    base = getattr(model, prefix, model)
+    lsg_base = LSGBaseModel(base, s, sample_lsh_projections(s, base.config.num_hidden_layers, seed))
+    weight = lsg_base.embeddings.global_embeddings.weight
+    if table is not None:
+        if tuple(table.shape) != tuple(weight.shape):
+            raise LSGConfigError(f"global embeddings have shape {list(table.shape)}, expected {list(weight.shape)}")
+        weight.data.copy_(table)
+    lsg_base.to(dtype)
+    if base is model:
+        return lsg_base.eval()
+    setattr(model, prefix, lsg_base)
+    return model.to(dtype).eval()
+
+
 def load(folder: str | Path, task: str | None = None, seed: int = 0, dtype: torch.dtype = torch.float32):
     """Loads an LSG checkpoint folder (save_pretrained layout) as a transformers model with LSG attention.
 
@@ -157,19 +191,10 @@ def load(folder: str | Path, task: str | None = None, seed: int = 0, dtype: torc
     import transformers
 
     folder = Path(folder)
-    raw = read_config(folder)
-    if not is_lsg(raw):
-        raise LSGConfigError(f"{folder}: not an LSG checkpoint (no LSG architectures/auto_map in config.json)")
-    s = settings(raw)
-    task = task or infer_task(raw)
-    classes = TASK_CLASSES[s.family]
-    if task not in classes:
-        raise LSGConfigError(f"task '{task}' is not supported for LSG models; choose one of: {', '.join(classes)}")
-    config_class = transformers.BertConfig if s.family == "bert" else transformers.RobertaConfig
-    plain = {k: v for k, v in raw.items() if k not in ("auto_map", "architectures")}
-    config = config_class.from_dict(plain)
-    config._attn_implementation = "eager"
-    model_class = getattr(transformers, classes[task])
+    try:
+        s, task, config, model_class = _prepare(read_config(folder), task)
+    except LSGConfigError as e:
+        raise LSGConfigError(f"{folder}: {e}") from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         transformers.logging.set_verbosity_error()
@@ -178,17 +203,18 @@ def load(folder: str | Path, task: str | None = None, seed: int = 0, dtype: torc
         finally:
             transformers.logging.set_verbosity_warning()
     prefix = model.base_model_prefix
-    base = getattr(model, prefix, model)
-    projections = sample_lsh_projections(s, config.num_hidden_layers, seed)
-    lsg_base = LSGBaseModel(base, s, projections)
     table = _load_tensor(folder, (f"{prefix}.embeddings.global_embeddings.weight", "embeddings.global_embeddings.weight"))
-    if tuple(table.shape) != tuple(lsg_base.embeddings.global_embeddings.weight.shape):
-        raise LSGConfigError(f"{folder}: global embeddings have shape {list(table.shape)}, expected "
-                             f"{list(lsg_base.embeddings.global_embeddings.weight.shape)}")
-    lsg_base.embeddings.global_embeddings.weight.data.copy_(table)
-    lsg_base.to(dtype)
-    if base is model:
-        model = lsg_base
-    else:
-        setattr(model, prefix, lsg_base)
-    return model.eval(), s, task
+    return _attach(model, s, seed, table, dtype), s, task
+
+
+def from_config(raw: dict, task: str | None = None, seed: int = 0, dtype: torch.dtype = torch.float32):
+    """A random-weight LSG model for a config.json dict; the weights are drawn from `seed`."""
+    s, task, config, model_class = _prepare(raw, task)
+    torch.manual_seed(seed)
+    model = model_class(config)
+    model = _attach(model, s, seed, None, torch.float32)
+    base = getattr(model, model.base_model_prefix, model)
+    generator = torch.Generator().manual_seed(seed)
+    table = base.embeddings.global_embeddings.weight
+    table.data.copy_(torch.randn(table.shape, generator=generator) * config.initializer_range)
+    return model.to(dtype).eval(), s, task
