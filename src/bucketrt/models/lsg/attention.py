@@ -217,7 +217,7 @@ class LSGSelfAttention(nn.Module):
         weight = weight.unflatten(-1, (-1, rows))  # [n, h, c, chunk]
         chunks = kv.shape[2]
         for index, buckets in enumerate(s.lsh_rounds):
-            projection = getattr(self, f"lsh_projection_{index}")
+            projection = getattr(self, f"lsh_projection_{index}").float()
             keys = kv[..., :d]
             direction = F.normalize(keys, dim=-1) * weight.clamp(0, 1)[..., None]
             # ArgmaxHash (Reformer's hashing, one round, one factor of 2 * (buckets // 2) buckets).
