@@ -46,11 +46,7 @@ class LSGSelfAttention(nn.Module):
         super().__init__()
         self.settings = settings
         self.query, self.key, self.value = query, key, value
-        # lsh only: one [heads, head_dim, buckets // 2] projection per round, drawn once (see
-        # modeling.sample_lsh_projections) and stored with the model, so the export is deterministic.
-        for index, projection in enumerate(projections):
-            self.register_buffer(f"lsh_projection_{index}", projection, persistent=False)
-        self.num_projections = len(projections)
+        self.set_lsh_projections(projections)
         s = settings
         if s.has_sparse:
             # Where the sparse window of block i starts, left and right, in sparse positions relative
@@ -61,6 +57,16 @@ class LSGSelfAttention(nn.Module):
             centre = (size - 3 * s.block_size // s.sparsity_factor) // 2 + odd
             self.left_offset = centre - s.sparse_block_size - pad
             self.right_offset = size - (centre + odd) - pad
+
+    def set_lsh_projections(self, projections) -> None:
+        """lsh only: one [heads, head_dim, buckets // 2] projection per round, drawn once (see
+        modeling.sample_lsh_projections) and stored with the model, so the export is deterministic.
+        Not in the state dict: they come from the export seed, not from the checkpoint."""
+        for index in range(getattr(self, "num_projections", 0)):
+            delattr(self, f"lsh_projection_{index}")
+        for index, projection in enumerate(projections):
+            self.register_buffer(f"lsh_projection_{index}", projection, persistent=False)
+        self.num_projections = len(projections)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.settings.num_heads, self.settings.head_dim)).transpose(1, 2)
@@ -216,6 +222,8 @@ class LSGSelfAttention(nn.Module):
         kv = _blocks(kv, rows)  # [n, h, c, chunk, 2d]
         weight = weight.unflatten(-1, (-1, rows))  # [n, h, c, chunk]
         chunks = kv.shape[2]
+        if self.num_projections != len(s.lsh_rounds):
+            raise RuntimeError("lsh projections were not sampled: call modeling.set_lsh_projections first")
         for index, buckets in enumerate(s.lsh_rounds):
             projection = getattr(self, f"lsh_projection_{index}").float()
             keys = kv[..., :d]

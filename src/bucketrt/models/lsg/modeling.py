@@ -69,7 +69,7 @@ def sample_lsh_projections(s: LSGSettings, num_layers: int, seed: int) -> list[l
 class LSGBaseModel(nn.Module):
     """BERT/RoBERTa's base model with LSG's forward; submodules keep transformers' names."""
 
-    def __init__(self, base: nn.Module, s: LSGSettings, projections: list[list[torch.Tensor]]):
+    def __init__(self, base: nn.Module, s: LSGSettings):
         super().__init__()
         self.settings = s
         self.config = base.config
@@ -77,9 +77,9 @@ class LSGBaseModel(nn.Module):
         self.embeddings.global_embeddings = nn.Embedding(GLOBAL_EMBEDDING_ROWS, base.config.hidden_size)
         self.encoder = base.encoder
         self.pooler = getattr(base, "pooler", None)
-        for layer, rounds in zip(self.encoder.layer, projections):
+        for layer in self.encoder.layer:
             old = layer.attention.self
-            layer.attention.self = LSGSelfAttention(s, old.query, old.key, old.value, rounds)
+            layer.attention.self = LSGSelfAttention(s, old.query, old.key, old.value)
 
     def _embed(self, input_ids, token_type_ids):
         emb, s = self.embeddings, self.settings
@@ -150,37 +150,74 @@ def _load_tensor(folder: Path, names: tuple[str, ...]) -> torch.Tensor:
     raise LSGConfigError(f"{folder}: the checkpoint has no global embeddings ({names[0]})")
 
 
-def _prepare(raw: dict, task: str | None):
+def make_config(raw: dict):
+    """(settings, transformers config) for an LSG config.json dict; raises LSGConfigError.
+
+    The config is the stock BertConfig/RobertaConfig, which keeps LSG's fields (and `architectures`)
+    as attributes, so `settings(config.to_dict())` reads them back after any override. `auto_map`
+    is dropped: it names the remote code that this port replaces.
+    """
     import transformers
 
     if not is_lsg(raw):
         raise LSGConfigError("not an LSG checkpoint (no LSG architectures/auto_map in config.json)")
     s = settings(raw)
-    task = task or infer_task(raw)
+    config_class = transformers.BertConfig if s.family == "bert" else transformers.RobertaConfig
+    config = config_class.from_dict({k: v for k, v in raw.items() if k != "auto_map"})
+    return s, config
+
+
+def model_class(s: LSGSettings, task: str):
+    """The stock transformers class that loads an LSG checkpoint for `task`."""
+    import transformers
+
     classes = TASK_CLASSES[s.family]
     if task not in classes:
         raise LSGConfigError(f"task '{task}' is not supported for LSG models; choose one of: {', '.join(classes)}")
-    config_class = transformers.BertConfig if s.family == "bert" else transformers.RobertaConfig
-    config = config_class.from_dict({k: v for k, v in raw.items() if k not in ("auto_map", "architectures")})
-    config._attn_implementation = "eager"
-    return s, task, config, getattr(transformers, classes[task])
+    return getattr(transformers, classes[task])
 
 
-def _attach(model: nn.Module, s: LSGSettings, seed: int, table: torch.Tensor | None, dtype: torch.dtype) -> nn.Module:
-    """Swaps the base model for LSGBaseModel; `table` is the global embeddings (None: keep the random init)."""
+def global_embeddings(folder: str | Path, model: nn.Module) -> torch.Tensor:
+    """The checkpoint's global embedding table (the one tensor stock transformers does not load)."""
+    prefix = model.base_model_prefix
+    return _load_tensor(Path(folder), (f"{prefix}.embeddings.global_embeddings.weight", "embeddings.global_embeddings.weight"))
+
+
+def attach(model: nn.Module, s: LSGSettings, table: torch.Tensor | None = None) -> nn.Module:
+    """Swaps the base model of a stock transformers model for LSGBaseModel, in place (eval mode).
+
+    `table`: the global embeddings; None draws them like BERT's other embeddings (normal with
+    initializer_range) from torch's current random state. lsh models still need
+    `set_lsh_projections` before they run.
+    """
+    model.config._attn_implementation = "eager"
     prefix = model.base_model_prefix
     base = getattr(model, prefix, model)
-    lsg_base = LSGBaseModel(base, s, sample_lsh_projections(s, base.config.num_hidden_layers, seed))
+    lsg_base = LSGBaseModel(base, s)
     weight = lsg_base.embeddings.global_embeddings.weight
-    if table is not None:
-        if tuple(table.shape) != tuple(weight.shape):
-            raise LSGConfigError(f"global embeddings have shape {list(table.shape)}, expected {list(weight.shape)}")
-        weight.data.copy_(table)
-    lsg_base.to(dtype)
+    if table is None:
+        table = torch.randn(weight.shape) * model.config.initializer_range
+    if tuple(table.shape) != tuple(weight.shape):
+        raise LSGConfigError(f"global embeddings have shape {list(table.shape)}, expected {list(weight.shape)}")
+    with torch.no_grad():
+        weight.copy_(table)
+    lsg_base.to(next(base.parameters()).dtype)
     if base is model:
         return lsg_base.eval()
     setattr(model, prefix, lsg_base)
-    return model.to(dtype).eval()
+    return model.eval()
+
+
+def set_lsh_projections(model: nn.Module, seed: int) -> list[torch.Tensor]:
+    """Draws the lsh projections from `seed` (sample_lsh_projections) into every LSG attention of
+    `model`; returns them in draw order (none unless the model hashes)."""
+    layers = [m for m in model.modules() if isinstance(m, LSGSelfAttention)]
+    if not layers:
+        raise LSGConfigError("the model has no LSG attention (call attach first)")
+    drawn = sample_lsh_projections(layers[0].settings, len(layers), seed)
+    for layer, rounds in zip(layers, drawn):
+        layer.set_lsh_projections(rounds)
+    return [p for rounds in drawn for p in rounds]
 
 
 def load(folder: str | Path, task: str | None = None, seed: int = 0, dtype: torch.dtype = torch.float32):
@@ -192,29 +229,33 @@ def load(folder: str | Path, task: str | None = None, seed: int = 0, dtype: torc
 
     folder = Path(folder)
     try:
-        s, task, config, model_class = _prepare(read_config(folder), task)
+        raw = read_config(folder)
+        s, config = make_config(raw)
+        task = task or infer_task(raw)
+        cls = model_class(s, task)
     except LSGConfigError as e:
         raise LSGConfigError(f"{folder}: {e}") from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        verbosity = transformers.logging.get_verbosity()
         transformers.logging.set_verbosity_error()
         try:
-            model = model_class.from_pretrained(folder, config=config, dtype=dtype)
+            model = cls.from_pretrained(folder, config=config, dtype=dtype)
         finally:
-            transformers.logging.set_verbosity_warning()
-    prefix = model.base_model_prefix
-    table = _load_tensor(folder, (f"{prefix}.embeddings.global_embeddings.weight", "embeddings.global_embeddings.weight"))
-    return _attach(model, s, seed, table, dtype), s, task
+            transformers.logging.set_verbosity(verbosity)
+    model = attach(model, s, global_embeddings(folder, model))
+    set_lsh_projections(model, seed)
+    return model, s, task
 
 
 def from_config(raw: dict, task: str | None = None, seed: int = 0, dtype: torch.dtype = torch.float32):
-    """A random-weight LSG model for a config.json dict; the weights are drawn from `seed`."""
-    s, task, config, model_class = _prepare(raw, task)
-    torch.manual_seed(seed)
-    model = model_class(config)
-    model = _attach(model, s, seed, None, torch.float32)
-    base = getattr(model, model.base_model_prefix, model)
-    generator = torch.Generator().manual_seed(seed)
-    table = base.embeddings.global_embeddings.weight
-    table.data.copy_(torch.randn(table.shape, generator=generator) * config.initializer_range)
-    return model.to(dtype).eval(), s, task
+    """A random-weight LSG model for a config.json dict; weights and lsh projections from `seed`."""
+    s, config = make_config(raw)
+    task = task or infer_task(raw)
+    cls = model_class(s, task)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = attach(cls(config), s)
+    model = model.to(dtype).eval()
+    set_lsh_projections(model, seed)
+    return model, s, task
