@@ -25,10 +25,11 @@ import make_reference  # noqa: E402
 
 TOLERANCE = 1e-4
 # Exporting takes ~15 s a model on this machine: the export is checked on one case per sparsity
-# type plus the RoBERTa and classification heads; the port on every case.
+# type (lsh twice: several rounds on BERT, and RoBERTa), each at every reference length (short,
+# block boundaries, long) with a padded batch row; the port on every case.
 EXPORT_CASES = (
     "bert-mlm-none", "bert-mlm-norm", "bert-mlm-pooling", "bert-mlm-lsh-rounds", "bert-mlm-stride",
-    "bert-mlm-block_stride", "bert-mlm-bos_pooling", "roberta-base-lsh", "roberta-cls-norm",
+    "bert-mlm-block_stride", "bert-mlm-bos_pooling", "roberta-base-lsh",
 )
 
 
@@ -151,3 +152,29 @@ def test_cli_rejects_bad_lsg_folder(tmp_path):
     assert done.returncode != 0
     assert "sparsity_type 'bogus'" in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_folder_family_and_config_override(references):
+    """An LSG folder is the lsg family; --config-override changes its LSG fields like any config's,
+    and a bad value is the port's clear error."""
+    from bucketrt.exporter import BucketrtError
+    from bucketrt.exporter.sources import load_config, resolve_source
+
+    source = resolve_source(str(references / "bert-mlm-norm" / "model"))
+    family, config, _ = load_config(source, {"sparsity_type": "pooling", "num_global_tokens": 2})
+    assert family.name == "lsg"
+    assert (config.sparsity_type, config.num_global_tokens, type(config).__name__) == ("pooling", 2, "BertConfig")
+    assert family.infer_task(config) == "fill-mask"
+    with pytest.raises(BucketrtError, match="sparsity_type 'bogus'"):
+        load_config(source, {"sparsity_type": "bogus"})
+    with pytest.raises(BucketrtError, match="unknown config key 'no_such_field'"):
+        load_config(source, {"no_such_field": 1})
+
+
+def test_plain_bert_folder_is_refused(tmp_path):
+    from bucketrt.exporter import BucketrtError, export
+
+    (tmp_path / "bert").mkdir()
+    (tmp_path / "bert" / "config.json").write_text('{"model_type": "bert", "architectures": ["BertForMaskedLM"]}')
+    with pytest.raises(BucketrtError, match="model type 'bert' is not supported; bucketrt exports: yoso, lsg-bert"):
+        export(str(tmp_path / "bert"), tmp_path / "out")
