@@ -8,9 +8,12 @@
    both in ONNX Runtime, N = 1024 ... 4096, batch 1, and how each grows with N.
 4. SwitchTransformers (benchmarks/switch.py): the MoE layer against a dense FFN of the same d_ff,
    and the switch-base-8 encoder in ORT against PyTorch eager, batch 8 x 128.
+5. LSG: the lsg-bert-4096 preset (feature extraction) in ONNX Runtime against PyTorch eager and
+   against the same BERT with full attention in ONNX Runtime, N = 4096, batch 1; plus an ONNX
+   Runtime profile of the LSG model split into dense layers and attention.
 
     make bench                           # everything, about 15 minutes on 2 cores
-    python benchmarks/run.py --only ops  # one part: ops | models | bert
+    python benchmarks/run.py --only ops  # one part: ops | models | bert | switch | lsg
     python benchmarks/run.py --lengths 512,1024 --markdown out/bench/results.md
 
 Exports are cached under out/bench/ (delete it to re-export).
@@ -69,7 +72,7 @@ def bench_ops(threads: int, repeat: int) -> None:
     say("")
 
 
-def export_once(name: str, model: str, overrides: dict) -> Path:
+def export_once(name: str, model: str, overrides: dict, task: str | None = None) -> Path:
     from bucketrt.exporter import BucketrtError, export, read_manifest
 
     out = OUT / name
@@ -77,7 +80,7 @@ def export_once(name: str, model: str, overrides: dict) -> Path:
         read_manifest(out)  # an export by an older bucketrt (manifest format) is redone
     except BucketrtError:
         print(f"exporting {name} ...", flush=True)
-        export(model, out, config_overrides=overrides)
+        export(model, out, task=task, config_overrides=overrides)
     return out
 
 
@@ -157,16 +160,111 @@ def bench_bert(threads: int, repeat: int, lengths: tuple[int, ...]) -> None:
     say("")
 
 
+def _profile_split(session_path: Path, feeds: dict, threads: int) -> tuple[float, dict[str, float]]:
+    """One profiled ONNX Runtime run: (total node ms, ms per class).
+
+    Classes, from the shapes ORT records (it leaves out initializers): "dense" = MatMul/Gemm with
+    one recorded input or a 2-D one (a weight: the linear layers); "attention matmul" = MatMul
+    between activations (scores and context); "softmax"; "attention other" = any other node with
+    an input of rank >= 4, i.e. on per-head tensors (mask adds, block windows, sparse selection,
+    concats, head transposes); "rest" = layer norms, GELU, bias adds, embeddings.
+    """
+    import json
+
+    import onnxruntime as ort
+
+    import bucketrt
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.enable_profiling = True
+    options.profile_file_prefix = str(OUT / "lsg-profile")
+    session = bucketrt.ort_session(session_path, options=options)
+    session.run(None, feeds)  # warm-up, profiled too: only the last run is counted below
+    session.run(None, feeds)
+    trace = json.loads(Path(session.end_profiling()).read_text())
+    runs = [e for e in trace if e.get("cat") == "Session" and e.get("name") == "model_run"]
+    start = runs[-1]["ts"]
+    split: dict[str, float] = {}
+    for event in trace:
+        if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time") or event["ts"] < start:
+            continue
+        op = event["args"].get("op_name", "")
+        shapes = [list(s.values())[0] for s in event["args"].get("input_type_shape", [])]
+        if op in ("MatMul", "FusedMatMul", "Gemm"):
+            kind = "dense" if len(shapes) < 2 or any(len(s) == 2 for s in shapes) else "attention matmul"
+        elif op == "Softmax":
+            kind = "softmax"
+        elif any(len(s) >= 4 for s in shapes):
+            kind = "attention other"
+        else:
+            kind = "rest"
+        split[kind] = split.get(kind, 0.0) + event["dur"] / 1e3
+        split[f"op:{op}"] = split.get(f"op:{op}", 0.0) + event["dur"] / 1e3
+    total = sum(v for k, v in split.items() if not k.startswith("op:"))
+    return total, split
+
+
+def bench_lsg(threads: int, repeat: int, length: int = 4096) -> None:
+    import onnxruntime as ort
+
+    import bucketrt
+    from bucketrt.exporter import load_reference, make_inputs, read_manifest
+
+    lsg_dir = export_once("lsg-bert-4096", "lsg-bert-4096", {}, task="feature-extraction")
+    bert_path = export_bert(4096)  # BERT base dims (yoso-4096's are BERT base's), full attention
+    manifest = read_manifest(lsg_dir)
+    feeds = make_inputs(manifest, batch_size=1, sequence_length=length, padding=False)
+    bert_feeds = {k: v for k, v in feeds.items() if k in ("input_ids", "attention_mask")}
+    load = os.getloadavg()
+    say(f"## lsg-bert-4096 (norm sparsity, block 128) at N={length}, batch 1, {threads} threads")
+    say("")
+    say(f"Load average before: {load[0]:.2f} (1 min), {load[1]:.2f} (5 min) on {os.cpu_count()} cores.")
+    say("")
+    reference = load_reference(lsg_dir)
+    with torch.inference_mode():
+        torch_t = measure(lambda: reference.run(feeds), repeat=repeat, budget_s=90)
+    del reference
+    lsg = bucketrt.ort_session(lsg_dir, intra_op_num_threads=threads)
+    lsg_t = measure(lambda: lsg.run(None, feeds), repeat=repeat, budget_s=90)
+    del lsg
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    bert = ort.InferenceSession(str(bert_path), options, providers=["CPUExecutionProvider"])
+    bert_t = measure(lambda: bert.run(None, bert_feeds), repeat=repeat, budget_s=90)
+    del bert
+    say("| model | runtime | ms (median) | runs | LSG ORT speed-up |")
+    say("|---|---|---:|---:|---:|")
+    say(f"| LSG (port) | PyTorch eager | {torch_t.ms:.0f} | {torch_t.runs} | {torch_t.median_s / lsg_t.median_s:.2f}x |")
+    say(f"| LSG | ONNX Runtime | {lsg_t.ms:.0f} | {lsg_t.runs} | 1.00x |")
+    say(f"| BERT, full attention | ONNX Runtime | {bert_t.ms:.0f} | {bert_t.runs} | {bert_t.median_s / lsg_t.median_s:.2f}x |")
+    say("")
+    total, split = _profile_split(lsg_dir, feeds, threads)
+    say(f"ONNX Runtime profile of the LSG model (one run, node time {total:.0f} ms):")
+    say("")
+    say("| part | ms | share |")
+    say("|---|---:|---:|")
+    for kind in ("dense", "attention matmul", "softmax", "attention other", "rest"):
+        say(f"| {kind} | {split.get(kind, 0.0):.0f} | {100 * split.get(kind, 0.0) / total:.0f}% |")
+    ops = sorted(((k[3:], v) for k, v in split.items() if k.startswith("op:")), key=lambda kv: -kv[1])
+    say("")
+    say("Top op types: " + ", ".join(f"{op} {ms:.0f} ms" for op, ms in ops[:8]))
+    load = os.getloadavg()
+    say("")
+    say(f"Load average after: {load[0]:.2f} (1 min), {load[1]:.2f} (5 min).")
+    say("")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=("ops", "models", "bert", "switch"), action="append")
+    parser.add_argument("--only", choices=("ops", "models", "bert", "switch", "lsg"), action="append")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--lengths", default="512,1024,2048,4096")
     parser.add_argument("--bert-lengths", default="1024,2048,4096")
     parser.add_argument("--markdown", type=Path, help="also write the tables to this file")
     args = parser.parse_args(argv)
-    parts = args.only or ["ops", "models", "bert", "switch"]
+    parts = args.only or ["ops", "models", "bert", "switch", "lsg"]
     torch.set_num_threads(args.threads)
     say(f"bucketrt benchmarks: torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} cores")
     say("")
@@ -181,6 +279,8 @@ def main(argv=None) -> int:
         import switch
 
         switch.run(args.threads, args.repeat, say)
+    if "lsg" in parts:
+        bench_lsg(args.threads, args.repeat)
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text("\n".join(LINES) + "\n")

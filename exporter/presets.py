@@ -18,6 +18,29 @@ class Preset:
     config: dict = field(default_factory=dict)
 
 
+# An LSG BERT checkpoint's config.json (lsg-converter's defaults for the LSG fields); presets
+# change sizes only.
+_LSG_BERT = dict(
+    model_type="bert",
+    architectures=["LSGBertForMaskedLM"],
+    vocab_size=30522,
+    hidden_size=768,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    intermediate_size=3072,
+    type_vocab_size=2,
+    pad_token_id=0,
+    block_size=128,
+    sparse_block_size=128,
+    sparsity_factor=2,
+    sparsity_type="norm",
+    num_global_tokens=1,
+    mask_first_token=False,
+    pool_with_global=True,
+    adaptive=True,
+    lsh_num_pre_rounds=1,
+)
+
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
@@ -88,6 +111,30 @@ PRESETS: dict[str, Preset] = {
                 "decoder_start_token_id": 0,
                 "architectures": ["SwitchTransformersForConditionalGeneration"],
             },
+        ),
+        # LSG presets: config.json content of an LSG BERT checkpoint (model_type bert, LSG classes).
+        Preset(
+            "lsg-bert-4096",
+            "lsg",
+            "ccdv/lsg-bert-base-uncased-4096 architecture (BERT base, 4096 positions, block 128, norm "
+            "sparsity, 1 global token), random weights",
+            dict(_LSG_BERT, max_position_embeddings=4096),
+        ),
+        Preset(
+            "lsg-bert-tiny",
+            "lsg",
+            "2 layers, hidden 64, 4 heads, 512 positions, block 16, norm sparsity, random weights",
+            dict(
+                _LSG_BERT,
+                vocab_size=1000,
+                hidden_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                intermediate_size=128,
+                max_position_embeddings=512,
+                block_size=16,
+                sparse_block_size=16,
+            ),
         ),
     )
 }

@@ -175,3 +175,24 @@ def test_valid_calls_still_work_after_errors():
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
     (codes,) = run_op(SIGN_HASH, S, SIGN)
     np.testing.assert_array_equal(codes, reference.sign_hash(*(torch.from_numpy(a) for a in S.values()), **SIGN).numpy())
+
+
+def test_bucket_sum_rejects_out_of_range_buckets():
+    import numpy as np
+
+    from bucketrt.ops import reference
+    from bucketrt.ops.graph import run_op
+    from bucketrt.ops.spec import BUCKET_SUM
+
+    inputs = {
+        "bucket": np.array([[0, 5]], dtype=np.int32),
+        "weight": np.ones((1, 2), dtype=np.float32),
+        "vector": np.ones((1, 2, 3), dtype=np.float32),
+    }
+    with pytest.raises(Exception, match=r"BucketSum: input 'bucket' has ids in \[0, 5\]"):
+        run_op(BUCKET_SUM, inputs, {"num_buckets": 4})
+    with pytest.raises(ValueError, match=r"BucketSum: input 'bucket' has ids in \[0, 5\]"):
+        reference.bucket_sum(*[torch.from_numpy(v) for v in inputs.values()], num_buckets=4)
+    inputs["weight"] = np.ones((1, 3), dtype=np.float32)
+    with pytest.raises(Exception, match="BucketSum: input 'weight' dim 1"):
+        run_op(BUCKET_SUM, inputs, {"num_buckets": 8})

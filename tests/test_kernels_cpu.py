@@ -277,3 +277,24 @@ def test_sessions_share_the_library():
     first = [check_lsh(inputs, 4) for _ in range(3)]
     for out in first[1:]:
         np.testing.assert_array_equal(out, first[0])
+
+
+# -- BucketSum (LSG's lsh merge) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("groups, rows, dim, buckets", [(1, 1, 1, 1), (5, 8, 6, 4), (37, 16, 64, 8), (3, 100, 33, 7)])
+def test_bucket_sum_matches_reference(groups, rows, dim, buckets):
+    from bucketrt.ops.spec import BUCKET_SUM
+
+    rng = np.random.default_rng(groups * 1000 + rows)
+    inputs = {
+        "bucket": rng.integers(0, buckets, (groups, rows)).astype(np.int32),
+        "weight": rng.random((groups, rows)).astype(np.float32),
+        "vector": rng.standard_normal((groups, rows, dim)).astype(np.float32),
+    }
+    got = run_op(BUCKET_SUM, inputs, {"num_buckets": buckets})
+    ref = reference.bucket_sum(*_torch(inputs), num_buckets=buckets)
+    for out, expected in zip(got, ref):
+        assert out.shape == tuple(expected.shape)
+        # Rows are added in the reference's order: identical sums.
+        np.testing.assert_array_equal(out, expected.numpy())

@@ -3,6 +3,8 @@
 #include "cpu/lsh_cumulation.h"
 #include "cpu/top1_dispatch.h"
 #include "cpu/sign_hash.h"
+#include "cpu/argmax_hash.h"
+#include "cpu/bucket_sum.h"
 
 #include <string>
 #include <tuple>
@@ -133,6 +135,52 @@ void ExpertFfnKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, cons
   Scratch scratch(ctx, plan.scratch_floats(), op.name);
   cpu::ExpertFfn(shape, plan, act_, in.Data<float>(ffn::kHidden), order, counts, in.Data<float>(ffn::kGate),
                  in.Data<float>(ffn::kWi), in.Data<float>(ffn::kWo), out, scratch.data(), OrtParallelFor(ctx));
+}
+
+namespace argmax {
+enum { kMask, kVector, kProjection, kBucketSizes };
+}
+
+ArgmaxHashKernel::ArgmaxHashKernel(const Attributes& attrs) : num_hash_(attrs.Int("num_hash")) {}
+
+void ArgmaxHashKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const Bindings& env) {
+  const spec::OpSpec& op = Spec();
+  cpu::ArgmaxHashShape shape;
+  shape.batch = env["B"];
+  shape.heads = env["H"];
+  shape.length = env["N"];
+  shape.dim = env["D"];
+  shape.columns = env["C"];
+  shape.num_hash = num_hash_;
+  const int32_t* sizes = in.Data<int32_t>(argmax::kBucketSizes);
+  const std::string error = cpu::CheckBucketSizes(sizes, env["F"], num_hash_, shape.columns);
+  if (!error.empty()) throw InvalidArgument(error);
+  const std::vector<int32_t> size_list(sizes, sizes + env["F"]);
+  int32_t* buckets = AllocateOutput<int32_t>(op, ctx, 0, env);
+  cpu::ArgmaxHash(shape, in.Data<int32_t>(argmax::kMask), in.Data<float>(argmax::kVector),
+                  in.Data<float>(argmax::kProjection), size_list, buckets, OrtParallelFor(ctx));
+}
+
+namespace bucket_sum {
+enum { kBucket, kWeight, kVector };
+}
+
+BucketSumKernel::BucketSumKernel(const Attributes& attrs) : num_buckets_(attrs.Int("num_buckets")) {}
+
+void BucketSumKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const Bindings& env) {
+  const spec::OpSpec& op = Spec();
+  cpu::BucketSumShape shape;
+  shape.groups = env["G"];
+  shape.rows = env["N"];
+  shape.dim = env["D"];
+  shape.num_buckets = num_buckets_;
+  const int32_t* bucket = in.Data<int32_t>(bucket_sum::kBucket);
+  const std::string error = cpu::CheckBuckets(shape, bucket);
+  if (!error.empty()) throw InvalidArgument(error);
+  float* sum = AllocateOutput<float>(op, ctx, 0, env);
+  float* weight_sum = AllocateOutput<float>(op, ctx, 1, env);
+  cpu::BucketSum(shape, bucket, in.Data<float>(bucket_sum::kWeight), in.Data<float>(bucket_sum::kVector), sum,
+                 weight_sum, OrtParallelFor(ctx));
 }
 
 }  // namespace bucketrt::ort

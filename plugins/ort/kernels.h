@@ -49,4 +49,24 @@ class ExpertFfnKernel {
   cpu::Activation act_;
 };
 
+class ArgmaxHashKernel {
+ public:
+  static const spec::OpSpec& Spec() { return spec::kArgmaxHash; }
+  explicit ArgmaxHashKernel(const Attributes& attrs);
+  void Compute(Ort::KernelContext& ctx, const OrtInputs& inputs, const Bindings& env);
+
+ private:
+  int64_t num_hash_;
+};
+
+class BucketSumKernel {
+ public:
+  static const spec::OpSpec& Spec() { return spec::kBucketSum; }
+  explicit BucketSumKernel(const Attributes& attrs);
+  void Compute(Ort::KernelContext& ctx, const OrtInputs& inputs, const Bindings& env);
+
+ private:
+  int64_t num_buckets_;
+};
+
 }  // namespace bucketrt::ort

@@ -1,0 +1,150 @@
+"""LSG models (LSG BERT, LSG RoBERTa) through bucketrt's own port (bucketrt.models.lsg).
+
+An LSG checkpoint's config.json says model_type "bert" or "roberta" and names LSG classes in
+`architectures`/`auto_map` (remote code that does not run on transformers 5); this family claims
+exactly those, so plain BERT/RoBERTa stay unsupported. The stock transformers class loads the
+weights and the port's LSGBaseModel takes over the forward (see bucketrt/models/lsg/modeling.py).
+
+The export traces the port with dynamic batch and sequence: short sequences (full attention),
+lengths that are not a multiple of block_size and padded batches all run through one graph. The
+lsh sparsity's hashing and merge are bucketrt ops (ArgmaxHash, BucketSum), with projections drawn
+once from the export seed in `patch`; everything else is standard ONNX.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+
+from bucketrt.models.lsg import modeling
+from bucketrt.models.lsg.config import LSGConfigError, LSGSettings, is_lsg, settings
+
+from .errors import BucketrtError
+from .family import Component, Family, Patch
+from .tasks import Task
+from .yoso import fingerprint
+
+_TASK_SUFFIX = {"feature-extraction": "Model", "fill-mask": "ForMaskedLM", "text-classification": "ForSequenceClassification"}
+
+
+def _settings(config) -> LSGSettings:
+    try:
+        return settings(config.to_dict())
+    except LSGConfigError as e:
+        raise BucketrtError(str(e)) from None
+
+
+class LsgFamily(Family):
+    name = "lsg"
+    # For the "not supported" message only: LSG checkpoints say model_type bert/roberta, and
+    # `matches` looks for LSG's classes instead.
+    model_types = ("lsg-bert", "lsg-roberta")
+    tasks = {
+        t.name: t
+        for t in (
+            Task("feature-extraction", "LSGBertModel", ("last_hidden_state",)),
+            Task("fill-mask", "LSGBertForMaskedLM", ("logits",)),
+            Task("text-classification", "LSGBertForSequenceClassification", ("logits",)),
+        )
+    }
+
+    # -- configs and models ------------------------------------------------------------------
+    def matches(self, config: dict) -> bool:
+        return is_lsg(config)
+
+    def make_config(self, values: dict):
+        try:
+            return modeling.make_config(values)[1]
+        except LSGConfigError as e:
+            raise BucketrtError(str(e)) from None
+
+    def load_config(self, ref: str, **kwargs):
+        """config.json of a folder or hub id, read as JSON: transformers' AutoConfig would want the
+        checkpoint's remote code (auto_map)."""
+        from transformers.utils import cached_file
+
+        path = cached_file(ref, "config.json", **kwargs)
+        return self.make_config(json.loads(Path(path).read_text()))
+
+    def check_config(self, config) -> None:
+        _settings(config)
+
+    def infer_task(self, config) -> str:
+        return modeling.infer_task(config.to_dict())
+
+    def build_model(self, task: Task, config, ref: str | None, **kwargs):
+        """The stock transformers model with LSG's base model; lsh projections come in `patch`."""
+        s = _settings(config)
+        cls = modeling.model_class(s, task.name)
+        if ref is None:
+            return modeling.attach(cls(config), s)  # weights and global table from torch's seed
+        model = cls.from_pretrained(ref, config=config, **kwargs)
+        folder = Path(ref)
+        if not folder.is_dir():  # a hub id: the files from_pretrained just cached
+            from huggingface_hub import snapshot_download
+
+            hub = {k: kwargs[k] for k in ("revision", "local_files_only") if kwargs.get(k) is not None}
+            folder = Path(snapshot_download(ref, allow_patterns=["*.safetensors", "*.bin", "*.json"], **hub))
+        try:
+            return modeling.attach(model, s, modeling.global_embeddings(folder, model))
+        except LSGConfigError as e:
+            raise BucketrtError(str(e)) from None
+
+    def max_length(self, config) -> int | None:
+        # RoBERTa numbers text positions from padding_idx + 1. Global tokens take no position.
+        limit = config.max_position_embeddings
+        return limit - config.pad_token_id - 1 if _settings(config).family == "roberta" else limit
+
+    # -- export --------------------------------------------------------------------------------
+    def patch(self, model, seed: int, options: dict) -> Patch:
+        s = _settings(model.config)
+        projections = modeling.set_lsh_projections(model, seed)
+        model.eval()
+        lsh = None
+        if projections:
+            lsh = {
+                "rounds": list(s.lsh_rounds),
+                "layers": model.config.num_hidden_layers,
+                "sampling": "torch.Generator('cpu').manual_seed(seed); layer by layer, round by round: "
+                "randn(1, heads, 1, head_dim, buckets // 2) (lsg-converter's draw order)",
+                "sha256": fingerprint(projections),
+            }
+        family = "Roberta" if s.family == "roberta" else "Bert"
+        manifest = {
+            # The LSG class the checkpoint names (the task table has the BERT names); this key
+            # replaces the task's model_class in the manifest.
+            "model_class": f"LSG{family}{_TASK_SUFFIX[self._task_of(model)]}",
+            "lsg": dataclasses.asdict(s),
+            "projections": lsh,
+        }
+        return Patch(s.sparsity_type, manifest, lsh["sha256"] if lsh else None)
+
+    @staticmethod
+    def _task_of(model) -> str:
+        for task, suffix in _TASK_SUFFIX.items():
+            if type(model).__name__.endswith(suffix):
+                return task
+        return "feature-extraction"
+
+    def components(self, model, task: Task) -> list[Component]:
+        """The default component, traced at a length above two blocks and not a multiple of the
+        block, so that no path of the block formulation is a special case of the example."""
+        [component] = super().components(model, task)
+        s = _settings(model.config)
+        length = min(self.max_length(model.config), 3 * s.block_size + 3)
+        generator = torch.Generator().manual_seed(0)
+        resized = {}
+        for name, example in component.example_inputs.items():
+            shape = (*example.shape[:-1], length)
+            if name == "input_ids":
+                resized[name] = torch.randint(0, model.config.vocab_size, shape, generator=generator)
+            else:
+                resized[name] = torch.full(shape, int(example.flatten()[0]), dtype=example.dtype)
+        component.example_inputs = resized
+        return [component]
+
+
+FAMILY = LsgFamily()

@@ -1,0 +1,27 @@
+// BucketSum on the CPU, free of any runtime. Semantics: src/bucketrt/ops/reference.py `bucket_sum`:
+// per group g, sum[g, c, :] adds the rows n with bucket[g, n] == c in order n = 0, 1, ... (the
+// reference's index_add_ order, so single-threaded sums round alike), weight_sum likewise.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "bucketrt/parallel.h"
+
+namespace bucketrt::cpu {
+
+struct BucketSumShape {
+  int64_t groups = 0;       // G
+  int64_t rows = 0;         // N
+  int64_t dim = 0;          // D
+  int64_t num_buckets = 0;  // C
+};
+
+// Every bucket id must lie in [0, num_buckets); "" when valid, else the reference's wording.
+std::string CheckBuckets(const BucketSumShape& shape, const int32_t* bucket);
+
+// All tensors dense row-major; the outputs need no initialisation. Groups run in parallel.
+void BucketSum(const BucketSumShape& shape, const int32_t* bucket, const float* weight, const float* vector,
+               float* sum, float* weight_sum, const ParallelFor& parallel);
+
+}  // namespace bucketrt::cpu
