@@ -2,6 +2,7 @@
 
 #include "cpu/lsh_cumulation.h"
 #include "cpu/sign_hash.h"
+#include "cpu/argmax_hash.h"
 
 #include <string>
 #include <tuple>
@@ -82,6 +83,30 @@ void SignHashKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const
   Scratch scratch(ctx, plan.scratch_floats(), op.name);
   cpu::SignHash(shape, plan, in.Data<int32_t>(sign::kMask), in.Data<float>(sign::kVector),
                 in.Data<float>(sign::kProjection), hash, scratch.data(), OrtParallelFor(ctx));
+}
+
+namespace argmax {
+enum { kMask, kVector, kProjection, kBucketSizes };
+}
+
+ArgmaxHashKernel::ArgmaxHashKernel(const Attributes& attrs) : num_hash_(attrs.Int("num_hash")) {}
+
+void ArgmaxHashKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const Bindings& env) {
+  const spec::OpSpec& op = Spec();
+  cpu::ArgmaxHashShape shape;
+  shape.batch = env["B"];
+  shape.heads = env["H"];
+  shape.length = env["N"];
+  shape.dim = env["D"];
+  shape.columns = env["C"];
+  shape.num_hash = num_hash_;
+  const int32_t* sizes = in.Data<int32_t>(argmax::kBucketSizes);
+  const std::string error = cpu::CheckBucketSizes(sizes, env["F"], num_hash_, shape.columns);
+  if (!error.empty()) throw InvalidArgument(error);
+  const std::vector<int32_t> size_list(sizes, sizes + env["F"]);
+  int32_t* buckets = AllocateOutput<int32_t>(op, ctx, 0, env);
+  cpu::ArgmaxHash(shape, in.Data<int32_t>(argmax::kMask), in.Data<float>(argmax::kVector),
+                  in.Data<float>(argmax::kProjection), size_list, buckets, OrtParallelFor(ctx));
 }
 
 }  // namespace bucketrt::ort

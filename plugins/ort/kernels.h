@@ -28,4 +28,14 @@ class SignHashKernel {
   bool hadamard_;
 };
 
+class ArgmaxHashKernel {
+ public:
+  static const spec::OpSpec& Spec() { return spec::kArgmaxHash; }
+  explicit ArgmaxHashKernel(const Attributes& attrs);
+  void Compute(Ort::KernelContext& ctx, const OrtInputs& inputs, const Bindings& env);
+
+ private:
+  int64_t num_hash_;
+};
+
 }  // namespace bucketrt::ort

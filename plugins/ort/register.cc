@@ -21,9 +21,11 @@ struct Registered {
 const std::vector<Registered>& Kernels() {
   static SpecOp<LshCumulationKernel> lsh_cumulation;
   static SpecOp<SignHashKernel> sign_hash;
+  static SpecOp<ArgmaxHashKernel> argmax_hash;
   static const std::vector<Registered> kernels = {
       {LshCumulationKernel::Spec().name, &lsh_cumulation, "ort-cpu"},
       {SignHashKernel::Spec().name, &sign_hash, "ort-cpu"},
+      {ArgmaxHashKernel::Spec().name, &argmax_hash, "ort-cpu"},
   };
   return kernels;
 }

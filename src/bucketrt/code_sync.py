@@ -23,7 +23,7 @@ import onnx
 import torch
 
 from .ops import reference
-from .ops.spec import BY_NAME, DOMAIN, SIGN_HASH, OpSpec
+from .ops.spec import ARGMAX_HASH, BY_NAME, DOMAIN, SIGN_HASH, OpSpec
 
 # A flip is rounding when the projection is this close to zero relative to its row's RMS.
 DEFAULT_MARGIN = 1e-4
@@ -62,8 +62,32 @@ def _sign_hash_flip_margins(inputs: tuple, attrs: dict, ours: torch.Tensor, thei
     return ratio.amax(-1)[differing]
 
 
+def _argmax_hash_flip_margins(inputs: tuple, attrs: dict, ours: torch.Tensor, theirs: torch.Tensor) -> torch.Tensor:
+    """For each differing ArgmaxHash bucket: max over its differing factor digits of the gap between
+    the two competing candidates, relative to the RMS projection of its round."""
+    mask, bucket_sizes = inputs[0], inputs[3]
+    sizes = [int(s) for s in bucket_sizes.tolist()]
+    y = reference.argmax_projections(*inputs, **attrs)  # [B, H, R, N, S]
+    rms = y.pow(2).mean(dim=-1).sqrt().clamp_min(torch.finfo(y.dtype).tiny)
+    padding = 1
+    for size in sizes:
+        padding *= size
+    live = (mask != 0)[:, None, None, :] & (ours != padding) & (theirs != padding)
+    ratio = torch.zeros(ours.shape, dtype=y.dtype)
+    # A bucket that is the padding one on one side only is a real difference (infinite margin).
+    ratio = torch.where((ours != theirs) & ~live, torch.inf, ratio)
+    a, b, stride = ours.long(), theirs.long(), 1
+    for candidates, size in zip(reference.argmax_candidates(y, sizes), sizes):
+        da = (a.clamp_min(0) // stride % size)[..., None]
+        db = (b.clamp_min(0) // stride % size)[..., None]
+        gap = (candidates.gather(-1, da) - candidates.gather(-1, db)).abs()[..., 0] / rms
+        ratio = torch.where(live & (da[..., 0] != db[..., 0]), torch.maximum(ratio, gap), ratio)
+        stride *= size
+    return ratio[ours != theirs]
+
+
 # How to tell a rounding flip from a real difference, per hashing op.
-_FLIP_MARGINS = {SIGN_HASH.name: _sign_hash_flip_margins}
+_FLIP_MARGINS = {SIGN_HASH.name: _sign_hash_flip_margins, ARGMAX_HASH.name: _argmax_hash_flip_margins}
 
 
 @dataclass

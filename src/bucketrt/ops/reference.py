@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .spec import LSH_CUMULATION, SIGN_HASH, OpSpec, hadamard_parts
+from .spec import ARGMAX_HASH, LSH_CUMULATION, SIGN_HASH, OpSpec, hadamard_parts
 
 _DTYPES = {torch.int32: "int32", torch.float32: "float32"}
 
@@ -121,4 +121,58 @@ def sign_hash(mask, vector, projection, **attrs) -> torch.Tensor:
     return torch.where(mask[..., None] != 0, codes, 0).int()
 
 
-REFERENCES = {LSH_CUMULATION.name: lsh_cumulation, SIGN_HASH.name: sign_hash}
+def check_bucket_sizes(sizes: list[int], num_hash: int, columns: int) -> None:
+    """ArgmaxHash's checks on bucket_sizes and the projection width (the kernel words them alike)."""
+    if not sizes:
+        raise ValueError("ArgmaxHash: input 'bucket_sizes' must not be empty")
+    total = 1
+    for size in sizes:
+        if size < 2 or size % 2:
+            raise ValueError(f"ArgmaxHash: input 'bucket_sizes' must hold even sizes >= 2, got {sizes}")
+        total *= size
+        if total >= 2**31 - 1:
+            raise ValueError(f"ArgmaxHash: input 'bucket_sizes' {sizes}: the bucket count must be below 2^31 - 1")
+    half = sum(sizes) // 2
+    if columns != num_hash * half:
+        raise ValueError(
+            f"ArgmaxHash: input 'projection' has {columns} columns, but num_hash={num_hash} rounds of "
+            f"bucket_sizes {sizes} need num_hash * sum(bucket_sizes) / 2 = {num_hash * half}"
+        )
+
+
+def argmax_projections(mask, vector, projection, bucket_sizes, **attrs) -> torch.Tensor:
+    """ArgmaxHash before the argmax: [B, H, num_hash, N, S], S = sum(bucket_sizes) / 2.
+
+    Exposed so that a cross-backend check can tell a bucket changed by rounding (two candidates
+    within rounding of each other) from a real difference.
+    """
+    attrs, env = _check(ARGMAX_HASH, (mask, vector, projection, bucket_sizes), attrs)
+    num_hash = attrs["num_hash"]
+    check_bucket_sizes([int(s) for s in bucket_sizes.tolist()], num_hash, env["C"])
+    y = torch.einsum("bhnd,hdc->bhnc", vector, projection)
+    return y.reshape(env["B"], env["H"], env["N"], num_hash, -1).transpose(2, 3)
+
+
+def argmax_candidates(y: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
+    """Per factor, the 2 * n_f/2 candidates concat(y_f, -y_f) whose argmax is the factor's digit."""
+    out, start = [], 0
+    for size in sizes:
+        part = y[..., start : start + size // 2]
+        out.append(torch.cat([part, -part], dim=-1))
+        start += size // 2
+    return out
+
+
+def argmax_hash(mask, vector, projection, bucket_sizes, **attrs) -> torch.Tensor:
+    y = argmax_projections(mask, vector, projection, bucket_sizes, **attrs)
+    sizes = [int(s) for s in bucket_sizes.tolist()]
+    buckets = torch.zeros(y.shape[:-1], dtype=torch.int64)
+    stride = 1
+    for candidates, size in zip(argmax_candidates(y, sizes), sizes):
+        buckets += stride * candidates.argmax(dim=-1)
+        stride *= size
+    padding = (mask == 0)[:, None, None, :]
+    return torch.where(padding, stride, buckets).int()
+
+
+REFERENCES = {LSH_CUMULATION.name: lsh_cumulation, SIGN_HASH.name: sign_hash, ARGMAX_HASH.name: argmax_hash}

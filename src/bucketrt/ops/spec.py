@@ -177,7 +177,32 @@ SIGN_HASH = OpSpec(
     ),
 )
 
-OPS: tuple[OpSpec, ...] = (LSH_CUMULATION, SIGN_HASH)
+ARGMAX_HASH = OpSpec(
+    name="ArgmaxHash",
+    summary="Angular LSH (Reformer's hashing): random projections of each vector, bucket = argmax over "
+    "[xR, -xR], with optional factorised buckets and a padding bucket for masked rows.",
+    semantics=(
+        "S = sum_f bucket_sizes[f] / 2 columns per round; C must be num_hash * S. "
+        "y[b,h,n,:] = vector[b,h,n,:] · projection[h], of width C, seen as [num_hash, S] (round-major). "
+        "For round r and factor f (size n_f, columns o_f .. o_f + n_f/2 of the round, o_f = sum_{g<f} n_g/2), "
+        "z = concat(y_rf, -y_rf) and i_f = argmax(z), the first maximum on ties; "
+        "bucket[b,h,r,n] = sum_f i_f * prod_{g<f} n_g, in [0, prod_f n_f). "
+        "Rows with mask 0 get bucket prod_f n_f (one padding bucket after the others)."
+    ),
+    inputs=(
+        Tensor("mask", "int32", ("B", "N"), "Non-zero where the vector is hashed; zero rows go to the padding bucket."),
+        Tensor("vector", "float32", ("B", "H", "N", "D"), "Vectors to hash, per head H."),
+        Tensor("projection", "float32", ("H", "D", "C"),
+               "Random rotations sampled at export, one per head: columns round-major, [num_hash, S]."),
+        Tensor("bucket_sizes", "int32", ("F",),
+               "Bucket count of each factor, each even and >= 2; their product (plus one) must fit int32. "
+               "One entry for plain (unfactorised) hashing."),
+    ),
+    outputs=(Tensor("buckets", "int32", ("B", "H", "num_hash", "N"), "Bucket of each vector in each round."),),
+    attributes=(Attribute("num_hash", "int", "Number of hashing rounds.", minimum=1),),
+)
+
+OPS: tuple[OpSpec, ...] = (LSH_CUMULATION, SIGN_HASH, ARGMAX_HASH)
 BY_NAME = {op.name: op for op in OPS}
 
 

@@ -1,0 +1,117 @@
+#include "cpu/argmax_hash.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "bucketrt/validate.h"
+
+namespace bucketrt::cpu {
+
+namespace {
+
+// Rows per work item: enough to amortise scheduling, small enough to balance two cores.
+constexpr int64_t kRowsPerItem = 64;
+
+std::string SizesRepr(const int32_t* sizes, int64_t count) {
+  std::string out = "[";
+  for (int64_t i = 0; i < count; ++i) out += (i ? ", " : "") + std::to_string(sizes[i]);
+  return out + "]";
+}
+
+struct Job {
+  const ArgmaxHashShape* shape;
+  const int32_t* mask;
+  const float* vector;
+  const float* projection;
+  const std::vector<int32_t>* sizes;
+  int32_t* buckets;
+  int64_t items_per_head;
+};
+
+void RunItem(void* data, size_t item) {
+  const Job& job = *static_cast<const Job*>(data);
+  const ArgmaxHashShape& s = *job.shape;
+  const int64_t bh = static_cast<int64_t>(item) / job.items_per_head;
+  const int64_t b = bh / s.heads, h = bh % s.heads;
+  const int64_t begin = (static_cast<int64_t>(item) % job.items_per_head) * kRowsPerItem;
+  const int64_t end = std::min(s.length, begin + kRowsPerItem);
+  const float* proj = job.projection + h * s.dim * s.columns;
+  const int64_t per_round = s.columns / s.num_hash;
+  int32_t padding = 1;
+  for (int32_t size : *job.sizes) padding *= size;
+
+  std::vector<float> y(static_cast<size_t>(s.columns));
+  for (int64_t n = begin; n < end; ++n) {
+    int32_t* out = job.buckets + (bh * s.num_hash) * s.length + n;  // [b, h, r, n], stride N per round
+    if (job.mask[b * s.length + n] == 0) {
+      for (int64_t r = 0; r < s.num_hash; ++r) out[r * s.length] = padding;
+      continue;
+    }
+    // y = x . P, d outermost so that the inner loop runs along contiguous columns (vectorised).
+    const float* x = job.vector + (bh * s.length + n) * s.dim;
+    std::fill(y.begin(), y.end(), 0.0f);
+    for (int64_t d = 0; d < s.dim; ++d) {
+      const float xd = x[d];
+      const float* row = proj + d * s.columns;
+      for (int64_t c = 0; c < s.columns; ++c) y[c] += xd * row[c];
+    }
+    for (int64_t r = 0; r < s.num_hash; ++r) {
+      const float* yr = y.data() + r * per_round;
+      int64_t bucket = 0, stride = 1, start = 0;
+      for (int32_t size : *job.sizes) {
+        const int64_t half = size / 2;
+        // argmax over concat(y_f, -y_f): first the positive half, then the negated one, strict '>'
+        // keeping the first maximum like torch.argmax.
+        int64_t best = 0;
+        float best_value = yr[start];
+        for (int64_t i = 1; i < half; ++i) {
+          if (yr[start + i] > best_value) best_value = yr[start + i], best = i;
+        }
+        for (int64_t i = 0; i < half; ++i) {
+          if (-yr[start + i] > best_value) best_value = -yr[start + i], best = half + i;
+        }
+        bucket += stride * best;
+        stride *= size;
+        start += half;
+      }
+      out[r * s.length] = static_cast<int32_t>(bucket);
+    }
+  }
+}
+
+}  // namespace
+
+std::string CheckBucketSizes(const int32_t* sizes, int64_t count, int64_t num_hash, int64_t columns) {
+  if (count < 1) return "ArgmaxHash: input 'bucket_sizes' must not be empty";
+  int64_t total = 1, sum = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    if (sizes[i] < 2 || sizes[i] % 2) {
+      return Format("ArgmaxHash: input 'bucket_sizes' must hold even sizes >= 2, got %s", SizesRepr(sizes, count).c_str());
+    }
+    total *= sizes[i];
+    if (total >= (int64_t{1} << 31) - 1) {
+      return Format("ArgmaxHash: input 'bucket_sizes' %s: the bucket count must be below 2^31 - 1",
+                    SizesRepr(sizes, count).c_str());
+    }
+    sum += sizes[i];
+  }
+  if (columns != num_hash * (sum / 2)) {
+    return Format(
+        "ArgmaxHash: input 'projection' has %lld columns, but num_hash=%lld rounds of bucket_sizes %s need "
+        "num_hash * sum(bucket_sizes) / 2 = %lld",
+        static_cast<long long>(columns), static_cast<long long>(num_hash), SizesRepr(sizes, count).c_str(),
+        static_cast<long long>(num_hash * (sum / 2)));
+  }
+  return {};
+}
+
+void ArgmaxHash(const ArgmaxHashShape& shape, const int32_t* mask, const float* vector, const float* projection,
+                const std::vector<int32_t>& sizes, int32_t* buckets, const ParallelFor& parallel) {
+  const int64_t items_per_head = (shape.length + kRowsPerItem - 1) / kRowsPerItem;
+  const int64_t items = shape.batch * shape.heads * items_per_head;
+  if (items == 0) return;
+  Job job{&shape, mask, vector, projection, &sizes, buckets, items_per_head};
+  parallel(RunItem, static_cast<size_t>(items), &job);
+}
+
+}  // namespace bucketrt::cpu
