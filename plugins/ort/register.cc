@@ -22,10 +22,12 @@ const std::vector<Registered>& Kernels() {
   static SpecOp<LshCumulationKernel> lsh_cumulation;
   static SpecOp<SignHashKernel> sign_hash;
   static SpecOp<ArgmaxHashKernel> argmax_hash;
+  static SpecOp<SortedChunkAttentionKernel> sorted_chunk_attention;
   static const std::vector<Registered> kernels = {
       {LshCumulationKernel::Spec().name, &lsh_cumulation, "ort-cpu"},
       {SignHashKernel::Spec().name, &sign_hash, "ort-cpu"},
       {ArgmaxHashKernel::Spec().name, &argmax_hash, "ort-cpu"},
+      {SortedChunkAttentionKernel::Spec().name, &sorted_chunk_attention, "ort-cpu"},
   };
   return kernels;
 }

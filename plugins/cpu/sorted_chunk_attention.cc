@@ -1,0 +1,224 @@
+#include "cpu/sorted_chunk_attention.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include "bucketrt/validate.h"
+
+namespace bucketrt::cpu {
+
+namespace {
+
+// A comparison sort replaces the counting sort when buckets reach beyond this multiple of N.
+constexpr int64_t kCountingSortSlack = 4;
+
+struct Job {
+  const ChunkAttentionShape* s;
+  const ChunkAttentionPlan* p;
+  const float *query, *key, *value;
+  const int32_t *mask, *buckets;
+  float* out;
+  int32_t* positions;  // [B, H, R * N]: position of each sorted slot
+  float* round_out;    // [B, H, R, N, D] when R > 1
+  float* round_lse;    // [B, H, R, N] when R > 1
+  float* worker_scratch;
+  std::atomic<int64_t> next{0};
+  std::atomic<bool> negative{false};
+};
+
+// Phase 1: per (b, h), round by round.
+void SortHead(void* data, size_t bh) {
+  Job& job = *static_cast<Job*>(data);
+  const ChunkAttentionShape& s = *job.s;
+  const int64_t N = s.length, R = job.p->rounds;
+  int32_t* pos = job.positions + static_cast<int64_t>(bh) * R * N;
+  if (job.p->plain) {
+    std::iota(pos, pos + N, 0);
+    return;
+  }
+  std::vector<int32_t> counts;
+  for (int64_t r = 0; r < R; ++r) {
+    const int32_t* bucket = job.buckets + (static_cast<int64_t>(bh) * R + r) * N;
+    int32_t* slots = pos + r * N;
+    const auto [lo, hi] = std::minmax_element(bucket, bucket + N);
+    if (*lo < 0) {
+      job.negative.store(true, std::memory_order_relaxed);
+      return;
+    }
+    if (*hi <= kCountingSortSlack * N + 1024) {
+      counts.assign(static_cast<size_t>(*hi) + 2, 0);
+      for (int64_t n = 0; n < N; ++n) ++counts[static_cast<size_t>(bucket[n]) + 1];
+      for (size_t i = 1; i < counts.size(); ++i) counts[i] += counts[i - 1];
+      for (int64_t n = 0; n < N; ++n) slots[counts[static_cast<size_t>(bucket[n])]++] = static_cast<int32_t>(n);
+    } else {
+      std::iota(slots, slots + N, 0);
+      std::stable_sort(slots, slots + N, [&](int32_t a, int32_t b) { return bucket[a] < bucket[b]; });
+    }
+  }
+}
+
+// Phase 2: one chunk of the sorted order of one (b, h).
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(BUCKETRT_NO_AVX2)
+__attribute__((target_clones("avx2", "default")))
+#endif
+void AttendChunk(Job& job, int64_t item, float* scratch) {
+  const ChunkAttentionShape& s = *job.s;
+  const ChunkAttentionPlan& p = *job.p;
+  const int64_t N = s.length, D = s.dim, R = p.rounds, C = p.chunk, W = p.window;
+  const int64_t bh = item / p.chunks_per_head, c = item % p.chunks_per_head;
+  const int64_t b = bh / s.heads;
+  const int32_t* pos = job.positions + bh * R * N;
+  const float* q_head = job.query + bh * N * D;
+  const float* k_head = job.key + bh * N * D;
+  const float* v_head = job.value + bh * N * D;
+  const int32_t* live = job.mask + b * N;
+
+  float* keys_t = scratch;         // [D][W]
+  float* values = keys_t + D * W;  // [W][D]
+  float* scores = values + W * D;  // [W]
+  int32_t* window_pos = reinterpret_cast<int32_t*>(scores + W);  // [W]
+  const int64_t span = p.plain ? 1 : 1 + s.chunks_before + s.chunks_after;
+  for (int64_t j = 0, w = 0; j < span; ++j) {
+    const int64_t shift = p.plain ? 0 : j - s.chunks_before;
+    const int64_t src = ((c + shift) % p.chunks_per_head + p.chunks_per_head) % p.chunks_per_head;
+    for (int64_t i = 0; i < C; ++i, ++w) {
+      const int32_t kp = pos[src * C + i];
+      window_pos[w] = kp;
+      const float* k = k_head + kp * D;
+      for (int64_t d = 0; d < D; ++d) keys_t[d * W + w] = k[d];
+      std::copy(v_head + kp * D, v_head + kp * D + D, values + w * D);
+    }
+  }
+
+  for (int64_t i = 0; i < C; ++i) {
+    const int64_t slot = c * C + i;
+    const int32_t qp = pos[slot];
+    const float* q = q_head + qp * D;
+    std::fill(scores, scores + W, 0.0f);
+    for (int64_t d = 0; d < D; ++d) {
+      const float qd = q[d];
+      const float* kt = keys_t + d * W;
+      for (int64_t w = 0; w < W; ++w) scores[w] += qd * kt[w];
+    }
+    float max_score = -INFINITY;
+    for (int64_t w = 0; w < W; ++w) {
+      const int32_t kp = window_pos[w];
+      float score = scores[w];
+      if (live[kp] == 0 || (s.causal && kp > qp)) score = kMaskedScore;
+      if (s.mask_self && kp == qp) score = kSelfScore;
+      scores[w] = score;
+      max_score = std::max(max_score, score);
+    }
+    float total = 0.0f;
+    for (int64_t w = 0; w < W; ++w) {
+      scores[w] = std::exp(scores[w] - max_score);
+      total += scores[w];
+    }
+    const int64_t round = slot / N;
+    float* o = R > 1 ? job.round_out + ((bh * R + round) * N + qp) * D : job.out + (bh * N + qp) * D;
+    std::fill(o, o + D, 0.0f);
+    for (int64_t w = 0; w < W; ++w) {
+      const float weight = scores[w];
+      if (weight == 0.0f) continue;
+      const float* v = values + w * D;
+      for (int64_t d = 0; d < D; ++d) o[d] += weight * v[d];
+    }
+    // Weights exp(score - lse) with lse rounded to float, as Reformer computes them: where every
+    // score is -1e9, lse == -1e9 in float and each weight is 1 (the values' sum, not their mean).
+    const float lse = max_score + std::log(total);
+    const float scale = std::exp(max_score - lse);
+    for (int64_t d = 0; d < D; ++d) o[d] *= scale;
+    if (R > 1) job.round_lse[(bh * R + round) * N + qp] = lse;
+  }
+}
+
+void AttendWorker(void* data, size_t worker) {
+  Job& job = *static_cast<Job*>(data);
+  float* scratch = job.worker_scratch + worker * job.p->worker_floats;
+  const int64_t items = job.s->batch * job.s->heads * job.p->chunks_per_head;
+  for (;;) {
+    const int64_t item = job.next.fetch_add(1, std::memory_order_relaxed);
+    if (item >= items) return;
+    AttendChunk(job, item, scratch);
+  }
+}
+
+// Phase 3: per (b, h), combine the rounds of every position.
+void CombineHead(void* data, size_t bh) {
+  Job& job = *static_cast<Job*>(data);
+  const int64_t N = job.s->length, D = job.s->dim, R = job.p->rounds;
+  for (int64_t n = 0; n < N; ++n) {
+    const float* lse = job.round_lse + static_cast<int64_t>(bh) * R * N + n;
+    float top = -INFINITY;
+    for (int64_t r = 0; r < R; ++r) top = std::max(top, lse[r * N]);
+    float total = 0.0f;
+    for (int64_t r = 0; r < R; ++r) total += std::exp(lse[r * N] - top);
+    const float log_total = top + std::log(total);
+    float* o = job.out + (static_cast<int64_t>(bh) * N + n) * D;
+    std::fill(o, o + D, 0.0f);
+    for (int64_t r = 0; r < R; ++r) {
+      const float weight = std::exp(lse[r * N] - log_total);
+      const float* src = job.round_out + ((static_cast<int64_t>(bh) * R + r) * N + n) * D;
+      for (int64_t d = 0; d < D; ++d) o[d] += weight * src[d];
+    }
+  }
+}
+
+}  // namespace
+
+std::string PlanChunkAttention(const ChunkAttentionShape& s, int64_t max_length, int64_t max_workers,
+                               ChunkAttentionPlan* plan) {
+  if (max_length > 0 && s.length > max_length) {
+    return Format(
+        "SortedChunkAttention: input 'query' has sequence length %lld, beyond the model's limit max_length=%lld",
+        static_cast<long long>(s.length), static_cast<long long>(max_length));
+  }
+  ChunkAttentionPlan p;
+  p.plain = s.length <= s.chunk_length;
+  if (!p.plain && s.length % s.chunk_length) {
+    return Format(
+        "SortedChunkAttention: input 'query' has sequence length %lld, which must be a multiple of "
+        "chunk_length=%lld (or at most one chunk)",
+        static_cast<long long>(s.length), static_cast<long long>(s.chunk_length));
+  }
+  p.rounds = p.plain ? 1 : s.rounds;
+  p.chunk = p.plain ? s.length : s.chunk_length;
+  p.window = p.plain ? s.length : s.chunk_length * (1 + s.chunks_before + s.chunks_after);
+  p.chunks_per_head = p.plain ? 1 : p.rounds * s.length / s.chunk_length;
+  const int64_t items = s.batch * s.heads * p.chunks_per_head;
+  p.num_workers = std::max<int64_t>(1, std::min(max_workers, items));
+  p.worker_floats = static_cast<size_t>((2 * s.dim + 2) * p.window + 16);  // + scores, key positions
+  const size_t heads = static_cast<size_t>(s.batch * s.heads);
+  p.shared_floats = heads * static_cast<size_t>(p.rounds * s.length);  // positions
+  if (p.rounds > 1) p.shared_floats += heads * static_cast<size_t>(p.rounds * s.length * (s.dim + 1));
+  *plan = p;
+  return {};
+}
+
+std::string ChunkAttention(const ChunkAttentionShape& s, const ChunkAttentionPlan& p, const float* query,
+                           const float* key, const float* value, const int32_t* mask, const int32_t* buckets,
+                           float* out, float* scratch, const ParallelFor& parallel) {
+  const int64_t heads = s.batch * s.heads;
+  if (heads == 0 || s.length == 0) return {};
+  Job job{&s, &p, query, key, value, mask, buckets, out, nullptr, nullptr, nullptr, nullptr};
+  static_assert(sizeof(int32_t) == sizeof(float), "positions share the float scratch");
+  const int64_t slots = heads * p.rounds * s.length;
+  job.positions = reinterpret_cast<int32_t*>(scratch);
+  float* rest = scratch + slots;
+  if (p.rounds > 1) {
+    job.round_out = rest;
+    job.round_lse = rest + slots * s.dim;
+    rest = job.round_lse + slots;
+  }
+  job.worker_scratch = rest;
+  parallel(SortHead, static_cast<size_t>(heads), &job);
+  if (job.negative.load()) return "SortedChunkAttention: input 'buckets' must be >= 0";
+  parallel(AttendWorker, static_cast<size_t>(p.num_workers), &job);
+  if (p.rounds > 1) parallel(CombineHead, static_cast<size_t>(heads), &job);
+  return {};
+}
+
+}  // namespace bucketrt::cpu
