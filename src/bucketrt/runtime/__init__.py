@@ -1,0 +1,5 @@
+"""Small runtime helpers over ONNX Runtime sessions of bucketrt exports."""
+
+from .generate import greedy_generate
+
+__all__ = ["greedy_generate"]
