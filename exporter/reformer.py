@@ -260,3 +260,93 @@ class ReformerGraph(nn.Module):
             logits = self.model.qa_outputs(sequence)
             return (logits[..., 0], logits[..., 1])
         raise BucketrtError(f"unknown Reformer task '{self.task}'")
+
+
+# -- the family -------------------------------------------------------------------------------
+
+from .family import EXAMPLE_BATCH, EXAMPLE_SEQUENCE, Component, Family, Patch  # noqa: E402
+from .tasks import BATCH, SEQUENCE, Task  # noqa: E402
+
+
+class ReformerFamily(Family):
+    name = "reformer"
+    model_types = ("reformer",)
+    config_class = "ReformerConfig"
+    tasks = {
+        t.name: t
+        for t in (
+            Task("feature-extraction", "ReformerModel", ("last_hidden_state",)),
+            Task("text-generation", "ReformerModelWithLMHead", ("logits",)),
+            Task("fill-mask", "ReformerForMaskedLM", ("logits",)),
+            Task("text-classification", "ReformerForSequenceClassification", ("logits",)),
+            Task("question-answering", "ReformerForQuestionAnswering", ("start_logits", "end_logits")),
+        )
+    }
+
+    def check_config(self, config) -> None:
+        check_config(config)
+
+    def build_model(self, task: Task, config, ref: str | None, **kwargs):
+        # HF asserts these in the heads' constructors; say it plainly instead.
+        if task.name == "text-generation" and not config.is_decoder:
+            raise BucketrtError("text-generation (ReformerModelWithLMHead) needs is_decoder=True",
+                                "add --config-override is_decoder=true, or export fill-mask")
+        if task.name == "fill-mask" and config.is_decoder:
+            raise BucketrtError("fill-mask (ReformerForMaskedLM) needs is_decoder=False",
+                                "add --config-override is_decoder=false, or export text-generation")
+        if task.name == "text-generation" and config.is_decoder:
+            for kind, after in (("lsh", config.lsh_num_chunks_after), ("local", config.local_num_chunks_after)):
+                if kind in config.attn_layers and after:
+                    raise BucketrtError(f"a causal Reformer needs {kind}_num_chunks_after=0, got {after}")
+        if task.name == "question-answering" and config.num_labels != 2:
+            raise BucketrtError(f"question-answering needs num_labels=2, got {config.num_labels}")
+        return super().build_model(task, config, ref, **kwargs)
+
+    def infer_task(self, config) -> str:
+        task = super().infer_task(config)
+        # A bare config of a decoder (crime-and-punishment's) is a language model.
+        if task == self.default_task and not getattr(config, "architectures", None) and config.is_decoder:
+            return "text-generation"
+        return task
+
+    def patch(self, model, seed: int, options: dict) -> Patch:
+        """Samples the rotations (HF's own with hash_seed) and keeps them on the model; the
+        components wrap the untouched HF modules in a ReformerGraph."""
+        config = model.config
+        check_config(config)
+        rotations = sample_rotations(config, seed)
+        model._bucketrt_rotations = rotations
+        lsh = "lsh" in config.attn_layers
+        manifest = {
+            "max_length": max_length(config),
+            "chunk_lengths": {"lcm": chunk_lengths(config)[0], "min": chunk_lengths(config)[1]},
+            "num_buckets": rotations.num_buckets if lsh else None,
+            # num_buckets=None: HF picks it from the first padded length it sees; bucketrt from this.
+            "num_buckets_resolved_from": rotations.resolved_from if lsh else None,
+            "rotations": {
+                "layers": [i for i, kind in enumerate(config.attn_layers) if kind == "lsh"],
+                "shape_per_layer": list(rotations.tensors[0].shape) if rotations.tensors else None,
+                "sampling": rotations.source,
+                "sha256": rotations.sha256(),
+            } if lsh else None,
+        }
+        return Patch("lsh" if lsh else "local", manifest, rotations.sha256() if lsh else None)
+
+    def components(self, model, task: Task) -> list[Component]:
+        from torch.export import Dim
+
+        config = model.config
+        graph = ReformerGraph(model, task.name, model._bucketrt_rotations).eval()
+        names = ("input_ids", "attention_mask")
+        generator = torch.Generator().manual_seed(0)
+        shape = (EXAMPLE_BATCH, EXAMPLE_SEQUENCE)
+        ids = torch.randint(0, config.vocab_size, shape, generator=generator, dtype=torch.int64)
+        inputs = {"input_ids": ids, "attention_mask": torch.ones(shape, dtype=torch.int64)}
+        dims = {0: Dim(BATCH), 1: Dim(SEQUENCE, max=max_length(config))}
+        return [Component("model", graph, names, task.outputs, inputs, {name: dims for name in names})]
+
+    def max_length(self, config) -> int | None:
+        return max_length(config)
+
+
+FAMILY = ReformerFamily()
