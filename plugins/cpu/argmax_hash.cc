@@ -28,6 +28,34 @@ struct Job {
   int64_t items_per_head;
 };
 
+// Projections of kRows rows at a time, in register tiles of kRows x kLanes columns, so that each
+// loaded projection vector serves every row; sums run over d in ascending order.
+constexpr int64_t kRows = 4;
+constexpr int64_t kLanes = 8;
+typedef float Lanes __attribute__((vector_size(kLanes * sizeof(float))));
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(BUCKETRT_NO_AVX2)
+__attribute__((target_clones("avx2", "default")))
+#endif
+void Project(const float* __restrict x, int64_t rows, int64_t dim, const float* __restrict proj, int64_t columns,
+             int64_t padded, float* __restrict y) {
+  // x: [rows <= kRows][dim]; proj: [dim][columns]; y: [kRows][padded], padded a multiple of kLanes.
+  for (int64_t c0 = 0; c0 < padded; c0 += kLanes) {
+    Lanes acc[kRows] = {};
+    const int64_t width = std::min(kLanes, columns - c0);
+    for (int64_t d = 0; d < dim; ++d) {
+      Lanes pv = {};
+      __builtin_memcpy(&pv, proj + d * columns + c0, static_cast<size_t>(width) * sizeof(float));
+      for (int64_t r = 0; r < kRows; ++r) {
+        const float xv = r < rows ? x[r * dim + d] : 0.0f;
+        Lanes xb = {xv, xv, xv, xv, xv, xv, xv, xv};
+        acc[r] += xb * pv;
+      }
+    }
+    for (int64_t r = 0; r < kRows; ++r) __builtin_memcpy(y + r * padded + c0, &acc[r], sizeof(Lanes));
+  }
+}
+
 void RunItem(void* data, size_t item) {
   const Job& job = *static_cast<const Job*>(data);
   const ArgmaxHashShape& s = *job.shape;
@@ -37,44 +65,42 @@ void RunItem(void* data, size_t item) {
   const int64_t end = std::min(s.length, begin + kRowsPerItem);
   const float* proj = job.projection + h * s.dim * s.columns;
   const int64_t per_round = s.columns / s.num_hash;
+  const int64_t padded = (s.columns + kLanes - 1) / kLanes * kLanes;
   int32_t padding = 1;
   for (int32_t size : *job.sizes) padding *= size;
 
-  std::vector<float> y(static_cast<size_t>(s.columns));
-  for (int64_t n = begin; n < end; ++n) {
-    int32_t* out = job.buckets + (bh * s.num_hash) * s.length + n;  // [b, h, r, n], stride N per round
-    if (job.mask[b * s.length + n] == 0) {
-      for (int64_t r = 0; r < s.num_hash; ++r) out[r * s.length] = padding;
-      continue;
-    }
-    // y = x . P, d outermost so that the inner loop runs along contiguous columns (vectorised).
-    const float* x = job.vector + (bh * s.length + n) * s.dim;
-    std::fill(y.begin(), y.end(), 0.0f);
-    for (int64_t d = 0; d < s.dim; ++d) {
-      const float xd = x[d];
-      const float* row = proj + d * s.columns;
-      for (int64_t c = 0; c < s.columns; ++c) y[c] += xd * row[c];
-    }
-    for (int64_t r = 0; r < s.num_hash; ++r) {
-      const float* yr = y.data() + r * per_round;
-      int64_t bucket = 0, stride = 1, start = 0;
-      for (int32_t size : *job.sizes) {
-        const int64_t half = size / 2;
-        // argmax over concat(y_f, -y_f): first the positive half, then the negated one, strict '>'
-        // keeping the first maximum like torch.argmax.
-        int64_t best = 0;
-        float best_value = yr[start];
-        for (int64_t i = 1; i < half; ++i) {
-          if (yr[start + i] > best_value) best_value = yr[start + i], best = i;
-        }
-        for (int64_t i = 0; i < half; ++i) {
-          if (-yr[start + i] > best_value) best_value = -yr[start + i], best = half + i;
-        }
-        bucket += stride * best;
-        stride *= size;
-        start += half;
+  std::vector<float> projected(static_cast<size_t>(kRows * padded));
+  for (int64_t n0 = begin; n0 < end; n0 += kRows) {
+    const int64_t rows = std::min(kRows, end - n0);
+    Project(job.vector + (bh * s.length + n0) * s.dim, rows, s.dim, proj, s.columns, padded, projected.data());
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t n = n0 + r;
+      int32_t* out = job.buckets + (bh * s.num_hash) * s.length + n;  // [b, h, round, n]
+      if (job.mask[b * s.length + n] == 0) {
+        for (int64_t k = 0; k < s.num_hash; ++k) out[k * s.length] = padding;
+        continue;
       }
-      out[r * s.length] = static_cast<int32_t>(bucket);
+      for (int64_t k = 0; k < s.num_hash; ++k) {
+        const float* yr = projected.data() + r * padded + k * per_round;
+        int64_t bucket = 0, stride = 1, start = 0;
+        for (int32_t size : *job.sizes) {
+          const int64_t half = size / 2;
+          // argmax over concat(y_f, -y_f): the positive half, then the negated one; strict '>'
+          // keeps the first maximum, like torch.argmax.
+          int64_t best = 0;
+          float best_value = yr[start];
+          for (int64_t i = 1; i < half; ++i) {
+            if (yr[start + i] > best_value) best_value = yr[start + i], best = i;
+          }
+          for (int64_t i = 0; i < half; ++i) {
+            if (-yr[start + i] > best_value) best_value = -yr[start + i], best = half + i;
+          }
+          bucket += stride * best;
+          stride *= size;
+          start += half;
+        }
+        out[k * s.length] = static_cast<int32_t>(bucket);
+      }
     }
   }
 }

@@ -60,7 +60,19 @@ void SortHead(void* data, size_t bh) {
   }
 }
 
-// Phase 2: one chunk of the sorted order of one (b, h).
+// Phase 2: one chunk of the sorted order of one (b, h), as two small matrix products around a
+// row-wise softmax: S = Q · K^T over the window, then O = P · V. Both run in register tiles of
+// kRows rows x 2 vectors of kLanes columns, so that each loaded key/value vector serves kRows
+// queries; the window is padded to whole tiles (padded keys score -inf, i.e. weight 0). Every sum
+// runs in the same order (d, then w, ascending) whatever the instruction set.
+constexpr int64_t kRows = 4;
+constexpr int64_t kLanes = 8;
+constexpr int64_t kTile = 2 * kLanes;
+
+inline int64_t RoundUp(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+typedef float Lanes __attribute__((vector_size(kLanes * sizeof(float))));
+
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(BUCKETRT_NO_AVX2)
 __attribute__((target_clones("avx2", "default")))
 #endif
@@ -68,6 +80,7 @@ void AttendChunk(Job& job, int64_t item, float* scratch) {
   const ChunkAttentionShape& s = *job.s;
   const ChunkAttentionPlan& p = *job.p;
   const int64_t N = s.length, D = s.dim, R = p.rounds, C = p.chunk, W = p.window;
+  const int64_t Cp = RoundUp(C, kRows), Wp = RoundUp(W, kTile), Dp = RoundUp(D, kTile);
   const int64_t bh = item / p.chunks_per_head, c = item % p.chunks_per_head;
   const int64_t b = bh / s.heads;
   const int32_t* pos = job.positions + bh * R * N;
@@ -76,10 +89,14 @@ void AttendChunk(Job& job, int64_t item, float* scratch) {
   const float* v_head = job.value + bh * N * D;
   const int32_t* live = job.mask + b * N;
 
-  float* keys_t = scratch;         // [D][W]
-  float* values = keys_t + D * W;  // [W][D]
-  float* scores = values + W * D;  // [W]
-  int32_t* window_pos = reinterpret_cast<int32_t*>(scores + W);  // [W]
+  float* keys_t = scratch;              // [D][Wp]
+  float* values = keys_t + D * Wp;      // [Wp][Dp]
+  float* queries = values + Wp * Dp;    // [Cp][D]
+  float* scores = queries + Cp * D;     // [Cp][Wp], then the weights
+  float* outs = scores + Cp * Wp;       // [Cp][Dp]
+  int32_t* window_pos = reinterpret_cast<int32_t*>(outs + Cp * Dp);  // [Wp], -1 for padding
+
+  // Gather the window (chunks c - before .. c + after of the sorted order, wrapping) and queries.
   const int64_t span = p.plain ? 1 : 1 + s.chunks_before + s.chunks_after;
   for (int64_t j = 0, w = 0; j < span; ++j) {
     const int64_t shift = p.plain ? 0 : j - s.chunks_before;
@@ -88,50 +105,113 @@ void AttendChunk(Job& job, int64_t item, float* scratch) {
       const int32_t kp = pos[src * C + i];
       window_pos[w] = kp;
       const float* k = k_head + kp * D;
-      for (int64_t d = 0; d < D; ++d) keys_t[d * W + w] = k[d];
-      std::copy(v_head + kp * D, v_head + kp * D + D, values + w * D);
+      for (int64_t d = 0; d < D; ++d) keys_t[d * Wp + w] = k[d];
+      std::copy(v_head + kp * D, v_head + kp * D + D, values + w * Dp);
+      std::fill(values + w * Dp + D, values + (w + 1) * Dp, 0.0f);
+    }
+  }
+  for (int64_t w = W; w < Wp; ++w) {
+    window_pos[w] = -1;
+    for (int64_t d = 0; d < D; ++d) keys_t[d * Wp + w] = 0.0f;
+    std::fill(values + w * Dp, values + (w + 1) * Dp, 0.0f);
+  }
+  for (int64_t i = 0; i < Cp; ++i) {
+    if (i < C) {
+      const float* q = q_head + static_cast<int64_t>(pos[c * C + i]) * D;
+      std::copy(q, q + D, queries + i * D);
+    } else {
+      std::fill(queries + i * D, queries + (i + 1) * D, 0.0f);
+    }
+  }
+
+  // S = Q · K^T.
+  for (int64_t i0 = 0; i0 < Cp; i0 += kRows) {
+    for (int64_t w0 = 0; w0 < Wp; w0 += kTile) {
+      Lanes acc[kRows][2] = {};
+      for (int64_t d = 0; d < D; ++d) {
+        Lanes k0, k1;
+        __builtin_memcpy(&k0, keys_t + d * Wp + w0, sizeof k0);
+        __builtin_memcpy(&k1, keys_t + d * Wp + w0 + kLanes, sizeof k1);
+        for (int64_t r = 0; r < kRows; ++r) {
+          const float qv = queries[(i0 + r) * D + d];
+          Lanes qb = {qv, qv, qv, qv, qv, qv, qv, qv};
+          acc[r][0] += qb * k0;
+          acc[r][1] += qb * k1;
+        }
+      }
+      for (int64_t r = 0; r < kRows; ++r) {
+        __builtin_memcpy(scores + (i0 + r) * Wp + w0, &acc[r][0], sizeof(Lanes));
+        __builtin_memcpy(scores + (i0 + r) * Wp + w0 + kLanes, &acc[r][1], sizeof(Lanes));
+      }
+    }
+  }
+
+  // Masks and softmax weights, row by row. lse is rounded to float as Reformer computes it: where
+  // every score is -1e9, lse == -1e9 in float and each weight is 1 (the values' sum, not mean).
+  float lse[kRows * 64];
+  float* row_lse = C <= kRows * 64 ? lse : nullptr;
+  std::vector<float> lse_heap;
+  if (!row_lse) {
+    lse_heap.resize(static_cast<size_t>(C));
+    row_lse = lse_heap.data();
+  }
+  for (int64_t i = 0; i < C; ++i) {
+    const int32_t qp = pos[c * C + i];
+    float* row = scores + i * Wp;
+    float max_score = -INFINITY;
+    for (int64_t w = 0; w < Wp; ++w) {
+      const int32_t kp = window_pos[w];
+      float score = row[w];
+      if (kp < 0) {
+        score = -INFINITY;
+      } else {
+        if (live[kp] == 0 || (s.causal && kp > qp)) score = kMaskedScore;
+        if (s.mask_self && kp == qp) score = kSelfScore;
+      }
+      row[w] = score;
+      max_score = std::max(max_score, score);
+    }
+    float total = 0.0f;
+    for (int64_t w = 0; w < Wp; ++w) {
+      row[w] = std::exp(row[w] - max_score);
+      total += row[w];
+    }
+    const float l = max_score + std::log(total);
+    const float scale = std::exp(max_score - l);
+    for (int64_t w = 0; w < Wp; ++w) row[w] *= scale;
+    row_lse[i] = l;
+  }
+  for (int64_t i = C; i < Cp; ++i) std::fill(scores + i * Wp, scores + (i + 1) * Wp, 0.0f);
+
+  // O = P · V.
+  for (int64_t i0 = 0; i0 < Cp; i0 += kRows) {
+    for (int64_t d0 = 0; d0 < Dp; d0 += kTile) {
+      Lanes acc[kRows][2] = {};
+      for (int64_t w = 0; w < Wp; ++w) {
+        Lanes v0, v1;
+        __builtin_memcpy(&v0, values + w * Dp + d0, sizeof v0);
+        __builtin_memcpy(&v1, values + w * Dp + d0 + kLanes, sizeof v1);
+        for (int64_t r = 0; r < kRows; ++r) {
+          const float pv = scores[(i0 + r) * Wp + w];
+          Lanes pb = {pv, pv, pv, pv, pv, pv, pv, pv};
+          acc[r][0] += pb * v0;
+          acc[r][1] += pb * v1;
+        }
+      }
+      for (int64_t r = 0; r < kRows; ++r) {
+        __builtin_memcpy(outs + (i0 + r) * Dp + d0, &acc[r][0], sizeof(Lanes));
+        __builtin_memcpy(outs + (i0 + r) * Dp + d0 + kLanes, &acc[r][1], sizeof(Lanes));
+      }
     }
   }
 
   for (int64_t i = 0; i < C; ++i) {
     const int64_t slot = c * C + i;
     const int32_t qp = pos[slot];
-    const float* q = q_head + qp * D;
-    std::fill(scores, scores + W, 0.0f);
-    for (int64_t d = 0; d < D; ++d) {
-      const float qd = q[d];
-      const float* kt = keys_t + d * W;
-      for (int64_t w = 0; w < W; ++w) scores[w] += qd * kt[w];
-    }
-    float max_score = -INFINITY;
-    for (int64_t w = 0; w < W; ++w) {
-      const int32_t kp = window_pos[w];
-      float score = scores[w];
-      if (live[kp] == 0 || (s.causal && kp > qp)) score = kMaskedScore;
-      if (s.mask_self && kp == qp) score = kSelfScore;
-      scores[w] = score;
-      max_score = std::max(max_score, score);
-    }
-    float total = 0.0f;
-    for (int64_t w = 0; w < W; ++w) {
-      scores[w] = std::exp(scores[w] - max_score);
-      total += scores[w];
-    }
     const int64_t round = slot / N;
     float* o = R > 1 ? job.round_out + ((bh * R + round) * N + qp) * D : job.out + (bh * N + qp) * D;
-    std::fill(o, o + D, 0.0f);
-    for (int64_t w = 0; w < W; ++w) {
-      const float weight = scores[w];
-      if (weight == 0.0f) continue;
-      const float* v = values + w * D;
-      for (int64_t d = 0; d < D; ++d) o[d] += weight * v[d];
-    }
-    // Weights exp(score - lse) with lse rounded to float, as Reformer computes them: where every
-    // score is -1e9, lse == -1e9 in float and each weight is 1 (the values' sum, not their mean).
-    const float lse = max_score + std::log(total);
-    const float scale = std::exp(max_score - lse);
-    for (int64_t d = 0; d < D; ++d) o[d] *= scale;
-    if (R > 1) job.round_lse[(bh * R + round) * N + qp] = lse;
+    std::copy(outs + i * Dp, outs + i * Dp + D, o);
+    if (R > 1) job.round_lse[(bh * R + round) * N + qp] = row_lse[i];
   }
 }
 
@@ -190,7 +270,9 @@ std::string PlanChunkAttention(const ChunkAttentionShape& s, int64_t max_length,
   p.chunks_per_head = p.plain ? 1 : p.rounds * s.length / s.chunk_length;
   const int64_t items = s.batch * s.heads * p.chunks_per_head;
   p.num_workers = std::max<int64_t>(1, std::min(max_workers, items));
-  p.worker_floats = static_cast<size_t>((2 * s.dim + 2) * p.window + 16);  // + scores, key positions
+  const int64_t Cp = RoundUp(p.chunk, kRows), Wp = RoundUp(p.window, kTile), Dp = RoundUp(s.dim, kTile);
+  // keys [D][Wp], values [Wp][Dp], queries [Cp][D], scores [Cp][Wp], outputs [Cp][Dp], positions [Wp].
+  p.worker_floats = static_cast<size_t>(s.dim * Wp + Wp * Dp + Cp * s.dim + Cp * Wp + Cp * Dp + Wp + 16);
   const size_t heads = static_cast<size_t>(s.batch * s.heads);
   p.shared_floats = heads * static_cast<size_t>(p.rounds * s.length);  // positions
   if (p.rounds > 1) p.shared_floats += heads * static_cast<size_t>(p.rounds * s.length * (s.dim + 1));
