@@ -37,22 +37,39 @@ typedef float Lanes __attribute__((vector_size(kLanes * sizeof(float))));
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(BUCKETRT_NO_AVX2)
 __attribute__((target_clones("avx2", "default")))
 #endif
-void Project(const float* __restrict x, int64_t rows, int64_t dim, const float* __restrict proj, int64_t columns,
-             int64_t padded, float* __restrict y) {
-  // x: [rows <= kRows][dim]; proj: [dim][columns]; y: [kRows][padded], padded a multiple of kLanes.
-  for (int64_t c0 = 0; c0 < padded; c0 += kLanes) {
-    Lanes acc[kRows] = {};
-    const int64_t width = std::min(kLanes, columns - c0);
+void Project(const float* __restrict x, int64_t dim, const float* __restrict proj, int64_t columns, int64_t padded,
+             float* __restrict y) {
+  // x: [kRows][dim] (rows past the end zeroed); proj: [dim][columns]; y: [kRows][padded], padded
+  // a multiple of 2 * kLanes. Tiles of kRows x 2 vectors; the last may read past `columns` only
+  // into the zero padding of a full-width copy (see below), never past the projection.
+  for (int64_t c0 = 0; c0 < padded; c0 += 2 * kLanes) {
+    Lanes acc[kRows][2] = {};
+    const int64_t w0 = std::max<int64_t>(0, std::min(kLanes, columns - c0));
+    const int64_t w1 = std::max<int64_t>(0, std::min(kLanes, columns - c0 - kLanes));
     for (int64_t d = 0; d < dim; ++d) {
-      Lanes pv = {};
-      __builtin_memcpy(&pv, proj + d * columns + c0, static_cast<size_t>(width) * sizeof(float));
+      Lanes p0 = {}, p1 = {};
+      const float* row = proj + d * columns + c0;
+      if (w0 == kLanes) {
+        __builtin_memcpy(&p0, row, sizeof p0);
+      } else {
+        __builtin_memcpy(&p0, row, static_cast<size_t>(w0) * sizeof(float));
+      }
+      if (w1 == kLanes) {
+        __builtin_memcpy(&p1, row + kLanes, sizeof p1);
+      } else if (w1 > 0) {
+        __builtin_memcpy(&p1, row + kLanes, static_cast<size_t>(w1) * sizeof(float));
+      }
       for (int64_t r = 0; r < kRows; ++r) {
-        const float xv = r < rows ? x[r * dim + d] : 0.0f;
-        Lanes xb = {xv, xv, xv, xv, xv, xv, xv, xv};
-        acc[r] += xb * pv;
+        const float xv = x[r * dim + d];
+        const Lanes xb = {xv, xv, xv, xv, xv, xv, xv, xv};
+        acc[r][0] += xb * p0;
+        acc[r][1] += xb * p1;
       }
     }
-    for (int64_t r = 0; r < kRows; ++r) __builtin_memcpy(y + r * padded + c0, &acc[r], sizeof(Lanes));
+    for (int64_t r = 0; r < kRows; ++r) {
+      __builtin_memcpy(y + r * padded + c0, &acc[r][0], sizeof(Lanes));
+      __builtin_memcpy(y + r * padded + c0 + kLanes, &acc[r][1], sizeof(Lanes));
+    }
   }
 }
 
@@ -65,14 +82,21 @@ void RunItem(void* data, size_t item) {
   const int64_t end = std::min(s.length, begin + kRowsPerItem);
   const float* proj = job.projection + h * s.dim * s.columns;
   const int64_t per_round = s.columns / s.num_hash;
-  const int64_t padded = (s.columns + kLanes - 1) / kLanes * kLanes;
+  const int64_t padded = (s.columns + 2 * kLanes - 1) / (2 * kLanes) * (2 * kLanes);
   int32_t padding = 1;
   for (int32_t size : *job.sizes) padding *= size;
 
   std::vector<float> projected(static_cast<size_t>(kRows * padded));
+  std::vector<float> block(static_cast<size_t>(kRows * s.dim), 0.0f);
   for (int64_t n0 = begin; n0 < end; n0 += kRows) {
     const int64_t rows = std::min(kRows, end - n0);
-    Project(job.vector + (bh * s.length + n0) * s.dim, rows, s.dim, proj, s.columns, padded, projected.data());
+    const float* x = job.vector + (bh * s.length + n0) * s.dim;
+    if (rows < kRows) {  // a short last block: copy it beside zero rows
+      std::fill(block.begin(), block.end(), 0.0f);
+      std::copy(x, x + rows * s.dim, block.begin());
+      x = block.data();
+    }
+    Project(x, s.dim, proj, s.columns, padded, projected.data());
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t n = n0 + r;
       int32_t* out = job.buckets + (bh * s.num_hash) * s.length + n;  // [b, h, round, n]
