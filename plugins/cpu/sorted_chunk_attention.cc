@@ -72,6 +72,37 @@ constexpr int64_t kTile = 2 * kLanes;
 inline int64_t RoundUp(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
 typedef float Lanes __attribute__((vector_size(kLanes * sizeof(float))));
+typedef int32_t IntLanes __attribute__((vector_size(kLanes * sizeof(int32_t))));
+
+// exp over a vector, Cephes' expf: x = n ln2 + r (|r| <= ln2 / 2, ln2 split in two for exactness),
+// e^r by a degree-6 polynomial (relative error about 1e-7, like expf), times 2^n through the
+// exponent bits. Inputs below -87.3 (masked scores: -1e9, -1e5, -inf) give 2^-126 ~ 1e-38 instead
+// of 0, which no sum of weights >= 1 can see; e^0 is exactly 1.
+#define BUCKETRT_SPLAT(v) {v, v, v, v, v, v, v, v}
+#define BUCKETRT_VEXP(out, in)                                                                     \
+  do {                                                                                             \
+    const Lanes lo = BUCKETRT_SPLAT(-87.3365448f), hi = BUCKETRT_SPLAT(88.3762626f);               \
+    Lanes x_ = (in);                                                                               \
+    x_ = x_ < lo ? lo : x_;                                                                        \
+    x_ = x_ > hi ? hi : x_;                                                                        \
+    const Lanes t_ = x_ * (Lanes)BUCKETRT_SPLAT(1.44269504088896341f) + (Lanes)BUCKETRT_SPLAT(0.5f); \
+    IntLanes n_ = __builtin_convertvector(t_, IntLanes);                                           \
+    n_ -= (IntLanes)(__builtin_convertvector(n_, Lanes) > t_) & (IntLanes)BUCKETRT_SPLAT(1);        \
+    const Lanes fn_ = __builtin_convertvector(n_, Lanes);                                          \
+    Lanes r_ = x_ - fn_ * (Lanes)BUCKETRT_SPLAT(0.693359375f);                                     \
+    r_ = r_ - fn_ * (Lanes)BUCKETRT_SPLAT(-2.12194440e-4f);                                        \
+    Lanes y_ = (Lanes)BUCKETRT_SPLAT(1.9875691500e-4f);                                            \
+    y_ = y_ * r_ + (Lanes)BUCKETRT_SPLAT(1.3981999507e-3f);                                        \
+    y_ = y_ * r_ + (Lanes)BUCKETRT_SPLAT(8.3334519073e-3f);                                        \
+    y_ = y_ * r_ + (Lanes)BUCKETRT_SPLAT(4.1665795894e-2f);                                        \
+    y_ = y_ * r_ + (Lanes)BUCKETRT_SPLAT(1.6666665459e-1f);                                        \
+    y_ = y_ * r_ + (Lanes)BUCKETRT_SPLAT(5.0000001201e-1f);                                        \
+    y_ = y_ * (r_ * r_) + r_ + (Lanes)BUCKETRT_SPLAT(1.0f);                                        \
+    const IntLanes e_ = (n_ + (IntLanes)BUCKETRT_SPLAT(127)) << 23;                                \
+    Lanes scale_;                                                                                  \
+    __builtin_memcpy(&scale_, &e_, sizeof scale_);                                                 \
+    (out) = y_ * scale_;                                                                           \
+  } while (0)
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(BUCKETRT_NO_AVX2)
 __attribute__((target_clones("avx2", "default")))
@@ -94,7 +125,7 @@ void AttendChunk(Job& job, int64_t item, float* scratch) {
   float* queries = values + Wp * Dp;    // [Cp][D]
   float* scores = queries + Cp * D;     // [Cp][Wp], then the weights
   float* outs = scores + Cp * Wp;       // [Cp][Dp]
-  int32_t* window_pos = reinterpret_cast<int32_t*>(outs + Cp * Dp);  // [Wp], -1 for padding
+  int32_t* window_pos = reinterpret_cast<int32_t*>(outs + Cp * Dp);  // [Wp], -1 for padding; then key_dead [Wp]
 
   // Gather the window (chunks c - before .. c + after of the sorted order, wrapping) and queries.
   const int64_t span = p.plain ? 1 : 1 + s.chunks_before + s.chunks_after;
@@ -146,8 +177,7 @@ void AttendChunk(Job& job, int64_t item, float* scratch) {
     }
   }
 
-  // Masks and softmax weights, row by row. lse is rounded to float as Reformer computes it: where
-  // every score is -1e9, lse == -1e9 in float and each weight is 1 (the values' sum, not mean).
+  // Masks and softmax weights, row by row, kLanes keys at a time.
   float lse[kRows * 64];
   float* row_lse = C <= kRows * 64 ? lse : nullptr;
   std::vector<float> lse_heap;
@@ -155,30 +185,54 @@ void AttendChunk(Job& job, int64_t item, float* scratch) {
     lse_heap.resize(static_cast<size_t>(C));
     row_lse = lse_heap.data();
   }
+  // Per window key: its position (-1: padding of the tile) and whether it may be attended at all.
+  int32_t* key_dead = window_pos + Wp;  // [Wp]: -1 where padding or masked, 0 otherwise
+  for (int64_t w = 0; w < Wp; ++w) key_dead[w] = (window_pos[w] < 0 || live[window_pos[w]] == 0) ? -1 : 0;
   for (int64_t i = 0; i < C; ++i) {
     const int32_t qp = pos[c * C + i];
     float* row = scores + i * Wp;
-    float max_score = -INFINITY;
-    for (int64_t w = 0; w < Wp; ++w) {
-      const int32_t kp = window_pos[w];
-      float score = row[w];
-      if (kp < 0) {
-        score = -INFINITY;
-      } else {
-        if (live[kp] == 0 || (s.causal && kp > qp)) score = kMaskedScore;
-        if (s.mask_self && kp == qp) score = kSelfScore;
-      }
-      row[w] = score;
-      max_score = std::max(max_score, score);
+    const IntLanes qv = BUCKETRT_SPLAT(qp);
+    const Lanes masked = BUCKETRT_SPLAT(kMaskedScore), self = BUCKETRT_SPLAT(kSelfScore);
+    const Lanes none = BUCKETRT_SPLAT(-INFINITY);
+    Lanes top = none;
+    for (int64_t w = 0; w < Wp; w += kLanes) {
+      Lanes sv;
+      IntLanes kp, dead;
+      __builtin_memcpy(&sv, row + w, sizeof sv);
+      __builtin_memcpy(&kp, window_pos + w, sizeof kp);
+      __builtin_memcpy(&dead, key_dead + w, sizeof dead);
+      IntLanes off = dead;
+      if (s.causal) off |= (IntLanes)(kp > qv);
+      sv = off ? masked : sv;
+      if (s.mask_self) sv = (IntLanes)(kp == qv) ? self : sv;
+      sv = (IntLanes)(kp < 0) ? none : sv;  // tile padding: weight 0
+      __builtin_memcpy(row + w, &sv, sizeof sv);
+      top = sv > top ? sv : top;
+    }
+    float max_score = top[0];
+    for (int64_t l = 1; l < kLanes; ++l) max_score = std::max(max_score, top[l]);
+    const Lanes shift = BUCKETRT_SPLAT(max_score);
+    Lanes sum = {};
+    for (int64_t w = 0; w < Wp; w += kLanes) {
+      Lanes sv, ev;
+      __builtin_memcpy(&sv, row + w, sizeof sv);
+      BUCKETRT_VEXP(ev, sv - shift);
+      ev = (IntLanes)(sv == none) ? (Lanes){} : ev;
+      __builtin_memcpy(row + w, &ev, sizeof ev);
+      sum += ev;
     }
     float total = 0.0f;
-    for (int64_t w = 0; w < Wp; ++w) {
-      row[w] = std::exp(row[w] - max_score);
-      total += row[w];
-    }
+    for (int64_t l = 0; l < kLanes; ++l) total += sum[l];
+    // Weights exp(score - lse) with lse rounded to float, as Reformer computes them: where every
+    // score is -1e9, lse == -1e9 in float and each weight is 1 (the values' sum, not their mean).
     const float l = max_score + std::log(total);
-    const float scale = std::exp(max_score - l);
-    for (int64_t w = 0; w < Wp; ++w) row[w] *= scale;
+    const Lanes scale = BUCKETRT_SPLAT(std::exp(max_score - l));
+    for (int64_t w = 0; w < Wp; w += kLanes) {
+      Lanes ev;
+      __builtin_memcpy(&ev, row + w, sizeof ev);
+      ev *= scale;
+      __builtin_memcpy(row + w, &ev, sizeof ev);
+    }
     row_lse[i] = l;
   }
   for (int64_t i = C; i < Cp; ++i) std::fill(scores + i * Wp, scores + (i + 1) * Wp, 0.0f);
@@ -271,8 +325,8 @@ std::string PlanChunkAttention(const ChunkAttentionShape& s, int64_t max_length,
   const int64_t items = s.batch * s.heads * p.chunks_per_head;
   p.num_workers = std::max<int64_t>(1, std::min(max_workers, items));
   const int64_t Cp = RoundUp(p.chunk, kRows), Wp = RoundUp(p.window, kTile), Dp = RoundUp(s.dim, kTile);
-  // keys [D][Wp], values [Wp][Dp], queries [Cp][D], scores [Cp][Wp], outputs [Cp][Dp], positions [Wp].
-  p.worker_floats = static_cast<size_t>(s.dim * Wp + Wp * Dp + Cp * s.dim + Cp * Wp + Cp * Dp + Wp + 16);
+  // keys [D][Wp], values [Wp][Dp], queries [Cp][D], scores [Cp][Wp], outputs [Cp][Dp], positions and key flags [2][Wp].
+  p.worker_floats = static_cast<size_t>(s.dim * Wp + Wp * Dp + Cp * s.dim + Cp * Wp + Cp * Dp + 2 * Wp + 16);
   const size_t heads = static_cast<size_t>(s.batch * s.heads);
   p.shared_floats = heads * static_cast<size_t>(p.rounds * s.length);  // positions
   if (p.rounds > 1) p.shared_floats += heads * static_cast<size_t>(p.rounds * s.length * (s.dim + 1));
