@@ -144,14 +144,14 @@ def sample_rotations(config, seed: int, length: int | None = None) -> Rotations:
 # -- the graph --------------------------------------------------------------------------------
 
 
-def _heads(x: torch.Tensor, heads: int, size: int) -> torch.Tensor:
-    """[B, N, H*D] -> [B, H, N, D]."""
-    return x.reshape(x.shape[0], x.shape[1], heads, size).transpose(1, 2)
+def _heads(x: torch.Tensor, batch, heads: int, size: int) -> torch.Tensor:
+    """[B*N, H*D] -> [B, H, N, D]."""
+    return x.reshape(batch, -1, heads, size).transpose(1, 2)
 
 
 def _merge(x: torch.Tensor) -> torch.Tensor:
-    """[B, H, N, D] -> [B, N, H*D]."""
-    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], -1)
+    """[B, H, N, D] -> [B*N, H*D]."""
+    return x.transpose(1, 2).reshape(x.shape[0] * x.shape[2], -1)
 
 
 class ReformerGraph(nn.Module):
@@ -201,8 +201,9 @@ class ReformerGraph(nn.Module):
 
     def _lsh(self, attn, i: int, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         config = self.config
-        qk = _heads(attn.query_key(hidden), self.heads, self.head_size)
-        value = _heads(attn.value(hidden), self.heads, self.head_size)
+        batch = mask.shape[0]
+        qk = _heads(attn.query_key(hidden), batch, self.heads, self.head_size)
+        value = _heads(attn.value(hidden), batch, self.heads, self.head_size)
         key = qk * torch.rsqrt(qk.pow(2).mean(-1, keepdim=True) + _LEN_NORM_EPS) / math.sqrt(self.head_size)
         buckets = call(ARGMAX_HASH, mask, qk, getattr(self, f"rotations_{i}"), self.bucket_sizes, num_hash=config.num_hashes)
         out = call(
@@ -215,9 +216,10 @@ class ReformerGraph(nn.Module):
 
     def _local(self, attn, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         config = self.config
-        query = _heads(attn.query(hidden), self.heads, self.head_size)
-        key = _heads(attn.key(hidden), self.heads, self.head_size) / math.sqrt(self.head_size)
-        value = _heads(attn.value(hidden), self.heads, self.head_size)
+        batch = mask.shape[0]
+        query = _heads(attn.query(hidden), batch, self.heads, self.head_size)
+        key = _heads(attn.key(hidden), batch, self.heads, self.head_size) / math.sqrt(self.head_size)
+        value = _heads(attn.value(hidden), batch, self.heads, self.head_size)
         # One round, every position in bucket 0: the stable sort is the identity (local attention).
         buckets = torch.zeros_like(mask)[:, None, None, :].expand(-1, self.heads, 1, -1)
         out = call(
@@ -233,7 +235,11 @@ class ReformerGraph(nn.Module):
         pad = self._padding(length)
         input_ids = nn.functional.pad(input_ids, (0, pad), value=self.config.pad_token_id or 0)
         mask = nn.functional.pad((attention_mask != 0).to(torch.int32), (0, pad), value=0)
+        # Rows of [B*N, hidden]: the linear layers become 2-D products, which ONNX Runtime fuses with
+        # their bias (Gemm) and runs without broadcasting.
         hidden = self._embed(input_ids)
+        batch = hidden.shape[0]
+        hidden = hidden.reshape(-1, hidden.shape[-1])
         # Reversible residual layers, forward only: two streams, both starting at the embeddings.
         attn_stream = hidden
         for i, layer in enumerate(self.reformer.encoder.layers):
@@ -246,7 +252,7 @@ class ReformerGraph(nn.Module):
             attn_stream = attn_stream + layer.attention.output.dense(context)
             hidden = hidden + layer.feed_forward.forward_chunk(attn_stream)
         out = self.reformer.encoder.layer_norm(torch.cat([attn_stream, hidden], dim=-1))
-        return out[:, :length]
+        return out.reshape(batch, -1, out.shape[-1])[:, :length]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         sequence = self.sequence_output(input_ids, attention_mask)
