@@ -146,3 +146,22 @@ def test_bad_input_is_named(inputs, attrs, culprit):
         ref(inputs, **attrs)
     for message in (str(ort_error.value), str(ref_error.value)):
         assert "SortedChunkAttention" in message and re.search(rf"\b{culprit}\b", message), message
+
+
+@pytest.mark.parametrize("op", ["hash", "attention"])
+def test_simd_variants_agree(monkeypatch, op):
+    # BUCKETRT_SIMD=generic forces the baseline copy where the CPU has AVX2: both do the same float
+    # operations in the same order, so their outputs are identical.
+    rng = np.random.default_rng(23)
+    if op == "hash":
+        spec, attrs = ARGMAX_HASH, {"num_hash": 2}
+        inputs = {"mask": np.ones((2, 70), np.int32), "vector": rng.standard_normal((2, 2, 70, 24)).astype(np.float32),
+                  "projection": rng.standard_normal((2, 24, 2 * 21)).astype(np.float32),
+                  "bucket_sizes": np.array([6, 36], np.int32)}  # 21 columns a round: a partial tile
+    else:
+        spec, attrs = SORTED_CHUNK_ATTENTION, {"chunk_length": 6, "chunks_after": 1, "causal": 1, "mask_self": 1}
+        inputs = attn_inputs(rng, 2, 2, 42, 20, 3, 5)  # D=20, window 18: partial tiles
+    (default,) = run_op(spec, inputs, attrs)
+    monkeypatch.setenv("BUCKETRT_SIMD", "generic")
+    (generic,) = run_op(spec, inputs, attrs)
+    np.testing.assert_array_equal(default, generic)

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "bucketrt/validate.h"
+#include "cpu/simd.h"
 
 namespace bucketrt::cpu {
 
@@ -26,52 +27,17 @@ struct Job {
   const std::vector<int32_t>* sizes;
   int32_t* buckets;
   int64_t items_per_head;
+  bool avx2;
 };
 
 // Projections of kRows rows at a time, in register tiles of kRows x kLanes columns, so that each
 // loaded projection vector serves every row; sums run over d in ascending order.
 constexpr int64_t kRows = 4;
 constexpr int64_t kLanes = 8;
-typedef float Lanes __attribute__((vector_size(kLanes * sizeof(float))));
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(BUCKETRT_NO_AVX2)
-__attribute__((target_clones("avx2", "default")))
-#endif
-void Project(const float* __restrict x, int64_t dim, const float* __restrict proj, int64_t columns, int64_t padded,
-             float* __restrict y) {
-  // x: [kRows][dim] (rows past the end zeroed); proj: [dim][columns]; y: [kRows][padded], padded
-  // a multiple of 2 * kLanes. Tiles of kRows x 2 vectors; the last may read past `columns` only
-  // into the zero padding of a full-width copy (see below), never past the projection.
-  for (int64_t c0 = 0; c0 < padded; c0 += 2 * kLanes) {
-    Lanes acc[kRows][2] = {};
-    const int64_t w0 = std::max<int64_t>(0, std::min(kLanes, columns - c0));
-    const int64_t w1 = std::max<int64_t>(0, std::min(kLanes, columns - c0 - kLanes));
-    for (int64_t d = 0; d < dim; ++d) {
-      Lanes p0 = {}, p1 = {};
-      const float* row = proj + d * columns + c0;
-      if (w0 == kLanes) {
-        __builtin_memcpy(&p0, row, sizeof p0);
-      } else {
-        __builtin_memcpy(&p0, row, static_cast<size_t>(w0) * sizeof(float));
-      }
-      if (w1 == kLanes) {
-        __builtin_memcpy(&p1, row + kLanes, sizeof p1);
-      } else if (w1 > 0) {
-        __builtin_memcpy(&p1, row + kLanes, static_cast<size_t>(w1) * sizeof(float));
-      }
-      for (int64_t r = 0; r < kRows; ++r) {
-        const float xv = x[r * dim + d];
-        const Lanes xb = {xv, xv, xv, xv, xv, xv, xv, xv};
-        acc[r][0] += xb * p0;
-        acc[r][1] += xb * p1;
-      }
-    }
-    for (int64_t r = 0; r < kRows; ++r) {
-      __builtin_memcpy(y + r * padded + c0, &acc[r][0], sizeof(Lanes));
-      __builtin_memcpy(y + r * padded + c0 + kLanes, &acc[r][1], sizeof(Lanes));
-    }
-  }
-}
+#define BUCKETRT_KERNELS_INC "cpu/argmax_hash_kernels.inc"
+#include "cpu/instantiate_kernels.inc"
+#undef BUCKETRT_KERNELS_INC
 
 void RunItem(void* data, size_t item) {
   const Job& job = *static_cast<const Job*>(data);
@@ -96,7 +62,14 @@ void RunItem(void* data, size_t item) {
       std::copy(x, x + rows * s.dim, block.begin());
       x = block.data();
     }
-    Project(x, s.dim, proj, s.columns, padded, projected.data());
+#ifdef BUCKETRT_HAVE_AVX2_VARIANT
+    if (job.avx2) {
+      avx2::Project(x, s.dim, proj, s.columns, padded, projected.data());
+    } else
+#endif
+    {
+      generic::Project(x, s.dim, proj, s.columns, padded, projected.data());
+    }
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t n = n0 + r;
       int32_t* out = job.buckets + (bh * s.num_hash) * s.length + n;  // [b, h, round, n]
@@ -160,7 +133,7 @@ void ArgmaxHash(const ArgmaxHashShape& shape, const int32_t* mask, const float* 
   const int64_t items_per_head = (shape.length + kRowsPerItem - 1) / kRowsPerItem;
   const int64_t items = shape.batch * shape.heads * items_per_head;
   if (items == 0) return;
-  Job job{&shape, mask, vector, projection, &sizes, buckets, items_per_head};
+  Job job{&shape, mask, vector, projection, &sizes, buckets, items_per_head, UseAvx2()};
   parallel(RunItem, static_cast<size_t>(items), &job);
 }
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "bucketrt/validate.h"
+#include "cpu/simd.h"
 
 namespace bucketrt::cpu {
 
@@ -71,8 +72,6 @@ constexpr int64_t kTile = 2 * kLanes;
 
 inline int64_t RoundUp(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
-typedef float Lanes __attribute__((vector_size(kLanes * sizeof(float))));
-typedef int32_t IntLanes __attribute__((vector_size(kLanes * sizeof(int32_t))));
 
 // exp over a vector, Cephes' expf: x = n ln2 + r (|r| <= ln2 / 2, ln2 split in two for exactness),
 // e^r by a degree-6 polynomial (relative error about 1e-7, like expf), times 2^n through the
@@ -104,170 +103,9 @@ typedef int32_t IntLanes __attribute__((vector_size(kLanes * sizeof(int32_t))));
     (out) = y_ * scale_;                                                                           \
   } while (0)
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(BUCKETRT_NO_AVX2)
-__attribute__((target_clones("avx2", "default")))
-#endif
-void AttendChunk(Job& job, int64_t item, float* scratch) {
-  const ChunkAttentionShape& s = *job.s;
-  const ChunkAttentionPlan& p = *job.p;
-  const int64_t N = s.length, D = s.dim, R = p.rounds, C = p.chunk, W = p.window;
-  const int64_t Cp = RoundUp(C, kRows), Wp = RoundUp(W, kTile), Dp = RoundUp(D, kTile);
-  const int64_t bh = item / p.chunks_per_head, c = item % p.chunks_per_head;
-  const int64_t b = bh / s.heads;
-  const int32_t* pos = job.positions + bh * R * N;
-  const float* q_head = job.query + bh * N * D;
-  const float* k_head = job.key + bh * N * D;
-  const float* v_head = job.value + bh * N * D;
-  const int32_t* live = job.mask + b * N;
-
-  float* keys_t = scratch;              // [D][Wp]
-  float* values = keys_t + D * Wp;      // [Wp][Dp]
-  float* queries = values + Wp * Dp;    // [Cp][D]
-  float* scores = queries + Cp * D;     // [Cp][Wp], then the weights
-  float* outs = scores + Cp * Wp;       // [Cp][Dp]
-  int32_t* window_pos = reinterpret_cast<int32_t*>(outs + Cp * Dp);  // [Wp], -1 for padding; then key_dead [Wp]
-
-  // Gather the window (chunks c - before .. c + after of the sorted order, wrapping) and queries.
-  const int64_t span = p.plain ? 1 : 1 + s.chunks_before + s.chunks_after;
-  for (int64_t j = 0, w = 0; j < span; ++j) {
-    const int64_t shift = p.plain ? 0 : j - s.chunks_before;
-    const int64_t src = ((c + shift) % p.chunks_per_head + p.chunks_per_head) % p.chunks_per_head;
-    for (int64_t i = 0; i < C; ++i, ++w) {
-      const int32_t kp = pos[src * C + i];
-      window_pos[w] = kp;
-      const float* k = k_head + kp * D;
-      for (int64_t d = 0; d < D; ++d) keys_t[d * Wp + w] = k[d];
-      std::copy(v_head + kp * D, v_head + kp * D + D, values + w * Dp);
-      std::fill(values + w * Dp + D, values + (w + 1) * Dp, 0.0f);
-    }
-  }
-  for (int64_t w = W; w < Wp; ++w) {
-    window_pos[w] = -1;
-    for (int64_t d = 0; d < D; ++d) keys_t[d * Wp + w] = 0.0f;
-    std::fill(values + w * Dp, values + (w + 1) * Dp, 0.0f);
-  }
-  for (int64_t i = 0; i < Cp; ++i) {
-    if (i < C) {
-      const float* q = q_head + static_cast<int64_t>(pos[c * C + i]) * D;
-      std::copy(q, q + D, queries + i * D);
-    } else {
-      std::fill(queries + i * D, queries + (i + 1) * D, 0.0f);
-    }
-  }
-
-  // S = Q · K^T.
-  for (int64_t i0 = 0; i0 < Cp; i0 += kRows) {
-    for (int64_t w0 = 0; w0 < Wp; w0 += kTile) {
-      Lanes acc[kRows][2] = {};
-      for (int64_t d = 0; d < D; ++d) {
-        Lanes k0, k1;
-        __builtin_memcpy(&k0, keys_t + d * Wp + w0, sizeof k0);
-        __builtin_memcpy(&k1, keys_t + d * Wp + w0 + kLanes, sizeof k1);
-        for (int64_t r = 0; r < kRows; ++r) {
-          const float qv = queries[(i0 + r) * D + d];
-          Lanes qb = {qv, qv, qv, qv, qv, qv, qv, qv};
-          acc[r][0] += qb * k0;
-          acc[r][1] += qb * k1;
-        }
-      }
-      for (int64_t r = 0; r < kRows; ++r) {
-        __builtin_memcpy(scores + (i0 + r) * Wp + w0, &acc[r][0], sizeof(Lanes));
-        __builtin_memcpy(scores + (i0 + r) * Wp + w0 + kLanes, &acc[r][1], sizeof(Lanes));
-      }
-    }
-  }
-
-  // Masks and softmax weights, row by row, kLanes keys at a time.
-  float lse[kRows * 64];
-  float* row_lse = C <= kRows * 64 ? lse : nullptr;
-  std::vector<float> lse_heap;
-  if (!row_lse) {
-    lse_heap.resize(static_cast<size_t>(C));
-    row_lse = lse_heap.data();
-  }
-  // Per window key: its position (-1: padding of the tile) and whether it may be attended at all.
-  int32_t* key_dead = window_pos + Wp;  // [Wp]: -1 where padding or masked, 0 otherwise
-  for (int64_t w = 0; w < Wp; ++w) key_dead[w] = (window_pos[w] < 0 || live[window_pos[w]] == 0) ? -1 : 0;
-  for (int64_t i = 0; i < C; ++i) {
-    const int32_t qp = pos[c * C + i];
-    float* row = scores + i * Wp;
-    const IntLanes qv = BUCKETRT_SPLAT(qp);
-    const Lanes masked = BUCKETRT_SPLAT(kMaskedScore), self = BUCKETRT_SPLAT(kSelfScore);
-    const Lanes none = BUCKETRT_SPLAT(-INFINITY);
-    Lanes top = none;
-    for (int64_t w = 0; w < Wp; w += kLanes) {
-      Lanes sv;
-      IntLanes kp, dead;
-      __builtin_memcpy(&sv, row + w, sizeof sv);
-      __builtin_memcpy(&kp, window_pos + w, sizeof kp);
-      __builtin_memcpy(&dead, key_dead + w, sizeof dead);
-      IntLanes off = dead;
-      if (s.causal) off |= (IntLanes)(kp > qv);
-      sv = off ? masked : sv;
-      if (s.mask_self) sv = (IntLanes)(kp == qv) ? self : sv;
-      sv = (IntLanes)(kp < 0) ? none : sv;  // tile padding: weight 0
-      __builtin_memcpy(row + w, &sv, sizeof sv);
-      top = sv > top ? sv : top;
-    }
-    float max_score = top[0];
-    for (int64_t l = 1; l < kLanes; ++l) max_score = std::max(max_score, top[l]);
-    const Lanes shift = BUCKETRT_SPLAT(max_score);
-    Lanes sum = {};
-    for (int64_t w = 0; w < Wp; w += kLanes) {
-      Lanes sv, ev;
-      __builtin_memcpy(&sv, row + w, sizeof sv);
-      BUCKETRT_VEXP(ev, sv - shift);
-      ev = (IntLanes)(sv == none) ? (Lanes){} : ev;
-      __builtin_memcpy(row + w, &ev, sizeof ev);
-      sum += ev;
-    }
-    float total = 0.0f;
-    for (int64_t l = 0; l < kLanes; ++l) total += sum[l];
-    // Weights exp(score - lse) with lse rounded to float, as Reformer computes them: where every
-    // score is -1e9, lse == -1e9 in float and each weight is 1 (the values' sum, not their mean).
-    const float l = max_score + std::log(total);
-    const Lanes scale = BUCKETRT_SPLAT(std::exp(max_score - l));
-    for (int64_t w = 0; w < Wp; w += kLanes) {
-      Lanes ev;
-      __builtin_memcpy(&ev, row + w, sizeof ev);
-      ev *= scale;
-      __builtin_memcpy(row + w, &ev, sizeof ev);
-    }
-    row_lse[i] = l;
-  }
-  for (int64_t i = C; i < Cp; ++i) std::fill(scores + i * Wp, scores + (i + 1) * Wp, 0.0f);
-
-  // O = P · V.
-  for (int64_t i0 = 0; i0 < Cp; i0 += kRows) {
-    for (int64_t d0 = 0; d0 < Dp; d0 += kTile) {
-      Lanes acc[kRows][2] = {};
-      for (int64_t w = 0; w < Wp; ++w) {
-        Lanes v0, v1;
-        __builtin_memcpy(&v0, values + w * Dp + d0, sizeof v0);
-        __builtin_memcpy(&v1, values + w * Dp + d0 + kLanes, sizeof v1);
-        for (int64_t r = 0; r < kRows; ++r) {
-          const float pv = scores[(i0 + r) * Wp + w];
-          Lanes pb = {pv, pv, pv, pv, pv, pv, pv, pv};
-          acc[r][0] += pb * v0;
-          acc[r][1] += pb * v1;
-        }
-      }
-      for (int64_t r = 0; r < kRows; ++r) {
-        __builtin_memcpy(outs + (i0 + r) * Dp + d0, &acc[r][0], sizeof(Lanes));
-        __builtin_memcpy(outs + (i0 + r) * Dp + d0 + kLanes, &acc[r][1], sizeof(Lanes));
-      }
-    }
-  }
-
-  for (int64_t i = 0; i < C; ++i) {
-    const int64_t slot = c * C + i;
-    const int32_t qp = pos[slot];
-    const int64_t round = slot / N;
-    float* o = R > 1 ? job.round_out + ((bh * R + round) * N + qp) * D : job.out + (bh * N + qp) * D;
-    std::copy(outs + i * Dp, outs + i * Dp + D, o);
-    if (R > 1) job.round_lse[(bh * R + round) * N + qp] = row_lse[i];
-  }
-}
+#define BUCKETRT_KERNELS_INC "cpu/sorted_chunk_attention_kernels.inc"
+#include "cpu/instantiate_kernels.inc"
+#undef BUCKETRT_KERNELS_INC
 
 void AttendWorker(void* data, size_t worker) {
   Job& job = *static_cast<Job*>(data);
@@ -276,7 +114,13 @@ void AttendWorker(void* data, size_t worker) {
   for (;;) {
     const int64_t item = job.next.fetch_add(1, std::memory_order_relaxed);
     if (item >= items) return;
-    AttendChunk(job, item, scratch);
+#ifdef BUCKETRT_HAVE_AVX2_VARIANT
+    if (job.p->avx2) {
+      avx2::AttendChunk(job, item, scratch);
+      continue;
+    }
+#endif
+    generic::AttendChunk(job, item, scratch);
   }
 }
 
@@ -324,6 +168,7 @@ std::string PlanChunkAttention(const ChunkAttentionShape& s, int64_t max_length,
   p.chunks_per_head = p.plain ? 1 : p.rounds * s.length / s.chunk_length;
   const int64_t items = s.batch * s.heads * p.chunks_per_head;
   p.num_workers = std::max<int64_t>(1, std::min(max_workers, items));
+  p.avx2 = UseAvx2();
   const int64_t Cp = RoundUp(p.chunk, kRows), Wp = RoundUp(p.window, kTile), Dp = RoundUp(s.dim, kTile);
   // keys [D][Wp], values [Wp][Dp], queries [Cp][D], scores [Cp][Wp], outputs [Cp][Dp], positions and key flags [2][Wp].
   p.worker_floats = static_cast<size_t>(s.dim * Wp + Wp * Dp + Cp * s.dim + Cp * Wp + Cp * Dp + 2 * Wp + 16);

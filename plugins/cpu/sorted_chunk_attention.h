@@ -36,6 +36,7 @@ struct ChunkAttentionPlan {
   int64_t window = 0;        // keys per query: chunk * (1 + before + after) (N when plain)
   int64_t chunks_per_head = 0;
   int64_t num_workers = 1;
+  bool avx2 = false;         // run the AVX2 copy of the chunk kernel (UseAvx2() when planned)
   size_t worker_floats = 0;  // per worker: transposed keys, values, scores
   // Scratch beyond the workers': positions (int32, counted as floats), per-round outputs and
   // log-sum-exps (only when rounds > 1).
