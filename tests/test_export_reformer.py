@@ -42,6 +42,11 @@ CASES = [
     ("bidirectional-h1", BIDIRECTIONAL, "text-classification", "ReformerForSequenceClassification"),
     ("bidirectional-h1", BIDIRECTIONAL, "question-answering", "ReformerForQuestionAnswering"),
     ("bidirectional-h1", BIDIRECTIONAL, "feature-extraction", "ReformerModel"),
+    # All-LSH layers with ordinary (not axial) position embeddings; all-local layers (no hashing).
+    ("lsh-only-plain-positions", dict(attn_layers=["lsh", "lsh"], num_hidden_layers=2, axial_pos_embds=False,
+                                      num_hashes=2, num_buckets=[2, 2]), "feature-extraction", "ReformerModel"),
+    ("local-only", dict(attn_layers=["local", "local"], num_hidden_layers=2, is_decoder=True), "text-generation",
+     "ReformerModelWithLMHead"),
 ]
 OUTPUTS = {
     "text-generation": ("logits",), "fill-mask": ("logits",), "text-classification": ("logits",),
