@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -174,20 +176,36 @@ def bench_reformer(threads: int, repeat: int, lengths: tuple[int, ...]) -> None:
     session = bucketrt.ort_session(folder, intra_op_num_threads=threads)
     say(f"## reformer-crime-and-punishment: ONNX Runtime vs PyTorch eager (batch 1, {threads} threads)")
     say("")
+    say("Runs of the three interleaved (HF, reference, ORT, HF, ...) so that other load on the machine "
+        "hits all alike; best of the runs, medians in brackets.")
+    say("")
     say("| N | HF eager ms | bucketrt reference ms | ORT ms | speed-up vs HF | vs reference | ORT growth | N log N growth |")
     say("|---:|---:|---:|---:|---:|---:|---:|---:|")
     first = None
     for length in lengths:
         feeds = make_inputs(manifest, batch_size=1, sequence_length=length, padding=False)
         tensors = {k: torch.from_numpy(v) for k, v in feeds.items()}
+        runs = {
+            "hf": lambda: hf(**tensors, use_cache=False),
+            "ref": lambda: rebuilt.run(feeds),
+            "ort": lambda: session.run(None, feeds),
+        }
+        samples = {name: [] for name in runs}
         with torch.inference_mode():
-            hf_t = measure(lambda: hf(**tensors, use_cache=False), repeat=repeat, budget_s=60)
-            ref_t = measure(lambda: rebuilt.run(feeds), repeat=repeat, budget_s=60)
-        ort_t = measure(lambda: session.run(None, feeds), repeat=repeat, budget_s=60)
-        first = first or (length, ort_t)
+            for fn in runs.values():
+                fn()  # warm-up
+            for _ in range(max(1, repeat)):
+                for name, fn in runs.items():
+                    start = time.perf_counter()
+                    fn()
+                    samples[name].append(time.perf_counter() - start)
+        best = {name: min(v) for name, v in samples.items()}
+        med = {name: statistics.median(v) for name, v in samples.items()}
+        first = first or (length, best["ort"])
         nlogn = (length * math.log(length)) / (first[0] * math.log(first[0]))
-        say(f"| {length} | {hf_t.ms:.0f} | {ref_t.ms:.0f} | {ort_t.ms:.0f} | {hf_t.median_s / ort_t.median_s:.2f}x | "
-            f"{ref_t.median_s / ort_t.median_s:.2f}x | {ort_t.median_s / first[1].median_s:.2f}x | {nlogn:.2f}x |")
+        cell = lambda name: f"{best[name] * 1e3:.0f} ({med[name] * 1e3:.0f})"  # noqa: E731
+        say(f"| {length} | {cell('hf')} | {cell('ref')} | {cell('ort')} | {best['hf'] / best['ort']:.2f}x | "
+            f"{best['ref'] / best['ort']:.2f}x | {best['ort'] / first[1]:.2f}x | {nlogn:.2f}x |")
     say("")
 
     # The ops alone at the longest length, crime-and-punishment's attention size.
