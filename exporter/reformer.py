@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from functools import reduce
 from operator import mul
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -32,6 +31,8 @@ from bucketrt.ops import call
 from bucketrt.ops.spec import ARGMAX_HASH, SORTED_CHUNK_ATTENTION
 
 from .errors import BucketrtError
+from .family import EXAMPLE_BATCH, EXAMPLE_SEQUENCE, Component, Family, Patch
+from .tasks import BATCH, SEQUENCE, Task
 
 # Reformer's key normalisation epsilon (LSHSelfAttention._len_norm).
 _LEN_NORM_EPS = 1e-6
@@ -269,10 +270,6 @@ class ReformerGraph(nn.Module):
 
 
 # -- the family -------------------------------------------------------------------------------
-
-from .family import EXAMPLE_BATCH, EXAMPLE_SEQUENCE, Component, Family, Patch  # noqa: E402
-from .tasks import BATCH, SEQUENCE, Task  # noqa: E402
-
 
 class ReformerFamily(Family):
     name = "reformer"
