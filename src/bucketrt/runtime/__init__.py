@@ -1,5 +1,5 @@
-"""Small runtime helpers over ONNX Runtime sessions of bucketrt exports."""
+"""Running bucketrt exports with ONNX Runtime beyond a single forward pass (generation)."""
 
-from .generate import greedy_generate
+from .causal_lm import greedy_generate
 
 __all__ = ["greedy_generate"]

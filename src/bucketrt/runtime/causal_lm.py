@@ -1,4 +1,4 @@
-"""Greedy decoding with ONNX Runtime for an exported causal LM (e.g. ReformerModelWithLMHead).
+"""Greedy decoding with ONNX Runtime for an exported decoder-only LM (e.g. ReformerModelWithLMHead).
 
 Every step runs the whole sequence (no cache) and appends the argmax of the last position's logits,
 which is what Hugging Face's `generate(do_sample=False, use_cache=False)` does. For Reformer that is
