@@ -6,14 +6,18 @@
    mode (YOSO-E) and in LSH mode, N = 512 ... 4096.
 3. What users run today: yoso-4096 in LSH mode against the same-size BERT (softmax attention),
    both in ONNX Runtime, N = 1024 ... 4096, batch 1, and how each grows with N.
-4. SwitchTransformers (benchmarks/switch.py): the MoE layer against a dense FFN of the same d_ff,
+4. Reformer (the reformer-crime-and-punishment preset, LM head): ONNX Runtime against Hugging
+   Face's own model in PyTorch eager and against the export's PyTorch reference, N = 1024, 4096,
+   16384, with growth against N log N; and its two ops alone against their PyTorch references
+   (the decomposed formulation: sort, gathers, batched matmuls, scatter).
+5. SwitchTransformers (benchmarks/switch.py): the MoE layer against a dense FFN of the same d_ff,
    and the switch-base-8 encoder in ORT against PyTorch eager, batch 8 x 128.
-5. LSG: the lsg-bert-4096 preset (feature extraction) in ONNX Runtime against PyTorch eager and
+6. LSG: the lsg-bert-4096 preset (feature extraction) in ONNX Runtime against PyTorch eager and
    against the same BERT with full attention in ONNX Runtime, N = 4096, batch 1; plus an ONNX
    Runtime profile of the LSG model split into dense layers and attention.
 
-    make bench                           # everything, about 15 minutes on 2 cores
-    python benchmarks/run.py --only ops  # one part: ops | models | bert | switch | lsg
+    make bench                           # everything, about 30 minutes on 2 cores
+    python benchmarks/run.py --only ops  # one part: ops | models | bert | reformer | switch | lsg
     python benchmarks/run.py --lengths 512,1024 --markdown out/bench/results.md
 
 Exports are cached under out/bench/ (delete it to re-export).
@@ -23,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -255,16 +261,98 @@ def bench_lsg(threads: int, repeat: int, length: int = 4096) -> None:
     say("")
 
 
+def bench_reformer(threads: int, repeat: int, lengths: tuple[int, ...]) -> None:
+    import math
+
+    import bucketrt
+    from bucketrt.exporter import load_reference, make_inputs, read_manifest
+    from bucketrt.ops.graph import op_session
+    from bucketrt.ops.spec import ARGMAX_HASH, SORTED_CHUNK_ATTENTION
+
+    folder = export_once("reformer-crime-and-punishment", "reformer-crime-and-punishment", {})
+    manifest = read_manifest(folder)
+    rebuilt = load_reference(folder)
+    hf = rebuilt.model  # bucketrt wraps Hugging Face's modules and leaves the model itself untouched
+    session = bucketrt.ort_session(folder, intra_op_num_threads=threads)
+    say(f"## reformer-crime-and-punishment: ONNX Runtime vs PyTorch eager (batch 1, {threads} threads)")
+    say("")
+    say("Runs of the three interleaved (HF, reference, ORT, HF, ...) so that other load on the machine "
+        "hits all alike; best of the runs, medians in brackets.")
+    say("")
+    say("| N | HF eager ms | bucketrt reference ms | ORT ms | speed-up vs HF | vs reference | ORT growth | N log N growth |")
+    say("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    first = None
+    for length in lengths:
+        feeds = make_inputs(manifest, batch_size=1, sequence_length=length, padding=False)
+        tensors = {k: torch.from_numpy(v) for k, v in feeds.items()}
+        runs = {
+            "hf": lambda: hf(**tensors, use_cache=False),
+            "ref": lambda: rebuilt.run(feeds),
+            "ort": lambda: session.run(None, feeds),
+        }
+        samples = {name: [] for name in runs}
+        with torch.inference_mode():
+            for fn in runs.values():
+                fn()  # warm-up
+            for _ in range(max(1, repeat)):
+                for name, fn in runs.items():
+                    start = time.perf_counter()
+                    fn()
+                    samples[name].append(time.perf_counter() - start)
+        best = {name: min(v) for name, v in samples.items()}
+        med = {name: statistics.median(v) for name, v in samples.items()}
+        first = first or (length, best["ort"])
+        nlogn = (length * math.log(length)) / (first[0] * math.log(first[0]))
+        cell = lambda name: f"{best[name] * 1e3:.0f} ({med[name] * 1e3:.0f})"  # noqa: E731
+        say(f"| {length} | {cell('hf')} | {cell('ref')} | {cell('ort')} | {best['hf'] / best['ort']:.2f}x | "
+            f"{best['ref'] / best['ort']:.2f}x | {best['ort'] / first[1]:.2f}x | {nlogn:.2f}x |")
+    say("")
+
+    # The ops alone at the longest length, crime-and-punishment's attention size.
+    length, heads, dim = max(lengths), 2, 64
+    say(f"### Reformer ops alone (B=1, H={heads}, N={length}, D={dim}, chunks of 64, {threads} threads)")
+    say("")
+    say("| op | PyTorch reference ms | ORT kernel ms | speed-up |")
+    say("|---|---:|---:|---:|")
+    rng = np.random.default_rng(0)
+    mask = np.ones((1, length), np.int32)
+    qk = rng.standard_normal((1, heads, length, dim), dtype=np.float32)
+    key = qk / np.sqrt((qk**2).mean(-1, keepdims=True)) / 8
+    value = rng.standard_normal((1, heads, length, dim), dtype=np.float32)
+    sizes = np.array([64, 128], np.int32)
+    rotations = rng.standard_normal((heads, dim, 96), dtype=np.float32)
+    hash_feeds = {"mask": mask, "vector": qk, "projection": rotations, "bucket_sizes": sizes}
+    buckets = reference.argmax_hash(*(torch.from_numpy(a) for a in hash_feeds.values()), num_hash=1).numpy()
+    cases = [
+        (ARGMAX_HASH, {"num_hash": 1}, hash_feeds),
+        (SORTED_CHUNK_ATTENTION, {"chunk_length": 64, "causal": 1, "mask_self": 1},
+         {"query": qk, "key": key, "value": value, "mask": mask, "buckets": buckets}),
+        (SORTED_CHUNK_ATTENTION, {"chunk_length": 64, "causal": 1},  # local attention
+         {"query": qk, "key": key, "value": value, "mask": mask, "buckets": np.zeros_like(buckets)}),
+    ]
+    for spec, attrs, feeds in cases:
+        op = op_session(spec, attrs, intra_op_num_threads=threads)
+        tensors = [torch.from_numpy(feeds[t.name]) for t in spec.inputs]
+        ref_fn = reference.REFERENCES[spec.name]
+        with torch.inference_mode():
+            torch_t = measure(lambda: ref_fn(*tensors, **attrs), repeat=repeat)
+        ort_t = measure(lambda: op.run(None, feeds), repeat=repeat)
+        label = spec.name + (" (local)" if spec is SORTED_CHUNK_ATTENTION and not attrs.get("mask_self") else "")
+        say(f"| {label} | {torch_t.ms:.1f} | {ort_t.ms:.1f} | {torch_t.median_s / ort_t.median_s:.1f}x |")
+    say("")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=("ops", "models", "bert", "switch", "lsg"), action="append")
+    parser.add_argument("--only", choices=("ops", "models", "bert", "reformer", "switch", "lsg"), action="append")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--lengths", default="512,1024,2048,4096")
     parser.add_argument("--bert-lengths", default="1024,2048,4096")
+    parser.add_argument("--reformer-lengths", default="1024,4096,16384")
     parser.add_argument("--markdown", type=Path, help="also write the tables to this file")
     args = parser.parse_args(argv)
-    parts = args.only or ["ops", "models", "bert", "switch", "lsg"]
+    parts = args.only or ["ops", "models", "bert", "reformer", "switch", "lsg"]
     torch.set_num_threads(args.threads)
     say(f"bucketrt benchmarks: torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} cores")
     say("")
@@ -274,6 +362,8 @@ def main(argv=None) -> int:
         bench_models(args.threads, args.repeat, tuple(int(v) for v in args.lengths.split(",")))
     if "bert" in parts:
         bench_bert(args.threads, args.repeat, tuple(int(v) for v in args.bert_lengths.split(",")))
+    if "reformer" in parts:
+        bench_reformer(args.threads, args.repeat, tuple(int(v) for v in args.reformer_lengths.split(",")))
     if "switch" in parts:
         sys.path.insert(0, str(Path(__file__).parent))
         import switch

@@ -31,7 +31,7 @@ from .tasks import BATCH, CHOICES, SEQUENCE, Task
 
 # Each names a module of this package that defines FAMILY. Order matters only when two families
 # could claim the same config: the first match wins.
-_FAMILY_MODULES = ("yoso", "switch", "lsg")
+_FAMILY_MODULES = ("yoso", "reformer", "switch", "lsg")
 
 # Example sizes for tracing: distinct and above 1, so that the exporter keeps every axis symbolic.
 EXAMPLE_BATCH, EXAMPLE_CHOICES, EXAMPLE_SEQUENCE = 2, 3, 13

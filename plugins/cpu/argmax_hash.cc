@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "bucketrt/validate.h"
+#include "cpu/simd.h"
 
 namespace bucketrt::cpu {
 
@@ -26,7 +27,17 @@ struct Job {
   const std::vector<int32_t>* sizes;
   int32_t* buckets;
   int64_t items_per_head;
+  bool avx2;
 };
+
+// Projections of kRows rows at a time, in register tiles of kRows x kLanes columns, so that each
+// loaded projection vector serves every row; sums run over d in ascending order.
+constexpr int64_t kRows = 4;
+constexpr int64_t kLanes = 8;
+
+#define BUCKETRT_KERNELS_INC "cpu/argmax_hash_kernels.inc"
+#include "cpu/instantiate_kernels.inc"
+#undef BUCKETRT_KERNELS_INC
 
 void RunItem(void* data, size_t item) {
   const Job& job = *static_cast<const Job*>(data);
@@ -37,44 +48,56 @@ void RunItem(void* data, size_t item) {
   const int64_t end = std::min(s.length, begin + kRowsPerItem);
   const float* proj = job.projection + h * s.dim * s.columns;
   const int64_t per_round = s.columns / s.num_hash;
+  const int64_t padded = (s.columns + 2 * kLanes - 1) / (2 * kLanes) * (2 * kLanes);
   int32_t padding = 1;
   for (int32_t size : *job.sizes) padding *= size;
 
-  std::vector<float> y(static_cast<size_t>(s.columns));
-  for (int64_t n = begin; n < end; ++n) {
-    int32_t* out = job.buckets + (bh * s.num_hash) * s.length + n;  // [b, h, r, n], stride N per round
-    if (job.mask[b * s.length + n] == 0) {
-      for (int64_t r = 0; r < s.num_hash; ++r) out[r * s.length] = padding;
-      continue;
+  std::vector<float> projected(static_cast<size_t>(kRows * padded));
+  std::vector<float> block(static_cast<size_t>(kRows * s.dim), 0.0f);
+  for (int64_t n0 = begin; n0 < end; n0 += kRows) {
+    const int64_t rows = std::min(kRows, end - n0);
+    const float* x = job.vector + (bh * s.length + n0) * s.dim;
+    if (rows < kRows) {  // a short last block: copy it beside zero rows
+      std::fill(block.begin(), block.end(), 0.0f);
+      std::copy(x, x + rows * s.dim, block.begin());
+      x = block.data();
     }
-    // y = x . P, d outermost so that the inner loop runs along contiguous columns (vectorised).
-    const float* x = job.vector + (bh * s.length + n) * s.dim;
-    std::fill(y.begin(), y.end(), 0.0f);
-    for (int64_t d = 0; d < s.dim; ++d) {
-      const float xd = x[d];
-      const float* row = proj + d * s.columns;
-      for (int64_t c = 0; c < s.columns; ++c) y[c] += xd * row[c];
+#ifdef BUCKETRT_HAVE_AVX2_VARIANT
+    if (job.avx2) {
+      avx2::Project(x, s.dim, proj, s.columns, padded, projected.data());
+    } else
+#endif
+    {
+      generic::Project(x, s.dim, proj, s.columns, padded, projected.data());
     }
-    for (int64_t r = 0; r < s.num_hash; ++r) {
-      const float* yr = y.data() + r * per_round;
-      int64_t bucket = 0, stride = 1, start = 0;
-      for (int32_t size : *job.sizes) {
-        const int64_t half = size / 2;
-        // argmax over concat(y_f, -y_f): first the positive half, then the negated one, strict '>'
-        // keeping the first maximum like torch.argmax.
-        int64_t best = 0;
-        float best_value = yr[start];
-        for (int64_t i = 1; i < half; ++i) {
-          if (yr[start + i] > best_value) best_value = yr[start + i], best = i;
-        }
-        for (int64_t i = 0; i < half; ++i) {
-          if (-yr[start + i] > best_value) best_value = -yr[start + i], best = half + i;
-        }
-        bucket += stride * best;
-        stride *= size;
-        start += half;
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t n = n0 + r;
+      int32_t* out = job.buckets + (bh * s.num_hash) * s.length + n;  // [b, h, round, n]
+      if (job.mask[b * s.length + n] == 0) {
+        for (int64_t k = 0; k < s.num_hash; ++k) out[k * s.length] = padding;
+        continue;
       }
-      out[r * s.length] = static_cast<int32_t>(bucket);
+      for (int64_t k = 0; k < s.num_hash; ++k) {
+        const float* yr = projected.data() + r * padded + k * per_round;
+        int64_t bucket = 0, stride = 1, start = 0;
+        for (int32_t size : *job.sizes) {
+          const int64_t half = size / 2;
+          // argmax over concat(y_f, -y_f): the positive half, then the negated one; strict '>'
+          // keeps the first maximum, like torch.argmax.
+          int64_t best = 0;
+          float best_value = yr[start];
+          for (int64_t i = 1; i < half; ++i) {
+            if (yr[start + i] > best_value) best_value = yr[start + i], best = i;
+          }
+          for (int64_t i = 0; i < half; ++i) {
+            if (-yr[start + i] > best_value) best_value = -yr[start + i], best = half + i;
+          }
+          bucket += stride * best;
+          stride *= size;
+          start += half;
+        }
+        out[k * s.length] = static_cast<int32_t>(bucket);
+      }
     }
   }
 }
@@ -110,7 +133,7 @@ void ArgmaxHash(const ArgmaxHashShape& shape, const int32_t* mask, const float* 
   const int64_t items_per_head = (shape.length + kRowsPerItem - 1) / kRowsPerItem;
   const int64_t items = shape.batch * shape.heads * items_per_head;
   if (items == 0) return;
-  Job job{&shape, mask, vector, projection, &sizes, buckets, items_per_head};
+  Job job{&shape, mask, vector, projection, &sizes, buckets, items_per_head, UseAvx2()};
   parallel(RunItem, static_cast<size_t>(items), &job);
 }
 

@@ -5,6 +5,7 @@
 #include "cpu/sign_hash.h"
 #include "cpu/argmax_hash.h"
 #include "cpu/bucket_sum.h"
+#include "cpu/sorted_chunk_attention.h"
 
 #include <string>
 #include <tuple>
@@ -181,6 +182,51 @@ void BucketSumKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, cons
   float* weight_sum = AllocateOutput<float>(op, ctx, 1, env);
   cpu::BucketSum(shape, bucket, in.Data<float>(bucket_sum::kWeight), in.Data<float>(bucket_sum::kVector), sum,
                  weight_sum, OrtParallelFor(ctx));
+}
+
+namespace chunked {
+enum { kQuery, kKey, kValue, kMask, kBuckets };
+
+bool Flag(const Attributes& attrs, const char* name) {
+  const int64_t value = attrs.Int(name);
+  if (value != 0 && value != 1) {
+    throw InvalidArgument(
+        Format("SortedChunkAttention: attribute '%s' must be 0 or 1, got %lld", name, static_cast<long long>(value)));
+  }
+  return value == 1;
+}
+}  // namespace chunked
+
+SortedChunkAttentionKernel::SortedChunkAttentionKernel(const Attributes& attrs)
+    : chunk_length_(attrs.Int("chunk_length")),
+      chunks_before_(attrs.Int("chunks_before")),
+      chunks_after_(attrs.Int("chunks_after")),
+      max_length_(attrs.Int("max_length")),
+      causal_(chunked::Flag(attrs, "causal")),
+      mask_self_(chunked::Flag(attrs, "mask_self")) {}
+
+void SortedChunkAttentionKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const Bindings& env) {
+  const spec::OpSpec& op = Spec();
+  cpu::ChunkAttentionShape shape;
+  shape.batch = env["B"];
+  shape.heads = env["H"];
+  shape.length = env["N"];
+  shape.dim = env["D"];
+  shape.rounds = env["R"];
+  shape.chunk_length = chunk_length_;
+  shape.chunks_before = chunks_before_;
+  shape.chunks_after = chunks_after_;
+  shape.causal = causal_;
+  shape.mask_self = mask_self_;
+  cpu::ChunkAttentionPlan plan;
+  std::string error = cpu::PlanChunkAttention(shape, max_length_, MaxWorkers(), &plan);
+  if (!error.empty()) throw InvalidArgument(error);
+  float* out = AllocateOutput<float>(op, ctx, 0, env);
+  Scratch scratch(ctx, plan.scratch_floats(), op.name);
+  error = cpu::ChunkAttention(shape, plan, in.Data<float>(chunked::kQuery), in.Data<float>(chunked::kKey),
+                              in.Data<float>(chunked::kValue), in.Data<int32_t>(chunked::kMask),
+                              in.Data<int32_t>(chunked::kBuckets), out, scratch.data(), OrtParallelFor(ctx));
+  if (!error.empty()) throw InvalidArgument(error);
 }
 
 }  // namespace bucketrt::ort

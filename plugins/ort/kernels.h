@@ -69,4 +69,15 @@ class BucketSumKernel {
   int64_t num_buckets_;
 };
 
+class SortedChunkAttentionKernel {
+ public:
+  static const spec::OpSpec& Spec() { return spec::kSortedChunkAttention; }
+  explicit SortedChunkAttentionKernel(const Attributes& attrs);
+  void Compute(Ort::KernelContext& ctx, const OrtInputs& inputs, const Bindings& env);
+
+ private:
+  int64_t chunk_length_, chunks_before_, chunks_after_, max_length_;
+  bool causal_, mask_self_;
+};
+
 }  // namespace bucketrt::ort

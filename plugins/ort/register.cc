@@ -22,6 +22,7 @@ const std::vector<Registered>& Kernels() {
   static SpecOp<LshCumulationKernel> lsh_cumulation;
   static SpecOp<SignHashKernel> sign_hash;
   static SpecOp<ArgmaxHashKernel> argmax_hash;
+  static SpecOp<SortedChunkAttentionKernel> sorted_chunk_attention;
   static SpecOp<BucketSumKernel> bucket_sum;
   static SpecOp<Top1DispatchKernel> top1_dispatch;
   static SpecOp<ExpertFfnKernel> expert_ffn;
@@ -29,6 +30,7 @@ const std::vector<Registered>& Kernels() {
       {LshCumulationKernel::Spec().name, &lsh_cumulation, "ort-cpu"},
       {SignHashKernel::Spec().name, &sign_hash, "ort-cpu"},
       {ArgmaxHashKernel::Spec().name, &argmax_hash, "ort-cpu"},
+      {SortedChunkAttentionKernel::Spec().name, &sorted_chunk_attention, "ort-cpu"},
       {BucketSumKernel::Spec().name, &bucket_sum, "ort-cpu"},
       {Top1DispatchKernel::Spec().name, &top1_dispatch, "ort-cpu"},
       {ExpertFfnKernel::Spec().name, &expert_ffn, "ort-cpu"},

@@ -11,7 +11,17 @@ import torch
 
 import math
 
-from .spec import ARGMAX_HASH, BUCKET_SUM, EXPERT_FFN, LSH_CUMULATION, SIGN_HASH, TOP1_DISPATCH, OpSpec, hadamard_parts
+from .spec import (
+    ARGMAX_HASH,
+    BUCKET_SUM,
+    EXPERT_FFN,
+    LSH_CUMULATION,
+    SIGN_HASH,
+    SORTED_CHUNK_ATTENTION,
+    TOP1_DISPATCH,
+    OpSpec,
+    hadamard_parts,
+)
 
 _DTYPES = {torch.int32: "int32", torch.float32: "float32"}
 
@@ -298,12 +308,91 @@ def bucket_sum(bucket, weight, vector, **attrs) -> tuple[torch.Tensor, torch.Ten
     return sums.view(groups, capacity, dim), weights.view(groups, capacity)
 
 
+# SortedChunkAttention's fixed scores (Reformer's float32 values).
+MASKED_SCORE = -1e9
+SELF_SCORE = -1e5
+
+
+def check_chunk_attention(attrs: dict, length: int) -> None:
+    """SortedChunkAttention's checks beyond the spec (the kernel words them alike)."""
+    for name in ("causal", "mask_self"):
+        if attrs[name] not in (0, 1):
+            raise ValueError(f"SortedChunkAttention: attribute '{name}' must be 0 or 1, got {attrs[name]}")
+    if attrs["max_length"] and length > attrs["max_length"]:
+        raise ValueError(
+            f"SortedChunkAttention: input 'query' has sequence length {length}, beyond the model's limit "
+            f"max_length={attrs['max_length']}"
+        )
+    chunk = attrs["chunk_length"]
+    if length > chunk and length % chunk:
+        raise ValueError(
+            f"SortedChunkAttention: input 'query' has sequence length {length}, which must be a multiple of "
+            f"chunk_length={chunk} (or at most one chunk)"
+        )
+
+
+def _attend(query, key, value, q_pos, k_pos, key_live, causal, mask_self):
+    """Scores of queries at positions q_pos [..., Q] against keys at k_pos [..., K]; returns
+    (softmax · value [..., Q, D], logsumexp [..., Q])."""
+    scores = query @ key.transpose(-1, -2)
+    allowed = key_live[..., None, :]
+    if causal:
+        allowed = allowed & (k_pos[..., None, :] <= q_pos[..., :, None])
+    scores = torch.where(allowed, scores, MASKED_SCORE)
+    if mask_self:
+        scores = torch.where(k_pos[..., None, :] == q_pos[..., :, None], SELF_SCORE, scores)
+    lse = torch.logsumexp(scores, dim=-1, keepdim=True)
+    return torch.exp(scores - lse) @ value, lse[..., 0]
+
+
+def sorted_chunk_attention(query, key, value, mask, buckets, **attrs) -> torch.Tensor:
+    attrs, env = _check(SORTED_CHUNK_ATTENTION, (query, key, value, mask, buckets), attrs)
+    batch, heads, length, dim, rounds = env["B"], env["H"], env["N"], env["D"], env["R"]
+    check_chunk_attention(attrs, length)
+    chunk, causal, mask_self = attrs["chunk_length"], attrs["causal"], attrs["mask_self"]
+    live = (mask != 0)[:, None, :].expand(batch, heads, length)
+    positions = torch.arange(length).expand(batch, heads, length)
+    if length <= chunk:
+        out, _ = _attend(query, key, value, positions, positions, live, causal, mask_self)
+        return out
+    if int(buckets.min()) < 0:
+        raise ValueError("SortedChunkAttention: input 'buckets' must be >= 0")
+
+    # Stable sort of each round by bucket; round r's slots follow round r-1's.
+    order = torch.sort(buckets.long(), dim=-1, stable=True).indices.reshape(batch, heads, rounds * length)
+    gather = lambda t: t.gather(2, order[..., None].expand(-1, -1, -1, dim))  # noqa: E731
+    q, k, v = gather(query), gather(key), gather(value)
+    k_live = live.gather(2, order)
+
+    def chunks(t):
+        return t.reshape(batch, heads, -1, chunk, *t.shape[3:])
+
+    def window(t):  # chunk c sees chunks c - before .. c + after, wrapping around all rounds
+        t = chunks(t)
+        shifted = [torch.roll(t, -j, dims=2) for j in range(-attrs["chunks_before"], attrs["chunks_after"] + 1)]
+        return torch.cat(shifted, dim=3)
+
+    out, lse = _attend(chunks(q), window(k), window(v), chunks(order), window(order), window(k_live), causal, mask_self)
+    # Unsort: slot i of round r holds position order[i]; scatter back to [B, H, R, N].
+    slot_round = (torch.arange(rounds * length) // length).expand(batch, heads, -1)
+    target = (slot_round * length + order)
+    out_unsorted = torch.empty(batch, heads, rounds * length, dim, dtype=out.dtype)
+    out_unsorted.scatter_(2, target[..., None].expand(-1, -1, -1, dim), out.reshape(batch, heads, -1, dim))
+    lse_unsorted = torch.empty(batch, heads, rounds * length, dtype=lse.dtype).scatter_(2, target, lse.reshape(batch, heads, -1))
+    out_unsorted = out_unsorted.reshape(batch, heads, rounds, length, dim)
+    lse_unsorted = lse_unsorted.reshape(batch, heads, rounds, length, 1)
+    if rounds == 1:
+        return out_unsorted[:, :, 0]
+    weights = torch.exp(lse_unsorted - torch.logsumexp(lse_unsorted, dim=2, keepdim=True))
+    return (out_unsorted * weights).sum(dim=2)
+
 
 REFERENCES = {
     LSH_CUMULATION.name: lsh_cumulation,
     SIGN_HASH.name: sign_hash,
+    ARGMAX_HASH.name: argmax_hash,
+    SORTED_CHUNK_ATTENTION.name: sorted_chunk_attention,
+    BUCKET_SUM.name: bucket_sum,
     TOP1_DISPATCH.name: top1_dispatch,
     EXPERT_FFN.name: expert_ffn,
-    ARGMAX_HASH.name: argmax_hash,
-    BUCKET_SUM.name: bucket_sum,
 }

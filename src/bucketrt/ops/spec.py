@@ -282,7 +282,45 @@ BUCKET_SUM = OpSpec(
     attributes=(Attribute("num_buckets", "int", "Number of buckets C.", minimum=1),),
 )
 
-OPS: tuple[OpSpec, ...] = (LSH_CUMULATION, SIGN_HASH, ARGMAX_HASH, BUCKET_SUM, TOP1_DISPATCH, EXPERT_FFN)
+SORTED_CHUNK_ATTENTION = OpSpec(
+    name="SortedChunkAttention",
+    summary="Reformer's attention: per hashing round, sort positions by bucket (stable counting sort), "
+    "attend within chunks of the sorted order and their neighbours, unsort, and combine the rounds by "
+    "their log-sum-exp. With one round of constant buckets it is Reformer's local attention.",
+    semantics=(
+        "score(q,k) = query[q]·key[k]; it is -1e9 where mask[k] == 0 or (causal and k > q); then -1e5 where "
+        "mask_self and k == q (the self mask overrides the others). "
+        "If N <= chunk_length: out[q] = softmax_k(score(q,k)) · value[k] over all k (plain attention, buckets "
+        "ignored). Otherwise N must be a multiple of chunk_length: for each (b,h) the R*N pairs (r, n) are "
+        "ordered by (r, buckets[b,h,r,n], n); slot i holds position pos[i]; slots form K = R*N/chunk_length "
+        "chunks; a query in chunk c attends the keys of chunks (c + j) mod K for j = -chunks_before .. "
+        "chunks_after (wrapping across rounds, a key counted once per appearance), giving o_r[n] and "
+        "l_r[n] = logsumexp of its scores. out[n] = sum_r exp(l_r[n] - logsumexp_r l_r[n]) * o_r[n]. "
+        "N > max_length (when max_length > 0) is an error."
+    ),
+    inputs=(
+        Tensor("query", "float32", ("B", "H", "N", "D"), "Queries."),
+        Tensor("key", "float32", ("B", "H", "N", "D"), "Keys (Reformer's LSH: the normalised shared query-keys)."),
+        Tensor("value", "float32", ("B", "H", "N", "D"), "Values."),
+        Tensor("mask", "int32", ("B", "N"), "Non-zero where the key may be attended (padding mask)."),
+        Tensor("buckets", "int32", ("B", "H", "R", "N"), "Bucket of each position in each of R rounds, >= 0."),
+    ),
+    outputs=(Tensor("out", "float32", ("B", "H", "N", "D"), "Attention output, rounds combined."),),
+    attributes=(
+        Attribute("chunk_length", "int", "Slots per chunk of the sorted order.", minimum=1),
+        Attribute("chunks_before", "int", "Preceding chunks each chunk attends.", default=1, minimum=0),
+        Attribute("chunks_after", "int", "Following chunks each chunk attends.", default=0, minimum=0),
+        Attribute("causal", "int", "1: a query does not attend later positions.", default=0, minimum=0),
+        Attribute("mask_self", "int", "1: a query attends itself only at score -1e5 (shared query-key).",
+                  default=0, minimum=0),
+        Attribute("max_length", "int", "Longest N accepted (the model's position limit); 0: no limit.",
+                  default=0, minimum=0),
+    ),
+)
+
+OPS: tuple[OpSpec, ...] = (
+    LSH_CUMULATION, SIGN_HASH, ARGMAX_HASH, SORTED_CHUNK_ATTENTION, BUCKET_SUM, TOP1_DISPATCH, EXPERT_FFN
+)
 BY_NAME = {op.name: op for op in OPS}
 
 
