@@ -94,6 +94,7 @@ def test_cli_export_records_options(tiny_export):
     assert manifest["config_overrides"] == {"conv_window": 3, "num_hash": 8}
     assert manifest["config"]["conv_window"] == 3 and manifest["options"] == {"mask_padding": True}
     assert [op["name"] for op in manifest["ops"]] == ["LSHCumulation", "SignHash"]
+    assert manifest["dtype"] == "fp32" and manifest["max_sequence_length"] == TINY["max_position_embeddings"]
 
 
 def test_exported_nodes_carry_the_tensorrt_routing_attributes(tiny_export):
