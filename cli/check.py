@@ -1,9 +1,9 @@
-"""`bucketrt check`: a backend against the PyTorch reference.
+"""`bucketrt check`: a backend (ONNX Runtime or TensorRT) against the PyTorch reference.
 
-Every backend goes through the same steps and the same verdict: random inputs from the model's
+Both backends go through the same steps and the same verdict: random inputs from the model's
 family, the backend's outputs (and, for models that hash, its hash codes), the reference run on
 those codes (bucketrt.code_sync), Polygraphy's comparator on every output, one table per ONNX
-file. Only how a backend runs differs (`OrtBackend`).
+file. Only how a backend runs differs (`OrtBackend`, `TrtBackend`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from rich.table import Table
 from .app import EXIT_FAILED, console, fail, main
 
 # Default tolerances (atol, rtol) and the hash-code rounding margin, by the precision the backend
-# computes in. "reduced": fp16 exports - an fp16 product carries about 1e-3 relative error (10
-# mantissa bits), which layers accumulate.
+# computes in. "reduced": fp16 exports, and TensorRT engines built with TF32 or --fp16 - an fp16
+# or TF32 product carries about 1e-3 relative error (10 mantissa bits), which layers accumulate.
 TOLERANCES = {"fp32": (1e-4, 1e-3, 1e-4), "reduced": (1e-2, 1e-2, 1e-2)}
 
 
@@ -118,8 +118,106 @@ class OrtBackend:
         return session.run(names, feeds)
 
 
+class TrtBackend:
+    """TensorRT with bucketrt's plugins, through Polygraphy's TrtRunner.
+
+    Runs the engine `bucketrt build` recorded for a component; otherwise (or with --rebuild)
+    builds one from the ONNX file, with TF32 off, a profile tuned for the check's shapes, and the
+    hash codes as extra outputs."""
+
+    label, runner_name = "TensorRT", "tensorrt"
+
+    def __init__(self, out, output_dir: Path, manifest: dict, plugins: Path | None, rebuild: bool, verbose: bool):
+        from .build import prepare_tensorrt
+
+        self.out = out
+        self.output_dir = Path(output_dir)
+        self.manifest = manifest
+        self.rebuild = rebuild
+        self.verbose = verbose
+        # TensorRT and the plugin library are checked before any work (exit 2, one line).
+        self.trt, self.library = prepare_tensorrt(manifest, plugins)
+        out.print(f"TensorRT {self.trt.__version__}; plugins: {self.library or 'none (the export uses no bucketrt ops)'}")
+
+    def _recorded(self, entry: dict):
+        from .build import recorded_engine
+
+        return None if self.rebuild else recorded_engine(self.output_dir, self.manifest, entry["name"])
+
+    def precision(self) -> tuple[str, str | None]:
+        if self.manifest.get("dtype") == "fp16":
+            return "reduced", "the export is fp16"
+        for entry in self.manifest["components"]:
+            recorded = self._recorded(entry)
+            if recorded and recorded[1].get("precision", "fp32") != "fp32":
+                return "reduced", f"{recorded[0].name} is a {recorded[1]['precision']} engine"
+        return "fp32", None
+
+    def prepare(self, entry: dict, feeds: dict):
+        """(serialized engine, code output names, note): the recorded engine, or a fresh build."""
+        from bucketrt.exporter import BucketrtError
+        from bucketrt.profiles import ShapeRange, format_shape, widen_to
+        from bucketrt.trt_engine import BuildOptions
+
+        from .build import build_with_progress, component_profiles, describe_profile
+
+        model_path = self.output_dir / entry["files"]["model"]
+        recorded = self._recorded(entry)
+        if recorded is not None:
+            path, record = recorded
+            for name, value in feeds.items():
+                r = ShapeRange.from_json(record["profile"][name])
+                if not r.covers(value.shape):
+                    raise BucketrtError(
+                        f"the engine {path.name} takes {name} from {format_shape(r.min)} to {format_shape(r.max)}, "
+                        f"the check feeds {format_shape(value.shape)}",
+                        "check with smaller --batch-size/--sequence-length, build with larger --max-shapes, or pass --rebuild",
+                    )
+            self.out.print(f"  engine: {path} ({record.get('precision', 'fp32')}, built by `bucketrt build`)")
+            note = None
+            if _code_names(model_path):
+                note = (
+                    "the engine does not output its hash codes, so PyTorch hashed on its own: a rounding flip "
+                    "shows as a mismatch (--rebuild compares on TensorRT's codes)"
+                )
+            return path.read_bytes(), [], note
+
+        profile = component_profiles(self.manifest, [entry], {})[entry["name"]]
+        profile = widen_to(profile, {name: value.shape for name, value in feeds.items()})
+        options = BuildOptions(tf32=False, verbose=self.verbose)
+        names = _code_names(model_path)
+        self.out.print(f"  building a check engine from {model_path.name}: {describe_profile(profile)}")
+        with _model_with_codes(model_path, names) if names else nullcontext(model_path) as path:
+            built = build_with_progress(self.out, self.trt, path, profile, options, self.manifest.get("dtype", "fp32"))
+        self.out.print(f"  [green]✓[/] engine built in {built.seconds:.1f} s ({built.precision})")
+        return built.data, names, None
+
+    def run(self, prepared, entry: dict, feeds: dict) -> BackendRun:
+        from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+
+        from bucketrt.trt_engine import runtime
+
+        data, code_names, note = prepared
+        runner = TrtRunner(EngineFromBytes(data, runtime=lambda: runtime(self.trt)), name=self.runner_name)
+        with runner:
+            outputs = {name: _to_numpy(value) for name, value in runner.infer(feeds).items()}
+        codes = [outputs.pop(name) for name in code_names] if code_names else None
+        return BackendRun(outputs, codes, note)
+
+
+def _to_numpy(value):
+    import numpy as np
+
+    return value.cpu().numpy() if hasattr(value, "cpu") else np.asarray(value)
+
+
 @main.command("check")
 @click.argument("output_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--backend", type=click.Choice(["ort", "trt"]), default="ort", show_default=True,
+    help="ort: ONNX Runtime (CPU) with bucketrt's op library. trt: TensorRT with bucketrt's plugins, on the "
+    "engines `bucketrt build` recorded, else on engines built for the check.",
+)
 @click.option("--batch-size", "-b", default=2, show_default=True, type=click.IntRange(min=1))
 @click.option(
     "--sequence-length", "-n", default=128, show_default=True, type=click.IntRange(min=1),
@@ -127,13 +225,16 @@ class OrtBackend:
 )
 @click.option("--num-choices", default=2, show_default=True, type=click.IntRange(min=1), help="For multiple-choice exports.")
 @click.option("--atol", default=None, type=click.FloatRange(min=0),
-              help="Default 1e-4; 1e-2 for reduced precision (fp16 exports).")
+              help="Default 1e-4; 1e-2 for reduced precision (fp16 exports, TF32 or --fp16 engines).")
 @click.option("--rtol", default=None, type=click.FloatRange(min=0),
               help="Default 1e-3; 1e-2 for reduced precision.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seeds the random inputs.")
-@click.option("--verbose", "-v", is_flag=True, help="Show Polygraphy's own log.")
-def check_command(output_dir, batch_size, sequence_length, num_choices, atol, rtol, seed, verbose):
-    """Run every ONNX file of OUTPUT_DIR in ONNX Runtime and its PyTorch reference on the same random
+@click.option("--rebuild", is_flag=True, help="trt: build check engines from the ONNX files even where `bucketrt build` recorded engines.")
+@click.option("--plugins", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="trt: bucketrt's TensorRT plugin library. Default: the one built with bucketrt.")
+@click.option("--verbose", "-v", is_flag=True, help="Show Polygraphy's (and TensorRT's) own log.")
+def check_command(output_dir, backend, batch_size, sequence_length, num_choices, atol, rtol, seed, rebuild, plugins, verbose):
+    """Run every ONNX file of OUTPUT_DIR in a backend and its PyTorch reference on the same random
     inputs, and compare every output. Exit status 1 when an output is outside the tolerances.
 
     An element fails when it exceeds both --atol and --rtol (relative to the reference), as in
@@ -141,15 +242,20 @@ def check_command(output_dir, batch_size, sequence_length, num_choices, atol, rt
     float32 reference, at the reduced-precision tolerances. Models that hash are compared on the
     backend's hash codes, each code that differs from PyTorch's checked to be a rounding flip.
     """
-    from bucketrt.exporter import load_reference, make_inputs, read_manifest
+    from bucketrt.exporter import BucketrtError, load_reference, make_inputs, read_manifest
 
     out = console()
     manifest = read_manifest(output_dir)
+    if backend == "ort" and (rebuild or plugins is not None):
+        raise BucketrtError(f"{'--rebuild' if rebuild else '--plugins'} applies to --backend trt only")
     max_positions = manifest.get("config", {}).get("max_position_embeddings")
     if max_positions and sequence_length > max_positions:
         out.print(f"[yellow]sequence length {sequence_length} clamped to max_position_embeddings {max_positions}[/]")
         sequence_length = max_positions
-    runner = OrtBackend(out, output_dir, manifest)
+    if backend == "trt":
+        runner = TrtBackend(out, output_dir, manifest, plugins, rebuild, verbose)
+    else:
+        runner = OrtBackend(out, output_dir, manifest)
     precision, reason = runner.precision()
     default_atol, default_rtol, margin = TOLERANCES[precision]
     atol = default_atol if atol is None else atol
