@@ -32,6 +32,13 @@ def fail(message: str, code: int = EXIT_USAGE):
     sys.exit(code)
 
 
+def fail_lines(lines: list[str], code: int = EXIT_FAILED):
+    """Several problems (e.g. TensorRT's parser errors): one "Error:" line each on stderr, then exits."""
+    for line in lines:
+        click.echo(f"Error: {' '.join(str(line).split())}", err=True)
+    sys.exit(code)
+
+
 class BucketrtGroup(click.Group):
     """Turns BucketrtError (and a missing op library) into one line on stderr and exit status 2."""
 
@@ -47,5 +54,6 @@ class BucketrtGroup(click.Group):
 @click.group(cls=BucketrtGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="bucketrt")
 def main():
-    """Export data-dependent-attention transformers (YOSO) to ONNX with bucketrt's custom ops, and
-    check them in ONNX Runtime."""
+    """Export data-dependent-attention and mixture-of-experts transformers (YOSO, Reformer, Switch,
+    LSG) to ONNX with bucketrt's custom ops, check them in ONNX Runtime, and build and check
+    TensorRT engines with bucketrt's plugins."""

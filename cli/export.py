@@ -43,11 +43,19 @@ def _size(path: Path) -> str:
     help="Change a config field before the model is built (JSON values), e.g. use_expectation=false. Repeatable.",
 )
 @click.option(
+    "--dtype",
+    type=click.Choice(["fp32", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="Float type of the graph (weights, activations, float inputs and outputs). TensorRT 11 takes its "
+    "precision from it. fp16 needs the ops' fp16 kernels for models that use bucketrt ops.",
+)
+@click.option(
     "--mask-padding",
     is_flag=True,
     help="YOSO: mask padded positions inside attention. Default: like Hugging Face, whose YOSO never masks them.",
 )
-def export_command(model, output_dir, task, seed, opset, config_overrides, mask_padding):
+def export_command(model, output_dir, task, seed, opset, config_overrides, dtype, mask_padding):
     """Export MODEL to OUTPUT_DIR (its ONNX files and bucketrt.json)."""
     from bucketrt.exporter import export
     from bucketrt.exporter.progress import RichProgress
@@ -63,6 +71,7 @@ def export_command(model, output_dir, task, seed, opset, config_overrides, mask_
         # Family options are passed only when set, so that a flag of one family errs on another.
         options={"mask_padding": True} if mask_padding else {},
         progress=RichProgress(out),
+        dtype=dtype,
     )
     ops = ", ".join(f"{op['name']} x{op['nodes']}" for op in manifest["ops"]) or "standard ONNX only"
     files = [output_dir / name for entry in manifest["components"] for name in entry["files"].values() if name]
@@ -71,5 +80,8 @@ def export_command(model, output_dir, task, seed, opset, config_overrides, mask_
         f"[bold green]Exported[/] {manifest['source']} ({manifest['task']}, {manifest['mode']}"
         f"{', ' + options if options else ''}) to {output_dir} in {manifest['export_seconds']:.1f} s"
     )
-    out.print(f"  {', '.join(f'{f.name} {_size(f)}' for f in files)}; opset {manifest['opset']}; bucketrt ops: {ops}")
+    out.print(
+        f"  {', '.join(f'{f.name} {_size(f)}' for f in files)}; opset {manifest['opset']}; {manifest['dtype']}; "
+        f"bucketrt ops: {ops}"
+    )
     out.print(f"  check it with: bucketrt check {output_dir}")

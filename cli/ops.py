@@ -29,13 +29,20 @@ def library_backends(path: str) -> dict[str, list[str]]:
 
 @main.command("ops")
 @click.option("--library", "library_only", is_flag=True, help="Print only the path of the ONNX Runtime op library.")
-def ops_command(library_only):
+@click.option("--trt-library", "trt_library_only", is_flag=True,
+              help="Print only the path of the TensorRT plugin library (for trtexec --dynamicPlugins, polygraphy --plugins).")
+def ops_command(library_only, trt_library_only):
     """List bucketrt's custom ops and the backends the installed library provides."""
     import bucketrt
     from bucketrt.ops import OPS
 
+    if library_only and trt_library_only:
+        raise click.UsageError("--library and --trt-library are exclusive")
     if library_only:
         click.echo(bucketrt.library_path())  # a missing library exits 2 with one line
+        return
+    if trt_library_only:
+        click.echo(bucketrt.trt_library_path())  # likewise
         return
     out = console()
     note = None
@@ -57,3 +64,7 @@ def ops_command(library_only):
     out.print(table)
     if note:
         out.print(note)
+    try:
+        out.print(f"[dim]TensorRT plugin library: {bucketrt.trt_library_path()}[/]")
+    except bucketrt.TrtLibraryNotBuiltError:
+        out.print("[dim]TensorRT plugin library: not built (bucketrt was built without TensorRT_ROOT)[/]")

@@ -36,6 +36,18 @@ _FAMILY_MODULES = ("yoso", "reformer", "switch", "lsg")
 # Example sizes for tracing: distinct and above 1, so that the exporter keeps every axis symbolic.
 EXAMPLE_BATCH, EXAMPLE_CHOICES, EXAMPLE_SEQUENCE = 2, 3, 13
 
+# Default TensorRT profile ranges (see Family.dim_ranges); `bucketrt build --max-shapes` overrides.
+DEFAULT_MAX_BATCH, DEFAULT_MAX_CHOICES = 8, 4
+DEFAULT_OPT_SEQUENCE = 128
+DEFAULT_MAX_SEQUENCE = 512  # models without a position limit (Switch's relative positions)
+
+
+def sequence_limit(manifest: dict) -> int:
+    """The longest sequence of an export: recorded at export (max_sequence_length), else the
+    config's max_position_embeddings (older manifests), else DEFAULT_MAX_SEQUENCE."""
+    limit = manifest.get("max_sequence_length") or manifest.get("config", {}).get("max_position_embeddings")
+    return int(limit) if limit else DEFAULT_MAX_SEQUENCE
+
 
 @dataclass(frozen=True)
 class Patch:
@@ -188,6 +200,18 @@ class Family:
     def max_length(self, config) -> int | None:
         """The longest sequence the model takes (None: no limit)."""
         return getattr(config, "max_position_embeddings", None)
+
+    # -- TensorRT profiles ---------------------------------------------------------------------
+    def dim_ranges(self, manifest: dict) -> dict[str, tuple[int, int, int]]:
+        """Default (min, opt, max) of each dynamic dim name, for engines built without shapes:
+        batch 1/1/DEFAULT_MAX_BATCH, sequences 1/min(128, limit)/limit, where the limit is the
+        model's max length (DEFAULT_MAX_SEQUENCE for models without one)."""
+        limit = sequence_limit(manifest)
+        return {
+            BATCH: (1, 1, DEFAULT_MAX_BATCH),
+            CHOICES: (1, 2, DEFAULT_MAX_CHOICES),
+            SEQUENCE: (1, min(DEFAULT_OPT_SEQUENCE, limit), limit),
+        }
 
     # -- inputs for check and bench ------------------------------------------------------------
     def make_inputs(self, manifest: dict, component: dict, sizes: dict, rng: np.random.Generator, padding: bool) -> dict:

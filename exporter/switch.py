@@ -29,7 +29,7 @@ from bucketrt.ops import call
 from bucketrt.ops.spec import EXPERT_ACTIVATIONS, EXPERT_FFN, TOP1_DISPATCH
 
 from .errors import BucketrtError
-from .family import Component, Family, Patch
+from .family import DEFAULT_OPT_SEQUENCE, Component, Family, Patch, sequence_limit
 from .tasks import BATCH, SEQUENCE, Task
 
 SUPPORTED_MODEL_TYPES = ("switch_transformers",)
@@ -218,6 +218,17 @@ class SwitchFamily(Family):
 
     def max_length(self, config) -> int | None:
         return None  # relative position buckets: any length
+
+    def dim_ranges(self, manifest: dict) -> dict[str, tuple[int, int, int]]:
+        """Encoder like an encoder; the decoder starts from one token, and with past takes one
+        token at a time after up to the limit."""
+        limit = sequence_limit(manifest)
+        return {
+            **super().dim_ranges(manifest),
+            ENCODER_SEQUENCE: (1, min(DEFAULT_OPT_SEQUENCE, limit), limit),
+            DECODER_SEQUENCE: (1, 1, limit),
+            PAST_SEQUENCE: (1, min(DEFAULT_OPT_SEQUENCE, limit), limit),
+        }
 
     def components(self, model, task: Task) -> list[Component]:
         from torch.export import Dim

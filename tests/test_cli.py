@@ -94,6 +94,23 @@ def test_cli_export_records_options(tiny_export):
     assert manifest["config_overrides"] == {"conv_window": 3, "num_hash": 8}
     assert manifest["config"]["conv_window"] == 3 and manifest["options"] == {"mask_padding": True}
     assert [op["name"] for op in manifest["ops"]] == ["LSHCumulation", "SignHash"]
+    assert manifest["dtype"] == "fp32" and manifest["max_sequence_length"] == TINY["max_position_embeddings"]
+
+
+def test_exported_nodes_carry_the_tensorrt_routing_attributes(tiny_export):
+    """TensorRT's parser finds a plugin by op type, plugin_version and plugin_namespace."""
+    from bucketrt.ops import BY_NAME
+
+    model = onnx.load(str(tiny_export / "model.onnx"), load_external_data=False)
+    nodes = [n for n in model.graph.node if n.domain == "bucketrt"]
+    assert nodes
+    for node in nodes:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert attrs["plugin_version"] == str(BY_NAME[node.op_type].version).encode()
+        assert attrs["plugin_namespace"] == b"bucketrt"
+        assert BY_NAME[node.op_type].resolve_attributes(  # the rest are the op's own attributes
+            {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
+        )
 
 
 def test_check_passes_and_reports_numbers(tiny_export):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -264,6 +265,9 @@ def test_single_op_model_follows_the_spec():
     assert {(o.domain, o.version) for o in model.opset_import} == {("", OPSET), (SIGN_HASH.domain, SIGN_HASH.version)}
     node = model.graph.node[0]
     assert (node.op_type, node.domain) == (SIGN_HASH.name, SIGN_HASH.domain)
+    # The routing attributes TensorRT's parser needs, which ONNX Runtime's kernels ignore.
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    assert attrs == {"num_hash": 4, "hash_code_len": 8, "plugin_version": b"1", "plugin_namespace": b"bucketrt"}
     assert [i.name for i in model.graph.input] == [t.name for t in SIGN_HASH.inputs]
     (output,) = model.graph.output
     dims = output.type.tensor_type.shape.dim

@@ -62,3 +62,34 @@ def test_string_attribute_choices_and_defaults():
 @pytest.mark.parametrize("dim,num_hash,bits,parts", [(64, 64, 9, 10), (32, 16, 9, 6), (32, 1, 32, 1), (16, 3, 1, 1)])
 def test_hadamard_parts_follows_yoso(dim, num_hash, bits, parts):
     assert spec.hadamard_parts(dim, num_hash, bits) == parts
+
+
+# -- routing attributes (TensorRT's plugin lookup) ----------------------------------------------
+
+
+def test_routing_attributes_come_from_the_catalogue():
+    for op in spec.OPS:
+        routing = op.routing_attributes()
+        assert routing == {"plugin_version": str(op.version), "plugin_namespace": "bucketrt"}
+        assert set(routing) == set(spec.ROUTING_ATTRIBUTES)
+        assert all(isinstance(v, str) for v in routing.values())  # the parser reads string attributes
+        # Never confused with an op's own attributes.
+        assert not set(routing) & {a.name for a in op.attributes}
+    assert spec.SIGN_HASH.node_attributes({"num_hash": 2}) == {
+        "num_hash": 2, "plugin_version": "1", "plugin_namespace": "bucketrt"
+    }
+
+
+def test_validation_accepts_and_drops_exactly_the_routing_attributes():
+    attrs = spec.LSH_CUMULATION.node_attributes({"hashtable_capacity": 8})
+    assert spec.LSH_CUMULATION.resolve_attributes(attrs) == {"hashtable_capacity": 8}
+    with pytest.raises(ValueError, match=r"LSHCumulation: unknown attribute\(s\) \['plugin_name'\]"):
+        spec.LSH_CUMULATION.resolve_attributes({**attrs, "plugin_name": "x"})
+
+
+def test_cpp_header_and_docs_name_the_routing_attributes():
+    header = spec.cpp_header()
+    assert 'kPluginNamespace = "bucketrt"' in header
+    assert 'kPluginVersionAttribute = "plugin_version"' in header
+    assert 'kPluginNamespaceAttribute = "plugin_namespace"' in header
+    assert "`plugin_version`" in spec.markdown() and "`plugin_namespace`" in spec.markdown()

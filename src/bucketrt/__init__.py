@@ -11,9 +11,16 @@ except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0+source"
 
 _LIBRARY_NAME = "libbucketrt_ort.so"
+# TensorRT plugins (trt_plugins/), installed beside the ORT library when bucketrt is built with
+# TensorRT_ROOT. It exports getCreators and setLoggerFinder (trtexec --dynamicPlugins).
+_TRT_LIBRARY_NAME = "libbucketrt_trt.so"
 
 
 class LibraryNotBuiltError(RuntimeError):
+    pass
+
+
+class TrtLibraryNotBuiltError(LibraryNotBuiltError):
     pass
 
 
@@ -24,6 +31,19 @@ def library_path() -> str:
         raise LibraryNotBuiltError(
             f"bucketrt's op library is missing ({path}); install the package with `pip install .` "
             "(or `make install`) so that it is compiled"
+        )
+    return str(path)
+
+
+def trt_library_path() -> str:
+    """Absolute path of the TensorRT plugin library shipped inside this package (built only where
+    bucketrt was compiled against TensorRT)."""
+    path = Path(__file__).with_name(_TRT_LIBRARY_NAME)
+    if not path.is_file():
+        raise TrtLibraryNotBuiltError(
+            f"bucketrt's TensorRT plugin library is missing ({path}); rebuild bucketrt against your TensorRT: "
+            "TensorRT_ROOT=/path/to/TensorRT make install (or pip install . with TensorRT_ROOT set), "
+            "or pass the library's path with --plugins"
         )
     return str(path)
 

@@ -51,13 +51,14 @@ def call(spec: OpSpec, *inputs: torch.Tensor, **attrs):
             env.setdefault(sym, size)
     dtypes = [_TORCH_DTYPES[out.dtype] for out in spec.outputs]
     shapes = [[env[d] for d in out.dims] for out in spec.outputs]
+    node_attrs = spec.node_attributes(attrs)  # with plugin_version/plugin_namespace for TensorRT
     if len(spec.outputs) == 1:
         return torch.onnx.ops.symbolic(
-            f"{spec.domain}::{spec.name}", list(inputs), attrs, dtype=dtypes[0], shape=shapes[0], version=spec.version
+            f"{spec.domain}::{spec.name}", list(inputs), node_attrs, dtype=dtypes[0], shape=shapes[0], version=spec.version
         )
     # One node with every output (not one node per output: the op computes them together).
     return tuple(
         torch.onnx.ops.symbolic_multi_out(
-            f"{spec.domain}::{spec.name}", list(inputs), attrs, dtypes=dtypes, shapes=shapes, version=spec.version
+            f"{spec.domain}::{spec.name}", list(inputs), node_attrs, dtypes=dtypes, shapes=shapes, version=spec.version
         )
     )

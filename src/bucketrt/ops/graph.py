@@ -42,7 +42,7 @@ def single_op_model(
     """A model with one `spec` node whose graph inputs/outputs are named after the spec's.
 
     `attrs` go onto the node as given (no defaults filled, nothing checked, so that bad attributes
-    reach the kernel). `inputs` overrides an input's (dtype, shape); otherwise its dtype is the
+    reach the kernel), with the routing attributes every emitter adds (`OpSpec.node_attributes`). `inputs` overrides an input's (dtype, shape); otherwise its dtype is the
     spec's and its dims are the spec's symbols. Output dims are symbols, except those named like an
     int attribute, which take its value.
     """
@@ -64,7 +64,7 @@ def single_op_model(
         [t.name for t in spec.outputs],
         name=spec.name,
         domain=spec.domain,
-        **attrs,
+        **spec.node_attributes(dict(attrs)),
     )
     graph = helper.make_graph([node], f"{spec.name}_single", graph_inputs, graph_outputs)
     return helper.make_model(

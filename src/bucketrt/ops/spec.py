@@ -24,6 +24,15 @@ from pathlib import Path
 DOMAIN = "bucketrt"
 VERSION = 1
 
+# Backend routing, not op semantics: TensorRT's ONNX parser maps a node it has no importer for to
+# the plugin registered under the node's op type, with the version and namespace these two string
+# attributes name (its defaults, "1" and "", would miss our plugins). Every emitter writes them
+# (`OpSpec.node_attributes`); every validator accepts and ignores exactly these two.
+PLUGIN_VERSION_ATTRIBUTE = "plugin_version"
+PLUGIN_NAMESPACE_ATTRIBUTE = "plugin_namespace"
+PLUGIN_NAMESPACE = DOMAIN
+ROUTING_ATTRIBUTES = (PLUGIN_VERSION_ATTRIBUTE, PLUGIN_NAMESPACE_ATTRIBUTE)
+
 
 @dataclass(frozen=True)
 class Tensor:
@@ -67,11 +76,21 @@ class OpSpec:
     def attribute(self, name: str) -> Attribute:
         return next(a for a in self.attributes if a.name == name)
 
+    def routing_attributes(self) -> dict[str, str]:
+        """The attributes that route a node of this op to its TensorRT plugin (see ROUTING_ATTRIBUTES)."""
+        return {PLUGIN_VERSION_ATTRIBUTE: str(self.version), PLUGIN_NAMESPACE_ATTRIBUTE: PLUGIN_NAMESPACE}
+
+    def node_attributes(self, attrs: dict) -> dict:
+        """What an emitter writes on a node: the op's attributes, then the routing attributes."""
+        return {**attrs, **self.routing_attributes()}
+
     # -- validation shared by the PyTorch reference and the exporter --------------------------
 
     def resolve_attributes(self, attrs: dict) -> dict:
-        """Fills defaults and checks every attribute; raises ValueError naming the op."""
-        unknown = set(attrs) - {a.name for a in self.attributes}
+        """Fills defaults and checks every attribute; raises ValueError naming the op.
+
+        The routing attributes (plugin_version, plugin_namespace) are accepted and left out."""
+        unknown = set(attrs) - {a.name for a in self.attributes} - set(ROUTING_ATTRIBUTES)
         if unknown:
             raise ValueError(f"{self.name}: unknown attribute(s) {sorted(unknown)}")
         out = {}
@@ -348,6 +367,10 @@ def cpp_header() -> str:
         "namespace bucketrt::spec {",
         f"inline constexpr const char* kDomain = \"{DOMAIN}\";",
         f"inline constexpr int kVersion = {VERSION};",
+        "// Routing attributes every node carries (TensorRT's plugin lookup); kernels ignore them.",
+        f"inline constexpr const char* kPluginNamespace = \"{PLUGIN_NAMESPACE}\";",
+        f"inline constexpr const char* kPluginVersionAttribute = \"{PLUGIN_VERSION_ATTRIBUTE}\";",
+        f"inline constexpr const char* kPluginNamespaceAttribute = \"{PLUGIN_NAMESPACE_ATTRIBUTE}\";",
     ]
     for op in OPS:
         ident = op.name
@@ -386,6 +409,10 @@ def markdown() -> str:
         f"All ops live in the ONNX domain `{DOMAIN}`, version {VERSION}. Dims are symbols: equal symbols "
         "must have equal sizes, and a symbol named like an attribute takes its value. Every backend "
         "rejects a violation with an error that names the op and the input.",
+        "",
+        f"Every node also carries the string attributes `{PLUGIN_VERSION_ATTRIBUTE}` (the op's version) and "
+        f"`{PLUGIN_NAMESPACE_ATTRIBUTE}` (`{PLUGIN_NAMESPACE}`), with which TensorRT's ONNX parser finds the op's "
+        "plugin. They route the node and do not change what it computes; every backend accepts and ignores them.",
         "",
     ]
     for op in OPS:

@@ -1,0 +1,216 @@
+"""TensorRT optimisation profiles: trtexec's shape syntax, and the ranges an export's dims take.
+
+A profile gives every input of an engine a (min, opt, max) shape. `bucketrt build` takes them as
+trtexec does (`--minShapes=input_ids:1x128,attention_mask:1x128`) and fills in what is not given:
+
+* for an input named in some of min/opt/max but not all, as trtexec does: opt defaults to max (or
+  else min), min and max default to opt;
+* for an input not named at all, each dim takes the range that a named input with the same dim
+  name (batch_size, sequence_length, ...) was given, else the family's default range for it
+  (`Family.dim_ranges`), else it must be given.
+
+Everything here is plain Python (no TensorRT), so that it is tested everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+Shape = tuple[int, ...]
+SELECTORS = ("min", "opt", "max")
+
+
+class ProfileError(ValueError):
+    """A shape option that cannot make a profile; the message names the option, input and dim."""
+
+
+@dataclass(frozen=True)
+class ShapeRange:
+    min: Shape
+    opt: Shape
+    max: Shape
+
+    def __iter__(self):
+        yield from (self.min, self.opt, self.max)
+
+    def covers(self, shape: Iterable[int]) -> bool:
+        shape = tuple(shape)
+        return len(shape) == len(self.min) and all(lo <= d <= hi for lo, d, hi in zip(self.min, shape, self.max))
+
+    def to_json(self) -> dict:
+        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+
+    @classmethod
+    def from_json(cls, value: Mapping) -> "ShapeRange":
+        return cls(*(tuple(int(d) for d in value[key]) for key in SELECTORS))
+
+
+def format_shape(shape: Iterable[int]) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+def format_shapes(shapes: Mapping[str, Iterable[int]]) -> str:
+    """The inverse of `parse_shapes` (names holding ':' or ',' are quoted)."""
+    return ",".join(f"{_quote(name)}:{format_shape(shape)}" for name, shape in shapes.items())
+
+
+def _quote(name: str) -> str:
+    return f"'{name}'" if any(c in name for c in ":,'") else name
+
+
+def parse_shapes(text: str, option: str = "--shapes") -> dict[str, Shape]:
+    """Parses trtexec's shape list: `name:DxDx...` entries separated by commas.
+
+    `input_ids:1x128,attention_mask:1x128` -> {"input_ids": (1, 128), "attention_mask": (1, 128)}.
+    As in trtexec, a name may be wrapped in single quotes to hold ':' or ',' ('input:0':1x3); an
+    unquoted name runs to the last ':' of its entry. Dims are integers >= 0 (a zero-sized dim is a
+    valid TensorRT shape). Raises ProfileError, naming `option`, for anything else.
+    """
+    shapes: dict[str, Shape] = {}
+    for entry in _split_entries(text, option):
+        if entry.startswith("'"):
+            end = entry.find("'", 1)
+            if end < 0:
+                raise ProfileError(f"{option}: unterminated quote in '{entry}'")
+            name, rest = entry[1:end], entry[end + 1 :]
+            if not rest.startswith(":"):
+                raise ProfileError(f"{option}: expected ':' after the quoted name in '{entry}'")
+            dims = rest[1:]
+        else:
+            name, sep, dims = entry.rpartition(":")
+            if not sep:
+                raise ProfileError(f"{option}: '{entry}' is not NAME:DIMS (e.g. input_ids:1x128)")
+        if not name:
+            raise ProfileError(f"{option}: '{entry}' has no input name")
+        if name in shapes:
+            raise ProfileError(f"{option}: input '{name}' is given twice")
+        shapes[name] = _parse_dims(dims, name, option)
+    return shapes
+
+
+def _split_entries(text: str, option: str) -> list[str]:
+    entries, current, quoted = [], [], False
+    for char in text.strip():
+        if char == "'":
+            quoted = not quoted
+        if char == "," and not quoted:
+            entries.append("".join(current).strip())
+            current = []
+        else:
+            current.append(char)
+    entries.append("".join(current).strip())
+    if not any(entries):
+        raise ProfileError(f"{option}: no shapes given")
+    if not all(entries):
+        raise ProfileError(f"{option}: empty entry in '{text}'")
+    return entries
+
+
+def _parse_dims(text: str, name: str, option: str) -> Shape:
+    parts = text.strip().split("x")
+    if not text.strip() or not all(p.strip().isdigit() for p in parts):
+        raise ProfileError(f"{option}: '{name}:{text}' needs dims like 1x128 (integers >= 0 joined by 'x')")
+    return tuple(int(p) for p in parts)
+
+
+def resolve_profile(
+    inputs: list[dict],
+    given: Mapping[str, Mapping[str, Shape]],
+    defaults: Mapping[str, tuple[int, int, int]],
+    component: str = "model",
+) -> dict[str, ShapeRange]:
+    """The (min, opt, max) shape of every input of a component.
+
+    `inputs` are the component's manifest entries ({"name", "dtype", "shape"}; a shape holds ints
+    for fixed dims and names for dynamic ones). `given` maps "min"/"opt"/"max" to parsed shape
+    options; names that are not inputs of this component are ignored (the caller checks that
+    each names an input of some component). `defaults` maps dim names to their default range.
+    """
+    by_name = {spec["name"]: spec for spec in inputs}
+    named = [n for n in by_name if any(n in given.get(s, {}) for s in SELECTORS)]
+
+    ranges: dict[str, ShapeRange] = {}
+    bound: dict[str, tuple[tuple[int, int, int], str]] = {}  # dim name -> (range, the input that set it)
+    for name in named:
+        dims = by_name[name]["shape"]
+        for selector in SELECTORS:
+            shape = given.get(selector, {}).get(name)
+            if shape is not None and len(shape) != len(dims):
+                raise ProfileError(
+                    f"--{selector}-shapes: input '{name}' of {component} has rank {len(dims)} "
+                    f"[{', '.join(map(str, dims))}], got {format_shape(shape)}"
+                )
+        # trtexec's rule: opt falls back to max, then min; min and max fall back to opt.
+        opt = given.get("opt", {}).get(name) or given.get("max", {}).get(name) or given.get("min", {}).get(name)
+        low = given.get("min", {}).get(name) or opt
+        high = given.get("max", {}).get(name) or opt
+        for axis, dim in enumerate(dims):
+            triple = (low[axis], opt[axis], high[axis])
+            if isinstance(dim, int):
+                if triple != (dim, dim, dim):
+                    raise ProfileError(
+                        f"input '{name}' of {component}: dim {axis} is fixed at {dim} in the model, "
+                        f"the shapes give {'/'.join(map(str, triple))} (min/opt/max)"
+                    )
+            elif isinstance(dim, str):
+                if dim in bound and bound[dim][0] != triple:
+                    other, by = bound[dim]
+                    raise ProfileError(
+                        f"inputs '{by}' and '{name}' of {component} share dim '{dim}' but are given "
+                        f"{'/'.join(map(str, other))} and {'/'.join(map(str, triple))} (min/opt/max)"
+                    )
+                bound.setdefault(dim, (triple, name))
+        ranges[name] = ShapeRange(tuple(low), tuple(opt), tuple(high))
+
+    for name, spec in by_name.items():
+        if name in ranges:
+            continue
+        triples = []
+        for axis, dim in enumerate(spec["shape"]):
+            if isinstance(dim, int):
+                triples.append((dim, dim, dim))
+            elif isinstance(dim, str) and dim in bound:
+                triples.append(bound[dim][0])
+            elif isinstance(dim, str) and dim in defaults:
+                triples.append(tuple(defaults[dim]))
+            else:
+                raise ProfileError(
+                    f"input '{name}' of {component}: dim {axis} ({dim if dim is not None else 'unnamed'}) has "
+                    "no default range; give the input's shapes with --min-shapes/--opt-shapes/--max-shapes"
+                )
+        ranges[name] = ShapeRange(*(tuple(t[i] for t in triples) for i in range(3)))
+
+    for name, r in ranges.items():
+        for axis, (low, opt, high) in enumerate(zip(r.min, r.opt, r.max)):
+            if not low <= opt <= high:
+                raise ProfileError(
+                    f"input '{name}' of {component}: dim {axis} needs min <= opt <= max, got {low}/{opt}/{high}"
+                )
+    return {name: ranges[name] for name in by_name}
+
+
+def widen_to(profile: Mapping[str, ShapeRange], shapes: Mapping[str, Iterable[int]]) -> dict[str, ShapeRange]:
+    """`profile` with opt set to `shapes` and min/max widened to include them (a check's inputs)."""
+    out = {}
+    for name, r in profile.items():
+        if name not in shapes:
+            out[name] = r
+            continue
+        shape = tuple(shapes[name])
+        out[name] = ShapeRange(
+            tuple(min(a, b) for a, b in zip(r.min, shape)), shape, tuple(max(a, b) for a, b in zip(r.max, shape))
+        )
+    return out
+
+
+__all__ = [
+    "ProfileError",
+    "SELECTORS",
+    "ShapeRange",
+    "format_shape",
+    "format_shapes",
+    "parse_shapes",
+    "resolve_profile",
+    "widen_to",
+]
