@@ -232,6 +232,57 @@ def test_sign_hash_gaussian_float_data(batch, length, dim, num_hash, code_len, g
     assert (out == ref).mean() > 0.99
 
 
+# -- float16 (T) ------------------------------------------------------------------------------
+
+
+def test_lsh_cumulation_float16_and_deterministic():
+    # float16 values: computed in float32 on the widened values, the output rounded once.
+    rng = np.random.default_rng(21)
+    inputs = lsh_inputs(rng, 3, 33, 100, 20, 5, 16)
+    inputs["value"] = inputs["value"].astype(np.float16)
+    (out,) = run_op(LSH_CUMULATION, inputs, {"hashtable_capacity": 16})
+    ref = reference.lsh_cumulation(*_torch(inputs), hashtable_capacity=16).numpy()
+    assert out.dtype == np.float16 and ref.dtype == np.float16
+    scale = max(1.0, float(np.abs(ref.astype(np.float32)).max()))
+    assert float(np.abs(out.astype(np.float32) - ref.astype(np.float32)).max()) <= 2e-3 * scale
+    # The CPU kernel is deterministic whatever the attribute says.
+    (det,) = run_op(LSH_CUMULATION, inputs, {"hashtable_capacity": 16, "deterministic": 1})
+    np.testing.assert_array_equal(out, det)
+
+
+@pytest.mark.parametrize("transform", ["hadamard", "gaussian"])
+def test_sign_hash_float16_codes_are_the_widened_inputs_codes(transform):
+    rng = np.random.default_rng(22)
+    num_hash, code_len, dim = 6, 5, 32
+    shape = (3 * hadamard_parts(dim, num_hash, code_len), dim) if transform == "hadamard" else (dim, num_hash * code_len)
+    inputs = sign_inputs(rng, 3, 33, dim, 3, shape, integers=transform == "gaussian")
+    half = {**inputs, "vector": inputs["vector"].astype(np.float16), "projection": inputs["projection"].astype(np.float16)}
+    attrs = {"num_hash": num_hash, "hash_code_len": code_len, "transform": transform}
+    out, ref = run_sign(half, attrs)
+    np.testing.assert_array_equal(out, ref)
+    widened = {**half, "vector": half["vector"].astype(np.float32), "projection": half["projection"].astype(np.float32)}
+    (out32,) = run_op(SIGN_HASH, widened, attrs)
+    np.testing.assert_array_equal(out, out32)
+
+
+def test_deterministic_session_config_is_accepted():
+    # "bucketrt.deterministic" = "1" forces the attribute on for the session's nodes.
+    import onnxruntime as ort
+
+    from bucketrt.ops.graph import single_op_model
+
+    rng = np.random.default_rng(23)
+    inputs = lsh_inputs(rng, 2, 7, 9, 8, 3, 8)
+    options = ort.SessionOptions()
+    options.add_session_config_entry("bucketrt.deterministic", "1")
+    options.register_custom_ops_library(bucketrt.library_path())
+    model = single_op_model(LSH_CUMULATION, {"hashtable_capacity": 8})
+    session = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, inputs)
+    (plain,) = run_op(LSH_CUMULATION, inputs, {"hashtable_capacity": 8})
+    np.testing.assert_array_equal(out, plain)
+
+
 # -- threads, registration, model building ---------------------------------------------------
 
 
