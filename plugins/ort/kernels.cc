@@ -79,10 +79,8 @@ SignHashKernel::SignHashKernel(const Attributes& attrs)
     : num_hash_(attrs.Int("num_hash")),
       code_len_(attrs.Int("hash_code_len")),
       hadamard_(attrs.String("transform") == "hadamard") {
-  if (code_len_ > cpu::kMaxHashCodeLen) {
-    throw InvalidArgument(Format("SignHash: attribute 'hash_code_len' must be <= %lld, got %lld",
-                                 static_cast<long long>(cpu::kMaxHashCodeLen), static_cast<long long>(code_len_)));
-  }
+  const std::string error = cpu::CheckHashCodeLen(code_len_);
+  if (!error.empty()) throw InvalidArgument(error);
 }
 
 void SignHashKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const Bindings& env) {
