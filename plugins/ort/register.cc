@@ -7,6 +7,10 @@
 #include <vector>
 
 #include "ort/kernels.h"
+#ifdef BUCKETRT_WITH_CUDA
+#include "cuda/ops.h"
+#include "ort/cuda_kernels.h"
+#endif
 
 #define BUCKETRT_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -34,6 +38,17 @@ class Registry {
     Add<BucketSumKernel>(kCpuProvider, "ort-cpu", options);
     Add<Top1DispatchKernel>(kCpuProvider, "ort-cpu", options);
     Add<ExpertFfnKernel>(kCpuProvider, "ort-cpu", options);
+#ifdef BUCKETRT_WITH_CUDA
+    // One generic adapter over the CUDA op table (cuda/ops.h): every op that has a CUDA kernel.
+    for (const spec::OpSpec* op : spec::kAllOps) {
+      if (!cuda::HasKernel(*op)) continue;
+      for (int k = 0; k < op->num_float_types; ++k) {
+        auto owned = std::make_shared<CudaSpecOp>(*op, op->float_types[k], options);
+        entries_.push_back({op->name, owned.get(), "ort-cuda"});
+        keep_.push_back(std::move(owned));
+      }
+    }
+#endif
   }
 
   // The registrations in catalogue order.
