@@ -122,3 +122,49 @@ def test_cuda_harness_fails_cleanly_without_a_gpu():
     assert plan(b"num_hash=i:2;hash_code_len=i:31") == "SignHash: attribute 'hash_code_len' must be <= 30, got 31"
     assert plan(b"num_hash=i:2;hash_code_len=i:4;bits=i:1") == "SignHash: unknown attribute(s) ['bits']"
     assert plan(b"num_hash=i:2;hash_code_len=i:4").startswith("SignHash: CUDA error in selecting the device: ")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: tests/test_kernels_cuda.py runs these with data")
+def test_cuda_harness_rejects_bad_input_with_the_references_words():
+    # Without a GPU the harness still runs every check that needs no data (spec, attributes, op
+    # shapes): test_bad_input.py's cases get the reference's words, as on the CPU backend.
+    if not _built_with_cuda():
+        pytest.skip("the op library was built without CUDA")
+    pytest.importorskip("onnxruntime")
+    import importlib.util
+    import sys
+
+    from bucketrt.ops import cuda, reference
+
+    name = "bucketrt_bad_input_cases"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("test_bad_input.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+    bad = sys.modules[name]
+    lib = cuda._library(bucketrt.library_path())
+    checked = 0
+    for case in bad.CASES:
+        tensors = [torch.from_numpy(np.ascontiguousarray(case.inputs[t.name])) for t in case.spec.inputs]
+        call = cuda._Call.__new__(cuda._Call)  # CPU tensors: only their dtypes and shapes are read
+        n = len(tensors)
+        call.op, call.n, call.attrs = case.spec.name.encode(), n, cuda._attributes(case.attrs)
+        call.dtypes = (ctypes.c_char_p * n)(*[str(t.dtype).removeprefix("torch.").encode() for t in tensors])
+        call.ranks = (ctypes.c_int * n)(*[t.dim() for t in tensors])
+        dims = [d for t in tensors for d in t.shape]
+        call.dims = (ctypes.c_int64 * max(1, len(dims)))(*dims)
+        call.device = torch.device("cuda", 0)
+        with pytest.raises(cuda.CudaOpError) as info:
+            cuda._plan(lib, call)
+        message = str(info.value)
+        if "CUDA error in selecting the device" in message:
+            assert case.culprit in ("key_hash", "query_hash"), (case.id, message)  # codes: data, on a GPU
+            continue
+        assert bad.names(message, case.spec.name) and bad.names(message, case.culprit), (case.id, message)
+        if case.same_text:
+            with pytest.raises(ValueError) as ref:
+                reference.REFERENCES[case.spec.name](*tensors, **case.attrs)
+            assert str(ref.value) in message, (case.id, message)
+        checked += 1
+    assert checked >= len(bad.CASES) - 4

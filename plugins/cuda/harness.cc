@@ -121,8 +121,13 @@ std::string Prepare(const char* op_name, int num_inputs, const char* const* dtyp
   return BindInputs(op, call->attrs, call->inputs.data(), num_inputs, &call->env);
 }
 
-std::string SetDevice(const spec::OpSpec& op, int device) {
-  return CudaErrorText(op.name, "selecting the device", cudaSetDevice(device));
+// Selects the device, then plans. Input errors the plan finds (shapes) come before a device
+// error, so that a machine without a GPU still reports them; a plan that needs the device (the
+// LSHCumulation sort) reports its own CUDA error there.
+std::string PlanOnDevice(const Call& call, int device, size_t* workspace_bytes) {
+  const std::string device_error = CudaErrorText(call.op->name, "selecting the device", cudaSetDevice(device));
+  const std::string error = Plan(*call.op, call.attrs, call.env, workspace_bytes);
+  return error.empty() ? device_error : error;
 }
 
 }  // namespace
@@ -135,8 +140,7 @@ BUCKETRT_EXPORT const char* BucketrtCudaPlan(const char* op, int num_inputs, con
   using namespace bucketrt;
   cuda::Call call;
   std::string error = cuda::Prepare(op, num_inputs, dtypes, ranks, dims, attributes, &call);
-  if (error.empty()) error = cuda::SetDevice(*call.op, device);
-  if (error.empty()) error = cuda::Plan(*call.op, call.attrs, call.env, workspace_bytes);
+  if (error.empty()) error = cuda::PlanOnDevice(call, device, workspace_bytes);
   if (!error.empty()) return cuda::Result(error);
   if (max_outputs < call.op->num_outputs) {
     return cuda::Result(Format("%s: room for %d outputs, it has %d", call.op->name, max_outputs, call.op->num_outputs));
@@ -157,9 +161,8 @@ BUCKETRT_EXPORT const char* BucketrtCudaRun(const char* op, int num_inputs, cons
   using namespace bucketrt;
   cuda::Call call;
   std::string error = cuda::Prepare(op, num_inputs, dtypes, ranks, dims, attributes, &call);
-  if (error.empty()) error = cuda::SetDevice(*call.op, device);
   size_t needed = 0;
-  if (error.empty()) error = cuda::Plan(*call.op, call.attrs, call.env, &needed);
+  if (error.empty()) error = cuda::PlanOnDevice(call, device, &needed);
   if (error.empty() && num_outputs != call.op->num_outputs) {
     error = Format("%s: expected %d outputs, got %d", call.op->name, call.op->num_outputs, num_outputs);
   }
