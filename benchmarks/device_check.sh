@@ -14,7 +14,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/bucketrt-device}
 mkdir -p "$OUT"
-BUDGET_S=${BUDGET_S:-330}
+BUDGET_S=${BUDGET_S:-300}
 START=$SECONDS
 export BUCKETRT_LIBRARY=${BUCKETRT_LIBRARY:-$PWD/.device/libbucketrt_ort.so}
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1

@@ -314,6 +314,16 @@ def test_out_of_range_codes_name_the_first_culprit():
         run_lsh(_tensors(inputs, torch.float32), 8)
 
 
+def test_library_allocated_workspace():
+    # An empty workspace: the library allocates its own (cudaMallocAsync on the stream) and frees it.
+    rng = np.random.default_rng(16)
+    gpu = _gpu(_tensors(lsh_inputs(rng, 2, 300, 300, 32, 8, 64), torch.float32))
+    (ours,) = cuda.run("LSHCumulation", *gpu, hashtable_capacity=64, deterministic=1)
+    empty = torch.empty(0, dtype=torch.uint8, device="cuda")
+    (theirs,) = cuda.run("LSHCumulation", *gpu, hashtable_capacity=64, deterministic=1, workspace=empty)
+    assert torch.equal(ours, theirs)
+
+
 def test_asynchronous_calls_agree_with_synchronous_ones():
     # What the benchmarks time: enqueue only, on the current stream, then synchronise.
     rng = np.random.default_rng(15)

@@ -139,7 +139,8 @@ def run(op: str, *inputs: torch.Tensor, synchronous: bool = True, workspace: tor
     synchronous=True (tests) waits for the kernels and reports errors only the data shows (e.g.
     LSHCumulation codes out of range), as the ORT glue does; False (benchmarks) returns once the
     kernels are enqueued. `workspace`, when given, is a uint8 CUDA tensor of at least plan()'s bytes
-    (otherwise one is taken from torch's allocator).
+    (otherwise one is taken from torch's allocator); an empty one leaves the allocation to the
+    library (stream-ordered cudaMallocAsync, as a C caller would get it).
     """
     lib = _lib()
     call = _Call(op, inputs, attrs)
@@ -151,7 +152,8 @@ def run(op: str, *inputs: torch.Tensor, synchronous: bool = True, workspace: tor
     stream = torch.cuda.current_stream(call.device).cuda_stream
     error = lib.BucketrtCudaRun(
         call.op, call.n, call.dtypes, call.ranks, call.dims, call.pointers, len(outputs), pointers, call.attrs,
-        call.device.index, ctypes.c_void_p(stream), ctypes.c_void_p(workspace.data_ptr() if workspace is not None else 0),
+        call.device.index, ctypes.c_void_p(stream),
+        ctypes.c_void_p(workspace.data_ptr() if workspace is not None and workspace.numel() else 0),
         workspace.numel() if workspace is not None else 0, int(synchronous),
     )
     if error:
