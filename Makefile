@@ -37,7 +37,7 @@ APT_DIR := $(abspath $(CACHE))/apt
 APT_OPTS := -o Dir::Etc::SourceList=$(APT_DIR)/sources.list -o Dir::Etc::SourceParts=/dev/null \
 	-o Dir::State::Lists=$(APT_DIR)/lists -o Dir::Cache=$(APT_DIR)/cache -o Debug::NoLocking=1
 
-.PHONY: all env install demo test bench docs clean distclean
+.PHONY: all env install demo test bench docs device-lib clean distclean
 
 all: install
 
@@ -89,6 +89,12 @@ test: install
 
 bench: install
 	$(PY) benchmarks/run.py
+
+# The library for a GPU machine that has no nvcc: benchmarks/device_check.sh runs with it there
+# (the device tool carries .device/, which git ignores).
+device-lib: install
+	mkdir -p .device
+	cp "$$($(PY) -c 'import bucketrt; print(bucketrt.library_path())')" .device/libbucketrt_ort.so
 
 docs: $(VENV)/.deps
 	$(PY) src/bucketrt/ops/spec.py markdown docs/ops.md

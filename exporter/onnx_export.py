@@ -85,16 +85,9 @@ def _check_onnx(path: Path) -> None:
 
 
 def _fp16_ready(spec) -> bool:
-    """Whether an op's spec accepts float16 wherever it takes or gives floats.
-
-    TODO(fp16): today every op is float32-only, so an fp16 export of a model that uses bucketrt
-    ops is refused. The ops' fp16 kernels come with a spec dtype "float" (float32 or float16) on
-    another branch; once spec.py's float tensors say "float", this passes by itself. What must be
-    switched on with it: bucketrt.ops.call types each output by its inputs' dtype (not
-    _TORCH_DTYPES[out.dtype]), the ORT kernels register float16 variants, and the TensorRT plugins
-    accept kHALF in supportsFormatCombination. Then replace the refusal test in tests/test_dtype.py.
-    """
-    return all(t.dtype in ("float", "float16") for t in (*spec.inputs, *spec.outputs) if t.dtype.startswith("float"))
+    """Whether an op takes float16 (its spec's `float_types`: the ops whose kernels, CPU and CUDA,
+    take float16 inputs). Ops still float32-only make an fp16 export of a model using them refuse."""
+    return "float16" in spec.float_types
 
 
 def _ops_called(components: list[Component]) -> list[str]:

@@ -145,7 +145,9 @@ def fingerprint(tensors) -> str:
 
 
 def _normalize(x: torch.Tensor) -> torch.Tensor:
-    return nn.functional.normalize(x, p=2, dim=-1)
+    # In float32, as HF: its eps (1e-12) underflows to 0 in float16, where an all-zero row (a query
+    # that met no key in any bucket) would become 0/0 = NaN. A float32 model exports no cast.
+    return nn.functional.normalize(x.float(), p=2, dim=-1).to(x.dtype)
 
 
 class BucketrtYosoSelfAttention(nn.Module):

@@ -1,7 +1,8 @@
 """`bucketrt export --dtype fp16`: an fp16 graph, checked against the float32 reference.
 
-Until the ops have fp16 kernels, only models without bucketrt ops export in fp16 (YOSO in
-expectation mode here); the others are refused in one line.
+Models without bucketrt ops (YOSO in expectation mode) and models whose ops take float16
+(SignHash, LSHCumulation: YOSO in LSH mode) export in fp16; a model using an op that is still
+float32-only (Reformer's ArgmaxHash, SortedChunkAttention) is refused in one line.
 """
 
 from __future__ import annotations
@@ -57,13 +58,28 @@ def test_fp16_export_checks_against_the_fp32_reference(fp16_export):
     assert result.exit_code == 1 and "FAILED" in result.stdout
 
 
-def test_fp16_export_of_a_model_with_bucketrt_ops_is_refused(tmp_path):
-    result = invoke("export", "--model", "yoso-tiny", tmp_path / "out", "--dtype", "fp16")
+def test_fp16_export_with_float16_ops_checks_against_the_fp32_reference(tmp_path):
+    # YOSO in LSH mode: SignHash and LSHCumulation run on float16 tensors (the CPU kernels widen
+    # them to float32). Its all-zero context rows normalise in float32 (0/0 in float16 is NaN).
+    out = tmp_path / "lsh"
+    result = invoke("export", "--model", "yoso-tiny", out, "--dtype", "fp16")
+    assert result.exit_code == 0, result.output
+    model = onnx.load(str(out / "model.onnx"))
+    ops = [n for n in model.graph.node if n.domain == "bucketrt"]
+    assert {n.op_type for n in ops} == {"SignHash", "LSHCumulation"}
+    result = invoke("check", out, "--sequence-length", 64)
+    assert result.exit_code == 0, result.output
+    error = float(re.search(r"max abs error ([0-9.e+-]+)", result.stdout).group(1))
+    assert error < 1e-2
+
+
+def test_fp16_export_of_a_model_with_float32_only_ops_is_refused(tmp_path):
+    result = invoke("export", "--model", "reformer-tiny", tmp_path / "out", "--dtype", "fp16")
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(
-        "Error: fp16 needs the ops' fp16 kernels: SignHash, LSHCumulation take float32 only in this bucketrt; "
-        "export with --dtype fp32"
+    assert len(lines) == 1 and re.match(
+        r"Error: fp16 needs the ops' fp16 kernels: (ArgmaxHash|SortedChunkAttention)(, (ArgmaxHash|SortedChunkAttention))* "
+        r"take float32 only in this bucketrt; export with --dtype fp32", lines[0]
     ), result.stderr
     assert not (tmp_path / "out" / "model.onnx").exists()
 

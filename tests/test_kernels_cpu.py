@@ -1,9 +1,6 @@
 """The native CPU kernels, through ONNX Runtime, against the PyTorch references (reference.py).
 
-Shapes cover sizes that are no multiple of the kernels' slabs (N of 1, 7, 33, 100; D of 7, 20, 33
-beside 16, 32, 64, 96), Nq != Nk, several hash counts and code lengths, masks with zeros (and
-out-of-range codes in masked rows, which must be ignored), batch 1 and 3, projection groups 1 and 3.
-Each value appears in a few combinations rather than a full Cartesian product, to keep the file fast.
+The shape grids and input makers live in kernel_cases.py, shared with the CUDA kernel tests.
 """
 
 from __future__ import annotations
@@ -19,32 +16,24 @@ import bucketrt
 from bucketrt.ops import reference
 from bucketrt.ops.graph import IR_VERSION, OPSET, run_op, single_op_model
 from bucketrt.ops.spec import LSH_CUMULATION, OPS, SIGN_HASH, hadamard_parts
+from kernel_cases import (
+    GAUSSIAN_CASES,
+    HADAMARD_ANY_DIAGONAL_CASES,
+    HADAMARD_CASES,
+    LSH_CASES,
+    gaussian_near_zero,
+    lsh_inputs,
+    lsh_seed,
+    sign_inputs,
+    signs,
+)
 
 
 def _torch(arrays: dict[str, np.ndarray]) -> list[torch.Tensor]:
     return [torch.from_numpy(a) for a in arrays.values()]
 
 
-def _mask(rng, shape, masked: float) -> np.ndarray:
-    """int32 mask with about `masked` zeros; live entries are 1 or 3 (any non-zero counts)."""
-    live = rng.random(shape) >= masked
-    return np.where(live, rng.choice(np.array([1, 3], dtype=np.int32), size=shape), 0).astype(np.int32)
-
-
 # -- LSHCumulation ---------------------------------------------------------------------------
-
-
-def lsh_inputs(rng, batch, num_query, num_key, dim, num_hash, capacity, masked=0.25, max_code=None):
-    hi = capacity if max_code is None else max_code + 1
-    query_mask = _mask(rng, (batch, num_query), masked)
-    key_mask = _mask(rng, (batch, num_key), masked)
-    query_hash = rng.integers(0, hi, (batch, num_query, num_hash), dtype=np.int32)
-    key_hash = rng.integers(0, hi, (batch, num_key, num_hash), dtype=np.int32)
-    # Masked rows may carry any code: out-of-range ones prove the kernel ignores them.
-    query_hash[query_mask == 0] = -7
-    key_hash[key_mask == 0] = capacity + 5
-    value = rng.standard_normal((batch, num_key, dim)).astype(np.float32)
-    return {"query_mask": query_mask, "query_hash": query_hash, "key_mask": key_mask, "key_hash": key_hash, "value": value}
 
 
 def check_lsh(inputs: dict[str, np.ndarray], capacity: int, **run_kwargs) -> np.ndarray:
@@ -59,24 +48,9 @@ def check_lsh(inputs: dict[str, np.ndarray], capacity: int, **run_kwargs) -> np.
     return out
 
 
-@pytest.mark.parametrize(
-    "batch,num_query,num_key,dim,num_hash,capacity",
-    [
-        (1, 1, 1, 16, 1, 1),
-        (3, 7, 33, 32, 5, 8),
-        (1, 100, 7, 64, 32, 64),
-        (3, 33, 100, 96, 64, 512),  # D=96 at capacity 512: several passes over hash groups
-        (3, 100, 33, 16, 64, 16),
-        (3, 7, 1, 7, 1, 4),  # D below one slab, not a multiple of 4
-        (1, 1, 100, 33, 32, 32),  # a one-column tail slab
-        (3, 100, 100, 20, 5, 256),  # a four-column tail slab
-        (1, 33, 7, 96, 1, 2),
-        (1, 7, 33, 44, 5, 8),  # slabs of 16, 16 and 12 columns
-        (3, 33, 7, 24, 32, 128),  # slabs of 16 and 8 columns
-    ],
-)
+@pytest.mark.parametrize("batch,num_query,num_key,dim,num_hash,capacity", LSH_CASES)
 def test_lsh_cumulation_matches_reference(batch, num_query, num_key, dim, num_hash, capacity):
-    rng = np.random.default_rng(1000 * batch + 10 * num_query + num_key + dim + num_hash)
+    rng = np.random.default_rng(lsh_seed(batch, num_query, num_key, dim, num_hash, capacity))
     check_lsh(lsh_inputs(rng, batch, num_query, num_key, dim, num_hash, capacity), capacity)
 
 
@@ -112,17 +86,6 @@ def test_lsh_cumulation_codes_at_the_capacity_edge():
 # -- SignHash --------------------------------------------------------------------------------
 
 
-def sign_inputs(rng, batch, length, dim, groups, proj_shape, integers=False, masked=0.25):
-    mask = _mask(rng, (batch, length), masked)
-    if integers:
-        vector = rng.integers(-3, 4, (batch, length, dim)).astype(np.float32)
-        projection = rng.integers(-2, 3, (groups, *proj_shape)).astype(np.float32)
-    else:
-        vector = rng.standard_normal((batch, length, dim)).astype(np.float32)
-        projection = rng.standard_normal((groups, *proj_shape)).astype(np.float32)
-    return {"mask": mask, "vector": vector, "projection": projection}
-
-
 def run_sign(inputs, attrs, **run_kwargs):
     (out,) = run_op(SIGN_HASH, inputs, attrs, **run_kwargs)
     ref = reference.sign_hash(*_torch(inputs), **attrs).numpy()
@@ -132,24 +95,12 @@ def run_sign(inputs, attrs, **run_kwargs):
     return out, ref
 
 
-@pytest.mark.parametrize(
-    "batch,length,dim,num_hash,code_len,groups",
-    [
-        (1, 1, 16, 1, 1, 1),
-        (3, 7, 16, 5, 4, 3),
-        (3, 33, 32, 32, 9, 1),  # 3 codes per part: 11 parts
-        (1, 100, 64, 64, 4, 1),
-        (3, 100, 64, 5, 9, 3),
-        (3, 7, 16, 32, 9, 3),  # one code per part: 32 parts
-        (1, 33, 32, 3, 30, 1),  # 30-bit codes
-        (3, 1, 128, 1, 1, 1),
-    ],
-)
+@pytest.mark.parametrize("batch,length,dim,num_hash,code_len,groups", HADAMARD_CASES)
 def test_sign_hash_hadamard_matches_reference_exactly(batch, length, dim, num_hash, code_len, groups):
     rng = np.random.default_rng(batch + length + dim + num_hash + code_len + groups)
     parts = hadamard_parts(dim, num_hash, code_len)
     inputs = sign_inputs(rng, batch, length, dim, groups, (3 * parts, dim))
-    inputs["projection"] = np.sign(inputs["projection"]) + (inputs["projection"] == 0)  # ±1 diagonals
+    inputs["projection"] = signs(inputs["projection"])  # ±1 diagonals
     attrs = {"num_hash": num_hash, "hash_code_len": code_len, "transform": "hadamard"}
     out, ref = run_sign(inputs, attrs)
     # Same butterflies in the same order: bit-identical floats, so identical codes.
@@ -158,16 +109,7 @@ def test_sign_hash_hadamard_matches_reference_exactly(batch, length, dim, num_ha
         assert len(np.unique(out[inputs["mask"] != 0])) > 2  # codes carry information
 
 
-@pytest.mark.parametrize(
-    "batch,length,dim,num_hash,code_len,groups",
-    [
-        (2, 9, 1, 3, 1, 1),  # D below every SIMD width: no butterflies at all
-        (2, 9, 2, 4, 2, 2),
-        (1, 20, 4, 6, 3, 1),
-        (3, 17, 8, 9, 4, 3),
-        (1, 70, 256, 40, 9, 1),
-    ],
-)
+@pytest.mark.parametrize("batch,length,dim,num_hash,code_len,groups", HADAMARD_ANY_DIAGONAL_CASES)
 def test_sign_hash_hadamard_any_diagonal_exactly(batch, length, dim, num_hash, code_len, groups):
     # Real-valued diagonals (not only ±1), small dims and rows that are no multiple of the kernel's
     # blocks: the same multiplies and butterflies in the same order still give identical codes.
@@ -197,16 +139,6 @@ def test_simd_variants_agree(monkeypatch, op):
     np.testing.assert_array_equal(default, generic)
 
 
-GAUSSIAN_CASES = [
-    (1, 1, 16, 1, 1, 1),
-    (3, 7, 96, 5, 4, 3),
-    (3, 33, 32, 32, 9, 1),
-    (1, 100, 64, 64, 4, 1),
-    (3, 100, 20, 5, 9, 3),
-    (3, 33, 7, 3, 30, 3),
-]
-
-
 @pytest.mark.parametrize("batch,length,dim,num_hash,code_len,groups", GAUSSIAN_CASES)
 def test_sign_hash_gaussian_integer_data_exact(batch, length, dim, num_hash, code_len, groups):
     # Small integers make every dot product exact in float32 whatever the summation order, so the
@@ -226,11 +158,60 @@ def test_sign_hash_gaussian_float_data(batch, length, dim, num_hash, code_len, g
     inputs = sign_inputs(rng, batch, length, dim, groups, (dim, num_hash * code_len))
     attrs = {"num_hash": num_hash, "hash_code_len": code_len, "transform": "gaussian"}
     out, ref = run_sign(inputs, attrs)
-    x = inputs["vector"].astype(np.float64).reshape(batch // groups, groups, length, dim)
-    y = (x @ inputs["projection"].astype(np.float64)[None]).reshape(batch, length, num_hash, code_len)
-    near_zero = (np.abs(y) < 1e-4 * np.sqrt(dim)).any(-1)
+    near_zero = gaussian_near_zero(inputs, num_hash, code_len)
     assert ((out == ref) | near_zero).all()
     assert (out == ref).mean() > 0.99
+
+
+# -- float16 (T) ------------------------------------------------------------------------------
+
+
+def test_lsh_cumulation_float16_and_deterministic():
+    # float16 values: computed in float32 on the widened values, the output rounded once.
+    rng = np.random.default_rng(21)
+    inputs = lsh_inputs(rng, 3, 33, 100, 20, 5, 16)
+    inputs["value"] = inputs["value"].astype(np.float16)
+    (out,) = run_op(LSH_CUMULATION, inputs, {"hashtable_capacity": 16})
+    ref = reference.lsh_cumulation(*_torch(inputs), hashtable_capacity=16).numpy()
+    assert out.dtype == np.float16 and ref.dtype == np.float16
+    scale = max(1.0, float(np.abs(ref.astype(np.float32)).max()))
+    assert float(np.abs(out.astype(np.float32) - ref.astype(np.float32)).max()) <= 2e-3 * scale
+    # The CPU kernel is deterministic whatever the attribute says.
+    (det,) = run_op(LSH_CUMULATION, inputs, {"hashtable_capacity": 16, "deterministic": 1})
+    np.testing.assert_array_equal(out, det)
+
+
+@pytest.mark.parametrize("transform", ["hadamard", "gaussian"])
+def test_sign_hash_float16_codes_are_the_widened_inputs_codes(transform):
+    rng = np.random.default_rng(22)
+    num_hash, code_len, dim = 6, 5, 32
+    shape = (3 * hadamard_parts(dim, num_hash, code_len), dim) if transform == "hadamard" else (dim, num_hash * code_len)
+    inputs = sign_inputs(rng, 3, 33, dim, 3, shape, integers=transform == "gaussian")
+    half = {**inputs, "vector": inputs["vector"].astype(np.float16), "projection": inputs["projection"].astype(np.float16)}
+    attrs = {"num_hash": num_hash, "hash_code_len": code_len, "transform": transform}
+    out, ref = run_sign(half, attrs)
+    np.testing.assert_array_equal(out, ref)
+    widened = {**half, "vector": half["vector"].astype(np.float32), "projection": half["projection"].astype(np.float32)}
+    (out32,) = run_op(SIGN_HASH, widened, attrs)
+    np.testing.assert_array_equal(out, out32)
+
+
+def test_deterministic_session_config_is_accepted():
+    # "bucketrt.deterministic" = "1" forces the attribute on for the session's nodes.
+    import onnxruntime as ort
+
+    from bucketrt.ops.graph import single_op_model
+
+    rng = np.random.default_rng(23)
+    inputs = lsh_inputs(rng, 2, 7, 9, 8, 3, 8)
+    options = ort.SessionOptions()
+    options.add_session_config_entry("bucketrt.deterministic", "1")
+    options.register_custom_ops_library(bucketrt.library_path())
+    model = single_op_model(LSH_CUMULATION, {"hashtable_capacity": 8})
+    session = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, inputs)
+    (plain,) = run_op(LSH_CUMULATION, inputs, {"hashtable_capacity": 8})
+    np.testing.assert_array_equal(out, plain)
 
 
 # -- threads, registration, model building ---------------------------------------------------

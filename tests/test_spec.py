@@ -93,3 +93,20 @@ def test_cpp_header_and_docs_name_the_routing_attributes():
     assert 'kPluginVersionAttribute = "plugin_version"' in header
     assert 'kPluginNamespaceAttribute = "plugin_namespace"' in header
     assert "`plugin_version`" in spec.markdown() and "`plugin_namespace`" in spec.markdown()
+
+
+def test_float_type_is_one_per_node():
+    # T is float32 or float16 for LSHCumulation and SignHash, and all of a node's float tensors share it.
+    ints = ["int32"] * 4
+    shapes = [(2, 3), (2, 3, 4), (2, 6), (2, 6, 4), (2, 6, 8)]
+    spec.LSH_CUMULATION.bind(shapes, ints + ["float16"], {"hashtable_capacity": 16})
+    assert spec.LSH_CUMULATION.output_dtypes(ints + ["float16"]) == ["float16"]
+    assert spec.LSH_CUMULATION.output_dtypes(ints + ["float32"]) == ["float32"]
+    with pytest.raises(ValueError, match=r"LSHCumulation: input 'value' must be float32 or float16, got float64"):
+        spec.LSH_CUMULATION.bind(shapes, ints + ["float64"], {"hashtable_capacity": 16})
+    with pytest.raises(ValueError, match=r"SignHash: input 'projection' must be float16 like input 'vector', got float32"):
+        spec.SIGN_HASH.bind([(4, 7), (4, 7, 32), (2, 6, 32)], ["int32", "float16", "float32"], {"num_hash": 3, "hash_code_len": 4})
+    # Ops without float16 kernels yet keep float32 alone, with the old words.
+    with pytest.raises(ValueError, match=r"Top1Dispatch: input 'probs' must be float32, got float16"):
+        spec.TOP1_DISPATCH.bind([(2, 3, 4)], ["float16"], {"expert_capacity": 1})
+    assert 'inline constexpr DType kSignHashFloatTypes[] = {DType::kFloat32, DType::kFloat16};' in spec.cpp_header()

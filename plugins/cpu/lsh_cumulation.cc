@@ -69,6 +69,18 @@ void Worker(void* data, size_t worker) {
 
 }  // namespace
 
+std::string CheckLshDeterministic(int64_t deterministic) {
+  if (deterministic == 0 || deterministic == 1) return {};
+  return Format("LSHCumulation: attribute 'deterministic' must be 0 or 1, got %lld", static_cast<long long>(deterministic));
+}
+
+std::string LshCodeError(const char* op, const char* input, int32_t code, int64_t b, int64_t r, int64_t h,
+                         int64_t capacity) {
+  return Format("%s: input '%s' has code %d at [%lld, %lld, %lld], outside [0, hashtable_capacity=%lld)", op, input,
+                code, static_cast<long long>(b), static_cast<long long>(r), static_cast<long long>(h),
+                static_cast<long long>(capacity));
+}
+
 std::string CheckLshCodes(const char* op, const char* input, const int32_t* mask, const int32_t* codes,
                           int64_t batch, int64_t rows, int64_t num_hash, int64_t capacity, int64_t* max_code) {
   // Fast pass: min/max over live rows (vectorises); a slow pass finds the culprit if needed.
@@ -91,11 +103,7 @@ std::string CheckLshCodes(const char* op, const char* input, const int32_t* mask
       if (!mask[r]) continue;
       for (int64_t h = 0; h < num_hash; ++h) {
         const int32_t c = codes[r * num_hash + h];
-        if (c < 0 || c >= capacity) {
-          return Format("%s: input '%s' has code %d at [%lld, %lld, %lld], outside [0, hashtable_capacity=%lld)", op,
-                        input, c, static_cast<long long>(r / rows), static_cast<long long>(r % rows),
-                        static_cast<long long>(h), static_cast<long long>(capacity));
-        }
+        if (c < 0 || c >= capacity) return LshCodeError(op, input, c, r / rows, r % rows, h, capacity);
       }
     }
   }

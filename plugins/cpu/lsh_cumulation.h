@@ -32,6 +32,14 @@ struct LshCumulationShape {
   int64_t capacity = 0;  // hashtable_capacity, a power of two
 };
 
+// "" when the 'deterministic' attribute is 0 or 1, else the error every backend reports.
+std::string CheckLshDeterministic(int64_t deterministic);
+
+// The message for code `code` of input `input` at [b, r, h] outside [0, capacity) (CheckLshCodes'
+// words, shared with the backends that find the culprit elsewhere).
+std::string LshCodeError(const char* op, const char* input, int32_t code, int64_t b, int64_t r, int64_t h,
+                         int64_t capacity);
+
 // Scans the codes of the unmasked rows of `codes` [batch, rows, num_hash] (mask [batch, rows]).
 // Returns "" when all lie in [0, capacity) and raises *max_code to their maximum; otherwise
 // "<op>: input '<input>' has code C at [b, r, h], outside [0, hashtable_capacity=N)" for the first.

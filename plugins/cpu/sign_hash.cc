@@ -59,11 +59,14 @@ void Worker(void* data, size_t worker) {
 
 }  // namespace
 
+std::string CheckHashCodeLen(int64_t code_len) {
+  if (code_len <= kMaxHashCodeLen) return {};
+  return Format("SignHash: attribute 'hash_code_len' must be <= %lld, got %lld", static_cast<long long>(kMaxHashCodeLen),
+                static_cast<long long>(code_len));
+}
+
 std::string PlanSignHash(const SignHashShape& s, int64_t max_workers, SignHashPlan* plan) {
-  if (s.code_len > kMaxHashCodeLen) {
-    return Format("SignHash: attribute 'hash_code_len' must be <= %lld, got %lld", static_cast<long long>(kMaxHashCodeLen),
-                  static_cast<long long>(s.code_len));
-  }
+  if (std::string error = CheckHashCodeLen(s.code_len); !error.empty()) return error;
   if (s.groups < 1 || s.batch % s.groups) {
     return Format("SignHash: input 'projection' has %lld groups, which do not divide the batch %lld",
                   static_cast<long long>(s.groups), static_cast<long long>(s.batch));

@@ -91,6 +91,16 @@ int64_t Attributes::Int(const char* name) const { return Find(name).int_value; }
 
 const std::string& Attributes::String(const char* name) const { return Find(name).string_value; }
 
+bool Attributes::SetIntIfDeclared(const char* name, int64_t value) {
+  for (Value& v : values_) {
+    if (std::strcmp(v.spec->name, name) == 0 && v.spec->type == spec::AttrType::kInt) {
+      v.int_value = value;
+      return true;
+    }
+  }
+  return false;
+}
+
 std::string ResolveAttributes(const spec::OpSpec& op, const std::vector<RawAttribute>& raw, Attributes* out) {
   out->values_.clear();
   if (raw.size() != static_cast<size_t>(op.num_attributes)) {
@@ -167,16 +177,40 @@ void Bindings::Bind(const char* symbol, int64_t value, const char* origin, const
 std::string BindInputs(const spec::OpSpec& op, const Attributes& attrs, const TensorDesc* inputs, int count,
                        Bindings* env) {
   env->count_ = 0;
+  env->float_type_ = op.num_float_types > 0 ? op.float_types[0] : spec::DType::kFloat32;
   for (const Attributes::Value& v : attrs.values()) {
     if (v.spec->type == spec::AttrType::kInt) env->Bind(v.spec->name, v.int_value, "attribute", v.spec->name);
   }
   if (count != op.num_inputs) return Format("%s: expected %d inputs, got %d", op.name, op.num_inputs, count);
+  const char* float_origin = nullptr;  // the input that fixed T
   for (int i = 0; i < op.num_inputs; ++i) {
     const spec::TensorSpec& t = op.inputs[i];
     const TensorDesc& in = inputs[i];
-    const char* want = spec::DTypeName(t.dtype);
-    if (std::strcmp(in.dtype, want) != 0) {
-      return Format("%s: input '%s' must be %s, got %s", op.name, t.name, want, in.dtype);
+    if (t.dtype == spec::DType::kFloat && float_origin == nullptr) {
+      // The first float input fixes T, among the op's float types.
+      std::string allowed;
+      bool found = false;
+      for (int k = 0; k < op.num_float_types; ++k) {
+        const char* name = spec::DTypeName(op.float_types[k]);
+        allowed += (k ? " or " : "") + std::string(name);
+        if (std::strcmp(in.dtype, name) == 0) {
+          env->float_type_ = op.float_types[k];
+          found = true;
+        }
+      }
+      if (!found) return Format("%s: input '%s' must be %s, got %s", op.name, t.name, allowed.c_str(), in.dtype);
+      float_origin = t.name;
+    } else if (t.dtype == spec::DType::kFloat) {
+      const char* want = spec::DTypeName(env->float_type_);
+      if (std::strcmp(in.dtype, want) != 0) {
+        return Format("%s: input '%s' must be %s like input '%s', got %s", op.name, t.name, want, float_origin,
+                      in.dtype);
+      }
+    } else {
+      const char* want = spec::DTypeName(t.dtype);
+      if (std::strcmp(in.dtype, want) != 0) {
+        return Format("%s: input '%s' must be %s, got %s", op.name, t.name, want, in.dtype);
+      }
     }
     if (in.rank != t.rank) {
       std::string dims, shape;

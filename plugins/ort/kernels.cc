@@ -20,7 +20,11 @@ namespace sign {
 enum { kMask, kVector, kProjection };
 }
 
-LshCumulationKernel::LshCumulationKernel(const Attributes& attrs) : capacity_(attrs.Int("hashtable_capacity")) {}
+LshCumulationKernel::LshCumulationKernel(const Attributes& attrs) : capacity_(attrs.Int("hashtable_capacity")) {
+  // This kernel is deterministic either way; the flag is checked so that every backend rejects alike.
+  const std::string error = cpu::CheckLshDeterministic(attrs.Int("deterministic"));
+  if (!error.empty()) throw InvalidArgument(error);
+}
 
 void LshCumulationKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const Bindings& env) {
   const spec::OpSpec& op = Spec();
@@ -50,20 +54,33 @@ void LshCumulationKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, 
   // (no heap traffic on the hot path), a failure is reported here as a status rather than inside
   // a pool thread, and the memory goes back to the session, which thread_local buffers would not.
   const cpu::LshCumulationPlan plan = cpu::PlanLshCumulation(shape, max_code, MaxWorkers());
-  float* out = AllocateOutput<float>(op, ctx, 0, env);
+  // float16 (T): the float32 kernel on widened values, its output rounded once (the CUDA kernels'
+  // arithmetic; the conversions are two passes over data the kernel reads m times anyway).
+  const bool half = env.float_type() == spec::DType::kFloat16;
+  const size_t values = static_cast<size_t>(shape.batch * shape.num_key * shape.dim);
+  size_t outputs = 0;
+  void* out = half ? static_cast<void*>(AllocateOutput<Ort::Float16_t>(op, ctx, 0, env, &outputs))
+                   : static_cast<void*>(AllocateOutput<float>(op, ctx, 0, env, &outputs));
+  Scratch widened(ctx, half ? values + outputs : 0, op.name);
+  const float* value = in.Data<float>(lsh::kValue);
+  float* out_f = static_cast<float*>(out);
+  if (half) {
+    WidenHalf(in.Data<Ort::Float16_t>(lsh::kValue), widened.data(), values);
+    value = widened.data();
+    out_f = widened.data() + values;
+  }
   Scratch scratch(ctx, plan.scratch_floats(), op.name);
-  cpu::LshCumulation(shape, plan, query_mask, query_hash, key_mask, key_hash, in.Data<float>(lsh::kValue), out,
-                     scratch.data(), OrtParallelFor(ctx));
+  cpu::LshCumulation(shape, plan, query_mask, query_hash, key_mask, key_hash, value, out_f, scratch.data(),
+                     OrtParallelFor(ctx));
+  if (half) NarrowToHalf(out_f, static_cast<Ort::Float16_t*>(out), outputs);
 }
 
 SignHashKernel::SignHashKernel(const Attributes& attrs)
     : num_hash_(attrs.Int("num_hash")),
       code_len_(attrs.Int("hash_code_len")),
       hadamard_(attrs.String("transform") == "hadamard") {
-  if (code_len_ > cpu::kMaxHashCodeLen) {
-    throw InvalidArgument(Format("SignHash: attribute 'hash_code_len' must be <= %lld, got %lld",
-                                 static_cast<long long>(cpu::kMaxHashCodeLen), static_cast<long long>(code_len_)));
-  }
+  const std::string error = cpu::CheckHashCodeLen(code_len_);
+  if (!error.empty()) throw InvalidArgument(error);
 }
 
 void SignHashKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const Bindings& env) {
@@ -83,9 +100,22 @@ void SignHashKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const
   if (!error.empty()) throw InvalidArgument(error);
 
   int32_t* hash = AllocateOutput<int32_t>(op, ctx, 0, env);
+  // float16 (T): hashed in float32, widened exactly, so the codes are those of the float32 inputs.
+  const float* vector = in.Data<float>(sign::kVector);
+  const float* projection = in.Data<float>(sign::kProjection);
+  const size_t vectors = static_cast<size_t>(shape.batch * shape.length * shape.dim);
+  const size_t projections = static_cast<size_t>(shape.groups * shape.proj_rows * shape.proj_cols);
+  const bool half = env.float_type() == spec::DType::kFloat16;
+  Scratch widened(ctx, half ? vectors + projections : 0, op.name);
+  if (half) {
+    WidenHalf(in.Data<Ort::Float16_t>(sign::kVector), widened.data(), vectors);
+    WidenHalf(in.Data<Ort::Float16_t>(sign::kProjection), widened.data() + vectors, projections);
+    vector = widened.data();
+    projection = widened.data() + vectors;
+  }
   Scratch scratch(ctx, plan.scratch_floats(), op.name);
-  cpu::SignHash(shape, plan, in.Data<int32_t>(sign::kMask), in.Data<float>(sign::kVector),
-                in.Data<float>(sign::kProjection), hash, scratch.data(), OrtParallelFor(ctx));
+  cpu::SignHash(shape, plan, in.Data<int32_t>(sign::kMask), vector, projection, hash, scratch.data(),
+                OrtParallelFor(ctx));
 }
 
 Top1DispatchKernel::Top1DispatchKernel(const Attributes& attrs) : capacity_(attrs.Int("expert_capacity")) {}

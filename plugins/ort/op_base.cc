@@ -34,8 +34,18 @@ ONNXTensorElementDataType ToOrt(spec::DType dtype) {
   switch (dtype) {
     case spec::DType::kInt32: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
     case spec::DType::kFloat32: return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+    case spec::DType::kFloat16: return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
+    case spec::DType::kFloat: break;  // unresolved type parameter: a programming error
   }
   return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+}
+
+void WidenHalf(const Ort::Float16_t* src, float* dst, size_t count) {
+  for (size_t i = 0; i < count; ++i) dst[i] = src[i].ToFloat();
+}
+
+void NarrowToHalf(const float* src, Ort::Float16_t* dst, size_t count) {
+  for (size_t i = 0; i < count; ++i) dst[i] = Ort::Float16_t(src[i]);
 }
 
 void BindOrtInputs(const spec::OpSpec& op, const Attributes& attrs, Ort::KernelContext& ctx, OrtInputs* inputs,

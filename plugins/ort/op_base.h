@@ -11,6 +11,10 @@
 //   static const spec::OpSpec& Spec();
 //   explicit Kernel(const Attributes&);   // may throw Ort::Exception (InvalidArgument)
 //   void Compute(Ort::KernelContext&, const OrtInputs&, const Bindings&);  // may throw
+//
+// ORT sees one SpecOp per (op, execution provider, float type T): a custom op has fixed element
+// types, so an op whose spec allows float32 and float16 is registered twice per provider, and ORT
+// picks the registration whose types match the node. Bindings::float_type() tells Compute which.
 #pragma once
 
 #define ORT_API_MANUAL_INIT
@@ -52,7 +56,12 @@ OrtStatusPtr Guard(Fn&& fn) noexcept {
   }
 }
 
+// The ORT element type of a concrete dtype (kFloat must have been resolved with spec::Concrete).
 ONNXTensorElementDataType ToOrt(spec::DType dtype);
+
+// float16 <-> float32 (round to nearest even), for kernels that compute in float32.
+void WidenHalf(const Ort::Float16_t* src, float* dst, size_t count);
+void NarrowToHalf(const float* src, Ort::Float16_t* dst, size_t count);
 
 // The inputs of one run, with their element types and shapes for the spec checks.
 struct OrtInputs {
@@ -75,15 +84,20 @@ void BindOrtInputs(const spec::OpSpec& op, const Attributes& attrs, Ort::KernelC
 // Reads every attribute the spec declares, and resolves/checks them like spec.py.
 Attributes ReadAttributes(const spec::OpSpec& op, const OrtKernelInfo* info);
 
-// Allocates output `index` with the shape its spec dims take under `env`.
+// Allocates output `index` with the shape its spec dims take under `env`; *elements (optional)
+// receives its element count.
 template <class T>
-T* AllocateOutput(const spec::OpSpec& op, Ort::KernelContext& ctx, int index, const Bindings& env) {
+T* AllocateOutput(const spec::OpSpec& op, Ort::KernelContext& ctx, int index, const Bindings& env,
+                  size_t* elements = nullptr) {
   const spec::TensorSpec& t = op.outputs[index];
   int64_t dims[4];
+  size_t count = 1;
   for (int a = 0; a < t.rank; ++a) {
     dims[a] = env[t.dims[a]];
     if (dims[a] < 0) throw Ort::Exception(Format("%s: output '%s' dim %s is unbound", op.name, t.name, t.dims[a]), ORT_FAIL);
+    count *= static_cast<size_t>(dims[a]);
   }
+  if (elements) *elements = count;
   return ctx.GetOutput(index, dims, static_cast<size_t>(t.rank)).GetTensorMutableData<T>();
 }
 
@@ -108,6 +122,12 @@ ParallelFor OrtParallelFor(Ort::KernelContext& ctx);
 // Upper bound on the threads ORT may run a ParallelFor on (scratch slots to provide).
 int64_t MaxWorkers();
 
+// Session-wide settings read when the library is registered (session config entries).
+struct RegistrationOptions {
+  // "bucketrt.deterministic" = "1": every node with a 'deterministic' attribute runs as if it were 1.
+  bool force_deterministic = false;
+};
+
 template <class Kernel>
 class KernelAdapter {
  public:
@@ -128,24 +148,42 @@ class KernelAdapter {
   Kernel kernel_;
 };
 
+inline constexpr const char* kCpuProvider = "CPUExecutionProvider";
+inline constexpr const char* kCudaProvider = "CUDAExecutionProvider";
+
 template <class Kernel>
 struct SpecOp : Ort::CustomOpBase<SpecOp<Kernel>, KernelAdapter<Kernel>, /*WithStatus=*/true> {
-  SpecOp() { this->start_ver_ = spec::kVersion; }
+  // One registration of Kernel's op for `provider` with T = float_type (kFloat32 or kFloat16).
+  SpecOp(const char* provider, spec::DType float_type, const RegistrationOptions& options)
+      : provider_(provider), float_type_(float_type), options_(options) {
+    this->start_ver_ = spec::kVersion;
+  }
 
   const char* GetName() const { return Kernel::Spec().name; }
-  const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
+  const char* GetExecutionProviderType() const { return provider_; }
 
   size_t GetInputTypeCount() const { return static_cast<size_t>(Kernel::Spec().num_inputs); }
-  ONNXTensorElementDataType GetInputType(size_t index) const { return ToOrt(Kernel::Spec().inputs[index].dtype); }
+  ONNXTensorElementDataType GetInputType(size_t index) const {
+    return ToOrt(spec::Concrete(Kernel::Spec().inputs[index].dtype, float_type_));
+  }
   size_t GetOutputTypeCount() const { return static_cast<size_t>(Kernel::Spec().num_outputs); }
-  ONNXTensorElementDataType GetOutputType(size_t index) const { return ToOrt(Kernel::Spec().outputs[index].dtype); }
+  ONNXTensorElementDataType GetOutputType(size_t index) const {
+    return ToOrt(spec::Concrete(Kernel::Spec().outputs[index].dtype, float_type_));
+  }
 
   OrtStatusPtr CreateKernelV2(const OrtApi& /*api*/, const OrtKernelInfo* info, void** kernel) const noexcept {
     return Guard([&] {
-      auto adapter = std::make_unique<KernelAdapter<Kernel>>(ReadAttributes(Kernel::Spec(), info));
+      Attributes attrs = ReadAttributes(Kernel::Spec(), info);
+      if (options_.force_deterministic) attrs.SetIntIfDeclared("deterministic", 1);
+      auto adapter = std::make_unique<KernelAdapter<Kernel>>(std::move(attrs));
       *kernel = adapter.release();
     });
   }
+
+ private:
+  const char* provider_;
+  spec::DType float_type_;
+  RegistrationOptions options_;
 };
 
 }  // namespace bucketrt::ort

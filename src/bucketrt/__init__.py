@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -24,10 +25,18 @@ class TrtLibraryNotBuiltError(LibraryNotBuiltError):
     pass
 
 
+# Overrides the library's location (e.g. a prebuilt copy used with PYTHONPATH=src, no install).
+LIBRARY_ENV = "BUCKETRT_LIBRARY"
+
+
 def library_path() -> str:
-    """Absolute path of the ONNX Runtime custom-op library shipped inside this package."""
-    path = Path(__file__).with_name(_LIBRARY_NAME)
+    """Absolute path of the ONNX Runtime custom-op library: $BUCKETRT_LIBRARY when set, else the
+    one shipped inside this package."""
+    override = os.environ.get(LIBRARY_ENV)
+    path = Path(override).resolve() if override else Path(__file__).with_name(_LIBRARY_NAME)
     if not path.is_file():
+        if override:
+            raise LibraryNotBuiltError(f"bucketrt's op library is missing: {LIBRARY_ENV}={override} is not a file")
         raise LibraryNotBuiltError(
             f"bucketrt's op library is missing ({path}); install the package with `pip install .` "
             "(or `make install`) so that it is compiled"

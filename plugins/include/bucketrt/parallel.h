@@ -14,11 +14,13 @@ struct ParallelFor {
 
   void operator()(void (*fn)(void*, size_t), size_t total, void* data) const { run(context, fn, total, data); }
 
-  static ParallelFor Serial() {
-    return {[](void*, void (*fn)(void*, size_t), size_t total, void* data) {
-              for (size_t i = 0; i < total; ++i) fn(data, i);
-            },
-            nullptr};
+  static ParallelFor Serial() { return {&RunSerial, nullptr}; }
+
+ private:
+  // A named function rather than a lambda: nvcc's front end (CUDA 13) rejects the lambda's
+  // conversion to a function pointer here, and CUDA sources include this header.
+  static void RunSerial(void*, void (*fn)(void*, size_t), size_t total, void* data) {
+    for (size_t i = 0; i < total; ++i) fn(data, i);
   }
 };
 

@@ -5,7 +5,10 @@
 
 namespace bucketrt::spec {
 
-enum class DType { kInt32, kFloat32 };
+// kFloat is an op's float type parameter T (spec.py's dtype "float"): a TensorSpec of dtype kFloat
+// takes the element type of the node's first kFloat input, which must be one of the op's
+// float_types (kFloat32, kFloat16); every other kFloat tensor of the node must match it.
+enum class DType { kInt32, kFloat32, kFloat16, kFloat };
 enum class AttrType { kInt, kString };
 
 // AttrSpec::minimum when the attribute has no lower bound.
@@ -38,10 +41,22 @@ struct OpSpec {
   int num_outputs;
   const AttrSpec* attributes;
   int num_attributes;
+  const DType* float_types;  // what T may be: kFloat32 first, then kFloat16 where the op allows it
+  int num_float_types;
 };
 
+// numpy names, as spec.py and the error messages use them ("T" for the type parameter).
 constexpr const char* DTypeName(DType dtype) {
-  return dtype == DType::kInt32 ? "int32" : "float32";
+  switch (dtype) {
+    case DType::kInt32: return "int32";
+    case DType::kFloat32: return "float32";
+    case DType::kFloat16: return "float16";
+    case DType::kFloat: return "T";
+  }
+  return "?";
 }
+
+// The element type of a tensor of dtype `dtype` when the op's T is `float_type`.
+constexpr DType Concrete(DType dtype, DType float_type) { return dtype == DType::kFloat ? float_type : dtype; }
 
 }  // namespace bucketrt::spec

@@ -45,6 +45,8 @@ class Attributes {
   int64_t Int(const char* name) const;
   const std::string& String(const char* name) const;
   const std::vector<Value>& values() const { return values_; }
+  // Overrides an int attribute the spec declares (session-wide settings); false if it has none.
+  bool SetIntIfDeclared(const char* name, int64_t value);
 
  private:
   friend std::string ResolveAttributes(const spec::OpSpec&, const std::vector<RawAttribute>&, Attributes*);
@@ -74,6 +76,8 @@ class Bindings {
   // Binds `symbol` unless already bound; origin is e.g. "attribute" / "input", origin_name the name.
   void Bind(const char* symbol, int64_t value, const char* origin, const char* origin_name);
   int size() const { return count_; }
+  // The op's float type T as the inputs fixed it (BindInputs); the op's first float type before.
+  spec::DType float_type() const { return float_type_; }
 
  private:
   friend std::string BindInputs(const spec::OpSpec&, const Attributes&, const TensorDesc*, int, Bindings*);
@@ -86,10 +90,11 @@ class Bindings {
   const Entry* Lookup(const char* symbol) const;
   Entry entries_[kCapacity];
   int count_ = 0;
+  spec::DType float_type_ = spec::DType::kFloat32;
 };
 
 // Checks input count, dtypes, ranks and symbolic dims, like OpSpec.bind; fills `env` (which starts
-// with the int attributes) with every binding.
+// with the int attributes) with every binding and the op's float type T.
 std::string BindInputs(const spec::OpSpec& op, const Attributes& attrs, const TensorDesc* inputs, int count,
                        Bindings* env);
 

@@ -12,7 +12,8 @@ from .spec import BY_NAME, DOMAIN, OPS, VERSION, OpSpec
 
 __all__ = ["BY_NAME", "DOMAIN", "OPS", "VERSION", "OpSpec", "call", "intercept"]
 
-_TORCH_DTYPES = {"int32": torch.int32, "float32": torch.float32}
+_TORCH_DTYPES = {"int32": torch.int32, "float32": torch.float32, "float16": torch.float16}
+_DTYPE_NAMES = {v: k for k, v in _TORCH_DTYPES.items()}
 
 # (spec, inputs, attrs, result) -> result; see `intercept`.
 Interceptor = Callable[[OpSpec, tuple, dict, torch.Tensor], torch.Tensor]
@@ -49,7 +50,9 @@ def call(spec: OpSpec, *inputs: torch.Tensor, **attrs):
     for tensor, tspec in zip(inputs, spec.inputs):
         for sym, size in zip(tspec.dims, tensor.shape):
             env.setdefault(sym, size)
-    dtypes = [_TORCH_DTYPES[out.dtype] for out in spec.outputs]
+    # Output dtypes follow the op's float type T, which the inputs fix.
+    names = [_DTYPE_NAMES.get(t.dtype, str(t.dtype)) for t in inputs]
+    dtypes = [_TORCH_DTYPES[dtype] for dtype in spec.output_dtypes(names)]
     shapes = [[env[d] for d in out.dims] for out in spec.outputs]
     node_attrs = spec.node_attributes(attrs)  # with plugin_version/plugin_namespace for TensorRT
     if len(spec.outputs) == 1:

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .spec import OpSpec
+from .spec import FLOAT, OpSpec
 
 OPSET = 20
 # onnxruntime 1.31 refuses the IR version that onnx 1.23 writes by default (14).
@@ -42,21 +42,27 @@ def single_op_model(
     """A model with one `spec` node whose graph inputs/outputs are named after the spec's.
 
     `attrs` go onto the node as given (no defaults filled, nothing checked, so that bad attributes
-    reach the kernel), with the routing attributes every emitter adds (`OpSpec.node_attributes`). `inputs` overrides an input's (dtype, shape); otherwise its dtype is the
-    spec's and its dims are the spec's symbols. Output dims are symbols, except those named like an
+    reach the kernel), with the routing attributes every emitter adds (`OpSpec.node_attributes`).
+    `inputs` overrides an input's (dtype, shape); otherwise its dtype is the spec's (float tensors:
+    the op's float type, which the overridden inputs fix, float32 by default) and its dims are the
+    spec's symbols. Output dims are symbols, except those named like an
     int attribute, which take its value.
     """
     inputs = dict(inputs or {})
     unknown = set(inputs) - {t.name for t in spec.inputs}
     if unknown:
         raise ValueError(f"{spec.name}: no input(s) named {sorted(unknown)}")
+    # The op's float type T: what the overridden inputs say (float32 by default).
+    given = [inputs[t.name][0] for t in spec.inputs if t.dtype == FLOAT and t.name in inputs]
+    float_type = next((d for d in given if d in spec.float_types), spec.float_types[0])
     graph_inputs = []
     for t in spec.inputs:
-        dtype, shape = inputs.get(t.name, (t.dtype, t.dims))
+        dtype, shape = inputs.get(t.name, (t.concrete_dtype(float_type), t.dims))
         graph_inputs.append(_value_info(t.name, dtype, shape))
     int_attrs = {k: v for k, v in attrs.items() if isinstance(v, int) and not isinstance(v, bool)}
     graph_outputs = [
-        _value_info(t.name, t.dtype, [int_attrs.get(d, d) for d in t.dims]) for t in spec.outputs
+        _value_info(t.name, t.concrete_dtype(float_type), [int_attrs.get(d, d) for d in t.dims])
+        for t in spec.outputs
     ]
     node = helper.make_node(
         spec.name,

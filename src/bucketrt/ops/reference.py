@@ -23,7 +23,7 @@ from .spec import (
     hadamard_parts,
 )
 
-_DTYPES = {torch.int32: "int32", torch.float32: "float32"}
+_DTYPES = {torch.int32: "int32", torch.float32: "float32", torch.float16: "float16"}
 
 
 def _check(spec: OpSpec, tensors: tuple[torch.Tensor, ...], attrs: dict) -> tuple[dict, dict]:
@@ -45,8 +45,17 @@ def _check_codes(op: str, name: str, codes: torch.Tensor, mask: torch.Tensor, ca
         )
 
 
+def check_deterministic(attrs: dict) -> None:
+    """LSHCumulation's 'deterministic' flag (the kernels word this alike)."""
+    if attrs["deterministic"] not in (0, 1):
+        raise ValueError(f"LSHCumulation: attribute 'deterministic' must be 0 or 1, got {attrs['deterministic']}")
+
+
 def lsh_cumulation(query_mask, query_hash, key_mask, key_hash, value, **attrs) -> torch.Tensor:
     attrs, env = _check(LSH_CUMULATION, (query_mask, query_hash, key_mask, key_hash, value), attrs)
+    check_deterministic(attrs)  # this reference is deterministic either way
+    if value.dtype != torch.float32:  # float16: the float32 computation, rounded once at the end
+        return lsh_cumulation(query_mask, query_hash, key_mask, key_hash, value.float(), **attrs).to(value.dtype)
     capacity = attrs["hashtable_capacity"]
     _check_codes("LSHCumulation", "query_hash", query_hash, query_mask, capacity)
     _check_codes("LSHCumulation", "key_hash", key_hash, key_mask, capacity)
@@ -92,6 +101,8 @@ def sign_projections(mask, vector, projection, **attrs) -> torch.Tensor:
     zero) from a real difference.
     """
     attrs, env = _check(SIGN_HASH, (mask, vector, projection), attrs)
+    # float16 inputs are hashed in float32 (widening is exact).
+    vector, projection = vector.float(), projection.float()
     batch, length, dim, groups = env["B"], env["N"], env["D"], env["G"]
     num_hash, code_len, transform = attrs["num_hash"], attrs["hash_code_len"], attrs["transform"]
     if code_len > 30:

@@ -33,6 +33,13 @@ PLUGIN_NAMESPACE_ATTRIBUTE = "plugin_namespace"
 PLUGIN_NAMESPACE = DOMAIN
 ROUTING_ATTRIBUTES = (PLUGIN_VERSION_ATTRIBUTE, PLUGIN_NAMESPACE_ATTRIBUTE)
 
+# The dtype of every floating-point tensor: the op's type parameter T. All of an op's "float"
+# tensors share T, which is one of the op's `float_types` (float32 first, the default). Kernels
+# compute in float32 whatever T is: a float16 input is widened exactly, float32 sums are taken,
+# and a float16 output is rounded once, to nearest even, at the end.
+FLOAT = "float"
+FLOAT_TYPES = ("float32", "float16")
+
 
 @dataclass(frozen=True)
 class Tensor:
@@ -43,9 +50,13 @@ class Tensor:
     """
 
     name: str
-    dtype: str  # "int32" | "float32"
+    dtype: str  # "int32" | "float": the op's float type T (one of OpSpec.float_types)
     dims: tuple[str, ...]
     doc: str
+
+    def concrete_dtype(self, float_type: str) -> str:
+        """The element type of this tensor when the op's float type T is `float_type`."""
+        return float_type if self.dtype == FLOAT else self.dtype
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,8 @@ class OpSpec:
     attributes: tuple[Attribute, ...] = field(default=())
     domain: str = DOMAIN
     version: int = VERSION
+    # What T (the dtype of the "float" tensors) may be: float32 alone, or float32 and float16.
+    float_types: tuple[str, ...] = ("float32",)
 
     def input(self, name: str) -> Tensor:
         return next(t for t in self.inputs if t.name == name)
@@ -119,8 +132,19 @@ class OpSpec:
             raise ValueError(f"{self.name}: expected {len(self.inputs)} inputs, got {len(shapes)}")
         env: dict[str, int] = {k: v for k, v in attrs.items() if isinstance(v, int)}
         origin: dict[str, str] = {k: f"attribute '{k}'" for k in env}
+        float_type: str | None = None  # T, once the first "float" input has fixed it
+        float_origin = ""
         for spec, shape, dtype in zip(self.inputs, shapes, dtypes):
-            if dtype != spec.dtype:
+            if spec.dtype == FLOAT:
+                if float_type is None and dtype not in self.float_types:
+                    raise ValueError(f"{self.name}: input '{spec.name}' must be {self.float_types_text()}, got {dtype}")
+                if float_type is not None and dtype != float_type:
+                    raise ValueError(
+                        f"{self.name}: input '{spec.name}' must be {float_type} like input '{float_origin}', got {dtype}"
+                    )
+                if float_type is None:
+                    float_type, float_origin = dtype, spec.name
+            elif dtype != spec.dtype:
                 raise ValueError(f"{self.name}: input '{spec.name}' must be {spec.dtype}, got {dtype}")
             if len(shape) != len(spec.dims):
                 raise ValueError(
@@ -144,6 +168,23 @@ class OpSpec:
     def output_shapes(self, env: dict[str, int]) -> list[tuple[int, ...]]:
         return [tuple(env[d] for d in t.dims) for t in self.outputs]
 
+    def float_types_text(self) -> str:
+        """The allowed float types as error messages name them: "float32", "float32 or float16"."""
+        return " or ".join(self.float_types)
+
+    def float_type(self, dtypes: list[str]) -> str:
+        """T for these input dtypes: the first "float" input's dtype when the op allows it, else
+        float_types[0] (bind() reports what is wrong with the dtypes; this never raises)."""
+        for spec, dtype in zip(self.inputs, dtypes):
+            if spec.dtype == FLOAT:
+                return dtype if dtype in self.float_types else self.float_types[0]
+        return self.float_types[0]
+
+    def output_dtypes(self, dtypes: list[str]) -> list[str]:
+        """The outputs' element types for these input dtypes."""
+        float_type = self.float_type(dtypes)
+        return [t.concrete_dtype(float_type) for t in self.outputs]
+
 
 # --------------------------------------------------------------------------------------------
 # The catalogue
@@ -160,13 +201,18 @@ LSH_CUMULATION = OpSpec(
         Tensor("query_hash", "int32", ("B", "Nq", "m"), "Bucket of each query under each of the m hash functions, in [0, hashtable_capacity)."),
         Tensor("key_mask", "int32", ("B", "Nk"), "Non-zero where the key takes part."),
         Tensor("key_hash", "int32", ("B", "Nk", "m"), "Bucket of each key, in [0, hashtable_capacity)."),
-        Tensor("value", "float32", ("B", "Nk", "D"), "Value vector of each key."),
+        Tensor("value", FLOAT, ("B", "Nk", "D"), "Value vector of each key."),
     ),
-    outputs=(Tensor("cumulation", "float32", ("B", "Nq", "D"), "Per-query sum, zero for masked queries."),),
+    outputs=(Tensor("cumulation", FLOAT, ("B", "Nq", "D"), "Per-query sum, zero for masked queries."),),
     attributes=(
         Attribute("hashtable_capacity", "int", "Number of buckets, 2^hash_code_len; every code of an "
                   "unmasked row must lie below it.", minimum=1, power_of_two=True),
+        Attribute("deterministic", "int", "1: bitwise-identical results from run to run (the CUDA kernel then "
+                  "sums each bucket's values in key order, not with atomics, at some cost in speed); 0: the "
+                  "backend's fastest way. The CPU kernel is deterministic either way. 0 or 1",
+                  default=0, minimum=0),
     ),
+    float_types=FLOAT_TYPES,
 )
 
 SIGN_HASH = OpSpec(
@@ -183,8 +229,8 @@ SIGN_HASH = OpSpec(
     ),
     inputs=(
         Tensor("mask", "int32", ("B", "N"), "Non-zero where the vector is hashed; masked rows are coded 0."),
-        Tensor("vector", "float32", ("B", "N", "D"), "Vectors to hash."),
-        Tensor("projection", "float32", ("G", "R", "C"),
+        Tensor("vector", FLOAT, ("B", "N", "D"), "Vectors to hash."),
+        Tensor("projection", FLOAT, ("G", "R", "C"),
                "Random projection sampled at export: hadamard [G, 3*P, D] of ±1 diagonals (round r, part p "
                "at row r*P+p); gaussian [G, D, num_hash*hash_code_len]. G must divide B."),
     ),
@@ -194,6 +240,7 @@ SIGN_HASH = OpSpec(
         Attribute("hash_code_len", "int", "Bits per code L (at most 30; hadamard also needs L <= D).", minimum=1),
         Attribute("transform", "string", "Projection kind.", default="hadamard", choices=("hadamard", "gaussian")),
     ),
+    float_types=FLOAT_TYPES,
 )
 
 # Activations an expert FFN may apply between its two matmuls: the names transformers' ACT2FN
@@ -218,11 +265,11 @@ TOP1_DISPATCH = OpSpec(
         "order lists the flat indices b*S+s of kept tokens sorted by (expert, b*S+s), then -1 to fill B*S entries."
     ),
     inputs=(
-        Tensor("probs", "float32", ("B", "S", "E"), "Router probabilities (softmax of the router logits over E)."),
+        Tensor("probs", FLOAT, ("B", "S", "E"), "Router probabilities (softmax of the router logits over E)."),
     ),
     outputs=(
         Tensor("expert", "int32", ("B", "S"), "Expert of each token, -1 where dropped for capacity."),
-        Tensor("gate", "float32", ("B", "S"), "Probability of the chosen expert (kept or not)."),
+        Tensor("gate", FLOAT, ("B", "S"), "Probability of the chosen expert (kept or not)."),
         Tensor("priority", "int32", ("B", "S"), "1-based rank of the token in its expert's queue within its sequence."),
         Tensor("counts", "int32", ("E",), "Kept tokens per expert, over the whole batch."),
         Tensor("order", "int32", ("B", "S"), "Flat token indices b*S+s grouped by expert (counts[0] of expert 0, "
@@ -243,14 +290,14 @@ EXPERT_FFN = OpSpec(
         "token gets 0. Row layouts are nn.Linear's: wi[e] is [F, D], wo[e] is [D, F]."
     ),
     inputs=(
-        Tensor("hidden", "float32", ("B", "S", "D"), "Token states entering the experts."),
+        Tensor("hidden", FLOAT, ("B", "S", "D"), "Token states entering the experts."),
         Tensor("order", "int32", ("B", "S"), "Flat token indices grouped by expert, as Top1Dispatch writes them."),
         Tensor("counts", "int32", ("E",), "Tokens per expert in `order` (each >= 0, summing to at most B*S)."),
-        Tensor("gate", "float32", ("B", "S"), "Scale of each token's expert output."),
-        Tensor("wi", "float32", ("E", "F", "D"), "First projection of each expert (stacked nn.Linear weights)."),
-        Tensor("wo", "float32", ("E", "D", "F"), "Second projection of each expert (stacked nn.Linear weights)."),
+        Tensor("gate", FLOAT, ("B", "S"), "Scale of each token's expert output."),
+        Tensor("wi", FLOAT, ("E", "F", "D"), "First projection of each expert (stacked nn.Linear weights)."),
+        Tensor("wo", FLOAT, ("E", "D", "F"), "Second projection of each expert (stacked nn.Linear weights)."),
     ),
-    outputs=(Tensor("out", "float32", ("B", "S", "D"), "Scaled expert outputs, zero for tokens not listed."),),
+    outputs=(Tensor("out", FLOAT, ("B", "S", "D"), "Scaled expert outputs, zero for tokens not listed."),),
     attributes=(
         Attribute("activation", "string", "Activation between the projections, by its transformers (ACT2FN) name.",
                   default="relu", choices=EXPERT_ACTIVATIONS),
@@ -271,8 +318,8 @@ ARGMAX_HASH = OpSpec(
     ),
     inputs=(
         Tensor("mask", "int32", ("B", "N"), "Non-zero where the vector is hashed; zero rows go to the padding bucket."),
-        Tensor("vector", "float32", ("B", "H", "N", "D"), "Vectors to hash, per head H."),
-        Tensor("projection", "float32", ("H", "D", "C"),
+        Tensor("vector", FLOAT, ("B", "H", "N", "D"), "Vectors to hash, per head H."),
+        Tensor("projection", FLOAT, ("H", "D", "C"),
                "Random rotations sampled at export, one per head: columns round-major, [num_hash, S]."),
         Tensor("bucket_sizes", "int32", ("F",),
                "Bucket count of each factor, each even and >= 2; their product (plus one) must fit int32. "
@@ -291,12 +338,12 @@ BUCKET_SUM = OpSpec(
     "every bucket id must lie in [0, num_buckets).",
     inputs=(
         Tensor("bucket", "int32", ("G", "N"), "Bucket of each row, in [0, num_buckets)."),
-        Tensor("weight", "float32", ("G", "N"), "Weight of each row (LSG: how many tokens it already holds)."),
-        Tensor("vector", "float32", ("G", "N", "D"), "Rows to merge (LSG: keys and values side by side)."),
+        Tensor("weight", FLOAT, ("G", "N"), "Weight of each row (LSG: how many tokens it already holds)."),
+        Tensor("vector", FLOAT, ("G", "N", "D"), "Rows to merge (LSG: keys and values side by side)."),
     ),
     outputs=(
-        Tensor("sum", "float32", ("G", "num_buckets", "D"), "Per-bucket sum of the rows; zero for an empty bucket."),
-        Tensor("weight_sum", "float32", ("G", "num_buckets"), "Per-bucket sum of the weights."),
+        Tensor("sum", FLOAT, ("G", "num_buckets", "D"), "Per-bucket sum of the rows; zero for an empty bucket."),
+        Tensor("weight_sum", FLOAT, ("G", "num_buckets"), "Per-bucket sum of the weights."),
     ),
     attributes=(Attribute("num_buckets", "int", "Number of buckets C.", minimum=1),),
 )
@@ -318,13 +365,13 @@ SORTED_CHUNK_ATTENTION = OpSpec(
         "N > max_length (when max_length > 0) is an error."
     ),
     inputs=(
-        Tensor("query", "float32", ("B", "H", "N", "D"), "Queries."),
-        Tensor("key", "float32", ("B", "H", "N", "D"), "Keys (Reformer's LSH: the normalised shared query-keys)."),
-        Tensor("value", "float32", ("B", "H", "N", "D"), "Values."),
+        Tensor("query", FLOAT, ("B", "H", "N", "D"), "Queries."),
+        Tensor("key", FLOAT, ("B", "H", "N", "D"), "Keys (Reformer's LSH: the normalised shared query-keys)."),
+        Tensor("value", FLOAT, ("B", "H", "N", "D"), "Values."),
         Tensor("mask", "int32", ("B", "N"), "Non-zero where the key may be attended (padding mask)."),
         Tensor("buckets", "int32", ("B", "H", "R", "N"), "Bucket of each position in each of R rounds, >= 0."),
     ),
-    outputs=(Tensor("out", "float32", ("B", "H", "N", "D"), "Attention output, rounds combined."),),
+    outputs=(Tensor("out", FLOAT, ("B", "H", "N", "D"), "Attention output, rounds combined."),),
     attributes=(
         Attribute("chunk_length", "int", "Slots per chunk of the sorted order.", minimum=1),
         Attribute("chunks_before", "int", "Preceding chunks each chunk attends.", default=1, minimum=0),
@@ -358,7 +405,8 @@ def hadamard_parts(dim: int, num_hash: int, hash_code_len: int) -> int:
 
 def cpp_header() -> str:
     """C++ view of the catalogue, for the kernels' generic validation and op registration."""
-    dtype = {"int32": "DType::kInt32", "float32": "DType::kFloat32"}
+    dtype = {"int32": "DType::kInt32", FLOAT: "DType::kFloat"}
+    float_dtype = {"float32": "DType::kFloat32", "float16": "DType::kFloat16"}
     lines = [
         "// Generated from src/bucketrt/ops/spec.py by CMake. Do not edit.",
         "#pragma once",
@@ -390,10 +438,12 @@ def cpp_header() -> str:
                 f'{str(a.power_of_two).lower()}, "{choices}"}},'
             )
         lines += [f"inline constexpr AttrSpec k{ident}Attributes[] = {{", *(rows or ['  {}']), "};"]
+        types = ", ".join(float_dtype[t] for t in op.float_types)
+        lines += [f"inline constexpr DType k{ident}FloatTypes[] = {{{types}}};"]
         lines += [
             f"inline constexpr OpSpec k{ident} = {{\"{op.name}\", "
             f"k{ident}Inputs, {len(op.inputs)}, k{ident}Outputs, {len(op.outputs)}, "
-            f"k{ident}Attributes, {len(op.attributes)}}};",
+            f"k{ident}Attributes, {len(op.attributes)}, k{ident}FloatTypes, {len(op.float_types)}}};",
         ]
     lines.append("inline constexpr const OpSpec* kAllOps[] = {" + ", ".join(f"&k{op.name}" for op in OPS) + "};")
     lines += ["}  // namespace bucketrt::spec", ""]
@@ -416,10 +466,23 @@ def markdown() -> str:
         "",
     ]
     for op in OPS:
-        out += [f"## {op.name}", "", op.summary, "", f"**Semantics.** {op.semantics}", "", "| input | dtype | shape | meaning |", "|---|---|---|---|"]
-        out += [f"| `{t.name}` | {t.dtype} | [{', '.join(t.dims)}] | {t.doc} |" for t in op.inputs]
+        # A single float type is printed as such; several as T, with a line saying what T may be.
+        def shown(t: Tensor) -> str:
+            if t.dtype != FLOAT:
+                return t.dtype
+            return op.float_types[0] if len(op.float_types) == 1 else "T"
+
+        out += [f"## {op.name}", "", op.summary, "", f"**Semantics.** {op.semantics}", ""]
+        if len(op.float_types) > 1:
+            out += [
+                f"**Types.** T is {op.float_types_text()}, the same for every T tensor of a node; the kernels "
+                "compute in float32 (float16 inputs widened exactly, float16 outputs rounded once).",
+                "",
+            ]
+        out += ["| input | dtype | shape | meaning |", "|---|---|---|---|"]
+        out += [f"| `{t.name}` | {shown(t)} | [{', '.join(t.dims)}] | {t.doc} |" for t in op.inputs]
         out += ["", "| output | dtype | shape | meaning |", "|---|---|---|---|"]
-        out += [f"| `{t.name}` | {t.dtype} | [{', '.join(t.dims)}] | {t.doc} |" for t in op.outputs]
+        out += [f"| `{t.name}` | {shown(t)} | [{', '.join(t.dims)}] | {t.doc} |" for t in op.outputs]
         if op.attributes:
             out += ["", "| attribute | type | default | meaning |", "|---|---|---|---|"]
             for a in op.attributes:

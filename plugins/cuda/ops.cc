@@ -1,0 +1,159 @@
+// The CUDA op table: per op, the shape it reads from the bindings and the launcher it calls.
+// Adding an op's CUDA kernel = its launcher in cuda/<op>.{h,cu} plus one entry in Table() below
+// (see cuda/README.md).
+#include "cuda/ops.h"
+
+#include <cstring>
+
+#include "cuda/lsh_cumulation.h"
+#include "cuda/sign_hash.h"
+
+namespace bucketrt::cuda {
+
+namespace {
+
+FloatType FloatTypeOf(const Bindings& env) {
+  return env.float_type() == spec::DType::kFloat16 ? FloatType::kFloat16 : FloatType::kFloat32;
+}
+
+// ---- SignHash ----------------------------------------------------------------------------------
+
+namespace sign {
+enum { kMask, kVector, kProjection };
+
+cpu::SignHashShape Shape(const Attributes& attrs, const Bindings& env) {
+  cpu::SignHashShape s;
+  s.batch = env["B"];
+  s.length = env["N"];
+  s.dim = env["D"];
+  s.groups = env["G"];
+  s.proj_rows = env["R"];
+  s.proj_cols = env["C"];
+  s.num_hash = attrs.Int("num_hash");
+  s.code_len = attrs.Int("hash_code_len");
+  s.hadamard = attrs.String("transform") == "hadamard";
+  return s;
+}
+
+std::string CheckAttributes(const Attributes& attrs) { return cpu::CheckHashCodeLen(attrs.Int("hash_code_len")); }
+
+std::string Plan(const Attributes& attrs, const Bindings& env, size_t* workspace_bytes) {
+  const cpu::SignHashShape shape = Shape(attrs, env);
+  cpu::SignHashPlan plan;
+  std::string error = cpu::PlanSignHash(shape, 1, &plan);
+  if (error.empty()) *workspace_bytes = SignHashWorkspaceBytes(shape);
+  return error;
+}
+
+std::string Launch(const Attributes& attrs, const Bindings& env, const void* const* in, void* const* out,
+                   void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  const cpu::SignHashShape shape = Shape(attrs, env);
+  cpu::SignHashPlan plan;
+  std::string error = cpu::PlanSignHash(shape, 1, &plan);
+  if (!error.empty()) return error;
+  return CudaErrorText("SignHash", "the launch",
+                       SignHash(shape, plan, FloatTypeOf(env), static_cast<const int32_t*>(in[kMask]), in[kVector],
+                                in[kProjection], static_cast<int32_t*>(out[0]), workspace, workspace_bytes, stream));
+}
+}  // namespace sign
+
+// ---- LSHCumulation -----------------------------------------------------------------------------
+
+namespace lsh {
+enum { kQueryMask, kQueryHash, kKeyMask, kKeyHash, kValue };
+
+cpu::LshCumulationShape Shape(const Attributes& attrs, const Bindings& env) {
+  cpu::LshCumulationShape s;
+  s.batch = env["B"];
+  s.num_query = env["Nq"];
+  s.num_key = env["Nk"];
+  s.num_hash = env["m"];
+  s.dim = env["D"];
+  s.capacity = attrs.Int("hashtable_capacity");
+  return s;
+}
+
+std::string CheckAttributes(const Attributes& attrs) { return cpu::CheckLshDeterministic(attrs.Int("deterministic")); }
+
+std::string Plan(const Attributes& attrs, const Bindings& env, size_t* workspace_bytes) {
+  LshCumulationCudaPlan plan;
+  std::string error = PlanLshCumulationCuda(Shape(attrs, env), attrs.Int("deterministic") == 1, &plan);
+  if (error.empty()) *workspace_bytes = plan.workspace_bytes;
+  return error;
+}
+
+std::string Launch(const Attributes& attrs, const Bindings& env, const void* const* in, void* const* out,
+                   void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  const cpu::LshCumulationShape shape = Shape(attrs, env);
+  LshCumulationCudaPlan plan;
+  std::string error = PlanLshCumulationCuda(shape, attrs.Int("deterministic") == 1, &plan);
+  if (!error.empty()) return error;
+  return CudaErrorText(
+      "LSHCumulation", "the launch",
+      LshCumulation(shape, plan, FloatTypeOf(env), static_cast<const int32_t*>(in[kQueryMask]),
+                    static_cast<const int32_t*>(in[kQueryHash]), static_cast<const int32_t*>(in[kKeyMask]),
+                    static_cast<const int32_t*>(in[kKeyHash]), in[kValue], out[0], workspace, workspace_bytes,
+                    stream));
+}
+
+std::string CheckData(const Attributes& attrs, const Bindings& env, const void* const* in, const void* workspace,
+                      cudaStream_t stream) {
+  return LshCumulationCodeError(Shape(attrs, env), static_cast<const int32_t*>(in[kQueryHash]),
+                                static_cast<const int32_t*>(in[kKeyHash]), workspace, stream);
+}
+}  // namespace lsh
+
+// ---- the table ---------------------------------------------------------------------------------
+
+struct Entry {
+  const spec::OpSpec* op;
+  std::string (*check_attributes)(const Attributes&);
+  std::string (*plan)(const Attributes&, const Bindings&, size_t*);
+  std::string (*launch)(const Attributes&, const Bindings&, const void* const*, void* const*, void*, size_t,
+                        cudaStream_t);
+  std::string (*check_data)(const Attributes&, const Bindings&, const void* const*, const void*, cudaStream_t);
+};
+
+constexpr Entry kTable[] = {
+    {&spec::kSignHash, sign::CheckAttributes, sign::Plan, sign::Launch, nullptr},
+    {&spec::kLSHCumulation, lsh::CheckAttributes, lsh::Plan, lsh::Launch, lsh::CheckData},
+};
+
+const Entry* Find(const spec::OpSpec& op) {
+  for (const Entry& e : kTable) {
+    if (std::strcmp(e.op->name, op.name) == 0) return &e;
+  }
+  return nullptr;
+}
+
+std::string NoKernel(const spec::OpSpec& op) { return Format("%s: this build has no CUDA kernel for it", op.name); }
+
+}  // namespace
+
+bool HasKernel(const spec::OpSpec& op) { return Find(op) != nullptr; }
+
+std::string CheckAttributes(const spec::OpSpec& op, const Attributes& attrs) {
+  const Entry* e = Find(op);
+  return e ? e->check_attributes(attrs) : NoKernel(op);
+}
+
+std::string Plan(const spec::OpSpec& op, const Attributes& attrs, const Bindings& env, size_t* workspace_bytes) {
+  const Entry* e = Find(op);
+  *workspace_bytes = 0;
+  return e ? e->plan(attrs, env, workspace_bytes) : NoKernel(op);
+}
+
+std::string Launch(const spec::OpSpec& op, const Attributes& attrs, const Bindings& env, const void* const* inputs,
+                   void* const* outputs, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  const Entry* e = Find(op);
+  return e ? e->launch(attrs, env, inputs, outputs, workspace, workspace_bytes, stream) : NoKernel(op);
+}
+
+std::string CheckData(const spec::OpSpec& op, const Attributes& attrs, const Bindings& env, const void* const* inputs,
+                      const void* workspace, cudaStream_t stream) {
+  const Entry* e = Find(op);
+  if (!e) return NoKernel(op);
+  return e->check_data ? e->check_data(attrs, env, inputs, workspace, stream) : std::string();
+}
+
+}  // namespace bucketrt::cuda

@@ -1,0 +1,161 @@
+"""bucketrt's CUDA kernels on torch CUDA tensors, through the op library's C ABI (tests, benchmarks).
+
+The library's `BucketrtCudaPlan` / `BucketrtCudaRun` (plugins/cuda/harness.cc) run the same spec
+checks and launchers as its ONNX Runtime CUDA EP registration, so this reaches the kernels without
+onnxruntime-gpu:
+
+    >>> from bucketrt.ops import cuda
+    >>> (codes,) = cuda.run("SignHash", mask, vector, projection, num_hash=4, hash_code_len=8)
+
+Needs only torch and the library (`bucketrt.library_path()`, or $BUCKETRT_LIBRARY). Errors raise
+`CudaOpError` with the kernels' message (the CPU kernels' words).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from functools import lru_cache
+
+import torch
+
+import bucketrt
+
+__all__ = ["CudaOpError", "available", "plan", "run", "unavailable_reason"]
+
+_MAX_OUTPUTS = 8
+# spec::DType codes the library reports for outputs.
+_OUTPUT_DTYPES = {0: torch.int32, 1: torch.float32, 2: torch.float16}
+
+
+class CudaOpError(RuntimeError):
+    """A CUDA op call the kernels rejected (bad input) or that failed."""
+
+
+@lru_cache(maxsize=None)
+def _library(path: str):
+    lib = ctypes.CDLL(path)
+    if not hasattr(lib, "BucketrtCudaRun"):
+        return None
+    c_str_p = ctypes.POINTER(ctypes.c_char_p)
+    lib.BucketrtCudaPlan.restype = ctypes.c_char_p
+    lib.BucketrtCudaPlan.argtypes = [
+        ctypes.c_char_p, ctypes.c_int, c_str_p, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int64),
+        ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_size_t), ctypes.c_int,
+        ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int64),
+    ]
+    lib.BucketrtCudaRun.restype = ctypes.c_char_p
+    lib.BucketrtCudaRun.argtypes = [
+        ctypes.c_char_p, ctypes.c_int, c_str_p, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int64),
+        ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.POINTER(ctypes.c_void_p), ctypes.c_char_p,
+        ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
+    ]
+    return lib
+
+
+def unavailable_reason() -> str | None:
+    """Why the CUDA kernels cannot run here (None when they can)."""
+    if not torch.cuda.is_available():
+        return "no CUDA device (torch.cuda.is_available() is False)"
+    try:
+        path = bucketrt.library_path()
+    except bucketrt.LibraryNotBuiltError as e:
+        return str(e)
+    if _library(path) is None:
+        return f"the op library {path} was built without CUDA (no nvcc at build time, or BUCKETRT_CUDA=OFF)"
+    return None
+
+
+def available() -> bool:
+    return unavailable_reason() is None
+
+
+def _attributes(attrs: dict) -> bytes:
+    items = []
+    for name, value in attrs.items():
+        if isinstance(value, str):
+            items.append(f"{name}=s:{value}")
+        elif isinstance(value, float):
+            items.append(f"{name}=f:{value!r}")
+        else:
+            items.append(f"{name}=i:{int(value)}")
+    return ";".join(items).encode()
+
+
+class _Call:
+    """The ctypes view of one call: inputs' dtypes, ranks, dims, pointers."""
+
+    def __init__(self, op: str, inputs: tuple[torch.Tensor, ...], attrs: dict):
+        self.op = op.encode()
+        self.inputs = [t.contiguous() for t in inputs]  # kept alive for the call
+        n = len(self.inputs)
+        self.n = n
+        self.dtypes = (ctypes.c_char_p * max(n, 1))(*[str(t.dtype).removeprefix("torch.").encode() for t in self.inputs])
+        self.ranks = (ctypes.c_int * max(n, 1))(*[t.dim() for t in self.inputs])
+        dims = [d for t in self.inputs for d in t.shape]
+        self.dims = (ctypes.c_int64 * max(len(dims), 1))(*dims)
+        self.pointers = (ctypes.c_void_p * max(n, 1))(*[t.data_ptr() for t in self.inputs])
+        self.attrs = _attributes(attrs)
+        devices = {t.device for t in self.inputs if t.is_cuda}
+        self.device = next(iter(devices)) if devices else torch.device("cuda", torch.cuda.current_device())
+        if len(devices) > 1 or any(not t.is_cuda for t in self.inputs):
+            raise CudaOpError(f"{op}: every input must be a CUDA tensor on one device, got "
+                              f"{[str(t.device) for t in self.inputs]}")
+
+
+def _lib():
+    reason = unavailable_reason()
+    if reason:
+        raise CudaOpError(f"bucketrt's CUDA kernels are unavailable: {reason}")
+    return _library(bucketrt.library_path())
+
+
+def plan(op: str, *inputs: torch.Tensor, **attrs) -> tuple[int, list[tuple[torch.dtype, tuple[int, ...]]]]:
+    """Checks a call without running it: (workspace bytes, [(dtype, shape) of each output])."""
+    return _plan(_lib(), _Call(op, inputs, attrs))
+
+
+def _plan(lib, call: _Call):
+    workspace = ctypes.c_size_t(0)
+    dtypes = (ctypes.c_int * _MAX_OUTPUTS)()
+    ranks = (ctypes.c_int * _MAX_OUTPUTS)()
+    dims = (ctypes.c_int64 * (4 * _MAX_OUTPUTS))()
+    error = lib.BucketrtCudaPlan(call.op, call.n, call.dtypes, call.ranks, call.dims, call.attrs, call.device.index,
+                                 ctypes.byref(workspace), _MAX_OUTPUTS, dtypes, ranks, dims)
+    if error:
+        raise CudaOpError(error.decode())
+    from .spec import BY_NAME
+
+    outputs = [
+        (_OUTPUT_DTYPES[dtypes[i]], tuple(dims[4 * i + a] for a in range(ranks[i])))
+        for i in range(len(BY_NAME[call.op.decode()].outputs))
+    ]
+    return workspace.value, outputs
+
+
+def run(op: str, *inputs: torch.Tensor, synchronous: bool = True, workspace: torch.Tensor | None = None,
+        **attrs) -> tuple[torch.Tensor, ...]:
+    """Runs `op` on CUDA tensors (spec order) with the given attributes on the current stream.
+
+    synchronous=True (tests) waits for the kernels and reports errors only the data shows (e.g.
+    LSHCumulation codes out of range), as the ORT glue does; False (benchmarks) returns once the
+    kernels are enqueued. `workspace`, when given, is a uint8 CUDA tensor of at least plan()'s bytes
+    (otherwise one is taken from torch's allocator); an empty one leaves the allocation to the
+    library (stream-ordered cudaMallocAsync, as a C caller would get it).
+    """
+    lib = _lib()
+    call = _Call(op, inputs, attrs)
+    workspace_bytes, specs = _plan(lib, call)
+    outputs = [torch.empty(shape, dtype=dtype, device=call.device) for dtype, shape in specs]
+    if workspace is None and workspace_bytes:
+        workspace = torch.empty(workspace_bytes, dtype=torch.uint8, device=call.device)
+    pointers = (ctypes.c_void_p * len(outputs))(*[t.data_ptr() for t in outputs])
+    stream = torch.cuda.current_stream(call.device).cuda_stream
+    error = lib.BucketrtCudaRun(
+        call.op, call.n, call.dtypes, call.ranks, call.dims, call.pointers, len(outputs), pointers, call.attrs,
+        call.device.index, ctypes.c_void_p(stream),
+        ctypes.c_void_p(workspace.data_ptr() if workspace is not None and workspace.numel() else 0),
+        workspace.numel() if workspace is not None else 0, int(synchronous),
+    )
+    if error:
+        raise CudaOpError(error.decode())
+    return tuple(outputs)

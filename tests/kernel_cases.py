@@ -1,0 +1,109 @@
+"""Shape grids and input makers shared by the CPU kernel tests (test_kernels_cpu.py) and the CUDA
+kernel tests (test_kernels_cuda.py), so that every backend runs the same cases. numpy only: the
+CUDA tests import this on a GPU machine that may lack onnx and onnxruntime.
+
+Shapes cover sizes that are no multiple of the kernels' slabs (N of 1, 7, 33, 100; D of 7, 20, 33
+beside 16, 32, 64, 96), Nq != Nk, several hash counts and code lengths, masks with zeros (and
+out-of-range codes in masked rows, which must be ignored), batch 1 and 3, projection groups 1 and 3.
+Each value appears in a few combinations rather than a full Cartesian product, to keep the files fast.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# batch, num_query, num_key, dim, num_hash, capacity
+LSH_CASES = [
+    (1, 1, 1, 16, 1, 1),
+    (3, 7, 33, 32, 5, 8),
+    (1, 100, 7, 64, 32, 64),
+    (3, 33, 100, 96, 64, 512),  # D=96 at capacity 512: several passes over hash groups
+    (3, 100, 33, 16, 64, 16),
+    (3, 7, 1, 7, 1, 4),  # D below one slab, not a multiple of 4
+    (1, 1, 100, 33, 32, 32),  # a one-column tail slab
+    (3, 100, 100, 20, 5, 256),  # a four-column tail slab
+    (1, 33, 7, 96, 1, 2),
+    (1, 7, 33, 44, 5, 8),  # slabs of 16, 16 and 12 columns
+    (3, 33, 7, 24, 32, 128),  # slabs of 16 and 8 columns
+]
+
+# batch, length, dim, num_hash, code_len, groups: ±1 diagonals
+HADAMARD_CASES = [
+    (1, 1, 16, 1, 1, 1),
+    (3, 7, 16, 5, 4, 3),
+    (3, 33, 32, 32, 9, 1),  # 3 codes per part: 11 parts
+    (1, 100, 64, 64, 4, 1),
+    (3, 100, 64, 5, 9, 3),
+    (3, 7, 16, 32, 9, 3),  # one code per part: 32 parts
+    (1, 33, 32, 3, 30, 1),  # 30-bit codes
+    (3, 1, 128, 1, 1, 1),
+]
+
+# batch, length, dim, num_hash, code_len, groups: real-valued diagonals, small dims
+HADAMARD_ANY_DIAGONAL_CASES = [
+    (2, 9, 1, 3, 1, 1),  # D below every SIMD width: no butterflies at all
+    (2, 9, 2, 4, 2, 2),
+    (1, 20, 4, 6, 3, 1),
+    (3, 17, 8, 9, 4, 3),
+    (1, 70, 256, 40, 9, 1),
+]
+
+# batch, length, dim, num_hash, code_len, groups
+GAUSSIAN_CASES = [
+    (1, 1, 16, 1, 1, 1),
+    (3, 7, 96, 5, 4, 3),
+    (3, 33, 32, 32, 9, 1),
+    (1, 100, 64, 64, 4, 1),
+    (3, 100, 20, 5, 9, 3),
+    (3, 33, 7, 3, 30, 3),
+]
+
+
+def lsh_seed(batch, num_query, num_key, dim, num_hash, capacity) -> int:
+    return 1000 * batch + 10 * num_query + num_key + dim + num_hash
+
+
+def mask(rng, shape, masked: float) -> np.ndarray:
+    """int32 mask with about `masked` zeros; live entries are 1 or 3 (any non-zero counts)."""
+    live = rng.random(shape) >= masked
+    return np.where(live, rng.choice(np.array([1, 3], dtype=np.int32), size=shape), 0).astype(np.int32)
+
+
+def lsh_inputs(rng, batch, num_query, num_key, dim, num_hash, capacity, masked=0.25, max_code=None):
+    hi = capacity if max_code is None else max_code + 1
+    query_mask = mask(rng, (batch, num_query), masked)
+    key_mask = mask(rng, (batch, num_key), masked)
+    query_hash = rng.integers(0, hi, (batch, num_query, num_hash), dtype=np.int32)
+    key_hash = rng.integers(0, hi, (batch, num_key, num_hash), dtype=np.int32)
+    # Masked rows may carry any code: out-of-range ones prove the kernel ignores them.
+    query_hash[query_mask == 0] = -7
+    key_hash[key_mask == 0] = capacity + 5
+    value = rng.standard_normal((batch, num_key, dim)).astype(np.float32)
+    return {"query_mask": query_mask, "query_hash": query_hash, "key_mask": key_mask, "key_hash": key_hash, "value": value}
+
+
+def sign_inputs(rng, batch, length, dim, groups, proj_shape, integers=False, masked=0.25):
+    m = mask(rng, (batch, length), masked)
+    if integers:
+        vector = rng.integers(-3, 4, (batch, length, dim)).astype(np.float32)
+        projection = rng.integers(-2, 3, (groups, *proj_shape)).astype(np.float32)
+    else:
+        vector = rng.standard_normal((batch, length, dim)).astype(np.float32)
+        projection = rng.standard_normal((groups, *proj_shape)).astype(np.float32)
+    return {"mask": m, "vector": vector, "projection": projection}
+
+
+def signs(projection: np.ndarray) -> np.ndarray:
+    """±1 diagonals from any values (0 counts as +1)."""
+    return (np.sign(projection) + (projection == 0)).astype(projection.dtype)
+
+
+def gaussian_near_zero(inputs, num_hash, code_len) -> np.ndarray:
+    """[B, N, num_hash]: True where some projection of the hash lies within float32 rounding of zero
+    (float64 recomputation), so that a code may differ across summation orders."""
+    vector, projection = inputs["vector"].astype(np.float64), inputs["projection"].astype(np.float64)
+    batch, length, dim = vector.shape
+    groups = projection.shape[0]
+    x = vector.reshape(batch // groups, groups, length, dim)
+    y = (x @ projection[None]).reshape(batch, length, num_hash, code_len)
+    return (np.abs(y) < 1e-4 * np.sqrt(dim)).any(-1)

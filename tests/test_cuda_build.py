@@ -1,0 +1,170 @@
+"""The op library as this machine built it (CI's machines have nvcc but no GPU): with CUDA kernels
+wherever nvcc was found, loadable and registrable without a GPU or a CUDA toolkit, listing the
+ort-cuda backend exactly for the ops that have CUDA kernels, and failing cleanly when asked to run
+one without a device."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import bucketrt
+from bucketrt.ops import OPS
+
+CUDA_OPS = {"LSHCumulation", "SignHash"}
+
+
+def _library():
+    return ctypes.CDLL(bucketrt.library_path())
+
+
+def _built_with_cuda() -> bool:
+    return hasattr(_library(), "BucketrtCudaRun")
+
+
+def _nvcc_found() -> bool:
+    if os.environ.get("CUDACXX"):
+        return Path(os.environ["CUDACXX"]).is_file()
+    homes = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
+    return shutil.which("nvcc") is not None or any(h and Path(h, "bin", "nvcc").is_file() for h in homes)
+
+
+def test_cuda_kernels_are_built_where_nvcc_is():
+    # So that CI, whose machine has nvcc, compiles every .cu file: a build that silently fell back
+    # to CPU only would hide CUDA breakage.
+    if os.environ.get("BUCKETRT_CUDA", "AUTO").upper() == "OFF" or not _nvcc_found():
+        pytest.skip("no nvcc here (or BUCKETRT_CUDA=OFF): a CPU-only build is expected")
+    assert _built_with_cuda(), "nvcc is present but the installed op library has no CUDA kernels"
+
+
+def _backends() -> dict[str, list[str]]:
+    """BucketrtBackends() as op -> backends ("Op=a,b;Op=a")."""
+    lib = _library()
+    lib.BucketrtBackends.restype = ctypes.c_char_p
+    entries = (entry.split("=", 1) for entry in lib.BucketrtBackends().decode().split(";"))
+    return {name: backends.split(",") for name, backends in entries}
+
+
+def test_backends_list_ort_cuda_for_the_cuda_ops():
+    backends = _backends()
+    cuda = _built_with_cuda()
+    for op in OPS:
+        assert "ort-cpu" in backends[op.name], op.name
+        assert ("ort-cuda" in backends[op.name]) == (cuda and op.name in CUDA_OPS), (op.name, backends[op.name])
+
+
+def test_bucketrt_ops_shows_the_cuda_backend():
+    pytest.importorskip("bucketrt.cli.main", reason="the CLI is not installed (a source tree has no bucketrt.cli)")
+    from click.testing import CliRunner
+
+    from bucketrt.cli.main import main
+
+    result = CliRunner().invoke(main, ["ops"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[1]: line for line in result.output.splitlines() if line.startswith("│ ") and len(line.split()) > 2}
+    for name in CUDA_OPS:
+        assert ("ort-cuda" in lines[name]) == _built_with_cuda(), lines[name]
+
+
+def test_library_needs_no_cuda_library_at_load():
+    # The CUDA runtime is linked statically; the driver is opened only when a CUDA kernel runs.
+    out = subprocess.run(["ldd", bucketrt.library_path()], capture_output=True, text=True, check=True).stdout
+    assert "libcudart" not in out and "libcuda." not in out, out
+
+
+def test_cpu_sessions_run_with_the_cuda_kernels_registered():
+    # The CUDA EP registrations (fp32 and fp16) share the ops' schemas with the CPU ones; a
+    # CPU-only ONNX Runtime must accept them and run the CPU kernels, in both float types.
+    pytest.importorskip("onnxruntime")
+    from bucketrt.ops.graph import run_op
+    from bucketrt.ops.spec import LSH_CUMULATION
+
+    rng = np.random.default_rng(0)
+    inputs = {
+        "query_mask": np.ones((2, 3), np.int32),
+        "query_hash": rng.integers(0, 8, (2, 3, 2), dtype=np.int32),
+        "key_mask": np.ones((2, 4), np.int32),
+        "key_hash": rng.integers(0, 8, (2, 4, 2), dtype=np.int32),
+        "value": rng.standard_normal((2, 4, 8)).astype(np.float32),
+    }
+    (out32,) = run_op(LSH_CUMULATION, inputs, {"hashtable_capacity": 8})
+    (out16,) = run_op(LSH_CUMULATION, {**inputs, "value": inputs["value"].astype(np.float16)}, {"hashtable_capacity": 8})
+    assert out32.dtype == np.float32 and out16.dtype == np.float16
+    np.testing.assert_allclose(out16.astype(np.float32), out32, atol=2e-3 * max(1.0, np.abs(out32).max()))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: tests/test_kernels_cuda.py runs the kernels")
+def test_cuda_harness_fails_cleanly_without_a_gpu():
+    if not _built_with_cuda():
+        pytest.skip("the op library was built without CUDA")
+    from bucketrt.ops import cuda
+
+    assert cuda.unavailable_reason() is not None
+    lib = cuda._library(bucketrt.library_path())
+    dtypes = (ctypes.c_char_p * 3)(b"int32", b"float32", b"float32")
+    ranks = (ctypes.c_int * 3)(2, 3, 3)
+    dims = (ctypes.c_int64 * 8)(2, 5, 2, 5, 16, 1, 3, 16)
+    workspace = ctypes.c_size_t(0)
+    out_dtypes, out_ranks, out_dims = (ctypes.c_int * 8)(), (ctypes.c_int * 8)(), (ctypes.c_int64 * 32)()
+
+    def plan(attrs: bytes) -> str:
+        return lib.BucketrtCudaPlan(b"SignHash", 3, dtypes, ranks, dims, attrs, 0, ctypes.byref(workspace), 8,
+                                    out_dtypes, out_ranks, out_dims).decode()
+
+    # The spec checks come first and need no device; the device is reached only by a valid call.
+    assert plan(b"num_hash=i:2;hash_code_len=i:31") == "SignHash: attribute 'hash_code_len' must be <= 30, got 31"
+    assert plan(b"num_hash=i:2;hash_code_len=i:4;bits=i:1") == "SignHash: unknown attribute(s) ['bits']"
+    assert plan(b"num_hash=i:2;hash_code_len=i:4").startswith("SignHash: CUDA error in selecting the device: ")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: tests/test_kernels_cuda.py runs these with data")
+def test_cuda_harness_rejects_bad_input_with_the_references_words():
+    # Without a GPU the harness still runs every check that needs no data (spec, attributes, op
+    # shapes): test_bad_input.py's cases get the reference's words, as on the CPU backend.
+    if not _built_with_cuda():
+        pytest.skip("the op library was built without CUDA")
+    pytest.importorskip("onnxruntime")
+    import importlib.util
+    import sys
+
+    from bucketrt.ops import cuda, reference
+
+    name = "bucketrt_bad_input_cases"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("test_bad_input.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+    bad = sys.modules[name]
+    lib = cuda._library(bucketrt.library_path())
+    checked = 0
+    for case in bad.CASES:
+        tensors = [torch.from_numpy(np.ascontiguousarray(case.inputs[t.name])) for t in case.spec.inputs]
+        call = cuda._Call.__new__(cuda._Call)  # CPU tensors: only their dtypes and shapes are read
+        n = len(tensors)
+        call.op, call.n, call.attrs = case.spec.name.encode(), n, cuda._attributes(case.attrs)
+        call.dtypes = (ctypes.c_char_p * n)(*[str(t.dtype).removeprefix("torch.").encode() for t in tensors])
+        call.ranks = (ctypes.c_int * n)(*[t.dim() for t in tensors])
+        dims = [d for t in tensors for d in t.shape]
+        call.dims = (ctypes.c_int64 * max(1, len(dims)))(*dims)
+        call.device = torch.device("cuda", 0)
+        with pytest.raises(cuda.CudaOpError) as info:
+            cuda._plan(lib, call)
+        message = str(info.value)
+        if "CUDA error in selecting the device" in message:
+            assert case.culprit in ("key_hash", "query_hash"), (case.id, message)  # codes: data, on a GPU
+            continue
+        assert bad.names(message, case.spec.name) and bad.names(message, case.culprit), (case.id, message)
+        if case.same_text:
+            with pytest.raises(ValueError) as ref:
+                reference.REFERENCES[case.spec.name](*tensors, **case.attrs)
+            assert str(ref.value) in message, (case.id, message)
+        checked += 1
+    assert checked >= len(bad.CASES) - 4
