@@ -72,6 +72,20 @@ def test_ties_take_the_first_maximum_and_negatives_follow_positives():
     assert out[0, 0, 0].tolist() == ref(inputs, num_hash=1)[0, 0, 0].tolist() == [0, 1, 0]
 
 
+def test_nan_is_the_maximum_like_torch_argmax():
+    # A NaN projection column (NaN rotations) makes y NaN there for every row: the first NaN column
+    # of a factor is its digit, as torch.argmax over concat(y, -y) takes it; the other factor is
+    # unaffected.
+    rng = np.random.default_rng(5)
+    inputs = hash_inputs(rng, 2, 2, 9, 8, 2, [6, 8], masked=0.0)
+    inputs["projection"][0, :, [1, 2]] = np.nan  # head 0, round 0: factor 0's columns 1 and 2
+    inputs["projection"][1, 3, 7 + 3 + 3] = np.nan  # head 1, round 1 (7 columns a round): factor 1's column 3
+    (out,) = run_op(ARGMAX_HASH, inputs, {"num_hash": 2})
+    expected = ref(inputs, num_hash=2)
+    np.testing.assert_array_equal(out, expected)
+    assert (out[:, 0, 0] % 6 == 1).all() and (out[:, 1, 1] // 6 == 3).all()
+
+
 def test_reference_is_hugging_face_hashing():
     """The reference on HF's rotations gives HF's own buckets (LSHSelfAttention._hash_vectors)."""
     from transformers import ReformerConfig

@@ -1,7 +1,8 @@
 // ArgmaxHash on the CPU, free of any runtime. Semantics: src/bucketrt/ops/reference.py
 // `argmax_hash`: y = vector[b, h, n] . projection[h] ([D, C], C = num_hash * S, round-major); per
 // round and factor f, bucket digit = argmax over concat(y_f, -y_f) (first maximum); digits combine
-// mixed-radix over the factor sizes; masked rows get the padding bucket prod(sizes).
+// mixed-radix over the factor sizes; masked rows get the padding bucket prod(sizes). A NaN
+// projection is the maximum (the first NaN wins), as torch.argmax takes it.
 #pragma once
 
 #include <cstdint>

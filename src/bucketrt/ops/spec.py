@@ -312,7 +312,7 @@ ARGMAX_HASH = OpSpec(
         "S = sum_f bucket_sizes[f] / 2 columns per round; C must be num_hash * S. "
         "y[b,h,n,:] = vector[b,h,n,:] · projection[h], of width C, seen as [num_hash, S] (round-major). "
         "For round r and factor f (size n_f, columns o_f .. o_f + n_f/2 of the round, o_f = sum_{g<f} n_g/2), "
-        "z = concat(y_rf, -y_rf) and i_f = argmax(z), the first maximum on ties; "
+        "z = concat(y_rf, -y_rf) and i_f = argmax(z), the first maximum on ties (a NaN counts as the maximum); "
         "bucket[b,h,r,n] = sum_f i_f * prod_{g<f} n_g, in [0, prod_f n_f). "
         "Rows with mask 0 get bucket prod_f n_f (one padding bucket after the others)."
     ),
