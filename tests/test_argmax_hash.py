@@ -13,32 +13,16 @@ from bucketrt.code_sync import CodeSync
 from bucketrt.ops import call, intercept, reference
 from bucketrt.ops.graph import run_op
 from bucketrt.ops.spec import ARGMAX_HASH
+from kernel_cases import ARGMAX_CASES, argmax_inputs
 
-
-def hash_inputs(rng, batch, heads, length, dim, num_hash, sizes, masked=0.25):
-    mask = (rng.random((batch, length)) >= masked).astype(np.int32) * rng.choice([1, 3], (batch, length)).astype(np.int32)
-    return {
-        "mask": mask,
-        "vector": rng.standard_normal((batch, heads, length, dim)).astype(np.float32),
-        "projection": rng.standard_normal((heads, dim, num_hash * sum(sizes) // 2)).astype(np.float32),
-        "bucket_sizes": np.array(sizes, np.int32),
-    }
+hash_inputs = argmax_inputs  # the grid and inputs the CUDA tests share (kernel_cases.py)
 
 
 def ref(inputs, **attrs) -> np.ndarray:
     return reference.argmax_hash(*(torch.from_numpy(a) for a in inputs.values()), **attrs).numpy()
 
 
-@pytest.mark.parametrize(
-    "batch,heads,length,dim,num_hash,sizes",
-    [
-        (1, 1, 1, 4, 1, [2]),
-        (3, 2, 33, 16, 4, [8]),
-        (1, 2, 100, 64, 1, [64, 128]),  # crime-and-punishment's factorised buckets
-        (3, 1, 130, 7, 2, [4, 6, 2]),
-        (2, 3, 65, 32, 3, [32]),
-    ],
-)
+@pytest.mark.parametrize("batch,heads,length,dim,num_hash,sizes", ARGMAX_CASES)
 def test_kernel_matches_reference(batch, heads, length, dim, num_hash, sizes):
     rng = np.random.default_rng(batch * 1000 + length + dim)
     inputs = hash_inputs(rng, batch, heads, length, dim, num_hash, sizes)

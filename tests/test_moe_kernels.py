@@ -15,6 +15,7 @@ import torch
 from bucketrt.ops import reference
 from bucketrt.ops.graph import run_op
 from bucketrt.ops.spec import EXPERT_ACTIVATIONS, EXPERT_FFN, TOP1_DISPATCH
+from kernel_cases import TOP1_CASES, top1_probs
 
 DISPATCH_OUTPUTS = ("expert", "gate", "priority", "counts", "order")
 
@@ -31,10 +32,7 @@ def _dispatch_both(probs, capacity):
     return ours, ref
 
 
-@pytest.mark.parametrize(
-    "batch,length,experts,capacity,skew",
-    [(1, 1, 1, 1, 0.0), (2, 7, 2, 2, 0.0), (3, 33, 8, 4, 2.0), (2, 64, 16, 64, 0.0), (4, 10, 3, 0, 0.0), (1, 50, 8, 3, 6.0)],
-)
+@pytest.mark.parametrize("batch,length,experts,capacity,skew", TOP1_CASES)
 def test_top1_dispatch_matches_reference(batch, length, experts, capacity, skew):
     probs = _probs(np.random.default_rng(batch * 100 + length), batch, length, experts, skew)
     ours, ref = _dispatch_both(probs, capacity)
