@@ -70,6 +70,19 @@ def test_nan_is_the_maximum_like_torch_argmax():
     assert (out[:, 0, 0] % 6 == 1).all() and (out[:, 1, 1] // 6 == 3).all()
 
 
+def test_float16_buckets_are_the_widened_inputs_buckets():
+    # float16 vectors and projections are widened exactly and hashed in float32: the buckets of the
+    # float32 copies, bit for bit.
+    rng = np.random.default_rng(6)
+    inputs = hash_inputs(rng, 2, 3, 40, 16, 3, [4, 6])
+    half = {**inputs, "vector": inputs["vector"].astype(np.float16), "projection": inputs["projection"].astype(np.float16)}
+    widened = {**half, "vector": half["vector"].astype(np.float32), "projection": half["projection"].astype(np.float32)}
+    (out16,) = run_op(ARGMAX_HASH, half, {"num_hash": 3})
+    (out32,) = run_op(ARGMAX_HASH, widened, {"num_hash": 3})
+    np.testing.assert_array_equal(out16, out32)
+    assert (out16 == ref(half, num_hash=3)).mean() > 0.99
+
+
 def test_reference_is_hugging_face_hashing():
     """The reference on HF's rotations gives HF's own buckets (LSHSelfAttention._hash_vectors)."""
     from transformers import ReformerConfig

@@ -282,3 +282,18 @@ def test_bucket_sum_matches_reference(groups, rows, dim, buckets):
         # Rows are added in the reference's order: identical sums.
         np.testing.assert_array_equal(out, expected.numpy())
 
+
+def test_bucket_sum_float16_is_the_float32_sums_rounded_once():
+    from bucketrt.ops.spec import BUCKET_SUM
+
+    rng = np.random.default_rng(24)
+    inputs = bucket_sum_inputs(rng, 6, 50, 20, 5)
+    half = {**inputs, "weight": inputs["weight"].astype(np.float16), "vector": inputs["vector"].astype(np.float16)}
+    got = run_op(BUCKET_SUM, half, {"num_buckets": 5})
+    widened = run_op(BUCKET_SUM, {**half, "weight": half["weight"].astype(np.float32),
+                                  "vector": half["vector"].astype(np.float32)}, {"num_buckets": 5})
+    ref = reference.bucket_sum(*_torch(half), num_buckets=5)
+    for out, out32, expected in zip(got, widened, ref):
+        assert out.dtype == np.float16 and expected.dtype == torch.float16
+        np.testing.assert_array_equal(out, out32.astype(np.float16))
+        np.testing.assert_array_equal(out, expected.numpy())

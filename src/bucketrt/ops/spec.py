@@ -278,6 +278,7 @@ TOP1_DISPATCH = OpSpec(
     attributes=(
         Attribute("expert_capacity", "int", "Most tokens an expert takes from one sequence.", minimum=0),
     ),
+    float_types=FLOAT_TYPES,
 )
 
 EXPERT_FFN = OpSpec(
@@ -327,6 +328,7 @@ ARGMAX_HASH = OpSpec(
     ),
     outputs=(Tensor("buckets", "int32", ("B", "H", "num_hash", "N"), "Bucket of each vector in each round."),),
     attributes=(Attribute("num_hash", "int", "Number of hashing rounds.", minimum=1),),
+    float_types=FLOAT_TYPES,
 )
 
 BUCKET_SUM = OpSpec(
@@ -346,6 +348,7 @@ BUCKET_SUM = OpSpec(
         Tensor("weight_sum", FLOAT, ("G", "num_buckets"), "Per-bucket sum of the weights."),
     ),
     attributes=(Attribute("num_buckets", "int", "Number of buckets C.", minimum=1),),
+    float_types=FLOAT_TYPES,
 )
 
 SORTED_CHUNK_ATTENTION = OpSpec(
