@@ -20,6 +20,7 @@ struct ArgmaxHashShape {
   int64_t dim = 0;      // D
   int64_t columns = 0;  // C
   int64_t num_hash = 0;
+  int64_t factors = 0;  // F, the entries of bucket_sizes (the CUDA kernel reads them on the device)
 };
 
 // Checks the bucket sizes (each even >= 2, product below 2^31 - 1) and C == num_hash * sum / 2,
