@@ -42,13 +42,14 @@ SANITIZER=skipped
 if command -v compute-sanitizer >/dev/null && [ "$LEFT" -gt 60 ]; then
   echo "== compute-sanitizer memcheck + racecheck on a subset (${LEFT} s left)"
   SUBSET="(lsh_cumulation_matches_reference and float32 and not 3-33-100) or (hadamard_any_diagonal and float16) or gaussian_integer_data_exact or out_of_range or capacity"
+  SUBSET="$SUBSET or (argmax_hash_matches_reference and float32 and (1-3-50 or 2-1-33)) or (bucket_sum_matches_reference and float16 and 4-10-5) or top1_dispatch_ties or (bucket_sum_bad_ids and negative)"
   timeout $(( LEFT * 2 / 3 )) compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 20 \
     $PY -m pytest -q -p no:cacheprovider -x tests/test_kernels_cuda.py -k "$SUBSET" 2>&1 | tail -40 | tee "$OUT/sanitizer.log"
   SANITIZER=memcheck:${PIPESTATUS[0]}
   LEFT=$(( BUDGET_S - (SECONDS - START) ))
   if [ "$LEFT" -gt 30 ]; then
     timeout "$LEFT" compute-sanitizer --tool racecheck --error-exitcode 9 --print-limit 20 \
-      $PY -m pytest -q -p no:cacheprovider -x tests/test_kernels_cuda.py -k "gaussian_integer_data_exact and float32 or (hadamard_any_diagonal and float32 and (2-9-2 or 1-20-4))" \
+      $PY -m pytest -q -p no:cacheprovider -x tests/test_kernels_cuda.py -k "gaussian_integer_data_exact and float32 or (hadamard_any_diagonal and float32 and (2-9-2 or 1-20-4)) or (argmax_hash_matches_reference and float32 and 1-3-50) or top1_dispatch_ties" \
       2>&1 | tail -20 | tee -a "$OUT/sanitizer.log"
     SANITIZER="$SANITIZER racecheck:${PIPESTATUS[0]}"
   fi

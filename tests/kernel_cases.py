@@ -107,3 +107,98 @@ def gaussian_near_zero(inputs, num_hash, code_len) -> np.ndarray:
     x = vector.reshape(batch // groups, groups, length, dim)
     y = (x @ projection[None]).reshape(batch, length, num_hash, code_len)
     return (np.abs(y) < 1e-4 * np.sqrt(dim)).any(-1)
+
+
+# -- ArgmaxHash, BucketSum, Top1Dispatch ------------------------------------------------------
+# (their CPU tests live in test_argmax_hash.py, test_kernels_cpu.py and test_moe_kernels.py)
+
+# batch, heads, length, dim, num_hash, bucket sizes
+ARGMAX_CASES = [
+    (1, 1, 1, 4, 1, [2]),
+    (3, 2, 33, 16, 4, [8]),
+    (1, 2, 100, 64, 1, [64, 128]),  # crime-and-punishment's factorised buckets
+    (3, 1, 130, 7, 2, [4, 6, 2]),
+    (2, 3, 65, 32, 3, [32]),
+]
+
+
+def argmax_inputs(rng, batch, heads, length, dim, num_hash, sizes, masked=0.25) -> dict[str, np.ndarray]:
+    m = (rng.random((batch, length)) >= masked).astype(np.int32) * rng.choice([1, 3], (batch, length)).astype(np.int32)
+    return {
+        "mask": m,
+        "vector": rng.standard_normal((batch, heads, length, dim)).astype(np.float32),
+        "projection": rng.standard_normal((heads, dim, num_hash * sum(sizes) // 2)).astype(np.float32),
+        "bucket_sizes": np.array(sizes, np.int32),
+    }
+
+
+def argmax_flip_margins(inputs, num_hash, ours: np.ndarray, theirs: np.ndarray) -> np.ndarray:
+    """Where two backends' ArgmaxHash buckets differ: per entry, the largest gap between the two
+    chosen candidates of a differing factor digit (projections recomputed in float64), relative to
+    the RMS projection of the round; inf for a padding bucket on one side only. Rounding explains a
+    difference whose margin is tiny (two candidates within float32 error of each other)."""
+    sizes = [int(s) for s in inputs["bucket_sizes"]]
+    vector, projection = inputs["vector"].astype(np.float64), inputs["projection"].astype(np.float64)
+    batch, heads, length, _ = vector.shape
+    y = np.einsum("bhnd,hdc->bhnc", vector, projection).reshape(batch, heads, length, num_hash, -1)
+    y = y.transpose(0, 1, 3, 2, 4)  # [B, H, R, N, S]
+    rms = np.maximum(np.sqrt((y**2).mean(-1)), np.finfo(np.float64).tiny)
+    padding = int(np.prod(sizes))
+    margins = []
+    for index in zip(*np.nonzero(ours != theirs)):
+        a, b = int(ours[index]), int(theirs[index])
+        if a == padding or b == padding or not (0 <= a < padding and 0 <= b < padding):
+            margins.append(np.inf)
+            continue
+        worst, stride, start = 0.0, 1, 0
+        for size in sizes:
+            part = y[index][start : start + size // 2]
+            candidates = np.concatenate([part, -part])
+            da, db = a // stride % size, b // stride % size
+            if da != db:
+                worst = max(worst, abs(candidates[da] - candidates[db]) / rms[index])
+            stride *= size
+            start += size // 2
+        margins.append(worst)
+    return np.array(margins)
+
+
+# groups, rows, dim, num_buckets
+BUCKET_SUM_CASES = [(1, 1, 1, 1), (5, 8, 6, 4), (37, 16, 64, 8), (3, 100, 33, 7)]
+
+
+def bucket_sum_inputs(rng, groups, rows, dim, num_buckets) -> dict[str, np.ndarray]:
+    return {
+        "bucket": rng.integers(0, num_buckets, (groups, rows)).astype(np.int32),
+        "weight": rng.random((groups, rows)).astype(np.float32),
+        "vector": rng.standard_normal((groups, rows, dim)).astype(np.float32),
+    }
+
+
+# batch, length, experts, capacity, skew (skew > 0 crowds expert 0: overflow, and experts with no token)
+TOP1_CASES = [(1, 1, 1, 1, 0.0), (2, 7, 2, 2, 0.0), (3, 33, 8, 4, 2.0), (2, 64, 16, 64, 0.0), (4, 10, 3, 0, 0.0),
+              (1, 50, 8, 3, 6.0)]
+
+
+def top1_probs(rng, batch, length, experts, skew=0.0) -> np.ndarray:
+    """Router probabilities: a softmax over experts of normal logits (expert 0's raised by skew)."""
+    logits = rng.standard_normal((batch, length, experts)).astype(np.float32)
+    logits[..., 0] += skew
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return (e / e.sum(-1, keepdims=True)).astype(np.float32)
+
+
+def bucket_sum_in_order(inputs, num_buckets) -> tuple[np.ndarray, np.ndarray]:
+    """BucketSum as the spec orders it, in numpy: rows added one by one in order n, from 0, in float32
+    (float16 inputs widened, the sums rounded once) - what every kernel must give bit for bit."""
+    dtype = inputs["vector"].dtype
+    bucket = inputs["bucket"]
+    weight, vector = inputs["weight"].astype(np.float32), inputs["vector"].astype(np.float32)
+    groups, rows, dim = vector.shape
+    sums = np.zeros((groups, num_buckets, dim), np.float32)
+    weights = np.zeros((groups, num_buckets), np.float32)
+    g = np.arange(groups)
+    for n in range(rows):  # each group once per n: no repeated (g, bucket) pair within a step
+        sums[g, bucket[:, n]] += vector[:, n]
+        weights[g, bucket[:, n]] += weight[:, n]
+    return sums.astype(dtype), weights.astype(dtype)

@@ -13,32 +13,16 @@ from bucketrt.code_sync import CodeSync
 from bucketrt.ops import call, intercept, reference
 from bucketrt.ops.graph import run_op
 from bucketrt.ops.spec import ARGMAX_HASH
+from kernel_cases import ARGMAX_CASES, argmax_inputs
 
-
-def hash_inputs(rng, batch, heads, length, dim, num_hash, sizes, masked=0.25):
-    mask = (rng.random((batch, length)) >= masked).astype(np.int32) * rng.choice([1, 3], (batch, length)).astype(np.int32)
-    return {
-        "mask": mask,
-        "vector": rng.standard_normal((batch, heads, length, dim)).astype(np.float32),
-        "projection": rng.standard_normal((heads, dim, num_hash * sum(sizes) // 2)).astype(np.float32),
-        "bucket_sizes": np.array(sizes, np.int32),
-    }
+hash_inputs = argmax_inputs  # the grid and inputs the CUDA tests share (kernel_cases.py)
 
 
 def ref(inputs, **attrs) -> np.ndarray:
     return reference.argmax_hash(*(torch.from_numpy(a) for a in inputs.values()), **attrs).numpy()
 
 
-@pytest.mark.parametrize(
-    "batch,heads,length,dim,num_hash,sizes",
-    [
-        (1, 1, 1, 4, 1, [2]),
-        (3, 2, 33, 16, 4, [8]),
-        (1, 2, 100, 64, 1, [64, 128]),  # crime-and-punishment's factorised buckets
-        (3, 1, 130, 7, 2, [4, 6, 2]),
-        (2, 3, 65, 32, 3, [32]),
-    ],
-)
+@pytest.mark.parametrize("batch,heads,length,dim,num_hash,sizes", ARGMAX_CASES)
 def test_kernel_matches_reference(batch, heads, length, dim, num_hash, sizes):
     rng = np.random.default_rng(batch * 1000 + length + dim)
     inputs = hash_inputs(rng, batch, heads, length, dim, num_hash, sizes)
@@ -70,6 +54,33 @@ def test_ties_take_the_first_maximum_and_negatives_follow_positives():
     }
     (out,) = run_op(ARGMAX_HASH, inputs, {"num_hash": 1})
     assert out[0, 0, 0].tolist() == ref(inputs, num_hash=1)[0, 0, 0].tolist() == [0, 1, 0]
+
+
+def test_nan_is_the_maximum_like_torch_argmax():
+    # A NaN projection column (NaN rotations) makes y NaN there for every row: the first NaN column
+    # of a factor is its digit, as torch.argmax over concat(y, -y) takes it; the other factor is
+    # unaffected.
+    rng = np.random.default_rng(5)
+    inputs = hash_inputs(rng, 2, 2, 9, 8, 2, [6, 8], masked=0.0)
+    inputs["projection"][0, :, [1, 2]] = np.nan  # head 0, round 0: factor 0's columns 1 and 2
+    inputs["projection"][1, 3, 7 + 3 + 3] = np.nan  # head 1, round 1 (7 columns a round): factor 1's column 3
+    (out,) = run_op(ARGMAX_HASH, inputs, {"num_hash": 2})
+    expected = ref(inputs, num_hash=2)
+    np.testing.assert_array_equal(out, expected)
+    assert (out[:, 0, 0] % 6 == 1).all() and (out[:, 1, 1] // 6 == 3).all()
+
+
+def test_float16_buckets_are_the_widened_inputs_buckets():
+    # float16 vectors and projections are widened exactly and hashed in float32: the buckets of the
+    # float32 copies, bit for bit.
+    rng = np.random.default_rng(6)
+    inputs = hash_inputs(rng, 2, 3, 40, 16, 3, [4, 6])
+    half = {**inputs, "vector": inputs["vector"].astype(np.float16), "projection": inputs["projection"].astype(np.float16)}
+    widened = {**half, "vector": half["vector"].astype(np.float32), "projection": half["projection"].astype(np.float32)}
+    (out16,) = run_op(ARGMAX_HASH, half, {"num_hash": 3})
+    (out32,) = run_op(ARGMAX_HASH, widened, {"num_hash": 3})
+    np.testing.assert_array_equal(out16, out32)
+    assert (out16 == ref(half, num_hash=3)).mean() > 0.99
 
 
 def test_reference_is_hugging_face_hashing():

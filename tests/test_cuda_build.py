@@ -18,7 +18,7 @@ import torch
 import bucketrt
 from bucketrt.ops import OPS
 
-CUDA_OPS = {"LSHCumulation", "SignHash"}
+CUDA_OPS = {"LSHCumulation", "SignHash", "ArgmaxHash", "BucketSum", "Top1Dispatch"}
 
 
 def _library():
@@ -168,3 +168,52 @@ def test_cuda_harness_rejects_bad_input_with_the_references_words():
             assert str(ref.value) in message, (case.id, message)
         checked += 1
     assert checked >= len(bad.CASES) - 4
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: tests/test_kernels_cuda.py runs these with data")
+def test_cuda_harness_checks_the_hashing_and_routing_ops_without_a_gpu():
+    # ArgmaxHash, BucketSum, Top1Dispatch: shape and attribute errors in the reference's words before
+    # any device is needed; a valid call reaches the device (and fails cleanly here).
+    if not _built_with_cuda():
+        pytest.skip("the op library was built without CUDA")
+    from bucketrt.ops import cuda, reference
+
+    lib = cuda._library(bucketrt.library_path())
+
+    def plan(op, tensors, attrs) -> str:
+        call = cuda._Call.__new__(cuda._Call)  # CPU tensors: only their dtypes and shapes are read
+        n = len(tensors)
+        call.op, call.n, call.attrs = op.encode(), n, cuda._attributes(attrs)
+        call.dtypes = (ctypes.c_char_p * n)(*[str(t.dtype).removeprefix("torch.").encode() for t in tensors])
+        call.ranks = (ctypes.c_int * n)(*[t.dim() for t in tensors])
+        dims = [d for t in tensors for d in t.shape]
+        call.dims = (ctypes.c_int64 * max(1, len(dims)))(*dims)
+        call.device = torch.device("cuda", 0)
+        with pytest.raises(cuda.CudaOpError) as info:
+            cuda._plan(lib, call)
+        return str(info.value)
+
+    probs = torch.rand(2, 5, 4)
+    ids, weight, vector = torch.zeros(3, 4, dtype=torch.int32), torch.ones(3, 4), torch.ones(3, 4, 5)
+    mask, x, rotations = torch.ones(2, 5, dtype=torch.int32), torch.ones(2, 3, 5, 8), torch.ones(3, 8, 10)
+    sizes = torch.tensor([4, 6], dtype=torch.int32)
+    bad = [
+        ("Top1Dispatch", [probs], {"expert_capacity": -1}),
+        ("Top1Dispatch", [probs[0]], {"expert_capacity": 1}),
+        ("Top1Dispatch", [probs.double()], {"expert_capacity": 1}),
+        ("BucketSum", [ids, torch.ones(3, 5), vector], {"num_buckets": 4}),
+        ("BucketSum", [ids, weight, vector.half()], {"num_buckets": 4}),
+        ("BucketSum", [ids, weight, vector], {"num_buckets": 0}),
+        ("ArgmaxHash", [mask, x.half(), rotations, sizes], {"num_hash": 2}),
+        ("ArgmaxHash", [mask, x, rotations, sizes.long()], {"num_hash": 2}),
+        ("ArgmaxHash", [mask, x, torch.ones(2, 8, 10), sizes], {"num_hash": 2}),
+    ]
+    for op, tensors, attrs in bad:
+        message = plan(op, tensors, attrs)
+        with pytest.raises(ValueError) as ref:
+            reference.REFERENCES[op](*tensors, **attrs)
+        assert str(ref.value) in message, (op, message)
+    for op, tensors, attrs in [("Top1Dispatch", [probs.half()], {"expert_capacity": 2}),
+                               ("ArgmaxHash", [mask, x, rotations, sizes], {"num_hash": 2}),
+                               ("BucketSum", [ids, weight, vector], {"num_buckets": 4})]:
+        assert plan(op, tensors, attrs).startswith(f"{op}: CUDA error in "), op

@@ -17,12 +17,14 @@ from bucketrt.ops import reference
 from bucketrt.ops.graph import IR_VERSION, OPSET, run_op, single_op_model
 from bucketrt.ops.spec import LSH_CUMULATION, OPS, SIGN_HASH, hadamard_parts
 from kernel_cases import (
+    BUCKET_SUM_CASES,
     GAUSSIAN_CASES,
     HADAMARD_ANY_DIAGONAL_CASES,
     HADAMARD_CASES,
     LSH_CASES,
     gaussian_near_zero,
     lsh_inputs,
+    bucket_sum_inputs,
     lsh_seed,
     sign_inputs,
     signs,
@@ -267,19 +269,31 @@ def test_sessions_share_the_library():
 # -- BucketSum (LSG's lsh merge) ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("groups, rows, dim, buckets", [(1, 1, 1, 1), (5, 8, 6, 4), (37, 16, 64, 8), (3, 100, 33, 7)])
+@pytest.mark.parametrize("groups, rows, dim, buckets", BUCKET_SUM_CASES)
 def test_bucket_sum_matches_reference(groups, rows, dim, buckets):
     from bucketrt.ops.spec import BUCKET_SUM
 
     rng = np.random.default_rng(groups * 1000 + rows)
-    inputs = {
-        "bucket": rng.integers(0, buckets, (groups, rows)).astype(np.int32),
-        "weight": rng.random((groups, rows)).astype(np.float32),
-        "vector": rng.standard_normal((groups, rows, dim)).astype(np.float32),
-    }
+    inputs = bucket_sum_inputs(rng, groups, rows, dim, buckets)
     got = run_op(BUCKET_SUM, inputs, {"num_buckets": buckets})
     ref = reference.bucket_sum(*_torch(inputs), num_buckets=buckets)
     for out, expected in zip(got, ref):
         assert out.shape == tuple(expected.shape)
         # Rows are added in the reference's order: identical sums.
+        np.testing.assert_array_equal(out, expected.numpy())
+
+
+def test_bucket_sum_float16_is_the_float32_sums_rounded_once():
+    from bucketrt.ops.spec import BUCKET_SUM
+
+    rng = np.random.default_rng(24)
+    inputs = bucket_sum_inputs(rng, 6, 50, 20, 5)
+    half = {**inputs, "weight": inputs["weight"].astype(np.float16), "vector": inputs["vector"].astype(np.float16)}
+    got = run_op(BUCKET_SUM, half, {"num_buckets": 5})
+    widened = run_op(BUCKET_SUM, {**half, "weight": half["weight"].astype(np.float32),
+                                  "vector": half["vector"].astype(np.float32)}, {"num_buckets": 5})
+    ref = reference.bucket_sum(*_torch(half), num_buckets=5)
+    for out, out32, expected in zip(got, widened, ref):
+        assert out.dtype == np.float16 and expected.dtype == torch.float16
+        np.testing.assert_array_equal(out, out32.astype(np.float16))
         np.testing.assert_array_equal(out, expected.numpy())

@@ -10,6 +10,9 @@ both modes. Tolerances are the CPU tests': max abs error <= 1e-5 (float32) or 2e
 max(1, max |reference|); SignHash codes equal the reference's exactly, except gaussian codes of
 real-valued data where a projection lies within rounding of zero (the CPU tests' audit). References
 run on the CPU in float32 (for float16 inputs: on the widened inputs, rounded once, as the spec says).
+ArgmaxHash buckets equal the reference's except where two candidates lie within rounding of each
+other (audited in float64), and the CPU kernel's exactly; BucketSum sums equal the in-order float32
+sums bit for bit; Top1Dispatch's outputs equal the reference's.
 """
 
 from __future__ import annotations
@@ -25,15 +28,23 @@ import torch
 from bucketrt.ops import cuda, reference
 from bucketrt.ops.spec import hadamard_parts
 from kernel_cases import (
+    ARGMAX_CASES,
+    BUCKET_SUM_CASES,
     GAUSSIAN_CASES,
     HADAMARD_ANY_DIAGONAL_CASES,
     HADAMARD_CASES,
     LSH_CASES,
+    TOP1_CASES,
+    argmax_flip_margins,
+    argmax_inputs,
+    bucket_sum_in_order,
+    bucket_sum_inputs,
     gaussian_near_zero,
     lsh_inputs,
     lsh_seed,
     sign_inputs,
     signs,
+    top1_probs,
 )
 
 REASON = cuda.unavailable_reason()
@@ -261,6 +272,278 @@ def test_sign_hash_gaussian_codes_equal_the_cpu_kernel():
     (cpu,) = graph.run_op(SIGN_HASH, inputs, attrs)
     (gpu,) = cuda.run("SignHash", *_gpu(_tensors(inputs, torch.float32)), **attrs)
     np.testing.assert_array_equal(gpu.cpu().numpy(), cpu)
+
+
+# -- ArgmaxHash ------------------------------------------------------------------------------
+
+
+def run_argmax(inputs, num_hash, dtype):
+    t = _tensors(inputs, dtype)
+    (out,) = cuda.run("ArgmaxHash", *_gpu(t), num_hash=num_hash)
+    out = out.cpu()
+    ref = reference.argmax_hash(*t.values(), num_hash=num_hash)
+    assert out.dtype == torch.int32 and out.shape == ref.shape
+    return out, ref, t
+
+
+def _numpy(tensors: dict[str, torch.Tensor], dtype=None) -> dict[str, np.ndarray]:
+    """numpy copies; float tensors in `dtype` when given."""
+    return {name: (t.to(dtype) if dtype is not None and t.is_floating_point() else t).numpy() for name, t in tensors.items()}
+
+
+# Beyond the CPU grid: D over one staged chunk (128) with 150 columns a round (two column tiles),
+# factor boundaries inside warps, twenty one-column factors, a partly live last warp, and a
+# Reformer-like size with many row tiles.
+ARGMAX_LAYOUT_CASES = [
+    (2, 2, 37, 200, 2, [300]),
+    (1, 3, 50, 64, 4, [2, 4, 8, 6, 2]),
+    (1, 1, 20, 16, 1, [2] * 20),
+    (2, 1, 33, 8, 2, [6, 70]),
+    (2, 4, 1000, 64, 8, [32]),
+]
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=["float32", "float16"])
+@pytest.mark.parametrize("batch,heads,length,dim,num_hash,sizes", ARGMAX_CASES + ARGMAX_LAYOUT_CASES)
+def test_argmax_hash_matches_reference(batch, heads, length, dim, num_hash, sizes, dtype):
+    rng = np.random.default_rng(500 + batch + heads + length + dim + num_hash + len(sizes))
+    inputs = argmax_inputs(rng, batch, heads, length, dim, num_hash, sizes)
+    inputs["mask"][0, 0] = 1  # at least one live row
+    out, ref, t = run_argmax(inputs, num_hash, dtype)
+    padding = int(np.prod(sizes))
+    live = (t["mask"] != 0)[:, None, None, :].expand_as(out)
+    assert (out[~live] == padding).all()
+    assert ((out[live] >= 0) & (out[live] < padding)).all()
+    # Rounding may change a bucket only where two candidates tie to within float32 error.
+    differing = out != ref
+    assert differing.float().mean() < 0.01
+    if differing.any():
+        margins = argmax_flip_margins(_numpy(t, torch.float32), num_hash, out.numpy(), ref.numpy())
+        assert margins.max() < 1e-4, f"{int(differing.sum())} buckets differ, worst margin {margins.max()}"
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=["float32", "float16"])
+def test_argmax_hash_equals_the_cpu_kernel(dtype):
+    # Same sums in the same order (d ascending, multiply and add rounded separately) and the same
+    # argmax: the CUDA and CPU kernels agree bit for bit, near-ties included. Needs onnxruntime (CPU).
+    graph = pytest.importorskip("bucketrt.ops.graph", reason="onnx / onnxruntime not installed")
+    pytest.importorskip("onnxruntime")
+    from bucketrt.ops.spec import ARGMAX_HASH
+
+    for index, (batch, heads, length, dim, num_hash, sizes) in enumerate(ARGMAX_CASES + ARGMAX_LAYOUT_CASES):
+        rng = np.random.default_rng(600 + index)
+        t = _tensors(argmax_inputs(rng, batch, heads, length, dim, num_hash, sizes), dtype)
+        (cpu,) = graph.run_op(ARGMAX_HASH, _numpy(t), {"num_hash": num_hash})
+        (gpu,) = cuda.run("ArgmaxHash", *_gpu(t), num_hash=num_hash)
+        np.testing.assert_array_equal(gpu.cpu().numpy(), cpu, err_msg=str(sizes))
+
+
+def test_argmax_hash_ties_take_the_first_maximum():
+    # Projections [1, -1]: y = (x, -x); candidates (x, -x, -x, x). x > 0 -> 0; x < 0 -> 1; x == 0 -> 0
+    # (+0 and -0 tie: the first); so does a row of zeros with any projection.
+    inputs = {
+        "mask": np.ones((1, 5), np.int32),
+        "vector": np.array([[[[2.0], [-2.0], [0.0], [-0.0], [1e-30]]]], np.float32),
+        "projection": np.array([[[1.0, -1.0]]], np.float32),
+        "bucket_sizes": np.array([4], np.int32),
+    }
+    for dtype in FLOATS:
+        out, ref, _ = run_argmax(inputs, 1, dtype)
+        assert torch.equal(out, ref) and out[0, 0, 0].tolist() == [0, 1, 0, 0, 0], (dtype, out)
+
+
+def test_argmax_hash_nan_is_the_maximum():
+    # NaN projection columns make y NaN there for every row: the first NaN column of a factor is its
+    # digit (torch.argmax over concat(y, -y)); the other factors are unaffected.
+    rng = np.random.default_rng(601)
+    inputs = argmax_inputs(rng, 2, 2, 40, 8, 2, [6, 8], masked=0.1)
+    inputs["projection"][0, :, [1, 2]] = np.nan  # head 0, round 0: factor 0's columns 1 and 2
+    inputs["projection"][1, 3, 7 + 3 + 3] = np.nan  # head 1, round 1 (7 columns a round): factor 1's column 3
+    for dtype in FLOATS:
+        out, ref, t = run_argmax(inputs, 2, dtype)
+        assert torch.equal(out, ref), dtype
+        live = t["mask"] != 0
+        assert (out[:, 0, 0][live] % 6 == 1).all() and (out[:, 1, 1][live] // 6 == 3).all()
+
+
+# Bad bucket_sizes are data on the device: the launch writes bucket 0 and the check after it (the
+# harness's synchronous run, the ORT glue's every run) words them as the CPU kernel does.
+def _argmax_bad(sizes, columns=None, num_hash=2):
+    rng = np.random.default_rng(602)
+    inputs = argmax_inputs(rng, 2, 2, 5, 4, num_hash, [4, 6])
+    inputs["bucket_sizes"] = np.array(sizes, np.int32)
+    if columns is not None:
+        inputs["projection"] = rng.standard_normal((2, 4, columns)).astype(np.float32)
+    return inputs
+
+
+ARGMAX_BAD = [
+    ("odd", _argmax_bad([5, 5])),
+    ("zero", _argmax_bad([0, 10])),
+    ("negative", _argmax_bad([-4, 14])),
+    ("overflow", _argmax_bad([65536, 65536], columns=2 * 65536)),
+    ("31-factors", _argmax_bad([2] * 31, columns=2 * 31)),
+    ("columns", _argmax_bad([4, 8])),
+    ("num-hash", _argmax_bad([4, 6], num_hash=3)),
+]
+
+
+@pytest.mark.parametrize("inputs", [b[1] for b in ARGMAX_BAD], ids=[b[0] for b in ARGMAX_BAD])
+def test_argmax_hash_bad_sizes_get_the_cpu_kernels_words(inputs):
+    t = _tensors(inputs, torch.float32)
+    num_hash = 2
+    with pytest.raises(ValueError) as ref:
+        reference.argmax_hash(*t.values(), num_hash=num_hash)
+    with pytest.raises(cuda.CudaOpError) as info:
+        cuda.run("ArgmaxHash", *_gpu(t), num_hash=num_hash)
+    assert str(ref.value) in str(info.value), str(info.value)
+    # The library still works after it.
+    good = _tensors(_argmax_bad([4, 6]), torch.float32)
+    (out,) = cuda.run("ArgmaxHash", *_gpu(good), num_hash=2)
+    assert torch.equal(out.cpu(), reference.argmax_hash(*good.values(), num_hash=2))
+
+
+# -- BucketSum -------------------------------------------------------------------------------
+
+# Beyond the CPU grid: one group of one column, D + 1 = 130 columns a bucket (warps across buckets),
+# more buckets than rows (empty ones), one bucket holding 5000 rows, LSG's merge (many groups of a
+# chunk of rows), and 2^20 buckets (a 21-bit bucket field in the sort keys).
+BUCKET_SUM_LAYOUT_CASES = [
+    (1, 1000, 1, 3),
+    (2, 300, 129, 50),
+    (4, 10, 5, 64),
+    (1, 5000, 8, 1),
+    (768, 64, 128, 16),
+    (1, 10, 2, 1 << 20),
+]
+
+
+def run_bucket_sum(t, num_buckets):
+    sums, weights = cuda.run("BucketSum", *_gpu(t), num_buckets=num_buckets)
+    return sums.cpu(), weights.cpu()
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=["float32", "float16"])
+@pytest.mark.parametrize("groups,rows,dim,num_buckets", BUCKET_SUM_CASES + BUCKET_SUM_LAYOUT_CASES)
+def test_bucket_sum_matches_reference(groups, rows, dim, num_buckets, dtype):
+    rng = np.random.default_rng(700 + groups + rows + dim)
+    t = _tensors(bucket_sum_inputs(rng, groups, rows, dim, num_buckets), dtype)
+    sums, weights = run_bucket_sum(t, num_buckets)
+    ref = reference.bucket_sum(*t.values(), num_buckets=num_buckets)
+    for out, expected in zip((sums, weights), ref):
+        assert out.dtype == dtype == expected.dtype and out.shape == expected.shape
+        scale = max(1.0, expected.float().abs().max().item())
+        err = (out.float() - expected.float()).abs().max().item()
+        assert err <= TOLERANCE[dtype] * scale, f"max abs error {err} (scale {scale}, {dtype})"
+    # Rows added in order n from 0 in float32 (rounded once for float16): those sums bit for bit.
+    exact_sums, exact_weights = bucket_sum_in_order(_numpy(t), num_buckets)
+    np.testing.assert_array_equal(sums.numpy(), exact_sums)
+    np.testing.assert_array_equal(weights.numpy(), exact_weights)
+
+
+def test_bucket_sum_is_deterministic():
+    rng = np.random.default_rng(701)
+    t = _tensors(bucket_sum_inputs(rng, 3, 20000, 64, 4), torch.float32)
+    first = run_bucket_sum(t, 4)
+    for _ in range(3):
+        again = run_bucket_sum(t, 4)
+        assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+
+@pytest.mark.parametrize(
+    "ids,num_buckets",
+    [([[0, 5]], 4), ([[-3, 1], [2, 0]], 4), ([[3, 2**31 - 1], [-(2**31), 0]], 4), ([[0, 1, 2, 3]], 3)],
+    ids=["above", "negative", "int32-extremes", "at-num_buckets"],
+)
+def test_bucket_sum_bad_ids_get_the_cpu_kernels_words(ids, num_buckets):
+    bucket = np.array(ids, np.int32)
+    inputs = {"bucket": bucket, "weight": np.ones(bucket.shape, np.float32),
+              "vector": np.ones((*bucket.shape, 3), np.float32)}
+    t = _tensors(inputs, torch.float32)
+    with pytest.raises(ValueError) as ref:
+        reference.bucket_sum(*t.values(), num_buckets=num_buckets)
+    with pytest.raises(cuda.CudaOpError) as info:
+        run_bucket_sum(t, num_buckets)
+    assert str(ref.value) in str(info.value), str(info.value)
+    good = _tensors(bucket_sum_inputs(np.random.default_rng(702), 2, 9, 3, 4), torch.float32)
+    sums, _ = run_bucket_sum(good, 4)
+    np.testing.assert_array_equal(sums.numpy(), bucket_sum_in_order(_numpy(good), 4)[0])
+
+
+# -- Top1Dispatch ----------------------------------------------------------------------------
+
+DISPATCH_OUTPUTS = ("expert", "gate", "priority", "counts", "order")
+
+# Beyond the CPU grid: a long sequence with Switch's 128 experts, one expert, more experts than the
+# slot scan's block (256), many sequences, and a capacity beyond int32.
+TOP1_LAYOUT_CASES = [
+    (1, 4096, 128, 40, 1.0),
+    (3, 300, 1, 100, 0.0),
+    (2, 50, 300, 2, 0.0),
+    (600, 3, 4, 1, 0.0),
+    (2, 20, 4, 1 << 40, 0.0),
+]
+
+
+def check_dispatch(probs: torch.Tensor, capacity: int):
+    ours = [t.cpu() for t in cuda.run("Top1Dispatch", probs.cuda(), expert_capacity=capacity)]
+    ref = reference.top1_dispatch(probs, expert_capacity=capacity)
+    for name, a, b in zip(DISPATCH_OUTPUTS, ours, ref):
+        assert a.dtype == b.dtype and a.shape == b.shape, name
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=name)  # NaN gates compare equal
+    return ours
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=["float32", "float16"])
+@pytest.mark.parametrize("batch,length,experts,capacity,skew", TOP1_CASES + TOP1_LAYOUT_CASES)
+def test_top1_dispatch_matches_reference(batch, length, experts, capacity, skew, dtype):
+    probs = top1_probs(np.random.default_rng(800 + batch * 100 + length + experts), batch, length, experts, skew)
+    expert, _, _, counts, order = check_dispatch(torch.from_numpy(probs).to(dtype), capacity)
+    assert counts.sum() == (expert >= 0).sum() == (order >= 0).sum()
+    if skew >= 2.0:
+        assert (expert == -1).any(), "no token overflowed"
+
+
+def test_top1_dispatch_ties_and_nan():
+    probs = np.full((2, 4, 4), 0.25, np.float32)  # all tied: expert 0 (the first maximum)
+    probs[0, 1] = [0.1, 0.4, 0.4, 0.1]  # tie between 1 and 2: 1
+    probs[0, 2] = [0.1, np.nan, 0.5, np.nan]  # NaN is the maximum, the first one: 1 (as torch.argmax)
+    probs[1, 0] = [np.nan, 0.9, np.nan, 0.0]  # a NaN first: 0
+    probs[1, 1] = [-0.0, 0.0, -1.0, -np.inf]  # -0 and +0 tie: 0
+    probs[1, 2] = [-np.inf, -np.inf, -np.inf, -np.inf]
+    probs[1, 3] = [0.5, np.inf, np.inf, 1.0]
+    for dtype in FLOATS:
+        expert, gate, _, _, _ = check_dispatch(torch.from_numpy(probs).to(dtype), 8)
+        assert expert.tolist() == [[0, 1, 1, 0], [0, 0, 0, 1]], dtype
+        assert torch.isnan(gate[0, 2]) and torch.isnan(gate[1, 0])
+
+
+# -- bad input for the ops above: the reference's words ---------------------------------------
+
+
+def test_bad_shapes_and_attributes_of_the_hashing_and_routing_ops():
+    probs = torch.full((1, 2, 2), 0.5).cuda()
+    cases = [
+        ("Top1Dispatch", (probs,), {"expert_capacity": -1}, "Top1Dispatch: attribute 'expert_capacity' must be >= 0, got -1"),
+        ("Top1Dispatch", (probs[0],), {"expert_capacity": 1}, "Top1Dispatch: input 'probs' must have rank 3"),
+        ("Top1Dispatch", (probs[:, :0],), {"expert_capacity": 1}, "Top1Dispatch: input 'probs' dim 1 (S) must be >= 1, got 0"),
+        ("Top1Dispatch", (probs.double(),), {"expert_capacity": 1}, "Top1Dispatch: input 'probs' must be float32 or float16, got float64"),
+        ("BucketSum", (torch.zeros(1, 2, dtype=torch.int32).cuda(), torch.ones(1, 3).cuda(), torch.ones(1, 2, 3).cuda()),
+         {"num_buckets": 8}, "BucketSum: input 'weight' dim 1 (N) is 3, but input 'bucket' says N=2"),
+        ("BucketSum", (torch.zeros(1, 2, dtype=torch.int32).cuda(), torch.ones(1, 2).cuda(), torch.ones(1, 2, 3).cuda()),
+         {"num_buckets": 0}, "BucketSum: attribute 'num_buckets' must be >= 1, got 0"),
+        ("BucketSum", (torch.zeros(1, 2, dtype=torch.int32).cuda(), torch.ones(1, 2).cuda(), torch.ones(1, 2, 3).cuda().half()),
+         {"num_buckets": 2}, "BucketSum: input 'vector' must be float32 like input 'weight', got float16"),
+        ("ArgmaxHash", tuple(t.cuda() for t in _tensors(_argmax_bad([4, 6]), torch.float32).values())[:3]
+         + (torch.tensor([4, 6]).cuda(),), {"num_hash": 2}, "ArgmaxHash: input 'bucket_sizes' must be int32, got int64"),
+    ]
+    for op, inputs, attrs, words in cases:
+        with pytest.raises(cuda.CudaOpError) as info:
+            cuda.run(op, *inputs, **attrs)
+        assert words in str(info.value), (op, str(info.value))
+        with pytest.raises(ValueError) as ref:
+            reference.REFERENCES[op](*[t.cpu() for t in inputs], **attrs)
+        assert words in str(ref.value), (op, str(ref.value))
 
 
 # -- bad input -------------------------------------------------------------------------------

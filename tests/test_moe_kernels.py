@@ -15,6 +15,7 @@ import torch
 from bucketrt.ops import reference
 from bucketrt.ops.graph import run_op
 from bucketrt.ops.spec import EXPERT_ACTIVATIONS, EXPERT_FFN, TOP1_DISPATCH
+from kernel_cases import TOP1_CASES, top1_probs
 
 DISPATCH_OUTPUTS = ("expert", "gate", "priority", "counts", "order")
 
@@ -31,10 +32,7 @@ def _dispatch_both(probs, capacity):
     return ours, ref
 
 
-@pytest.mark.parametrize(
-    "batch,length,experts,capacity,skew",
-    [(1, 1, 1, 1, 0.0), (2, 7, 2, 2, 0.0), (3, 33, 8, 4, 2.0), (2, 64, 16, 64, 0.0), (4, 10, 3, 0, 0.0), (1, 50, 8, 3, 6.0)],
-)
+@pytest.mark.parametrize("batch,length,experts,capacity,skew", TOP1_CASES)
 def test_top1_dispatch_matches_reference(batch, length, experts, capacity, skew):
     probs = _probs(np.random.default_rng(batch * 100 + length), batch, length, experts, skew)
     ours, ref = _dispatch_both(probs, capacity)
@@ -58,6 +56,23 @@ def test_top1_dispatch_ties_and_nan():
     np.testing.assert_array_equal(ours[0], [[0, 1, 1, 0]])
     for a, b in zip(ours, ref):
         np.testing.assert_array_equal(a, b)
+
+
+def test_top1_dispatch_float16_probs():
+    # float16 probabilities: choices among the widened values (ties are common in float16), the gate
+    # the chosen float16 probability itself.
+    probs = top1_probs(np.random.default_rng(7), 3, 40, 8, skew=1.0).astype(np.float16)
+    probs[0, :5] = np.float16(0.125)  # all tied: expert 0
+    probs[1, 3, [2, 5]] = np.nan
+    ours, ref = _dispatch_both(probs, 6)
+    assert ours[1].dtype == np.float16
+    for name, a, b in zip(DISPATCH_OUTPUTS, ours, ref):
+        assert a.shape == b.shape and a.dtype == b.dtype, name
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    widened = run_op(TOP1_DISPATCH, {"probs": probs.astype(np.float32)}, {"expert_capacity": 6})
+    for name, a, b in zip(DISPATCH_OUTPUTS, ours, widened):
+        np.testing.assert_array_equal(a.astype(b.dtype), b, err_msg=name)
+    assert ours[0][0, :5].tolist() == [0, 0, 0, 0, 0] and ours[0][1, 3] in (2, -1)
 
 
 def test_top1_dispatch_matches_transformers_router():

@@ -82,8 +82,7 @@ def test_routing_attributes_come_from_the_catalogue():
 
 def test_validation_accepts_and_drops_exactly_the_routing_attributes():
     attrs = spec.LSH_CUMULATION.node_attributes({"hashtable_capacity": 8})
-    assert spec.LSH_CUMULATION.resolve_attributes(attrs) == spec.LSH_CUMULATION.resolve_attributes({"hashtable_capacity": 8})
-    assert not set(spec.LSH_CUMULATION.resolve_attributes(attrs)) & set(spec.ROUTING_ATTRIBUTES)
+    assert spec.LSH_CUMULATION.resolve_attributes(attrs) == {"hashtable_capacity": 8, "deterministic": 0}
     with pytest.raises(ValueError, match=r"LSHCumulation: unknown attribute\(s\) \['plugin_name'\]"):
         spec.LSH_CUMULATION.resolve_attributes({**attrs, "plugin_name": "x"})
 
@@ -108,6 +107,10 @@ def test_float_type_is_one_per_node():
     with pytest.raises(ValueError, match=r"SignHash: input 'projection' must be float16 like input 'vector', got float32"):
         spec.SIGN_HASH.bind([(4, 7), (4, 7, 32), (2, 6, 32)], ["int32", "float16", "float32"], {"num_hash": 3, "hash_code_len": 4})
     # Ops without float16 kernels yet keep float32 alone, with the old words.
-    with pytest.raises(ValueError, match=r"Top1Dispatch: input 'probs' must be float32, got float16"):
-        spec.TOP1_DISPATCH.bind([(2, 3, 4)], ["float16"], {"expert_capacity": 1})
+    for op in (op for op in spec.OPS if op.float_types == ("float32",)):
+        float_input = next(t for t in op.inputs if t.dtype == spec.FLOAT)
+        dtypes = ["float16" if t.dtype == spec.FLOAT else t.dtype for t in op.inputs]
+        shapes = [(2,) * len(t.dims) for t in op.inputs]
+        with pytest.raises(ValueError, match=rf"{op.name}: input '{float_input.name}' must be float32, got float16"):
+            op.bind(shapes, dtypes, {a.name: 1 for a in op.attributes if a.type == "int"})
     assert 'inline constexpr DType kSignHashFloatTypes[] = {DType::kFloat32, DType::kFloat16};' in spec.cpp_header()

@@ -1,6 +1,7 @@
 #include "cpu/argmax_hash.h"
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "bucketrt/validate.h"
@@ -83,13 +84,19 @@ void RunItem(void* data, size_t item) {
         for (int32_t size : *job.sizes) {
           const int64_t half = size / 2;
           // argmax over concat(y_f, -y_f): the positive half, then the negated one; strict '>'
-          // keeps the first maximum, like torch.argmax.
+          // keeps the first maximum, and the first NaN is the maximum, like torch.argmax (a NaN
+          // y_i is met in the positive half first, and -y_i is NaN too).
           int64_t best = 0;
           float best_value = yr[start];
-          for (int64_t i = 1; i < half; ++i) {
-            if (yr[start + i] > best_value) best_value = yr[start + i], best = i;
+          bool nan = std::isnan(best_value);
+          for (int64_t i = 1; i < half && !nan; ++i) {
+            if (std::isnan(yr[start + i])) {
+              best = i, nan = true;
+            } else if (yr[start + i] > best_value) {
+              best_value = yr[start + i], best = i;
+            }
           }
-          for (int64_t i = 0; i < half; ++i) {
+          for (int64_t i = 0; i < half && !nan; ++i) {
             if (-yr[start + i] > best_value) best_value = -yr[start + i], best = half + i;
           }
           bucket += stride * best;

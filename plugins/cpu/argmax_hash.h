@@ -1,7 +1,8 @@
 // ArgmaxHash on the CPU, free of any runtime. Semantics: src/bucketrt/ops/reference.py
 // `argmax_hash`: y = vector[b, h, n] . projection[h] ([D, C], C = num_hash * S, round-major); per
 // round and factor f, bucket digit = argmax over concat(y_f, -y_f) (first maximum); digits combine
-// mixed-radix over the factor sizes; masked rows get the padding bucket prod(sizes).
+// mixed-radix over the factor sizes; masked rows get the padding bucket prod(sizes). A NaN
+// projection is the maximum (the first NaN wins), as torch.argmax takes it.
 #pragma once
 
 #include <cstdint>
@@ -19,6 +20,7 @@ struct ArgmaxHashShape {
   int64_t dim = 0;      // D
   int64_t columns = 0;  // C
   int64_t num_hash = 0;
+  int64_t factors = 0;  // F, the entries of bucket_sizes (the CUDA kernel reads them on the device)
 };
 
 // Checks the bucket sizes (each even >= 2, product below 2^31 - 1) and C == num_hash * sum / 2,

@@ -51,8 +51,12 @@ std::string CheckBuckets(const BucketSumShape& shape, const int32_t* bucket) {
   const int64_t total = shape.groups * shape.rows;
   if (total == 0) return {};
   const auto [lo, hi] = std::minmax_element(bucket, bucket + total);
-  if (*lo < 0 || *hi >= shape.num_buckets) {
-    return Format("BucketSum: input 'bucket' has ids in [%d, %d], outside [0, num_buckets=%lld)", *lo, *hi,
+  return BucketRangeError(shape, *lo, *hi);
+}
+
+std::string BucketRangeError(const BucketSumShape& shape, int32_t lo, int32_t hi) {
+  if (lo < 0 || hi >= shape.num_buckets) {
+    return Format("BucketSum: input 'bucket' has ids in [%d, %d], outside [0, num_buckets=%lld)", lo, hi,
                   static_cast<long long>(shape.num_buckets));
   }
   return {};

@@ -20,6 +20,10 @@ struct BucketSumShape {
 // Every bucket id must lie in [0, num_buckets); "" when valid, else the reference's wording.
 std::string CheckBuckets(const BucketSumShape& shape, const int32_t* bucket);
 
+// The error for ids spanning [lo, hi] ("" when that lies in [0, num_buckets)): CheckBuckets' words,
+// for a backend that finds the range on its own (the CUDA kernel, on the device).
+std::string BucketRangeError(const BucketSumShape& shape, int32_t lo, int32_t hi);
+
 // All tensors dense row-major; the outputs need no initialisation. Groups run in parallel.
 void BucketSum(const BucketSumShape& shape, const int32_t* bucket, const float* weight, const float* vector,
                float* sum, float* weight_sum, const ParallelFor& parallel);

@@ -1,7 +1,10 @@
 #include "cpu/top1_dispatch.h"
 
+#include <climits>
 #include <cmath>
 #include <vector>
+
+#include "bucketrt/validate.h"
 
 namespace bucketrt::cpu {
 namespace {
@@ -41,6 +44,14 @@ void RouteSequence(void* data, size_t b) {
 }
 
 }  // namespace
+
+std::string CheckTop1DispatchTokens(const Top1DispatchShape& shape) {
+  if (shape.batch * shape.length > INT32_MAX) {
+    return Format("Top1Dispatch: input 'probs' has %lld tokens, more than int32 indices address",
+                  static_cast<long long>(shape.batch * shape.length));
+  }
+  return {};
+}
 
 void Top1Dispatch(const Top1DispatchShape& shape, const float* probs, int32_t* expert, float* gate, int32_t* priority,
                   int32_t* counts, int32_t* order, ParallelFor parallel_for) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "bucketrt/parallel.h"
 
@@ -14,6 +15,9 @@ struct Top1DispatchShape {
   int64_t num_experts = 0;
   int64_t capacity = 0;
 };
+
+// Token indices are int32 (order holds flat indices b * S + s): "" when B * S fits, else the error.
+std::string CheckTop1DispatchTokens(const Top1DispatchShape& shape);
 
 // probs [B, S, E] -> expert, gate, priority, order [B, S], counts [E]. Sequences are independent
 // (capacity is per sequence) and run in parallel; the expert-major token list is one counting

@@ -5,8 +5,11 @@
 
 #include <cstring>
 
+#include "cuda/argmax_hash.h"
+#include "cuda/bucket_sum.h"
 #include "cuda/lsh_cumulation.h"
 #include "cuda/sign_hash.h"
+#include "cuda/top1_dispatch.h"
 
 namespace bucketrt::cuda {
 
@@ -103,6 +106,118 @@ std::string CheckData(const Attributes& attrs, const Bindings& env, const void* 
 }
 }  // namespace lsh
 
+// ---- ArgmaxHash --------------------------------------------------------------------------------
+
+namespace argmax {
+enum { kMask, kVector, kProjection, kBucketSizes };
+
+cpu::ArgmaxHashShape Shape(const Attributes& attrs, const Bindings& env) {
+  cpu::ArgmaxHashShape s;
+  s.batch = env["B"];
+  s.heads = env["H"];
+  s.length = env["N"];
+  s.dim = env["D"];
+  s.columns = env["C"];
+  s.num_hash = attrs.Int("num_hash");
+  s.factors = env["F"];
+  return s;
+}
+
+std::string CheckAttributes(const Attributes&) { return {}; }
+
+// bucket_sizes is data (on the device): its checks are CheckData's.
+std::string Plan(const Attributes& attrs, const Bindings& env, size_t* workspace_bytes) {
+  *workspace_bytes = ArgmaxHashWorkspaceBytes(Shape(attrs, env));
+  return {};
+}
+
+std::string Launch(const Attributes& attrs, const Bindings& env, const void* const* in, void* const* out,
+                   void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  return CudaErrorText("ArgmaxHash", "the launch",
+                       ArgmaxHash(Shape(attrs, env), FloatTypeOf(env), static_cast<const int32_t*>(in[kMask]),
+                                  in[kVector], in[kProjection], static_cast<const int32_t*>(in[kBucketSizes]),
+                                  static_cast<int32_t*>(out[0]), workspace, workspace_bytes, stream));
+}
+
+std::string CheckData(const Attributes& attrs, const Bindings& env, const void* const* in, const void*,
+                      cudaStream_t stream) {
+  return ArgmaxHashSizesError(Shape(attrs, env), static_cast<const int32_t*>(in[kBucketSizes]), stream);
+}
+}  // namespace argmax
+
+// ---- BucketSum ---------------------------------------------------------------------------------
+
+namespace bucket_sum {
+enum { kBucket, kWeight, kVector };
+
+cpu::BucketSumShape Shape(const Attributes& attrs, const Bindings& env) {
+  cpu::BucketSumShape s;
+  s.groups = env["G"];
+  s.rows = env["N"];
+  s.dim = env["D"];
+  s.num_buckets = attrs.Int("num_buckets");
+  return s;
+}
+
+std::string CheckAttributes(const Attributes&) { return {}; }
+
+std::string Plan(const Attributes& attrs, const Bindings& env, size_t* workspace_bytes) {
+  BucketSumCudaPlan plan;
+  std::string error = PlanBucketSumCuda(Shape(attrs, env), &plan);
+  if (error.empty()) *workspace_bytes = plan.workspace_bytes;
+  return error;
+}
+
+std::string Launch(const Attributes& attrs, const Bindings& env, const void* const* in, void* const* out,
+                   void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  const cpu::BucketSumShape shape = Shape(attrs, env);
+  BucketSumCudaPlan plan;
+  std::string error = PlanBucketSumCuda(shape, &plan);
+  if (!error.empty()) return error;
+  return CudaErrorText("BucketSum", "the launch",
+                       BucketSum(shape, plan, FloatTypeOf(env), static_cast<const int32_t*>(in[kBucket]), in[kWeight],
+                                 in[kVector], out[0], out[1], workspace, workspace_bytes, stream));
+}
+
+std::string CheckData(const Attributes& attrs, const Bindings& env, const void* const*, const void* workspace,
+                      cudaStream_t stream) {
+  return BucketSumIdError(Shape(attrs, env), workspace, stream);
+}
+}  // namespace bucket_sum
+
+// ---- Top1Dispatch ------------------------------------------------------------------------------
+
+namespace top1 {
+cpu::Top1DispatchShape Shape(const Attributes& attrs, const Bindings& env) {
+  cpu::Top1DispatchShape s;
+  s.batch = env["B"];
+  s.length = env["S"];
+  s.num_experts = env["E"];
+  s.capacity = attrs.Int("expert_capacity");
+  return s;
+}
+
+std::string CheckAttributes(const Attributes&) { return {}; }
+
+std::string Plan(const Attributes& attrs, const Bindings& env, size_t* workspace_bytes) {
+  const cpu::Top1DispatchShape shape = Shape(attrs, env);
+  std::string error = cpu::CheckTop1DispatchTokens(shape);
+  if (error.empty()) *workspace_bytes = Top1DispatchWorkspaceBytes(shape);
+  return error;
+}
+
+std::string Launch(const Attributes& attrs, const Bindings& env, const void* const* in, void* const* out,
+                   void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  const cpu::Top1DispatchShape shape = Shape(attrs, env);
+  std::string error = cpu::CheckTop1DispatchTokens(shape);
+  if (!error.empty()) return error;
+  return CudaErrorText("Top1Dispatch", "the launch",
+                       Top1Dispatch(shape, FloatTypeOf(env), in[0], static_cast<int32_t*>(out[0]), out[1],
+                                    static_cast<int32_t*>(out[2]), static_cast<int32_t*>(out[3]),
+                                    static_cast<int32_t*>(out[4]), workspace, workspace_bytes, stream));
+}
+}  // namespace top1
+
 // ---- the table ---------------------------------------------------------------------------------
 
 struct Entry {
@@ -117,6 +232,9 @@ struct Entry {
 constexpr Entry kTable[] = {
     {&spec::kSignHash, sign::CheckAttributes, sign::Plan, sign::Launch, nullptr},
     {&spec::kLSHCumulation, lsh::CheckAttributes, lsh::Plan, lsh::Launch, lsh::CheckData},
+    {&spec::kArgmaxHash, argmax::CheckAttributes, argmax::Plan, argmax::Launch, argmax::CheckData},
+    {&spec::kBucketSum, bucket_sum::CheckAttributes, bucket_sum::Plan, bucket_sum::Launch, bucket_sum::CheckData},
+    {&spec::kTop1Dispatch, top1::CheckAttributes, top1::Plan, top1::Launch, nullptr},
 };
 
 const Entry* Find(const spec::OpSpec& op) {

@@ -127,16 +127,29 @@ void Top1DispatchKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, c
   shape.length = env["S"];
   shape.num_experts = env["E"];
   shape.capacity = capacity_;
-  if (shape.batch * shape.length > INT32_MAX) {
-    throw InvalidArgument(Format("Top1Dispatch: input 'probs' has %lld tokens, more than int32 indices address",
-                                 static_cast<long long>(shape.batch * shape.length)));
-  }
+  const std::string error = cpu::CheckTop1DispatchTokens(shape);
+  if (!error.empty()) throw InvalidArgument(error);
   int32_t* expert = AllocateOutput<int32_t>(op, ctx, 0, env);
-  float* gate = AllocateOutput<float>(op, ctx, 1, env);
+  // float16 (T): probs widened exactly, so the choices are those of the float32 values; the gate
+  // is one of them, narrowed back exactly.
+  const bool half = env.float_type() == spec::DType::kFloat16;
+  size_t tokens = 0;
+  void* gate = half ? static_cast<void*>(AllocateOutput<Ort::Float16_t>(op, ctx, 1, env, &tokens))
+                    : static_cast<void*>(AllocateOutput<float>(op, ctx, 1, env, &tokens));
   int32_t* priority = AllocateOutput<int32_t>(op, ctx, 2, env);
   int32_t* counts = AllocateOutput<int32_t>(op, ctx, 3, env);
   int32_t* order = AllocateOutput<int32_t>(op, ctx, 4, env);
-  cpu::Top1Dispatch(shape, in.Data<float>(0), expert, gate, priority, counts, order, OrtParallelFor(ctx));
+  const size_t probs = tokens * static_cast<size_t>(shape.num_experts);
+  Scratch widened(ctx, half ? probs + tokens : 0, op.name);
+  const float* p = in.Data<float>(0);
+  float* gate_f = static_cast<float*>(gate);
+  if (half) {
+    WidenHalf(in.Data<Ort::Float16_t>(0), widened.data(), probs);
+    p = widened.data();
+    gate_f = widened.data() + probs;
+  }
+  cpu::Top1Dispatch(shape, p, expert, gate_f, priority, counts, order, OrtParallelFor(ctx));
+  if (half) NarrowToHalf(gate_f, static_cast<Ort::Float16_t*>(gate), tokens);
 }
 
 namespace ffn {
@@ -188,8 +201,21 @@ void ArgmaxHashKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, con
   if (!error.empty()) throw InvalidArgument(error);
   const std::vector<int32_t> size_list(sizes, sizes + env["F"]);
   int32_t* buckets = AllocateOutput<int32_t>(op, ctx, 0, env);
-  cpu::ArgmaxHash(shape, in.Data<int32_t>(argmax::kMask), in.Data<float>(argmax::kVector),
-                  in.Data<float>(argmax::kProjection), size_list, buckets, OrtParallelFor(ctx));
+  // float16 (T): hashed in float32, widened exactly, so the buckets are those of the float32 inputs.
+  const float* vector = in.Data<float>(argmax::kVector);
+  const float* projection = in.Data<float>(argmax::kProjection);
+  const size_t vectors = static_cast<size_t>(shape.batch * shape.heads * shape.length * shape.dim);
+  const size_t projections = static_cast<size_t>(shape.heads * shape.dim * shape.columns);
+  const bool half = env.float_type() == spec::DType::kFloat16;
+  Scratch widened(ctx, half ? vectors + projections : 0, op.name);
+  if (half) {
+    WidenHalf(in.Data<Ort::Float16_t>(argmax::kVector), widened.data(), vectors);
+    WidenHalf(in.Data<Ort::Float16_t>(argmax::kProjection), widened.data() + vectors, projections);
+    vector = widened.data();
+    projection = widened.data() + vectors;
+  }
+  cpu::ArgmaxHash(shape, in.Data<int32_t>(argmax::kMask), vector, projection, size_list, buckets,
+                  OrtParallelFor(ctx));
 }
 
 namespace bucket_sum {
@@ -208,10 +234,34 @@ void BucketSumKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, cons
   const int32_t* bucket = in.Data<int32_t>(bucket_sum::kBucket);
   const std::string error = cpu::CheckBuckets(shape, bucket);
   if (!error.empty()) throw InvalidArgument(error);
-  float* sum = AllocateOutput<float>(op, ctx, 0, env);
-  float* weight_sum = AllocateOutput<float>(op, ctx, 1, env);
-  cpu::BucketSum(shape, bucket, in.Data<float>(bucket_sum::kWeight), in.Data<float>(bucket_sum::kVector), sum,
-                 weight_sum, OrtParallelFor(ctx));
+  // float16 (T): the float32 kernel on widened inputs, its outputs rounded once.
+  const bool half = env.float_type() == spec::DType::kFloat16;
+  size_t sums = 0, weight_sums = 0;
+  void* sum = half ? static_cast<void*>(AllocateOutput<Ort::Float16_t>(op, ctx, 0, env, &sums))
+                   : static_cast<void*>(AllocateOutput<float>(op, ctx, 0, env, &sums));
+  void* weight_sum = half ? static_cast<void*>(AllocateOutput<Ort::Float16_t>(op, ctx, 1, env, &weight_sums))
+                          : static_cast<void*>(AllocateOutput<float>(op, ctx, 1, env, &weight_sums));
+  const size_t rows = static_cast<size_t>(shape.groups * shape.rows);
+  const size_t vectors = rows * static_cast<size_t>(shape.dim);
+  Scratch widened(ctx, half ? rows + vectors + sums + weight_sums : 0, op.name);
+  const float* weight = in.Data<float>(bucket_sum::kWeight);
+  const float* vector = in.Data<float>(bucket_sum::kVector);
+  float* sum_f = static_cast<float*>(sum);
+  float* weight_sum_f = static_cast<float*>(weight_sum);
+  if (half) {
+    float* w = widened.data();
+    WidenHalf(in.Data<Ort::Float16_t>(bucket_sum::kWeight), w, rows);
+    WidenHalf(in.Data<Ort::Float16_t>(bucket_sum::kVector), w + rows, vectors);
+    weight = w;
+    vector = w + rows;
+    sum_f = w + rows + vectors;
+    weight_sum_f = sum_f + sums;
+  }
+  cpu::BucketSum(shape, bucket, weight, vector, sum_f, weight_sum_f, OrtParallelFor(ctx));
+  if (half) {
+    NarrowToHalf(sum_f, static_cast<Ort::Float16_t*>(sum), sums);
+    NarrowToHalf(weight_sum_f, static_cast<Ort::Float16_t*>(weight_sum), weight_sums);
+  }
 }
 
 namespace chunked {

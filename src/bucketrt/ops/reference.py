@@ -276,7 +276,8 @@ def argmax_projections(mask, vector, projection, bucket_sizes, **attrs) -> torch
     attrs, env = _check(ARGMAX_HASH, (mask, vector, projection, bucket_sizes), attrs)
     num_hash = attrs["num_hash"]
     check_bucket_sizes([int(s) for s in bucket_sizes.tolist()], num_hash, env["C"])
-    y = torch.einsum("bhnd,hdc->bhnc", vector, projection)
+    # float16 inputs are hashed in float32 (widening is exact).
+    y = torch.einsum("bhnd,hdc->bhnc", vector.float(), projection.float())
     return y.reshape(env["B"], env["H"], env["N"], num_hash, -1).transpose(2, 3)
 
 
@@ -310,6 +311,9 @@ def bucket_sum(bucket, weight, vector, **attrs) -> tuple[torch.Tensor, torch.Ten
             f"BucketSum: input 'bucket' has ids in [{int(bucket.min())}, {int(bucket.max())}], "
             f"outside [0, num_buckets={capacity})"
         )
+    if vector.dtype != torch.float32:  # float16: the float32 sums, rounded once at the end
+        sums, weights = bucket_sum(bucket, weight.float(), vector.float(), **attrs)
+        return sums.to(vector.dtype), weights.to(weight.dtype)
     # One flat table of groups x buckets rows; index_add_ accumulates in input order.
     index = (bucket.long() + torch.arange(groups, device=bucket.device)[:, None] * capacity).reshape(-1)
     sums = torch.zeros(groups * capacity, dim, dtype=vector.dtype, device=vector.device)

@@ -278,6 +278,7 @@ TOP1_DISPATCH = OpSpec(
     attributes=(
         Attribute("expert_capacity", "int", "Most tokens an expert takes from one sequence.", minimum=0),
     ),
+    float_types=FLOAT_TYPES,
 )
 
 EXPERT_FFN = OpSpec(
@@ -312,7 +313,7 @@ ARGMAX_HASH = OpSpec(
         "S = sum_f bucket_sizes[f] / 2 columns per round; C must be num_hash * S. "
         "y[b,h,n,:] = vector[b,h,n,:] · projection[h], of width C, seen as [num_hash, S] (round-major). "
         "For round r and factor f (size n_f, columns o_f .. o_f + n_f/2 of the round, o_f = sum_{g<f} n_g/2), "
-        "z = concat(y_rf, -y_rf) and i_f = argmax(z), the first maximum on ties; "
+        "z = concat(y_rf, -y_rf) and i_f = argmax(z), the first maximum on ties (a NaN counts as the maximum); "
         "bucket[b,h,r,n] = sum_f i_f * prod_{g<f} n_g, in [0, prod_f n_f). "
         "Rows with mask 0 get bucket prod_f n_f (one padding bucket after the others)."
     ),
@@ -327,6 +328,7 @@ ARGMAX_HASH = OpSpec(
     ),
     outputs=(Tensor("buckets", "int32", ("B", "H", "num_hash", "N"), "Bucket of each vector in each round."),),
     attributes=(Attribute("num_hash", "int", "Number of hashing rounds.", minimum=1),),
+    float_types=FLOAT_TYPES,
 )
 
 BUCKET_SUM = OpSpec(
@@ -346,6 +348,7 @@ BUCKET_SUM = OpSpec(
         Tensor("weight_sum", FLOAT, ("G", "num_buckets"), "Per-bucket sum of the weights."),
     ),
     attributes=(Attribute("num_buckets", "int", "Number of buckets C.", minimum=1),),
+    float_types=FLOAT_TYPES,
 )
 
 SORTED_CHUNK_ATTENTION = OpSpec(
