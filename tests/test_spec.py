@@ -82,7 +82,7 @@ def test_routing_attributes_come_from_the_catalogue():
 
 def test_validation_accepts_and_drops_exactly_the_routing_attributes():
     attrs = spec.LSH_CUMULATION.node_attributes({"hashtable_capacity": 8})
-    assert spec.LSH_CUMULATION.resolve_attributes(attrs) == {"hashtable_capacity": 8}
+    assert spec.LSH_CUMULATION.resolve_attributes(attrs) == {"hashtable_capacity": 8, "deterministic": 0}
     with pytest.raises(ValueError, match=r"LSHCumulation: unknown attribute\(s\) \['plugin_name'\]"):
         spec.LSH_CUMULATION.resolve_attributes({**attrs, "plugin_name": "x"})
 
