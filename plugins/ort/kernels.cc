@@ -219,10 +219,8 @@ enum { kQuery, kKey, kValue, kMask, kBuckets };
 
 bool Flag(const Attributes& attrs, const char* name) {
   const int64_t value = attrs.Int(name);
-  if (value != 0 && value != 1) {
-    throw InvalidArgument(
-        Format("SortedChunkAttention: attribute '%s' must be 0 or 1, got %lld", name, static_cast<long long>(value)));
-  }
+  const std::string error = cpu::CheckChunkAttentionFlag(name, value);
+  if (!error.empty()) throw InvalidArgument(error);
   return value == 1;
 }
 }  // namespace chunked
