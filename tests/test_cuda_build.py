@@ -19,6 +19,7 @@ import bucketrt
 from bucketrt.ops import OPS
 
 CUDA_OPS = {"LSHCumulation", "SignHash"}
+CUDA_OPS |= {"SortedChunkAttention"}
 
 
 def _library():

@@ -7,6 +7,7 @@
 
 #include "cuda/lsh_cumulation.h"
 #include "cuda/sign_hash.h"
+#include "cuda/sorted_chunk_attention.h"
 
 namespace bucketrt::cuda {
 
@@ -103,6 +104,59 @@ std::string CheckData(const Attributes& attrs, const Bindings& env, const void* 
 }
 }  // namespace lsh
 
+// ---- SortedChunkAttention ----------------------------------------------------------------------
+
+namespace chunked {
+enum { kQuery, kKey, kValue, kMask, kBuckets };
+
+cpu::ChunkAttentionShape Shape(const Attributes& attrs, const Bindings& env) {
+  cpu::ChunkAttentionShape s;
+  s.batch = env["B"];
+  s.heads = env["H"];
+  s.length = env["N"];
+  s.dim = env["D"];
+  s.rounds = env["R"];
+  s.chunk_length = attrs.Int("chunk_length");
+  s.chunks_before = attrs.Int("chunks_before");
+  s.chunks_after = attrs.Int("chunks_after");
+  s.causal = attrs.Int("causal") == 1;
+  s.mask_self = attrs.Int("mask_self") == 1;
+  return s;
+}
+
+std::string CheckAttributes(const Attributes& attrs) {
+  std::string error = cpu::CheckChunkAttentionFlag("causal", attrs.Int("causal"));
+  return error.empty() ? cpu::CheckChunkAttentionFlag("mask_self", attrs.Int("mask_self")) : error;
+}
+
+std::string Plan(const Attributes& attrs, const Bindings& env, size_t* workspace_bytes) {
+  const cpu::ChunkAttentionShape shape = Shape(attrs, env);
+  cpu::ChunkAttentionPlan plan;
+  std::string error = PlanChunkAttentionCuda(shape, attrs.Int("max_length"), &plan);
+  if (error.empty()) *workspace_bytes = ChunkAttentionWorkspaceBytes(shape, plan);
+  return error;
+}
+
+std::string Launch(const Attributes& attrs, const Bindings& env, const void* const* in, void* const* out,
+                   void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  const cpu::ChunkAttentionShape shape = Shape(attrs, env);
+  cpu::ChunkAttentionPlan plan;
+  std::string error = PlanChunkAttentionCuda(shape, attrs.Int("max_length"), &plan);
+  if (!error.empty()) return error;
+  return CudaErrorText("SortedChunkAttention", "the launch",
+                       ChunkAttention(shape, plan, FloatTypeOf(env), in[kQuery], in[kKey], in[kValue],
+                                      static_cast<const int32_t*>(in[kMask]), static_cast<const int32_t*>(in[kBuckets]),
+                                      out[0], workspace, workspace_bytes, stream));
+}
+
+std::string CheckData(const Attributes& attrs, const Bindings& env, const void* const* /*in*/, const void* workspace,
+                      cudaStream_t stream) {
+  cpu::ChunkAttentionPlan plan;
+  std::string error = PlanChunkAttentionCuda(Shape(attrs, env), attrs.Int("max_length"), &plan);
+  return error.empty() ? ChunkAttentionBucketError(plan, workspace, stream) : error;
+}
+}  // namespace chunked
+
 // ---- the table ---------------------------------------------------------------------------------
 
 struct Entry {
@@ -117,6 +171,7 @@ struct Entry {
 constexpr Entry kTable[] = {
     {&spec::kSignHash, sign::CheckAttributes, sign::Plan, sign::Launch, nullptr},
     {&spec::kLSHCumulation, lsh::CheckAttributes, lsh::Plan, lsh::Launch, lsh::CheckData},
+    {&spec::kSortedChunkAttention, chunked::CheckAttributes, chunked::Plan, chunked::Launch, chunked::CheckData},
 };
 
 const Entry* Find(const spec::OpSpec& op) {
