@@ -19,7 +19,7 @@ import bucketrt
 from bucketrt.ops import OPS
 
 CUDA_OPS = {"LSHCumulation", "SignHash"}
-CUDA_OPS |= {"SortedChunkAttention"}
+CUDA_OPS |= {"SortedChunkAttention", "ExpertFFN"}
 
 
 def _library():

@@ -5,6 +5,7 @@
 
 #include <cstring>
 
+#include "cuda/expert_ffn.h"
 #include "cuda/lsh_cumulation.h"
 #include "cuda/sign_hash.h"
 #include "cuda/sorted_chunk_attention.h"
@@ -157,6 +158,48 @@ std::string CheckData(const Attributes& attrs, const Bindings& env, const void* 
 }
 }  // namespace chunked
 
+// ---- ExpertFFN ---------------------------------------------------------------------------------
+
+namespace ffn {
+enum { kHidden, kOrder, kCounts, kGate, kWi, kWo };
+
+cpu::ExpertFfnShape Shape(const Bindings& env) {
+  cpu::ExpertFfnShape s;
+  s.tokens = env["B"] * env["S"];
+  s.dim = env["D"];
+  s.ff = env["F"];
+  s.num_experts = env["E"];
+  return s;
+}
+
+std::string CheckAttributes(const Attributes& attrs) {
+  cpu::Activation act;
+  return cpu::ParseActivation(attrs.String("activation"), &act);
+}
+
+std::string Plan(const Attributes& /*attrs*/, const Bindings& env, size_t* workspace_bytes) {
+  *workspace_bytes = ExpertFfnWorkspaceBytes(Shape(env));
+  return {};
+}
+
+std::string Launch(const Attributes& attrs, const Bindings& env, const void* const* in, void* const* out,
+                   void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  cpu::Activation act;
+  std::string error = cpu::ParseActivation(attrs.String("activation"), &act);
+  if (!error.empty()) return error;
+  return CudaErrorText("ExpertFFN", "the launch",
+                       ExpertFfn(Shape(env), act, FloatTypeOf(env), in[kHidden], static_cast<const int32_t*>(in[kOrder]),
+                                 static_cast<const int32_t*>(in[kCounts]), in[kGate], in[kWi], in[kWo], out[0],
+                                 workspace, workspace_bytes, stream));
+}
+
+std::string CheckData(const Attributes& /*attrs*/, const Bindings& env, const void* const* in,
+                      const void* /*workspace*/, cudaStream_t stream) {
+  return ExpertFfnDispatchError(Shape(env), static_cast<const int32_t*>(in[kOrder]),
+                                static_cast<const int32_t*>(in[kCounts]), stream);
+}
+}  // namespace ffn
+
 // ---- the table ---------------------------------------------------------------------------------
 
 struct Entry {
@@ -172,6 +215,7 @@ constexpr Entry kTable[] = {
     {&spec::kSignHash, sign::CheckAttributes, sign::Plan, sign::Launch, nullptr},
     {&spec::kLSHCumulation, lsh::CheckAttributes, lsh::Plan, lsh::Launch, lsh::CheckData},
     {&spec::kSortedChunkAttention, chunked::CheckAttributes, chunked::Plan, chunked::Launch, chunked::CheckData},
+    {&spec::kExpertFFN, ffn::CheckAttributes, ffn::Plan, ffn::Launch, ffn::CheckData},
 };
 
 const Entry* Find(const spec::OpSpec& op) {
