@@ -1,11 +1,10 @@
 // ExpertFFN kernels: see expert_ffn.h for the scheme.
 #include "cuda/expert_ffn.h"
 
-#include <cub/block/block_scan.cuh>
-
 #include <algorithm>
 #include <vector>
 
+#include "cuda/block_scan.cuh"
 #include "cuda/device.cuh"
 
 namespace bucketrt::cuda {
@@ -54,20 +53,17 @@ Workspace Carve(const cpu::ExpertFfnShape& s, void* base) {
 __global__ void __launch_bounds__(kScheduleThreads)
     ScheduleKernel(const int32_t* counts, int64_t experts, int64_t tokens, int64_t* first, int64_t* rows,
                    int64_t* tile_begin) {
-  using Scan = cub::BlockScan<int64_t, kScheduleThreads>;
-  __shared__ typename Scan::TempStorage scan_storage;
+  __shared__ int64_t scan_sums[kScheduleThreads / 32];
   int64_t row_carry = 0, tile_carry = 0;  // the same in every thread
   for (int64_t e0 = 0; e0 < experts; e0 += kScheduleThreads) {
     const int64_t e = e0 + threadIdx.x;
     const int64_t count = e < experts ? max(counts[e], 0) : 0;
-    int64_t before = 0, total = 0;
-    Scan(scan_storage).ExclusiveSum(count, before, total);
-    __syncthreads();  // scan_storage is reused
+    int64_t total = 0;
+    const int64_t before = BlockExclusiveSum<kScheduleThreads>(count, &total, scan_sums);
     const int64_t begin = Min64(row_carry + before, tokens), end = Min64(row_carry + before + count, tokens);
     const int64_t tiles = (end - begin + kTileRows - 1) / kTileRows;
-    int64_t tiles_before = 0, tiles_total = 0;
-    Scan(scan_storage).ExclusiveSum(tiles, tiles_before, tiles_total);
-    __syncthreads();
+    int64_t tiles_total = 0;
+    const int64_t tiles_before = BlockExclusiveSum<kScheduleThreads>(tiles, &tiles_total, scan_sums);
     if (e < experts) {
       first[e] = begin;
       rows[e] = end - begin;

@@ -1,12 +1,11 @@
 // SortedChunkAttention kernels: see sorted_chunk_attention.h for the scheme.
 #include "cuda/sorted_chunk_attention.h"
 
-#include <cub/block/block_scan.cuh>
-
 #include <algorithm>
 #include <climits>
 
 #include "bucketrt/validate.h"
+#include "cuda/block_scan.cuh"
 #include "cuda/device.cuh"
 
 namespace bucketrt::cuda {
@@ -69,8 +68,7 @@ __device__ __forceinline__ int Digit(int32_t bucket, int pass) {
 __global__ void __launch_bounds__(kSortThreads)
     SortKernel(const int32_t* buckets, int64_t segments, int64_t length, int32_t* positions, int32_t* spare,
                int32_t* negative) {
-  using Scan = cub::BlockScan<int32_t, kSortThreads>;
-  __shared__ typename Scan::TempStorage scan_storage;
+  __shared__ int32_t scan_sums[kSortWarps];
   __shared__ int32_t offsets[kSortWarps][kDigits];  // per warp: digit counts, then first slots
   __shared__ int32_t segment_max;
   __shared__ int32_t segment_negative;
@@ -127,8 +125,8 @@ __global__ void __launch_bounds__(kSortThreads)
       // slot within the digit (warps in order). Each thread touches only its own column.
       int32_t count = 0;
       for (int w = 0; w < kSortWarps; ++w) count += offsets[w][tid];
-      int32_t first = 0;
-      Scan(scan_storage).ExclusiveSum(count, first);
+      int32_t all = 0;
+      int32_t first = BlockExclusiveSum<kSortThreads>(count, &all, scan_sums);
       for (int w = 0; w < kSortWarps; ++w) {
         const int32_t c = offsets[w][tid];
         offsets[w][tid] = first;
