@@ -58,6 +58,40 @@ GAUSSIAN_CASES = [
     (3, 33, 7, 3, 30, 3),
 ]
 
+# SortedChunkAttention: batch, heads, length, dim, rounds, buckets (ids drawn below), attributes
+CHUNK_ATTENTION_CASES = [
+    (1, 1, 5, 8, 1, 4, dict(chunk_length=8)),  # plain attention (N <= chunk)
+    (3, 2, 8, 16, 4, 4, dict(chunk_length=8, causal=1, mask_self=1)),  # N == chunk: plain too
+    (3, 2, 32, 16, 1, 4, dict(chunk_length=8, causal=1, mask_self=1)),
+    (2, 2, 48, 8, 4, 6, dict(chunk_length=8, mask_self=1)),  # rounds wrap into each other
+    (1, 3, 40, 12, 2, 9, dict(chunk_length=4, chunks_before=2, chunks_after=1)),
+    (2, 1, 24, 7, 1, 1, dict(chunk_length=4, chunks_after=1)),  # local: constant buckets
+    (1, 1, 64, 64, 1, 1000, dict(chunk_length=16, causal=1)),  # buckets far above N: comparison sort
+]
+
+# ExpertFFN: batch, length, dim, ff, experts, expert_capacity, skew (> 0 crowds expert 0)
+EXPERT_FFN_CASES = [
+    (1, 1, 7, 5, 1, 1, 0.0), (2, 9, 16, 40, 2, 3, 0.0), (3, 40, 24, 96, 8, 6, 2.0), (2, 300, 16, 32, 3, 300, 0.0),
+    (2, 20, 8, 12, 16, 20, 0.0), (2, 10, 8, 12, 4, 0, 0.0),
+    # d_ff wide enough to be sliced across workers (uneven last slice), and a single decoding token
+    (2, 9, 24, 300, 3, 9, 0.0), (1, 1, 16, 530, 2, 1, 0.0), (3, 70, 16, 1000, 5, 70, 1.0),
+]
+
+
+def chunk_attention_seed(batch, heads, length, dim, rounds) -> int:
+    return length * 10 + dim + rounds
+
+
+def chunk_attention_inputs(rng, batch, heads, length, dim, rounds, num_buckets, masked=0.2):
+    mask = (rng.random((batch, length)) >= masked).astype(np.int32)
+    return {
+        "query": rng.standard_normal((batch, heads, length, dim)).astype(np.float32),
+        "key": rng.standard_normal((batch, heads, length, dim)).astype(np.float32),
+        "value": rng.standard_normal((batch, heads, length, dim)).astype(np.float32),
+        "mask": mask,
+        "buckets": rng.integers(0, num_buckets, (batch, heads, rounds, length), dtype=np.int32),
+    }
+
 
 def lsh_seed(batch, num_query, num_key, dim, num_hash, capacity) -> int:
     return 1000 * batch + 10 * num_query + num_key + dim + num_hash

@@ -18,7 +18,7 @@ import torch
 import bucketrt
 from bucketrt.ops import OPS
 
-CUDA_OPS = {"LSHCumulation", "SignHash", "ArgmaxHash", "BucketSum", "Top1Dispatch"}
+CUDA_OPS = {"LSHCumulation", "SignHash", "ArgmaxHash", "BucketSum", "Top1Dispatch", "SortedChunkAttention", "ExpertFFN"}
 
 
 def _library():

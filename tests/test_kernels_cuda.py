@@ -27,6 +27,7 @@ import torch
 
 from bucketrt.ops import cuda, reference
 from bucketrt.ops.spec import hadamard_parts
+from bucketrt.ops.spec import EXPERT_ACTIVATIONS
 from kernel_cases import (
     ARGMAX_CASES,
     BUCKET_SUM_CASES,
@@ -46,6 +47,7 @@ from kernel_cases import (
     signs,
     top1_probs,
 )
+from kernel_cases import CHUNK_ATTENTION_CASES, EXPERT_FFN_CASES, chunk_attention_inputs, chunk_attention_seed
 
 REASON = cuda.unavailable_reason()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"CUDA kernels unavailable: {REASON}")
@@ -615,3 +617,318 @@ def test_asynchronous_calls_agree_with_synchronous_ones():
     (not_sync,) = cuda.run("LSHCumulation", *gpu, hashtable_capacity=128, deterministic=1, synchronous=False)
     torch.cuda.synchronize()
     assert torch.equal(sync, not_sync)
+
+
+# -- SortedChunkAttention ----------------------------------------------------------------------
+
+
+def run_chunk_attention(tensors, synchronous=True, **attrs) -> torch.Tensor:
+    (out,) = cuda.run("SortedChunkAttention", *_gpu(tensors), synchronous=synchronous, **attrs)
+    return out.cpu()
+
+
+def check_chunk_attention(inputs, attrs, dtype=torch.float32) -> torch.Tensor:
+    t = _tensors(inputs, dtype)
+    out = run_chunk_attention(t, **attrs)
+    ref = reference.sorted_chunk_attention(*t.values(), **attrs)
+    assert out.dtype == dtype == ref.dtype and out.shape == ref.shape
+    scale = max(1.0, ref.float().abs().max().item())
+    err = (out.float() - ref.float()).abs().max().item()
+    print(f"max abs error {err:.3g} (scale {scale:.3g}, {dtype})")
+    assert err <= TOLERANCE[dtype] * scale, f"max abs error {err} (scale {scale}, {dtype}, {attrs})"
+    return out
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=["float32", "float16"])
+@pytest.mark.parametrize("batch,heads,length,dim,rounds,buckets,attrs", CHUNK_ATTENTION_CASES)
+def test_chunk_attention_matches_reference(batch, heads, length, dim, rounds, buckets, attrs, dtype):
+    rng = np.random.default_rng(chunk_attention_seed(batch, heads, length, dim, rounds))
+    inputs = chunk_attention_inputs(rng, batch, heads, length, dim, rounds, buckets)
+    inputs["mask"][0, 0] = 1
+    check_chunk_attention(inputs, attrs, dtype)
+
+
+# Beyond the CPU grid: several query tiles (32 queries) per chunk, several key tiles (64 keys) per
+# window with a partial last one, D over one chunk of 64 (queries streamed, not resident), a
+# window longer than the K chunks (keys seen twice), 31-bit buckets (four radix passes), and a
+# Reformer-like size (two radix passes over segments of 1024 entries). Queries scaled by 1/sqrt(D),
+# as Reformer's are.
+CHUNK_ATTENTION_LAYOUT_CASES = [
+    (1, 2, 100, 130, 1, 4, dict(chunk_length=128)),  # plain: 4 query tiles, 2 key tiles, 3 dim chunks
+    (2, 1, 96, 20, 3, 5, dict(chunk_length=48, chunks_after=1)),  # 2 query tiles; window 144: 3 key tiles
+    (1, 1, 16, 8, 1, 3, dict(chunk_length=4, chunks_before=5)),  # window of 6 chunks over K = 4
+    (1, 2, 64, 16, 2, 2**31 - 1, dict(chunk_length=16, causal=1, mask_self=1)),
+    (2, 4, 1024, 64, 4, 65, dict(chunk_length=64, mask_self=1)),
+    (1, 1, 300, 33, 2, 300, dict(chunk_length=30, chunks_before=2, chunks_after=2, causal=1)),
+]
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=["float32", "float16"])
+@pytest.mark.parametrize("batch,heads,length,dim,rounds,buckets,attrs", CHUNK_ATTENTION_LAYOUT_CASES)
+def test_chunk_attention_layouts(batch, heads, length, dim, rounds, buckets, attrs, dtype):
+    rng = np.random.default_rng(500 + length + dim + rounds)
+    inputs = chunk_attention_inputs(rng, batch, heads, length, dim, rounds, buckets)
+    inputs["query"] *= np.float32(dim**-0.5)
+    inputs["mask"][:, 0] = 1
+    check_chunk_attention(inputs, attrs, dtype)
+
+
+@pytest.mark.parametrize("attrs", [dict(chunk_length=8), dict(chunk_length=4, causal=1), dict(chunk_length=4)])
+def test_chunk_attention_fully_masked_rows_weight_every_key_one(attrs):
+    # Reformer's quirk (docs/reformer.md): every score -1e9, logsumexp == -1e9 in float32, each key
+    # weight exp(0) = 1: the values' sum. Batch row 1 has no live key at all.
+    rng = np.random.default_rng(17)
+    inputs = chunk_attention_inputs(rng, 2, 2, 8, 5, 2, 3)
+    inputs["mask"][1] = 0
+    out = check_chunk_attention(inputs, attrs)
+    if attrs["chunk_length"] >= 8:  # plain attention: every query sums all 8 values
+        expected = inputs["value"][1].sum(-2, keepdims=True).repeat(8, axis=-2)
+        np.testing.assert_allclose(out[1].numpy(), expected, rtol=0, atol=1e-5)
+
+
+def test_chunk_attention_is_bitwise_reproducible():
+    # No floating-point atomics: repeated runs give identical bits.
+    rng = np.random.default_rng(18)
+    inputs = chunk_attention_inputs(rng, 2, 3, 256, 64, 4, 33)
+    gpu = _gpu(_tensors(inputs, torch.float32))
+    attrs = dict(chunk_length=32, mask_self=1)
+    (first,) = cuda.run("SortedChunkAttention", *gpu, **attrs)
+    for _ in range(3):
+        (again,) = cuda.run("SortedChunkAttention", *gpu, **attrs)
+        assert torch.equal(first, again)
+
+
+def test_chunk_attention_negative_buckets():
+    rng = np.random.default_rng(19)
+    inputs = chunk_attention_inputs(rng, 2, 2, 16, 4, 2, 4)
+    inputs["buckets"][1, 0, 1, 5] = -1
+    t = _tensors(inputs, torch.float32)
+    with pytest.raises(ValueError) as ref:
+        reference.sorted_chunk_attention(*t.values(), chunk_length=4)
+    with pytest.raises(cuda.CudaOpError) as info:
+        run_chunk_attention(t, chunk_length=4)
+    assert str(info.value) == str(ref.value) == "SortedChunkAttention: input 'buckets' must be >= 0"
+    # Plain attention ignores the buckets, negative or not.
+    check_chunk_attention(inputs, dict(chunk_length=16))
+
+
+def test_chunk_attention_bad_buckets_never_fault():
+    # Without the data check (synchronous=False), negative buckets sort as 0 and any int32 bucket
+    # stays in bounds: the results are those of the buckets clamped to >= 0.
+    rng = np.random.default_rng(20)
+    inputs = chunk_attention_inputs(rng, 2, 2, 64, 16, 3, 5)
+    inputs["buckets"][0, 1] = np.iinfo(np.int32).min
+    inputs["buckets"][1, 0, 2, ::3] = -7
+    inputs["buckets"][1, 1, 0, :] = np.iinfo(np.int32).max
+    attrs = dict(chunk_length=8, chunks_after=1)
+    out = run_chunk_attention(_tensors(inputs, torch.float32), synchronous=False, **attrs)
+    torch.cuda.synchronize()
+    clamped = {**inputs, "buckets": np.maximum(inputs["buckets"], 0)}
+    assert torch.equal(out, check_chunk_attention(clamped, attrs))
+
+
+@pytest.mark.parametrize("attrs,culprit", [
+    (dict(chunk_length=4, max_length=8), "max_length"),
+    (dict(chunk_length=5), "chunk_length"),
+    (dict(chunk_length=4, causal=2), "causal"),
+    (dict(chunk_length=4, mask_self=-1), "mask_self"),
+])
+def test_chunk_attention_bad_attributes_have_the_references_words(attrs, culprit):
+    rng = np.random.default_rng(21)
+    t = _tensors(chunk_attention_inputs(rng, 2, 2, 16, 4, 2, 4), torch.float32)
+    with pytest.raises(ValueError) as ref:
+        reference.sorted_chunk_attention(*t.values(), **attrs)
+    with pytest.raises(cuda.CudaOpError) as info:
+        run_chunk_attention(t, **attrs)
+    assert str(ref.value) in str(info.value) and culprit in str(info.value)
+
+
+# -- ExpertFFN ---------------------------------------------------------------------------------
+
+
+def _ffn_inputs(rng, batch, length, dim, ff, experts, capacity, skew=0.0):
+    """test_moe_kernels.py's inputs (the same draws from the same seeds): tokens routed by the
+    reference Top1Dispatch."""
+    logits = rng.standard_normal((batch, length, experts)).astype(np.float32)
+    logits[..., 0] += skew
+    probs = torch.softmax(torch.from_numpy(logits), -1)
+    _, gate, _, counts, order = reference.top1_dispatch(probs, expert_capacity=capacity)
+    return {
+        "hidden": rng.standard_normal((batch, length, dim)).astype(np.float32),
+        "order": order.numpy(),
+        "counts": counts.numpy(),
+        "gate": gate.numpy(),
+        "wi": (rng.standard_normal((experts, ff, dim)) / np.sqrt(dim)).astype(np.float32),
+        "wo": (rng.standard_normal((experts, dim, ff)) / np.sqrt(ff)).astype(np.float32),
+    }
+
+
+def _ffn_listed(rng, batch, length, dim, ff, counts):
+    """Inputs with the given counts per expert: a random choice of tokens, grouped by expert."""
+    tokens = batch * length
+    counts = np.asarray(counts, np.int32)
+    listed = int(counts.sum())
+    order = np.full(tokens, -1, np.int32)
+    order[:listed] = rng.permutation(tokens)[:listed]
+    experts = len(counts)
+    return {
+        "hidden": rng.standard_normal((batch, length, dim)).astype(np.float32),
+        "order": order.reshape(batch, length),
+        "counts": counts,
+        "gate": rng.random((batch, length)).astype(np.float32),
+        "wi": (rng.standard_normal((experts, ff, dim)) / np.sqrt(dim)).astype(np.float32),
+        "wo": (rng.standard_normal((experts, dim, ff)) / np.sqrt(ff)).astype(np.float32),
+    }
+
+
+def check_ffn(inputs, dtype=torch.float32, activation="relu") -> torch.Tensor:
+    t = _tensors(inputs, dtype)
+    (out,) = cuda.run("ExpertFFN", *_gpu(t), activation=activation)
+    out = out.cpu()
+    ref = reference.expert_ffn(*t.values(), activation=activation)
+    assert out.dtype == dtype == ref.dtype and out.shape == ref.shape
+    scale = max(1.0, ref.float().abs().max().item())
+    err = (out.float() - ref.float()).abs().max().item()
+    print(f"max abs error {err:.3g} (scale {scale:.3g}, {dtype}, {activation})")
+    assert err <= TOLERANCE[dtype] * scale, f"max abs error {err} (scale {scale}, {dtype}, {activation})"
+    # Tokens not listed (dropped) get exactly zero.
+    tokens = inputs["order"].size
+    listed = torch.zeros(tokens, dtype=torch.bool)
+    listed[torch.from_numpy(inputs["order"].reshape(-1)[: int(inputs["counts"].sum())]).long()] = True
+    assert not out.reshape(tokens, -1)[~listed].any()
+    return out
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=["float32", "float16"])
+@pytest.mark.parametrize("batch,length,dim,ff,experts,capacity,skew", EXPERT_FFN_CASES)
+def test_expert_ffn_matches_reference(batch, length, dim, ff, experts, capacity, skew, dtype):
+    check_ffn(_ffn_inputs(np.random.default_rng(length), batch, length, dim, ff, experts, capacity, skew), dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=["float32", "float16"])
+@pytest.mark.parametrize("activation", EXPERT_ACTIVATIONS)
+def test_expert_ffn_activations(activation, dtype):
+    inputs = _ffn_inputs(np.random.default_rng(1), 2, 12, 16, 24, 3, 12)
+    inputs["hidden"] *= 4.0  # reach the saturating and clipping regions (gelu_10, relu6, softplus threshold)
+    check_ffn(inputs, dtype, activation)
+
+
+# Beyond the CPU grid: experts whose tokens straddle the 64-row tiles (63, 64, 65, 0, 1), D and F
+# over one 64-column tile and no multiple of the 16-wide inner step, more experts than the schedule
+# scans at once (256), one expert with every token (9 row tiles), nothing listed at all.
+def _ffn_layout_cases():
+    rng = np.random.default_rng(600)
+    many = rng.integers(0, 4, 300)
+    many[100:200] = 0
+    return [
+        ("tile-edges", (2, 100, 100, 130, [63, 64, 65, 0, 1])),
+        ("300-experts", (1, 700, 16, 24, many.tolist())),
+        ("one-expert", (4, 130, 64, 256, [520])),
+        ("none-listed", (1, 3, 8, 12, [0, 0, 0])),
+    ]
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=["float32", "float16"])
+@pytest.mark.parametrize("case", [c[1] for c in _ffn_layout_cases()], ids=[c[0] for c in _ffn_layout_cases()])
+def test_expert_ffn_layouts(case, dtype):
+    batch, length, dim, ff, counts = case
+    check_ffn(_ffn_listed(np.random.default_rng(601 + dim), batch, length, dim, ff, counts), dtype, "gelu_new")
+
+
+def test_expert_ffn_is_bitwise_reproducible():
+    inputs = _ffn_inputs(np.random.default_rng(22), 4, 128, 64, 256, 8, 128)
+    gpu = _gpu(_tensors(inputs, torch.float32))
+    (first,) = cuda.run("ExpertFFN", *gpu, activation="gelu")
+    for _ in range(3):
+        (again,) = cuda.run("ExpertFFN", *gpu, activation="gelu")
+        assert torch.equal(first, again)
+
+
+def _ffn_bad_dispatch():
+    good = _ffn_inputs(np.random.default_rng(3), 2, 5, 8, 12, 3, 5)
+    order = good["order"].reshape(-1)
+    twice = order.copy()
+    twice[1] = twice[0]
+    return good, [
+        ("negative count", dict(counts=np.array([-1, 5, 6], np.int32))),
+        ("counts over tokens", dict(counts=np.array([5, 5, 1], np.int32))),
+        ("order out of range", dict(order=np.where(order == order[0], 10, order).astype(np.int32).reshape(2, 5))),
+        ("order twice", dict(order=twice.reshape(2, 5))),
+    ]
+
+
+def test_expert_ffn_bad_dispatch_has_the_references_words():
+    good, cases = _ffn_bad_dispatch()
+    for name, change in cases:
+        t = _tensors({**good, **change}, torch.float32)
+        with pytest.raises(ValueError) as ref:
+            reference.expert_ffn(*t.values())
+        with pytest.raises(cuda.CudaOpError) as info:
+            cuda.run("ExpertFFN", *_gpu(t))
+        assert str(info.value) == str(ref.value), name
+    check_ffn(good)
+
+
+def test_expert_ffn_bad_dispatch_never_faults():
+    # Without the data check (synchronous=False) nothing reads or writes out of bounds, however
+    # wrong counts and order are; the device stays usable.
+    good, cases = _ffn_bad_dispatch()
+    int_min, int_max = np.iinfo(np.int32).min, np.iinfo(np.int32).max
+    cases += [
+        ("huge counts", dict(counts=np.array([int_max, int_max, int_max], np.int32))),
+        ("extreme ids", dict(order=np.array([[int_min, int_max, -1, 10, 3], [0, 1, 2, 3, 4]], np.int32))),
+    ]
+    for _, change in cases:
+        cuda.run("ExpertFFN", *_gpu(_tensors({**good, **change}, torch.float32)), synchronous=False)
+    torch.cuda.synchronize()
+    check_ffn(good)
+
+
+def test_expert_ffn_bad_shapes_and_attributes():
+    good = _ffn_inputs(np.random.default_rng(4), 2, 5, 8, 12, 3, 5)
+    for change, attrs, culprit in [
+        (dict(wo=good["wo"][:2].copy()), {}, "wo"),
+        (dict(wo=np.zeros((3, 8, 11), np.float32)), {}, "wo"),
+        ({}, {"activation": "gated-gelu"}, "activation"),
+    ]:
+        t = _tensors({**good, **change}, torch.float32)
+        with pytest.raises(ValueError) as ref:
+            reference.expert_ffn(*t.values(), **attrs)
+        with pytest.raises(cuda.CudaOpError) as info:
+            cuda.run("ExpertFFN", *_gpu(t), **attrs)
+        assert str(ref.value) in str(info.value) and culprit in str(info.value)
+
+
+# -- CUDA graphs -------------------------------------------------------------------------------
+
+
+def _graph_cases():
+    rng = np.random.default_rng(23)
+    attention = _tensors(chunk_attention_inputs(rng, 2, 2, 64, 16, 2, 6), torch.float16)
+    ffn = _tensors(_ffn_inputs(np.random.default_rng(24), 2, 40, 24, 96, 8, 6, 2.0), torch.float16)
+    return {
+        "SortedChunkAttention": (attention, dict(chunk_length=16, mask_self=1)),
+        "ExpertFFN": (ffn, dict(activation="silu")),
+    }
+
+
+@pytest.mark.parametrize("op", ["SortedChunkAttention", "ExpertFFN"])
+def test_launch_records_into_a_cuda_graph(op):
+    # Launch only enqueues (no allocation, no synchronisation, no host read of device data), so a
+    # call captures into a CUDA graph, whose replay gives the eager result bit for bit.
+    tensors, attrs = _graph_cases()[op]
+    gpu = _gpu(tensors)
+    (eager,) = cuda.run(op, *gpu, **attrs)
+    workspace_bytes, _ = cuda.plan(op, *gpu, **attrs)
+    workspace = torch.empty(max(workspace_bytes, 1), dtype=torch.uint8, device="cuda")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up off the default stream, as torch recommends before capture
+        cuda.run(op, *gpu, synchronous=False, workspace=workspace, **attrs)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        (captured,) = cuda.run(op, *gpu, synchronous=False, workspace=workspace, **attrs)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(captured, eager)

@@ -15,7 +15,7 @@ import torch
 from bucketrt.ops import reference
 from bucketrt.ops.graph import run_op
 from bucketrt.ops.spec import EXPERT_ACTIVATIONS, EXPERT_FFN, TOP1_DISPATCH
-from kernel_cases import TOP1_CASES, top1_probs
+from kernel_cases import EXPERT_FFN_CASES, TOP1_CASES, top1_probs
 
 DISPATCH_OUTPUTS = ("expert", "gate", "priority", "counts", "order")
 
@@ -120,13 +120,7 @@ def _check_ffn(inputs, activation="relu", **run_kwargs):
     return out
 
 
-@pytest.mark.parametrize(
-    "batch,length,dim,ff,experts,capacity,skew",
-    [(1, 1, 7, 5, 1, 1, 0.0), (2, 9, 16, 40, 2, 3, 0.0), (3, 40, 24, 96, 8, 6, 2.0), (2, 300, 16, 32, 3, 300, 0.0),
-     (2, 20, 8, 12, 16, 20, 0.0), (2, 10, 8, 12, 4, 0, 0.0),
-     # d_ff wide enough to be sliced across workers (uneven last slice), and a single decoding token
-     (2, 9, 24, 300, 3, 9, 0.0), (1, 1, 16, 530, 2, 1, 0.0), (3, 70, 16, 1000, 5, 70, 1.0)],
-)
+@pytest.mark.parametrize("batch,length,dim,ff,experts,capacity,skew", EXPERT_FFN_CASES)
 @pytest.mark.parametrize("threads", [1, 2])
 def test_expert_ffn_matches_reference(batch, length, dim, ff, experts, capacity, skew, threads):
     inputs = _ffn_inputs(np.random.default_rng(length), batch, length, dim, ff, experts, capacity, skew)
@@ -167,6 +161,24 @@ def test_expert_ffn_reference_matches_transformers_experts():
     assert (expert == -1).any()
     assert torch.equal(expected[expert == -1], torch.zeros_like(expected[expert == -1]))  # dropped: zero
     torch.testing.assert_close(ours, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("batch,length,dim,ff,experts,capacity,skew", EXPERT_FFN_CASES)
+def test_expert_ffn_float16(batch, length, dim, ff, experts, capacity, skew):
+    # float16 hidden/gate/wi/wo: the float32 kernel on the widened inputs, its output rounded once,
+    # so exactly the float32 kernel's output of those inputs, rounded; and the reference's to 2e-3.
+    inputs = _ffn_inputs(np.random.default_rng(length), batch, length, dim, ff, experts, capacity, skew)
+    half = {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in inputs.items()}
+    (out,) = run_op(EXPERT_FFN, half, {"activation": "gelu_new"})
+    assert out.dtype == np.float16
+    widened = {k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in half.items()}
+    (out32,) = run_op(EXPERT_FFN, widened, {"activation": "gelu_new"})
+    np.testing.assert_array_equal(out, out32.astype(np.float16))
+    ref = reference.expert_ffn(*[torch.from_numpy(a) for a in half.values()], activation="gelu_new")
+    assert ref.dtype == torch.float16
+    ref = ref.float().numpy()
+    scale = max(1.0, float(np.abs(ref).max()))
+    assert float(np.abs(out.astype(np.float32) - ref).max()) <= 2e-3 * scale
 
 
 # -- bad input ---------------------------------------------------------------------------------

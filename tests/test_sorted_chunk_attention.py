@@ -12,43 +12,43 @@ import torch
 from bucketrt.ops import call, reference
 from bucketrt.ops.graph import run_op
 from bucketrt.ops.spec import ARGMAX_HASH, SORTED_CHUNK_ATTENTION
-
-
-def attn_inputs(rng, batch, heads, length, dim, rounds, num_buckets, masked=0.2):
-    mask = (rng.random((batch, length)) >= masked).astype(np.int32)
-    return {
-        "query": rng.standard_normal((batch, heads, length, dim)).astype(np.float32),
-        "key": rng.standard_normal((batch, heads, length, dim)).astype(np.float32),
-        "value": rng.standard_normal((batch, heads, length, dim)).astype(np.float32),
-        "mask": mask,
-        "buckets": rng.integers(0, num_buckets, (batch, heads, rounds, length), dtype=np.int32),
-    }
+from kernel_cases import CHUNK_ATTENTION_CASES, chunk_attention_seed
+from kernel_cases import chunk_attention_inputs as attn_inputs
 
 
 def ref(inputs, **attrs) -> np.ndarray:
     return reference.sorted_chunk_attention(*(torch.from_numpy(a) for a in inputs.values()), **attrs).numpy()
 
 
-@pytest.mark.parametrize(
-    "batch,heads,length,dim,rounds,buckets,attrs",
-    [
-        (1, 1, 5, 8, 1, 4, dict(chunk_length=8)),  # plain attention (N <= chunk)
-        (3, 2, 8, 16, 4, 4, dict(chunk_length=8, causal=1, mask_self=1)),  # N == chunk: plain too
-        (3, 2, 32, 16, 1, 4, dict(chunk_length=8, causal=1, mask_self=1)),
-        (2, 2, 48, 8, 4, 6, dict(chunk_length=8, mask_self=1)),  # rounds wrap into each other
-        (1, 3, 40, 12, 2, 9, dict(chunk_length=4, chunks_before=2, chunks_after=1)),
-        (2, 1, 24, 7, 1, 1, dict(chunk_length=4, chunks_after=1)),  # local: constant buckets
-        (1, 1, 64, 64, 1, 1000, dict(chunk_length=16, causal=1)),  # buckets far above N: comparison sort
-    ],
-)
+@pytest.mark.parametrize("batch,heads,length,dim,rounds,buckets,attrs", CHUNK_ATTENTION_CASES)
 def test_kernel_matches_reference(batch, heads, length, dim, rounds, buckets, attrs):
-    rng = np.random.default_rng(length * 10 + dim + rounds)
+    rng = np.random.default_rng(chunk_attention_seed(batch, heads, length, dim, rounds))
     inputs = attn_inputs(rng, batch, heads, length, dim, rounds, buckets)
     inputs["mask"][0, 0] = 1
     (out,) = run_op(SORTED_CHUNK_ATTENTION, inputs, attrs)
     expected = ref(inputs, **attrs)
     assert out.shape == (batch, heads, length, dim)
     np.testing.assert_allclose(out, expected, rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("batch,heads,length,dim,rounds,buckets,attrs", CHUNK_ATTENTION_CASES)
+def test_kernel_float16(batch, heads, length, dim, rounds, buckets, attrs):
+    # float16 query/key/value: the float32 kernel on the widened inputs, its output rounded once,
+    # so exactly the float32 kernel's output of those inputs, rounded; and the reference's to 2e-3.
+    rng = np.random.default_rng(chunk_attention_seed(batch, heads, length, dim, rounds))
+    inputs = attn_inputs(rng, batch, heads, length, dim, rounds, buckets)
+    inputs["mask"][0, 0] = 1
+    half = {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in inputs.items()}
+    (out,) = run_op(SORTED_CHUNK_ATTENTION, half, attrs)
+    assert out.dtype == np.float16
+    widened = {k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in half.items()}
+    (out32,) = run_op(SORTED_CHUNK_ATTENTION, widened, attrs)
+    np.testing.assert_array_equal(out, out32.astype(np.float16))
+    expected = reference.sorted_chunk_attention(*(torch.from_numpy(a) for a in half.values()), **attrs)
+    assert expected.dtype == torch.float16
+    expected = expected.float().numpy()
+    scale = max(1.0, float(np.abs(expected).max()))
+    assert float(np.abs(out.astype(np.float32) - expected).max()) <= 2e-3 * scale
 
 
 def _config(**kw):

@@ -147,6 +147,11 @@ void CombineHead(void* data, size_t bh) {
 
 }  // namespace
 
+std::string CheckChunkAttentionFlag(const char* name, int64_t value) {
+  if (value == 0 || value == 1) return {};
+  return Format("SortedChunkAttention: attribute '%s' must be 0 or 1, got %lld", name, static_cast<long long>(value));
+}
+
 std::string PlanChunkAttention(const ChunkAttentionShape& s, int64_t max_length, int64_t max_workers,
                                ChunkAttentionPlan* plan) {
   if (max_length > 0 && s.length > max_length) {
@@ -196,7 +201,7 @@ std::string ChunkAttention(const ChunkAttentionShape& s, const ChunkAttentionPla
   }
   job.worker_scratch = rest;
   parallel(SortHead, static_cast<size_t>(heads), &job);
-  if (job.negative.load()) return "SortedChunkAttention: input 'buckets' must be >= 0";
+  if (job.negative.load()) return kNegativeBucketsError;
   parallel(AttendWorker, static_cast<size_t>(p.num_workers), &job);
   if (p.rounds > 1) parallel(CombineHead, static_cast<size_t>(heads), &job);
   return {};

@@ -7,8 +7,10 @@
 
 #include "cuda/argmax_hash.h"
 #include "cuda/bucket_sum.h"
+#include "cuda/expert_ffn.h"
 #include "cuda/lsh_cumulation.h"
 #include "cuda/sign_hash.h"
+#include "cuda/sorted_chunk_attention.h"
 #include "cuda/top1_dispatch.h"
 
 namespace bucketrt::cuda {
@@ -218,6 +220,101 @@ std::string Launch(const Attributes& attrs, const Bindings& env, const void* con
 }
 }  // namespace top1
 
+// ---- SortedChunkAttention ----------------------------------------------------------------------
+
+namespace chunked {
+enum { kQuery, kKey, kValue, kMask, kBuckets };
+
+cpu::ChunkAttentionShape Shape(const Attributes& attrs, const Bindings& env) {
+  cpu::ChunkAttentionShape s;
+  s.batch = env["B"];
+  s.heads = env["H"];
+  s.length = env["N"];
+  s.dim = env["D"];
+  s.rounds = env["R"];
+  s.chunk_length = attrs.Int("chunk_length");
+  s.chunks_before = attrs.Int("chunks_before");
+  s.chunks_after = attrs.Int("chunks_after");
+  s.causal = attrs.Int("causal") == 1;
+  s.mask_self = attrs.Int("mask_self") == 1;
+  return s;
+}
+
+std::string CheckAttributes(const Attributes& attrs) {
+  std::string error = cpu::CheckChunkAttentionFlag("causal", attrs.Int("causal"));
+  return error.empty() ? cpu::CheckChunkAttentionFlag("mask_self", attrs.Int("mask_self")) : error;
+}
+
+std::string Plan(const Attributes& attrs, const Bindings& env, size_t* workspace_bytes) {
+  const cpu::ChunkAttentionShape shape = Shape(attrs, env);
+  cpu::ChunkAttentionPlan plan;
+  std::string error = PlanChunkAttentionCuda(shape, attrs.Int("max_length"), &plan);
+  if (error.empty()) *workspace_bytes = ChunkAttentionWorkspaceBytes(shape, plan);
+  return error;
+}
+
+std::string Launch(const Attributes& attrs, const Bindings& env, const void* const* in, void* const* out,
+                   void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  const cpu::ChunkAttentionShape shape = Shape(attrs, env);
+  cpu::ChunkAttentionPlan plan;
+  std::string error = PlanChunkAttentionCuda(shape, attrs.Int("max_length"), &plan);
+  if (!error.empty()) return error;
+  return CudaErrorText("SortedChunkAttention", "the launch",
+                       ChunkAttention(shape, plan, FloatTypeOf(env), in[kQuery], in[kKey], in[kValue],
+                                      static_cast<const int32_t*>(in[kMask]), static_cast<const int32_t*>(in[kBuckets]),
+                                      out[0], workspace, workspace_bytes, stream));
+}
+
+std::string CheckData(const Attributes& attrs, const Bindings& env, const void* const* /*in*/, const void* workspace,
+                      cudaStream_t stream) {
+  cpu::ChunkAttentionPlan plan;
+  std::string error = PlanChunkAttentionCuda(Shape(attrs, env), attrs.Int("max_length"), &plan);
+  return error.empty() ? ChunkAttentionBucketError(plan, workspace, stream) : error;
+}
+}  // namespace chunked
+
+// ---- ExpertFFN ---------------------------------------------------------------------------------
+
+namespace ffn {
+enum { kHidden, kOrder, kCounts, kGate, kWi, kWo };
+
+cpu::ExpertFfnShape Shape(const Bindings& env) {
+  cpu::ExpertFfnShape s;
+  s.tokens = env["B"] * env["S"];
+  s.dim = env["D"];
+  s.ff = env["F"];
+  s.num_experts = env["E"];
+  return s;
+}
+
+std::string CheckAttributes(const Attributes& attrs) {
+  cpu::Activation act;
+  return cpu::ParseActivation(attrs.String("activation"), &act);
+}
+
+std::string Plan(const Attributes& /*attrs*/, const Bindings& env, size_t* workspace_bytes) {
+  *workspace_bytes = ExpertFfnWorkspaceBytes(Shape(env));
+  return {};
+}
+
+std::string Launch(const Attributes& attrs, const Bindings& env, const void* const* in, void* const* out,
+                   void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  cpu::Activation act;
+  std::string error = cpu::ParseActivation(attrs.String("activation"), &act);
+  if (!error.empty()) return error;
+  return CudaErrorText("ExpertFFN", "the launch",
+                       ExpertFfn(Shape(env), act, FloatTypeOf(env), in[kHidden], static_cast<const int32_t*>(in[kOrder]),
+                                 static_cast<const int32_t*>(in[kCounts]), in[kGate], in[kWi], in[kWo], out[0],
+                                 workspace, workspace_bytes, stream));
+}
+
+std::string CheckData(const Attributes& /*attrs*/, const Bindings& env, const void* const* in,
+                      const void* /*workspace*/, cudaStream_t stream) {
+  return ExpertFfnDispatchError(Shape(env), static_cast<const int32_t*>(in[kOrder]),
+                                static_cast<const int32_t*>(in[kCounts]), stream);
+}
+}  // namespace ffn
+
 // ---- the table ---------------------------------------------------------------------------------
 
 struct Entry {
@@ -235,6 +332,8 @@ constexpr Entry kTable[] = {
     {&spec::kArgmaxHash, argmax::CheckAttributes, argmax::Plan, argmax::Launch, argmax::CheckData},
     {&spec::kBucketSum, bucket_sum::CheckAttributes, bucket_sum::Plan, bucket_sum::Launch, bucket_sum::CheckData},
     {&spec::kTop1Dispatch, top1::CheckAttributes, top1::Plan, top1::Launch, nullptr},
+    {&spec::kSortedChunkAttention, chunked::CheckAttributes, chunked::Plan, chunked::Launch, chunked::CheckData},
+    {&spec::kExpertFFN, ffn::CheckAttributes, ffn::Plan, ffn::Launch, ffn::CheckData},
 };
 
 const Entry* Find(const spec::OpSpec& op) {

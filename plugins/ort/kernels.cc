@@ -175,10 +175,36 @@ void ExpertFfnKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, cons
   if (!error.empty()) throw InvalidArgument(error);
 
   const cpu::ExpertFfnPlan plan = cpu::PlanExpertFfn(shape, counts, MaxWorkers());
-  float* out = AllocateOutput<float>(op, ctx, 0, env);
+  // float16 (T): the float32 kernel on widened inputs (weights included), its output rounded once
+  // (the CUDA kernel's arithmetic).
+  const bool half = env.float_type() == spec::DType::kFloat16;
+  const size_t hidden_floats = static_cast<size_t>(shape.tokens * shape.dim);
+  const size_t weight_floats = static_cast<size_t>(shape.num_experts * shape.ff * shape.dim);
+  const size_t gate_floats = static_cast<size_t>(shape.tokens);
+  size_t outputs = 0;
+  void* out = half ? static_cast<void*>(AllocateOutput<Ort::Float16_t>(op, ctx, 0, env, &outputs))
+                   : static_cast<void*>(AllocateOutput<float>(op, ctx, 0, env, &outputs));
+  Scratch widened(ctx, half ? hidden_floats + gate_floats + 2 * weight_floats + outputs : 0, op.name);
+  const float* hidden = in.Data<float>(ffn::kHidden);
+  const float* gate = in.Data<float>(ffn::kGate);
+  const float* wi = in.Data<float>(ffn::kWi);
+  const float* wo = in.Data<float>(ffn::kWo);
+  float* out_f = static_cast<float*>(out);
+  if (half) {
+    float* next = widened.data();
+    for (auto [index, count, target] : {std::make_tuple(ffn::kHidden, hidden_floats, &hidden),
+                                        std::make_tuple(ffn::kGate, gate_floats, &gate),
+                                        std::make_tuple(ffn::kWi, weight_floats, &wi),
+                                        std::make_tuple(ffn::kWo, weight_floats, &wo)}) {
+      WidenHalf(in.Data<Ort::Float16_t>(index), next, count);
+      *target = next;
+      next += count;
+    }
+    out_f = next;
+  }
   Scratch scratch(ctx, plan.scratch_floats(), op.name);
-  cpu::ExpertFfn(shape, plan, act_, in.Data<float>(ffn::kHidden), order, counts, in.Data<float>(ffn::kGate),
-                 in.Data<float>(ffn::kWi), in.Data<float>(ffn::kWo), out, scratch.data(), OrtParallelFor(ctx));
+  cpu::ExpertFfn(shape, plan, act_, hidden, order, counts, gate, wi, wo, out_f, scratch.data(), OrtParallelFor(ctx));
+  if (half) NarrowToHalf(out_f, static_cast<Ort::Float16_t*>(out), outputs);
 }
 
 namespace argmax {
@@ -269,10 +295,8 @@ enum { kQuery, kKey, kValue, kMask, kBuckets };
 
 bool Flag(const Attributes& attrs, const char* name) {
   const int64_t value = attrs.Int(name);
-  if (value != 0 && value != 1) {
-    throw InvalidArgument(
-        Format("SortedChunkAttention: attribute '%s' must be 0 or 1, got %lld", name, static_cast<long long>(value)));
-  }
+  const std::string error = cpu::CheckChunkAttentionFlag(name, value);
+  if (!error.empty()) throw InvalidArgument(error);
   return value == 1;
 }
 }  // namespace chunked
@@ -301,12 +325,28 @@ void SortedChunkAttentionKernel::Compute(Ort::KernelContext& ctx, const OrtInput
   cpu::ChunkAttentionPlan plan;
   std::string error = cpu::PlanChunkAttention(shape, max_length_, MaxWorkers(), &plan);
   if (!error.empty()) throw InvalidArgument(error);
-  float* out = AllocateOutput<float>(op, ctx, 0, env);
+  // float16 (T): the float32 kernel on widened query, key and value, its output rounded once (the
+  // CUDA kernel's arithmetic).
+  const bool half = env.float_type() == spec::DType::kFloat16;
+  size_t outputs = 0;
+  void* out = half ? static_cast<void*>(AllocateOutput<Ort::Float16_t>(op, ctx, 0, env, &outputs))
+                   : static_cast<void*>(AllocateOutput<float>(op, ctx, 0, env, &outputs));
+  Scratch widened(ctx, half ? 4 * outputs : 0, op.name);  // query, key, value and out are all [B, H, N, D]
+  const float* qkv[3] = {in.Data<float>(chunked::kQuery), in.Data<float>(chunked::kKey),
+                         in.Data<float>(chunked::kValue)};
+  float* out_f = static_cast<float*>(out);
+  if (half) {
+    for (int i = 0; i < 3; ++i) {
+      WidenHalf(in.Data<Ort::Float16_t>(chunked::kQuery + i), widened.data() + i * outputs, outputs);
+      qkv[i] = widened.data() + i * outputs;
+    }
+    out_f = widened.data() + 3 * outputs;
+  }
   Scratch scratch(ctx, plan.scratch_floats(), op.name);
-  error = cpu::ChunkAttention(shape, plan, in.Data<float>(chunked::kQuery), in.Data<float>(chunked::kKey),
-                              in.Data<float>(chunked::kValue), in.Data<int32_t>(chunked::kMask),
-                              in.Data<int32_t>(chunked::kBuckets), out, scratch.data(), OrtParallelFor(ctx));
+  error = cpu::ChunkAttention(shape, plan, qkv[0], qkv[1], qkv[2], in.Data<int32_t>(chunked::kMask),
+                              in.Data<int32_t>(chunked::kBuckets), out_f, scratch.data(), OrtParallelFor(ctx));
   if (!error.empty()) throw InvalidArgument(error);
+  if (half) NarrowToHalf(out_f, static_cast<Ort::Float16_t*>(out), outputs);
 }
 
 }  // namespace bucketrt::ort

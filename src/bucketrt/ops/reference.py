@@ -232,6 +232,8 @@ def _check_dispatch(op: str, order: torch.Tensor, counts: torch.Tensor) -> int:
 
 def expert_ffn(hidden, order, counts, gate, wi, wo, **attrs) -> torch.Tensor:
     attrs, env = _check(EXPERT_FFN, (hidden, order, counts, gate, wi, wo), attrs)
+    if hidden.dtype != torch.float32:  # float16: the float32 computation, rounded once at the end
+        return expert_ffn(hidden.float(), order, counts, gate.float(), wi.float(), wo.float(), **attrs).to(hidden.dtype)
     _check_dispatch("ExpertFFN", order, counts)
     act = EXPERT_ACTIVATIONS[attrs["activation"]]
     dim = env["D"]
@@ -362,6 +364,8 @@ def _attend(query, key, value, q_pos, k_pos, key_live, causal, mask_self):
 
 def sorted_chunk_attention(query, key, value, mask, buckets, **attrs) -> torch.Tensor:
     attrs, env = _check(SORTED_CHUNK_ATTENTION, (query, key, value, mask, buckets), attrs)
+    if query.dtype != torch.float32:  # float16: the float32 computation, rounded once at the end
+        return sorted_chunk_attention(query.float(), key.float(), value.float(), mask, buckets, **attrs).to(query.dtype)
     batch, heads, length, dim, rounds = env["B"], env["H"], env["N"], env["D"], env["R"]
     check_chunk_attention(attrs, length)
     chunk, causal, mask_self = attrs["chunk_length"], attrs["causal"], attrs["mask_self"]

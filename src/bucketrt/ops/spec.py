@@ -302,7 +302,7 @@ EXPERT_FFN = OpSpec(
     attributes=(
         Attribute("activation", "string", "Activation between the projections, by its transformers (ACT2FN) name.",
                   default="relu", choices=EXPERT_ACTIVATIONS),
-    ),
+    ),    float_types=FLOAT_TYPES,
 )
 
 ARGMAX_HASH = OpSpec(
@@ -384,7 +384,7 @@ SORTED_CHUNK_ATTENTION = OpSpec(
                   default=0, minimum=0),
         Attribute("max_length", "int", "Longest N accepted (the model's position limit); 0: no limit.",
                   default=0, minimum=0),
-    ),
+    ),    float_types=FLOAT_TYPES,
 )
 
 OPS: tuple[OpSpec, ...] = (
