@@ -55,6 +55,16 @@ def ops_command(library_only, trt_library_only):
         backends, note = {}, f"[yellow]Cannot query the op library ({e})[/]"
     else:
         note = f"[dim]library: {path}[/]"
+    try:
+        trt_library = bucketrt.trt_library_path()
+    except bucketrt.TrtLibraryNotBuiltError:
+        trt_library = None
+    else:
+        # The plugin library is built from the same CUDA op table as the ORT library's CUDA
+        # kernels: one TensorRT plugin per op with a CUDA kernel.
+        for found in backends.values():
+            if "ort-cuda" in found:
+                found.append("trt")
     table = Table(title="bucketrt ops", title_justify="left")
     for column in ("op", "domain", "version", "backends", "summary"):
         table.add_column(column, overflow="fold")
@@ -64,7 +74,7 @@ def ops_command(library_only, trt_library_only):
     out.print(table)
     if note:
         out.print(note)
-    try:
-        out.print(f"[dim]TensorRT plugin library: {bucketrt.trt_library_path()}[/]")
-    except bucketrt.TrtLibraryNotBuiltError:
+    if trt_library:
+        out.print(f"[dim]TensorRT plugin library: {trt_library}[/]")
+    else:
         out.print("[dim]TensorRT plugin library: not built (bucketrt was built without TensorRT_ROOT)[/]")

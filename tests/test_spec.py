@@ -114,3 +114,15 @@ def test_float_type_is_one_per_node():
         with pytest.raises(ValueError, match=rf"{op.name}: input '{float_input.name}' must be float32, got float16"):
             op.bind(shapes, dtypes, {a.name: 1 for a in op.attributes if a.type == "int"})
     assert 'inline constexpr DType kSignHashFloatTypes[] = {DType::kFloat32, DType::kFloat16};' in spec.cpp_header()
+
+
+def test_every_output_dim_is_an_int_attribute_or_an_input_dim():
+    """TensorRT asks a plugin for its output shapes as expressions over its input dims before any
+    data exists (trt_plugins/output_dims.h): an output whose size depends on the data cannot be a
+    bucketrt plugin, and an op that adds one must be designed otherwise."""
+    for op in spec.OPS:
+        int_attributes = {a.name for a in op.attributes if a.type == "int"}
+        input_dims = {d for t in op.inputs for d in t.dims}
+        for out in op.outputs:
+            for dim in out.dims:
+                assert dim in int_attributes or dim in input_dims, (op.name, out.name, dim)

@@ -174,10 +174,59 @@ void Bindings::Bind(const char* symbol, int64_t value, const char* origin, const
   entries_[count_++] = Entry{symbol, value, origin, origin_name};
 }
 
+namespace {
+
+// Input i's dtype against the spec, as BindInputs and CheckInputTypes word it. The first float input
+// fixes T (*float_type) among the op's float types and becomes *float_origin.
+std::string CheckInputDtype(const spec::OpSpec& op, int i, const char* dtype, const char** float_origin,
+                            spec::DType* float_type) {
+  const spec::TensorSpec& t = op.inputs[i];
+  if (t.dtype == spec::DType::kFloat && *float_origin == nullptr) {
+    std::string allowed;
+    bool found = false;
+    for (int k = 0; k < op.num_float_types; ++k) {
+      const char* name = spec::DTypeName(op.float_types[k]);
+      allowed += (k ? " or " : "") + std::string(name);
+      if (std::strcmp(dtype, name) == 0) {
+        *float_type = op.float_types[k];
+        found = true;
+      }
+    }
+    if (!found) return Format("%s: input '%s' must be %s, got %s", op.name, t.name, allowed.c_str(), dtype);
+    *float_origin = t.name;
+  } else if (t.dtype == spec::DType::kFloat) {
+    const char* want = spec::DTypeName(*float_type);
+    if (std::strcmp(dtype, want) != 0) {
+      return Format("%s: input '%s' must be %s like input '%s', got %s", op.name, t.name, want, *float_origin, dtype);
+    }
+  } else {
+    const char* want = spec::DTypeName(t.dtype);
+    if (std::strcmp(dtype, want) != 0) return Format("%s: input '%s' must be %s, got %s", op.name, t.name, want, dtype);
+  }
+  return {};
+}
+
+spec::DType FirstFloatType(const spec::OpSpec& op) {
+  return op.num_float_types > 0 ? op.float_types[0] : spec::DType::kFloat32;
+}
+
+}  // namespace
+
+std::string CheckInputTypes(const spec::OpSpec& op, const char* const* dtypes, int count, spec::DType* float_type) {
+  *float_type = FirstFloatType(op);
+  if (count != op.num_inputs) return Format("%s: expected %d inputs, got %d", op.name, op.num_inputs, count);
+  const char* float_origin = nullptr;
+  for (int i = 0; i < op.num_inputs; ++i) {
+    std::string error = CheckInputDtype(op, i, dtypes[i], &float_origin, float_type);
+    if (!error.empty()) return error;
+  }
+  return {};
+}
+
 std::string BindInputs(const spec::OpSpec& op, const Attributes& attrs, const TensorDesc* inputs, int count,
                        Bindings* env) {
   env->count_ = 0;
-  env->float_type_ = op.num_float_types > 0 ? op.float_types[0] : spec::DType::kFloat32;
+  env->float_type_ = FirstFloatType(op);
   for (const Attributes::Value& v : attrs.values()) {
     if (v.spec->type == spec::AttrType::kInt) env->Bind(v.spec->name, v.int_value, "attribute", v.spec->name);
   }
@@ -186,32 +235,8 @@ std::string BindInputs(const spec::OpSpec& op, const Attributes& attrs, const Te
   for (int i = 0; i < op.num_inputs; ++i) {
     const spec::TensorSpec& t = op.inputs[i];
     const TensorDesc& in = inputs[i];
-    if (t.dtype == spec::DType::kFloat && float_origin == nullptr) {
-      // The first float input fixes T, among the op's float types.
-      std::string allowed;
-      bool found = false;
-      for (int k = 0; k < op.num_float_types; ++k) {
-        const char* name = spec::DTypeName(op.float_types[k]);
-        allowed += (k ? " or " : "") + std::string(name);
-        if (std::strcmp(in.dtype, name) == 0) {
-          env->float_type_ = op.float_types[k];
-          found = true;
-        }
-      }
-      if (!found) return Format("%s: input '%s' must be %s, got %s", op.name, t.name, allowed.c_str(), in.dtype);
-      float_origin = t.name;
-    } else if (t.dtype == spec::DType::kFloat) {
-      const char* want = spec::DTypeName(env->float_type_);
-      if (std::strcmp(in.dtype, want) != 0) {
-        return Format("%s: input '%s' must be %s like input '%s', got %s", op.name, t.name, want, float_origin,
-                      in.dtype);
-      }
-    } else {
-      const char* want = spec::DTypeName(t.dtype);
-      if (std::strcmp(in.dtype, want) != 0) {
-        return Format("%s: input '%s' must be %s, got %s", op.name, t.name, want, in.dtype);
-      }
-    }
+    std::string error = CheckInputDtype(op, i, in.dtype, &float_origin, &env->float_type_);
+    if (!error.empty()) return error;
     if (in.rank != t.rank) {
       std::string dims, shape;
       for (int a = 0; a < t.rank; ++a) dims += (a ? "," : "") + std::string(t.dims[a]);

@@ -1,6 +1,6 @@
 // What every CUDA launcher shares: the float type of an op's T tensors and the carving of a
 // caller-provided workspace. Plain C++ over the CUDA runtime API: no framework types, so that the
-// ONNX Runtime CUDA EP, the C-ABI harness and (later) TensorRT plugins call the same launchers.
+// ONNX Runtime CUDA EP, the C-ABI harness and the TensorRT plugins call the same launchers.
 #pragma once
 
 #include <cuda_runtime_api.h>

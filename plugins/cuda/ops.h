@@ -1,5 +1,5 @@
 // The CUDA ops as every caller drives them: the ONNX Runtime CUDA EP glue (ort/cuda_kernels.cc),
-// the C-ABI harness (cuda/harness.cc) and, later, TensorRT plugins. After the shared spec checks
+// the C-ABI harness (cuda/harness.cc) and the TensorRT plugins (trt_plugins/). After the shared spec checks
 // (ResolveAttributes, BindInputs in bucketrt/validate.h), a call is
 //
 //   CheckAttributes (once per node) -> Plan (shapes only: op checks, workspace bytes)

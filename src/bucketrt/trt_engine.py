@@ -13,7 +13,7 @@ op type and its plugin_version/plugin_namespace attributes (see bucketrt.ops.spe
 Precision: TensorRT 11 builds strongly typed networks only, so an engine computes in the types of
 the ONNX graph (`bucketrt export --dtype fp16`). TensorRT 10 builds strongly typed networks here
 too, unless `fp16` asks for its weakly typed mode with BuilderFlag.FP16 (TensorRT's own layers may
-then run in fp16; the plugins still get the graph's fp32 tensors).
+then run in fp16, and so may the plugins that take float16).
 """
 
 from __future__ import annotations

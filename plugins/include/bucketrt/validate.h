@@ -98,6 +98,12 @@ class Bindings {
 std::string BindInputs(const spec::OpSpec& op, const Attributes& attrs, const TensorDesc* inputs, int count,
                        Bindings* env);
 
+// The dtype part of BindInputs alone, for callers that see element types before any shape
+// (TensorRT's getOutputDataTypes): input count, every input's dtype (numpy names), and T from the
+// first float input, in BindInputs' words. Sets *float_type to T (the op's first float type when
+// the check fails before T is known).
+std::string CheckInputTypes(const spec::OpSpec& op, const char* const* dtypes, int count, spec::DType* float_type);
+
 // True when `symbol` is a plain identifier (spec.py skips the others, e.g. "m*L").
 bool IsIdentifier(const char* symbol);
 

@@ -1,0 +1,253 @@
+"""The TensorRT plugin library (trt_plugins/) on machines without TensorRT or a GPU.
+
+* Always: CMake's one status line, and no plugin target, wherever TensorRT's headers or the CUDA
+  kernels are missing (configure runs in a scratch folder, CPU only).
+* Where the installed package has libbucketrt_trt.so: it exports exactly TensorRT's two entry
+  points, needs neither libnvinfer nor libcudart, loads without TensorRT and has one creator per op
+  with a CUDA kernel.
+* Where TensorRT's headers are at hand (BUCKETRT_TEST_TENSORRT_ROOT=/path/to/TensorRT, the folder
+  holding include/NvInfer.h) and nvcc is: the plugin library builds against them in a scratch folder
+  with no warning from its sources, and tests/trt_plugin_check.cc drives it through TensorRT's
+  plugin interfaces (everything that needs no GPU and no libnvinfer).
+
+What TensorRT does with the plugins (parsing, building, running engines) needs TensorRT and a GPU.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import bucketrt
+
+ROOT = Path(__file__).resolve().parents[1]
+SKIP_LINE = "bucketrt: TensorRT not found (set TensorRT_ROOT); skipping the TensorRT plugins"
+
+
+def _include_dirs() -> tuple[Path, Path]:
+    """ONNX Runtime's and Eigen's headers, as `make install` provides them (or the environment)."""
+    ort = Path(os.environ.get("ORT_INCLUDE_DIR") or ROOT / ".cache/libonnxruntime-dev/usr/include/onnxruntime")
+    eigen = Path(os.environ.get("EIGEN3_INCLUDE_DIR") or ROOT / ".cache/libeigen3-dev/usr/include/eigen3")
+    if not (ort / "onnxruntime_cxx_api.h").is_file() or not (eigen / "Eigen/Core").is_file():
+        pytest.skip("ONNX Runtime or Eigen headers not found (run `make install`, or set ORT_INCLUDE_DIR and EIGEN3_INCLUDE_DIR)")
+    return ort, eigen
+
+
+def _cmake() -> str:
+    cmake = shutil.which("cmake")
+    if cmake is None or not (ROOT / "CMakeLists.txt").is_file():
+        pytest.skip("needs cmake and the source tree")
+    return cmake
+
+
+def _system_tensorrt_headers() -> list[Path]:
+    """NvInfer.h where CMake's find_path looks without being told (e.g. Debian's libnvinfer-dev)."""
+    prefixes = {Path("/usr"), Path("/usr/local")} | {Path(p).parent for p in os.environ.get("PATH", "").split(":") if p}
+    folders = [prefix / "include" for prefix in prefixes] + [Path("/usr/include/x86_64-linux-gnu")]
+    return [folder for folder in folders if (folder / "NvInfer.h").is_file()]
+
+
+def _configure(build: Path, *defines: str, cuda: str = "OFF") -> str:
+    """Configures the project in `build`; returns CMake's output. TensorRT_ROOT, CPATH and
+    CPLUS_INCLUDE_PATH are left out of CMake's environment: TensorRT is where the defines say."""
+    ort, eigen = _include_dirs()
+    env = {k: v for k, v in os.environ.items() if k not in ("TensorRT_ROOT", "CPATH", "CPLUS_INCLUDE_PATH")}
+    command = [
+        _cmake(), "-S", str(ROOT), "-B", str(build), f"-DORT_INCLUDE_DIR={ort}", f"-DEIGEN3_INCLUDE_DIR={eigen}",
+        f"-DPython_EXECUTABLE={sys.executable}", f"-DBUCKETRT_CUDA={cuda}", *defines,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def _fake_headers(folder: Path, major: int, minor: int, patch: int) -> Path:
+    """A folder CMake takes for TensorRT's: NvInfer.h and NvInferVersion.h (10.x's layout). Only
+    for the configure step's checks; nothing compiles against it."""
+    include = folder / "include"
+    include.mkdir(parents=True)
+    (include / "NvInfer.h").write_text("// stand-in: configure-time checks only\n")
+    (include / "NvInferVersion.h").write_text(
+        f"#define TRT_MAJOR_ENTERPRISE {major}\n#define TRT_MINOR_ENTERPRISE {minor}\n"
+        f"#define TRT_PATCH_ENTERPRISE {patch}\n#define NV_TENSORRT_MAJOR TRT_MAJOR_ENTERPRISE\n"
+    )
+    return folder
+
+
+def _tensorrt_lines(output: str) -> list[str]:
+    return [line.removeprefix("-- ") for line in output.splitlines() if "TensorRT" in line]
+
+
+# --------------------------------------------------------------------------------------------
+# CMake's verdict where the plugins cannot be built
+# --------------------------------------------------------------------------------------------
+
+
+def test_configure_without_tensorrt_says_so_in_one_line(tmp_path):
+    if _system_tensorrt_headers():
+        pytest.skip(f"this machine has TensorRT's headers in {_system_tensorrt_headers()[0]}")
+    output = _configure(tmp_path / "build")
+    assert _tensorrt_lines(output) == [SKIP_LINE], output
+    assert not (tmp_path / "build/trt_plugins/CMakeFiles/bucketrt_trt.dir").exists()
+
+
+@pytest.mark.parametrize(
+    "version, expected",
+    [
+        ((10, 16, 0), "bucketrt: TensorRT 10.16.0 headers at {include}, but the CUDA kernels are not built (nvcc not "
+                      "found, or BUCKETRT_CUDA=OFF); skipping the TensorRT plugins, which wrap them"),
+        ((8, 6, 1), "bucketrt: TensorRT 8.6.1 at {include} is too old (the plugins are IPluginV3: TensorRT 10 or "
+                    "later); skipping the TensorRT plugins"),
+    ],
+)
+def test_configure_with_tensorrt_headers_but_no_plugins_says_why_in_one_line(tmp_path, version, expected):
+    root = _fake_headers(tmp_path / "TensorRT", *version)
+    output = _configure(tmp_path / "build", f"-DTensorRT_ROOT={root}")
+    assert _tensorrt_lines(output) == [expected.format(include=root / "include")], output
+    assert not (tmp_path / "build/trt_plugins/CMakeFiles/bucketrt_trt.dir").exists()
+
+
+def test_configure_with_a_wrong_tensorrt_include_dir_says_so_in_one_line(tmp_path):
+    output = _configure(tmp_path / "build", f"-DTENSORRT_INCLUDE_DIR={tmp_path}")
+    assert _tensorrt_lines(output) == [
+        f"bucketrt: TensorRT not found (TENSORRT_INCLUDE_DIR={tmp_path} has no NvInfer.h); skipping the TensorRT plugins"
+    ], output
+
+
+# --------------------------------------------------------------------------------------------
+# the installed library, where this machine built it
+# --------------------------------------------------------------------------------------------
+
+
+def _cuda_ops() -> list[str]:
+    """The ops the installed ORT library has CUDA kernels for: the plugin library's ops."""
+    lib = ctypes.CDLL(bucketrt.library_path())
+    lib.BucketrtBackends.restype = ctypes.c_char_p
+    entries = (entry.split("=", 1) for entry in lib.BucketrtBackends().decode().split(";"))
+    return [name for name, backends in entries if "ort-cuda" in backends.split(",")]
+
+
+def _defined_dynamic_symbols(library: str) -> set[str]:
+    out = subprocess.run(["nm", "-D", "--defined-only", library], capture_output=True, text=True, check=True).stdout
+    return {line.split()[-1] for line in out.splitlines() if line.strip()}
+
+
+def _check_library(library: str) -> None:
+    assert _defined_dynamic_symbols(library) == {"getCreators", "setLoggerFinder"}
+    needed = subprocess.run(["readelf", "-d", library], capture_output=True, text=True, check=True).stdout
+    assert "libnvinfer" not in needed and "libcudart" not in needed and "libcuda." not in needed, needed
+
+
+@pytest.fixture
+def installed_trt_library() -> str:
+    try:
+        return bucketrt.trt_library_path()
+    except bucketrt.TrtLibraryNotBuiltError:
+        pytest.skip("bucketrt was built without TensorRT (no libbucketrt_trt.so in the package)")
+
+
+def test_installed_library_exports_only_tensorrt_entry_points(installed_trt_library):
+    if shutil.which("nm") is None or shutil.which("readelf") is None:
+        pytest.skip("needs binutils (nm, readelf)")
+    _check_library(installed_trt_library)
+
+
+def test_installed_library_loads_without_tensorrt_with_a_creator_per_cuda_op(installed_trt_library):
+    # Loading runs the library's constructor, which registers nothing where TensorRT is not loaded.
+    script = (
+        "import ctypes, sys\n"
+        "lib = ctypes.CDLL(sys.argv[1])\n"
+        "lib.getCreators.restype = ctypes.c_void_p\n"
+        "lib.getCreators.argtypes = [ctypes.POINTER(ctypes.c_int32)]\n"
+        "n = ctypes.c_int32(-1)\n"
+        "assert lib.getCreators(ctypes.byref(n))\n"
+        "print(n.value)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, installed_trt_library], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) == len(_cuda_ops())
+
+
+# --------------------------------------------------------------------------------------------
+# against TensorRT's real headers (BUCKETRT_TEST_TENSORRT_ROOT)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tensorrt_root() -> Path:
+    root = os.environ.get("BUCKETRT_TEST_TENSORRT_ROOT")
+    if not root or not Path(root, "include", "NvInfer.h").is_file():
+        pytest.skip("set BUCKETRT_TEST_TENSORRT_ROOT to a TensorRT folder holding include/NvInfer.h")
+    return Path(root)
+
+
+def _cuda_include() -> Path:
+    homes = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        homes.insert(0, str(Path(nvcc).resolve().parents[1]))
+    for home in filter(None, homes):
+        if Path(home, "include", "cuda_runtime_api.h").is_file():
+            return Path(home, "include")
+    pytest.skip("needs the CUDA toolkit (nvcc and its headers)")
+
+
+@pytest.fixture(scope="module")
+def trt_build(tensorrt_root, tmp_path_factory) -> tuple[Path, str]:
+    """The plugin library built against the headers: (library, the plugin sources' build output)."""
+    _cuda_include()
+    build = tmp_path_factory.mktemp("trt") / "build"
+    output = _configure(build, f"-DTensorRT_ROOT={tensorrt_root}", "-DCMAKE_CUDA_ARCHITECTURES=90", cuda="ON")
+    assert "bucketrt: TensorRT plugins ON (TensorRT " in output, output
+    jobs = str(os.cpu_count() or 2)
+    # The kernels first (shared with the ORT library), then the plugin sources alone.
+    for target in ("bucketrt_trt_kernels", "bucketrt_trt"):
+        result = subprocess.run([_cmake(), "--build", str(build), "--target", target, "-j", jobs],
+                                capture_output=True, text=True, timeout=1800)
+        assert result.returncode == 0, result.stdout + result.stderr
+    return build / "trt_plugins" / "libbucketrt_trt.so", result.stdout + result.stderr
+
+
+def test_plugin_sources_build_without_warnings(trt_build):
+    library, output = trt_build
+    assert "warning" not in output.lower(), output
+    _check_library(str(library))
+
+
+def test_plugins_through_tensorrt_interfaces(tensorrt_root, trt_build, tmp_path):
+    library, _ = trt_build
+    driver = tmp_path / "trt_plugin_check"
+    compile_ = subprocess.run(
+        [os.environ.get("CXX", "g++"), "-std=c++17", "-Wall", "-Wextra", "-Werror", "-isystem",
+         str(tensorrt_root / "include"), "-isystem", str(_cuda_include()), str(ROOT / "tests/trt_plugin_check.cc"),
+         "-ldl", "-o", str(driver)],
+        capture_output=True, text=True)
+    assert compile_.returncode == 0, compile_.stderr
+    result = subprocess.run([str(driver), str(library), str(len(_cuda_ops()))], capture_output=True, text=True)
+    assert result.returncode == 0 and re.search(r"^0 failed$", result.stdout, re.M), result.stdout + result.stderr
+
+
+def test_bucketrt_ops_lists_trt_for_the_ops_with_plugins(monkeypatch, tmp_path):
+    pytest.importorskip("bucketrt.cli.main", reason="the CLI is not installed (a source tree has no bucketrt.cli)")
+    from click.testing import CliRunner
+
+    from bucketrt.cli.main import main
+    from bucketrt.ops import OPS
+
+    library = tmp_path / "libbucketrt_trt.so"
+    library.write_bytes(b"")  # `bucketrt ops` only looks for the file
+    monkeypatch.setattr(bucketrt, "trt_library_path", lambda: str(library))
+    result = CliRunner().invoke(main, ["ops"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[1]: line for line in result.output.splitlines() if line.startswith("│ ") and len(line.split()) > 2}
+    cuda_ops = set(_cuda_ops())
+    for op in OPS:
+        assert ("trt" in rows[op.name].split("│")[4].replace(",", " ").split()) == (op.name in cuda_ops), rows[op.name]
+    assert f"TensorRT plugin library: {library}" in result.output.replace("\n", "")

@@ -1,0 +1,439 @@
+// Drives libbucketrt_trt.so through TensorRT's plugin interfaces as TensorRT's builder and runtime
+// call them, for everything that needs neither a GPU nor TensorRT's library: the entry points, the
+// creators and their fields, createPlugin's checks, output types and shapes, format combinations,
+// configurePlugin and getWorkspaceSize on shapes whose plan needs no device, onShapeChange, the
+// errors enqueue reports before it touches the GPU, serialisation and cloning.
+//
+// Built by tests/test_trt_plugins.py against real TensorRT headers (only headers: nothing here
+// links libnvinfer) and run as `trt_plugin_check path/to/libbucketrt_trt.so [N]` (N: the number of ops
+// with CUDA kernels, 2 when not given: SignHash and LSHCumulation). The one stand-in is
+// a minimal expression builder for getOutputShapes (TensorRT's own needs its builder), whose
+// expressions are plain constants. Prints one line per check; exits 1 if any fails.
+#include <NvInferRuntime.h>
+#include <dlfcn.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+using namespace nvinfer1;
+
+namespace {
+
+int g_failures = 0;
+
+void Check(bool ok, const std::string& what) {
+  std::printf("%s %s\n", ok ? "ok  " : "FAIL", what.c_str());
+  if (!ok) ++g_failures;
+}
+
+struct Logger : ILogger {
+  std::vector<std::string> messages;
+  void log(Severity severity, const char* msg) noexcept override {
+    if (severity <= Severity::kWARNING) messages.emplace_back(msg);
+  }
+  std::string Last() const { return messages.empty() ? "" : messages.back(); }
+};
+
+struct Finder : ILoggerFinder {
+  explicit Finder(ILogger* logger) : logger_(logger) {}
+  ILogger* findLogger() override { return logger_; }
+  ILogger* logger_;
+};
+
+// Constant dimension expressions, enough for plugins that copy input dims and ask for constants.
+class ConstantExpr : public IDimensionExpr {
+ public:
+  explicit ConstantExpr(int64_t value) : impl_(value) { mImpl = &impl_; }
+
+ private:
+  struct Impl : apiv::VDimensionExpr {
+    explicit Impl(int64_t v) : value(v) {}
+    bool isConstant() const override { return true; }
+    int64_t getConstantValue() const override { return value; }
+    bool isSizeTensor() const override { return false; }
+    int64_t value;
+  } impl_;
+};
+
+class ConstantBuilder : public IExprBuilder {
+ public:
+  ConstantBuilder() : impl_(this) { mImpl = &impl_; }
+  const IDimensionExpr* Make(int64_t value) { return &exprs_.emplace_back(value); }
+
+ private:
+  struct Impl : apiv::VExprBuilder {
+    explicit Impl(ConstantBuilder* b) : builder(b) {}
+    const IDimensionExpr* constant(int64_t value) override { return builder->Make(value); }
+    const IDimensionExpr* operation(DimensionOperation, const IDimensionExpr&, const IDimensionExpr&) override {
+      return nullptr;
+    }
+    const IDimensionExpr* declareSizeTensor(int32_t, const IDimensionExpr&, const IDimensionExpr&) override {
+      return nullptr;
+    }
+    ConstantBuilder* builder;
+  } impl_;
+  std::deque<ConstantExpr> exprs_;
+};
+
+Dims MakeDims(std::initializer_list<int64_t> sizes) {
+  Dims d{};
+  d.nbDims = static_cast<int32_t>(sizes.size());
+  int i = 0;
+  for (int64_t s : sizes) d.d[i++] = s;
+  return d;
+}
+
+PluginTensorDesc Desc(DataType type, Dims dims) {
+  PluginTensorDesc d{};
+  d.dims = dims;
+  d.type = type;
+  d.format = TensorFormat::kLINEAR;
+  d.scale = 1.0f;
+  return d;
+}
+
+DynamicPluginTensorDesc Dynamic(DataType type, Dims min, Dims opt, Dims max) {
+  DynamicPluginTensorDesc d{};
+  d.desc = Desc(type, opt);
+  d.min = min;
+  d.opt = opt;
+  d.max = max;
+  return d;
+}
+
+// Fields as TensorRT's ONNX parser gives them: ints as kINT32, strings as kCHAR without the NUL.
+struct Fields {
+  std::deque<int32_t> ints;
+  std::deque<int64_t> longs;
+  std::deque<float> floats;
+  std::deque<std::string> strings;
+  std::vector<PluginField> fields;
+  PluginFieldCollection collection{};
+  Fields& Int(const char* name, int32_t v) {
+    fields.emplace_back(name, &ints.emplace_back(v), PluginFieldType::kINT32, 1);
+    return *this;
+  }
+  Fields& Long(const char* name, int64_t v) {
+    fields.emplace_back(name, &longs.emplace_back(v), PluginFieldType::kINT64, 1);
+    return *this;
+  }
+  Fields& Float(const char* name, float v) {
+    fields.emplace_back(name, &floats.emplace_back(v), PluginFieldType::kFLOAT32, 1);
+    return *this;
+  }
+  Fields& Str(const char* name, const char* v) {
+    const std::string& s = strings.emplace_back(v);
+    fields.emplace_back(name, s.data(), PluginFieldType::kCHAR, static_cast<int32_t>(s.size()));
+    return *this;
+  }
+  const PluginFieldCollection* Get() {
+    collection.nbFields = static_cast<int32_t>(fields.size());
+    collection.fields = fields.data();
+    return &collection;
+  }
+};
+
+struct Plugin {
+  IPluginV3* v3 = nullptr;
+  IPluginV3OneCore* core = nullptr;
+  IPluginV3OneBuild* build = nullptr;
+  IPluginV3OneRuntime* runtime = nullptr;
+  explicit Plugin(IPluginV3* p) : v3(p) {
+    if (!p) return;
+    core = static_cast<IPluginV3OneCore*>(p->getCapabilityInterface(PluginCapabilityType::kCORE));
+    build = static_cast<IPluginV3OneBuild*>(p->getCapabilityInterface(PluginCapabilityType::kBUILD));
+    runtime = static_cast<IPluginV3OneRuntime*>(p->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
+  }
+  ~Plugin() { delete v3; }
+  Plugin(const Plugin&) = delete;
+  Plugin& operator=(const Plugin&) = delete;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2 && argc != 3) {
+    std::fprintf(stderr, "usage: %s libbucketrt_trt.so [number of ops with CUDA kernels]\n", argv[0]);
+    return 2;
+  }
+  const int expected_creators = argc == 3 ? std::atoi(argv[2]) : 2;
+  void* library = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+  if (!library) {
+    std::fprintf(stderr, "dlopen: %s\n", dlerror());
+    return 2;
+  }
+  using GetCreators = IPluginCreatorInterface* const* (*)(int32_t&);
+  using SetLoggerFinder = void (*)(ILoggerFinder*);
+  auto get_creators = reinterpret_cast<GetCreators>(dlsym(library, "getCreators"));
+  auto set_logger_finder = reinterpret_cast<SetLoggerFinder>(dlsym(library, "setLoggerFinder"));
+  Check(get_creators && set_logger_finder, "the library exports getCreators and setLoggerFinder");
+  if (!get_creators || !set_logger_finder) return 1;
+  Logger logger;
+  Finder finder(&logger);
+  set_logger_finder(&finder);
+
+  // ---- creators --------------------------------------------------------------------------------
+  int32_t count = -1;
+  IPluginCreatorInterface* const* creators = get_creators(count);
+  Check(count == expected_creators && creators != nullptr,
+        "getCreators gives " + std::to_string(expected_creators) + " creators (the ops with CUDA kernels), got " +
+            std::to_string(count));
+  IPluginCreatorV3One* sign = nullptr;
+  IPluginCreatorV3One* lsh = nullptr;
+  for (int i = 0; i < count; ++i) {
+    Check(std::strcmp(creators[i]->getInterfaceInfo().kind, "PLUGIN CREATOR_V3ONE") == 0,
+          "creator " + std::to_string(i) + " is an IPluginCreatorV3One");
+    auto* c = static_cast<IPluginCreatorV3One*>(creators[i]);
+    Check(std::strcmp(c->getPluginVersion(), "1") == 0 && std::strcmp(c->getPluginNamespace(), "bucketrt") == 0,
+          std::string(c->getPluginName()) + ": version '1', namespace 'bucketrt'");
+    if (std::strcmp(c->getPluginName(), "SignHash") == 0) sign = c;
+    if (std::strcmp(c->getPluginName(), "LSHCumulation") == 0) lsh = c;
+  }
+  Check(sign && lsh, "creators named SignHash and LSHCumulation");
+  if (!sign || !lsh) return 1;
+
+  const PluginFieldCollection* names = sign->getFieldNames();
+  Check(names->nbFields == 3 && std::strcmp(names->fields[0].name, "num_hash") == 0 &&
+            names->fields[0].type == PluginFieldType::kINT32 && std::strcmp(names->fields[2].name, "transform") == 0 &&
+            names->fields[2].type == PluginFieldType::kCHAR,
+        "SignHash's fields: num_hash (kINT32), hash_code_len (kINT32), transform (kCHAR)");
+
+  // ---- createPlugin: fields and the spec's checks ----------------------------------------------
+  auto expect_refusal = [&](Fields& fields, const std::string& message) {
+    logger.messages.clear();
+    IPluginV3* p = sign->createPlugin("bad", fields.Get(), TensorRTPhase::kBUILD);
+    Check(p == nullptr && logger.Last() == message, "refused: " + message + " [logged: " + logger.Last() + "]");
+    delete p;
+  };
+  {
+    Fields f;
+    f.Int("num_hash", 4).Int("hash_code_len", 8).Str("foo", "x").Int("bar", 1);
+    expect_refusal(f, "SignHash: unknown attribute(s) ['bar', 'foo'] (node 'bad')");
+  }
+  {
+    Fields f;
+    f.Int("hash_code_len", 8);
+    expect_refusal(f, "SignHash: attribute 'num_hash' is required (node 'bad')");
+  }
+  {
+    Fields f;
+    f.Int("num_hash", 4).Int("hash_code_len", 8).Str("transform", "fourier");
+    expect_refusal(f, "SignHash: attribute 'transform' must be one of ['hadamard', 'gaussian'], got 'fourier' "
+                      "(node 'bad')");
+  }
+  {
+    Fields f;
+    f.Float("num_hash", 4.0f).Int("hash_code_len", 8);
+    expect_refusal(f, "SignHash: attribute 'num_hash' must be an int, got 4.0 (node 'bad')");
+  }
+  {
+    Fields f;
+    f.Int("num_hash", 0).Int("hash_code_len", 8);
+    expect_refusal(f, "SignHash: attribute 'num_hash' must be >= 1, got 0 (node 'bad')");
+  }
+  {
+    Fields f;
+    f.Int("num_hash", 4).Int("hash_code_len", 40);
+    expect_refusal(f, "SignHash: attribute 'hash_code_len' must be <= 30, got 40 (node 'bad')");
+  }
+
+  Fields sign_fields;
+  sign_fields.Int("num_hash", 4).Long("hash_code_len", 8).Str("transform", "hadamard");
+  sign_fields.Str("plugin_version", "1").Str("plugin_namespace", "bucketrt");  // ignored
+  Plugin sh(sign->createPlugin("sh", sign_fields.Get(), TensorRTPhase::kBUILD));
+  Check(sh.v3 && sh.core && sh.build && sh.runtime, "SignHash plugin with its core, build and runtime interfaces");
+  if (!sh.build) return 1;
+  Check(std::strcmp(sh.core->getPluginName(), "SignHash") == 0 && std::strcmp(sh.core->getPluginVersion(), "1") == 0 &&
+            std::strcmp(sh.core->getPluginNamespace(), "bucketrt") == 0,
+        "the plugin's name, version and namespace match its creator's");
+  Check(std::string(sh.build->getMetadataString()) == "SignHash(num_hash=4,hash_code_len=8,transform=hadamard)",
+        std::string("metadata: ") + sh.build->getMetadataString());
+
+  // ---- types and formats -------------------------------------------------------------------------
+  Check(sh.build->getNbOutputs() == 1, "SignHash has 1 output");
+  DataType out[1];
+  for (DataType t : {DataType::kFLOAT, DataType::kHALF}) {
+    const DataType in[3] = {DataType::kINT32, t, t};
+    out[0] = DataType::kBOOL;
+    Check(sh.build->getOutputDataTypes(out, 1, in, 3) == 0 && out[0] == DataType::kINT32,
+          "SignHash's hash is int32 whatever T");
+  }
+  {
+    logger.messages.clear();
+    const DataType in[3] = {DataType::kINT32, DataType::kHALF, DataType::kFLOAT};
+    const bool refused = sh.build->getOutputDataTypes(out, 1, in, 3) != 0;
+    Check(refused && logger.Last() ==
+                         "SignHash: input 'projection' must be float16 like input 'vector', got float32 (node 'sh')",
+          "mixed float types refused: " + logger.Last());
+    logger.messages.clear();
+    const DataType in64[3] = {DataType::kINT64, DataType::kFLOAT, DataType::kFLOAT};
+    const bool refused64 = sh.build->getOutputDataTypes(out, 1, in64, 3) != 0;
+    Check(refused64 && logger.Last() == "SignHash: input 'mask' must be int32, got int64 (node 'sh')",
+          "an int64 mask refused: " + logger.Last());
+  }
+  {
+    auto combo = [&](std::vector<DataType> types, int pos, TensorFormat format = TensorFormat::kLINEAR) {
+      std::vector<DynamicPluginTensorDesc> io(4);
+      for (size_t i = 0; i < types.size(); ++i) {
+        io[i].desc.type = types[i];
+        io[i].desc.format = i == static_cast<size_t>(pos) ? format : TensorFormat::kLINEAR;
+      }
+      return sh.build->supportsFormatCombination(pos, io.data(), 3, 1);
+    };
+    const DataType I = DataType::kINT32, F = DataType::kFLOAT, H = DataType::kHALF;
+    Check(combo({I}, 0) && !combo({F}, 0) && !combo({DataType::kINT64}, 0), "mask: int32 only");
+    Check(combo({I, F}, 1) && combo({I, H}, 1) && !combo({I, DataType::kBF16}, 1), "vector: float32 or float16");
+    Check(combo({I, H, H}, 2) && !combo({I, H, F}, 2) && combo({I, F, F}, 2), "projection: vector's type");
+    Check(combo({I, F, F, I}, 3) && !combo({I, F, F, F}, 3), "hash: int32");
+    Check(!combo({I}, 0, TensorFormat::kCHW32), "linear format only");
+  }
+
+  // ---- output shapes ------------------------------------------------------------------------------
+  {
+    ConstantBuilder builder;
+    DimsExprs in[3]{};
+    const int64_t sizes[3][3] = {{2, 16, 0}, {2, 16, 64}, {1, 3, 64}};
+    const int ranks[3] = {2, 3, 3};
+    for (int i = 0; i < 3; ++i) {
+      in[i].nbDims = ranks[i];
+      for (int a = 0; a < ranks[i]; ++a) in[i].d[a] = builder.constant(sizes[i][a]);
+    }
+    DimsExprs shape[1]{};
+    const bool ok = sh.build->getOutputShapes(in, 3, nullptr, 0, shape, 1, builder) == 0;
+    Check(ok && shape[0].nbDims == 3 && shape[0].d[0] == in[0].d[0] && shape[0].d[1] == in[0].d[1] &&
+              shape[0].d[2]->isConstant() && shape[0].d[2]->getConstantValue() == 4,
+          "SignHash's hash is [B, N, num_hash] = [mask dim 0, mask dim 1, constant 4]");
+    in[1].nbDims = 2;
+    logger.messages.clear();
+    const bool refused = sh.build->getOutputShapes(in, 3, nullptr, 0, shape, 1, builder) != 0;
+    Check(refused && logger.Last() == "SignHash: input 'vector' must have rank 3 [B,N,D], got rank 2 (node 'sh')",
+          "a rank-2 vector refused: " + logger.Last());
+  }
+
+  // ---- configure, workspace, shape changes ------------------------------------------------------
+  const Dims mask_min = MakeDims({1, 1}), mask_opt = MakeDims({2, 128}), mask_max = MakeDims({8, 4096});
+  const Dims vec_min = MakeDims({1, 1, 64}), vec_opt = MakeDims({2, 128, 64}), vec_max = MakeDims({8, 4096, 64});
+  const Dims proj = MakeDims({1, 3, 64});
+  {
+    DynamicPluginTensorDesc in[3] = {Dynamic(DataType::kINT32, mask_min, mask_opt, mask_max),
+                                     Dynamic(DataType::kHALF, vec_min, vec_opt, vec_max),
+                                     Dynamic(DataType::kHALF, proj, proj, proj)};
+    DynamicPluginTensorDesc o[1] = {Dynamic(DataType::kINT32, MakeDims({1, 1, 4}), MakeDims({2, 128, 4}),
+                                            MakeDims({8, 4096, 4}))};
+    logger.messages.clear();
+    Check(sh.build->configurePlugin(in, 3, o, 1) == 0 && logger.messages.empty(), "configurePlugin on a valid profile");
+    Check(sh.build->getWorkspaceSize(in, 3, o, 1) == 0, "SignHash with D = 64 needs no workspace");
+    // A profile whose min shapes the op refuses: a warning, not a failure.
+    in[1].min = MakeDims({1, 2, 64});
+    logger.messages.clear();
+    const bool configured = sh.build->configurePlugin(in, 3, o, 1) == 0;
+    Check(configured && logger.messages.size() == 1 &&
+              logger.Last().find("SignHash: input 'vector' dim 1 (N) is 2, but input 'mask' says N=1 (node 'sh'); "
+                                 "inputs of the optimisation profile's min shapes") == 0,
+          "a profile admitting refused shapes warns: " + logger.Last());
+
+    const PluginTensorDesc good[3] = {Desc(DataType::kINT32, MakeDims({2, 4})), Desc(DataType::kFLOAT, MakeDims({2, 4, 64})),
+                                      Desc(DataType::kFLOAT, proj)};
+    const PluginTensorDesc hash[1] = {Desc(DataType::kINT32, MakeDims({2, 4, 4}))};
+    Check(sh.runtime->onShapeChange(good, 3, hash, 1) == 0, "onShapeChange on valid shapes");
+    PluginTensorDesc bad[3] = {good[0], Desc(DataType::kFLOAT, MakeDims({2, 5, 64})), good[2]};
+    logger.messages.clear();
+    const bool mismatch_refused = sh.runtime->onShapeChange(bad, 3, hash, 1) != 0;
+    Check(mismatch_refused &&
+              logger.Last() == "SignHash: input 'vector' dim 1 (N) is 5, but input 'mask' says N=4 (node 'sh')",
+          "onShapeChange refuses mismatched shapes: " + logger.Last());
+    bad[1] = Desc(DataType::kFLOAT, MakeDims({2, 4, 48}));
+    bad[2] = Desc(DataType::kFLOAT, MakeDims({1, 3, 48}));
+    logger.messages.clear();
+    const bool d_refused = sh.runtime->onShapeChange(bad, 3, hash, 1) != 0;
+    Check(d_refused &&
+              logger.Last() == "SignHash: input 'vector' dim 2 (D) must be a power of two for transform='hadamard', "
+                               "got 48 (node 'sh')",
+          "onShapeChange runs the op's own checks: " + logger.Last());
+    logger.messages.clear();
+    const void* inputs[3] = {nullptr, nullptr, nullptr};
+    void* outputs[1] = {nullptr};
+    const bool enqueue_refused = sh.runtime->enqueue(bad, hash, inputs, outputs, nullptr, nullptr) != 0;
+    Check(enqueue_refused &&
+              logger.Last().find("SignHash: input 'vector' dim 2 (D) must be a power of two") == 0,
+          "enqueue refuses bad shapes before touching the GPU: " + logger.Last());
+  }
+  {
+    // D > 1024 with hadamard: SignHash keeps the rows in the workspace.
+    const Dims big = MakeDims({8, 4096, 2048}), big_proj = MakeDims({1, 3, 2048});
+    DynamicPluginTensorDesc in[3] = {Dynamic(DataType::kINT32, mask_min, mask_opt, mask_max),
+                                     Dynamic(DataType::kFLOAT, MakeDims({1, 1, 2048}), MakeDims({2, 128, 2048}), big),
+                                     Dynamic(DataType::kFLOAT, big_proj, big_proj, big_proj)};
+    DynamicPluginTensorDesc o[1] = {Dynamic(DataType::kINT32, MakeDims({1, 1, 4}), MakeDims({2, 128, 4}),
+                                            MakeDims({8, 4096, 4}))};
+    Check(sh.build->getWorkspaceSize(in, 3, o, 1) > 0, "SignHash with D = 2048 declares a workspace");
+  }
+
+  // ---- serialisation and cloning -----------------------------------------------------------------
+  {
+    const PluginFieldCollection* saved = sh.runtime->getFieldsToSerialize();
+    Check(saved && saved->nbFields == 3 && saved->fields[0].type == PluginFieldType::kINT64 &&
+              saved->fields[2].type == PluginFieldType::kCHAR,
+          "serialised fields: the three attributes (ints as kINT64, the string as kCHAR)");
+    Plugin again(sign->createPlugin("sh", saved, TensorRTPhase::kRUNTIME));
+    Check(again.build && std::string(again.build->getMetadataString()) == sh.build->getMetadataString(),
+          "createPlugin(kRUNTIME) on the serialised fields gives the same plugin");
+    Plugin copy(sh.v3->clone());
+    Check(copy.build && std::string(copy.build->getMetadataString()) == sh.build->getMetadataString(),
+          "clone() keeps the attributes");
+    Plugin attached(sh.runtime->attachToContext(nullptr));
+    Check(attached.build && std::string(attached.build->getTimingCacheID()) == sh.build->getTimingCacheID(),
+          "attachToContext() gives a copy");
+  }
+
+  // ---- LSHCumulation: shapes from input dims, T on the output, a dense-mode workspace -------------
+  {
+    Fields f;
+    f.Int("hashtable_capacity", 256);
+    Plugin p(lsh->createPlugin("lsh", f.Get(), TensorRTPhase::kBUILD));
+    Check(p.build != nullptr, "LSHCumulation plugin ('deterministic' defaulted)");
+    if (!p.build) return 1;
+    Check(std::string(p.build->getMetadataString()) == "LSHCumulation(hashtable_capacity=256,deterministic=0)",
+          std::string("metadata: ") + p.build->getMetadataString());
+    for (DataType t : {DataType::kFLOAT, DataType::kHALF}) {
+      const DataType in[5] = {DataType::kINT32, DataType::kINT32, DataType::kINT32, DataType::kINT32, t};
+      out[0] = DataType::kBOOL;
+      Check(p.build->getOutputDataTypes(out, 1, in, 5) == 0 && out[0] == t, "LSHCumulation's output is T");
+    }
+    ConstantBuilder builder;
+    const int64_t sizes[5][3] = {{2, 10, 0}, {2, 10, 8}, {2, 12, 0}, {2, 12, 8}, {2, 12, 64}};
+    const int ranks[5] = {2, 3, 2, 3, 3};
+    DimsExprs in[5]{};
+    for (int i = 0; i < 5; ++i) {
+      in[i].nbDims = ranks[i];
+      for (int a = 0; a < ranks[i]; ++a) in[i].d[a] = builder.constant(sizes[i][a]);
+    }
+    DimsExprs shape[1]{};
+    Check(p.build->getOutputShapes(in, 5, nullptr, 0, shape, 1, builder) == 0 && shape[0].nbDims == 3 &&
+              shape[0].d[0] == in[0].d[0] && shape[0].d[1] == in[0].d[1] && shape[0].d[2] == in[4].d[2],
+          "LSHCumulation's output is [B, Nq, D] = [query_mask 0, query_mask 1, value 2]");
+    auto lsh_inputs = [&](int64_t b, int64_t nq, int64_t nk) {
+      return std::vector<Dims>{MakeDims({b, nq}), MakeDims({b, nq, 8}), MakeDims({b, nk}), MakeDims({b, nk, 8}),
+                               MakeDims({b, nk, 64})};
+    };
+    const std::vector<Dims> lo = lsh_inputs(1, 1, 1), mid = lsh_inputs(2, 128, 128), hi = lsh_inputs(8, 4096, 4096);
+    std::vector<DynamicPluginTensorDesc> din(5);
+    for (int i = 0; i < 5; ++i) din[i] = Dynamic(i == 4 ? DataType::kFLOAT : DataType::kINT32, lo[i], mid[i], hi[i]);
+    DynamicPluginTensorDesc dout[1] = {Dynamic(DataType::kFLOAT, MakeDims({1, 1, 64}), MakeDims({2, 128, 64}),
+                                               MakeDims({8, 4096, 64}))};
+    const size_t at_max = p.build->getWorkspaceSize(din.data(), 5, dout, 1);
+    for (int i = 0; i < 5; ++i) din[i] = Dynamic(din[i].desc.type, lo[i], mid[i], mid[i]);
+    const size_t at_mid = p.build->getWorkspaceSize(din.data(), 5, dout, 1);
+    Check(at_max > 0 && at_max >= at_mid,
+          "LSHCumulation's workspace: " + std::to_string(at_max) + " bytes up to batch 8, " + std::to_string(at_mid) +
+              " up to batch 2");
+  }
+
+  std::printf("%d failed\n", g_failures);
+  return g_failures == 0 ? 0 : 1;
+}
