@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -13,6 +14,8 @@ from bucketrt.exporter.errors import BucketrtError
 # Exit statuses: 0 success, 1 a check that ran and failed, 2 a usage problem (as click uses it).
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERNAL = 3  # an unexpected exception: a bucketrt bug
+TRACEBACK_ENV = "BUCKETRT_TRACEBACK"
 
 
 def console() -> Console:
@@ -40,7 +43,8 @@ def fail_lines(lines: list[str], code: int = EXIT_FAILED):
 
 
 class BucketrtGroup(click.Group):
-    """Turns BucketrtError (and a missing op library) into one line on stderr and exit status 2."""
+    """Turns BucketrtError (and a missing op library) into one line on stderr and exit status 2, and
+    any other exception (a bug) into one line and exit status 3."""
 
     def invoke(self, ctx):
         try:
@@ -49,6 +53,16 @@ class BucketrtGroup(click.Group):
             fail(e.one_line())
         except LibraryNotBuiltError as e:
             fail(str(e))
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as e:  # a bug of ours: still one line, the traceback on request
+            if os.environ.get(TRACEBACK_ENV):
+                raise
+            fail(
+                f"internal error: {type(e).__name__}: {e} (set {TRACEBACK_ENV}=1 for the traceback, and please "
+                "report it)",
+                EXIT_INTERNAL,
+            )
 
 
 @click.group(cls=BucketrtGroup, context_settings={"help_option_names": ["-h", "--help"]})

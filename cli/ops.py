@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from .app import console, main
@@ -70,7 +71,7 @@ def ops_command(library_only, trt_library_only):
         table.add_column(column, overflow="fold")
     for op in OPS:
         found = backends.get(op.name)
-        table.add_row(op.name, op.domain, str(op.version), ", ".join(found) if found else "[red]none[/]", op.summary)
+        table.add_row(op.name, op.domain, str(op.version), ", ".join(found) if found else "[red]none[/]", escape(op.summary))
     out.print(table)
     if note:
         out.print(note)

@@ -102,18 +102,24 @@ def _ops_called(components: list[Component]) -> list[str]:
 
     with torch.no_grad(), intercept(record):
         for component in components:
-            component.module(**component.kwargs(component.example_inputs))
+            component.module(**component.example_inputs)  # the module's own keyword arguments
     return list(seen)
+
+
+def _half(value):
+    """Float tensors to float16, through tuples and lists (e.g. past key/values); the rest as is."""
+    if isinstance(value, torch.Tensor):
+        return value.half() if value.is_floating_point() else value
+    if isinstance(value, (tuple, list)):
+        return type(value)(_half(v) for v in value)
+    return value
 
 
 def _cast_to_half(components: list[Component]) -> None:
     """Weights and float example inputs to float16, in place (the int ids and masks stay)."""
     for component in components:
         component.module.half()
-        component.example_inputs = {
-            name: value.half() if isinstance(value, torch.Tensor) and value.is_floating_point() else value
-            for name, value in component.example_inputs.items()
-        }
+        component.example_inputs = {name: _half(value) for name, value in component.example_inputs.items()}
 
 
 def _trace(component: Component, opset: int, source):
@@ -194,7 +200,7 @@ def export(
             waiting = [name for name in _ops_called(components) if not _fp16_ready(BY_NAME[name])]
             if waiting:
                 raise BucketrtError(
-                    f"fp16 needs the ops' fp16 kernels: {', '.join(waiting)} take float32 only in this bucketrt",
+                    f"fp16 needs the ops' fp16 kernels; float32 only in this bucketrt: {', '.join(waiting)}",
                     "export with --dtype fp32 (TensorRT 10 can still run its own layers in fp16: bucketrt build --fp16)",
                 )
             _cast_to_half(components)

@@ -66,7 +66,11 @@ def check_config(config) -> None:
 def _sparse_mlp_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
     router = self.router
     x = hidden_states.to(router.dtype)
-    logits = router.classifier(x)
+    # The classifier in router_dtype even in an fp16 export (whose weights are all float16): a
+    # float32 export casts nothing.
+    classifier = router.classifier
+    bias = classifier.bias.to(router.dtype) if classifier.bias is not None else None
+    logits = nn.functional.linear(x, classifier.weight.to(router.dtype), bias)
     probs = torch.softmax(logits, dim=-1, dtype=router.dtype).to(hidden_states.dtype)
     _, gate, _, counts, order = call(TOP1_DISPATCH, probs, expert_capacity=int(router.expert_capacity))
     return call(

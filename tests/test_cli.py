@@ -239,6 +239,8 @@ def test_ops_lists_catalogue_with_backends():
     for op in OPS:
         assert "bucketrt" in rows[op.name] and "ort-cpu" in rows[op.name]
         assert re.search(r"│\s*1\s*│", rows[op.name])  # version
+    # Summaries are text, not rich markup: ArgmaxHash's "[xR, -xR]" must survive.
+    assert "[xR, -xR]" in result.stdout
 
 
 def test_ops_library_prints_an_existing_path():
@@ -274,3 +276,20 @@ def test_bench_reports_both_backends_and_their_ratio(tiny_export):
 def test_bench_rejects_malformed_lengths():
     result = run_cli("bench", "out-does-not-matter", "--sequence-lengths", "16,abc")
     assert result.returncode == 2 and "expected comma-separated integers" in result.stderr
+
+
+def test_an_unexpected_exception_is_one_line_and_status_3(monkeypatch):
+    import bucketrt.exporter
+
+    def broken(*args, **kwargs):
+        raise KeyError("past_key_values.0.decoder.key")
+
+    monkeypatch.setattr(bucketrt.exporter, "export", broken)  # what the command imports when it runs
+    monkeypatch.delenv("BUCKETRT_TRACEBACK", raising=False)
+    result = invoke("export", "--model", "yoso-tiny", "/nonexistent/never-written")
+    assert result.exit_code == 3
+    assert_one_error_line(result.stderr, "internal error: KeyError: 'past_key_values.0.decoder.key'")
+    assert "Traceback" not in result.output
+    monkeypatch.setenv("BUCKETRT_TRACEBACK", "1")
+    result = invoke("export", "--model", "yoso-tiny", "/nonexistent/never-written")
+    assert isinstance(result.exception, KeyError)  # re-raised for the traceback

@@ -1,8 +1,8 @@
 """`bucketrt export --dtype fp16`: an fp16 graph, checked against the float32 reference.
 
-Models without bucketrt ops (YOSO in expectation mode) and models whose ops take float16
-(SignHash, LSHCumulation: YOSO in LSH mode) export in fp16; a model using an op that is still
-float32-only (Reformer's ArgmaxHash, SortedChunkAttention) is refused in one line.
+Every bucketrt op takes float16 (its spec's `float_types`), so every family exports in fp16:
+YOSO in both modes, Reformer, Switch (router kept in float32) and LSG. A model using an op that
+would take float32 only is refused in one line (tested with a float32-only copy of an op's spec).
 """
 
 from __future__ import annotations
@@ -73,13 +73,32 @@ def test_fp16_export_with_float16_ops_checks_against_the_fp32_reference(tmp_path
     assert error < 1e-2
 
 
-def test_fp16_export_of_a_model_with_float32_only_ops_is_refused(tmp_path):
+@pytest.mark.parametrize(
+    "preset,overrides,length",
+    [("reformer-tiny", (), 64), ("switch-tiny", (), 24), ("lsg-bert-tiny", ("--config-override", "sparsity_type=lsh"), 100)],
+)
+def test_fp16_exports_of_every_family_check_against_the_fp32_reference(tmp_path, preset, overrides, length):
+    out = tmp_path / preset
+    result = invoke("export", "--model", preset, out, *overrides, "--dtype", "fp16")
+    assert result.exit_code == 0, result.output
+    result = invoke("check", out, "--sequence-length", length)
+    assert result.exit_code == 0, result.output
+    assert "PASSED" in result.stdout
+
+
+def test_fp16_export_of_a_model_with_float32_only_ops_is_refused(tmp_path, monkeypatch):
+    import dataclasses
+
+    import bucketrt.exporter.onnx_export as onnx_export
+
+    float32_only = {name: dataclasses.replace(op, float_types=("float32",)) if name == "ArgmaxHash" else op
+                    for name, op in onnx_export.BY_NAME.items()}
+    monkeypatch.setattr(onnx_export, "BY_NAME", float32_only)
     result = invoke("export", "--model", "reformer-tiny", tmp_path / "out", "--dtype", "fp16")
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and re.match(
-        r"Error: fp16 needs the ops' fp16 kernels: (ArgmaxHash|SortedChunkAttention)(, (ArgmaxHash|SortedChunkAttention))* "
-        r"take float32 only in this bucketrt; export with --dtype fp32", lines[0]
+    assert len(lines) == 1 and lines[0].startswith(
+        "Error: fp16 needs the ops' fp16 kernels; float32 only in this bucketrt: ArgmaxHash; export with --dtype fp32"
     ), result.stderr
     assert not (tmp_path / "out" / "model.onnx").exists()
 
