@@ -312,6 +312,18 @@ std::string SpecPlugin::PlanShapes(int count, const DataType* types, const nvinf
   return error;
 }
 
+std::string SpecPlugin::PlanShapes(int count, const nvinfer1::PluginTensorDesc* in, Bindings* env,
+                                   size_t* workspace_bytes) const {
+  DataType types[kMaxTensors];
+  nvinfer1::Dims dims[kMaxTensors];
+  // A count out of range is the other PlanShapes' error; only what fits is copied.
+  for (int i = 0; i < std::min(count, kMaxTensors); ++i) {
+    types[i] = in[i].type;
+    dims[i] = in[i].dims;
+  }
+  return PlanShapes(count, types, dims, env, workspace_bytes);
+}
+
 int32_t SpecPlugin::configurePlugin(const nvinfer1::DynamicPluginTensorDesc* in, int32_t nbInputs,
                                     const nvinfer1::DynamicPluginTensorDesc* /*out*/, int32_t nbOutputs) noexcept {
   return Guard(
@@ -389,15 +401,9 @@ int32_t SpecPlugin::onShapeChange(const nvinfer1::PluginTensorDesc* in, int32_t 
       [&]() -> int32_t {
         std::string error = CountError(*op_, nbInputs, nbOutputs);
         if (error.empty()) {
-          DataType types[kMaxTensors];
-          nvinfer1::Dims dims[kMaxTensors];
-          for (int i = 0; i < nbInputs; ++i) {
-            types[i] = in[i].type;
-            dims[i] = in[i].dims;
-          }
           Bindings env;
           size_t bytes = 0;
-          error = PlanShapes(nbInputs, types, dims, &env, &bytes);
+          error = PlanShapes(nbInputs, in, &env, &bytes);
         }
         if (!error.empty()) {
           Report(ErrorCode::kINVALID_ARGUMENT, error);
@@ -416,16 +422,9 @@ int32_t SpecPlugin::enqueue(const nvinfer1::PluginTensorDesc* inputDesc, const n
       [&]() -> int32_t {
         // Bound and planned again rather than cached from onShapeChange: a few comparisons, and
         // right whatever TensorRT called before.
-        const int count = op_->num_inputs;
-        DataType types[kMaxTensors];
-        nvinfer1::Dims dims[kMaxTensors];
-        for (int i = 0; i < count; ++i) {
-          types[i] = inputDesc[i].type;
-          dims[i] = inputDesc[i].dims;
-        }
         Bindings env;
         size_t bytes = 0;
-        std::string error = PlanShapes(count, types, dims, &env, &bytes);
+        std::string error = PlanShapes(op_->num_inputs, inputDesc, &env, &bytes);
         if (!error.empty()) {
           Report(ErrorCode::kINVALID_ARGUMENT, error);
           return -1;

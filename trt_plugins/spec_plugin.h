@@ -81,6 +81,8 @@ class SpecPlugin final : public nvinfer1::IPluginV3,
   // Binds `count` inputs of the given types and dims (BindInputs) and plans them (cuda::Plan).
   std::string PlanShapes(int count, const nvinfer1::DataType* types, const nvinfer1::Dims* dims, Bindings* env,
                          size_t* workspace_bytes) const;
+  // The same for runtime tensor descriptions (onShapeChange, enqueue).
+  std::string PlanShapes(int count, const nvinfer1::PluginTensorDesc* in, Bindings* env, size_t* workspace_bytes) const;
   // Reports `error` (shared checks' words) with the node's name: the error recorder when attached,
   // TensorRT's logger otherwise.
   void Report(nvinfer1::ErrorCode code, const std::string& error) const noexcept;

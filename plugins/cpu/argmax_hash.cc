@@ -111,6 +111,18 @@ void RunItem(void* data, size_t item) {
 
 }  // namespace
 
+ArgmaxHashShape ArgmaxHashShapeOf(const Attributes& attrs, const Bindings& env) {
+  ArgmaxHashShape s;
+  s.batch = env["B"];
+  s.heads = env["H"];
+  s.length = env["N"];
+  s.dim = env["D"];
+  s.columns = env["C"];
+  s.num_hash = attrs.Int("num_hash");
+  s.factors = env["F"];
+  return s;
+}
+
 std::string CheckBucketSizes(const int32_t* sizes, int64_t count, int64_t num_hash, int64_t columns) {
   if (count < 1) return "ArgmaxHash: input 'bucket_sizes' must not be empty";
   int64_t total = 1, sum = 0;

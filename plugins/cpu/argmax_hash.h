@@ -11,6 +11,11 @@
 
 #include "bucketrt/parallel.h"
 
+namespace bucketrt {
+class Attributes;  // bucketrt/validate.h
+class Bindings;
+}  // namespace bucketrt
+
 namespace bucketrt::cpu {
 
 struct ArgmaxHashShape {
@@ -22,6 +27,10 @@ struct ArgmaxHashShape {
   int64_t num_hash = 0;
   int64_t factors = 0;  // F, the entries of bucket_sizes (the CUDA kernel reads them on the device)
 };
+
+// The shape of one call: the spec's bindings (symbol -> size, after BindInputs) and resolved
+// attributes. Every backend (ORT CPU kernels, CUDA op table) reads them here, so they agree.
+ArgmaxHashShape ArgmaxHashShapeOf(const Attributes& attrs, const Bindings& env);
 
 // Checks the bucket sizes (each even >= 2, product below 2^31 - 1) and C == num_hash * sum / 2,
 // with the reference's wording; "" when valid.

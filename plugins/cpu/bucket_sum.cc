@@ -47,6 +47,15 @@ void RunItem(void* data, size_t item) {
 
 }  // namespace
 
+BucketSumShape BucketSumShapeOf(const Attributes& attrs, const Bindings& env) {
+  BucketSumShape s;
+  s.groups = env["G"];
+  s.rows = env["N"];
+  s.dim = env["D"];
+  s.num_buckets = attrs.Int("num_buckets");
+  return s;
+}
+
 std::string CheckBuckets(const BucketSumShape& shape, const int32_t* bucket) {
   const int64_t total = shape.groups * shape.rows;
   if (total == 0) return {};

@@ -8,6 +8,11 @@
 
 #include "bucketrt/parallel.h"
 
+namespace bucketrt {
+class Attributes;  // bucketrt/validate.h
+class Bindings;
+}  // namespace bucketrt
+
 namespace bucketrt::cpu {
 
 struct BucketSumShape {
@@ -16,6 +21,10 @@ struct BucketSumShape {
   int64_t dim = 0;          // D
   int64_t num_buckets = 0;  // C
 };
+
+// The shape of one call: the spec's bindings (symbol -> size, after BindInputs) and resolved
+// attributes. Every backend (ORT CPU kernels, CUDA op table) reads them here, so they agree.
+BucketSumShape BucketSumShapeOf(const Attributes& attrs, const Bindings& env);
 
 // Every bucket id must lie in [0, num_buckets); "" when valid, else the reference's wording.
 std::string CheckBuckets(const BucketSumShape& shape, const int32_t* bucket);

@@ -130,6 +130,17 @@ void Combine(void* data, size_t index) {
 
 }  // namespace
 
+// ExpertFFN's shape has no attribute in it (activation is the kernel's, not the shape's); attrs
+// is taken all the same, so that every op's ShapeOf reads alike.
+ExpertFfnShape ExpertFfnShapeOf(const Attributes& /*attrs*/, const Bindings& env) {
+  ExpertFfnShape s;
+  s.tokens = env["B"] * env["S"];
+  s.dim = env["D"];
+  s.ff = env["F"];
+  s.num_experts = env["E"];
+  return s;
+}
+
 std::string ParseActivation(const std::string& name, Activation* out) {
   for (const auto& [known, act] : kActivations) {
     if (name == known) {

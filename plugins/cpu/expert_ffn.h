@@ -15,6 +15,11 @@
 
 #include "bucketrt/parallel.h"
 
+namespace bucketrt {
+class Attributes;  // bucketrt/validate.h
+class Bindings;
+}  // namespace bucketrt
+
 namespace bucketrt::cpu {
 
 // Index into spec.EXPERT_ACTIVATIONS order is not relied on: names are mapped in expert_ffn.cc.
@@ -32,6 +37,10 @@ struct ExpertFfnShape {
   int64_t ff = 0;      // F
   int64_t num_experts = 0;
 };
+
+// The shape of one call: the spec's bindings (symbol -> size, after BindInputs) and resolved
+// attributes. Every backend (ORT CPU kernels, CUDA op table) reads them here, so they agree.
+ExpertFfnShape ExpertFfnShapeOf(const Attributes& attrs, const Bindings& env);
 
 struct ExpertFfnPlan {
   int64_t tile_rows = 0;

@@ -69,6 +69,17 @@ void Worker(void* data, size_t worker) {
 
 }  // namespace
 
+LshCumulationShape LshCumulationShapeOf(const Attributes& attrs, const Bindings& env) {
+  LshCumulationShape s;
+  s.batch = env["B"];
+  s.num_query = env["Nq"];
+  s.num_key = env["Nk"];
+  s.num_hash = env["m"];
+  s.dim = env["D"];
+  s.capacity = attrs.Int("hashtable_capacity");
+  return s;
+}
+
 std::string CheckLshDeterministic(int64_t deterministic) {
   if (deterministic == 0 || deterministic == 1) return {};
   return Format("LSHCumulation: attribute 'deterministic' must be 0 or 1, got %lld", static_cast<long long>(deterministic));

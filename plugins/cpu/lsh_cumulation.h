@@ -21,6 +21,11 @@
 
 #include "bucketrt/parallel.h"
 
+namespace bucketrt {
+class Attributes;  // bucketrt/validate.h
+class Bindings;
+}  // namespace bucketrt
+
 namespace bucketrt::cpu {
 
 struct LshCumulationShape {
@@ -31,6 +36,10 @@ struct LshCumulationShape {
   int64_t dim = 0;       // D
   int64_t capacity = 0;  // hashtable_capacity, a power of two
 };
+
+// The shape of one call: the spec's bindings (symbol -> size, after BindInputs) and resolved
+// attributes. Every backend (ORT CPU kernels, CUDA op table) reads them here, so they agree.
+LshCumulationShape LshCumulationShapeOf(const Attributes& attrs, const Bindings& env);
 
 // "" when the 'deterministic' attribute is 0 or 1, else the error every backend reports.
 std::string CheckLshDeterministic(int64_t deterministic);

@@ -59,6 +59,20 @@ void Worker(void* data, size_t worker) {
 
 }  // namespace
 
+SignHashShape SignHashShapeOf(const Attributes& attrs, const Bindings& env) {
+  SignHashShape s;
+  s.batch = env["B"];
+  s.length = env["N"];
+  s.dim = env["D"];
+  s.groups = env["G"];
+  s.proj_rows = env["R"];
+  s.proj_cols = env["C"];
+  s.num_hash = attrs.Int("num_hash");
+  s.code_len = attrs.Int("hash_code_len");
+  s.hadamard = attrs.String("transform") == "hadamard";
+  return s;
+}
+
 std::string CheckHashCodeLen(int64_t code_len) {
   if (code_len <= kMaxHashCodeLen) return {};
   return Format("SignHash: attribute 'hash_code_len' must be <= %lld, got %lld", static_cast<long long>(kMaxHashCodeLen),

@@ -24,6 +24,11 @@
 
 #include "bucketrt/parallel.h"
 
+namespace bucketrt {
+class Attributes;  // bucketrt/validate.h
+class Bindings;
+}  // namespace bucketrt
+
 namespace bucketrt::cpu {
 
 inline constexpr int64_t kMaxHashCodeLen = 30;
@@ -39,6 +44,10 @@ struct SignHashShape {
   int64_t code_len = 0;  // L
   bool hadamard = true;
 };
+
+// The shape of one call: the spec's bindings (symbol -> size, after BindInputs) and resolved
+// attributes. Every backend (ORT CPU kernels, CUDA op table) reads them here, so they agree.
+SignHashShape SignHashShapeOf(const Attributes& attrs, const Bindings& env);
 
 struct SignHashPlan {
   int64_t parts = 1;     // hadamard: P

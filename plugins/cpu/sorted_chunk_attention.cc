@@ -147,6 +147,22 @@ void CombineHead(void* data, size_t bh) {
 
 }  // namespace
 
+ChunkAttentionShape ChunkAttentionShapeOf(const Attributes& attrs, const Bindings& env) {
+  ChunkAttentionShape s;
+  s.batch = env["B"];
+  s.heads = env["H"];
+  s.length = env["N"];
+  s.dim = env["D"];
+  s.rounds = env["R"];
+  s.chunk_length = attrs.Int("chunk_length");
+  s.chunks_before = attrs.Int("chunks_before");
+  s.chunks_after = attrs.Int("chunks_after");
+  // CheckChunkAttentionFlag (at kernel creation) has made these 0 or 1.
+  s.causal = attrs.Int("causal") == 1;
+  s.mask_self = attrs.Int("mask_self") == 1;
+  return s;
+}
+
 std::string CheckChunkAttentionFlag(const char* name, int64_t value) {
   if (value == 0 || value == 1) return {};
   return Format("SortedChunkAttention: attribute '%s' must be 0 or 1, got %lld", name, static_cast<long long>(value));

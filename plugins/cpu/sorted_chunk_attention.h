@@ -18,6 +18,11 @@
 
 #include "bucketrt/parallel.h"
 
+namespace bucketrt {
+class Attributes;  // bucketrt/validate.h
+class Bindings;
+}  // namespace bucketrt
+
 namespace bucketrt::cpu {
 
 inline constexpr float kMaskedScore = -1e9f;
@@ -28,6 +33,10 @@ struct ChunkAttentionShape {
   int64_t chunk_length = 0, chunks_before = 0, chunks_after = 0;
   bool causal = false, mask_self = false;
 };
+
+// The shape of one call: the spec's bindings (symbol -> size, after BindInputs) and resolved
+// attributes. Every backend (ORT CPU kernels, CUDA op table) reads them here, so they agree.
+ChunkAttentionShape ChunkAttentionShapeOf(const Attributes& attrs, const Bindings& env);
 
 struct ChunkAttentionPlan {
   bool plain = false;        // N <= chunk_length

@@ -45,6 +45,15 @@ void RouteSequence(void* data, size_t b) {
 
 }  // namespace
 
+Top1DispatchShape Top1DispatchShapeOf(const Attributes& attrs, const Bindings& env) {
+  Top1DispatchShape s;
+  s.batch = env["B"];
+  s.length = env["S"];
+  s.num_experts = env["E"];
+  s.capacity = attrs.Int("expert_capacity");
+  return s;
+}
+
 std::string CheckTop1DispatchTokens(const Top1DispatchShape& shape) {
   if (shape.batch * shape.length > INT32_MAX) {
     return Format("Top1Dispatch: input 'probs' has %lld tokens, more than int32 indices address",

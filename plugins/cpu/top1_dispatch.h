@@ -7,6 +7,11 @@
 
 #include "bucketrt/parallel.h"
 
+namespace bucketrt {
+class Attributes;  // bucketrt/validate.h
+class Bindings;
+}  // namespace bucketrt
+
 namespace bucketrt::cpu {
 
 struct Top1DispatchShape {
@@ -15,6 +20,10 @@ struct Top1DispatchShape {
   int64_t num_experts = 0;
   int64_t capacity = 0;
 };
+
+// The shape of one call: the spec's bindings (symbol -> size, after BindInputs) and resolved
+// attributes. Every backend (ORT CPU kernels, CUDA op table) reads them here, so they agree.
+Top1DispatchShape Top1DispatchShapeOf(const Attributes& attrs, const Bindings& env);
 
 // Token indices are int32 (order holds flat indices b * S + s): "" when B * S fits, else the error.
 std::string CheckTop1DispatchTokens(const Top1DispatchShape& shape);

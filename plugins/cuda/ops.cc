@@ -1,4 +1,5 @@
-// The CUDA op table: per op, the shape it reads from the bindings and the launcher it calls.
+// The CUDA op table: per op, its checks, plan and launcher, on the shape cpu::<Op>ShapeOf reads from the
+// bindings (the CPU kernels read theirs there too).
 // Adding an op's CUDA kernel = its launcher in cuda/<op>.{h,cu} plus one entry in Table() below
 // (see cuda/README.md).
 #include "cuda/ops.h"
@@ -26,24 +27,10 @@ FloatType FloatTypeOf(const Bindings& env) {
 namespace sign {
 enum { kMask, kVector, kProjection };
 
-cpu::SignHashShape Shape(const Attributes& attrs, const Bindings& env) {
-  cpu::SignHashShape s;
-  s.batch = env["B"];
-  s.length = env["N"];
-  s.dim = env["D"];
-  s.groups = env["G"];
-  s.proj_rows = env["R"];
-  s.proj_cols = env["C"];
-  s.num_hash = attrs.Int("num_hash");
-  s.code_len = attrs.Int("hash_code_len");
-  s.hadamard = attrs.String("transform") == "hadamard";
-  return s;
-}
-
 std::string CheckAttributes(const Attributes& attrs) { return cpu::CheckHashCodeLen(attrs.Int("hash_code_len")); }
 
 std::string Plan(const Attributes& attrs, const Bindings& env, size_t* workspace_bytes) {
-  const cpu::SignHashShape shape = Shape(attrs, env);
+  const cpu::SignHashShape shape = cpu::SignHashShapeOf(attrs, env);
   cpu::SignHashPlan plan;
   std::string error = cpu::PlanSignHash(shape, 1, &plan);
   if (error.empty()) *workspace_bytes = SignHashWorkspaceBytes(shape);
@@ -52,7 +39,7 @@ std::string Plan(const Attributes& attrs, const Bindings& env, size_t* workspace
 
 std::string Launch(const Attributes& attrs, const Bindings& env, const void* const* in, void* const* out,
                    void* workspace, size_t workspace_bytes, cudaStream_t stream) {
-  const cpu::SignHashShape shape = Shape(attrs, env);
+  const cpu::SignHashShape shape = cpu::SignHashShapeOf(attrs, env);
   cpu::SignHashPlan plan;
   std::string error = cpu::PlanSignHash(shape, 1, &plan);
   if (!error.empty()) return error;
@@ -67,29 +54,19 @@ std::string Launch(const Attributes& attrs, const Bindings& env, const void* con
 namespace lsh {
 enum { kQueryMask, kQueryHash, kKeyMask, kKeyHash, kValue };
 
-cpu::LshCumulationShape Shape(const Attributes& attrs, const Bindings& env) {
-  cpu::LshCumulationShape s;
-  s.batch = env["B"];
-  s.num_query = env["Nq"];
-  s.num_key = env["Nk"];
-  s.num_hash = env["m"];
-  s.dim = env["D"];
-  s.capacity = attrs.Int("hashtable_capacity");
-  return s;
-}
-
 std::string CheckAttributes(const Attributes& attrs) { return cpu::CheckLshDeterministic(attrs.Int("deterministic")); }
 
 std::string Plan(const Attributes& attrs, const Bindings& env, size_t* workspace_bytes) {
   LshCumulationCudaPlan plan;
-  std::string error = PlanLshCumulationCuda(Shape(attrs, env), attrs.Int("deterministic") == 1, &plan);
+  std::string error =
+      PlanLshCumulationCuda(cpu::LshCumulationShapeOf(attrs, env), attrs.Int("deterministic") == 1, &plan);
   if (error.empty()) *workspace_bytes = plan.workspace_bytes;
   return error;
 }
 
 std::string Launch(const Attributes& attrs, const Bindings& env, const void* const* in, void* const* out,
                    void* workspace, size_t workspace_bytes, cudaStream_t stream) {
-  const cpu::LshCumulationShape shape = Shape(attrs, env);
+  const cpu::LshCumulationShape shape = cpu::LshCumulationShapeOf(attrs, env);
   LshCumulationCudaPlan plan;
   std::string error = PlanLshCumulationCuda(shape, attrs.Int("deterministic") == 1, &plan);
   if (!error.empty()) return error;
@@ -103,7 +80,7 @@ std::string Launch(const Attributes& attrs, const Bindings& env, const void* con
 
 std::string CheckData(const Attributes& attrs, const Bindings& env, const void* const* in, const void* workspace,
                       cudaStream_t stream) {
-  return LshCumulationCodeError(Shape(attrs, env), static_cast<const int32_t*>(in[kQueryHash]),
+  return LshCumulationCodeError(cpu::LshCumulationShapeOf(attrs, env), static_cast<const int32_t*>(in[kQueryHash]),
                                 static_cast<const int32_t*>(in[kKeyHash]), workspace, stream);
 }
 }  // namespace lsh
@@ -113,37 +90,27 @@ std::string CheckData(const Attributes& attrs, const Bindings& env, const void* 
 namespace argmax {
 enum { kMask, kVector, kProjection, kBucketSizes };
 
-cpu::ArgmaxHashShape Shape(const Attributes& attrs, const Bindings& env) {
-  cpu::ArgmaxHashShape s;
-  s.batch = env["B"];
-  s.heads = env["H"];
-  s.length = env["N"];
-  s.dim = env["D"];
-  s.columns = env["C"];
-  s.num_hash = attrs.Int("num_hash");
-  s.factors = env["F"];
-  return s;
-}
-
 std::string CheckAttributes(const Attributes&) { return {}; }
 
 // bucket_sizes is data (on the device): its checks are CheckData's.
 std::string Plan(const Attributes& attrs, const Bindings& env, size_t* workspace_bytes) {
-  *workspace_bytes = ArgmaxHashWorkspaceBytes(Shape(attrs, env));
+  *workspace_bytes = ArgmaxHashWorkspaceBytes(cpu::ArgmaxHashShapeOf(attrs, env));
   return {};
 }
 
 std::string Launch(const Attributes& attrs, const Bindings& env, const void* const* in, void* const* out,
                    void* workspace, size_t workspace_bytes, cudaStream_t stream) {
   return CudaErrorText("ArgmaxHash", "the launch",
-                       ArgmaxHash(Shape(attrs, env), FloatTypeOf(env), static_cast<const int32_t*>(in[kMask]),
-                                  in[kVector], in[kProjection], static_cast<const int32_t*>(in[kBucketSizes]),
-                                  static_cast<int32_t*>(out[0]), workspace, workspace_bytes, stream));
+                       ArgmaxHash(cpu::ArgmaxHashShapeOf(attrs, env), FloatTypeOf(env),
+                                  static_cast<const int32_t*>(in[kMask]), in[kVector], in[kProjection],
+                                  static_cast<const int32_t*>(in[kBucketSizes]), static_cast<int32_t*>(out[0]),
+                                  workspace, workspace_bytes, stream));
 }
 
 std::string CheckData(const Attributes& attrs, const Bindings& env, const void* const* in, const void*,
                       cudaStream_t stream) {
-  return ArgmaxHashSizesError(Shape(attrs, env), static_cast<const int32_t*>(in[kBucketSizes]), stream);
+  return ArgmaxHashSizesError(cpu::ArgmaxHashShapeOf(attrs, env), static_cast<const int32_t*>(in[kBucketSizes]),
+                              stream);
 }
 }  // namespace argmax
 
@@ -152,27 +119,18 @@ std::string CheckData(const Attributes& attrs, const Bindings& env, const void* 
 namespace bucket_sum {
 enum { kBucket, kWeight, kVector };
 
-cpu::BucketSumShape Shape(const Attributes& attrs, const Bindings& env) {
-  cpu::BucketSumShape s;
-  s.groups = env["G"];
-  s.rows = env["N"];
-  s.dim = env["D"];
-  s.num_buckets = attrs.Int("num_buckets");
-  return s;
-}
-
 std::string CheckAttributes(const Attributes&) { return {}; }
 
 std::string Plan(const Attributes& attrs, const Bindings& env, size_t* workspace_bytes) {
   BucketSumCudaPlan plan;
-  std::string error = PlanBucketSumCuda(Shape(attrs, env), &plan);
+  std::string error = PlanBucketSumCuda(cpu::BucketSumShapeOf(attrs, env), &plan);
   if (error.empty()) *workspace_bytes = plan.workspace_bytes;
   return error;
 }
 
 std::string Launch(const Attributes& attrs, const Bindings& env, const void* const* in, void* const* out,
                    void* workspace, size_t workspace_bytes, cudaStream_t stream) {
-  const cpu::BucketSumShape shape = Shape(attrs, env);
+  const cpu::BucketSumShape shape = cpu::BucketSumShapeOf(attrs, env);
   BucketSumCudaPlan plan;
   std::string error = PlanBucketSumCuda(shape, &plan);
   if (!error.empty()) return error;
@@ -183,26 +141,18 @@ std::string Launch(const Attributes& attrs, const Bindings& env, const void* con
 
 std::string CheckData(const Attributes& attrs, const Bindings& env, const void* const*, const void* workspace,
                       cudaStream_t stream) {
-  return BucketSumIdError(Shape(attrs, env), workspace, stream);
+  return BucketSumIdError(cpu::BucketSumShapeOf(attrs, env), workspace, stream);
 }
 }  // namespace bucket_sum
 
 // ---- Top1Dispatch ------------------------------------------------------------------------------
 
 namespace top1 {
-cpu::Top1DispatchShape Shape(const Attributes& attrs, const Bindings& env) {
-  cpu::Top1DispatchShape s;
-  s.batch = env["B"];
-  s.length = env["S"];
-  s.num_experts = env["E"];
-  s.capacity = attrs.Int("expert_capacity");
-  return s;
-}
 
 std::string CheckAttributes(const Attributes&) { return {}; }
 
 std::string Plan(const Attributes& attrs, const Bindings& env, size_t* workspace_bytes) {
-  const cpu::Top1DispatchShape shape = Shape(attrs, env);
+  const cpu::Top1DispatchShape shape = cpu::Top1DispatchShapeOf(attrs, env);
   std::string error = cpu::CheckTop1DispatchTokens(shape);
   if (error.empty()) *workspace_bytes = Top1DispatchWorkspaceBytes(shape);
   return error;
@@ -210,7 +160,7 @@ std::string Plan(const Attributes& attrs, const Bindings& env, size_t* workspace
 
 std::string Launch(const Attributes& attrs, const Bindings& env, const void* const* in, void* const* out,
                    void* workspace, size_t workspace_bytes, cudaStream_t stream) {
-  const cpu::Top1DispatchShape shape = Shape(attrs, env);
+  const cpu::Top1DispatchShape shape = cpu::Top1DispatchShapeOf(attrs, env);
   std::string error = cpu::CheckTop1DispatchTokens(shape);
   if (!error.empty()) return error;
   return CudaErrorText("Top1Dispatch", "the launch",
@@ -225,28 +175,13 @@ std::string Launch(const Attributes& attrs, const Bindings& env, const void* con
 namespace chunked {
 enum { kQuery, kKey, kValue, kMask, kBuckets };
 
-cpu::ChunkAttentionShape Shape(const Attributes& attrs, const Bindings& env) {
-  cpu::ChunkAttentionShape s;
-  s.batch = env["B"];
-  s.heads = env["H"];
-  s.length = env["N"];
-  s.dim = env["D"];
-  s.rounds = env["R"];
-  s.chunk_length = attrs.Int("chunk_length");
-  s.chunks_before = attrs.Int("chunks_before");
-  s.chunks_after = attrs.Int("chunks_after");
-  s.causal = attrs.Int("causal") == 1;
-  s.mask_self = attrs.Int("mask_self") == 1;
-  return s;
-}
-
 std::string CheckAttributes(const Attributes& attrs) {
   std::string error = cpu::CheckChunkAttentionFlag("causal", attrs.Int("causal"));
   return error.empty() ? cpu::CheckChunkAttentionFlag("mask_self", attrs.Int("mask_self")) : error;
 }
 
 std::string Plan(const Attributes& attrs, const Bindings& env, size_t* workspace_bytes) {
-  const cpu::ChunkAttentionShape shape = Shape(attrs, env);
+  const cpu::ChunkAttentionShape shape = cpu::ChunkAttentionShapeOf(attrs, env);
   cpu::ChunkAttentionPlan plan;
   std::string error = PlanChunkAttentionCuda(shape, attrs.Int("max_length"), &plan);
   if (error.empty()) *workspace_bytes = ChunkAttentionWorkspaceBytes(shape, plan);
@@ -255,7 +190,7 @@ std::string Plan(const Attributes& attrs, const Bindings& env, size_t* workspace
 
 std::string Launch(const Attributes& attrs, const Bindings& env, const void* const* in, void* const* out,
                    void* workspace, size_t workspace_bytes, cudaStream_t stream) {
-  const cpu::ChunkAttentionShape shape = Shape(attrs, env);
+  const cpu::ChunkAttentionShape shape = cpu::ChunkAttentionShapeOf(attrs, env);
   cpu::ChunkAttentionPlan plan;
   std::string error = PlanChunkAttentionCuda(shape, attrs.Int("max_length"), &plan);
   if (!error.empty()) return error;
@@ -268,7 +203,7 @@ std::string Launch(const Attributes& attrs, const Bindings& env, const void* con
 std::string CheckData(const Attributes& attrs, const Bindings& env, const void* const* /*in*/, const void* workspace,
                       cudaStream_t stream) {
   cpu::ChunkAttentionPlan plan;
-  std::string error = PlanChunkAttentionCuda(Shape(attrs, env), attrs.Int("max_length"), &plan);
+  std::string error = PlanChunkAttentionCuda(cpu::ChunkAttentionShapeOf(attrs, env), attrs.Int("max_length"), &plan);
   return error.empty() ? ChunkAttentionBucketError(plan, workspace, stream) : error;
 }
 }  // namespace chunked
@@ -278,22 +213,13 @@ std::string CheckData(const Attributes& attrs, const Bindings& env, const void* 
 namespace ffn {
 enum { kHidden, kOrder, kCounts, kGate, kWi, kWo };
 
-cpu::ExpertFfnShape Shape(const Bindings& env) {
-  cpu::ExpertFfnShape s;
-  s.tokens = env["B"] * env["S"];
-  s.dim = env["D"];
-  s.ff = env["F"];
-  s.num_experts = env["E"];
-  return s;
-}
-
 std::string CheckAttributes(const Attributes& attrs) {
   cpu::Activation act;
   return cpu::ParseActivation(attrs.String("activation"), &act);
 }
 
-std::string Plan(const Attributes& /*attrs*/, const Bindings& env, size_t* workspace_bytes) {
-  *workspace_bytes = ExpertFfnWorkspaceBytes(Shape(env));
+std::string Plan(const Attributes& attrs, const Bindings& env, size_t* workspace_bytes) {
+  *workspace_bytes = ExpertFfnWorkspaceBytes(cpu::ExpertFfnShapeOf(attrs, env));
   return {};
 }
 
@@ -303,14 +229,14 @@ std::string Launch(const Attributes& attrs, const Bindings& env, const void* con
   std::string error = cpu::ParseActivation(attrs.String("activation"), &act);
   if (!error.empty()) return error;
   return CudaErrorText("ExpertFFN", "the launch",
-                       ExpertFfn(Shape(env), act, FloatTypeOf(env), in[kHidden], static_cast<const int32_t*>(in[kOrder]),
-                                 static_cast<const int32_t*>(in[kCounts]), in[kGate], in[kWi], in[kWo], out[0],
-                                 workspace, workspace_bytes, stream));
+                       ExpertFfn(cpu::ExpertFfnShapeOf(attrs, env), act, FloatTypeOf(env), in[kHidden],
+                                 static_cast<const int32_t*>(in[kOrder]), static_cast<const int32_t*>(in[kCounts]),
+                                 in[kGate], in[kWi], in[kWo], out[0], workspace, workspace_bytes, stream));
 }
 
-std::string CheckData(const Attributes& /*attrs*/, const Bindings& env, const void* const* in,
+std::string CheckData(const Attributes& attrs, const Bindings& env, const void* const* in,
                       const void* /*workspace*/, cudaStream_t stream) {
-  return ExpertFfnDispatchError(Shape(env), static_cast<const int32_t*>(in[kOrder]),
+  return ExpertFfnDispatchError(cpu::ExpertFfnShapeOf(attrs, env), static_cast<const int32_t*>(in[kOrder]),
                                 static_cast<const int32_t*>(in[kCounts]), stream);
 }
 }  // namespace ffn

@@ -20,21 +20,16 @@ namespace sign {
 enum { kMask, kVector, kProjection };
 }
 
-LshCumulationKernel::LshCumulationKernel(const Attributes& attrs) : capacity_(attrs.Int("hashtable_capacity")) {
+LshCumulationKernel::LshCumulationKernel(const Attributes& attrs) {
   // This kernel is deterministic either way; the flag is checked so that every backend rejects alike.
   const std::string error = cpu::CheckLshDeterministic(attrs.Int("deterministic"));
   if (!error.empty()) throw InvalidArgument(error);
 }
 
-void LshCumulationKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const Bindings& env) {
+void LshCumulationKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const Attributes& attrs,
+                                  const Bindings& env) {
   const spec::OpSpec& op = Spec();
-  cpu::LshCumulationShape shape;
-  shape.batch = env["B"];
-  shape.num_query = env["Nq"];
-  shape.num_key = env["Nk"];
-  shape.num_hash = env["m"];
-  shape.dim = env["D"];
-  shape.capacity = capacity_;
+  const cpu::LshCumulationShape shape = cpu::LshCumulationShapeOf(attrs, env);
 
   const int32_t* query_mask = in.Data<int32_t>(lsh::kQueryMask);
   const int32_t* query_hash = in.Data<int32_t>(lsh::kQueryHash);
@@ -44,7 +39,7 @@ void LshCumulationKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, 
   for (auto [mask, codes, rows, name] : {std::make_tuple(query_mask, query_hash, shape.num_query, "query_hash"),
                                          std::make_tuple(key_mask, key_hash, shape.num_key, "key_hash")}) {
     const std::string error =
-        cpu::CheckLshCodes(op.name, name, mask, codes, shape.batch, rows, shape.num_hash, capacity_, &max_code);
+        cpu::CheckLshCodes(op.name, name, mask, codes, shape.batch, rows, shape.num_hash, shape.capacity, &max_code);
     if (!error.empty()) throw InvalidArgument(error);
   }
 
@@ -75,26 +70,15 @@ void LshCumulationKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, 
   if (half) NarrowToHalf(out_f, static_cast<Ort::Float16_t*>(out), outputs);
 }
 
-SignHashKernel::SignHashKernel(const Attributes& attrs)
-    : num_hash_(attrs.Int("num_hash")),
-      code_len_(attrs.Int("hash_code_len")),
-      hadamard_(attrs.String("transform") == "hadamard") {
-  const std::string error = cpu::CheckHashCodeLen(code_len_);
+SignHashKernel::SignHashKernel(const Attributes& attrs) {
+  const std::string error = cpu::CheckHashCodeLen(attrs.Int("hash_code_len"));
   if (!error.empty()) throw InvalidArgument(error);
 }
 
-void SignHashKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const Bindings& env) {
+void SignHashKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const Attributes& attrs,
+                             const Bindings& env) {
   const spec::OpSpec& op = Spec();
-  cpu::SignHashShape shape;
-  shape.batch = env["B"];
-  shape.length = env["N"];
-  shape.dim = env["D"];
-  shape.groups = env["G"];
-  shape.proj_rows = env["R"];
-  shape.proj_cols = env["C"];
-  shape.num_hash = num_hash_;
-  shape.code_len = code_len_;
-  shape.hadamard = hadamard_;
+  const cpu::SignHashShape shape = cpu::SignHashShapeOf(attrs, env);
   cpu::SignHashPlan plan;
   const std::string error = cpu::PlanSignHash(shape, MaxWorkers(), &plan);
   if (!error.empty()) throw InvalidArgument(error);
@@ -118,15 +102,12 @@ void SignHashKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const
                 OrtParallelFor(ctx));
 }
 
-Top1DispatchKernel::Top1DispatchKernel(const Attributes& attrs) : capacity_(attrs.Int("expert_capacity")) {}
+Top1DispatchKernel::Top1DispatchKernel(const Attributes& /*attrs*/) {}
 
-void Top1DispatchKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const Bindings& env) {
+void Top1DispatchKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const Attributes& attrs,
+                                 const Bindings& env) {
   const spec::OpSpec& op = Spec();
-  cpu::Top1DispatchShape shape;
-  shape.batch = env["B"];
-  shape.length = env["S"];
-  shape.num_experts = env["E"];
-  shape.capacity = capacity_;
+  const cpu::Top1DispatchShape shape = cpu::Top1DispatchShapeOf(attrs, env);
   const std::string error = cpu::CheckTop1DispatchTokens(shape);
   if (!error.empty()) throw InvalidArgument(error);
   int32_t* expert = AllocateOutput<int32_t>(op, ctx, 0, env);
@@ -161,13 +142,10 @@ ExpertFfnKernel::ExpertFfnKernel(const Attributes& attrs) {
   if (!error.empty()) throw InvalidArgument(error);
 }
 
-void ExpertFfnKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const Bindings& env) {
+void ExpertFfnKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const Attributes& attrs,
+                              const Bindings& env) {
   const spec::OpSpec& op = Spec();
-  cpu::ExpertFfnShape shape;
-  shape.tokens = env["B"] * env["S"];
-  shape.dim = env["D"];
-  shape.ff = env["F"];
-  shape.num_experts = env["E"];
+  const cpu::ExpertFfnShape shape = cpu::ExpertFfnShapeOf(attrs, env);
   const int32_t* order = in.Data<int32_t>(ffn::kOrder);
   const int32_t* counts = in.Data<int32_t>(ffn::kCounts);
   int64_t listed = 0;
@@ -211,21 +189,16 @@ namespace argmax {
 enum { kMask, kVector, kProjection, kBucketSizes };
 }
 
-ArgmaxHashKernel::ArgmaxHashKernel(const Attributes& attrs) : num_hash_(attrs.Int("num_hash")) {}
+ArgmaxHashKernel::ArgmaxHashKernel(const Attributes& /*attrs*/) {}
 
-void ArgmaxHashKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const Bindings& env) {
+void ArgmaxHashKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const Attributes& attrs,
+                               const Bindings& env) {
   const spec::OpSpec& op = Spec();
-  cpu::ArgmaxHashShape shape;
-  shape.batch = env["B"];
-  shape.heads = env["H"];
-  shape.length = env["N"];
-  shape.dim = env["D"];
-  shape.columns = env["C"];
-  shape.num_hash = num_hash_;
+  const cpu::ArgmaxHashShape shape = cpu::ArgmaxHashShapeOf(attrs, env);
   const int32_t* sizes = in.Data<int32_t>(argmax::kBucketSizes);
-  const std::string error = cpu::CheckBucketSizes(sizes, env["F"], num_hash_, shape.columns);
+  const std::string error = cpu::CheckBucketSizes(sizes, shape.factors, shape.num_hash, shape.columns);
   if (!error.empty()) throw InvalidArgument(error);
-  const std::vector<int32_t> size_list(sizes, sizes + env["F"]);
+  const std::vector<int32_t> size_list(sizes, sizes + shape.factors);
   int32_t* buckets = AllocateOutput<int32_t>(op, ctx, 0, env);
   // float16 (T): hashed in float32, widened exactly, so the buckets are those of the float32 inputs.
   const float* vector = in.Data<float>(argmax::kVector);
@@ -248,15 +221,12 @@ namespace bucket_sum {
 enum { kBucket, kWeight, kVector };
 }
 
-BucketSumKernel::BucketSumKernel(const Attributes& attrs) : num_buckets_(attrs.Int("num_buckets")) {}
+BucketSumKernel::BucketSumKernel(const Attributes& /*attrs*/) {}
 
-void BucketSumKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const Bindings& env) {
+void BucketSumKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const Attributes& attrs,
+                              const Bindings& env) {
   const spec::OpSpec& op = Spec();
-  cpu::BucketSumShape shape;
-  shape.groups = env["G"];
-  shape.rows = env["N"];
-  shape.dim = env["D"];
-  shape.num_buckets = num_buckets_;
+  const cpu::BucketSumShape shape = cpu::BucketSumShapeOf(attrs, env);
   const int32_t* bucket = in.Data<int32_t>(bucket_sum::kBucket);
   const std::string error = cpu::CheckBuckets(shape, bucket);
   if (!error.empty()) throw InvalidArgument(error);
@@ -292,36 +262,20 @@ void BucketSumKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, cons
 
 namespace chunked {
 enum { kQuery, kKey, kValue, kMask, kBuckets };
-
-bool Flag(const Attributes& attrs, const char* name) {
-  const int64_t value = attrs.Int(name);
-  const std::string error = cpu::CheckChunkAttentionFlag(name, value);
-  if (!error.empty()) throw InvalidArgument(error);
-  return value == 1;
-}
 }  // namespace chunked
 
 SortedChunkAttentionKernel::SortedChunkAttentionKernel(const Attributes& attrs)
-    : chunk_length_(attrs.Int("chunk_length")),
-      chunks_before_(attrs.Int("chunks_before")),
-      chunks_after_(attrs.Int("chunks_after")),
-      max_length_(attrs.Int("max_length")),
-      causal_(chunked::Flag(attrs, "causal")),
-      mask_self_(chunked::Flag(attrs, "mask_self")) {}
+    : max_length_(attrs.Int("max_length")) {
+  for (const char* flag : {"causal", "mask_self"}) {
+    const std::string error = cpu::CheckChunkAttentionFlag(flag, attrs.Int(flag));
+    if (!error.empty()) throw InvalidArgument(error);
+  }
+}
 
-void SortedChunkAttentionKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const Bindings& env) {
+void SortedChunkAttentionKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const Attributes& attrs,
+                                         const Bindings& env) {
   const spec::OpSpec& op = Spec();
-  cpu::ChunkAttentionShape shape;
-  shape.batch = env["B"];
-  shape.heads = env["H"];
-  shape.length = env["N"];
-  shape.dim = env["D"];
-  shape.rounds = env["R"];
-  shape.chunk_length = chunk_length_;
-  shape.chunks_before = chunks_before_;
-  shape.chunks_after = chunks_after_;
-  shape.causal = causal_;
-  shape.mask_self = mask_self_;
+  const cpu::ChunkAttentionShape shape = cpu::ChunkAttentionShapeOf(attrs, env);
   cpu::ChunkAttentionPlan plan;
   std::string error = cpu::PlanChunkAttention(shape, max_length_, MaxWorkers(), &plan);
   if (!error.empty()) throw InvalidArgument(error);

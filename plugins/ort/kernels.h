@@ -11,39 +11,28 @@ class LshCumulationKernel {
  public:
   static const spec::OpSpec& Spec() { return spec::kLSHCumulation; }
   explicit LshCumulationKernel(const Attributes& attrs);
-  void Compute(Ort::KernelContext& ctx, const OrtInputs& inputs, const Bindings& env);
-
- private:
-  int64_t capacity_;
+  void Compute(Ort::KernelContext& ctx, const OrtInputs& inputs, const Attributes& attrs, const Bindings& env);
 };
 
 class SignHashKernel {
  public:
   static const spec::OpSpec& Spec() { return spec::kSignHash; }
   explicit SignHashKernel(const Attributes& attrs);
-  void Compute(Ort::KernelContext& ctx, const OrtInputs& inputs, const Bindings& env);
-
- private:
-  int64_t num_hash_;
-  int64_t code_len_;
-  bool hadamard_;
+  void Compute(Ort::KernelContext& ctx, const OrtInputs& inputs, const Attributes& attrs, const Bindings& env);
 };
 
 class Top1DispatchKernel {
  public:
   static const spec::OpSpec& Spec() { return spec::kTop1Dispatch; }
   explicit Top1DispatchKernel(const Attributes& attrs);
-  void Compute(Ort::KernelContext& ctx, const OrtInputs& inputs, const Bindings& env);
-
- private:
-  int64_t capacity_;
+  void Compute(Ort::KernelContext& ctx, const OrtInputs& inputs, const Attributes& attrs, const Bindings& env);
 };
 
 class ExpertFfnKernel {
  public:
   static const spec::OpSpec& Spec() { return spec::kExpertFFN; }
   explicit ExpertFfnKernel(const Attributes& attrs);
-  void Compute(Ort::KernelContext& ctx, const OrtInputs& inputs, const Bindings& env);
+  void Compute(Ort::KernelContext& ctx, const OrtInputs& inputs, const Attributes& attrs, const Bindings& env);
 
  private:
   cpu::Activation act_;
@@ -53,31 +42,24 @@ class ArgmaxHashKernel {
  public:
   static const spec::OpSpec& Spec() { return spec::kArgmaxHash; }
   explicit ArgmaxHashKernel(const Attributes& attrs);
-  void Compute(Ort::KernelContext& ctx, const OrtInputs& inputs, const Bindings& env);
-
- private:
-  int64_t num_hash_;
+  void Compute(Ort::KernelContext& ctx, const OrtInputs& inputs, const Attributes& attrs, const Bindings& env);
 };
 
 class BucketSumKernel {
  public:
   static const spec::OpSpec& Spec() { return spec::kBucketSum; }
   explicit BucketSumKernel(const Attributes& attrs);
-  void Compute(Ort::KernelContext& ctx, const OrtInputs& inputs, const Bindings& env);
-
- private:
-  int64_t num_buckets_;
+  void Compute(Ort::KernelContext& ctx, const OrtInputs& inputs, const Attributes& attrs, const Bindings& env);
 };
 
 class SortedChunkAttentionKernel {
  public:
   static const spec::OpSpec& Spec() { return spec::kSortedChunkAttention; }
   explicit SortedChunkAttentionKernel(const Attributes& attrs);
-  void Compute(Ort::KernelContext& ctx, const OrtInputs& inputs, const Bindings& env);
+  void Compute(Ort::KernelContext& ctx, const OrtInputs& inputs, const Attributes& attrs, const Bindings& env);
 
  private:
-  int64_t chunk_length_, chunks_before_, chunks_after_, max_length_;
-  bool causal_, mask_self_;
+  int64_t max_length_;  // the plan's, not the shape's
 };
 
 }  // namespace bucketrt::ort

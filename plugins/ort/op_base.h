@@ -10,7 +10,11 @@
 // A Kernel provides:
 //   static const spec::OpSpec& Spec();
 //   explicit Kernel(const Attributes&);   // may throw Ort::Exception (InvalidArgument)
-//   void Compute(Ort::KernelContext&, const OrtInputs&, const Bindings&);  // may throw
+//   void Compute(Ort::KernelContext&, const OrtInputs&, const Attributes&,
+//                const Bindings&);     // may throw
+// Compute gets the node's resolved attributes (the constructor's) along with the bindings, so that
+// a kernel reads its shape with the op's cpu::<Op>ShapeOf, as the CUDA op table does, rather than
+// keeping attribute copies of its own.
 //
 // ORT sees one SpecOp per (op, execution provider, float type T): a custom op has fixed element
 // types, so an op whose spec allows float32 and float16 is registered twice per provider, and ORT
@@ -139,7 +143,7 @@ class KernelAdapter {
       OrtInputs inputs;
       Bindings env;
       BindOrtInputs(Kernel::Spec(), attrs_, ctx, &inputs, &env);
-      kernel_.Compute(ctx, inputs, env);
+      kernel_.Compute(ctx, inputs, attrs_, env);
     });
   }
 
