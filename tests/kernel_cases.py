@@ -222,6 +222,27 @@ def top1_probs(rng, batch, length, experts, skew=0.0) -> np.ndarray:
     return (e / e.sum(-1, keepdims=True)).astype(np.float32)
 
 
+def expert_ffn_inputs(rng, batch, length, dim, ff, experts, capacity, skew=0.0) -> dict[str, np.ndarray]:
+    """ExpertFFN's inputs: tokens routed by the reference Top1Dispatch on softmaxed normal logits
+    (expert 0's raised by skew, which crowds it and starves the others), then the experts' weights."""
+    import torch
+
+    from bucketrt.ops import reference
+
+    logits = rng.standard_normal((batch, length, experts)).astype(np.float32)
+    logits[..., 0] += skew
+    probs = torch.softmax(torch.from_numpy(logits), -1)
+    _, gate, _, counts, order = reference.top1_dispatch(probs, expert_capacity=capacity)
+    return {
+        "hidden": rng.standard_normal((batch, length, dim)).astype(np.float32),
+        "order": order.numpy(),
+        "counts": counts.numpy(),
+        "gate": gate.numpy(),
+        "wi": (rng.standard_normal((experts, ff, dim)) / np.sqrt(dim)).astype(np.float32),
+        "wo": (rng.standard_normal((experts, dim, ff)) / np.sqrt(ff)).astype(np.float32),
+    }
+
+
 def bucket_sum_in_order(inputs, num_buckets) -> tuple[np.ndarray, np.ndarray]:
     """BucketSum as the spec orders it, in numpy: rows added one by one in order n, from 0, in float32
     (float16 inputs widened, the sums rounded once) - what every kernel must give bit for bit."""

@@ -25,6 +25,24 @@ def _library():
     return ctypes.CDLL(bucketrt.library_path())
 
 
+def _plan_error(lib, op: str, tensors, attrs) -> str:
+    """The harness's planning of `op` on CPU tensors (only their dtypes and shapes are read) for
+    device 0, which must fail here: returns the error text."""
+    from bucketrt.ops import cuda
+
+    call = cuda._Call.__new__(cuda._Call)
+    n = len(tensors)
+    call.op, call.n, call.attrs = op.encode(), n, cuda._attributes(attrs)
+    call.dtypes = (ctypes.c_char_p * n)(*[str(t.dtype).removeprefix("torch.").encode() for t in tensors])
+    call.ranks = (ctypes.c_int * n)(*[t.dim() for t in tensors])
+    dims = [d for t in tensors for d in t.shape]
+    call.dims = (ctypes.c_int64 * max(1, len(dims)))(*dims)
+    call.device = torch.device("cuda", 0)
+    with pytest.raises(cuda.CudaOpError) as info:
+        cuda._plan(lib, call)
+    return str(info.value)
+
+
 def _built_with_cuda() -> bool:
     return hasattr(_library(), "BucketrtCudaRun")
 
@@ -147,17 +165,7 @@ def test_cuda_harness_rejects_bad_input_with_the_references_words():
     checked = 0
     for case in bad.CASES:
         tensors = [torch.from_numpy(np.ascontiguousarray(case.inputs[t.name])) for t in case.spec.inputs]
-        call = cuda._Call.__new__(cuda._Call)  # CPU tensors: only their dtypes and shapes are read
-        n = len(tensors)
-        call.op, call.n, call.attrs = case.spec.name.encode(), n, cuda._attributes(case.attrs)
-        call.dtypes = (ctypes.c_char_p * n)(*[str(t.dtype).removeprefix("torch.").encode() for t in tensors])
-        call.ranks = (ctypes.c_int * n)(*[t.dim() for t in tensors])
-        dims = [d for t in tensors for d in t.shape]
-        call.dims = (ctypes.c_int64 * max(1, len(dims)))(*dims)
-        call.device = torch.device("cuda", 0)
-        with pytest.raises(cuda.CudaOpError) as info:
-            cuda._plan(lib, call)
-        message = str(info.value)
+        message = _plan_error(lib, case.spec.name, tensors, case.attrs)
         if "CUDA error in selecting the device" in message:
             assert case.culprit in ("key_hash", "query_hash"), (case.id, message)  # codes: data, on a GPU
             continue
@@ -181,17 +189,7 @@ def test_cuda_harness_checks_the_hashing_and_routing_ops_without_a_gpu():
     lib = cuda._library(bucketrt.library_path())
 
     def plan(op, tensors, attrs) -> str:
-        call = cuda._Call.__new__(cuda._Call)  # CPU tensors: only their dtypes and shapes are read
-        n = len(tensors)
-        call.op, call.n, call.attrs = op.encode(), n, cuda._attributes(attrs)
-        call.dtypes = (ctypes.c_char_p * n)(*[str(t.dtype).removeprefix("torch.").encode() for t in tensors])
-        call.ranks = (ctypes.c_int * n)(*[t.dim() for t in tensors])
-        dims = [d for t in tensors for d in t.shape]
-        call.dims = (ctypes.c_int64 * max(1, len(dims)))(*dims)
-        call.device = torch.device("cuda", 0)
-        with pytest.raises(cuda.CudaOpError) as info:
-            cuda._plan(lib, call)
-        return str(info.value)
+        return _plan_error(lib, op, tensors, attrs)
 
     probs = torch.rand(2, 5, 4)
     ids, weight, vector = torch.zeros(3, 4, dtype=torch.int32), torch.ones(3, 4), torch.ones(3, 4, 5)

@@ -47,7 +47,13 @@ from kernel_cases import (
     signs,
     top1_probs,
 )
-from kernel_cases import CHUNK_ATTENTION_CASES, EXPERT_FFN_CASES, chunk_attention_inputs, chunk_attention_seed
+from kernel_cases import (
+    CHUNK_ATTENTION_CASES,
+    EXPERT_FFN_CASES,
+    chunk_attention_inputs,
+    chunk_attention_seed,
+    expert_ffn_inputs,
+)
 
 REASON = cuda.unavailable_reason()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"CUDA kernels unavailable: {REASON}")
@@ -746,23 +752,6 @@ def test_chunk_attention_bad_attributes_have_the_references_words(attrs, culprit
 # -- ExpertFFN ---------------------------------------------------------------------------------
 
 
-def _ffn_inputs(rng, batch, length, dim, ff, experts, capacity, skew=0.0):
-    """test_moe_kernels.py's inputs (the same draws from the same seeds): tokens routed by the
-    reference Top1Dispatch."""
-    logits = rng.standard_normal((batch, length, experts)).astype(np.float32)
-    logits[..., 0] += skew
-    probs = torch.softmax(torch.from_numpy(logits), -1)
-    _, gate, _, counts, order = reference.top1_dispatch(probs, expert_capacity=capacity)
-    return {
-        "hidden": rng.standard_normal((batch, length, dim)).astype(np.float32),
-        "order": order.numpy(),
-        "counts": counts.numpy(),
-        "gate": gate.numpy(),
-        "wi": (rng.standard_normal((experts, ff, dim)) / np.sqrt(dim)).astype(np.float32),
-        "wo": (rng.standard_normal((experts, dim, ff)) / np.sqrt(ff)).astype(np.float32),
-    }
-
-
 def _ffn_listed(rng, batch, length, dim, ff, counts):
     """Inputs with the given counts per expert: a random choice of tokens, grouped by expert."""
     tokens = batch * length
@@ -802,13 +791,13 @@ def check_ffn(inputs, dtype=torch.float32, activation="relu") -> torch.Tensor:
 @pytest.mark.parametrize("dtype", FLOATS, ids=["float32", "float16"])
 @pytest.mark.parametrize("batch,length,dim,ff,experts,capacity,skew", EXPERT_FFN_CASES)
 def test_expert_ffn_matches_reference(batch, length, dim, ff, experts, capacity, skew, dtype):
-    check_ffn(_ffn_inputs(np.random.default_rng(length), batch, length, dim, ff, experts, capacity, skew), dtype)
+    check_ffn(expert_ffn_inputs(np.random.default_rng(length), batch, length, dim, ff, experts, capacity, skew), dtype)
 
 
 @pytest.mark.parametrize("dtype", FLOATS, ids=["float32", "float16"])
 @pytest.mark.parametrize("activation", EXPERT_ACTIVATIONS)
 def test_expert_ffn_activations(activation, dtype):
-    inputs = _ffn_inputs(np.random.default_rng(1), 2, 12, 16, 24, 3, 12)
+    inputs = expert_ffn_inputs(np.random.default_rng(1), 2, 12, 16, 24, 3, 12)
     inputs["hidden"] *= 4.0  # reach the saturating and clipping regions (gelu_10, relu6, softplus threshold)
     check_ffn(inputs, dtype, activation)
 
@@ -836,7 +825,7 @@ def test_expert_ffn_layouts(case, dtype):
 
 
 def test_expert_ffn_is_bitwise_reproducible():
-    inputs = _ffn_inputs(np.random.default_rng(22), 4, 128, 64, 256, 8, 128)
+    inputs = expert_ffn_inputs(np.random.default_rng(22), 4, 128, 64, 256, 8, 128)
     gpu = _gpu(_tensors(inputs, torch.float32))
     (first,) = cuda.run("ExpertFFN", *gpu, activation="gelu")
     for _ in range(3):
@@ -845,7 +834,7 @@ def test_expert_ffn_is_bitwise_reproducible():
 
 
 def _ffn_bad_dispatch():
-    good = _ffn_inputs(np.random.default_rng(3), 2, 5, 8, 12, 3, 5)
+    good = expert_ffn_inputs(np.random.default_rng(3), 2, 5, 8, 12, 3, 5)
     order = good["order"].reshape(-1)
     twice = order.copy()
     twice[1] = twice[0]
@@ -885,7 +874,7 @@ def test_expert_ffn_bad_dispatch_never_faults():
 
 
 def test_expert_ffn_bad_shapes_and_attributes():
-    good = _ffn_inputs(np.random.default_rng(4), 2, 5, 8, 12, 3, 5)
+    good = expert_ffn_inputs(np.random.default_rng(4), 2, 5, 8, 12, 3, 5)
     for change, attrs, culprit in [
         (dict(wo=good["wo"][:2].copy()), {}, "wo"),
         (dict(wo=np.zeros((3, 8, 11), np.float32)), {}, "wo"),
@@ -905,7 +894,7 @@ def test_expert_ffn_bad_shapes_and_attributes():
 def _graph_cases():
     rng = np.random.default_rng(23)
     attention = _tensors(chunk_attention_inputs(rng, 2, 2, 64, 16, 2, 6), torch.float16)
-    ffn = _tensors(_ffn_inputs(np.random.default_rng(24), 2, 40, 24, 96, 8, 6, 2.0), torch.float16)
+    ffn = _tensors(expert_ffn_inputs(np.random.default_rng(24), 2, 40, 24, 96, 8, 6, 2.0), torch.float16)
     return {
         "SortedChunkAttention": (attention, dict(chunk_length=16, mask_self=1)),
         "ExpertFFN": (ffn, dict(activation="silu")),

@@ -15,7 +15,7 @@ import torch
 from bucketrt.ops import reference
 from bucketrt.ops.graph import run_op
 from bucketrt.ops.spec import EXPERT_ACTIVATIONS, EXPERT_FFN, TOP1_DISPATCH
-from kernel_cases import EXPERT_FFN_CASES, TOP1_CASES, top1_probs
+from kernel_cases import EXPERT_FFN_CASES, TOP1_CASES, expert_ffn_inputs, top1_probs
 
 DISPATCH_OUTPUTS = ("expert", "gate", "priority", "counts", "order")
 
@@ -94,19 +94,6 @@ def test_top1_dispatch_matches_transformers_router():
     torch.testing.assert_close(counts.long(), onehot.sum((0, 1)))
 
 
-def _ffn_inputs(rng, batch, length, dim, ff, experts, capacity, skew=0.0):
-    probs = _probs(rng, batch, length, experts, skew)
-    _, gate, _, counts, order = reference.top1_dispatch(torch.from_numpy(probs), expert_capacity=capacity)
-    return {
-        "hidden": rng.standard_normal((batch, length, dim)).astype(np.float32),
-        "order": order.numpy(),
-        "counts": counts.numpy(),
-        "gate": gate.numpy(),
-        "wi": (rng.standard_normal((experts, ff, dim)) / np.sqrt(dim)).astype(np.float32),
-        "wo": (rng.standard_normal((experts, dim, ff)) / np.sqrt(ff)).astype(np.float32),
-    }
-
-
 def _check_ffn(inputs, activation="relu", **run_kwargs):
     (out,) = run_op(EXPERT_FFN, inputs, {"activation": activation}, **run_kwargs)
     ref = reference.expert_ffn(*[torch.from_numpy(a) for a in inputs.values()], activation=activation).numpy()
@@ -123,19 +110,19 @@ def _check_ffn(inputs, activation="relu", **run_kwargs):
 @pytest.mark.parametrize("batch,length,dim,ff,experts,capacity,skew", EXPERT_FFN_CASES)
 @pytest.mark.parametrize("threads", [1, 2])
 def test_expert_ffn_matches_reference(batch, length, dim, ff, experts, capacity, skew, threads):
-    inputs = _ffn_inputs(np.random.default_rng(length), batch, length, dim, ff, experts, capacity, skew)
+    inputs = expert_ffn_inputs(np.random.default_rng(length), batch, length, dim, ff, experts, capacity, skew)
     _check_ffn(inputs, intra_op_num_threads=threads)
 
 
 @pytest.mark.parametrize("activation", EXPERT_ACTIVATIONS)
 def test_expert_ffn_activations(activation):
-    inputs = _ffn_inputs(np.random.default_rng(1), 2, 12, 16, 24, 3, 12)
+    inputs = expert_ffn_inputs(np.random.default_rng(1), 2, 12, 16, 24, 3, 12)
     inputs["hidden"] *= 4.0  # reach the saturating and clipping regions (gelu_10, relu6, softplus threshold)
     _check_ffn(inputs, activation)
 
 
 def test_expert_ffn_generic_simd_agrees(monkeypatch):
-    inputs = _ffn_inputs(np.random.default_rng(2), 2, 50, 24, 64, 4, 50)
+    inputs = expert_ffn_inputs(np.random.default_rng(2), 2, 50, 24, 64, 4, 50)
     best = _check_ffn(inputs, "gelu")
     monkeypatch.setenv("BUCKETRT_SIMD", "generic")
     generic = _check_ffn(inputs, "gelu")
@@ -167,7 +154,7 @@ def test_expert_ffn_reference_matches_transformers_experts():
 def test_expert_ffn_float16(batch, length, dim, ff, experts, capacity, skew):
     # float16 hidden/gate/wi/wo: the float32 kernel on the widened inputs, its output rounded once,
     # so exactly the float32 kernel's output of those inputs, rounded; and the reference's to 2e-3.
-    inputs = _ffn_inputs(np.random.default_rng(length), batch, length, dim, ff, experts, capacity, skew)
+    inputs = expert_ffn_inputs(np.random.default_rng(length), batch, length, dim, ff, experts, capacity, skew)
     half = {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in inputs.items()}
     (out,) = run_op(EXPERT_FFN, half, {"activation": "gelu_new"})
     assert out.dtype == np.float16
@@ -184,7 +171,7 @@ def test_expert_ffn_float16(batch, length, dim, ff, experts, capacity, skew):
 # -- bad input ---------------------------------------------------------------------------------
 
 def _bad_cases():
-    good = _ffn_inputs(np.random.default_rng(3), 2, 5, 8, 12, 3, 5)
+    good = expert_ffn_inputs(np.random.default_rng(3), 2, 5, 8, 12, 3, 5)
     neg = dict(good, counts=np.array([-1, 5, 6], np.int32))
     many = dict(good, counts=np.array([5, 5, 1], np.int32))
     out_of_range = dict(good, order=np.where(good["order"] == good["order"].reshape(-1)[0], 10, good["order"]).astype(np.int32))

@@ -10,8 +10,6 @@ namespace bucketrt::cuda {
 
 namespace {
 
-constexpr int kWarp = 32;
-constexpr unsigned kFullMask = 0xffffffffu;
 constexpr int kRows = 16;      // rows of one (b, h) per tile
 constexpr int kThreads = 128;  // one column of the round per thread
 constexpr int kChunk = 128;    // elements of d staged in shared memory at a time

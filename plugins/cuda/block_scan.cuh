@@ -2,6 +2,8 @@
 // cub::BlockScan, whose headers cost each .cu file several seconds of compile time per architecture.
 #pragma once
 
+#include "cuda/device.cuh"
+
 namespace bucketrt::cuda {
 
 // Returns the sum of `value` over the threads before this one (threadIdx.x order) and sets *total to
@@ -11,9 +13,8 @@ namespace bucketrt::cuda {
 template <int kThreads, class T>
 __device__ __forceinline__ T BlockExclusiveSum(T value, T* total, T* warp_sums) {
   static_assert(kThreads % 32 == 0 && kThreads <= 1024, "whole warps, at most 32 of them");
-  constexpr int kWarps = kThreads / 32;
-  constexpr unsigned kFullMask = 0xffffffffu;
-  const int lane = static_cast<int>(threadIdx.x) % 32, warp = static_cast<int>(threadIdx.x) / 32;
+  constexpr int kWarps = kThreads / kWarp;
+  const int lane = static_cast<int>(threadIdx.x) % kWarp, warp = static_cast<int>(threadIdx.x) / kWarp;
   T inclusive = value;  // within the warp
   for (int offset = 1; offset < 32; offset <<= 1) {
     const T other = __shfl_up_sync(kFullMask, inclusive, offset);

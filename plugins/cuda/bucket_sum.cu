@@ -13,8 +13,6 @@ namespace bucketrt::cuda {
 
 namespace {
 
-constexpr int kWarp = 32;
-constexpr unsigned kFullMask = 0xffffffffu;
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = int64_t{1} << 20;
 constexpr int64_t kIdLimit = int64_t{1} << 31;  // ids are int32: buckets from 2^31 on stay empty

@@ -7,6 +7,9 @@
 
 namespace bucketrt::cuda {
 
+inline constexpr int kWarp = 32;
+inline constexpr unsigned kFullMask = 0xffffffffu;  // every lane of a warp, for the *_sync intrinsics
+
 // Loads element i of a T tensor as float32 (float16 widens exactly).
 __device__ __forceinline__ float LoadFloat(const float* p, int64_t i) { return p[i]; }
 __device__ __forceinline__ float LoadFloat(const __half* p, int64_t i) { return __half2float(p[i]); }

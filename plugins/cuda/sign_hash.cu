@@ -10,8 +10,6 @@ namespace bucketrt::cuda {
 
 namespace {
 
-constexpr int kWarp = 32;
-constexpr unsigned kFullMask = 0xffffffffu;
 
 // ---- hadamard --------------------------------------------------------------------------------
 

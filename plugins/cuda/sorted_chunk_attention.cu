@@ -12,8 +12,6 @@ namespace bucketrt::cuda {
 
 namespace {
 
-constexpr int kWarp = 32;
-constexpr unsigned kFullMask = 0xffffffffu;
 constexpr int64_t kMaxGrid = 0x7fffffff;   // gridDim.x; kernels loop over their items beyond it
 constexpr int64_t kMaxFlatBlocks = int64_t{1} << 20;
 constexpr float kMaskedScore = cpu::kMaskedScore;  // -1e9: masked key or causal

@@ -9,8 +9,6 @@ namespace bucketrt::cuda {
 
 namespace {
 
-constexpr int kWarp = 32;
-constexpr unsigned kFullMask = 0xffffffffu;
 constexpr int kThreads = 256;
 constexpr int kScanThreads = 256;
 constexpr int kScanWarps = kScanThreads / kWarp;
