@@ -18,6 +18,7 @@ then run in fp16, and so may the plugins that take float16).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -134,6 +135,34 @@ def load_plugins(trt, path: str) -> None:
             "was it built against this TensorRT? rebuild it with TensorRT_ROOT pointing at this TensorRT",
         )
     _loaded_plugins[(trt, real)] = handle
+
+
+def load_tensorrt(manifest: dict, plugins=None):
+    """TensorRT and bucketrt's plugin library, loaded, for an export: (trt, library path or None).
+
+    Raises BucketrtError (one line) when TensorRT is missing, and TrtLibraryNotBuiltError when the
+    export uses bucketrt ops and no plugin library was built or given. An export without bucketrt
+    ops needs no library.
+    """
+    from . import trt_library_path
+
+    trt = import_tensorrt()
+    if plugins is None:
+        if not manifest.get("ops"):
+            return trt, None
+        plugins = trt_library_path()
+    load_plugins(trt, str(plugins))
+    return trt, str(plugins)
+
+
+def recorded_engine(output_dir, manifest: dict, component: str) -> tuple[Path, dict] | None:
+    """The engine `bucketrt build` recorded for a component, when its file still exists."""
+    record = (manifest.get("engines") or {}).get(component)
+    if not record:
+        return None
+    path = Path(record["file"])
+    path = path if path.is_absolute() else Path(output_dir) / path
+    return (path, record) if path.is_file() else None
 
 
 # -- building -----------------------------------------------------------------------------------
@@ -333,6 +362,71 @@ def build_engine(
     )
 
 
+class RichBuildProgress(ProgressSink):
+    """TensorRT's build phases on a rich console: live bars on a terminal; one line per top-level
+    phase otherwise (and on a terminal once the phase ends)."""
+
+    def __init__(self, out):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.out = out
+        self.bars = None
+        if out.is_terminal:
+            self.bars = Progress(
+                SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), console=out, transient=True,
+            )
+        self.tasks: dict[str, int] = {}
+        self.depth: dict[str, int] = {}
+        self.started: dict[str, float] = {}
+
+    def __enter__(self):
+        if self.bars is not None:
+            self.bars.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bars is not None:
+            self.bars.stop()
+
+    def phase_start(self, name, parent, steps):
+        depth = self.depth.get(parent, -1) + 1 if parent else 0
+        self.depth[name], self.started[name] = depth, time.perf_counter()
+        if self.bars is not None:
+            self.tasks[name] = self.bars.add_task("  " * depth + str(name), total=steps or None)
+
+    def step_complete(self, name, step):
+        if self.bars is not None and name in self.tasks:
+            self.bars.update(self.tasks[name], completed=step + 1)
+
+    def phase_finish(self, name):
+        if self.bars is not None and name in self.tasks:
+            self.bars.remove_task(self.tasks.pop(name))
+        if self.depth.get(name) == 0:
+            seconds = time.perf_counter() - self.started.get(name, time.perf_counter())
+            self.out.print(f"  [green]✓[/] {name} [dim]({seconds:.1f} s)[/]")
+
+
+def console_echo(out) -> Echo:
+    """TensorRT's log lines on a rich console, dimmed (stderr is for bucketrt's own error lines)."""
+
+    def echo(level: str, message: str) -> None:
+        style = {"error": "red", "warning": "yellow"}.get(level, "dim")
+        out.print(f"  [{style}]TensorRT {level}:[/] {' '.join(message.split())}", markup=True, highlight=False)
+
+    return echo
+
+
+@contextlib.contextmanager
+def build_progress(out):
+    """(progress sink, echo) for `build_engine` on a rich console; (None, None) without one."""
+    if out is None:
+        yield None, None
+        return
+    with RichBuildProgress(out) as progress:
+        yield progress, console_echo(out)
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
@@ -356,12 +450,17 @@ __all__ = [
     "BuiltEngine",
     "INSTALL_HINT",
     "ProgressSink",
+    "RichBuildProgress",
     "build_engine",
+    "build_progress",
     "check_options",
+    "console_echo",
     "import_tensorrt",
     "load_plugins",
+    "load_tensorrt",
     "logger",
     "precision",
+    "recorded_engine",
     "runtime",
     "tensorrt_major",
     "write_engine",
