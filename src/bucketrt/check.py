@@ -401,10 +401,9 @@ class TrtBackend:
         options = BuildOptions(tf32=False, verbose=self.verbose)
         names = _code_names(model_path)
         _say(self.console, f"  building a check engine from {model_path.name}: {describe_profile(profile)}")
-        with _model_with_codes(model_path, names) if names else nullcontext(model_path) as path:
-            with build_progress(self.console) as (progress, echo):
-                built = build_engine(self.trt, path, profile, options, self.manifest.get("dtype", "fp32"),
-                                     progress=progress, echo=echo)
+        with build_progress(self.console) as (progress, echo):
+            built = build_engine(self.trt, model_path, profile, options, self.manifest.get("dtype", "fp32"),
+                                 progress=progress, echo=echo, extra_outputs=names)
         _say(self.console, f"  [green]✓[/] engine built in {built.seconds:.1f} s ({built.precision})")
         return built.data, names, None
 
