@@ -218,9 +218,13 @@ class FakeTrtRunner:
 
     def __enter__(self):
         import onnxruntime as ort
+        from polygraphy.logger import G_LOGGER
 
         import bucketrt
 
+        if self.engine.data.startswith(b"corrupt"):  # as Polygraphy fails on an engine TensorRT refuses
+            G_LOGGER.error("IRuntime::deserializeCudaEngine: Error Code 1: Serialization (plugin SignHash not found)")
+            G_LOGGER.critical("Could not deserialize engine. See log for details.")
         self.session = ort.InferenceSession(self.engine.data, sess_options=bucketrt.session_options(),
                                             providers=["CPUExecutionProvider"])
         return self
@@ -607,6 +611,16 @@ def test_check_trt_fails_like_ort_on_a_wrong_engine(trt, fresh_export):
     assert result.exit_code == 1
     assert "FAILED: TensorRT differs from PyTorch" in result.stdout and "mismatch" in result.stdout
     assert "atol 0.0001" in result.stdout  # an fp32 engine without TF32: the fp32 tolerances
+
+
+def test_an_engine_tensorrt_cannot_load_fails_with_tensorrts_reason(trt, fresh_export):
+    result = invoke("build", fresh_export, "--no-tf32")
+    assert result.exit_code == 0, result.output
+    (fresh_export / "model.engine").write_bytes(b"corrupt")
+    result = invoke("check", fresh_export, "--backend", "trt", "--sequence-length", 16)
+    assert result.exit_code == 1
+    assert_one_error_line(result.stderr, "running model.onnx in TensorRT failed: IRuntime::deserializeCudaEngine: "
+                                         "Error Code 1: Serialization (plugin SignHash not found); Could not deserialize engine")
 
 
 def test_ort_only_options_are_refused_for_ort(lsh_export):

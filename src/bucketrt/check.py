@@ -409,13 +409,19 @@ class TrtBackend:
 
     def run(self, prepared, entry: dict, feeds: dict) -> BackendRun:
         from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+        from polygraphy.exception import PolygraphyException
 
-        from .trt_engine import runtime
+        from .trt_engine import console_echo, polygraphy_log, runtime
 
         data, code_names, note = prepared
         started = time.perf_counter()
-        with TrtRunner(EngineFromBytes(data, runtime=lambda: runtime(self.trt)), name=self.runner_name) as runner:
-            outputs = {name: _to_numpy(value) for name, value in runner.infer(feeds).items()}
+        echo = console_echo(self.console) if self.console is not None else None
+        with polygraphy_log(echo, self.verbose) as errors:
+            try:
+                with TrtRunner(EngineFromBytes(data, runtime=lambda: runtime(self.trt)), name=self.runner_name) as runner:
+                    outputs = {name: _to_numpy(value) for name, value in runner.infer(feeds).items()}
+            except PolygraphyException as e:  # with what TensorRT logged before (a plugin not found, say)
+                raise RuntimeError("; ".join(dict.fromkeys([*errors, str(e)]))) from None
         seconds = time.perf_counter() - started
         codes = [outputs.pop(name) for name in code_names] if code_names else None
         return BackendRun(outputs, codes, note, seconds)

@@ -408,28 +408,29 @@ def build_engine(
     onnx_path = Path(onnx_path)
     started = time.perf_counter()
     strongly_typed = not options.fp16
-    # From the file, so that external data (NAME.onnx.data) resolves beside it. TensorRT 11 is
-    # always strongly typed and deprecates the flag.
-    network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=strongly_typed and tensorrt_major(trt) < 11)
-    if extra_outputs:
-        import onnx
-
-        outputs = [o.name for o in onnx.load(str(onnx_path), load_external_data=False).graph.output]
-        network = ModifyNetworkOutputs(network, outputs=outputs + [n for n in extra_outputs if n not in outputs])
     shapes = Profile()
     for name, r in profile.items():
         shapes.add(name, r.min, r.opt, r.max)
     finish = _Finish(onnx_path, profile, options.timing_cache, echo)
-    config = CreateConfig(
-        profiles=[shapes],
-        tf32=options.tf32,
-        fp16=options.fp16,
-        memory_pool_limits=(
-            {trt.MemoryPoolType.WORKSPACE: int(options.workspace_mib) << 20} if options.workspace_mib is not None else None
-        ),
-        progress_monitor=_progress_monitor(trt, progress) if progress is not None else None,
-    )
     with polygraphy_log(echo, options.verbose) as errors:
+        # From the file, so that external data (NAME.onnx.data) resolves beside it. TensorRT 11 is
+        # always strongly typed and deprecates the flag.
+        network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=strongly_typed and tensorrt_major(trt) < 11)
+        if extra_outputs:
+            import onnx
+
+            outputs = [o.name for o in onnx.load(str(onnx_path), load_external_data=False).graph.output]
+            network = ModifyNetworkOutputs(network, outputs=outputs + [n for n in extra_outputs if n not in outputs])
+        config = CreateConfig(
+            profiles=[shapes],
+            # TF32 is TensorRT's default; a TensorRT without the flag has nothing to set or clear.
+            tf32=options.tf32 and hasattr(trt.BuilderFlag, "TF32"),
+            fp16=options.fp16,
+            memory_pool_limits=(
+                {trt.MemoryPoolType.WORKSPACE: int(options.workspace_mib) << 20} if options.workspace_mib is not None else None
+            ),
+            progress_monitor=_progress_monitor(trt, progress) if progress is not None else None,
+        )
         try:
             serialized = EngineBytesFromNetwork(network, config=PostprocessConfig(config, finish))()
         except PolygraphyException as e:
