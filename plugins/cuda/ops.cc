@@ -27,7 +27,7 @@ FloatType FloatTypeOf(const Bindings& env) {
 namespace sign {
 enum { kMask, kVector, kProjection };
 
-std::string CheckAttributes(const Attributes& attrs) { return cpu::CheckHashCodeLen(attrs.Int("hash_code_len")); }
+std::string CheckAttributes(const Attributes&) { return {}; }
 
 std::string Plan(const Attributes& attrs, const Bindings& env, size_t* workspace_bytes) {
   const cpu::SignHashShape shape = cpu::SignHashShapeOf(attrs, env);
@@ -54,7 +54,7 @@ std::string Launch(const Attributes& attrs, const Bindings& env, const void* con
 namespace lsh {
 enum { kQueryMask, kQueryHash, kKeyMask, kKeyHash, kValue };
 
-std::string CheckAttributes(const Attributes& attrs) { return cpu::CheckLshDeterministic(attrs.Int("deterministic")); }
+std::string CheckAttributes(const Attributes&) { return {}; }
 
 std::string Plan(const Attributes& attrs, const Bindings& env, size_t* workspace_bytes) {
   LshCumulationCudaPlan plan;
@@ -175,10 +175,7 @@ std::string Launch(const Attributes& attrs, const Bindings& env, const void* con
 namespace chunked {
 enum { kQuery, kKey, kValue, kMask, kBuckets };
 
-std::string CheckAttributes(const Attributes& attrs) {
-  std::string error = cpu::CheckChunkAttentionFlag("causal", attrs.Int("causal"));
-  return error.empty() ? cpu::CheckChunkAttentionFlag("mask_self", attrs.Int("mask_self")) : error;
-}
+std::string CheckAttributes(const Attributes&) { return {}; }
 
 std::string Plan(const Attributes& attrs, const Bindings& env, size_t* workspace_bytes) {
   const cpu::ChunkAttentionShape shape = cpu::ChunkAttentionShapeOf(attrs, env);
@@ -277,7 +274,11 @@ bool HasKernel(const spec::OpSpec& op) { return Find(op) != nullptr; }
 
 std::string CheckAttributes(const spec::OpSpec& op, const Attributes& attrs) {
   const Entry* e = Find(op);
-  return e ? e->check_attributes(attrs) : NoKernel(op);
+  if (!e) return NoKernel(op);
+  // The spec's bounds once more, whoever resolved the attributes (a session-wide override, the
+  // test harness), then what the op's kernel itself needs.
+  std::string error = CheckResolvedAttributes(op, attrs);
+  return error.empty() ? e->check_attributes(attrs) : error;
 }
 
 std::string Plan(const spec::OpSpec& op, const Attributes& attrs, const Bindings& env, size_t* workspace_bytes) {

@@ -76,6 +76,10 @@ def _attributes(attrs: dict) -> bytes:
             items.append(f"{name}=s:{value}")
         elif isinstance(value, float):
             items.append(f"{name}=f:{value!r}")
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, float) for v in value) and value:
+            items.append(f"{name}=F:{','.join(repr(v) for v in value)}")  # a list attribute: refused, as the wrong type
+        elif isinstance(value, (list, tuple)):
+            items.append(f"{name}=I:{','.join(str(int(v)) for v in value)}")
         else:
             items.append(f"{name}=i:{int(value)}")
     return ";".join(items).encode()
