@@ -256,3 +256,19 @@ def test_sorted_chunk_attention_runs_at_the_largest_window():
     (out,) = run_op(SORTED_CHUNK_ATTENTION, C, attrs)
     expected = reference.sorted_chunk_attention(*(torch.from_numpy(C[t.name]) for t in SORTED_CHUNK_ATTENTION.inputs), **attrs)
     np.testing.assert_allclose(out, expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_a_misspelt_activation_is_an_error_not_relu():
+    # The audit's case: `activatio='gelu'` ran relu (the default) without a word.
+    from kernel_cases import expert_ffn_inputs
+
+    from bucketrt.ops.spec import EXPERT_FFN
+
+    inputs = expert_ffn_inputs(np.random.default_rng(0), 2, 4, 8, 16, 3, 2)
+    with pytest.raises(Exception, match=r"ExpertFFN: unknown attribute\(s\) \['activatio'\]"):
+        run_op(EXPERT_FFN, inputs, {"activatio": "gelu"})
+    with pytest.raises(ValueError, match=r"ExpertFFN: unknown attribute\(s\) \['activatio'\]"):
+        reference.expert_ffn(*(torch.from_numpy(inputs[t.name]) for t in EXPERT_FFN.inputs), activatio="gelu")
+    (gelu,) = run_op(EXPERT_FFN, inputs, {"activation": "gelu"})
+    expected = reference.expert_ffn(*(torch.from_numpy(inputs[t.name]) for t in EXPERT_FFN.inputs), activation="gelu")
+    np.testing.assert_allclose(gelu, expected.numpy(), rtol=1e-4, atol=1e-5)

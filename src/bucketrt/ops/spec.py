@@ -442,7 +442,9 @@ SORTED_CHUNK_ATTENTION = OpSpec(
     outputs=(Tensor("out", FLOAT, ("B", "H", "N", "D"), "Attention output, rounds combined."),),
     attributes=(
         Attribute("chunk_length", "int", "Slots per chunk of the sorted order.", minimum=1, maximum=MAX_INT32),
-        Attribute("chunks_before", "int", "Preceding chunks each chunk attends.", default=1, minimum=0,
+        Attribute("chunks_before", "int", "Preceding chunks each chunk attends (bounded, so that a query's work "
+                  "stays within 129 chunks; a window wider than the K chunks wraps and counts a key once per "
+                  "appearance, as the semantics say).", default=1, minimum=0,
                   maximum=MAX_NEIGHBOUR_CHUNKS),
         Attribute("chunks_after", "int", "Following chunks each chunk attends.", default=0, minimum=0,
                   maximum=MAX_NEIGHBOUR_CHUNKS),
