@@ -102,7 +102,7 @@ double ReadFloat(const void* data) {
   return static_cast<double>(value);
 }
 
-std::string ReadField(const spec::OpSpec& op, const nvinfer1::PluginField& field, RawAttribute* out) {
+std::string ReadField(const spec::OpSpec& /*op*/, const nvinfer1::PluginField& field, RawAttribute* out) {
   using Type = nvinfer1::PluginFieldType;
   if (field.type == Type::kCHAR) {
     // With or without the terminating NUL in `length`: ONNX's parser and our own serialisation.
