@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
+from onnx import numpy_helper
 
 from bucketrt.ops import reference
 from bucketrt.ops.graph import run_op
@@ -156,6 +157,9 @@ CASES = [
     Case("sign-num-hash-string", SIGN_HASH, S, {"num_hash": "4", "hash_code_len": 4}, "num_hash"),
     Case("sign-code-len-floats", SIGN_HASH, S, {"num_hash": 4, "hash_code_len": [1.5, 2.0]}, "hash_code_len"),
     Case("sign-transform-list", SIGN_HASH, S, {**SIGN, "transform": [1, 2]}, "transform"),
+    # A tensor attribute (the reference prints the TensorProto, the kernels "a tensor").
+    Case("sign-num-hash-tensor", SIGN_HASH, S, {"num_hash": numpy_helper.from_array(np.array([4], np.int64)),
+                                                "hash_code_len": 4}, "num_hash", same_text=False),
     Case("chunk-before-2^61", SORTED_CHUNK_ATTENTION, C, {**CHUNK, "chunks_before": 2**61}, "chunks_before"),
     Case("chunk-after-65", SORTED_CHUNK_ATTENTION, C, {**CHUNK, "chunks_after": 65}, "chunks_after"),
     Case("chunk-length-2^31", SORTED_CHUNK_ATTENTION, C, {"chunk_length": 2**31}, "chunk_length"),

@@ -89,8 +89,10 @@ std::string ParseAttributes(const spec::OpSpec& op, const char* text, std::vecto
           return Format("%s: malformed attribute '%s' (not a list of numbers)", op.name, item.c_str());
         }
       }
+    } else if (kind == 'o') {  // another kind (a tensor, a graph): refused as the wrong type
+      r.kind = RawAttribute::Kind::kOther;
     } else {
-      return Format("%s: malformed attribute '%s' (kind must be i, s, f, I or F)", op.name, item.c_str());
+      return Format("%s: malformed attribute '%s' (kind must be i, s, f, I, F or o)", op.name, item.c_str());
     }
     if (rest != nullptr && (*rest != '\0' || value.empty())) {
       return Format("%s: malformed attribute '%s' (not a number)", op.name, item.c_str());

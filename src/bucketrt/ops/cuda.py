@@ -80,8 +80,10 @@ def _attributes(attrs: dict) -> bytes:
             items.append(f"{name}=F:{','.join(repr(v) for v in value)}")  # a list attribute: refused, as the wrong type
         elif isinstance(value, (list, tuple)):
             items.append(f"{name}=I:{','.join(str(int(v)) for v in value)}")
-        else:
+        elif isinstance(value, int):
             items.append(f"{name}=i:{int(value)}")
+        else:  # a tensor, a graph...: an attribute of another kind, refused as the wrong type
+            items.append(f"{name}=o:")
     return ";".join(items).encode()
 
 
