@@ -42,7 +42,8 @@ from .tasks import Task
 
 # HF pads head dims below the GPU warp size before hashing.
 _HF_MIN_HASH_DIM = 32
-_MAX_HASH_CODE_LEN = 30
+# The spec's bound (one definition for every backend), checked here to say how to fix the config.
+_MAX_HASH_CODE_LEN = SIGN_HASH.attribute("hash_code_len").maximum
 
 
 @dataclass(frozen=True)

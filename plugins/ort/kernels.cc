@@ -20,11 +20,8 @@ namespace sign {
 enum { kMask, kVector, kProjection };
 }
 
-LshCumulationKernel::LshCumulationKernel(const Attributes& attrs) {
-  // This kernel is deterministic either way; the flag is checked so that every backend rejects alike.
-  const std::string error = cpu::CheckLshDeterministic(attrs.Int("deterministic"));
-  if (!error.empty()) throw InvalidArgument(error);
-}
+// The attributes' bounds are the spec's, checked by ReadAttributes before any kernel is made.
+LshCumulationKernel::LshCumulationKernel(const Attributes& /*attrs*/) {}
 
 void LshCumulationKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const Attributes& attrs,
                                   const Bindings& env) {
@@ -70,10 +67,7 @@ void LshCumulationKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, 
   if (half) NarrowToHalf(out_f, static_cast<Ort::Float16_t*>(out), outputs);
 }
 
-SignHashKernel::SignHashKernel(const Attributes& attrs) {
-  const std::string error = cpu::CheckHashCodeLen(attrs.Int("hash_code_len"));
-  if (!error.empty()) throw InvalidArgument(error);
-}
+SignHashKernel::SignHashKernel(const Attributes& /*attrs*/) {}
 
 void SignHashKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const Attributes& attrs,
                              const Bindings& env) {
@@ -265,12 +259,7 @@ enum { kQuery, kKey, kValue, kMask, kBuckets };
 }  // namespace chunked
 
 SortedChunkAttentionKernel::SortedChunkAttentionKernel(const Attributes& attrs)
-    : max_length_(attrs.Int("max_length")) {
-  for (const char* flag : {"causal", "mask_self"}) {
-    const std::string error = cpu::CheckChunkAttentionFlag(flag, attrs.Int(flag));
-    if (!error.empty()) throw InvalidArgument(error);
-  }
-}
+    : max_length_(attrs.Int("max_length")) {}
 
 void SortedChunkAttentionKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const Attributes& attrs,
                                          const Bindings& env) {
