@@ -559,8 +559,10 @@ def markdown() -> str:
         "that names the op and the attribute and says what is allowed. One limit: ONNX Runtime shows a "
         "custom op no list of its node's attributes, only a look-up by name, so its kernels reject an "
         "unknown name one edit away from one of the op's attributes (a letter dropped, added, changed "
-        "or swapped: `chunks_befor`, `activatio`, `Causal`) and cannot see one further off; the other "
-        "backends see every name.",
+        "or swapped: `chunks_befor`, `activatio`, `Causal`) and cannot see one further off. "
+        "`bucketrt.ort_session` closes that gap for Python users: it checks every bucketrt node of the "
+        "model against this catalogue (`bucketrt.ops.model_check.check_model`) before ONNX Runtime sees "
+        "it. The other backends see every name.",
         "",
         f"Every node also carries the string attributes `{PLUGIN_VERSION_ATTRIBUTE}` (the op's version) and "
         f"`{PLUGIN_NAMESPACE_ATTRIBUTE}` (`{PLUGIN_NAMESPACE}`), with which TensorRT's ONNX parser finds the op's "
