@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import bucketrt
-from bucketrt.exporter.reformer import ReformerGraph, max_length, resolve_num_buckets, sample_rotations
+from bucketrt.exporter.families.reformer import ReformerGraph, max_length, resolve_num_buckets, sample_rotations
 from bucketrt.runtime import greedy_generate
 
 TOL = 1e-4
