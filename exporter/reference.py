@@ -61,8 +61,9 @@ def load_reference(output_dir) -> Reference:
     if manifest.get("patch_sha256") and manifest["patch_sha256"] != patch.sha256:
         raise BucketrtError(
             "the random tensors regenerated from the seed differ from those exported "
-            f"(torch {torch.__version__} draws a different random stream?)",
-            "export again with this torch",
+            f"(torch {torch.__version__} draws a different random stream, or an older bucketrt, which hashed "
+            "Reformer rotations differently, made the export)",
+            "export again with this torch and bucketrt",
         )
     return Reference(manifest, model, {c.name: c for c in patch.components})
 
