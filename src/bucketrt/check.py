@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .exporter.errors import BucketrtError
+from .exporter.manifest import max_sequence_length
 
 # Default tolerances (atol, rtol) and the hash-code rounding margin, by the precision the backend
 # computes in. "reduced": fp16 exports, and TensorRT engines built with TF32 or --fp16 - an fp16
@@ -436,19 +437,6 @@ def _to_numpy(value):
 # --------------------------------------------------------------------------------------------
 # the check
 # --------------------------------------------------------------------------------------------
-
-
-def max_sequence_length(manifest: dict) -> int | None:
-    """The export's longest sequence (None: no limit).
-
-    Fallback until bucketrt.exporter.manifest.max_sequence_length (same name and signature) is
-    there: the length recorded at export (`max_sequence_length`, the family's real limit), else
-    the config's max_position_embeddings (older manifests)."""
-    if "max_sequence_length" in manifest:
-        limit = manifest["max_sequence_length"]
-    else:
-        limit = manifest.get("config", {}).get("max_position_embeddings")
-    return int(limit) if limit else None
 
 
 def typed_feeds(entry: dict, feeds: dict) -> tuple[dict, dict]:
