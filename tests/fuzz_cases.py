@@ -403,8 +403,10 @@ def judge(case: Case) -> dict:
 def child_main(ids: list[str]) -> int:
     """Runs the given cases in order: "START id" before each, then its verdict as one JSON line."""
     by_id = {c.id: c for c in generate()}
-    import onnxruntime  # noqa: F401 - loaded before the first START, so the parent's clock times cases only
+    import onnxruntime  # loaded before the first START, so the parent's clock times cases only
     import torch  # noqa: F401
+
+    onnxruntime.set_default_logger_severity(4)  # errors come back as exceptions: no log line per failed run
 
     print("READY", flush=True)
     for case_id in ids:

@@ -19,6 +19,7 @@ import select
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +30,8 @@ from fuzz_cases import Case, generate
 from bucketrt.ops.spec import BY_NAME
 
 CASES = generate()
+BY_ID = {c.id: c for c in CASES}
+ASAN_OUT_OF_MEMORY = "ERROR: AddressSanitizer: allocator is out of memory"
 HERE = Path(__file__).resolve().parent
 CASE_SECONDS = float(os.environ.get("BUCKETRT_FUZZ_TIMEOUT", "20"))
 STARTUP_SECONDS = 120.0  # importing torch and onnxruntime in a child, on a loaded 2-core machine
@@ -40,7 +43,8 @@ CHILDREN = 2
 PENDING_NATIVE_SPEC_REASON = (
     "issue 11 outcomes 1-2 (native-spec): the ORT kernels ignore unknown and misspelt attribute names and "
     "list/tensor-typed optional attributes; SortedChunkAttention's window size overflows for "
-    "chunks_before/chunks_after >= 2^61 (a heap overflow: the child segfaults)"
+    "chunks_before/chunks_after >= 2^61 (a heap overflow: the child segfaults; UBSan at 2^63-1); SignHash's and ArgmaxHash's "
+    "shape arithmetic overflows for num_hash >= 2^61 (UBSan)"
 )
 # Found by this suite, owned by no helper yet: SortedChunkAttention's kernel leaves out keys whose
 # weight is exactly 0 (masked, causal, underflowed), where the reference multiplies them in, so an
@@ -68,7 +72,10 @@ def _pending_native_spec_mutation(case: Case, mutation: str) -> bool:
         if mutation in {f"attr-{a.name}-{how}" for how in ("misspelt", "capitalised", "list", "list1", "tensor")}:
             return True
     if case.op == "SortedChunkAttention":
-        return mutation in {f"attr-{name}={v}" for name in ("chunks_before", "chunks_after") for v in (2**61, 2**62)}
+        return mutation in {f"attr-{name}={v}" for name in ("chunks_before", "chunks_after") for v in (2**61, 2**62, 2**63 - 1)}
+    if case.op in ("SignHash", "ArgmaxHash"):
+        # Signed overflow in the shape arithmetic (UBSan, `make sanitize`): num_hash * parts, num_hash + ...
+        return mutation in {f"attr-num_hash={v}" for v in (2**61, 2**62, 2**63 - 1)}
     return False
 
 
@@ -81,12 +88,12 @@ def pending_nonfinite(case: Case) -> bool:
     return any(f"{base}/{m}" in PENDING_NONFINITE for m in _mutations_of(case))
 
 
-def _spawn(ids: list[str]) -> subprocess.Popen:
+def _spawn(ids: list[str], stderr) -> subprocess.Popen:
     child = subprocess.Popen(
         [sys.executable, str(HERE / "fuzz_cases.py"), "--child"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=stderr,  # a file, not a pipe: ORT logs every failed run there, which would fill a pipe
         text=True,
         start_new_session=True,  # its own process group: a timeout kills it and anything it started
     )
@@ -102,7 +109,8 @@ class _Batch:
         self.ids = ids
         self.done: dict[str, dict] = {}
         self.current: str | None = None
-        self.child = _spawn(ids)
+        self.stderr = tempfile.TemporaryFile(mode="w+")
+        self.child = _spawn(ids, self.stderr)
         self.deadline = time.monotonic() + STARTUP_SECONDS
         self.buffer = ""
 
@@ -138,19 +146,29 @@ class _Batch:
 
     def finish(self, how: str) -> None:
         """Records the case in progress (if any) as crashed/hung."""
-        stderr = self.child.stderr.read()[-1500:] if how != "timeout" else ""
+        self.stderr.seek(0)
+        stderr = self.stderr.read()
+        self.stderr.close()
+        # A sanitizer's report: from its first line (what and where), else the end of stderr.
+        found = [i for i in (stderr.find("ERROR: AddressSanitizer"), stderr.find("runtime error:")) if i >= 0]
+        stderr = stderr[stderr.rfind("\n", 0, min(found)) + 1 :][:1500] if found else stderr[-1500:]
         if self.current is not None and self.current not in self.done:
             if how == "timeout":
                 detail = f"no result within {CASE_SECONDS:.0f} s"
             else:
                 code = self.child.returncode
                 detail = f"child died with {'signal ' + signal.Signals(-code).name if code < 0 else f'exit {code}'}"
-                detail += f"; stderr tail: {stderr}"
-            self.done[self.current] = {"id": self.current, "verdict": how, "detail": detail}
+                detail += f"; stderr: {stderr}"
+            verdict = how
+            if how == "crash" and ASAN_OUT_OF_MEMORY in stderr and BY_ID[self.current].may_reject:
+                # ASan's operator new cannot fail by throwing std::bad_alloc, as the plain build's
+                # does (which ORT and the library turn into an error, as `make test` checks for
+                # this same case): it aborts. That is no finding of the sanitizers.
+                verdict, detail = "ok", "a huge allocation ASan cannot fail gracefully: " + detail[:300]
+            self.done[self.current] = {"id": self.current, "verdict": verdict, "detail": detail}
         elif not self.done and how != "exit":
             raise RuntimeError(f"fuzz child failed before its first case ({how}): {stderr}")
         self.child.stdout.close()
-        self.child.stderr.close()
 
 
 def run_all(cases: list[Case]) -> dict[str, dict]:
