@@ -400,6 +400,17 @@ def judge(case: Case) -> dict:
     return verdict
 
 
+def _segfault() -> None:
+    import ctypes
+
+    ctypes.string_at(0)
+
+
+# Not fuzz cases: ids the child answers by crashing or hanging, so that the parent's handling of
+# both is tested too.
+HARNESS_CHECKS = {"harness/segfault": _segfault, "harness/hang": lambda: time.sleep(3600)}
+
+
 def child_main(ids: list[str]) -> int:
     """Runs the given cases in order: "START id" before each, then its verdict as one JSON line."""
     by_id = {c.id: c for c in generate()}
@@ -411,6 +422,8 @@ def child_main(ids: list[str]) -> int:
     print("READY", flush=True)
     for case_id in ids:
         print(f"START {case_id}", flush=True)
+        if case_id in HARNESS_CHECKS:  # test_fuzz.py's checks of the parent's crash and hang handling
+            HARNESS_CHECKS[case_id]()
         try:
             result = judge(by_id[case_id])
         except Exception:  # noqa: BLE001 - a defect of the harness, reported as such

@@ -105,8 +105,9 @@ def _spawn(ids: list[str], stderr) -> subprocess.Popen:
 class _Batch:
     """One child running a list of case ids, read line by line without blocking."""
 
-    def __init__(self, ids: list[str]):
+    def __init__(self, ids: list[str], case_seconds: float):
         self.ids = ids
+        self.case_seconds = case_seconds
         self.done: dict[str, dict] = {}
         self.current: str | None = None
         self.stderr = tempfile.TemporaryFile(mode="w+")
@@ -130,7 +131,7 @@ class _Batch:
         for line in lines:
             if line.startswith("START "):
                 self.current = line[6:]
-                self.deadline = time.monotonic() + CASE_SECONDS
+                self.deadline = time.monotonic() + self.case_seconds
             elif line.startswith("RESULT "):
                 result = json.loads(line[7:])
                 self.done[result["id"]] = result
@@ -154,13 +155,13 @@ class _Batch:
         stderr = stderr[stderr.rfind("\n", 0, min(found)) + 1 :][:1500] if found else stderr[-1500:]
         if self.current is not None and self.current not in self.done:
             if how == "timeout":
-                detail = f"no result within {CASE_SECONDS:.0f} s"
+                detail = f"no result within {self.case_seconds:.0f} s"
             else:
                 code = self.child.returncode
                 detail = f"child died with {'signal ' + signal.Signals(-code).name if code < 0 else f'exit {code}'}"
                 detail += f"; stderr: {stderr}"
             verdict = how
-            if how == "crash" and ASAN_OUT_OF_MEMORY in stderr and BY_ID[self.current].may_reject:
+            if how == "crash" and ASAN_OUT_OF_MEMORY in stderr and self.current in BY_ID and BY_ID[self.current].may_reject:
                 # ASan's operator new cannot fail by throwing std::bad_alloc, as the plain build's
                 # does (which ORT and the library turn into an error, as `make test` checks for
                 # this same case): it aborts. That is no finding of the sanitizers.
@@ -171,12 +172,15 @@ class _Batch:
         self.child.stdout.close()
 
 
-def run_all(cases: list[Case]) -> dict[str, dict]:
-    ids = [c.id for c in cases]
+def how_it_ended(batch: _Batch) -> str:
+    return f"exit status {batch.child.returncode}"
+
+
+def run_all(ids: list[str], case_seconds: float = CASE_SECONDS) -> dict[str, dict]:
     # Interleaved so that both children get a share of every op.
     queues = [ids[i::CHILDREN] for i in range(CHILDREN)]
     results: dict[str, dict] = {}
-    running = [_Batch(q) for q in queues if q]
+    running = [_Batch(q, case_seconds) for q in queues if q]
     while running:
         ready, _, _ = select.select(running, [], [], 1.0)
         for batch in list(running):
@@ -194,14 +198,16 @@ def run_all(cases: list[Case]) -> dict[str, dict]:
             results.update(batch.done)
             running.remove(batch)
             rest = batch.remaining()
+            if rest and not batch.done:
+                raise RuntimeError(f"a fuzz child ({how_it_ended(batch)}) ran none of its {len(rest)} cases")
             if rest:
-                running.append(_Batch(rest))
+                running.append(_Batch(rest, case_seconds))
     return results
 
 
 @pytest.fixture(scope="module")
 def results() -> dict[str, dict]:
-    return run_all(CASES)
+    return run_all([c.id for c in CASES])
 
 
 def _params():
@@ -242,3 +248,16 @@ def test_valid_cases_compute_something(results):
     for case_id in valid:
         assert results[case_id]["verdict"] == "ok", results[case_id]
         assert results[case_id]["detail"] == "equal to the reference", results[case_id]
+
+
+def test_harness_names_crashes_and_hangs():
+    # A segfault and a hang in the middle of a batch are pinned on their cases; the cases after
+    # them still run (in a fresh child) and pass.
+    valid = [c.id for c in CASES if c.kind == "valid"][:2]
+    # Two children: [segfault, valid 0] and [hang, valid 1].
+    ids = ["harness/segfault", "harness/hang", valid[0], valid[1]]
+    results = run_all(ids, case_seconds=10)
+    assert results["harness/segfault"]["verdict"] == "crash"
+    assert "SIGSEGV" in results["harness/segfault"]["detail"]
+    assert results["harness/hang"]["verdict"] == "timeout"
+    assert all(results[i]["verdict"] == "ok" for i in valid), results
