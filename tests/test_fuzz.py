@@ -258,6 +258,6 @@ def test_harness_names_crashes_and_hangs():
     ids = ["harness/segfault", "harness/hang", valid[0], valid[1]]
     results = run_all(ids, case_seconds=10)
     assert results["harness/segfault"]["verdict"] == "crash"
-    assert "SIGSEGV" in results["harness/segfault"]["detail"]
+    assert "SEGV" in results["harness/segfault"]["detail"]  # SIGSEGV, or ASan's SEGV report (then SIGABRT)
     assert results["harness/hang"]["verdict"] == "timeout"
     assert all(results[i]["verdict"] == "ok" for i in valid), results
