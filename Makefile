@@ -37,7 +37,7 @@ APT_DIR := $(abspath $(CACHE))/apt
 APT_OPTS := -o Dir::Etc::SourceList=$(APT_DIR)/sources.list -o Dir::Etc::SourceParts=/dev/null \
 	-o Dir::State::Lists=$(APT_DIR)/lists -o Dir::Cache=$(APT_DIR)/cache -o Debug::NoLocking=1
 
-.PHONY: all env install demo test bench docs device-lib clean distclean
+.PHONY: all env install demo test sanitize sanitize-lib bench docs device-lib clean distclean
 
 all: install
 
@@ -87,6 +87,34 @@ demo: install
 
 test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# -- sanitizers --------------------------------------------------------------------------------
+# The CPU library built with -fsanitize=address,undefined in its own folder (CPU only, no TensorRT),
+# then the CPU kernel tests and the fuzz suite against it: $BUCKETRT_LIBRARY makes
+# bucketrt.library_path() (hence every session the tests open, in this process and in the fuzz
+# suite's children) load that build instead of the installed one. Python itself is not built with
+# ASan, so its runtime (and the libstdc++ it intercepts) is preloaded. Any ASan or UBSan finding
+# aborts the process (no recovery), which fails the run; leak detection is off because CPython
+# and the libraries it loads keep memory until exit by design; allocator_may_return_null keeps a
+# failed huge allocation what it is without ASan (std::bad_alloc or nullptr, which the library
+# reports as an error) rather than an abort.
+SANITIZE_DIR ?= build/sanitize
+SANITIZE_LIB := $(abspath $(SANITIZE_DIR))/plugins/libbucketrt_ort.so
+SANITIZE_TESTS ?= tests/test_kernels_cpu.py tests/test_moe_kernels.py tests/test_sorted_chunk_attention.py \
+	tests/test_argmax_hash.py tests/test_bad_input.py tests/test_value_independent_cost.py tests/test_concurrency.py \
+	tests/test_fuzz.py
+SANITIZE_ENV := LD_PRELOAD="$$($(CXX) -print-file-name=libasan.so) $$($(CXX) -print-file-name=libstdc++.so)" \
+	ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=1:detect_odr_violation=0:allocator_may_return_null=1 \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	BUCKETRT_LIBRARY=$(SANITIZE_LIB) BUCKETRT_FUZZ_TIMEOUT=90
+
+sanitize-lib: $(VENV)/.deps $(ORT_HEADERS) $(EIGEN_HEADERS)
+	cmake -S . -B $(SANITIZE_DIR) -DBUCKETRT_SANITIZE=ON -DBUCKETRT_CUDA=OFF -DTensorRT_ROOT= \
+		-DPython_EXECUTABLE=$(abspath $(PY)) -DORT_INCLUDE_DIR=$(ORT_INCLUDE_DIR) -DEIGEN3_INCLUDE_DIR=$(EIGEN3_INCLUDE_DIR) >/dev/null
+	cmake --build $(SANITIZE_DIR) --target bucketrt_ort -j $$(nproc)
+
+sanitize: install sanitize-lib
+	$(SANITIZE_ENV) $(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS) $(SANITIZE_TESTS)
 
 bench: install
 	$(PY) benchmarks/run.py

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <vector>
 
 #include "bucketrt/validate.h"
 #include "cpu/simd.h"
@@ -67,6 +68,58 @@ void Worker(void* data, size_t worker) {
   }
 }
 
+// Renumbering the codes (plan.compact): one segment is one (batch row, hash) pair.
+struct CompactJob {
+  const LshCumulationShape* shape;
+  const int32_t* query_mask;
+  const int32_t* query_hash;
+  const int32_t* key_mask;
+  const int32_t* key_hash;
+  int32_t* compact_query;   // [B, Nq, m]
+  int32_t* compact_key;     // [B, Nk, m]
+  int32_t* distinct;        // Nk ints per worker
+  std::atomic<int64_t> next_segment{0};
+};
+
+void CompactWorker(void* data, size_t worker) {
+  CompactJob& job = *static_cast<CompactJob*>(data);
+  const LshCumulationShape& s = *job.shape;
+  const int64_t m = s.num_hash;
+  int32_t* distinct = job.distinct + worker * s.num_key;
+  for (;;) {
+    const int64_t segment = job.next_segment.fetch_add(1, std::memory_order_relaxed);
+    if (segment >= s.batch * m) return;
+    const int64_t b = segment / m, h = segment % m;
+    const int32_t* kmask = job.key_mask + b * s.num_key;
+    const int32_t* khash = job.key_hash + b * s.num_key * m + h;
+    int32_t* kout = job.compact_key + b * s.num_key * m + h;
+    int64_t n = 0;
+    for (int64_t k = 0; k < s.num_key; ++k) {
+      if (kmask[k]) distinct[n++] = khash[k * m];
+    }
+    std::sort(distinct, distinct + n);
+    n = std::unique(distinct, distinct + n) - distinct;
+    // Masked rows' codes are never read by the kernel; 0 keeps them in range all the same.
+    for (int64_t k = 0; k < s.num_key; ++k) {
+      kout[k * m] = kmask[k] ? static_cast<int32_t>(std::lower_bound(distinct, distinct + n, khash[k * m]) - distinct)
+                             : 0;
+    }
+    const int32_t* qmask = job.query_mask + b * s.num_query;
+    const int32_t* qhash = job.query_hash + b * s.num_query * m + h;
+    int32_t* qout = job.compact_query + b * s.num_query * m + h;
+    for (int64_t q = 0; q < s.num_query; ++q) {
+      int32_t id = 0;
+      if (qmask[q]) {
+        const int32_t code = qhash[q * m];
+        const int32_t* at = std::lower_bound(distinct, distinct + n, code);
+        // No live key has this code: the row past the keys' codes, which stays zero.
+        id = static_cast<int32_t>(at != distinct + n && *at == code ? at - distinct : n);
+      }
+      qout[q * m] = id;
+    }
+  }
+}
+
 }  // namespace
 
 LshCumulationShape LshCumulationShapeOf(const Attributes& attrs, const Bindings& env) {
@@ -122,6 +175,14 @@ LshCumulationPlan PlanLshCumulation(const LshCumulationShape& s, int64_t max_cod
   // Tables only need to reach the largest live code: a big capacity with small codes stays cheap.
   p.table_rows = 1;
   while (p.table_rows <= max_code && p.table_rows < s.capacity) p.table_rows *= 2;
+  // Compacted, every table needs a row per distinct live key code (at most Nk) and one empty row.
+  int64_t compact_rows = 1;
+  while (compact_rows <= s.num_key) compact_rows *= 2;
+  if (p.table_rows > LshCumulationPlan::kMaxDirectRows &&
+      p.table_rows / LshCumulationPlan::kCompactFactor > compact_rows) {
+    p.compact = true;
+    p.table_rows = compact_rows;
+  }
   p.slab = std::min<int64_t>(LshCumulationPlan::kMaxSlab, s.dim);
   p.num_slabs = (s.dim + p.slab - 1) / p.slab;
   const size_t table_bytes = static_cast<size_t>(p.table_rows) * static_cast<size_t>(p.slab) * sizeof(float);
@@ -138,6 +199,19 @@ void LshCumulation(const LshCumulationShape& shape, const LshCumulationPlan& pla
                    const int32_t* query_hash, const int32_t* key_mask, const int32_t* key_hash, const float* value,
                    float* out, float* scratch, const ParallelFor& parallel) {
   if (plan.num_items == 0) return;
+  std::vector<int32_t> compact_query, compact_key, distinct;
+  if (plan.compact) {
+    // Allocated here, not in the workers, so that a failure is an exception in the caller's thread.
+    compact_query.resize(static_cast<size_t>(shape.batch * shape.num_query * shape.num_hash));
+    compact_key.resize(static_cast<size_t>(shape.batch * shape.num_key * shape.num_hash));
+    const int64_t workers = std::max<int64_t>(1, std::min(plan.num_workers, shape.batch * shape.num_hash));
+    distinct.resize(static_cast<size_t>(workers * shape.num_key));
+    CompactJob compact{&shape,         query_mask,         query_hash,     key_mask, key_hash,
+                       compact_query.data(), compact_key.data(), distinct.data()};
+    parallel(CompactWorker, static_cast<size_t>(workers), &compact);
+    query_hash = compact_query.data();
+    key_hash = compact_key.data();
+  }
   Job job{&shape, &plan, query_mask, query_hash, key_mask, key_hash, value, out, scratch};
   parallel(Worker, static_cast<size_t>(plan.num_workers), &job);
 }

@@ -54,7 +54,17 @@ std::string CheckLshCodes(const char* op, const char* input, const int32_t* mask
 
 struct LshCumulationPlan {
   static constexpr int64_t kMaxSlab = 16;
-  int64_t table_rows = 1;   // power of two <= capacity, above every live code
+  // Tables of at most this many rows are indexed by the codes themselves. Beyond it, and beyond
+  // kCompactFactor times the rows compaction needs, the codes are compacted first (see `compact`).
+  static constexpr int64_t kMaxDirectRows = 16384;
+  static constexpr int64_t kCompactFactor = 4;
+  int64_t table_rows = 1;   // power of two: above every live code, or (compact) above Nk
+  // Codes renumbered per (batch row, hash) before the kernel runs: the live keys' distinct codes
+  // become 0, 1, ... in ascending order and a query code no live key has becomes the number of
+  // distinct codes, a row no key writes (all zeros). Each table row then holds the same keys'
+  // values added in the same order as the direct way, so results are bit-identical; what it buys is
+  // tables sized by Nk instead of by the largest code (one code 2^24 would need 2^24 rows).
+  bool compact = false;
   int64_t slab = 1;         // columns of D per work item
   int64_t num_slabs = 1;
   int64_t hash_group = 1;   // hash tables filled per pass over the keys
@@ -71,7 +81,9 @@ LshCumulationPlan PlanLshCumulation(const LshCumulationShape& shape, int64_t max
 
 // All tensors dense row-major. Live codes must have passed CheckLshCodes; the kernel still masks
 // every code into its tables, so no input can make it index outside them. `scratch` holds
-// plan.scratch_floats() floats (any content). Runs parallel(fn, plan.num_workers, ...).
+// plan.scratch_floats() floats (any content). Runs parallel(fn, plan.num_workers, ...). With
+// plan.compact it first renumbers the codes into buffers of B * (Nq + Nk) * m int32 (the size of
+// the hash inputs) that it allocates itself: memory and time stay bounded by B, N, m and D.
 void LshCumulation(const LshCumulationShape& shape, const LshCumulationPlan& plan, const int32_t* query_mask,
                    const int32_t* query_hash, const int32_t* key_mask, const int32_t* key_hash, const float* value,
                    float* out, float* scratch, const ParallelFor& parallel);

@@ -60,7 +60,8 @@ def lsh_cumulation(query_mask, query_hash, key_mask, key_hash, value, **attrs) -
     # Masked rows may carry any code: route them to bucket 0 and zero their contribution.
     query_hash = torch.where(query_mask[..., None] != 0, query_hash, 0).long()
     key_hash = torch.where(key_mask[..., None] != 0, key_hash, 0).long()
-    weighted = (value * (key_mask != 0)[..., None]).reshape(-1, dim)
+    # Masked rows take no part (torch.where, not a product: a NaN or Inf there must not leak in).
+    weighted = torch.where((key_mask != 0)[..., None], value, 0.0).reshape(-1, dim)
     offset = torch.arange(batch, device=value.device)[:, None] * capacity
 
     out = torch.zeros(batch * num_query, dim, dtype=value.dtype, device=value.device)
@@ -68,7 +69,7 @@ def lsh_cumulation(query_mask, query_hash, key_mask, key_hash, value, **attrs) -
         table = torch.zeros(batch * capacity, dim, dtype=value.dtype, device=value.device)
         table.index_add_(0, (key_hash[:, :, h] + offset).reshape(-1), weighted)
         out += table[(query_hash[:, :, h] + offset).reshape(-1)]
-    return out.view(batch, num_query, dim) * ((query_mask != 0)[..., None] / num_hash)
+    return torch.where((query_mask != 0)[..., None], out.view(batch, num_query, dim) * (1.0 / num_hash), 0.0)
 
 
 def hadamard_transform(x: torch.Tensor) -> torch.Tensor:
