@@ -37,15 +37,6 @@ CASE_SECONDS = float(os.environ.get("BUCKETRT_FUZZ_TIMEOUT", "20"))
 STARTUP_SECONDS = 120.0  # importing torch and onnxruntime in a child, on a loaded 2-core machine
 CHILDREN = 2
 
-# Cases whose fix belongs to issue 11's native-spec work (outcomes 1-2: every bound in the spec,
-# checked shape arithmetic, no ignored attribute), failing on main today. The lead removes this
-# set once that work is merged (every case then passes, or the fix is incomplete).
-PENDING_NATIVE_SPEC_REASON = (
-    "issue 11 outcomes 1-2 (native-spec): the ORT kernels ignore unknown and misspelt attribute names and "
-    "list/tensor-typed optional attributes; SortedChunkAttention's window size overflows for "
-    "chunks_before/chunks_after >= 2^61 (a heap overflow: the child segfaults; UBSan at 2^63-1); SignHash's and ArgmaxHash's "
-    "shape arithmetic overflows for num_hash >= 2^61 (UBSan)"
-)
 # Found by this suite, owned by no helper yet: SortedChunkAttention's kernel leaves out keys whose
 # weight is exactly 0 (masked, causal, underflowed), where the reference multiplies them in, so an
 # Inf in such a key's value gives Inf from the kernel and NaN (0 * Inf) from the reference.
@@ -61,26 +52,6 @@ def _mutations_of(case: Case) -> list[str]:
     """The mutation names in a case id: one, or two for a combo ("base/comboN:first+second")."""
     name = case.id.split("/", 1)[1]
     return name.split(":", 1)[1].split("+") if case.kind == "combo" else [name]
-
-
-def _pending_native_spec_mutation(case: Case, mutation: str) -> bool:
-    if mutation.startswith("attr-unknown-"):
-        return True
-    for a in BY_NAME[case.op].attributes:
-        if a.default is None:
-            continue  # a required attribute misnamed or mistyped reads as missing: a clean error today
-        if mutation in {f"attr-{a.name}-{how}" for how in ("misspelt", "capitalised", "list", "list1", "tensor")}:
-            return True
-    if case.op == "SortedChunkAttention":
-        return mutation in {f"attr-{name}={v}" for name in ("chunks_before", "chunks_after") for v in (2**61, 2**62, 2**63 - 1)}
-    if case.op in ("SignHash", "ArgmaxHash"):
-        # Signed overflow in the shape arithmetic (UBSan, `make sanitize`): num_hash * parts, num_hash + ...
-        return mutation in {f"attr-num_hash={v}" for v in (2**61, 2**62, 2**63 - 1)}
-    return False
-
-
-def pending_native_spec(case: Case) -> bool:
-    return any(_pending_native_spec_mutation(case, m) for m in _mutations_of(case))
 
 
 def pending_nonfinite(case: Case) -> bool:
@@ -213,9 +184,7 @@ def results() -> dict[str, dict]:
 def _params():
     for case in CASES:
         marks = []
-        if pending_native_spec(case):
-            marks.append(pytest.mark.xfail(reason=PENDING_NATIVE_SPEC_REASON, strict=False))
-        elif pending_nonfinite(case):
+        if pending_nonfinite(case):
             marks.append(pytest.mark.xfail(reason=PENDING_NONFINITE_REASON, strict=False))
         yield pytest.param(case.id, id=case.id, marks=marks)
 
