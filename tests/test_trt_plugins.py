@@ -234,6 +234,27 @@ def test_plugins_through_tensorrt_interfaces(tensorrt_root, trt_build, tmp_path)
     assert result.returncode == 0 and re.search(r"^0 failed$", result.stdout, re.M), result.stdout + result.stderr
 
 
+def test_declared_workspace_covers_every_shape_of_the_profile(trt_build):
+    """tests/trt_workspace_check.cc: for every op, shapes swept inside optimisation profiles (every
+    N of LSHCumulation's sorted way in [4096, 16384], every D, the dense/sorted switch, ...) need at
+    most the workspace the plugin declares, and onShapeChange takes them; the declared size is
+    serialised and a shape needing more is refused; a profile with no bound fails configurePlugin
+    with its cause. CUB's storage query is replaced by its formula (tests/radix_sort_stub.cc)."""
+    library, _ = trt_build
+    build = library.parents[1]
+    result = subprocess.run([_cmake(), "--build", str(build), "--target", "bucketrt_trt_workspace_check"],
+                            capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stdout + result.stderr
+    run = subprocess.run([str(build / "trt_plugins" / "bucketrt_trt_workspace_check")], capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0 and re.search(r"^0 failed$", run.stdout, re.M), run.stdout + run.stderr
+    # Every op was swept, each with shapes planned and none over its declared size.
+    swept = re.findall(r"^ok   (\w+)[^:]*: declared (\d+) bytes; (\d+) shapes planned", run.stdout, re.M)
+    assert {op for op, _, _ in swept} == set(_cuda_ops()), run.stdout
+    assert all(int(shapes) > 0 for _, _, shapes in swept), run.stdout
+    assert "every N in [4096, 16384]: declared" in run.stdout and "12291 shapes planned" in run.stdout, run.stdout
+
+
 def test_bucketrt_ops_lists_trt_for_the_ops_with_plugins(monkeypatch, tmp_path):
     pytest.importorskip("bucketrt.cli.main", reason="the CLI is not installed (a source tree has no bucketrt.cli)")
     from click.testing import CliRunner

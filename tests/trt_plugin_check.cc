@@ -377,9 +377,12 @@ int main(int argc, char** argv) {
   // ---- serialisation and cloning -----------------------------------------------------------------
   {
     const PluginFieldCollection* saved = sh.runtime->getFieldsToSerialize();
-    Check(saved && saved->nbFields == 3 && saved->fields[0].type == PluginFieldType::kINT64 &&
-              saved->fields[2].type == PluginFieldType::kCHAR,
-          "serialised fields: the three attributes (ints as kINT64, the string as kCHAR)");
+    // The three attributes, then the declared workspace (trt_workspace_check.cc follows its journey).
+    Check(saved && saved->nbFields == 4 && saved->fields[0].type == PluginFieldType::kINT64 &&
+              saved->fields[2].type == PluginFieldType::kCHAR &&
+              std::strcmp(saved->fields[3].name, "bucketrt_workspace_bytes") == 0 &&
+              saved->fields[3].type == PluginFieldType::kINT64,
+          "serialised fields: the three attributes (ints as kINT64, the string as kCHAR) and the declared workspace");
     Plugin again(sign->createPlugin("sh", saved, TensorRTPhase::kRUNTIME));
     Check(again.build && std::string(again.build->getMetadataString()) == sh.build->getMetadataString(),
           "createPlugin(kRUNTIME) on the serialised fields gives the same plugin");
