@@ -86,7 +86,10 @@ def build_command(output_dir, components, engine, min_shapes, opt_shapes, max_sh
         )
     # Sized before building from an activation estimate: TensorRT itself would fail much later,
     # creating the execution context.
-    budget, source = (workspace << 20, f"--workspace {workspace}") if workspace else (device_memory(), "the device's memory")
+    if workspace:
+        budget, source = workspace << 20, f"--workspace {workspace}"
+    else:
+        budget, source = device_memory(), "the device's memory"
     profiles = component_profiles(manifest, entries, {"min": min_shapes, "opt": opt_shapes, "max": max_shapes},
                                   memory_budget=budget, budget_source=source)
     export_dtype = manifest.get("dtype", "fp32")

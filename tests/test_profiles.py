@@ -188,7 +188,8 @@ def test_given_shapes_beyond_the_budget_are_an_error_before_building():
 
     given = {"max": {"input_ids": (8, 524288)}}
     with pytest.raises(BucketrtError) as info:
-        component_profiles(_REFORMER, [_REFORMER_ENTRY], given, memory_budget=4096 << 20, budget_source="--workspace 4096")
+        component_profiles(_REFORMER, [_REFORMER_ENTRY], given, memory_budget=4096 << 20,
+                           budget_source="--workspace 4096")
     message = str(info.value)
     # As trtexec, a max alone is min and opt too: one shape.
     assert "the optimisation profile of model (input_ids 8x524288, attention_mask 8x524288) needs" in message

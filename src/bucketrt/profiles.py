@@ -262,7 +262,9 @@ def device_memory() -> int | None:
     try:
         import torch
 
-        return int(torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory) if torch.cuda.is_available() else None
+        if not torch.cuda.is_available():
+            return None
+        return int(torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory)
     except Exception:  # a broken CUDA setup: no budget rather than no build
         return None
 
@@ -301,7 +303,7 @@ def component_profiles(
 
     def resolve() -> dict[str, dict[str, ShapeRange]]:
         try:
-            return {entry["name"]: resolve_profile(entry["inputs"], given, defaults, entry["name"]) for entry in entries}
+            return {e["name"]: resolve_profile(e["inputs"], given, defaults, e["name"]) for e in entries}
         except ProfileError as e:
             raise BucketrtError(str(e)) from None
 
