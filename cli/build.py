@@ -69,7 +69,7 @@ def build_command(output_dir, components, engine, min_shapes, opt_shapes, max_sh
     """
     from bucketrt.exporter import BucketrtError, read_manifest
     from bucketrt.exporter import manifest as mf
-    from bucketrt.profiles import component_profiles, describe_profile, format_shape
+    from bucketrt.profiles import component_profiles, describe_profile, device_memory, format_shape
     from bucketrt.trt_engine import BuildError, BuildOptions, build_engine, build_progress, check_options, load_tensorrt, write_engine
 
     out = console()
@@ -84,7 +84,14 @@ def build_command(output_dir, components, engine, min_shapes, opt_shapes, max_sh
             f"--engine names one file, and the export has {len(entries)} components ({', '.join(names)})",
             "choose one with --component, or leave --engine out for OUTPUT_DIR/<component>.engine",
         )
-    profiles = component_profiles(manifest, entries, {"min": min_shapes, "opt": opt_shapes, "max": max_shapes})
+    # Sized before building from an activation estimate: TensorRT itself would fail much later,
+    # creating the execution context.
+    if workspace:
+        budget, source = workspace << 20, f"--workspace {workspace}"
+    else:
+        budget, source = device_memory(), "the device's memory"
+    profiles = component_profiles(manifest, entries, {"min": min_shapes, "opt": opt_shapes, "max": max_shapes},
+                                  memory_budget=budget, budget_source=source)
     export_dtype = manifest.get("dtype", "fp32")
     options = BuildOptions(workspace_mib=workspace, timing_cache=timing_cache, fp16=fp16, tf32=tf32, verbose=verbose)
 

@@ -143,3 +143,65 @@ def test_family_default_ranges():
     assert switch["encoder_sequence_length"] == (1, 128, DEFAULT_MAX_SEQUENCE)
     assert switch["decoder_sequence_length"] == (1, 1, DEFAULT_MAX_SEQUENCE)
     assert switch["past_decoder_sequence_length"] == (1, 128, DEFAULT_MAX_SEQUENCE)
+
+
+# reformer-crime-and-punishment's shape: hidden 256, feed-forward 512, 524,288 positions.
+_REFORMER = {
+    "family": "reformer", "dtype": "fp32", "max_sequence_length": 524288,
+    "config": {"hidden_size": 256, "feed_forward_size": 512, "max_position_embeddings": 524288},
+}
+_REFORMER_ENTRY = {"name": "model", "inputs": [
+    {"name": "input_ids", "dtype": "int64", "shape": ["batch_size", "sequence_length"]},
+    {"name": "attention_mask", "dtype": "int64", "shape": ["batch_size", "sequence_length"]},
+]}
+
+
+def test_the_default_max_profile_is_what_the_issue_measured():
+    from bucketrt.profiles import component_profiles, memory_estimate
+
+    profile = component_profiles(_REFORMER, [_REFORMER_ENTRY], {})["model"]
+    assert profile["input_ids"].max == (8, 524288)
+    estimate = memory_estimate(_REFORMER, _REFORMER_ENTRY["inputs"], profile)
+    assert estimate.activation_bytes == 4 << 30  # one [B·N, 256] float32 activation: 4 GiB
+    assert estimate.total_bytes == 8 * 524288 * 4 * (4 * 256 + 512)  # 24 GiB
+
+
+def test_default_profiles_shrink_to_the_memory_budget_batch_first():
+    from bucketrt.profiles import component_profiles, memory_estimate
+
+    budget = 16 << 30
+    profile = component_profiles(_REFORMER, [_REFORMER_ENTRY], {}, memory_budget=budget)["model"]
+    # 24 GiB at 8 x 524288: batch 4 (12 GiB) fits; the sequence keeps its limit.
+    assert profile["input_ids"] == profile["attention_mask"] == ShapeRange((1, 1), (1, 128), (4, 524288))
+    assert memory_estimate(_REFORMER, _REFORMER_ENTRY["inputs"], profile).total_bytes <= budget
+    # A GPU of 2 GiB: batch 1 (3 GiB), then sequences halved: 262,144 positions (1.5 GiB).
+    small = component_profiles(_REFORMER, [_REFORMER_ENTRY], {}, memory_budget=2 << 30)["model"]
+    assert small["input_ids"].max == (1, 262144)
+    # fp16 exports hold half: twice the positions in the same budget (the model's limit).
+    half = component_profiles(_REFORMER | {"dtype": "fp16"}, [_REFORMER_ENTRY], {}, memory_budget=2 << 30)["model"]
+    assert half["input_ids"].max == (1, 524288)
+
+
+def test_given_shapes_beyond_the_budget_are_an_error_before_building():
+    from bucketrt.exporter import BucketrtError
+    from bucketrt.profiles import component_profiles
+
+    given = {"max": {"input_ids": (8, 524288)}}
+    with pytest.raises(BucketrtError) as info:
+        component_profiles(_REFORMER, [_REFORMER_ENTRY], given, memory_budget=4096 << 20,
+                           budget_source="--workspace 4096")
+    message = str(info.value)
+    # As trtexec, a max alone is min and opt too: one shape.
+    assert "the optimisation profile of model (input_ids 8x524288, attention_mask 8x524288) needs" in message
+    assert ("needs about 24.0 GiB of activations at its max shapes (4,194,304 positions; each [B·N, 256] float32 "
+            "activation is 4.0 GiB), more than the 4.0 GiB of --workspace 4096") in message
+    assert "give smaller --max-shapes" in message
+
+
+def test_a_config_without_a_hidden_width_is_not_estimated():
+    from bucketrt.profiles import component_profiles, memory_estimate
+
+    manifest = _REFORMER | {"config": {"max_position_embeddings": 524288}}
+    profile = component_profiles(manifest, [_REFORMER_ENTRY], {}, memory_budget=1)["model"]
+    assert profile["input_ids"].max == (8, 524288)
+    assert memory_estimate(manifest, _REFORMER_ENTRY["inputs"], profile) is None

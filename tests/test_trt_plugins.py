@@ -234,6 +234,84 @@ def test_plugins_through_tensorrt_interfaces(tensorrt_root, trt_build, tmp_path)
     assert result.returncode == 0 and re.search(r"^0 failed$", result.stdout, re.M), result.stdout + result.stderr
 
 
+def test_declared_workspace_covers_every_shape_of_the_profile(trt_build):
+    """tests/trt_workspace_check.cc: for every op, shapes swept inside optimisation profiles (every
+    N of LSHCumulation's sorted way in [4096, 16384], every D, the dense/sorted switch, ...) need at
+    most the workspace the plugin declares, and onShapeChange takes them; the declared size is
+    serialised and a shape needing more is refused; a profile with no bound fails configurePlugin
+    with its cause. CUB's storage query is replaced by its formula (tests/radix_sort_stub.cc)."""
+    library, _ = trt_build
+    build = library.parents[1]
+    result = subprocess.run([_cmake(), "--build", str(build), "--target", "bucketrt_trt_workspace_check"],
+                            capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stdout + result.stderr
+    run = subprocess.run([str(build / "trt_plugins" / "bucketrt_trt_workspace_check")], capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0 and re.search(r"^0 failed$", run.stdout, re.M), run.stdout + run.stderr
+    # Every op was swept, each with shapes planned and none over its declared size.
+    swept = re.findall(r"^ok   (\w+)[^:]*: declared (\d+) bytes; (\d+) shapes planned", run.stdout, re.M)
+    assert {op for op, _, _ in swept} == set(_cuda_ops()), run.stdout
+    assert all(int(shapes) > 0 for _, _, shapes in swept), run.stdout
+    assert "every N in [4096, 16384]: declared" in run.stdout and "12291 shapes planned" in run.stdout, run.stdout
+
+
+def _tensorrt_major(root: Path) -> int:
+    text = (root / "include" / "NvInferVersion.h").read_text()
+    match = re.search(r"^#define +(?:TRT_MAJOR_ENTERPRISE|NV_TENSORRT_MAJOR) +(\d+)", text, re.M)
+    assert match, "no major version in NvInferVersion.h"
+    return int(match.group(1))
+
+
+@pytest.fixture(scope="module")
+def loading_check(tensorrt_root, tmp_path_factory) -> tuple[Path, dict[int, Path]]:
+    """tests/trt_loading_check.cc and stand-in libnvinfer.so.<major> (tests/nvinfer_standin.cc) for
+    the headers' major and the next one, each in a folder of its own."""
+    folder = tmp_path_factory.mktemp("loading")
+    flags = ["-std=c++17", "-Wall", "-Wextra", "-Werror", "-isystem", str(tensorrt_root / "include"), "-isystem",
+             str(_cuda_include())]
+    cxx = os.environ.get("CXX", "g++")
+    driver = folder / "trt_loading_check"
+    result = subprocess.run([cxx, *flags, str(ROOT / "tests/trt_loading_check.cc"), "-ldl", "-o", str(driver)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    major = _tensorrt_major(tensorrt_root)
+    standins = {}
+    for m in (major, major + 1):
+        (folder / str(m)).mkdir()
+        standins[m] = folder / str(m) / f"libnvinfer.so.{m}"
+        result = subprocess.run(
+            [cxx, *flags, "-shared", "-fPIC", f"-DSTANDIN_MAJOR={m}", f"-Wl,-soname,libnvinfer.so.{m}",
+             str(ROOT / "tests/nvinfer_standin.cc"), "-ldl", "-o", str(standins[m])], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+    return driver, standins
+
+
+@pytest.mark.parametrize("scenario", ["loadlibrary", "dlopen-after", "dlopen-before", "logger"])
+def test_every_load_order_registers_once(tensorrt_root, trt_build, loading_check, scenario):
+    library, _ = trt_build
+    driver, standins = loading_check
+    major = _tensorrt_major(tensorrt_root)
+    run = subprocess.run([str(driver), scenario, str(library), str(standins[major]), str(len(_cuda_ops()))],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and re.search(r"^0 failed$", run.stdout, re.M), run.stdout + run.stderr
+    assert "bucketrt:" not in run.stdout + run.stderr, run.stdout + run.stderr  # nothing to say
+
+
+def test_another_tensorrt_major_is_said_in_one_line(tensorrt_root, trt_build, loading_check):
+    library, _ = trt_build
+    driver, standins = loading_check
+    major = _tensorrt_major(tensorrt_root)
+    run = subprocess.run([str(driver), "mismatch", str(library), str(standins[major + 1]), str(len(_cuda_ops()))],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and re.search(r"^0 failed$", run.stdout, re.M), run.stdout + run.stderr
+    lines = [line for line in (run.stdout + run.stderr).splitlines() if "bucketrt:" in line]
+    assert lines == [
+        f"bucketrt: libbucketrt_trt.so was built for TensorRT {major}, but TensorRT {major + 1} is loaded "
+        f"({standins[major + 1]}); its plugins are not registered: build bucketrt against TensorRT {major + 1}'s "
+        "headers (TensorRT_ROOT=... make install)"
+    ], run.stdout + run.stderr
+
+
 def test_bucketrt_ops_lists_trt_for_the_ops_with_plugins(monkeypatch, tmp_path):
     pytest.importorskip("bucketrt.cli.main", reason="the CLI is not installed (a source tree has no bucketrt.cli)")
     from click.testing import CliRunner

@@ -142,6 +142,12 @@ struct Fields {
     fields.emplace_back(name, s.data(), PluginFieldType::kCHAR, static_cast<int32_t>(s.size()));
     return *this;
   }
+  // A string as TensorRT's ONNX parser converts a STRING attribute: kCHAR, the NUL counted.
+  Fields& ParserStr(const char* name, const char* v) {
+    const std::string& s = strings.emplace_back(v);
+    fields.emplace_back(name, s.c_str(), PluginFieldType::kCHAR, static_cast<int32_t>(s.size() + 1));
+    return *this;
+  }
   const PluginFieldCollection* Get() {
     collection.nbFields = static_cast<int32_t>(fields.size());
     collection.fields = fields.data();
@@ -207,6 +213,70 @@ int main(int argc, char** argv) {
   }
   Check(sign && lsh, "creators named SignHash and LSHCumulation");
   if (!sign || !lsh) return 1;
+
+  // ---- every creator, with its fields as TensorRT's ONNX parser builds them ---------------------
+  // The parser asks getFieldNames and converts the node's attribute of each name to that field's
+  // type: INT to kINT32 (one value), STRING to kCHAR with the NUL counted in length.
+  {
+    struct Value {
+      const char* name;
+      int32_t number;
+      const char* text;  // non-null: a string attribute
+    };
+    const struct {
+      const char* op;
+      std::vector<Value> values;  // every attribute, in spec order
+    } nodes[] = {
+        {"LSHCumulation", {{"hashtable_capacity", 256, nullptr}, {"deterministic", 1, nullptr}}},
+        {"SignHash", {{"num_hash", 4, nullptr}, {"hash_code_len", 8, nullptr}, {"transform", 0, "gaussian"}}},
+        {"ArgmaxHash", {{"num_hash", 2, nullptr}}},
+        {"SortedChunkAttention",
+         {{"chunk_length", 64, nullptr}, {"chunks_before", 1, nullptr}, {"chunks_after", 0, nullptr},
+          {"causal", 1, nullptr}, {"mask_self", 1, nullptr}, {"max_length", 4096, nullptr}}},
+        {"BucketSum", {{"num_buckets", 16, nullptr}}},
+        {"Top1Dispatch", {{"expert_capacity", 8, nullptr}}},
+        {"ExpertFFN", {{"activation", 0, "gelu_new"}}},
+    };
+    int seen = 0;
+    for (const auto& node : nodes) {
+      IPluginCreatorV3One* creator = nullptr;
+      for (int i = 0; i < count; ++i) {
+        auto* c = static_cast<IPluginCreatorV3One*>(creators[i]);
+        if (std::strcmp(c->getPluginName(), node.op) == 0) creator = c;
+      }
+      if (creator == nullptr) continue;  // a build without this op's kernel has no creator for it
+      ++seen;
+      const PluginFieldCollection* asked = creator->getFieldNames();
+      bool types_ok = asked != nullptr && asked->nbFields == static_cast<int32_t>(node.values.size());
+      Fields f;
+      std::string metadata = std::string(node.op) + "(";
+      for (size_t k = 0; types_ok && k < node.values.size(); ++k) {
+        const Value& v = node.values[k];
+        const PluginField& field = asked->fields[k];
+        types_ok = std::strcmp(field.name, v.name) == 0 &&
+                   field.type == (v.text != nullptr ? PluginFieldType::kCHAR : PluginFieldType::kINT32);
+        if (v.text != nullptr) {
+          f.ParserStr(field.name, v.text);
+        } else {
+          f.Int(field.name, v.number);
+        }
+        metadata += (k ? "," : "") + std::string(v.name) + "=" + (v.text != nullptr ? v.text : std::to_string(v.number));
+      }
+      metadata += ")";
+      Check(types_ok, std::string(node.op) + ": getFieldNames lists its attributes, ints as kINT32, strings as kCHAR");
+      logger.messages.clear();
+      Plugin p(creator->createPlugin("parsed", f.Get(), TensorRTPhase::kBUILD));
+      Check(p.build != nullptr && logger.messages.empty() && p.build->getMetadataString() == metadata,
+            std::string(node.op) + ": createPlugin on the parser's fields gives " +
+                (p.build != nullptr ? p.build->getMetadataString() : "nothing: " + logger.Last()));
+      if (p.runtime == nullptr) continue;
+      Plugin again(creator->createPlugin("parsed", p.runtime->getFieldsToSerialize(), TensorRTPhase::kRUNTIME));
+      Check(again.build != nullptr && again.build->getMetadataString() == metadata,
+            std::string(node.op) + ": its serialised fields give the same plugin back");
+    }
+    Check(seen == count, "every creator was given the parser's fields: " + std::to_string(seen) + " of " +
+                             std::to_string(count));
+  }
 
   const PluginFieldCollection* names = sign->getFieldNames();
   Check(names->nbFields == 3 && std::strcmp(names->fields[0].name, "num_hash") == 0 &&
@@ -423,9 +493,12 @@ int main(int argc, char** argv) {
   // ---- serialisation and cloning -----------------------------------------------------------------
   {
     const PluginFieldCollection* saved = sh.runtime->getFieldsToSerialize();
-    Check(saved && saved->nbFields == 3 && saved->fields[0].type == PluginFieldType::kINT64 &&
-              saved->fields[2].type == PluginFieldType::kCHAR,
-          "serialised fields: the three attributes (ints as kINT64, the string as kCHAR)");
+    // The three attributes, then the declared workspace (trt_workspace_check.cc follows its journey).
+    Check(saved && saved->nbFields == 4 && saved->fields[0].type == PluginFieldType::kINT64 &&
+              saved->fields[2].type == PluginFieldType::kCHAR &&
+              std::strcmp(saved->fields[3].name, "bucketrt_workspace_bytes") == 0 &&
+              saved->fields[3].type == PluginFieldType::kINT64,
+          "serialised fields: the three attributes (ints as kINT64, the string as kCHAR) and the declared workspace");
     Plugin again(sign->createPlugin("sh", saved, TensorRTPhase::kRUNTIME));
     Check(again.build && std::string(again.build->getMetadataString()) == sh.build->getMetadataString(),
           "createPlugin(kRUNTIME) on the serialised fields gives the same plugin");

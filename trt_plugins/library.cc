@@ -22,9 +22,14 @@
 // of the program, or RTLD_LOCAL by Python's tensorrt module) and never loads. The library thus has
 // no link-time dependency on TensorRT. BUCKETRT_TRT_NO_AUTOREGISTER=1 turns the load-time
 // registration off.
+//
+// A TensorRT of another major (its interfaces differ: TensorRT 11 changed ILoggerFinder and
+// IPluginRegistry) is not found by that soname, so it is looked for among the loaded objects'
+// names; the load and getCreators then register nothing and say so in one line.
 #include <NvInferRuntime.h>
 #include <NvInferVersion.h>
 #include <dlfcn.h>
+#include <link.h>
 #include <unwind.h>
 
 #include <atomic>
@@ -32,6 +37,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <string>
 #include <vector>
 
 #include "bucketrt/validate.h"
@@ -52,7 +59,10 @@ using Severity = nvinfer1::ILogger::Severity;
 // The libnvinfer of this TensorRT major version, as the dynamic loader knows it.
 constexpr const char* kNvinferSoname = "libnvinfer.so." BUCKETRT_TRT_STRING(NV_TENSORRT_MAJOR);
 
-std::atomic<nvinfer1::ILoggerFinder*> g_logger_finder{nullptr};
+// The first logger finder TensorRT gave (setLoggerFinder), as NVIDIA's plugin libraries keep it:
+// a later call (another registry loading the library again) does not replace it.
+std::mutex g_logger_finder_mutex;
+nvinfer1::ILoggerFinder* g_logger_finder = nullptr;
 // Set when the constructor registered the creators itself (getCreators then hands out none).
 std::atomic<bool> g_registered_at_load{false};
 
@@ -63,6 +73,54 @@ void* TensorRtFunction(const char* name) {
   void* function = dlsym(handle, name);
   dlclose(handle);  // only the reference RTLD_NOLOAD took: TensorRT stays loaded
   return function;
+}
+
+// The TensorRT major version of the libnvinfer.so.<major> loaded in this process, from the loaded
+// objects' file names (dl_iterate_phdr; not dlopen, which would only find this build's soname):
+// 0 if none is loaded. `path` receives its file name.
+int LoadedTensorRtMajor(std::string* path) {
+  struct Found {
+    int major = 0;
+    std::string path;
+  } found;
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* data) -> int {
+        const char* name = info->dlpi_name != nullptr ? info->dlpi_name : "";
+        const char* slash = std::strrchr(name, '/');
+        const char* base = slash != nullptr ? slash + 1 : name;
+        constexpr char kPrefix[] = "libnvinfer.so.";
+        if (std::strncmp(base, kPrefix, sizeof kPrefix - 1) != 0) return 0;
+        const int major = std::atoi(base + sizeof kPrefix - 1);
+        if (major <= 0) return 0;
+        auto* out = static_cast<Found*>(data);
+        out->major = major;
+        out->path = name;
+        return major == NV_TENSORRT_MAJOR ? 1 : 0;  // this build's major wins where several are loaded
+      },
+      &found);
+  if (path != nullptr) *path = found.path;
+  return found.major;
+}
+
+// "" when the TensorRT loaded here (if any) is the major these headers belong to; else the one
+// line that says it is not. Asks getInferLibMajorVersion too where this build's soname is loaded.
+std::string MajorMismatch() {
+  std::string path;
+  int major = LoadedTensorRtMajor(&path);
+  if (major == NV_TENSORRT_MAJOR) {
+    using GetMajor = int32_t (*)() noexcept;
+    if (auto get_major = reinterpret_cast<GetMajor>(TensorRtFunction("getInferLibMajorVersion"))) major = get_major();
+  }
+  if (major == 0 || major == NV_TENSORRT_MAJOR) return {};
+  return Format("bucketrt: libbucketrt_trt.so was built for TensorRT %d, but TensorRT %d is loaded (%s); its plugins "
+                "are not registered: build bucketrt against TensorRT %d's headers (TensorRT_ROOT=... make install)",
+                NV_TENSORRT_MAJOR, major, path.c_str(), major);
+}
+
+// Logs `line` the first time only: TensorRT may ask for the creators more than once.
+void LogOnce(const std::string& line) {
+  static std::atomic<bool> logged{false};
+  if (!logged.exchange(true)) Log(Severity::kERROR, line);
 }
 
 // Whether a frame of the calling thread's stack is TensorRT's (libnvinfer*): the constructor then
@@ -101,16 +159,13 @@ __attribute__((constructor)) void RegisterAtLoad() noexcept {
     if (off != nullptr && *off != '\0' && std::strcmp(off, "0") != 0) return;
     using GetRegistry = nvinfer1::IPluginRegistry* (*)() noexcept;
     auto get_registry = reinterpret_cast<GetRegistry>(TensorRtFunction("getPluginRegistry"));
-    if (get_registry == nullptr) return;  // no TensorRT (yet): loadLibrary will call getCreators
-    if (LoadedByTensorRt()) return;
-    using GetMajor = int32_t (*)() noexcept;
-    auto get_major = reinterpret_cast<GetMajor>(TensorRtFunction("getInferLibMajorVersion"));
-    if (get_major != nullptr && get_major() != NV_TENSORRT_MAJOR) {
-      Log(Severity::kERROR, Format("bucketrt: this plugin library was built for TensorRT %d, not for the "
-                                   "TensorRT %d loaded here; its plugins are not registered",
-                                   NV_TENSORRT_MAJOR, static_cast<int>(get_major())));
+    // Another major's TensorRT is not found by this build's soname: said here, once.
+    if (const std::string mismatch = MajorMismatch(); !mismatch.empty()) {
+      LogOnce(mismatch);
       return;
     }
+    if (get_registry == nullptr) return;  // no TensorRT (yet): loadLibrary will call getCreators
+    if (LoadedByTensorRt()) return;
     nvinfer1::IPluginRegistry* registry = get_registry();
     if (registry == nullptr) return;
     bool registered = false;
@@ -154,7 +209,12 @@ const std::vector<nvinfer1::IPluginCreatorInterface*>& Creators() {
 void Log(Severity severity, const std::string& message) noexcept {
   try {
     nvinfer1::ILogger* logger = nullptr;
-    if (nvinfer1::ILoggerFinder* finder = g_logger_finder.load()) logger = finder->findLogger();
+    nvinfer1::ILoggerFinder* finder = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(g_logger_finder_mutex);
+      finder = g_logger_finder;
+    }
+    if (finder != nullptr) logger = finder->findLogger();
     if (logger == nullptr) {
       using GetLogger = nvinfer1::ILogger* (*)() noexcept;
       if (auto get_logger = reinterpret_cast<GetLogger>(TensorRtFunction("getLogger"))) logger = get_logger();
@@ -174,13 +234,19 @@ void Log(Severity severity, const std::string& message) noexcept {
 // ---- TensorRT's plugin-library entry points ------------------------------------------------------
 
 BUCKETRT_TRT_EXPORT void setLoggerFinder(nvinfer1::ILoggerFinder* finder) {
-  bucketrt::trt::g_logger_finder.store(finder);
+  std::lock_guard<std::mutex> lock(bucketrt::trt::g_logger_finder_mutex);
+  if (bucketrt::trt::g_logger_finder == nullptr) bucketrt::trt::g_logger_finder = finder;
 }
 
 BUCKETRT_TRT_EXPORT nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators) {
   nbCreators = 0;
   try {
     const std::vector<nvinfer1::IPluginCreatorInterface*>& creators = bucketrt::trt::Creators();
+    // A TensorRT of another major would misread these creators (its interfaces differ): none.
+    if (const std::string mismatch = bucketrt::trt::MajorMismatch(); !mismatch.empty()) {
+      bucketrt::trt::LogOnce(mismatch);
+      return creators.data();
+    }
     // Registered at load time already: handing them to TensorRT again would make loadLibrary fail.
     if (!bucketrt::trt::g_registered_at_load.load()) nbCreators = static_cast<int32_t>(creators.size());
     return creators.data();

@@ -185,8 +185,8 @@ std::string ReadFields(const spec::OpSpec& op, const nvinfer1::PluginFieldCollec
 
 // ---- SpecPlugin --------------------------------------------------------------------------------
 
-SpecPlugin::SpecPlugin(const spec::OpSpec& op, Attributes attrs, std::string node)
-    : op_(&op), attrs_(std::move(attrs)), node_(std::move(node)) {
+SpecPlugin::SpecPlugin(const spec::OpSpec& op, Attributes attrs, std::string node, size_t declared_workspace)
+    : op_(&op), attrs_(std::move(attrs)), node_(std::move(node)), declared_workspace_(declared_workspace) {
   metadata_ = std::string(op.name) + "(";
   for (size_t i = 0; i < attrs_.values().size(); ++i) {
     const Attributes::Value& v = attrs_.values()[i];
@@ -209,7 +209,7 @@ nvinfer1::IPluginV3* SpecPlugin::clone() noexcept {
   return Guard(
       "clone",
       [&]() -> nvinfer1::IPluginV3* {
-        auto* copy = new SpecPlugin(*op_, attrs_, node_);
+        auto* copy = new SpecPlugin(*op_, attrs_, node_, declared_workspace_);
         copy->recorder_ = recorder_;
         return copy;
       },
@@ -326,7 +326,39 @@ std::string SpecPlugin::PlanShapes(int count, const nvinfer1::PluginTensorDesc* 
     types[i] = in[i].type;
     dims[i] = in[i].dims;
   }
-  return PlanShapes(count, types, dims, env, workspace_bytes);
+  std::string error = PlanShapes(count, types, dims, env, workspace_bytes);
+  if (error.empty() && *workspace_bytes > declared_workspace_) {
+    error = Format("%s: these shapes need %zu bytes of workspace, more than the %zu the engine's optimisation "
+                   "profile declared (shapes outside the profile the engine was built for?)",
+                   op_->name, *workspace_bytes, declared_workspace_);
+  }
+  return error;
+}
+
+std::string SpecPlugin::ProfileWorkspace(int count, const nvinfer1::DynamicPluginTensorDesc* in,
+                                         size_t* workspace_bytes) const {
+  *workspace_bytes = 0;
+  if (count != op_->num_inputs) return Format("%s: expected %d inputs, got %d", op_->name, op_->num_inputs, count);
+  DataType types[kMaxTensors];
+  nvinfer1::Dims low_dims[kMaxTensors], high_dims[kMaxTensors];
+  TensorDesc low[kMaxTensors], high[kMaxTensors];
+  for (int i = 0; i < count; ++i) {
+    types[i] = in[i].desc.type;
+    low_dims[i] = in[i].min;
+    high_dims[i] = in[i].max;
+    low[i] = {DataTypeName(types[i]), low_dims[i].nbDims, low_dims[i].d};
+    high[i] = {DataTypeName(types[i]), high_dims[i].nbDims, high_dims[i].d};
+  }
+  Bindings low_env, high_env;
+  std::string error = BindInputs(*op_, attrs_, high, count, &high_env);
+  // The smallest shapes only narrow the bound (LSHCumulation's D); unbound, every dim counts from 0.
+  const bool low_bound = BindInputs(*op_, attrs_, low, count, &low_env).empty();
+  if (error.empty()) error = cuda::WorkspaceBound(*op_, attrs_, low_bound ? &low_env : nullptr, high_env, workspace_bytes);
+  if (!error.empty()) {
+    return Format("%s; the optimisation profile's max shapes admit no workspace bound, so the engine cannot be built "
+                  "(narrow the profile)", error.c_str());
+  }
+  return {};
 }
 
 int32_t SpecPlugin::configurePlugin(const nvinfer1::DynamicPluginTensorDesc* in, int32_t nbInputs,
@@ -348,21 +380,26 @@ int32_t SpecPlugin::configurePlugin(const nvinfer1::DynamicPluginTensorDesc* in,
         }
         // The profile may admit shapes the op refuses (a minimum below what the op's own checks
         // allow, say): they fail in onShapeChange when they come, so a warning is enough here.
-        const struct {
-          const char* name;
-          nvinfer1::Dims nvinfer1::DynamicPluginTensorDesc::*dims;
-        } bounds[] = {{"min", &nvinfer1::DynamicPluginTensorDesc::min}, {"max", &nvinfer1::DynamicPluginTensorDesc::max}};
-        for (const auto& bound : bounds) {
+        {
           nvinfer1::Dims dims[kMaxTensors];
-          for (int i = 0; i < nbInputs; ++i) dims[i] = in[i].*bound.dims;
+          for (int i = 0; i < nbInputs; ++i) dims[i] = in[i].min;
           Bindings env;
           size_t bytes = 0;
           error = PlanShapes(nbInputs, types, dims, &env, &bytes);
           if (!error.empty()) {
-            Log(Severity::kWARNING, Format("%s; inputs of the optimisation profile's %s shapes will be refused at run time",
-                                           WithNode(error, node_).c_str(), bound.name));
+            Log(Severity::kWARNING, Format("%s; inputs of the optimisation profile's min shapes will be refused at run time",
+                                           WithNode(error, node_).c_str()));
           }
         }
+        // The workspace TensorRT allocates once for the whole profile: without a bound (the max
+        // shapes refused, or planning them failed) no workspace is safe, so the build fails here.
+        size_t bound = 0;
+        error = ProfileWorkspace(nbInputs, in, &bound);
+        if (!error.empty()) {
+          Report(ErrorCode::kINVALID_ARGUMENT, error);
+          return -1;
+        }
+        declared_workspace_ = std::max(declared_workspace_, bound);
         return 0;
       },
       -1);
@@ -374,24 +411,18 @@ size_t SpecPlugin::getWorkspaceSize(const nvinfer1::DynamicPluginTensorDesc* inp
   return Guard(
       "getWorkspaceSize",
       [&]() -> size_t {
-        if (nbInputs != op_->num_inputs || nbOutputs != op_->num_outputs) return size_t{0};
-        // TensorRT allocates this once for every shape of the profile. The op table's workspaces
-        // grow with every dim (cuda/README.md), so the max shapes' is the one; min and opt are
-        // planned too, so that an op whose plan changes way inside the range is still covered there.
-        size_t largest = 0;
-        for (auto member : {&nvinfer1::DynamicPluginTensorDesc::min, &nvinfer1::DynamicPluginTensorDesc::opt,
-                            &nvinfer1::DynamicPluginTensorDesc::max}) {
-          DataType types[kMaxTensors];
-          nvinfer1::Dims dims[kMaxTensors];
-          for (int i = 0; i < nbInputs; ++i) {
-            types[i] = inputs[i].desc.type;
-            dims[i] = inputs[i].*member;
-          }
-          Bindings env;
-          size_t bytes = 0;
-          if (PlanShapes(nbInputs, types, dims, &env, &bytes).empty()) largest = std::max(largest, bytes);
+        // TensorRT allocates this once for every shape of the profile: a bound over all of them
+        // (cuda::WorkspaceBound), not the plan of a few. configurePlugin failed the build already
+        // where there is none; the error is repeated here rather than a size that could be overrun.
+        std::string error = CountError(*op_, nbInputs, nbOutputs);
+        size_t bound = 0;
+        if (error.empty()) error = ProfileWorkspace(nbInputs, inputs, &bound);
+        if (!error.empty()) {
+          Report(ErrorCode::kINVALID_ARGUMENT, error);
+          return size_t{0};
         }
-        return largest;
+        declared_workspace_ = std::max(declared_workspace_, bound);
+        return bound;
       },
       size_t{0});
 }
@@ -439,7 +470,8 @@ int32_t SpecPlugin::enqueue(const nvinfer1::PluginTensorDesc* inputDesc, const n
                  Format("%s: TensorRT gave no workspace, %zu bytes needed", op_->name, bytes));
           return -1;
         }
-        error = cuda::Launch(*op_, attrs_, env, inputs, outputs, workspace, bytes, stream);
+        // What TensorRT allocated (the declared size), so that the launchers' own guard holds.
+        error = cuda::Launch(*op_, attrs_, env, inputs, outputs, workspace, declared_workspace_, stream);
         if (!error.empty()) {
           Report(ErrorCode::kFAILED_EXECUTION, error);
           return -1;
@@ -453,7 +485,7 @@ nvinfer1::IPluginV3* SpecPlugin::attachToContext(nvinfer1::IPluginResourceContex
   return Guard(
       "attachToContext",
       [&]() -> nvinfer1::IPluginV3* {
-        auto* attached = new SpecPlugin(*op_, attrs_, node_);
+        auto* attached = new SpecPlugin(*op_, attrs_, node_, declared_workspace_);
         attached->recorder_ = context != nullptr ? context->getErrorRecorder() : nullptr;
         return attached;
       },
@@ -465,7 +497,7 @@ const nvinfer1::PluginFieldCollection* SpecPlugin::getFieldsToSerialize() noexce
       "getFieldsToSerialize",
       [&]() -> const nvinfer1::PluginFieldCollection* {
         const std::vector<Attributes::Value>& values = attrs_.values();
-        field_ints_.assign(values.size(), 0);  // sized first: the fields point into it
+        field_ints_.assign(values.size() + 1, 0);  // sized first: the fields point into it
         fields_.clear();
         for (size_t i = 0; i < values.size(); ++i) {
           const Attributes::Value& v = values[i];
@@ -477,6 +509,8 @@ const nvinfer1::PluginFieldCollection* SpecPlugin::getFieldsToSerialize() noexce
                                  static_cast<int32_t>(v.string_value.size() + 1));
           }
         }
+        field_ints_.back() = static_cast<int64_t>(declared_workspace_);
+        fields_.emplace_back(kDeclaredWorkspaceField, &field_ints_.back(), nvinfer1::PluginFieldType::kINT64, 1);
         field_collection_.nbFields = static_cast<int32_t>(fields_.size());
         field_collection_.fields = fields_.data();
         return &field_collection_;
@@ -516,16 +550,34 @@ nvinfer1::IPluginV3* SpecPluginCreator::createPlugin(const char* name, const nvi
       "createPlugin",
       [&]() -> nvinfer1::IPluginV3* {
         const std::string node = name != nullptr ? name : "";
+        // The declared workspace (a serialised plugin) is no attribute: taken out before the rest.
+        std::vector<nvinfer1::PluginField> attribute_fields;
+        size_t declared_workspace = 0;
+        std::string error;
+        const int count = fc != nullptr && fc->fields != nullptr ? fc->nbFields : 0;
+        for (int f = 0; f < count; ++f) {
+          const nvinfer1::PluginField& field = fc->fields[f];
+          if (field.name == nullptr || std::strcmp(field.name, kDeclaredWorkspaceField) != 0) {
+            attribute_fields.push_back(field);
+          } else if (field.type != nvinfer1::PluginFieldType::kINT64 || field.length != 1 || field.data == nullptr ||
+                     ReadInt<int64_t>(field.data) < 0) {
+            error = Format("%s: field '%s' must be one non-negative kINT64", op_->name, kDeclaredWorkspaceField);
+          } else {
+            declared_workspace = static_cast<size_t>(ReadInt<int64_t>(field.data));
+          }
+        }
+        nvinfer1::PluginFieldCollection attributes{static_cast<int32_t>(attribute_fields.size()),
+                                                   attribute_fields.data()};
         std::vector<RawAttribute> raw;
         Attributes attrs;
-        std::string error = ReadFields(*op_, fc, &raw);
+        if (error.empty()) error = ReadFields(*op_, &attributes, &raw);
         if (error.empty()) error = ResolveAttributes(*op_, raw, &attrs);
         if (error.empty()) error = cuda::CheckAttributes(*op_, attrs);
         if (!error.empty()) {
           Log(Severity::kERROR, WithNode(error, node));
           return nullptr;
         }
-        return new SpecPlugin(*op_, std::move(attrs), node);
+        return new SpecPlugin(*op_, std::move(attrs), node, declared_workspace);
       },
       static_cast<nvinfer1::IPluginV3*>(nullptr));
 }

@@ -7,13 +7,16 @@
 //   getOutputShapes               -> each output dim: an int attribute (constant) or an input's dim
 //   supportsFormatCombination     -> linear; int32 where the spec says so; float tensors one type in
 //                                    the op's float_types (kFLOAT / kHALF)
-//   configurePlugin               -> types checked; the profile's min and max shapes bound and planned
-//                                    (a failure there is a warning: such shapes fail at run time)
-//   getWorkspaceSize              -> the largest cuda::Plan workspace over the profile's min, opt, max
-//   onShapeChange                 -> BindInputs + cuda::Plan on the real shapes (errors are errors)
-//   enqueue                       -> BindInputs + cuda::Plan + cuda::Launch on TensorRT's stream and
-//                                    workspace; no allocation, no synchronisation
-//   getFieldsToSerialize          -> the resolved attributes (ints as kINT64, strings as kCHAR)
+//   configurePlugin               -> types checked; the profile's min shapes planned (a failure is a
+//                                    warning: such shapes fail at run time); the workspace bound over
+//                                    the whole profile (cuda::WorkspaceBound: a failure fails the build)
+//   getWorkspaceSize              -> that bound, which the plugin keeps as its declared workspace
+//   onShapeChange                 -> BindInputs + cuda::Plan on the real shapes; refused when the
+//                                    shapes need more workspace than declared (errors are errors)
+//   enqueue                       -> the same, then cuda::Launch on TensorRT's stream with TensorRT's
+//                                    workspace of the declared size; no allocation, no synchronisation
+//   getFieldsToSerialize          -> the resolved attributes (ints as kINT64, strings as kCHAR) and the
+//                                    declared workspace (kDeclaredWorkspaceField, kINT64)
 //
 // Errors are the shared checks' words with the node's name, returned as non-zero and reported
 // through the execution context's error recorder (attachToContext) or else TensorRT's logger;
@@ -41,7 +44,7 @@ class SpecPlugin final : public nvinfer1::IPluginV3,
                          public nvinfer1::IPluginV3OneRuntime {
  public:
   // `attrs` resolved and checked (SpecPluginCreator::createPlugin); `node` names it in messages.
-  SpecPlugin(const spec::OpSpec& op, Attributes attrs, std::string node);
+  SpecPlugin(const spec::OpSpec& op, Attributes attrs, std::string node, size_t declared_workspace = 0);
 
   // IPluginV3
   nvinfer1::IPluginCapability* getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept override;
@@ -81,8 +84,12 @@ class SpecPlugin final : public nvinfer1::IPluginV3,
   // Binds `count` inputs of the given types and dims (BindInputs) and plans them (cuda::Plan).
   std::string PlanShapes(int count, const nvinfer1::DataType* types, const nvinfer1::Dims* dims, Bindings* env,
                          size_t* workspace_bytes) const;
-  // The same for runtime tensor descriptions (onShapeChange, enqueue).
+  // The same for runtime tensor descriptions (onShapeChange, enqueue), refused when the shapes need
+  // more workspace than the plugin declared (what TensorRT allocated).
   std::string PlanShapes(int count, const nvinfer1::PluginTensorDesc* in, Bindings* env, size_t* workspace_bytes) const;
+  // The workspace every shape of the profile `in` describes fits (cuda::WorkspaceBound over its
+  // min and max shapes), or the error.
+  std::string ProfileWorkspace(int count, const nvinfer1::DynamicPluginTensorDesc* in, size_t* workspace_bytes) const;
   // Reports `error` (shared checks' words) with the node's name: the error recorder when attached,
   // TensorRT's logger otherwise.
   void Report(nvinfer1::ErrorCode code, const std::string& error) const noexcept;
@@ -92,6 +99,9 @@ class SpecPlugin final : public nvinfer1::IPluginV3,
   std::string node_;
   std::string metadata_;  // "Op(attr=value,...)": timing cache ID and metadata string
   nvinfer1::IErrorRecorder* recorder_ = nullptr;
+  // The workspace TensorRT allocates for this plugin: the largest bound getWorkspaceSize gave
+  // (mutable: that method is const), serialised with the attributes and read back at run time.
+  mutable size_t declared_workspace_ = 0;
   // getFieldsToSerialize's storage, valid until the next call.
   std::vector<int64_t> field_ints_;
   std::vector<nvinfer1::PluginField> fields_;
@@ -124,6 +134,10 @@ class SpecPluginCreator final : public nvinfer1::IPluginCreatorV3One {
   std::vector<nvinfer1::PluginField> field_names_;
   nvinfer1::PluginFieldCollection field_collection_{};
 };
+
+// The serialised field carrying a plugin's declared workspace in bytes (kINT64): not an attribute,
+// never in getFieldNames (TensorRT's ONNX parser does not pass it), read back by createPlugin.
+inline constexpr const char* kDeclaredWorkspaceField = "bucketrt_workspace_bytes";
 
 // The plugins' version string: spec::kVersion in decimal ("1").
 const char* PluginVersion();

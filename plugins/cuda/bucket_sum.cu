@@ -1,13 +1,12 @@
 // BucketSum kernels: see bucket_sum.h for the scheme.
 #include "cuda/bucket_sum.h"
 
-#include <cub/device/device_radix_sort.cuh>
-
 #include <algorithm>
 #include <climits>
 
 #include "bucketrt/validate.h"
 #include "cuda/device.cuh"
+#include "cuda/radix_sort.h"
 
 namespace bucketrt::cuda {
 
@@ -123,14 +122,6 @@ __global__ void SumsKernel(SumArgs a, const uint64_t* keys, const int32_t* row_i
   }
 }
 
-cudaError_t SortTempBytes(int64_t entries, int key_bits, size_t* bytes) {
-  *bytes = 0;
-  if (entries == 0) return cudaSuccess;
-  return cub::DeviceRadixSort::SortPairs(nullptr, *bytes, static_cast<const uint64_t*>(nullptr),
-                                         static_cast<uint64_t*>(nullptr), static_cast<const int32_t*>(nullptr),
-                                         static_cast<int32_t*>(nullptr), entries, 0, key_bits, cudaStream_t{});
-}
-
 template <class T>
 cudaError_t Run(const cpu::BucketSumShape& s, const BucketSumCudaPlan& p, const Workspace& w, const int32_t* bucket,
                 const T* weight, const T* vector, T* sum, T* weight_sum, cudaStream_t stream) {
@@ -141,10 +132,8 @@ cudaError_t Run(const cpu::BucketSumShape& s, const BucketSumCudaPlan& p, const 
                                                            w.keys_in, w.rows_in, w.range);
   error = cudaGetLastError();
   if (error != cudaSuccess) return error;
-  size_t temp_bytes = p.sort_temp_bytes;
-  error = cub::DeviceRadixSort::SortPairs(w.sort_temp, temp_bytes, static_cast<const uint64_t*>(w.keys_in),
-                                          w.keys_out, static_cast<const int32_t*>(w.rows_in), w.rows_out, entries, 0,
-                                          p.key_bits, stream);
+  error = RadixSortPairs(w.sort_temp, p.sort_temp_bytes, w.keys_in, w.keys_out, w.rows_in, w.rows_out, entries,
+                         p.key_bits, stream);
   if (error != cudaSuccess) return error;
   const SumArgs a{s.groups, s.rows, s.dim, s.num_buckets, p.bucket_bits};
   SumsKernel<T><<<Blocks(s.groups * s.num_buckets * (s.dim + 1)), kThreads, 0, stream>>>(
@@ -169,7 +158,7 @@ std::string PlanBucketSumCuda(const cpu::BucketSumShape& s, BucketSumCudaPlan* p
     return Format("BucketSum: input 'bucket' has %lld groups; the CUDA kernel's sort keys hold fewer",
                   static_cast<long long>(s.groups));
   }
-  const cudaError_t error = SortTempBytes(s.groups * s.rows, p.key_bits, &p.sort_temp_bytes);
+  const cudaError_t error = RadixSortPairsTempBytes(s.groups * s.rows, p.key_bits, &p.sort_temp_bytes);
   if (error != cudaSuccess) return CudaErrorText("BucketSum", "planning the row sort", error);
   p.workspace_bytes = Carve(s, p, nullptr).bytes;
   *plan = p;

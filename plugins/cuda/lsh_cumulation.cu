@@ -1,24 +1,66 @@
 // LSHCumulation kernels: see lsh_cumulation.h for the two ways.
 #include "cuda/lsh_cumulation.h"
 
-#include <cub/device/device_radix_sort.cuh>
-
 #include <algorithm>
 #include <climits>
 
 #include "bucketrt/validate.h"
 #include "cuda/device.cuh"
+#include "cuda/radix_sort.h"
 
 namespace bucketrt::cuda {
 
 namespace {
 
 // Dense way: one batch row's m tables must fit this, or the sorted way runs instead.
-constexpr double kDenseRowBytes = 256.0 * 1024 * 1024;
+constexpr int64_t kDenseRowBytes = int64_t{256} << 20;
 // Dense way: tables cleared, filled and read per pass; small enough to stay in L2 between kernels.
 constexpr int64_t kDenseSliceBytes = int64_t{24} << 20;
 // Sorted way: bytes of sort keys, indices and bucket sums per pass (at least one segment).
 constexpr int64_t kSortedSliceBytes = int64_t{256} << 20;
+// Sorted way: the buffers of one entry (a key's (segment, code) pair): two keys, two indices.
+constexpr int64_t kEntryIndexBytes = 2 * 8 + 2 * 4;
+// Sorted way: the five entry buffers are each 256-byte aligned inside their region.
+constexpr int64_t kEntryRegionSlack = 5 * static_cast<int64_t>(kWorkspaceAlign);
+
+// Every size below is monotone: never smaller when a dim (B, Nq, Nk, m, D) grows, so that the
+// workspace TensorRT allocates once for a profile's largest shapes serves all of them
+// (LshCumulationWorkspaceBound). Slices are cut from a budget that grows with the dims, never the
+// budget from the slices (floor(budget / row) * row is not monotone).
+
+// Dense: the tables' bytes, min(B * per_row, max(kDenseSliceBytes, per_row)); slice_rows of them
+// fit. Exact integer arithmetic, no overflow (B * per_row is formed only when it is the smaller).
+int64_t DenseTableBytes(int64_t batch, int64_t per_row) {
+  if (per_row == 0) return 0;
+  const int64_t budget = std::max(kDenseSliceBytes, per_row);
+  return batch <= budget / per_row ? batch * per_row : budget;
+}
+
+int64_t EntryBytes(int64_t dim) { return kEntryIndexBytes + dim * static_cast<int64_t>(sizeof(float)); }
+
+// Sorted: the bytes of the entry buffers, min(B*m*Nk * e, max(kSortedSliceBytes, Nk * e)) for e =
+// EntryBytes(D) (one pass at least holds one segment's Nk entries), without the alignment slack.
+int64_t EntryPayloadBytes(int64_t segments, int64_t num_key, int64_t dim) {
+  const int64_t per_segment = num_key * EntryBytes(dim);
+  if (per_segment == 0) return 0;
+  const int64_t budget = std::max(kSortedSliceBytes, per_segment);
+  return segments <= budget / per_segment ? segments * per_segment : budget;
+}
+
+// Sorted: the entries those bytes hold (at least Nk when any), and the largest value a key's
+// segment field takes: slice_segments <= min(B*m, kSortedSliceBytes / kEntryIndexBytes), a bound
+// that grows with B and m only, so that the sort's key bits (and its temporary storage) do too.
+int64_t EntryCapacity(int64_t segments, int64_t num_key, int64_t dim) {
+  return EntryPayloadBytes(segments, num_key, dim) / EntryBytes(dim);
+}
+int SegmentBits(int64_t largest_segment) {  // enough for 0 .. largest_segment (the masked keys')
+  int bits = 0;
+  while ((int64_t{1} << bits) <= largest_segment) ++bits;
+  return bits;
+}
+int64_t SegmentFieldBound(int64_t segments) {
+  return std::max<int64_t>(1, std::min(segments, kSortedSliceBytes / kEntryIndexBytes));
+}
 
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = int64_t{1} << 20;
@@ -31,7 +73,7 @@ unsigned Blocks(int64_t threads) {
 // The workspace, carved in a fixed order (Plan counts with base == nullptr).
 struct Workspace {
   unsigned long long* first_bad = nullptr;  // smallest flat index of a bad live code (query first)
-  float* tables = nullptr;                  // dense: [slice_rows, m, capacity, D]
+  float* tables = nullptr;                  // dense: [slice_rows, m, capacity, D] and unused rest
   float* acc = nullptr;                     // sorted: [B, Nq, D] float32 sums over the hashes
   uint64_t* keys_in = nullptr;              // sorted: per pass, (segment, code) of each key
   uint64_t* keys_out = nullptr;
@@ -47,27 +89,23 @@ Workspace Carve(const cpu::LshCumulationShape& s, const LshCumulationCudaPlan& p
   Workspace w;
   w.first_bad = layout.Take<unsigned long long>(1);
   if (!p.sorted) {
-    w.tables = layout.Take<float>(static_cast<size_t>(p.slice_rows * s.num_hash * s.capacity * s.dim));
+    w.tables = layout.Take<float>(p.table_bytes / sizeof(float));
   } else {
-    const size_t entries = static_cast<size_t>(p.slice_segments * s.num_key);
     w.acc = layout.Take<float>(static_cast<size_t>(s.batch * s.num_query * s.dim));
-    w.keys_in = layout.Take<uint64_t>(entries);
-    w.keys_out = layout.Take<uint64_t>(entries);
-    w.vals_in = layout.Take<int32_t>(entries);
-    w.vals_out = layout.Take<int32_t>(entries);
-    w.sums = layout.Take<float>(entries * static_cast<size_t>(s.dim));
+    // The entry buffers inside a region of entry_region_bytes (monotone; the buffers' own sizes
+    // are not, since fewer entries fit as D grows).
+    unsigned char* region = layout.Take<unsigned char>(p.entry_region_bytes);
+    WorkspaceLayout entries_layout(region);
+    const size_t entries = static_cast<size_t>(p.slice_entries);
+    w.keys_in = entries_layout.Take<uint64_t>(entries);
+    w.keys_out = entries_layout.Take<uint64_t>(entries);
+    w.vals_in = entries_layout.Take<int32_t>(entries);
+    w.vals_out = entries_layout.Take<int32_t>(entries);
+    w.sums = entries_layout.Take<float>(entries * static_cast<size_t>(s.dim));
     w.sort_temp = layout.Take<unsigned char>(p.sort_temp_bytes);
   }
   w.bytes = layout.bytes();
   return w;
-}
-
-cudaError_t SortTempBytes(int64_t entries, int key_bits, size_t* bytes) {
-  *bytes = 0;
-  if (entries == 0) return cudaSuccess;
-  return cub::DeviceRadixSort::SortPairs(nullptr, *bytes, static_cast<const uint64_t*>(nullptr),
-                                         static_cast<uint64_t*>(nullptr), static_cast<const int32_t*>(nullptr),
-                                         static_cast<int32_t*>(nullptr), entries, 0, key_bits, cudaStream_t{});
 }
 
 // ---- value access, one float or four ---------------------------------------------------------
@@ -326,10 +364,8 @@ cudaError_t RunSorted(const cpu::LshCumulationShape& s, const LshCumulationCudaP
     MakeKeysKernel<<<Blocks(entries), kThreads, 0, stream>>>(a, w.keys_in, w.vals_in);
     error = cudaGetLastError();
     if (error != cudaSuccess) return error;
-    size_t temp_bytes = p.sort_temp_bytes;
-    error = cub::DeviceRadixSort::SortPairs(w.sort_temp, temp_bytes, static_cast<const uint64_t*>(w.keys_in),
-                                            w.keys_out, static_cast<const int32_t*>(w.vals_in), w.vals_out,
-                                            entries, 0, p.key_bits, stream);
+    error = RadixSortPairs(w.sort_temp, p.sort_temp_bytes, w.keys_in, w.keys_out, w.vals_in, w.vals_out, entries,
+                           p.key_bits, stream);
     if (error != cudaSuccess) return error;
     RunSumsKernel<T><<<Blocks(entries * s.dim), kThreads, 0, stream>>>(a, w.keys_out, w.vals_out, value, w.sums,
                                                                         entries);
@@ -368,13 +404,23 @@ cudaError_t Run(const cpu::LshCumulationShape& s, const LshCumulationCudaPlan& p
 
 }  // namespace
 
+namespace {
+
+// Bytes of one batch row's m dense tables, in floating point: m * capacity * D * 4 may overflow.
+double DenseRowBytes(const cpu::LshCumulationShape& s) {
+  return static_cast<double>(s.num_hash) * static_cast<double>(s.capacity) * static_cast<double>(s.dim) *
+         sizeof(float);
+}
+
+}  // namespace
+
 std::string PlanLshCumulationCuda(const cpu::LshCumulationShape& s, bool deterministic, LshCumulationCudaPlan* plan) {
   LshCumulationCudaPlan p;
-  const double row_bytes = static_cast<double>(s.num_hash) * static_cast<double>(s.capacity) *
-                           static_cast<double>(s.dim) * sizeof(float);
-  if (!deterministic && row_bytes <= kDenseRowBytes) {
+  if (!deterministic && DenseRowBytes(s) <= static_cast<double>(kDenseRowBytes)) {
     const int64_t per_row = s.num_hash * s.capacity * s.dim * static_cast<int64_t>(sizeof(float));
-    p.slice_rows = std::max<int64_t>(1, std::min(s.batch, kDenseSliceBytes / per_row));
+    p.table_bytes = static_cast<size_t>(DenseTableBytes(s.batch, per_row));
+    p.slice_rows = per_row == 0 ? std::max<int64_t>(1, s.batch)
+                                : std::max<int64_t>(1, std::min(s.batch, static_cast<int64_t>(p.table_bytes) / per_row));
   } else {
     p.sorted = true;
     if (s.num_key > INT32_MAX) {
@@ -384,16 +430,17 @@ std::string PlanLshCumulationCuda(const cpu::LshCumulationShape& s, bool determi
     }
     while (p.code_bits < 31 && (int64_t{1} << p.code_bits) < s.capacity) ++p.code_bits;
     const int64_t segments = s.batch * s.num_hash;
-    const int64_t entry_bytes = 2 * 8 + 2 * 4 + s.dim * static_cast<int64_t>(sizeof(float));
-    p.slice_segments = std::max<int64_t>(1, std::min(segments, kSortedSliceBytes / (s.num_key * entry_bytes)));
-    int segment_bits = 0;  // enough for 0 .. slice_segments (the masked keys' segment)
-    while ((int64_t{1} << segment_bits) <= p.slice_segments) ++segment_bits;
-    p.key_bits = p.code_bits + segment_bits;
-    size_t full = 0, last = 0;
-    cudaError_t error = SortTempBytes(p.slice_segments * s.num_key, p.key_bits, &full);
-    if (error == cudaSuccess) error = SortTempBytes((segments % p.slice_segments) * s.num_key, p.key_bits, &last);
+    p.slice_entries = EntryCapacity(segments, s.num_key, s.dim);
+    p.entry_region_bytes = static_cast<size_t>(EntryPayloadBytes(segments, s.num_key, s.dim) + kEntryRegionSlack);
+    p.slice_segments = s.num_key == 0 ? std::max<int64_t>(1, segments)
+                                      : std::max<int64_t>(1, std::min(segments, p.slice_entries / s.num_key));
+    // The sort runs on this slice's bits; its storage is sized for the bound of the segment field,
+    // which grows with B and m only (slice_segments may shrink when Nk grows).
+    p.key_bits = p.code_bits + SegmentBits(p.slice_segments);
+    const cudaError_t error =
+        RadixSortPairsTempBytes(p.slice_entries, p.code_bits + SegmentBits(SegmentFieldBound(segments)),
+                                &p.sort_temp_bytes);
     if (error != cudaSuccess) return CudaErrorText("LSHCumulation", "planning the key sort", error);
-    p.sort_temp_bytes = std::max(full, last);
   }
   p.workspace_bytes = Carve(s, p, nullptr).bytes;
   *plan = p;
@@ -403,6 +450,38 @@ std::string PlanLshCumulationCuda(const cpu::LshCumulationShape& s, bool determi
 size_t LshCumulationWorkspaceBytes(const cpu::LshCumulationShape& shape, bool deterministic) {
   LshCumulationCudaPlan plan;
   return PlanLshCumulationCuda(shape, deterministic, &plan).empty() ? plan.workspace_bytes : 0;
+}
+
+std::string LshCumulationWorkspaceBound(const cpu::LshCumulationShape& high, int64_t low_dim, bool deterministic,
+                                        size_t* bytes) {
+  LshCumulationCudaPlan plan;
+  std::string error = PlanLshCumulationCuda(high, deterministic, &plan);
+  if (!error.empty()) return error;
+  // Dense at the largest shapes: every smaller shape is dense too, and the dense sizes are monotone.
+  size_t bound = plan.workspace_bytes;
+  if (plan.sorted) {
+    // Every term of the sorted workspace is monotone but the sort's storage, whose entries shrink
+    // as D grows: sized here for the fewest D of the range (the profile's smallest).
+    const int64_t segments = high.batch * high.num_hash;
+    LshCumulationCudaPlan widest = plan;
+    const cudaError_t sort_error =
+        RadixSortPairsTempBytes(EntryCapacity(segments, high.num_key, std::min(std::max<int64_t>(low_dim, 0), high.dim)),
+                                plan.code_bits + SegmentBits(SegmentFieldBound(segments)), &widest.sort_temp_bytes);
+    if (sort_error != cudaSuccess) return CudaErrorText("LSHCumulation", "planning the key sort", sort_error);
+    bound = std::max(bound, Carve(high, widest, nullptr).bytes);
+    if (!deterministic) {
+      // Smaller m or D may still take the dense way: its largest tables, rows of at most
+      // kDenseRowBytes.
+      LshCumulationCudaPlan dense;
+      const int64_t per_row = DenseRowBytes(high) <= static_cast<double>(kDenseRowBytes)
+                                  ? high.num_hash * high.capacity * high.dim * static_cast<int64_t>(sizeof(float))
+                                  : kDenseRowBytes;
+      dense.table_bytes = static_cast<size_t>(DenseTableBytes(high.batch, per_row));
+      bound = std::max(bound, Carve(high, dense, nullptr).bytes);
+    }
+  }
+  *bytes = bound;
+  return {};
 }
 
 cudaError_t LshCumulation(const cpu::LshCumulationShape& s, const LshCumulationCudaPlan& p, FloatType type,

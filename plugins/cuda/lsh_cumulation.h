@@ -33,7 +33,10 @@ namespace bucketrt::cuda {
 struct LshCumulationCudaPlan {
   bool sorted = false;          // the sort-based way (deterministic, or tables too large)
   int64_t slice_rows = 0;       // dense: batch rows per pass
+  size_t table_bytes = 0;       // dense: the tables' budget (slice_rows rows of m tables fit)
   int64_t slice_segments = 0;   // sorted: (b, h) segments per pass
+  int64_t slice_entries = 0;    // sorted: entries the buffers hold (slice_segments * Nk fit)
+  size_t entry_region_bytes = 0;  // sorted: the entry buffers' region
   int code_bits = 0;            // sorted: bits of a code in a sort key (log2 capacity, at most 31)
   int key_bits = 0;             // sorted: bits of a whole sort key
   size_t sort_temp_bytes = 0;   // sorted: the radix sort's temporary storage
@@ -48,6 +51,13 @@ std::string PlanLshCumulationCuda(const cpu::LshCumulationShape& shape, bool det
 
 // The workspace bytes PlanLshCumulationCuda gives for `shape` (0 if planning fails).
 size_t LshCumulationWorkspaceBytes(const cpu::LshCumulationShape& shape, bool deterministic);
+
+// The most workspace any shape with every dim at most `high`'s and D at least `low_dim` needs
+// (every deterministic mode; dense or sorted when not): TensorRT's getWorkspaceSize for an
+// optimisation profile. "" or the error of planning `high`. Needs a current CUDA device, as the
+// plan does.
+std::string LshCumulationWorkspaceBound(const cpu::LshCumulationShape& high, int64_t low_dim, bool deterministic,
+                                        size_t* bytes);
 
 // Enqueues LSHCumulation on `stream`. `value` and `out` are T (`type`) tensors; all tensors dense
 // row-major on the device; `workspace` holds at least plan.workspace_bytes. Returns the first

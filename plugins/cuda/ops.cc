@@ -64,6 +64,13 @@ std::string Plan(const Attributes& attrs, const Bindings& env, size_t* workspace
   return error;
 }
 
+// Its sorted way's sort storage shrinks as D grows, and the dense and sorted ways alternate as
+// m or D grow: the bound is computed over the range (LshCumulationWorkspaceBound).
+std::string WorkspaceBound(const Attributes& attrs, const Bindings* low, const Bindings& high, size_t* workspace_bytes) {
+  return LshCumulationWorkspaceBound(cpu::LshCumulationShapeOf(attrs, high), low != nullptr ? (*low)["D"] : 0,
+                                     attrs.Int("deterministic") == 1, workspace_bytes);
+}
+
 std::string Launch(const Attributes& attrs, const Bindings& env, const void* const* in, void* const* out,
                    void* workspace, size_t workspace_bytes, cudaStream_t stream) {
   const cpu::LshCumulationShape shape = cpu::LshCumulationShapeOf(attrs, env);
@@ -252,16 +259,20 @@ struct Entry {
   std::string (*launch)(const Attributes&, const Bindings&, const void* const*, void* const*, void*, size_t,
                         cudaStream_t);
   std::string (*check_data)(const Attributes&, const Bindings&, const void* const*, const void*, cudaStream_t);
+  // nullptr: the plan's workspace never shrinks when a dim grows, so Plan at the largest shapes is the bound.
+  std::string (*workspace_bound)(const Attributes&, const Bindings* low, const Bindings& high, size_t*);
 };
 
 constexpr Entry kTable[] = {
-    {&spec::kSignHash, sign::CheckAttributes, sign::Plan, sign::Launch, nullptr},
-    {&spec::kLSHCumulation, lsh::CheckAttributes, lsh::Plan, lsh::Launch, lsh::CheckData},
-    {&spec::kArgmaxHash, argmax::CheckAttributes, argmax::Plan, argmax::Launch, argmax::CheckData},
-    {&spec::kBucketSum, bucket_sum::CheckAttributes, bucket_sum::Plan, bucket_sum::Launch, bucket_sum::CheckData},
-    {&spec::kTop1Dispatch, top1::CheckAttributes, top1::Plan, top1::Launch, nullptr},
-    {&spec::kSortedChunkAttention, chunked::CheckAttributes, chunked::Plan, chunked::Launch, chunked::CheckData},
-    {&spec::kExpertFFN, ffn::CheckAttributes, ffn::Plan, ffn::Launch, ffn::CheckData},
+    {&spec::kSignHash, sign::CheckAttributes, sign::Plan, sign::Launch, nullptr, nullptr},
+    {&spec::kLSHCumulation, lsh::CheckAttributes, lsh::Plan, lsh::Launch, lsh::CheckData, lsh::WorkspaceBound},
+    {&spec::kArgmaxHash, argmax::CheckAttributes, argmax::Plan, argmax::Launch, argmax::CheckData, nullptr},
+    {&spec::kBucketSum, bucket_sum::CheckAttributes, bucket_sum::Plan, bucket_sum::Launch, bucket_sum::CheckData,
+     nullptr},
+    {&spec::kTop1Dispatch, top1::CheckAttributes, top1::Plan, top1::Launch, nullptr, nullptr},
+    {&spec::kSortedChunkAttention, chunked::CheckAttributes, chunked::Plan, chunked::Launch, chunked::CheckData,
+     nullptr},
+    {&spec::kExpertFFN, ffn::CheckAttributes, ffn::Plan, ffn::Launch, ffn::CheckData, nullptr},
 };
 
 const Entry* Find(const spec::OpSpec& op) {
@@ -317,6 +328,16 @@ std::string Plan(const spec::OpSpec& op, const Attributes& attrs, const Bindings
   if (!e) return NoKernel(op);
   std::string error = CheckTensorSizes(op, env);
   return error.empty() ? e->plan(attrs, env, workspace_bytes) : error;
+}
+
+std::string WorkspaceBound(const spec::OpSpec& op, const Attributes& attrs, const Bindings* low, const Bindings& high,
+                           size_t* workspace_bytes) {
+  std::string error = Plan(op, attrs, high, workspace_bytes);
+  const Entry* e = Find(op);
+  if (error.empty() && e != nullptr && e->workspace_bound != nullptr) {
+    error = e->workspace_bound(attrs, low, high, workspace_bytes);
+  }
+  return error;
 }
 
 std::string Launch(const spec::OpSpec& op, const Attributes& attrs, const Bindings& env, const void* const* inputs,

@@ -29,6 +29,14 @@ std::string CheckAttributes(const spec::OpSpec& op, const Attributes& attrs);
 // CUDA device (some plans ask a library for its temporary storage), but touches no tensor.
 std::string Plan(const spec::OpSpec& op, const Attributes& attrs, const Bindings& env, size_t* workspace_bytes);
 
+// The most workspace Plan gives any binding whose every dim is at most `high`'s (and at least
+// `low`'s, where given): what TensorRT allocates once for a whole optimisation profile. Plan at
+// `high` for the ops whose workspace never shrinks when a dim grows, every op but LSHCumulation;
+// "" or the error of planning `high` (a profile whose largest shapes cannot be planned has no
+// bound).
+std::string WorkspaceBound(const spec::OpSpec& op, const Attributes& attrs, const Bindings* low, const Bindings& high,
+                           size_t* workspace_bytes);
+
 // Enqueues the op on `stream` ("" or the error). `workspace` holds Plan's bytes.
 std::string Launch(const spec::OpSpec& op, const Attributes& attrs, const Bindings& env, const void* const* inputs,
                    void* const* outputs, void* workspace, size_t workspace_bytes, cudaStream_t stream);

@@ -373,7 +373,7 @@ class TrtBackend:
 
     def prepare(self, entry: dict, feeds: dict):
         """(serialized engine, code output names, note): the recorded engine, or a fresh build."""
-        from .profiles import ShapeRange, component_profiles, describe_profile, format_shape, widen_to
+        from .profiles import ShapeRange, component_profiles, describe_profile, device_memory, format_shape, widen_to
         from .trt_engine import BuildOptions, build_engine, build_progress
 
         model_path = self.output_dir / entry["files"]["model"]
@@ -397,7 +397,7 @@ class TrtBackend:
                 )
             return path.read_bytes(), [], note
 
-        profile = component_profiles(self.manifest, [entry], {})[entry["name"]]
+        profile = component_profiles(self.manifest, [entry], {}, memory_budget=device_memory())[entry["name"]]
         profile = widen_to(profile, {name: value.shape for name, value in feeds.items()})
         options = BuildOptions(tf32=False, verbose=self.verbose)
         names = _code_names(model_path)

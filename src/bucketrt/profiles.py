@@ -204,13 +204,86 @@ def widen_to(profile: Mapping[str, ShapeRange], shapes: Mapping[str, Iterable[in
     return out
 
 
-def component_profiles(manifest: dict, entries: list[dict], given: Mapping) -> dict[str, dict[str, ShapeRange]]:
+# A token's activations alive at once inside a layer, in hidden widths: the residual stream, the
+# normalised layer input, the attention's output and the tensor being written; plus one
+# feed-forward intermediate. A floor, not TensorRT's exact plan: what an engine of these max shapes
+# cannot do without.
+LIVE_HIDDEN_ACTIVATIONS = 4
+_HIDDEN_KEYS = ("hidden_size", "d_model")
+_FEED_FORWARD_KEYS = ("intermediate_size", "feed_forward_size", "d_ff")
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Activation memory of a profile's max shapes: `tokens` (B·N of the largest token input) rows
+    of `hidden` and `feed_forward` elements of `element_bytes`."""
+
+    tokens: int
+    hidden: int
+    feed_forward: int
+    element_bytes: int
+
+    @property
+    def activation_bytes(self) -> int:
+        """One [B·N, hidden] activation."""
+        return self.tokens * self.hidden * self.element_bytes
+
+    @property
+    def total_bytes(self) -> int:
+        return self.tokens * self.element_bytes * (LIVE_HIDDEN_ACTIVATIONS * self.hidden + self.feed_forward)
+
+    def describe(self) -> str:
+        dtype = "float16" if self.element_bytes == 2 else "float32"
+        return (f"about {_gib(self.total_bytes)} of activations at its max shapes ({self.tokens:,} positions; "
+                f"each [B·N, {self.hidden}] {dtype} activation is {_gib(self.activation_bytes)})")
+
+
+def _gib(size: int) -> str:
+    return f"{size / (1 << 30):.1f} GiB" if size >= 1 << 30 else f"{size / (1 << 20):.0f} MiB"
+
+
+def memory_estimate(manifest: dict, inputs: list[dict], profile: Mapping[str, ShapeRange]) -> MemoryEstimate | None:
+    """The activation floor of `profile` (a component's), or None where the export's config has no
+    hidden width. Positions: the largest B·N over the component's [B, N] integer inputs (ids, masks)."""
+    config = manifest.get("config", {})
+    hidden = next((int(config[k]) for k in _HIDDEN_KEYS if config.get(k)), 0)
+    if hidden <= 0:
+        return None
+    feed_forward = next((int(config[k]) for k in _FEED_FORWARD_KEYS if config.get(k)), 4 * hidden)
+    dtypes = {spec["name"]: str(spec.get("dtype", "")) for spec in inputs}
+    tokens = max((r.max[0] * r.max[1] for name, r in profile.items()
+                  if len(r.max) == 2 and dtypes.get(name, "").startswith("int")), default=0)
+    element_bytes = 2 if manifest.get("dtype") == "fp16" else 4
+    return MemoryEstimate(tokens, hidden, feed_forward, element_bytes)
+
+
+def device_memory() -> int | None:
+    """The current CUDA device's memory in bytes (through torch), or None where there is no GPU."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        return int(torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory)
+    except Exception:  # a broken CUDA setup: no budget rather than no build
+        return None
+
+
+def component_profiles(
+    manifest: dict, entries: list[dict], given: Mapping, memory_budget: int | None = None,
+    budget_source: str = "the device's memory",
+) -> dict[str, dict[str, ShapeRange]]:
     """{component name: {input: ShapeRange}} for an export's `entries`; BucketrtError for shapes
     that do not fit.
 
     `given` maps "min"/"opt"/"max" to parsed shape options (None or {} when not given). Each shape
     applies to every component with an input of that name; a name no component has is an error.
     Dims no shape names take the family's default ranges (`Family.dim_ranges`).
+
+    With `memory_budget` (bytes: --workspace, or the device's memory, named by `budget_source`),
+    the default ranges' maxima are halved, batch first, down to their opt, until each component's
+    activation floor (`memory_estimate`) fits; a profile that still does not fit (given shapes too
+    large, or a model too wide) is a BucketrtError before anything is built.
     """
     from .exporter import BucketrtError
     from .exporter.family import family_named
@@ -224,11 +297,37 @@ def component_profiles(manifest: dict, entries: list[dict], given: Mapping) -> d
                 f"--{selector}-shapes names no input of the export: {', '.join(unknown)}",
                 f"its inputs are {', '.join(sorted(known))}",
             )
-    defaults = family_named(manifest["family"]).dim_ranges(manifest)
-    try:
-        return {entry["name"]: resolve_profile(entry["inputs"], given, defaults, entry["name"]) for entry in entries}
-    except ProfileError as e:
-        raise BucketrtError(str(e)) from None
+    defaults = dict(family_named(manifest["family"]).dim_ranges(manifest))
+    # Batch dims shrink first, then the others (sequences), each halved down to its opt.
+    order = sorted(defaults, key=lambda dim: (0 if "batch" in dim else 1, dim))
+
+    def resolve() -> dict[str, dict[str, ShapeRange]]:
+        try:
+            return {e["name"]: resolve_profile(e["inputs"], given, defaults, e["name"]) for e in entries}
+        except ProfileError as e:
+            raise BucketrtError(str(e)) from None
+
+    profiles = resolve()
+    if memory_budget is None:
+        return profiles
+    for entry in entries:
+        while True:
+            estimate = memory_estimate(manifest, entry["inputs"], profiles[entry["name"]])
+            if estimate is None or estimate.total_bytes <= memory_budget:
+                break
+            used = {d for spec in entry["inputs"] for d in spec["shape"] if isinstance(d, str)}
+            shrinkable = [d for d in order if d in used and defaults[d][2] > max(defaults[d][1], 1)]
+            if not shrinkable:
+                raise BucketrtError(
+                    f"the optimisation profile of {entry['name']} ({describe_profile(profiles[entry['name']])}) needs "
+                    f"{estimate.describe()}, more than the {_gib(memory_budget)} of {budget_source}",
+                    "give smaller --max-shapes (or a larger --workspace)",
+                )
+            dim = shrinkable[0]
+            low, opt, high = defaults[dim]
+            defaults[dim] = (low, opt, max(opt, 1, high // 2))
+            profiles = resolve()
+    return profiles
 
 
 def describe_profile(profile: Mapping[str, ShapeRange]) -> str:
@@ -246,6 +345,9 @@ __all__ = [
     "ShapeRange",
     "component_profiles",
     "describe_profile",
+    "device_memory",
+    "memory_estimate",
+    "MemoryEstimate",
     "format_shape",
     "format_shapes",
     "parse_shapes",
