@@ -125,7 +125,7 @@ class Scratch {
 };
 
 // The CPUs this process may use (bucketrt/workers.h's CpuLimit over this process's hardware
-// threads, affinity mask and cgroup quota). Read once per process.
+// threads, affinity mask and cgroup quota). Read once per load of the library.
 int64_t MachineWorkers();
 
 // What a CPU kernel's Compute gets besides its inputs: ORT's context (outputs, scratch) and the

@@ -49,8 +49,9 @@ std::unique_ptr<NodeKernel> CreateCuda(const spec::OpSpec& op, Attributes attrs)
 #endif
 
 // Every op registration of this build, in catalogue order: per op, per execution provider, per
-// float type T the spec allows. The op objects live for the whole process (ORT keeps pointers to
-// them).
+// float type T the spec allows. The op objects live as long as the library is loaded (ORT keeps
+// pointers to them, and keeps the library loaded while a SessionOptions or session that
+// registered it exists).
 class Registry {
  public:
   explicit Registry(const RegistrationOptions& options) {
