@@ -37,14 +37,16 @@ def bench_command(output_dir, lengths, batch_size, threads, repeat, budget):
     its square).
     """
     from bucketrt.benchmarking import bench_export
-    from bucketrt.exporter import read_manifest
+    from bucketrt.exporter import BucketrtError, max_sequence_length, read_manifest
 
     out = console()
     manifest = read_manifest(output_dir)
-    max_len = manifest.get("config", {}).get("max_position_embeddings")
-    if max_len and max(lengths) > max_len:
-        raise click.BadParameter(f"{max(lengths)} exceeds the model's max_position_embeddings={max_len}",
-                                 param_hint="--sequence-lengths")
+    limit = max_sequence_length(manifest)
+    if limit is not None and max(lengths) > limit:
+        raise BucketrtError(
+            f"--sequence-lengths {max(lengths)} exceeds the export's longest sequence, {limit}",
+            f"time lengths up to {limit}",
+        )
     table = Table(title=f"{manifest['model_type']} {manifest['task']} ({manifest['mode']}), batch {batch_size}")
     for column in ("sequence", "PyTorch ms", "ORT ms", "ORT speed-up", "PyTorch growth", "ORT growth"):
         table.add_column(column, justify="right")

@@ -1,41 +1,14 @@
-"""`bucketrt build`: TensorRT engines for the ONNX files of an export, with bucketrt's plugins.
-
-Also the pieces `bucketrt check --backend trt` shares: TensorRT and plugin discovery, and the
-optimisation profiles an export's components get.
-"""
+"""`bucketrt build`: TensorRT engines for the ONNX files of an export, with bucketrt's plugins
+(bucketrt.trt_engine), recorded in its bucketrt.json for `bucketrt check --backend trt`."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import click
 
 from .app import EXIT_FAILED, console, fail_lines, main
-
-# --------------------------------------------------------------------------------------------
-# shared with `check --backend trt`
-# --------------------------------------------------------------------------------------------
-
-
-def prepare_tensorrt(manifest: dict, plugins: Path | None):
-    """TensorRT and bucketrt's plugin library, loaded: (trt, library path or None).
-
-    Raises BucketrtError (exit 2, one line) when TensorRT is missing, and TrtLibraryNotBuiltError
-    when the export uses bucketrt ops and no plugin library was built or given. An export without
-    bucketrt ops builds without the library.
-    """
-    import bucketrt
-    from bucketrt.trt_engine import import_tensorrt, load_plugins
-
-    trt = import_tensorrt()
-    if plugins is None:
-        if not manifest.get("ops"):
-            return trt, None
-        plugins = Path(bucketrt.trt_library_path())
-    load_plugins(trt, str(plugins))
-    return trt, str(plugins)
-
+from .options import plugins_option, verbose_option
 
 def parse_shape_option(ctx, param, value):
     """Click callback: a trtexec shape list, or None."""
@@ -47,118 +20,6 @@ def parse_shape_option(ctx, param, value):
         return parse_shapes(value, "--" + param.name.replace("_", "-"))
     except ProfileError as e:
         raise click.BadParameter(str(e).split(": ", 1)[-1]) from None
-
-
-def component_profiles(manifest: dict, entries: list[dict], given: dict) -> dict:
-    """{component name: {input: ShapeRange}} for `entries`; BucketrtError for shapes that do not fit.
-
-    `given` maps "min"/"opt"/"max" to parsed shape options (None or {} when not given). Each shape
-    applies to every component with an input of that name; a name no component has is an error.
-    """
-    from bucketrt.exporter import BucketrtError
-    from bucketrt.exporter.family import family_named
-    from bucketrt.profiles import ProfileError, resolve_profile
-
-    given = {selector: dict(shapes or {}) for selector, shapes in given.items()}
-    known = {spec["name"] for entry in entries for spec in entry["inputs"]}
-    for selector, shapes in given.items():
-        unknown = [name for name in shapes if name not in known]
-        if unknown:
-            raise BucketrtError(
-                f"--{selector}-shapes names no input of the export: {', '.join(unknown)}",
-                f"its inputs are {', '.join(sorted(known))}",
-            )
-    defaults = family_named(manifest["family"]).dim_ranges(manifest)
-    try:
-        return {entry["name"]: resolve_profile(entry["inputs"], given, defaults, entry["name"]) for entry in entries}
-    except ProfileError as e:
-        raise BucketrtError(str(e)) from None
-
-
-def describe_profile(profile: dict) -> str:
-    from bucketrt.profiles import format_shape
-
-    return ", ".join(
-        f"{name} {format_shape(r.min)}…{format_shape(r.max)} (opt {format_shape(r.opt)})" if r.min != r.max
-        else f"{name} {format_shape(r.opt)}"
-        for name, r in profile.items()
-    )
-
-
-class RichBuildProgress:
-    """TensorRT's build phases: live bars on a terminal; one line per top-level phase otherwise
-    (and on a terminal once the phase ends)."""
-
-    def __init__(self, out):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-        self.out = out
-        self.bars = None
-        if out.is_terminal:
-            self.bars = Progress(
-                SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), console=out, transient=True,
-            )
-        self.tasks: dict[str, int] = {}
-        self.depth: dict[str, int] = {}
-        self.started: dict[str, float] = {}
-
-    def __enter__(self):
-        if self.bars is not None:
-            self.bars.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.bars is not None:
-            self.bars.stop()
-
-    def phase_start(self, name, parent, steps):
-        depth = self.depth.get(parent, -1) + 1 if parent else 0
-        self.depth[name], self.started[name] = depth, time.perf_counter()
-        if self.bars is not None:
-            self.tasks[name] = self.bars.add_task("  " * depth + str(name), total=steps or None)
-
-    def step_complete(self, name, step):
-        if self.bars is not None and name in self.tasks:
-            self.bars.update(self.tasks[name], completed=step + 1)
-
-    def phase_finish(self, name):
-        if self.bars is not None and name in self.tasks:
-            self.bars.remove_task(self.tasks.pop(name))
-        if self.depth.get(name) == 0:
-            seconds = time.perf_counter() - self.started.get(name, time.perf_counter())
-            self.out.print(f"  [green]✓[/] {name} [dim]({seconds:.1f} s)[/]")
-
-
-def tensorrt_echo(out):
-    """Where TensorRT's log lines go: stdout, dimmed (stderr is for bucketrt's own error lines)."""
-
-    def echo(level: str, message: str) -> None:
-        style = {"error": "red", "warning": "yellow"}.get(level, "dim")
-        out.print(f"  [{style}]TensorRT {level}:[/] {' '.join(message.split())}", markup=True, highlight=False)
-
-    return echo
-
-
-def build_with_progress(out, trt, model_path: Path, profile: dict, options, export_dtype: str):
-    """build_engine with progress output; BuildError ends the command with one line per problem."""
-    from bucketrt.trt_engine import BuildError, build_engine
-
-    try:
-        with RichBuildProgress(out) as progress:
-            return build_engine(trt, model_path, profile, options, export_dtype, progress=progress, echo=tensorrt_echo(out))
-    except BuildError as e:
-        fail_lines(e.lines, EXIT_FAILED)
-
-
-def recorded_engine(output_dir: Path, manifest: dict, component: str) -> tuple[Path, dict] | None:
-    """The engine `bucketrt build` recorded for a component, when its file still exists."""
-    record = (manifest.get("engines") or {}).get(component)
-    if not record:
-        return None
-    path = Path(record["file"])
-    path = path if path.is_absolute() else Path(output_dir) / path
-    return (path, record) if path.is_file() else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,9 +52,8 @@ def _shape_option(name: str, which: str, example: str):
               "TensorRT 11 is strongly typed: export with --dtype fp16 instead.")
 @click.option("--tf32/--no-tf32", default=True, show_default=True,
               help="Allow TF32 in fp32 matmuls (TensorRT's default; trtexec's --noTF32 turns it off).")
-@click.option("--plugins", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="bucketrt's TensorRT plugin library. Default: the one built with bucketrt (bucketrt ops --trt-library).")
-@click.option("--verbose", "-v", is_flag=True, help="Show TensorRT's info messages.")
+@plugins_option
+@verbose_option
 def build_command(output_dir, components, engine, min_shapes, opt_shapes, max_shapes, timing_cache, workspace, fp16,
                   tf32, plugins, verbose):
     """Build a TensorRT engine for every ONNX file of OUTPUT_DIR (written by `bucketrt export`),
@@ -209,8 +69,8 @@ def build_command(output_dir, components, engine, min_shapes, opt_shapes, max_sh
     """
     from bucketrt.exporter import BucketrtError, read_manifest
     from bucketrt.exporter import manifest as mf
-    from bucketrt.profiles import format_shape
-    from bucketrt.trt_engine import BuildOptions, check_options, write_engine
+    from bucketrt.profiles import component_profiles, describe_profile, format_shape
+    from bucketrt.trt_engine import BuildError, BuildOptions, build_engine, build_progress, check_options, load_tensorrt, write_engine
 
     out = console()
     manifest = read_manifest(output_dir)
@@ -228,7 +88,7 @@ def build_command(output_dir, components, engine, min_shapes, opt_shapes, max_sh
     export_dtype = manifest.get("dtype", "fp32")
     options = BuildOptions(workspace_mib=workspace, timing_cache=timing_cache, fp16=fp16, tf32=tf32, verbose=verbose)
 
-    trt, library = prepare_tensorrt(manifest, plugins)
+    trt, library = load_tensorrt(manifest, plugins)
     check_options(trt, options, export_dtype)
     out.print(
         f"TensorRT {trt.__version__}; plugins: {library or 'none (the export uses no bucketrt ops)'}; "
@@ -239,7 +99,11 @@ def build_command(output_dir, components, engine, min_shapes, opt_shapes, max_sh
         engine_path = Path(engine) if engine is not None else Path(output_dir) / f"{entry['name']}.engine"
         profile = profiles[entry["name"]]
         out.print(f"Building {model_path.name} → {engine_path}: {describe_profile(profile)}")
-        built = build_with_progress(out, trt, model_path, profile, options, export_dtype)
+        try:
+            with build_progress(out) as (progress, echo):
+                built = build_engine(trt, model_path, profile, options, export_dtype, progress=progress, echo=echo)
+        except BuildError as e:
+            fail_lines(e.lines, EXIT_FAILED)
         write_engine(engine_path, built.data)
         try:
             recorded = engine_path.resolve().relative_to(Path(output_dir).resolve())

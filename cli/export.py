@@ -51,16 +51,30 @@ def _size(path: Path) -> str:
     "precision from it. fp16 needs the ops' fp16 kernels for models that use bucketrt ops.",
 )
 @click.option(
+    "--option",
+    "family_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A family's export option (JSON values), e.g. mask_padding=true for YOSO; an unknown one lists the "
+    "family's. Repeatable.",
+)
+@click.option(
     "--mask-padding",
     is_flag=True,
-    help="YOSO: mask padded positions inside attention. Default: like Hugging Face, whose YOSO never masks them.",
+    help="YOSO: mask padded positions inside attention (--option mask_padding=true). Default: like Hugging Face, "
+    "whose YOSO never masks them.",
 )
-def export_command(model, output_dir, task, seed, opset, config_overrides, dtype, mask_padding):
+def export_command(model, output_dir, task, seed, opset, config_overrides, dtype, family_options, mask_padding):
     """Export MODEL to OUTPUT_DIR (its ONNX files and bucketrt.json)."""
     from bucketrt.exporter import export
+    from bucketrt.exporter.overrides import parse_overrides
     from bucketrt.exporter.progress import RichProgress
 
     out = console()
+    # Family options are passed only when given, so that an option of one family errs on another.
+    options = parse_overrides(family_options, what="--option", example="mask_padding=true")
+    if mask_padding:
+        options["mask_padding"] = True
     manifest = export(
         model,
         output_dir,
@@ -68,8 +82,7 @@ def export_command(model, output_dir, task, seed, opset, config_overrides, dtype
         seed=seed,
         opset=opset,
         config_overrides=list(config_overrides),
-        # Family options are passed only when set, so that a flag of one family errs on another.
-        options={"mask_padding": True} if mask_padding else {},
+        options=options,
         progress=RichProgress(out),
         dtype=dtype,
     )

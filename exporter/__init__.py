@@ -5,7 +5,8 @@
     reference = load_reference("out/yoso-tiny")  # the same model in PyTorch, for comparison
     reference.run(make_inputs(manifest))
 
-Names are imported on first use, so that `bucketrt.exporter.errors` and the CLI's light commands
+The model families are the modules of `bucketrt.exporter.families` (family.families() lists
+them). Names are imported on first use, so that `bucketrt.exporter.errors` and the CLI's light commands
 do not pay for importing torch and transformers.
 """
 
@@ -22,12 +23,13 @@ _LAZY = {
     "MANIFEST_NAME": ".manifest",
     "component": ".manifest",
     "read_manifest": ".manifest",
+    "max_sequence_length": ".manifest",
     "PRESETS": ".presets",
     "load_reference": ".reference",
     "make_inputs": ".reference",
     "Reference": ".reference",
-    "families": ".family",
     "family_named": ".family",
+    "register": ".family",
 }
 
 __all__ = ["BucketrtError", *_LAZY]

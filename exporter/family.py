@@ -1,25 +1,30 @@
 """Model families: what the exporter needs to know about one kind of model.
 
-A family (YOSO, Reformer, ...) lives in its own module of this package, which defines `FAMILY`,
-an instance of a `Family` subclass, and is named in `_FAMILY_MODULES` below. Everything else in
-the exporter (sources, export, reference rebuilding, `bucketrt check` and `bench`) goes through
-the family, so adding one touches no shared code path:
+A family (YOSO, Reformer, ...) is a `Family` subclass in its own module of the `families`
+package, registered with `@register`; `families()` imports every module of that package. Everything
+else in the exporter (sources, export, reference rebuilding, `bucketrt check` and `bench`) goes
+through the family, so adding one touches its module, its presets and its tests only:
 
 * which configs it claims (`matches`) and how to build its config and model (`make_config`,
   `load_config`, `build_model`; the defaults use transformers' classes by name);
 * what it refuses to export (`check_config`, raising BucketrtError);
-* its tasks (Optimum names -> transformers classes, outputs and dynamic dims);
-* `patch`: swapping the data-dependent modules for ones that call bucketrt ops, returning what
-  the manifest records;
-* `components`: the ONNX files of one export (one "model" by default; seq2seq models have an
-  encoder and decoders), each an nn.Module that is traced for the export and run eagerly as the
-  PyTorch reference;
-* `make_inputs`: random inputs for one component, for `check` and `bench`.
+* its tasks: the task names it exports and its transformers class prefix (tasks.task_table);
+* its options (`options`: names and defaults, validated by `check_options`);
+* `patch(model, task, seed, options)`: swaps the data-dependent modules for ones that call
+  bucketrt ops and returns a `Patch` with everything the export needs: the components (the ONNX
+  files of one export, each an nn.Module traced for the export and run eagerly as the PyTorch
+  reference), the manifest entries and the tensors sampled at export;
+* `max_length(config)`: the longest sequence an export takes, recorded in the manifest;
+* `dummy_input`: the one generator of inputs, for tracing (torch) and for `check` and `bench`
+  (numpy), with `input_sizes` mapping the check's sizes onto a component's dims.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -28,10 +33,6 @@ import torch
 
 from .errors import BucketrtError
 from .tasks import BATCH, CHOICES, SEQUENCE, Task
-
-# Each names a module of this package that defines FAMILY. Order matters only when two families
-# could claim the same config: the first match wins.
-_FAMILY_MODULES = ("yoso", "reformer", "switch", "lsg")
 
 # Example sizes for tracing: distinct and above 1, so that the exporter keeps every axis symbolic.
 EXAMPLE_BATCH, EXAMPLE_CHOICES, EXAMPLE_SEQUENCE = 2, 3, 13
@@ -43,19 +44,27 @@ DEFAULT_MAX_SEQUENCE = 512  # models without a position limit (Switch's relative
 
 
 def sequence_limit(manifest: dict) -> int:
-    """The longest sequence of an export: recorded at export (max_sequence_length), else the
-    config's max_position_embeddings (older manifests), else DEFAULT_MAX_SEQUENCE."""
-    limit = manifest.get("max_sequence_length") or manifest.get("config", {}).get("max_position_embeddings")
-    return int(limit) if limit else DEFAULT_MAX_SEQUENCE
+    """The longest sequence of an export for TensorRT profiles: the manifest's
+    max_sequence_length, DEFAULT_MAX_SEQUENCE for models without a limit."""
+    from .manifest import max_sequence_length
+
+    return max_sequence_length(manifest) or DEFAULT_MAX_SEQUENCE
 
 
-@dataclass(frozen=True)
-class Patch:
-    """What `Family.patch` did, for the manifest and for checking a rebuilt reference."""
-
-    mode: str  # a short description of how the model computes, e.g. "lsh" or "expectation"
-    manifest: dict = field(default_factory=dict)  # family-specific manifest entries (top level)
-    sha256: str | None = None  # fingerprint of everything sampled at export (projections, rotations)
+def fingerprint(tensors) -> str:
+    """sha256 over a sequence of tensors (or (name, tensor) pairs), in order: names, dtypes, shapes
+    and bytes. The one hash of the manifest: weights_sha256 and patch_sha256."""
+    digest = hashlib.sha256()
+    for item in tensors:
+        if isinstance(item, tuple):
+            name, tensor = item
+            digest.update(name.encode())
+        else:
+            tensor = item
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(str(tensor.dtype).encode() + str(tuple(tensor.shape)).encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
 
 
 @dataclass
@@ -87,6 +96,21 @@ class Component:
         return f"{self.name}.onnx"
 
 
+@dataclass(frozen=True)
+class Patch:
+    """Everything `Family.patch` gives the export, and what checks a rebuilt reference."""
+
+    mode: str  # a short description of how the model computes, e.g. "lsh" or "expectation"
+    components: list[Component]  # the ONNX files of the export, in order
+    manifest: dict = field(default_factory=dict)  # family-specific manifest entries (top level)
+    sampled: tuple[torch.Tensor, ...] = ()  # everything drawn at export (projections, rotations)
+
+    @property
+    def sha256(self) -> str | None:
+        """The manifest's patch_sha256: the fingerprint of the sampled tensors (None: nothing sampled)."""
+        return fingerprint(self.sampled) if self.sampled else None
+
+
 class TaskOutputs(torch.nn.Module):
     """Default component module: calls an encoder-style HF model, returns the task's outputs.
 
@@ -111,11 +135,14 @@ class Family:
 
     name: str = ""
     model_types: tuple[str, ...] = ()
+    # Where the family is listed in messages and, should two families claim a config, which wins
+    # (the lower); the claims of bucketrt's families are disjoint.
+    order: int = 100
     config_class: str = ""  # the transformers config class that presets instantiate
-    tasks: dict[str, Task] = {}
+    tasks: dict[str, Task] = {}  # tasks.task_table(PREFIX, task names...)
     default_task: str = "feature-extraction"
-    # Family-specific export options and their defaults (e.g. YOSO's mask_padding); recorded in the
-    # manifest and passed to `patch`.
+    # Family-specific export options and their defaults (e.g. YOSO's mask_padding), whose types
+    # the given values must have; recorded in the manifest and passed to `patch`.
     options: dict = {}
 
     # -- configs and models ------------------------------------------------------------------
@@ -150,6 +177,12 @@ class Family:
             return cls(config)
         return cls.from_pretrained(ref, config=config, **kwargs)
 
+    def max_length(self, config: dict) -> int | None:
+        """The longest sequence an export takes (None: no limit), from the config's to_dict() (or
+        a manifest's "config"): the manifest's max_sequence_length."""
+        limit = config.get("max_position_embeddings")
+        return int(limit) if limit else None
+
     # -- tasks ---------------------------------------------------------------------------------
     def get_task(self, name: str) -> Task:
         try:
@@ -169,15 +202,29 @@ class Family:
 
     # -- export --------------------------------------------------------------------------------
     def check_options(self, options: dict) -> dict:
-        """The options with defaults filled in; BucketrtError for an option this family lacks."""
-        unknown = sorted(set(options) - set(self.options))
+        """The options (KEY or KEY-WITH-DASHES) with defaults filled in; BucketrtError for an
+        option this family lacks or a value of the wrong type."""
+        given = {str(key).replace("-", "_"): value for key, value in options.items()}
+        unknown = sorted(set(given) - set(self.options))
         if unknown:
             flags = ", ".join("--" + o.replace("_", "-") for o in unknown)
-            raise BucketrtError(f"{flags} does not apply to {self.name} models")
-        return {**self.options, **options}
+            known = ", ".join(f"{k}={_json(v)}" for k, v in self.options.items())
+            raise BucketrtError(
+                f"{flags} does not apply to {self.name} models",
+                f"{self.name} options (--option KEY=VALUE, defaults): {known}" if known else f"{self.name} models take no options",
+            )
+        for key, value in given.items():
+            default = self.options[key]
+            if type(value) is not type(default) and not (isinstance(default, float) and type(value) is int):
+                raise BucketrtError(
+                    f"option {key}={_json(value)} is not a {type(default).__name__}",
+                    f"e.g. --option {key}={_json(default)}",
+                )
+        return {**self.options, **given}
 
-    def patch(self, model, seed: int, options: dict) -> Patch:
-        """Makes `model` (eval mode) traceable with bucketrt ops, in place."""
+    def patch(self, model, task: Task, seed: int, options: dict) -> Patch:
+        """Makes `model` (eval mode) traceable with bucketrt ops, in place; `options` are
+        check_options'. Returns the components and everything the manifest records."""
         raise NotImplementedError
 
     def components(self, model, task: Task) -> list[Component]:
@@ -186,26 +233,19 @@ class Family:
 
         config = model.config
         names = task.input_names(config)
-        sequence = max(2, min(EXAMPLE_SEQUENCE, self.max_length(config) or EXAMPLE_SEQUENCE))
-        shape = (EXAMPLE_BATCH, EXAMPLE_CHOICES, sequence) if task.multiple_choice else (EXAMPLE_BATCH, sequence)
-        generator = torch.Generator().manual_seed(0)
-        inputs = {"input_ids": torch.randint(0, config.vocab_size, shape, generator=generator, dtype=torch.int64)}
-        inputs["attention_mask"] = torch.ones(shape, dtype=torch.int64)
-        if "token_type_ids" in names:
-            inputs["token_type_ids"] = torch.zeros(shape, dtype=torch.int64)
-        dims = {BATCH: Dim(BATCH), CHOICES: Dim(CHOICES), SEQUENCE: Dim(SEQUENCE, max=self.max_length(config))}
+        limit = self.max_length(config.to_dict())
+        sequence = max(2, min(EXAMPLE_SEQUENCE, limit or EXAMPLE_SEQUENCE))
+        sizes = {BATCH: EXAMPLE_BATCH, CHOICES: EXAMPLE_CHOICES, SEQUENCE: sequence}
+        inputs = self.example_inputs(config, {name: [sizes[d] for d in task.input_dims] for name in names})
+        dims = {BATCH: Dim(BATCH), CHOICES: Dim(CHOICES), SEQUENCE: Dim(SEQUENCE, max=limit)}
         dynamic = {name: {axis: dims[sym] for axis, sym in enumerate(task.input_dims)} for name in names}
         return [Component("model", TaskOutputs(model, task.outputs), names, task.outputs, inputs, dynamic)]
-
-    def max_length(self, config) -> int | None:
-        """The longest sequence the model takes (None: no limit)."""
-        return getattr(config, "max_position_embeddings", None)
 
     # -- TensorRT profiles ---------------------------------------------------------------------
     def dim_ranges(self, manifest: dict) -> dict[str, tuple[int, int, int]]:
         """Default (min, opt, max) of each dynamic dim name, for engines built without shapes:
         batch 1/1/DEFAULT_MAX_BATCH, sequences 1/min(128, limit)/limit, where the limit is the
-        model's max length (DEFAULT_MAX_SEQUENCE for models without one)."""
+        export's max_sequence_length (DEFAULT_MAX_SEQUENCE for models without one)."""
         limit = sequence_limit(manifest)
         return {
             BATCH: (1, 1, DEFAULT_MAX_BATCH),
@@ -213,34 +253,84 @@ class Family:
             SEQUENCE: (1, min(DEFAULT_OPT_SEQUENCE, limit), limit),
         }
 
-    # -- inputs for check and bench ------------------------------------------------------------
+    # -- inputs: one generator for tracing (torch) and for check and bench (numpy) -------------
+    def dummy_input(self, name: str, shape: list[int], dtype: str, config: dict, rng: np.random.Generator, padding: bool):
+        """A random input: ids in the vocabulary; masks of ones where, with `padding`, the last
+        batch row has its final quarter (at least one position) masked; token types in
+        type_vocab_size; float inputs (states, past key/values) standard normal, in float32."""
+        length = shape[-1] if shape else 0
+        if name == "input_ids":
+            return rng.integers(0, config.get("vocab_size", 2), size=shape, dtype=np.int64)
+        if name.endswith("attention_mask"):
+            mask = np.ones(shape, dtype=np.int64)
+            if padding and length > 1:
+                mask[-1, ..., length - max(1, length // 4) :] = 0
+            return mask
+        if name == "token_type_ids":
+            return rng.integers(0, config.get("type_vocab_size", 1), size=shape, dtype=np.int64)
+        if np.dtype(dtype).kind == "f":
+            return rng.standard_normal(shape).astype(np.float32)
+        return np.zeros(shape, dtype=np.dtype(dtype))
+
+    def dummy_inputs(self, config: dict, shapes: dict[str, list[int]], dtypes: dict[str, str], rng, padding: bool) -> dict:
+        """dummy_input for each named input, in order (int64 unless `dtypes` says otherwise)."""
+        return {
+            name: self.dummy_input(name, shape, dtypes.get(name, "int64"), config, rng, padding)
+            for name, shape in shapes.items()
+        }
+
+    def example_inputs(self, config, shapes: dict[str, list[int]], dtypes: dict[str, str] | None = None) -> dict:
+        """Tracing inputs (torch, seed 0, no padding) from `dummy_inputs`."""
+        feeds = self.dummy_inputs(config.to_dict(), shapes, dtypes or {}, np.random.default_rng(0), padding=False)
+        return {name: torch.from_numpy(value) for name, value in feeds.items()}
+
+    def input_sizes(self, component: str, sizes: dict[str, int]) -> dict[str, int]:
+        """A component's dim sizes from the check's batch, sequence and choices sizes."""
+        return dict(sizes)
+
     def make_inputs(self, manifest: dict, component: dict, sizes: dict, rng: np.random.Generator, padding: bool) -> dict:
-        """Random inputs for `component` (its manifest entry): ids in the vocabulary; with
-        `padding`, the last batch row has its final quarter (at least one position) masked."""
-        config = manifest.get("config", {})
-        length = sizes[SEQUENCE]
-        feeds = {}
+        """Random inputs (numpy) for `component` (its manifest entry) at `sizes`."""
+        dims = self.input_sizes(component["name"], sizes)
+        shapes, dtypes = {}, {}
         for spec in component["inputs"]:
-            shape = [sizes[d] if isinstance(d, str) and d in sizes else d for d in spec["shape"]]
+            shape = [dims.get(d, d) if isinstance(d, str) else d for d in spec["shape"]]
             if any(not isinstance(d, int) for d in shape):
                 raise BucketrtError(f"input '{spec['name']}' has an unknown dim in {spec['shape']}")
-            name = spec["name"]
-            if name == "input_ids":
-                feeds[name] = rng.integers(0, config.get("vocab_size", 2), size=shape, dtype=np.int64)
-            elif name == "attention_mask":
-                mask = np.ones(shape, dtype=np.int64)
-                if padding and length > 1:
-                    mask[-1, ..., length - max(1, length // 4):] = 0
-                feeds[name] = mask
-            elif name == "token_type_ids":
-                feeds[name] = rng.integers(0, config.get("type_vocab_size", 1), size=shape, dtype=np.int64)
-            else:
-                feeds[name] = np.zeros(shape, dtype=np.dtype(spec.get("dtype", "int64")))
-        return feeds
+            shapes[spec["name"]], dtypes[spec["name"]] = shape, spec.get("dtype", "int64")
+        return self.dummy_inputs(manifest.get("config", {}), shapes, dtypes, rng, padding)
+
+
+def _json(value) -> str:
+    return json.dumps(value)
+
+
+# -- the registry ----------------------------------------------------------------------------
+_REGISTRY: dict[str, Family] = {}
+_discovered = False
+
+
+def register(cls: type[Family]) -> type[Family]:
+    """Class decorator: registers a family (one instance) under its name."""
+    if not cls.name or cls.name in _REGISTRY:
+        raise ValueError(f"family {cls.__name__} needs a name of its own, got {cls.name!r}")
+    _REGISTRY[cls.name] = cls()
+    return cls
+
+
+def _discover() -> None:
+    """Imports every module of the families package: each registers its family."""
+    global _discovered
+    package = importlib.import_module(f"{__package__}.families")
+    _discovered = True
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{module.name}")
 
 
 def families() -> list[Family]:
-    return [importlib.import_module(f".{name}", __package__).FAMILY for name in _FAMILY_MODULES]
+    """Every registered family, in `order`."""
+    if not _discovered:
+        _discover()
+    return sorted(_REGISTRY.values(), key=lambda f: (f.order, f.name))
 
 
 def family_named(name: str) -> Family:

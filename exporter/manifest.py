@@ -10,8 +10,9 @@ from .errors import BucketrtError
 
 MANIFEST_NAME = "bucketrt.json"
 FORMAT_VERSION = 2
+# The components of a seq2seq export, named as Optimum names them (T5 family).
+ENCODER, DECODER, DECODER_WITH_PAST = "encoder_model", "decoder_model", "decoder_with_past_model"
 
-_ONNX_DTYPES = {1: "float32", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64", 16: "bfloat16"}
 
 
 def versions() -> dict:
@@ -24,13 +25,20 @@ def versions() -> dict:
     return out
 
 
+def onnx_dtype_name(elem_type: int) -> str:
+    """numpy's name of an ONNX element type ("float32", "int64", "bfloat16", ...)."""
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    return tensor_dtype_to_np_dtype(elem_type).name
+
+
 def graph_signature(model_proto) -> tuple[list[dict], list[dict]]:
     """Inputs and outputs of an ONNX graph: name, dtype, and shape with symbolic dims as names."""
 
     def describe(value_info) -> dict:
         tensor_type = value_info.type.tensor_type
         shape = [d.dim_param if d.HasField("dim_param") else (d.dim_value if d.HasField("dim_value") else None) for d in tensor_type.shape.dim]
-        return {"name": value_info.name, "dtype": _ONNX_DTYPES.get(tensor_type.elem_type, str(tensor_type.elem_type)), "shape": shape}
+        return {"name": value_info.name, "dtype": onnx_dtype_name(tensor_type.elem_type), "shape": shape}
 
     initializers = {init.name for init in model_proto.graph.initializer}
     inputs = [describe(v) for v in model_proto.graph.input if v.name not in initializers]
@@ -88,6 +96,24 @@ def read_manifest(output_dir) -> dict:
         if not (folder / entry["files"]["model"]).is_file():
             raise BucketrtError(f"'{output_dir}' has no {entry['files']['model']}", "export the model again")
     return manifest
+
+
+def max_sequence_length(manifest: dict) -> int | None:
+    """The longest sequence an export accepts (None: no limit), as its family computed it at export
+    (Reformer: also the axial position product; LSG RoBERTa: max_position_embeddings - pad - 1).
+    Exports made before bucketrt recorded it: the family computes it from the recorded config,
+    else the config's max_position_embeddings."""
+    if "max_sequence_length" in manifest:
+        limit = manifest["max_sequence_length"]
+        return None if limit is None else int(limit)
+    config = manifest.get("config", {})
+    from .family import family_named
+
+    try:
+        return family_named(manifest.get("family", "")).max_length(config)
+    except (BucketrtError, KeyError, TypeError, AttributeError):  # an unknown family, or a config it cannot read
+        limit = config.get("max_position_embeddings")
+        return int(limit) if limit else None
 
 
 def component(manifest: dict, name: str | None = None) -> dict:

@@ -14,9 +14,8 @@ from . import manifest as mf
 from .errors import BucketrtError
 from .overrides import parse_overrides
 from .progress import Progress, quiet_torch_export
-from .family import Component
+from .family import Component, fingerprint
 from .sources import build_model, load_config, resolve_source
-from .yoso import fingerprint
 
 # Opset 20 has Gelu, which ONNX Runtime fuses with the preceding bias (at 18 the exporter spells
 # GELU out in Erf arithmetic that stays unfused: ~2% of yoso-4096's time). Opsets 18 to 22 all keep
@@ -189,10 +188,10 @@ def export(
         weights_sha256 = fingerprint(sorted(hf_model.state_dict().items()))
 
     with progress.stage(f"Patching {family.name} for bucketrt ops"):
-        patch = family.patch(hf_model, seed, options)
+        patch = family.patch(hf_model, task_spec, seed, options)
         hf_model.eval()
-        components = family.components(hf_model, task_spec)
-        max_sequence_length = family.max_length(hf_model.config)
+        components = patch.components
+        max_sequence_length = family.max_length(hf_model.config.to_dict())
 
     if dtype == "fp16":
         with progress.stage("Casting to fp16"):

@@ -1,4 +1,5 @@
-"""`--config-override KEY=VALUE`: changes to a model's configuration before it is built."""
+"""`--config-override KEY=VALUE`: changes to a model's configuration before it is built; and the
+KEY=VALUE parsing that `--option` shares."""
 
 from __future__ import annotations
 
@@ -12,18 +13,18 @@ _FIXED = {"model_type", "transformers_version", "_name_or_path"}
 _EXTRA = {"num_labels"}  # a property of every config, stored as id2label
 
 
-def parse_overrides(items: Iterable[str]) -> dict:
+def parse_overrides(items: Iterable[str], what: str = "config override", example: str = "num_hash=8") -> dict:
     """["use_expectation=false", "num_hash=8"] -> {"use_expectation": False, "num_hash": 8}.
 
     Values are JSON (true, 3, 0.5, null, [1, 2], "text"); a value that is not JSON is taken as a
-    string, so hidden_act=gelu_new works without quotes.
+    string, so hidden_act=gelu_new works without quotes. `what` and `example` word the error.
     """
     out: dict = {}
     for item in items:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise BucketrtError(f"bad config override '{item}'", "write KEY=VALUE, e.g. num_hash=8")
+            raise BucketrtError(f"bad {what} '{item}'", f"write KEY=VALUE, e.g. {example}")
         try:
             value = json.loads(raw)
         except json.JSONDecodeError:

@@ -8,12 +8,11 @@ import numpy as np
 import torch
 
 from .errors import BucketrtError
-from .family import Component, family_named
+from .family import Component, family_named, fingerprint
 from .manifest import component as manifest_component
 from .manifest import read_manifest
 from .sources import Source, build_model, load_config
 from .tasks import BATCH, CHOICES, SEQUENCE
-from .yoso import fingerprint
 
 
 @dataclass
@@ -55,18 +54,18 @@ def load_reference(output_dir) -> Reference:
             f"the weights of {source.describe()} differ from those exported to '{output_dir}'",
             "the source changed since the export; export again",
         )
-    patch = family.patch(model, manifest["seed"], family.check_options(manifest.get("options") or {}))
+    patch = family.patch(model, task, manifest["seed"], family.check_options(manifest.get("options") or {}))
     model.eval()
     if patch.mode != manifest["mode"]:
         raise BucketrtError(f"the rebuilt model is in {patch.mode} mode, the export in {manifest['mode']} mode", "export again")
     if manifest.get("patch_sha256") and manifest["patch_sha256"] != patch.sha256:
         raise BucketrtError(
             "the random tensors regenerated from the seed differ from those exported "
-            f"(torch {torch.__version__} draws a different random stream?)",
-            "export again with this torch",
+            f"(torch {torch.__version__} draws a different random stream, or an older bucketrt, which hashed "
+            "Reformer rotations differently, made the export)",
+            "export again with this torch and bucketrt",
         )
-    components = {c.name: c for c in family.components(model, task)}
-    return Reference(manifest, model, components)
+    return Reference(manifest, model, {c.name: c for c in patch.components})
 
 
 def make_inputs(

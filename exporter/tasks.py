@@ -1,6 +1,7 @@
-"""Export tasks, named as Optimum names them, and the inputs and outputs of each.
+"""Export tasks, named as Optimum names them: the one table of heads, inputs and outputs.
 
-Each model family (exporter/family.py) has its own table of tasks."""
+A family (exporter/families/) names the tasks it exports and its transformers class prefix;
+`task_table("Yoso", "fill-mask", ...)` then gives YosoForMaskedLM with the outputs below."""
 
 from __future__ import annotations
 
@@ -9,6 +10,30 @@ from dataclasses import dataclass
 BATCH = "batch_size"
 SEQUENCE = "sequence_length"
 CHOICES = "num_choices"
+
+
+@dataclass(frozen=True)
+class Head:
+    """A task's transformers class suffix (after the family's prefix) and its outputs."""
+
+    suffix: str
+    outputs: tuple[str, ...]
+    multiple_choice: bool = False
+
+
+HEADS: dict[str, Head] = {
+    "feature-extraction": Head("Model", ("last_hidden_state",)),
+    "fill-mask": Head("ForMaskedLM", ("logits",)),
+    "text-classification": Head("ForSequenceClassification", ("logits",)),
+    "token-classification": Head("ForTokenClassification", ("logits",)),
+    "question-answering": Head("ForQuestionAnswering", ("start_logits", "end_logits")),
+    "multiple-choice": Head("ForMultipleChoice", ("logits",), multiple_choice=True),
+    "text-generation": Head("ForCausalLM", ("logits",)),
+    # Seq2seq: the logits of the decoder (whose components add present.* key/values).
+    "text2text-generation": Head("ForConditionalGeneration", ("logits",)),
+    # The encoder stack of an encoder-decoder model alone (bucketrt's name; Optimum has none).
+    "feature-extraction-encoder": Head("EncoderModel", ("last_hidden_state",)),
+}
 
 
 @dataclass(frozen=True)
@@ -28,3 +53,16 @@ class Task:
         if getattr(config, "type_vocab_size", 1) > 1:
             names += ("token_type_ids",)
         return names
+
+
+def task_table(prefix: str, *names: str, classes: dict[str, str] | None = None) -> dict[str, Task]:
+    """The tasks `names` of a family whose transformers classes are PREFIX + the head's suffix;
+    `classes` names the exceptions (e.g. Reformer's text-generation, ReformerModelWithLMHead)."""
+    classes = classes or {}
+    unknown = sorted(set(names) - set(HEADS))
+    if unknown or set(classes) - set(names):
+        raise ValueError(f"tasks not in tasks.HEADS or not exported: {unknown or sorted(set(classes) - set(names))}")
+    return {
+        name: Task(name, classes.get(name, prefix + HEADS[name].suffix), HEADS[name].outputs, HEADS[name].multiple_choice)
+        for name in names
+    }

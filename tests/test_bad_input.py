@@ -12,10 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
+from onnx import numpy_helper
 
 from bucketrt.ops import reference
 from bucketrt.ops.graph import run_op
-from bucketrt.ops.spec import LSH_CUMULATION, SIGN_HASH, OpSpec
+from bucketrt.ops.spec import LSH_CUMULATION, SIGN_HASH, SORTED_CHUNK_ATTENTION, OpSpec
 
 
 @dataclass
@@ -64,11 +65,23 @@ def with_code(name: str, index: tuple, code: int) -> dict:
     return inputs
 
 
+def chunk_inputs(length=8, dim=4, seed=0):
+    rng = np.random.default_rng(seed)
+    qkv = {n: rng.standard_normal((1, 1, length, dim)).astype(np.float32) for n in ("query", "key", "value")}
+    return {
+        **qkv,
+        "mask": np.ones((1, length), np.int32),
+        "buckets": rng.integers(0, 4, (1, 1, 1, length), dtype=np.int32),
+    }
+
+
 CAP = {"hashtable_capacity": 8}
 L = lsh_inputs()
 SIGN = {"num_hash": 4, "hash_code_len": 4}
 S = sign_inputs()
 GAUSS = {"num_hash": 4, "hash_code_len": 4, "transform": "gaussian"}
+C = chunk_inputs()
+CHUNK = {"chunk_length": 2}
 
 CASES = [
     # LSHCumulation: ranks and dtypes
@@ -134,6 +147,30 @@ CASES = [
     Case("sign-num-hash-zero", SIGN_HASH, S, {"num_hash": 0, "hash_code_len": 4}, "num_hash"),
     Case("sign-num-hash-missing", SIGN_HASH, S, {"hash_code_len": 4}, "num_hash"),
     Case("sign-num-hash-float", SIGN_HASH, S, {"num_hash": 2.5, "hash_code_len": 4}, "num_hash"),
+    # The spec's bounds (maximum, allowed values) and types, every one rejected when the session is
+    # created, in the reference's words.
+    Case("lsh-capacity-2^32", LSH_CUMULATION, L, {"hashtable_capacity": 2**32}, "hashtable_capacity"),
+    Case("lsh-deterministic-2", LSH_CUMULATION, L, {**CAP, "deterministic": 2}, "deterministic"),
+    Case("lsh-deterministic-negative", LSH_CUMULATION, L, {**CAP, "deterministic": -1}, "deterministic"),
+    Case("sign-num-hash-2^31", SIGN_HASH, S, {"num_hash": 2**31, "hash_code_len": 4}, "num_hash"),
+    Case("sign-num-hash-list", SIGN_HASH, S, {"num_hash": [1, 2], "hash_code_len": 4}, "num_hash"),
+    Case("sign-num-hash-string", SIGN_HASH, S, {"num_hash": "4", "hash_code_len": 4}, "num_hash"),
+    Case("sign-code-len-floats", SIGN_HASH, S, {"num_hash": 4, "hash_code_len": [1.5, 2.0]}, "hash_code_len"),
+    Case("sign-transform-list", SIGN_HASH, S, {**SIGN, "transform": [1, 2]}, "transform"),
+    # A tensor attribute (the reference prints the TensorProto, the kernels "a tensor").
+    Case("sign-num-hash-tensor", SIGN_HASH, S, {"num_hash": numpy_helper.from_array(np.array([4], np.int64)),
+                                                "hash_code_len": 4}, "num_hash", same_text=False),
+    Case("chunk-before-2^61", SORTED_CHUNK_ATTENTION, C, {**CHUNK, "chunks_before": 2**61}, "chunks_before"),
+    Case("chunk-after-65", SORTED_CHUNK_ATTENTION, C, {**CHUNK, "chunks_after": 65}, "chunks_after"),
+    Case("chunk-length-2^31", SORTED_CHUNK_ATTENTION, C, {"chunk_length": 2**31}, "chunk_length"),
+    Case("chunk-causal-2", SORTED_CHUNK_ATTENTION, C, {**CHUNK, "causal": 2}, "causal"),
+    Case("chunk-mask-self-float", SORTED_CHUNK_ATTENTION, C, {**CHUNK, "mask_self": 1.0}, "mask_self"),
+    Case("chunk-max-length-2^31", SORTED_CHUNK_ATTENTION, C, {**CHUNK, "max_length": 2**31}, "max_length"),
+    # Misspelt attributes: an unknown name, never the default run silently.
+    Case("sign-transfrom", SIGN_HASH, S, {**SIGN, "transfrom": "gaussian"}, "transfrom"),
+    Case("chunk-chunks_befor", SORTED_CHUNK_ATTENTION, C, {**CHUNK, "chunks_befor": 0}, "chunks_befor"),
+    Case("chunk-Causal", SORTED_CHUNK_ATTENTION, C, {**CHUNK, "Causal": 1}, "Causal"),
+    Case("lsh-deterministc", LSH_CUMULATION, L, {**CAP, "deterministc": 1}, "deterministc"),
 ]
 
 
@@ -205,3 +242,37 @@ def test_bucket_sum_rejects_out_of_range_buckets():
     inputs["weight"] = np.ones((1, 3), dtype=np.float32)
     with pytest.raises(Exception, match="BucketSum: input 'weight' dim 1"):
         run_op(BUCKET_SUM, inputs, {"num_buckets": 8})
+
+
+def test_a_far_unknown_name_is_rejected_where_the_runtime_shows_it():
+    # ONNX Runtime lists no node attributes to a custom op: the kernel sees names one edit away from
+    # the op's own (above); the reference, the exporter and TensorRT see every name.
+    with pytest.raises(ValueError, match=r"SignHash: unknown attribute\(s\) \['bits'\]"):
+        run_reference(Case("far", SIGN_HASH, S, {**SIGN, "bits": 3}, "bits"))
+    (codes,) = run_op(SIGN_HASH, S, {**SIGN, "bits": 3})
+    np.testing.assert_array_equal(codes, reference.sign_hash(*(torch.from_numpy(a) for a in S.values()), **SIGN).numpy())
+
+
+def test_sorted_chunk_attention_runs_at_the_largest_window():
+    # chunks_before = chunks_after = 64 (the spec's maximum) on 4 chunks: every chunk's window wraps
+    # many times (the reference counts a key once per appearance); the kernel agrees and is quick.
+    attrs = {**CHUNK, "chunks_before": 64, "chunks_after": 64}
+    (out,) = run_op(SORTED_CHUNK_ATTENTION, C, attrs)
+    expected = reference.sorted_chunk_attention(*(torch.from_numpy(C[t.name]) for t in SORTED_CHUNK_ATTENTION.inputs), **attrs)
+    np.testing.assert_allclose(out, expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_a_misspelt_activation_is_an_error_not_relu():
+    # The audit's case: `activatio='gelu'` ran relu (the default) without a word.
+    from kernel_cases import expert_ffn_inputs
+
+    from bucketrt.ops.spec import EXPERT_FFN
+
+    inputs = expert_ffn_inputs(np.random.default_rng(0), 2, 4, 8, 16, 3, 2)
+    with pytest.raises(Exception, match=r"ExpertFFN: unknown attribute\(s\) \['activatio'\]"):
+        run_op(EXPERT_FFN, inputs, {"activatio": "gelu"})
+    with pytest.raises(ValueError, match=r"ExpertFFN: unknown attribute\(s\) \['activatio'\]"):
+        reference.expert_ffn(*(torch.from_numpy(inputs[t.name]) for t in EXPERT_FFN.inputs), activatio="gelu")
+    (gelu,) = run_op(EXPERT_FFN, inputs, {"activation": "gelu"})
+    expected = reference.expert_ffn(*(torch.from_numpy(inputs[t.name]) for t in EXPERT_FFN.inputs), activation="gelu")
+    np.testing.assert_allclose(gelu, expected.numpy(), rtol=1e-4, atol=1e-5)

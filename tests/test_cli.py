@@ -123,7 +123,7 @@ def test_check_passes_and_reports_numbers(tiny_export):
 def test_check_clamps_sequence_length(tiny_export):
     result = invoke("check", tiny_export, "--batch-size", 1, "--sequence-length", 5000)
     assert result.exit_code == 0, result.output
-    assert "clamped to max_position_embeddings 512" in result.stdout
+    assert "sequence length 5000 clamped to 512, the export's longest sequence" in result.stdout
     assert "input_ids [1, 512]" in result.stdout
 
 

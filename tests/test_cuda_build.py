@@ -232,3 +232,27 @@ def test_cuda_harness_checks_the_hashing_and_routing_ops_without_a_gpu():
                                ("ArgmaxHash", [mask, x, rotations, sizes], {"num_hash": 2}),
                                ("BucketSum", [ids, weight, vector], {"num_buckets": 4})]:
         assert plan(op, tensors, attrs).startswith(f"{op}: CUDA error in "), op
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: the harness would reach the device")
+def test_cuda_plans_reject_sizes_that_overflow():
+    # TensorRT plans with an optimisation profile's max shapes before any data exists: sizes whose
+    # bytes or workspace overflow int64 are errors naming the op, never wrapped sizes. Expanded
+    # tensors carry the shapes without the memory (planning reads only dtypes and shapes).
+    if not _built_with_cuda():
+        pytest.skip("the op library was built without CUDA")
+    from bucketrt.ops import cuda
+
+    lib = cuda._library(cuda.harness_path())
+    big = 2**20
+    hidden = torch.zeros(1).expand(big, big, 1)
+    order = torch.zeros(1, dtype=torch.int32).expand(big, big)
+    counts = torch.zeros(1, dtype=torch.int32)
+    gate = torch.zeros(1).expand(big, big)
+    wi, wo = torch.zeros(1).expand(1, 2**40, 1), torch.zeros(1).expand(1, 1, 2**40)
+    message = _plan_error(lib, "ExpertFFN", [hidden, order, counts, gate, wi, wo], {})
+    assert message == "ExpertFFN: the sizes overflow int64 computing the workspace (tokens x d_ff)", message
+    huge = torch.zeros(1).expand(2**31, 2**31, 1)  # 2^62 elements, 2^64 bytes
+    tokens = [torch.zeros(1, dtype=dtype).expand(2**31, 2**31) for dtype in (torch.int32, torch.float32)]
+    message = _plan_error(lib, "ExpertFFN", [huge, tokens[0], counts, tokens[1], wi, wo], {})
+    assert message == "ExpertFFN: the sizes overflow int64 computing input 'hidden' in bytes", message

@@ -112,7 +112,7 @@ def test_unknown_dtype():
 
 
 def test_check_feeds_the_graph_types_and_the_reference_the_same_values_in_float32():
-    from bucketrt.cli.check import _typed_feeds
+    from bucketrt.check import typed_feeds as _typed_feeds
 
     entry = {"inputs": [
         {"name": "input_ids", "dtype": "int64", "shape": ["batch_size", "decoder_sequence_length"]},

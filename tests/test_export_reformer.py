@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import bucketrt
-from bucketrt.exporter.reformer import ReformerGraph, max_length, resolve_num_buckets, sample_rotations
+from bucketrt.exporter.family import family_named
+from bucketrt.exporter.families.reformer import ReformerGraph, max_length, resolve_num_buckets, sample_rotations
 from bucketrt.runtime import greedy_generate
 
 TOL = 1e-4
@@ -35,23 +36,22 @@ def config(**kw):
 
 CAUSAL = dict(is_decoder=True, num_hashes=4, num_buckets=[2, 4])
 BIDIRECTIONAL = dict(is_decoder=False, num_hashes=1, num_buckets=4, lsh_num_chunks_after=1, local_num_chunks_after=1)
-CASES = [
-    ("causal-h4-factorised", CAUSAL, "text-generation", "ReformerModelWithLMHead"),
-    ("causal-h4-factorised", CAUSAL, "feature-extraction", "ReformerModel"),
-    ("bidirectional-h1", BIDIRECTIONAL, "fill-mask", "ReformerForMaskedLM"),
-    ("bidirectional-h1", BIDIRECTIONAL, "text-classification", "ReformerForSequenceClassification"),
-    ("bidirectional-h1", BIDIRECTIONAL, "question-answering", "ReformerForQuestionAnswering"),
-    ("bidirectional-h1", BIDIRECTIONAL, "feature-extraction", "ReformerModel"),
+REFORMER = family_named("reformer")
+_CASES = [
+    ("causal-h4-factorised", CAUSAL, "text-generation"),
+    ("causal-h4-factorised", CAUSAL, "feature-extraction"),
+    ("bidirectional-h1", BIDIRECTIONAL, "fill-mask"),
+    ("bidirectional-h1", BIDIRECTIONAL, "text-classification"),
+    ("bidirectional-h1", BIDIRECTIONAL, "question-answering"),
+    ("bidirectional-h1", BIDIRECTIONAL, "feature-extraction"),
     # All-LSH layers with ordinary (not axial) position embeddings; all-local layers (no hashing).
     ("lsh-only-plain-positions", dict(attn_layers=["lsh", "lsh"], num_hidden_layers=2, axial_pos_embds=False,
-                                      num_hashes=2, num_buckets=[2, 2]), "feature-extraction", "ReformerModel"),
-    ("local-only", dict(attn_layers=["local", "local"], num_hidden_layers=2, is_decoder=True), "text-generation",
-     "ReformerModelWithLMHead"),
+                                      num_hashes=2, num_buckets=[2, 2]), "feature-extraction"),
+    ("local-only", dict(attn_layers=["local", "local"], num_hidden_layers=2, is_decoder=True), "text-generation"),
 ]
-OUTPUTS = {
-    "text-generation": ("logits",), "fill-mask": ("logits",), "text-classification": ("logits",),
-    "feature-extraction": ("last_hidden_state",), "question-answering": ("start_logits", "end_logits"),
-}
+# The family's task table: each task's transformers class and outputs.
+CASES = [(case_id, overrides, task, REFORMER.tasks[task].model_class) for case_id, overrides, task in _CASES]
+OUTPUTS = {name: task.outputs for name, task in REFORMER.tasks.items()}
 
 
 def build(cls_name: str, cfg, seed=0):

@@ -25,11 +25,13 @@ import torch
 import bucketrt
 from bucketrt.exporter import DEFAULT_OPSET, BucketrtError, Reference, component, export, load_reference, make_inputs
 from bucketrt.exporter.sources import Source, build_model, load_config
-from bucketrt.exporter.yoso import FAMILY, patch_model, sample_projections
+from bucketrt.exporter.family import family_named
+from bucketrt.exporter.families.yoso import patch_model, sample_projections
 from bucketrt.ops import reference as ref_ops
 
 ATOL = 1e-4
 MODES = {"lsh": {"use_expectation": False}, "expectation": {"use_expectation": True}}
+FAMILY = family_named("yoso")
 HEADS = list(FAMILY.tasks)
 
 

@@ -125,8 +125,12 @@ print("mapped" if mapped() else "unloaded")
     assert _child(script).strip() == "unloaded"
 
 
-def test_second_registration_names_bucketrt_and_the_fix():
+def test_second_registration_names_bucketrt_and_the_fix(tmp_path):
     ort = pytest.importorskip("onnxruntime")
+    from bucketrt.ops.graph import single_op_model
+
+    model = tmp_path / "model.onnx"
+    model.write_bytes(single_op_model(BY_NAME["BucketSum"], {"num_buckets": 4}).SerializeToString())
     options = ort.SessionOptions()
     options.register_custom_ops_library(bucketrt.library_path())
     with pytest.raises(Exception) as info:
@@ -136,7 +140,7 @@ def test_second_registration_names_bucketrt_and_the_fix():
     assert "register it once per SessionOptions" in message, message
     # The helper that registers for the caller says the same for options registered already.
     with pytest.raises(Exception) as info:
-        bucketrt.ort_session("unused.onnx", options=bucketrt.session_options())
+        bucketrt.ort_session(model, options=bucketrt.session_options())
     assert "already registered on these SessionOptions" in str(info.value)
     # A fresh SessionOptions still registers (the first registration is untouched).
     fresh = ort.SessionOptions()

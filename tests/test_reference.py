@@ -152,3 +152,45 @@ def test_lsh_cumulation_converges_to_yoso_expectation(transform):
     assert all(e <= b for e, b in zip(errors, bounds)), errors
     # Quadrupling m halves the error (1/sqrt(m)), within noise.
     assert all(0.35 < errors[i + 1] / errors[i] < 0.65 for i in range(3)), errors
+
+
+# -- the spec's attribute bounds, as the reference and the exporter enforce them ----------------
+
+
+def _chunk_tensors():
+    g = torch.Generator().manual_seed(0)
+    qkv = [torch.randn(1, 1, 8, 4, generator=g) for _ in range(3)]
+    return (*qkv, torch.ones(1, 8, dtype=torch.int32), torch.zeros(1, 1, 1, 8, dtype=torch.int32))
+
+
+@pytest.mark.parametrize("exporting", [False, True], ids=["eager", "exporting"])
+@pytest.mark.parametrize(
+    "attrs,message",
+    [
+        ({"chunk_length": 2, "chunks_before": 2**61}, r"attribute 'chunks_before' must be <= 64, got 2305843009213693952"),
+        ({"chunk_length": 2, "causal": 2}, r"attribute 'causal' must be one of \[0, 1\], got 2"),
+        ({"chunk_length": 2, "mask_self": [1]}, r"attribute 'mask_self' must be an int, got \[1\]"),
+        ({"chunk_length": "2"}, r"attribute 'chunk_length' must be an int, got '2'"),
+        ({"chunk_length": 2, "chunks_befor": 0}, r"unknown attribute\(s\) \['chunks_befor'\]"),
+    ],
+)
+def test_reference_and_exporter_enforce_the_spec_bounds(monkeypatch, exporting, attrs, message):
+    from bucketrt.ops import call
+    from bucketrt.ops.spec import SORTED_CHUNK_ATTENTION
+
+    tensors = _chunk_tensors()
+    with pytest.raises(ValueError, match=rf"^SortedChunkAttention: {message}$"):
+        reference.sorted_chunk_attention(*tensors, **attrs)
+    # bucketrt.ops.call is the exporter's only way to an op: it checks before emitting a node.
+    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: exporting)
+    with pytest.raises(ValueError, match=rf"^SortedChunkAttention: {message}$"):
+        call(SORTED_CHUNK_ATTENTION, *tensors, **attrs)
+
+
+def test_a_window_wider_than_the_chunks_counts_keys_once_per_appearance():
+    # 1 + before + after = 7 windows over K = 4 chunks: chunk offsets -3..3 mod 4 meet offset 1 (= -3)
+    # twice; the reference (Reformer's concatenation of rolled chunks) counts such keys twice.
+    tensors = _chunk_tensors()
+    wide = reference.sorted_chunk_attention(*tensors, chunk_length=2, chunks_before=3, chunks_after=3)
+    once = reference.sorted_chunk_attention(*tensors, chunk_length=2, chunks_before=2, chunks_after=1)
+    assert not torch.allclose(wide, once)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
+import torch
 
 from bucketrt.ops import spec
 
@@ -106,14 +108,89 @@ def test_float_type_is_one_per_node():
         spec.LSH_CUMULATION.bind(shapes, ints + ["float64"], {"hashtable_capacity": 16})
     with pytest.raises(ValueError, match=r"SignHash: input 'projection' must be float16 like input 'vector', got float32"):
         spec.SIGN_HASH.bind([(4, 7), (4, 7, 32), (2, 6, 32)], ["int32", "float16", "float32"], {"num_hash": 3, "hash_code_len": 4})
-    # Ops without float16 kernels yet keep float32 alone, with the old words.
-    for op in (op for op in spec.OPS if op.float_types == ("float32",)):
-        float_input = next(t for t in op.inputs if t.dtype == spec.FLOAT)
-        dtypes = ["float16" if t.dtype == spec.FLOAT else t.dtype for t in op.inputs]
-        shapes = [(2,) * len(t.dims) for t in op.inputs]
-        with pytest.raises(ValueError, match=rf"{op.name}: input '{float_input.name}' must be float32, got float16"):
-            op.bind(shapes, dtypes, {a.name: 1 for a in op.attributes if a.type == "int"})
     assert 'inline constexpr DType kSignHashFloatTypes[] = {DType::kFloat32, DType::kFloat16};' in spec.cpp_header()
+
+
+@pytest.mark.parametrize("op", spec.OPS, ids=[op.name for op in spec.OPS])
+def test_an_op_with_float32_alone_rejects_float16_with_the_float32_words(op):
+    # Every op of the catalogue takes float16 today; an op that allows float32 alone (one added
+    # before its float16 kernels) must reject float16 naming its first float input. Each op is
+    # restricted to float32 here, so that this runs for every op (the catalogue has none such).
+    only32 = dataclasses.replace(op, float_types=("float32",))
+    float_input = next(t for t in op.inputs if t.dtype == spec.FLOAT)
+    dtypes = ["float16" if t.dtype == spec.FLOAT else t.dtype for t in op.inputs]
+    shapes = [(2,) * len(t.dims) for t in op.inputs]
+    attrs = only32.resolve_attributes({a.name: a.minimum if a.minimum else 2 for a in op.attributes
+                                       if a.default is None})
+    with pytest.raises(ValueError, match=rf"^{op.name}: input '{float_input.name}' must be float32, got float16$"):
+        only32.bind(shapes, dtypes, attrs)
+    # The same dtypes are T = float16 for the op itself (so the restriction is what rejects them).
+    op.bind(shapes, dtypes, attrs)
+    assert only32.output_dtypes(dtypes) == [t.concrete_dtype("float32") for t in op.outputs]
+
+
+# -- attribute bounds: one definition, every backend ------------------------------------------
+
+
+def test_every_int_attribute_has_a_maximum_or_allowed_values():
+    for op in spec.OPS:
+        for a in op.attributes:
+            if a.type == "int":
+                assert a.allowed or (a.minimum is not None and a.maximum is not None), (op.name, a.name)
+                # Sizes derived from one attribute times an int32-sized dim stay far inside int64.
+                assert max(a.allowed or (a.maximum,)) <= spec.MAX_INT32 + 1, (op.name, a.name)
+            else:
+                assert a.choices, (op.name, a.name)
+    with pytest.raises(AssertionError, match="needs a minimum and a maximum"):
+        spec.Attribute("x", "int", "unbounded", minimum=0)
+
+
+@pytest.mark.parametrize(
+    "op,attrs,message",
+    [
+        (spec.SIGN_HASH, {"num_hash": 1, "hash_code_len": 31}, "attribute 'hash_code_len' must be <= 30, got 31"),
+        (spec.SIGN_HASH, {"num_hash": 2**31, "hash_code_len": 4}, "attribute 'num_hash' must be <= 2147483647, got 2147483648"),
+        (spec.SIGN_HASH, {"num_hash": [1], "hash_code_len": 4}, "attribute 'num_hash' must be an int, got \\[1\\]"),
+        (spec.SIGN_HASH, {"num_hash": 1, "hash_code_len": 4, "transform": 3}, "attribute 'transform' must be a string, got 3"),
+        (spec.LSH_CUMULATION, {"hashtable_capacity": 8, "deterministic": 2}, "attribute 'deterministic' must be one of \\[0, 1\\], got 2"),
+        (spec.LSH_CUMULATION, {"hashtable_capacity": 2**31}, "attribute 'hashtable_capacity' must be <= 1073741824"),
+        (spec.SORTED_CHUNK_ATTENTION, {"chunk_length": 4, "chunks_before": 2**61}, "attribute 'chunks_before' must be <= 64"),
+        (spec.SORTED_CHUNK_ATTENTION, {"chunk_length": 4, "causal": -1}, "attribute 'causal' must be one of \\[0, 1\\], got -1"),
+        (spec.SORTED_CHUNK_ATTENTION, {"chunk_length": 4, "mask_self": True}, "attribute 'mask_self' must be an int, got True"),
+        (spec.EXPERT_FFN, {"activation": "gelu2"}, "attribute 'activation' must be one of \\['relu', "),
+    ],
+)
+def test_bounds_are_the_specs(op, attrs, message):
+    with pytest.raises(ValueError, match=rf"^{op.name}: {message}"):
+        op.resolve_attributes(attrs)
+
+
+def test_cpp_header_carries_every_bound():
+    header = spec.cpp_header()
+    assert '{"hash_code_len", AttrType::kInt, nullptr, 1, 30, false, "", nullptr, 0},' in header
+    assert "inline constexpr long long kSortedChunkAttention_causal_allowed[] = {0, 1};" in header
+    assert ('{"causal", AttrType::kInt, "0", kNoMinimum, kNoMaximum, false, "", '
+            "kSortedChunkAttention_causal_allowed, 2}," in header)
+    assert '{"chunks_before", AttrType::kInt, "1", 0, 64, false, "", nullptr, 0},' in header
+    for op in spec.OPS:
+        for a in op.attributes:
+            if a.maximum is not None:
+                assert f'{{"{a.name}", AttrType::kInt, ' in header and f", {a.maximum}, " in header
+
+
+def test_activations_are_defined_once():
+    from bucketrt.ops import reference
+
+    # The spec names them and says which function each computes; the reference has one formula
+    # per function; the C++ kernels get the enum and the names from the generated header.
+    assert spec.EXPERT_FFN.attribute("activation").choices == tuple(spec.EXPERT_ACTIVATIONS)
+    assert tuple(reference.ACTIVATION_FUNCTIONS) == spec.ACTIVATION_FUNCTIONS
+    assert set(reference.EXPERT_ACTIVATIONS) == set(spec.EXPERT_ACTIVATIONS)
+    header = spec.cpp_header()
+    assert f"inline constexpr int kNumActivations = {len(spec.ACTIVATION_FUNCTIONS)};" in header
+    assert '{"gelu_fast", Activation::kGeluTanh},' in header and '{"swish", Activation::kSilu},' in header
+    x = torch.linspace(-3, 3, 7)
+    torch.testing.assert_close(reference.EXPERT_ACTIVATIONS["gelu_new"](x), reference.ACTIVATION_FUNCTIONS["gelu_tanh"](x))
 
 
 def test_every_output_dim_is_an_int_attribute_or_an_input_dim():

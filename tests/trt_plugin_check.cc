@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -124,6 +125,16 @@ struct Fields {
   }
   Fields& Float(const char* name, float v) {
     fields.emplace_back(name, &floats.emplace_back(v), PluginFieldType::kFLOAT32, 1);
+    return *this;
+  }
+  // A list of ints (an ONNX INTS attribute as the parser hands it over).
+  Fields& Ints(const char* name, std::initializer_list<int32_t> values) {
+    int32_t* first = nullptr;
+    for (int32_t v : values) {
+      int32_t* at = &ints.emplace_back(v);
+      if (first == nullptr) first = at;
+    }
+    fields.emplace_back(name, first, PluginFieldType::kINT32, static_cast<int32_t>(values.size()));
     return *this;
   }
   Fields& Str(const char* name, const char* v) {
@@ -240,6 +251,41 @@ int main(int argc, char** argv) {
     Fields f;
     f.Int("num_hash", 4).Int("hash_code_len", 40);
     expect_refusal(f, "SignHash: attribute 'hash_code_len' must be <= 30, got 40 (node 'bad')");
+  }
+  {
+    // A list where an int belongs: the wrong type, in the reference's words (never "required").
+    Fields f;
+    f.Ints("num_hash", {1, 2}).Int("hash_code_len", 8);
+    expect_refusal(f, "SignHash: attribute 'num_hash' must be an int, got [1, 2] (node 'bad')");
+  }
+  {
+    Fields f;
+    f.Long("num_hash", int64_t{1} << 31).Int("hash_code_len", 8);
+    expect_refusal(f, "SignHash: attribute 'num_hash' must be <= 2147483647, got 2147483648 (node 'bad')");
+  }
+  {
+    Fields f;
+    f.Int("num_hash", 4).Int("hash_code_len", 8).Int("transform", 1);
+    expect_refusal(f, "SignHash: attribute 'transform' must be a string, got 1 (node 'bad')");
+  }
+  {
+    // The routing attributes are the op's own: accepted, whatever else the node carries.
+    Fields f;
+    f.Int("num_hash", 4).Int("hash_code_len", 8).Str("plugin_version", "1").Str("plugin_namespace", "bucketrt");
+    logger.messages.clear();
+    IPluginV3* p = sign->createPlugin("routed", f.Get(), TensorRTPhase::kBUILD);
+    Check(p != nullptr && logger.messages.empty(), "the routing attributes plugin_version/plugin_namespace are accepted");
+    delete p;
+  }
+  {
+    // Allowed values (a 0/1 flag), from the spec like every bound.
+    Fields f;
+    f.Int("hashtable_capacity", 8).Int("deterministic", 2);
+    logger.messages.clear();
+    IPluginV3* p = lsh->createPlugin("bad", f.Get(), TensorRTPhase::kBUILD);
+    const std::string want = "LSHCumulation: attribute 'deterministic' must be one of [0, 1], got 2 (node 'bad')";
+    Check(p == nullptr && logger.Last() == want, "refused: " + want + " [logged: " + logger.Last() + "]");
+    delete p;
   }
 
   Fields sign_fields;

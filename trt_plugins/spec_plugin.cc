@@ -75,13 +75,6 @@ std::string WithNode(const std::string& error, const std::string& node) {
   return node.empty() ? error : Format("%s (node '%s')", error.c_str(), node.c_str());
 }
 
-// Python's repr() of a list of names, as spec.py words unknown attributes: ['a', 'b'].
-std::string NameList(const std::vector<std::string>& names) {
-  std::string out = "[";
-  for (size_t i = 0; i < names.size(); ++i) out += (i ? ", '" : "'") + names[i] + "'";
-  return out + "]";
-}
-
 // Runs `body`; an exception (std::bad_alloc, a programming error) is logged and becomes `failed`.
 template <class Body, class Result>
 Result Guard(const char* where, Body&& body, Result failed) noexcept {
@@ -109,7 +102,7 @@ double ReadFloat(const void* data) {
   return static_cast<double>(value);
 }
 
-std::string ReadField(const spec::OpSpec& op, const nvinfer1::PluginField& field, RawAttribute* out) {
+std::string ReadField(const spec::OpSpec& /*op*/, const nvinfer1::PluginField& field, RawAttribute* out) {
   using Type = nvinfer1::PluginFieldType;
   if (field.type == Type::kCHAR) {
     // With or without the terminating NUL in `length`: ONNX's parser and our own serialisation.
@@ -122,24 +115,41 @@ std::string ReadField(const spec::OpSpec& op, const nvinfer1::PluginField& field
   const bool is_int = field.type == Type::kINT8 || field.type == Type::kINT16 || field.type == Type::kINT32 ||
                       field.type == Type::kINT64;
   const bool is_float = field.type == Type::kFLOAT32 || field.type == Type::kFLOAT64;
+  // Any other field type, or a list, is kept as such: ResolveAttributes reports it as of the wrong
+  // type, in the reference's words (an attribute of ours is one int or one string).
   if (!is_int && !is_float) {
-    return Format("%s: attribute '%s' is a TensorRT plugin field of type %d, which bucketrt does not read", op.name,
-                  field.name, static_cast<int>(field.type));
+    out->kind = RawAttribute::Kind::kOther;
+    return {};
   }
-  if (field.data == nullptr || field.length != 1) {
-    return Format("%s: attribute '%s' must be a single value, got %d", op.name, field.name,
-                  static_cast<int>(field.length));
-  }
-  if (is_int) {
+  const int32_t length = field.data != nullptr ? std::max<int32_t>(field.length, 0) : 0;
+  const size_t size = field.type == Type::kINT8    ? 1
+                      : field.type == Type::kINT16 ? 2
+                      : field.type == Type::kINT32 || field.type == Type::kFLOAT32 ? 4
+                                                                                   : 8;
+  const char* data = static_cast<const char*>(field.data);
+  auto int_at = [&](int32_t i) {
+    const void* at = data + static_cast<size_t>(i) * size;
+    return field.type == Type::kINT8    ? ReadInt<int8_t>(at)
+           : field.type == Type::kINT16 ? ReadInt<int16_t>(at)
+           : field.type == Type::kINT32 ? ReadInt<int32_t>(at)
+                                        : ReadInt<int64_t>(at);
+  };
+  auto float_at = [&](int32_t i) {
+    const void* at = data + static_cast<size_t>(i) * size;
+    return field.type == Type::kFLOAT32 ? ReadFloat<float>(at) : ReadFloat<double>(at);
+  };
+  if (length == 1 && is_int) {
     out->kind = RawAttribute::Kind::kInt;
-    out->int_value = field.type == Type::kINT8    ? ReadInt<int8_t>(field.data)
-                     : field.type == Type::kINT16 ? ReadInt<int16_t>(field.data)
-                     : field.type == Type::kINT32 ? ReadInt<int32_t>(field.data)
-                                                  : ReadInt<int64_t>(field.data);
-  } else {
+    out->int_value = int_at(0);
+  } else if (length == 1) {
     out->kind = RawAttribute::Kind::kFloat;
-    out->float_value =
-        field.type == Type::kFLOAT32 ? ReadFloat<float>(field.data) : ReadFloat<double>(field.data);
+    out->float_value = float_at(0);
+  } else if (is_int) {
+    out->kind = RawAttribute::Kind::kInts;
+    for (int32_t i = 0; i < length; ++i) out->int_values.push_back(int_at(i));
+  } else {
+    out->kind = RawAttribute::Kind::kFloats;
+    for (int32_t i = 0; i < length; ++i) out->float_values.push_back(float_at(i));
   }
   return {};
 }
@@ -155,7 +165,7 @@ const char* PluginVersion() {
 std::string ReadFields(const spec::OpSpec& op, const nvinfer1::PluginFieldCollection* fields,
                        std::vector<RawAttribute>* raw) {
   raw->assign(static_cast<size_t>(op.num_attributes), RawAttribute());
-  std::vector<std::string> unknown;
+  std::vector<std::string> names;
   const int count = fields != nullptr && fields->fields != nullptr ? fields->nbFields : 0;
   for (int f = 0; f < count; ++f) {
     const nvinfer1::PluginField& field = fields->fields[f];
@@ -164,18 +174,13 @@ std::string ReadFields(const spec::OpSpec& op, const nvinfer1::PluginFieldCollec
     for (int a = 0; a < op.num_attributes; ++a) {
       if (std::strcmp(op.attributes[a].name, field.name) == 0) index = a;
     }
+    names.push_back(field.name);
     if (index >= 0) {
       std::string error = ReadField(op, field, &(*raw)[static_cast<size_t>(index)]);
       if (!error.empty()) return error;
-    } else if (std::strcmp(field.name, spec::kPluginVersionAttribute) != 0 &&
-               std::strcmp(field.name, spec::kPluginNamespaceAttribute) != 0) {
-      unknown.push_back(field.name);
     }
   }
-  if (unknown.empty()) return {};
-  std::sort(unknown.begin(), unknown.end());
-  unknown.erase(std::unique(unknown.begin(), unknown.end()), unknown.end());
-  return Format("%s: unknown attribute(s) %s", op.name, NameList(unknown).c_str());
+  return CheckAttributeNames(op, names);
 }
 
 // ---- SpecPlugin --------------------------------------------------------------------------------

@@ -140,12 +140,14 @@ std::string CheckBucketSizes(const int32_t* sizes, int64_t count, int64_t num_ha
     }
     sum += sizes[i];
   }
-  if (columns != num_hash * (sum / 2)) {
+  int64_t needed = 0;
+  if (!CheckedMul(num_hash, sum / 2, &needed)) return SizeOverflowError("ArgmaxHash", "num_hash * sum(bucket_sizes) / 2");
+  if (columns != needed) {
     return Format(
         "ArgmaxHash: input 'projection' has %lld columns, but num_hash=%lld rounds of bucket_sizes %s need "
         "num_hash * sum(bucket_sizes) / 2 = %lld",
         static_cast<long long>(columns), static_cast<long long>(num_hash), SizesRepr(sizes, count).c_str(),
-        static_cast<long long>(num_hash * (sum / 2)));
+        static_cast<long long>(needed));
   }
   return {};
 }

@@ -15,31 +15,6 @@
 namespace bucketrt::cpu {
 namespace {
 
-constexpr std::pair<const char*, Activation> kActivations[] = {
-    {"relu", Activation::kRelu},
-    {"gelu", Activation::kGelu},
-    {"gelu_python", Activation::kGelu},
-    {"gelu_10", Activation::kGelu10},
-    {"gelu_new", Activation::kGeluTanh},
-    {"gelu_pytorch_tanh", Activation::kGeluTanh},
-    {"gelu_python_tanh", Activation::kGeluTanh},
-    {"gelu_accurate", Activation::kGeluTanh},
-    {"gelu_fast", Activation::kGeluTanh},
-    {"quick_gelu", Activation::kQuickGelu},
-    {"silu", Activation::kSilu},
-    {"swish", Activation::kSilu},
-    {"relu2", Activation::kRelu2},
-    {"relu6", Activation::kRelu6},
-    {"leaky_relu", Activation::kLeakyRelu},
-    {"sigmoid", Activation::kSigmoid},
-    {"tanh", Activation::kTanh},
-    {"hardswish", Activation::kHardswish},
-    {"mish", Activation::kMish},
-    {"laplace", Activation::kLaplace},
-    {"sqrtsoftplus", Activation::kSqrtSoftplus},
-    {"linear", Activation::kLinear},
-};
-
 // Rows per tile: enough tiles for every worker to have about two, but no tile above 256 rows (the
 // GEMM's gain flattens there and its scratch stays in L2) and, when there are tokens enough, none
 // under 32 (each tile streams its expert's weights once).
@@ -145,9 +120,9 @@ ExpertFfnShape ExpertFfnShapeOf(const Attributes& /*attrs*/, const Bindings& env
 }
 
 std::string ParseActivation(const std::string& name, Activation* out) {
-  for (const auto& [known, act] : kActivations) {
-    if (name == known) {
-      *out = act;
+  for (const spec::ActivationName& known : spec::kActivationNames) {
+    if (name == known.name) {
+      *out = known.function;
       return {};
     }
   }

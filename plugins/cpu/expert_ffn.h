@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <string>
 
+#include "bucketrt/op_specs.h"
 #include "bucketrt/parallel.h"
 
 namespace bucketrt {
@@ -22,13 +23,12 @@ class Bindings;
 
 namespace bucketrt::cpu {
 
-// Index into spec.EXPERT_ACTIVATIONS order is not relied on: names are mapped in expert_ffn.cc.
-enum class Activation {
-  kRelu, kGelu, kGelu10, kGeluTanh, kQuickGelu, kSilu, kRelu2, kRelu6, kLeakyRelu, kSigmoid, kTanh,
-  kHardswish, kMish, kLaplace, kSqrtSoftplus, kLinear
-};
+// The activation functions and their names are spec.py's EXPERT_ACTIVATIONS, through the generated
+// header; the kernels (expert_ffn_tile.cc, cuda/expert_ffn.cu) switch over every function, and
+// -Werror=switch there makes a function added to the spec without a kernel a compile error.
+using Activation = spec::Activation;
 
-// "" and the activation for a transformers ACT2FN name the spec allows; an error otherwise.
+// "" and the function of a name the spec lists (spec::kActivationNames); an error otherwise.
 std::string ParseActivation(const std::string& name, Activation* out);
 
 struct ExpertFfnShape {

@@ -24,6 +24,11 @@ auto Softplus(const A& a) {
   return (a > 20.0f).select(a, a.exp().log1p());
 }
 
+// Every function of spec::Activation has a case below: a function the spec adds without one is a
+// compile error (-Werror=switch), and the count is checked too.
+static_assert(spec::kNumActivations == 16, "spec.py's ACTIVATION_FUNCTIONS changed: give every function a case");
+#pragma GCC diagnostic push
+#pragma GCC diagnostic error "-Wswitch"
 template <class A>
 void Apply(Activation act, A a) {
   constexpr float kSqrt2OverPi = 0.7978845608028654f;
@@ -47,6 +52,7 @@ void Apply(Activation act, A a) {
     case Activation::kLinear: break;
   }
 }
+#pragma GCC diagnostic pop
 
 }  // namespace
 

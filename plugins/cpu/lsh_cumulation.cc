@@ -83,11 +83,6 @@ LshCumulationShape LshCumulationShapeOf(const Attributes& attrs, const Bindings&
   return s;
 }
 
-std::string CheckLshDeterministic(int64_t deterministic) {
-  if (deterministic == 0 || deterministic == 1) return {};
-  return Format("LSHCumulation: attribute 'deterministic' must be 0 or 1, got %lld", static_cast<long long>(deterministic));
-}
-
 std::string LshCodeError(const char* op, const char* input, int32_t code, int64_t b, int64_t r, int64_t h,
                          int64_t capacity) {
   return Format("%s: input '%s' has code %d at [%lld, %lld, %lld], outside [0, hashtable_capacity=%lld)", op, input,

@@ -41,9 +41,6 @@ struct LshCumulationShape {
 // attributes. Every backend (ORT CPU kernels, CUDA op table) reads them here, so they agree.
 LshCumulationShape LshCumulationShapeOf(const Attributes& attrs, const Bindings& env);
 
-// "" when the 'deterministic' attribute is 0 or 1, else the error every backend reports.
-std::string CheckLshDeterministic(int64_t deterministic);
-
 // The message for code `code` of input `input` at [b, r, h] outside [0, capacity) (CheckLshCodes'
 // words, shared with the backends that find the culprit elsewhere).
 std::string LshCodeError(const char* op, const char* input, int32_t code, int64_t b, int64_t r, int64_t h,

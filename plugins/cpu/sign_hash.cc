@@ -76,14 +76,7 @@ SignHashShape SignHashShapeOf(const Attributes& attrs, const Bindings& env) {
   return s;
 }
 
-std::string CheckHashCodeLen(int64_t code_len) {
-  if (code_len <= kMaxHashCodeLen) return {};
-  return Format("SignHash: attribute 'hash_code_len' must be <= %lld, got %lld", static_cast<long long>(kMaxHashCodeLen),
-                static_cast<long long>(code_len));
-}
-
 std::string PlanSignHash(const SignHashShape& s, int64_t max_workers, SignHashPlan* plan) {
-  if (std::string error = CheckHashCodeLen(s.code_len); !error.empty()) return error;
   if (s.groups < 1 || s.batch % s.groups) {
     return Format("SignHash: input 'projection' has %lld groups, which do not divide the batch %lld",
                   static_cast<long long>(s.groups), static_cast<long long>(s.batch));
@@ -99,36 +92,46 @@ std::string PlanSignHash(const SignHashShape& s, int64_t max_workers, SignHashPl
       return Format("SignHash: hash_code_len=%lld exceeds the vector dim %lld", static_cast<long long>(s.code_len),
                     static_cast<long long>(s.dim));
     }
-    p.parts = std::max<int64_t>(1, (s.num_hash + p.per_part - 1) / p.per_part);
-    if (s.proj_rows != 3 * p.parts || s.proj_cols != s.dim) {
+    p.parts = std::max<int64_t>(1, s.num_hash / p.per_part + (s.num_hash % p.per_part != 0));
+    int64_t rows = 0, lanes_floats = 0;
+    // Checked: the dims may be an optimisation profile's bounds (TensorRT plans before any data).
+    if (!CheckedMul(3, p.parts, &rows) || !CheckedAdd(2 * s.dim, s.num_hash, &lanes_floats) ||
+        !CheckedMul(lanes_floats, kMaxLanes, &lanes_floats)) {
+      return SizeOverflowError("SignHash", "the hadamard parts");
+    }
+    if (s.proj_rows != rows || s.proj_cols != s.dim) {
       return Format(
           "SignHash: input 'projection' must be [G, 3*P, D] = [%lld, %lld, %lld] for transform='hadamard', "
           "got [%lld, %lld, %lld]",
-          static_cast<long long>(s.groups), static_cast<long long>(3 * p.parts), static_cast<long long>(s.dim),
+          static_cast<long long>(s.groups), static_cast<long long>(rows), static_cast<long long>(s.dim),
           static_cast<long long>(s.groups), static_cast<long long>(s.proj_rows), static_cast<long long>(s.proj_cols));
     }
     // [D][lanes] inputs and transform, [num_hash][lanes] codes.
-    p.floats_per_worker = static_cast<size_t>((2 * s.dim + s.num_hash) * kMaxLanes);
+    p.floats_per_worker = static_cast<size_t>(lanes_floats);
     p.rows_per_item = kMaxRowsPerItem;
   } else {
-    if (s.proj_rows != s.dim || s.proj_cols != s.num_hash * s.code_len) {
+    int64_t columns = 0;  // num_hash <= 2^31 - 1 and L <= 30 (the spec's bounds): no overflow, checked all the same
+    if (!CheckedMul(s.num_hash, s.code_len, &columns)) return SizeOverflowError("SignHash", "num_hash*hash_code_len");
+    if (s.proj_rows != s.dim || s.proj_cols != columns) {
       return Format(
           "SignHash: input 'projection' must be [G, D, num_hash*hash_code_len] = [%lld, %lld, %lld] for "
           "transform='gaussian', got [%lld, %lld, %lld]",
           static_cast<long long>(s.groups), static_cast<long long>(s.dim),
-          static_cast<long long>(s.num_hash * s.code_len), static_cast<long long>(s.groups),
+          static_cast<long long>(columns), static_cast<long long>(s.groups),
           static_cast<long long>(s.proj_rows), static_cast<long long>(s.proj_cols));
     }
     // The projections of an item's rows ([rows + kGaussianBlock, C] floats).
-    const int64_t C = s.num_hash * s.code_len;
+    const int64_t C = columns;
     const int64_t blocks = std::min(kMaxRowsPerItem, kGaussianScratchFloats / std::max<int64_t>(1, C)) / kGaussianBlock;
     p.rows_per_item = std::max<int64_t>(1, blocks) * kGaussianBlock;
-    p.floats_per_worker = static_cast<size_t>((p.rows_per_item + kGaussianBlock) * C);
+    int64_t floats = 0;
+    if (!CheckedMul(p.rows_per_item + kGaussianBlock, C, &floats)) return SizeOverflowError("SignHash", "the scratch");
+    p.floats_per_worker = static_cast<size_t>(floats);
   }
   p.floats_per_worker = (p.floats_per_worker + 15) / 16 * 16;  // 64-byte multiples
   p.avx2 = UseAvx2();
-  p.items_per_batch = (s.length + p.rows_per_item - 1) / p.rows_per_item;
-  p.num_items = s.batch * p.items_per_batch;
+  p.items_per_batch = s.length / p.rows_per_item + (s.length % p.rows_per_item != 0);
+  if (!CheckedMul(s.batch, p.items_per_batch, &p.num_items)) return SizeOverflowError("SignHash", "the work items");
   p.num_workers = std::max<int64_t>(1, std::min(max_workers, p.num_items));
   *plan = p;
   return {};

@@ -31,8 +31,6 @@ class Bindings;
 
 namespace bucketrt::cpu {
 
-inline constexpr int64_t kMaxHashCodeLen = 30;
-
 struct SignHashShape {
   int64_t batch = 0;   // B
   int64_t length = 0;  // N
@@ -61,12 +59,8 @@ struct SignHashPlan {
   size_t scratch_floats() const { return static_cast<size_t>(num_workers) * floats_per_worker; }
 };
 
-// "" when hash_code_len is at most kMaxHashCodeLen, else the error every backend reports (at
-// kernel creation: it needs no shapes).
-std::string CheckHashCodeLen(int64_t code_len);
-
-// Checks what the generic spec validation cannot (L <= 30, G | B, hadamard D a power of two and
-// L <= D, projection shape) with the reference's wording; returns "" and fills *plan when valid.
+// Checks what the generic spec validation cannot (G | B, hadamard D a power of two and L <= D,
+// projection shape; the attributes' bounds, L <= 30 among them, are ResolveAttributes') with the reference's wording; returns "" and fills *plan when valid.
 std::string PlanSignHash(const SignHashShape& shape, int64_t max_workers, SignHashPlan* plan);
 
 // All tensors dense row-major; `scratch` holds plan.scratch_floats() floats (any content).

@@ -160,15 +160,10 @@ ChunkAttentionShape ChunkAttentionShapeOf(const Attributes& attrs, const Binding
   s.chunk_length = attrs.Int("chunk_length");
   s.chunks_before = attrs.Int("chunks_before");
   s.chunks_after = attrs.Int("chunks_after");
-  // CheckChunkAttentionFlag (at kernel creation) has made these 0 or 1.
+  // 0 or 1: the spec's allowed values, enforced by ResolveAttributes.
   s.causal = attrs.Int("causal") == 1;
   s.mask_self = attrs.Int("mask_self") == 1;
   return s;
-}
-
-std::string CheckChunkAttentionFlag(const char* name, int64_t value) {
-  if (value == 0 || value == 1) return {};
-  return Format("SortedChunkAttention: attribute '%s' must be 0 or 1, got %lld", name, static_cast<long long>(value));
 }
 
 std::string PlanChunkAttention(const ChunkAttentionShape& s, int64_t max_length, int64_t max_workers,
@@ -177,6 +172,11 @@ std::string PlanChunkAttention(const ChunkAttentionShape& s, int64_t max_length,
     return Format(
         "SortedChunkAttention: input 'query' has sequence length %lld, beyond the model's limit max_length=%lld",
         static_cast<long long>(s.length), static_cast<long long>(max_length));
+  }
+  // Positions are int32 (the buckets input's type).
+  if (s.length > INT32_MAX) {
+    return Format("SortedChunkAttention: input 'query' has sequence length %lld, beyond 2^31 - 1",
+                  static_cast<long long>(s.length));
   }
   ChunkAttentionPlan p;
   p.plain = s.length <= s.chunk_length;
@@ -188,17 +188,44 @@ std::string PlanChunkAttention(const ChunkAttentionShape& s, int64_t max_length,
   }
   p.rounds = p.plain ? 1 : s.rounds;
   p.chunk = p.plain ? s.length : s.chunk_length;
-  p.window = p.plain ? s.length : s.chunk_length * (1 + s.chunks_before + s.chunks_after);
-  p.chunks_per_head = p.plain ? 1 : p.rounds * s.length / s.chunk_length;
-  const int64_t items = s.batch * s.heads * p.chunks_per_head;
+  // Every size below checked: the dims may be an optimisation profile's bounds (TensorRT plans
+  // before any data exists), and chunks_before/after are bounded by the spec (<= 64) only.
+  const char* op = "SortedChunkAttention";
+  int64_t span = 0, slots = 0, heads = 0, items = 0;
+  if (!CheckedAdd(s.chunks_before, s.chunks_after, &span) || !CheckedAdd(span, 1, &span)) {
+    return SizeOverflowError(op, "the window");
+  }
+  if (p.plain) {
+    p.window = s.length;
+  } else if (!CheckedMul(s.chunk_length, span, &p.window)) {
+    return SizeOverflowError(op, "the window chunk_length * (1 + chunks_before + chunks_after)");
+  }
+  if (!CheckedMul(p.rounds, s.length, &slots) || !CheckedMul(s.batch, s.heads, &heads)) {
+    return SizeOverflowError(op, "the slots");
+  }
+  p.chunks_per_head = p.plain ? 1 : slots / s.chunk_length;
+  if (!CheckedMul(heads, p.chunks_per_head, &items)) return SizeOverflowError(op, "the chunks");
   p.num_workers = std::max<int64_t>(1, std::min(max_workers, items));
   p.avx2 = UseAvx2();
   const int64_t Cp = RoundUp(p.chunk, kRows), Wp = RoundUp(p.window, kTile), Dp = RoundUp(s.dim, kTile);
   // keys [D][Wp], values [Wp][Dp], queries [Cp][D], scores [Cp][Wp], outputs [Cp][Dp], positions and key flags [2][Wp].
-  p.worker_floats = static_cast<size_t>(s.dim * Wp + Wp * Dp + Cp * s.dim + Cp * Wp + Cp * Dp + 2 * Wp + 16);
-  const size_t heads = static_cast<size_t>(s.batch * s.heads);
-  p.shared_floats = heads * static_cast<size_t>(p.rounds * s.length);  // positions
-  if (p.rounds > 1) p.shared_floats += heads * static_cast<size_t>(p.rounds * s.length * (s.dim + 1));
+  int64_t worker = 16, term = 0;
+  const int64_t terms[][2] = {{s.dim, Wp}, {Wp, Dp}, {Cp, s.dim}, {Cp, Wp}, {Cp, Dp}, {2, Wp}};
+  for (const auto& t : terms) {
+    if (!CheckedMul(t[0], t[1], &term) || !CheckedAdd(worker, term, &worker)) return SizeOverflowError(op, "the scratch");
+  }
+  p.worker_floats = static_cast<size_t>(worker);
+  int64_t shared = 0, per_round = 0;
+  if (!CheckedMul(heads, slots, &shared)) return SizeOverflowError(op, "the scratch");  // positions
+  if (p.rounds > 1 &&
+      (!CheckedMul(shared, s.dim + 1, &per_round) || !CheckedAdd(shared, per_round, &shared))) {
+    return SizeOverflowError(op, "the scratch");
+  }
+  int64_t total = 0;
+  if (!CheckedMul(static_cast<int64_t>(p.num_workers), worker, &total) || !CheckedAdd(total, shared, &total)) {
+    return SizeOverflowError(op, "the scratch");
+  }
+  p.shared_floats = static_cast<size_t>(shared);
   *plan = p;
   return {};
 }

@@ -53,9 +53,6 @@ struct ChunkAttentionPlan {
   size_t scratch_floats() const { return shared_floats + static_cast<size_t>(num_workers) * worker_floats; }
 };
 
-// The 0/1 attributes 'causal' and 'mask_self': "" or the reference's error.
-std::string CheckChunkAttentionFlag(const char* name, int64_t value);
-
 // The error for a negative bucket (outside plain attention), in the reference's words.
 inline constexpr const char* kNegativeBucketsError = "SortedChunkAttention: input 'buckets' must be >= 0";
 

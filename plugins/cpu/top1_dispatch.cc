@@ -58,9 +58,11 @@ Top1DispatchShape Top1DispatchShapeOf(const Attributes& attrs, const Bindings& e
 }
 
 std::string CheckTop1DispatchTokens(const Top1DispatchShape& shape) {
-  if (shape.batch * shape.length > INT32_MAX) {
-    return Format("Top1Dispatch: input 'probs' has %lld tokens, more than int32 indices address",
-                  static_cast<long long>(shape.batch * shape.length));
+  // Checked: the dims may be an optimisation profile's bounds (TensorRT plans before any data).
+  int64_t tokens = 0;
+  if (!CheckedMul(shape.batch, shape.length, &tokens) || tokens > INT32_MAX) {
+    return Format("Top1Dispatch: input 'probs' has %lld x %lld tokens, more than int32 indices address",
+                  static_cast<long long>(shape.batch), static_cast<long long>(shape.length));
   }
   return {};
 }

@@ -1,8 +1,10 @@
 #include "bucketrt/validate.h"
+#include "bucketrt/op_specs.h"
 
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 
@@ -45,6 +47,17 @@ std::string FloatRepr(double value) {
   return out;
 }
 
+// Python's repr() of a string, for the plain ASCII the messages show.
+std::string StringRepr(const std::string& value) { return "'" + value + "'"; }
+
+template <class T, class Fn>
+std::string ListRepr(const std::vector<T>& values, Fn repr) {
+  std::string out = "[";
+  for (size_t i = 0; i < values.size(); ++i) out += (i ? ", " : "") + repr(values[i]);
+  return out + "]";
+}
+
+// The value as Python would print it (the reference gets lists for list attributes).
 std::string Repr(const RawAttribute& raw) {
   switch (raw.kind) {
     case RawAttribute::Kind::kInt:
@@ -52,10 +65,28 @@ std::string Repr(const RawAttribute& raw) {
     case RawAttribute::Kind::kFloat:
       return FloatRepr(raw.float_value);
     case RawAttribute::Kind::kString:
-      return "'" + raw.string_value + "'";
-    default:
-      return "None";
+      return StringRepr(raw.string_value);
+    case RawAttribute::Kind::kInts:
+      return ListRepr(raw.int_values, [](int64_t v) { return std::to_string(v); });
+    case RawAttribute::Kind::kFloats:
+      return ListRepr(raw.float_values, FloatRepr);
+    case RawAttribute::Kind::kStrings:
+      return ListRepr(raw.string_values, StringRepr);
+    case RawAttribute::Kind::kTensor:
+      return "a tensor";
+    case RawAttribute::Kind::kOther:
+      return "an attribute of another kind";
+    case RawAttribute::Kind::kMissing:
+      break;
   }
+  return "None";
+}
+
+// "[0, 1]", as Python prints list(allowed).
+std::string AllowedRepr(const spec::AttrSpec& a) {
+  std::string out = "[";
+  for (int i = 0; i < a.num_allowed; ++i) out += (i ? ", " : "") + std::to_string(a.allowed[i]);
+  return out + "]";
 }
 
 // "a|b" -> "['a', 'b']", as Python prints list(choices).
@@ -121,34 +152,106 @@ std::string ResolveAttributes(const spec::OpSpec& op, const std::vector<RawAttri
     }
     Attributes::Value resolved;
     resolved.spec = &a;
+    // The same checks in the same order as spec.py's Attribute.check.
     if (a.type == spec::AttrType::kInt) {
       if (value.kind != RawAttribute::Kind::kInt) {
         return Format("%s: attribute '%s' must be an int, got %s", op.name, a.name, Repr(value).c_str());
       }
-      const int64_t v = value.int_value;
+      const long long v = value.int_value;
+      if (a.num_allowed > 0) {
+        bool allowed = false;
+        for (int k = 0; k < a.num_allowed; ++k) allowed = allowed || v == a.allowed[k];
+        if (!allowed) {
+          return Format("%s: attribute '%s' must be one of %s, got %lld", op.name, a.name, AllowedRepr(a).c_str(), v);
+        }
+      }
       if (a.minimum != spec::kNoMinimum && v < a.minimum) {
-        return Format("%s: attribute '%s' must be >= %lld, got %lld", op.name, a.name, a.minimum,
-                      static_cast<long long>(v));
+        return Format("%s: attribute '%s' must be >= %lld, got %lld", op.name, a.name, a.minimum, v);
+      }
+      if (a.maximum != spec::kNoMaximum && v > a.maximum) {
+        return Format("%s: attribute '%s' must be <= %lld, got %lld", op.name, a.name, a.maximum, v);
       }
       if (a.power_of_two && (v < 1 || (v & (v - 1)) != 0)) {
-        return Format("%s: attribute '%s' must be a power of two, got %lld", op.name, a.name,
-                      static_cast<long long>(v));
+        return Format("%s: attribute '%s' must be a power of two, got %lld", op.name, a.name, v);
       }
       resolved.int_value = v;
     } else {
-      const bool has_choices = a.choices && *a.choices;
-      if (has_choices && (value.kind != RawAttribute::Kind::kString || !InChoices(a.choices, value.string_value))) {
-        return Format("%s: attribute '%s' must be one of %s, got %s", op.name, a.name, ChoicesRepr(a.choices).c_str(),
-                      Repr(value).c_str());
-      }
       if (value.kind != RawAttribute::Kind::kString) {
         return Format("%s: attribute '%s' must be a string, got %s", op.name, a.name, Repr(value).c_str());
+      }
+      if (!InChoices(a.choices, value.string_value)) {
+        return Format("%s: attribute '%s' must be one of %s, got %s", op.name, a.name, ChoicesRepr(a.choices).c_str(),
+                      Repr(value).c_str());
       }
       resolved.string_value = value.string_value;
     }
     out->values_.push_back(std::move(resolved));
   }
   return {};
+}
+
+std::string CheckResolvedAttributes(const spec::OpSpec& op, const Attributes& attrs) {
+  std::vector<RawAttribute> raw(static_cast<size_t>(op.num_attributes));
+  if (attrs.values().size() != raw.size()) {
+    return Format("%s: expected %d attributes, got %zu", op.name, op.num_attributes, attrs.values().size());
+  }
+  for (int i = 0; i < op.num_attributes; ++i) {
+    const Attributes::Value& v = attrs.values()[static_cast<size_t>(i)];
+    if (v.spec == nullptr || std::strcmp(v.spec->name, op.attributes[i].name) != 0) {
+      return Format("%s: attribute %d is not '%s'", op.name, i, op.attributes[i].name);
+    }
+    RawAttribute& r = raw[static_cast<size_t>(i)];
+    r.kind = v.spec->type == spec::AttrType::kInt ? RawAttribute::Kind::kInt : RawAttribute::Kind::kString;
+    r.int_value = v.int_value;
+    r.string_value = v.string_value;
+  }
+  Attributes checked;
+  return ResolveAttributes(op, raw, &checked);
+}
+
+bool IsRoutingAttribute(const char* name) {
+  return std::strcmp(name, spec::kPluginVersionAttribute) == 0 || std::strcmp(name, spec::kPluginNamespaceAttribute) == 0;
+}
+
+std::string CheckAttributeNames(const spec::OpSpec& op, const std::vector<std::string>& names) {
+  std::vector<std::string> unknown;
+  for (const std::string& name : names) {
+    bool declared = IsRoutingAttribute(name.c_str());
+    for (int a = 0; a < op.num_attributes && !declared; ++a) declared = name == op.attributes[a].name;
+    if (!declared) unknown.push_back(name);
+  }
+  if (unknown.empty()) return {};
+  // sorted(set(...)), as spec.py prints them.
+  std::sort(unknown.begin(), unknown.end());
+  unknown.erase(std::unique(unknown.begin(), unknown.end()), unknown.end());
+  return Format("%s: unknown attribute(s) %s", op.name, ListRepr(unknown, StringRepr).c_str());
+}
+
+bool CheckedMul(int64_t a, int64_t b, int64_t* out) {
+  int64_t result;
+  if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &result)) return false;
+  if (out != nullptr) *out = result;
+  return true;
+}
+
+bool CheckedAdd(int64_t a, int64_t b, int64_t* out) {
+  int64_t result;
+  if (a < 0 || b < 0 || __builtin_add_overflow(a, b, &result)) return false;
+  *out = result;
+  return true;
+}
+
+bool CheckedProduct(const int64_t* factors, int count, int64_t* out) {
+  int64_t result = 1;
+  for (int i = 0; i < count; ++i) {
+    if (!CheckedMul(result, factors[i], &result)) return false;
+  }
+  *out = result;
+  return true;
+}
+
+std::string SizeOverflowError(const char* op, const char* what) {
+  return Format("%s: the sizes overflow int64 computing %s", op, what);
 }
 
 const Bindings::Entry* Bindings::Lookup(const char* symbol) const {

@@ -88,6 +88,10 @@ __device__ __forceinline__ float Softplus(float x) { return x > 20.0f ? x : log1
 __device__ __forceinline__ float Gelu(float x) { return 0.5f * x * (1.0f + erff(x / kSqrt2)); }
 __device__ __forceinline__ float Clamp(float x, float lo, float hi) { return fminf(fmaxf(x, lo), hi); }
 
+// Every function of spec::Activation has a case below (-Werror=switch; the count is checked too).
+static_assert(spec::kNumActivations == 16, "spec.py's ACTIVATION_FUNCTIONS changed: give every function a case");
+#pragma GCC diagnostic push
+#pragma GCC diagnostic error "-Wswitch"
 __device__ __forceinline__ float Activate(cpu::Activation act, float x) {
   switch (act) {
     case cpu::Activation::kRelu: return Relu(x);
@@ -112,6 +116,7 @@ __device__ __forceinline__ float Activate(cpu::Activation act, float x) {
   }
   return x;
 }
+#pragma GCC diagnostic pop
 
 // ---- grouped GEMMs ---------------------------------------------------------------------------------
 

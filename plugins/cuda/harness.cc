@@ -36,16 +36,9 @@ const char* Result(std::string text) {
   return storage.c_str();
 }
 
-// Python's repr() of a list of names: ['a', 'b'].
-std::string NameList(const std::vector<std::string>& names) {
-  std::string out = "[";
-  for (size_t i = 0; i < names.size(); ++i) out += (i ? ", '" : "'") + names[i] + "'";
-  return out + "]";
-}
-
 std::string ParseAttributes(const spec::OpSpec& op, const char* text, std::vector<RawAttribute>* raw) {
   raw->assign(static_cast<size_t>(op.num_attributes), RawAttribute());
-  std::vector<std::string> unknown;
+  std::vector<std::string> names;
   std::string all = text ? text : "";
   size_t start = 0;
   while (start < all.size()) {
@@ -65,10 +58,8 @@ std::string ParseAttributes(const spec::OpSpec& op, const char* text, std::vecto
     for (int i = 0; i < op.num_attributes; ++i) {
       if (name == op.attributes[i].name) index = i;
     }
-    if (index < 0) {
-      unknown.push_back(name);
-      continue;
-    }
+    names.push_back(name);
+    if (index < 0) continue;  // CheckAttributeNames reports it, unless it is a routing attribute
     RawAttribute& r = (*raw)[static_cast<size_t>(index)];
     char* rest = nullptr;
     if (kind == 'i') {
@@ -80,18 +71,34 @@ std::string ParseAttributes(const spec::OpSpec& op, const char* text, std::vecto
     } else if (kind == 's') {
       r.kind = RawAttribute::Kind::kString;
       r.string_value = value;
+    } else if (kind == 'I' || kind == 'F') {  // lists, comma-separated: kept to be refused as the wrong type
+      r.kind = kind == 'I' ? RawAttribute::Kind::kInts : RawAttribute::Kind::kFloats;
+      size_t at = 0;
+      while (at < value.size()) {
+        size_t comma = value.find(',', at);
+        if (comma == std::string::npos) comma = value.size();
+        const std::string element = value.substr(at, comma - at);
+        at = comma + 1;
+        char* end = nullptr;
+        if (kind == 'I') {
+          r.int_values.push_back(std::strtoll(element.c_str(), &end, 10));
+        } else {
+          r.float_values.push_back(std::strtod(element.c_str(), &end));
+        }
+        if (element.empty() || *end != '\0') {
+          return Format("%s: malformed attribute '%s' (not a list of numbers)", op.name, item.c_str());
+        }
+      }
+    } else if (kind == 'o') {  // another kind (a tensor, a graph): refused as the wrong type
+      r.kind = RawAttribute::Kind::kOther;
     } else {
-      return Format("%s: malformed attribute '%s' (kind must be i, s or f)", op.name, item.c_str());
+      return Format("%s: malformed attribute '%s' (kind must be i, s, f, I, F or o)", op.name, item.c_str());
     }
     if (rest != nullptr && (*rest != '\0' || value.empty())) {
       return Format("%s: malformed attribute '%s' (not a number)", op.name, item.c_str());
     }
   }
-  if (!unknown.empty()) {
-    std::sort(unknown.begin(), unknown.end());
-    return Format("%s: unknown attribute(s) %s", op.name, NameList(unknown).c_str());
-  }
-  return {};
+  return CheckAttributeNames(op, names);
 }
 
 // The shared checks of Plan and Run: op lookup, attributes, input binding.

@@ -42,7 +42,7 @@ struct LshCumulationCudaPlan {
 
 // Plans a launch: the way, its slices and the workspace size, from the shape alone. The sorted way
 // asks the radix sort for its temporary storage, which needs a current CUDA device. Returns "" or
-// the error (the CPU kernel's words for shared checks; call cpu::CheckLshDeterministic first).
+// the error (the CPU kernel's words for shared checks; the attributes are ResolveAttributes').
 std::string PlanLshCumulationCuda(const cpu::LshCumulationShape& shape, bool deterministic,
                                   LshCumulationCudaPlan* plan);
 

@@ -27,7 +27,7 @@ FloatType FloatTypeOf(const Bindings& env) {
 namespace sign {
 using namespace spec::SignHash;  // input and output indices (op_specs.h)
 
-std::string CheckAttributes(const Attributes& attrs) { return cpu::CheckHashCodeLen(attrs.Int("hash_code_len")); }
+std::string CheckAttributes(const Attributes&) { return {}; }
 
 std::string Plan(const Attributes& attrs, const Bindings& env, size_t* workspace_bytes) {
   const cpu::SignHashShape shape = cpu::SignHashShapeOf(attrs, env);
@@ -54,7 +54,7 @@ std::string Launch(const Attributes& attrs, const Bindings& env, const void* con
 namespace lsh {
 using namespace spec::LSHCumulation;  // input and output indices (op_specs.h)
 
-std::string CheckAttributes(const Attributes& attrs) { return cpu::CheckLshDeterministic(attrs.Int("deterministic")); }
+std::string CheckAttributes(const Attributes&) { return {}; }
 
 std::string Plan(const Attributes& attrs, const Bindings& env, size_t* workspace_bytes) {
   LshCumulationCudaPlan plan;
@@ -176,10 +176,7 @@ std::string Launch(const Attributes& attrs, const Bindings& env, const void* con
 namespace chunked {
 using namespace spec::SortedChunkAttention;  // input and output indices (op_specs.h)
 
-std::string CheckAttributes(const Attributes& attrs) {
-  std::string error = cpu::CheckChunkAttentionFlag("causal", attrs.Int("causal"));
-  return error.empty() ? cpu::CheckChunkAttentionFlag("mask_self", attrs.Int("mask_self")) : error;
-}
+std::string CheckAttributes(const Attributes&) { return {}; }
 
 std::string Plan(const Attributes& attrs, const Bindings& env, size_t* workspace_bytes) {
   const cpu::ChunkAttentionShape shape = cpu::ChunkAttentionShapeOf(attrs, env);
@@ -220,7 +217,12 @@ std::string CheckAttributes(const Attributes& attrs) {
 }
 
 std::string Plan(const Attributes& attrs, const Bindings& env, size_t* workspace_bytes) {
-  *workspace_bytes = ExpertFfnWorkspaceBytes(cpu::ExpertFfnShapeOf(attrs, env));
+  const cpu::ExpertFfnShape shape = cpu::ExpertFfnShapeOf(attrs, env);
+  int64_t activations = 0;  // the workspace holds tokens x d_ff activations (two tensors' dims)
+  if (!CheckedMul(shape.tokens, shape.ff, &activations) || !CheckedMul(activations, 8, nullptr)) {
+    return SizeOverflowError("ExpertFFN", "the workspace (tokens x d_ff)");
+  }
+  *workspace_bytes = ExpertFfnWorkspaceBytes(shape);
   return {};
 }
 
@@ -278,13 +280,44 @@ bool HasKernel(const spec::OpSpec& op) { return Find(op) != nullptr; }
 
 std::string CheckAttributes(const spec::OpSpec& op, const Attributes& attrs) {
   const Entry* e = Find(op);
-  return e ? e->check_attributes(attrs) : NoKernel(op);
+  if (!e) return NoKernel(op);
+  // The spec's bounds once more, whoever resolved the attributes (a session-wide override, the
+  // test harness), then what the op's kernel itself needs.
+  std::string error = CheckResolvedAttributes(op, attrs);
+  return error.empty() ? e->check_attributes(attrs) : error;
 }
+
+namespace {
+
+// Every input's and output's size in bytes fits int64, checked: TensorRT plans workspaces for an
+// optimisation profile's max shapes before any data exists, and those may be anything. The ops'
+// workspace sizes are products of these tensors' dims.
+std::string CheckTensorSizes(const spec::OpSpec& op, const Bindings& env) {
+  for (int side = 0; side < 2; ++side) {
+    const spec::TensorSpec* tensors = side == 0 ? op.inputs : op.outputs;
+    const int count = side == 0 ? op.num_inputs : op.num_outputs;
+    for (int i = 0; i < count; ++i) {
+      int64_t bytes = 4;  // the widest element bucketrt takes (int32, float32)
+      for (int a = 0; a < tensors[i].rank; ++a) {
+        const int64_t dim = env[tensors[i].dims[a]];
+        if (dim >= 0 && !CheckedMul(bytes, dim, &bytes)) {
+          return SizeOverflowError(op.name, (std::string(side == 0 ? "input '" : "output '") + tensors[i].name +
+                                             "' in bytes").c_str());
+        }
+      }
+    }
+  }
+  return {};
+}
+
+}  // namespace
 
 std::string Plan(const spec::OpSpec& op, const Attributes& attrs, const Bindings& env, size_t* workspace_bytes) {
   const Entry* e = Find(op);
   *workspace_bytes = 0;
-  return e ? e->plan(attrs, env, workspace_bytes) : NoKernel(op);
+  if (!e) return NoKernel(op);
+  std::string error = CheckTensorSizes(op, env);
+  return error.empty() ? e->plan(attrs, env, workspace_bytes) : error;
 }
 
 std::string Launch(const spec::OpSpec& op, const Attributes& attrs, const Bindings& env, const void* const* inputs,

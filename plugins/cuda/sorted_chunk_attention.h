@@ -1,6 +1,6 @@
 // SortedChunkAttention on the GPU: a plain launcher (device pointers, the shape, a caller-provided
 // workspace, a stream). Semantics: src/bucketrt/ops/reference.py `sorted_chunk_attention`; the
-// checks are the CPU kernel's (cpu::PlanChunkAttention, cpu::CheckChunkAttentionFlag), whose plan
+// checks are the CPU kernel's (cpu::PlanChunkAttention), whose plan
 // (plain or not, rounds, chunk, window, chunks per head) the launcher takes. Three kernels:
 //
 //  1. sort (not for plain attention): one block per (b, h, round) sorts the N positions by bucket

@@ -31,11 +31,8 @@ namespace argmax = spec::ArgmaxHash;
 namespace bucket_sum = spec::BucketSum;
 namespace chunked = spec::SortedChunkAttention;
 
-LSHCumulationKernel::LSHCumulationKernel(const Attributes& attrs) {
-  // This kernel is deterministic either way; the flag is checked so that every backend rejects alike.
-  const std::string error = cpu::CheckLshDeterministic(attrs.Int("deterministic"));
-  if (!error.empty()) throw InvalidArgument(error);
-}
+// The attributes' bounds are the spec's, checked by ReadAttributes before any kernel is made.
+LSHCumulationKernel::LSHCumulationKernel(const Attributes& /*attrs*/) {}
 
 void LSHCumulationKernel::Compute(CpuRun& run, const OrtInputs& in, const Attributes& attrs, const Bindings& env) {
   Ort::KernelContext& ctx = run.ctx;
@@ -81,10 +78,7 @@ void LSHCumulationKernel::Compute(CpuRun& run, const OrtInputs& in, const Attrib
   if (half) NarrowToHalf(out_f, static_cast<Ort::Float16_t*>(out), outputs);
 }
 
-SignHashKernel::SignHashKernel(const Attributes& attrs) {
-  const std::string error = cpu::CheckHashCodeLen(attrs.Int("hash_code_len"));
-  if (!error.empty()) throw InvalidArgument(error);
-}
+SignHashKernel::SignHashKernel(const Attributes& /*attrs*/) {}
 
 void SignHashKernel::Compute(CpuRun& run, const OrtInputs& in, const Attributes& attrs, const Bindings& env) {
   Ort::KernelContext& ctx = run.ctx;
@@ -266,12 +260,7 @@ void BucketSumKernel::Compute(CpuRun& run, const OrtInputs& in, const Attributes
   }
 }
 
-SortedChunkAttentionKernel::SortedChunkAttentionKernel(const Attributes& attrs) {
-  for (const char* flag : {"causal", "mask_self"}) {
-    const std::string error = cpu::CheckChunkAttentionFlag(flag, attrs.Int(flag));
-    if (!error.empty()) throw InvalidArgument(error);
-  }
-}
+SortedChunkAttentionKernel::SortedChunkAttentionKernel(const Attributes& /*attrs*/) {}
 
 void SortedChunkAttentionKernel::Compute(CpuRun& run, const OrtInputs& in, const Attributes& attrs, const Bindings& env) {
   Ort::KernelContext& ctx = run.ctx;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <thread>
 
 namespace bucketrt::ort {
@@ -74,33 +75,148 @@ void BindOrtInputs(const spec::OpSpec& op, const Attributes& attrs, Ort::KernelC
   if (!error.empty()) throw InvalidArgument(error);
 }
 
-Attributes ReadAttributes(const spec::OpSpec& op, const OrtKernelInfo* info) {
-  Ort::ConstKernelInfo kernel_info(info);
-  std::vector<RawAttribute> raw(static_cast<size_t>(op.num_attributes));
-  for (int i = 0; i < op.num_attributes; ++i) {
-    const char* name = op.attributes[i].name;
-    RawAttribute& r = raw[static_cast<size_t>(i)];
-    // ORT offers no "has attribute" query: probe the types in turn (kernel creation only).
-    try {
-      r.int_value = kernel_info.GetAttribute<int64_t>(name);
-      r.kind = RawAttribute::Kind::kInt;
-      continue;
-    } catch (const Ort::Exception&) {
-    }
-    try {
-      r.string_value = kernel_info.GetAttribute<std::string>(name);
+namespace {
+
+// What one KernelInfoGetAttribute* call found.
+enum class Probe { kRead, kAbsent, kOtherType };
+
+// ONNX Runtime's attribute getters fail alike for an absent attribute and one of another type;
+// only the message tells them apart ("No attribute with name:'x'is defined." from
+// OpNodeProtoHelper::GetAttr, unchanged since ORT 1.0). Anything else is taken as present, so
+// that an attribute of an unexpected kind is reported, never silently defaulted.
+Probe Classify(OrtStatus* status) {
+  if (status == nullptr) return Probe::kRead;
+  const OrtApi& api = Ort::GetApi();
+  const char* message = api.GetErrorMessage(status);
+  const bool absent = message != nullptr && std::strstr(message, "No attribute with name") != nullptr;
+  api.ReleaseStatus(status);
+  return absent ? Probe::kAbsent : Probe::kOtherType;
+}
+
+// The attribute `name` of the node with whatever type it has (the C API, not the C++ wrappers:
+// the misspelling probes below make thousands of failing calls, too many for exceptions).
+RawAttribute ReadRaw(const OrtKernelInfo* info, const char* name) {
+  const OrtApi& api = Ort::GetApi();
+  RawAttribute r;
+  Probe probe = Classify(api.KernelInfoGetAttribute_int64(info, name, &r.int_value));
+  if (probe == Probe::kAbsent) return r;  // kMissing
+  if (probe == Probe::kRead) {
+    r.kind = RawAttribute::Kind::kInt;
+    return r;
+  }
+  size_t size = 0;
+  if (Classify(api.KernelInfoGetAttribute_string(info, name, nullptr, &size)) == Probe::kRead) {
+    std::string text(size, '\0');
+    if (size > 0 && Classify(api.KernelInfoGetAttribute_string(info, name, &text[0], &size)) == Probe::kRead) {
+      text.resize(size > 0 ? size - 1 : 0);  // size counts the terminating NUL
       r.kind = RawAttribute::Kind::kString;
-      continue;
-    } catch (const Ort::Exception&) {
-    }
-    try {
-      r.float_value = kernel_info.GetAttribute<float>(name);
-      r.kind = RawAttribute::Kind::kFloat;
-    } catch (const Ort::Exception&) {
+      r.string_value = std::move(text);
+      return r;
     }
   }
+  float f = 0;
+  if (Classify(api.KernelInfoGetAttribute_float(info, name, &f)) == Probe::kRead) {
+    r.kind = RawAttribute::Kind::kFloat;
+    r.float_value = f;
+    return r;
+  }
+  // The list getters read the other list kinds as empty lists (ORT takes ints() of a FLOATS
+  // attribute): a list is only ints or floats when it has values of that kind.
+  size_t ints = 0, floats = 0;
+  const bool int_list = Classify(api.KernelInfoGetAttributeArray_int64(info, name, nullptr, &ints)) == Probe::kRead;
+  const bool float_list = Classify(api.KernelInfoGetAttributeArray_float(info, name, nullptr, &floats)) == Probe::kRead;
+  if (int_list && ints > 0) {
+    r.int_values.resize(ints);
+    if (Classify(api.KernelInfoGetAttributeArray_int64(info, name, r.int_values.data(), &ints)) == Probe::kRead) {
+      r.int_values.resize(ints);
+      r.kind = RawAttribute::Kind::kInts;
+      return r;
+    }
+  }
+  if (float_list && floats > 0) {
+    std::vector<float> values(floats);
+    if (Classify(api.KernelInfoGetAttributeArray_float(info, name, values.data(), &floats)) == Probe::kRead) {
+      r.kind = RawAttribute::Kind::kFloats;
+      r.float_values.assign(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(floats));
+      return r;
+    }
+  }
+  OrtAllocator* allocator = nullptr;
+  if (Classify(api.GetAllocatorWithDefaultOptions(&allocator)) == Probe::kRead) {
+    OrtValue* tensor = nullptr;
+    if (Classify(api.KernelInfoGetAttribute_tensor(info, name, allocator, &tensor)) == Probe::kRead) {
+      api.ReleaseValue(tensor);
+      r.kind = RawAttribute::Kind::kTensor;
+      return r;
+    }
+  }
+  r.kind = RawAttribute::Kind::kOther;  // strings, graphs, ...: present, of a kind no bucketrt op takes
+  return r;
+}
+
+bool Present(const OrtKernelInfo* info, const std::string& name) {
+  int64_t ignored = 0;
+  return Classify(Ort::GetApi().KernelInfoGetAttribute_int64(info, name.c_str(), &ignored)) != Probe::kAbsent;
+}
+
+// ONNX Runtime shows a custom op no list of its node's attributes (not through OrtKernelInfo in
+// any version up to 1.24; the graph API's Node_GetAttributes needs an OrtNode, which only plugin
+// execution providers get). What it can do is look a name up. So the names one edit away from
+// each of the op's attributes (a letter dropped, added, changed, or two swapped: `activatio`,
+// `chunks_befor`, `Causal`) are looked up, and any the node carries is an unknown attribute.
+// A name further off is not seen by this backend (the reference, the exporter and TensorRT see
+// every name); docs/ops.md says so.
+std::vector<std::string> MisspeltNames(const spec::OpSpec& op, const OrtKernelInfo* info) {
+  // The characters of attribute names; capitals only as a letter of the name changed in case
+  // (`Causal`), which keeps the lookups near 2,000 for an op like SignHash (about 10 ms at session
+  // creation on this machine's 2 cores).
+  static constexpr char kAlphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789_";
+  std::vector<std::string> candidates;
+  for (int a = 0; a < op.num_attributes; ++a) {
+    const std::string name = op.attributes[a].name;
+    for (size_t i = 0; i <= name.size(); ++i) {
+      if (i < name.size()) {
+        candidates.push_back(name.substr(0, i) + name.substr(i + 1));  // dropped
+        if (i + 1 < name.size()) {
+          std::string swapped = name;
+          std::swap(swapped[i], swapped[i + 1]);
+          candidates.push_back(swapped);
+        }
+      }
+      if (i < name.size() && name[i] >= 'a' && name[i] <= 'z') {
+        std::string recased = name;
+        recased[i] = static_cast<char>(name[i] - 'a' + 'A');
+        candidates.push_back(recased);
+      }
+      for (const char* c = kAlphabet; *c; ++c) {
+        candidates.push_back(name.substr(0, i) + *c + name.substr(i));  // added
+        if (i < name.size() && name[i] != *c) {
+          std::string changed = name;
+          changed[i] = *c;
+          candidates.push_back(changed);
+        }
+      }
+    }
+  }
+  std::sort(candidates.begin(), candidates.end());
+  candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
+  std::vector<std::string> found;
+  for (const std::string& candidate : candidates) {
+    bool declared = candidate.empty() || IsRoutingAttribute(candidate.c_str());
+    for (int a = 0; a < op.num_attributes && !declared; ++a) declared = candidate == op.attributes[a].name;
+    if (!declared && Present(info, candidate)) found.push_back(candidate);
+  }
+  return found;
+}
+
+}  // namespace
+
+Attributes ReadAttributes(const spec::OpSpec& op, const OrtKernelInfo* info) {
+  std::vector<RawAttribute> raw(static_cast<size_t>(op.num_attributes));
+  for (int i = 0; i < op.num_attributes; ++i) raw[static_cast<size_t>(i)] = ReadRaw(info, op.attributes[i].name);
+  std::string error = CheckAttributeNames(op, MisspeltNames(op, info));
   Attributes attrs;
-  const std::string error = ResolveAttributes(op, raw, &attrs);
+  if (error.empty()) error = ResolveAttributes(op, raw, &attrs);
   if (!error.empty()) throw InvalidArgument(error);
   return attrs;
 }

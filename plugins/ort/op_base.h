@@ -99,13 +99,16 @@ T* AllocateOutput(const spec::OpSpec& op, Ort::KernelContext& ctx, int index, co
                   size_t* elements = nullptr) {
   const spec::TensorSpec& t = op.outputs[index];
   int64_t dims[4];
-  size_t count = 1;
+  int64_t count = 1;
   for (int a = 0; a < t.rank; ++a) {
     dims[a] = env[t.dims[a]];
     if (dims[a] < 0) throw Ort::Exception(Format("%s: output '%s' dim %s is unbound", op.name, t.name, t.dims[a]), ORT_FAIL);
-    count *= static_cast<size_t>(dims[a]);
+    // An attribute-sized dim (BucketSum's num_buckets) may make the product overflow: an error, not a wrap.
+    if (!CheckedMul(count, dims[a], &count) || !CheckedMul(count, static_cast<int64_t>(sizeof(T)), nullptr)) {
+      throw InvalidArgument(SizeOverflowError(op.name, (std::string("output '") + t.name + "'").c_str()));
+    }
   }
-  if (elements) *elements = count;
+  if (elements) *elements = static_cast<size_t>(count);
   return ctx.GetOutput(index, dims, static_cast<size_t>(t.rank)).GetTensorMutableData<T>();
 }
 

@@ -76,12 +76,20 @@ def ort_session(path, providers=None, intra_op_num_threads: int | None = None, o
     optimisation levels...): the op library is registered on it here, so it must not be
     registered on it already (the library refuses a second registration on one SessionOptions,
     with an error that says so).
+
+    Every bucketrt node is checked against the op catalogue first (`bucketrt.ops.model_check`):
+    an attribute the reference rejects raises ValueError naming the node, op and attribute.
     """
     import onnxruntime as ort
+
+    from .ops.model_check import check_model
 
     path = Path(path)
     if path.is_dir():
         path = path / f"{component}.onnx"
+    # The kernels cannot see an attribute name they do not declare (ops/model_check.py): the
+    # spec's check of every bucketrt node comes first.
+    check_model(path)
     if options is None:
         options = session_options(intra_op_num_threads)
     else:

@@ -204,10 +204,48 @@ def widen_to(profile: Mapping[str, ShapeRange], shapes: Mapping[str, Iterable[in
     return out
 
 
+def component_profiles(manifest: dict, entries: list[dict], given: Mapping) -> dict[str, dict[str, ShapeRange]]:
+    """{component name: {input: ShapeRange}} for an export's `entries`; BucketrtError for shapes
+    that do not fit.
+
+    `given` maps "min"/"opt"/"max" to parsed shape options (None or {} when not given). Each shape
+    applies to every component with an input of that name; a name no component has is an error.
+    Dims no shape names take the family's default ranges (`Family.dim_ranges`).
+    """
+    from .exporter import BucketrtError
+    from .exporter.family import family_named
+
+    given = {selector: dict(shapes or {}) for selector, shapes in given.items()}
+    known = {spec["name"] for entry in entries for spec in entry["inputs"]}
+    for selector, shapes in given.items():
+        unknown = [name for name in shapes if name not in known]
+        if unknown:
+            raise BucketrtError(
+                f"--{selector}-shapes names no input of the export: {', '.join(unknown)}",
+                f"its inputs are {', '.join(sorted(known))}",
+            )
+    defaults = family_named(manifest["family"]).dim_ranges(manifest)
+    try:
+        return {entry["name"]: resolve_profile(entry["inputs"], given, defaults, entry["name"]) for entry in entries}
+    except ProfileError as e:
+        raise BucketrtError(str(e)) from None
+
+
+def describe_profile(profile: Mapping[str, ShapeRange]) -> str:
+    """One line: each input's min…max (opt), or its one shape."""
+    return ", ".join(
+        f"{name} {format_shape(r.min)}…{format_shape(r.max)} (opt {format_shape(r.opt)})" if r.min != r.max
+        else f"{name} {format_shape(r.opt)}"
+        for name, r in profile.items()
+    )
+
+
 __all__ = [
     "ProfileError",
     "SELECTORS",
     "ShapeRange",
+    "component_profiles",
+    "describe_profile",
     "format_shape",
     "format_shapes",
     "parse_shapes",

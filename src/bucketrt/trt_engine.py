@@ -1,4 +1,4 @@
-"""TensorRT engines from bucketrt's ONNX files, through TensorRT's Python API.
+"""TensorRT engines from bucketrt's ONNX files, through Polygraphy's TensorRT loaders.
 
     trt = import_tensorrt()                      # BucketrtError naming what to install
     load_plugins(trt, bucketrt.trt_library_path())
@@ -10,6 +10,9 @@ plugin registry (`IPluginRegistry.load_library`, which calls its `getCreators`),
 `trtexec --dynamicPlugins` loads it. TensorRT's ONNX parser then finds each plugin by the node's
 op type and its plugin_version/plugin_namespace attributes (see bucketrt.ops.spec).
 
+TensorRT logs through Polygraphy's logger (given to TensorRT first, by `runtime`); while bucketrt
+builds or loads, Polygraphy's log is collected (`polygraphy_log`), so that errors say why.
+
 Precision: TensorRT 11 builds strongly typed networks only, so an engine computes in the types of
 the ONNX graph (`bucketrt export --dtype fp16`). TensorRT 10 builds strongly typed networks here
 too, unless `fp16` asks for its weakly typed mode with BuilderFlag.FP16 (TensorRT's own layers may
@@ -18,14 +21,16 @@ then run in fp16, and so may the plugins that take float16).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from .exporter.errors import BucketrtError
-from .profiles import ShapeRange
+from .profiles import ShapeRange, describe_profile
 
 # The oldest TensorRT with IPluginV3, which every bucketrt plugin implements.
 MIN_TENSORRT_MAJOR = 10
@@ -71,69 +76,135 @@ def tensorrt_major(trt) -> int:
 
 Echo = Callable[[str, str], None]  # (level: "error" | "warning" | "info", message)
 
-_loggers: dict = {}  # tensorrt module -> its logger (tests swap the module)
+
+def _trt_logger():
+    """Polygraphy's TensorRT logger, which forwards TensorRT's messages to Polygraphy's log."""
+    from polygraphy.backend.trt import get_trt_logger
+
+    return get_trt_logger()
 
 
-def logger(trt, echo: Echo | None = None, verbose: bool = False):
-    """The process's one TensorRT logger (TensorRT keeps the first it is given). It remembers the
-    errors for BuildError and passes messages to `echo` (warnings and errors; info with verbose)."""
-    log = _loggers.get(trt)
-    if log is None:
+@contextlib.contextmanager
+def polygraphy_log(echo: Echo | None = None, verbose: bool = False):
+    """Polygraphy's log (TensorRT's messages included) as records instead of lines on stdout:
+    each goes to `echo` (warnings and errors; info too with `verbose`), and the error messages
+    are collected in the yielded list, for BuildError and BucketrtError to say why."""
+    import logging
 
-        class BucketrtLogger(trt.ILogger):
-            def __init__(self):
-                trt.ILogger.__init__(self)
-                self.errors: list[str] = []
-                self.echo: Echo | None = None
-                self.verbose = False
+    from polygraphy.logger import G_LOGGER
 
-            def log(self, severity, msg):
-                levels = trt.ILogger.Severity
-                if severity in (levels.INTERNAL_ERROR, levels.ERROR):
-                    self.errors.append(str(msg))
-                    level = "error"
-                elif severity == levels.WARNING:
-                    level = "warning"
-                elif self.verbose:
-                    level = "info"
-                else:
-                    return
-                if self.echo is not None:
-                    self.echo(level, str(msg))
+    errors: list[str] = []
 
-        log = _loggers[trt] = BucketrtLogger()
-    if echo is not None:
-        log.echo, log.verbose = echo, verbose
-    return log
+    class Collect(logging.Handler):
+        def emit(self, record):
+            message = record.getMessage()
+            level = "error" if record.levelno >= logging.ERROR else "warning" if record.levelno >= logging.WARNING else "info"
+            if level == "error":
+                errors.append(message)
+            if echo is not None:
+                try:
+                    echo(level, message)
+                except Exception:  # called from TensorRT's logger: never raise into it
+                    pass
+
+    python_logger = logging.getLogger("Polygraphy")
+    saved = (G_LOGGER.use_python_logging_system, G_LOGGER.letter, G_LOGGER.colors, python_logger.propagate, python_logger.level)
+    handler = Collect()
+    G_LOGGER.use_python_logging_system = True
+    G_LOGGER.letter = G_LOGGER.colors = False  # the message alone
+    python_logger.propagate = False
+    python_logger.setLevel(1)  # Polygraphy filters by its own severity, set below
+    python_logger.addHandler(handler)
+    try:
+        # TensorRT's INFO is Polygraphy's VERBOSE.
+        with G_LOGGER.verbosity(G_LOGGER.VERBOSE if verbose else G_LOGGER.WARNING):
+            yield errors
+    finally:
+        python_logger.removeHandler(handler)
+        G_LOGGER.use_python_logging_system, G_LOGGER.letter, G_LOGGER.colors = saved[:3]
+        python_logger.propagate, _ = saved[3], python_logger.setLevel(saved[4])
 
 
 # -- plugins ------------------------------------------------------------------------------------
 
+_runtimes: dict = {}  # tensorrt module -> the runtime that gave TensorRT Polygraphy's logger
 _loaded_plugins: dict = {}  # (tensorrt module, real path) -> library handle
 
 
+def runtime(trt):
+    """A TensorRT runtime on Polygraphy's logger, created once per process. TensorRT keeps the
+    first logger it is given, so this comes before anything else TensorRT does (the plugin
+    library's loading included, whose reasons TensorRT logs)."""
+    if trt not in _runtimes:
+        try:
+            created = trt.Runtime(_trt_logger())
+        except Exception as e:
+            created, detail = None, " ".join(str(e).split())
+        else:
+            detail = ""
+        if not created:
+            raise BucketrtError(
+                "TensorRT could not start" + (f" ({detail})" if detail else ""),
+                "it needs an NVIDIA GPU with a working CUDA driver",
+            )
+        _runtimes[trt] = created
+    return _runtimes[trt]
+
+
 def load_plugins(trt, path: str) -> None:
-    """Loads bucketrt's plugin library into TensorRT's registry, once per process."""
+    """Loads bucketrt's plugin library into TensorRT's registry, once per process.
+
+    Through `IPluginRegistry.load_library` (as `trtexec --dynamicPlugins`), not Polygraphy's
+    LoadPlugins: that is a plain dlopen, which cannot fail on a library TensorRT refuses (built for
+    another TensorRT major, say) and would leave "Plugin not found" at parse time instead."""
     real = os.path.realpath(path)
     if (trt, real) in _loaded_plugins:
         return
     if not os.path.isfile(real):
         raise BucketrtError(f"plugin library '{path}' does not exist")
-    log = logger(trt)
-    log.errors.clear()
-    try:
-        handle = trt.get_plugin_registry().load_library(real)
-    except Exception as e:  # the bindings raise for a library TensorRT refuses
-        handle, detail = None, " ".join(str(e).split())
-    else:
-        detail = log.errors[-1] if log.errors else ""
+    with polygraphy_log() as errors:
+        runtime(trt)
+        try:
+            handle = trt.get_plugin_registry().load_library(real)
+        except Exception as e:  # the bindings raise for a library TensorRT refuses
+            handle = None
+            errors.append(" ".join(str(e).split()))
     if not handle:
+        detail = "; ".join(" ".join(e.split()) for e in errors)
         raise BucketrtError(
             f"TensorRT {getattr(trt, '__version__', '?')} could not load the plugin library {real}"
             + (f" ({detail})" if detail else ""),
             "was it built against this TensorRT? rebuild it with TensorRT_ROOT pointing at this TensorRT",
         )
     _loaded_plugins[(trt, real)] = handle
+
+
+def load_tensorrt(manifest: dict, plugins=None):
+    """TensorRT and bucketrt's plugin library, loaded, for an export: (trt, library path or None).
+
+    Raises BucketrtError (one line) when TensorRT is missing, and TrtLibraryNotBuiltError when the
+    export uses bucketrt ops and no plugin library was built or given. An export without bucketrt
+    ops needs no library.
+    """
+    from . import trt_library_path
+
+    trt = import_tensorrt()
+    if plugins is None:
+        if not manifest.get("ops"):
+            return trt, None
+        plugins = trt_library_path()
+    load_plugins(trt, str(plugins))
+    return trt, str(plugins)
+
+
+def recorded_engine(output_dir, manifest: dict, component: str) -> tuple[Path, dict] | None:
+    """The engine `bucketrt build` recorded for a component, when its file still exists."""
+    record = (manifest.get("engines") or {}).get(component)
+    if not record:
+        return None
+    path = Path(record["file"])
+    path = path if path.is_absolute() else Path(output_dir) / path
+    return (path, record) if path.is_file() else None
 
 
 # -- building -----------------------------------------------------------------------------------
@@ -221,23 +292,89 @@ def check_options(trt, options: BuildOptions, export_dtype: str) -> None:
         raise BucketrtError("--fp16 is for fp32 exports; this export is fp16 already", "leave --fp16 out")
 
 
-def _parser_error_line(error, file_name: str) -> str:
-    def get(name, default=None):
-        method = getattr(error, name, None)
-        try:
-            return method() if callable(method) else default
-        except Exception:
-            return default
+# One ONNX parser error as TensorRT's Python bindings print it (Polygraphy logs them so).
+_PARSER_ERROR = re.compile(
+    r"^In node (?P<node>-?\d+)(?: with name: (?P<name>.*?) and operator: (?P<op>\S*))? \((?P<func>[^)]*)\): "
+    r"(?P<code>\w+): (?P<desc>.*)$",
+    re.S,
+)
 
-    desc = " ".join(str(get("desc", error)).split())
-    node, op, node_name = get("node", -1), get("node_operator", ""), get("node_name", "")
+
+def _parser_error_line(message: str, onnx_path: Path, nodes) -> str:
+    """`model.onnx: TensorRT's ONNX parser at node 12 (SignHash 'name'): desc`, the op and name
+    from the graph when the message lacks them; the plugin-library hint where a plugin was not
+    found (a plugin that refused its node was found: its own error says why)."""
+    match = _PARSER_ERROR.match(message.strip())
+    if match is None:
+        return f"{onnx_path.name}: TensorRT's ONNX parser: {' '.join(message.split())}"
+    index, op, name = int(match["node"]), match["op"], match["name"]
+    if index >= 0 and not op and index < len(nodes):
+        op, name = nodes[index].op_type, nodes[index].name
     where = ""
-    if node is not None and node >= 0:
-        where = f" at node {node}" + (f" ({op}" + (f" '{node_name}'" if node_name else "") + ")" if op else "")
-    line = f"{file_name}: TensorRT's ONNX parser{where}: {desc}"
-    if "plugin" in desc.lower():
+    if index >= 0:
+        where = f" at node {index}" + (f" ({op}" + (f" '{name}'" if name else "") + ")" if op else "")
+    desc = " ".join(match["desc"].split())
+    line = f"{onnx_path.name}: TensorRT's ONNX parser{where}: {desc}"
+    if "plugin not found" in desc.lower():
         line += " (is bucketrt's plugin library loaded and built for this TensorRT? see `bucketrt ops --trt-library`)"
     return line
+
+
+def _failure_lines(onnx_path: Path, errors: list[str], failure: str) -> list[str]:
+    """BuildError's lines for a Polygraphy failure (`failure`, its critical message), from the
+    errors logged before it: one per parser error, else the last error."""
+    parser_errors = [e for e in errors if _PARSER_ERROR.match(e.strip())]
+    if parser_errors:
+        import onnx
+
+        nodes = onnx.load(str(onnx_path), load_external_data=False).graph.node
+        return [_parser_error_line(e, onnx_path, nodes) for e in parser_errors]
+    others = [e for e in errors if e != failure]
+    reason = " ".join((others[-1] if others else failure).split())
+    if "parse" in failure.lower():
+        return [f"{onnx_path.name}: TensorRT's ONNX parser failed: {reason}"]
+    return [f"{onnx_path.name}: TensorRT could not build an engine: {reason}"]
+
+
+class _Finish:
+    """The last step of the builder config (Polygraphy's PostprocessConfig): checks the profile
+    TensorRT took, and sets the timing cache TensorRT accepts. (Polygraphy's own cache loading
+    ignores TensorRT refusing a cache from another GPU, and its saving merges into it.)"""
+
+    def __init__(self, onnx_path: Path, profile: Mapping[str, ShapeRange], timing_cache: Path | None, echo: Echo | None):
+        self.onnx_path, self.profile, self.echo = onnx_path, profile, echo
+        self.timing_cache = Path(timing_cache) if timing_cache is not None else None
+        self.config = None
+        self.save_cache = False
+
+    def __call__(self, builder, network, config):
+        self.config = config
+        inputs = [network.get_input(i).name for i in range(network.num_inputs)]
+        missing = [name for name in inputs if name not in self.profile]
+        unknown = [name for name in self.profile if name not in inputs]
+        if missing or unknown:
+            raise BuildError(
+                [f"{self.onnx_path.name}: the profile lacks input(s) {missing} / names unknown input(s) {unknown}; "
+                 f"the network's inputs are {inputs}"]
+            )
+        if config.num_optimization_profiles < 1:  # add_optimization_profile returned -1
+            raise BuildError([f"{self.onnx_path.name}: TensorRT refused the optimisation profile {describe_profile(self.profile)}"])
+        if self.timing_cache is None:
+            return
+        data = self.timing_cache.read_bytes() if self.timing_cache.is_file() else b""
+        cache = config.create_timing_cache(data)
+        # ignore_mismatch=False: TensorRT refuses a cache made on another GPU or TensorRT. Then the
+        # build goes on with an empty cache and leaves the file alone.
+        if cache is None or config.set_timing_cache(cache, False) is False:
+            if self.echo is not None:
+                self.echo("warning", f"the timing cache {self.timing_cache} does not match this GPU or TensorRT: not used, not updated")
+            config.set_timing_cache(config.create_timing_cache(b""), False)
+            return
+        self.save_cache = True
+
+    def save(self) -> None:
+        if self.save_cache:
+            _write_atomically(self.timing_cache, bytes(memoryview(self.config.get_timing_cache().serialize())))
 
 
 def build_engine(
@@ -248,82 +385,62 @@ def build_engine(
     export_dtype: str = "fp32",
     progress: ProgressSink | None = None,
     echo: Echo | None = None,
+    extra_outputs: tuple[str, ...] | list[str] = (),
 ) -> BuiltEngine:
-    """Parses `onnx_path` and builds a serialized engine with one optimisation profile.
+    """Parses `onnx_path` and builds a serialized engine with one optimisation profile, through
+    Polygraphy's loaders (NetworkFromOnnxPath, ModifyNetworkOutputs for `extra_outputs` - tensors
+    to output besides the model's outputs -, CreateConfig, EngineBytesFromNetwork).
 
     The plugin library must be loaded first (`load_plugins`). Raises BucketrtError for options
     that do not apply, BuildError when TensorRT cannot parse or build the model.
     """
+    from polygraphy.backend.trt import (
+        CreateConfig,
+        EngineBytesFromNetwork,
+        ModifyNetworkOutputs,
+        NetworkFromOnnxPath,
+        PostprocessConfig,
+        Profile,
+    )
+    from polygraphy.exception import PolygraphyException
+
     check_options(trt, options, export_dtype)
     onnx_path = Path(onnx_path)
-    log = logger(trt, echo, options.verbose)
-    log.errors.clear()
     started = time.perf_counter()
-    try:
-        builder = trt.Builder(log)
-    except Exception as e:
-        builder, detail = None, " ".join(str(e).split())
-    else:
-        detail = ""
-    if not builder:
-        reason = log.errors[-1] if log.errors else detail
-        raise BucketrtError(
-            "TensorRT could not create a builder" + (f" ({reason})" if reason else ""),
-            "it needs an NVIDIA GPU with a working CUDA driver",
-        )
-
-    major = tensorrt_major(trt)
     strongly_typed = not options.fp16
-    flags = 0
-    if strongly_typed and major < 11:  # TensorRT 11: always strongly typed, the flag is deprecated
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, log)
-    # From the file, so that external data (NAME.onnx.data) resolves beside it.
-    if not parser.parse_from_file(str(onnx_path)):
-        lines = [_parser_error_line(parser.get_error(i), onnx_path.name) for i in range(parser.num_errors)]
-        raise BuildError(lines or [f"{onnx_path.name}: TensorRT's ONNX parser failed" + (f": {log.errors[-1]}" if log.errors else "")])
+    shapes = Profile()
+    for name, r in profile.items():
+        shapes.add(name, r.min, r.opt, r.max)
+    finish = _Finish(onnx_path, profile, options.timing_cache, echo)
+    with polygraphy_log(echo, options.verbose) as errors:
+        # From the file, so that external data (NAME.onnx.data) resolves beside it. TensorRT 11 is
+        # always strongly typed and deprecates the flag.
+        network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=strongly_typed and tensorrt_major(trt) < 11)
+        if extra_outputs:
+            import onnx
 
-    config = builder.create_builder_config()
-    network_inputs = [network.get_input(i).name for i in range(network.num_inputs)]
-    missing = [name for name in network_inputs if name not in profile]
-    unknown = [name for name in profile if name not in network_inputs]
-    if missing or unknown:
-        raise BuildError(
-            [f"{onnx_path.name}: the profile lacks input(s) {missing} / names unknown input(s) {unknown}; "
-             f"the network's inputs are {network_inputs}"]
+            outputs = [o.name for o in onnx.load(str(onnx_path), load_external_data=False).graph.output]
+            network = ModifyNetworkOutputs(network, outputs=outputs + [n for n in extra_outputs if n not in outputs])
+        config = CreateConfig(
+            profiles=[shapes],
+            # TF32 is TensorRT's default; a TensorRT without the flag has nothing to set or clear.
+            tf32=options.tf32 and hasattr(trt.BuilderFlag, "TF32"),
+            fp16=options.fp16,
+            memory_pool_limits=(
+                {trt.MemoryPoolType.WORKSPACE: int(options.workspace_mib) << 20} if options.workspace_mib is not None else None
+            ),
+            progress_monitor=_progress_monitor(trt, progress) if progress is not None else None,
         )
-    shapes = builder.create_optimization_profile()
-    for name in network_inputs:
-        r = profile[name]
-        shapes.set_shape(name, r.min, r.opt, r.max)
-    config.add_optimization_profile(shapes)
-    if options.workspace_mib is not None:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_mib) << 20)
-    if options.fp16:
-        config.set_flag(trt.BuilderFlag.FP16)
-    if not options.tf32 and hasattr(trt.BuilderFlag, "TF32"):
-        config.clear_flag(trt.BuilderFlag.TF32)
-    save_cache = options.timing_cache is not None
-    if save_cache:
-        cache_path = Path(options.timing_cache)
-        cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
-        # ignore_mismatch=False: TensorRT refuses a cache made on another GPU or TensorRT. Then the
-        # build goes on with an empty cache and leaves the file alone.
-        if cache is None or config.set_timing_cache(cache, False) is False:
-            if log.echo is not None:
-                log.echo("warning", f"the timing cache {cache_path} does not match this GPU or TensorRT: not used, not updated")
-            config.set_timing_cache(config.create_timing_cache(b""), False)
-            save_cache = False
-    monitor = _progress_monitor(trt, progress) if progress is not None else None
-    if monitor is not None:
-        config.progress_monitor = monitor
-
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise BuildError([f"{onnx_path.name}: TensorRT could not build an engine: " + (log.errors[-1] if log.errors else "see the log above")])
-    if save_cache:
-        _write_atomically(Path(options.timing_cache), bytes(memoryview(config.get_timing_cache().serialize())))
+        try:
+            serialized = EngineBytesFromNetwork(network, config=PostprocessConfig(config, finish))()
+        except PolygraphyException as e:
+            raise BuildError(_failure_lines(onnx_path, errors, str(e))) from None
+        except TypeError as e:  # the bindings' "returned nullptr": TensorRT could not create its builder
+            reason = errors[-1] if errors else " ".join(str(e).split())
+            raise BucketrtError(
+                f"TensorRT could not create a builder ({reason})", "it needs an NVIDIA GPU with a working CUDA driver"
+            ) from None
+    finish.save()
     return BuiltEngine(
         data=bytes(memoryview(serialized)),
         precision=precision(options, export_dtype),
@@ -331,6 +448,71 @@ def build_engine(
         seconds=time.perf_counter() - started,
         tensorrt_version=str(trt.__version__),
     )
+
+
+class RichBuildProgress(ProgressSink):
+    """TensorRT's build phases on a rich console: live bars on a terminal; one line per top-level
+    phase otherwise (and on a terminal once the phase ends)."""
+
+    def __init__(self, out):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.out = out
+        self.bars = None
+        if out.is_terminal:
+            self.bars = Progress(
+                SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), console=out, transient=True,
+            )
+        self.tasks: dict[str, int] = {}
+        self.depth: dict[str, int] = {}
+        self.started: dict[str, float] = {}
+
+    def __enter__(self):
+        if self.bars is not None:
+            self.bars.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bars is not None:
+            self.bars.stop()
+
+    def phase_start(self, name, parent, steps):
+        depth = self.depth.get(parent, -1) + 1 if parent else 0
+        self.depth[name], self.started[name] = depth, time.perf_counter()
+        if self.bars is not None:
+            self.tasks[name] = self.bars.add_task("  " * depth + str(name), total=steps or None)
+
+    def step_complete(self, name, step):
+        if self.bars is not None and name in self.tasks:
+            self.bars.update(self.tasks[name], completed=step + 1)
+
+    def phase_finish(self, name):
+        if self.bars is not None and name in self.tasks:
+            self.bars.remove_task(self.tasks.pop(name))
+        if self.depth.get(name) == 0:
+            seconds = time.perf_counter() - self.started.get(name, time.perf_counter())
+            self.out.print(f"  [green]✓[/] {name} [dim]({seconds:.1f} s)[/]")
+
+
+def console_echo(out) -> Echo:
+    """TensorRT's log lines on a rich console, dimmed (stderr is for bucketrt's own error lines)."""
+
+    def echo(level: str, message: str) -> None:
+        style = {"error": "red", "warning": "yellow"}.get(level, "dim")
+        out.print(f"  [{style}]TensorRT {level}:[/] {' '.join(message.split())}", markup=True, highlight=False)
+
+    return echo
+
+
+@contextlib.contextmanager
+def build_progress(out):
+    """(progress sink, echo) for `build_engine` on a rich console; (None, None) without one."""
+    if out is None:
+        yield None, None
+        return
+    with RichBuildProgress(out) as progress:
+        yield progress, console_echo(out)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -345,23 +527,23 @@ def write_engine(path, data: bytes) -> None:
     _write_atomically(Path(path), data)
 
 
-def runtime(trt):
-    """A TensorRT runtime on bucketrt's logger (for deserializing engines with the plugins)."""
-    return trt.Runtime(logger(trt))
-
-
 __all__ = [
     "BuildError",
     "BuildOptions",
     "BuiltEngine",
     "INSTALL_HINT",
     "ProgressSink",
+    "RichBuildProgress",
     "build_engine",
+    "build_progress",
     "check_options",
+    "console_echo",
     "import_tensorrt",
     "load_plugins",
-    "logger",
+    "load_tensorrt",
+    "polygraphy_log",
     "precision",
+    "recorded_engine",
     "runtime",
     "tensorrt_major",
     "write_engine",

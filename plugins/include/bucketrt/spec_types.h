@@ -11,8 +11,10 @@ namespace bucketrt::spec {
 enum class DType { kInt32, kFloat32, kFloat16, kFloat };
 enum class AttrType { kInt, kString };
 
-// AttrSpec::minimum when the attribute has no lower bound.
+// AttrSpec::minimum / maximum when the attribute has none (an int attribute with allowed values,
+// a string attribute). spec.py gives every int attribute a range or its allowed values.
 inline constexpr long long kNoMinimum = -(1LL << 62);
+inline constexpr long long kNoMaximum = 1LL << 62;
 
 struct TensorSpec {
   const char* name;
@@ -29,8 +31,11 @@ struct AttrSpec {
   AttrType type;
   const char* default_value;  // nullptr: required
   long long minimum;          // kNoMinimum: none
+  long long maximum;          // kNoMaximum: none
   bool power_of_two;
-  const char* choices;  // '|'-separated allowed strings; "" allows any
+  const char* choices;        // string: '|'-separated allowed values
+  const long long* allowed;   // int: the allowed values (num_allowed of them; nullptr: the range)
+  int num_allowed;
 };
 
 struct OpSpec {

@@ -22,13 +22,17 @@ std::string Format(const char* format, ...)
 #endif
     ;
 
-// An attribute as found on the node, before defaults and checks.
+// An attribute as found on the node, before defaults and checks. Every kind a runtime can hand
+// over is kept, so that one of the wrong type is reported as such (never taken as missing).
 struct RawAttribute {
-  enum class Kind { kMissing, kInt, kFloat, kString };
+  enum class Kind { kMissing, kInt, kFloat, kString, kInts, kFloats, kStrings, kTensor, kOther };
   Kind kind = Kind::kMissing;
   int64_t int_value = 0;
   double float_value = 0;
   std::string string_value;
+  std::vector<int64_t> int_values;     // kInts
+  std::vector<double> float_values;    // kFloats
+  std::vector<std::string> string_values;  // kStrings
 };
 
 // Resolved attribute values, in the order of OpSpec::attributes.
@@ -54,8 +58,32 @@ class Attributes {
   std::vector<Value> values_;
 };
 
-// Fills defaults and checks every attribute (raw is index-aligned with op.attributes).
+// Fills defaults and checks every attribute against its spec bounds (type; minimum, maximum,
+// allowed values, power of two; string choices), in OpSpec.resolve_attributes' words; raw is
+// index-aligned with op.attributes.
 std::string ResolveAttributes(const spec::OpSpec& op, const std::vector<RawAttribute>& raw, Attributes* out);
+
+// ResolveAttributes' checks on values already resolved (every declared attribute present, in the
+// spec's order, each within its bounds): "" or the same error.
+std::string CheckResolvedAttributes(const spec::OpSpec& op, const Attributes& attrs);
+
+// The names a node carries that the op does not declare (the routing attributes plugin_version
+// and plugin_namespace are the op's for this purpose): "" or "Op: unknown attribute(s) ['a', 'b']",
+// as OpSpec.resolve_attributes says it.
+std::string CheckAttributeNames(const spec::OpSpec& op, const std::vector<std::string>& names);
+
+// True for plugin_version / plugin_namespace.
+bool IsRoutingAttribute(const char* name);
+
+// Checked size arithmetic for the kernels' shapes: false (and *out untouched) when the exact
+// result does not fit int64 or an operand is negative, so that an overflow becomes an error, never
+// a wrap (out may be nullptr: the check alone).
+bool CheckedMul(int64_t a, int64_t b, int64_t* out);
+bool CheckedAdd(int64_t a, int64_t b, int64_t* out);
+// The product of `count` non-negative factors; false on overflow.
+bool CheckedProduct(const int64_t* factors, int count, int64_t* out);
+// "Op: the sizes overflow computing what" — the error for a failed Checked* call.
+std::string SizeOverflowError(const char* op, const char* what);
 
 // Actual element type and shape of one tensor, as the runtime reports them.
 struct TensorDesc {

@@ -93,8 +93,14 @@ def _attributes(attrs: dict) -> bytes:
             items.append(f"{name}=s:{value}")
         elif isinstance(value, float):
             items.append(f"{name}=f:{value!r}")
-        else:
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, float) for v in value) and value:
+            items.append(f"{name}=F:{','.join(repr(v) for v in value)}")  # a list attribute: refused, as the wrong type
+        elif isinstance(value, (list, tuple)):
+            items.append(f"{name}=I:{','.join(str(int(v)) for v in value)}")
+        elif isinstance(value, int):
             items.append(f"{name}=i:{int(value)}")
+        else:  # a tensor, a graph...: an attribute of another kind, refused as the wrong type
+            items.append(f"{name}=o:")
     return ";".join(items).encode()
 
 

@@ -22,6 +22,8 @@ from .spec import (
     OpSpec,
     hadamard_parts,
 )
+from .spec import ACTIVATION_FUNCTIONS as ACTIVATION_FUNCTION_NAMES
+from .spec import EXPERT_ACTIVATIONS as SPEC_EXPERT_ACTIVATIONS
 
 _DTYPES = {torch.int32: "int32", torch.float32: "float32", torch.float16: "float16"}
 
@@ -45,15 +47,9 @@ def _check_codes(op: str, name: str, codes: torch.Tensor, mask: torch.Tensor, ca
         )
 
 
-def check_deterministic(attrs: dict) -> None:
-    """LSHCumulation's 'deterministic' flag (the kernels word this alike)."""
-    if attrs["deterministic"] not in (0, 1):
-        raise ValueError(f"LSHCumulation: attribute 'deterministic' must be 0 or 1, got {attrs['deterministic']}")
-
-
 def lsh_cumulation(query_mask, query_hash, key_mask, key_hash, value, **attrs) -> torch.Tensor:
     attrs, env = _check(LSH_CUMULATION, (query_mask, query_hash, key_mask, key_hash, value), attrs)
-    check_deterministic(attrs)  # this reference is deterministic either way
+    # 'deterministic' (0 or 1, the spec's check): this reference is deterministic either way.
     if value.dtype != torch.float32:  # float16: the float32 computation, rounded once at the end
         return lsh_cumulation(query_mask, query_hash, key_mask, key_hash, value.float(), **attrs).to(value.dtype)
     capacity = attrs["hashtable_capacity"]
@@ -105,8 +101,6 @@ def sign_projections(mask, vector, projection, **attrs) -> torch.Tensor:
     vector, projection = vector.float(), projection.float()
     batch, length, dim, groups = env["B"], env["N"], env["D"], env["G"]
     num_hash, code_len, transform = attrs["num_hash"], attrs["hash_code_len"], attrs["transform"]
-    if code_len > 30:
-        raise ValueError(f"SignHash: attribute 'hash_code_len' must be <= 30, got {code_len}")
     if batch % groups:
         raise ValueError(f"SignHash: input 'projection' has {groups} groups, which do not divide the batch {batch}")
     # Row r uses projection[r mod G]: view the batch as [B/G, G].
@@ -179,22 +173,16 @@ def _gelu(x):
     return 0.5 * x * (1.0 + torch.erf(x / math.sqrt(2.0)))
 
 
-# Every activation ExpertFFN knows, by its transformers name. Synonyms (transformers' different
-# spellings of one function) share a formula; they agree with transformers' own versions to float
+# The formula of every activation function ExpertFFN knows (spec.ACTIVATION_FUNCTIONS); the names
+# that select them are spec.EXPERT_ACTIVATIONS. They agree with transformers' own versions to float
 # rounding (e.g. gelu_fast's 0.7978845608 is sqrt(2/pi) to 1e-11).
-EXPERT_ACTIVATIONS = {
+ACTIVATION_FUNCTIONS = {
     "relu": torch.relu,
     "gelu": _gelu,
-    "gelu_python": _gelu,
     "gelu_10": lambda x: _gelu(x).clamp(-10.0, 10.0),
-    "gelu_new": _gelu_tanh,
-    "gelu_pytorch_tanh": _gelu_tanh,
-    "gelu_python_tanh": _gelu_tanh,
-    "gelu_accurate": _gelu_tanh,
-    "gelu_fast": _gelu_tanh,
+    "gelu_tanh": _gelu_tanh,
     "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
     "silu": lambda x: x * torch.sigmoid(x),
-    "swish": lambda x: x * torch.sigmoid(x),
     "relu2": lambda x: torch.relu(x) ** 2,
     "relu6": lambda x: x.clamp(0.0, 6.0),
     "leaky_relu": lambda x: torch.where(x >= 0, x, 0.01 * x),
@@ -203,9 +191,12 @@ EXPERT_ACTIVATIONS = {
     "hardswish": lambda x: x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
     "mish": lambda x: x * torch.tanh(torch.nn.functional.softplus(x)),
     "laplace": lambda x: 0.5 * (1.0 + torch.erf((x - 0.707107) / (0.282095 * math.sqrt(2.0)))),
-    "sqrtsoftplus": lambda x: torch.nn.functional.softplus(x).sqrt(),
+    "sqrt_softplus": lambda x: torch.nn.functional.softplus(x).sqrt(),
     "linear": lambda x: x,
 }
+assert tuple(ACTIVATION_FUNCTIONS) == ACTIVATION_FUNCTION_NAMES, "one formula per spec.ACTIVATION_FUNCTIONS entry"
+# Every activation by its transformers name.
+EXPERT_ACTIVATIONS = {name: ACTIVATION_FUNCTIONS[function] for name, function in SPEC_EXPERT_ACTIVATIONS.items()}
 
 
 def _check_dispatch(op: str, order: torch.Tensor, counts: torch.Tensor) -> int:
@@ -331,10 +322,7 @@ SELF_SCORE = -1e5
 
 
 def check_chunk_attention(attrs: dict, length: int) -> None:
-    """SortedChunkAttention's checks beyond the spec (the kernel words them alike)."""
-    for name in ("causal", "mask_self"):
-        if attrs[name] not in (0, 1):
-            raise ValueError(f"SortedChunkAttention: attribute '{name}' must be 0 or 1, got {attrs[name]}")
+    """SortedChunkAttention's checks beyond the spec's (the kernel words them alike)."""
     if attrs["max_length"] and length > attrs["max_length"]:
         raise ValueError(
             f"SortedChunkAttention: input 'query' has sequence length {length}, beyond the model's limit "

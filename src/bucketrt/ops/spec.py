@@ -40,6 +40,21 @@ ROUTING_ATTRIBUTES = (PLUGIN_VERSION_ATTRIBUTE, PLUGIN_NAMESPACE_ATTRIBUTE)
 FLOAT = "float"
 FLOAT_TYPES = ("float32", "float16")
 
+# Bounds of the integer attributes. Every size a kernel derives from an attribute (products with
+# the input dims, windows, table sizes) must fit int64 with margin, and no attribute may make an op
+# do work out of proportion to its inputs: so every int attribute has a maximum.
+#
+# A size or count that indexes int32 tensors (codes, buckets, flat token indices, positions).
+MAX_INT32 = 2**31 - 1
+# SignHash's longest code: 30 bits keeps 2^L and every code positive in int32.
+MAX_HASH_CODE_LEN = 30
+# SortedChunkAttention's neighbours on each side. A window of 1 + before + after chunks costs that
+# many chunks' work per query; beyond the chunks that exist, the reference counts a key once per
+# appearance (Reformer's own configs use 0 to 2). 64 keeps a query's work within 129 chunks.
+MAX_NEIGHBOUR_CHUNKS = 64
+# 0/1 flags.
+FLAG = (0, 1)
+
 
 @dataclass(frozen=True)
 class Tensor:
@@ -61,13 +76,61 @@ class Tensor:
 
 @dataclass(frozen=True)
 class Attribute:
+    """An attribute of an op. An int attribute has a minimum and a maximum, or allowed values
+    (`allowed`, e.g. FLAG); a string attribute has its choices. Every backend enforces exactly
+    these (the C++ checks are generated from them: `cpp_header`)."""
+
     name: str
     type: str  # "int" | "string"
     doc: str
     default: int | str | None = None  # None: required
-    choices: tuple[str, ...] = ()
+    choices: tuple[str, ...] = ()  # string: the allowed values
     minimum: int | None = None
+    maximum: int | None = None
+    allowed: tuple[int, ...] = ()  # int: the allowed values (then no minimum/maximum)
     power_of_two: bool = False
+
+    def __post_init__(self) -> None:
+        if self.type == "int":
+            bounded = self.allowed or (self.minimum is not None and self.maximum is not None)
+            assert bounded, f"int attribute '{self.name}' needs a minimum and a maximum, or allowed values"
+            assert not (self.allowed and (self.minimum is not None or self.maximum is not None)), self.name
+            assert not self.choices, self.name
+        else:
+            assert self.type == "string" and self.choices, f"string attribute '{self.name}' needs its choices"
+            assert self.minimum is None and self.maximum is None and not self.allowed, self.name
+        if self.default is not None:
+            assert self.check(self.default) is None, (self.name, self.default)
+
+    def check(self, value) -> str | None:
+        """What is wrong with `value` (the words after "attribute 'name' "), or None. The C++
+        ResolveAttributes (plugins/cpu/validate.cc) words every case alike."""
+        if self.type == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                return f"must be an int, got {value!r}"
+            if self.allowed and value not in self.allowed:
+                return f"must be one of {list(self.allowed)}, got {value}"
+            if self.minimum is not None and value < self.minimum:
+                return f"must be >= {self.minimum}, got {value}"
+            if self.maximum is not None and value > self.maximum:
+                return f"must be <= {self.maximum}, got {value}"
+            if self.power_of_two and (value < 1 or value & (value - 1)):
+                return f"must be a power of two, got {value}"
+            return None
+        if not isinstance(value, str):
+            return f"must be a string, got {value!r}"
+        if value not in self.choices:
+            return f"must be one of {list(self.choices)}, got {value!r}"
+        return None
+
+    def bounds_text(self) -> str:
+        """The allowed values as docs/ops.md states them."""
+        if self.choices:
+            return "one of " + ", ".join(f"`{c}`" for c in self.choices)
+        if self.allowed:
+            return "one of " + ", ".join(f"`{v}`" for v in self.allowed)
+        text = f"{self.minimum} .. {self.maximum}"
+        return text + (", a power of two" if self.power_of_two else "")
 
 
 @dataclass(frozen=True)
@@ -111,15 +174,9 @@ class OpSpec:
             value = attrs.get(a.name, a.default)
             if value is None:
                 raise ValueError(f"{self.name}: attribute '{a.name}' is required")
-            if a.type == "int":
-                if isinstance(value, bool) or not isinstance(value, int):
-                    raise ValueError(f"{self.name}: attribute '{a.name}' must be an int, got {value!r}")
-                if a.minimum is not None and value < a.minimum:
-                    raise ValueError(f"{self.name}: attribute '{a.name}' must be >= {a.minimum}, got {value}")
-                if a.power_of_two and (value < 1 or value & (value - 1)):
-                    raise ValueError(f"{self.name}: attribute '{a.name}' must be a power of two, got {value}")
-            elif a.choices and value not in a.choices:
-                raise ValueError(f"{self.name}: attribute '{a.name}' must be one of {list(a.choices)}, got {value!r}")
+            problem = a.check(value)
+            if problem is not None:
+                raise ValueError(f"{self.name}: attribute '{a.name}' {problem}")
             out[a.name] = value
         return out
 
@@ -206,11 +263,11 @@ LSH_CUMULATION = OpSpec(
     outputs=(Tensor("cumulation", FLOAT, ("B", "Nq", "D"), "Per-query sum, zero for masked queries."),),
     attributes=(
         Attribute("hashtable_capacity", "int", "Number of buckets, 2^hash_code_len; every code of an "
-                  "unmasked row must lie below it.", minimum=1, power_of_two=True),
+                  "unmasked row must lie below it.", minimum=1, maximum=2**MAX_HASH_CODE_LEN, power_of_two=True),
         Attribute("deterministic", "int", "1: bitwise-identical results from run to run (the CUDA kernel then "
                   "sums each bucket's values in key order, not with atomics, at some cost in speed); 0: the "
-                  "backend's fastest way. The CPU kernel is deterministic either way. 0 or 1",
-                  default=0, minimum=0),
+                  "backend's fastest way. The CPU kernel is deterministic either way.",
+                  default=0, allowed=FLAG),
     ),
     float_types=FLOAT_TYPES,
 )
@@ -236,8 +293,9 @@ SIGN_HASH = OpSpec(
     ),
     outputs=(Tensor("hash", "int32", ("B", "N", "num_hash"), "Codes in [0, 2^hash_code_len)."),),
     attributes=(
-        Attribute("num_hash", "int", "Number of hash functions m.", minimum=1),
-        Attribute("hash_code_len", "int", "Bits per code L (at most 30; hadamard also needs L <= D).", minimum=1),
+        Attribute("num_hash", "int", "Number of hash functions m.", minimum=1, maximum=MAX_INT32),
+        Attribute("hash_code_len", "int", "Bits per code L (hadamard also needs L <= D).", minimum=1,
+                  maximum=MAX_HASH_CODE_LEN),
         Attribute("transform", "string", "Projection kind.", default="hadamard", choices=("hadamard", "gaussian")),
     ),
     float_types=FLOAT_TYPES,
@@ -245,12 +303,18 @@ SIGN_HASH = OpSpec(
 
 # Activations an expert FFN may apply between its two matmuls: the names transformers' ACT2FN
 # gives the parameter-free ones (PReLU and xIELU carry learned parameters and are not ops'
-# attributes). Synonyms compute the same function: see reference.EXPERT_ACTIVATIONS for each formula.
-EXPERT_ACTIVATIONS = (
-    "relu", "gelu", "gelu_python", "gelu_10", "gelu_new", "gelu_pytorch_tanh", "gelu_python_tanh",
-    "gelu_accurate", "gelu_fast", "quick_gelu", "silu", "swish", "relu2", "relu6", "leaky_relu",
-    "sigmoid", "tanh", "hardswish", "mish", "laplace", "sqrtsoftplus", "linear",
-)
+# attributes), each with the function it computes (synonyms share one). This is their one
+# definition: reference.ACTIVATION_FUNCTIONS gives each function's formula, and the generated C++
+# header an enum of the functions and the name table, which the CPU and CUDA kernels switch over.
+EXPERT_ACTIVATIONS = {
+    "relu": "relu", "gelu": "gelu", "gelu_python": "gelu", "gelu_10": "gelu_10", "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh", "gelu_python_tanh": "gelu_tanh", "gelu_accurate": "gelu_tanh",
+    "gelu_fast": "gelu_tanh", "quick_gelu": "quick_gelu", "silu": "silu", "swish": "silu", "relu2": "relu2",
+    "relu6": "relu6", "leaky_relu": "leaky_relu", "sigmoid": "sigmoid", "tanh": "tanh", "hardswish": "hardswish",
+    "mish": "mish", "laplace": "laplace", "sqrtsoftplus": "sqrt_softplus", "linear": "linear",
+}
+# The distinct functions, in first-use order (the C++ enum's order).
+ACTIVATION_FUNCTIONS = tuple(dict.fromkeys(EXPERT_ACTIVATIONS.values()))
 
 TOP1_DISPATCH = OpSpec(
     name="Top1Dispatch",
@@ -276,7 +340,8 @@ TOP1_DISPATCH = OpSpec(
                "then expert 1, ...), ascending within an expert; -1 after the sum of counts."),
     ),
     attributes=(
-        Attribute("expert_capacity", "int", "Most tokens an expert takes from one sequence.", minimum=0),
+        Attribute("expert_capacity", "int", "Most tokens an expert takes from one sequence.", minimum=0,
+                  maximum=MAX_INT32),
     ),
     float_types=FLOAT_TYPES,
 )
@@ -301,7 +366,7 @@ EXPERT_FFN = OpSpec(
     outputs=(Tensor("out", FLOAT, ("B", "S", "D"), "Scaled expert outputs, zero for tokens not listed."),),
     attributes=(
         Attribute("activation", "string", "Activation between the projections, by its transformers (ACT2FN) name.",
-                  default="relu", choices=EXPERT_ACTIVATIONS),
+                  default="relu", choices=tuple(EXPERT_ACTIVATIONS)),
     ),    float_types=FLOAT_TYPES,
 )
 
@@ -327,7 +392,7 @@ ARGMAX_HASH = OpSpec(
                "One entry for plain (unfactorised) hashing."),
     ),
     outputs=(Tensor("buckets", "int32", ("B", "H", "num_hash", "N"), "Bucket of each vector in each round."),),
-    attributes=(Attribute("num_hash", "int", "Number of hashing rounds.", minimum=1),),
+    attributes=(Attribute("num_hash", "int", "Number of hashing rounds.", minimum=1, maximum=MAX_INT32),),
     float_types=FLOAT_TYPES,
 )
 
@@ -347,7 +412,7 @@ BUCKET_SUM = OpSpec(
         Tensor("sum", FLOAT, ("G", "num_buckets", "D"), "Per-bucket sum of the rows; zero for an empty bucket."),
         Tensor("weight_sum", FLOAT, ("G", "num_buckets"), "Per-bucket sum of the weights."),
     ),
-    attributes=(Attribute("num_buckets", "int", "Number of buckets C.", minimum=1),),
+    attributes=(Attribute("num_buckets", "int", "Number of buckets C.", minimum=1, maximum=MAX_INT32),),
     float_types=FLOAT_TYPES,
 )
 
@@ -376,14 +441,18 @@ SORTED_CHUNK_ATTENTION = OpSpec(
     ),
     outputs=(Tensor("out", FLOAT, ("B", "H", "N", "D"), "Attention output, rounds combined."),),
     attributes=(
-        Attribute("chunk_length", "int", "Slots per chunk of the sorted order.", minimum=1),
-        Attribute("chunks_before", "int", "Preceding chunks each chunk attends.", default=1, minimum=0),
-        Attribute("chunks_after", "int", "Following chunks each chunk attends.", default=0, minimum=0),
-        Attribute("causal", "int", "1: a query does not attend later positions.", default=0, minimum=0),
+        Attribute("chunk_length", "int", "Slots per chunk of the sorted order.", minimum=1, maximum=MAX_INT32),
+        Attribute("chunks_before", "int", "Preceding chunks each chunk attends (bounded, so that a query's work "
+                  "stays within 129 chunks; a window wider than the K chunks wraps and counts a key once per "
+                  "appearance, as the semantics say).", default=1, minimum=0,
+                  maximum=MAX_NEIGHBOUR_CHUNKS),
+        Attribute("chunks_after", "int", "Following chunks each chunk attends.", default=0, minimum=0,
+                  maximum=MAX_NEIGHBOUR_CHUNKS),
+        Attribute("causal", "int", "1: a query does not attend later positions.", default=0, allowed=FLAG),
         Attribute("mask_self", "int", "1: a query attends itself only at score -1e5 (shared query-key).",
-                  default=0, minimum=0),
+                  default=0, allowed=FLAG),
         Attribute("max_length", "int", "Longest N accepted (the model's position limit); 0: no limit.",
-                  default=0, minimum=0),
+                  default=0, minimum=0, maximum=MAX_INT32),
     ),    float_types=FLOAT_TYPES,
 )
 
@@ -433,14 +502,20 @@ def cpp_header() -> str:
                 dims = ", ".join(f'"{d}"' for d in t.dims)
                 rows.append(f'  {{"{t.name}", {dtype[t.dtype]}, {len(t.dims)}, {{{dims}}}}},')
             lines += [f"inline constexpr TensorSpec k{ident}{kind}[] = {{", *rows, "};"]
+        # -- attributes: AttrSpec rows, with each attribute's allowed ints beside them --
         rows = []
         for a in op.attributes:
             default = "nullptr" if a.default is None else f'"{a.default}"'
             minimum = "kNoMinimum" if a.minimum is None else str(a.minimum)
+            maximum = "kNoMaximum" if a.maximum is None else str(a.maximum)
             choices = "|".join(a.choices)
+            allowed, num_allowed = "nullptr", 0
+            if a.allowed:
+                allowed, num_allowed = f"k{ident}_{a.name}_allowed", len(a.allowed)
+                lines.append(f"inline constexpr long long {allowed}[] = {{{', '.join(map(str, a.allowed))}}};")
             rows.append(
-                f'  {{"{a.name}", AttrType::k{a.type.capitalize()}, {default}, {minimum}, '
-                f'{str(a.power_of_two).lower()}, "{choices}"}},'
+                f'  {{"{a.name}", AttrType::k{a.type.capitalize()}, {default}, {minimum}, {maximum}, '
+                f'{str(a.power_of_two).lower()}, "{choices}", {allowed}, {num_allowed}}},'
             )
         lines += [f"inline constexpr AttrSpec k{ident}Attributes[] = {{", *(rows or ['  {}']), "};"]
         types = ", ".join(float_dtype[t] for t in op.float_types)
@@ -452,6 +527,20 @@ def cpp_header() -> str:
         ]
         lines += _cpp_op_namespace(op)
     lines.append("inline constexpr const OpSpec* kAllOps[] = {" + ", ".join(f"&k{op.name}" for op in OPS) + "};")
+    # ExpertFFN's activations: the functions as an enum, the names as a table onto it.
+    camel = {f: "k" + "".join(part.capitalize() for part in f.split("_")) for f in ACTIVATION_FUNCTIONS}
+    lines += [
+        "// ExpertFFN's activation functions (spec.py EXPERT_ACTIVATIONS); the kernels switch over every one.",
+        "enum class Activation { " + ", ".join(camel[f] for f in ACTIVATION_FUNCTIONS) + " };",
+        f"inline constexpr int kNumActivations = {len(ACTIVATION_FUNCTIONS)};",
+        "struct ActivationName {",
+        "  const char* name;",
+        "  Activation function;",
+        "};",
+        "inline constexpr ActivationName kActivationNames[] = {",
+        *(f'  {{"{name}", Activation::{camel[f]}}},' for name, f in EXPERT_ACTIVATIONS.items()),
+        "};",
+    ]
     lines += [
         "}  // namespace bucketrt::spec",
         "",
@@ -512,6 +601,18 @@ def markdown() -> str:
         "must have equal sizes, and a symbol named like an attribute takes its value. Every backend "
         "rejects a violation with an error that names the op and the input.",
         "",
+        "Every attribute has the type and the bounds its table states (an int its range or its allowed "
+        "values, a string its choices). Every backend (the PyTorch reference, the exporter, the ONNX "
+        "Runtime CPU and CUDA kernels, the TensorRT plugins) rejects, when the node is created, an "
+        "attribute out of its bounds, of another type, or that the op does not have, with an error "
+        "that names the op and the attribute and says what is allowed. One limit: ONNX Runtime shows a "
+        "custom op no list of its node's attributes, only a look-up by name, so its kernels reject an "
+        "unknown name one edit away from one of the op's attributes (a letter dropped, added, changed "
+        "or swapped: `chunks_befor`, `activatio`, `Causal`) and cannot see one further off. "
+        "`bucketrt.ort_session` closes that gap for Python users: it checks every bucketrt node of the "
+        "model against this catalogue (`bucketrt.ops.model_check.check_model`) before ONNX Runtime sees "
+        "it. The other backends see every name.",
+        "",
         f"Every node also carries the string attributes `{PLUGIN_VERSION_ATTRIBUTE}` (the op's version) and "
         f"`{PLUGIN_NAMESPACE_ATTRIBUTE}` (`{PLUGIN_NAMESPACE}`), with which TensorRT's ONNX parser finds the op's "
         "plugin. They route the node and do not change what it computes; every backend accepts and ignores them.",
@@ -538,14 +639,7 @@ def markdown() -> str:
         if op.attributes:
             out += ["", "| attribute | type | default | meaning |", "|---|---|---|---|"]
             for a in op.attributes:
-                extra = []
-                if a.choices:
-                    extra.append("one of " + ", ".join(f"`{c}`" for c in a.choices))
-                if a.minimum is not None:
-                    extra.append(f">= {a.minimum}")
-                if a.power_of_two:
-                    extra.append("a power of two")
-                doc = a.doc + (f" ({'; '.join(extra)})" if extra else "")
+                doc = f"{a.doc} ({a.bounds_text()})"
                 default = "required" if a.default is None else f"`{a.default}`"
                 out.append(f"| `{a.name}` | {a.type} | {default} | {doc} |")
         out.append("")

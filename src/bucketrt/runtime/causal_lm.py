@@ -9,22 +9,16 @@ beyond that).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 
 def _session(model):
+    """`model` itself when it is a session, else bucketrt.ort_session over the path (CPU)."""
     if hasattr(model, "run") and hasattr(model, "get_inputs"):
         return model
-    import onnxruntime as ort
-
     import bucketrt
 
-    path = Path(model)
-    if path.is_dir():
-        path = path / "model.onnx"
-    return ort.InferenceSession(str(path), sess_options=bucketrt.session_options(), providers=["CPUExecutionProvider"])
+    return bucketrt.ort_session(model)
 
 
 def greedy_generate(

@@ -11,25 +11,24 @@ generation stops when every sequence has finished or after `max_new_tokens`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-_MANIFEST = "bucketrt.json"
-_PARTS = ("encoder_model", "decoder_model", "decoder_with_past_model")
+from bucketrt.exporter.manifest import DECODER, DECODER_WITH_PAST, ENCODER, read_manifest
+
+_PARTS = (ENCODER, DECODER, DECODER_WITH_PAST)
 
 
 class Seq2SeqGenerator:
     def __init__(self, export_dir, providers=None, intra_op_num_threads: int | None = None):
+        """Sessions over a seq2seq export folder; BucketrtError when it is not a bucketrt export
+        (read_manifest), ValueError when it is one without the KV-cache components or logits."""
         import bucketrt
 
         export_dir = Path(export_dir)
-        manifest_path = export_dir / _MANIFEST
-        if not manifest_path.is_file():
-            raise FileNotFoundError(f"{export_dir} has no {_MANIFEST}: not a bucketrt export")
-        manifest = json.loads(manifest_path.read_text())
-        files = {c["name"]: c["files"]["model"] for c in manifest.get("components", [])}
+        manifest = read_manifest(export_dir)
+        files = {c["name"]: c["files"]["model"] for c in manifest["components"]}
         missing = [p for p in _PARTS if p not in files]
         if missing:
             raise ValueError(
@@ -49,7 +48,7 @@ class Seq2SeqGenerator:
             name: bucketrt.ort_session(export_dir / files[name], providers=providers, intra_op_num_threads=intra_op_num_threads)
             for name in _PARTS
         }
-        self._past_inputs = [i.name for i in self.sessions["decoder_with_past_model"].get_inputs() if i.name.startswith("past_key_values.")]
+        self._past_inputs = [i.name for i in self.sessions[DECODER_WITH_PAST].get_inputs() if i.name.startswith("past_key_values.")]
 
     def generate(self, input_ids, attention_mask=None, max_new_tokens: int = 20) -> np.ndarray:
         """[batch, 1 + generated] int64 token ids, starting with decoder_start_token_id."""
@@ -60,17 +59,17 @@ class Seq2SeqGenerator:
         if mask.shape != input_ids.shape:
             raise ValueError(f"attention_mask {list(mask.shape)} must have the shape of input_ids {list(input_ids.shape)}")
         batch = input_ids.shape[0]
-        (hidden,) = self.sessions["encoder_model"].run(["last_hidden_state"], {"input_ids": input_ids, "attention_mask": mask})
+        (hidden,) = self.sessions[ENCODER].run(["last_hidden_state"], {"input_ids": input_ids, "attention_mask": mask})
         tokens = np.full((batch, 1), self.decoder_start_token_id, dtype=np.int64)
         finished = np.zeros(batch, dtype=bool)
         cross: dict[str, np.ndarray] = {}
         past: dict[str, np.ndarray] = {}
         for step in range(max_new_tokens):
             if step == 0:
-                session = self.sessions["decoder_model"]
+                session = self.sessions[DECODER]
                 feeds = {"input_ids": tokens, "encoder_attention_mask": mask, "encoder_hidden_states": hidden}
             else:
-                session = self.sessions["decoder_with_past_model"]
+                session = self.sessions[DECODER_WITH_PAST]
                 feeds = {"input_ids": tokens[:, -1:], "encoder_attention_mask": mask}
                 feeds.update({name: past[name] if ".decoder." in name else cross[name] for name in self._past_inputs})
             names = [o.name for o in session.get_outputs()]

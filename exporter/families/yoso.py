@@ -26,7 +26,6 @@ queries with their own codes.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 
@@ -36,13 +35,14 @@ from torch import nn
 from bucketrt.ops import call
 from bucketrt.ops.spec import LSH_CUMULATION, SIGN_HASH, hadamard_parts
 
-from .errors import BucketrtError
-from .family import Family, Patch
-from .tasks import Task
+from ..errors import BucketrtError
+from ..family import Family, Patch, register
+from ..tasks import Task, task_table
 
 # HF pads head dims below the GPU warp size before hashing.
 _HF_MIN_HASH_DIM = 32
-_MAX_HASH_CODE_LEN = 30
+# The spec's bound (one definition for every backend), checked here to say how to fix the config.
+_MAX_HASH_CODE_LEN = SIGN_HASH.attribute("hash_code_len").maximum
 
 
 @dataclass(frozen=True)
@@ -127,21 +127,6 @@ def sample_projections(config, seed: int) -> list[torch.Tensor]:
         else:
             out.append(torch.randn(geo.projection_shape, generator=generator, dtype=torch.float32))
     return out
-
-
-def fingerprint(tensors) -> str:
-    """sha256 over the bytes of a sequence of tensors (or (name, tensor) pairs), in order."""
-    digest = hashlib.sha256()
-    for item in tensors:
-        if isinstance(item, tuple):
-            name, tensor = item
-            digest.update(name.encode())
-        else:
-            tensor = item
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(str(tensor.dtype).encode() + str(tuple(tensor.shape)).encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
 
 
 def _normalize(x: torch.Tensor) -> torch.Tensor:
@@ -237,7 +222,7 @@ class PatchInfo:
     transform: str | None
     hash_dim: int | None
     projection_shape: tuple[int, ...] | None
-    projections_sha256: str | None
+    projections: tuple[torch.Tensor, ...]  # per layer; none in expectation mode
     layers: int
 
 
@@ -265,34 +250,29 @@ def patch_model(model: nn.Module, seed: int, mask_padding: bool = False) -> Patc
         transform=geo.transform if lsh else None,
         hash_dim=geo.hash_dim if lsh else None,
         projection_shape=geo.projection_shape if lsh else None,
-        projections_sha256=fingerprint(projections) if lsh else None,
+        projections=tuple(projections),
         layers=len(targets),
     )
 
 
+@register
 class YosoFamily(Family):
     name = "yoso"
     model_types = ("yoso",)
+    order = 10
     config_class = "YosoConfig"
-    tasks = {
-        t.name: t
-        for t in (
-            Task("feature-extraction", "YosoModel", ("last_hidden_state",)),
-            Task("fill-mask", "YosoForMaskedLM", ("logits",)),
-            Task("text-classification", "YosoForSequenceClassification", ("logits",)),
-            Task("token-classification", "YosoForTokenClassification", ("logits",)),
-            Task("question-answering", "YosoForQuestionAnswering", ("start_logits", "end_logits")),
-            Task("multiple-choice", "YosoForMultipleChoice", ("logits",), multiple_choice=True),
-        )
-    }
+    tasks = task_table(
+        "Yoso", "feature-extraction", "fill-mask", "text-classification", "token-classification",
+        "question-answering", "multiple-choice",
+    )
     # HF's YOSO never masks padding inside attention; mask_padding=True does.
     options = {"mask_padding": False}
 
     def check_config(self, config) -> None:
         geometry(config)
 
-    def patch(self, model, seed: int, options: dict) -> Patch:
-        mask_padding = bool(options["mask_padding"])
+    def patch(self, model, task: Task, seed: int, options: dict) -> Patch:
+        mask_padding = options["mask_padding"]
         info = patch_model(model, seed, mask_padding)
         projections = None
         if info.mode == "lsh":
@@ -303,9 +283,6 @@ class YosoFamily(Family):
                 "hash_dim": info.hash_dim,
                 "sampling": "torch.Generator('cpu').manual_seed(seed); layer by layer; hadamard: "
                 "randint(0, 2) * 2 - 1, gaussian: randn",
-                "sha256": info.projections_sha256,
             }
-        return Patch(info.mode, {"mask_padding": mask_padding, "projections": projections}, info.projections_sha256)
-
-
-FAMILY = YosoFamily()
+        manifest = {"mask_padding": mask_padding, "projections": projections}
+        return Patch(info.mode, self.components(model, task), manifest, info.projections)

@@ -17,39 +17,32 @@ import dataclasses
 import json
 from pathlib import Path
 
-import torch
 
 from bucketrt.models.lsg import modeling
 from bucketrt.models.lsg.config import LSGConfigError, LSGSettings, is_lsg, settings
 
-from .errors import BucketrtError
-from .family import Component, Family, Patch
-from .tasks import Task
-from .yoso import fingerprint
-
-_TASK_SUFFIX = {"feature-extraction": "Model", "fill-mask": "ForMaskedLM", "text-classification": "ForSequenceClassification"}
+from ..errors import BucketrtError
+from ..family import Component, Family, Patch, register
+from ..tasks import HEADS, Task, task_table
 
 
 def _settings(config) -> LSGSettings:
+    """The LSG settings of a config (or of its to_dict())."""
     try:
-        return settings(config.to_dict())
+        return settings(config if isinstance(config, dict) else config.to_dict())
     except LSGConfigError as e:
         raise BucketrtError(str(e)) from None
 
 
+@register
 class LsgFamily(Family):
     name = "lsg"
     # For the "not supported" message only: LSG checkpoints say model_type bert/roberta, and
     # `matches` looks for LSG's classes instead.
     model_types = ("lsg-bert", "lsg-roberta")
-    tasks = {
-        t.name: t
-        for t in (
-            Task("feature-extraction", "LSGBertModel", ("last_hidden_state",)),
-            Task("fill-mask", "LSGBertForMaskedLM", ("logits",)),
-            Task("text-classification", "LSGBertForSequenceClassification", ("logits",)),
-        )
-    }
+    order = 40
+    # The BERT names; an LSG RoBERTa export records its LSGRoberta class (see `patch`).
+    tasks = task_table("LSGBert", "feature-extraction", "fill-mask", "text-classification")
 
     # -- configs and models ------------------------------------------------------------------
     def matches(self, config: dict) -> bool:
@@ -93,13 +86,13 @@ class LsgFamily(Family):
         except LSGConfigError as e:
             raise BucketrtError(str(e)) from None
 
-    def max_length(self, config) -> int | None:
+    def max_length(self, config: dict) -> int | None:
         # RoBERTa numbers text positions from padding_idx + 1. Global tokens take no position.
-        limit = config.max_position_embeddings
-        return limit - config.pad_token_id - 1 if _settings(config).family == "roberta" else limit
+        limit = config["max_position_embeddings"]
+        return limit - config["pad_token_id"] - 1 if _settings(config).family == "roberta" else limit
 
     # -- export --------------------------------------------------------------------------------
-    def patch(self, model, seed: int, options: dict) -> Patch:
+    def patch(self, model, task: Task, seed: int, options: dict) -> Patch:
         s = _settings(model.config)
         projections = modeling.set_lsh_projections(model, seed)
         model.eval()
@@ -110,41 +103,24 @@ class LsgFamily(Family):
                 "layers": model.config.num_hidden_layers,
                 "sampling": "torch.Generator('cpu').manual_seed(seed); layer by layer, round by round: "
                 "randn(1, heads, 1, head_dim, buckets // 2) (lsg-converter's draw order)",
-                "sha256": fingerprint(projections),
             }
         family = "Roberta" if s.family == "roberta" else "Bert"
         manifest = {
             # The LSG class the checkpoint names (the task table has the BERT names); this key
             # replaces the task's model_class in the manifest.
-            "model_class": f"LSG{family}{_TASK_SUFFIX[self._task_of(model)]}",
+            "model_class": f"LSG{family}{HEADS[task.name].suffix}",
             "lsg": dataclasses.asdict(s),
             "projections": lsh,
         }
-        return Patch(s.sparsity_type, manifest, lsh["sha256"] if lsh else None)
-
-    @staticmethod
-    def _task_of(model) -> str:
-        for task, suffix in _TASK_SUFFIX.items():
-            if type(model).__name__.endswith(suffix):
-                return task
-        return "feature-extraction"
+        return Patch(s.sparsity_type, self.components(model, task), manifest, tuple(projections))
 
     def components(self, model, task: Task) -> list[Component]:
         """The default component, traced at a length above two blocks and not a multiple of the
         block, so that no path of the block formulation is a special case of the example."""
         [component] = super().components(model, task)
         s = _settings(model.config)
-        length = min(self.max_length(model.config), 3 * s.block_size + 3)
-        generator = torch.Generator().manual_seed(0)
-        resized = {}
-        for name, example in component.example_inputs.items():
-            shape = (*example.shape[:-1], length)
-            if name == "input_ids":
-                resized[name] = torch.randint(0, model.config.vocab_size, shape, generator=generator)
-            else:
-                resized[name] = torch.full(shape, int(example.flatten()[0]), dtype=example.dtype)
-        component.example_inputs = resized
+        length = min(self.max_length(model.config.to_dict()), 3 * s.block_size + 3)
+        shapes = {name: [*example.shape[:-1], length] for name, example in component.example_inputs.items()}
+        component.example_inputs = self.example_inputs(model.config, shapes)
         return [component]
 
-
-FAMILY = LsgFamily()

@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import types
 
-import numpy as np
 import torch
 from torch import nn
 
 from bucketrt.ops import call
 from bucketrt.ops.spec import EXPERT_ACTIVATIONS, EXPERT_FFN, TOP1_DISPATCH
 
-from .errors import BucketrtError
-from .family import DEFAULT_OPT_SEQUENCE, Component, Family, Patch, sequence_limit
-from .tasks import BATCH, SEQUENCE, Task
+from ..errors import BucketrtError
+from ..family import DEFAULT_OPT_SEQUENCE, Component, Family, Patch, register, sequence_limit
+from ..manifest import DECODER, DECODER_WITH_PAST, ENCODER
+from ..tasks import BATCH, SEQUENCE, Task, task_table
 
 SUPPORTED_MODEL_TYPES = ("switch_transformers",)
 # transformers' ACT2FN entries that carry learned parameters of their own (one set per expert).
@@ -103,8 +103,6 @@ def patch_model(model: nn.Module) -> int:
 
 
 # -- components ---------------------------------------------------------------------------------
-# Names as Optimum writes them for seq2seq models (T5 family).
-ENCODER, DECODER, DECODER_WITH_PAST = "encoder_model", "decoder_model", "decoder_with_past_model"
 
 
 def past_names(num_layers: int, prefix: str) -> list[str]:
@@ -185,30 +183,28 @@ _EXAMPLE = {BATCH: 2, ENCODER_SEQUENCE: 13, DECODER_SEQUENCE: 5, PAST_SEQUENCE: 
 _SEQ2SEQ_TASKS = ("text2text-generation", "feature-extraction")
 
 
+@register
 class SwitchFamily(Family):
     name = "switch"
     model_types = SUPPORTED_MODEL_TYPES
+    order = 30
     config_class = "SwitchTransformersConfig"
-    tasks = {
-        t.name: t
-        for t in (
-            # Optimum's names: a seq2seq export is encoder + decoder + decoder with past.
-            Task("text2text-generation", "SwitchTransformersForConditionalGeneration", ("logits",)),
-            Task("feature-extraction", "SwitchTransformersModel", ("last_hidden_state",)),
-            # The encoder stack alone (one model.onnx).
-            Task("feature-extraction-encoder", "SwitchTransformersEncoderModel", ("last_hidden_state",)),
-        )
-    }
+    # Optimum's names: a seq2seq export is encoder + decoder + decoder with past;
+    # feature-extraction-encoder is the encoder stack alone (one model.onnx).
+    tasks = task_table(
+        "SwitchTransformers", "text2text-generation", "feature-extraction", "feature-extraction-encoder"
+    )
     default_task = "text2text-generation"
 
     def check_config(self, config) -> None:
         check_config(config)
 
-    def patch(self, model, seed: int, options: dict) -> Patch:
+    def patch(self, model, task: Task, seed: int, options: dict) -> Patch:
         layers = patch_model(model)
         config = model.config
         return Patch(
             "top1-moe",
+            self.components(model, task),
             {
                 "moe": {
                     "sparse_layers": layers,
@@ -220,7 +216,7 @@ class SwitchFamily(Family):
             },
         )
 
-    def max_length(self, config) -> int | None:
+    def max_length(self, config: dict) -> int | None:
         return None  # relative position buckets: any length
 
     def dim_ranges(self, manifest: dict) -> dict[str, tuple[int, int, int]]:
@@ -239,13 +235,8 @@ class SwitchFamily(Family):
 
         config = model.config
         dims = {name: Dim(name) for name in _EXAMPLE}
-        gen = torch.Generator().manual_seed(0)
-
-        def ids(*shape):
-            return torch.randint(0, config.vocab_size, shape, generator=gen, dtype=torch.int64)
-
         batch, enc_len = _EXAMPLE[BATCH], _EXAMPLE[ENCODER_SEQUENCE]
-        encoder_inputs = {"input_ids": ids(batch, enc_len), "attention_mask": torch.ones(batch, enc_len, dtype=torch.int64)}
+        encoder_inputs = self.example_inputs(config, {"input_ids": [batch, enc_len], "attention_mask": [batch, enc_len]})
         encoder_dims = {name: {0: dims[BATCH], 1: dims[ENCODER_SEQUENCE]} for name in encoder_inputs}
         encoder = Encoder(model).eval()
         if task.name not in _SEQ2SEQ_TASKS:
@@ -253,14 +244,16 @@ class SwitchFamily(Family):
 
         layers = config.num_decoder_layers
         first = task.outputs[0]
-        with torch.no_grad():
-            hidden = encoder(**encoder_inputs)[0]
         decoder = Decoder(model, with_past=False).eval()
-        decoder_inputs = {
-            "input_ids": ids(batch, _EXAMPLE[DECODER_SEQUENCE]),
-            "encoder_attention_mask": encoder_inputs["attention_mask"],
-            "encoder_hidden_states": hidden,
-        }
+        decoder_inputs = self.example_inputs(
+            config,
+            {
+                "input_ids": [batch, _EXAMPLE[DECODER_SEQUENCE]],
+                "encoder_attention_mask": [batch, enc_len],
+                "encoder_hidden_states": [batch, enc_len, config.d_model],
+            },
+            {"encoder_hidden_states": "float32"},
+        )
         decoder_dims = {
             "input_ids": {0: dims[BATCH], 1: dims[DECODER_SEQUENCE]},
             "encoder_attention_mask": {0: dims[BATCH], 1: dims[ENCODER_SEQUENCE]},
@@ -268,16 +261,22 @@ class SwitchFamily(Family):
         }
         presents = past_names(layers, "present")
         pasts = past_names(layers, "past_key_values")
-        past_example = tuple(
-            torch.randn(batch, config.num_heads, _EXAMPLE[PAST_SEQUENCE] if ".decoder." in n else enc_len, config.d_kv, generator=gen)
-            for n in pasts
+        past_shapes = {
+            n: [batch, config.num_heads, _EXAMPLE[PAST_SEQUENCE] if ".decoder." in n else enc_len, config.d_kv] for n in pasts
+        }
+        feeds = self.example_inputs(
+            config,
+            {"input_ids": [batch, 2], "encoder_attention_mask": [batch, enc_len], **past_shapes},
+            dict.fromkeys(pasts, "float32"),
         )
         with_past = Decoder(model, with_past=True).eval()
-        with_past_inputs = {
-            "input_ids": ids(batch, 2),
-            "encoder_attention_mask": encoder_inputs["attention_mask"],
-            "past_key_values": past_example,
-        }
+
+        def pack_past(feeds: dict) -> dict:
+            out = {k: v for k, v in feeds.items() if not k.startswith("past_key_values.")}
+            out["past_key_values"] = tuple(feeds[n] for n in pasts)
+            return out
+
+        with_past_inputs = pack_past(feeds)
         with_past_dims = {
             "input_ids": {0: dims[BATCH], 1: dims[DECODER_SEQUENCE]},
             "encoder_attention_mask": {0: dims[BATCH], 1: dims[ENCODER_SEQUENCE]},
@@ -285,11 +284,6 @@ class SwitchFamily(Family):
                 {0: dims[BATCH], 2: dims[PAST_SEQUENCE] if ".decoder." in n else dims[ENCODER_SEQUENCE]} for n in pasts
             ),
         }
-
-        def pack_past(feeds: dict) -> dict:
-            out = {k: v for k, v in feeds.items() if not k.startswith("past_key_values.")}
-            out["past_key_values"] = tuple(feeds[n] for n in pasts)
-            return out
 
         return [
             Component(ENCODER, encoder, tuple(encoder_inputs), ("last_hidden_state",), encoder_inputs, encoder_dims),
@@ -305,33 +299,13 @@ class SwitchFamily(Family):
             ),
         ]
 
-    def make_inputs(self, manifest: dict, component: dict, sizes: dict, rng: np.random.Generator, padding: bool) -> dict:
-        """Encoder: ids and mask (the last row padded). Decoder: a quarter of the length in ids, random
-        encoder states; with past, one new token and random past key/values of 3/4 the length."""
-        config = manifest.get("config", {})
+    def input_sizes(self, component: str, sizes: dict[str, int]) -> dict[str, int]:
+        """Encoder: the sequence. Decoder: a quarter of it in ids; with past, one new token after
+        3/4 of it."""
         length = sizes[SEQUENCE]
-        dims = {
+        return {
             BATCH: sizes[BATCH],
             ENCODER_SEQUENCE: length,
-            DECODER_SEQUENCE: 1 if component["name"] == DECODER_WITH_PAST else max(1, length // 4),
+            DECODER_SEQUENCE: 1 if component == DECODER_WITH_PAST else max(1, length // 4),
             PAST_SEQUENCE: max(1, 3 * length // 4),
         }
-        feeds = {}
-        for spec in component["inputs"]:
-            name = spec["name"]
-            shape = [dims.get(d, d) if isinstance(d, str) else d for d in spec["shape"]]
-            if any(not isinstance(d, int) for d in shape):
-                raise BucketrtError(f"input '{name}' has an unknown dim in {spec['shape']}")
-            if name == "input_ids":
-                feeds[name] = rng.integers(0, config.get("vocab_size", 2), size=shape, dtype=np.int64)
-            elif name in ("attention_mask", "encoder_attention_mask"):
-                mask = np.ones(shape, dtype=np.int64)
-                if padding and length > 1:
-                    mask[-1, length - max(1, length // 4) :] = 0
-                feeds[name] = mask
-            else:  # encoder states, past key/values
-                feeds[name] = rng.standard_normal(shape).astype(np.float32)
-        return feeds
-
-
-FAMILY = SwitchFamily()

@@ -18,8 +18,8 @@ own submodules and weights, with nothing that depends on a Python branch over th
 
 from __future__ import annotations
 
-import hashlib
 import math
+import types
 from dataclasses import dataclass
 from functools import reduce
 from operator import mul
@@ -30,9 +30,9 @@ from torch import nn
 from bucketrt.ops import call
 from bucketrt.ops.spec import ARGMAX_HASH, SORTED_CHUNK_ATTENTION
 
-from .errors import BucketrtError
-from .family import EXAMPLE_BATCH, EXAMPLE_SEQUENCE, Component, Family, Patch
-from .tasks import BATCH, SEQUENCE, Task
+from ..errors import BucketrtError
+from ..family import EXAMPLE_BATCH, EXAMPLE_SEQUENCE, Component, Family, Patch, register
+from ..tasks import BATCH, SEQUENCE, Task, task_table
 
 # Reformer's key normalisation epsilon (LSHSelfAttention._len_norm).
 _LEN_NORM_EPS = 1e-6
@@ -52,7 +52,8 @@ def chunk_lengths(config) -> tuple[int, int]:
 
 
 def max_length(config) -> int:
-    """The longest (padded) sequence HF's Reformer accepts in eval."""
+    """The longest (padded) sequence HF's Reformer accepts in eval: max_position_embeddings and,
+    with axial position embeddings, the product of axial_pos_shape."""
     limit = config.max_position_embeddings
     if config.axial_pos_embds:
         limit = min(limit, reduce(mul, config.axial_pos_shape))
@@ -105,12 +106,6 @@ class Rotations:
     resolved_from: int | None  # the length num_buckets was resolved from (config had None)
     tensors: list[torch.Tensor]  # per LSH layer, [H, D, num_hashes * sum(sizes) / 2]
     source: str  # how they were drawn
-
-    def sha256(self) -> str:
-        digest = hashlib.sha256()
-        for t in self.tensors:
-            digest.update(t.detach().contiguous().numpy().tobytes())
-        return digest.hexdigest()
 
 
 def sample_rotations(config, seed: int, length: int | None = None) -> Rotations:
@@ -271,20 +266,16 @@ class ReformerGraph(nn.Module):
 
 # -- the family -------------------------------------------------------------------------------
 
+@register
 class ReformerFamily(Family):
     name = "reformer"
     model_types = ("reformer",)
+    order = 20
     config_class = "ReformerConfig"
-    tasks = {
-        t.name: t
-        for t in (
-            Task("feature-extraction", "ReformerModel", ("last_hidden_state",)),
-            Task("text-generation", "ReformerModelWithLMHead", ("logits",)),
-            Task("fill-mask", "ReformerForMaskedLM", ("logits",)),
-            Task("text-classification", "ReformerForSequenceClassification", ("logits",)),
-            Task("question-answering", "ReformerForQuestionAnswering", ("start_logits", "end_logits")),
-        )
-    }
+    tasks = task_table(
+        "Reformer", "feature-extraction", "text-generation", "fill-mask", "text-classification", "question-answering",
+        classes={"text-generation": "ReformerModelWithLMHead"},
+    )
 
     def check_config(self, config) -> None:
         check_config(config)
@@ -312,13 +303,12 @@ class ReformerFamily(Family):
             return "text-generation"
         return task
 
-    def patch(self, model, seed: int, options: dict) -> Patch:
-        """Samples the rotations (HF's own with hash_seed) and keeps them on the model; the
-        components wrap the untouched HF modules in a ReformerGraph."""
+    def patch(self, model, task: Task, seed: int, options: dict) -> Patch:
+        """Samples the rotations (HF's own with hash_seed); the component wraps the untouched HF
+        modules in a ReformerGraph that holds them."""
         config = model.config
         check_config(config)
         rotations = sample_rotations(config, seed)
-        model._bucketrt_rotations = rotations
         lsh = "lsh" in config.attn_layers
         manifest = {
             "max_length": max_length(config),
@@ -330,26 +320,20 @@ class ReformerFamily(Family):
                 "layers": [i for i, kind in enumerate(config.attn_layers) if kind == "lsh"],
                 "shape_per_layer": list(rotations.tensors[0].shape) if rotations.tensors else None,
                 "sampling": rotations.source,
-                "sha256": rotations.sha256(),
             } if lsh else None,
         }
-        return Patch("lsh" if lsh else "local", manifest, rotations.sha256() if lsh else None)
+        return Patch("lsh" if lsh else "local", self._components(model, task, rotations), manifest, tuple(rotations.tensors))
 
-    def components(self, model, task: Task) -> list[Component]:
+    def _components(self, model, task: Task, rotations: Rotations) -> list[Component]:
         from torch.export import Dim
 
         config = model.config
-        graph = ReformerGraph(model, task.name, model._bucketrt_rotations).eval()
+        graph = ReformerGraph(model, task.name, rotations).eval()
         names = ("input_ids", "attention_mask")
-        generator = torch.Generator().manual_seed(0)
-        shape = (EXAMPLE_BATCH, EXAMPLE_SEQUENCE)
-        ids = torch.randint(0, config.vocab_size, shape, generator=generator, dtype=torch.int64)
-        inputs = {"input_ids": ids, "attention_mask": torch.ones(shape, dtype=torch.int64)}
+        inputs = self.example_inputs(config, {name: [EXAMPLE_BATCH, EXAMPLE_SEQUENCE] for name in names})
         dims = {0: Dim(BATCH), 1: Dim(SEQUENCE, max=max_length(config))}
         return [Component("model", graph, names, task.outputs, inputs, {name: dims for name in names})]
 
-    def max_length(self, config) -> int | None:
-        return max_length(config)
+    def max_length(self, config: dict) -> int | None:
+        return max_length(types.SimpleNamespace(**config))
 
-
-FAMILY = ReformerFamily()

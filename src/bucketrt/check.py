@@ -1,0 +1,574 @@
+"""An export's backend outputs against its PyTorch reference, as a library (`bucketrt check`).
+
+    from bucketrt.check import check
+    report = check("out/yoso", backend="ort", batch_size=2, sequence_length=512)
+    assert report.passed, report.to_json()
+    report.components[0].outputs[0].max_abs     # per component and output: shape, errors, verdict
+
+Both backends (ONNX Runtime, TensorRT) go through the same steps and the same verdict: random
+inputs from the model's family, the backend's outputs (and, for models that hash, its hash
+codes), the reference run on those codes (bucketrt.code_sync), Polygraphy's comparator on every
+output. Only how a backend runs differs (`OrtBackend`, `TrtBackend`).
+
+One comparison rule, Polygraphy's element-wise one (SimpleCompareFunc, check_error_stat
+"elemwise"): an element fails when it exceeds both atol and rtol (relative to the reference), or
+is NaN. Polygraphy gives the verdict and the error statistics; `mismatched_elements` counts the
+elements that rule rejects, and a count that disagrees with Polygraphy's verdict is an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .exporter.errors import BucketrtError
+from .exporter.manifest import max_sequence_length
+
+# Default tolerances (atol, rtol) and the hash-code rounding margin, by the precision the backend
+# computes in. "reduced": fp16 exports, and TensorRT engines built with TF32 or --fp16 - an fp16
+# or TF32 product carries about 1e-3 relative error (10 mantissa bits), which layers accumulate.
+TOLERANCES = {"fp32": (1e-4, 1e-3, 1e-4), "reduced": (1e-2, 1e-2, 1e-2)}
+
+BACKENDS = ("ort", "trt")
+
+
+class BackendRunError(RuntimeError):
+    """The backend could not load or run a model (the export's or the backend's fault, not the user's)."""
+
+
+# --------------------------------------------------------------------------------------------
+# the report
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class OutputResult:
+    """One output of one component: the backend's against the reference's."""
+
+    name: str
+    shape: list[int] | None  # the backend's; None when it is missing
+    reference_shape: list[int] | None
+    max_abs: float | None = None
+    mean_abs: float | None = None
+    max_rel: float | None = None
+    mean_rel: float | None = None
+    mismatched: int | None = None  # elements Polygraphy's element-wise rule rejects
+    size: int | None = None
+    passed: bool = False
+
+    @property
+    def missing(self) -> bool:
+        return self.shape is None or self.reference_shape is None
+
+
+@dataclass
+class HashAudit:
+    """The backend's hash codes against PyTorch's (bucketrt.code_sync.CodeSync)."""
+
+    code_tensors: int  # code tensors the backend produced
+    hash_calls: int  # times the reference hashed
+    total: int
+    differing: int
+    unexplained: int  # differing codes not explained by a rounding flip
+    worst_margin: float
+    margin: float
+    complete: bool  # every captured tensor matched one hashing call, and the reverse
+
+    @property
+    def passed(self) -> bool:
+        return self.complete and self.unexplained == 0
+
+
+@dataclass
+class ComponentReport:
+    name: str
+    model: str  # the ONNX file
+    inputs: dict[str, list[int]]
+    outputs: list[OutputResult]
+    hash_codes: HashAudit | None  # None: the model does not hash, or the backend gave no codes
+    note: str | None = None  # why codes were not compared although the model hashes
+    backend_seconds: float = 0.0
+    reference_seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return all(o.passed for o in self.outputs) and (self.hash_codes is None or self.hash_codes.passed)
+
+    @property
+    def max_abs_error(self) -> float:
+        return _worst(o.max_abs for o in self.outputs)
+
+
+@dataclass
+class CheckReport:
+    export_dir: str
+    backend: str  # "ort" | "trt"
+    backend_label: str  # "ONNX Runtime" | "TensorRT"
+    source: str
+    task: str
+    mode: str
+    seed: int
+    batch_size: int
+    sequence_length: int  # the length checked
+    requested_sequence_length: int
+    sequence_limit: int | None  # the export's longest sequence (None: no limit)
+    atol: float
+    rtol: float
+    precision: str  # "fp32" | "reduced"
+    precision_reason: str | None
+    component_names: list[str] = field(default_factory=list)  # every component of the export, in order
+    components: list[ComponentReport] = field(default_factory=list)  # those checked so far
+
+    @property
+    def clamped(self) -> bool:
+        return self.sequence_length != self.requested_sequence_length
+
+    @property
+    def passed(self) -> bool:
+        checked = [c.name for c in self.components] == self.component_names
+        return checked and all(c.passed for c in self.components)
+
+    @property
+    def max_abs_error(self) -> float:
+        return _worst(c.max_abs_error for c in self.components)
+
+    def to_dict(self) -> dict:
+        """Plain data (the properties included), for JSON and for tests."""
+        data = asdict(self)
+        data.update(passed=self.passed, clamped=self.clamped, max_abs_error=self.max_abs_error)
+        for component, entry in zip(self.components, data["components"]):
+            entry.update(passed=component.passed, max_abs_error=component.max_abs_error)
+            if component.hash_codes is not None:
+                entry["hash_codes"]["passed"] = component.hash_codes.passed
+            for output, out_entry in zip(component.outputs, entry["outputs"]):
+                out_entry["missing"] = output.missing
+        return data
+
+    def to_json(self, **kwargs) -> str:
+        """JSON; non-finite numbers (a NaN error) as the strings "nan", "inf", "-inf"."""
+        return json.dumps(_finite(self.to_dict()), allow_nan=False, **kwargs)
+
+
+def _worst(values) -> float:
+    worst = 0.0
+    for value in values:
+        if value is not None and not (value <= worst):  # NaN propagates
+            worst = value
+    return worst
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# the comparison rule
+# --------------------------------------------------------------------------------------------
+
+
+def mismatched_elements(actual, expected, atol: float, rtol: float) -> int:
+    """How many elements fail Polygraphy's element-wise rule (SimpleCompareFunc, "elemwise"):
+    |a - e| > atol (or NaN) and |a - e| / |e| > rtol (or NaN), where a zero e counts as
+    Polygraphy's epsilon. `compare` checks that this count agrees with Polygraphy's verdict."""
+    import numpy as np
+    from polygraphy.comparator import util as comp_util
+
+    a, e = comp_util.cast_up(np.asarray(actual)), comp_util.cast_up(np.asarray(expected))
+    diff = np.abs(a - e)
+    if e.dtype.kind == "f":
+        e = np.where(e == 0, _POLYGRAPHY_ZERO_EPSILON, e)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = diff / np.abs(e)
+    bad = ((diff > atol) | np.isnan(diff)) & ((rel > rtol) | np.isnan(rel))
+    return int(np.count_nonzero(bad))
+
+
+# What polygraphy.comparator.compare.SimpleCompareFunc adds to zero reference values.
+_POLYGRAPHY_ZERO_EPSILON = 2.220446049250313e-16
+
+
+def compare(actual: dict, expected: dict, output_names: list[str], atol: float, rtol: float,
+            backend_name: str = "backend") -> list[OutputResult]:
+    """Every output in `output_names`, `actual` (the backend's) against `expected`, by Polygraphy's
+    comparator; an output missing from either side fails."""
+    from polygraphy.comparator import Comparator, IterationResult, RunResults
+    from polygraphy.comparator.compare import SimpleCompareFunc
+
+    results = RunResults()
+    results.append((backend_name, [IterationResult(actual, 0.0, backend_name)]))
+    results.append(("pytorch", [IterationResult(expected, 0.0, "pytorch")]))
+    accuracy = Comparator.compare_accuracy(
+        results, compare_func=SimpleCompareFunc(atol=atol, rtol=rtol, check_shapes=True, check_error_stat="elemwise")
+    )
+    compared = next(iter(accuracy[0].values()))[0]  # one compare func, one runner pair, one iteration
+    rows = []
+    for name in output_names:
+        got, want, result = actual.get(name), expected.get(name), compared.get(name)
+        row = OutputResult(
+            name,
+            list(got.shape) if got is not None else None,
+            list(want.shape) if want is not None else None,
+        )
+        rows.append(row)
+        if row.missing or result is None:
+            continue
+        row.size = int(got.size)
+        row.passed = bool(result)
+        if row.shape != row.reference_shape:  # Polygraphy fails it without statistics
+            row.mismatched = row.size
+            continue
+        row.max_abs, row.mean_abs = result.max_absdiff, result.mean_absdiff
+        row.max_rel, row.mean_rel = result.max_reldiff, result.mean_reldiff
+        row.mismatched = mismatched_elements(got, want, atol, rtol)
+        if (row.mismatched == 0) != row.passed:
+            raise RuntimeError(
+                f"{name}: {row.mismatched} elements outside atol {atol:g}/rtol {rtol:g} by bucketrt's count, "
+                f"Polygraphy says {'passed' if row.passed else 'failed'}: the installed Polygraphy changed its rule"
+            )
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# backends
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BackendRun:
+    outputs: dict  # output name -> array: the model's outputs only
+    codes: list | None  # the backend's hash codes in graph order; None when not captured
+    note: str | None = None  # why codes were not captured although the model hashes
+    seconds: float = 0.0
+
+
+def _code_names(model_path: Path) -> list[str]:
+    """The hash-code outputs a copy of the model would add (none for models that do not hash)."""
+    import onnx
+
+    from .code_sync import code_outputs
+
+    return code_outputs(onnx.load(str(model_path), load_external_data=False))
+
+
+@contextlib.contextmanager
+def _model_with_codes(model_path: Path, names: list[str]):
+    """The path of a temporary copy of the model that also outputs `names` (its hash codes).
+
+    A model with external data is copied beside itself, so that the data resolves; any other
+    goes to the temporary folder, so that a read-only export folder can be checked."""
+    import onnx
+
+    from .code_sync import with_outputs
+
+    proto = onnx.load(str(model_path), load_external_data=False)
+    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
+    fd, path = tempfile.mkstemp(suffix=".onnx", prefix=".bucketrt-codes-", dir=model_path.parent if external else None)
+    os.close(fd)
+    try:
+        onnx.save(with_outputs(proto, names), path)
+        yield Path(path)
+    finally:
+        os.unlink(path)
+
+
+def _say(console, text: str) -> None:
+    if console is not None:
+        console.print(text)
+
+
+class OrtBackend:
+    """ONNX Runtime (CPU) with bucketrt's op library; codes from a second session on a copy of the
+    model that also outputs them, so that the checked model is the exported one, unchanged."""
+
+    label, runner_name = "ONNX Runtime", "onnxruntime"
+
+    def __init__(self, output_dir: Path, manifest: dict, console=None):
+        from . import library_path
+
+        library_path()  # a missing op library is a usage error, reported before any work
+        self.output_dir = Path(output_dir)
+        self.manifest = manifest
+
+    def precision(self) -> tuple[str, str | None]:
+        """(the TOLERANCES key, why it is reduced)."""
+        return ("reduced", "the export is fp16") if self.manifest.get("dtype") == "fp16" else ("fp32", None)
+
+    def prepare(self, entry: dict, feeds: dict):
+        return self.output_dir / entry["files"]["model"]
+
+    def run(self, model_path: Path, entry: dict, feeds: dict) -> BackendRun:
+        from polygraphy.backend.onnxrt import OnnxrtRunner
+
+        from . import ort_session
+
+        started = time.perf_counter()
+        with OnnxrtRunner(lambda: ort_session(model_path), name=self.runner_name) as runner:
+            outputs = dict(runner.infer(feeds))
+        seconds = time.perf_counter() - started
+        return BackendRun(outputs, self._codes(model_path, feeds), seconds=seconds)
+
+    @staticmethod
+    def _codes(model_path: Path, feeds: dict):
+        import onnxruntime as ort
+
+        from . import session_options
+
+        names = _code_names(model_path)
+        if not names:
+            return None
+        with _model_with_codes(model_path, names) as path:
+            session = ort.InferenceSession(str(path), sess_options=session_options(), providers=["CPUExecutionProvider"])
+        return session.run(names, feeds)
+
+
+class TrtBackend:
+    """TensorRT with bucketrt's plugins, through Polygraphy's TrtRunner.
+
+    Runs the engine `bucketrt build` recorded for a component; otherwise (or with `rebuild`)
+    builds one from the ONNX file, with TF32 off, a profile tuned for the check's shapes, and the
+    hash codes as extra outputs."""
+
+    label, runner_name = "TensorRT", "tensorrt"
+
+    def __init__(self, output_dir: Path, manifest: dict, console=None, plugins: Path | None = None,
+                 rebuild: bool = False, verbose: bool = False):
+        from .trt_engine import load_tensorrt
+
+        self.console = console
+        self.output_dir = Path(output_dir)
+        self.manifest = manifest
+        self.rebuild = rebuild
+        self.verbose = verbose
+        # TensorRT and the plugin library are checked before any work (BucketrtError, one line).
+        self.trt, self.library = load_tensorrt(manifest, plugins)
+        _say(console, f"TensorRT {self.trt.__version__}; plugins: {self.library or 'none (the export uses no bucketrt ops)'}")
+
+    def _recorded(self, entry: dict):
+        from .trt_engine import recorded_engine
+
+        return None if self.rebuild else recorded_engine(self.output_dir, self.manifest, entry["name"])
+
+    def precision(self) -> tuple[str, str | None]:
+        if self.manifest.get("dtype") == "fp16":
+            return "reduced", "the export is fp16"
+        for entry in self.manifest["components"]:
+            recorded = self._recorded(entry)
+            if recorded and recorded[1].get("precision", "fp32") != "fp32":
+                return "reduced", f"{recorded[0].name} is a {recorded[1]['precision']} engine"
+        return "fp32", None
+
+    def prepare(self, entry: dict, feeds: dict):
+        """(serialized engine, code output names, note): the recorded engine, or a fresh build."""
+        from .profiles import ShapeRange, component_profiles, describe_profile, format_shape, widen_to
+        from .trt_engine import BuildOptions, build_engine, build_progress
+
+        model_path = self.output_dir / entry["files"]["model"]
+        recorded = self._recorded(entry)
+        if recorded is not None:
+            path, record = recorded
+            for name, value in feeds.items():
+                r = ShapeRange.from_json(record["profile"][name])
+                if not r.covers(value.shape):
+                    raise BucketrtError(
+                        f"the engine {path.name} takes {name} from {format_shape(r.min)} to {format_shape(r.max)}, "
+                        f"the check feeds {format_shape(value.shape)}",
+                        "check with smaller --batch-size/--sequence-length, build with larger --max-shapes, or pass --rebuild",
+                    )
+            _say(self.console, f"  engine: {path} ({record.get('precision', 'fp32')}, built by `bucketrt build`)")
+            note = None
+            if _code_names(model_path):
+                note = (
+                    "the engine does not output its hash codes, so PyTorch hashed on its own: a rounding flip "
+                    "shows as a mismatch (--rebuild compares on TensorRT's codes)"
+                )
+            return path.read_bytes(), [], note
+
+        profile = component_profiles(self.manifest, [entry], {})[entry["name"]]
+        profile = widen_to(profile, {name: value.shape for name, value in feeds.items()})
+        options = BuildOptions(tf32=False, verbose=self.verbose)
+        names = _code_names(model_path)
+        _say(self.console, f"  building a check engine from {model_path.name}: {describe_profile(profile)}")
+        with build_progress(self.console) as (progress, echo):
+            built = build_engine(self.trt, model_path, profile, options, self.manifest.get("dtype", "fp32"),
+                                 progress=progress, echo=echo, extra_outputs=names)
+        _say(self.console, f"  [green]✓[/] engine built in {built.seconds:.1f} s ({built.precision})")
+        return built.data, names, None
+
+    def run(self, prepared, entry: dict, feeds: dict) -> BackendRun:
+        from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+        from polygraphy.exception import PolygraphyException
+
+        from .trt_engine import console_echo, polygraphy_log, runtime
+
+        data, code_names, note = prepared
+        started = time.perf_counter()
+        echo = console_echo(self.console) if self.console is not None else None
+        with polygraphy_log(echo, self.verbose) as errors:
+            try:
+                with TrtRunner(EngineFromBytes(data, runtime=lambda: runtime(self.trt)), name=self.runner_name) as runner:
+                    outputs = {name: _to_numpy(value) for name, value in runner.infer(feeds).items()}
+            except PolygraphyException as e:  # with what TensorRT logged before (a plugin not found, say)
+                raise RuntimeError("; ".join(dict.fromkeys([*errors, str(e)]))) from None
+        seconds = time.perf_counter() - started
+        codes = [outputs.pop(name) for name in code_names] if code_names else None
+        return BackendRun(outputs, codes, note, seconds)
+
+
+def _to_numpy(value):
+    import numpy as np
+
+    return value.cpu().numpy() if hasattr(value, "cpu") else np.asarray(value)
+
+
+# --------------------------------------------------------------------------------------------
+# the check
+# --------------------------------------------------------------------------------------------
+
+
+def typed_feeds(entry: dict, feeds: dict) -> tuple[dict, dict]:
+    """(backend feeds in the graph's input dtypes, the same values for the float32 reference)."""
+    import numpy as np
+
+    dtypes = {spec["name"]: spec.get("dtype") for spec in entry["inputs"]}
+    backend, reference = {}, {}
+    for name, value in feeds.items():
+        value = np.asarray(value)
+        if value.dtype.kind == "f" and dtypes.get(name) in ("float16", "float32"):
+            value = value.astype(dtypes[name])
+            reference[name] = value.astype(np.float32)
+        else:
+            reference[name] = value
+        backend[name] = value
+    return backend, reference
+
+
+def check(
+    export_dir,
+    backend: str = "ort",
+    batch_size: int = 2,
+    sequence_length: int = 128,
+    num_choices: int = 2,
+    atol: float | None = None,
+    rtol: float | None = None,
+    seed: int = 0,
+    plugins=None,
+    rebuild: bool = False,
+    verbose: bool = False,
+    console=None,
+    on_component: Callable[[CheckReport, ComponentReport], None] | None = None,
+) -> CheckReport:
+    """Runs every ONNX file of `export_dir` in `backend` ("ort" or "trt") and its PyTorch reference
+    on the same random inputs, and compares every output; returns the report (`report.passed`).
+
+    `atol`/`rtol` default by precision (TOLERANCES). `sequence_length` is clamped to the export's
+    longest sequence. `plugins` and `rebuild` are for "trt": the plugin library (default: the one
+    built with bucketrt), and check engines built from the ONNX files even where `bucketrt build`
+    recorded engines. `console` (a rich Console) gets progress lines; `on_component` each
+    component's result as it completes.
+
+    Raises BucketrtError for usage problems (exit status 2 in the CLI), BackendRunError when the
+    backend cannot run a model and trt_engine.BuildError when TensorRT cannot build one (1).
+    """
+    from polygraphy.logger import G_LOGGER
+
+    from .code_sync import CodeSync
+    from .exporter import load_reference, make_inputs, read_manifest
+    from .ops import intercept
+
+    if backend not in BACKENDS:
+        raise BucketrtError(f"unknown backend {backend!r}", f"choose one of: {', '.join(BACKENDS)}")
+    if backend == "ort" and (rebuild or plugins is not None):
+        raise BucketrtError(f"{'--rebuild' if rebuild else '--plugins'} applies to --backend trt only")
+    for name, value in (("batch size", batch_size), ("sequence length", sequence_length), ("num choices", num_choices)):
+        if value < 1:
+            raise BucketrtError(f"the {name} must be at least 1, got {value}")
+    manifest = read_manifest(export_dir)
+    limit = max_sequence_length(manifest)
+    length = min(sequence_length, limit) if limit else sequence_length
+    if length != sequence_length:
+        _say(console, f"[yellow]sequence length {sequence_length} clamped to {limit}, the export's longest sequence[/]")
+
+    if backend == "trt":
+        runner = TrtBackend(export_dir, manifest, console, plugins, rebuild, verbose)
+    else:
+        runner = OrtBackend(export_dir, manifest, console)
+    precision, reason = runner.precision()
+    default_atol, default_rtol, margin = TOLERANCES[precision]
+    if reason:
+        _say(console, f"[dim]reduced precision ({reason}): default tolerances atol {default_atol:g}, rtol {default_rtol:g}[/]")
+    report = CheckReport(
+        export_dir=str(export_dir), backend=backend, backend_label=runner.label, source=manifest["source"],
+        task=manifest["task"], mode=manifest["mode"], seed=seed, batch_size=batch_size, sequence_length=length,
+        requested_sequence_length=sequence_length, sequence_limit=limit,
+        atol=default_atol if atol is None else atol, rtol=default_rtol if rtol is None else rtol,
+        precision=precision, precision_reason=reason, component_names=[e["name"] for e in manifest["components"]],
+    )
+
+    with console.status("Rebuilding the PyTorch reference…") if console is not None else nullcontext():
+        reference = load_reference(export_dir)
+    several = len(manifest["components"]) > 1
+    for entry in manifest["components"]:
+        feeds = make_inputs(manifest, batch_size, length, num_choices, seed, component=entry["name"])
+        feeds, reference_feeds = typed_feeds(entry, feeds)
+        shapes = ", ".join(f"{name} {list(value.shape)}" for name, value in feeds.items())
+        _say(console, f"Comparing {runner.label} with PyTorch{' on ' + entry['name'] if several else ''}: {shapes} (seed {seed})")
+        with G_LOGGER.verbosity(G_LOGGER.INFO if verbose else G_LOGGER.CRITICAL):
+            prepared = runner.prepare(entry, feeds)  # may build an engine, with its own progress output
+            with console.status("Running both…") if console is not None else nullcontext():
+                try:
+                    run = runner.run(prepared, entry, feeds)
+                except Exception as e:  # a load or run failure is the model's fault, not the user's
+                    text = " ".join(str(e).split())
+                    raise BackendRunError(f"running {entry['files']['model']} in {runner.label} failed: {text[:400]}") from e
+                sync = CodeSync(run.codes, margin=margin) if run.codes is not None else None
+                started = time.perf_counter()
+                with intercept(sync) if sync is not None else nullcontext():
+                    expected = reference.run(reference_feeds, entry["name"])
+                reference_seconds = time.perf_counter() - started
+                outputs = compare(run.outputs, expected, [spec["name"] for spec in entry["outputs"]],
+                                  report.atol, report.rtol, runner.runner_name)
+        audit = None
+        if sync is not None:
+            audit = HashAudit(
+                code_tensors=len(sync.codes), hash_calls=sync.calls, total=sync.total, differing=sync.differing,
+                unexplained=sync.unexplained, worst_margin=sync.worst_margin, margin=sync.margin, complete=sync.complete,
+            )
+        component = ComponentReport(
+            name=entry["name"], model=entry["files"]["model"], inputs={n: list(v.shape) for n, v in feeds.items()},
+            outputs=outputs, hash_codes=audit, note=run.note if sync is None else None,
+            backend_seconds=run.seconds, reference_seconds=reference_seconds,
+        )
+        report.components.append(component)
+        if on_component is not None:
+            on_component(report, component)
+    return report
+
+
+__all__ = [
+    "BACKENDS",
+    "BackendRunError",
+    "CheckReport",
+    "ComponentReport",
+    "HashAudit",
+    "OutputResult",
+    "TOLERANCES",
+    "check",
+    "compare",
+    "max_sequence_length",
+    "mismatched_elements",
+    "typed_feeds",
+]
