@@ -119,11 +119,13 @@ sanitize: install sanitize-lib
 bench: install
 	$(PY) benchmarks/run.py
 
-# The library for a GPU machine that has no nvcc: benchmarks/device_check.sh runs with it there
-# (the device tool carries .device/, which git ignores).
+# The libraries for a GPU machine that has no nvcc: benchmarks/device_check.sh runs with them there
+# (the device tool carries .device/, which git ignores): the op library and, beside it, the
+# test-only CUDA harness that tests/test_kernels_cuda.py and benchmarks/cuda_kernels.py drive.
 device-lib: install
 	mkdir -p .device
 	cp "$$($(PY) -c 'import bucketrt; print(bucketrt.library_path())')" .device/libbucketrt_ort.so
+	cp "$$($(PY) -c 'from bucketrt.ops import cuda; print(cuda.harness_path())')" .device/libbucketrt_cuda_harness.so
 
 docs: $(VENV)/.deps
 	$(PY) src/bucketrt/ops/spec.py markdown docs/ops.md

@@ -10,7 +10,8 @@
    runs per layer) against torch's scaled_dot_product_attention (its own backend choice: flash
    attention in float16), batch 1, 12 heads of 64, N = 4096, 16384, 65536, float16 and float32.
 
-Run (needs torch with CUDA and the op library; nothing else):
+Run (needs torch with CUDA and the op library with the test-only CUDA harness beside it, as
+`make device-lib` puts them in .device/; nothing else):
 
     BUCKETRT_LIBRARY=.device/libbucketrt_ort.so PYTHONPATH=src python3 benchmarks/cuda_kernels.py [--json out.json]
 

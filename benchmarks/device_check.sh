@@ -21,12 +21,16 @@ mkdir -p "$OUT"
 BUDGET_S=${BUDGET_S:-420}
 START=$SECONDS
 export BUCKETRT_LIBRARY=${BUCKETRT_LIBRARY:-$PWD/.device/libbucketrt_ort.so}
+# The test-only CUDA harness: bucketrt.ops.cuda finds it beside the op library.
+export BUCKETRT_CUDA_HARNESS=${BUCKETRT_CUDA_HARNESS:-$(dirname "$BUCKETRT_LIBRARY")/libbucketrt_cuda_harness.so}
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 PY=${PYTHON:-python3}
-if [ ! -f "$BUCKETRT_LIBRARY" ]; then
-  echo "device_check: no library at $BUCKETRT_LIBRARY (run 'make device-lib' and carry .device)" >&2
-  exit 2
-fi
+for library in "$BUCKETRT_LIBRARY" "$BUCKETRT_CUDA_HARNESS"; do
+  if [ ! -f "$library" ]; then
+    echo "device_check: no library at $library (run 'make device-lib' and carry .device)" >&2
+    exit 2
+  fi
+done
 
 SUMMARY="$OUT/summary.txt"
 : > "$SUMMARY"

@@ -44,7 +44,10 @@ def _plan_error(lib, op: str, tensors, attrs) -> str:
 
 
 def _built_with_cuda() -> bool:
-    return hasattr(_library(), "BucketrtCudaRun")
+    # The CUDA harness (test-only, beside the op library) is built exactly where the CUDA kernels are.
+    from bucketrt.ops import cuda
+
+    return Path(cuda.harness_path()).is_file()
 
 
 def _nvcc_found() -> bool:
@@ -97,6 +100,20 @@ def test_library_needs_no_cuda_library_at_load():
     assert "libcudart" not in out and "libcuda." not in out, out
 
 
+def test_cuda_harness_is_its_own_library():
+    # The raw-device-pointer entry points are test-only: in the harness library, never in the op
+    # library that servers load.
+    if not _built_with_cuda():
+        pytest.skip("the op library was built without CUDA")
+    from bucketrt.ops import cuda
+
+    assert not hasattr(_library(), "BucketrtCudaRun") and not hasattr(_library(), "BucketrtCudaPlan")
+    harness = ctypes.CDLL(cuda.harness_path())
+    assert hasattr(harness, "BucketrtCudaRun") and hasattr(harness, "BucketrtCudaPlan")
+    out = subprocess.run(["ldd", cuda.harness_path()], capture_output=True, text=True, check=True).stdout
+    assert "libcudart" not in out and "libcuda." not in out, out
+
+
 def test_cpu_sessions_run_with_the_cuda_kernels_registered():
     # The CUDA EP registrations (fp32 and fp16) share the ops' schemas with the CPU ones; a
     # CPU-only ONNX Runtime must accept them and run the CPU kernels, in both float types.
@@ -125,7 +142,7 @@ def test_cuda_harness_fails_cleanly_without_a_gpu():
     from bucketrt.ops import cuda
 
     assert cuda.unavailable_reason() is not None
-    lib = cuda._library(bucketrt.library_path())
+    lib = cuda._library(cuda.harness_path())
     dtypes = (ctypes.c_char_p * 3)(b"int32", b"float32", b"float32")
     ranks = (ctypes.c_int * 3)(2, 3, 3)
     dims = (ctypes.c_int64 * 8)(2, 5, 2, 5, 16, 1, 3, 16)
@@ -161,7 +178,7 @@ def test_cuda_harness_rejects_bad_input_with_the_references_words():
         sys.modules[name] = module  # dataclasses look their module up there
         spec.loader.exec_module(module)
     bad = sys.modules[name]
-    lib = cuda._library(bucketrt.library_path())
+    lib = cuda._library(cuda.harness_path())
     checked = 0
     for case in bad.CASES:
         tensors = [torch.from_numpy(np.ascontiguousarray(case.inputs[t.name])) for t in case.spec.inputs]
@@ -186,7 +203,7 @@ def test_cuda_harness_checks_the_hashing_and_routing_ops_without_a_gpu():
         pytest.skip("the op library was built without CUDA")
     from bucketrt.ops import cuda, reference
 
-    lib = cuda._library(bucketrt.library_path())
+    lib = cuda._library(cuda.harness_path())
 
     def plan(op, tensors, attrs) -> str:
         return _plan_error(lib, op, tensors, attrs)
@@ -226,7 +243,7 @@ def test_cuda_plans_reject_sizes_that_overflow():
         pytest.skip("the op library was built without CUDA")
     from bucketrt.ops import cuda
 
-    lib = cuda._library(bucketrt.library_path())
+    lib = cuda._library(cuda.harness_path())
     big = 2**20
     hidden = torch.zeros(1).expand(big, big, 1)
     order = torch.zeros(1, dtype=torch.int32).expand(big, big)

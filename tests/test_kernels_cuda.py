@@ -1,9 +1,12 @@
-"""The CUDA kernels against the PyTorch references, through the op library's C ABI (bucketrt.ops.cuda).
+"""The CUDA kernels against the PyTorch references, through the test-only CUDA harness library's C ABI
+(libbucketrt_cuda_harness.so, beside the op library; bucketrt.ops.cuda).
 
 Skipped where torch sees no CUDA device or the library was built without CUDA. Needs only torch,
 numpy and pytest (the GPU machine may lack onnx/onnxruntime): run from a source tree with
 
     BUCKETRT_LIBRARY=/path/to/libbucketrt_ort.so PYTHONPATH=src python -m pytest tests/test_kernels_cuda.py
+
+(the harness is taken from beside $BUCKETRT_LIBRARY; $BUCKETRT_CUDA_HARNESS names another).
 
 The grids are the CPU kernel tests' (kernel_cases.py), each in float32 and float16, LSHCumulation in
 both modes. Tolerances are the CPU tests': max abs error <= 1e-5 (float32) or 2e-3 (float16) times

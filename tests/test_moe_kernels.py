@@ -15,6 +15,7 @@ import torch
 from bucketrt.ops import reference
 from bucketrt.ops.graph import run_op
 from bucketrt.ops.spec import EXPERT_ACTIVATIONS, EXPERT_FFN, TOP1_DISPATCH
+from child_process import run_op_in_child
 from kernel_cases import EXPERT_FFN_CASES, TOP1_CASES, expert_ffn_inputs, top1_probs
 
 DISPATCH_OUTPUTS = ("expert", "gate", "priority", "counts", "order")
@@ -121,12 +122,34 @@ def test_expert_ffn_activations(activation):
     _check_ffn(inputs, activation)
 
 
-def test_expert_ffn_generic_simd_agrees(monkeypatch):
+def _check_ffn_output(inputs, out, activation):
+    ref = reference.expert_ffn(*[torch.from_numpy(a) for a in inputs.values()], activation=activation).numpy()
+    assert out.shape == ref.shape and out.dtype == np.float32
+    err = float(np.abs(out - ref).max())
+    assert err <= 2e-5 * max(1.0, float(np.abs(ref).max())), f"{activation}: max abs error {err}"
+
+
+def test_expert_ffn_generic_simd_agrees():
+    # The library reads BUCKETRT_SIMD once per process: the generic run is a child process's.
     inputs = expert_ffn_inputs(np.random.default_rng(2), 2, 50, 24, 64, 4, 50)
     best = _check_ffn(inputs, "gelu")
-    monkeypatch.setenv("BUCKETRT_SIMD", "generic")
-    generic = _check_ffn(inputs, "gelu")
+    (generic,) = run_op_in_child("ExpertFFN", inputs, {"activation": "gelu"}, env={"BUCKETRT_SIMD": "generic"})
+    _check_ffn_output(inputs, generic, "gelu")
     assert float(np.abs(best - generic).max()) <= 1e-5
+
+
+def test_simd_switch_is_read_once():
+    # A child that runs once, then sets BUCKETRT_SIMD=generic, keeps the tile it picked first: its
+    # second run equals a plain run bit for bit. Visible where the widest tile's rounding differs
+    # from the generic one's (an FMA CPU), skipped where the two agree exactly.
+    inputs = expert_ffn_inputs(np.random.default_rng(2), 2, 50, 24, 64, 4, 50)
+    attrs = {"activation": "gelu"}
+    (best,) = run_op(EXPERT_FFN, inputs, attrs)
+    (generic,) = run_op_in_child("ExpertFFN", inputs, attrs, env={"BUCKETRT_SIMD": "generic"})
+    if np.array_equal(best, generic):
+        pytest.skip("the generic and the widest tile round alike on this CPU: the switch is not observable")
+    (later,) = run_op_in_child("ExpertFFN", inputs, attrs, set_after_first={"BUCKETRT_SIMD": "generic"})
+    np.testing.assert_array_equal(later, best)
 
 
 def test_expert_ffn_reference_matches_transformers_experts():

@@ -1,5 +1,7 @@
 #include "cpu/argmax_hash.h"
 
+#include "bucketrt/op_specs.h"
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -113,13 +115,14 @@ void RunItem(void* data, size_t item) {
 
 ArgmaxHashShape ArgmaxHashShapeOf(const Attributes& attrs, const Bindings& env) {
   ArgmaxHashShape s;
-  s.batch = env["B"];
-  s.heads = env["H"];
-  s.length = env["N"];
-  s.dim = env["D"];
-  s.columns = env["C"];
+  const auto dims = spec::ArgmaxHash::Dims::From(env);
+  s.batch = dims.B;
+  s.heads = dims.H;
+  s.length = dims.N;
+  s.dim = dims.D;
+  s.columns = dims.C;
   s.num_hash = attrs.Int("num_hash");
-  s.factors = env["F"];
+  s.factors = dims.F;
   return s;
 }
 

@@ -1,5 +1,7 @@
 #include "cpu/bucket_sum.h"
 
+#include "bucketrt/op_specs.h"
+
 #include <algorithm>
 #include <cstring>
 
@@ -49,9 +51,10 @@ void RunItem(void* data, size_t item) {
 
 BucketSumShape BucketSumShapeOf(const Attributes& attrs, const Bindings& env) {
   BucketSumShape s;
-  s.groups = env["G"];
-  s.rows = env["N"];
-  s.dim = env["D"];
+  const auto dims = spec::BucketSum::Dims::From(env);
+  s.groups = dims.G;
+  s.rows = dims.N;
+  s.dim = dims.D;
   s.num_buckets = attrs.Int("num_buckets");
   return s;
 }

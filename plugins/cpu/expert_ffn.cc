@@ -1,5 +1,8 @@
 #include "cpu/expert_ffn.h"
 
+#include "bucketrt/op_specs.h"
+#include "cpu/simd_switch.h"
+
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -24,8 +27,7 @@ constexpr int64_t kMinSlice = 128;
 
 // The widest tile the CPU runs; BUCKETRT_SIMD=generic forces the baseline (for tests and comparisons).
 ExpertTileFn PickTile() {
-  const char* choice = std::getenv("BUCKETRT_SIMD");
-  if (choice && std::strcmp(choice, "generic") == 0) return ExpertTileGeneric;
+  if (SimdForcedGeneric()) return ExpertTileGeneric;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
   __builtin_cpu_init();
   const bool fma = __builtin_cpu_supports("fma");
@@ -109,10 +111,11 @@ void Combine(void* data, size_t index) {
 // is taken all the same, so that every op's ShapeOf reads alike.
 ExpertFfnShape ExpertFfnShapeOf(const Attributes& /*attrs*/, const Bindings& env) {
   ExpertFfnShape s;
-  s.tokens = env["B"] * env["S"];
-  s.dim = env["D"];
-  s.ff = env["F"];
-  s.num_experts = env["E"];
+  const auto dims = spec::ExpertFFN::Dims::From(env);
+  s.tokens = dims.B * dims.S;
+  s.dim = dims.D;
+  s.ff = dims.F;
+  s.num_experts = dims.E;
   return s;
 }
 
@@ -195,7 +198,8 @@ void ExpertFfn(const ExpertFfnShape& shape, const ExpertFfnPlan& plan, Activatio
   if (tiles.empty()) return;
   // Largest first: workers pulling from the counter then finish close together (LPT scheduling).
   std::stable_sort(tiles.begin(), tiles.end(), [](const Tile& a, const Tile& b) { return a.rows > b.rows; });
-  Job job{&shape, &plan, act, hidden, order, gate, wi, wo, out, scratch, &tiles, PickTile()};
+  static const ExpertTileFn tile = PickTile();  // the CPU and BUCKETRT_SIMD, looked at once
+  Job job{&shape, &plan, act, hidden, order, gate, wi, wo, out, scratch, &tiles, tile};
   if (plan.workers == 1) {
     Worker(&job, 0);
   } else {

@@ -1,5 +1,7 @@
 #include "cpu/lsh_cumulation.h"
 
+#include "bucketrt/op_specs.h"
+
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -124,11 +126,12 @@ void CompactWorker(void* data, size_t worker) {
 
 LshCumulationShape LshCumulationShapeOf(const Attributes& attrs, const Bindings& env) {
   LshCumulationShape s;
-  s.batch = env["B"];
-  s.num_query = env["Nq"];
-  s.num_key = env["Nk"];
-  s.num_hash = env["m"];
-  s.dim = env["D"];
+  const auto dims = spec::LSHCumulation::Dims::From(env);
+  s.batch = dims.B;
+  s.num_query = dims.Nq;
+  s.num_key = dims.Nk;
+  s.num_hash = dims.m;
+  s.dim = dims.D;
   s.capacity = attrs.Int("hashtable_capacity");
   return s;
 }

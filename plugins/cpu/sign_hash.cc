@@ -1,5 +1,7 @@
 #include "cpu/sign_hash.h"
 
+#include "bucketrt/op_specs.h"
+
 #include <algorithm>
 #include <atomic>
 
@@ -61,12 +63,13 @@ void Worker(void* data, size_t worker) {
 
 SignHashShape SignHashShapeOf(const Attributes& attrs, const Bindings& env) {
   SignHashShape s;
-  s.batch = env["B"];
-  s.length = env["N"];
-  s.dim = env["D"];
-  s.groups = env["G"];
-  s.proj_rows = env["R"];
-  s.proj_cols = env["C"];
+  const auto dims = spec::SignHash::Dims::From(env);
+  s.batch = dims.B;
+  s.length = dims.N;
+  s.dim = dims.D;
+  s.groups = dims.G;
+  s.proj_rows = dims.R;
+  s.proj_cols = dims.C;
   s.num_hash = attrs.Int("num_hash");
   s.code_len = attrs.Int("hash_code_len");
   s.hadamard = attrs.String("transform") == "hadamard";

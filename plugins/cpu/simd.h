@@ -17,6 +17,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "cpu/simd_switch.h"
+
 #if (defined(__GNUC__) || defined(__clang__)) && !defined(BUCKETRT_PORTABLE_F4)
 #define BUCKETRT_VECTOR_EXT 1
 #endif
@@ -54,18 +56,15 @@ typedef int32_t I8 __attribute__((vector_size(32)));
 #endif
 #endif
 
-// Whether to take the AVX2 variants: the CPU and OS support AVX2, and the environment variable
-// BUCKETRT_SIMD is not "generic" (a switch for testing and comparing the baseline code). Read on
-// every call, so cheap enough per kernel launch, not per element.
+// Whether to take the AVX2 variants: the CPU and OS support AVX2, and BUCKETRT_SIMD is not
+// "generic".
 inline bool UseAvx2() {
 #ifdef BUCKETRT_HAVE_AVX2_VARIANT
   static const bool cpu = [] {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") != 0;
   }();
-  if (!cpu) return false;
-  const char* choice = std::getenv("BUCKETRT_SIMD");
-  return !(choice && std::strcmp(choice, "generic") == 0);
+  return cpu && !SimdForcedGeneric();
 #else
   return false;
 #endif

@@ -1,5 +1,7 @@
 #include "cpu/sorted_chunk_attention.h"
 
+#include "bucketrt/op_specs.h"
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -149,11 +151,12 @@ void CombineHead(void* data, size_t bh) {
 
 ChunkAttentionShape ChunkAttentionShapeOf(const Attributes& attrs, const Bindings& env) {
   ChunkAttentionShape s;
-  s.batch = env["B"];
-  s.heads = env["H"];
-  s.length = env["N"];
-  s.dim = env["D"];
-  s.rounds = env["R"];
+  const auto dims = spec::SortedChunkAttention::Dims::From(env);
+  s.batch = dims.B;
+  s.heads = dims.H;
+  s.length = dims.N;
+  s.dim = dims.D;
+  s.rounds = dims.R;
   s.chunk_length = attrs.Int("chunk_length");
   s.chunks_before = attrs.Int("chunks_before");
   s.chunks_after = attrs.Int("chunks_after");

@@ -1,5 +1,7 @@
 #include "cpu/top1_dispatch.h"
 
+#include "bucketrt/op_specs.h"
+
 #include <climits>
 #include <cmath>
 #include <vector>
@@ -47,9 +49,10 @@ void RouteSequence(void* data, size_t b) {
 
 Top1DispatchShape Top1DispatchShapeOf(const Attributes& attrs, const Bindings& env) {
   Top1DispatchShape s;
-  s.batch = env["B"];
-  s.length = env["S"];
-  s.num_experts = env["E"];
+  const auto dims = spec::Top1Dispatch::Dims::From(env);
+  s.batch = dims.B;
+  s.length = dims.S;
+  s.num_experts = dims.E;
   s.capacity = attrs.Int("expert_capacity");
   return s;
 }

@@ -25,7 +25,7 @@ FloatType FloatTypeOf(const Bindings& env) {
 // ---- SignHash ----------------------------------------------------------------------------------
 
 namespace sign {
-enum { kMask, kVector, kProjection };
+using namespace spec::SignHash;  // input and output indices (op_specs.h)
 
 std::string CheckAttributes(const Attributes&) { return {}; }
 
@@ -52,7 +52,7 @@ std::string Launch(const Attributes& attrs, const Bindings& env, const void* con
 // ---- LSHCumulation -----------------------------------------------------------------------------
 
 namespace lsh {
-enum { kQueryMask, kQueryHash, kKeyMask, kKeyHash, kValue };
+using namespace spec::LSHCumulation;  // input and output indices (op_specs.h)
 
 std::string CheckAttributes(const Attributes&) { return {}; }
 
@@ -95,7 +95,7 @@ std::string CheckData(const Attributes& attrs, const Bindings& env, const void* 
 // ---- ArgmaxHash --------------------------------------------------------------------------------
 
 namespace argmax {
-enum { kMask, kVector, kProjection, kBucketSizes };
+using namespace spec::ArgmaxHash;  // input and output indices (op_specs.h)
 
 std::string CheckAttributes(const Attributes&) { return {}; }
 
@@ -124,7 +124,7 @@ std::string CheckData(const Attributes& attrs, const Bindings& env, const void* 
 // ---- BucketSum ---------------------------------------------------------------------------------
 
 namespace bucket_sum {
-enum { kBucket, kWeight, kVector };
+using namespace spec::BucketSum;  // input and output indices (op_specs.h)
 
 std::string CheckAttributes(const Attributes&) { return {}; }
 
@@ -155,6 +155,7 @@ std::string CheckData(const Attributes& attrs, const Bindings& env, const void* 
 // ---- Top1Dispatch ------------------------------------------------------------------------------
 
 namespace top1 {
+using namespace spec::Top1Dispatch;  // input and output indices (op_specs.h)
 
 std::string CheckAttributes(const Attributes&) { return {}; }
 
@@ -171,16 +172,16 @@ std::string Launch(const Attributes& attrs, const Bindings& env, const void* con
   std::string error = cpu::CheckTop1DispatchTokens(shape);
   if (!error.empty()) return error;
   return CudaErrorText("Top1Dispatch", "the launch",
-                       Top1Dispatch(shape, FloatTypeOf(env), in[0], static_cast<int32_t*>(out[0]), out[1],
-                                    static_cast<int32_t*>(out[2]), static_cast<int32_t*>(out[3]),
-                                    static_cast<int32_t*>(out[4]), workspace, workspace_bytes, stream));
+                       Top1Dispatch(shape, FloatTypeOf(env), in[kProbs], static_cast<int32_t*>(out[kExpert]), out[kGate],
+                                    static_cast<int32_t*>(out[kPriority]), static_cast<int32_t*>(out[kCounts]),
+                                    static_cast<int32_t*>(out[kOrder]), workspace, workspace_bytes, stream));
 }
 }  // namespace top1
 
 // ---- SortedChunkAttention ----------------------------------------------------------------------
 
 namespace chunked {
-enum { kQuery, kKey, kValue, kMask, kBuckets };
+using namespace spec::SortedChunkAttention;  // input and output indices (op_specs.h)
 
 std::string CheckAttributes(const Attributes&) { return {}; }
 
@@ -215,7 +216,7 @@ std::string CheckData(const Attributes& attrs, const Bindings& env, const void* 
 // ---- ExpertFFN ---------------------------------------------------------------------------------
 
 namespace ffn {
-enum { kHidden, kOrder, kCounts, kGate, kWi, kWo };
+using namespace spec::ExpertFFN;  // input and output indices (op_specs.h)
 
 std::string CheckAttributes(const Attributes& attrs) {
   cpu::Activation act;

@@ -1,7 +1,5 @@
 #include "ort/cuda_kernels.h"
 
-#include <memory>
-
 #include "cuda/ops.h"
 
 namespace bucketrt::ort {
@@ -51,13 +49,6 @@ CudaKernel::CudaKernel(const spec::OpSpec& op, Attributes attrs) : op_(op), attr
   ThrowIf(cuda::CheckAttributes(op_, attrs_));
 }
 
-OrtStatusPtr CudaKernel::ComputeV2(OrtKernelContext* context) noexcept {
-  return Guard([&] {
-    Ort::KernelContext ctx(context);
-    Compute(ctx);
-  });
-}
-
 void CudaKernel::Compute(Ort::KernelContext& ctx) {
   OrtInputs in;
   Bindings env;
@@ -82,20 +73,6 @@ void CudaKernel::Compute(Ort::KernelContext& ctx) {
   ThrowIf(cuda::Launch(op_, attrs_, env, inputs, outputs, workspace.data(), workspace_bytes, stream), ORT_FAIL);
   // Data errors are input errors; they need the workspace, freed only after this (it synchronises).
   ThrowIf(cuda::CheckData(op_, attrs_, env, inputs, workspace.data(), stream));
-}
-
-CudaSpecOp::CudaSpecOp(const spec::OpSpec& op, spec::DType float_type, const RegistrationOptions& options)
-    : op_(op), float_type_(float_type), options_(options) {
-  this->start_ver_ = spec::kVersion;
-}
-
-OrtStatusPtr CudaSpecOp::CreateKernelV2(const OrtApi& /*api*/, const OrtKernelInfo* info, void** kernel) const noexcept {
-  return Guard([&] {
-    Attributes attrs = ReadAttributes(op_, info);
-    if (options_.force_deterministic) attrs.SetIntIfDeclared("deterministic", 1);
-    auto created = std::make_unique<CudaKernel>(op_, std::move(attrs));
-    *kernel = created.release();
-  });
 }
 
 }  // namespace bucketrt::ort

@@ -13,38 +13,18 @@
 
 namespace bucketrt::ort {
 
-class CudaKernel {
+// The one CUDA kernel, for every op of the CUDA op table (registered by ort/register.cc as
+// SpecCustomOp with provider kCudaProvider).
+class CudaKernel final : public NodeKernel {
  public:
   CudaKernel(const spec::OpSpec& op, Attributes attrs);
-  OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept;
+
+ protected:
+  void Compute(Ort::KernelContext& ctx) override;
 
  private:
-  void Compute(Ort::KernelContext& ctx);
   const spec::OpSpec& op_;
   Attributes attrs_;
-};
-
-struct CudaSpecOp : Ort::CustomOpBase<CudaSpecOp, CudaKernel, /*WithStatus=*/true> {
-  CudaSpecOp(const spec::OpSpec& op, spec::DType float_type, const RegistrationOptions& options);
-
-  const char* GetName() const { return op_.name; }
-  const char* GetExecutionProviderType() const { return kCudaProvider; }
-
-  size_t GetInputTypeCount() const { return static_cast<size_t>(op_.num_inputs); }
-  ONNXTensorElementDataType GetInputType(size_t index) const {
-    return ToOrt(spec::Concrete(op_.inputs[index].dtype, float_type_));
-  }
-  size_t GetOutputTypeCount() const { return static_cast<size_t>(op_.num_outputs); }
-  ONNXTensorElementDataType GetOutputType(size_t index) const {
-    return ToOrt(spec::Concrete(op_.outputs[index].dtype, float_type_));
-  }
-
-  OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const noexcept;
-
- private:
-  const spec::OpSpec& op_;
-  spec::DType float_type_;
-  RegistrationOptions options_;
 };
 
 }  // namespace bucketrt::ort

@@ -1,5 +1,6 @@
 #include "ort/kernels.h"
 
+#include "cpu/expert_ffn.h"
 #include "cpu/lsh_cumulation.h"
 #include "cpu/top1_dispatch.h"
 #include "cpu/sign_hash.h"
@@ -7,24 +8,34 @@
 #include "cpu/bucket_sum.h"
 #include "cpu/sorted_chunk_attention.h"
 
+#include <algorithm>
 #include <string>
 #include <tuple>
 
 namespace bucketrt::ort {
 
-// Input indices, in spec order.
-namespace lsh {
-enum { kQueryMask, kQueryHash, kKeyMask, kKeyHash, kValue };
+namespace {
+
+void ThrowIfError(const std::string& error) {
+  if (!error.empty()) throw InvalidArgument(error);
 }
-namespace sign {
-enum { kMask, kVector, kProjection };
-}
+
+}  // namespace
+
+// Input and output indices, generated from the spec (op_specs.h).
+namespace lsh = spec::LSHCumulation;
+namespace sign = spec::SignHash;
+namespace top1 = spec::Top1Dispatch;
+namespace ffn = spec::ExpertFFN;
+namespace argmax = spec::ArgmaxHash;
+namespace bucket_sum = spec::BucketSum;
+namespace chunked = spec::SortedChunkAttention;
 
 // The attributes' bounds are the spec's, checked by ReadAttributes before any kernel is made.
-LshCumulationKernel::LshCumulationKernel(const Attributes& /*attrs*/) {}
+LSHCumulationKernel::LSHCumulationKernel(const Attributes& /*attrs*/) {}
 
-void LshCumulationKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const Attributes& attrs,
-                                  const Bindings& env) {
+void LSHCumulationKernel::Compute(CpuRun& run, const OrtInputs& in, const Attributes& attrs, const Bindings& env) {
+  Ort::KernelContext& ctx = run.ctx;
   const spec::OpSpec& op = Spec();
   const cpu::LshCumulationShape shape = cpu::LshCumulationShapeOf(attrs, env);
 
@@ -45,14 +56,14 @@ void LshCumulationKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, 
   // session's CPU allocator. That allocator is ORT's arena, so repeated runs reuse the same block
   // (no heap traffic on the hot path), a failure is reported here as a status rather than inside
   // a pool thread, and the memory goes back to the session, which thread_local buffers would not.
-  const cpu::LshCumulationPlan plan = cpu::PlanLshCumulation(shape, max_code, MaxWorkers());
+  const cpu::LshCumulationPlan plan = cpu::PlanLshCumulation(shape, max_code, run.max_workers());
   // float16 (T): the float32 kernel on widened values, its output rounded once (the CUDA kernels'
   // arithmetic; the conversions are two passes over data the kernel reads m times anyway).
   const bool half = env.float_type() == spec::DType::kFloat16;
   const size_t values = static_cast<size_t>(shape.batch * shape.num_key * shape.dim);
   size_t outputs = 0;
-  void* out = half ? static_cast<void*>(AllocateOutput<Ort::Float16_t>(op, ctx, 0, env, &outputs))
-                   : static_cast<void*>(AllocateOutput<float>(op, ctx, 0, env, &outputs));
+  void* out = half ? static_cast<void*>(AllocateOutput<Ort::Float16_t>(op, ctx, lsh::kCumulation, env, &outputs))
+                   : static_cast<void*>(AllocateOutput<float>(op, ctx, lsh::kCumulation, env, &outputs));
   Scratch widened(ctx, half ? values + outputs : 0, op.name);
   const float* value = in.Data<float>(lsh::kValue);
   float* out_f = static_cast<float*>(out);
@@ -63,21 +74,21 @@ void LshCumulationKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, 
   }
   Scratch scratch(ctx, plan.scratch_floats(), op.name);
   cpu::LshCumulation(shape, plan, query_mask, query_hash, key_mask, key_hash, value, out_f, scratch.data(),
-                     OrtParallelFor(ctx));
+                     run.parallel());
   if (half) NarrowToHalf(out_f, static_cast<Ort::Float16_t*>(out), outputs);
 }
 
 SignHashKernel::SignHashKernel(const Attributes& /*attrs*/) {}
 
-void SignHashKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const Attributes& attrs,
-                             const Bindings& env) {
+void SignHashKernel::Compute(CpuRun& run, const OrtInputs& in, const Attributes& attrs, const Bindings& env) {
+  Ort::KernelContext& ctx = run.ctx;
   const spec::OpSpec& op = Spec();
   const cpu::SignHashShape shape = cpu::SignHashShapeOf(attrs, env);
   cpu::SignHashPlan plan;
-  const std::string error = cpu::PlanSignHash(shape, MaxWorkers(), &plan);
+  const std::string error = cpu::PlanSignHash(shape, run.max_workers(), &plan);
   if (!error.empty()) throw InvalidArgument(error);
 
-  int32_t* hash = AllocateOutput<int32_t>(op, ctx, 0, env);
+  int32_t* hash = AllocateOutput<int32_t>(op, ctx, sign::kHash, env);
   // float16 (T): hashed in float32, widened exactly, so the codes are those of the float32 inputs.
   const float* vector = in.Data<float>(sign::kVector);
   const float* projection = in.Data<float>(sign::kProjection);
@@ -93,60 +104,63 @@ void SignHashKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const
   }
   Scratch scratch(ctx, plan.scratch_floats(), op.name);
   cpu::SignHash(shape, plan, in.Data<int32_t>(sign::kMask), vector, projection, hash, scratch.data(),
-                OrtParallelFor(ctx));
+                run.parallel());
 }
 
 Top1DispatchKernel::Top1DispatchKernel(const Attributes& /*attrs*/) {}
 
-void Top1DispatchKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const Attributes& attrs,
-                                 const Bindings& env) {
+void Top1DispatchKernel::Compute(CpuRun& run, const OrtInputs& in, const Attributes& attrs, const Bindings& env) {
+  Ort::KernelContext& ctx = run.ctx;
   const spec::OpSpec& op = Spec();
   const cpu::Top1DispatchShape shape = cpu::Top1DispatchShapeOf(attrs, env);
   const std::string error = cpu::CheckTop1DispatchTokens(shape);
   if (!error.empty()) throw InvalidArgument(error);
-  int32_t* expert = AllocateOutput<int32_t>(op, ctx, 0, env);
+  int32_t* expert = AllocateOutput<int32_t>(op, ctx, top1::kExpert, env);
   // float16 (T): probs widened exactly, so the choices are those of the float32 values; the gate
   // is one of them, narrowed back exactly.
   const bool half = env.float_type() == spec::DType::kFloat16;
   size_t tokens = 0;
-  void* gate = half ? static_cast<void*>(AllocateOutput<Ort::Float16_t>(op, ctx, 1, env, &tokens))
-                    : static_cast<void*>(AllocateOutput<float>(op, ctx, 1, env, &tokens));
-  int32_t* priority = AllocateOutput<int32_t>(op, ctx, 2, env);
-  int32_t* counts = AllocateOutput<int32_t>(op, ctx, 3, env);
-  int32_t* order = AllocateOutput<int32_t>(op, ctx, 4, env);
+  void* gate = half ? static_cast<void*>(AllocateOutput<Ort::Float16_t>(op, ctx, top1::kGate, env, &tokens))
+                    : static_cast<void*>(AllocateOutput<float>(op, ctx, top1::kGate, env, &tokens));
+  int32_t* priority = AllocateOutput<int32_t>(op, ctx, top1::kPriority, env);
+  int32_t* counts = AllocateOutput<int32_t>(op, ctx, top1::kCounts, env);
+  int32_t* order = AllocateOutput<int32_t>(op, ctx, top1::kOrder, env);
   const size_t probs = tokens * static_cast<size_t>(shape.num_experts);
   Scratch widened(ctx, half ? probs + tokens : 0, op.name);
-  const float* p = in.Data<float>(0);
+  const float* p = in.Data<float>(top1::kProbs);
   float* gate_f = static_cast<float*>(gate);
   if (half) {
-    WidenHalf(in.Data<Ort::Float16_t>(0), widened.data(), probs);
+    WidenHalf(in.Data<Ort::Float16_t>(top1::kProbs), widened.data(), probs);
     p = widened.data();
     gate_f = widened.data() + probs;
   }
-  cpu::Top1Dispatch(shape, p, expert, gate_f, priority, counts, order, OrtParallelFor(ctx));
+  cpu::Top1Dispatch(shape, p, expert, gate_f, priority, counts, order, run.parallel());
   if (half) NarrowToHalf(gate_f, static_cast<Ort::Float16_t*>(gate), tokens);
 }
 
-namespace ffn {
-enum { kHidden, kOrder, kCounts, kGate, kWi, kWo };
-}
-
-ExpertFfnKernel::ExpertFfnKernel(const Attributes& attrs) {
-  const std::string error = cpu::ParseActivation(attrs.String("activation"), &act_);
+ExpertFFNKernel::ExpertFFNKernel(const Attributes& attrs) {
+  cpu::Activation act;
+  const std::string error = cpu::ParseActivation(attrs.String("activation"), &act);
   if (!error.empty()) throw InvalidArgument(error);
 }
 
-void ExpertFfnKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const Attributes& attrs,
-                              const Bindings& env) {
+void ExpertFFNKernel::Compute(CpuRun& run, const OrtInputs& in, const Attributes& attrs, const Bindings& env) {
+  Ort::KernelContext& ctx = run.ctx;
   const spec::OpSpec& op = Spec();
   const cpu::ExpertFfnShape shape = cpu::ExpertFfnShapeOf(attrs, env);
+  cpu::Activation act;
+  ThrowIfError(cpu::ParseActivation(attrs.String("activation"), &act));  // checked at creation: a lookup
   const int32_t* order = in.Data<int32_t>(ffn::kOrder);
   const int32_t* counts = in.Data<int32_t>(ffn::kCounts);
   int64_t listed = 0;
   const std::string error = cpu::CheckExpertDispatch(op.name, order, counts, shape.tokens, shape.num_experts, &listed);
   if (!error.empty()) throw InvalidArgument(error);
 
-  const cpu::ExpertFfnPlan plan = cpu::PlanExpertFfn(shape, counts, MaxWorkers());
+  // The tiles (and so the order of every sum) follow the machine's CPUs, never the session's
+  // threads, so that a result does not depend on intra_op_num_threads; only the workers that pull
+  // the tiles do.
+  cpu::ExpertFfnPlan plan = cpu::PlanExpertFfn(shape, counts, MachineWorkers());
+  plan.workers = std::min(plan.workers, run.max_workers());
   // float16 (T): the float32 kernel on widened inputs (weights included), its output rounded once
   // (the CUDA kernel's arithmetic).
   const bool half = env.float_type() == spec::DType::kFloat16;
@@ -154,8 +168,8 @@ void ExpertFfnKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, cons
   const size_t weight_floats = static_cast<size_t>(shape.num_experts * shape.ff * shape.dim);
   const size_t gate_floats = static_cast<size_t>(shape.tokens);
   size_t outputs = 0;
-  void* out = half ? static_cast<void*>(AllocateOutput<Ort::Float16_t>(op, ctx, 0, env, &outputs))
-                   : static_cast<void*>(AllocateOutput<float>(op, ctx, 0, env, &outputs));
+  void* out = half ? static_cast<void*>(AllocateOutput<Ort::Float16_t>(op, ctx, ffn::kOut, env, &outputs))
+                   : static_cast<void*>(AllocateOutput<float>(op, ctx, ffn::kOut, env, &outputs));
   Scratch widened(ctx, half ? hidden_floats + gate_floats + 2 * weight_floats + outputs : 0, op.name);
   const float* hidden = in.Data<float>(ffn::kHidden);
   const float* gate = in.Data<float>(ffn::kGate);
@@ -175,25 +189,21 @@ void ExpertFfnKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, cons
     out_f = next;
   }
   Scratch scratch(ctx, plan.scratch_floats(), op.name);
-  cpu::ExpertFfn(shape, plan, act_, hidden, order, counts, gate, wi, wo, out_f, scratch.data(), OrtParallelFor(ctx));
+  cpu::ExpertFfn(shape, plan, act, hidden, order, counts, gate, wi, wo, out_f, scratch.data(), run.parallel());
   if (half) NarrowToHalf(out_f, static_cast<Ort::Float16_t*>(out), outputs);
-}
-
-namespace argmax {
-enum { kMask, kVector, kProjection, kBucketSizes };
 }
 
 ArgmaxHashKernel::ArgmaxHashKernel(const Attributes& /*attrs*/) {}
 
-void ArgmaxHashKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const Attributes& attrs,
-                               const Bindings& env) {
+void ArgmaxHashKernel::Compute(CpuRun& run, const OrtInputs& in, const Attributes& attrs, const Bindings& env) {
+  Ort::KernelContext& ctx = run.ctx;
   const spec::OpSpec& op = Spec();
   const cpu::ArgmaxHashShape shape = cpu::ArgmaxHashShapeOf(attrs, env);
   const int32_t* sizes = in.Data<int32_t>(argmax::kBucketSizes);
   const std::string error = cpu::CheckBucketSizes(sizes, shape.factors, shape.num_hash, shape.columns);
   if (!error.empty()) throw InvalidArgument(error);
   const std::vector<int32_t> size_list(sizes, sizes + shape.factors);
-  int32_t* buckets = AllocateOutput<int32_t>(op, ctx, 0, env);
+  int32_t* buckets = AllocateOutput<int32_t>(op, ctx, argmax::kBuckets, env);
   // float16 (T): hashed in float32, widened exactly, so the buckets are those of the float32 inputs.
   const float* vector = in.Data<float>(argmax::kVector);
   const float* projection = in.Data<float>(argmax::kProjection);
@@ -208,17 +218,13 @@ void ArgmaxHashKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, con
     projection = widened.data() + vectors;
   }
   cpu::ArgmaxHash(shape, in.Data<int32_t>(argmax::kMask), vector, projection, size_list, buckets,
-                  OrtParallelFor(ctx));
-}
-
-namespace bucket_sum {
-enum { kBucket, kWeight, kVector };
+                  run.parallel());
 }
 
 BucketSumKernel::BucketSumKernel(const Attributes& /*attrs*/) {}
 
-void BucketSumKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const Attributes& attrs,
-                              const Bindings& env) {
+void BucketSumKernel::Compute(CpuRun& run, const OrtInputs& in, const Attributes& attrs, const Bindings& env) {
+  Ort::KernelContext& ctx = run.ctx;
   const spec::OpSpec& op = Spec();
   const cpu::BucketSumShape shape = cpu::BucketSumShapeOf(attrs, env);
   const int32_t* bucket = in.Data<int32_t>(bucket_sum::kBucket);
@@ -227,10 +233,10 @@ void BucketSumKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, cons
   // float16 (T): the float32 kernel on widened inputs, its outputs rounded once.
   const bool half = env.float_type() == spec::DType::kFloat16;
   size_t sums = 0, weight_sums = 0;
-  void* sum = half ? static_cast<void*>(AllocateOutput<Ort::Float16_t>(op, ctx, 0, env, &sums))
-                   : static_cast<void*>(AllocateOutput<float>(op, ctx, 0, env, &sums));
-  void* weight_sum = half ? static_cast<void*>(AllocateOutput<Ort::Float16_t>(op, ctx, 1, env, &weight_sums))
-                          : static_cast<void*>(AllocateOutput<float>(op, ctx, 1, env, &weight_sums));
+  void* sum = half ? static_cast<void*>(AllocateOutput<Ort::Float16_t>(op, ctx, bucket_sum::kSum, env, &sums))
+                   : static_cast<void*>(AllocateOutput<float>(op, ctx, bucket_sum::kSum, env, &sums));
+  void* weight_sum = half ? static_cast<void*>(AllocateOutput<Ort::Float16_t>(op, ctx, bucket_sum::kWeightSum, env, &weight_sums))
+                          : static_cast<void*>(AllocateOutput<float>(op, ctx, bucket_sum::kWeightSum, env, &weight_sums));
   const size_t rows = static_cast<size_t>(shape.groups * shape.rows);
   const size_t vectors = rows * static_cast<size_t>(shape.dim);
   Scratch widened(ctx, half ? rows + vectors + sums + weight_sums : 0, op.name);
@@ -247,33 +253,28 @@ void BucketSumKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, cons
     sum_f = w + rows + vectors;
     weight_sum_f = sum_f + sums;
   }
-  cpu::BucketSum(shape, bucket, weight, vector, sum_f, weight_sum_f, OrtParallelFor(ctx));
+  cpu::BucketSum(shape, bucket, weight, vector, sum_f, weight_sum_f, run.parallel());
   if (half) {
     NarrowToHalf(sum_f, static_cast<Ort::Float16_t*>(sum), sums);
     NarrowToHalf(weight_sum_f, static_cast<Ort::Float16_t*>(weight_sum), weight_sums);
   }
 }
 
-namespace chunked {
-enum { kQuery, kKey, kValue, kMask, kBuckets };
-}  // namespace chunked
+SortedChunkAttentionKernel::SortedChunkAttentionKernel(const Attributes& /*attrs*/) {}
 
-SortedChunkAttentionKernel::SortedChunkAttentionKernel(const Attributes& attrs)
-    : max_length_(attrs.Int("max_length")) {}
-
-void SortedChunkAttentionKernel::Compute(Ort::KernelContext& ctx, const OrtInputs& in, const Attributes& attrs,
-                                         const Bindings& env) {
+void SortedChunkAttentionKernel::Compute(CpuRun& run, const OrtInputs& in, const Attributes& attrs, const Bindings& env) {
+  Ort::KernelContext& ctx = run.ctx;
   const spec::OpSpec& op = Spec();
   const cpu::ChunkAttentionShape shape = cpu::ChunkAttentionShapeOf(attrs, env);
   cpu::ChunkAttentionPlan plan;
-  std::string error = cpu::PlanChunkAttention(shape, max_length_, MaxWorkers(), &plan);
+  std::string error = cpu::PlanChunkAttention(shape, attrs.Int("max_length"), run.max_workers(), &plan);  // the plan's, not the shape's
   if (!error.empty()) throw InvalidArgument(error);
   // float16 (T): the float32 kernel on widened query, key and value, its output rounded once (the
   // CUDA kernel's arithmetic).
   const bool half = env.float_type() == spec::DType::kFloat16;
   size_t outputs = 0;
-  void* out = half ? static_cast<void*>(AllocateOutput<Ort::Float16_t>(op, ctx, 0, env, &outputs))
-                   : static_cast<void*>(AllocateOutput<float>(op, ctx, 0, env, &outputs));
+  void* out = half ? static_cast<void*>(AllocateOutput<Ort::Float16_t>(op, ctx, chunked::kOut, env, &outputs))
+                   : static_cast<void*>(AllocateOutput<float>(op, ctx, chunked::kOut, env, &outputs));
   Scratch widened(ctx, half ? 4 * outputs : 0, op.name);  // query, key, value and out are all [B, H, N, D]
   const float* qkv[3] = {in.Data<float>(chunked::kQuery), in.Data<float>(chunked::kKey),
                          in.Data<float>(chunked::kValue)};
@@ -287,7 +288,7 @@ void SortedChunkAttentionKernel::Compute(Ort::KernelContext& ctx, const OrtInput
   }
   Scratch scratch(ctx, plan.scratch_floats(), op.name);
   error = cpu::ChunkAttention(shape, plan, qkv[0], qkv[1], qkv[2], in.Data<int32_t>(chunked::kMask),
-                              in.Data<int32_t>(chunked::kBuckets), out_f, scratch.data(), OrtParallelFor(ctx));
+                              in.Data<int32_t>(chunked::kBuckets), out_f, scratch.data(), run.parallel());
   if (!error.empty()) throw InvalidArgument(error);
   if (half) NarrowToHalf(out_f, static_cast<Ort::Float16_t*>(out), outputs);
 }

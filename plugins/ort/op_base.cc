@@ -1,6 +1,9 @@
 #include "ort/op_base.h"
 
+#include <sched.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <thread>
 
@@ -244,17 +247,53 @@ Scratch::~Scratch() {
   Ort::GetApi().ReleaseAllocator(allocator_);
 }
 
-ParallelFor OrtParallelFor(Ort::KernelContext& ctx) {
-  return {[](void* context, void (*fn)(void*, size_t), size_t total, void* data) {
-            // num_batch 0: every index its own task, taken by the pool's threads as they free up.
-            static_cast<Ort::KernelContext*>(context)->ParallelFor(fn, total, 0, data);
-          },
-          &ctx};
+namespace {
+
+// fn's tasks wrapped so that the parallel-for sees how many ran at once.
+struct CountedTasks {
+  void (*fn)(void*, size_t);
+  void* data;
+  std::atomic<size_t> running{0};
+  std::atomic<size_t> most{0};
+
+  static void Run(void* self, size_t index) {
+    auto* tasks = static_cast<CountedTasks*>(self);
+    const size_t now = tasks->running.fetch_add(1, std::memory_order_relaxed) + 1;
+    size_t most = tasks->most.load(std::memory_order_relaxed);
+    while (now > most && !tasks->most.compare_exchange_weak(most, now, std::memory_order_relaxed)) {
+    }
+    tasks->fn(tasks->data, index);
+    tasks->running.fetch_sub(1, std::memory_order_relaxed);
+  }
+};
+
+}  // namespace
+
+int64_t MachineWorkers() {
+  static const int64_t workers = [] {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    const int64_t affinity = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 0;
+    return CpuLimit(static_cast<int64_t>(std::thread::hardware_concurrency()), affinity, CgroupCpuQuota(""));
+  }();
+  return workers;
 }
 
-int64_t MaxWorkers() {
-  static const int64_t workers = std::max<int64_t>(1, static_cast<int64_t>(std::thread::hardware_concurrency()));
-  return workers;
+void CpuRun::Run(void* self, void (*fn)(void*, size_t), size_t total, void* data) {
+  auto* run = static_cast<CpuRun*>(self);
+  CountedTasks tasks;
+  tasks.fn = fn;
+  tasks.data = data;
+  // num_batch 0: every index its own task, taken by the pool's threads as they free up.
+  run->ctx.ParallelFor(&CountedTasks::Run, total, 0, &tasks);
+  run->offered_ = std::max(run->offered_, total);
+  run->ran_at_once_ = std::max(run->ran_at_once_, tasks.most.load(std::memory_order_relaxed));
+}
+
+CpuRun::~CpuRun() {
+  // The run's widest parallel-for speaks for the pool (a kernel's short follow-up passes, such as
+  // ExpertFFN's combine, would understate it).
+  if (offered_ > 0) workers_.Observe(offered_, ran_at_once_);
 }
 
 }  // namespace bucketrt::ort

@@ -1,30 +1,33 @@
 // The ONNX Runtime side of every op, generic over the op's spec:
-//   * SpecOp<Kernel>: an Ort::CustomOpBase whose name, input/output counts and element types
-//     come from Kernel::Spec() (the generated op_specs.h);
-//   * KernelAdapter<Kernel>: reads and checks the attributes when ORT creates the kernel (so
-//     attribute errors surface at session creation), and on every run checks all inputs against
-//     the spec before the kernel reads any data.
+//   * SpecCustomOp: the one Ort::CustomOpBase of the library, for every op, execution provider and
+//     float type T; its name, input/output counts and element types come from the op's spec (the
+//     generated op_specs.h). It reads and checks the attributes when ORT creates the kernel (so
+//     attribute errors surface at session creation), then a KernelFactory makes the backend's
+//     NodeKernel;
+//   * NodeKernel: the one kernel base (CPU: CpuNodeKernel<Kernel> here; CUDA: ort/cuda_kernels.h).
+//     CpuNodeKernel checks all inputs against the spec on every run before the kernel reads data.
 // Errors travel back to ORT as OrtStatus (ORT_INVALID_ARGUMENT for bad models/inputs); no
 // exception crosses the C boundary.
 //
-// A Kernel provides:
+// A CPU kernel class (ort/kernels.h, named <Op>Kernel for the op table) provides:
 //   static const spec::OpSpec& Spec();
 //   explicit Kernel(const Attributes&);   // may throw Ort::Exception (InvalidArgument)
-//   void Compute(Ort::KernelContext&, const OrtInputs&, const Attributes&,
-//                const Bindings&);     // may throw
+//   void Compute(CpuRun&, const OrtInputs&, const Attributes&, const Bindings&);     // may throw
 // Compute gets the node's resolved attributes (the constructor's) along with the bindings, so that
 // a kernel reads its shape with the op's cpu::<Op>ShapeOf, as the CUDA op table does, rather than
 // keeping attribute copies of its own.
 //
-// ORT sees one SpecOp per (op, execution provider, float type T): a custom op has fixed element
-// types, so an op whose spec allows float32 and float16 is registered twice per provider, and ORT
-// picks the registration whose types match the node. Bindings::float_type() tells Compute which.
+// ORT sees one SpecCustomOp per (op, execution provider, float type T): a custom op has fixed
+// element types, so an op whose spec allows float32 and float16 is registered twice per provider,
+// and ORT picks the registration whose types match the node. Bindings::float_type() tells Compute
+// which.
 #pragma once
 
 #define ORT_API_MANUAL_INIT
 #include <onnxruntime_cxx_api.h>
 #undef ORT_API_MANUAL_INIT
 
+#include <atomic>
 #include <cstdint>
 #include <exception>
 #include <memory>
@@ -36,6 +39,7 @@
 #include "bucketrt/op_specs.h"
 #include "bucketrt/parallel.h"
 #include "bucketrt/validate.h"
+#include "bucketrt/workers.h"
 
 namespace bucketrt::ort {
 
@@ -123,11 +127,29 @@ class Scratch {
   float* data_ = nullptr;
 };
 
-// ORT's intra-op thread pool as the kernels' parallel-for.
-ParallelFor OrtParallelFor(Ort::KernelContext& ctx);
+// The CPUs this process may use (bucketrt/workers.h's CpuLimit over this process's hardware
+// threads, affinity mask and cgroup quota). Read once per load of the library.
+int64_t MachineWorkers();
 
-// Upper bound on the threads ORT may run a ParallelFor on (scratch slots to provide).
-int64_t MaxWorkers();
+// What a CPU kernel's Compute gets besides its inputs: ORT's context (outputs, scratch) and the
+// node's worker count, with ORT's intra-op pool as the parallel-for.
+class CpuRun {
+ public:
+  CpuRun(Ort::KernelContext& context, WorkerCount& workers) : ctx(context), workers_(workers) {}
+  ~CpuRun();  // tells the node's WorkerCount what this run saw
+  CpuRun(const CpuRun&) = delete;
+  CpuRun& operator=(const CpuRun&) = delete;
+  Ort::KernelContext& ctx;
+  // Upper bound on the tasks to offer the parallel-for (scratch slots to provide).
+  int64_t max_workers() const { return workers_.next(); }
+  ParallelFor parallel() { return {&Run, this}; }
+
+ private:
+  static void Run(void* self, void (*fn)(void*, size_t), size_t total, void* data);
+  WorkerCount& workers_;
+  size_t offered_ = 0;      // the most tasks one parallel-for of this run offered
+  size_t ran_at_once_ = 0;  // the most that ran at once
+};
 
 // Session-wide settings read when the library is registered (session config entries).
 struct RegistrationOptions {
@@ -135,62 +157,98 @@ struct RegistrationOptions {
   bool force_deterministic = false;
 };
 
-template <class Kernel>
-class KernelAdapter {
+// One node's kernel as ORT holds it. Every backend's kernel derives from it, so that one CustomOp
+// class (SpecCustomOp) serves every (op, execution provider, T).
+class NodeKernel {
  public:
-  explicit KernelAdapter(Attributes attrs) : attrs_(std::move(attrs)), kernel_(attrs_) {}
-
+  virtual ~NodeKernel() = default;
   OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept {
     return Guard([&] {
       Ort::KernelContext ctx(context);
-      OrtInputs inputs;
-      Bindings env;
-      BindOrtInputs(Kernel::Spec(), attrs_, ctx, &inputs, &env);
-      kernel_.Compute(ctx, inputs, attrs_, env);
+      Compute(ctx);
     });
   }
 
+ protected:
+  virtual void Compute(Ort::KernelContext& ctx) = 0;
+};
+
+// Makes a node's kernel from its resolved attributes (may throw Ort::Exception: InvalidArgument).
+using KernelFactory = std::unique_ptr<NodeKernel> (*)(const spec::OpSpec& op, Attributes attrs);
+
+// A CPU kernel class (kernels.h) as a NodeKernel: checks every input against the spec before the
+// kernel reads any data.
+template <class Kernel>
+class CpuNodeKernel final : public NodeKernel {
+ public:
+  CpuNodeKernel(const spec::OpSpec& op, Attributes attrs)
+      : op_(op), attrs_(std::move(attrs)), kernel_(attrs_), workers_(MachineWorkers()) {}
+
+ protected:
+  void Compute(Ort::KernelContext& ctx) override {
+    OrtInputs inputs;
+    Bindings env;
+    BindOrtInputs(op_, attrs_, ctx, &inputs, &env);
+    CpuRun run(ctx, workers_);
+    kernel_.Compute(run, inputs, attrs_, env);
+  }
+
  private:
+  const spec::OpSpec& op_;
   Attributes attrs_;
   Kernel kernel_;
+  WorkerCount workers_;
 };
+
+template <class Kernel>
+std::unique_ptr<NodeKernel> CreateCpuKernel(const spec::OpSpec& op, Attributes attrs) {
+  return std::make_unique<CpuNodeKernel<Kernel>>(op, std::move(attrs));
+}
 
 inline constexpr const char* kCpuProvider = "CPUExecutionProvider";
 inline constexpr const char* kCudaProvider = "CUDAExecutionProvider";
 
-template <class Kernel>
-struct SpecOp : Ort::CustomOpBase<SpecOp<Kernel>, KernelAdapter<Kernel>, /*WithStatus=*/true> {
-  // One registration of Kernel's op for `provider` with T = float_type (kFloat32 or kFloat16).
-  SpecOp(const char* provider, spec::DType float_type, const RegistrationOptions& options)
-      : provider_(provider), float_type_(float_type), options_(options) {
+// One registration of an op for one execution provider with T = float_type (kFloat32 or
+// kFloat16): name, input/output counts and element types from the op's spec; at kernel creation
+// the attributes are read and checked (so attribute errors surface at session creation), then
+// `create` makes the backend's kernel.
+struct SpecCustomOp : Ort::CustomOpBase<SpecCustomOp, NodeKernel, /*WithStatus=*/true> {
+  SpecCustomOp(const spec::OpSpec& op, const char* provider, spec::DType float_type,
+               const RegistrationOptions& options, KernelFactory create)
+      : op_(op), provider_(provider), float_type_(float_type), options_(options), create_(create) {
     this->start_ver_ = spec::kVersion;
   }
 
-  const char* GetName() const { return Kernel::Spec().name; }
+  const char* GetName() const { return op_.name; }
   const char* GetExecutionProviderType() const { return provider_; }
 
-  size_t GetInputTypeCount() const { return static_cast<size_t>(Kernel::Spec().num_inputs); }
+  size_t GetInputTypeCount() const { return static_cast<size_t>(op_.num_inputs); }
   ONNXTensorElementDataType GetInputType(size_t index) const {
-    return ToOrt(spec::Concrete(Kernel::Spec().inputs[index].dtype, float_type_));
+    return ToOrt(spec::Concrete(op_.inputs[index].dtype, float_type_));
   }
-  size_t GetOutputTypeCount() const { return static_cast<size_t>(Kernel::Spec().num_outputs); }
+  size_t GetOutputTypeCount() const { return static_cast<size_t>(op_.num_outputs); }
   ONNXTensorElementDataType GetOutputType(size_t index) const {
-    return ToOrt(spec::Concrete(Kernel::Spec().outputs[index].dtype, float_type_));
+    return ToOrt(spec::Concrete(op_.outputs[index].dtype, float_type_));
   }
 
   OrtStatusPtr CreateKernelV2(const OrtApi& /*api*/, const OrtKernelInfo* info, void** kernel) const noexcept {
     return Guard([&] {
-      Attributes attrs = ReadAttributes(Kernel::Spec(), info);
+      Attributes attrs = ReadAttributes(op_, info);
       if (options_.force_deterministic) attrs.SetIntIfDeclared("deterministic", 1);
-      auto adapter = std::make_unique<KernelAdapter<Kernel>>(std::move(attrs));
-      *kernel = adapter.release();
+      // ORT hands the pointer back as NodeKernel* (CustomOpBase's KernelComputeV2 and KernelDestroy).
+      *kernel = static_cast<NodeKernel*>(create_(op_, std::move(attrs)).release());
     });
   }
 
+  const spec::OpSpec& op() const { return op_; }
+  const char* provider() const { return provider_; }
+
  private:
+  const spec::OpSpec& op_;
   const char* provider_;
   spec::DType float_type_;
   RegistrationOptions options_;
+  KernelFactory create_;
 };
 
 }  // namespace bucketrt::ort

@@ -1,5 +1,6 @@
-// The library's entry points: RegisterCustomOps (what SessionOptions.register_custom_ops_library
-// calls) and BucketrtBackends (what this build compiled, read by the CLI through ctypes).
+// The library's entry points, its only exported symbols (ort/exports.map; plugins/README.md):
+// RegisterCustomOps (what SessionOptions.register_custom_ops_library calls) and BucketrtBackends
+// (what this build compiled, read by `bucketrt ops` through ctypes).
 #include <map>
 #include <memory>
 #include <mutex>
@@ -19,6 +20,10 @@ namespace {
 
 // Session config entry: "1" makes every node with a 'deterministic' attribute deterministic.
 constexpr const char* kDeterministicConfigKey = "bucketrt.deterministic";
+// Session config entry the library sets on the SessionOptions it registers on, so that a second
+// registration gets an error naming bucketrt (ORT's own, at session creation, says only "Domain
+// already set in registry").
+constexpr const char* kRegisteredConfigKey = "bucketrt.registered";
 
 struct Registered {
   const char* name;
@@ -26,55 +31,51 @@ struct Registered {
   const char* backend;
 };
 
-// Every op registration of this build: per op, per execution provider, per float type T the
-// spec allows. The op objects live for the whole process (ORT keeps pointers to them).
+// The op table, generated from the spec (BUCKETRT_FOR_EACH_OP in op_specs.h): every op with its
+// CPU kernel class ort::<Op>Kernel, in catalogue order. The CUDA kernels come from the CUDA op
+// table (cuda/ops.h) for the same ops.
+struct OpKernels {
+  const spec::OpSpec* op;
+  KernelFactory cpu;
+};
+#define BUCKETRT_OP_KERNELS(Op) {&spec::k##Op, &CreateCpuKernel<Op##Kernel>},
+constexpr OpKernels kOpTable[] = {BUCKETRT_FOR_EACH_OP(BUCKETRT_OP_KERNELS)};
+#undef BUCKETRT_OP_KERNELS
+
+#ifdef BUCKETRT_WITH_CUDA
+std::unique_ptr<NodeKernel> CreateCuda(const spec::OpSpec& op, Attributes attrs) {
+  return std::make_unique<CudaKernel>(op, std::move(attrs));
+}
+#endif
+
+// Every op registration of this build, in catalogue order: per op, per execution provider, per
+// float type T the spec allows. The op objects live as long as the library is loaded (ORT keeps
+// pointers to them, and keeps the library loaded while a SessionOptions or session that
+// registered it exists).
 class Registry {
  public:
   explicit Registry(const RegistrationOptions& options) {
-    Add<LshCumulationKernel>(kCpuProvider, "ort-cpu", options);
-    Add<SignHashKernel>(kCpuProvider, "ort-cpu", options);
-    Add<ArgmaxHashKernel>(kCpuProvider, "ort-cpu", options);
-    Add<SortedChunkAttentionKernel>(kCpuProvider, "ort-cpu", options);
-    Add<BucketSumKernel>(kCpuProvider, "ort-cpu", options);
-    Add<Top1DispatchKernel>(kCpuProvider, "ort-cpu", options);
-    Add<ExpertFfnKernel>(kCpuProvider, "ort-cpu", options);
+    for (const OpKernels& k : kOpTable) {
+      Add(*k.op, kCpuProvider, "ort-cpu", k.cpu, options);
 #ifdef BUCKETRT_WITH_CUDA
-    // One generic adapter over the CUDA op table (cuda/ops.h): every op that has a CUDA kernel.
-    for (const spec::OpSpec* op : spec::kAllOps) {
-      if (!cuda::HasKernel(*op)) continue;
-      for (int k = 0; k < op->num_float_types; ++k) {
-        auto owned = std::make_shared<CudaSpecOp>(*op, op->float_types[k], options);
-        entries_.push_back({op->name, owned.get(), "ort-cuda"});
-        keep_.push_back(std::move(owned));
-      }
-    }
+      if (cuda::HasKernel(*k.op)) Add(*k.op, kCudaProvider, "ort-cuda", &CreateCuda, options);
 #endif
+    }
   }
 
-  // The registrations in catalogue order.
-  std::vector<const Registered*> InCatalogueOrder() const {
-    std::vector<const Registered*> out;
-    for (const spec::OpSpec* op : spec::kAllOps) {
-      for (const Registered& r : entries_) {
-        if (std::string(r.name) == op->name) out.push_back(&r);
-      }
-    }
-    return out;
-  }
+  const std::vector<Registered>& entries() const { return entries_; }
 
  private:
-  template <class Kernel>
-  void Add(const char* provider, const char* backend, const RegistrationOptions& options) {
-    const spec::OpSpec& op = Kernel::Spec();
+  void Add(const spec::OpSpec& op, const char* provider, const char* backend, KernelFactory create,
+           const RegistrationOptions& options) {
     for (int k = 0; k < op.num_float_types; ++k) {
-      auto owned = std::make_shared<SpecOp<Kernel>>(provider, op.float_types[k], options);
-      entries_.push_back({op.name, owned.get(), backend});
-      keep_.push_back(std::move(owned));
+      ops_.push_back(std::make_unique<SpecCustomOp>(op, provider, op.float_types[k], options, create));
+      entries_.push_back({op.name, ops_.back().get(), backend});
     }
   }
 
   std::vector<Registered> entries_;
-  std::vector<std::shared_ptr<void>> keep_;  // owns the op objects, each with its own deleter
+  std::vector<std::unique_ptr<SpecCustomOp>> ops_;
 };
 
 const Registry& Kernels(bool force_deterministic) {
@@ -107,9 +108,17 @@ BUCKETRT_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* opt
     // session made with these options exists.
     static std::mutex mutex;
     static std::vector<Ort::CustomOpDomain> domains;
+    Ort::UnownedSessionOptions session(options);
+    if (session.HasConfigEntry(kRegisteredConfigKey)) {
+      throw InvalidArgument(
+          "bucketrt: the op library is already registered on these SessionOptions (domain 'bucketrt'); "
+          "register it once per SessionOptions: call register_custom_ops_library only on a fresh "
+          "SessionOptions, or use bucketrt.session_options() / bucketrt.ort_session(), which register it for you");
+    }
     Ort::CustomOpDomain domain(bucketrt::spec::kDomain);
-    for (const Registered* k : Kernels(ForceDeterministic(options)).InCatalogueOrder()) domain.Add(k->op);
-    Ort::UnownedSessionOptions(options).Add(domain);
+    for (const Registered& k : Kernels(ForceDeterministic(options)).entries()) domain.Add(k.op);
+    session.Add(domain);
+    session.AddConfigEntry(kRegisteredConfigKey, "1");
     std::lock_guard<std::mutex> lock(mutex);
     domains.push_back(std::move(domain));
   });
@@ -120,7 +129,8 @@ BUCKETRT_EXPORT const char* BucketrtBackends() {
   static const std::string backends = [] {
     std::vector<std::string> names;
     std::map<std::string, std::string> joined;
-    for (const bucketrt::ort::Registered* k : bucketrt::ort::Kernels(false).InCatalogueOrder()) {
+    for (const bucketrt::ort::Registered& entry : bucketrt::ort::Kernels(false).entries()) {
+      const bucketrt::ort::Registered* k = &entry;
       std::string& list = joined[k->name];
       if (list.empty()) names.push_back(k->name);
       if (("," + list + ",").find(std::string(",") + k->backend + ",") == std::string::npos) {

@@ -74,7 +74,8 @@ def ort_session(path, providers=None, intra_op_num_threads: int | None = None, o
 
     `options`, when given, is a plain onnxruntime.SessionOptions (for profiling, graph
     optimisation levels...): the op library is registered on it here, so it must not be
-    registered on it already (ONNX Runtime refuses a domain twice).
+    registered on it already (the library refuses a second registration on one SessionOptions,
+    with an error that says so).
 
     Every bucketrt node is checked against the op catalogue first (`bucketrt.ops.model_check`):
     an attribute the reference rejects raises ValueError naming the node, op and attribute.

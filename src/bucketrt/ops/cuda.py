@@ -1,26 +1,33 @@
 """bucketrt's CUDA kernels on torch CUDA tensors, through the op library's C ABI (tests, benchmarks).
 
-The library's `BucketrtCudaPlan` / `BucketrtCudaRun` (plugins/cuda/harness.cc) run the same spec
-checks and launchers as its ONNX Runtime CUDA EP registration, so this reaches the kernels without
-onnxruntime-gpu:
+The test-only harness library's `BucketrtCudaPlan` / `BucketrtCudaRun` (plugins/cuda/harness.cc,
+libbucketrt_cuda_harness.so, installed beside the op library) run the same spec checks and
+launchers as the op library's ONNX Runtime CUDA EP registration, so this reaches the kernels
+without onnxruntime-gpu:
 
     >>> from bucketrt.ops import cuda
     >>> (codes,) = cuda.run("SignHash", mask, vector, projection, num_hash=4, hash_code_len=8)
 
-Needs only torch and the library (`bucketrt.library_path()`, or $BUCKETRT_LIBRARY). Errors raise
-`CudaOpError` with the kernels' message (the CPU kernels' words).
+Needs only torch and the harness library: $BUCKETRT_CUDA_HARNESS when set, else the one beside the op
+library (`bucketrt.library_path()`, which $BUCKETRT_LIBRARY moves). Errors raise `CudaOpError` with
+the kernels' message (the CPU kernels' words).
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 
 import bucketrt
 
-__all__ = ["CudaOpError", "available", "plan", "run", "unavailable_reason"]
+__all__ = ["CudaOpError", "available", "harness_path", "plan", "run", "unavailable_reason"]
+
+HARNESS_ENV = "BUCKETRT_CUDA_HARNESS"
+_HARNESS_NAME = "libbucketrt_cuda_harness.so"
 
 _MAX_OUTPUTS = 8
 # spec::DType codes the library reports for outputs.
@@ -31,11 +38,20 @@ class CudaOpError(RuntimeError):
     """A CUDA op call the kernels rejected (bad input) or that failed."""
 
 
+def harness_path() -> str:
+    """Path of the test-only CUDA harness library (which may not exist: a build without CUDA has none)."""
+    override = os.environ.get(HARNESS_ENV)
+    if override:
+        return str(Path(override).resolve())
+    return str(Path(bucketrt.library_path()).with_name(_HARNESS_NAME))
+
+
 @lru_cache(maxsize=None)
 def _library(path: str):
-    lib = ctypes.CDLL(path)
-    if not hasattr(lib, "BucketrtCudaRun"):
+    """The harness library at `path` with its entry points typed; None where there is none."""
+    if not Path(path).is_file():
         return None
+    lib = ctypes.CDLL(path)
     c_str_p = ctypes.POINTER(ctypes.c_char_p)
     lib.BucketrtCudaPlan.restype = ctypes.c_char_p
     lib.BucketrtCudaPlan.argtypes = [
@@ -57,11 +73,12 @@ def unavailable_reason() -> str | None:
     if not torch.cuda.is_available():
         return "no CUDA device (torch.cuda.is_available() is False)"
     try:
-        path = bucketrt.library_path()
+        path = harness_path()
     except bucketrt.LibraryNotBuiltError as e:
         return str(e)
     if _library(path) is None:
-        return f"the op library {path} was built without CUDA (no nvcc at build time, or BUCKETRT_CUDA=OFF)"
+        return (f"no CUDA harness library at {path}: bucketrt was built without CUDA (no nvcc at build time, "
+                f"or BUCKETRT_CUDA=OFF), or ${HARNESS_ENV} points elsewhere")
     return None
 
 
@@ -112,7 +129,7 @@ def _lib():
     reason = unavailable_reason()
     if reason:
         raise CudaOpError(f"bucketrt's CUDA kernels are unavailable: {reason}")
-    return _library(bucketrt.library_path())
+    return _library(harness_path())
 
 
 def plan(op: str, *inputs: torch.Tensor, **attrs) -> tuple[int, list[tuple[torch.dtype, tuple[int, ...]]]]:

@@ -482,6 +482,8 @@ def cpp_header() -> str:
     lines = [
         "// Generated from src/bucketrt/ops/spec.py by CMake. Do not edit.",
         "#pragma once",
+        "#include <cstdint>",
+        "",
         "#include \"bucketrt/spec_types.h\"",
         "",
         "namespace bucketrt::spec {",
@@ -523,6 +525,7 @@ def cpp_header() -> str:
             f"k{ident}Inputs, {len(op.inputs)}, k{ident}Outputs, {len(op.outputs)}, "
             f"k{ident}Attributes, {len(op.attributes)}, k{ident}FloatTypes, {len(op.float_types)}}};",
         ]
+        lines += _cpp_op_namespace(op)
     lines.append("inline constexpr const OpSpec* kAllOps[] = {" + ", ".join(f"&k{op.name}" for op in OPS) + "};")
     # ExpertFFN's activations: the functions as an enum, the names as a table onto it.
     camel = {f: "k" + "".join(part.capitalize() for part in f.split("_")) for f in ACTIVATION_FUNCTIONS}
@@ -538,8 +541,54 @@ def cpp_header() -> str:
         *(f'  {{"{name}", Activation::{camel[f]}}},' for name, f in EXPERT_ACTIVATIONS.items()),
         "};",
     ]
-    lines += ["}  // namespace bucketrt::spec", ""]
+    lines += [
+        "}  // namespace bucketrt::spec",
+        "",
+        "// The op table every registration walks (plugins/ort/register.cc): X(Op) once per op, in",
+        "// catalogue order. Each op needs a CPU kernel class ort::<Op>Kernel; a missing one is a",
+        "// compile error, not an op that silently lacks a backend.",
+        "#define BUCKETRT_FOR_EACH_OP(X) " + " ".join(f"X({op.name})" for op in OPS),
+        "",
+    ]
     return "\n".join(lines)
+
+
+def _camel(name: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in name.split("_"))
+
+
+def _cpp_op_namespace(op: OpSpec) -> list[str]:
+    """Per op, namespace spec::<Op>: its input and output indices (spec order) and a dims struct with one
+    member per symbolic dim, so kernels write `dims.Nq` and a renamed dim is a compile error rather
+    than an unbound look-up at run time."""
+    inputs = [f"k{_camel(t.name)}" for t in op.inputs]
+    outputs = [f"k{_camel(t.name)}" for t in op.outputs]
+    clash = set(inputs) & set(outputs)
+    if clash:
+        raise ValueError(f"{op.name}: input and output share the C++ name(s) {sorted(clash)}")
+    symbols: list[str] = []
+    for t in (*op.inputs, *op.outputs):
+        for d in t.dims:
+            if d.isidentifier() and d not in symbols:
+                symbols.append(d)
+    lines = [
+        f"namespace {op.name} {{",
+        "enum Input : int { " + ", ".join(inputs) + " };",
+        "enum Output : int { " + ", ".join(outputs) + " };",
+        "// Every symbolic dim of the op, bound by BindInputs (an attribute-named dim takes its value).",
+        "struct Dims {",
+        *(f"  int64_t {d};" for d in symbols),
+        "  // From the bindings BindInputs filled (validate.h's Bindings, or anything with operator[](const char*)).",
+        "  template <class Env>",
+        "  static Dims From(const Env& env) {",
+        "    Dims d;",
+        *(f'    d.{d} = env["{d}"];' for d in symbols),
+        "    return d;",
+        "  }",
+        "};",
+        f"}}  // namespace {op.name}",
+    ]
+    return lines
 
 
 def markdown() -> str:
