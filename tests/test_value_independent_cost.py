@@ -121,13 +121,14 @@ def _peak_growth_kib(num_key: int, high_code: int, capacity: int) -> dict:
 
 @pytest.mark.skipif(UNDER_ASAN, reason="RSS under ASan is its shadow and quarantine")
 def test_lsh_one_large_code_takes_memory_of_the_sizes():
-    # One key code 2^24 with capacity 2^32 used to take 2^25-row tables: 2 GiB for D = 64. Now the
-    # tables follow Nk = 4: a few KiB. 64 MiB leaves room for what the first run of any session
+    # One key code 2^24 with a large capacity used to take 2^25-row tables: 2 GiB for D = 64. Now
+    # the tables follow Nk = 4: a few KiB. 64 MiB leaves room for what the first run of any session
     # allocates (ORT's arena, the thread pool); the old way needed 32 times that.
-    result = _peak_growth_kib(num_key=4, high_code=2**24, capacity=2**32)
+    largest = LSH_CUMULATION.attribute("hashtable_capacity").maximum  # the spec's bound, 2^30
+    result = _peak_growth_kib(num_key=4, high_code=2**24, capacity=largest)
     assert result["peak_growth_kib"] < 64 * 1024, result
-    # The largest code a live row can hold (int32), and the largest capacity: the same bound.
-    result = _peak_growth_kib(num_key=4, high_code=2**31 - 1, capacity=2**40)
+    # The largest code a live row can hold under the largest capacity: the same bound.
+    result = _peak_growth_kib(num_key=4, high_code=largest - 1, capacity=largest)
     assert result["peak_growth_kib"] < 64 * 1024, result
 
 
