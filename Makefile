@@ -37,7 +37,7 @@ APT_DIR := $(abspath $(CACHE))/apt
 APT_OPTS := -o Dir::Etc::SourceList=$(APT_DIR)/sources.list -o Dir::Etc::SourceParts=/dev/null \
 	-o Dir::State::Lists=$(APT_DIR)/lists -o Dir::Cache=$(APT_DIR)/cache -o Debug::NoLocking=1
 
-.PHONY: all env install demo test sanitize sanitize-lib bench docs device-lib clean distclean
+.PHONY: all env install demo test lint sanitize sanitize-lib bench docs device-lib clean distclean
 
 all: install
 
@@ -50,7 +50,7 @@ $(VENV)/.deps: pyproject.toml
 	$(PY) -c 'import torch' 2>/dev/null || $(PIP) install -q torch==2.13.0
 	$(PIP) install -q scikit-build-core "transformers>=5,<6" "onnx>=1.17" "onnxruntime>=1.21" \
 		"onnxscript>=0.5" "onnx-ir>=0.1" "huggingface_hub>=0.34" "safetensors>=0.4" \
-		"polygraphy>=0.49" "click>=8.1" "rich>=13" numpy pytest
+		"polygraphy>=0.49" "click>=8.1" "rich>=13" numpy pytest ruff==0.17.6
 	touch $@
 
 env: $(VENV)/.deps
@@ -87,6 +87,11 @@ demo: install
 
 test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# ruff, pinned (its formatting changes between releases): lint and format check over the Python code.
+lint: $(VENV)/.deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # -- sanitizers --------------------------------------------------------------------------------
 # The CPU library built with -fsanitize=address,undefined in its own folder (CPU only, no TensorRT),

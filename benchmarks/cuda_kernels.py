@@ -114,8 +114,10 @@ def bench_lsh(peak_gbs: float | None, copy_gbs: float) -> None:
     batch, length, dim, capacity = HEADS, 16384, HEAD_DIM, 2**CODE_LEN
     say(f"## LSHCumulation alone (B*H={batch}, N={length}, D={dim}, capacity {capacity}, random codes)")
     say("")
-    say("Achieved = compulsory bytes / time; the last columns compare it with the datasheet bandwidth "
-        f"({peak_gbs or 'n/a'} GB/s) and with the copy measured here ({copy_gbs:.0f} GB/s).")
+    say(
+        "Achieved = compulsory bytes / time; the last columns compare it with the datasheet bandwidth "
+        f"({peak_gbs or 'n/a'} GB/s) and with the copy measured here ({copy_gbs:.0f} GB/s)."
+    )
     say("")
     say("| dtype | m | mode | ms | compulsory MB | achieved GB/s | % of datasheet | % of copy |")
     say("|---|---:|---|---:|---:|---:|---:|---:|")
@@ -132,8 +134,10 @@ def bench_lsh(peak_gbs: float | None, copy_gbs: float) -> None:
             of_peak = f"{100 * gbs / peak_gbs:.1f}%" if peak_gbs else "n/a"
             name = str(dtype).removeprefix("torch.")
             mode = "deterministic" if deterministic else "fast"
-            say(f"| {name} | {num_hash} | {mode} | {ms:.3f} | {nbytes / 1e6:.1f} | {gbs:.0f} | {of_peak} | "
-                f"{100 * gbs / copy_gbs:.1f}% |")
+            say(
+                f"| {name} | {num_hash} | {mode} | {ms:.3f} | {nbytes / 1e6:.1f} | {gbs:.0f} | {of_peak} | "
+                f"{100 * gbs / copy_gbs:.1f}% |"
+            )
             rows.append({"dtype": name, "num_hash": num_hash, "mode": mode, "ms": ms, "bytes": nbytes, "gbs": gbs})
     RESULTS["lsh_cumulation"] = rows
     say("")
@@ -143,8 +147,10 @@ def bench_lsh(peak_gbs: float | None, copy_gbs: float) -> None:
 
 
 def bench_yoso(lengths: list[int]) -> None:
-    say(f"## YOSO attention (2 x SignHash + LSHCumulation) vs torch SDPA: batch 1, {HEADS} heads of {HEAD_DIM}, "
-        f"m={HASHES}, L={CODE_LEN} (hadamard)")
+    say(
+        f"## YOSO attention (2 x SignHash + LSHCumulation) vs torch SDPA: batch 1, {HEADS} heads of {HEAD_DIM}, "
+        f"m={HASHES}, L={CODE_LEN} (hadamard)"
+    )
     say("")
     say("| dtype | N | SignHash x2 ms | LSHCumulation ms | YOSO ms | SDPA ms | SDPA / YOSO |")
     say("|---|---:|---:|---:|---:|---:|---:|")
@@ -169,11 +175,15 @@ def bench_yoso(lengths: list[int]) -> None:
                 return a, b
 
             def cumulate():
-                return cuda.run("LSHCumulation", mask, qh, mask, kh, v, synchronous=False, workspace=workspace, **lsh_attrs)
+                return cuda.run(
+                    "LSHCumulation", mask, qh, mask, kh, v, synchronous=False, workspace=workspace, **lsh_attrs
+                )
 
             def yoso():
                 a, b = hash_both()
-                return cuda.run("LSHCumulation", mask, a, mask, b, v, synchronous=False, workspace=workspace, **lsh_attrs)
+                return cuda.run(
+                    "LSHCumulation", mask, a, mask, b, v, synchronous=False, workspace=workspace, **lsh_attrs
+                )
 
             q4, k4, v4 = (t.view(1, HEADS, length, HEAD_DIM) for t in (q, k, v))
 
@@ -188,8 +198,9 @@ def bench_yoso(lengths: list[int]) -> None:
                 t_sdpa, ratio = math.nan, f"SDPA failed: {str(e).splitlines()[0][:60]}"
             name = str(dtype).removeprefix("torch.")
             say(f"| {name} | {length} | {t_hash:.3f} | {t_lsh:.3f} | {t_yoso:.3f} | {t_sdpa:.3f} | {ratio} |")
-            rows.append({"dtype": name, "N": length, "hash_ms": t_hash, "lsh_ms": t_lsh, "yoso_ms": t_yoso,
-                         "sdpa_ms": t_sdpa})
+            rows.append(
+                {"dtype": name, "N": length, "hash_ms": t_hash, "lsh_ms": t_lsh, "yoso_ms": t_yoso, "sdpa_ms": t_sdpa}
+            )
             torch.cuda.empty_cache()
     RESULTS["yoso_vs_sdpa"] = rows
     say("")
@@ -213,9 +224,11 @@ def main(argv=None) -> int:
     copy = copy_bandwidth_gbs()
     say(f"# bucketrt CUDA benchmarks: {name}")
     say("")
-    say(f"{props.multi_processor_count} SMs, {props.total_memory / 2**30:.0f} GiB; torch {torch.__version__} "
+    say(
+        f"{props.multi_processor_count} SMs, {props.total_memory / 2**30:.0f} GiB; torch {torch.__version__} "
         f"(CUDA {torch.version.cuda}); memory bandwidth {peak or 'n/a'} GB/s ({source}), device copy measured "
-        f"{copy:.0f} GB/s; {time.strftime('%Y-%m-%d')}")
+        f"{copy:.0f} GB/s; {time.strftime('%Y-%m-%d')}"
+    )
     say("")
     RESULTS.update(gpu=name, peak_gbs=peak, copy_gbs=copy, torch=torch.__version__)
     started = time.perf_counter()

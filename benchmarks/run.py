@@ -60,12 +60,22 @@ def bench_ops(threads: int, repeat: int) -> None:
     vector = rng.standard_normal((batch, length, dim), dtype=np.float32)
     projection = (rng.integers(0, 2, (batch, 3 * hadamard_parts(dim, num_hash, bits), dim)) * 2 - 1).astype(np.float32)
     hash_attrs = {"num_hash": num_hash, "hash_code_len": bits, "transform": "hadamard"}
-    codes = reference.sign_hash(torch.from_numpy(mask), torch.from_numpy(vector), torch.from_numpy(projection), **hash_attrs).numpy()
+    codes = reference.sign_hash(
+        torch.from_numpy(mask), torch.from_numpy(vector), torch.from_numpy(projection), **hash_attrs
+    ).numpy()
     cases = [
         (SIGN_HASH, hash_attrs, {"mask": mask, "vector": vector, "projection": projection}),
-        (LSH_CUMULATION, {"hashtable_capacity": 2**bits},
-         {"query_mask": mask, "query_hash": codes, "key_mask": mask, "key_hash": codes,
-          "value": rng.standard_normal((batch, length, dim), dtype=np.float32)}),
+        (
+            LSH_CUMULATION,
+            {"hashtable_capacity": 2**bits},
+            {
+                "query_mask": mask,
+                "query_hash": codes,
+                "key_mask": mask,
+                "key_hash": codes,
+                "value": rng.standard_normal((batch, length, dim), dtype=np.float32),
+            },
+        ),
     ]
     for spec, attrs, feeds in cases:
         session = op_session(spec, attrs, intra_op_num_threads=threads)
@@ -99,8 +109,10 @@ def bench_models(threads: int, repeat: int, lengths: tuple[int, ...]) -> None:
         say("|---:|---:|---:|---:|---:|")
         rows = bench_export(folder, lengths, batch_size=1, threads=threads, repeat=repeat)
         for row in rows:
-            say(f"| {row.sequence_length} | {row.torch.ms:.0f} | {row.ort.ms:.0f} | {row.speedup:.2f}x | "
-                f"{row.ort.median_s / rows[0].ort.median_s:.2f}x |")
+            say(
+                f"| {row.sequence_length} | {row.torch.ms:.0f} | {row.ort.ms:.0f} | {row.speedup:.2f}x | "
+                f"{row.ort.median_s / rows[0].ort.median_s:.2f}x |"
+            )
         say("")
 
 
@@ -116,9 +128,14 @@ def export_bert(max_len: int) -> Path:
     torch.manual_seed(0)
     yoso = YosoConfig()  # the yoso-4096 preset's architecture
     config = BertConfig(
-        vocab_size=yoso.vocab_size, hidden_size=yoso.hidden_size, num_hidden_layers=yoso.num_hidden_layers,
-        num_attention_heads=yoso.num_attention_heads, intermediate_size=yoso.intermediate_size,
-        type_vocab_size=yoso.type_vocab_size, max_position_embeddings=max_len, attn_implementation="eager",
+        vocab_size=yoso.vocab_size,
+        hidden_size=yoso.hidden_size,
+        num_hidden_layers=yoso.num_hidden_layers,
+        num_attention_heads=yoso.num_attention_heads,
+        intermediate_size=yoso.intermediate_size,
+        type_vocab_size=yoso.type_vocab_size,
+        max_position_embeddings=max_len,
+        attn_implementation="eager",
     )
     model = BertModel(config, add_pooling_layer=False).eval()
 
@@ -132,8 +149,13 @@ def export_bert(max_len: int) -> Path:
 
     ids = torch.randint(0, config.vocab_size, (1, 64))
     batch, seq = torch.export.Dim("batch_size"), torch.export.Dim("sequence_length", max=max_len)
-    program = torch.onnx.export(Hidden(), (ids, torch.ones_like(ids)), dynamo=True, verbose=False,
-                                dynamic_shapes=({0: batch, 1: seq}, {0: batch, 1: seq}))
+    program = torch.onnx.export(
+        Hidden(),
+        (ids, torch.ones_like(ids)),
+        dynamo=True,
+        verbose=False,
+        dynamic_shapes=({0: batch, 1: seq}, {0: batch, 1: seq}),
+    )
     program.save(str(out))
     return out
 
@@ -161,8 +183,10 @@ def bench_bert(threads: int, repeat: int, lengths: tuple[int, ...]) -> None:
         bert_t = measure(lambda: bert.run(None, feeds), repeat=repeat, budget_s=60)
         yoso_t = measure(lambda: yoso.run(None, feeds), repeat=repeat, budget_s=60)
         first = first or (bert_t, yoso_t)
-        say(f"| {length} | {bert_t.ms:.0f} | {yoso_t.ms:.0f} | {bert_t.median_s / yoso_t.median_s:.2f}x | "
-            f"{bert_t.median_s / first[0].median_s:.2f}x | {yoso_t.median_s / first[1].median_s:.2f}x |")
+        say(
+            f"| {length} | {bert_t.ms:.0f} | {yoso_t.ms:.0f} | {bert_t.median_s / yoso_t.median_s:.2f}x | "
+            f"{bert_t.median_s / first[0].median_s:.2f}x | {yoso_t.median_s / first[1].median_s:.2f}x |"
+        )
     say("")
 
 
@@ -230,20 +254,24 @@ def bench_lsg(threads: int, repeat: int, length: int = 4096) -> None:
     reference = load_reference(lsg_dir)
     with torch.inference_mode():
         torch_t = measure(lambda: reference.run(feeds), repeat=repeat, budget_s=90)
-    del reference
+    reference = None  # frees the PyTorch model before ORT's session is made
     lsg = bucketrt.ort_session(lsg_dir, intra_op_num_threads=threads)
     lsg_t = measure(lambda: lsg.run(None, feeds), repeat=repeat, budget_s=90)
-    del lsg
+    lsg = None
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     bert = ort.InferenceSession(str(bert_path), options, providers=["CPUExecutionProvider"])
     bert_t = measure(lambda: bert.run(None, bert_feeds), repeat=repeat, budget_s=90)
-    del bert
+    bert = None
     say("| model | runtime | ms (median) | runs | LSG ORT speed-up |")
     say("|---|---|---:|---:|---:|")
-    say(f"| LSG (port) | PyTorch eager | {torch_t.ms:.0f} | {torch_t.runs} | {torch_t.median_s / lsg_t.median_s:.2f}x |")
+    say(
+        f"| LSG (port) | PyTorch eager | {torch_t.ms:.0f} | {torch_t.runs} | {torch_t.median_s / lsg_t.median_s:.2f}x |"
+    )
     say(f"| LSG | ONNX Runtime | {lsg_t.ms:.0f} | {lsg_t.runs} | 1.00x |")
-    say(f"| BERT, full attention | ONNX Runtime | {bert_t.ms:.0f} | {bert_t.runs} | {bert_t.median_s / lsg_t.median_s:.2f}x |")
+    say(
+        f"| BERT, full attention | ONNX Runtime | {bert_t.ms:.0f} | {bert_t.runs} | {bert_t.median_s / lsg_t.median_s:.2f}x |"
+    )
     say("")
     total, split = _profile_split(lsg_dir, feeds, threads)
     say(f"ONNX Runtime profile of the LSG model (one run, node time {total:.0f} ms):")
@@ -276,10 +304,14 @@ def bench_reformer(threads: int, repeat: int, lengths: tuple[int, ...]) -> None:
     session = bucketrt.ort_session(folder, intra_op_num_threads=threads)
     say(f"## reformer-crime-and-punishment: ONNX Runtime vs PyTorch eager (batch 1, {threads} threads)")
     say("")
-    say("Runs of the three interleaved (HF, reference, ORT, HF, ...) so that other load on the machine "
-        "hits all alike; best of the runs, medians in brackets.")
+    say(
+        "Runs of the three interleaved (HF, reference, ORT, HF, ...) so that other load on the machine "
+        "hits all alike; best of the runs, medians in brackets."
+    )
     say("")
-    say("| N | HF eager ms | bucketrt reference ms | ORT ms | speed-up vs HF | vs reference | ORT growth | N log N growth |")
+    say(
+        "| N | HF eager ms | bucketrt reference ms | ORT ms | speed-up vs HF | vs reference | ORT growth | N log N growth |"
+    )
     say("|---:|---:|---:|---:|---:|---:|---:|---:|")
     first = None
     for length in lengths:
@@ -304,8 +336,10 @@ def bench_reformer(threads: int, repeat: int, lengths: tuple[int, ...]) -> None:
         first = first or (length, best["ort"])
         nlogn = (length * math.log(length)) / (first[0] * math.log(first[0]))
         cell = lambda name: f"{best[name] * 1e3:.0f} ({med[name] * 1e3:.0f})"  # noqa: E731
-        say(f"| {length} | {cell('hf')} | {cell('ref')} | {cell('ort')} | {best['hf'] / best['ort']:.2f}x | "
-            f"{best['ref'] / best['ort']:.2f}x | {best['ort'] / first[1]:.2f}x | {nlogn:.2f}x |")
+        say(
+            f"| {length} | {cell('hf')} | {cell('ref')} | {cell('ort')} | {best['hf'] / best['ort']:.2f}x | "
+            f"{best['ref'] / best['ort']:.2f}x | {best['ort'] / first[1]:.2f}x | {nlogn:.2f}x |"
+        )
     say("")
 
     # The ops alone at the longest length, crime-and-punishment's attention size.
@@ -325,10 +359,16 @@ def bench_reformer(threads: int, repeat: int, lengths: tuple[int, ...]) -> None:
     buckets = reference.argmax_hash(*(torch.from_numpy(a) for a in hash_feeds.values()), num_hash=1).numpy()
     cases = [
         (ARGMAX_HASH, {"num_hash": 1}, hash_feeds),
-        (SORTED_CHUNK_ATTENTION, {"chunk_length": 64, "causal": 1, "mask_self": 1},
-         {"query": qk, "key": key, "value": value, "mask": mask, "buckets": buckets}),
-        (SORTED_CHUNK_ATTENTION, {"chunk_length": 64, "causal": 1},  # local attention
-         {"query": qk, "key": key, "value": value, "mask": mask, "buckets": np.zeros_like(buckets)}),
+        (
+            SORTED_CHUNK_ATTENTION,
+            {"chunk_length": 64, "causal": 1, "mask_self": 1},
+            {"query": qk, "key": key, "value": value, "mask": mask, "buckets": buckets},
+        ),
+        (
+            SORTED_CHUNK_ATTENTION,
+            {"chunk_length": 64, "causal": 1},  # local attention
+            {"query": qk, "key": key, "value": value, "mask": mask, "buckets": np.zeros_like(buckets)},
+        ),
     ]
     for spec, attrs, feeds in cases:
         op = op_session(spec, attrs, intra_op_num_threads=threads)

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-
-import statistics
 
 from bucketrt.benchmarking import Timing, measure
 
@@ -38,7 +37,10 @@ def _interleaved(a, b, repeat: int) -> tuple[Timing, Timing]:
     for _ in range(repeat):
         runs_a.append(measure(a, warmup=0, repeat=1).median_s)
         runs_b.append(measure(b, warmup=0, repeat=1).median_s)
-    return (Timing(statistics.median(runs_a), min(runs_a), repeat), Timing(statistics.median(runs_b), min(runs_b), repeat))
+    return (
+        Timing(statistics.median(runs_a), min(runs_a), repeat),
+        Timing(statistics.median(runs_b), min(runs_b), repeat),
+    )
 
 
 def moe_layer(threads: int, repeat: int, say=None, batch=8, length=128, d_model=768, d_ff=3072, experts=8, capacity=64):
@@ -58,9 +60,12 @@ def moe_layer(threads: int, repeat: int, say=None, batch=8, length=128, d_model=
     out = helper.make_tensor_value_info("out", TensorProto.FLOAT, ["B", "S", d_model])
 
     def model(nodes, inits, extra_opsets=()):
-        graph = helper.make_graph(nodes, "g", [hidden], [out], [numpy_helper.from_array(a, n) for n, a in inits.items()])
+        graph = helper.make_graph(
+            nodes, "g", [hidden], [out], [numpy_helper.from_array(a, n) for n, a in inits.items()]
+        )
         return helper.make_model(
-            graph, ir_version=IR_VERSION,
+            graph,
+            ir_version=IR_VERSION,
             opset_imports=[helper.make_opsetid("", OPSET), *extra_opsets],
         ).SerializeToString()
 
@@ -68,10 +73,20 @@ def moe_layer(threads: int, repeat: int, say=None, batch=8, length=128, d_model=
         [
             helper.make_node("MatMul", ["hidden", "router"], ["logits"]),
             helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
-            helper.make_node(TOP1_DISPATCH.name, ["probs"], [t.name for t in TOP1_DISPATCH.outputs], domain=DOMAIN,
-                             **TOP1_DISPATCH.node_attributes({"expert_capacity": capacity})),
-            helper.make_node(EXPERT_FFN.name, ["hidden", "order", "counts", "gate", "wi", "wo"], ["out"], domain=DOMAIN,
-                             **EXPERT_FFN.node_attributes({"activation": "relu"})),
+            helper.make_node(
+                TOP1_DISPATCH.name,
+                ["probs"],
+                [t.name for t in TOP1_DISPATCH.outputs],
+                domain=DOMAIN,
+                **TOP1_DISPATCH.node_attributes({"expert_capacity": capacity}),
+            ),
+            helper.make_node(
+                EXPERT_FFN.name,
+                ["hidden", "order", "counts", "gate", "wi", "wo"],
+                ["out"],
+                domain=DOMAIN,
+                **EXPERT_FFN.node_attributes({"activation": "relu"}),
+            ),
         ],
         {"router": router, "wi": wi, "wo": wo},
         [helper.make_opsetid(DOMAIN, VERSION)],
@@ -93,8 +108,11 @@ def moe_layer(threads: int, repeat: int, say=None, batch=8, length=128, d_model=
     for _ in range(2):
         moe_s.run(None, feeds), dense_s.run(None, feeds)
     moe_t, dense_t = _interleaved(lambda: moe_s.run(None, feeds), lambda: dense_s.run(None, feeds), repeat)
-    _say(say, f"## Switch MoE layer alone (batch {batch} x {length} tokens, d_model {d_model}, d_ff {d_ff}, "
-              f"{experts} experts, capacity {capacity}, {threads} threads)")
+    _say(
+        say,
+        f"## Switch MoE layer alone (batch {batch} x {length} tokens, d_model {d_model}, d_ff {d_ff}, "
+        f"{experts} experts, capacity {capacity}, {threads} threads)",
+    )
     _say(say)
     _say(say, "| layer | ORT ms | vs dense FFN |")
     _say(say, "|---|---:|---:|")

@@ -20,15 +20,35 @@ def _lengths(ctx, param, value: str) -> tuple[int, ...]:
 
 @main.command("bench")
 @click.argument("output_dir", type=click.Path(file_okay=False))
-@click.option("--sequence-lengths", "lengths", default="512,1024,2048,4096", show_default=True,
-              callback=_lengths, help="Comma-separated sequence lengths, timed one after the other.")
+@click.option(
+    "--sequence-lengths",
+    "lengths",
+    default="512,1024,2048,4096",
+    show_default=True,
+    callback=_lengths,
+    help="Comma-separated sequence lengths, timed one after the other.",
+)
 @click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1))
-@click.option("--threads", default=None, type=click.IntRange(min=1),
-              help="Threads for both ORT (intra_op_num_threads) and PyTorch. Default: all cores.")
-@click.option("--repeat", default=3, show_default=True, type=click.IntRange(min=1),
-              help="Timed runs per length (median reported), after one warm-up run.")
-@click.option("--budget", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
-              help="Seconds of timed runs per length and backend before stopping early.")
+@click.option(
+    "--threads",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Threads for both ORT (intra_op_num_threads) and PyTorch. Default: all cores.",
+)
+@click.option(
+    "--repeat",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Timed runs per length (median reported), after one warm-up run.",
+)
+@click.option(
+    "--budget",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds of timed runs per length and backend before stopping early.",
+)
 def bench_command(output_dir, lengths, batch_size, threads, repeat, budget):
     """Time an export in ONNX Runtime against PyTorch eager, in the same run.
 
@@ -57,8 +77,12 @@ def bench_command(output_dir, lengths, batch_size, threads, repeat, budget):
         first = rows[0]
         out.print(f"  N={row.sequence_length}: PyTorch {row.torch.ms:.1f} ms, ORT {row.ort.ms:.1f} ms")
         table.add_row(
-            str(row.sequence_length), f"{row.torch.ms:.1f}", f"{row.ort.ms:.1f}", f"{row.speedup:.2f}x",
-            f"{row.torch.median_s / first.torch.median_s:.2f}x", f"{row.ort.median_s / first.ort.median_s:.2f}x",
+            str(row.sequence_length),
+            f"{row.torch.ms:.1f}",
+            f"{row.ort.ms:.1f}",
+            f"{row.speedup:.2f}x",
+            f"{row.torch.median_s / first.torch.median_s:.2f}x",
+            f"{row.ort.median_s / first.ort.median_s:.2f}x",
         )
 
     with out.status("timing"):

@@ -10,6 +10,7 @@ import click
 from .app import EXIT_FAILED, console, fail_lines, main
 from .options import plugins_option, verbose_option
 
+
 def parse_shape_option(ctx, param, value):
     """Click callback: a trtexec shape list, or None."""
     from bucketrt.profiles import ProfileError, parse_shapes
@@ -29,33 +30,73 @@ def parse_shape_option(ctx, param, value):
 
 def _shape_option(name: str, which: str, example: str):
     return click.option(
-        name, metavar="SHAPES", default=None, callback=parse_shape_option,
+        name,
+        metavar="SHAPES",
+        default=None,
+        callback=parse_shape_option,
         help=f"{which} input shapes, in trtexec's syntax: input_ids:{example},attention_mask:{example}.",
     )
 
 
 @main.command("build")
 @click.argument("output_dir", type=click.Path(path_type=Path))
-@click.option("--component", "components", multiple=True, metavar="NAME",
-              help="Build only this component (repeatable). Default: every ONNX file of the export.")
-@click.option("--engine", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Engine file to write, for one component. Default: OUTPUT_DIR/<component>.engine.")
+@click.option(
+    "--component",
+    "components",
+    multiple=True,
+    metavar="NAME",
+    help="Build only this component (repeatable). Default: every ONNX file of the export.",
+)
+@click.option(
+    "--engine",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Engine file to write, for one component. Default: OUTPUT_DIR/<component>.engine.",
+)
 @_shape_option("--min-shapes", "Smallest", "1x1")
 @_shape_option("--opt-shapes", "Tuned-for", "1x512")
 @_shape_option("--max-shapes", "Largest", "8x4096")
-@click.option("--timing-cache", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="TensorRT timing cache: read when it exists, written after each build (trtexec's --timingCacheFile).")
-@click.option("--workspace", type=click.IntRange(min=1), default=None, metavar="MiB",
-              help="Workspace memory pool limit in MiB. Default: TensorRT's (the device's memory).")
-@click.option("--fp16", is_flag=True,
-              help="TensorRT 10: let TensorRT's own layers run in fp16 in an fp32 export (BuilderFlag.FP16). "
-              "TensorRT 11 is strongly typed: export with --dtype fp16 instead.")
-@click.option("--tf32/--no-tf32", default=True, show_default=True,
-              help="Allow TF32 in fp32 matmuls (TensorRT's default; trtexec's --noTF32 turns it off).")
+@click.option(
+    "--timing-cache",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="TensorRT timing cache: read when it exists, written after each build (trtexec's --timingCacheFile).",
+)
+@click.option(
+    "--workspace",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="MiB",
+    help="Workspace memory pool limit in MiB. Default: TensorRT's (the device's memory).",
+)
+@click.option(
+    "--fp16",
+    is_flag=True,
+    help="TensorRT 10: let TensorRT's own layers run in fp16 in an fp32 export (BuilderFlag.FP16). "
+    "TensorRT 11 is strongly typed: export with --dtype fp16 instead.",
+)
+@click.option(
+    "--tf32/--no-tf32",
+    default=True,
+    show_default=True,
+    help="Allow TF32 in fp32 matmuls (TensorRT's default; trtexec's --noTF32 turns it off).",
+)
 @plugins_option
 @verbose_option
-def build_command(output_dir, components, engine, min_shapes, opt_shapes, max_shapes, timing_cache, workspace, fp16,
-                  tf32, plugins, verbose):
+def build_command(
+    output_dir,
+    components,
+    engine,
+    min_shapes,
+    opt_shapes,
+    max_shapes,
+    timing_cache,
+    workspace,
+    fp16,
+    tf32,
+    plugins,
+    verbose,
+):
     """Build a TensorRT engine for every ONNX file of OUTPUT_DIR (written by `bucketrt export`),
     with bucketrt's plugins, and record the engines in its bucketrt.json.
 
@@ -70,14 +111,24 @@ def build_command(output_dir, components, engine, min_shapes, opt_shapes, max_sh
     from bucketrt.exporter import BucketrtError, read_manifest
     from bucketrt.exporter import manifest as mf
     from bucketrt.profiles import component_profiles, describe_profile, device_memory, format_shape
-    from bucketrt.trt_engine import BuildError, BuildOptions, build_engine, build_progress, check_options, load_tensorrt, write_engine
+    from bucketrt.trt_engine import (
+        BuildError,
+        BuildOptions,
+        build_engine,
+        build_progress,
+        check_options,
+        load_tensorrt,
+        write_engine,
+    )
 
     out = console()
     manifest = read_manifest(output_dir)
     names = [e["name"] for e in manifest["components"]]
     unknown = [c for c in components if c not in names]
     if unknown:
-        raise BucketrtError(f"the export has no component {', '.join(map(repr, unknown))}", f"it has: {', '.join(names)}")
+        raise BucketrtError(
+            f"the export has no component {', '.join(map(repr, unknown))}", f"it has: {', '.join(names)}"
+        )
     entries = [e for e in manifest["components"] if not components or e["name"] in components]
     if engine is not None and len(entries) > 1:
         raise BucketrtError(
@@ -90,8 +141,13 @@ def build_command(output_dir, components, engine, min_shapes, opt_shapes, max_sh
         budget, source = workspace << 20, f"--workspace {workspace}"
     else:
         budget, source = device_memory(), "the device's memory"
-    profiles = component_profiles(manifest, entries, {"min": min_shapes, "opt": opt_shapes, "max": max_shapes},
-                                  memory_budget=budget, budget_source=source)
+    profiles = component_profiles(
+        manifest,
+        entries,
+        {"min": min_shapes, "opt": opt_shapes, "max": max_shapes},
+        memory_budget=budget,
+        budget_source=source,
+    )
     export_dtype = manifest.get("dtype", "fp32")
     options = BuildOptions(workspace_mib=workspace, timing_cache=timing_cache, fp16=fp16, tf32=tf32, verbose=verbose)
 

@@ -14,28 +14,62 @@ from .options import plugins_option, verbose_option
 @main.command("check")
 @click.argument("output_dir", type=click.Path(path_type=Path))
 @click.option(
-    "--backend", type=click.Choice(["ort", "trt"]), default="ort", show_default=True,
+    "--backend",
+    type=click.Choice(["ort", "trt"]),
+    default="ort",
+    show_default=True,
     help="ort: ONNX Runtime (CPU) with bucketrt's op library. trt: TensorRT with bucketrt's plugins, on the "
     "engines `bucketrt build` recorded, else on engines built for the check.",
 )
 @click.option("--batch-size", "-b", default=2, show_default=True, type=click.IntRange(min=1))
 @click.option(
-    "--sequence-length", "-n", default=128, show_default=True, type=click.IntRange(min=1),
+    "--sequence-length",
+    "-n",
+    default=128,
+    show_default=True,
+    type=click.IntRange(min=1),
     help="Clamped to the export's longest sequence.",
 )
-@click.option("--num-choices", default=2, show_default=True, type=click.IntRange(min=1), help="For multiple-choice exports.")
-@click.option("--atol", default=None, type=click.FloatRange(min=0),
-              help="Default 1e-4; 1e-2 for reduced precision (fp16 exports, TF32 or --fp16 engines).")
-@click.option("--rtol", default=None, type=click.FloatRange(min=0),
-              help="Default 1e-3; 1e-2 for reduced precision.")
+@click.option(
+    "--num-choices", default=2, show_default=True, type=click.IntRange(min=1), help="For multiple-choice exports."
+)
+@click.option(
+    "--atol",
+    default=None,
+    type=click.FloatRange(min=0),
+    help="Default 1e-4; 1e-2 for reduced precision (fp16 exports, TF32 or --fp16 engines).",
+)
+@click.option("--rtol", default=None, type=click.FloatRange(min=0), help="Default 1e-3; 1e-2 for reduced precision.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seeds the random inputs.")
-@click.option("--rebuild", is_flag=True, help="trt: build check engines from the ONNX files even where `bucketrt build` recorded engines.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False, allow_dash=True), default=None,
-              metavar="PATH", help="Also write the report as JSON to PATH ('-': to stdout, instead of the tables).")
+@click.option(
+    "--rebuild",
+    is_flag=True,
+    help="trt: build check engines from the ONNX files even where `bucketrt build` recorded engines.",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+    default=None,
+    metavar="PATH",
+    help="Also write the report as JSON to PATH ('-': to stdout, instead of the tables).",
+)
 @plugins_option
 @verbose_option
-def check_command(output_dir, backend, batch_size, sequence_length, num_choices, atol, rtol, seed, rebuild, json_path,
-                  plugins, verbose):
+def check_command(
+    output_dir,
+    backend,
+    batch_size,
+    sequence_length,
+    num_choices,
+    atol,
+    rtol,
+    seed,
+    rebuild,
+    json_path,
+    plugins,
+    verbose,
+):
     """Run every ONNX file of OUTPUT_DIR in a backend and its PyTorch reference on the same random
     inputs, and compare every output. Exit status 1 when an output is outside the tolerances.
 
@@ -53,8 +87,18 @@ def check_command(output_dir, backend, batch_size, sequence_length, num_choices,
         out.quiet = True  # stdout carries the JSON alone
     try:
         report = check(
-            output_dir, backend=backend, batch_size=batch_size, sequence_length=sequence_length, num_choices=num_choices,
-            atol=atol, rtol=rtol, seed=seed, plugins=plugins, rebuild=rebuild, verbose=verbose, console=out,
+            output_dir,
+            backend=backend,
+            batch_size=batch_size,
+            sequence_length=sequence_length,
+            num_choices=num_choices,
+            atol=atol,
+            rtol=rtol,
+            seed=seed,
+            plugins=plugins,
+            rebuild=rebuild,
+            verbose=verbose,
+            console=out,
             on_component=lambda report, component: print_component(out, report, component),
         )
     except BackendRunError as e:
@@ -92,8 +136,14 @@ def print_component(out, report, component) -> None:
         if row.shape != row.reference_shape:
             shape += f" vs {'x'.join(map(str, row.reference_shape))}"
         table.add_row(
-            row.name, shape, _number(row.max_abs), _number(row.mean_abs), _number(row.max_rel), _number(row.mean_rel),
-            f"{row.mismatched}/{row.size}", "[green]ok[/]" if row.passed else "[red]mismatch[/]",
+            row.name,
+            shape,
+            _number(row.max_abs),
+            _number(row.mean_abs),
+            _number(row.max_rel),
+            _number(row.mean_rel),
+            f"{row.mismatched}/{row.size}",
+            "[green]ok[/]" if row.passed else "[red]mismatch[/]",
         )
     out.print(table)
     label, codes = report.backend_label, component.hash_codes
@@ -102,7 +152,9 @@ def print_component(out, report, component) -> None:
             out.print(f"[yellow]hash codes[/]: {component.note}")
         return
     if not codes.complete:
-        out.print(f"[red]hash codes[/]: {label} produced {codes.code_tensors} code tensors, PyTorch hashed {codes.hash_calls} times")
+        out.print(
+            f"[red]hash codes[/]: {label} produced {codes.code_tensors} code tensors, PyTorch hashed {codes.hash_calls} times"
+        )
         return
     share = f"{codes.differing} of {codes.total} hash codes differ between {label} and PyTorch"
     if codes.unexplained:

@@ -33,7 +33,13 @@ def _size(path: Path) -> str:
     help="An Optimum task name (feature-extraction, fill-mask, text-classification, ...; a wrong one lists the "
     "model's). Default: from the config's architectures.",
 )
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seeds preset weights, new heads and the LSH projections.")
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Seeds preset weights, new heads and the LSH projections.",
+)
 @click.option("--opset", default=None, type=int, help="ONNX opset, 18 to 22. Default: 20.")
 @click.option(
     "--config-override",

@@ -30,8 +30,12 @@ def library_backends(path: str) -> dict[str, list[str]]:
 
 @main.command("ops")
 @click.option("--library", "library_only", is_flag=True, help="Print only the path of the ONNX Runtime op library.")
-@click.option("--trt-library", "trt_library_only", is_flag=True,
-              help="Print only the path of the TensorRT plugin library (for trtexec --dynamicPlugins, polygraphy --plugins).")
+@click.option(
+    "--trt-library",
+    "trt_library_only",
+    is_flag=True,
+    help="Print only the path of the TensorRT plugin library (for trtexec --dynamicPlugins, polygraphy --plugins).",
+)
 def ops_command(library_only, trt_library_only):
     """List bucketrt's custom ops and the backends the installed library provides."""
     import bucketrt
@@ -71,7 +75,9 @@ def ops_command(library_only, trt_library_only):
         table.add_column(column, overflow="fold")
     for op in OPS:
         found = backends.get(op.name)
-        table.add_row(op.name, op.domain, str(op.version), ", ".join(found) if found else "[red]none[/]", escape(op.summary))
+        table.add_row(
+            op.name, op.domain, str(op.version), ", ".join(found) if found else "[red]none[/]", escape(op.summary)
+        )
     out.print(table)
     if note:
         out.print(note)

@@ -211,7 +211,9 @@ class Family:
             known = ", ".join(f"{k}={_json(v)}" for k, v in self.options.items())
             raise BucketrtError(
                 f"{flags} does not apply to {self.name} models",
-                f"{self.name} options (--option KEY=VALUE, defaults): {known}" if known else f"{self.name} models take no options",
+                f"{self.name} options (--option KEY=VALUE, defaults): {known}"
+                if known
+                else f"{self.name} models take no options",
             )
         for key, value in given.items():
             default = self.options[key]
@@ -254,7 +256,9 @@ class Family:
         }
 
     # -- inputs: one generator for tracing (torch) and for check and bench (numpy) -------------
-    def dummy_input(self, name: str, shape: list[int], dtype: str, config: dict, rng: np.random.Generator, padding: bool):
+    def dummy_input(
+        self, name: str, shape: list[int], dtype: str, config: dict, rng: np.random.Generator, padding: bool
+    ):
         """A random input: ids in the vocabulary; masks of ones where, with `padding`, the last
         batch row has its final quarter (at least one position) masked; token types in
         type_vocab_size; float inputs (states, past key/values) standard normal, in float32."""
@@ -272,7 +276,9 @@ class Family:
             return rng.standard_normal(shape).astype(np.float32)
         return np.zeros(shape, dtype=np.dtype(dtype))
 
-    def dummy_inputs(self, config: dict, shapes: dict[str, list[int]], dtypes: dict[str, str], rng, padding: bool) -> dict:
+    def dummy_inputs(
+        self, config: dict, shapes: dict[str, list[int]], dtypes: dict[str, str], rng, padding: bool
+    ) -> dict:
         """dummy_input for each named input, in order (int64 unless `dtypes` says otherwise)."""
         return {
             name: self.dummy_input(name, shape, dtypes.get(name, "int64"), config, rng, padding)
@@ -288,7 +294,9 @@ class Family:
         """A component's dim sizes from the check's batch, sequence and choices sizes."""
         return dict(sizes)
 
-    def make_inputs(self, manifest: dict, component: dict, sizes: dict, rng: np.random.Generator, padding: bool) -> dict:
+    def make_inputs(
+        self, manifest: dict, component: dict, sizes: dict, rng: np.random.Generator, padding: bool
+    ) -> dict:
         """Random inputs (numpy) for `component` (its manifest entry) at `sizes`."""
         dims = self.input_sizes(component["name"], sizes)
         shapes, dtypes = {}, {}

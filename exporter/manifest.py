@@ -14,7 +14,6 @@ FORMAT_VERSION = 2
 ENCODER, DECODER, DECODER_WITH_PAST = "encoder_model", "decoder_model", "decoder_with_past_model"
 
 
-
 def versions() -> dict:
     out = {}
     for dist in ("bucketrt", "torch", "transformers", "onnx", "onnxruntime", "onnxscript"):
@@ -37,7 +36,10 @@ def graph_signature(model_proto) -> tuple[list[dict], list[dict]]:
 
     def describe(value_info) -> dict:
         tensor_type = value_info.type.tensor_type
-        shape = [d.dim_param if d.HasField("dim_param") else (d.dim_value if d.HasField("dim_value") else None) for d in tensor_type.shape.dim]
+        shape = [
+            d.dim_param if d.HasField("dim_param") else (d.dim_value if d.HasField("dim_value") else None)
+            for d in tensor_type.shape.dim
+        ]
         return {"name": value_info.name, "dtype": onnx_dtype_name(tensor_type.elem_type), "shape": shape}
 
     initializers = {init.name for init in model_proto.graph.initializer}
@@ -124,6 +126,4 @@ def component(manifest: dict, name: str | None = None) -> dict:
     for entry in entries:
         if entry["name"] == name:
             return entry
-    raise BucketrtError(
-        f"the export has no component '{name}'", f"it has: {', '.join(e['name'] for e in entries)}"
-    )
+    raise BucketrtError(f"the export has no component '{name}'", f"it has: {', '.join(e['name'] for e in entries)}")

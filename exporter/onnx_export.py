@@ -12,9 +12,9 @@ from bucketrt.ops import BY_NAME, DOMAIN
 
 from . import manifest as mf
 from .errors import BucketrtError
+from .family import Component, fingerprint
 from .overrides import parse_overrides
 from .progress import Progress, quiet_torch_export
-from .family import Component, fingerprint
 from .sources import build_model, load_config, resolve_source
 
 # Opset 20 has Gelu, which ONNX Runtime fuses with the preceding bias (at 18 the exporter spells

@@ -53,7 +53,9 @@ def apply_overrides(config, overrides: Mapping):
     if "num_labels" in values:
         num_labels = values.pop("num_labels")
         if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1:
-            raise BucketrtError(f"bad config override num_labels={num_labels!r}", "num_labels must be a positive integer")
+            raise BucketrtError(
+                f"bad config override num_labels={num_labels!r}", "num_labels must be a positive integer"
+            )
         base.pop("label2id", None)
         base["id2label"] = {i: f"LABEL_{i}" for i in range(num_labels)}
     try:
@@ -61,5 +63,5 @@ def apply_overrides(config, overrides: Mapping):
     except Exception as e:  # strict dataclass validation: a wrong type or value
         detail = " ".join(str(e).split())
         raise BucketrtError(
-            f"bad config override ({detail})", "JSON values: true/false, numbers, null, \"strings\""
+            f"bad config override ({detail})", 'JSON values: true/false, numbers, null, "strings"'
         ) from None

@@ -40,7 +40,10 @@ class RichProgress(Progress):
 @contextlib.contextmanager
 def quiet_torch_export():
     """Mutes torch.onnx's warnings, log lines and prints; errors still raise."""
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._export", "onnxscript", "torch._dynamo", "torch.fx")]
+    loggers = [
+        logging.getLogger(name)
+        for name in ("torch.onnx", "torch.export", "torch._export", "onnxscript", "torch._dynamo", "torch.fx")
+    ]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)

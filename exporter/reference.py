@@ -45,7 +45,9 @@ def load_reference(output_dir) -> Reference:
     source = Source(manifest.get("source_kind", "preset"), manifest["source"], manifest.get("revision"))
     family, config, source = load_config(source, manifest.get("config_overrides") or {})
     if family.name != manifest["family"]:
-        raise BucketrtError(f"'{source.ref}' is now a {family.name} model, the export a {manifest['family']} one", "export again")
+        raise BucketrtError(
+            f"'{source.ref}' is now a {family.name} model, the export a {manifest['family']} one", "export again"
+        )
     task = family.get_task(manifest["task"])
     model = build_model(family, source, config, task, manifest["seed"])
     expected = manifest.get("weights_sha256")
@@ -57,7 +59,9 @@ def load_reference(output_dir) -> Reference:
     patch = family.patch(model, task, manifest["seed"], family.check_options(manifest.get("options") or {}))
     model.eval()
     if patch.mode != manifest["mode"]:
-        raise BucketrtError(f"the rebuilt model is in {patch.mode} mode, the export in {manifest['mode']} mode", "export again")
+        raise BucketrtError(
+            f"the rebuilt model is in {patch.mode} mode, the export in {manifest['mode']} mode", "export again"
+        )
     if manifest.get("patch_sha256") and manifest["patch_sha256"] != patch.sha256:
         raise BucketrtError(
             "the random tensors regenerated from the seed differ from those exported "

@@ -14,8 +14,8 @@ from urllib.parse import urlparse
 import torch
 
 from .errors import BucketrtError
-from .overrides import apply_overrides
 from .family import Family, family_for, family_named
+from .overrides import apply_overrides
 from .presets import PRESETS
 from .tasks import Task
 
@@ -39,7 +39,8 @@ def _looks_like_path(text: str) -> bool:
         text.startswith((".", "/", "~"))
         or text.endswith(("/", os.sep))
         or text.count("/") > 1
-        or os.sep != "/" and os.sep in text
+        or os.sep != "/"
+        and os.sep in text
         or not _HUB_ID.match(text)
     )
 
@@ -51,10 +52,14 @@ def resolve_source(model: str) -> Source:
     path = Path(model).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise BucketrtError(f"'{model}' is a file, not a model folder", "pass the folder written by save_pretrained")
+            raise BucketrtError(
+                f"'{model}' is a file, not a model folder", "pass the folder written by save_pretrained"
+            )
         return Source("folder", str(path.resolve()))
     if _looks_like_path(model):
-        raise BucketrtError(f"model folder '{model}' does not exist", f"check the path, or use a preset ({', '.join(PRESETS)})")
+        raise BucketrtError(
+            f"model folder '{model}' does not exist", f"check the path, or use a preset ({', '.join(PRESETS)})"
+        )
     return Source("hub", model)
 
 
@@ -110,7 +115,9 @@ def _hub_error(model_id: str, error: Exception) -> BucketrtError:
         if len(chain) > 10:
             break
     if any(isinstance(e, GatedRepoError) for e in chain):
-        return BucketrtError(f"hub model '{model_id}' is gated", "log in with `hf auth login` or download it to a folder")
+        return BucketrtError(
+            f"hub model '{model_id}' is gated", "log in with `hf auth login` or download it to a folder"
+        )
     if any(isinstance(e, (RepositoryNotFoundError, RevisionNotFoundError)) for e in chain):
         return BucketrtError(f"no model '{model_id}' on the hub (or it is private)", _PRESET_HINT)
     detail = " ".join(str(error).split())[:200]
@@ -142,7 +149,9 @@ def load_config(source: Source, overrides: dict | None = None) -> tuple[Family, 
     elif source.kind == "folder":
         folder = Path(source.ref)
         if not folder.is_dir():
-            raise BucketrtError(f"model folder '{folder}' does not exist", "it was moved or deleted since the export; export again")
+            raise BucketrtError(
+                f"model folder '{folder}' does not exist", "it was moved or deleted since the export; export again"
+            )
         family = family_for(_folder_config(folder))
         with quiet_transformers():
             try:
@@ -150,7 +159,9 @@ def load_config(source: Source, overrides: dict | None = None) -> tuple[Family, 
             except BucketrtError:
                 raise
             except Exception as e:
-                raise BucketrtError(f"cannot read the config in '{folder}' ({' '.join(str(e).split())[:200]})") from None
+                raise BucketrtError(
+                    f"cannot read the config in '{folder}' ({' '.join(str(e).split())[:200]})"
+                ) from None
     else:
         local_only = source.local_only or not _hub_reachable()
         with quiet_transformers():

@@ -63,6 +63,8 @@ def task_table(prefix: str, *names: str, classes: dict[str, str] | None = None) 
     if unknown or set(classes) - set(names):
         raise ValueError(f"tasks not in tasks.HEADS or not exported: {unknown or sorted(set(classes) - set(names))}")
     return {
-        name: Task(name, classes.get(name, prefix + HEADS[name].suffix), HEADS[name].outputs, HEADS[name].multiple_choice)
+        name: Task(
+            name, classes.get(name, prefix + HEADS[name].suffix), HEADS[name].outputs, HEADS[name].multiple_choice
+        )
         for name in names
     }

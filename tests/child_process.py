@@ -36,8 +36,14 @@ np.savez(os.path.join(folder, "outputs.npz"), *outputs)
 """
 
 
-def run_op_in_child(op: str, inputs: dict[str, np.ndarray], attrs: dict, env: dict[str, str] | None = None,
-                    set_after_first: dict[str, str] | None = None, cpus: set[int] | None = None) -> list[np.ndarray]:
+def run_op_in_child(
+    op: str,
+    inputs: dict[str, np.ndarray],
+    attrs: dict,
+    env: dict[str, str] | None = None,
+    set_after_first: dict[str, str] | None = None,
+    cpus: set[int] | None = None,
+) -> list[np.ndarray]:
     """run_op(BY_NAME[op], inputs, attrs) in a child process whose environment adds `env`; with
     `set_after_first`, the child runs the op once, sets those variables, and returns a second
     session's run (the first one kept alive, so that the library stays loaded);
@@ -47,9 +53,13 @@ def run_op_in_child(op: str, inputs: dict[str, np.ndarray], attrs: dict, env: di
         child_env = {**os.environ, **(env or {})}
         for name in set_after_first or {}:
             child_env.pop(name, None)
-        done = subprocess.run([sys.executable, "-c", _SCRIPT, folder, op, repr(attrs), repr(set_after_first),
-                               repr(cpus)],
-                              env=child_env, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-c", _SCRIPT, folder, op, repr(attrs), repr(set_after_first), repr(cpus)],
+            env=child_env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stderr[-4000:]
         with np.load(Path(folder, "outputs.npz")) as data:
             return [data[f"arr_{i}"] for i in range(len(data.files))]

@@ -190,8 +190,9 @@ def _mutations(op: str, base: str, inputs: dict, attrs: dict, rng) -> list[tuple
     spec = _spec(op)
 
     def add(suffix, kind, new_inputs=None, new_attrs=None, may_reject=False):
-        out.append((suffix, kind, {**inputs, **(new_inputs or {})}, attrs if new_attrs is None else new_attrs,
-                    may_reject))
+        out.append(
+            (suffix, kind, {**inputs, **(new_inputs or {})}, attrs if new_attrs is None else new_attrs, may_reject)
+        )
 
     add("valid", "valid")
     for name, array in inputs.items():
@@ -216,8 +217,12 @@ def _mutations(op: str, base: str, inputs: dict, attrs: dict, rng) -> list[tuple
                 for huge in HUGE_DIMS[axis % 2 :: 2]:  # the two sizes take turns over the axes
                     shape = list(array.shape)
                     shape[axis], shape[other] = huge, 0
-                    add(f"{name}-dim{axis}-huge{huge}-empty", "dims-huge", {name: np.zeros(shape, array.dtype)},
-                        may_reject=True)
+                    add(
+                        f"{name}-dim{axis}-huge{huge}-empty",
+                        "dims-huge",
+                        {name: np.zeros(shape, array.dtype)},
+                        may_reject=True,
+                    )
         # NaN / Inf in float inputs
         if array.dtype.kind == "f":
             for label, value in (("nan", np.nan), ("inf", np.inf), ("neginf", -np.inf)):
@@ -294,8 +299,16 @@ def generate() -> list[Case]:
                 for k in set(attrs) - set(new_attrs):
                     merged_attrs.pop(k, None)
                 merged_attrs.update({k: v for k, v in new_attrs.items() if repr(attrs.get(k)) != repr(v)})
-            cases.append(Case(f"{base}/combo{i}:{first[0]}+{second[0]}", op, merged_inputs, merged_attrs, "combo",
-                              first[4] or second[4]))
+            cases.append(
+                Case(
+                    f"{base}/combo{i}:{first[0]}+{second[0]}",
+                    op,
+                    merged_inputs,
+                    merged_attrs,
+                    "combo",
+                    first[4] or second[4],
+                )
+            )
     ids = [c.id for c in cases]
     assert len(ids) == len(set(ids)), "fuzz case ids must be unique"
     return cases
@@ -358,7 +371,7 @@ def run_reference(case: Case):
 
 
 def _compare(ort_out: list, ref_out: list) -> str:
-    """"" when the outputs agree (ints exactly, floats to float32/float16 rounding), else why not."""
+    """ "" when the outputs agree (ints exactly, floats to float32/float16 rounding), else why not."""
     if len(ort_out) != len(ref_out):
         return f"{len(ort_out)} outputs, the reference has {len(ref_out)}"
     for i, (got, want) in enumerate(zip(ort_out, ref_out)):
@@ -406,15 +419,21 @@ def judge(case: Case) -> dict:
         # check of the model must then reject it, in the reference's words.
         caught = _model_check_error(case)
         if caught is not None and names(caught, case.op) and "unknown attribute" in caught:
-            verdict.update(verdict="ok", detail=f"raw ORT cannot see the name; bucketrt.ort_session's check says: {caught[:300]}")
+            verdict.update(
+                verdict="ok", detail=f"raw ORT cannot see the name; bucketrt.ort_session's check says: {caught[:300]}"
+            )
         else:
-            verdict.update(verdict="silent-acceptance", detail=f"the reference says: {ref_error[:500]}; the model check: {caught}")
+            verdict.update(
+                verdict="silent-acceptance", detail=f"the reference says: {ref_error[:500]}; the model check: {caught}"
+            )
     elif ref_error is not None:
         verdict.update(verdict="silent-acceptance", detail=f"the reference says: {ref_error[:500]}")
     elif ref_failure is not None:
         # Only where a size limit is in play (huge dims/attributes) is an unverified result passable.
-        verdict.update(verdict="ok" if case.may_reject else "unverified",
-                       detail=f"ORT ran it; the reference could not: {ref_failure[:400]}")
+        verdict.update(
+            verdict="ok" if case.may_reject else "unverified",
+            detail=f"ORT ran it; the reference could not: {ref_failure[:400]}",
+        )
     else:
         why = _compare(ort_out, ref_out)
         verdict.update(verdict="mismatch" if why else "ok", detail=why or "equal to the reference")

@@ -71,10 +71,16 @@ CHUNK_ATTENTION_CASES = [
 
 # ExpertFFN: batch, length, dim, ff, experts, expert_capacity, skew (> 0 crowds expert 0)
 EXPERT_FFN_CASES = [
-    (1, 1, 7, 5, 1, 1, 0.0), (2, 9, 16, 40, 2, 3, 0.0), (3, 40, 24, 96, 8, 6, 2.0), (2, 300, 16, 32, 3, 300, 0.0),
-    (2, 20, 8, 12, 16, 20, 0.0), (2, 10, 8, 12, 4, 0, 0.0),
+    (1, 1, 7, 5, 1, 1, 0.0),
+    (2, 9, 16, 40, 2, 3, 0.0),
+    (3, 40, 24, 96, 8, 6, 2.0),
+    (2, 300, 16, 32, 3, 300, 0.0),
+    (2, 20, 8, 12, 16, 20, 0.0),
+    (2, 10, 8, 12, 4, 0, 0.0),
     # d_ff wide enough to be sliced across workers (uneven last slice), and a single decoding token
-    (2, 9, 24, 300, 3, 9, 0.0), (1, 1, 16, 530, 2, 1, 0.0), (3, 70, 16, 1000, 5, 70, 1.0),
+    (2, 9, 24, 300, 3, 9, 0.0),
+    (1, 1, 16, 530, 2, 1, 0.0),
+    (3, 70, 16, 1000, 5, 70, 1.0),
 ]
 
 
@@ -113,7 +119,13 @@ def lsh_inputs(rng, batch, num_query, num_key, dim, num_hash, capacity, masked=0
     query_hash[query_mask == 0] = -7
     key_hash[key_mask == 0] = capacity + 5
     value = rng.standard_normal((batch, num_key, dim)).astype(np.float32)
-    return {"query_mask": query_mask, "query_hash": query_hash, "key_mask": key_mask, "key_hash": key_hash, "value": value}
+    return {
+        "query_mask": query_mask,
+        "query_hash": query_hash,
+        "key_mask": key_mask,
+        "key_hash": key_hash,
+        "value": value,
+    }
 
 
 def sign_inputs(rng, batch, length, dim, groups, proj_shape, integers=False, masked=0.25):
@@ -210,8 +222,14 @@ def bucket_sum_inputs(rng, groups, rows, dim, num_buckets) -> dict[str, np.ndarr
 
 
 # batch, length, experts, capacity, skew (skew > 0 crowds expert 0: overflow, and experts with no token)
-TOP1_CASES = [(1, 1, 1, 1, 0.0), (2, 7, 2, 2, 0.0), (3, 33, 8, 4, 2.0), (2, 64, 16, 64, 0.0), (4, 10, 3, 0, 0.0),
-              (1, 50, 8, 3, 6.0)]
+TOP1_CASES = [
+    (1, 1, 1, 1, 0.0),
+    (2, 7, 2, 2, 0.0),
+    (3, 33, 8, 4, 2.0),
+    (2, 64, 16, 64, 0.0),
+    (4, 10, 3, 0, 0.0),
+    (1, 50, 8, 3, 6.0),
+]
 
 
 def top1_probs(rng, batch, length, experts, skew=0.0) -> np.ndarray:

@@ -8,12 +8,12 @@ import re
 import numpy as np
 import pytest
 import torch
+from kernel_cases import ARGMAX_CASES, argmax_inputs
 
 from bucketrt.code_sync import CodeSync
 from bucketrt.ops import call, intercept, reference
 from bucketrt.ops.graph import run_op
 from bucketrt.ops.spec import ARGMAX_HASH
-from kernel_cases import ARGMAX_CASES, argmax_inputs
 
 hash_inputs = argmax_inputs  # the grid and inputs the CUDA tests share (kernel_cases.py)
 
@@ -75,7 +75,11 @@ def test_float16_buckets_are_the_widened_inputs_buckets():
     # float32 copies, bit for bit.
     rng = np.random.default_rng(6)
     inputs = hash_inputs(rng, 2, 3, 40, 16, 3, [4, 6])
-    half = {**inputs, "vector": inputs["vector"].astype(np.float16), "projection": inputs["projection"].astype(np.float16)}
+    half = {
+        **inputs,
+        "vector": inputs["vector"].astype(np.float16),
+        "projection": inputs["projection"].astype(np.float16),
+    }
     widened = {**half, "vector": half["vector"].astype(np.float32), "projection": half["projection"].astype(np.float32)}
     (out16,) = run_op(ARGMAX_HASH, half, {"num_hash": 3})
     (out32,) = run_op(ARGMAX_HASH, widened, {"num_hash": 3})
@@ -89,8 +93,15 @@ def test_reference_is_hugging_face_hashing():
     from transformers.models.reformer.modeling_reformer import LSHSelfAttention
 
     for num_buckets, num_hashes in ((8, 3), ([4, 6], 2)):
-        config = ReformerConfig(num_attention_heads=2, attention_head_size=16, hidden_size=32, num_buckets=num_buckets,
-                                num_hashes=num_hashes, hash_seed=7, lsh_attn_chunk_length=4)
+        config = ReformerConfig(
+            num_attention_heads=2,
+            attention_head_size=16,
+            hidden_size=32,
+            num_buckets=num_buckets,
+            num_hashes=num_hashes,
+            hash_seed=7,
+            lsh_attn_chunk_length=4,
+        )
         attn = LSHSelfAttention(config).eval()
         g = torch.Generator().manual_seed(0)
         vectors = torch.randn(3, 2, 20, 16, generator=g)
@@ -101,8 +112,14 @@ def test_reference_is_hugging_face_hashing():
         stride = int(np.prod(sizes)) + 1
         torch.manual_seed(7)
         rotations = torch.randn(2, 16, num_hashes, sum(sizes) // 2)
-        ours = call(ARGMAX_HASH, mask.int(), vectors, rotations.reshape(2, 16, -1), torch.tensor(sizes, dtype=torch.int32),
-                    num_hash=num_hashes)
+        ours = call(
+            ARGMAX_HASH,
+            mask.int(),
+            vectors,
+            rotations.reshape(2, 16, -1),
+            torch.tensor(sizes, dtype=torch.int32),
+            num_hash=num_hashes,
+        )
         offsets = torch.arange(num_hashes)[None, None, :, None] * stride
         assert torch.equal((ours.long() + offsets).flatten(2), hf)
 
@@ -144,8 +161,12 @@ BAD = [
     ("projection-columns", _bad(projection=np.zeros((2, 4, 9), np.float32)), {"num_hash": 2}, "projection"),
     ("sizes-odd", _bad(bucket_sizes=np.array([5, 5], np.int32)), {"num_hash": 2}, "bucket_sizes"),
     ("sizes-dtype", _bad(bucket_sizes=np.array([4, 6], np.int64)), {"num_hash": 2}, "bucket_sizes"),
-    ("sizes-overflow", _bad(bucket_sizes=np.array([65536, 65536], np.int32),
-                            projection=np.zeros((2, 4, 131072), np.float32)), {"num_hash": 2}, "bucket_sizes"),
+    (
+        "sizes-overflow",
+        _bad(bucket_sizes=np.array([65536, 65536], np.int32), projection=np.zeros((2, 4, 131072), np.float32)),
+        {"num_hash": 2},
+        "bucket_sizes",
+    ),
     ("num-hash-zero", _bad(), {"num_hash": 0}, "num_hash"),
     ("num-hash-mismatch", _bad(), {"num_hash": 3}, "projection"),
 ]

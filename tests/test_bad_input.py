@@ -88,10 +88,31 @@ CASES = [
     Case("lsh-query_mask-rank3", LSH_CUMULATION, with_(L, query_mask=L["query_mask"][..., None]), CAP, "query_mask"),
     Case("lsh-key_hash-rank2", LSH_CUMULATION, with_(L, key_hash=L["key_hash"][..., 0]), CAP, "key_hash"),
     Case("lsh-value-rank4", LSH_CUMULATION, with_(L, value=L["value"][None]), CAP, "value"),
-    Case("lsh-query_mask-int64", LSH_CUMULATION, with_(L, query_mask=L["query_mask"].astype(np.int64)), CAP, "query_mask", same_text=False),
-    Case("lsh-key_hash-int64", LSH_CUMULATION, with_(L, key_hash=L["key_hash"].astype(np.int64)), CAP, "key_hash", same_text=False),
+    Case(
+        "lsh-query_mask-int64",
+        LSH_CUMULATION,
+        with_(L, query_mask=L["query_mask"].astype(np.int64)),
+        CAP,
+        "query_mask",
+        same_text=False,
+    ),
+    Case(
+        "lsh-key_hash-int64",
+        LSH_CUMULATION,
+        with_(L, key_hash=L["key_hash"].astype(np.int64)),
+        CAP,
+        "key_hash",
+        same_text=False,
+    ),
     Case("lsh-value-int32", LSH_CUMULATION, with_(L, value=L["value"].astype(np.int32)), CAP, "value", same_text=False),
-    Case("lsh-value-float64", LSH_CUMULATION, with_(L, value=L["value"].astype(np.float64)), CAP, "value", same_text=False),
+    Case(
+        "lsh-value-float64",
+        LSH_CUMULATION,
+        with_(L, value=L["value"].astype(np.float64)),
+        CAP,
+        "value",
+        same_text=False,
+    ),
     # LSHCumulation: dims that disagree
     Case("lsh-key_mask-batch", LSH_CUMULATION, with_(L, key_mask=L["key_mask"][:1]), CAP, "key_mask"),
     Case("lsh-value-batch", LSH_CUMULATION, with_(L, value=L["value"][:1]), CAP, "value"),
@@ -111,20 +132,59 @@ CASES = [
     Case("lsh-deterministic-negative", LSH_CUMULATION, L, {**CAP, "deterministic": -1}, "deterministic"),
     # LSHCumulation: codes of live rows outside [0, capacity)
     Case("lsh-key-code-700", LSH_CUMULATION, with_code("key_hash", (1, 2, 1), 700), CAP, "key_hash", same_text=False),
-    Case("lsh-key-code-capacity", LSH_CUMULATION, with_code("key_hash", (0, 0, 0), 8), CAP, "key_hash", same_text=False),
-    Case("lsh-query-code-negative", LSH_CUMULATION, with_code("query_hash", (1, 0, 1), -1), CAP, "query_hash", same_text=False),
-    Case("lsh-query-code-int-min", LSH_CUMULATION, with_code("query_hash", (0, 2, 0), -(2**31)), CAP, "query_hash", same_text=False),
+    Case(
+        "lsh-key-code-capacity", LSH_CUMULATION, with_code("key_hash", (0, 0, 0), 8), CAP, "key_hash", same_text=False
+    ),
+    Case(
+        "lsh-query-code-negative",
+        LSH_CUMULATION,
+        with_code("query_hash", (1, 0, 1), -1),
+        CAP,
+        "query_hash",
+        same_text=False,
+    ),
+    Case(
+        "lsh-query-code-int-min",
+        LSH_CUMULATION,
+        with_code("query_hash", (0, 2, 0), -(2**31)),
+        CAP,
+        "query_hash",
+        same_text=False,
+    ),
     # SignHash: ranks and dtypes
     Case("sign-mask-rank3", SIGN_HASH, with_(S, mask=S["mask"][..., None]), SIGN, "mask"),
     Case("sign-vector-rank2", SIGN_HASH, with_(S, vector=S["vector"][0]), SIGN, "vector"),
     Case("sign-projection-rank2", SIGN_HASH, with_(S, projection=S["projection"][0]), SIGN, "projection"),
     Case("sign-mask-int64", SIGN_HASH, with_(S, mask=S["mask"].astype(np.int64)), SIGN, "mask", same_text=False),
-    Case("sign-vector-int32", SIGN_HASH, with_(S, vector=S["vector"].astype(np.int32)), SIGN, "vector", same_text=False),
-    Case("sign-projection-float16-vector-float32", SIGN_HASH, with_(S, projection=S["projection"].astype(np.float16)),
-         SIGN, "projection", same_text=False, kernel_names_culprit=False),
-    Case("sign-vector-float16-projection-float32", SIGN_HASH, with_(S, vector=S["vector"].astype(np.float16)),
-         SIGN, "projection", same_text=False, kernel_names_culprit=False),
-    Case("sign-projection-float64", SIGN_HASH, with_(S, projection=S["projection"].astype(np.float64)), SIGN, "projection", same_text=False),
+    Case(
+        "sign-vector-int32", SIGN_HASH, with_(S, vector=S["vector"].astype(np.int32)), SIGN, "vector", same_text=False
+    ),
+    Case(
+        "sign-projection-float16-vector-float32",
+        SIGN_HASH,
+        with_(S, projection=S["projection"].astype(np.float16)),
+        SIGN,
+        "projection",
+        same_text=False,
+        kernel_names_culprit=False,
+    ),
+    Case(
+        "sign-vector-float16-projection-float32",
+        SIGN_HASH,
+        with_(S, vector=S["vector"].astype(np.float16)),
+        SIGN,
+        "projection",
+        same_text=False,
+        kernel_names_culprit=False,
+    ),
+    Case(
+        "sign-projection-float64",
+        SIGN_HASH,
+        with_(S, projection=S["projection"].astype(np.float64)),
+        SIGN,
+        "projection",
+        same_text=False,
+    ),
     # SignHash: dims that disagree
     Case("sign-vector-batch", SIGN_HASH, with_(S, vector=S["vector"][:2]), SIGN, "vector"),
     Case("sign-vector-N", SIGN_HASH, with_(S, vector=S["vector"][:, :4]), SIGN, "vector"),
@@ -132,7 +192,13 @@ CASES = [
     Case("sign-groups-not-dividing-batch", SIGN_HASH, sign_inputs(proj=(2, 3, 16)), SIGN, "projection"),
     # SignHash: hadamard constraints
     Case("sign-hadamard-D-not-pow2", SIGN_HASH, sign_inputs(dim=24, proj=(1, 3, 24)), SIGN, "vector"),
-    Case("sign-hadamard-L-above-D", SIGN_HASH, sign_inputs(dim=8, proj=(1, 3, 8)), {"num_hash": 1, "hash_code_len": 9}, "hash_code_len"),
+    Case(
+        "sign-hadamard-L-above-D",
+        SIGN_HASH,
+        sign_inputs(dim=8, proj=(1, 3, 8)),
+        {"num_hash": 1, "hash_code_len": 9},
+        "hash_code_len",
+    ),
     Case("sign-hadamard-projection-rows", SIGN_HASH, sign_inputs(proj=(1, 2, 16)), SIGN, "projection"),
     Case("sign-hadamard-projection-D", SIGN_HASH, sign_inputs(proj=(1, 3, 32)), SIGN, "projection"),
     Case("sign-hadamard-projection-parts", SIGN_HASH, S, {"num_hash": 5, "hash_code_len": 4}, "projection"),
@@ -158,8 +224,14 @@ CASES = [
     Case("sign-code-len-floats", SIGN_HASH, S, {"num_hash": 4, "hash_code_len": [1.5, 2.0]}, "hash_code_len"),
     Case("sign-transform-list", SIGN_HASH, S, {**SIGN, "transform": [1, 2]}, "transform"),
     # A tensor attribute (the reference prints the TensorProto, the kernels "a tensor").
-    Case("sign-num-hash-tensor", SIGN_HASH, S, {"num_hash": numpy_helper.from_array(np.array([4], np.int64)),
-                                                "hash_code_len": 4}, "num_hash", same_text=False),
+    Case(
+        "sign-num-hash-tensor",
+        SIGN_HASH,
+        S,
+        {"num_hash": numpy_helper.from_array(np.array([4], np.int64)), "hash_code_len": 4},
+        "num_hash",
+        same_text=False,
+    ),
     Case("chunk-before-2^61", SORTED_CHUNK_ATTENTION, C, {**CHUNK, "chunks_before": 2**61}, "chunks_before"),
     Case("chunk-after-65", SORTED_CHUNK_ATTENTION, C, {**CHUNK, "chunks_after": 65}, "chunks_after"),
     Case("chunk-length-2^31", SORTED_CHUNK_ATTENTION, C, {"chunk_length": 2**31}, "chunk_length"),
@@ -214,13 +286,15 @@ def test_kernel_and_reference_say_the_same():
 
 def test_valid_calls_still_work_after_errors():
     for case in CASES:
-        with pytest.raises(Exception):
+        with pytest.raises(Exception, match=case.spec.name):
             run_op(case.spec, case.inputs, case.attrs)
     (out,) = run_op(LSH_CUMULATION, L, CAP)
     expected = reference.lsh_cumulation(*(torch.from_numpy(a) for a in L.values()), **CAP).numpy()
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
     (codes,) = run_op(SIGN_HASH, S, SIGN)
-    np.testing.assert_array_equal(codes, reference.sign_hash(*(torch.from_numpy(a) for a in S.values()), **SIGN).numpy())
+    np.testing.assert_array_equal(
+        codes, reference.sign_hash(*(torch.from_numpy(a) for a in S.values()), **SIGN).numpy()
+    )
 
 
 def test_bucket_sum_rejects_out_of_range_buckets():
@@ -250,7 +324,9 @@ def test_a_far_unknown_name_is_rejected_where_the_runtime_shows_it():
     with pytest.raises(ValueError, match=r"SignHash: unknown attribute\(s\) \['bits'\]"):
         run_reference(Case("far", SIGN_HASH, S, {**SIGN, "bits": 3}, "bits"))
     (codes,) = run_op(SIGN_HASH, S, {**SIGN, "bits": 3})
-    np.testing.assert_array_equal(codes, reference.sign_hash(*(torch.from_numpy(a) for a in S.values()), **SIGN).numpy())
+    np.testing.assert_array_equal(
+        codes, reference.sign_hash(*(torch.from_numpy(a) for a in S.values()), **SIGN).numpy()
+    )
 
 
 def test_sorted_chunk_attention_runs_at_the_largest_window():
@@ -258,7 +334,9 @@ def test_sorted_chunk_attention_runs_at_the_largest_window():
     # many times (the reference counts a key once per appearance); the kernel agrees and is quick.
     attrs = {**CHUNK, "chunks_before": 64, "chunks_after": 64}
     (out,) = run_op(SORTED_CHUNK_ATTENTION, C, attrs)
-    expected = reference.sorted_chunk_attention(*(torch.from_numpy(C[t.name]) for t in SORTED_CHUNK_ATTENTION.inputs), **attrs)
+    expected = reference.sorted_chunk_attention(
+        *(torch.from_numpy(C[t.name]) for t in SORTED_CHUNK_ATTENTION.inputs), **attrs
+    )
     np.testing.assert_allclose(out, expected.numpy(), rtol=1e-5, atol=1e-5)
 
 

@@ -21,15 +21,31 @@ def test_plans_reject_sizes_that_overflow_without_undefined_behaviour(tmp_path):
         pytest.skip("needs a C++ compiler")
     generated = tmp_path / "generated" / "bucketrt"
     generated.mkdir(parents=True)
-    subprocess.run([sys.executable, str(ROOT / "src/bucketrt/ops/spec.py"), "header", str(generated / "op_specs.h")],
-                   check=True)
+    subprocess.run(
+        [sys.executable, str(ROOT / "src/bucketrt/ops/spec.py"), "header", str(generated / "op_specs.h")], check=True
+    )
     driver = tmp_path / "checked_sizes_check"
     build = subprocess.run(
-        [compiler, "-std=c++17", "-O1", "-fsanitize=undefined", "-fno-sanitize-recover=undefined",
-         "-I", str(tmp_path / "generated"), "-I", str(ROOT / "plugins/include"), "-I", str(ROOT / "plugins"),
-         str(ROOT / "tests/checked_sizes_check.cc"), *[str(ROOT / f"plugins/cpu/{s}.cc") for s in SOURCES],
-         "-o", str(driver)],
-        capture_output=True, text=True)
+        [
+            compiler,
+            "-std=c++17",
+            "-O1",
+            "-fsanitize=undefined",
+            "-fno-sanitize-recover=undefined",
+            "-I",
+            str(tmp_path / "generated"),
+            "-I",
+            str(ROOT / "plugins/include"),
+            "-I",
+            str(ROOT / "plugins"),
+            str(ROOT / "tests/checked_sizes_check.cc"),
+            *[str(ROOT / f"plugins/cpu/{s}.cc") for s in SOURCES],
+            "-o",
+            str(driver),
+        ],
+        capture_output=True,
+        text=True,
+    )
     if build.returncode != 0 and "sanitize" in build.stderr and "cannot find" in build.stderr:
         pytest.skip("the compiler has no UBSan runtime")
     assert build.returncode == 0, build.stderr

@@ -60,8 +60,21 @@ def classifier_folder(tmp_path_factory):
 def tiny_export(tmp_path_factory):
     """yoso-tiny exported in-process through the CLI, with an override and --mask-padding."""
     out = tmp_path_factory.mktemp("cli-tiny")
-    result = invoke("export", "--model", "yoso-tiny", out, "--task", "token-classification", "--seed", 5,
-                    "--config-override", "conv_window=3", "--config-override", "num_hash=8", "--mask-padding")
+    result = invoke(
+        "export",
+        "--model",
+        "yoso-tiny",
+        out,
+        "--task",
+        "token-classification",
+        "--seed",
+        5,
+        "--config-override",
+        "conv_window=3",
+        "--config-override",
+        "num_hash=8",
+        "--mask-padding",
+    )
     assert result.exit_code == 0, result.output
     return out
 
@@ -172,7 +185,7 @@ def test_unsupported_model_type_console_script(tmp_path):
         (["--task", "translation"], "unknown task 'translation' for yoso models; choose one of: feature-extraction"),
         (["--config-override", "no_such_field=3"], "unknown config key 'no_such_field'"),
         (["--config-override", "num_hash"], "bad config override 'num_hash'"),
-        (["--config-override", "use_expectation=\"yes\""], "bad config override"),
+        (["--config-override", 'use_expectation="yes"'], "bad config override"),
         (["--opset", "9"], "opset 9 is not supported"),
     ],
 )
@@ -191,7 +204,9 @@ def test_export_missing_folder_and_offline_hub(tmp_path, monkeypatch):
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     result = invoke("export", "--model", "someone/yoso-not-cached", tmp_path / "out")
     assert result.exit_code == 2
-    assert_one_error_line(result.stderr, "cannot reach the hub for 'someone/yoso-not-cached'; pass a local folder or a preset")
+    assert_one_error_line(
+        result.stderr, "cannot reach the hub for 'someone/yoso-not-cached'; pass a local folder or a preset"
+    )
 
 
 def test_check_without_manifest(tmp_path):
@@ -234,7 +249,11 @@ def test_ops_lists_catalogue_with_backends():
 
     result = invoke("ops")
     assert result.exit_code == 0, result.output
-    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.startswith("│") and line.split("│")[1].strip()}
+    rows = {
+        line.split("│")[1].strip(): line
+        for line in result.stdout.splitlines()
+        if line.startswith("│") and line.split("│")[1].strip()
+    }
     assert {op.name for op in OPS} <= set(rows)
     for op in OPS:
         assert "bucketrt" in rows[op.name] and "ort-cpu" in rows[op.name]

@@ -9,6 +9,9 @@ from click.testing import CliRunner
 
 from bucketrt.cli.main import main
 
+# Slow: Reformer exported and checked through the CLI (`-m 'not slow'` leaves this file out).
+pytestmark = pytest.mark.slow
+
 
 def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
@@ -39,8 +42,18 @@ def test_check_passes_with_hash_codes_audited(tiny_export, length):
 
 def test_other_tasks_and_num_buckets_none_export(tmp_path):
     out = tmp_path / "qa"
-    result = invoke("export", "--model", "reformer-tiny", out, "--task", "question-answering",
-                    "--config-override", "is_decoder=false", "--config-override", "num_buckets=null")
+    result = invoke(
+        "export",
+        "--model",
+        "reformer-tiny",
+        out,
+        "--task",
+        "question-answering",
+        "--config-override",
+        "is_decoder=false",
+        "--config-override",
+        "num_buckets=null",
+    )
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "bucketrt.json").read_text())
     # 2 * 512 / 16 = 64 buckets, above the limit 2 * max(sqrt(512 / 16), 16) = 32: factorised.
@@ -63,5 +76,9 @@ def test_crime_and_punishment_preset_is_that_architecture():
     assert (config["axial_pos_shape"], config["axial_pos_embds_dim"]) == ([512, 1024], [64, 192])
     assert (config["hidden_size"], config["num_attention_heads"], config["attention_head_size"]) == (256, 2, 64)
     assert (config["num_buckets"], config["num_hashes"], config["vocab_size"]) == ([64, 128], 1, 320)
-    assert (config["lsh_attn_chunk_length"], config["local_attn_chunk_length"], config["feed_forward_size"]) == (64, 64, 512)
+    assert (config["lsh_attn_chunk_length"], config["local_attn_chunk_length"], config["feed_forward_size"]) == (
+        64,
+        64,
+        512,
+    )
     assert config["is_decoder"] and config["max_position_embeddings"] == 524288

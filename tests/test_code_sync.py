@@ -55,7 +55,15 @@ def test_codes_are_matched_by_agreement_not_order_and_non_hash_ops_pass_through(
         assert np.array_equal(call(SIGN_HASH, mask, q, PROJECTION, **ATTRS).numpy(), q_codes)
         assert np.array_equal(call(SIGN_HASH, mask, k, PROJECTION, **ATTRS).numpy(), k_codes)
         value = torch.randn(1, 50, 3, generator=g)
-        out = call(LSH_CUMULATION, mask, torch.from_numpy(q_codes), mask, torch.from_numpy(k_codes), value, hashtable_capacity=4)
+        out = call(
+            LSH_CUMULATION,
+            mask,
+            torch.from_numpy(q_codes),
+            mask,
+            torch.from_numpy(k_codes),
+            value,
+            hashtable_capacity=4,
+        )
     assert out.dtype == torch.float32 and sync.calls == 2 and sync.complete and sync.ok and sync.differing == 0
 
 

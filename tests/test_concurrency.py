@@ -31,33 +31,49 @@ def lsh(rng):
     b, n, m, d, cap = 3, 160, 8, 40, 64
     mask = (rng.random((b, n)) > 0.2).astype(np.int32)
     codes = rng.integers(0, cap, (b, n, m), dtype=np.int32)
-    return {"query_mask": mask, "query_hash": codes, "key_mask": mask[:, ::-1].copy(),
-            "key_hash": rng.integers(0, cap, (b, n, m), dtype=np.int32), "value": _f32(rng, b, n, d)}, {
-        "hashtable_capacity": cap}
+    return {
+        "query_mask": mask,
+        "query_hash": codes,
+        "key_mask": mask[:, ::-1].copy(),
+        "key_hash": rng.integers(0, cap, (b, n, m), dtype=np.int32),
+        "value": _f32(rng, b, n, d),
+    }, {"hashtable_capacity": cap}
 
 
 def sign(rng):
-    return {"mask": np.ones((4, 64), np.int32), "vector": _f32(rng, 4, 64, 32),
-            "projection": np.where(rng.random((2, 6, 32)) > 0.5, 1.0, -1.0).astype(np.float32)}, {
-        "num_hash": 8, "hash_code_len": 8}
+    return {
+        "mask": np.ones((4, 64), np.int32),
+        "vector": _f32(rng, 4, 64, 32),
+        "projection": np.where(rng.random((2, 6, 32)) > 0.5, 1.0, -1.0).astype(np.float32),
+    }, {"num_hash": 8, "hash_code_len": 8}
 
 
 def argmax(rng):
-    return {"mask": np.ones((2, 48), np.int32), "vector": _f32(rng, 2, 3, 48, 16),
-            "projection": _f32(rng, 3, 16, 2 * 4), "bucket_sizes": np.array([8], np.int32)}, {"num_hash": 2}
+    return {
+        "mask": np.ones((2, 48), np.int32),
+        "vector": _f32(rng, 2, 3, 48, 16),
+        "projection": _f32(rng, 3, 16, 2 * 4),
+        "bucket_sizes": np.array([8], np.int32),
+    }, {"num_hash": 2}
 
 
 def chunk(rng):
     b, h, n, d, r = 2, 2, 64, 16, 2
-    return {"query": _f32(rng, b, h, n, d), "key": _f32(rng, b, h, n, d), "value": _f32(rng, b, h, n, d),
-            "mask": (rng.random((b, n)) > 0.1).astype(np.int32),
-            "buckets": rng.integers(0, 8, (b, h, r, n), dtype=np.int32)}, {
-        "chunk_length": 8, "chunks_before": 1, "chunks_after": 1, "causal": 1}
+    return {
+        "query": _f32(rng, b, h, n, d),
+        "key": _f32(rng, b, h, n, d),
+        "value": _f32(rng, b, h, n, d),
+        "mask": (rng.random((b, n)) > 0.1).astype(np.int32),
+        "buckets": rng.integers(0, 8, (b, h, r, n), dtype=np.int32),
+    }, {"chunk_length": 8, "chunks_before": 1, "chunks_after": 1, "causal": 1}
 
 
 def bucket_sum(rng):
-    return {"bucket": rng.integers(0, 16, (4, 100), dtype=np.int32), "weight": _f32(rng, 4, 100),
-            "vector": _f32(rng, 4, 100, 24)}, {"num_buckets": 16}
+    return {
+        "bucket": rng.integers(0, 16, (4, 100), dtype=np.int32),
+        "weight": _f32(rng, 4, 100),
+        "vector": _f32(rng, 4, 100, 24),
+    }, {"num_buckets": 16}
 
 
 def top1(rng):
@@ -70,13 +86,26 @@ def expert_ffn(rng):
     b, s, d, f, e = 2, 30, 16, 300, 4
     order = rng.permutation(b * s).astype(np.int32)
     counts = np.array([15, 0, 20, 18], np.int32)
-    order[counts.sum():] = -1
-    return {"hidden": _f32(rng, b, s, d), "order": order.reshape(b, s), "counts": counts, "gate": _f32(rng, b, s),
-            "wi": _f32(rng, e, f, d), "wo": _f32(rng, e, d, f)}, {"activation": "gelu"}
+    order[counts.sum() :] = -1
+    return {
+        "hidden": _f32(rng, b, s, d),
+        "order": order.reshape(b, s),
+        "counts": counts,
+        "gate": _f32(rng, b, s),
+        "wi": _f32(rng, e, f, d),
+        "wo": _f32(rng, e, d, f),
+    }, {"activation": "gelu"}
 
 
-MAKERS = {"LSHCumulation": lsh, "SignHash": sign, "ArgmaxHash": argmax, "SortedChunkAttention": chunk,
-          "BucketSum": bucket_sum, "Top1Dispatch": top1, "ExpertFFN": expert_ffn}
+MAKERS = {
+    "LSHCumulation": lsh,
+    "SignHash": sign,
+    "ArgmaxHash": argmax,
+    "SortedChunkAttention": chunk,
+    "BucketSum": bucket_sum,
+    "Top1Dispatch": top1,
+    "ExpertFFN": expert_ffn,
+}
 INPUTS_PER_OP = 16
 
 
@@ -141,10 +170,12 @@ def test_rss_flat_over_thousands_of_runs():
     for op in sorted(MAKERS):
         feeds, attrs = _feeds(op)
         sessions.append((_session(op, attrs, 2), feeds[:4]))
+
     def run(rounds):
         for r in range(rounds):
             for session, feeds in sessions:
                 session.run(None, feeds[r % len(feeds)])
+
     runs_per_round = len(sessions)
     run(300 // runs_per_round + 1)
     before = _rss_bytes()

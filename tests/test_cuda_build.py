@@ -89,7 +89,9 @@ def test_bucketrt_ops_shows_the_cuda_backend():
 
     result = CliRunner().invoke(main, ["ops"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    lines = {line.split()[1]: line for line in result.output.splitlines() if line.startswith("│ ") and len(line.split()) > 2}
+    lines = {
+        line.split()[1]: line for line in result.output.splitlines() if line.startswith("│ ") and len(line.split()) > 2
+    }
     for name in CUDA_OPS:
         assert ("ort-cuda" in lines[name]) == _built_with_cuda(), lines[name]
 
@@ -130,7 +132,9 @@ def test_cpu_sessions_run_with_the_cuda_kernels_registered():
         "value": rng.standard_normal((2, 4, 8)).astype(np.float32),
     }
     (out32,) = run_op(LSH_CUMULATION, inputs, {"hashtable_capacity": 8})
-    (out16,) = run_op(LSH_CUMULATION, {**inputs, "value": inputs["value"].astype(np.float16)}, {"hashtable_capacity": 8})
+    (out16,) = run_op(
+        LSH_CUMULATION, {**inputs, "value": inputs["value"].astype(np.float16)}, {"hashtable_capacity": 8}
+    )
     assert out32.dtype == np.float32 and out16.dtype == np.float16
     np.testing.assert_allclose(out16.astype(np.float32), out32, atol=2e-3 * max(1.0, np.abs(out32).max()))
 
@@ -150,8 +154,9 @@ def test_cuda_harness_fails_cleanly_without_a_gpu():
     out_dtypes, out_ranks, out_dims = (ctypes.c_int * 8)(), (ctypes.c_int * 8)(), (ctypes.c_int64 * 32)()
 
     def plan(attrs: bytes) -> str:
-        return lib.BucketrtCudaPlan(b"SignHash", 3, dtypes, ranks, dims, attrs, 0, ctypes.byref(workspace), 8,
-                                    out_dtypes, out_ranks, out_dims).decode()
+        return lib.BucketrtCudaPlan(
+            b"SignHash", 3, dtypes, ranks, dims, attrs, 0, ctypes.byref(workspace), 8, out_dtypes, out_ranks, out_dims
+        ).decode()
 
     # The spec checks come first and need no device; the device is reached only by a valid call.
     assert plan(b"num_hash=i:2;hash_code_len=i:31") == "SignHash: attribute 'hash_code_len' must be <= 30, got 31"
@@ -159,7 +164,9 @@ def test_cuda_harness_fails_cleanly_without_a_gpu():
     assert plan(b"num_hash=i:2;hash_code_len=i:4").startswith("SignHash: CUDA error in selecting the device: ")
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: tests/test_kernels_cuda.py runs these with data")
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="a GPU is present: tests/test_kernels_cuda.py runs these with data"
+)
 def test_cuda_harness_rejects_bad_input_with_the_references_words():
     # Without a GPU the harness still runs every check that needs no data (spec, attributes, op
     # shapes): test_bad_input.py's cases get the reference's words, as on the CPU backend.
@@ -195,7 +202,9 @@ def test_cuda_harness_rejects_bad_input_with_the_references_words():
     assert checked >= len(bad.CASES) - 4
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: tests/test_kernels_cuda.py runs these with data")
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="a GPU is present: tests/test_kernels_cuda.py runs these with data"
+)
 def test_cuda_harness_checks_the_hashing_and_routing_ops_without_a_gpu():
     # ArgmaxHash, BucketSum, Top1Dispatch: shape and attribute errors in the reference's words before
     # any device is needed; a valid call reaches the device (and fails cleanly here).
@@ -228,9 +237,11 @@ def test_cuda_harness_checks_the_hashing_and_routing_ops_without_a_gpu():
         with pytest.raises(ValueError) as ref:
             reference.REFERENCES[op](*tensors, **attrs)
         assert str(ref.value) in message, (op, message)
-    for op, tensors, attrs in [("Top1Dispatch", [probs.half()], {"expert_capacity": 2}),
-                               ("ArgmaxHash", [mask, x, rotations, sizes], {"num_hash": 2}),
-                               ("BucketSum", [ids, weight, vector], {"num_buckets": 4})]:
+    for op, tensors, attrs in [
+        ("Top1Dispatch", [probs.half()], {"expert_capacity": 2}),
+        ("ArgmaxHash", [mask, x, rotations, sizes], {"num_hash": 2}),
+        ("BucketSum", [ids, weight, vector], {"num_buckets": 4}),
+    ]:
         assert plan(op, tensors, attrs).startswith(f"{op}: CUDA error in "), op
 
 

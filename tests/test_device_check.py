@@ -49,8 +49,11 @@ def _run(tmp_path: Path, sanitizer: str) -> tuple[subprocess.CompletedProcess, d
         pytest.skip("needs bash and coreutils' timeout")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name, text in {"nvidia-smi": 'echo "NVIDIA H200, 570.86, 143771 MiB, 1980 MHz"\n',
-                       "compute-sanitizer": sanitizer, "python": FAKE_PYTHON}.items():
+    for name, text in {
+        "nvidia-smi": 'echo "NVIDIA H200, 570.86, 143771 MiB, 1980 MHz"\n',
+        "compute-sanitizer": sanitizer,
+        "python": FAKE_PYTHON,
+    }.items():
         path = bin_dir / name
         path.write_text(text if text.startswith("#!") else "#!/bin/bash\n" + text)
         path.chmod(0o755)
@@ -59,8 +62,13 @@ def _run(tmp_path: Path, sanitizer: str) -> tuple[subprocess.CompletedProcess, d
     library.write_bytes(b"")
     (library.parent / "libbucketrt_cuda_harness.so").write_bytes(b"")  # where a harness library is looked for
     out = tmp_path / "out"
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHON": str(bin_dir / "python"),
-           "OUT": str(out), "BUCKETRT_LIBRARY": str(library)}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "PYTHON": str(bin_dir / "python"),
+        "OUT": str(out),
+        "BUCKETRT_LIBRARY": str(library),
+    }
     start = time.monotonic()
     result = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, env=env, timeout=120)
     elapsed = time.monotonic() - start

@@ -17,6 +17,9 @@ from click.testing import CliRunner
 
 from bucketrt.cli.main import main
 
+# Slow: fp16 exports of every family checked against the fp32 reference (`-m 'not slow'` leaves this file out).
+pytestmark = pytest.mark.slow
+
 
 def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
@@ -25,7 +28,9 @@ def invoke(*args):
 @pytest.fixture(scope="module")
 def fp16_export(tmp_path_factory):
     out = tmp_path_factory.mktemp("fp16") / "yoso"
-    result = invoke("export", "--model", "yoso-tiny", out, "--config-override", "use_expectation=true", "--dtype", "fp16")
+    result = invoke(
+        "export", "--model", "yoso-tiny", out, "--config-override", "use_expectation=true", "--dtype", "fp16"
+    )
     assert result.exit_code == 0, result.output
     assert "; fp16; bucketrt ops: standard ONNX only" in result.stdout
     return out
@@ -41,8 +46,11 @@ def test_fp16_export_has_float16_weights_and_outputs(fp16_export):
     assert {p.key: p.value for p in model.metadata_props}["bucketrt.dtype"] == "fp16"
     # Every weight is float16 (scalar constants are typed as the model's code types them: HF's
     # YOSO makes its attention mask float32).
-    weights = [i for i in model.graph.initializer if i.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
-               and int(np.prod(i.dims)) > 1]
+    weights = [
+        i
+        for i in model.graph.initializer
+        if i.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16) and int(np.prod(i.dims)) > 1
+    ]
     assert weights and all(i.data_type == onnx.TensorProto.FLOAT16 for i in weights)
 
 
@@ -75,7 +83,11 @@ def test_fp16_export_with_float16_ops_checks_against_the_fp32_reference(tmp_path
 
 @pytest.mark.parametrize(
     "preset,overrides,length",
-    [("reformer-tiny", (), 64), ("switch-tiny", (), 24), ("lsg-bert-tiny", ("--config-override", "sparsity_type=lsh"), 100)],
+    [
+        ("reformer-tiny", (), 64),
+        ("switch-tiny", (), 24),
+        ("lsg-bert-tiny", ("--config-override", "sparsity_type=lsh"), 100),
+    ],
 )
 def test_fp16_exports_of_every_family_check_against_the_fp32_reference(tmp_path, preset, overrides, length):
     out = tmp_path / preset
@@ -91,8 +103,10 @@ def test_fp16_export_of_a_model_with_float32_only_ops_is_refused(tmp_path, monke
 
     import bucketrt.exporter.onnx_export as onnx_export
 
-    float32_only = {name: dataclasses.replace(op, float_types=("float32",)) if name == "ArgmaxHash" else op
-                    for name, op in onnx_export.BY_NAME.items()}
+    float32_only = {
+        name: dataclasses.replace(op, float_types=("float32",)) if name == "ArgmaxHash" else op
+        for name, op in onnx_export.BY_NAME.items()
+    }
     monkeypatch.setattr(onnx_export, "BY_NAME", float32_only)
     result = invoke("export", "--model", "reformer-tiny", tmp_path / "out", "--dtype", "fp16")
     assert result.exit_code == 2
@@ -114,13 +128,23 @@ def test_unknown_dtype():
 def test_check_feeds_the_graph_types_and_the_reference_the_same_values_in_float32():
     from bucketrt.check import typed_feeds as _typed_feeds
 
-    entry = {"inputs": [
-        {"name": "input_ids", "dtype": "int64", "shape": ["batch_size", "decoder_sequence_length"]},
-        {"name": "encoder_hidden_states", "dtype": "float16", "shape": ["batch_size", "encoder_sequence_length", 4]},
-    ]}
+    entry = {
+        "inputs": [
+            {"name": "input_ids", "dtype": "int64", "shape": ["batch_size", "decoder_sequence_length"]},
+            {
+                "name": "encoder_hidden_states",
+                "dtype": "float16",
+                "shape": ["batch_size", "encoder_sequence_length", 4],
+            },
+        ]
+    }
     states = np.random.default_rng(0).standard_normal((1, 3, 4)).astype(np.float32)
     ids = np.arange(3, dtype=np.int64)[None]
     backend, reference = _typed_feeds(entry, {"input_ids": ids, "encoder_hidden_states": states})
-    assert backend["encoder_hidden_states"].dtype == np.float16 and reference["encoder_hidden_states"].dtype == np.float32
-    np.testing.assert_array_equal(reference["encoder_hidden_states"], backend["encoder_hidden_states"].astype(np.float32))
+    assert (
+        backend["encoder_hidden_states"].dtype == np.float16 and reference["encoder_hidden_states"].dtype == np.float32
+    )
+    np.testing.assert_array_equal(
+        reference["encoder_hidden_states"], backend["encoder_hidden_states"].astype(np.float32)
+    )
     assert backend["input_ids"] is reference["input_ids"] or np.array_equal(backend["input_ids"], ids)

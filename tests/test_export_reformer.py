@@ -12,9 +12,12 @@ import pytest
 import torch
 
 import bucketrt
-from bucketrt.exporter.family import family_named
 from bucketrt.exporter.families.reformer import ReformerGraph, max_length, resolve_num_buckets, sample_rotations
+from bucketrt.exporter.family import family_named
 from bucketrt.runtime import greedy_generate
+
+# Slow: exports compared with Hugging Face, greedy generation (`-m 'not slow'` leaves this file out).
+pytestmark = pytest.mark.slow
 
 TOL = 1e-4
 LENGTHS = (3, 8, 13, 40)  # <= every chunk; = k * lcm; padded by HF; several LSH chunks per round
@@ -24,12 +27,31 @@ def config(**kw):
     from transformers import ReformerConfig
 
     base = dict(
-        vocab_size=64, hidden_size=32, num_attention_heads=2, attention_head_size=16, num_hidden_layers=3,
-        attn_layers=["local", "lsh", "lsh"], axial_pos_shape=[8, 16], axial_pos_embds_dim=[16, 16],
-        feed_forward_size=64, lsh_attn_chunk_length=8, local_attn_chunk_length=4, lsh_num_chunks_before=1,
-        lsh_num_chunks_after=0, local_num_chunks_before=1, local_num_chunks_after=0, num_buckets=4,
-        num_hashes=1, hash_seed=5, is_decoder=False, max_position_embeddings=128, hidden_dropout_prob=0.0,
-        pad_token_id=0, eos_token_id=None, num_labels=2, initializer_range=0.5,
+        vocab_size=64,
+        hidden_size=32,
+        num_attention_heads=2,
+        attention_head_size=16,
+        num_hidden_layers=3,
+        attn_layers=["local", "lsh", "lsh"],
+        axial_pos_shape=[8, 16],
+        axial_pos_embds_dim=[16, 16],
+        feed_forward_size=64,
+        lsh_attn_chunk_length=8,
+        local_attn_chunk_length=4,
+        lsh_num_chunks_before=1,
+        lsh_num_chunks_after=0,
+        local_num_chunks_before=1,
+        local_num_chunks_after=0,
+        num_buckets=4,
+        num_hashes=1,
+        hash_seed=5,
+        is_decoder=False,
+        max_position_embeddings=128,
+        hidden_dropout_prob=0.0,
+        pad_token_id=0,
+        eos_token_id=None,
+        num_labels=2,
+        initializer_range=0.5,
     )
     return ReformerConfig(**{**base, **kw})
 
@@ -45,8 +67,11 @@ _CASES = [
     ("bidirectional-h1", BIDIRECTIONAL, "question-answering"),
     ("bidirectional-h1", BIDIRECTIONAL, "feature-extraction"),
     # All-LSH layers with ordinary (not axial) position embeddings; all-local layers (no hashing).
-    ("lsh-only-plain-positions", dict(attn_layers=["lsh", "lsh"], num_hidden_layers=2, axial_pos_embds=False,
-                                      num_hashes=2, num_buckets=[2, 2]), "feature-extraction"),
+    (
+        "lsh-only-plain-positions",
+        dict(attn_layers=["lsh", "lsh"], num_hidden_layers=2, axial_pos_embds=False, num_hashes=2, num_buckets=[2, 2]),
+        "feature-extraction",
+    ),
     ("local-only", dict(attn_layers=["local", "local"], num_hidden_layers=2, is_decoder=True), "text-generation"),
 ]
 # The family's task table: each task's transformers class and outputs.
@@ -68,14 +93,21 @@ def export_session(model, task: str, seed: int = 0) -> ort.InferenceSession:
     ids = torch.randint(1, model.config.vocab_size, (2, 13), generator=torch.Generator().manual_seed(0))
     batch, sequence = Dim("batch_size"), Dim("sequence_length", max=max_length(model.config))
     program = torch.onnx.export(
-        graph, (), kwargs={"input_ids": ids, "attention_mask": torch.ones_like(ids)}, dynamo=True, opset_version=20,
+        graph,
+        (),
+        kwargs={"input_ids": ids, "attention_mask": torch.ones_like(ids)},
+        dynamo=True,
+        opset_version=20,
         dynamic_shapes={"input_ids": {0: batch, 1: sequence}, "attention_mask": {0: batch, 1: sequence}},
-        input_names=["input_ids", "attention_mask"], output_names=list(OUTPUTS[task]), verbose=False,
+        input_names=["input_ids", "attention_mask"],
+        output_names=list(OUTPUTS[task]),
+        verbose=False,
     )
     proto = program.model_proto
     proto.ir_version = 10
-    return ort.InferenceSession(proto.SerializeToString(), sess_options=bucketrt.session_options(),
-                                providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        proto.SerializeToString(), sess_options=bucketrt.session_options(), providers=["CPUExecutionProvider"]
+    )
 
 
 def hf_outputs(model, task, ids, mask):
@@ -108,7 +140,7 @@ def test_onnx_runtime_matches_hugging_face(sessions, case_id, overrides, task, c
             ids = rng.integers(1, model.config.vocab_size, (batch, length), dtype=np.int64)
             mask = np.ones_like(ids)
             if batch == 3:
-                mask[1, length - max(1, length // 3):] = 0  # right padding
+                mask[1, length - max(1, length // 3) :] = 0  # right padding
                 mask[2, 0] = 0  # a hole
             got = session.run(None, {"input_ids": ids, "attention_mask": mask})
             for ours, theirs in zip(got, hf_outputs(model, task, ids, mask)):
@@ -161,16 +193,22 @@ def test_greedy_generation_matches_cached_generate_within_one_lsh_chunk():
 def test_sequence_beyond_the_axial_shape_is_a_clear_error(sessions):
     model, session = sessions("bidirectional-h1", BIDIRECTIONAL, "feature-extraction", "ReformerModel")
     ids = np.ones((1, 8 * 16 + 1), np.int64)
-    with pytest.raises(Exception, match=r"SortedChunkAttention: .*sequence length 136, beyond the model's limit max_length=128"):
+    with pytest.raises(
+        Exception, match=r"SortedChunkAttention: .*sequence length 136, beyond the model's limit max_length=128"
+    ):
         session.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
     with pytest.raises(ValueError, match="axial_pos_shape|max_position_embeddings"):  # HF refuses it too
         hf_outputs(model, "feature-extraction", ids, np.ones_like(ids))
 
 
-@pytest.mark.parametrize("feeds,words", [
-    ({"input_ids": np.ones((1, 2, 3), np.int64), "attention_mask": np.ones((1, 2, 3), np.int64)}, "rank"),
-    ({"input_ids": np.ones((1, 5), np.float32), "attention_mask": np.ones((1, 5), np.int64)}, "data type"),
-], ids=["rank", "dtype"])
+@pytest.mark.parametrize(
+    "feeds,words",
+    [
+        ({"input_ids": np.ones((1, 2, 3), np.int64), "attention_mask": np.ones((1, 2, 3), np.int64)}, "rank"),
+        ({"input_ids": np.ones((1, 5), np.float32), "attention_mask": np.ones((1, 5), np.int64)}, "data type"),
+    ],
+    ids=["rank", "dtype"],
+)
 def test_bad_model_inputs_are_refused(sessions, feeds, words):
     # ONNX Runtime checks the graph inputs' ranks and types before any kernel runs.
     _, session = sessions("bidirectional-h1", BIDIRECTIONAL, "feature-extraction", "ReformerModel")
@@ -184,7 +222,9 @@ def test_num_buckets_none_is_resolved_like_hugging_face():
     assert resolve_num_buckets(cfg, max_length(cfg)) == [4, 8]  # 32 buckets, above the limit 16: factorised
     rotations = sample_rotations(cfg, 0)
     assert rotations.num_buckets == [4, 8] and rotations.resolved_from == 128
-    big = config(num_buckets=None, max_position_embeddings=524288, axial_pos_shape=[512, 1024], lsh_attn_chunk_length=64)
+    big = config(
+        num_buckets=None, max_position_embeddings=524288, axial_pos_shape=[512, 1024], lsh_attn_chunk_length=64
+    )
     assert resolve_num_buckets(big, 524288) == [128, 128]
     model = build("ReformerModel", config(num_buckets=None))
     ids = np.random.default_rng(0).integers(1, 64, (1, 128))

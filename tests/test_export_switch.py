@@ -16,6 +16,9 @@ import bucketrt
 from bucketrt.exporter import BucketrtError, export
 from bucketrt.runtime import Seq2SeqGenerator
 
+# Slow: encoder and seq2seq exports compared with Hugging Face (`-m 'not slow'` leaves this file out).
+pytestmark = pytest.mark.slow
+
 TOL = 1e-4
 
 
@@ -23,10 +26,20 @@ def _config(**changes):
     from transformers import SwitchTransformersConfig
 
     values = dict(
-        vocab_size=128, d_model=32, d_kv=8, d_ff=48, num_heads=4, num_layers=2, num_decoder_layers=2,
+        vocab_size=128,
+        d_model=32,
+        d_kv=8,
+        d_ff=48,
+        num_heads=4,
+        num_layers=2,
+        num_decoder_layers=2,
         # sparse step 1: every layer of both stacks is a mixture of experts
-        num_sparse_encoder_layers=2, num_sparse_decoder_layers=2,
-        num_experts=8, expert_capacity=4, decoder_start_token_id=0, dense_act_fn="relu",
+        num_sparse_encoder_layers=2,
+        num_sparse_decoder_layers=2,
+        num_experts=8,
+        expert_capacity=4,
+        decoder_start_token_id=0,
+        dense_act_fn="relu",
     )
     values.update(changes)
     return SwitchTransformersConfig(**values)
@@ -83,6 +96,7 @@ def _inputs(config, batch, length, seed, pad=True, repeat=False):
 
 # -- encoder-only: num_experts 2, 8, 16 ------------------------------------------------------------
 
+
 @pytest.mark.parametrize("experts,capacity", [(2, 3), (8, 4), (16, 2)])
 def test_encoder_matches_transformers(tmp_path_factory, experts, capacity):
     config = _config(num_experts=experts, expert_capacity=capacity)
@@ -133,6 +147,7 @@ def test_export_from_one_input_runs_on_any_routing(tmp_path_factory):
 
 # -- seq2seq: encoder + decoder + decoder with past -------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def seq2seq(tmp_path_factory):
     # An untied LM head keeps random weights from greedy-decoding one token forever (with tied
@@ -153,7 +168,11 @@ def test_seq2seq_components_and_names(seq2seq):
     inputs = [i["name"] for i in with_past["inputs"]]
     assert inputs[:2] == ["input_ids", "encoder_attention_mask"]
     assert inputs[2:6] == [f"past_key_values.0.{p}.{k}" for p in ("decoder", "encoder") for k in ("key", "value")]
-    assert [o["name"] for o in with_past["outputs"]][:3] == ["logits", "present.0.decoder.key", "present.0.decoder.value"]
+    assert [o["name"] for o in with_past["outputs"]][:3] == [
+        "logits",
+        "present.0.decoder.key",
+        "present.0.decoder.value",
+    ]
     for entry in manifest["components"]:  # every axis but the model's own sizes is symbolic
         for spec in entry["inputs"]:
             assert isinstance(spec["shape"][0], str), spec
@@ -178,19 +197,31 @@ def test_seq2seq_logits_match_transformers(seq2seq):
     with torch.no_grad():
         expected = hf(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder_ids[:, :5])
         cached = hf(
-            encoder_outputs=MoEModelOutput(last_hidden_state=expected.encoder_last_hidden_state), attention_mask=mask,
-            decoder_input_ids=decoder_ids[:, 5:], past_key_values=expected.past_key_values,
+            encoder_outputs=MoEModelOutput(last_hidden_state=expected.encoder_last_hidden_state),
+            attention_mask=mask,
+            decoder_input_ids=decoder_ids[:, 5:],
+            past_key_values=expected.past_key_values,
         )
     (hidden,) = enc.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
     errors = {"encoder": float(np.abs(hidden - expected.encoder_last_hidden_state.numpy()).max())}
     names = [o.name for o in dec.get_outputs()]
-    first = dict(zip(names, dec.run(None, {
-        "input_ids": decoder_ids[:, :5].numpy(), "encoder_attention_mask": mask.numpy(), "encoder_hidden_states": hidden,
-    })))
+    first = dict(
+        zip(
+            names,
+            dec.run(
+                None,
+                {
+                    "input_ids": decoder_ids[:, :5].numpy(),
+                    "encoder_attention_mask": mask.numpy(),
+                    "encoder_hidden_states": hidden,
+                },
+            ),
+        )
+    )
     errors["decoder"] = float(np.abs(first["logits"] - expected.logits.numpy()).max())
     feeds = {"input_ids": decoder_ids[:, 5:].numpy(), "encoder_attention_mask": mask.numpy()}
     for i in step.get_inputs()[2:]:
-        feeds[i.name] = first["present." + i.name[len("past_key_values."):]]
+        feeds[i.name] = first["present." + i.name[len("past_key_values.") :]]
     logits = step.run(["logits"], feeds)[0]
     errors["decoder_with_past"] = float(np.abs(logits - cached.logits.numpy()).max())
     print("max abs:", errors)
@@ -238,17 +269,27 @@ def test_switch_model_feature_extraction(tmp_path_factory):
     decoder_ids = torch.tensor([[0, 5, 6], [0, 7, 8]])
     with torch.no_grad():
         expected = hf(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder_ids).last_hidden_state.numpy()
-    (hidden,) = bucketrt.ort_session(out / "encoder_model.onnx").run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
-    got = bucketrt.ort_session(out / "decoder_model.onnx").run(["last_hidden_state"], {
-        "input_ids": decoder_ids.numpy(), "encoder_attention_mask": mask.numpy(), "encoder_hidden_states": hidden,
-    })[0]
+    (hidden,) = bucketrt.ort_session(out / "encoder_model.onnx").run(
+        None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
+    )
+    got = bucketrt.ort_session(out / "decoder_model.onnx").run(
+        ["last_hidden_state"],
+        {
+            "input_ids": decoder_ids.numpy(),
+            "encoder_attention_mask": mask.numpy(),
+            "encoder_hidden_states": hidden,
+        },
+    )[0]
     assert float(np.abs(got - expected).max()) <= TOL
 
 
 @pytest.mark.parametrize(
     "change,words",
-    [({"dense_act_fn": "gated-gelu"}, "KeyError"), ({"dense_act_fn": "prelu"}, "learned"),
-     ({"router_dtype": "bfloat16"}, "router_dtype")],
+    [
+        ({"dense_act_fn": "gated-gelu"}, "KeyError"),
+        ({"dense_act_fn": "prelu"}, "learned"),
+        ({"router_dtype": "bfloat16"}, "router_dtype"),
+    ],
 )
 def test_unsupported_configs_are_clear_errors(change, words):
     with pytest.raises(BucketrtError, match="not supported") as info:

@@ -24,10 +24,13 @@ import torch
 
 import bucketrt
 from bucketrt.exporter import DEFAULT_OPSET, BucketrtError, Reference, component, export, load_reference, make_inputs
-from bucketrt.exporter.sources import Source, build_model, load_config
-from bucketrt.exporter.family import family_named
 from bucketrt.exporter.families.yoso import patch_model, sample_projections
+from bucketrt.exporter.family import family_named
+from bucketrt.exporter.sources import Source, build_model, load_config
 from bucketrt.ops import reference as ref_ops
+
+# Slow: every head and variant exported and compared with Hugging Face (`-m 'not slow'` leaves this file out).
+pytestmark = pytest.mark.slow
 
 ATOL = 1e-4
 MODES = {"lsh": {"use_expectation": False}, "expectation": {"use_expectation": True}}
@@ -51,7 +54,11 @@ def exports(tmp_path_factory):
         if key not in cache:
             folder = tmp_path_factory.mktemp("export")
             manifest = export(
-                "yoso-tiny", folder, task=task, seed=seed, config_overrides=overrides,
+                "yoso-tiny",
+                folder,
+                task=task,
+                seed=seed,
+                config_overrides=overrides,
                 options={"mask_padding": mask_padding},
             )
             cache[key] = (folder, manifest)
@@ -202,7 +209,9 @@ def test_manifest_and_graph(exports):
         {"domain": "bucketrt", "name": "SignHash", "version": 1, "nodes": 4},
     ]
     assert [i["name"] for i in component(manifest)["inputs"]] == ["input_ids", "attention_mask"]
-    assert all(i["dtype"] == "int64" and i["shape"] == ["batch_size", "sequence_length"] for i in component(manifest)["inputs"])
+    assert all(
+        i["dtype"] == "int64" and i["shape"] == ["batch_size", "sequence_length"] for i in component(manifest)["inputs"]
+    )
     assert [(o["name"], o["shape"]) for o in component(manifest)["outputs"]] == [
         ("start_logits", ["batch_size", "sequence_length"]),
         ("end_logits", ["batch_size", "sequence_length"]),
@@ -287,7 +296,9 @@ def test_variant_parity(exports, monkeypatch, variant):
 
 def test_head_dim_48_pads_to_64(exports):
     """HF's fast_hash cannot hash 48 dims (not a power of two); we pad to 64 (a documented deviation)."""
-    folder, manifest = exports("feature-extraction", {"use_expectation": False, "hidden_size": 96, "num_attention_heads": 2})
+    folder, manifest = exports(
+        "feature-extraction", {"use_expectation": False, "hidden_size": 96, "num_attention_heads": 2}
+    )
     assert manifest["projections"]["hash_dim"] == 64
     feeds = padded_feeds(manifest)
     errors = max_abs(ort_outputs(folder, feeds), torch_outputs(load_reference(folder), manifest, feeds))
@@ -451,7 +462,9 @@ def test_export_errors(tmp_path, kwargs, needle):
 def test_unsupported_model_type_folder(tmp_path):
     from transformers import BertConfig
 
-    BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37).save_pretrained(tmp_path)
+    BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37).save_pretrained(
+        tmp_path
+    )
     with pytest.raises(BucketrtError, match="model type 'bert' is not supported; bucketrt exports: yoso"):
         export(str(tmp_path), tmp_path / "out")
 

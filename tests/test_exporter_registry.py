@@ -7,13 +7,13 @@ from __future__ import annotations
 import ast
 import json
 import sys
-import tomllib
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+import tomllib
 import torch
 from click.testing import CliRunner
 
@@ -45,17 +45,45 @@ def tiny_model(name: str, task: str, **config):
 
 
 TINY_REFORMER = dict(
-    attention_head_size=8, attn_layers=["local", "lsh"], axial_pos_embds_dim=[8, 8], axial_pos_shape=[4, 8],
-    feed_forward_size=32, hidden_size=16, is_decoder=False, local_attn_chunk_length=8, lsh_attn_chunk_length=8,
-    max_position_embeddings=64, num_attention_heads=2, num_buckets=4, num_hashes=1, num_hidden_layers=2,
-    vocab_size=64, lsh_num_chunks_after=1, local_num_chunks_after=1,
+    attention_head_size=8,
+    attn_layers=["local", "lsh"],
+    axial_pos_embds_dim=[8, 8],
+    axial_pos_shape=[4, 8],
+    feed_forward_size=32,
+    hidden_size=16,
+    is_decoder=False,
+    local_attn_chunk_length=8,
+    lsh_attn_chunk_length=8,
+    max_position_embeddings=64,
+    num_attention_heads=2,
+    num_buckets=4,
+    num_hashes=1,
+    num_hidden_layers=2,
+    vocab_size=64,
+    lsh_num_chunks_after=1,
+    local_num_chunks_after=1,
 )
 # An LSG RoBERTa checkpoint's config.json (lsg-converter's fields), tiny.
 TINY_LSG_ROBERTA = dict(
-    model_type="roberta", architectures=["LSGRobertaForMaskedLM"], vocab_size=64, hidden_size=16,
-    num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, type_vocab_size=1, pad_token_id=1,
-    max_position_embeddings=66, block_size=8, sparse_block_size=8, sparsity_factor=2, sparsity_type="norm",
-    num_global_tokens=1, mask_first_token=False, pool_with_global=True, adaptive=True, lsh_num_pre_rounds=1,
+    model_type="roberta",
+    architectures=["LSGRobertaForMaskedLM"],
+    vocab_size=64,
+    hidden_size=16,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    intermediate_size=32,
+    type_vocab_size=1,
+    pad_token_id=1,
+    max_position_embeddings=66,
+    block_size=8,
+    sparse_block_size=8,
+    sparsity_factor=2,
+    sparsity_type="norm",
+    num_global_tokens=1,
+    mask_first_token=False,
+    pool_with_global=True,
+    adaptive=True,
+    lsh_num_pre_rounds=1,
 )
 
 
@@ -123,16 +151,29 @@ def test_tracing_inputs_and_check_inputs_come_from_one_generator():
     config = yoso.make_config(dict(vocab_size=50, type_vocab_size=3))
     shapes = {"input_ids": [2, 9], "attention_mask": [2, 9], "token_type_ids": [2, 9]}
     traced = yoso.example_inputs(config, shapes)
-    entry = {"name": "model", "inputs": [{"name": n, "dtype": "int64", "shape": ["batch_size", "sequence_length"]} for n in shapes]}
-    checked = yoso.make_inputs({"config": config.to_dict()}, entry, {"batch_size": 2, "sequence_length": 9},
-                               np.random.default_rng(0), padding=False)
+    entry = {
+        "name": "model",
+        "inputs": [{"name": n, "dtype": "int64", "shape": ["batch_size", "sequence_length"]} for n in shapes],
+    }
+    checked = yoso.make_inputs(
+        {"config": config.to_dict()},
+        entry,
+        {"batch_size": 2, "sequence_length": 9},
+        np.random.default_rng(0),
+        padding=False,
+    )
     assert list(traced) == list(checked) == list(shapes)
     for name in shapes:
         assert traced[name].dtype == torch.int64 and np.array_equal(traced[name].numpy(), checked[name])
     assert checked["input_ids"].max() < 50 and checked["token_type_ids"].max() < 3
     assert (checked["attention_mask"] == 1).all()
-    padded = yoso.make_inputs({"config": config.to_dict()}, entry, {"batch_size": 2, "sequence_length": 9},
-                              np.random.default_rng(0), padding=True)["attention_mask"]
+    padded = yoso.make_inputs(
+        {"config": config.to_dict()},
+        entry,
+        {"batch_size": 2, "sequence_length": 9},
+        np.random.default_rng(0),
+        padding=True,
+    )["attention_mask"]
     assert padded[0].tolist() == [1] * 9 and padded[1].tolist() == [1] * 7 + [0] * 2  # the last quarter
 
 
@@ -142,13 +183,23 @@ def test_switch_components_are_sized_by_its_input_sizes():
     assert switch.input_sizes("encoder_model", sizes)["encoder_sequence_length"] == 40
     assert switch.input_sizes("decoder_model", sizes)["decoder_sequence_length"] == 10
     assert switch.input_sizes("decoder_with_past_model", sizes) == {
-        "batch_size": 3, "encoder_sequence_length": 40, "decoder_sequence_length": 1, "past_decoder_sequence_length": 30,
+        "batch_size": 3,
+        "encoder_sequence_length": 40,
+        "decoder_sequence_length": 1,
+        "past_decoder_sequence_length": 30,
     }
-    entry = {"name": "decoder_with_past_model", "inputs": [
-        {"name": "input_ids", "dtype": "int64", "shape": ["batch_size", "decoder_sequence_length"]},
-        {"name": "encoder_attention_mask", "dtype": "int64", "shape": ["batch_size", "encoder_sequence_length"]},
-        {"name": "past_key_values.0.decoder.key", "dtype": "float16", "shape": ["batch_size", 2, "past_decoder_sequence_length", 4]},
-    ]}
+    entry = {
+        "name": "decoder_with_past_model",
+        "inputs": [
+            {"name": "input_ids", "dtype": "int64", "shape": ["batch_size", "decoder_sequence_length"]},
+            {"name": "encoder_attention_mask", "dtype": "int64", "shape": ["batch_size", "encoder_sequence_length"]},
+            {
+                "name": "past_key_values.0.decoder.key",
+                "dtype": "float16",
+                "shape": ["batch_size", 2, "past_decoder_sequence_length", 4],
+            },
+        ],
+    }
     feeds = switch.make_inputs({"config": {"vocab_size": 7}}, entry, sizes, np.random.default_rng(1), padding=True)
     assert feeds["input_ids"].shape == (3, 1) and feeds["input_ids"].max() < 7
     assert feeds["encoder_attention_mask"][-1].sum() == 30  # a quarter of the encoder sequence masked
@@ -214,10 +265,13 @@ def test_options_are_validated_per_family():
 @pytest.mark.parametrize(
     "args,needle",
     [
-        (("--model", "reformer-tiny", "--option", "mask_padding=true"), "--mask-padding does not apply to reformer models"),
+        (
+            ("--model", "reformer-tiny", "--option", "mask_padding=true"),
+            "--mask-padding does not apply to reformer models",
+        ),
         (("--model", "reformer-tiny", "--mask-padding"), "--mask-padding does not apply to reformer models"),
         (("--model", "yoso-tiny", "--option", "nonsense=1"), "--nonsense does not apply to yoso models; yoso options"),
-        (("--model", "yoso-tiny", "--option", "mask_padding=yes"), "option mask_padding=\"yes\" is not a bool"),
+        (("--model", "yoso-tiny", "--option", "mask_padding=yes"), 'option mask_padding="yes" is not a bool'),
         (("--model", "yoso-tiny", "--option", "mask_padding"), "bad --option 'mask_padding'; write KEY=VALUE"),
     ],
 )
@@ -275,8 +329,16 @@ def synthetic_export(folder: Path, **fields) -> Path:
     folder.mkdir(parents=True)
     (folder / "model.onnx").write_bytes(b"")
     entry = {"name": "model", "files": {"model": "model.onnx", "external_data": None}, "inputs": [], "outputs": []}
-    data = {"format": 2, "model_type": "reformer", "task": "fill-mask", "source": "synthetic", "seed": 0,
-            "mode": "lsh", "components": [entry], **fields}
+    data = {
+        "format": 2,
+        "model_type": "reformer",
+        "task": "fill-mask",
+        "source": "synthetic",
+        "seed": 0,
+        "mode": "lsh",
+        "components": [entry],
+        **fields,
+    }
     (folder / "bucketrt.json").write_text(json.dumps(data))
     return folder
 
@@ -287,7 +349,10 @@ def synthetic_export(folder: Path, **fields) -> Path:
         # The recorded limit, although max_position_embeddings is larger...
         dict(family="reformer", max_sequence_length=512, config={"max_position_embeddings": 1024}),
         # ... and, for an export made before the field, the family's computation from the config.
-        dict(family="reformer", config={"max_position_embeddings": 1024, "axial_pos_embds": True, "axial_pos_shape": [16, 32]}),
+        dict(
+            family="reformer",
+            config={"max_position_embeddings": 1024, "axial_pos_embds": True, "axial_pos_shape": [16, 32]},
+        ),
     ],
 )
 def test_bench_rejects_lengths_beyond_the_exports_limit(tmp_path, fields):
@@ -339,13 +404,34 @@ def test_seq2seq_generator_reads_the_manifest_with_read_manifest(tmp_path):
 def test_graph_signature_names_every_onnx_element_type():
     from onnx import TensorProto, helper
 
-    types = {"a": TensorProto.FLOAT, "b": TensorProto.INT64, "c": TensorProto.BOOL, "d": TensorProto.FLOAT16,
-             "e": TensorProto.BFLOAT16, "f": TensorProto.UINT8, "g": TensorProto.DOUBLE, "h": TensorProto.INT8}
+    types = {
+        "a": TensorProto.FLOAT,
+        "b": TensorProto.INT64,
+        "c": TensorProto.BOOL,
+        "d": TensorProto.FLOAT16,
+        "e": TensorProto.BFLOAT16,
+        "f": TensorProto.UINT8,
+        "g": TensorProto.DOUBLE,
+        "h": TensorProto.INT8,
+    }
     inputs = [helper.make_tensor_value_info(name, t, ["batch_size", 4]) for name, t in types.items()]
-    graph = helper.make_graph([helper.make_node("Identity", ["a"], ["out"])], "g", inputs,
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch_size", 4])])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["a"], ["out"])],
+        "g",
+        inputs,
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch_size", 4])],
+    )
     described, outputs = manifest.graph_signature(helper.make_model(graph))
-    assert [d["dtype"] for d in described] == ["float32", "int64", "bool", "float16", "bfloat16", "uint8", "float64", "int8"]
+    assert [d["dtype"] for d in described] == [
+        "float32",
+        "int64",
+        "bool",
+        "float16",
+        "bfloat16",
+        "uint8",
+        "float64",
+        "int8",
+    ]
     assert described[0]["shape"] == ["batch_size", 4] and outputs[0]["dtype"] == "float32"
     assert onnx  # the module under test reads onnx's own mapping
 
@@ -366,8 +452,11 @@ def test_every_third_party_import_is_a_declared_dependency():
     for folder in ("src/bucketrt", "exporter", "cli"):
         for path in (ROOT / folder).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):
-                names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                    [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+                names = (
+                    [a.name for a in node.names]
+                    if isinstance(node, ast.Import)
+                    else ([node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+                )
                 for name in names:
                     top = name.split(".")[0]
                     if top in sys.stdlib_module_names or top in ("bucketrt", "__future__") or top in _OPTIONAL_IMPORTS:

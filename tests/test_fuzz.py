@@ -24,10 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
-
 from fuzz_cases import Case, generate
-
-from bucketrt.ops.spec import BY_NAME
 
 CASES = generate()
 BY_ID = {c.id: c for c in CASES}
@@ -132,7 +129,12 @@ class _Batch:
                 detail = f"child died with {'signal ' + signal.Signals(-code).name if code < 0 else f'exit {code}'}"
                 detail += f"; stderr: {stderr}"
             verdict = how
-            if how == "crash" and ASAN_OUT_OF_MEMORY in stderr and self.current in BY_ID and BY_ID[self.current].may_reject:
+            if (
+                how == "crash"
+                and ASAN_OUT_OF_MEMORY in stderr
+                and self.current in BY_ID
+                and BY_ID[self.current].may_reject
+            ):
                 # ASan's operator new cannot fail by throwing std::bad_alloc, as the plain build's
                 # does (which ORT and the library turn into an error, as `make test` checks for
                 # this same case): it aborts. That is no finding of the sanitizers.

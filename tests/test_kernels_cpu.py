@@ -11,11 +11,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-
-import bucketrt
-from bucketrt.ops import reference
-from bucketrt.ops.graph import IR_VERSION, OPSET, run_op, single_op_model
-from bucketrt.ops.spec import LSH_CUMULATION, OPS, SIGN_HASH, hadamard_parts
 from child_process import run_op_in_child
 from kernel_cases import (
     BUCKET_SUM_CASES,
@@ -23,13 +18,18 @@ from kernel_cases import (
     HADAMARD_ANY_DIAGONAL_CASES,
     HADAMARD_CASES,
     LSH_CASES,
+    bucket_sum_inputs,
     gaussian_near_zero,
     lsh_inputs,
-    bucket_sum_inputs,
     lsh_seed,
     sign_inputs,
     signs,
 )
+
+import bucketrt
+from bucketrt.ops import reference
+from bucketrt.ops.graph import IR_VERSION, OPSET, run_op, single_op_model
+from bucketrt.ops.spec import LSH_CUMULATION, OPS, SIGN_HASH, hadamard_parts
 
 
 def _torch(arrays: dict[str, np.ndarray]) -> list[torch.Tensor]:
@@ -188,9 +188,15 @@ def test_lsh_cumulation_float16_and_deterministic():
 def test_sign_hash_float16_codes_are_the_widened_inputs_codes(transform):
     rng = np.random.default_rng(22)
     num_hash, code_len, dim = 6, 5, 32
-    shape = (3 * hadamard_parts(dim, num_hash, code_len), dim) if transform == "hadamard" else (dim, num_hash * code_len)
+    shape = (
+        (3 * hadamard_parts(dim, num_hash, code_len), dim) if transform == "hadamard" else (dim, num_hash * code_len)
+    )
     inputs = sign_inputs(rng, 3, 33, dim, 3, shape, integers=transform == "gaussian")
-    half = {**inputs, "vector": inputs["vector"].astype(np.float16), "projection": inputs["projection"].astype(np.float16)}
+    half = {
+        **inputs,
+        "vector": inputs["vector"].astype(np.float16),
+        "projection": inputs["projection"].astype(np.float16),
+    }
     attrs = {"num_hash": num_hash, "hash_code_len": code_len, "transform": transform}
     out, ref = run_sign(half, attrs)
     np.testing.assert_array_equal(out, ref)
@@ -291,8 +297,11 @@ def test_bucket_sum_float16_is_the_float32_sums_rounded_once():
     inputs = bucket_sum_inputs(rng, 6, 50, 20, 5)
     half = {**inputs, "weight": inputs["weight"].astype(np.float16), "vector": inputs["vector"].astype(np.float16)}
     got = run_op(BUCKET_SUM, half, {"num_buckets": 5})
-    widened = run_op(BUCKET_SUM, {**half, "weight": half["weight"].astype(np.float32),
-                                  "vector": half["vector"].astype(np.float32)}, {"num_buckets": 5})
+    widened = run_op(
+        BUCKET_SUM,
+        {**half, "weight": half["weight"].astype(np.float32), "vector": half["vector"].astype(np.float32)},
+        {"num_buckets": 5},
+    )
     ref = reference.bucket_sum(*_torch(half), num_buckets=5)
     for out, out32, expected in zip(got, widened, ref):
         assert out.dtype == np.float16 and expected.dtype == torch.float16

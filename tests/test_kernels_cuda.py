@@ -27,13 +27,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from bucketrt.ops import cuda, reference
-from bucketrt.ops.spec import hadamard_parts
-from bucketrt.ops.spec import EXPERT_ACTIVATIONS
 from kernel_cases import (
     ARGMAX_CASES,
     BUCKET_SUM_CASES,
+    CHUNK_ATTENTION_CASES,
+    EXPERT_FFN_CASES,
     GAUSSIAN_CASES,
     HADAMARD_ANY_DIAGONAL_CASES,
     HADAMARD_CASES,
@@ -43,6 +41,9 @@ from kernel_cases import (
     argmax_inputs,
     bucket_sum_in_order,
     bucket_sum_inputs,
+    chunk_attention_inputs,
+    chunk_attention_seed,
+    expert_ffn_inputs,
     gaussian_near_zero,
     lsh_inputs,
     lsh_seed,
@@ -50,13 +51,9 @@ from kernel_cases import (
     signs,
     top1_probs,
 )
-from kernel_cases import (
-    CHUNK_ATTENTION_CASES,
-    EXPERT_FFN_CASES,
-    chunk_attention_inputs,
-    chunk_attention_seed,
-    expert_ffn_inputs,
-)
+
+from bucketrt.ops import cuda, reference
+from bucketrt.ops.spec import EXPERT_ACTIVATIONS, hadamard_parts
 
 REASON = cuda.unavailable_reason()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"CUDA kernels unavailable: {REASON}")
@@ -82,7 +79,9 @@ def _gpu(tensors: dict[str, torch.Tensor]) -> list[torch.Tensor]:
 
 
 def run_lsh(tensors, capacity, deterministic=0, **kwargs) -> torch.Tensor:
-    (out,) = cuda.run("LSHCumulation", *_gpu(tensors), hashtable_capacity=capacity, deterministic=deterministic, **kwargs)
+    (out,) = cuda.run(
+        "LSHCumulation", *_gpu(tensors), hashtable_capacity=capacity, deterministic=deterministic, **kwargs
+    )
     return out.cpu()
 
 
@@ -93,7 +92,9 @@ def check_lsh(inputs, capacity, dtype=torch.float32, deterministic=0) -> torch.T
     assert out.dtype == dtype == ref.dtype and out.shape == ref.shape
     scale = max(1.0, ref.float().abs().max().item())
     err = (out.float() - ref.float()).abs().max().item()
-    assert err <= TOLERANCE[dtype] * scale, f"max abs error {err} (scale {scale}, {dtype}, deterministic={deterministic})"
+    assert err <= TOLERANCE[dtype] * scale, (
+        f"max abs error {err} (scale {scale}, {dtype}, deterministic={deterministic})"
+    )
     assert (out[t["query_mask"] == 0] == 0).all(), "masked queries must be exactly zero"
     return out
 
@@ -233,7 +234,9 @@ HADAMARD_LAYOUT_CASES = [
 
 
 @pytest.mark.parametrize("dtype", FLOATS, ids=["float32", "float16"])
-@pytest.mark.parametrize("batch,length,dim,num_hash,code_len,groups", HADAMARD_ANY_DIAGONAL_CASES + HADAMARD_LAYOUT_CASES)
+@pytest.mark.parametrize(
+    "batch,length,dim,num_hash,code_len,groups", HADAMARD_ANY_DIAGONAL_CASES + HADAMARD_LAYOUT_CASES
+)
 def test_sign_hash_hadamard_any_diagonal_exactly(batch, length, dim, num_hash, code_len, groups, dtype):
     rng = np.random.default_rng(300 + batch + length + dim + num_hash + code_len + groups)
     inputs = sign_inputs(rng, batch, length, dim, groups, (3 * hadamard_parts(dim, num_hash, code_len), dim))
@@ -299,7 +302,9 @@ def run_argmax(inputs, num_hash, dtype):
 
 def _numpy(tensors: dict[str, torch.Tensor], dtype=None) -> dict[str, np.ndarray]:
     """numpy copies; float tensors in `dtype` when given."""
-    return {name: (t.to(dtype) if dtype is not None and t.is_floating_point() else t).numpy() for name, t in tensors.items()}
+    return {
+        name: (t.to(dtype) if dtype is not None and t.is_floating_point() else t).numpy() for name, t in tensors.items()
+    }
 
 
 # Beyond the CPU grid: D over one staged chunk (128) with 150 columns a round (two column tiles),
@@ -468,8 +473,11 @@ def test_bucket_sum_is_deterministic():
 )
 def test_bucket_sum_bad_ids_get_the_cpu_kernels_words(ids, num_buckets):
     bucket = np.array(ids, np.int32)
-    inputs = {"bucket": bucket, "weight": np.ones(bucket.shape, np.float32),
-              "vector": np.ones((*bucket.shape, 3), np.float32)}
+    inputs = {
+        "bucket": bucket,
+        "weight": np.ones(bucket.shape, np.float32),
+        "vector": np.ones((*bucket.shape, 3), np.float32),
+    }
     t = _tensors(inputs, torch.float32)
     with pytest.raises(ValueError) as ref:
         reference.bucket_sum(*t.values(), num_buckets=num_buckets)
@@ -535,18 +543,50 @@ def test_top1_dispatch_ties_and_nan():
 def test_bad_shapes_and_attributes_of_the_hashing_and_routing_ops():
     probs = torch.full((1, 2, 2), 0.5).cuda()
     cases = [
-        ("Top1Dispatch", (probs,), {"expert_capacity": -1}, "Top1Dispatch: attribute 'expert_capacity' must be >= 0, got -1"),
+        (
+            "Top1Dispatch",
+            (probs,),
+            {"expert_capacity": -1},
+            "Top1Dispatch: attribute 'expert_capacity' must be >= 0, got -1",
+        ),
         ("Top1Dispatch", (probs[0],), {"expert_capacity": 1}, "Top1Dispatch: input 'probs' must have rank 3"),
-        ("Top1Dispatch", (probs[:, :0],), {"expert_capacity": 1}, "Top1Dispatch: input 'probs' dim 1 (S) must be >= 1, got 0"),
-        ("Top1Dispatch", (probs.double(),), {"expert_capacity": 1}, "Top1Dispatch: input 'probs' must be float32 or float16, got float64"),
-        ("BucketSum", (torch.zeros(1, 2, dtype=torch.int32).cuda(), torch.ones(1, 3).cuda(), torch.ones(1, 2, 3).cuda()),
-         {"num_buckets": 8}, "BucketSum: input 'weight' dim 1 (N) is 3, but input 'bucket' says N=2"),
-        ("BucketSum", (torch.zeros(1, 2, dtype=torch.int32).cuda(), torch.ones(1, 2).cuda(), torch.ones(1, 2, 3).cuda()),
-         {"num_buckets": 0}, "BucketSum: attribute 'num_buckets' must be >= 1, got 0"),
-        ("BucketSum", (torch.zeros(1, 2, dtype=torch.int32).cuda(), torch.ones(1, 2).cuda(), torch.ones(1, 2, 3).cuda().half()),
-         {"num_buckets": 2}, "BucketSum: input 'vector' must be float32 like input 'weight', got float16"),
-        ("ArgmaxHash", tuple(t.cuda() for t in _tensors(_argmax_bad([4, 6]), torch.float32).values())[:3]
-         + (torch.tensor([4, 6]).cuda(),), {"num_hash": 2}, "ArgmaxHash: input 'bucket_sizes' must be int32, got int64"),
+        (
+            "Top1Dispatch",
+            (probs[:, :0],),
+            {"expert_capacity": 1},
+            "Top1Dispatch: input 'probs' dim 1 (S) must be >= 1, got 0",
+        ),
+        (
+            "Top1Dispatch",
+            (probs.double(),),
+            {"expert_capacity": 1},
+            "Top1Dispatch: input 'probs' must be float32 or float16, got float64",
+        ),
+        (
+            "BucketSum",
+            (torch.zeros(1, 2, dtype=torch.int32).cuda(), torch.ones(1, 3).cuda(), torch.ones(1, 2, 3).cuda()),
+            {"num_buckets": 8},
+            "BucketSum: input 'weight' dim 1 (N) is 3, but input 'bucket' says N=2",
+        ),
+        (
+            "BucketSum",
+            (torch.zeros(1, 2, dtype=torch.int32).cuda(), torch.ones(1, 2).cuda(), torch.ones(1, 2, 3).cuda()),
+            {"num_buckets": 0},
+            "BucketSum: attribute 'num_buckets' must be >= 1, got 0",
+        ),
+        (
+            "BucketSum",
+            (torch.zeros(1, 2, dtype=torch.int32).cuda(), torch.ones(1, 2).cuda(), torch.ones(1, 2, 3).cuda().half()),
+            {"num_buckets": 2},
+            "BucketSum: input 'vector' must be float32 like input 'weight', got float16",
+        ),
+        (
+            "ArgmaxHash",
+            tuple(t.cuda() for t in _tensors(_argmax_bad([4, 6]), torch.float32).values())[:3]
+            + (torch.tensor([4, 6]).cuda(),),
+            {"num_hash": 2},
+            "ArgmaxHash: input 'bucket_sizes' must be int32, got int64",
+        ),
     ]
     for op, inputs, attrs, words in cases:
         with pytest.raises(cuda.CudaOpError) as info:
@@ -600,8 +640,11 @@ def test_out_of_range_codes_name_the_first_culprit():
     inputs["key_hash"][1, 4, 2] = 8
     inputs["key_hash"][1, 5, 0] = -3
     for deterministic in (0, 1):
-        with pytest.raises(cuda.CudaOpError, match=r"LSHCumulation: input 'key_hash' has code 8 at \[1, 4, 2\], "
-                                                    r"outside \[0, hashtable_capacity=8\)"):
+        with pytest.raises(
+            cuda.CudaOpError,
+            match=r"LSHCumulation: input 'key_hash' has code 8 at \[1, 4, 2\], "
+            r"outside \[0, hashtable_capacity=8\)",
+        ):
             run_lsh(_tensors(inputs, torch.float32), 8, deterministic)
     inputs["query_hash"][0, 3, 1] = 123
     with pytest.raises(cuda.CudaOpError, match=r"input 'query_hash' has code 123 at \[0, 3, 1\]"):
@@ -736,12 +779,15 @@ def test_chunk_attention_bad_buckets_never_fault():
     assert torch.equal(out, check_chunk_attention(clamped, attrs))
 
 
-@pytest.mark.parametrize("attrs,culprit", [
-    (dict(chunk_length=4, max_length=8), "max_length"),
-    (dict(chunk_length=5), "chunk_length"),
-    (dict(chunk_length=4, causal=2), "causal"),
-    (dict(chunk_length=4, mask_self=-1), "mask_self"),
-])
+@pytest.mark.parametrize(
+    "attrs,culprit",
+    [
+        (dict(chunk_length=4, max_length=8), "max_length"),
+        (dict(chunk_length=5), "chunk_length"),
+        (dict(chunk_length=4, causal=2), "causal"),
+        (dict(chunk_length=4, mask_self=-1), "mask_self"),
+    ],
+)
 def test_chunk_attention_bad_attributes_have_the_references_words(attrs, culprit):
     rng = np.random.default_rng(21)
     t = _tensors(chunk_attention_inputs(rng, 2, 2, 16, 4, 2, 4), torch.float32)

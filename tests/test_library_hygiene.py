@@ -13,11 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-import bucketrt
-from bucketrt.ops.graph import op_session
-from bucketrt.ops import spec
-from bucketrt.ops.spec import BY_NAME
 from child_process import run_op_in_child
 from kernel_cases import (
     argmax_inputs,
@@ -28,6 +23,11 @@ from kernel_cases import (
     sign_inputs,
     top1_probs,
 )
+
+import bucketrt
+from bucketrt.ops import spec
+from bucketrt.ops.graph import op_session
+from bucketrt.ops.spec import BY_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 # The op library's documented API (plugins/README.md): ORT's entry point and the backends query.
@@ -47,8 +47,9 @@ def _harness() -> str | None:
     return path if Path(path).is_file() else None
 
 
-needs_binutils = pytest.mark.skipif(shutil.which("nm") is None or shutil.which("readelf") is None,
-                                    reason="binutils (nm, readelf) not installed")
+needs_binutils = pytest.mark.skipif(
+    shutil.which("nm") is None or shutil.which("readelf") is None, reason="binutils (nm, readelf) not installed"
+)
 
 
 @needs_binutils
@@ -156,8 +157,20 @@ def workers_check(tmp_path_factory):
     if compiler is None:
         pytest.skip("no C++ compiler")
     binary = tmp_path_factory.mktemp("workers") / "workers_check"
-    subprocess.run([compiler, "-std=c++17", "-O1", "-Wall", "-Werror", f"-I{ROOT / 'plugins' / 'include'}",
-                    str(ROOT / "tests" / "workers_check.cc"), "-o", str(binary)], check=True)
+    subprocess.run(
+        [
+            compiler,
+            "-std=c++17",
+            "-O1",
+            "-Wall",
+            "-Werror",
+            f"-I{ROOT / 'plugins' / 'include'}",
+            str(ROOT / "tests" / "workers_check.cc"),
+            "-o",
+            str(binary),
+        ],
+        check=True,
+    )
 
     def run(*args) -> str:
         return subprocess.run([str(binary), *map(str, args)], capture_output=True, text=True, check=True).stdout.strip()
@@ -181,8 +194,11 @@ def test_cgroup_quota(workers_check, tmp_path):
     # A container's --cpus=1.5 on its own cgroup: 2 CPUs (rounded up).
     assert workers_check("quota", _fake_cgroup(tmp_path / "own", "/a/b", {"a/b/cpu.max": "150000 100000\n"})) == "2"
     # The tightest of the cgroup and its ancestors: the parent's 3 CPUs under a child with none.
-    tree = _fake_cgroup(tmp_path / "parent", "/a/b/", {"a/b/cpu.max": "max 100000\n", "a/cpu.max": "300000 100000\n",
-                                                        "cpu.max": "800000 100000\n"})
+    tree = _fake_cgroup(
+        tmp_path / "parent",
+        "/a/b/",
+        {"a/b/cpu.max": "max 100000\n", "a/cpu.max": "300000 100000\n", "cpu.max": "800000 100000\n"},
+    )
     assert workers_check("quota", tree) == "3"
     # cgroup v1: quota / period; -1 means none.
     v1 = tmp_path / "v1"
@@ -215,10 +231,17 @@ def _cases():
     rng = np.random.default_rng(5)
     return [
         ("LSHCumulation", lsh_inputs(rng, 3, 200, 180, 40, 12, 64), {"hashtable_capacity": 64}),
-        ("SignHash", sign_inputs(rng, 3, 300, 64, 1, (64, 8 * 6)), {"num_hash": 8, "hash_code_len": 6, "transform": "gaussian"}),
+        (
+            "SignHash",
+            sign_inputs(rng, 3, 300, 64, 1, (64, 8 * 6)),
+            {"num_hash": 8, "hash_code_len": 6, "transform": "gaussian"},
+        ),
         ("ArgmaxHash", argmax_inputs(rng, 2, 3, 96, 16, 2, [4, 6]), {"num_hash": 2}),
-        ("SortedChunkAttention", chunk_attention_inputs(rng, 2, 3, 64, 16, 2, 8),
-         {"chunk_length": 8, "chunks_before": 1, "causal": 1, "mask_self": 1}),
+        (
+            "SortedChunkAttention",
+            chunk_attention_inputs(rng, 2, 3, 64, 16, 2, 8),
+            {"chunk_length": 8, "chunks_before": 1, "causal": 1, "mask_self": 1},
+        ),
         ("BucketSum", bucket_sum_inputs(rng, 5, 80, 16, 8), {"num_buckets": 8}),
         ("Top1Dispatch", {"probs": top1_probs(rng, 3, 90, 8)}, {"expert_capacity": 20}),
         ("ExpertFFN", expert_ffn_inputs(rng, 2, 150, 32, 512, 4, 60), {"activation": "gelu"}),

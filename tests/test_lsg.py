@@ -23,13 +23,22 @@ sys.path.insert(0, str(ROOT / "lsg_reference"))
 import environment  # noqa: E402
 import make_reference  # noqa: E402
 
+# Slow: the port against lsg-converter in its own environment, and the exports (`-m 'not slow'` leaves this file out).
+pytestmark = pytest.mark.slow
+
 TOLERANCE = 1e-4
 # Exporting takes ~15 s a model on this machine: the export is checked on one case per sparsity
 # type (lsh twice: several rounds on BERT, and RoBERTa), each at every reference length (short,
 # block boundaries, long) with a padded batch row; the port on every case.
 EXPORT_CASES = (
-    "bert-mlm-none", "bert-mlm-norm", "bert-mlm-pooling", "bert-mlm-lsh-rounds", "bert-mlm-stride",
-    "bert-mlm-block_stride", "bert-mlm-bos_pooling", "roberta-base-lsh",
+    "bert-mlm-none",
+    "bert-mlm-norm",
+    "bert-mlm-pooling",
+    "bert-mlm-lsh-rounds",
+    "bert-mlm-stride",
+    "bert-mlm-block_stride",
+    "bert-mlm-bos_pooling",
+    "roberta-base-lsh",
 )
 
 
@@ -143,7 +152,9 @@ def test_bad_config_is_a_clear_error(override, message):
 def test_cli_export_and_check_preset(tmp_path):
     out = tmp_path / "tiny"
     bucketrt = Path(sys.executable).parent / "bucketrt"
-    done = subprocess.run([str(bucketrt), "export", "--model", "lsg-bert-tiny", str(out)], capture_output=True, text=True)
+    done = subprocess.run(
+        [str(bucketrt), "export", "--model", "lsg-bert-tiny", str(out)], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     done = subprocess.run([str(bucketrt), "check", str(out), "--sequence-length", "37"], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -152,9 +163,13 @@ def test_cli_export_and_check_preset(tmp_path):
 def test_cli_rejects_bad_lsg_folder(tmp_path):
     folder = tmp_path / "bad"
     folder.mkdir()
-    (folder / "config.json").write_text('{"model_type": "bert", "architectures": ["LSGBertForMaskedLM"], "sparsity_type": "bogus"}')
+    (folder / "config.json").write_text(
+        '{"model_type": "bert", "architectures": ["LSGBertForMaskedLM"], "sparsity_type": "bogus"}'
+    )
     bucketrt = Path(sys.executable).parent / "bucketrt"
-    done = subprocess.run([str(bucketrt), "export", "--model", str(folder), str(tmp_path / "o")], capture_output=True, text=True)
+    done = subprocess.run(
+        [str(bucketrt), "export", "--model", str(folder), str(tmp_path / "o")], capture_output=True, text=True
+    )
     assert done.returncode != 0
     assert "sparsity_type 'bogus'" in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
@@ -182,5 +197,7 @@ def test_plain_bert_folder_is_refused(tmp_path):
 
     (tmp_path / "bert").mkdir()
     (tmp_path / "bert" / "config.json").write_text('{"model_type": "bert", "architectures": ["BertForMaskedLM"]}')
-    with pytest.raises(BucketrtError, match=r"model type 'bert' is not supported; bucketrt exports: yoso, .*lsg-bert, lsg-roberta"):
+    with pytest.raises(
+        BucketrtError, match=r"model type 'bert' is not supported; bucketrt exports: yoso, .*lsg-bert, lsg-roberta"
+    ):
         export(str(tmp_path / "bert"), tmp_path / "out")

@@ -25,7 +25,10 @@ def _saved(tmp_path, model: onnx.ModelProto):
     ("attrs", "words"),
     [
         ({**SIGN, "bits": 3}, r"node 'hash0': SignHash: unknown attribute\(s\) \['bits'\]"),
-        ({**SIGN, "transform": "fourier"}, r"SignHash: attribute 'transform' must be one of \['hadamard', 'gaussian'\]"),
+        (
+            {**SIGN, "transform": "fourier"},
+            r"SignHash: attribute 'transform' must be one of \['hadamard', 'gaussian'\]",
+        ),
         ({"num_hash": [1, 2], "hash_code_len": 4}, r"SignHash: attribute 'num_hash' must be an int, got \[1, 2\]"),
         ({"num_hash": 2.0, "hash_code_len": 4}, r"SignHash: attribute 'num_hash' must be an int, got 2.0"),
         ({"num_hash": 2, "hash_code_len": 31}, r"SignHash: attribute 'hash_code_len' must be <= 30, got 31"),

@@ -11,12 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from child_process import run_op_in_child
+from kernel_cases import EXPERT_FFN_CASES, TOP1_CASES, expert_ffn_inputs, top1_probs
 
 from bucketrt.ops import reference
 from bucketrt.ops.graph import run_op
 from bucketrt.ops.spec import EXPERT_ACTIVATIONS, EXPERT_FFN, TOP1_DISPATCH
-from child_process import run_op_in_child
-from kernel_cases import EXPERT_FFN_CASES, TOP1_CASES, expert_ffn_inputs, top1_probs
 
 DISPATCH_OUTPUTS = ("expert", "gate", "priority", "counts", "order")
 
@@ -193,11 +193,14 @@ def test_expert_ffn_float16(batch, length, dim, ff, experts, capacity, skew):
 
 # -- bad input ---------------------------------------------------------------------------------
 
+
 def _bad_cases():
     good = expert_ffn_inputs(np.random.default_rng(3), 2, 5, 8, 12, 3, 5)
     neg = dict(good, counts=np.array([-1, 5, 6], np.int32))
     many = dict(good, counts=np.array([5, 5, 1], np.int32))
-    out_of_range = dict(good, order=np.where(good["order"] == good["order"].reshape(-1)[0], 10, good["order"]).astype(np.int32))
+    out_of_range = dict(
+        good, order=np.where(good["order"] == good["order"].reshape(-1)[0], 10, good["order"]).astype(np.int32)
+    )
     twice = dict(good)
     twice["order"] = good["order"].copy()
     twice["order"].reshape(-1)[1] = twice["order"].reshape(-1)[0]
@@ -213,9 +216,23 @@ def _bad_cases():
         ("ff mismatch", EXPERT_FFN, wrong_f, {}, "wo", True),
         ("order int64", EXPERT_FFN, wrong_dtype, {}, "order", False),
         ("unknown activation", EXPERT_FFN, good, {"activation": "gated-gelu"}, "activation", True),
-        ("negative capacity", TOP1_DISPATCH, {"probs": np.ones((1, 2, 2), np.float32)}, {"expert_capacity": -1}, "expert_capacity", True),
+        (
+            "negative capacity",
+            TOP1_DISPATCH,
+            {"probs": np.ones((1, 2, 2), np.float32)},
+            {"expert_capacity": -1},
+            "expert_capacity",
+            True,
+        ),
         ("probs rank 2", TOP1_DISPATCH, {"probs": np.ones((2, 2), np.float32)}, {"expert_capacity": 1}, "probs", True),
-        ("probs empty", TOP1_DISPATCH, {"probs": np.ones((1, 0, 2), np.float32)}, {"expert_capacity": 1}, "probs", True),
+        (
+            "probs empty",
+            TOP1_DISPATCH,
+            {"probs": np.ones((1, 0, 2), np.float32)},
+            {"expert_capacity": 1},
+            "probs",
+            True,
+        ),
     ]
 
 

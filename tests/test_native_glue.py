@@ -33,9 +33,21 @@ def _write_header(folder: Path, header: str) -> Path:
 
 
 def _compile(source: Path, generated: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([_compiler(), "-std=c++17", "-Wall", "-Werror", f"-I{generated}",
-                           f"-I{ROOT / 'plugins' / 'include'}", f"-I{ROOT / 'plugins'}", *extra, str(source)],
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [
+            _compiler(),
+            "-std=c++17",
+            "-Wall",
+            "-Werror",
+            f"-I{generated}",
+            f"-I{ROOT / 'plugins' / 'include'}",
+            f"-I{ROOT / 'plugins'}",
+            *extra,
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_generated_indices_dims_and_op_table(tmp_path):
@@ -45,30 +57,45 @@ def test_generated_indices_dims_and_op_table(tmp_path):
         for kind, tensors in (("Input", op.inputs), ("Output", op.outputs)):
             for index, t in enumerate(tensors):
                 name = "k" + "".join(p[:1].upper() + p[1:] for p in t.name.split("_"))
-                checks.append(f"static_assert(spec::{op.name}::{name} == {index}, \"{op.name} {t.name}\");")
-                checks.append(f"static_assert(std::is_same_v<decltype(spec::{op.name}::{name}), const spec::{op.name}::{kind}> "
-                              f"|| std::is_same_v<decltype(spec::{op.name}::{name}), spec::{op.name}::{kind}>, \"\");")
+                checks.append(f'static_assert(spec::{op.name}::{name} == {index}, "{op.name} {t.name}");')
+                checks.append(
+                    f"static_assert(std::is_same_v<decltype(spec::{op.name}::{name}), const spec::{op.name}::{kind}> "
+                    f'|| std::is_same_v<decltype(spec::{op.name}::{name}), spec::{op.name}::{kind}>, "");'
+                )
         symbols = list(dict.fromkeys(d for t in (*op.inputs, *op.outputs) for d in t.dims if d.isidentifier()))
         # Each member comes from its own symbol: bind symbol i to 100 + i, read the struct back.
         binds = " ".join(f'{{"{d}", {100 + i}}},' for i, d in enumerate(symbols))
         reads = " && ".join(f"d.{d} == {100 + i}" for i, d in enumerate(symbols))
-        checks.append(f"{{ const FakeEnv env{{{{{binds}}}}}; const auto d = spec::{op.name}::Dims::From(env); "
-                      f"if (!({reads})) return 1; }}")
-    table = "#define COUNT(Op) +1\nstatic_assert(0 BUCKETRT_FOR_EACH_OP(COUNT) == %d, \"one entry per op\");" % len(spec.OPS)
+        checks.append(
+            f"{{ const FakeEnv env{{{{{binds}}}}}; const auto d = spec::{op.name}::Dims::From(env); "
+            f"if (!({reads})) return 1; }}"
+        )
+    table = (
+        f'#define COUNT(Op) +1\nstatic_assert(0 BUCKETRT_FOR_EACH_OP(COUNT) == {len(spec.OPS)}, "one entry per op");'
+    )
     names = "#define NAME(Op) #Op,\nconst char* kNames[] = {BUCKETRT_FOR_EACH_OP(NAME)};"
     source = tmp_path / "glue_check.cc"
-    source.write_text("\n".join([
-        "#include <cstring>", "#include <map>", "#include <string>", "#include <type_traits>",
-        '#include "bucketrt/op_specs.h"',
-        "using namespace bucketrt;",
-        "struct FakeEnv { std::map<std::string, int64_t> v; int64_t operator[](const char* s) const { "
-        "auto it = v.find(s); return it == v.end() ? -1 : it->second; } };",
-        table, names,
-        "int main() {",
-        *checks,
-        *(f'  if (std::strcmp(kNames[{i}], "{op.name}") != 0) return 2;' for i, op in enumerate(spec.OPS)),
-        "  return 0;", "}",
-    ]))
+    source.write_text(
+        "\n".join(
+            [
+                "#include <cstring>",
+                "#include <map>",
+                "#include <string>",
+                "#include <type_traits>",
+                '#include "bucketrt/op_specs.h"',
+                "using namespace bucketrt;",
+                "struct FakeEnv { std::map<std::string, int64_t> v; int64_t operator[](const char* s) const { "
+                "auto it = v.find(s); return it == v.end() ? -1 : it->second; } };",
+                table,
+                names,
+                "int main() {",
+                *checks,
+                *(f'  if (std::strcmp(kNames[{i}], "{op.name}") != 0) return 2;' for i, op in enumerate(spec.OPS)),
+                "  return 0;",
+                "}",
+            ]
+        )
+    )
     done = _compile(source, generated, "-o", str(tmp_path / "glue_check"))
     assert done.returncode == 0, done.stderr[-4000:]
     assert subprocess.run([str(tmp_path / "glue_check")]).returncode == 0

@@ -7,7 +7,6 @@ import pytest
 
 from bucketrt.profiles import ProfileError, ShapeRange, format_shapes, parse_shapes, resolve_profile, widen_to
 
-
 # --------------------------------------------------------------------------------------------
 # trtexec's shape syntax
 # --------------------------------------------------------------------------------------------
@@ -96,19 +95,31 @@ def test_fixed_dims_and_other_components_inputs():
     assert profile(inputs=inputs)["states"] == ShapeRange((1, 1, 32), (1, 128, 32), (8, 512, 32))
     # A name that is not an input of this component is another component's business.
     assert profile({"max": {"input_ids": (2, 8)}}, inputs=inputs)["states"].max == (8, 512, 32)
-    with pytest.raises(ProfileError, match=r"input 'states' of model: dim 2 is fixed at 32 in the model, the shapes give 16/16/16"):
+    with pytest.raises(
+        ProfileError, match=r"input 'states' of model: dim 2 is fixed at 32 in the model, the shapes give 16/16/16"
+    ):
         profile({"opt": {"states": (1, 8, 16)}}, inputs=inputs)
 
 
 @pytest.mark.parametrize(
     "given,message",
     [
-        ({"opt": {"input_ids": (1, 8, 2)}}, r"--opt-shapes: input 'input_ids' of model has rank 2 \[batch_size, sequence_length\], got 1x8x2"),
-        ({"min": {"input_ids": (1, 8)}, "max": {"input_ids": (2, 8, 1)}}, "--max-shapes: input 'input_ids' of model has rank 2"),
-        ({"opt": {"input_ids": (1, 8), "attention_mask": (1, 9)}},
-         "inputs 'input_ids' and 'attention_mask' of model share dim 'sequence_length' but are given 8/8/8 and 9/9/9"),
-        ({"min": {"input_ids": (1, 64)}, "opt": {"input_ids": (1, 32)}, "max": {"input_ids": (1, 128)}},
-         "input 'input_ids' of model: dim 1 needs min <= opt <= max, got 64/32/128"),
+        (
+            {"opt": {"input_ids": (1, 8, 2)}},
+            r"--opt-shapes: input 'input_ids' of model has rank 2 \[batch_size, sequence_length\], got 1x8x2",
+        ),
+        (
+            {"min": {"input_ids": (1, 8)}, "max": {"input_ids": (2, 8, 1)}},
+            "--max-shapes: input 'input_ids' of model has rank 2",
+        ),
+        (
+            {"opt": {"input_ids": (1, 8), "attention_mask": (1, 9)}},
+            "inputs 'input_ids' and 'attention_mask' of model share dim 'sequence_length' but are given 8/8/8 and 9/9/9",
+        ),
+        (
+            {"min": {"input_ids": (1, 64)}, "opt": {"input_ids": (1, 32)}, "max": {"input_ids": (1, 128)}},
+            "input 'input_ids' of model: dim 1 needs min <= opt <= max, got 64/32/128",
+        ),
     ],
 )
 def test_profile_errors_name_input_and_dim(given, message):
@@ -138,7 +149,11 @@ def test_family_default_ranges():
     yoso = family_named("yoso").dim_ranges({"max_sequence_length": 4096, "config": {"max_position_embeddings": 4098}})
     assert yoso["batch_size"] == (1, 1, 8) and yoso["sequence_length"] == (1, 128, 4096)
     # Older manifests: the config's max_position_embeddings; models without a limit: 512.
-    assert family_named("yoso").dim_ranges({"config": {"max_position_embeddings": 64}})["sequence_length"] == (1, 64, 64)
+    assert family_named("yoso").dim_ranges({"config": {"max_position_embeddings": 64}})["sequence_length"] == (
+        1,
+        64,
+        64,
+    )
     switch = family_named("switch").dim_ranges({"max_sequence_length": None, "config": {}})
     assert switch["encoder_sequence_length"] == (1, 128, DEFAULT_MAX_SEQUENCE)
     assert switch["decoder_sequence_length"] == (1, 1, DEFAULT_MAX_SEQUENCE)
@@ -147,13 +162,18 @@ def test_family_default_ranges():
 
 # reformer-crime-and-punishment's shape: hidden 256, feed-forward 512, 524,288 positions.
 _REFORMER = {
-    "family": "reformer", "dtype": "fp32", "max_sequence_length": 524288,
+    "family": "reformer",
+    "dtype": "fp32",
+    "max_sequence_length": 524288,
     "config": {"hidden_size": 256, "feed_forward_size": 512, "max_position_embeddings": 524288},
 }
-_REFORMER_ENTRY = {"name": "model", "inputs": [
-    {"name": "input_ids", "dtype": "int64", "shape": ["batch_size", "sequence_length"]},
-    {"name": "attention_mask", "dtype": "int64", "shape": ["batch_size", "sequence_length"]},
-]}
+_REFORMER_ENTRY = {
+    "name": "model",
+    "inputs": [
+        {"name": "input_ids", "dtype": "int64", "shape": ["batch_size", "sequence_length"]},
+        {"name": "attention_mask", "dtype": "int64", "shape": ["batch_size", "sequence_length"]},
+    ],
+}
 
 
 def test_the_default_max_profile_is_what_the_issue_measured():
@@ -188,13 +208,16 @@ def test_given_shapes_beyond_the_budget_are_an_error_before_building():
 
     given = {"max": {"input_ids": (8, 524288)}}
     with pytest.raises(BucketrtError) as info:
-        component_profiles(_REFORMER, [_REFORMER_ENTRY], given, memory_budget=4096 << 20,
-                           budget_source="--workspace 4096")
+        component_profiles(
+            _REFORMER, [_REFORMER_ENTRY], given, memory_budget=4096 << 20, budget_source="--workspace 4096"
+        )
     message = str(info.value)
     # As trtexec, a max alone is min and opt too: one shape.
     assert "the optimisation profile of model (input_ids 8x524288, attention_mask 8x524288) needs" in message
-    assert ("needs about 24.0 GiB of activations at its max shapes (4,194,304 positions; each [B·N, 256] float32 "
-            "activation is 4.0 GiB), more than the 4.0 GiB of --workspace 4096") in message
+    assert (
+        "needs about 24.0 GiB of activations at its max shapes (4,194,304 positions; each [B·N, 256] float32 "
+        "activation is 4.0 GiB), more than the 4.0 GiB of --workspace 4096"
+    ) in message
     assert "give smaller --max-shapes" in message
 
 

@@ -91,7 +91,9 @@ def dense_lsh_cumulation(query_mask, query_hash, key_mask, key_hash, value):
     return (collide @ value.double()).float()
 
 
-@pytest.mark.parametrize("batch,nq,nk,dim,m,bits", [(1, 1, 1, 1, 1, 1), (3, 33, 17, 16, 5, 4), (2, 100, 100, 96, 32, 9)])
+@pytest.mark.parametrize(
+    "batch,nq,nk,dim,m,bits", [(1, 1, 1, 1, 1, 1), (3, 33, 17, 16, 5, 4), (2, 100, 100, 96, 32, 9)]
+)
 def test_lsh_cumulation_matches_dense_formula(batch, nq, nk, dim, m, bits):
     g = torch.Generator().manual_seed(2)
     cap = 2**bits
@@ -108,8 +110,12 @@ def test_lsh_cumulation_ignores_codes_of_masked_rows():
     qh = torch.tensor([[[1], [999]]], dtype=torch.int32)
     kh = torch.tensor([[[1], [-5]]], dtype=torch.int32)
     out = reference.lsh_cumulation(
-        torch.tensor([[1, 0]], dtype=torch.int32), qh, torch.tensor([[1, 0]], dtype=torch.int32), kh,
-        torch.tensor([[[2.0], [7.0]]]), hashtable_capacity=2,
+        torch.tensor([[1, 0]], dtype=torch.int32),
+        qh,
+        torch.tensor([[1, 0]], dtype=torch.int32),
+        kh,
+        torch.tensor([[[2.0], [7.0]]]),
+        hashtable_capacity=2,
     )
     assert out.tolist() == [[[2.0], [0.0]]]
 
@@ -167,7 +173,10 @@ def _chunk_tensors():
 @pytest.mark.parametrize(
     "attrs,message",
     [
-        ({"chunk_length": 2, "chunks_before": 2**61}, r"attribute 'chunks_before' must be <= 64, got 2305843009213693952"),
+        (
+            {"chunk_length": 2, "chunks_before": 2**61},
+            r"attribute 'chunks_before' must be <= 64, got 2305843009213693952",
+        ),
         ({"chunk_length": 2, "causal": 2}, r"attribute 'causal' must be one of \[0, 1\], got 2"),
         ({"chunk_length": 2, "mask_self": [1]}, r"attribute 'mask_self' must be an int, got \[1\]"),
         ({"chunk_length": "2"}, r"attribute 'chunk_length' must be an int, got '2'"),

@@ -8,13 +8,13 @@ import re
 import numpy as np
 import pytest
 import torch
+from child_process import run_op_in_child
+from kernel_cases import CHUNK_ATTENTION_CASES, chunk_attention_seed
+from kernel_cases import chunk_attention_inputs as attn_inputs
 
 from bucketrt.ops import call, reference
 from bucketrt.ops.graph import run_op
 from bucketrt.ops.spec import ARGMAX_HASH, SORTED_CHUNK_ATTENTION
-from child_process import run_op_in_child
-from kernel_cases import CHUNK_ATTENTION_CASES, chunk_attention_seed
-from kernel_cases import chunk_attention_inputs as attn_inputs
 
 
 def ref(inputs, **attrs) -> np.ndarray:
@@ -55,10 +55,22 @@ def test_kernel_float16(batch, heads, length, dim, rounds, buckets, attrs):
 def _config(**kw):
     from transformers import ReformerConfig
 
-    base = dict(num_attention_heads=2, attention_head_size=8, hidden_size=16, hash_seed=3, num_hashes=2,
-                num_buckets=4, lsh_attn_chunk_length=4, local_attn_chunk_length=4, lsh_num_chunks_before=1,
-                lsh_num_chunks_after=0, local_num_chunks_before=1, local_num_chunks_after=0, is_decoder=False,
-                attn_layers=["lsh"])
+    base = dict(
+        num_attention_heads=2,
+        attention_head_size=8,
+        hidden_size=16,
+        hash_seed=3,
+        num_hashes=2,
+        num_buckets=4,
+        lsh_attn_chunk_length=4,
+        local_attn_chunk_length=4,
+        lsh_num_chunks_before=1,
+        lsh_num_chunks_after=0,
+        local_num_chunks_before=1,
+        local_num_chunks_after=0,
+        is_decoder=False,
+        attn_layers=["lsh"],
+    )
     return ReformerConfig(**{**base, **kw})
 
 
@@ -68,9 +80,15 @@ def _projections(module, hidden, names):
 
 
 @pytest.mark.parametrize("length", [3, 4, 16, 24])
-@pytest.mark.parametrize("num_hashes,num_buckets,causal,padded", [
-    (1, 4, False, False), (4, 4, True, True), (2, [2, 4], False, True), (1, [4, 2], True, False),
-])
+@pytest.mark.parametrize(
+    "num_hashes,num_buckets,causal,padded",
+    [
+        (1, 4, False, False),
+        (4, 4, True, True),
+        (2, [2, 4], False, True),
+        (1, [4, 2], True, False),
+    ],
+)
 def test_reference_is_hugging_face_lsh_attention(length, num_hashes, num_buckets, causal, padded):
     from transformers.models.reformer.modeling_reformer import LSHSelfAttention
 
@@ -80,7 +98,7 @@ def test_reference_is_hugging_face_lsh_attention(length, num_hashes, num_buckets
     hidden = torch.randn(3, length, 16, generator=g)
     mask = torch.ones(3, length, dtype=torch.long)
     if padded:
-        mask[1, length // 2:] = 0
+        mask[1, length // 2 :] = 0
         mask[2, 0] = 0
     with torch.no_grad():
         expected = attn(hidden, attention_mask=mask if padded else None).hidden_states
@@ -91,8 +109,19 @@ def test_reference_is_hugging_face_lsh_attention(length, num_hashes, num_buckets
         rotations = torch.randn(2, 8, num_hashes, sum(sizes) // 2).reshape(2, 8, -1)
         mask32 = mask.int()
         buckets = call(ARGMAX_HASH, mask32, qk, rotations, torch.tensor(sizes, dtype=torch.int32), num_hash=num_hashes)
-        out = call(SORTED_CHUNK_ATTENTION, qk, key, v, mask32, buckets, chunk_length=4, chunks_before=1,
-                   chunks_after=0, causal=int(causal), mask_self=1)
+        out = call(
+            SORTED_CHUNK_ATTENTION,
+            qk,
+            key,
+            v,
+            mask32,
+            buckets,
+            chunk_length=4,
+            chunks_before=1,
+            chunks_after=0,
+            causal=int(causal),
+            mask_self=1,
+        )
     got = out.transpose(1, 2).reshape(3, length, 16)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
 
@@ -108,13 +137,23 @@ def test_reference_is_hugging_face_local_attention(length, causal, padded, after
     hidden = torch.randn(3, length, 16, generator=g)
     mask = torch.ones(3, length, dtype=torch.long)
     if padded:
-        mask[1, length // 2:] = 0
+        mask[1, length // 2 :] = 0
     with torch.no_grad():
         expected = attn(hidden, attention_mask=mask if padded else None).hidden_states
         q, k, v = _projections(attn, hidden, ["query", "key", "value"])
         zeros = torch.zeros(3, 2, 1, length, dtype=torch.int32)
-        out = call(SORTED_CHUNK_ATTENTION, q, k / np.sqrt(8), v, mask.int(), zeros, chunk_length=4, chunks_before=1,
-                   chunks_after=after, causal=int(causal))
+        out = call(
+            SORTED_CHUNK_ATTENTION,
+            q,
+            k / np.sqrt(8),
+            v,
+            mask.int(),
+            zeros,
+            chunk_length=4,
+            chunks_before=1,
+            chunks_after=after,
+            causal=int(causal),
+        )
     torch.testing.assert_close(out.transpose(1, 2).reshape(3, length, 16), expected, rtol=0, atol=1e-5)
 
 
@@ -157,9 +196,12 @@ def test_simd_variants_agree(op):
     rng = np.random.default_rng(23)
     if op == "hash":
         spec, attrs = ARGMAX_HASH, {"num_hash": 2}
-        inputs = {"mask": np.ones((2, 70), np.int32), "vector": rng.standard_normal((2, 2, 70, 24)).astype(np.float32),
-                  "projection": rng.standard_normal((2, 24, 2 * 21)).astype(np.float32),
-                  "bucket_sizes": np.array([6, 36], np.int32)}  # 21 columns a round: a partial tile
+        inputs = {
+            "mask": np.ones((2, 70), np.int32),
+            "vector": rng.standard_normal((2, 2, 70, 24)).astype(np.float32),
+            "projection": rng.standard_normal((2, 24, 2 * 21)).astype(np.float32),
+            "bucket_sizes": np.array([6, 36], np.int32),
+        }  # 21 columns a round: a partial tile
     else:
         spec, attrs = SORTED_CHUNK_ATTENTION, {"chunk_length": 6, "chunks_after": 1, "causal": 1, "mask_self": 1}
         inputs = attn_inputs(rng, 2, 2, 42, 20, 3, 5)  # D=20, window 18: partial tiles

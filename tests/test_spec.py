@@ -28,7 +28,9 @@ def test_cpp_header_declares_every_op_input_and_attribute():
 
 
 def test_bind_reports_the_first_disagreeing_input():
-    with pytest.raises(ValueError, match=r"LSHCumulation: input 'key_hash' dim 2 \(m\) is 5, but input 'query_hash' says m=4"):
+    with pytest.raises(
+        ValueError, match=r"LSHCumulation: input 'key_hash' dim 2 \(m\) is 5, but input 'query_hash' says m=4"
+    ):
         spec.LSH_CUMULATION.bind(
             [(2, 3), (2, 3, 4), (2, 6), (2, 6, 5), (2, 6, 8)],
             ["int32", "int32", "int32", "int32", "float32"],
@@ -37,7 +39,9 @@ def test_bind_reports_the_first_disagreeing_input():
 
 
 def test_bind_takes_symbols_named_like_attributes_from_the_attribute():
-    env = spec.SIGN_HASH.bind([(4, 7), (4, 7, 32), (2, 6, 32)], ["int32", "float32", "float32"], {"num_hash": 3, "hash_code_len": 4})
+    env = spec.SIGN_HASH.bind(
+        [(4, 7), (4, 7, 32), (2, 6, 32)], ["int32", "float32", "float32"], {"num_hash": 3, "hash_code_len": 4}
+    )
     assert env["num_hash"] == 3 and spec.SIGN_HASH.output_shapes(env) == [(4, 7, 3)]
 
 
@@ -78,7 +82,9 @@ def test_routing_attributes_come_from_the_catalogue():
         # Never confused with an op's own attributes.
         assert not set(routing) & {a.name for a in op.attributes}
     assert spec.SIGN_HASH.node_attributes({"num_hash": 2}) == {
-        "num_hash": 2, "plugin_version": "1", "plugin_namespace": "bucketrt"
+        "num_hash": 2,
+        "plugin_version": "1",
+        "plugin_namespace": "bucketrt",
     }
 
 
@@ -106,9 +112,13 @@ def test_float_type_is_one_per_node():
     assert spec.LSH_CUMULATION.output_dtypes(ints + ["float32"]) == ["float32"]
     with pytest.raises(ValueError, match=r"LSHCumulation: input 'value' must be float32 or float16, got float64"):
         spec.LSH_CUMULATION.bind(shapes, ints + ["float64"], {"hashtable_capacity": 16})
-    with pytest.raises(ValueError, match=r"SignHash: input 'projection' must be float16 like input 'vector', got float32"):
-        spec.SIGN_HASH.bind([(4, 7), (4, 7, 32), (2, 6, 32)], ["int32", "float16", "float32"], {"num_hash": 3, "hash_code_len": 4})
-    assert 'inline constexpr DType kSignHashFloatTypes[] = {DType::kFloat32, DType::kFloat16};' in spec.cpp_header()
+    with pytest.raises(
+        ValueError, match=r"SignHash: input 'projection' must be float16 like input 'vector', got float32"
+    ):
+        spec.SIGN_HASH.bind(
+            [(4, 7), (4, 7, 32), (2, 6, 32)], ["int32", "float16", "float32"], {"num_hash": 3, "hash_code_len": 4}
+        )
+    assert "inline constexpr DType kSignHashFloatTypes[] = {DType::kFloat32, DType::kFloat16};" in spec.cpp_header()
 
 
 @pytest.mark.parametrize("op", spec.OPS, ids=[op.name for op in spec.OPS])
@@ -120,8 +130,9 @@ def test_an_op_with_float32_alone_rejects_float16_with_the_float32_words(op):
     float_input = next(t for t in op.inputs if t.dtype == spec.FLOAT)
     dtypes = ["float16" if t.dtype == spec.FLOAT else t.dtype for t in op.inputs]
     shapes = [(2,) * len(t.dims) for t in op.inputs]
-    attrs = only32.resolve_attributes({a.name: a.minimum if a.minimum else 2 for a in op.attributes
-                                       if a.default is None})
+    attrs = only32.resolve_attributes(
+        {a.name: a.minimum if a.minimum else 2 for a in op.attributes if a.default is None}
+    )
     with pytest.raises(ValueError, match=rf"^{op.name}: input '{float_input.name}' must be float32, got float16$"):
         only32.bind(shapes, dtypes, attrs)
     # The same dtypes are T = float16 for the op itself (so the restriction is what rejects them).
@@ -149,14 +160,38 @@ def test_every_int_attribute_has_a_maximum_or_allowed_values():
     "op,attrs,message",
     [
         (spec.SIGN_HASH, {"num_hash": 1, "hash_code_len": 31}, "attribute 'hash_code_len' must be <= 30, got 31"),
-        (spec.SIGN_HASH, {"num_hash": 2**31, "hash_code_len": 4}, "attribute 'num_hash' must be <= 2147483647, got 2147483648"),
+        (
+            spec.SIGN_HASH,
+            {"num_hash": 2**31, "hash_code_len": 4},
+            "attribute 'num_hash' must be <= 2147483647, got 2147483648",
+        ),
         (spec.SIGN_HASH, {"num_hash": [1], "hash_code_len": 4}, "attribute 'num_hash' must be an int, got \\[1\\]"),
-        (spec.SIGN_HASH, {"num_hash": 1, "hash_code_len": 4, "transform": 3}, "attribute 'transform' must be a string, got 3"),
-        (spec.LSH_CUMULATION, {"hashtable_capacity": 8, "deterministic": 2}, "attribute 'deterministic' must be one of \\[0, 1\\], got 2"),
+        (
+            spec.SIGN_HASH,
+            {"num_hash": 1, "hash_code_len": 4, "transform": 3},
+            "attribute 'transform' must be a string, got 3",
+        ),
+        (
+            spec.LSH_CUMULATION,
+            {"hashtable_capacity": 8, "deterministic": 2},
+            "attribute 'deterministic' must be one of \\[0, 1\\], got 2",
+        ),
         (spec.LSH_CUMULATION, {"hashtable_capacity": 2**31}, "attribute 'hashtable_capacity' must be <= 1073741824"),
-        (spec.SORTED_CHUNK_ATTENTION, {"chunk_length": 4, "chunks_before": 2**61}, "attribute 'chunks_before' must be <= 64"),
-        (spec.SORTED_CHUNK_ATTENTION, {"chunk_length": 4, "causal": -1}, "attribute 'causal' must be one of \\[0, 1\\], got -1"),
-        (spec.SORTED_CHUNK_ATTENTION, {"chunk_length": 4, "mask_self": True}, "attribute 'mask_self' must be an int, got True"),
+        (
+            spec.SORTED_CHUNK_ATTENTION,
+            {"chunk_length": 4, "chunks_before": 2**61},
+            "attribute 'chunks_before' must be <= 64",
+        ),
+        (
+            spec.SORTED_CHUNK_ATTENTION,
+            {"chunk_length": 4, "causal": -1},
+            "attribute 'causal' must be one of \\[0, 1\\], got -1",
+        ),
+        (
+            spec.SORTED_CHUNK_ATTENTION,
+            {"chunk_length": 4, "mask_self": True},
+            "attribute 'mask_self' must be an int, got True",
+        ),
         (spec.EXPERT_FFN, {"activation": "gelu2"}, "attribute 'activation' must be one of \\['relu', "),
     ],
 )
@@ -169,8 +204,10 @@ def test_cpp_header_carries_every_bound():
     header = spec.cpp_header()
     assert '{"hash_code_len", AttrType::kInt, nullptr, 1, 30, false, "", nullptr, 0},' in header
     assert "inline constexpr long long kSortedChunkAttention_causal_allowed[] = {0, 1};" in header
-    assert ('{"causal", AttrType::kInt, "0", kNoMinimum, kNoMaximum, false, "", '
-            "kSortedChunkAttention_causal_allowed, 2}," in header)
+    assert (
+        '{"causal", AttrType::kInt, "0", kNoMinimum, kNoMaximum, false, "", '
+        "kSortedChunkAttention_causal_allowed, 2}," in header
+    )
     assert '{"chunks_before", AttrType::kInt, "1", 0, 64, false, "", nullptr, 0},' in header
     for op in spec.OPS:
         for a in op.attributes:
@@ -190,7 +227,9 @@ def test_activations_are_defined_once():
     assert f"inline constexpr int kNumActivations = {len(spec.ACTIVATION_FUNCTIONS)};" in header
     assert '{"gelu_fast", Activation::kGeluTanh},' in header and '{"swish", Activation::kSilu},' in header
     x = torch.linspace(-3, 3, 7)
-    torch.testing.assert_close(reference.EXPERT_ACTIVATIONS["gelu_new"](x), reference.ACTIVATION_FUNCTIONS["gelu_tanh"](x))
+    torch.testing.assert_close(
+        reference.EXPERT_ACTIVATIONS["gelu_new"](x), reference.ACTIVATION_FUNCTIONS["gelu_tanh"](x)
+    )
 
 
 def test_every_output_dim_is_an_int_attribute_or_an_input_dim():

@@ -129,7 +129,9 @@ class Loaders:
                 initializers = {i.name for i in model.graph.initializer}
                 network = types.SimpleNamespace(
                     inputs=[i.name for i in model.graph.input if i.name not in initializers],
-                    outputs=[o.name for o in model.graph.output], model=model, build=self.build,
+                    outputs=[o.name for o in model.graph.output],
+                    model=model,
+                    build=self.build,
                 )
                 network.num_inputs = len(network.inputs)
                 network.get_input = lambda i: types.SimpleNamespace(name=network.inputs[i])
@@ -195,8 +197,12 @@ class Loaders:
                 present = [o.name for o in network.model.graph.output]
                 return with_outputs(network.model, [n for n in network.outputs if n not in present]).SerializeToString()
 
-        for name, value in dict(NetworkFromOnnxPath=NetworkFromOnnxPath, ModifyNetworkOutputs=ModifyNetworkOutputs,
-                                CreateConfig=CreateConfig, EngineBytesFromNetwork=EngineBytesFromNetwork).items():
+        for name, value in dict(
+            NetworkFromOnnxPath=NetworkFromOnnxPath,
+            ModifyNetworkOutputs=ModifyNetworkOutputs,
+            CreateConfig=CreateConfig,
+            EngineBytesFromNetwork=EngineBytesFromNetwork,
+        ).items():
             monkeypatch.setattr(polygraphy_trt, name, value)
         return self
 
@@ -225,8 +231,9 @@ class FakeTrtRunner:
         if self.engine.data.startswith(b"corrupt"):  # as Polygraphy fails on an engine TensorRT refuses
             G_LOGGER.error("IRuntime::deserializeCudaEngine: Error Code 1: Serialization (plugin SignHash not found)")
             G_LOGGER.critical("Could not deserialize engine. See log for details.")
-        self.session = ort.InferenceSession(self.engine.data, sess_options=bucketrt.session_options(),
-                                            providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            self.engine.data, sess_options=bucketrt.session_options(), providers=["CPUExecutionProvider"]
+        )
         return self
 
     def __exit__(self, *exc):
@@ -311,28 +318,45 @@ def synthetic_export(folder: Path, components: dict[str, list[tuple]], family="s
             [helper.make_tensor_value_info(n, TensorProto.INT64, dims) for n, dims in inputs],
             [helper.make_tensor_value_info("out", TensorProto.INT64, inputs[0][1])],
         )
-        onnx.save(helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 20)]), folder / f"{name}.onnx")
-        entries.append({
-            "name": name,
-            "files": {"model": f"{name}.onnx", "external_data": None},
-            "inputs": [{"name": n, "dtype": "int64", "shape": dims} for n, dims in inputs],
-            "outputs": [{"name": "out", "dtype": "int64", "shape": inputs[0][1]}],
-        })
+        onnx.save(
+            helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 20)]),
+            folder / f"{name}.onnx",
+        )
+        entries.append(
+            {
+                "name": name,
+                "files": {"model": f"{name}.onnx", "external_data": None},
+                "inputs": [{"name": n, "dtype": "int64", "shape": dims} for n, dims in inputs],
+                "outputs": [{"name": "out", "dtype": "int64", "shape": inputs[0][1]}],
+            }
+        )
     manifest = {
-        "format": 2, "family": family, "model_type": "switch_transformers", "task": "text2text-generation",
-        "source": "synthetic", "seed": 0, "mode": "top1-moe", "dtype": "fp32", "max_sequence_length": None,
+        "format": 2,
+        "family": family,
+        "model_type": "switch_transformers",
+        "task": "text2text-generation",
+        "source": "synthetic",
+        "seed": 0,
+        "mode": "top1-moe",
+        "dtype": "fp32",
+        "max_sequence_length": None,
         "ops": [{"domain": "bucketrt", "name": "Top1Dispatch", "version": 1, "nodes": 1}] if ops else [],
-        "components": entries, "config": {},
+        "components": entries,
+        "config": {},
     }
     (folder / "bucketrt.json").write_text(json.dumps(manifest))
     return folder
 
 
 SEQ2SEQ = {
-    "encoder_model": [("input_ids", ["batch_size", "encoder_sequence_length"]),
-                      ("attention_mask", ["batch_size", "encoder_sequence_length"])],
-    "decoder_model": [("input_ids", ["batch_size", "decoder_sequence_length"]),
-                      ("encoder_attention_mask", ["batch_size", "encoder_sequence_length"])],
+    "encoder_model": [
+        ("input_ids", ["batch_size", "encoder_sequence_length"]),
+        ("attention_mask", ["batch_size", "encoder_sequence_length"]),
+    ],
+    "decoder_model": [
+        ("input_ids", ["batch_size", "decoder_sequence_length"]),
+        ("encoder_attention_mask", ["batch_size", "encoder_sequence_length"]),
+    ],
 }
 
 
@@ -368,7 +392,9 @@ def test_old_tensorrt_is_refused(lsh_export, monkeypatch, tmp_path):
     use_tensorrt(monkeypatch, tmp_path, "8.6.1")
     result = invoke("build", lsh_export)
     assert result.exit_code == 2
-    assert_one_error_line(result.stderr, "TensorRT 8.6.1 is too old: bucketrt's plugins are IPluginV3 (TensorRT 10 or later)")
+    assert_one_error_line(
+        result.stderr, "TensorRT 8.6.1 is too old: bucketrt's plugins are IPluginV3 (TensorRT 10 or later)"
+    )
 
 
 def test_ops_trt_library(monkeypatch, tmp_path):
@@ -382,11 +408,15 @@ def test_ops_trt_library(monkeypatch, tmp_path):
 
 def test_a_plugin_library_tensorrt_refuses_says_why(lsh_export, monkeypatch, tmp_path):
     """TensorRT has Polygraphy's logger before load_library, so the reason it logs reaches the error."""
-    trt = use_tensorrt(monkeypatch, tmp_path, refuse_library="bucketrt: built for TensorRT 10, running under TensorRT 11")
+    trt = use_tensorrt(
+        monkeypatch, tmp_path, refuse_library="bucketrt: built for TensorRT 10, running under TensorRT 11"
+    )
     result = invoke("build", lsh_export)
     assert result.exit_code == 2, result.output
-    assert_one_error_line(result.stderr, f"could not load the plugin library {trt.library} "
-                                         "(bucketrt: built for TensorRT 10, running under TensorRT 11)")
+    assert_one_error_line(
+        result.stderr,
+        f"could not load the plugin library {trt.library} (bucketrt: built for TensorRT 10, running under TensorRT 11)",
+    )
     assert "was it built against this TensorRT?" in result.stderr
     assert len(trt.calls["runtimes"]) == 1 and trt.calls["load_library"] == [str(trt.library)]
 
@@ -405,8 +435,21 @@ def profile_of(build: dict) -> dict:
 def test_build_gives_polygraphy_the_profile_options_and_plugins(trt, fresh_export, tmp_path):
     cache = tmp_path / "timing.cache"
     cache.write_bytes(b"old")
-    result = invoke("build", fresh_export, "--min-shapes", "input_ids:1x16", "--opt-shapes", "input_ids:2x64",
-                    "--max-shapes", "input_ids:4x256", "--workspace", 512, "--timing-cache", cache, "--no-tf32")
+    result = invoke(
+        "build",
+        fresh_export,
+        "--min-shapes",
+        "input_ids:1x16",
+        "--opt-shapes",
+        "input_ids:2x64",
+        "--max-shapes",
+        "input_ids:4x256",
+        "--workspace",
+        512,
+        "--timing-cache",
+        cache,
+        "--no-tf32",
+    )
     assert result.exit_code == 0, result.output
     assert trt.calls["load_library"] == [str(trt.library)]
     (build,) = trt.loaders.builds
@@ -424,11 +467,15 @@ def test_build_gives_polygraphy_the_profile_options_and_plugins(trt, fresh_expor
     assert build["config_object"].cache.data == b"old" and cache.read_bytes() == b"old+tuned"  # read, then written back
 
     engine = fresh_export / "model.engine"
-    assert onnx.load_from_string(engine.read_bytes()) == onnx.load(str(fresh_export / "model.onnx"))  # the stand-in's engine
+    assert onnx.load_from_string(engine.read_bytes()) == onnx.load(
+        str(fresh_export / "model.onnx")
+    )  # the stand-in's engine
     record = json.loads((fresh_export / "bucketrt.json").read_text())["engines"]["model"]
     assert record["file"] == "model.engine" and record["precision"] == "fp32" and record["strongly_typed"]
     assert record["profile"]["input_ids"] == {"min": [1, 16], "opt": [2, 64], "max": [4, 256]}
-    assert record["tensorrt"] == "10.8.0.43" and record["plugins"] == str(trt.library) and record["workspace_mib"] == 512
+    assert (
+        record["tensorrt"] == "10.8.0.43" and record["plugins"] == str(trt.library) and record["workspace_mib"] == 512
+    )
     assert "Built" in result.stdout and "check it with: bucketrt check" in result.stdout
 
 
@@ -453,7 +500,9 @@ def test_build_defaults_and_fp16_on_tensorrt_10(trt, fresh_export, tmp_path):
     assert build["config"]["memory_pool_limits"] is None and build["config_object"].cache is None
     assert engine.is_file()
     record = json.loads((fresh_export / "bucketrt.json").read_text())["engines"]["model"]
-    assert record["file"] == str(engine.resolve()) and record["precision"] == "fp32+fp16" and not record["strongly_typed"]
+    assert (
+        record["file"] == str(engine.resolve()) and record["precision"] == "fp32+fp16" and not record["strongly_typed"]
+    )
 
 
 def test_fp16_flag_is_refused_on_tensorrt_11(fresh_export, monkeypatch, tmp_path, loaders):
@@ -478,7 +527,7 @@ def test_parser_errors_one_line_each(trt, fresh_export):
     # As TensorRT's bindings print parser errors, and Polygraphy logs them.
     trt.loaders.parse_errors = [
         f"In node {index} (importFallbackPluginImporter): UNSUPPORTED_NODE: Assertion failed: creator && "
-        "\"Plugin not found, are the plugin name, version, and namespace correct?\"",
+        '"Plugin not found, are the plugin name, version, and namespace correct?"',
         f"In node {index} (importFallbackPluginImporter): UNSUPPORTED_NODE: Could not create the plugin",
         "In node -1 (parseGraph): INVALID_GRAPH: Assertion failed: something else",
     ]
@@ -506,7 +555,9 @@ def test_an_optimisation_profile_tensorrt_refuses_is_an_error(trt, fresh_export)
 def test_build_usage_errors(trt, fresh_export):
     result = invoke("build", fresh_export, "--max-shapes", "token_ids:1x8")
     assert result.exit_code == 2
-    assert_one_error_line(result.stderr, "--max-shapes names no input of the export: token_ids; its inputs are attention_mask, input_ids")
+    assert_one_error_line(
+        result.stderr, "--max-shapes names no input of the export: token_ids; its inputs are attention_mask, input_ids"
+    )
     result = invoke("build", fresh_export, "--opt-shapes", "input_ids:1x8x")
     assert result.exit_code == 2 and "needs dims like 1x128" in result.stderr
     result = invoke("build", fresh_export, "--component", "decoder_model")
@@ -519,9 +570,19 @@ def test_build_every_component_of_a_seq2seq_export(trt, tmp_path):
     folder = synthetic_export(tmp_path / "s2s", SEQ2SEQ)
     result = invoke("build", folder, "--opt-shapes", "input_ids:2x64,attention_mask:2x32")
     assert result.exit_code == 2
-    assert_one_error_line(result.stderr, "inputs 'input_ids' and 'attention_mask' of encoder_model share dim 'encoder_sequence_length'")
-    result = invoke("build", folder, "--max-shapes", "input_ids:2x64", "--min-shapes", "input_ids:1x1",
-                    "--engine", tmp_path / "x.engine")
+    assert_one_error_line(
+        result.stderr, "inputs 'input_ids' and 'attention_mask' of encoder_model share dim 'encoder_sequence_length'"
+    )
+    result = invoke(
+        "build",
+        folder,
+        "--max-shapes",
+        "input_ids:2x64",
+        "--min-shapes",
+        "input_ids:1x1",
+        "--engine",
+        tmp_path / "x.engine",
+    )
     assert result.exit_code == 2
     assert_one_error_line(result.stderr, "--engine names one file, and the export has 2 components")
 
@@ -547,8 +608,9 @@ def test_build_every_component_of_a_seq2seq_export(trt, tmp_path):
 def test_export_without_bucketrt_ops_needs_no_plugin_library(monkeypatch, tmp_path, loaders):
     module = use_tensorrt(monkeypatch, tmp_path)
     monkeypatch.setattr("bucketrt._TRT_LIBRARY_NAME", "libbucketrt_trt-not-built.so")
-    folder = synthetic_export(tmp_path / "plain", {"model": [("input_ids", ["batch_size", "sequence_length"])]},
-                              family="yoso", ops=False)
+    folder = synthetic_export(
+        tmp_path / "plain", {"model": [("input_ids", ["batch_size", "sequence_length"])]}, family="yoso", ops=False
+    )
     result = invoke("build", folder)
     assert result.exit_code == 0, result.output
     assert module.calls["load_library"] == [] and "plugins: none" in result.stdout and len(loaders.builds) == 1
@@ -591,7 +653,9 @@ def test_check_trt_runs_the_recorded_engine(trt, fresh_export):
 
     result = invoke("check", fresh_export, "--backend", "trt", "--sequence-length", 100)
     assert result.exit_code == 2
-    assert_one_error_line(result.stderr, "the engine model.engine takes input_ids from 1x1 to 2x64, the check feeds 2x100")
+    assert_one_error_line(
+        result.stderr, "the engine model.engine takes input_ids from 1x1 to 2x64, the check feeds 2x100"
+    )
     result = invoke("check", fresh_export, "--backend", "trt", "--sequence-length", 100, "--rebuild")
     assert result.exit_code == 0, result.output
     assert len(trt.loaders.builds) == 1 and "hash codes differ between TensorRT" in result.stdout
@@ -619,8 +683,11 @@ def test_an_engine_tensorrt_cannot_load_fails_with_tensorrts_reason(trt, fresh_e
     (fresh_export / "model.engine").write_bytes(b"corrupt")
     result = invoke("check", fresh_export, "--backend", "trt", "--sequence-length", 16)
     assert result.exit_code == 1
-    assert_one_error_line(result.stderr, "running model.onnx in TensorRT failed: IRuntime::deserializeCudaEngine: "
-                                         "Error Code 1: Serialization (plugin SignHash not found); Could not deserialize engine")
+    assert_one_error_line(
+        result.stderr,
+        "running model.onnx in TensorRT failed: IRuntime::deserializeCudaEngine: "
+        "Error Code 1: Serialization (plugin SignHash not found); Could not deserialize engine",
+    )
 
 
 def test_ort_only_options_are_refused_for_ort(lsh_export):

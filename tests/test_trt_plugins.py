@@ -36,7 +36,9 @@ def _include_dirs() -> tuple[Path, Path]:
     ort = Path(os.environ.get("ORT_INCLUDE_DIR") or ROOT / ".cache/libonnxruntime-dev/usr/include/onnxruntime")
     eigen = Path(os.environ.get("EIGEN3_INCLUDE_DIR") or ROOT / ".cache/libeigen3-dev/usr/include/eigen3")
     if not (ort / "onnxruntime_cxx_api.h").is_file() or not (eigen / "Eigen/Core").is_file():
-        pytest.skip("ONNX Runtime or Eigen headers not found (run `make install`, or set ORT_INCLUDE_DIR and EIGEN3_INCLUDE_DIR)")
+        pytest.skip(
+            "ONNX Runtime or Eigen headers not found (run `make install`, or set ORT_INCLUDE_DIR and EIGEN3_INCLUDE_DIR)"
+        )
     return ort, eigen
 
 
@@ -60,8 +62,16 @@ def _configure(build: Path, *defines: str, cuda: str = "OFF") -> str:
     ort, eigen = _include_dirs()
     env = {k: v for k, v in os.environ.items() if k not in ("TensorRT_ROOT", "CPATH", "CPLUS_INCLUDE_PATH")}
     command = [
-        _cmake(), "-S", str(ROOT), "-B", str(build), f"-DORT_INCLUDE_DIR={ort}", f"-DEIGEN3_INCLUDE_DIR={eigen}",
-        f"-DPython_EXECUTABLE={sys.executable}", f"-DBUCKETRT_CUDA={cuda}", *defines,
+        _cmake(),
+        "-S",
+        str(ROOT),
+        "-B",
+        str(build),
+        f"-DORT_INCLUDE_DIR={ort}",
+        f"-DEIGEN3_INCLUDE_DIR={eigen}",
+        f"-DPython_EXECUTABLE={sys.executable}",
+        f"-DBUCKETRT_CUDA={cuda}",
+        *defines,
     ]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -101,10 +111,16 @@ def test_configure_without_tensorrt_says_so_in_one_line(tmp_path):
 @pytest.mark.parametrize(
     "version, expected",
     [
-        ((10, 16, 0), "bucketrt: TensorRT 10.16.0 headers at {include}, but the CUDA kernels are not built (nvcc not "
-                      "found, or BUCKETRT_CUDA=OFF); skipping the TensorRT plugins, which wrap them"),
-        ((8, 6, 1), "bucketrt: TensorRT 8.6.1 at {include} is too old (the plugins are IPluginV3: TensorRT 10 or "
-                    "later); skipping the TensorRT plugins"),
+        (
+            (10, 16, 0),
+            "bucketrt: TensorRT 10.16.0 headers at {include}, but the CUDA kernels are not built (nvcc not "
+            "found, or BUCKETRT_CUDA=OFF); skipping the TensorRT plugins, which wrap them",
+        ),
+        (
+            (8, 6, 1),
+            "bucketrt: TensorRT 8.6.1 at {include} is too old (the plugins are IPluginV3: TensorRT 10 or "
+            "later); skipping the TensorRT plugins",
+        ),
     ],
 )
 def test_configure_with_tensorrt_headers_but_no_plugins_says_why_in_one_line(tmp_path, version, expected):
@@ -209,8 +225,12 @@ def trt_build(tensorrt_root, tmp_path_factory) -> tuple[Path, str]:
     jobs = str(os.cpu_count() or 2)
     # The kernels first (shared with the ORT library), then the plugin sources alone.
     for target in ("bucketrt_trt_kernels", "bucketrt_trt"):
-        result = subprocess.run([_cmake(), "--build", str(build), "--target", target, "-j", jobs],
-                                capture_output=True, text=True, timeout=1800)
+        result = subprocess.run(
+            [_cmake(), "--build", str(build), "--target", target, "-j", jobs],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
         assert result.returncode == 0, result.stdout + result.stderr
     return build / "trt_plugins" / "libbucketrt_trt.so", result.stdout + result.stderr
 
@@ -225,10 +245,24 @@ def test_plugins_through_tensorrt_interfaces(tensorrt_root, trt_build, tmp_path)
     library, _ = trt_build
     driver = tmp_path / "trt_plugin_check"
     compile_ = subprocess.run(
-        [os.environ.get("CXX", "g++"), "-std=c++17", "-Wall", "-Wextra", "-Werror", "-isystem",
-         str(tensorrt_root / "include"), "-isystem", str(_cuda_include()), str(ROOT / "tests/trt_plugin_check.cc"),
-         "-ldl", "-o", str(driver)],
-        capture_output=True, text=True)
+        [
+            os.environ.get("CXX", "g++"),
+            "-std=c++17",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-isystem",
+            str(tensorrt_root / "include"),
+            "-isystem",
+            str(_cuda_include()),
+            str(ROOT / "tests/trt_plugin_check.cc"),
+            "-ldl",
+            "-o",
+            str(driver),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert compile_.returncode == 0, compile_.stderr
     result = subprocess.run([str(driver), str(library), str(len(_cuda_ops()))], capture_output=True, text=True)
     assert result.returncode == 0 and re.search(r"^0 failed$", result.stdout, re.M), result.stdout + result.stderr
@@ -242,11 +276,16 @@ def test_declared_workspace_covers_every_shape_of_the_profile(trt_build):
     with its cause. CUB's storage query is replaced by its formula (tests/radix_sort_stub.cc)."""
     library, _ = trt_build
     build = library.parents[1]
-    result = subprocess.run([_cmake(), "--build", str(build), "--target", "bucketrt_trt_workspace_check"],
-                            capture_output=True, text=True, timeout=1800)
+    result = subprocess.run(
+        [_cmake(), "--build", str(build), "--target", "bucketrt_trt_workspace_check"],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
-    run = subprocess.run([str(build / "trt_plugins" / "bucketrt_trt_workspace_check")], capture_output=True, text=True,
-                         timeout=600)
+    run = subprocess.run(
+        [str(build / "trt_plugins" / "bucketrt_trt_workspace_check")], capture_output=True, text=True, timeout=600
+    )
     assert run.returncode == 0 and re.search(r"^0 failed$", run.stdout, re.M), run.stdout + run.stderr
     # Every op was swept, each with shapes planned and none over its declared size.
     swept = re.findall(r"^ok   (\w+)[^:]*: declared (\d+) bytes; (\d+) shapes planned", run.stdout, re.M)
@@ -267,12 +306,23 @@ def loading_check(tensorrt_root, tmp_path_factory) -> tuple[Path, dict[int, Path
     """tests/trt_loading_check.cc and stand-in libnvinfer.so.<major> (tests/nvinfer_standin.cc) for
     the headers' major and the next one, each in a folder of its own."""
     folder = tmp_path_factory.mktemp("loading")
-    flags = ["-std=c++17", "-Wall", "-Wextra", "-Werror", "-isystem", str(tensorrt_root / "include"), "-isystem",
-             str(_cuda_include())]
+    flags = [
+        "-std=c++17",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        "-isystem",
+        str(tensorrt_root / "include"),
+        "-isystem",
+        str(_cuda_include()),
+    ]
     cxx = os.environ.get("CXX", "g++")
     driver = folder / "trt_loading_check"
-    result = subprocess.run([cxx, *flags, str(ROOT / "tests/trt_loading_check.cc"), "-ldl", "-o", str(driver)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [cxx, *flags, str(ROOT / "tests/trt_loading_check.cc"), "-ldl", "-o", str(driver)],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     major = _tensorrt_major(tensorrt_root)
     standins = {}
@@ -280,8 +330,21 @@ def loading_check(tensorrt_root, tmp_path_factory) -> tuple[Path, dict[int, Path
         (folder / str(m)).mkdir()
         standins[m] = folder / str(m) / f"libnvinfer.so.{m}"
         result = subprocess.run(
-            [cxx, *flags, "-shared", "-fPIC", f"-DSTANDIN_MAJOR={m}", f"-Wl,-soname,libnvinfer.so.{m}",
-             str(ROOT / "tests/nvinfer_standin.cc"), "-ldl", "-o", str(standins[m])], capture_output=True, text=True)
+            [
+                cxx,
+                *flags,
+                "-shared",
+                "-fPIC",
+                f"-DSTANDIN_MAJOR={m}",
+                f"-Wl,-soname,libnvinfer.so.{m}",
+                str(ROOT / "tests/nvinfer_standin.cc"),
+                "-ldl",
+                "-o",
+                str(standins[m]),
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert result.returncode == 0, result.stderr
     return driver, standins
 
@@ -291,8 +354,12 @@ def test_every_load_order_registers_once(tensorrt_root, trt_build, loading_check
     library, _ = trt_build
     driver, standins = loading_check
     major = _tensorrt_major(tensorrt_root)
-    run = subprocess.run([str(driver), scenario, str(library), str(standins[major]), str(len(_cuda_ops()))],
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [str(driver), scenario, str(library), str(standins[major]), str(len(_cuda_ops()))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 0 and re.search(r"^0 failed$", run.stdout, re.M), run.stdout + run.stderr
     assert "bucketrt:" not in run.stdout + run.stderr, run.stdout + run.stderr  # nothing to say
 
@@ -301,8 +368,12 @@ def test_another_tensorrt_major_is_said_in_one_line(tensorrt_root, trt_build, lo
     library, _ = trt_build
     driver, standins = loading_check
     major = _tensorrt_major(tensorrt_root)
-    run = subprocess.run([str(driver), "mismatch", str(library), str(standins[major + 1]), str(len(_cuda_ops()))],
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [str(driver), "mismatch", str(library), str(standins[major + 1]), str(len(_cuda_ops()))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 0 and re.search(r"^0 failed$", run.stdout, re.M), run.stdout + run.stderr
     lines = [line for line in (run.stdout + run.stderr).splitlines() if "bucketrt:" in line]
     assert lines == [
@@ -324,7 +395,9 @@ def test_bucketrt_ops_lists_trt_for_the_ops_with_plugins(monkeypatch, tmp_path):
     monkeypatch.setattr(bucketrt, "trt_library_path", lambda: str(library))
     result = CliRunner().invoke(main, ["ops"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    rows = {line.split()[1]: line for line in result.output.splitlines() if line.startswith("│ ") and len(line.split()) > 2}
+    rows = {
+        line.split()[1]: line for line in result.output.splitlines() if line.startswith("│ ") and len(line.split()) > 2
+    }
     cuda_ops = set(_cuda_ops())
     for op in OPS:
         assert ("trt" in rows[op.name].split("│")[4].replace(",", " ").split()) == (op.name in cuda_ops), rows[op.name]

@@ -43,8 +43,11 @@ def _relabelled(inputs):
     codes = np.concatenate([inputs["query_hash"].ravel(), inputs["key_hash"].ravel()])
     _, ranks = np.unique(codes, return_inverse=True)
     split = inputs["query_hash"].size
-    return {**inputs, "query_hash": ranks[:split].reshape(inputs["query_hash"].shape).astype(np.int32),
-            "key_hash": ranks[split:].reshape(inputs["key_hash"].shape).astype(np.int32)}
+    return {
+        **inputs,
+        "query_hash": ranks[:split].reshape(inputs["query_hash"].shape).astype(np.int32),
+        "key_hash": ranks[split:].reshape(inputs["key_hash"].shape).astype(np.int32),
+    }
 
 
 # batch, num_query, num_key, num_hash, dim: slabs of 16 and a tail slab of 7 (the any-width path)
@@ -63,8 +66,9 @@ def test_lsh_large_codes_bit_identical_to_small_codes(shape):
     # The reference's tables follow the capacity: it runs on the relabelled codes.
     relabelled = _relabelled(inputs)
     small_capacity = 1 << int(max(relabelled["query_hash"].max(), relabelled["key_hash"].max())).bit_length()
-    expected = reference.lsh_cumulation(*(torch.from_numpy(relabelled[t.name]) for t in LSH_CUMULATION.inputs),
-                                        hashtable_capacity=small_capacity)
+    expected = reference.lsh_cumulation(
+        *(torch.from_numpy(relabelled[t.name]) for t in LSH_CUMULATION.inputs), hashtable_capacity=small_capacity
+    )
     np.testing.assert_allclose(large, expected.numpy(), rtol=1e-5, atol=1e-6)
 
 
@@ -113,7 +117,9 @@ _CHILD = textwrap.dedent(
 def _peak_growth_kib(num_key: int, high_code: int, capacity: int) -> dict:
     done = subprocess.run(
         [sys.executable, "-c", _CHILD, str(num_key), str(high_code), str(capacity)],
-        capture_output=True, text=True, timeout=120,  # a hang guard, not a benchmark
+        capture_output=True,
+        text=True,
+        timeout=120,  # a hang guard, not a benchmark
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])

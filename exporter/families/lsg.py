@@ -17,7 +17,6 @@ import dataclasses
 import json
 from pathlib import Path
 
-
 from bucketrt.models.lsg import modeling
 from bucketrt.models.lsg.config import LSGConfigError, LSGSettings, is_lsg, settings
 
@@ -123,4 +122,3 @@ class LsgFamily(Family):
         shapes = {name: [*example.shape[:-1], length] for name, example in component.example_inputs.items()}
         component.example_inputs = self.example_inputs(model.config, shapes)
         return [component]
-

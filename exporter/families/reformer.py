@@ -91,7 +91,9 @@ def check_config(config) -> None:
             if size < 2 or size % 2:
                 raise BucketrtError(f"num_buckets must be even numbers >= 2, got {config.num_buckets}")
     if config.axial_pos_embds and len(config.axial_pos_shape) != 2:
-        raise BucketrtError(f"axial_pos_shape must have two factors (as HF requires in eval), got {config.axial_pos_shape}")
+        raise BucketrtError(
+            f"axial_pos_shape must have two factors (as HF requires in eval), got {config.axial_pos_shape}"
+        )
     for name in ("lsh_attn_chunk_length", "local_attn_chunk_length"):
         if getattr(config, name) is None or getattr(config, name) < 1:
             raise BucketrtError(f"{name} must be a positive integer, got {getattr(config, name)}")
@@ -201,11 +203,21 @@ class ReformerGraph(nn.Module):
         qk = _heads(attn.query_key(hidden), batch, self.heads, self.head_size)
         value = _heads(attn.value(hidden), batch, self.heads, self.head_size)
         key = qk * torch.rsqrt(qk.pow(2).mean(-1, keepdim=True) + _LEN_NORM_EPS) / math.sqrt(self.head_size)
-        buckets = call(ARGMAX_HASH, mask, qk, getattr(self, f"rotations_{i}"), self.bucket_sizes, num_hash=config.num_hashes)
+        buckets = call(
+            ARGMAX_HASH, mask, qk, getattr(self, f"rotations_{i}"), self.bucket_sizes, num_hash=config.num_hashes
+        )
         out = call(
-            SORTED_CHUNK_ATTENTION, qk, key, value, mask, buckets,
-            chunk_length=config.lsh_attn_chunk_length, chunks_before=config.lsh_num_chunks_before,
-            chunks_after=config.lsh_num_chunks_after, causal=int(bool(config.is_decoder)), mask_self=1,
+            SORTED_CHUNK_ATTENTION,
+            qk,
+            key,
+            value,
+            mask,
+            buckets,
+            chunk_length=config.lsh_attn_chunk_length,
+            chunks_before=config.lsh_num_chunks_before,
+            chunks_after=config.lsh_num_chunks_after,
+            causal=int(bool(config.is_decoder)),
+            mask_self=1,
             max_length=self.max_length,
         )
         return _merge(out)
@@ -219,9 +231,17 @@ class ReformerGraph(nn.Module):
         # One round, every position in bucket 0: the stable sort is the identity (local attention).
         buckets = torch.zeros_like(mask)[:, None, None, :].expand(-1, self.heads, 1, -1)
         out = call(
-            SORTED_CHUNK_ATTENTION, query, key, value, mask, buckets,
-            chunk_length=config.local_attn_chunk_length, chunks_before=config.local_num_chunks_before,
-            chunks_after=config.local_num_chunks_after, causal=int(bool(config.is_decoder)), mask_self=0,
+            SORTED_CHUNK_ATTENTION,
+            query,
+            key,
+            value,
+            mask,
+            buckets,
+            chunk_length=config.local_attn_chunk_length,
+            chunks_before=config.local_num_chunks_before,
+            chunks_after=config.local_num_chunks_after,
+            causal=int(bool(config.is_decoder)),
+            mask_self=0,
             max_length=self.max_length,
         )
         return _merge(out)
@@ -266,6 +286,7 @@ class ReformerGraph(nn.Module):
 
 # -- the family -------------------------------------------------------------------------------
 
+
 @register
 class ReformerFamily(Family):
     name = "reformer"
@@ -273,7 +294,12 @@ class ReformerFamily(Family):
     order = 20
     config_class = "ReformerConfig"
     tasks = task_table(
-        "Reformer", "feature-extraction", "text-generation", "fill-mask", "text-classification", "question-answering",
+        "Reformer",
+        "feature-extraction",
+        "text-generation",
+        "fill-mask",
+        "text-classification",
+        "question-answering",
         classes={"text-generation": "ReformerModelWithLMHead"},
     )
 
@@ -283,11 +309,15 @@ class ReformerFamily(Family):
     def build_model(self, task: Task, config, ref: str | None, **kwargs):
         # HF asserts these in the heads' constructors; say it plainly instead.
         if task.name == "text-generation" and not config.is_decoder:
-            raise BucketrtError("text-generation (ReformerModelWithLMHead) needs is_decoder=True",
-                                "add --config-override is_decoder=true, or export fill-mask")
+            raise BucketrtError(
+                "text-generation (ReformerModelWithLMHead) needs is_decoder=True",
+                "add --config-override is_decoder=true, or export fill-mask",
+            )
         if task.name == "fill-mask" and config.is_decoder:
-            raise BucketrtError("fill-mask (ReformerForMaskedLM) needs is_decoder=False",
-                                "add --config-override is_decoder=false, or export text-generation")
+            raise BucketrtError(
+                "fill-mask (ReformerForMaskedLM) needs is_decoder=False",
+                "add --config-override is_decoder=false, or export text-generation",
+            )
         if task.name == "text-generation" and config.is_decoder:
             for kind, after in (("lsh", config.lsh_num_chunks_after), ("local", config.local_num_chunks_after)):
                 if kind in config.attn_layers and after:
@@ -320,9 +350,13 @@ class ReformerFamily(Family):
                 "layers": [i for i, kind in enumerate(config.attn_layers) if kind == "lsh"],
                 "shape_per_layer": list(rotations.tensors[0].shape) if rotations.tensors else None,
                 "sampling": rotations.source,
-            } if lsh else None,
+            }
+            if lsh
+            else None,
         }
-        return Patch("lsh" if lsh else "local", self._components(model, task, rotations), manifest, tuple(rotations.tensors))
+        return Patch(
+            "lsh" if lsh else "local", self._components(model, task, rotations), manifest, tuple(rotations.tensors)
+        )
 
     def _components(self, model, task: Task, rotations: Rotations) -> list[Component]:
         from torch.export import Dim
@@ -336,4 +370,3 @@ class ReformerFamily(Family):
 
     def max_length(self, config: dict) -> int | None:
         return max_length(types.SimpleNamespace(**config))
-

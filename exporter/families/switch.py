@@ -74,7 +74,13 @@ def _sparse_mlp_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
     probs = torch.softmax(logits, dim=-1, dtype=router.dtype).to(hidden_states.dtype)
     _, gate, _, counts, order = call(TOP1_DISPATCH, probs, expert_capacity=int(router.expert_capacity))
     return call(
-        EXPERT_FFN, hidden_states, order, counts, gate, self.bucketrt_wi, self.bucketrt_wo,
+        EXPERT_FFN,
+        hidden_states,
+        order,
+        counts,
+        gate,
+        self.bucketrt_wi,
+        self.bucketrt_wo,
         activation=self.bucketrt_activation,
     )
 
@@ -108,7 +114,10 @@ def patch_model(model: nn.Module) -> int:
 def past_names(num_layers: int, prefix: str) -> list[str]:
     """past_key_values.{i}.{decoder|encoder}.{key|value} (or present.*), layer by layer."""
     return [
-        f"{prefix}.{i}.{part}.{kind}" for i in range(num_layers) for part in ("decoder", "encoder") for kind in ("key", "value")
+        f"{prefix}.{i}.{part}.{kind}"
+        for i in range(num_layers)
+        for part in ("decoder", "encoder")
+        for kind in ("key", "value")
     ]
 
 
@@ -191,9 +200,7 @@ class SwitchFamily(Family):
     config_class = "SwitchTransformersConfig"
     # Optimum's names: a seq2seq export is encoder + decoder + decoder with past;
     # feature-extraction-encoder is the encoder stack alone (one model.onnx).
-    tasks = task_table(
-        "SwitchTransformers", "text2text-generation", "feature-extraction", "feature-extraction-encoder"
-    )
+    tasks = task_table("SwitchTransformers", "text2text-generation", "feature-extraction", "feature-extraction-encoder")
     default_task = "text2text-generation"
 
     def check_config(self, config) -> None:
@@ -236,7 +243,9 @@ class SwitchFamily(Family):
         config = model.config
         dims = {name: Dim(name) for name in _EXAMPLE}
         batch, enc_len = _EXAMPLE[BATCH], _EXAMPLE[ENCODER_SEQUENCE]
-        encoder_inputs = self.example_inputs(config, {"input_ids": [batch, enc_len], "attention_mask": [batch, enc_len]})
+        encoder_inputs = self.example_inputs(
+            config, {"input_ids": [batch, enc_len], "attention_mask": [batch, enc_len]}
+        )
         encoder_dims = {name: {0: dims[BATCH], 1: dims[ENCODER_SEQUENCE]} for name in encoder_inputs}
         encoder = Encoder(model).eval()
         if task.name not in _SEQ2SEQ_TASKS:
@@ -262,7 +271,8 @@ class SwitchFamily(Family):
         presents = past_names(layers, "present")
         pasts = past_names(layers, "past_key_values")
         past_shapes = {
-            n: [batch, config.num_heads, _EXAMPLE[PAST_SEQUENCE] if ".decoder." in n else enc_len, config.d_kv] for n in pasts
+            n: [batch, config.num_heads, _EXAMPLE[PAST_SEQUENCE] if ".decoder." in n else enc_len, config.d_kv]
+            for n in pasts
         }
         feeds = self.example_inputs(
             config,

@@ -262,8 +262,13 @@ class YosoFamily(Family):
     order = 10
     config_class = "YosoConfig"
     tasks = task_table(
-        "Yoso", "feature-extraction", "fill-mask", "text-classification", "token-classification",
-        "question-answering", "multiple-choice",
+        "Yoso",
+        "feature-extraction",
+        "fill-mask",
+        "text-classification",
+        "token-classification",
+        "question-answering",
+        "multiple-choice",
     )
     # HF's YOSO never masks padding inside attention; mask_padding=True does.
     options = {"mask_padding": False}

@@ -201,8 +201,9 @@ def mismatched_elements(actual, expected, atol: float, rtol: float) -> int:
 _POLYGRAPHY_ZERO_EPSILON = 2.220446049250313e-16
 
 
-def compare(actual: dict, expected: dict, output_names: list[str], atol: float, rtol: float,
-            backend_name: str = "backend") -> list[OutputResult]:
+def compare(
+    actual: dict, expected: dict, output_names: list[str], atol: float, rtol: float, backend_name: str = "backend"
+) -> list[OutputResult]:
     """Every output in `output_names`, `actual` (the backend's) against `expected`, by Polygraphy's
     comparator; an output missing from either side fails."""
     from polygraphy.comparator import Comparator, IterationResult, RunResults
@@ -331,7 +332,9 @@ class OrtBackend:
         if not names:
             return None
         with _model_with_codes(model_path, names) as path:
-            session = ort.InferenceSession(str(path), sess_options=session_options(), providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(
+                str(path), sess_options=session_options(), providers=["CPUExecutionProvider"]
+            )
         return session.run(names, feeds)
 
 
@@ -344,8 +347,15 @@ class TrtBackend:
 
     label, runner_name = "TensorRT", "tensorrt"
 
-    def __init__(self, output_dir: Path, manifest: dict, console=None, plugins: Path | None = None,
-                 rebuild: bool = False, verbose: bool = False):
+    def __init__(
+        self,
+        output_dir: Path,
+        manifest: dict,
+        console=None,
+        plugins: Path | None = None,
+        rebuild: bool = False,
+        verbose: bool = False,
+    ):
         from .trt_engine import load_tensorrt
 
         self.console = console
@@ -355,7 +365,10 @@ class TrtBackend:
         self.verbose = verbose
         # TensorRT and the plugin library are checked before any work (BucketrtError, one line).
         self.trt, self.library = load_tensorrt(manifest, plugins)
-        _say(console, f"TensorRT {self.trt.__version__}; plugins: {self.library or 'none (the export uses no bucketrt ops)'}")
+        _say(
+            console,
+            f"TensorRT {self.trt.__version__}; plugins: {self.library or 'none (the export uses no bucketrt ops)'}",
+        )
 
     def _recorded(self, entry: dict):
         from .trt_engine import recorded_engine
@@ -403,8 +416,16 @@ class TrtBackend:
         names = _code_names(model_path)
         _say(self.console, f"  building a check engine from {model_path.name}: {describe_profile(profile)}")
         with build_progress(self.console) as (progress, echo):
-            built = build_engine(self.trt, model_path, profile, options, self.manifest.get("dtype", "fp32"),
-                                 progress=progress, echo=echo, extra_outputs=names)
+            built = build_engine(
+                self.trt,
+                model_path,
+                profile,
+                options,
+                self.manifest.get("dtype", "fp32"),
+                progress=progress,
+                echo=echo,
+                extra_outputs=names,
+            )
         _say(self.console, f"  [green]✓[/] engine built in {built.seconds:.1f} s ({built.precision})")
         return built.data, names, None
 
@@ -419,7 +440,9 @@ class TrtBackend:
         echo = console_echo(self.console) if self.console is not None else None
         with polygraphy_log(echo, self.verbose) as errors:
             try:
-                with TrtRunner(EngineFromBytes(data, runtime=lambda: runtime(self.trt)), name=self.runner_name) as runner:
+                with TrtRunner(
+                    EngineFromBytes(data, runtime=lambda: runtime(self.trt)), name=self.runner_name
+                ) as runner:
                     outputs = {name: _to_numpy(value) for name, value in runner.infer(feeds).items()}
             except PolygraphyException as e:  # with what TensorRT logged before (a plugin not found, say)
                 raise RuntimeError("; ".join(dict.fromkeys([*errors, str(e)]))) from None
@@ -509,13 +532,27 @@ def check(
     precision, reason = runner.precision()
     default_atol, default_rtol, margin = TOLERANCES[precision]
     if reason:
-        _say(console, f"[dim]reduced precision ({reason}): default tolerances atol {default_atol:g}, rtol {default_rtol:g}[/]")
+        _say(
+            console,
+            f"[dim]reduced precision ({reason}): default tolerances atol {default_atol:g}, rtol {default_rtol:g}[/]",
+        )
     report = CheckReport(
-        export_dir=str(export_dir), backend=backend, backend_label=runner.label, source=manifest["source"],
-        task=manifest["task"], mode=manifest["mode"], seed=seed, batch_size=batch_size, sequence_length=length,
-        requested_sequence_length=sequence_length, sequence_limit=limit,
-        atol=default_atol if atol is None else atol, rtol=default_rtol if rtol is None else rtol,
-        precision=precision, precision_reason=reason, component_names=[e["name"] for e in manifest["components"]],
+        export_dir=str(export_dir),
+        backend=backend,
+        backend_label=runner.label,
+        source=manifest["source"],
+        task=manifest["task"],
+        mode=manifest["mode"],
+        seed=seed,
+        batch_size=batch_size,
+        sequence_length=length,
+        requested_sequence_length=sequence_length,
+        sequence_limit=limit,
+        atol=default_atol if atol is None else atol,
+        rtol=default_rtol if rtol is None else rtol,
+        precision=precision,
+        precision_reason=reason,
+        component_names=[e["name"] for e in manifest["components"]],
     )
 
     with console.status("Rebuilding the PyTorch reference…") if console is not None else nullcontext():
@@ -525,7 +562,10 @@ def check(
         feeds = make_inputs(manifest, batch_size, length, num_choices, seed, component=entry["name"])
         feeds, reference_feeds = typed_feeds(entry, feeds)
         shapes = ", ".join(f"{name} {list(value.shape)}" for name, value in feeds.items())
-        _say(console, f"Comparing {runner.label} with PyTorch{' on ' + entry['name'] if several else ''}: {shapes} (seed {seed})")
+        _say(
+            console,
+            f"Comparing {runner.label} with PyTorch{' on ' + entry['name'] if several else ''}: {shapes} (seed {seed})",
+        )
         with G_LOGGER.verbosity(G_LOGGER.INFO if verbose else G_LOGGER.CRITICAL):
             prepared = runner.prepare(entry, feeds)  # may build an engine, with its own progress output
             with console.status("Running both…") if console is not None else nullcontext():
@@ -533,24 +573,43 @@ def check(
                     run = runner.run(prepared, entry, feeds)
                 except Exception as e:  # a load or run failure is the model's fault, not the user's
                     text = " ".join(str(e).split())
-                    raise BackendRunError(f"running {entry['files']['model']} in {runner.label} failed: {text[:400]}") from e
+                    raise BackendRunError(
+                        f"running {entry['files']['model']} in {runner.label} failed: {text[:400]}"
+                    ) from e
                 sync = CodeSync(run.codes, margin=margin) if run.codes is not None else None
                 started = time.perf_counter()
                 with intercept(sync) if sync is not None else nullcontext():
                     expected = reference.run(reference_feeds, entry["name"])
                 reference_seconds = time.perf_counter() - started
-                outputs = compare(run.outputs, expected, [spec["name"] for spec in entry["outputs"]],
-                                  report.atol, report.rtol, runner.runner_name)
+                outputs = compare(
+                    run.outputs,
+                    expected,
+                    [spec["name"] for spec in entry["outputs"]],
+                    report.atol,
+                    report.rtol,
+                    runner.runner_name,
+                )
         audit = None
         if sync is not None:
             audit = HashAudit(
-                code_tensors=len(sync.codes), hash_calls=sync.calls, total=sync.total, differing=sync.differing,
-                unexplained=sync.unexplained, worst_margin=sync.worst_margin, margin=sync.margin, complete=sync.complete,
+                code_tensors=len(sync.codes),
+                hash_calls=sync.calls,
+                total=sync.total,
+                differing=sync.differing,
+                unexplained=sync.unexplained,
+                worst_margin=sync.worst_margin,
+                margin=sync.margin,
+                complete=sync.complete,
             )
         component = ComponentReport(
-            name=entry["name"], model=entry["files"]["model"], inputs={n: list(v.shape) for n, v in feeds.items()},
-            outputs=outputs, hash_codes=audit, note=run.note if sync is None else None,
-            backend_seconds=run.seconds, reference_seconds=reference_seconds,
+            name=entry["name"],
+            model=entry["files"]["model"],
+            inputs={n: list(v.shape) for n, v in feeds.items()},
+            outputs=outputs,
+            hash_codes=audit,
+            note=run.note if sync is None else None,
+            backend_seconds=run.seconds,
+            reference_seconds=reference_seconds,
         )
         report.components.append(component)
         if on_component is not None:

@@ -42,7 +42,7 @@ class ShapeRange:
         return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
 
     @classmethod
-    def from_json(cls, value: Mapping) -> "ShapeRange":
+    def from_json(cls, value: Mapping) -> ShapeRange:
         return cls(*(tuple(int(d) for d in value[key]) for key in SELECTORS))
 
 
@@ -234,8 +234,10 @@ class MemoryEstimate:
 
     def describe(self) -> str:
         dtype = "float16" if self.element_bytes == 2 else "float32"
-        return (f"about {_gib(self.total_bytes)} of activations at its max shapes ({self.tokens:,} positions; "
-                f"each [B·N, {self.hidden}] {dtype} activation is {_gib(self.activation_bytes)})")
+        return (
+            f"about {_gib(self.total_bytes)} of activations at its max shapes ({self.tokens:,} positions; "
+            f"each [B·N, {self.hidden}] {dtype} activation is {_gib(self.activation_bytes)})"
+        )
 
 
 def _gib(size: int) -> str:
@@ -251,8 +253,14 @@ def memory_estimate(manifest: dict, inputs: list[dict], profile: Mapping[str, Sh
         return None
     feed_forward = next((int(config[k]) for k in _FEED_FORWARD_KEYS if config.get(k)), 4 * hidden)
     dtypes = {spec["name"]: str(spec.get("dtype", "")) for spec in inputs}
-    tokens = max((r.max[0] * r.max[1] for name, r in profile.items()
-                  if len(r.max) == 2 and dtypes.get(name, "").startswith("int")), default=0)
+    tokens = max(
+        (
+            r.max[0] * r.max[1]
+            for name, r in profile.items()
+            if len(r.max) == 2 and dtypes.get(name, "").startswith("int")
+        ),
+        default=0,
+    )
     element_bytes = 2 if manifest.get("dtype") == "fp16" else 4
     return MemoryEstimate(tokens, hidden, feed_forward, element_bytes)
 
@@ -270,7 +278,10 @@ def device_memory() -> int | None:
 
 
 def component_profiles(
-    manifest: dict, entries: list[dict], given: Mapping, memory_budget: int | None = None,
+    manifest: dict,
+    entries: list[dict],
+    given: Mapping,
+    memory_budget: int | None = None,
     budget_source: str = "the device's memory",
 ) -> dict[str, dict[str, ShapeRange]]:
     """{component name: {input: ShapeRange}} for an export's `entries`; BucketrtError for shapes
@@ -333,7 +344,8 @@ def component_profiles(
 def describe_profile(profile: Mapping[str, ShapeRange]) -> str:
     """One line: each input's min…max (opt), or its one shape."""
     return ", ".join(
-        f"{name} {format_shape(r.min)}…{format_shape(r.max)} (opt {format_shape(r.opt)})" if r.min != r.max
+        f"{name} {format_shape(r.min)}…{format_shape(r.max)} (opt {format_shape(r.opt)})"
+        if r.min != r.max
         else f"{name} {format_shape(r.opt)}"
         for name, r in profile.items()
     )

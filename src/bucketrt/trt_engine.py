@@ -98,7 +98,13 @@ def polygraphy_log(echo: Echo | None = None, verbose: bool = False):
     class Collect(logging.Handler):
         def emit(self, record):
             message = record.getMessage()
-            level = "error" if record.levelno >= logging.ERROR else "warning" if record.levelno >= logging.WARNING else "info"
+            level = (
+                "error"
+                if record.levelno >= logging.ERROR
+                else "warning"
+                if record.levelno >= logging.WARNING
+                else "info"
+            )
             if level == "error":
                 errors.append(message)
             if echo is not None:
@@ -108,7 +114,13 @@ def polygraphy_log(echo: Echo | None = None, verbose: bool = False):
                     pass
 
     python_logger = logging.getLogger("Polygraphy")
-    saved = (G_LOGGER.use_python_logging_system, G_LOGGER.letter, G_LOGGER.colors, python_logger.propagate, python_logger.level)
+    saved = (
+        G_LOGGER.use_python_logging_system,
+        G_LOGGER.letter,
+        G_LOGGER.colors,
+        python_logger.propagate,
+        python_logger.level,
+    )
     handler = Collect()
     G_LOGGER.use_python_logging_system = True
     G_LOGGER.letter = G_LOGGER.colors = False  # the message alone
@@ -341,7 +353,9 @@ class _Finish:
     TensorRT took, and sets the timing cache TensorRT accepts. (Polygraphy's own cache loading
     ignores TensorRT refusing a cache from another GPU, and its saving merges into it.)"""
 
-    def __init__(self, onnx_path: Path, profile: Mapping[str, ShapeRange], timing_cache: Path | None, echo: Echo | None):
+    def __init__(
+        self, onnx_path: Path, profile: Mapping[str, ShapeRange], timing_cache: Path | None, echo: Echo | None
+    ):
         self.onnx_path, self.profile, self.echo = onnx_path, profile, echo
         self.timing_cache = Path(timing_cache) if timing_cache is not None else None
         self.config = None
@@ -354,11 +368,15 @@ class _Finish:
         unknown = [name for name in self.profile if name not in inputs]
         if missing or unknown:
             raise BuildError(
-                [f"{self.onnx_path.name}: the profile lacks input(s) {missing} / names unknown input(s) {unknown}; "
-                 f"the network's inputs are {inputs}"]
+                [
+                    f"{self.onnx_path.name}: the profile lacks input(s) {missing} / names unknown input(s) {unknown}; "
+                    f"the network's inputs are {inputs}"
+                ]
             )
         if config.num_optimization_profiles < 1:  # add_optimization_profile returned -1
-            raise BuildError([f"{self.onnx_path.name}: TensorRT refused the optimisation profile {describe_profile(self.profile)}"])
+            raise BuildError(
+                [f"{self.onnx_path.name}: TensorRT refused the optimisation profile {describe_profile(self.profile)}"]
+            )
         if self.timing_cache is None:
             return
         data = self.timing_cache.read_bytes() if self.timing_cache.is_file() else b""
@@ -367,7 +385,10 @@ class _Finish:
         # build goes on with an empty cache and leaves the file alone.
         if cache is None or config.set_timing_cache(cache, False) is False:
             if self.echo is not None:
-                self.echo("warning", f"the timing cache {self.timing_cache} does not match this GPU or TensorRT: not used, not updated")
+                self.echo(
+                    "warning",
+                    f"the timing cache {self.timing_cache} does not match this GPU or TensorRT: not used, not updated",
+                )
             config.set_timing_cache(config.create_timing_cache(b""), False)
             return
         self.save_cache = True
@@ -427,7 +448,9 @@ def build_engine(
             tf32=options.tf32 and hasattr(trt.BuilderFlag, "TF32"),
             fp16=options.fp16,
             memory_pool_limits=(
-                {trt.MemoryPoolType.WORKSPACE: int(options.workspace_mib) << 20} if options.workspace_mib is not None else None
+                {trt.MemoryPoolType.WORKSPACE: int(options.workspace_mib) << 20}
+                if options.workspace_mib is not None
+                else None
             ),
             progress_monitor=_progress_monitor(trt, progress) if progress is not None else None,
         )
@@ -461,8 +484,13 @@ class RichBuildProgress(ProgressSink):
         self.bars = None
         if out.is_terminal:
             self.bars = Progress(
-                SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), console=out, transient=True,
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=out,
+                transient=True,
             )
         self.tasks: dict[str, int] = {}
         self.depth: dict[str, int] = {}

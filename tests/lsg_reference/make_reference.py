@@ -22,18 +22,40 @@ import torch
 
 LSH_SEED = 1234
 TINY = dict(
-    vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,
-    max_position_embeddings=80, type_vocab_size=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-    block_size=8, sparse_block_size=8, sparsity_factor=2, num_global_tokens=1, pad_token_id=1,
+    vocab_size=97,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=48,
+    max_position_embeddings=80,
+    type_vocab_size=2,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+    block_size=8,
+    sparse_block_size=8,
+    sparsity_factor=2,
+    num_global_tokens=1,
+    pad_token_id=1,
 )
 # (family, head, config overrides). Heads: "base" | "mlm" | "cls".
 CASES = {
-    **{f"bert-mlm-{s}": ("bert", "mlm", {"sparsity_type": s}) for s in ("none", "norm", "pooling", "lsh", "stride", "block_stride")},
+    **{
+        f"bert-mlm-{s}": ("bert", "mlm", {"sparsity_type": s})
+        for s in ("none", "norm", "pooling", "lsh", "stride", "block_stride")
+    },
     "bert-mlm-bos_pooling": ("bert", "mlm", {"sparsity_type": "bos_pooling", "sparsity_factor": 4}),
     "bert-mlm-lsh-rounds": ("bert", "mlm", {"sparsity_type": "lsh", "lsh_num_pre_rounds": 2, "sparsity_factor": 4}),
     "bert-mlm-lsh-small-sparse": ("bert", "mlm", {"sparsity_type": "lsh", "sparse_block_size": 4}),
-    "bert-mlm-norm-globals": ("bert", "mlm", {"sparsity_type": "norm", "num_global_tokens": 3, "mask_first_token": True, "sparse_block_size": 4}),
-    "bert-mlm-pooling-nopool": ("bert", "mlm", {"sparsity_type": "pooling", "pool_with_global": False, "sparsity_factor": 4}),
+    "bert-mlm-norm-globals": (
+        "bert",
+        "mlm",
+        {"sparsity_type": "norm", "num_global_tokens": 3, "mask_first_token": True, "sparse_block_size": 4},
+    ),
+    "bert-mlm-pooling-nopool": (
+        "bert",
+        "mlm",
+        {"sparsity_type": "pooling", "pool_with_global": False, "sparsity_factor": 4},
+    ),
     "bert-mlm-stride-sf1": ("bert", "mlm", {"sparsity_type": "stride", "sparsity_factor": 1}),
     "bert-mlm-norm-bs-eq-sf": ("bert", "mlm", {"sparsity_type": "norm", "sparsity_factor": 8}),
     "bert-base-norm": ("bert", "base", {"sparsity_type": "norm"}),
@@ -51,10 +73,18 @@ def model_class(family: str, head: str):
     if family == "bert":
         from lsg_converter.bert import modeling_lsg_bert as m
 
-        return m.LSGBertConfig, {"base": m.LSGBertModel, "mlm": m.LSGBertForMaskedLM, "cls": m.LSGBertForSequenceClassification}[head]
+        return m.LSGBertConfig, {
+            "base": m.LSGBertModel,
+            "mlm": m.LSGBertForMaskedLM,
+            "cls": m.LSGBertForSequenceClassification,
+        }[head]
     from lsg_converter.roberta import modeling_lsg_roberta as m
 
-    return m.LSGRobertaConfig, {"base": m.LSGRobertaModel, "mlm": m.LSGRobertaForMaskedLM, "cls": m.LSGRobertaForSequenceClassification}[head]
+    return m.LSGRobertaConfig, {
+        "base": m.LSGRobertaModel,
+        "mlm": m.LSGRobertaForMaskedLM,
+        "cls": m.LSGRobertaForSequenceClassification,
+    }[head]
 
 
 def inputs(length: int, vocab: int, generator: torch.Generator) -> dict:
@@ -96,7 +126,9 @@ def main(out_dir: Path) -> None:
                 out = model(**feed)
             outputs = {k: v for k, v in out.items() if isinstance(v, torch.Tensor)}
             records.append({"inputs": feed, "outputs": outputs})
-        torch.save({"family": family, "head": head, "lsh_seed": LSH_SEED, "records": records}, case_dir / "reference.pt")
+        torch.save(
+            {"family": family, "head": head, "lsh_seed": LSH_SEED, "records": records}, case_dir / "reference.pt"
+        )
         print(name, json.dumps({k: list(v.shape) for k, v in records[-1]["outputs"].items()}))
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 import torch
 
@@ -57,7 +57,12 @@ def call(spec: OpSpec, *inputs: torch.Tensor, **attrs):
     node_attrs = spec.node_attributes(attrs)  # with plugin_version/plugin_namespace for TensorRT
     if len(spec.outputs) == 1:
         return torch.onnx.ops.symbolic(
-            f"{spec.domain}::{spec.name}", list(inputs), node_attrs, dtype=dtypes[0], shape=shapes[0], version=spec.version
+            f"{spec.domain}::{spec.name}",
+            list(inputs),
+            node_attrs,
+            dtype=dtypes[0],
+            shape=shapes[0],
+            version=spec.version,
         )
     # One node with every output (not one node per output: the op computes them together).
     return tuple(

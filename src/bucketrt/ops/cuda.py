@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import os
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -46,7 +46,7 @@ def harness_path() -> str:
     return str(Path(bucketrt.library_path()).with_name(_HARNESS_NAME))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _library(path: str):
     """The harness library at `path` with its entry points typed; None where there is none."""
     if not Path(path).is_file():
@@ -55,15 +55,35 @@ def _library(path: str):
     c_str_p = ctypes.POINTER(ctypes.c_char_p)
     lib.BucketrtCudaPlan.restype = ctypes.c_char_p
     lib.BucketrtCudaPlan.argtypes = [
-        ctypes.c_char_p, ctypes.c_int, c_str_p, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int64),
-        ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_size_t), ctypes.c_int,
-        ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int64),
+        ctypes.c_char_p,
+        ctypes.c_int,
+        c_str_p,
+        ctypes.POINTER(ctypes.c_int),
+        ctypes.POINTER(ctypes.c_int64),
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.POINTER(ctypes.c_size_t),
+        ctypes.c_int,
+        ctypes.POINTER(ctypes.c_int),
+        ctypes.POINTER(ctypes.c_int),
+        ctypes.POINTER(ctypes.c_int64),
     ]
     lib.BucketrtCudaRun.restype = ctypes.c_char_p
     lib.BucketrtCudaRun.argtypes = [
-        ctypes.c_char_p, ctypes.c_int, c_str_p, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int64),
-        ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.POINTER(ctypes.c_void_p), ctypes.c_char_p,
-        ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        c_str_p,
+        ctypes.POINTER(ctypes.c_int),
+        ctypes.POINTER(ctypes.c_int64),
+        ctypes.POINTER(ctypes.c_void_p),
+        ctypes.c_int,
+        ctypes.POINTER(ctypes.c_void_p),
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_int,
     ]
     return lib
 
@@ -77,8 +97,10 @@ def unavailable_reason() -> str | None:
     except bucketrt.LibraryNotBuiltError as e:
         return str(e)
     if _library(path) is None:
-        return (f"no CUDA harness library at {path}: bucketrt was built without CUDA (no nvcc at build time, "
-                f"or BUCKETRT_CUDA=OFF), or ${HARNESS_ENV} points elsewhere")
+        return (
+            f"no CUDA harness library at {path}: bucketrt was built without CUDA (no nvcc at build time, "
+            f"or BUCKETRT_CUDA=OFF), or ${HARNESS_ENV} points elsewhere"
+        )
     return None
 
 
@@ -112,7 +134,9 @@ class _Call:
         self.inputs = [t.contiguous() for t in inputs]  # kept alive for the call
         n = len(self.inputs)
         self.n = n
-        self.dtypes = (ctypes.c_char_p * max(n, 1))(*[str(t.dtype).removeprefix("torch.").encode() for t in self.inputs])
+        self.dtypes = (ctypes.c_char_p * max(n, 1))(
+            *[str(t.dtype).removeprefix("torch.").encode() for t in self.inputs]
+        )
         self.ranks = (ctypes.c_int * max(n, 1))(*[t.dim() for t in self.inputs])
         dims = [d for t in self.inputs for d in t.shape]
         self.dims = (ctypes.c_int64 * max(len(dims), 1))(*dims)
@@ -121,8 +145,9 @@ class _Call:
         devices = {t.device for t in self.inputs if t.is_cuda}
         self.device = next(iter(devices)) if devices else torch.device("cuda", torch.cuda.current_device())
         if len(devices) > 1 or any(not t.is_cuda for t in self.inputs):
-            raise CudaOpError(f"{op}: every input must be a CUDA tensor on one device, got "
-                              f"{[str(t.device) for t in self.inputs]}")
+            raise CudaOpError(
+                f"{op}: every input must be a CUDA tensor on one device, got {[str(t.device) for t in self.inputs]}"
+            )
 
 
 def _lib():
@@ -142,8 +167,20 @@ def _plan(lib, call: _Call):
     dtypes = (ctypes.c_int * _MAX_OUTPUTS)()
     ranks = (ctypes.c_int * _MAX_OUTPUTS)()
     dims = (ctypes.c_int64 * (4 * _MAX_OUTPUTS))()
-    error = lib.BucketrtCudaPlan(call.op, call.n, call.dtypes, call.ranks, call.dims, call.attrs, call.device.index,
-                                 ctypes.byref(workspace), _MAX_OUTPUTS, dtypes, ranks, dims)
+    error = lib.BucketrtCudaPlan(
+        call.op,
+        call.n,
+        call.dtypes,
+        call.ranks,
+        call.dims,
+        call.attrs,
+        call.device.index,
+        ctypes.byref(workspace),
+        _MAX_OUTPUTS,
+        dtypes,
+        ranks,
+        dims,
+    )
     if error:
         raise CudaOpError(error.decode())
     from .spec import BY_NAME
@@ -155,8 +192,9 @@ def _plan(lib, call: _Call):
     return workspace.value, outputs
 
 
-def run(op: str, *inputs: torch.Tensor, synchronous: bool = True, workspace: torch.Tensor | None = None,
-        **attrs) -> tuple[torch.Tensor, ...]:
+def run(
+    op: str, *inputs: torch.Tensor, synchronous: bool = True, workspace: torch.Tensor | None = None, **attrs
+) -> tuple[torch.Tensor, ...]:
     """Runs `op` on CUDA tensors (spec order) with the given attributes on the current stream.
 
     synchronous=True (tests) waits for the kernels and reports errors only the data shows (e.g.
@@ -174,10 +212,20 @@ def run(op: str, *inputs: torch.Tensor, synchronous: bool = True, workspace: tor
     pointers = (ctypes.c_void_p * len(outputs))(*[t.data_ptr() for t in outputs])
     stream = torch.cuda.current_stream(call.device).cuda_stream
     error = lib.BucketrtCudaRun(
-        call.op, call.n, call.dtypes, call.ranks, call.dims, call.pointers, len(outputs), pointers, call.attrs,
-        call.device.index, ctypes.c_void_p(stream),
+        call.op,
+        call.n,
+        call.dtypes,
+        call.ranks,
+        call.dims,
+        call.pointers,
+        len(outputs),
+        pointers,
+        call.attrs,
+        call.device.index,
+        ctypes.c_void_p(stream),
         ctypes.c_void_p(workspace.data_ptr() if workspace is not None and workspace.numel() else 0),
-        workspace.numel() if workspace is not None else 0, int(synchronous),
+        workspace.numel() if workspace is not None else 0,
+        int(synchronous),
     )
     if error:
         raise CudaOpError(error.decode())

@@ -61,8 +61,7 @@ def single_op_model(
         graph_inputs.append(_value_info(t.name, dtype, shape))
     int_attrs = {k: v for k, v in attrs.items() if isinstance(v, int) and not isinstance(v, bool)}
     graph_outputs = [
-        _value_info(t.name, t.concrete_dtype(float_type), [int_attrs.get(d, d) for d in t.dims])
-        for t in spec.outputs
+        _value_info(t.name, t.concrete_dtype(float_type), [int_attrs.get(d, d) for d in t.dims]) for t in spec.outputs
     ]
     node = helper.make_node(
         spec.name,

@@ -7,10 +7,11 @@ them at realistic sizes (they are the PyTorch side of `bucketrt check` and `buck
 
 from __future__ import annotations
 
-import torch
-
 import math
 
+import torch
+
+from .spec import ACTIVATION_FUNCTIONS as ACTIVATION_FUNCTION_NAMES
 from .spec import (
     ARGMAX_HASH,
     BUCKET_SUM,
@@ -22,7 +23,6 @@ from .spec import (
     OpSpec,
     hadamard_parts,
 )
-from .spec import ACTIVATION_FUNCTIONS as ACTIVATION_FUNCTION_NAMES
 from .spec import EXPERT_ACTIVATIONS as SPEC_EXPERT_ACTIVATIONS
 
 _DTYPES = {torch.int32: "int32", torch.float32: "float32", torch.float16: "float16"}
@@ -109,7 +109,9 @@ def sign_projections(mask, vector, projection, **attrs) -> torch.Tensor:
 
     if transform == "hadamard":
         if dim & (dim - 1):
-            raise ValueError(f"SignHash: input 'vector' dim 2 (D) must be a power of two for transform='hadamard', got {dim}")
+            raise ValueError(
+                f"SignHash: input 'vector' dim 2 (D) must be a power of two for transform='hadamard', got {dim}"
+            )
         parts = hadamard_parts(dim, num_hash, code_len)
         if tuple(projection.shape[1:]) != (3 * parts, dim):
             raise ValueError(
@@ -137,7 +139,6 @@ def sign_projections(mask, vector, projection, **attrs) -> torch.Tensor:
 def sign_hash(mask, vector, projection, **attrs) -> torch.Tensor:
     codes = _codes(sign_projections(mask, vector, projection, **attrs) > 0)
     return torch.where(mask[..., None] != 0, codes, 0).int()
-
 
 
 def top1_dispatch(probs, **attrs) -> tuple[torch.Tensor, ...]:
@@ -383,10 +384,12 @@ def sorted_chunk_attention(query, key, value, mask, buckets, **attrs) -> torch.T
     out, lse = _attend(chunks(q), window(k), window(v), chunks(order), window(order), window(k_live), causal, mask_self)
     # Unsort: slot i of round r holds position order[i]; scatter back to [B, H, R, N].
     slot_round = (torch.arange(rounds * length) // length).expand(batch, heads, -1)
-    target = (slot_round * length + order)
+    target = slot_round * length + order
     out_unsorted = torch.empty(batch, heads, rounds * length, dim, dtype=out.dtype)
     out_unsorted.scatter_(2, target[..., None].expand(-1, -1, -1, dim), out.reshape(batch, heads, -1, dim))
-    lse_unsorted = torch.empty(batch, heads, rounds * length, dtype=lse.dtype).scatter_(2, target, lse.reshape(batch, heads, -1))
+    lse_unsorted = torch.empty(batch, heads, rounds * length, dtype=lse.dtype).scatter_(
+        2, target, lse.reshape(batch, heads, -1)
+    )
     out_unsorted = out_unsorted.reshape(batch, heads, rounds, length, dim)
     lse_unsorted = lse_unsorted.reshape(batch, heads, rounds, length, 1)
     if rounds == 1:

@@ -255,19 +255,35 @@ LSH_CUMULATION = OpSpec(
     "[query_hash[b,q,h] == key_hash[b,k,h]] * value[b,k,:]",
     inputs=(
         Tensor("query_mask", "int32", ("B", "Nq"), "Non-zero where the query takes part."),
-        Tensor("query_hash", "int32", ("B", "Nq", "m"), "Bucket of each query under each of the m hash functions, in [0, hashtable_capacity)."),
+        Tensor(
+            "query_hash",
+            "int32",
+            ("B", "Nq", "m"),
+            "Bucket of each query under each of the m hash functions, in [0, hashtable_capacity).",
+        ),
         Tensor("key_mask", "int32", ("B", "Nk"), "Non-zero where the key takes part."),
         Tensor("key_hash", "int32", ("B", "Nk", "m"), "Bucket of each key, in [0, hashtable_capacity)."),
         Tensor("value", FLOAT, ("B", "Nk", "D"), "Value vector of each key."),
     ),
     outputs=(Tensor("cumulation", FLOAT, ("B", "Nq", "D"), "Per-query sum, zero for masked queries."),),
     attributes=(
-        Attribute("hashtable_capacity", "int", "Number of buckets, 2^hash_code_len; every code of an "
-                  "unmasked row must lie below it.", minimum=1, maximum=2**MAX_HASH_CODE_LEN, power_of_two=True),
-        Attribute("deterministic", "int", "1: bitwise-identical results from run to run (the CUDA kernel then "
-                  "sums each bucket's values in key order, not with atomics, at some cost in speed); 0: the "
-                  "backend's fastest way. The CPU kernel is deterministic either way.",
-                  default=0, allowed=FLAG),
+        Attribute(
+            "hashtable_capacity",
+            "int",
+            "Number of buckets, 2^hash_code_len; every code of an unmasked row must lie below it.",
+            minimum=1,
+            maximum=2**MAX_HASH_CODE_LEN,
+            power_of_two=True,
+        ),
+        Attribute(
+            "deterministic",
+            "int",
+            "1: bitwise-identical results from run to run (the CUDA kernel then "
+            "sums each bucket's values in key order, not with atomics, at some cost in speed); 0: the "
+            "backend's fastest way. The CPU kernel is deterministic either way.",
+            default=0,
+            allowed=FLAG,
+        ),
     ),
     float_types=FLOAT_TYPES,
 )
@@ -287,15 +303,24 @@ SIGN_HASH = OpSpec(
     inputs=(
         Tensor("mask", "int32", ("B", "N"), "Non-zero where the vector is hashed; masked rows are coded 0."),
         Tensor("vector", FLOAT, ("B", "N", "D"), "Vectors to hash."),
-        Tensor("projection", FLOAT, ("G", "R", "C"),
-               "Random projection sampled at export: hadamard [G, 3*P, D] of ±1 diagonals (round r, part p "
-               "at row r*P+p); gaussian [G, D, num_hash*hash_code_len]. G must divide B."),
+        Tensor(
+            "projection",
+            FLOAT,
+            ("G", "R", "C"),
+            "Random projection sampled at export: hadamard [G, 3*P, D] of ±1 diagonals (round r, part p "
+            "at row r*P+p); gaussian [G, D, num_hash*hash_code_len]. G must divide B.",
+        ),
     ),
     outputs=(Tensor("hash", "int32", ("B", "N", "num_hash"), "Codes in [0, 2^hash_code_len)."),),
     attributes=(
         Attribute("num_hash", "int", "Number of hash functions m.", minimum=1, maximum=MAX_INT32),
-        Attribute("hash_code_len", "int", "Bits per code L (hadamard also needs L <= D).", minimum=1,
-                  maximum=MAX_HASH_CODE_LEN),
+        Attribute(
+            "hash_code_len",
+            "int",
+            "Bits per code L (hadamard also needs L <= D).",
+            minimum=1,
+            maximum=MAX_HASH_CODE_LEN,
+        ),
         Attribute("transform", "string", "Projection kind.", default="hadamard", choices=("hadamard", "gaussian")),
     ),
     float_types=FLOAT_TYPES,
@@ -307,11 +332,28 @@ SIGN_HASH = OpSpec(
 # definition: reference.ACTIVATION_FUNCTIONS gives each function's formula, and the generated C++
 # header an enum of the functions and the name table, which the CPU and CUDA kernels switch over.
 EXPERT_ACTIVATIONS = {
-    "relu": "relu", "gelu": "gelu", "gelu_python": "gelu", "gelu_10": "gelu_10", "gelu_new": "gelu_tanh",
-    "gelu_pytorch_tanh": "gelu_tanh", "gelu_python_tanh": "gelu_tanh", "gelu_accurate": "gelu_tanh",
-    "gelu_fast": "gelu_tanh", "quick_gelu": "quick_gelu", "silu": "silu", "swish": "silu", "relu2": "relu2",
-    "relu6": "relu6", "leaky_relu": "leaky_relu", "sigmoid": "sigmoid", "tanh": "tanh", "hardswish": "hardswish",
-    "mish": "mish", "laplace": "laplace", "sqrtsoftplus": "sqrt_softplus", "linear": "linear",
+    "relu": "relu",
+    "gelu": "gelu",
+    "gelu_python": "gelu",
+    "gelu_10": "gelu_10",
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu_python_tanh": "gelu_tanh",
+    "gelu_accurate": "gelu_tanh",
+    "gelu_fast": "gelu_tanh",
+    "quick_gelu": "quick_gelu",
+    "silu": "silu",
+    "swish": "silu",
+    "relu2": "relu2",
+    "relu6": "relu6",
+    "leaky_relu": "leaky_relu",
+    "sigmoid": "sigmoid",
+    "tanh": "tanh",
+    "hardswish": "hardswish",
+    "mish": "mish",
+    "laplace": "laplace",
+    "sqrtsoftplus": "sqrt_softplus",
+    "linear": "linear",
 }
 # The distinct functions, in first-use order (the C++ enum's order).
 ACTIVATION_FUNCTIONS = tuple(dict.fromkeys(EXPERT_ACTIVATIONS.values()))
@@ -328,20 +370,24 @@ TOP1_DISPATCH = OpSpec(
         "expert[b,s] = kept ? expert0[b,s] : -1; counts[e] = #{kept tokens with expert e}; "
         "order lists the flat indices b*S+s of kept tokens sorted by (expert, b*S+s), then -1 to fill B*S entries."
     ),
-    inputs=(
-        Tensor("probs", FLOAT, ("B", "S", "E"), "Router probabilities (softmax of the router logits over E)."),
-    ),
+    inputs=(Tensor("probs", FLOAT, ("B", "S", "E"), "Router probabilities (softmax of the router logits over E)."),),
     outputs=(
         Tensor("expert", "int32", ("B", "S"), "Expert of each token, -1 where dropped for capacity."),
         Tensor("gate", FLOAT, ("B", "S"), "Probability of the chosen expert (kept or not)."),
         Tensor("priority", "int32", ("B", "S"), "1-based rank of the token in its expert's queue within its sequence."),
         Tensor("counts", "int32", ("E",), "Kept tokens per expert, over the whole batch."),
-        Tensor("order", "int32", ("B", "S"), "Flat token indices b*S+s grouped by expert (counts[0] of expert 0, "
-               "then expert 1, ...), ascending within an expert; -1 after the sum of counts."),
+        Tensor(
+            "order",
+            "int32",
+            ("B", "S"),
+            "Flat token indices b*S+s grouped by expert (counts[0] of expert 0, "
+            "then expert 1, ...), ascending within an expert; -1 after the sum of counts.",
+        ),
     ),
     attributes=(
-        Attribute("expert_capacity", "int", "Most tokens an expert takes from one sequence.", minimum=0,
-                  maximum=MAX_INT32),
+        Attribute(
+            "expert_capacity", "int", "Most tokens an expert takes from one sequence.", minimum=0, maximum=MAX_INT32
+        ),
     ),
     float_types=FLOAT_TYPES,
 )
@@ -365,9 +411,15 @@ EXPERT_FFN = OpSpec(
     ),
     outputs=(Tensor("out", FLOAT, ("B", "S", "D"), "Scaled expert outputs, zero for tokens not listed."),),
     attributes=(
-        Attribute("activation", "string", "Activation between the projections, by its transformers (ACT2FN) name.",
-                  default="relu", choices=tuple(EXPERT_ACTIVATIONS)),
-    ),    float_types=FLOAT_TYPES,
+        Attribute(
+            "activation",
+            "string",
+            "Activation between the projections, by its transformers (ACT2FN) name.",
+            default="relu",
+            choices=tuple(EXPERT_ACTIVATIONS),
+        ),
+    ),
+    float_types=FLOAT_TYPES,
 )
 
 ARGMAX_HASH = OpSpec(
@@ -385,11 +437,19 @@ ARGMAX_HASH = OpSpec(
     inputs=(
         Tensor("mask", "int32", ("B", "N"), "Non-zero where the vector is hashed; zero rows go to the padding bucket."),
         Tensor("vector", FLOAT, ("B", "H", "N", "D"), "Vectors to hash, per head H."),
-        Tensor("projection", FLOAT, ("H", "D", "C"),
-               "Random rotations sampled at export, one per head: columns round-major, [num_hash, S]."),
-        Tensor("bucket_sizes", "int32", ("F",),
-               "Bucket count of each factor, each even and >= 2; their product (plus one) must fit int32. "
-               "One entry for plain (unfactorised) hashing."),
+        Tensor(
+            "projection",
+            FLOAT,
+            ("H", "D", "C"),
+            "Random rotations sampled at export, one per head: columns round-major, [num_hash, S].",
+        ),
+        Tensor(
+            "bucket_sizes",
+            "int32",
+            ("F",),
+            "Bucket count of each factor, each even and >= 2; their product (plus one) must fit int32. "
+            "One entry for plain (unfactorised) hashing.",
+        ),
     ),
     outputs=(Tensor("buckets", "int32", ("B", "H", "num_hash", "N"), "Bucket of each vector in each round."),),
     attributes=(Attribute("num_hash", "int", "Number of hashing rounds.", minimum=1, maximum=MAX_INT32),),
@@ -442,22 +502,52 @@ SORTED_CHUNK_ATTENTION = OpSpec(
     outputs=(Tensor("out", FLOAT, ("B", "H", "N", "D"), "Attention output, rounds combined."),),
     attributes=(
         Attribute("chunk_length", "int", "Slots per chunk of the sorted order.", minimum=1, maximum=MAX_INT32),
-        Attribute("chunks_before", "int", "Preceding chunks each chunk attends (bounded, so that a query's work "
-                  "stays within 129 chunks; a window wider than the K chunks wraps and counts a key once per "
-                  "appearance, as the semantics say).", default=1, minimum=0,
-                  maximum=MAX_NEIGHBOUR_CHUNKS),
-        Attribute("chunks_after", "int", "Following chunks each chunk attends.", default=0, minimum=0,
-                  maximum=MAX_NEIGHBOUR_CHUNKS),
+        Attribute(
+            "chunks_before",
+            "int",
+            "Preceding chunks each chunk attends (bounded, so that a query's work "
+            "stays within 129 chunks; a window wider than the K chunks wraps and counts a key once per "
+            "appearance, as the semantics say).",
+            default=1,
+            minimum=0,
+            maximum=MAX_NEIGHBOUR_CHUNKS,
+        ),
+        Attribute(
+            "chunks_after",
+            "int",
+            "Following chunks each chunk attends.",
+            default=0,
+            minimum=0,
+            maximum=MAX_NEIGHBOUR_CHUNKS,
+        ),
         Attribute("causal", "int", "1: a query does not attend later positions.", default=0, allowed=FLAG),
-        Attribute("mask_self", "int", "1: a query attends itself only at score -1e5 (shared query-key).",
-                  default=0, allowed=FLAG),
-        Attribute("max_length", "int", "Longest N accepted (the model's position limit); 0: no limit.",
-                  default=0, minimum=0, maximum=MAX_INT32),
-    ),    float_types=FLOAT_TYPES,
+        Attribute(
+            "mask_self",
+            "int",
+            "1: a query attends itself only at score -1e5 (shared query-key).",
+            default=0,
+            allowed=FLAG,
+        ),
+        Attribute(
+            "max_length",
+            "int",
+            "Longest N accepted (the model's position limit); 0: no limit.",
+            default=0,
+            minimum=0,
+            maximum=MAX_INT32,
+        ),
+    ),
+    float_types=FLOAT_TYPES,
 )
 
 OPS: tuple[OpSpec, ...] = (
-    LSH_CUMULATION, SIGN_HASH, ARGMAX_HASH, SORTED_CHUNK_ATTENTION, BUCKET_SUM, TOP1_DISPATCH, EXPERT_FFN
+    LSH_CUMULATION,
+    SIGN_HASH,
+    ARGMAX_HASH,
+    SORTED_CHUNK_ATTENTION,
+    BUCKET_SUM,
+    TOP1_DISPATCH,
+    EXPERT_FFN,
 )
 BY_NAME = {op.name: op for op in OPS}
 
@@ -484,15 +574,15 @@ def cpp_header() -> str:
         "#pragma once",
         "#include <cstdint>",
         "",
-        "#include \"bucketrt/spec_types.h\"",
+        '#include "bucketrt/spec_types.h"',
         "",
         "namespace bucketrt::spec {",
-        f"inline constexpr const char* kDomain = \"{DOMAIN}\";",
+        f'inline constexpr const char* kDomain = "{DOMAIN}";',
         f"inline constexpr int kVersion = {VERSION};",
         "// Routing attributes every node carries (TensorRT's plugin lookup); kernels ignore them.",
-        f"inline constexpr const char* kPluginNamespace = \"{PLUGIN_NAMESPACE}\";",
-        f"inline constexpr const char* kPluginVersionAttribute = \"{PLUGIN_VERSION_ATTRIBUTE}\";",
-        f"inline constexpr const char* kPluginNamespaceAttribute = \"{PLUGIN_NAMESPACE_ATTRIBUTE}\";",
+        f'inline constexpr const char* kPluginNamespace = "{PLUGIN_NAMESPACE}";',
+        f'inline constexpr const char* kPluginVersionAttribute = "{PLUGIN_VERSION_ATTRIBUTE}";',
+        f'inline constexpr const char* kPluginNamespaceAttribute = "{PLUGIN_NAMESPACE_ATTRIBUTE}";',
     ]
     for op in OPS:
         ident = op.name
@@ -517,11 +607,11 @@ def cpp_header() -> str:
                 f'  {{"{a.name}", AttrType::k{a.type.capitalize()}, {default}, {minimum}, {maximum}, '
                 f'{str(a.power_of_two).lower()}, "{choices}", {allowed}, {num_allowed}}},'
             )
-        lines += [f"inline constexpr AttrSpec k{ident}Attributes[] = {{", *(rows or ['  {}']), "};"]
+        lines += [f"inline constexpr AttrSpec k{ident}Attributes[] = {{", *(rows or ["  {}"]), "};"]
         types = ", ".join(float_dtype[t] for t in op.float_types)
         lines += [f"inline constexpr DType k{ident}FloatTypes[] = {{{types}}};"]
         lines += [
-            f"inline constexpr OpSpec k{ident} = {{\"{op.name}\", "
+            f'inline constexpr OpSpec k{ident} = {{"{op.name}", '
             f"k{ident}Inputs, {len(op.inputs)}, k{ident}Outputs, {len(op.outputs)}, "
             f"k{ident}Attributes, {len(op.attributes)}, k{ident}FloatTypes, {len(op.float_types)}}};",
         ]
@@ -595,7 +685,7 @@ def markdown() -> str:
     out = [
         "# bucketrt ops",
         "",
-        f"<!-- Generated from src/bucketrt/ops/spec.py (`python src/bucketrt/ops/spec.py markdown docs/ops.md`). -->",
+        "<!-- Generated from src/bucketrt/ops/spec.py (`python src/bucketrt/ops/spec.py markdown docs/ops.md`). -->",
         "",
         f"All ops live in the ONNX domain `{DOMAIN}`, version {VERSION}. Dims are symbols: equal symbols "
         "must have equal sizes, and a symbol named like an attribute takes its value. Every backend "

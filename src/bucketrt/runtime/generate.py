@@ -36,7 +36,9 @@ class Seq2SeqGenerator:
                 "export a text2text-generation task"
             )
         if manifest.get("task") != "text2text-generation":
-            raise ValueError(f"{export_dir} exports task '{manifest.get('task')}', which has no logits to generate from")
+            raise ValueError(
+                f"{export_dir} exports task '{manifest.get('task')}', which has no logits to generate from"
+            )
         config = manifest.get("config", {})
         self.decoder_start_token_id = config.get("decoder_start_token_id")
         if self.decoder_start_token_id is None:
@@ -45,10 +47,14 @@ class Seq2SeqGenerator:
         self.eos_token_ids = set(eos if isinstance(eos, list) else ([] if eos is None else [eos]))
         self.pad_token_id = config.get("pad_token_id", 0)
         self.sessions = {
-            name: bucketrt.ort_session(export_dir / files[name], providers=providers, intra_op_num_threads=intra_op_num_threads)
+            name: bucketrt.ort_session(
+                export_dir / files[name], providers=providers, intra_op_num_threads=intra_op_num_threads
+            )
             for name in _PARTS
         }
-        self._past_inputs = [i.name for i in self.sessions[DECODER_WITH_PAST].get_inputs() if i.name.startswith("past_key_values.")]
+        self._past_inputs = [
+            i.name for i in self.sessions[DECODER_WITH_PAST].get_inputs() if i.name.startswith("past_key_values.")
+        ]
 
     def generate(self, input_ids, attention_mask=None, max_new_tokens: int = 20) -> np.ndarray:
         """[batch, 1 + generated] int64 token ids, starting with decoder_start_token_id."""
@@ -57,7 +63,9 @@ class Seq2SeqGenerator:
             raise ValueError(f"input_ids must be [batch, sequence], got shape {list(input_ids.shape)}")
         mask = np.ones_like(input_ids) if attention_mask is None else np.asarray(attention_mask, dtype=np.int64)
         if mask.shape != input_ids.shape:
-            raise ValueError(f"attention_mask {list(mask.shape)} must have the shape of input_ids {list(input_ids.shape)}")
+            raise ValueError(
+                f"attention_mask {list(mask.shape)} must have the shape of input_ids {list(input_ids.shape)}"
+            )
         batch = input_ids.shape[0]
         (hidden,) = self.sessions[ENCODER].run(["last_hidden_state"], {"input_ids": input_ids, "attention_mask": mask})
         tokens = np.full((batch, 1), self.decoder_start_token_id, dtype=np.int64)

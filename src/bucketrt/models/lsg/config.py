@@ -79,7 +79,9 @@ def settings(config: dict) -> LSGSettings:
     """Reads and validates the LSG fields of a config.json dict; raises LSGConfigError."""
     family = config.get("model_type")
     if family not in FAMILIES:
-        raise LSGConfigError(f"LSG model_type '{family}' is not supported; bucketrt's LSG port covers {', '.join(FAMILIES)}")
+        raise LSGConfigError(
+            f"LSG model_type '{family}' is not supported; bucketrt's LSG port covers {', '.join(FAMILIES)}"
+        )
     get = lambda key: config.get(key, DEFAULTS[key])  # noqa: E731
     sparsity = get("sparsity_type")
     # The original maps None and unknown names to "no sparse attention" with a warning; an unknown
@@ -125,6 +127,16 @@ def settings(config: dict) -> LSGSettings:
     if rounds < 0:
         raise LSGConfigError(f"lsh_num_pre_rounds must be >= 0, got {rounds}")
     return LSGSettings(
-        family, block, sparse_block, factor, sparsity, globals_, mask_first, pool, rounds,
-        bool(get("adaptive")), heads, hidden // heads,
+        family,
+        block,
+        sparse_block,
+        factor,
+        sparsity,
+        globals_,
+        mask_first,
+        pool,
+        rounds,
+        bool(get("adaptive")),
+        heads,
+        hidden // heads,
     )

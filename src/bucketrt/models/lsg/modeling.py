@@ -25,10 +25,22 @@ from .config import GLOBAL_EMBEDDING_ROWS, LSGConfigError, LSGSettings, is_lsg, 
 
 # task -> transformers class, per family. These are the heads lsg-converter's parity cases cover.
 TASK_CLASSES = {
-    "bert": {"feature-extraction": "BertModel", "fill-mask": "BertForMaskedLM", "text-classification": "BertForSequenceClassification"},
-    "roberta": {"feature-extraction": "RobertaModel", "fill-mask": "RobertaForMaskedLM", "text-classification": "RobertaForSequenceClassification"},
+    "bert": {
+        "feature-extraction": "BertModel",
+        "fill-mask": "BertForMaskedLM",
+        "text-classification": "BertForSequenceClassification",
+    },
+    "roberta": {
+        "feature-extraction": "RobertaModel",
+        "fill-mask": "RobertaForMaskedLM",
+        "text-classification": "RobertaForSequenceClassification",
+    },
 }
-_ARCHITECTURE_TASKS = {"Model": "feature-extraction", "ForMaskedLM": "fill-mask", "ForSequenceClassification": "text-classification"}
+_ARCHITECTURE_TASKS = {
+    "Model": "feature-extraction",
+    "ForMaskedLM": "fill-mask",
+    "ForSequenceClassification": "text-classification",
+}
 
 
 def read_config(folder: str | Path) -> dict:
@@ -41,7 +53,7 @@ def read_config(folder: str | Path) -> dict:
 def infer_task(config: dict) -> str:
     for arch in config.get("architectures") or ():
         for suffix, task in _ARCHITECTURE_TASKS.items():
-            if arch.startswith("LSG") and arch.endswith(suffix) and arch[3:-len(suffix)] in ("Bert", "Roberta"):
+            if arch.startswith("LSG") and arch.endswith(suffix) and arch[3 : -len(suffix)] in ("Bert", "Roberta"):
                 return task
     return "feature-extraction"
 
@@ -92,7 +104,11 @@ class LSGBaseModel(nn.Module):
             positions = torch.arange(t, device=input_ids.device)[None, :]
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        x = emb.word_embeddings(input_ids) + emb.token_type_embeddings(token_type_ids) + emb.position_embeddings(positions)
+        x = (
+            emb.word_embeddings(input_ids)
+            + emb.token_type_embeddings(token_type_ids)
+            + emb.position_embeddings(positions)
+        )
         globals_ = emb.global_embeddings.weight[: s.num_global_tokens].to(x.dtype)
         x = torch.cat((globals_[None].expand(n, -1, -1), x), dim=1)
         return emb.dropout(emb.LayerNorm(x))
@@ -101,7 +117,12 @@ class LSGBaseModel(nn.Module):
         if input_ids is None:
             raise ValueError("LSG models take input_ids")
         for name, value in unsupported.items():
-            if value is not None and name not in ("return_dict", "output_attentions", "output_hidden_states", "use_cache"):
+            if value is not None and name not in (
+                "return_dict",
+                "output_attentions",
+                "output_hidden_states",
+                "use_cache",
+            ):
                 raise ValueError(f"LSG models do not take '{name}'")
         s = self.settings
         n, t = input_ids.shape
@@ -180,7 +201,9 @@ def model_class(s: LSGSettings, task: str):
 def global_embeddings(folder: str | Path, model: nn.Module) -> torch.Tensor:
     """The checkpoint's global embedding table (the one tensor stock transformers does not load)."""
     prefix = model.base_model_prefix
-    return _load_tensor(Path(folder), (f"{prefix}.embeddings.global_embeddings.weight", "embeddings.global_embeddings.weight"))
+    return _load_tensor(
+        Path(folder), (f"{prefix}.embeddings.global_embeddings.weight", "embeddings.global_embeddings.weight")
+    )
 
 
 def attach(model: nn.Module, s: LSGSettings, table: torch.Tensor | None = None) -> nn.Module:
