@@ -425,7 +425,8 @@ def _check_top1(x, attrs, outs):
 
 def _nf_argmax(rng):
     x = argmax_inputs(rng, 1, 2, 10, 4, 2, [4, 6])
-    x["vector"][0, 0, 3, :] = np.nan
+    x["mask"][0, 3] = 1
+    x["vector"][0, 0, 3, :] = np.nan  # every projection NaN: each factor's first candidate, bucket 0
     x["vector"][0, 1, 4, 0] = np.inf
     x["vector"][0, 1, 6, 1] = -np.inf
     return x
@@ -434,6 +435,8 @@ def _nf_argmax(rng):
 def _check_argmax(x, attrs, outs):
     (out,) = outs
     assert out.min() >= 0 and out.max() <= 24
+    assert (out[0, 0, :, 3] == 0).all(), "a NaN counts as the maximum (the first one)"
+    assert (out[0, 0, :, 2] != 0).any() or (out[0, 0, :, 4] != 0).any()
 
 
 def _nf_bucket_sum(rng):
