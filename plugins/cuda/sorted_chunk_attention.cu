@@ -258,14 +258,14 @@ __device__ __forceinline__ void ScoreTile(const AttendArgs& a, AttendShared& sh,
   }
 }
 
-// The reference's masks: -1e9 where the key is masked or (causal) later than the query, then
-// -1e5 where mask_self and the key is the query (overriding).
 // exp(x) as a softmax weight: below the smallest normal float it is 0 (cpu::kWeightFloor).
 __device__ __forceinline__ float Weight(float x) {
   const float w = expf(x);
   return w < cpu::kWeightFloor ? 0.0f : w;
 }
 
+// The reference's masks: -1e9 where the key is masked or (causal) later than the query, then
+// -1e5 where mask_self and the key is the query (overriding).
 __device__ __forceinline__ float Masked(const AttendArgs& a, float score, int32_t qp, int32_t kp, int32_t alive) {
   if (!alive || (a.causal && kp > qp)) score = kMaskedScore;
   if (a.mask_self && kp == qp) score = kSelfScore;
