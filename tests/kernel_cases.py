@@ -275,3 +275,303 @@ def bucket_sum_in_order(inputs, num_buckets) -> tuple[np.ndarray, np.ndarray]:
         sums[g, bucket[:, n]] += vector[:, n]
         weights[g, bucket[:, n]] += weight[:, n]
     return sums.astype(dtype), weights.astype(dtype)
+
+
+# -- non-finite data: one semantics for the reference, the CPU and the CUDA kernels (docs/ops.md) --
+# Each case: (id, op name, inputs(rng) -> dict of arrays, attrs, checks(inputs, outputs)), where
+# `checks(inputs, attrs, outputs)` asserts what the case is about on the reference's outputs (so that a case whose data
+# stopped reaching the subject fails instead of passing vacuously). A kernel's outputs must then
+# equal the reference's as assert_nonfinite_close says: NaN exactly where the reference has NaN,
+# +-Inf exactly where it has the same Inf, finite values within tolerance.
+
+
+def assert_nonfinite_close(ours: np.ndarray, ref: np.ndarray, rtol: float = 1e-5, name: str = "") -> None:
+    ours, ref = np.asarray(ours), np.asarray(ref)
+    assert ours.shape == ref.shape and ours.dtype == ref.dtype, (
+        f"{name}: {ours.shape}/{ours.dtype} vs {ref.shape}/{ref.dtype}"
+    )
+    if not np.issubdtype(ref.dtype, np.floating):
+        np.testing.assert_array_equal(ours, ref, err_msg=name)
+        return
+    a, b = ours.astype(np.float64), ref.astype(np.float64)
+    for what, fa, fb in (
+        ("NaN", np.isnan(a), np.isnan(b)),
+        ("+Inf", a == np.inf, b == np.inf),
+        ("-Inf", a == -np.inf, b == -np.inf),
+    ):
+        wrong = np.argwhere(fa != fb)
+        assert not len(wrong), (
+            f"{name}: {what} at {len(wrong)} positions where the reference differs, first {wrong[0].tolist()}: ours {a[tuple(wrong[0])]}, reference {b[tuple(wrong[0])]}"
+        )
+    finite = np.isfinite(b)
+    scale = max(1.0, float(np.abs(b[finite]).max(initial=0.0)))
+    err = float(np.abs(a[finite] - b[finite]).max(initial=0.0))
+    assert err <= rtol * scale, f"{name}: max abs error {err} on the finite values (scale {scale})"
+
+
+def _nf_lsh(rng):
+    x = lsh_inputs(rng, 2, 9, 11, 6, 3, 8, masked=0.3)
+    dead = np.argwhere(x["key_mask"] == 0)
+    x["value"][dead[0::3, 0], dead[0::3, 1]] = np.nan
+    x["value"][dead[1::3, 0], dead[1::3, 1]] = np.inf
+    x["value"][dead[2::3, 0], dead[2::3, 1], :3] = -np.inf
+    return x
+
+
+def _nf_lsh_live(rng):  # non-finite values in live keys: they reach every query sharing a bucket
+    x = lsh_inputs(rng, 1, 16, 16, 4, 2, 4, masked=0.0)
+    x["value"][0, 3, 1] = np.nan
+    x["value"][0, 5, 2] = np.inf
+    x["value"][0, 7, 2] = -np.inf
+    return x
+
+
+def _check_lsh_masked(x, attrs, outs):
+    (out,) = outs
+    assert np.isfinite(out).all(), "non-finite values of masked keys leaked into the output"
+    assert (out[x["query_mask"] == 0] == 0).all() and (out[x["query_mask"] != 0] != 0).any()
+
+
+def _check_lsh_live(x, attrs, outs):
+    (out,) = outs
+    assert np.isnan(out[0, :, 1]).any() and np.isfinite(out).any()
+    assert np.isnan(out[0, :, 2]).any() or np.isinf(out[0, :, 2]).any()
+
+
+def _nf_chunk(masked_value, where="masked", length=32, rounds=2, **_):
+    def inputs(rng):
+        x = chunk_attention_inputs(rng, 2, 2, length, 8, rounds, 4, masked=0.25)
+        x["mask"][:, :2] = 0  # at least two padded positions per row
+        x["mask"][:, 2] = 1
+        if where == "masked":
+            dead = np.argwhere(x["mask"] == 0)
+            x["value"][dead[:, 0], :, dead[:, 1]] = masked_value
+        else:  # a live key: its value reaches every query that attends it
+            x["value"][0, 1, 2, 3] = masked_value
+        return x
+
+    return inputs
+
+
+def _check_chunk_masked(x, attrs, outs):
+    (out,) = outs
+    assert np.isfinite(out).all(), "values of masked keys (weight 0) leaked into the output"
+
+
+def _check_chunk_causal(x, attrs, outs):
+    (out,) = outs
+    # The Inf at the last position is causally hidden from every other query (weight 0); the last
+    # query sees it only as itself, when mask_self does not push it to weight 0.
+    assert np.isfinite(out[:, :, :-1]).all(), "a causally hidden key (weight 0) leaked into the output"
+    assert np.isfinite(out[:, :, -1]).all() == bool(attrs.get("mask_self"))
+
+
+def _check_chunk_live(x, attrs, outs):
+    (out,) = outs
+    assert not np.isfinite(out[0, 1, :, 3]).all() and np.isfinite(out[0, 1, :, :3]).all()
+
+
+def _nf_chunk_causal(rng):
+    x = chunk_attention_inputs(rng, 1, 2, 32, 8, 2, 4, masked=0.0)
+    x["value"][:, :, -1] = np.inf  # the last key: causally hidden from every other query of its chunk
+    return x
+
+
+def _nf_chunk_underflow(rng):  # live keys whose weight underflows to 0 (scores 300 below the top)
+    x = chunk_attention_inputs(rng, 1, 1, 8, 4, 1, 1, masked=0.0)
+    x["query"][:] = 0.0
+    x["query"][..., 0] = 30.0
+    x["key"][:] = 0.0
+    x["key"][..., 0] = np.where(np.arange(8) % 2 == 1, 5.0, -5.0)  # scores +-150
+    x["value"][0, 0, 2] = np.inf
+    x["value"][0, 0, 4, 1] = np.nan
+    x["value"][0, 0, 6, 2] = -np.inf
+    return x
+
+
+def _check_chunk_underflow(x, attrs, outs):
+    (out,) = outs
+    expected = x["value"][0, 0, 1::2].mean(0)  # the four keys of score +150 share the weight
+    np.testing.assert_allclose(out[0, 0], np.broadcast_to(expected, out[0, 0].shape), rtol=1e-5, atol=1e-6)
+
+
+def _nf_chunk_all_masked(rng):  # every key masked: uniform weights (1 each) over the masked keys
+    x = chunk_attention_inputs(rng, 1, 1, 8, 4, 1, 1, masked=0.0)
+    x["mask"][:] = 0
+    x["value"][0, 0, 3, 1] = np.inf
+    x["value"][0, 0, 5, 2] = np.nan
+    return x
+
+
+def _check_chunk_all_masked(x, attrs, outs):
+    (out,) = outs
+    assert (
+        (out[0, 0, :, 1] == np.inf).all()
+        and np.isnan(out[0, 0, :, 2]).all()
+        and np.isfinite(out[0, 0, :, [0, 3]]).all()
+    )
+
+
+def _nf_expert(special):
+    def inputs(rng):
+        x = expert_ffn_inputs(rng, 2, 9, 8, 12, 3, 9)
+        x["hidden"][0, 1, 0] = special  # every pre-activation of token (0, 1) is +-`special` (or NaN)
+        x["hidden"][1, 4, 2] = special
+        return x
+
+    return inputs
+
+
+def _check_expert_nan(x, attrs, outs):
+    (out,) = outs
+    assert np.isnan(out[0, 1]).all(), "NaN through a clamped activation must stay NaN"
+    assert np.isfinite(out[0, 0]).all()
+
+
+def _check_expert_inf(x, attrs, outs):
+    (out,) = outs
+    assert np.isfinite(out[0, 0]).all()
+    # relu6 bounds +-Inf to [0, 6]: the token's output is finite. The others carry the Inf on (to
+    # Inf, or NaN where Infs of both signs meet in the second product; gelu(-Inf) = -Inf * 0 = NaN,
+    # which gelu_10's clamp keeps NaN).
+    clamped = attrs["activation"] == "relu6"
+    assert np.isfinite(out[0, 1]).all() == clamped
+
+
+def _nf_top1(rng):
+    probs = top1_probs(rng, 2, 12, 4)
+    probs[0, 2] = [0.1, np.nan, 0.5, np.nan]
+    probs[0, 5] = [0.2, np.inf, 0.1, 0.3]
+    probs[1, 0] = [-np.inf, -np.inf, -np.inf, -np.inf]
+    probs[1, 3] = [0.1, np.inf, np.nan, 0.2]
+    return {"probs": probs}
+
+
+def _check_top1(x, attrs, outs):
+    expert, gate = outs[0], outs[1]
+    assert expert[0, 2] == 1 and np.isnan(gate[0, 2]), "a NaN is the maximum (the first one)"
+    assert expert[0, 5] == 1 and gate[0, 5] == np.inf
+    assert expert[1, 0] == 0 and gate[1, 0] == -np.inf
+    assert expert[1, 3] == 2 and np.isnan(gate[1, 3])
+
+
+def _nf_argmax(rng):
+    x = argmax_inputs(rng, 1, 2, 10, 4, 2, [4, 6])
+    x["mask"][0, 3] = 1
+    x["vector"][0, 0, 3, :] = np.nan  # every projection NaN: each factor's first candidate, bucket 0
+    x["vector"][0, 1, 4, 0] = np.inf
+    x["vector"][0, 1, 6, 1] = -np.inf
+    return x
+
+
+def _check_argmax(x, attrs, outs):
+    (out,) = outs
+    assert out.min() >= 0 and out.max() <= 24
+    assert (out[0, 0, :, 3] == 0).all(), "a NaN counts as the maximum (the first one)"
+    assert (out[0, 0, :, 2] != 0).any() or (out[0, 0, :, 4] != 0).any()
+
+
+def _nf_bucket_sum(rng):
+    x = bucket_sum_inputs(rng, 3, 16, 5, 4)
+    x["bucket"][0, :4] = 1
+    x["vector"][0, 0, 0], x["vector"][0, 1, 0] = np.inf, -np.inf  # +Inf + -Inf = NaN
+    x["vector"][0, 2, 1] = np.inf
+    x["vector"][0, 3, 2] = np.nan
+    x["weight"][1, 5] = np.inf
+    return x
+
+
+def _check_bucket_sum(x, attrs, outs):
+    sums, weights = outs
+    assert np.isnan(sums[0, 1, 0]) and sums[0, 1, 1] == np.inf and np.isnan(sums[0, 1, 2])
+    assert np.isfinite(sums[0, 1, 3:]).all() and weights[1, x["bucket"][1, 5]] == np.inf
+    assert np.isfinite(sums[1:]).all()
+
+
+def _nonfinite_cases():
+    cases = [
+        ("lsh/masked-keys-nan-inf", "LSHCumulation", _nf_lsh, dict(hashtable_capacity=8), _check_lsh_masked),
+        ("lsh/live-keys-nan-inf", "LSHCumulation", _nf_lsh_live, dict(hashtable_capacity=4), _check_lsh_live),
+        # the sorted mode of the CUDA kernel (masked keys sort last and are skipped there)
+        (
+            "lsh/masked-keys-nan-inf-sorted",
+            "LSHCumulation",
+            _nf_lsh,
+            dict(hashtable_capacity=8, deterministic=1),
+            _check_lsh_masked,
+        ),
+        (
+            "lsh/live-keys-nan-inf-sorted",
+            "LSHCumulation",
+            _nf_lsh_live,
+            dict(hashtable_capacity=4, deterministic=1),
+            _check_lsh_live,
+        ),
+    ]
+    chunked = dict(chunk_length=8, chunks_before=1, chunks_after=0)
+    for label, v in (("inf", np.inf), ("neginf", -np.inf), ("nan", np.nan), ("huge", 3e38)):
+        cases.append((f"chunk/masked-{label}", "SortedChunkAttention", _nf_chunk(v), chunked, _check_chunk_masked))
+        cases.append(
+            (
+                f"chunk/masked-{label}-plain",
+                "SortedChunkAttention",
+                _nf_chunk(v, length=8, rounds=1),
+                dict(chunk_length=8),
+                _check_chunk_masked,
+            )
+        )
+    cases.append(
+        ("chunk/live-inf", "SortedChunkAttention", _nf_chunk(np.inf, where="live"), chunked, _check_chunk_live)
+    )
+    cases.append(
+        ("chunk/live-nan", "SortedChunkAttention", _nf_chunk(np.nan, where="live"), chunked, _check_chunk_live)
+    )
+    for mask_self in (0, 1):
+        cases.append(
+            (
+                f"chunk/causal-hidden-inf-self{mask_self}",
+                "SortedChunkAttention",
+                _nf_chunk_causal,
+                dict(chunk_length=8, causal=1, mask_self=mask_self),
+                _check_chunk_causal,
+            )
+        )
+    cases.append(
+        (
+            "chunk/underflowed-keys",
+            "SortedChunkAttention",
+            _nf_chunk_underflow,
+            dict(chunk_length=8),
+            _check_chunk_underflow,
+        )
+    )
+    cases.append(
+        (
+            "chunk/all-masked",
+            "SortedChunkAttention",
+            _nf_chunk_all_masked,
+            dict(chunk_length=8),
+            _check_chunk_all_masked,
+        )
+    )
+    for act in ("relu", "relu2", "relu6", "gelu_10", "hardswish", "leaky_relu", "silu", "gelu"):
+        cases.append((f"expert/{act}-nan", "ExpertFFN", _nf_expert(np.nan), dict(activation=act), _check_expert_nan))
+        cases.append((f"expert/{act}-inf", "ExpertFFN", _nf_expert(np.inf), dict(activation=act), _check_expert_inf))
+    cases += [
+        ("top1/nan-inf", "Top1Dispatch", _nf_top1, dict(expert_capacity=12), _check_top1),
+        ("argmax/nan-inf", "ArgmaxHash", _nf_argmax, dict(num_hash=2), _check_argmax),
+        ("bucket_sum/nan-inf", "BucketSum", _nf_bucket_sum, dict(num_buckets=4), _check_bucket_sum),
+    ]
+    return cases
+
+
+NONFINITE_CASES = _nonfinite_cases()
+NONFINITE_RTOL = {"float32": 1e-5, "float16": 2e-3}  # times max(1, max |finite reference|)
+
+
+def nonfinite_inputs(case, dtype: str = "float32") -> dict[str, np.ndarray]:
+    """The case's inputs (seeded by its id), float arrays in `dtype` (3e38 is Inf in float16)."""
+    case_id, _, make, _, _ = case
+    inputs = make(np.random.default_rng(sum(map(ord, case_id))))
+    with np.errstate(over="ignore"):
+        return {k: v.astype(dtype) if np.issubdtype(v.dtype, np.floating) else v for k, v in inputs.items()}

@@ -36,9 +36,12 @@ from kernel_cases import (
     HADAMARD_ANY_DIAGONAL_CASES,
     HADAMARD_CASES,
     LSH_CASES,
+    NONFINITE_CASES,
+    NONFINITE_RTOL,
     TOP1_CASES,
     argmax_flip_margins,
     argmax_inputs,
+    assert_nonfinite_close,
     bucket_sum_in_order,
     bucket_sum_inputs,
     chunk_attention_inputs,
@@ -47,6 +50,7 @@ from kernel_cases import (
     gaussian_near_zero,
     lsh_inputs,
     lsh_seed,
+    nonfinite_inputs,
     sign_inputs,
     signs,
     top1_probs,
@@ -970,3 +974,32 @@ def test_launch_records_into_a_cuda_graph(op):
     graph.replay()
     torch.cuda.synchronize()
     assert torch.equal(captured, eager)
+
+
+# -- non-finite data (the CPU kernels' cases, tests/test_nonfinite.py) -------------------------
+
+
+def _nonfinite_params():
+    from bucketrt.ops.spec import BY_NAME
+
+    for case in NONFINITE_CASES:
+        for dtype in BY_NAME[case[1]].float_types:
+            yield pytest.param(case, dtype, id=f"{case[0]}-{dtype}")
+
+
+@pytest.mark.parametrize("case,dtype", list(_nonfinite_params()))
+def test_nonfinite_matches_reference(case, dtype):
+    # NaN and +-Inf exactly where the reference has them (masked rows and keys of weight 0 take no
+    # part; clamps propagate NaN, which fminf/fmaxf would not), finite values within the CPU tests'
+    # tolerance; the case's own checks hold on the kernel's outputs too.
+    case_id, op, _, attrs, checks = case
+    inputs = nonfinite_inputs(case, dtype)
+    tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in inputs.values()]
+    ref = reference.REFERENCES[op](*tensors, **attrs)
+    ref = [t.numpy() for t in (ref if isinstance(ref, tuple) else (ref,))]
+    ours = [t.cpu().numpy() for t in cuda.run(op, *[t.cuda() for t in tensors], **attrs)]
+    checks(inputs, attrs, ref)
+    checks(inputs, attrs, ours)
+    assert len(ours) == len(ref)
+    for i, (a, b) in enumerate(zip(ours, ref)):
+        assert_nonfinite_close(a, b, NONFINITE_RTOL[dtype], name=f"{case_id} ({dtype}) output {i}")

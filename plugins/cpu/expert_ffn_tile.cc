@@ -24,6 +24,19 @@ auto Softplus(const A& a) {
   return (a > 20.0f).select(a, a.exp().log1p());
 }
 
+// max(a, b) and min(a, b) as torch.relu/torch.clamp: a NaN in `a` stays NaN (Eigen's default
+// PropagateFast returns either operand).
+template <class A>
+auto Max(const A& a, float b) {
+  return a.binaryExpr(A::PlainObject::Constant(a.rows(), a.cols(), b),
+                      Eigen::internal::scalar_max_op<float, float, Eigen::PropagateNaN>());
+}
+template <class A>
+auto Min(const A& a, float b) {
+  return a.binaryExpr(A::PlainObject::Constant(a.rows(), a.cols(), b),
+                      Eigen::internal::scalar_min_op<float, float, Eigen::PropagateNaN>());
+}
+
 // Every function of spec::Activation has a case below: a function the spec adds without one is a
 // compile error (-Werror=switch), and the count is checked too.
 static_assert(spec::kNumActivations == 16, "spec.py's ACTIVATION_FUNCTIONS changed: give every function a case");
@@ -34,18 +47,18 @@ void Apply(Activation act, A a) {
   constexpr float kSqrt2OverPi = 0.7978845608028654f;
   constexpr float kSqrtHalf = 0.7071067811865476f;
   switch (act) {
-    case Activation::kRelu: a = a.max(0.0f); break;
+    case Activation::kRelu: a = Max(a, 0.0f); break;
     case Activation::kGelu: a = 0.5f * a * (1.0f + (a * kSqrtHalf).erf()); break;
-    case Activation::kGelu10: a = (0.5f * a * (1.0f + (a * kSqrtHalf).erf())).max(-10.0f).min(10.0f); break;
+    case Activation::kGelu10: a = Min(Max(0.5f * a * (1.0f + (a * kSqrtHalf).erf()), -10.0f), 10.0f); break;
     case Activation::kGeluTanh: a = 0.5f * a * (1.0f + (kSqrt2OverPi * (a + 0.044715f * a * a * a)).tanh()); break;
     case Activation::kQuickGelu: a = a * (1.702f * a).logistic(); break;
     case Activation::kSilu: a = a * a.logistic(); break;
-    case Activation::kRelu2: a = a.max(0.0f).square(); break;
-    case Activation::kRelu6: a = a.max(0.0f).min(6.0f); break;
+    case Activation::kRelu2: a = Max(a, 0.0f).square(); break;
+    case Activation::kRelu6: a = Min(Max(a, 0.0f), 6.0f); break;
     case Activation::kLeakyRelu: a = (a >= 0.0f).select(a, 0.01f * a); break;
     case Activation::kSigmoid: a = a.logistic(); break;
     case Activation::kTanh: a = a.tanh(); break;
-    case Activation::kHardswish: a = a * (a + 3.0f).max(0.0f).min(6.0f) / 6.0f; break;
+    case Activation::kHardswish: a = a * Min(Max(a + 3.0f, 0.0f), 6.0f) / 6.0f; break;
     case Activation::kMish: a = a * Softplus(a).tanh(); break;
     case Activation::kLaplace: a = 0.5f * (1.0f + ((a - 0.707107f) / (0.282095f * 1.4142135623730951f)).erf()); break;
     case Activation::kSqrtSoftplus: a = Softplus(a).sqrt(); break;

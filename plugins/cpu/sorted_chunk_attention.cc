@@ -141,6 +141,7 @@ void CombineHead(void* data, size_t bh) {
     std::fill(o, o + D, 0.0f);
     for (int64_t r = 0; r < R; ++r) {
       const float weight = std::exp(lse[r * N] - log_total);
+      if (weight < kWeightFloor) continue;  // a round of weight 0 contributes nothing, whatever its output
       const float* src = job.round_out + ((static_cast<int64_t>(bh) * R + r) * N + n) * D;
       for (int64_t d = 0; d < D; ++d) o[d] += weight * src[d];
     }

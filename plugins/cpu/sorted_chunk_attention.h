@@ -26,6 +26,9 @@ class Bindings;
 namespace bucketrt::cpu {
 
 inline constexpr float kMaskedScore = -1e9f;
+// Softmax weights below the smallest normal float (2^-126) are 0, and a key or round of weight 0
+// contributes nothing, whatever its value (reference.WEIGHT_FLOOR).
+inline constexpr float kWeightFloor = 1.17549435e-38f;
 inline constexpr float kSelfScore = -1e5f;
 
 struct ChunkAttentionShape {

@@ -86,7 +86,8 @@ __device__ __forceinline__ float Sigmoid(float x) { return 1.0f / (1.0f + expf(-
 // torch's softplus: linear above the threshold 20.
 __device__ __forceinline__ float Softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
 __device__ __forceinline__ float Gelu(float x) { return 0.5f * x * (1.0f + erff(x / kSqrt2)); }
-__device__ __forceinline__ float Clamp(float x, float lo, float hi) { return fminf(fmaxf(x, lo), hi); }
+// torch.clamp: a NaN stays NaN (fminf/fmaxf would return the bound).
+__device__ __forceinline__ float Clamp(float x, float lo, float hi) { return x < lo ? lo : (x > hi ? hi : x); }
 
 // Every function of spec::Activation has a case below (-Werror=switch; the count is checked too).
 static_assert(spec::kNumActivations == 16, "spec.py's ACTIVATION_FUNCTIONS changed: give every function a case");

@@ -258,6 +258,12 @@ __device__ __forceinline__ void ScoreTile(const AttendArgs& a, AttendShared& sh,
   }
 }
 
+// exp(x) as a softmax weight: below the smallest normal float it is 0 (cpu::kWeightFloor).
+__device__ __forceinline__ float Weight(float x) {
+  const float w = expf(x);
+  return w < cpu::kWeightFloor ? 0.0f : w;
+}
+
 // The reference's masks: -1e9 where the key is masked or (causal) later than the query, then
 // -1e5 where mask_self and the key is the query (overriding).
 __device__ __forceinline__ float Masked(const AttendArgs& a, float score, int32_t qp, int32_t kp, int32_t alive) {
@@ -354,7 +360,7 @@ __global__ void __launch_bounds__(kAttendThreads) AttendKernel(AttendArgs a) {
           for (int j = 0; j < kCols; ++j) {
             const int k = tx + kTileSide * j;
             const int32_t kp = sh.kpos[k];
-            sh.p[i][k] = kp < 0 ? 0.0f : expf(Masked(a, acc[r][j], sh.qpos[i], kp, sh.klive[k]) - l);
+            sh.p[i][k] = kp < 0 ? 0.0f : Weight(Masked(a, acc[r][j], sh.qpos[i], kp, sh.klive[k]) - l);
           }
         }
         __syncthreads();  // weights complete; every thread is done with the keys in kv
@@ -365,8 +371,9 @@ __global__ void __launch_bounds__(kAttendThreads) AttendKernel(AttendArgs a) {
 #pragma unroll
           for (int j = 0; j < kCols; ++j) {
             const float v = sh.kv[k][tx + kTileSide * j];
-            o[0][j] = __fmaf_rn(p0, v, o[0][j]);
-            o[1][j] = __fmaf_rn(p1, v, o[1][j]);
+            // A key of weight 0 contributes nothing, whatever its value (0 * Inf would be NaN).
+            if (p0 != 0.0f) o[0][j] = __fmaf_rn(p0, v, o[0][j]);
+            if (p1 != 0.0f) o[1][j] = __fmaf_rn(p1, v, o[1][j]);
           }
         }
       }
@@ -411,7 +418,8 @@ __global__ void __launch_bounds__(kCombineThreads)
     const float log_total = top + logf(sum);
     float acc = 0.0f;
     for (int64_t r = 0; r < rounds; ++r) {
-      const float weight = expf(lse[r * length] - log_total);
+      const float weight = Weight(lse[r * length] - log_total);
+      if (weight == 0.0f) continue;  // a round of weight 0 contributes nothing, whatever its output
       acc = __fadd_rn(acc, __fmul_rn(weight, round_out[((bh * rounds + r) * length + n) * dim + d]));
     }
     StoreFloat(out, i, acc);

@@ -349,7 +349,32 @@ def _attend(query, key, value, q_pos, k_pos, key_live, causal, mask_self):
     if mask_self:
         scores = torch.where(k_pos[..., None, :] == q_pos[..., :, None], SELF_SCORE, scores)
     lse = torch.logsumexp(scores, dim=-1, keepdim=True)
-    return torch.exp(scores - lse) @ value, lse[..., 0]
+    return weighted_sum(_flush(torch.exp(scores - lse)), value), lse[..., 0]
+
+
+# The smallest normal float32, 2^-126: softmax weights below it are flushed to 0 (the kernels' exp
+# saturates there), and a weight of exactly 0 takes its key (or round) out of the sum.
+WEIGHT_FLOOR = torch.finfo(torch.float32).tiny
+
+
+def _flush(p: torch.Tensor) -> torch.Tensor:
+    return torch.where(p < WEIGHT_FLOOR, 0.0, p)
+
+
+def weighted_sum(p: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """p @ value [..., K] x [..., K, D] where a key of weight exactly 0 contributes nothing, whatever
+    its value (Inf, NaN): the non-finite values of the keys with p > 0 add as IEEE does (a NaN, or
+    both +Inf and -Inf, gives NaN; else ±Inf). One matmul when every value is finite."""
+    finite = torch.isfinite(value)
+    if bool(finite.all()):
+        return p @ value
+    out = p @ torch.where(finite, value, 0.0)
+    used = (p > 0).to(value.dtype)
+    nan = (used @ torch.isnan(value).to(value.dtype)) > 0
+    pos = (used @ (value == float("inf")).to(value.dtype)) > 0
+    neg = (used @ (value == float("-inf")).to(value.dtype)) > 0
+    extra = torch.where(pos, float("inf"), 0.0) + torch.where(neg, float("-inf"), 0.0)  # both: NaN
+    return out + torch.where(nan, float("nan"), extra)
 
 
 def sorted_chunk_attention(query, key, value, mask, buckets, **attrs) -> torch.Tensor:
@@ -394,8 +419,9 @@ def sorted_chunk_attention(query, key, value, mask, buckets, **attrs) -> torch.T
     lse_unsorted = lse_unsorted.reshape(batch, heads, rounds, length, 1)
     if rounds == 1:
         return out_unsorted[:, :, 0]
-    weights = torch.exp(lse_unsorted - torch.logsumexp(lse_unsorted, dim=2, keepdim=True))
-    return (out_unsorted * weights).sum(dim=2)
+    weights = _flush(torch.exp(lse_unsorted - torch.logsumexp(lse_unsorted, dim=2, keepdim=True)))
+    # A round of weight 0 contributes nothing, whatever its output (as a key of weight 0).
+    return torch.where(weights == 0, 0.0, out_unsorted * weights).sum(dim=2)
 
 
 REFERENCES = {

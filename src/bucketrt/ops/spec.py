@@ -252,7 +252,9 @@ LSH_CUMULATION = OpSpec(
     summary="YOSO's LSH attention: each query sums the values of the keys that share its bucket, "
     "averaged over the hash functions.",
     semantics="out[b,q,:] = query_mask[b,q] * (1/m) * sum_h sum_k key_mask[b,k] * "
-    "[query_hash[b,q,h] == key_hash[b,k,h]] * value[b,k,:]",
+    "[query_hash[b,q,h] == key_hash[b,k,h]] * value[b,k,:]. The masks select rather than multiply: a "
+    "masked key takes no part whatever its value (a NaN or Inf there changes nothing), and a masked query's "
+    "output is 0; the values of the keys that take part sum as IEEE (NaN and Inf propagate).",
     inputs=(
         Tensor("query_mask", "int32", ("B", "Nq"), "Non-zero where the query takes part."),
         Tensor(
@@ -399,7 +401,10 @@ EXPERT_FFN = OpSpec(
     semantics=(
         "With start_e = sum_{e'<e} counts[e'], every token t = order[start_e + i], i < counts[e], gets "
         "out[t,:] = gate[t] * (act(hidden[t,:] · wi[e]^T) · wo[e]^T) (flat indices over B*S); every other "
-        "token gets 0. Row layouts are nn.Linear's: wi[e] is [F, D], wo[e] is [D, F]."
+        "token gets 0. Row layouts are nn.Linear's: wi[e] is [F, D], wo[e] is [D, F]. Non-finite values go "
+        "through act as in torch: the clamps of relu, relu2, relu6, gelu_10 and hardswish propagate NaN "
+        "(torch.clamp(NaN) = NaN, never a bound); Inf goes through as IEEE (relu6(+-Inf) is 6 or 0, "
+        "gelu(-Inf) = -Inf * 0 = NaN), and the products sum as IEEE."
     ),
     inputs=(
         Tensor("hidden", FLOAT, ("B", "S", "D"), "Token states entering the experts."),
@@ -462,7 +467,8 @@ BUCKET_SUM = OpSpec(
     "(a scatter-add; divided by the summed weights it is a scatter-mean).",
     semantics="sum[g,c,:] = sum_n [bucket[g,n] == c] * vector[g,n,:]; "
     "weight_sum[g,c] = sum_n [bucket[g,n] == c] * weight[g,n]; rows are added in order n = 0, 1, ...; "
-    "every bucket id must lie in [0, num_buckets).",
+    "every bucket id must lie in [0, num_buckets). The sums are IEEE: NaN and Inf propagate, and "
+    "Inf + -Inf = NaN.",
     inputs=(
         Tensor("bucket", "int32", ("G", "N"), "Bucket of each row, in [0, num_buckets)."),
         Tensor("weight", FLOAT, ("G", "N"), "Weight of each row (LSG: how many tokens it already holds)."),
@@ -490,7 +496,14 @@ SORTED_CHUNK_ATTENTION = OpSpec(
         "chunks; a query in chunk c attends the keys of chunks (c + j) mod K for j = -chunks_before .. "
         "chunks_after (wrapping across rounds, a key counted once per appearance), giving o_r[n] and "
         "l_r[n] = logsumexp of its scores. out[n] = sum_r exp(l_r[n] - logsumexp_r l_r[n]) * o_r[n]. "
-        "N > max_length (when max_length > 0) is an error."
+        "N > max_length (when max_length > 0) is an error. "
+        "Weights: a key's softmax weight exp(score - l) and a round's weight exp(l_r - logsumexp_r l_r) are "
+        "0 below 2^-126 (the smallest normal float32, where the kernels' exp saturates: which keys are out is "
+        "a property of the scores, not of an exp's underflow), and a key or round of weight 0 contributes "
+        "nothing whatever its value: a masked, causally hidden, self-masked (with other keys) or underflowed "
+        "key's Inf or NaN never becomes 0 * Inf = NaN; the others sum as IEEE. A query whose every key is "
+        "masked gives each the weight exp(0) = 1 (score -1e9 == l in float32, as Reformer): they all take "
+        "part, the non-finite ones included."
     ),
     inputs=(
         Tensor("query", FLOAT, ("B", "H", "N", "D"), "Queries."),
