@@ -25,17 +25,16 @@
 #include <string>
 #include <vector>
 
+#include "trt_check_support.h"
+
 using namespace nvinfer1;
+using trt_check::Check;
+using trt_check::Finder;
+using trt_check::g_failures;
+using trt_check::Logger;
 
 namespace {
 
-int g_failures = 0;
-
-void Check(bool ok, const std::string& what) {
-  std::printf("%s %s\n", ok ? "ok  " : "FAIL", what.c_str());
-  std::fflush(stdout);
-  if (!ok) ++g_failures;
-}
 
 using LoadLibrary = int (*)(const char*, int, int*);
 using Registry = IPluginRegistry* (*)(int);
@@ -46,18 +45,6 @@ int Held(IPluginRegistry* registry) {
   return n;
 }
 
-struct Logger : ILogger {
-  std::vector<std::string> messages;
-  void log(Severity severity, const char* msg) noexcept override {
-    if (severity <= Severity::kWARNING) messages.emplace_back(msg);
-  }
-};
-
-struct Finder : ILoggerFinder {
-  explicit Finder(ILogger* logger) : logger_(logger) {}
-  ILogger* findLogger() override { return logger_; }
-  ILogger* logger_;
-};
 
 }  // namespace
 

@@ -21,30 +21,16 @@
 #include <string>
 #include <vector>
 
+#include "trt_check_support.h"
+
 using namespace nvinfer1;
+using trt_check::Check;
+using trt_check::Finder;
+using trt_check::g_failures;
+using trt_check::Logger;
 
 namespace {
 
-int g_failures = 0;
-
-void Check(bool ok, const std::string& what) {
-  std::printf("%s %s\n", ok ? "ok  " : "FAIL", what.c_str());
-  if (!ok) ++g_failures;
-}
-
-struct Logger : ILogger {
-  std::vector<std::string> messages;
-  void log(Severity severity, const char* msg) noexcept override {
-    if (severity <= Severity::kWARNING) messages.emplace_back(msg);
-  }
-  std::string Last() const { return messages.empty() ? "" : messages.back(); }
-};
-
-struct Finder : ILoggerFinder {
-  explicit Finder(ILogger* logger) : logger_(logger) {}
-  ILogger* findLogger() override { return logger_; }
-  ILogger* logger_;
-};
 
 // Constant dimension expressions, enough for plugins that copy input dims and ask for constants.
 class ConstantExpr : public IDimensionExpr {

@@ -27,33 +27,19 @@
 #include "cuda/ops.h"
 #include "spec_plugin.h"
 
+#include "trt_check_support.h"
+
 extern "C" nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators);
 extern "C" void setLoggerFinder(nvinfer1::ILoggerFinder* finder);
 
 using namespace nvinfer1;
+using trt_check::Check;
+using trt_check::Finder;
+using trt_check::g_failures;
+using trt_check::Logger;
 
 namespace {
 
-int g_failures = 0;
-
-void Check(bool ok, const std::string& what) {
-  std::printf("%s %s\n", ok ? "ok  " : "FAIL", what.c_str());
-  if (!ok) ++g_failures;
-}
-
-struct Logger : ILogger {
-  std::vector<std::string> messages;
-  void log(Severity severity, const char* msg) noexcept override {
-    if (severity <= Severity::kWARNING) messages.emplace_back(msg);
-  }
-  std::string Last() const { return messages.empty() ? "" : messages.back(); }
-};
-
-struct Finder : ILoggerFinder {
-  explicit Finder(ILogger* logger) : logger_(logger) {}
-  ILogger* findLogger() override { return logger_; }
-  ILogger* logger_;
-};
 
 // Fields as TensorRT's ONNX parser gives them: ints as kINT32, strings as kCHAR with the NUL counted.
 struct Fields {
