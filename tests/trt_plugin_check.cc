@@ -25,6 +25,7 @@
 
 using namespace nvinfer1;
 using trt_check::Check;
+using trt_check::Fields;
 using trt_check::Finder;
 using trt_check::g_failures;
 using trt_check::Logger;
@@ -93,53 +94,6 @@ DynamicPluginTensorDesc Dynamic(DataType type, Dims min, Dims opt, Dims max) {
   return d;
 }
 
-// Fields as TensorRT's ONNX parser gives them: ints as kINT32, strings as kCHAR without the NUL.
-struct Fields {
-  std::deque<int32_t> ints;
-  std::deque<int64_t> longs;
-  std::deque<float> floats;
-  std::deque<std::string> strings;
-  std::vector<PluginField> fields;
-  PluginFieldCollection collection{};
-  Fields& Int(const char* name, int32_t v) {
-    fields.emplace_back(name, &ints.emplace_back(v), PluginFieldType::kINT32, 1);
-    return *this;
-  }
-  Fields& Long(const char* name, int64_t v) {
-    fields.emplace_back(name, &longs.emplace_back(v), PluginFieldType::kINT64, 1);
-    return *this;
-  }
-  Fields& Float(const char* name, float v) {
-    fields.emplace_back(name, &floats.emplace_back(v), PluginFieldType::kFLOAT32, 1);
-    return *this;
-  }
-  // A list of ints (an ONNX INTS attribute as the parser hands it over).
-  Fields& Ints(const char* name, std::initializer_list<int32_t> values) {
-    int32_t* first = nullptr;
-    for (int32_t v : values) {
-      int32_t* at = &ints.emplace_back(v);
-      if (first == nullptr) first = at;
-    }
-    fields.emplace_back(name, first, PluginFieldType::kINT32, static_cast<int32_t>(values.size()));
-    return *this;
-  }
-  Fields& Str(const char* name, const char* v) {
-    const std::string& s = strings.emplace_back(v);
-    fields.emplace_back(name, s.data(), PluginFieldType::kCHAR, static_cast<int32_t>(s.size()));
-    return *this;
-  }
-  // A string as TensorRT's ONNX parser converts a STRING attribute: kCHAR, the NUL counted.
-  Fields& ParserStr(const char* name, const char* v) {
-    const std::string& s = strings.emplace_back(v);
-    fields.emplace_back(name, s.c_str(), PluginFieldType::kCHAR, static_cast<int32_t>(s.size() + 1));
-    return *this;
-  }
-  const PluginFieldCollection* Get() {
-    collection.nbFields = static_cast<int32_t>(fields.size());
-    collection.fields = fields.data();
-    return &collection;
-  }
-};
 
 struct Plugin {
   IPluginV3* v3 = nullptr;

@@ -34,6 +34,7 @@ extern "C" void setLoggerFinder(nvinfer1::ILoggerFinder* finder);
 
 using namespace nvinfer1;
 using trt_check::Check;
+using trt_check::Fields;
 using trt_check::Finder;
 using trt_check::g_failures;
 using trt_check::Logger;
@@ -41,27 +42,6 @@ using trt_check::Logger;
 namespace {
 
 
-// Fields as TensorRT's ONNX parser gives them: ints as kINT32, strings as kCHAR with the NUL counted.
-struct Fields {
-  std::deque<int32_t> ints;
-  std::deque<std::string> strings;
-  std::vector<PluginField> fields;
-  PluginFieldCollection collection{};
-  Fields& Int(const char* name, int32_t v) {
-    fields.emplace_back(name, &ints.emplace_back(v), PluginFieldType::kINT32, 1);
-    return *this;
-  }
-  Fields& Str(const char* name, const char* v) {
-    const std::string& s = strings.emplace_back(v);
-    fields.emplace_back(name, s.c_str(), PluginFieldType::kCHAR, static_cast<int32_t>(s.size() + 1));
-    return *this;
-  }
-  const PluginFieldCollection* Get() {
-    collection.nbFields = static_cast<int32_t>(fields.size());
-    collection.fields = fields.data();
-    return &collection;
-  }
-};
 
 using Symbols = std::map<std::string, int64_t>;
 
@@ -275,7 +255,7 @@ int main() {
         logger, 3000, "D");
 
   Sweep({"SignHash hadamard D=2048 (rows in the workspace)", "SignHash",
-         [](Fields& f) { f.Int("num_hash", 4).Int("hash_code_len", 8).Str("transform", "hadamard"); },
+         [](Fields& f) { f.Int("num_hash", 4).Int("hash_code_len", 8).ParserStr("transform", "hadamard"); },
          {{"B", {1, 8, 1}}, {"N", {1, 4096, 1}}},
          [](Symbols& s) {
            return std::vector<std::vector<int64_t>>{{s["B"], s["N"]}, {s["B"], s["N"], 2048}, {1, 3, 2048}};
@@ -283,7 +263,7 @@ int main() {
          Types({I, H, H})},
         logger, 500);
   Sweep({"SignHash gaussian", "SignHash",
-         [](Fields& f) { f.Int("num_hash", 4).Int("hash_code_len", 8).Str("transform", "gaussian"); },
+         [](Fields& f) { f.Int("num_hash", 4).Int("hash_code_len", 8).ParserStr("transform", "gaussian"); },
          {{"B", {1, 8, 1}}, {"N", {1, 4096, 1}}, {"D", {1, 4096, 1}}},
          [](Symbols& s) {
            return std::vector<std::vector<int64_t>>{{s["B"], s["N"]}, {s["B"], s["N"], s["D"]}, {1, s["D"], 32}};
@@ -319,7 +299,7 @@ int main() {
          {{"B", {1, 4, 1}}, {"H", {1, 12, 1}}, {"K", {1, 64, 1}}, {"D", {1, 128, 1}}, {"R", {1, 8, 1}}}, chunk_dims,
          Types({F, F, F, I, I})},
         logger, 1000, "K");
-  Sweep({"ExpertFFN", "ExpertFFN", [](Fields& f) { f.Str("activation", "relu"); },
+  Sweep({"ExpertFFN", "ExpertFFN", [](Fields& f) { f.ParserStr("activation", "relu"); },
          {{"B", {1, 8, 1}}, {"S", {1, 1024, 1}}, {"D", {1, 256, 1}}, {"F", {1, 1024, 1}}, {"E", {1, 64, 1}}},
          [](Symbols& s) {
            return std::vector<std::vector<int64_t>>{{s["B"], s["S"], s["D"]}, {s["B"], s["S"]}, {s["E"]},
@@ -333,7 +313,7 @@ int main() {
   {
     IPluginCreatorV3One* creator = FindCreator("SignHash");
     Fields f;
-    f.Int("num_hash", 4).Int("hash_code_len", 8).Str("transform", "hadamard");
+    f.Int("num_hash", 4).Int("hash_code_len", 8).ParserStr("transform", "hadamard");
     Plugin built(creator->createPlugin("sh", f.Get(), TensorRTPhase::kBUILD));
     std::vector<DynamicPluginTensorDesc> in(3), out(1);
     const std::vector<std::vector<int64_t>> lo = {{1, 1}, {1, 1, 2048}, {1, 3, 2048}},
