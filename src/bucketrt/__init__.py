@@ -68,7 +68,14 @@ def session_options(intra_op_num_threads: int | None = None):
     return options
 
 
-def ort_session(path, providers=None, intra_op_num_threads: int | None = None, options=None, component: str = "model"):
+def ort_session(
+    path,
+    providers=None,
+    intra_op_num_threads: int | None = None,
+    options=None,
+    component: str = "model",
+    check_attributes: bool = True,
+):
     """An onnxruntime.InferenceSession for `path` (a file, or an export folder and the name of one
     of its components: model.onnx by default) with bucketrt's ops.
 
@@ -78,7 +85,9 @@ def ort_session(path, providers=None, intra_op_num_threads: int | None = None, o
     with an error that says so).
 
     Every bucketrt node is checked against the op catalogue first (`bucketrt.ops.model_check`):
-    an attribute the reference rejects raises ValueError naming the node, op and attribute.
+    an attribute the reference rejects raises ValueError naming the node, op and attribute. The
+    check parses the graph once more (about 2 s for a 500 MB model with its weights inline);
+    `check_attributes=False` skips it for a model already checked (the kernels' own checks stay).
     """
     import onnxruntime as ort
 
@@ -89,7 +98,8 @@ def ort_session(path, providers=None, intra_op_num_threads: int | None = None, o
         path = path / f"{component}.onnx"
     # The kernels cannot see an attribute name they do not declare (ops/model_check.py): the
     # spec's check of every bucketrt node comes first.
-    check_model(path)
+    if check_attributes:
+        check_model(path)
     if options is None:
         options = session_options(intra_op_num_threads)
     else:
