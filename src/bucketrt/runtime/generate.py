@@ -3,10 +3,8 @@ with the decoder's key/value cache: the encoder runs once, the first step runs d
 also returns every layer's cross-attention keys/values), every later step feeds one token and the
 cache to decoder_with_past_model.
 
-It reproduces transformers' `generate(do_sample=False, num_beams=1)`: sequences start with
-`decoder_start_token_id`, take the argmax of the last position's logits (the first maximum, like
-torch.argmax), and once a sequence has produced `eos_token_id` it is padded with `pad_token_id`;
-generation stops when every sequence has finished or after `max_new_tokens`.
+The loop itself is `bucketrt.runtime.decoding.greedy_seq2seq` (numpy only, shared with the Triton
+models `bucketrt triton` writes); it reproduces transformers' `generate(do_sample=False, num_beams=1)`.
 """
 
 from __future__ import annotations
@@ -16,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from bucketrt.exporter.manifest import DECODER, DECODER_WITH_PAST, ENCODER, read_manifest
+from bucketrt.runtime import decoding
 
 _PARTS = (ENCODER, DECODER, DECODER_WITH_PAST)
 
@@ -52,44 +51,15 @@ class Seq2SeqGenerator:
             )
             for name in _PARTS
         }
-        self._past_inputs = [
-            i.name for i in self.sessions[DECODER_WITH_PAST].get_inputs() if i.name.startswith("past_key_values.")
-        ]
 
     def generate(self, input_ids, attention_mask=None, max_new_tokens: int = 20) -> np.ndarray:
         """[batch, 1 + generated] int64 token ids, starting with decoder_start_token_id."""
-        input_ids = np.asarray(input_ids, dtype=np.int64)
-        if input_ids.ndim != 2:
-            raise ValueError(f"input_ids must be [batch, sequence], got shape {list(input_ids.shape)}")
-        mask = np.ones_like(input_ids) if attention_mask is None else np.asarray(attention_mask, dtype=np.int64)
-        if mask.shape != input_ids.shape:
-            raise ValueError(
-                f"attention_mask {list(mask.shape)} must have the shape of input_ids {list(input_ids.shape)}"
-            )
-        batch = input_ids.shape[0]
-        (hidden,) = self.sessions[ENCODER].run(["last_hidden_state"], {"input_ids": input_ids, "attention_mask": mask})
-        tokens = np.full((batch, 1), self.decoder_start_token_id, dtype=np.int64)
-        finished = np.zeros(batch, dtype=bool)
-        cross: dict[str, np.ndarray] = {}
-        past: dict[str, np.ndarray] = {}
-        for step in range(max_new_tokens):
-            if step == 0:
-                session = self.sessions[DECODER]
-                feeds = {"input_ids": tokens, "encoder_attention_mask": mask, "encoder_hidden_states": hidden}
-            else:
-                session = self.sessions[DECODER_WITH_PAST]
-                feeds = {"input_ids": tokens[:, -1:], "encoder_attention_mask": mask}
-                feeds.update({name: past[name] if ".decoder." in name else cross[name] for name in self._past_inputs})
-            names = [o.name for o in session.get_outputs()]
-            outputs = dict(zip(names, session.run(names, feeds)))
-            for name, value in outputs.items():
-                if name.startswith("present."):
-                    key = "past_key_values." + name[len("present.") :]
-                    (past if ".decoder." in name else cross)[key] = value
-            next_tokens = outputs["logits"][:, -1, :].argmax(-1).astype(np.int64)
-            next_tokens = np.where(finished, self.pad_token_id, next_tokens)
-            tokens = np.concatenate([tokens, next_tokens[:, None]], axis=1)
-            finished |= np.isin(next_tokens, list(self.eos_token_ids))
-            if finished.all():
-                break
-        return tokens
+        return decoding.greedy_seq2seq(
+            *(self.sessions[name] for name in _PARTS),
+            input_ids,
+            attention_mask,
+            decoder_start_token_id=self.decoder_start_token_id,
+            eos_token_id=sorted(self.eos_token_ids),
+            pad_token_id=self.pad_token_id,
+            max_new_tokens=max_new_tokens,
+        )

@@ -1,0 +1,144 @@
+"""Greedy decoding loops over ONNX Runtime sessions: the one definition of bucketrt's generation.
+
+This module imports numpy and nothing else, on purpose: `bucketrt triton` copies it next to a
+Triton Python-backend model, whose server has numpy and onnxruntime but not bucketrt, torch or
+transformers. The sessions are passed in (anything with `run(names, feeds)`, `get_inputs()` and
+`get_outputs()`, as onnxruntime.InferenceSession has), so the loops do not know where they run.
+
+Both loops reproduce transformers' `generate(do_sample=False, num_beams=1)`: the next token is the
+argmax of the last position's logits (the first maximum, like torch.argmax); a row that has produced
+an end-of-sequence token continues with `pad_token_id`; decoding stops when every row has finished
+or after `max_new_tokens`. The `iter_*` forms yield each step's tokens [batch] as they are chosen
+(streaming); the `greedy_*` forms return the whole sequences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+PAST_PREFIX = "past_key_values."
+PRESENT_PREFIX = "present."
+
+
+def _eos_set(eos_token_id) -> list[int]:
+    if eos_token_id is None:
+        return []
+    return [int(t) for t in (eos_token_id if isinstance(eos_token_id, Iterable) else [eos_token_id])]
+
+
+def _check_ids(input_ids, attention_mask=None) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.asarray(input_ids, dtype=np.int64)
+    if ids.ndim != 2 or ids.shape[1] < 1:
+        raise ValueError(f"input_ids must be [batch, length>=1], got shape {list(ids.shape)}")
+    mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask, dtype=np.int64)
+    if mask.shape != ids.shape:
+        raise ValueError(f"attention_mask {list(mask.shape)} must have the shape of input_ids {list(ids.shape)}")
+    return ids, mask
+
+
+def _check_steps(max_new_tokens) -> int:
+    if int(max_new_tokens) < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    return int(max_new_tokens)
+
+
+def _choose(logits: np.ndarray, finished: np.ndarray, eos: list[int], pad_token_id: int) -> np.ndarray:
+    """The next token per row from logits [batch, length, vocab]; updates `finished` in place."""
+    token = logits[:, -1, :].argmax(-1).astype(np.int64)
+    token = np.where(finished, np.int64(pad_token_id), token)
+    if eos:
+        finished |= np.isin(token, eos)
+    return token
+
+
+def _run_all(session, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, feeds)))
+
+
+def iter_seq2seq(
+    encoder,
+    decoder,
+    decoder_with_past,
+    input_ids,
+    attention_mask=None,
+    *,
+    decoder_start_token_id: int,
+    eos_token_id=None,
+    pad_token_id: int = 0,
+    max_new_tokens: int = 20,
+) -> Iterator[np.ndarray]:
+    """Each step's tokens [batch] for an encoder + decoder + decoder-with-past export.
+
+    The encoder runs once; the first step runs `decoder` (which also returns every layer's
+    cross-attention keys/values as present.*.encoder.*); every later step feeds one token and the
+    cache (past_key_values.*) to `decoder_with_past`.
+    """
+    ids, mask = _check_ids(input_ids, attention_mask)
+    steps = _check_steps(max_new_tokens)
+    eos = _eos_set(eos_token_id)
+    (hidden,) = encoder.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask})
+    past_names = [i.name for i in decoder_with_past.get_inputs() if i.name.startswith(PAST_PREFIX)]
+    batch = ids.shape[0]
+    last = np.full((batch, 1), decoder_start_token_id, dtype=np.int64)
+    finished = np.zeros(batch, dtype=bool)
+    cache: dict[str, np.ndarray] = {}
+    for step in range(steps):
+        if step == 0:
+            outputs = _run_all(
+                decoder, {"input_ids": last, "encoder_attention_mask": mask, "encoder_hidden_states": hidden}
+            )
+        else:
+            feeds = {"input_ids": last, "encoder_attention_mask": mask}
+            feeds.update({name: cache[name] for name in past_names})
+            outputs = _run_all(decoder_with_past, feeds)
+        for name, value in outputs.items():
+            # decoder_with_past returns only the self-attention cache; the cross-attention entries
+            # from the first step stay as they are.
+            if name.startswith(PRESENT_PREFIX):
+                cache[PAST_PREFIX + name[len(PRESENT_PREFIX) :]] = value
+        token = _choose(outputs["logits"], finished, eos, pad_token_id)
+        yield token
+        last = token[:, None]
+        if finished.all():
+            return
+
+
+def greedy_seq2seq(encoder, decoder, decoder_with_past, input_ids, attention_mask=None, **kwargs) -> np.ndarray:
+    """[batch, 1 + generated] int64 token ids, starting with decoder_start_token_id (as transformers)."""
+    ids, _ = _check_ids(input_ids, attention_mask)
+    start = np.full((ids.shape[0], 1), kwargs["decoder_start_token_id"], dtype=np.int64)
+    steps = list(iter_seq2seq(encoder, decoder, decoder_with_past, input_ids, attention_mask, **kwargs))
+    return np.concatenate([start] + [t[:, None] for t in steps], axis=1)
+
+
+def iter_causal(
+    session, input_ids, *, eos_token_id=None, pad_token_id: int | None = None, max_new_tokens: int = 20
+) -> Iterator[np.ndarray]:
+    """Each step's tokens [batch] for a decoder-only LM export without a cache (Reformer): every step
+    runs the whole sequence, which is what transformers' `generate(do_sample=False, use_cache=False)`
+    does. `input_ids` must not be padded."""
+    ids, _ = _check_ids(input_ids)
+    steps = _check_steps(max_new_tokens)
+    eos = _eos_set(eos_token_id)
+    pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
+    takes_mask = "attention_mask" in {i.name for i in session.get_inputs()}
+    finished = np.zeros(ids.shape[0], dtype=bool)
+    for _ in range(steps):
+        feeds = {"input_ids": ids}
+        if takes_mask:
+            feeds["attention_mask"] = np.ones_like(ids)
+        logits = session.run(None, feeds)[0]
+        token = _choose(logits, finished, eos, pad)
+        yield token
+        ids = np.concatenate([ids, token[:, None]], axis=1)
+        if finished.all():
+            return
+
+
+def greedy_causal(session, input_ids, **kwargs) -> np.ndarray:
+    """The prompt [batch, N] followed by up to max_new_tokens greedy tokens."""
+    ids, _ = _check_ids(input_ids)
+    return np.concatenate([ids] + [t[:, None] for t in iter_causal(session, ids, **kwargs)], axis=1)
