@@ -5,6 +5,7 @@ its errors, one readable line each."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -16,7 +17,6 @@ import onnxruntime
 import pytest
 
 import bucketrt
-from bucketrt.exporter import export
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "cpp"
@@ -59,11 +59,13 @@ def binary(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("cpp-exports")
-    export("yoso-tiny", out / "yoso", config_overrides={"use_expectation": False})
-    export("reformer-tiny", out / "reformer")
-    return {"yoso": out / "yoso", "reformer": out / "reformer"}
+def exports(cli_export) -> dict[str, Path]:
+    # The exports test_check/test_tensorrt and test_cli_reformer use: made once (tests/conftest.py).
+    yoso = cli_export("--model", "yoso-tiny")
+    # yoso-tiny is in LSH mode (use_expectation false): the bucketrt hashing ops run.
+    manifest = json.loads((yoso / "bucketrt.json").read_text())
+    assert manifest["mode"] == "lsh" and manifest["config"]["use_expectation"] is False
+    return {"yoso": yoso, "reformer": cli_export("--model", "reformer-tiny", "--seed", 3)}
 
 
 def run(binary: Path, *args) -> subprocess.CompletedProcess:
