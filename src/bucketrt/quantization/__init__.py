@@ -13,6 +13,6 @@ criteria recorded in its manifest (`CHECK_CRITERIA`).
 
 from __future__ import annotations
 
-from .quantize import CHECK_CRITERIA, WEIGHT_TYPES, is_quantized, quantize
+from .quantize import CHECK_CRITERIA, WEIGHT_TYPES, is_quantized, quantize, quantize_model_file
 
-__all__ = ["CHECK_CRITERIA", "WEIGHT_TYPES", "is_quantized", "quantize"]
+__all__ = ["CHECK_CRITERIA", "WEIGHT_TYPES", "is_quantized", "quantize", "quantize_model_file"]

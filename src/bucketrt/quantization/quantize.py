@@ -109,6 +109,26 @@ def _quiet_root_logger():
         root.setLevel(level)
 
 
+def quantize_model_file(
+    source, target, *, per_channel: bool = True, weight_type: str = "int8", nodes_to_exclude=(), external=False
+) -> None:
+    """One ONNX file through quantize_dynamic with bucketrt's settings (MatMul/Gemm, no reduced
+    range); `external`: write the weights to TARGET.data. Also what the benchmarks quantize BERT with."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with _quiet_root_logger():
+        quantize_dynamic(
+            str(source),
+            str(target),
+            op_types_to_quantize=list(OP_TYPES),
+            per_channel=per_channel,
+            reduce_range=False,
+            weight_type=QuantType.QInt8 if weight_type == "int8" else QuantType.QUInt8,
+            nodes_to_exclude=list(nodes_to_exclude),
+            use_external_data_format=external,
+        )
+
+
 def _expert_quantizer():
     try:
         from .expert_ffn import quantize_expert_ffn
@@ -154,7 +174,6 @@ def quantize(
     available; True: required). Raises BucketrtError for anything the caller can fix.
     """
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     export_dir, output_dir = Path(export_dir), Path(output_dir)
     if weight_type not in WEIGHT_TYPES:
@@ -218,17 +237,14 @@ def quantize(
         (output_dir / data_name).unlink(missing_ok=True)
         if console is not None:
             console.print(f"Quantizing {source_path.name}: {len(linear) - len(excluded) - len(routers)} linear layers")
-        with _quiet_root_logger():
-            quantize_dynamic(
-                str(source_path),
-                str(target),
-                op_types_to_quantize=list(OP_TYPES),
-                per_channel=per_channel,
-                reduce_range=False,
-                weight_type=QuantType.QInt8 if weight_type == "int8" else QuantType.QUInt8,
-                nodes_to_exclude=excluded + routers,
-                use_external_data_format=external,
-            )
+        quantize_model_file(
+            source_path,
+            target,
+            per_channel=per_channel,
+            weight_type=weight_type,
+            nodes_to_exclude=excluded + routers,
+            external=external,
+        )
         proto = onnx.load(str(target))
         before = _custom_nodes(onnx.load(str(source_path), load_external_data=False))
         expert_nodes = []
