@@ -5,7 +5,7 @@
    switch-base-8's sizes (d_model 768, d_ff 3072, 8 experts, capacity 64), batch 8 x 128 tokens.
    Goal: at most 1.3x the dense FFN (the same FLOPs, plus routing, gathers and scatters).
 2. ExpertFFN in float32 against ExpertFFNInt8 (int8 experts, bucketrt.quantization.expert_ffn),
-   single nodes at switch-base-8's sizes (d_model 768, d_ff 3072, 8 experts), 512 and 2048 tokens
+   single nodes at switch-base-8's sizes (d_model 768, d_ff 3072, 8 experts), 16, 512 and 2048 tokens
    spread evenly over the experts, with the CPU's ISA flags and the int8 path they select.
 3. The exported switch-base-8 encoder in ONNX Runtime against the same model in PyTorch eager
    (transformers' own, unpatched), batch 8 x 128. Goal: ORT at least 1.5x faster.
@@ -183,7 +183,7 @@ def cpu_isa() -> tuple[str, str]:
     return " ".join(shown) or "none", path
 
 
-def expert_ffn_int8(threads: int, repeat: int, say=None, tokens=(512, 2048), d_model=768, d_ff=3072, experts=8):
+def expert_ffn_int8(threads: int, repeat: int, say=None, tokens=(16, 512, 2048), d_model=768, d_ff=3072, experts=8):
     from bucketrt.ops.graph import op_session
     from bucketrt.ops.spec import EXPERT_FFN, EXPERT_FFN_INT8
     from bucketrt.quantization.expert_ffn import quantize_weights
