@@ -60,8 +60,13 @@ def test_manifest_records_the_quantization(exports):
         assert q["source"]["manifest_sha256"] == hashlib.sha256((source / "bucketrt.json").read_bytes()).hexdigest()
         assert q["versions"]["onnxruntime"] and q["check"]["min_cosine"] == 0.99
         # Everything that rebuilds the reference is the source's, and bucketrt's ops are unchanged.
-        for key in ("family", "source", "seed", "task", "mode", "weights_sha256", "patch_sha256", "ops"):
+        for key in ("family", "source", "seed", "task", "mode", "weights_sha256", "patch_sha256"):
             assert after[key] == before[key], key
+        # bucketrt's ops are the source's, but for ExpertFFN where the int8 expert op replaced it.
+        experts = (q["experts"] or {}).get("quantized")
+        rename = {"ExpertFFN": "ExpertFFNInt8"} if experts else {}
+        ops = lambda m: {rename.get(o["name"], o["name"]): o["nodes"] for o in m["ops"]}  # noqa: E731
+        assert ops(after) == ops(before)
         assert [c["name"] for c in after["components"]] == [c["name"] for c in before["components"]]
         for component, model in _models(target).items():
             record = q["components"][component]
@@ -71,7 +76,8 @@ def test_manifest_records_the_quantization(exports):
     switch = _manifest(exports["switch"][1])["quantization"]
     # One router per component (one sparse layer each), kept float; experts float without the int8 op.
     assert [len(c["router_nodes"]) for c in switch["components"].values()] == [1, 1, 1]
-    assert switch["experts"]["quantized"] in (True, False)
+    expert_nodes = [len(c["expert_nodes"]) for c in switch["components"].values()]
+    assert expert_nodes == ([1, 1, 1] if switch["experts"]["quantized"] else [0, 0, 0])
     assert _manifest(exports["yoso"][1])["quantization"]["experts"] is None
 
 
@@ -206,6 +212,14 @@ def test_exclude_weight_type_and_per_tensor(exports, tmp_path):
     b = [weights[n.input[1]] for n in model.graph.node if n.op_type == "MatMulInteger"]
     assert b and set(b) == {onnx.TensorProto.UINT8}
     assert q["components"]["model"]["quantized_nodes"] == 12 - 3
+
+
+def test_uint8_weights_leave_the_experts_float(exports, tmp_path):
+    from bucketrt.quantization import quantize
+
+    manifest = quantize(exports["switch"][0], tmp_path / "q", weight_type="uint8")
+    assert manifest["quantization"]["experts"]["quantized"] is False
+    assert "ExpertFFN" in {o["name"] for o in manifest["ops"]}
 
 
 def test_cli_errors(exports, tmp_path):

@@ -129,12 +129,17 @@ def quantize_model_file(
         )
 
 
-def _expert_quantizer():
+def _expert_module():
     try:
-        from .expert_ffn import quantize_expert_ffn
-    except ImportError:
+        from . import expert_ffn
+    except ImportError:  # a bucketrt without the int8 expert op
         return None
-    return quantize_expert_ffn
+    return expert_ffn
+
+
+def _expert_quantizer():
+    module = _expert_module()
+    return None if module is None else module.quantize_expert_ffn
 
 
 def _check_output_dir(export_dir: Path, output_dir: Path) -> None:
@@ -223,7 +228,10 @@ def quantize(
             "patterns are globs (or re:REGEX) over node names, e.g. 'node_linear_1*'",
         )
     any_experts = any(plan[4] for plan in plans)
-    quantize_experts = bool(any_experts and expert_quantizer is not None and experts is not False)
+    # The int8 expert op takes int8 weights only: with uint8 ones the experts stay float unless asked for.
+    expert_types = getattr(_expert_module(), "WEIGHT_TYPES", ("int8",))
+    auto_skip = experts is None and weight_type not in expert_types
+    quantize_experts = bool(any_experts and expert_quantizer is not None and experts is not False and not auto_skip)
 
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / MANIFEST_NAME).unlink(missing_ok=True)  # no manifest beside half-written models
@@ -297,7 +305,12 @@ def quantize(
     if any_experts and quantize_experts:
         experts_record = {"quantized": True}
     elif any_experts:
-        reason = "--no-experts" if experts is False else "this bucketrt has no int8 ExpertFFN quantizer"
+        if experts is False:
+            reason = "--no-experts"
+        elif expert_quantizer is None:
+            reason = "this bucketrt has no int8 ExpertFFN quantizer"
+        else:
+            reason = f"the int8 expert op takes {', '.join(expert_types)} weights, not {weight_type}"
         experts_record = {"quantized": False, "reason": reason}
     else:
         experts_record = None
