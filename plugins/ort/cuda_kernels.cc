@@ -216,8 +216,11 @@ void CudaKernel::Compute(Ort::KernelContext& ctx) {
 
   std::lock_guard<std::mutex> lock(mutex_);
   StreamState& state = StateFor(stream, device);
-  // An earlier run's data error fails this run, before anything is enqueued.
-  ThrowIf(CollectReports(state));
+  // An earlier run's data error fails this run, before anything is enqueued. Not while capturing:
+  // querying an event is not among the calls a capture allows for sure (cudaStreamCaptureModeGlobal,
+  // ORT's, forbids the "potentially unsafe" ones), and a failed call would invalidate the capture;
+  // the reports wait for the next uncaptured run.
+  if (!capturing) ThrowIf(CollectReports(state));
   ThrowIf(EnsureWorkspace(state, workspace_bytes, capturing), ORT_FAIL);
   ThrowIf(cuda::Launch(op_, attrs_, env, inputs, outputs, state.workspace, state.workspace_bytes, stream), ORT_FAIL);
   ThrowIf(cuda::CudaErrorText(op_.name, "recording the workspace's use", RecordEvent(state.last_use, stream, capturing)),
