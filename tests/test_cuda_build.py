@@ -378,33 +378,44 @@ _WAITS = re.compile(
 )
 
 
+def _methods(path: Path) -> dict[str, str]:
+    """The member functions defined in a class body (two-space indent): name -> body."""
+    text = path.read_text()
+    found = {}
+    for match in re.finditer(r"^  [A-Za-z][^;{}()=]*?\b([A-Za-z_]\w*)\(([^;{}]*?)\)\s*(?:const\s*)?\{", text, re.M):
+        line_end = text.find("\n", match.end())
+        one_line = text[match.end() : line_end].rstrip().endswith("}")
+        end = line_end if one_line else text.find("\n  }", match.end())
+        found[match.group(1)] = text[match.start() : end]
+    return found
+
+
 def test_the_ort_cuda_kernel_never_waits_on_the_default_per_run_path():
-    # A structural check of plugins/ort/cuda_kernels.cc (no GPU here to run it): the only waits are
-    # the opt-in synchronous check, the run-ahead bound, and a workspace growth on a device without
-    # memory pools; each is reached only under its condition. The reports' enqueueing never waits.
-    # (The destructor's cudaFreeHost and no-pools cudaFree run once, at session teardown.)
+    # A structural check of plugins/ort/cuda_kernels.cc and cuda_reports.h (no GPU here to run
+    # them): the only waits are the opt-in synchronous check, the run-ahead bound, and a workspace
+    # growth on a device without memory pools; each is reached only under its condition. (The
+    # destructor's no-pools cudaFree runs once, at session teardown.)
     functions = _functions(ROOT / "plugins/ort/cuda_kernels.cc")
     waiting = {name for name, body in functions.items() if _WAITS.search(body)}
-    assert waiting == {"WaitForReport", "EnsureWorkspace", "TakeReport", "~CudaKernel"}, waiting
-    # TakeReport allocates a slot only when none is free (growth, never at steady state).
-    take = functions["TakeReport"]
-    assert take.index("if (best == nullptr)") < take.index("cudaHostAlloc")
-    assert re.search(r"if \(pending >= kMaxPendingReports\) \{\s*std::string error = WaitForOldestReport", take)
+    assert waiting == {"EnsureWorkspace", "~CudaKernel"}, waiting
     grow = functions["EnsureWorkspace"]
     assert grow.index("if (bytes <= s.workspace_bytes) return {};") < _WAITS.search(grow).start()
     assert re.search(r"if \(s\.pooled\) \{\s*status = cudaFreeAsync\(s\.workspace, s\.stream\);\s*\} else \{", grow)
     compute = functions["Compute"]
-    assert not _WAITS.search(compute)
-    calls = [line.strip() for line in compute.splitlines() if "WaitFor" in line]
+    calls = [line.strip() for line in compute.splitlines() if "Wait(" in line]
     assert calls == [
-        "if (sync_checks_) ThrowIf(WaitForReport(*report));  // opt-in: this run's data error fails this run"
+        "if (sync_checks_) ThrowIf(state.reports.Wait(*slot, read));  // opt-in: this run's data error fails this run"
     ]
-    callers = {
-        name for name, body in functions.items() if "WaitForOldestReport(" in body and name != "WaitForOldestReport"
-    }
-    assert callers == {"TakeReport"}
-    for name in ("CollectReports", "StateFor", "WaitForOldestReport"):
-        assert not _WAITS.search(functions[name]), name
+    # The report queue: only Wait waits (and the pinned allocations, on a new or regrown slot);
+    # Take calls Wait only at the run-ahead bound, Collect never.
+    reports = ROOT / "plugins/ort/cuda_reports.h"
+    methods = _methods(reports)
+    assert {name for name, body in methods.items() if re.search(r"Synchronize\(", body)} == {"Wait", "Synchronize"}
+    assert "Wait(" not in methods["Collect"] and "Synchronize" not in methods["Collect"]
+    take = methods["Take"]
+    assert re.search(r"if \(pending >= max_pending_\) \{.*?std::string error = Wait\(\*oldest, read\);", take, re.S)
+    assert take.count("Wait(") == 1
+    assert take.index("if (best == nullptr) {") < take.index("AllocHost") and "FreeHost" in take
     # The reports' enqueueing and the launches, in every op: never a wait.
     checked = []
     for path in sorted((ROOT / "plugins/cuda").glob("*.cu")) + [ROOT / "plugins/cuda/ops.cc"]:
@@ -415,3 +426,30 @@ def test_the_ort_cuda_kernel_never_waits_on_the_default_per_run_path():
     # The five ops with data checks, each op's Launch in the table and the table's own two entry points.
     assert sum(n.endswith("Report") and n != "EnqueueReport" for n in checked) == 5, checked
     assert checked.count("Launch") == 8 and checked.count("EnqueueReport") == 6, checked
+
+
+def test_report_queue_logic_with_a_fake_device(tmp_path):
+    """tests/cuda_reports_check.cc: the CUDA EP kernel's report queue (plugins/ort/cuda_reports.h)
+    with a fake device: reports read once landed, the earliest error first, slots reused, only the
+    run-ahead bound and the opt-in wait waiting."""
+    cuda_include = next(
+        (
+            Path(h, "include")
+            for h in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda")
+            if h and Path(h, "include", "cuda_runtime_api.h").is_file()
+        ),
+        None,
+    )
+    if cuda_include is None:
+        pytest.skip("needs the CUDA headers (cuda_runtime_api.h)")
+    driver = tmp_path / "cuda_reports_check"
+    compile_ = subprocess.run(
+        [os.environ.get("CXX", "g++"), "-std=c++17", "-Wall", "-Wextra", "-Werror", f"-I{ROOT / 'plugins'}"]
+        + ["-isystem", str(cuda_include), str(ROOT / "tests/cuda_reports_check.cc"), "-o", str(driver)],
+        capture_output=True,
+        text=True,
+    )
+    assert compile_.returncode == 0, compile_.stderr
+    result = subprocess.run([str(driver)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and re.search(r"^0 failed$", result.stdout, re.M), result.stdout + result.stderr
+    assert result.stdout.count("ok ") >= 16, result.stdout

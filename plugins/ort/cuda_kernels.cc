@@ -1,7 +1,5 @@
 #include "ort/cuda_kernels.h"
 
-#include <algorithm>
-
 #include "cuda/ops.h"
 
 namespace bucketrt::ort {
@@ -39,8 +37,8 @@ CudaKernel::CudaKernel(const spec::OpSpec& op, Attributes attrs, bool sync_check
 
 // Releases without waiting: the workspace goes back to its pool in stream order after its last
 // use (recorded on the compute stream; cudaStreamPerThread, which outlives ORT's streams, waits
-// for that event). Pinned reports are freed with cudaFreeHost, which may wait for the device:
-// once, when the session is destroyed, never per run.
+// for that event). The report slots' pinned memory goes with cudaFreeHost (ReportQueue's
+// destructor), which may wait for the device: once, when the session is destroyed, never per run.
 CudaKernel::~CudaKernel() {
   for (StreamState& s : streams_) {
     cudaSetDevice(s.device);
@@ -52,49 +50,28 @@ CudaKernel::~CudaKernel() {
         cudaFree(s.workspace);
       }
     }
-    for (Report& r : s.reports) {
-      cudaFreeHost(r.host);
-      cudaEventDestroy(r.landed);
-    }
     if (s.last_use != nullptr) cudaEventDestroy(s.last_use);
   }
 }
+
+CudaKernel::StreamState::StreamState(cudaStream_t s, int d, Reports::ErrorText error_text)
+    : stream(s), device(d), reports(kMaxPendingReports, std::move(error_text)) {}
 
 CudaKernel::StreamState& CudaKernel::StateFor(cudaStream_t stream, int device) {
   for (StreamState& s : streams_) {
     if (s.stream == stream) return s;
   }
-  StreamState state;
-  state.stream = stream;
-  state.device = device;
+  const char* op = op_.name;
+  StreamState& state = streams_.emplace_back(
+      stream, device, [op](const char* what, cudaError_t status) { return cuda::CudaErrorText(op, what, status); });
   ThrowIf(cuda::CudaErrorText(op_.name, "creating an event",
                               cudaEventCreateWithFlags(&state.last_use, cudaEventDisableTiming)),
           ORT_FAIL);
-  streams_.push_back(std::move(state));
-  return streams_.back();
+  return state;
 }
 
-// The data errors of this node's earlier runs on this stream whose reports have landed (an event
-// query, never a wait); the earliest run's error first. A report still on the device stays
-// pending for a later run.
-std::string CudaKernel::CollectReports(StreamState& state) {
-  std::string error;
-  uint64_t error_run = 0;
-  for (Report& r : state.reports) {
-    if (!r.pending) continue;
-    const cudaError_t status = cudaEventQuery(r.landed);
-    if (status == cudaErrorNotReady) continue;
-    r.pending = false;
-    std::string found = status == cudaSuccess ? cuda::ReportError(op_, attrs_, r.env, r.host)
-                                              : cuda::CudaErrorText(op_.name, "an earlier run's kernels", status);
-    if (!found.empty() && (error.empty() || r.run < error_run)) {
-      error = std::move(found);
-      error_run = r.run;
-    }
-  }
-  if (error.empty()) return error;
-  return error + " (in an earlier run of this node: the CUDA kernels report data errors at the node's next run; "
-                 "the session config entry bucketrt.cuda_sync_checks=1 reports them in the same run)";
+std::string CudaKernel::ReadReport(const Bindings& env, const void* report) const {
+  return cuda::ReportError(op_, attrs_, env, report);
 }
 
 // Grows the stream's workspace to `bytes`, stream-ordered: the old buffer returns to the pool once
@@ -134,63 +111,6 @@ std::string CudaKernel::EnsureWorkspace(StreamState& s, size_t bytes, bool captu
   return {};
 }
 
-// Only when the host is kMaxPendingReports runs ahead of the device on this stream.
-std::string CudaKernel::WaitForOldestReport(StreamState& s) {
-  Report* oldest = nullptr;
-  for (Report& r : s.reports) {
-    if (r.pending && (oldest == nullptr || r.run < oldest->run)) oldest = &r;
-  }
-  return oldest ? WaitForReport(*oldest) : std::string();
-}
-
-// Waits for one report and reads it (the opt-in synchronous checks; the run-ahead bound).
-std::string CudaKernel::WaitForReport(Report& r) {
-  r.pending = false;
-  const std::string error = cuda::CudaErrorText(op_.name, "waiting for the data check", cudaEventSynchronize(r.landed));
-  return error.empty() ? cuda::ReportError(op_, attrs_, r.env, r.host) : error;
-}
-
-// A report slot of at least `bytes` whose earlier report has been read, else a new one (pinned,
-// mapped host memory: copies and kernels write it; never allocated during a capture, which
-// enqueues no report).
-std::string CudaKernel::TakeReport(StreamState& s, size_t bytes, Report** report) {
-  size_t pending = 0;
-  for (Report& r : s.reports) pending += r.pending ? 1 : 0;
-  if (pending >= kMaxPendingReports) {
-    std::string error = WaitForOldestReport(s);
-    if (!error.empty()) return error;
-  }
-  Report* best = nullptr;
-  for (Report& r : s.reports) {
-    if (!r.pending && r.bytes >= bytes && (best == nullptr || r.bytes < best->bytes)) best = &r;
-  }
-  if (best == nullptr) {
-    for (Report& r : s.reports) {  // too small: replace a read one rather than keep both
-      if (!r.pending) {
-        cudaFreeHost(r.host);
-        r.host = nullptr;
-        r.bytes = 0;
-        best = &r;
-        break;
-      }
-    }
-    if (best == nullptr) {
-      Report fresh;
-      std::string error = cuda::CudaErrorText(op_.name, "creating an event",
-                                              cudaEventCreateWithFlags(&fresh.landed, cudaEventDisableTiming));
-      if (!error.empty()) return error;
-      s.reports.push_back(fresh);
-      best = &s.reports.back();
-    }
-    std::string error = cuda::CudaErrorText(op_.name, "allocating the data check's host memory",
-                                            cudaHostAlloc(&best->host, bytes, cudaHostAllocMapped));
-    if (!error.empty()) return error;
-    best->bytes = bytes;
-  }
-  *report = best;
-  return {};
-}
-
 void CudaKernel::Compute(Ort::KernelContext& ctx) {
   OrtInputs in;
   Bindings env;
@@ -216,11 +136,18 @@ void CudaKernel::Compute(Ort::KernelContext& ctx) {
 
   std::lock_guard<std::mutex> lock(mutex_);
   StreamState& state = StateFor(stream, device);
+  const Reports::Reader read = [this](const Bindings& e, const void* report) { return ReadReport(e, report); };
   // An earlier run's data error fails this run, before anything is enqueued. Not while capturing:
   // querying an event is not among the calls a capture allows for sure (cudaStreamCaptureModeGlobal,
   // ORT's, forbids the "potentially unsafe" ones), and a failed call would invalidate the capture;
   // the reports wait for the next uncaptured run.
-  if (!capturing) ThrowIf(CollectReports(state));
+  if (!capturing) {
+    const std::string error = state.reports.Collect(read);
+    if (!error.empty()) {
+      ThrowIf(error + " (in an earlier run of this node: the CUDA kernels report data errors at the node's next "
+                      "run; the session config entry bucketrt.cuda_sync_checks=1 reports them in the same run)");
+    }
+  }
   ThrowIf(EnsureWorkspace(state, workspace_bytes, capturing), ORT_FAIL);
   ThrowIf(cuda::Launch(op_, attrs_, env, inputs, outputs, state.workspace, state.workspace_bytes, stream), ORT_FAIL);
   ThrowIf(cuda::CudaErrorText(op_.name, "recording the workspace's use", RecordEvent(state.last_use, stream, capturing)),
@@ -230,14 +157,12 @@ void CudaKernel::Compute(Ort::KernelContext& ctx) {
   // a captured report (the kernels stay in bounds on any data either way).
   const size_t report_bytes = cuda::ReportBytes(op_, attrs_, env);
   if (report_bytes == 0 || capturing) return;
-  Report* report = nullptr;
-  ThrowIf(TakeReport(state, report_bytes, &report));
-  ThrowIf(cuda::EnqueueReport(op_, attrs_, env, inputs, state.workspace, report->host, stream), ORT_FAIL);
-  ThrowIf(cuda::CudaErrorText(op_.name, "recording the data check", cudaEventRecord(report->landed, stream)), ORT_FAIL);
-  report->env = env;
-  report->run = ++runs_;
-  report->pending = true;
-  if (sync_checks_) ThrowIf(WaitForReport(*report));  // opt-in: this run's data error fails this run
+  Reports::Slot* slot = nullptr;
+  ThrowIf(state.reports.Take(report_bytes, read, &slot));
+  ThrowIf(cuda::EnqueueReport(op_, attrs_, env, inputs, state.workspace, slot->host, stream), ORT_FAIL);
+  ThrowIf(cuda::CudaErrorText(op_.name, "recording the data check", cudaEventRecord(slot->landed, stream)), ORT_FAIL);
+  state.reports.Submit(*slot, env);
+  if (sync_checks_) ThrowIf(state.reports.Wait(*slot, read));  // opt-in: this run's data error fails this run
 }
 
 }  // namespace bucketrt::ort

@@ -21,10 +21,11 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <deque>
 #include <mutex>
 #include <string>
-#include <vector>
 
+#include "ort/cuda_reports.h"
 #include "ort/op_base.h"
 
 namespace bucketrt::ort {
@@ -42,41 +43,29 @@ class CudaKernel final : public NodeKernel {
   void Compute(Ort::KernelContext& ctx) override;
 
  private:
-  // One run's data report: pinned host memory the device writes, the event after the writes, and
-  // the binding it was made under (ReportError reads the report with that shape).
-  struct Report {
-    void* host = nullptr;
-    size_t bytes = 0;
-    cudaEvent_t landed = nullptr;
-    bool pending = false;
-    uint64_t run = 0;  // which run of the node (the earliest error is reported first)
-    Bindings env;
-  };
+  using Reports = ReportQueue<CudaReportDevice, Bindings>;
   // What the kernel keeps per compute stream: ORT may run a session's concurrent runs on several
   // streams, and a workspace may be reused only in one stream's order.
   struct StreamState {
-    cudaStream_t stream = nullptr;
-    int device = 0;
+    StreamState(cudaStream_t s, int d, Reports::ErrorText error_text);
+    cudaStream_t stream;
+    int device;
     void* workspace = nullptr;
     size_t workspace_bytes = 0;
-    bool pooled = false;              // workspace from cudaMallocAsync (else cudaMalloc)
-    cudaEvent_t last_use = nullptr;   // after the last launch that used the workspace
-    std::vector<Report> reports;
+    bool pooled = false;             // workspace from cudaMallocAsync (else cudaMalloc)
+    cudaEvent_t last_use = nullptr;  // after the last launch that used the workspace
+    Reports reports;                 // this stream's data reports (ort/cuda_reports.h)
   };
 
   StreamState& StateFor(cudaStream_t stream, int device);
-  std::string CollectReports(StreamState& state);
   std::string EnsureWorkspace(StreamState& state, size_t bytes, bool capturing);
-  std::string TakeReport(StreamState& state, size_t bytes, Report** report);
-  std::string WaitForOldestReport(StreamState& state);
-  std::string WaitForReport(Report& report);
+  std::string ReadReport(const Bindings& env, const void* report) const;
 
   const spec::OpSpec& op_;
   Attributes attrs_;
   const bool sync_checks_;
   std::mutex mutex_;  // ORT may call Compute of one node from several threads at once
-  std::vector<StreamState> streams_;
-  uint64_t runs_ = 0;
+  std::deque<StreamState> streams_;  // a deque: states keep their address as streams are added
 };
 
 }  // namespace bucketrt::ort
