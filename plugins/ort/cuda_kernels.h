@@ -15,7 +15,8 @@
 // wrong but nothing else is harmed. The session config entry "bucketrt.cuda_sync_checks" = "1"
 // makes every run wait for its report and fail itself (the old behaviour: one host wait per node
 // with data checks). Under CUDA-graph capture no report is enqueued: replays never reach the host
-// code, so a captured graph reports no data error (docs/cuda.md).
+// code, so a captured graph reports no data error (docs/cuda.md). The report slots per stream
+// are ort/cuda_reports.h's ReportQueue.
 #pragma once
 
 #include <cuda_runtime_api.h>
