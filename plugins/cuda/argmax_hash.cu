@@ -117,7 +117,7 @@ __global__ void __launch_bounds__(kThreads) ArgmaxHashKernel(Args a) {
     const int64_t n0 = (tile % a.row_tiles) * kRows;
     const int64_t b = bh / a.heads, h = bh % a.heads;
     int32_t* out = a.buckets + bh * a.num_hash * a.length;  // [round, n]
-    if (!valid) {  // bad sizes (reported by ArgmaxHashSizesError): bucket 0 everywhere
+    if (!valid) {  // bad sizes (reported by ArgmaxHashReportError): bucket 0 everywhere
       for (int64_t i = tid; i < a.num_hash * kRows; i += kThreads) {
         const int64_t n = n0 + i % kRows;
         if (n < a.length) out[(i / kRows) * a.length + n] = 0;

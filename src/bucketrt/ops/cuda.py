@@ -1,9 +1,9 @@
 """bucketrt's CUDA kernels on torch CUDA tensors, through the op library's C ABI (tests, benchmarks).
 
-The test-only harness library's `BucketrtCudaPlan` / `BucketrtCudaRun` (plugins/cuda/harness.cc,
-libbucketrt_cuda_harness.so, installed beside the op library) run the same spec checks and
-launchers as the op library's ONNX Runtime CUDA EP registration, so this reaches the kernels
-without onnxruntime-gpu:
+The test-only harness library's `BucketrtCudaPlan` / `BucketrtCudaRun` and its data-report entry
+points (plugins/cuda/harness.cc, libbucketrt_cuda_harness.so, installed beside the op library) run
+the same spec checks and launchers as the op library's ONNX Runtime CUDA EP registration, so this
+reaches the kernels without onnxruntime-gpu:
 
     >>> from bucketrt.ops import cuda
     >>> (codes,) = cuda.run("SignHash", mask, vector, projection, num_hash=4, hash_code_len=8)
@@ -225,8 +225,9 @@ def run(
     """Runs `op` on CUDA tensors (spec order) with the given attributes on the current stream.
 
     synchronous=True (tests) waits for the kernels and reports errors only the data shows (e.g.
-    LSHCumulation codes out of range), as the ORT glue does; False (benchmarks) returns once the
-    kernels are enqueued. `workspace`, when given, is a uint8 CUDA tensor of at least plan()'s bytes
+    LSHCumulation codes out of range) in this call, as the ORT glue does with
+    bucketrt.cuda_sync_checks=1; False (benchmarks) returns once the kernels are enqueued
+    (enqueue_report / report_error then read the data checks as the ORT glue does by default). `workspace`, when given, is a uint8 CUDA tensor of at least plan()'s bytes
     (otherwise one is taken from torch's allocator); an empty one leaves the allocation to the
     library (stream-ordered cudaMallocAsync, as a C caller would get it).
     """
