@@ -346,6 +346,8 @@ def test_bad_requests_get_errors_and_the_rest_is_served(repo, exports):
         "rank": {"input_ids": good["input_ids"][0], "attention_mask": good["attention_mask"][0]},
         "long": {"input_ids": _ids(rng, 1000, 1, 513), "attention_mask": np.ones((1, 513), np.int64)},
         "mismatch": {"input_ids": good["input_ids"], "attention_mask": np.ones((1, 11), np.int64)},
+        # The shape of `good`, so in its ORT call: a token beyond the vocabulary fails only itself.
+        "vocab": {"input_ids": np.full((1, 12), 5000, np.int64), "attention_mask": good["attention_mask"]},
     }
     requests = [good, *bad.values(), good]
     responses = model.execute([standin.InferenceRequest(**r) for r in requests])
@@ -358,6 +360,7 @@ def test_bad_requests_get_errors_and_the_rest_is_served(repo, exports):
     assert "dimensions" in messages["rank"]
     assert "513 tokens" in messages["long"] and "at most 512" in messages["long"]
     assert messages["mismatch"] and "failed on this request" in messages["mismatch"]
+    assert messages["vocab"] and "failed on this request" in messages["vocab"]
 
 
 def test_auto_path_follows_numpy(repo):
@@ -441,4 +444,5 @@ def test_reformer_generation_is_token_identical(repo, exports):
             pad_token_id=config.get("pad_token_id"),
         )
         assert np.array_equal(_outputs(response)["output_ids"], expected)
+    assert "prompt 510 + max_new_tokens 5" in responses[2].error().message()
     assert "at most 512" in responses[2].error().message()
