@@ -21,7 +21,7 @@ def _library_has_cuda() -> bool:
 
 
 @main.command("triton")
-@click.argument("export_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("export_dirs", nargs=-1, required=True, metavar="EXPORT_DIR...", type=click.Path(path_type=Path))
 @click.option(
     "--repository",
     "-r",
@@ -111,8 +111,9 @@ def triton_command(
     """Write (or add to) a Triton model repository serving EXPORT_DIR... (folders written by
     `bucketrt export`), one model each, with bucketrt's op library copied in.
 
-    Same-shape requests share one batch only for models whose rows never interact; requests are
-    never padded, so batching never changes an answer.
+    Batching never changes an answer: requests are never padded, and same-shape requests share one
+    ORT call only for families whose answers are bit-identical batched (YOSO, Reformer); the others,
+    and generation, run each request alone.
     """
     from bucketrt.serving import write_repository
 
