@@ -277,7 +277,11 @@ class TritonServer:
             env.pop("PYTHONPATH", None)
         return cmd + list(self.args), env
 
-    def start(self) -> TritonServer:
+    def start(self, wait: bool = True) -> TritonServer:
+        """Starts the server and, unless `wait` is false, waits until it is ready (wait_ready).
+
+        Call it from a thread that outlives the server (the main thread): Linux sends the parent-death
+        signal when the thread that started the server ends."""
         if self.process is not None:
             raise RuntimeError("this server is already started")
         repository = Path(self.repository)
@@ -303,7 +307,8 @@ class TritonServer:
                     start_new_session=True,
                     preexec_fn=_set_parent_death_signal if sys.platform.startswith("linux") else None,
                 )
-            self.wait_ready()
+            if wait:
+                self.wait_ready()
         except BaseException:
             self.stop()
             raise
@@ -341,6 +346,13 @@ class TritonServer:
         import tritonclient.http as httpclient
 
         deadline = time.monotonic() + (self.startup_timeout if timeout is None else timeout)
+        try:
+            self._poll_ready(httpclient, deadline, timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _poll_ready(self, httpclient, deadline, timeout) -> None:
         client = httpclient.InferenceServerClient(self.http_url, connection_timeout=2.0, network_timeout=2.0)
         try:
             while True:
