@@ -67,6 +67,12 @@ from .app import console, main
 @click.option("--stream", is_flag=True, help="Generation models: stream tokens (Triton's decoupled mode).")
 @click.option("--forward", is_flag=True, help="A causal-LM export: serve its logits instead of generating.")
 @click.option(
+    "--component",
+    default=None,
+    metavar="NAME",
+    help="Serve this component's forward pass alone (e.g. encoder_model of a seq2seq export).",
+)
+@click.option(
     "--server-repository",
     default=None,
     metavar="PATH",
@@ -87,6 +93,7 @@ def triton_command(
     max_new_tokens,
     stream,
     forward,
+    component,
     server_repository,
     force,
 ):
@@ -113,6 +120,7 @@ def triton_command(
         max_new_tokens=max_new_tokens,
         stream=stream,
         forward=forward,
+        component=component,
         server_repository=server_repository,
     )
     for entry in entries:

@@ -33,6 +33,9 @@ from bucketrt.exporter.manifest import (
     max_sequence_length,
     read_manifest,
 )
+from bucketrt.exporter.manifest import (
+    component as manifest_component,
+)
 
 BACKENDS = ("python", "onnxruntime", "tensorrt")
 KINDS = ("cpu", "gpu")
@@ -43,10 +46,12 @@ TRT_PLUGINS = "libbucketrt_trt.so"
 DEFAULT_MAX_QUEUE_DELAY_US = 100
 DEFAULT_MAX_NEW_TOKENS = 20
 SEQUENCE_AXIS = "sequence_length"  # the dim name every family gives its token axis
-# Families whose batch rows never interact inside one call, so that same-shape requests may share it:
-# tests/test_triton_repository.py checks each answer bit for bit against the request run alone
-# (Switch's expert capacity is per sequence). Others (LSG: not checked yet) run each request alone.
-ROW_INDEPENDENT_FAMILIES = ("yoso", "reformer", "switch")
+# Families whose answers for a request are bit-identical inside a same-shape batch and alone, so that
+# same-shape requests may share one ORT call (tests/test_triton_repository.py checks it). Switch is
+# not: its rows are independent in exact arithmetic (expert capacity counts one sequence's tokens),
+# but its expert GEMMs round differently with the batch (4.8e-7 measured on switch-tiny), so each
+# request runs alone. LSG is not checked yet, so it runs each request alone too.
+ROW_INDEPENDENT_FAMILIES = ("yoso", "reformer")
 
 # numpy dtype name -> Triton data type (model_config.proto's DataType).
 TRITON_TYPES = {
@@ -360,6 +365,7 @@ def write_repository(
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     stream: bool = False,
     forward: bool = False,
+    component: str | None = None,
     server_repository: str | None = None,
 ) -> list[ModelEntry]:
     """Writes (or adds to) the Triton model repository `repository`, one model per export folder.
@@ -370,7 +376,8 @@ def write_repository(
     execution provider for python/onnxruntime). intra_op_threads: ORT's intra-op threads per instance
     (0: ORT's default). max_new_tokens: the generation models' default when a request leaves it out.
     stream: generation models answer in Triton's decoupled mode, one response per step. forward:
-    serve a causal-LM export's forward pass (logits) instead of generating. server_repository: the
+    serve a causal-LM export's forward pass (logits) instead of generating. component: serve that one
+    component's forward pass (e.g. encoder_model of a seq2seq export). server_repository: the
     repository's path as the server will see it (e.g. /models in a container), for the absolute
     library paths Triton's ORT and TensorRT backends need; default: the repository's own path.
 
@@ -418,7 +425,9 @@ def write_repository(
         plans.append((export_dir, manifest, model_name, target))
     # Validate every export before writing any.
     prepared = [
-        _prepare(*plan, backend=backend, max_batch_size=max_batch_size, stream=stream, forward=forward)
+        _prepare(
+            *plan, backend=backend, max_batch_size=max_batch_size, stream=stream, forward=forward, component=component
+        )
         for plan in plans
     ]
 
@@ -480,14 +489,17 @@ class _Prepared:
     engine: tuple[Path, dict] | None = None
 
 
-def _prepare(export_dir, manifest, name, target, *, backend, max_batch_size, stream, forward) -> _Prepared:
-    mode = None if forward else _generation_mode(manifest)
+def _prepare(export_dir, manifest, name, target, *, backend, max_batch_size, stream, forward, component) -> _Prepared:
     components = manifest["components"]
+    if component is not None:
+        components = [manifest_component(manifest, component)]
+    mode = None if (forward or component is not None) else _generation_mode(manifest)
     if mode is None and len(components) != 1:
         raise BucketrtError(
             f"'{export_dir}' has {len(components)} components ({', '.join(c['name'] for c in components)}) "
             f"and task '{manifest.get('task')}', which bucketrt triton cannot serve as one model",
-            "export a single-component task (e.g. feature-extraction-encoder), or text2text-generation",
+            "serve one of them with --component, or export a single-component task (e.g. "
+            "feature-extraction-encoder) or text2text-generation",
         )
     if mode is not None and backend != "python":
         raise BucketrtError(

@@ -188,26 +188,39 @@ class TritonPythonModel:
             else:
                 key = (index,)
             groups.setdefault(key, []).append((index, feeds))
-        session = next(iter(self.sessions.values()))
         for members in groups.values():
+            group = [feeds for _, feeds in members]
             try:
-                if len(members) == 1:
-                    outputs = [session.run(self.output_names, members[0][1])]
+                outputs = self._run_group(group)
+            except Exception as e:
+                # One bad request (e.g. a token id beyond the vocabulary) must not fail the others.
+                outputs = [self._run_alone(f) for f in group] if len(group) > 1 else [e]
+            for (index, _), values in zip(members, outputs):
+                if isinstance(values, Exception):
+                    responses[index] = _error(f"the model failed on this request: {values}")
                 else:
-                    rows = [next(iter(f.values())).shape[0] for _, f in members]
-                    feeds = {n: np.concatenate([f[n] for _, f in members], axis=0) for n in members[0][1]}
-                    together = session.run(self.output_names, feeds)
-                    cuts = np.cumsum(rows)[:-1]
-                    parts = [np.split(o, cuts, axis=0) for o in together]
-                    outputs = [[p[k] for p in parts] for k in range(len(members))]
-                for (index, _), values in zip(members, outputs):
                     responses[index] = pb_utils.InferenceResponse(
                         output_tensors=[self.write(n, v) for n, v in zip(self.output_names, values)]
                     )
-            except Exception as e:  # ORT rejected these inputs: answer them, serve the rest
-                for index, _ in members:
-                    responses[index] = _error(f"the model failed on this request: {e}")
         return responses
+
+    def _run_group(self, group: list[dict]) -> list[list[np.ndarray]]:
+        """One ORT call for same-shape requests, split back per request along the batch axis."""
+        session = next(iter(self.sessions.values()))
+        if len(group) == 1:
+            return [session.run(self.output_names, group[0])]
+        rows = [next(iter(f.values())).shape[0] for f in group]
+        feeds = {n: np.concatenate([f[n] for f in group], axis=0) for n in group[0]}
+        together = session.run(self.output_names, feeds)
+        parts = [np.split(o, np.cumsum(rows)[:-1], axis=0) for o in together]
+        return [[p[k] for p in parts] for k in range(len(group))]
+
+    def _run_alone(self, feeds: dict):
+        """The request's outputs, or the exception ORT raised for it."""
+        try:
+            return self._run_group([feeds])[0]
+        except Exception as e:
+            return e
 
     # -- generation -----------------------------------------------------------------------------
 
@@ -224,13 +237,12 @@ class TritonPythonModel:
             steps = int(values[0])
             if steps < 0:
                 raise RequestError(f"max_new_tokens must be >= 0, got {steps}")
-        extra = ""
-        length = ids.shape[1]
+        if ids.shape[1] < 1:
+            raise RequestError("input 'input_ids' is empty")
         if self.mode == "causal":  # the generated tokens go through the model too
-            length, extra = length + steps, f" with max_new_tokens {steps}"
-            if ids.shape[1] < 1:
-                raise RequestError("input 'input_ids' is empty")
-        self._check_length("input_ids", length, extra)
+            self._check_length("input_ids", ids.shape[1] + steps, f" (prompt {ids.shape[1]} + max_new_tokens {steps})")
+        else:
+            self._check_length("input_ids", ids.shape[1])
         mask = feeds.get("attention_mask")
         if mask is not None and mask.shape != ids.shape:
             raise RequestError(f"attention_mask {list(mask.shape)} must have the shape of input_ids {list(ids.shape)}")
