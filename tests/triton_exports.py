@@ -1,5 +1,5 @@
 """The tiny exports the Triton tests serve, made once per pytest process (tests/test_triton_server.py;
-tests/test_triton_repository.py exports the same set and may share it)."""
+tests/test_triton_repository.py exports the same set, and could take it from here)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ from pathlib import Path
 TINY = {
     "yoso": ("yoso-tiny", {"config_overrides": {"use_expectation": False}}),
     "reformer": ("reformer-tiny", {}),
-    "switch_encoder": ("switch-tiny", {"task": "feature-extraction-encoder"}),
-    # Untied embeddings: with random tied weights greedy decoding repeats one token.
-    "switch_s2s": ("switch-tiny", {"config_overrides": {"tie_word_embeddings": False}}),
+    # One layer per stack (both sparse) keeps the export short; untied embeddings keep random weights
+    # from greedy-decoding one token forever. Its encoder_model serves as the Switch encoder.
+    "switch_s2s": (
+        "switch-tiny",
+        {"config_overrides": {"tie_word_embeddings": False, "num_layers": 1, "num_decoder_layers": 1}},
+    ),
 }
 
 _MADE: dict[str, Path] = {}
