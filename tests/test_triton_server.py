@@ -355,3 +355,67 @@ def test_missing_server_is_one_clear_line(monkeypatch, tmp_path):
     monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None)
     with pytest.raises(bucketrt.exporter.BucketrtError, match="no tritonserver found.*make triton-env"):
         find_server()
+
+
+ECHO_MODEL = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [
+            pb_utils.InferenceResponse([pb_utils.Tensor("y", pb_utils.get_input_tensor_by_name(r, "x").as_numpy() + 1)])
+            for r in requests
+        ]
+"""
+
+
+def test_serve_command_prints_endpoints_and_stops_on_sigterm(tmp_path):
+    """`bucketrt serve` as a user runs it: ready, endpoints and an example printed, the example's curl
+    body answered, then SIGTERM stops the server and its stubs, exit status 0."""
+    import json
+    import re
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    python = _python_or_skip(NUMPY1_ENV)
+    model = tmp_path / "repo" / "echo"
+    (model / "1").mkdir(parents=True)
+    (model / "1" / "model.py").write_text(ECHO_MODEL)
+    (model / "config.pbtxt").write_text(
+        'backend: "python"\nmax_batch_size: 4\n'
+        'input [ { name: "x" data_type: TYPE_INT64 dims: [ -1 ] } ]\n'
+        'output [ { name: "y" data_type: TYPE_INT64 dims: [ -1 ] } ]\n'
+    )
+    command = [sys.executable, "-m", "bucketrt.cli.main", "serve", str(model.parent), "--python", str(python)]
+    command += ["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "SIGTERM stops it" in line:
+                break
+        text = "".join(lines)
+        assert "SIGTERM stops it" in text, text
+        http = re.search(r"HTTP\s+http://(127\.0\.0\.1:\d+)", text).group(1)
+        body = re.search(r"-d '(.*)'", text).group(1)
+        request = urllib.request.Request(f"http://{http}/v2/models/echo/infer", data=body.encode())
+        answer = json.loads(urllib.request.urlopen(request, timeout=30).read())
+        assert answer["outputs"][0]["data"] == [2, 2, 2, 2], answer
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0 and "Stopped." in rest, text + rest
+    with pytest.raises(OSError):  # nobody listens there any more
+        urllib.request.urlopen(f"http://{http}/v2/health/ready", timeout=5)
