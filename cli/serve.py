@@ -31,13 +31,15 @@ def _example(server, out) -> None:
     finally:
         client.close()
     name = models[0]
-    # Variable dims as 4 tokens, a batch of one; ones are valid token ids and masks alike.
+    # Variable dims as 4 tokens, a batch of one.
     inputs = [
         (i["name"], ([1] if batched else []) + [4 if d == -1 else d for d in i["shape"][int(batched) :]], i["datatype"])
         for i in metadata["inputs"]
         if not i.get("optional")
     ]
-    body = {"inputs": [{"name": n, "shape": s, "datatype": t, "data": [1] * math.prod(s)} for n, s, t in inputs]}
+    # Ones are valid token ids and masks; token types are zeros (a single type is the common vocabulary).
+    fill = {n: 0 if "type" in n else 1 for n, _, _ in inputs}
+    body = {"inputs": [{"name": n, "shape": s, "datatype": t, "data": [fill[n]] * math.prod(s)} for n, s, t in inputs]}
     say = functools.partial(out.print, markup=False)  # the examples hold brackets
     say(f"Models ready: {', '.join(models)}")
     say("Try:")
@@ -47,7 +49,7 @@ def _example(server, out) -> None:
     say(f"  c = t.InferenceServerClient('{server.http_url}')")
     for k, (n, s, t) in enumerate(inputs):
         say(
-            f"  x{k} = t.InferInput('{n}', {s}, '{t}'); x{k}.set_data_from_numpy(np.ones({s}, t.triton_to_np_dtype('{t}')))"
+            f"  x{k} = t.InferInput('{n}', {s}, '{t}'); x{k}.set_data_from_numpy(np.full({s}, {fill[n]}, t.triton_to_np_dtype('{t}')))"
         )
     say(f"  print(c.infer('{name}', [{', '.join(f'x{k}' for k in range(len(inputs)))}]).get_response())")
 
