@@ -120,14 +120,15 @@ def run(
 
     _say(say, f"## Serving: {model} (LSH mode), batch-1 requests of {length} tokens, {seconds:.0f} s per point")
     _say(say, "")
-    _say(say, f"CPU: {isa_flags()}; {os.cpu_count()} cores")
+    # Other processes' load changes every figure on a shared machine: printed before and after.
+    _say(say, f"CPU: {isa_flags()}; {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}")
     _say(say, "")
     _say(say, "| server | clients | requests/s | p50 ms | p99 ms | errors |")
     _say(say, "|---|---:|---:|---:|---:|---:|")
 
     def row(name, clients, result):
         rps, p50, p99, errors = result
-        _say(say, f"| {name} | {clients} | {rps:.1f} | {p50:.1f} | {p99:.1f} | {errors} |")
+        _say(say, f"| {name} | {clients} | {rps:.2f} | {p50:.1f} | {p99:.1f} | {errors} |")
 
     for clients in concurrency:
         row("in-process ORT", clients, _load(lambda k: session.run([output], feeds), clients, seconds))
@@ -163,6 +164,8 @@ def run(
                 say,
                 f"| ({label}: {stats['inference_count']} requests in {stats['execution_count']} executions) | | | | | |",
             )
+    _say(say, "")
+    _say(say, f"Load average at the end: {os.getloadavg()[0]:.1f}")
     _say(say, "")
 
 
