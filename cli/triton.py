@@ -9,8 +9,19 @@ import click
 from .app import console, main
 
 
+def _library_has_cuda() -> bool:
+    import bucketrt
+
+    from .ops import library_backends
+
+    try:
+        return any("ort-cuda" in found for found in library_backends(bucketrt.library_path()).values())
+    except (OSError, AttributeError):
+        return False
+
+
 @main.command("triton")
-@click.argument("export_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("export_dirs", nargs=-1, required=True, metavar="EXPORT_DIR...", type=click.Path(path_type=Path))
 @click.option(
     "--repository",
     "-r",
@@ -100,8 +111,9 @@ def triton_command(
     """Write (or add to) a Triton model repository serving EXPORT_DIR... (folders written by
     `bucketrt export`), one model each, with bucketrt's op library copied in.
 
-    Same-shape requests share one batch only for models whose rows never interact; requests are
-    never padded, so batching never changes an answer.
+    Batching never changes an answer: requests are never padded, and same-shape requests share one
+    ORT call only for families whose answers are bit-identical batched (YOSO, Reformer); the others,
+    and generation, run each request alone.
     """
     from bucketrt.serving import write_repository
 
@@ -129,6 +141,11 @@ def triton_command(
         out.print(
             f"[bold green]Wrote[/] {entry.path} ({entry.backend} backend, {entry.mode}, batching {entry.batching}): "
             f"{signature} → {outputs}"
+        )
+    if kind == "gpu" and backend != "tensorrt" and not _library_has_cuda():
+        out.print(
+            "[yellow]Note:[/] the op library copied in has no CUDA kernels (bucketrt was built without nvcc): "
+            "ORT runs bucketrt's ops on the CPU. Rebuild bucketrt with CUDA (docs/cuda.md) and write the models again."
         )
     out.print(f"  launch notes: {Path(repository) / 'README.md'}")
     out.print(f"  serve it with: bucketrt serve {repository}")

@@ -231,6 +231,7 @@ def test_cli(exports, tmp_path):
     from click.testing import CliRunner
 
     from bucketrt.cli.main import main
+    from bucketrt.cli.triton import _library_has_cuda
 
     repo = tmp_path / "repo"
     args = ["triton", str(exports["yoso"]), "--repository", str(repo), "--name", "y", "--max-batch-size", "4"]
@@ -240,6 +241,8 @@ def test_cli(exports, tmp_path):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2 and "--force" in result.output
     assert CliRunner().invoke(main, [*args, "--force"]).exit_code == 0
+    result = CliRunner().invoke(main, [*args, "--force", "--kind", "gpu"])
+    assert result.exit_code == 0 and ("no CUDA kernels" in result.output) != _library_has_cuda()
     result = CliRunner().invoke(main, ["triton", str(tmp_path / "missing"), "--repository", str(repo)])
     assert result.exit_code == 2 and "does not exist" in result.output
 
@@ -361,6 +364,19 @@ def test_bad_requests_get_errors_and_the_rest_is_served(repo, exports):
     assert "513 tokens" in messages["long"] and "at most 512" in messages["long"]
     assert messages["mismatch"] and "failed on this request" in messages["mismatch"]
     assert messages["vocab"] and "failed on this request" in messages["vocab"]
+
+
+def test_unbatched_model(exports, tmp_path):
+    """max_batch_size 0: the dims carry the batch axis, each request runs alone."""
+    (entry,) = write_repository(exports["yoso"], tmp_path, max_batch_size=0)
+    config = _parse(entry.path / "config.pbtxt")
+    assert config.max_batch_size == 0 and not config.HasField("dynamic_batching")
+    assert [list(i.dims) for i in config.input] == [[-1, -1], [-1, -1]]
+    model = _model(entry.path)
+    feeds = {"input_ids": _ids(np.random.default_rng(7), 1000, 2, 9), "attention_mask": np.ones((2, 9), np.int64)}
+    (response,) = model.execute([standin.InferenceRequest(**feeds)])
+    expected = bucketrt.ort_session(exports["yoso"]).run(None, feeds)[0]
+    assert np.array_equal(_outputs(response)["last_hidden_state"], expected)
 
 
 def test_auto_path_follows_numpy(repo):
