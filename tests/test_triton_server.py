@@ -59,6 +59,7 @@ def repo(exports, tmp_path_factory):
     write_repository(exports["reformer"], root, name="reformer", forward=True)
     write_repository(exports["reformer"], root, name="reformer_generate", max_new_tokens=MAX_NEW_TOKENS)
     write_repository(exports["switch_s2s"], root, name="switch_generate", max_new_tokens=MAX_NEW_TOKENS)
+    write_repository(exports["switch_s2s"], root, name="switch_stream", max_new_tokens=MAX_NEW_TOKENS, stream=True)
     return root
 
 
@@ -186,6 +187,37 @@ def test_generation_token_identical(servers, sessions, generator, exports, flavo
             assert got.shape[1] == length + (steps or MAX_NEW_TOKENS)
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_streamed_generation_concatenates_to_the_answer(servers, generator, flavour):
+    """Triton's decoupled mode over a gRPC stream: one response per generated token, which together
+    are the tokens Seq2SeqGenerator generates."""
+    import queue
+
+    ids = np.random.default_rng(5).integers(3, 256, (1, 11), dtype=np.int64)
+    expected = generator.generate(ids, max_new_tokens=MAX_NEW_TOKENS)
+    parts: queue.Queue = queue.Queue()
+    client = _client("grpc", servers[flavour])
+    try:
+        client.start_stream(callback=lambda result, error: parts.put((result, error)))
+        tensor = grpcclient.InferInput("input_ids", list(ids.shape), "INT64")
+        tensor.set_data_from_numpy(ids)
+        client.async_stream_infer("switch_stream", [tensor], enable_empty_final_response=True)
+        got = []
+        while True:
+            result, error = parts.get(timeout=CLIENT_TIMEOUT)
+            assert error is None, error
+            response = result.get_response()
+            if any(o.name == "output_ids" for o in response.outputs):
+                got.append(result.as_numpy("output_ids"))
+            if response.parameters["triton_final_response"].bool_param:
+                break
+        client.stop_stream()
+    finally:
+        client.close()
+    assert len(got) == expected.shape[1], [g.tolist() for g in got]
+    assert np.array_equal(np.concatenate(got, axis=1), expected)
 
 
 # -- load -------------------------------------------------------------------------------------
