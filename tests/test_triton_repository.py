@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import triton_backend_standin as standin
+from triton_exports import tiny_exports
 from tritonclient.grpc import model_config_pb2 as pb2
 
 import bucketrt
-from bucketrt.exporter import BucketrtError, export, read_manifest
+from bucketrt.exporter import BucketrtError, read_manifest
 from bucketrt.serving import write_repository
 
 # -- fixtures ---------------------------------------------------------------------------------
@@ -30,23 +31,8 @@ from bucketrt.serving import write_repository
 
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
-    """The tiny exports, once for the module."""
-    root = tmp_path_factory.mktemp("exports")
-    out = {}
-    for name, preset, kwargs in (
-        ("yoso", "yoso-tiny", {"config_overrides": {"use_expectation": False}}),
-        ("reformer", "reformer-tiny", {}),
-        # One layer per stack (both sparse) keeps the export short; untied embeddings keep random weights
-        # from greedy-decoding one token forever. Its encoder_model serves as the Switch encoder.
-        (
-            "switch_s2s",
-            "switch-tiny",
-            {"config_overrides": {"tie_word_embeddings": False, "num_layers": 1, "num_decoder_layers": 1}},
-        ),
-    ):
-        export(preset, root / name, seed=0, **kwargs)
-        out[name] = root / name
-    return out
+    """The tiny exports the Triton server tests serve too (tests/triton_exports.py), once per process."""
+    return tiny_exports(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
-"""The tiny exports the Triton tests serve, made once per pytest process (tests/test_triton_server.py;
-tests/test_triton_repository.py exports the same set, and could take it from here)."""
+"""The tiny exports the Triton tests serve, made once per pytest process (tests/test_triton_server.py and
+tests/test_triton_repository.py)."""
 
 from __future__ import annotations
 
