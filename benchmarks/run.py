@@ -19,9 +19,11 @@
    Runtime and against PyTorch eager in fp32 and in bf16 autocast; for YOSO and LSG also the
    same-size BERT in ONNX Runtime fp32 and int8 and in PyTorch fp32 and bf16 - one run, with the
    CPU's ISA flags printed. With --plot-dir, one figure per model (time against N, log-log).
+8. Serving (benchmarks/serving.py): yoso-4096 (LSH) behind Triton's Python backend (dynamic batching
+   on and off) against in-process ORT, 1, 4 and 16 clients; needs `make triton-env`.
 
     make bench                           # everything, about 30 minutes on 2 cores
-    python benchmarks/run.py --only ops  # one part: ops | models | bert | reformer | switch | lsg | int8
+    python benchmarks/run.py --only ops  # one part: ops | models | bert | reformer | switch | lsg | int8 | serving
     python benchmarks/run.py --only int8 --int8-models yoso-4096 --int8-lengths 1024,4096 --plot-dir docs
     python benchmarks/run.py --lengths 512,1024 --markdown out/bench/results.md
 
@@ -549,7 +551,7 @@ def bench_reformer(threads: int, repeat: int, lengths: tuple[int, ...]) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--only", choices=("ops", "models", "bert", "reformer", "switch", "lsg", "int8"), action="append"
+        "--only", choices=("ops", "models", "bert", "reformer", "switch", "lsg", "int8", "serving"), action="append"
     )
     parser.add_argument("--int8-models", default=",".join(INT8_MODELS), help="int8 part: comma-separated models")
     parser.add_argument(
@@ -569,7 +571,7 @@ def main(argv=None) -> int:
     parser.add_argument("--reformer-lengths", default="1024,4096,16384")
     parser.add_argument("--markdown", type=Path, help="also write the tables to this file")
     args = parser.parse_args(argv)
-    parts = args.only or ["ops", "models", "bert", "reformer", "switch", "lsg", "int8"]
+    parts = args.only or ["ops", "models", "bert", "reformer", "switch", "lsg", "int8", "serving"]
     torch.set_num_threads(args.threads)
     say(f"bucketrt benchmarks: torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} cores")
     say("")
@@ -595,6 +597,11 @@ def main(argv=None) -> int:
             parser.error(f"--int8-models: unknown {', '.join(unknown)}; choose from {', '.join(INT8_MODELS)}")
         lengths = tuple(int(v) for v in args.int8_lengths.split(",")) if args.int8_lengths else None
         bench_int8(args.threads, args.repeat, models, lengths, args.plot_dir, args.int8_torch_max)
+    if "serving" in parts:
+        sys.path.insert(0, str(Path(__file__).parent))
+        import serving
+
+        serving.run(say=say)
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text("\n".join(LINES) + "\n")

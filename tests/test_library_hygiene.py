@@ -32,7 +32,13 @@ from bucketrt.ops.spec import BY_NAME
 ROOT = Path(__file__).resolve().parents[1]
 # The op library's documented API (plugins/README.md): ORT's entry point and the backends query.
 DOCUMENTED_SYMBOLS = {"RegisterCustomOps", "BucketrtBackends"}
-HARNESS_SYMBOLS = {"BucketrtCudaPlan", "BucketrtCudaRun"}
+HARNESS_SYMBOLS = {
+    "BucketrtCudaPlan",
+    "BucketrtCudaRun",
+    "BucketrtCudaReportBytes",
+    "BucketrtCudaEnqueueReport",
+    "BucketrtCudaReportError",
+}
 
 
 def _dynamic_symbols(library: str) -> set[str]:
