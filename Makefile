@@ -50,7 +50,7 @@ $(VENV)/.deps: pyproject.toml
 	$(PY) -c 'import torch' 2>/dev/null || $(PIP) install -q torch==2.13.0
 	$(PIP) install -q scikit-build-core "transformers>=5,<6" "onnx>=1.17" "onnxruntime>=1.21" \
 		"onnxscript>=0.5" "onnx-ir>=0.1" "huggingface_hub>=0.34" "safetensors>=0.4" \
-		"polygraphy>=0.49" "click>=8.1" "rich>=13" numpy "tritonclient[http,grpc]>=2.40" pytest ruff==0.17.6
+		"polygraphy>=0.49" "click>=8.1" "rich>=13" "matplotlib>=3.8" numpy "tritonclient[http,grpc]>=2.40" pytest ruff==0.17.6
 	touch $@
 
 env: $(VENV)/.deps
@@ -141,8 +141,9 @@ sanitize-lib: $(VENV)/.deps $(ORT_HEADERS) $(EIGEN_HEADERS)
 sanitize: install sanitize-lib
 	$(SANITIZE_ENV) $(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS) $(SANITIZE_TESTS)
 
+# The int8 part's figures go next to docs/benchmarks.md, which shows them.
 bench: install
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py --plot-dir docs
 
 # The libraries for a GPU machine that has no nvcc: benchmarks/device_check.sh runs with them there
 # (the device tool carries .device/, which git ignores): the op library and, beside it, the
