@@ -93,7 +93,12 @@ def yoso(tmp_path_factory, tokenizer):
     from bucketrt.exporter.presets import PRESETS
 
     values = dict(
-        PRESETS["yoso-tiny"].config, vocab_size=len(tokenizer), num_labels=3, pad_token_id=0, type_vocab_size=2
+        PRESETS["yoso-tiny"].config,
+        vocab_size=len(tokenizer),
+        num_labels=3,
+        pad_token_id=0,
+        type_vocab_size=2,
+        num_hidden_layers=1,
     )
     out = {}
     for i, task in enumerate(YOSO_TASKS):
@@ -134,8 +139,8 @@ def switch(tmp_path_factory, tokenizer):
         d_kv=8,
         d_ff=48,
         num_heads=4,
-        num_layers=2,
-        num_decoder_layers=2,
+        num_layers=1,  # one layer per stack, a mixture of experts: the smallest graph with every op
+        num_decoder_layers=1,
         num_sparse_encoder_layers=1,
         num_sparse_decoder_layers=1,
         num_experts=4,

@@ -22,7 +22,7 @@ import numpy as np
 
 from bucketrt.exporter.errors import BucketrtError
 from bucketrt.exporter.manifest import DECODER, DECODER_WITH_PAST, ENCODER, read_manifest
-from bucketrt.exporter.tasks import HEADS
+from bucketrt.exporter.tasks import GENERATION_TASKS, HEADS
 from bucketrt.runtime import decoding
 
 CPU = "CPUExecutionProvider"
@@ -202,18 +202,23 @@ class ORTModel:
 
 def _read_configs(model_dir: Path, manifest: dict):
     """The folder's config.json (transformers' PretrainedConfig) and generation_config.json."""
-    from transformers import AutoConfig, GenerationConfig
+    from transformers import GenerationConfig
+
+    from bucketrt.exporter.family import family_named
 
     if not (model_dir / "config.json").is_file():
         raise BucketrtError(
             f"'{model_dir}' has no config.json", "export it again with this bucketrt (exports now write one)"
         )
     try:
-        config = AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
+        # The family reads its configs (AutoConfig; LSG's own reader, whose checkpoints name remote code).
+        config = family_named(manifest["family"]).load_config(str(model_dir), local_files_only=True)
+    except BucketrtError:
+        raise
     except Exception as e:
         raise BucketrtError(f"cannot read {model_dir / 'config.json'} ({' '.join(str(e).split())[:200]})") from None
     generation_config = None
-    if manifest.get("task") in ("text-generation", "text2text-generation"):
+    if manifest.get("task") in GENERATION_TASKS:
         if (model_dir / "generation_config.json").is_file():
             generation_config = GenerationConfig.from_pretrained(str(model_dir), local_files_only=True)
         else:
