@@ -15,9 +15,11 @@
 6. LSG: the lsg-bert-4096 preset (feature extraction) in ONNX Runtime against PyTorch eager and
    against the same BERT with full attention in ONNX Runtime, N = 4096, batch 1; plus an ONNX
    Runtime profile of the LSG model split into dense layers and attention.
+7. Serving (benchmarks/serving.py): yoso-4096 (LSH) behind Triton's Python backend (dynamic batching
+   on and off) against in-process ORT, 1, 4 and 16 clients; needs `make triton-env`.
 
     make bench                           # everything, about 30 minutes on 2 cores
-    python benchmarks/run.py --only ops  # one part: ops | models | bert | reformer | switch | lsg
+    python benchmarks/run.py --only ops  # one part: ops | models | bert | reformer | switch | lsg | serving
     python benchmarks/run.py --lengths 512,1024 --markdown out/bench/results.md
 
 Exports are cached under out/bench/ (delete it to re-export).
@@ -384,7 +386,9 @@ def bench_reformer(threads: int, repeat: int, lengths: tuple[int, ...]) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=("ops", "models", "bert", "reformer", "switch", "lsg"), action="append")
+    parser.add_argument(
+        "--only", choices=("ops", "models", "bert", "reformer", "switch", "lsg", "serving"), action="append"
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--lengths", default="512,1024,2048,4096")
@@ -392,7 +396,7 @@ def main(argv=None) -> int:
     parser.add_argument("--reformer-lengths", default="1024,4096,16384")
     parser.add_argument("--markdown", type=Path, help="also write the tables to this file")
     args = parser.parse_args(argv)
-    parts = args.only or ["ops", "models", "bert", "reformer", "switch", "lsg"]
+    parts = args.only or ["ops", "models", "bert", "reformer", "switch", "lsg", "serving"]
     torch.set_num_threads(args.threads)
     say(f"bucketrt benchmarks: torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} cores")
     say("")
@@ -411,6 +415,11 @@ def main(argv=None) -> int:
         switch.run(args.threads, args.repeat, say)
     if "lsg" in parts:
         bench_lsg(args.threads, args.repeat)
+    if "serving" in parts:
+        sys.path.insert(0, str(Path(__file__).parent))
+        import serving
+
+        serving.run(say=say)
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text("\n".join(LINES) + "\n")
