@@ -42,7 +42,7 @@ APT_DIR := $(abspath $(CACHE))/apt
 APT_OPTS := -o Dir::Etc::SourceList=$(APT_DIR)/sources.list -o Dir::Etc::SourceParts=/dev/null \
 	-o Dir::State::Lists=$(APT_DIR)/lists -o Dir::Cache=$(APT_DIR)/cache -o Debug::NoLocking=1
 
-.PHONY: all env install demo test lint sanitize sanitize-lib bench docs device-lib clean distclean
+.PHONY: all env triton-env install demo test lint sanitize sanitize-lib bench docs device-lib clean distclean
 
 all: install
 
@@ -55,10 +55,30 @@ $(VENV)/.deps: pyproject.toml
 	$(PY) -c 'import torch' 2>/dev/null || $(PIP) install -q torch==2.13.0
 	$(PIP) install -q scikit-build-core "transformers>=5,<6" "onnx>=1.17" "onnxruntime>=1.21" \
 		"onnxscript>=0.5" "onnx-ir>=0.1" "huggingface_hub>=0.34" "safetensors>=0.4" \
-		"polygraphy>=0.49" "click>=8.1" "rich>=13" numpy pytest "pytest-xdist>=3.6" ruff==0.17.6
+		"polygraphy>=0.49" "click>=8.1" "rich>=13" "matplotlib>=3.8" numpy "tritonclient[http,grpc]>=2.40" "protobuf>=4" pytest "pytest-xdist>=3.6" ruff==0.17.6
 	touch $@
 
 env: $(VENV)/.deps
+
+# The Triton server's own environments, as a Triton container has one (bucketrt serve, the Triton
+# tests and benchmark find them here): numpy1/ holds the nvidia-pytriton wheel (tritonserver 2.51 and
+# its Python backend; the wheel pins numpy < 2) with numpy 1 and onnxruntime, numpy2/ the same Python
+# with numpy 2 and onnxruntime, for the other array path of the models' code. The server itself is
+# a binary with its libraries bundled in the wheel (nothing to install system-wide): --no-deps
+# leaves out PyTriton's own Python dependencies, which the server does not use.
+TRITON_ENV ?= .triton
+TRITON_ORT ?= onnxruntime>=1.21
+
+$(TRITON_ENV)/.deps: | $(VENV)/.deps
+	rm -rf $(TRITON_ENV)/numpy1 $(TRITON_ENV)/numpy2
+	$(PYTHON) -m venv --without-pip $(TRITON_ENV)/numpy1
+	$(PYTHON) -m venv --without-pip $(TRITON_ENV)/numpy2
+	$(PIP) --python $(TRITON_ENV)/numpy1/bin/python install -q "numpy>=1.26,<2" "$(TRITON_ORT)"
+	$(PIP) --python $(TRITON_ENV)/numpy1/bin/python install -q --no-deps nvidia-pytriton==0.7.0
+	$(PIP) --python $(TRITON_ENV)/numpy2/bin/python install -q "numpy>=2" "$(TRITON_ORT)"
+	touch $@
+
+triton-env: $(TRITON_ENV)/.deps
 
 $(abspath $(ORT_DEB_DIR))/usr/include/onnxruntime/onnxruntime_cxx_api.h:
 	mkdir -p $(APT_DIR)/lists/partial $(APT_DIR)/cache/archives/partial $(ORT_DEB_DIR)
@@ -90,7 +110,7 @@ demo: install
 	$(VENV)/bin/bucketrt export --model $(DEMO_MODEL) $(DEMO_ARGS) $(DEMO_DIR)
 	$(VENV)/bin/bucketrt check $(DEMO_DIR)
 
-test: install
+test: install triton-env
 	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # ruff, pinned (its formatting changes between releases): lint and format check over the Python code.
@@ -126,8 +146,9 @@ sanitize-lib: $(VENV)/.deps $(ORT_HEADERS) $(EIGEN_HEADERS)
 sanitize: install sanitize-lib
 	$(SANITIZE_ENV) $(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS) $(SANITIZE_TESTS)
 
+# The int8 part's figures go next to docs/benchmarks.md, which shows them.
 bench: install
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py --plot-dir docs
 
 # The libraries for a GPU machine that has no nvcc: benchmarks/device_check.sh runs with them there
 # (the device tool carries .device/, which git ignores): the op library and, beside it, the
@@ -144,4 +165,4 @@ clean:
 	rm -rf build out
 
 distclean: clean
-	rm -rf $(VENV) $(CACHE)
+	rm -rf $(VENV) $(CACHE) $(TRITON_ENV)

@@ -9,7 +9,8 @@
 # Results come back under $OUT: summary.txt (one line per stage: verdict, seconds, figures; the
 # file to quote in a note), tests.log, bench.md, bench.json, sanitizer.log (and the same on
 # stdout). Needs on the GPU machine only python3 with torch (CUDA), numpy and pytest; onnx and
-# onnxruntime (CPU) add the tests that compare with the CPU kernel and the bad-input cases.
+# onnxruntime (CPU) add the tests that compare with the CPU kernel and the bad-input cases;
+# onnxruntime-gpu adds those of the ORT CUDA EP (next-run data errors, the opt-in, CUDA graphs).
 # At most BUDGET_S (420 s: 7 minutes, inside 8 of GPU time with the machine's start) whatever
 # hangs: every stage has its own timeout, cut to what is left: tests 200 s, benchmarks 120 s,
 # compute-sanitizer whatever is left. A device compute-sanitizer cannot run on (some virtualised
@@ -48,7 +49,8 @@ echo "== machine"
 T0=$SECONDS
 timeout -k 5 "$(limit 30)" nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>&1 | tee "$OUT/machine.txt"
 timeout -k 5 "$(limit 60)" $PY -c "import torch, numpy; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0), 'numpy', numpy.__version__)" 2>&1 | tee -a "$OUT/machine.txt"
-timeout -k 5 "$(limit 30)" $PY -c "import onnxruntime, onnx; print('onnxruntime', onnxruntime.__version__, 'onnx', onnx.__version__)" 2>&1 | tee -a "$OUT/machine.txt"
+# The providers say whether the ORT CUDA EP tests (onnxruntime-gpu: CUDAExecutionProvider) run or skip.
+timeout -k 5 "$(limit 30)" $PY -c "import onnxruntime, onnx; print('onnxruntime', onnxruntime.__version__, onnxruntime.get_available_providers(), 'onnx', onnx.__version__)" 2>&1 | tee -a "$OUT/machine.txt"
 summary machine "ok" "$T0" "$(head -1 "$OUT/machine.txt")"
 
 echo "== tests ($(( SECONDS - START )) s)"
@@ -97,7 +99,7 @@ if [ -z "$SANITIZER" ] && [ "$LEFT" -le 60 ]; then
 fi
 if [ -z "$SANITIZER" ]; then
   echo "== compute-sanitizer memcheck + racecheck on a subset (${LEFT} s left)"
-  SUBSET="(lsh_cumulation_matches_reference and float32 and not 3-33-100) or (hadamard_any_diagonal and float16) or gaussian_integer_data_exact or out_of_range or capacity"
+  SUBSET="(lsh_cumulation_matches_reference and float32 and not 3-33-100) or (hadamard_any_diagonal and float16) or gaussian_integer_data_exact or out_of_range or capacity or asynchronous_data_reports"
   SUBSET="$SUBSET or (argmax_hash_matches_reference and float32 and (1-3-50 or 2-1-33)) or (bucket_sum_matches_reference and float16 and 4-10-5) or top1_dispatch_ties or (bucket_sum_bad_ids and negative)"
   SUBSET="$SUBSET or (chunk_attention_layouts and float32 and not 1024) or (expert_ffn_layouts and float16) or never_fault"
   timeout -k 5 $(( LEFT * 2 / 3 )) compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 20 \

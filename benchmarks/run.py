@@ -15,9 +15,16 @@
 6. LSG: the lsg-bert-4096 preset (feature extraction) in ONNX Runtime against PyTorch eager and
    against the same BERT with full attention in ONNX Runtime, N = 4096, batch 1; plus an ONNX
    Runtime profile of the LSG model split into dense layers and attention.
+7. int8 (`bucketrt quantize`): every family's quantized export against its fp32 export in ONNX
+   Runtime and against PyTorch eager in fp32 and in bf16 autocast; for YOSO and LSG also the
+   same-size BERT in ONNX Runtime fp32 and int8 and in PyTorch fp32 and bf16 - one run, with the
+   CPU's ISA flags printed. With --plot-dir, one figure per model (time against N, log-log).
+8. Serving (benchmarks/serving.py): yoso-4096 (LSH) behind Triton's Python backend (dynamic batching
+   on and off) against in-process ORT, 1, 4 and 16 clients; needs `make triton-env`.
 
     make bench                           # everything, about 30 minutes on 2 cores
-    python benchmarks/run.py --only ops  # one part: ops | models | bert | reformer | switch | lsg
+    python benchmarks/run.py --only ops  # one part: ops | models | bert | reformer | switch | lsg | int8 | serving
+    python benchmarks/run.py --only int8 --int8-models yoso-4096 --int8-lengths 1024,4096 --plot-dir docs
     python benchmarks/run.py --lengths 512,1024 --markdown out/bench/results.md
 
 Exports are cached under out/bench/ (delete it to re-export).
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -289,6 +297,164 @@ def bench_lsg(threads: int, repeat: int, length: int = 4096) -> None:
     say("")
 
 
+# The int8 part's models: export name (shared with the parts above), preset, config overrides, task,
+# batch, default lengths, whether the same-size BERT runs beside it.
+INT8_MODELS = {
+    "yoso-4096": ("yoso-4096-lsh", "yoso-4096", {"use_expectation": False}, None, 1, (1024, 2048, 4096), True),
+    "lsg-bert-4096": ("lsg-bert-4096", "lsg-bert-4096", {}, "feature-extraction", 1, (1024, 4096), True),
+    "reformer": ("reformer-crime-and-punishment", "reformer-crime-and-punishment", {}, None, 1, (1024, 4096), False),
+    "switch-base-8": ("switch-base-8-encoder", "switch-base-8", {}, "feature-extraction-encoder", 8, (128,), False),
+}
+
+
+def quantize_once(folder: Path) -> Path:
+    from bucketrt.exporter import BucketrtError, read_manifest
+    from bucketrt.quantization import quantize
+
+    out = folder.with_name(folder.name + "-int8")
+    try:
+        if read_manifest(out).get("quantization", {}).get("source", {}).get("path") == str(folder.resolve()):
+            return out
+    except BucketrtError:
+        pass
+    print(f"quantizing {folder.name} ...", flush=True)
+    shutil.rmtree(out, ignore_errors=True)
+    quantize(folder, out)
+    return out
+
+
+def bert_model(max_len: int, attn: str = "sdpa"):
+    """The same-size BERT (yoso-4096's dims = BERT base) with the seed export_bert uses."""
+    from transformers import BertConfig, BertModel, YosoConfig
+
+    torch.manual_seed(0)
+    yoso = YosoConfig()
+    config = BertConfig(
+        vocab_size=yoso.vocab_size,
+        hidden_size=yoso.hidden_size,
+        num_hidden_layers=yoso.num_hidden_layers,
+        num_attention_heads=yoso.num_attention_heads,
+        intermediate_size=yoso.intermediate_size,
+        type_vocab_size=yoso.type_vocab_size,
+        max_position_embeddings=max_len,
+        attn_implementation=attn,
+    )
+    return BertModel(config, add_pooling_layer=False).eval()
+
+
+def bench_int8(
+    threads: int,
+    repeat: int,
+    models: list[str],
+    lengths: tuple[int, ...] | None,
+    plot_dir,
+    torch_max: int | None = None,
+) -> None:
+    import json
+
+    import onnxruntime as ort
+
+    import bucketrt
+    from bucketrt.benchmarking import cpu_isa, describe_isa, plot_scaling
+    from bucketrt.exporter import load_reference, make_inputs, read_manifest
+    from bucketrt.quantization import quantize_model_file
+
+    isa = cpu_isa()
+    say(f"## int8 (`bucketrt quantize`) against fp32 and the PyTorch peers ({threads} threads)")
+    say("")
+    say(f"CPU: {describe_isa(isa)}. Load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores.")
+    say("")
+    results = {}
+    for key in models:
+        name, preset, overrides, task, batch, default_lengths, with_bert = INT8_MODELS[key]
+        folder = export_once(name, preset, overrides, task=task)
+        qfolder = quantize_once(folder)
+        manifest = read_manifest(folder)
+        first = manifest["components"][0]["name"]
+        runs = {}  # label -> callable(feeds), in the table's order
+        fp32 = bucketrt.ort_session(folder, intra_op_num_threads=threads, component=first)
+        int8 = bucketrt.ort_session(qfolder, intra_op_num_threads=threads, component=first)
+        reference = load_reference(folder)
+        runs["bucketrt ORT fp32"] = lambda f: fp32.run(None, f)
+        runs["bucketrt ORT int8"] = lambda f: int8.run(None, f)
+        # PyTorch eager runs the export's reference: Hugging Face's model with bucketrt's reference
+        # ops (YOSO's LSH on CPU exists only as those), in fp32 and under bf16 autocast.
+        runs["PyTorch eager fp32"] = lambda f: reference.run(f)
+
+        def bf16(f, run=reference.run):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return run(f)
+
+        runs["PyTorch eager bf16"] = bf16
+        if with_bert:
+            bert_path = export_bert(4096)
+            bert_int8 = bert_path.with_name("model-int8.onnx")
+            if not bert_int8.exists():
+                quantize_model_file(bert_path, bert_int8)
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            bert_fp32_s = ort.InferenceSession(str(bert_path), options, providers=["CPUExecutionProvider"])
+            bert_int8_s = ort.InferenceSession(str(bert_int8), options, providers=["CPUExecutionProvider"])
+            bert = bert_model(4096)
+            pick = lambda f: {k: v for k, v in f.items() if k in ("input_ids", "attention_mask")}  # noqa: E731
+
+            def bert_torch(f):
+                return bert(**{k: torch.from_numpy(v) for k, v in pick(f).items()})
+
+            def bert_bf16(f):
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    return bert_torch(f)
+
+            runs["BERT ORT fp32"] = lambda f: bert_fp32_s.run(None, pick(f))
+            runs["BERT ORT int8"] = lambda f: bert_int8_s.run(None, pick(f))
+            runs["BERT PyTorch fp32 (sdpa)"] = bert_torch
+            runs["BERT PyTorch bf16"] = bert_bf16
+        series = {label: [] for label in runs}
+        skipped: dict[str, str] = {}
+        say(f"### {key} ({name}), batch {batch}: ms, medians of {repeat}")
+        say("")
+        say("| N | " + " | ".join(runs) + " | int8 vs fp32 | int8 vs fastest peer |")
+        say("|---:|" + "---:|" * (len(runs) + 2))
+        for length in lengths or default_lengths:
+            feeds = make_inputs(manifest, batch_size=batch, sequence_length=length, padding=False, component=first)
+            times = {}
+            with torch.inference_mode():
+                for label, fn in runs.items():
+                    if torch_max is not None and length > torch_max and label.startswith("PyTorch eager"):
+                        times[label] = None  # --int8-torch-max: the reference ops are slow, and no peer
+                        continue
+                    try:
+                        times[label] = measure(lambda: fn(feeds), repeat=repeat, budget_s=120).ms
+                    except ValueError as e:  # bucketrt's reference ops take float32 and float16, not bf16
+                        times[label] = None
+                        skipped.setdefault(label, str(e))
+                        continue
+                    series[label].append((length, times[label]))
+            peers = {k: v for k, v in times.items() if not k.startswith("bucketrt") and v is not None}
+            fastest = min(peers, key=peers.get)
+            say(
+                f"| {length} | "
+                + " | ".join("-" if v is None else f"{v:.0f}" for v in times.values())
+                + f" | {times['bucketrt ORT fp32'] / times['bucketrt ORT int8']:.2f}x"
+                + f" | {peers[fastest] / times['bucketrt ORT int8']:.2f}x ({fastest}) |"
+            )
+        say("")
+        for label, why in skipped.items():
+            say(f"{label}: not timed ({why}).")
+            say("")
+        results[key] = {label: points for label, points in series.items() if points}
+        if plot_dir is not None:
+            Path(plot_dir).mkdir(parents=True, exist_ok=True)
+            figure = Path(plot_dir) / f"bench-int8-{key}.png"
+            plot_scaling(results[key], figure, f"{key}, batch {batch}, {threads} threads ({isa['cpu'] or 'CPU'})")
+            say(f"![{key}: time against N]({figure.name})")
+            say("")
+        fp32 = int8 = reference = runs = None  # free the models before the next family's
+    say(f"Load average after: {os.getloadavg()[0]:.2f}.")
+    say("")
+    (OUT / "int8.json").write_text(json.dumps({"isa": isa, "threads": threads, "series": results}, indent=1))
+
+
 def bench_reformer(threads: int, repeat: int, lengths: tuple[int, ...]) -> None:
     import math
 
@@ -384,7 +550,20 @@ def bench_reformer(threads: int, repeat: int, lengths: tuple[int, ...]) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=("ops", "models", "bert", "reformer", "switch", "lsg"), action="append")
+    parser.add_argument(
+        "--only", choices=("ops", "models", "bert", "reformer", "switch", "lsg", "int8", "serving"), action="append"
+    )
+    parser.add_argument("--int8-models", default=",".join(INT8_MODELS), help="int8 part: comma-separated models")
+    parser.add_argument(
+        "--int8-lengths", default=None, help="int8 part: lengths for every model (default: each its own)"
+    )
+    parser.add_argument("--plot-dir", type=Path, default=None, help="int8 part: write one figure per model here")
+    parser.add_argument(
+        "--int8-torch-max",
+        type=int,
+        default=None,
+        help="int8 part: time the bucketrt model in PyTorch eager only up to this length (its reference ops are slow)",
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--lengths", default="512,1024,2048,4096")
@@ -392,7 +571,7 @@ def main(argv=None) -> int:
     parser.add_argument("--reformer-lengths", default="1024,4096,16384")
     parser.add_argument("--markdown", type=Path, help="also write the tables to this file")
     args = parser.parse_args(argv)
-    parts = args.only or ["ops", "models", "bert", "reformer", "switch", "lsg"]
+    parts = args.only or ["ops", "models", "bert", "reformer", "switch", "lsg", "int8", "serving"]
     torch.set_num_threads(args.threads)
     say(f"bucketrt benchmarks: torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} cores")
     say("")
@@ -411,6 +590,18 @@ def main(argv=None) -> int:
         switch.run(args.threads, args.repeat, say)
     if "lsg" in parts:
         bench_lsg(args.threads, args.repeat)
+    if "int8" in parts:
+        models = [m for m in args.int8_models.split(",") if m]
+        unknown = [m for m in models if m not in INT8_MODELS]
+        if unknown:
+            parser.error(f"--int8-models: unknown {', '.join(unknown)}; choose from {', '.join(INT8_MODELS)}")
+        lengths = tuple(int(v) for v in args.int8_lengths.split(",")) if args.int8_lengths else None
+        bench_int8(args.threads, args.repeat, models, lengths, args.plot_dir, args.int8_torch_max)
+    if "serving" in parts:
+        sys.path.insert(0, str(Path(__file__).parent))
+        import serving
+
+        serving.run(say=say)
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text("\n".join(LINES) + "\n")

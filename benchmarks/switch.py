@@ -4,10 +4,13 @@
    one dense FFN of the same d_ff (MatMul + Relu + MatMul, ORT's MLAS) on the same tokens:
    switch-base-8's sizes (d_model 768, d_ff 3072, 8 experts, capacity 64), batch 8 x 128 tokens.
    Goal: at most 1.3x the dense FFN (the same FLOPs, plus routing, gathers and scatters).
-2. The exported switch-base-8 encoder in ONNX Runtime against the same model in PyTorch eager
+2. ExpertFFN in float32 against ExpertFFNInt8 (int8 experts, bucketrt.quantization.expert_ffn),
+   single nodes at switch-base-8's sizes (d_model 768, d_ff 3072, 8 experts), 16, 512 and 2048 tokens
+   spread evenly over the experts, with the CPU's ISA flags and the int8 path they select.
+3. The exported switch-base-8 encoder in ONNX Runtime against the same model in PyTorch eager
    (transformers' own, unpatched), batch 8 x 128. Goal: ORT at least 1.5x faster.
 
-    python benchmarks/switch.py [--threads N] [--repeat R]
+    python benchmarks/switch.py [--threads N] [--repeat R] [--only layer|int8|encoder]
 """
 
 from __future__ import annotations
@@ -160,8 +163,69 @@ def encoder(threads: int, repeat: int, say=None, batch=8, length=128):
     return pt_t.median_s / ort_t.median_s
 
 
+def cpu_isa() -> tuple[str, str]:
+    """The CPU's SIMD flags that matter for int8 (from /proc/cpuinfo), and the ExpertFFNInt8 GEMM they
+    select (plugins/cpu/int8_gemm.cc PickInt8Gemm's rule)."""
+    try:
+        line = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("flags"))
+    except (OSError, StopIteration):
+        return "unknown", "unknown"
+    flags = set(line.split(":", 1)[1].split())
+    shown = [f for f in ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
+    if os.environ.get("BUCKETRT_SIMD") == "generic":
+        path = "generic"
+    elif {"avx512f", "avx512bw", "avx512_vnni"} <= flags:
+        path = "avx512vnni (vpdpbusd)"
+    elif "avx2" in flags:
+        path = "avx2 (vpmaddwd)"
+    else:
+        path = "generic"
+    return " ".join(shown) or "none", path
+
+
+def expert_ffn_int8(threads: int, repeat: int, say=None, tokens=(16, 512, 2048), d_model=768, d_ff=3072, experts=8):
+    from bucketrt.ops.graph import op_session
+    from bucketrt.ops.spec import EXPERT_FFN, EXPERT_FFN_INT8
+    from bucketrt.quantization.expert_ffn import quantize_weights
+
+    flags, path = cpu_isa()
+    _say(
+        say, f"ExpertFFN float32 vs ExpertFFNInt8, d_model {d_model}, d_ff {d_ff}, {experts} experts, {threads} threads"
+    )
+    _say(say, f"CPU flags: {flags}; int8 GEMM: {path}")
+    _say(say, "| tokens | ExpertFFN fp32 ms | ExpertFFNInt8 ms | speed-up |")
+    _say(say, "|---:|---:|---:|---:|")
+    rng = np.random.default_rng(0)
+    wi = (rng.standard_normal((experts, d_ff, d_model)) * d_model**-0.5).astype(np.float32)
+    wo = (rng.standard_normal((experts, d_model, d_ff)) * d_ff**-0.5).astype(np.float32)
+    wi8, wi_scale = quantize_weights(wi)
+    wo8, wo_scale = quantize_weights(wo)
+    attrs = {"activation": "relu"}
+    for n in tokens:
+        common = {
+            "hidden": rng.standard_normal((1, n, d_model), dtype=np.float32),
+            "order": rng.permutation(n).astype(np.int32).reshape(1, n),
+            "counts": np.full(experts, n // experts, np.int32),
+            "gate": rng.random((1, n), dtype=np.float32),
+        }
+        fp32 = {**common, "wi": wi, "wo": wo}
+        int8 = {**common, "wi": wi8, "wi_scale": wi_scale, "wo": wo8, "wo_scale": wo_scale}
+        sessions = []
+        for spec, feeds in ((EXPERT_FFN, fp32), (EXPERT_FFN_INT8, int8)):
+            meta = {k: (str(v.dtype), list(v.shape)) for k, v in feeds.items()}
+            session = op_session(spec, attrs, meta, intra_op_num_threads=threads)
+            session.run(None, feeds)  # warm-up
+            sessions.append((session, feeds))
+        (s32, f32), (s8, f8) = sessions
+        t32, t8 = _interleaved(lambda: s32.run(None, f32), lambda: s8.run(None, f8), repeat)
+        ms32, ms8 = t32.median_s * 1e3, t8.median_s * 1e3
+        _say(say, f"| {n} | {ms32:.1f} | {ms8:.1f} | {ms32 / ms8:.2f}x |")
+    _say(say)
+
+
 def run(threads: int, repeat: int, say=None) -> None:
     moe_layer(threads, repeat, say)
+    expert_ffn_int8(threads, repeat, say)
     encoder(threads, repeat, say)
 
 
@@ -169,12 +233,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--only", choices=("layer", "encoder"))
+    parser.add_argument("--only", choices=("layer", "int8", "encoder"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if args.only != "encoder":
+    if args.only in (None, "layer"):
         moe_layer(args.threads, args.repeat)
-    if args.only != "layer":
+    if args.only in (None, "int8"):
+        expert_ffn_int8(args.threads, args.repeat)
+    if args.only in (None, "encoder"):
         encoder(args.threads, args.repeat)
     return 0
 

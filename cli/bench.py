@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 from rich.table import Table
 
@@ -49,17 +51,28 @@ def _lengths(ctx, param, value: str) -> tuple[int, ...]:
     type=click.FloatRange(min=0.1),
     help="Seconds of timed runs per length and backend before stopping early.",
 )
-def bench_command(output_dir, lengths, batch_size, threads, repeat, budget):
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="FILE.png",
+    help="Also draw time against sequence length per backend and precision (log-log, with linear and quadratic "
+    "slopes) to FILE.png.",
+)
+def bench_command(output_dir, lengths, batch_size, threads, repeat, budget, plot_path):
     """Time an export in ONNX Runtime against PyTorch eager, in the same run.
 
     Prints per sequence length the median latency of both, their ratio, and how each grows
     relative to the first length (linear attention grows like the length, softmax attention like
     its square).
     """
-    from bucketrt.benchmarking import bench_export
+    from bucketrt.benchmarking import bench_export, cpu_isa, describe_isa, plot_scaling
     from bucketrt.exporter import BucketrtError, max_sequence_length, read_manifest
 
     out = console()
+    if plot_path is not None and plot_path.suffix.lower() != ".png":
+        raise BucketrtError(f"--plot {plot_path} is not a .png file name", "name the figure FILE.png")
     manifest = read_manifest(output_dir)
     limit = max_sequence_length(manifest)
     if limit is not None and max(lengths) > limit:
@@ -85,6 +98,7 @@ def bench_command(output_dir, lengths, batch_size, threads, repeat, budget):
             f"{row.ort.median_s / first.ort.median_s:.2f}x",
         )
 
+    out.print(describe_isa(cpu_isa()))
     with out.status("timing"):
         bench_export(output_dir, lengths, batch_size, threads, repeat, budget, on_row=show)
     out.print(table)
@@ -94,3 +108,12 @@ def bench_command(output_dir, lengths, batch_size, threads, repeat, budget):
             f"From N={first.sequence_length} to N={last.sequence_length} (x{last.sequence_length / first.sequence_length:g}): "
             f"ORT time x{last.ort.median_s / first.ort.median_s:.2f}, PyTorch time x{last.torch.median_s / first.torch.median_s:.2f}"
         )
+    if plot_path is not None:
+        precision = "int8" if "quantization" in manifest else manifest.get("dtype", "fp32")
+        series = {
+            "PyTorch eager fp32": [(r.sequence_length, r.torch.ms) for r in rows],
+            f"ONNX Runtime {precision}": [(r.sequence_length, r.ort.ms) for r in rows],
+        }
+        title = f"{manifest['source']} {manifest['task']} ({manifest['mode']}), batch {batch_size}"
+        plot_scaling(series, plot_path, title)
+        out.print(f"Plot: {plot_path}")

@@ -54,6 +54,38 @@ from .options import plugins_option, verbose_option
     metavar="PATH",
     help="Also write the report as JSON to PATH ('-': to stdout, instead of the tables).",
 )
+@click.option(
+    "--min-cosine",
+    type=click.FloatRange(-1, 1),
+    default=None,
+    help="Quantized exports: each float output's least cosine similarity with the reference. Default 0.99 "
+    "(from the export's manifest).",
+)
+@click.option(
+    "--max-rel-l2",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Quantized exports: each float output's largest ||out - ref|| / ||ref||. Default 0.1.",
+)
+@click.option(
+    "--min-agreement",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Quantized exports: the least share of answers that agree (argmax of each logits output: class, token "
+    "label, top-1 word, QA start/end; greedy tokens for generation). Default 0.9.",
+)
+@click.option(
+    "--max-code-flips",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Quantized LSH exports: the largest share of hash codes quantization may flip. Default 0.25.",
+)
+@click.option(
+    "--generate-tokens",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Quantized generation exports: greedy tokens compared (0: none). Default 8.",
+)
 @plugins_option
 @verbose_option
 def check_command(
@@ -67,6 +99,11 @@ def check_command(
     seed,
     rebuild,
     json_path,
+    min_cosine,
+    max_rel_l2,
+    min_agreement,
+    max_code_flips,
+    generate_tokens,
     plugins,
     verbose,
 ):
@@ -77,11 +114,23 @@ def check_command(
     Polygraphy. The last batch row's final quarter is padding. An fp16 export is compared with the
     float32 reference, at the reduced-precision tolerances. Models that hash are compared on the
     backend's hash codes, each code that differs from PyTorch's checked to be a rounding flip.
+
+    A quantized export (`bucketrt quantize`) is judged instead by cosine similarity and relative L2
+    error per output, the agreement of the answers (argmax of logits, greedy tokens) and the share of
+    hash codes quantization flipped: defaults from its manifest, or the options below.
     """
     from bucketrt.check import BackendRunError, check
     from bucketrt.trt_engine import BuildError
 
     to_stdout = json_path is not None and str(json_path) == "-"
+    given = dict(
+        min_cosine=min_cosine,
+        max_rel_l2=max_rel_l2,
+        min_agreement=min_agreement,
+        max_code_flips=max_code_flips,
+        generate_tokens=generate_tokens,
+    )
+    criteria = {name: value for name, value in given.items() if value is not None}
     out = console()
     if to_stdout:
         out.quiet = True  # stdout carries the JSON alone
@@ -100,6 +149,7 @@ def check_command(
             verbose=verbose,
             console=out,
             on_component=lambda report, component: print_component(out, report, component),
+            criteria=criteria or None,
         )
     except BackendRunError as e:
         fail(str(e), EXIT_FAILED)
@@ -110,6 +160,19 @@ def check_command(
     elif json_path is not None:
         json_path.write_text(report.to_json(indent=2) + "\n")
     tolerance = f"max abs error {report.max_abs_error:.3g}; atol {report.atol:g}, rtol {report.rtol:g}"
+    if report.criteria:
+        c = report.criteria
+        tolerance = (
+            f"quantized: cosine >= {c['min_cosine']:g}, rel L2 <= {c['max_rel_l2']:g}, "
+            f"agreement >= {c['min_agreement']:g}, code flips <= {c['max_code_flips']:g}"
+        )
+        generation = report.generation
+        if generation is not None:
+            color = "green" if generation.passed else "red"
+            out.print(
+                f"[{color}]greedy tokens[/]: {generation.agreeing} of {generation.tokens} agree with PyTorch "
+                f"({generation.agreement:.1%}, {generation.steps} steps)"
+            )
     if report.passed:
         out.print(f"[bold green]PASSED[/]: {report.backend_label} matches PyTorch on every output ({tolerance})")
     else:
@@ -126,7 +189,10 @@ def print_component(out, report, component) -> None:
     several = len(report.component_names) > 1
     title = f"{report.source} · {report.task} · {report.mode}" + (f" · {component.name}" if several else "")
     table = Table(title=title, title_justify="left")
-    for column in ("output", "shape", "max abs", "mean abs", "max rel", "mean rel", "mismatched", "result"):
+    columns = ["output", "shape", "max abs", "mean abs", "max rel", "mean rel", "mismatched", "result"]
+    if report.criteria:
+        columns[-1:] = ["cosine", "rel L2", "agreement", "result"]
+    for column in columns:
         table.add_column(column, justify="left" if column in ("output", "shape", "result") else "right", no_wrap=True)
     for row in component.outputs:
         if row.missing:
@@ -135,7 +201,7 @@ def print_component(out, report, component) -> None:
         shape = "x".join(map(str, row.shape))
         if row.shape != row.reference_shape:
             shape += f" vs {'x'.join(map(str, row.reference_shape))}"
-        table.add_row(
+        cells = [
             row.name,
             shape,
             _number(row.max_abs),
@@ -143,8 +209,14 @@ def print_component(out, report, component) -> None:
             _number(row.max_rel),
             _number(row.mean_rel),
             f"{row.mismatched}/{row.size}",
-            "[green]ok[/]" if row.passed else "[red]mismatch[/]",
-        )
+        ]
+        if report.criteria:
+            cells += [
+                "-" if row.cosine is None else f"{row.cosine:.5f}",
+                _number(row.rel_l2),
+                "-" if row.agreement is None else f"{row.agreement:.1%}",
+            ]
+        table.add_row(*cells, "[green]ok[/]" if row.passed else "[red]mismatch[/]")
     out.print(table)
     label, codes = report.backend_label, component.hash_codes
     if codes is None:
@@ -157,6 +229,14 @@ def print_component(out, report, component) -> None:
         )
         return
     share = f"{codes.differing} of {codes.total} hash codes differ between {label} and PyTorch"
+    if codes.max_flipped is not None:  # a quantized export: the flips are quantization's
+        color = "green" if codes.passed else "red"
+        out.print(
+            f"[{color}]hash codes[/]: quantization flipped {codes.differing} of {codes.total} codes "
+            f"({codes.flipped_share:.2%}, at most {codes.max_flipped:g} allowed; {codes.differing - codes.unexplained} "
+            f"within rounding); outputs compared with PyTorch on {label}'s codes"
+        )
+        return
     if codes.unexplained:
         out.print(
             f"[red]hash codes[/]: {share}; {codes.unexplained} of them at projections farther than "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from bucketrt.exporter.presets import PRESETS
 
@@ -103,4 +104,10 @@ def export_command(model, output_dir, task, seed, opset, config_overrides, dtype
         f"  {', '.join(f'{f.name} {_size(f)}' for f in files)}; opset {manifest['opset']}; {manifest['dtype']}; "
         f"bucketrt ops: {ops}"
     )
+    written = [manifest["files"]["config"], manifest["files"]["generation_config"], *manifest["files"]["tokenizer"]]
+    out.print(f"  beside them: {', '.join(name for name in written if name)}")
+    if manifest["no_tokenizer"]:
+        out.print(
+            f"  [yellow]no tokenizer[/]: {escape(manifest['no_tokenizer'])}; pass one to bucketrt.pipeline(..., tokenizer=...)"
+        )
     out.print(f"  check it with: bucketrt check {output_dir}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import bench, build, check, export, ops  # noqa: F401  (each module registers its command on `main`)
+from . import bench, build, check, export, ops, quantize, serve, triton  # noqa: F401  (each module registers its command on `main`)
 from .app import main
 
 __all__ = ["main"]

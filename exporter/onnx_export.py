@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -15,7 +16,10 @@ from .errors import BucketrtError
 from .family import Component, fingerprint
 from .overrides import parse_overrides
 from .progress import Progress, quiet_torch_export
-from .sources import build_model, load_config, resolve_source
+from .sources import TOKENIZER_FILES, build_model, load_config, resolve_source, save_tokenizer
+from .tasks import GENERATION_TASKS
+
+CONFIG_NAME, GENERATION_CONFIG_NAME = "config.json", "generation_config.json"
 
 # Opset 20 has Gelu, which ONNX Runtime fuses with the preceding bias (at 18 the exporter spells
 # GELU out in Erf arithmetic that stays unfused: ~2% of yoso-4096's time). Opsets 18 to 22 all keep
@@ -186,6 +190,10 @@ def export(
         task_spec = family.get_task(task or family.infer_task(config))
         hf_model = build_model(family, source, config, task_spec, seed)
         weights_sha256 = fingerprint(sorted(hf_model.state_dict().items()))
+        # config.json as exported: the overrides applied, the architecture the exported head.
+        exported_config = copy.deepcopy(hf_model.config)
+        exported_config.architectures = [task_spec.model_class]
+        generation_config = hf_model.generation_config if task_spec.name in GENERATION_TASKS else None
 
     with progress.stage(f"Patching {family.name} for bucketrt ops"):
         patch = family.patch(hf_model, task_spec, seed, options)
@@ -281,5 +289,20 @@ def export(
         "versions": mf.versions(),
         "export_seconds": round(time.perf_counter() - started, 2),
     }
+    # What a deployment reads beside the graphs (bucketrt.runtime, transformers' pipelines): the
+    # config, the generation defaults and the tokenizer; stale ones from an earlier export go first.
+    for name in (CONFIG_NAME, GENERATION_CONFIG_NAME, *TOKENIZER_FILES):
+        (output_dir / name).unlink(missing_ok=True)
+    exported_config.save_pretrained(output_dir)
+    if generation_config is not None:
+        generation_config.save_pretrained(output_dir)
+    tokenizer_files, no_tokenizer = save_tokenizer(source, output_dir)
+    manifest["files"] = {
+        "config": CONFIG_NAME,
+        "generation_config": GENERATION_CONFIG_NAME if generation_config is not None else None,
+        "tokenizer": tokenizer_files,
+    }
+    manifest["no_tokenizer"] = no_tokenizer
+    manifest["export_seconds"] = round(time.perf_counter() - started, 2)
     mf.write_manifest(output_dir, manifest)
     return manifest

@@ -211,3 +211,41 @@ def build_model(family: Family, source: Source, config, task: Task, seed: int):
                     "check the folder and any --config-override that changes layer sizes",
                 ) from None
     return model.to(torch.float32).eval()
+
+
+# Files a tokenizer's save_pretrained may write; a folder with none of them has no tokenizer.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+    "added_tokens.json",
+)
+
+
+def save_tokenizer(source: Source, output_dir: Path) -> tuple[list[str], str | None]:
+    """Copies the source's tokenizer into the export (AutoTokenizer, then save_pretrained).
+
+    Returns the files written and, when none were, why (a preset has no tokenizer; a folder or hub
+    model without one, or whose tokenizer does not load)."""
+    if source.kind == "preset":
+        return [], f"preset {source.ref} has no tokenizer"
+    if source.kind == "folder" and not any((Path(source.ref) / name).is_file() for name in TOKENIZER_FILES):
+        return [], f"folder {source.ref} has no tokenizer files"
+    from transformers import AutoTokenizer
+
+    kwargs = {"local_files_only": True} if source.kind == "folder" else {"revision": source.revision}
+    if source.kind == "hub" and (source.local_only or not _hub_reachable()):
+        kwargs["local_files_only"] = True
+    with quiet_transformers():
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source.ref, **kwargs)
+        except Exception as e:  # no tokenizer, or one this transformers cannot load: the export stays usable
+            return [], f"{source.describe()}: no tokenizer loaded ({' '.join(str(e).split())[:160]})"
+        written = tokenizer.save_pretrained(str(output_dir))
+    return sorted({Path(p).name for p in written if Path(p).is_file()}), None

@@ -1,7 +1,9 @@
 """Export tasks, named as Optimum names them: the one table of heads, inputs and outputs.
 
 A family (exporter/families/) names the tasks it exports and its transformers class prefix;
-`task_table("Yoso", "fill-mask", ...)` then gives YosoForMaskedLM with the outputs below."""
+`task_table("Yoso", "fill-mask", ...)` then gives YosoForMaskedLM with the outputs below. The
+runtime (bucketrt.runtime.modeling) reads the same table: which ORTModel class runs a task's export
+and which transformers ModelOutput class its outputs come in."""
 
 from __future__ import annotations
 
@@ -14,26 +16,45 @@ CHOICES = "num_choices"
 
 @dataclass(frozen=True)
 class Head:
-    """A task's transformers class suffix (after the family's prefix) and its outputs."""
+    """A task's transformers class suffix (after the family's prefix) and its outputs; the runtime
+    class (Optimum's name, bucketrt.runtime) and the transformers.modeling_outputs class it returns."""
 
     suffix: str
     outputs: tuple[str, ...]
+    runtime_class: str
+    output_class: str
     multiple_choice: bool = False
 
 
 HEADS: dict[str, Head] = {
-    "feature-extraction": Head("Model", ("last_hidden_state",)),
-    "fill-mask": Head("ForMaskedLM", ("logits",)),
-    "text-classification": Head("ForSequenceClassification", ("logits",)),
-    "token-classification": Head("ForTokenClassification", ("logits",)),
-    "question-answering": Head("ForQuestionAnswering", ("start_logits", "end_logits")),
-    "multiple-choice": Head("ForMultipleChoice", ("logits",), multiple_choice=True),
-    "text-generation": Head("ForCausalLM", ("logits",)),
+    "feature-extraction": Head("Model", ("last_hidden_state",), "ORTModelForFeatureExtraction", "BaseModelOutput"),
+    "fill-mask": Head("ForMaskedLM", ("logits",), "ORTModelForMaskedLM", "MaskedLMOutput"),
+    "text-classification": Head(
+        "ForSequenceClassification", ("logits",), "ORTModelForSequenceClassification", "SequenceClassifierOutput"
+    ),
+    "token-classification": Head(
+        "ForTokenClassification", ("logits",), "ORTModelForTokenClassification", "TokenClassifierOutput"
+    ),
+    "question-answering": Head(
+        "ForQuestionAnswering",
+        ("start_logits", "end_logits"),
+        "ORTModelForQuestionAnswering",
+        "QuestionAnsweringModelOutput",
+    ),
+    "multiple-choice": Head(
+        "ForMultipleChoice", ("logits",), "ORTModelForMultipleChoice", "MultipleChoiceModelOutput", multiple_choice=True
+    ),
+    "text-generation": Head("ForCausalLM", ("logits",), "ORTModelForCausalLM", "CausalLMOutput"),
     # Seq2seq: the logits of the decoder (whose components add present.* key/values).
-    "text2text-generation": Head("ForConditionalGeneration", ("logits",)),
+    "text2text-generation": Head("ForConditionalGeneration", ("logits",), "ORTModelForSeq2SeqLM", "Seq2SeqLMOutput"),
     # The encoder stack of an encoder-decoder model alone (bucketrt's name; Optimum has none).
-    "feature-extraction-encoder": Head("EncoderModel", ("last_hidden_state",)),
+    "feature-extraction-encoder": Head(
+        "EncoderModel", ("last_hidden_state",), "ORTModelForFeatureExtraction", "BaseModelOutput"
+    ),
 }
+
+# Tasks whose exports generate (they get a generation_config.json and a `generate`).
+GENERATION_TASKS = ("text-generation", "text2text-generation")
 
 
 @dataclass(frozen=True)

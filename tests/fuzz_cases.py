@@ -148,6 +148,19 @@ def expert_ffn_base(rng):
     return inputs, {"activation": "gelu_new"}
 
 
+def expert_ffn_int8_base(rng):
+    inputs, _ = expert_ffn_base(rng)
+    e, f, d = inputs["wi"].shape
+    inputs["wi"] = rng.integers(-127, 128, (e, f, d), dtype=np.int8)
+    inputs["wi_scale"] = (rng.random((e, f)) * 0.1).astype(np.float32)
+    inputs["wo"] = rng.integers(-127, 128, (e, d, f), dtype=np.int8)
+    inputs["wo_scale"] = (rng.random((e, d)) * 0.1).astype(np.float32)
+    # relu: exact in both, so that the kernel's output is the reference's to the bit (spec.py).
+    return {k: inputs[k] for k in ("hidden", "order", "counts", "gate", "wi", "wi_scale", "wo", "wo_scale")}, {
+        "activation": "relu"
+    }
+
+
 # op name -> (base id, maker)
 BASES: list[tuple[str, str, Callable]] = [
     ("LSHCumulation", "lsh", lsh_base),
@@ -158,6 +171,7 @@ BASES: list[tuple[str, str, Callable]] = [
     ("BucketSum", "bucket-sum", bucket_sum_base),
     ("Top1Dispatch", "top1", top1_base),
     ("ExpertFFN", "expert-ffn", expert_ffn_base),
+    ("ExpertFFNInt8", "expert-ffn-int8", expert_ffn_int8_base),
 ]
 
 # Index-like int32 inputs: where out-of-range values matter, with the mask that makes a row dead.
@@ -168,6 +182,7 @@ DATA_INPUTS = {
     "SortedChunkAttention": {"buckets": None, "mask": None},
     "BucketSum": {"bucket": None},
     "ExpertFFN": {"order": None, "counts": None},
+    "ExpertFFNInt8": {"order": None, "counts": None},
 }
 
 

@@ -97,6 +97,17 @@ def expert_ffn(rng):
     }, {"activation": "gelu"}
 
 
+def expert_ffn_int8(rng):
+    inputs, _ = expert_ffn(rng)
+    e, f, d = inputs["wi"].shape
+    inputs["wi"] = rng.integers(-127, 128, (e, f, d), dtype=np.int8)
+    inputs["wi_scale"] = (rng.random((e, f)) * 0.1).astype(np.float32)
+    inputs["wo"] = rng.integers(-127, 128, (e, d, f), dtype=np.int8)
+    inputs["wo_scale"] = (rng.random((e, d)) * 0.1).astype(np.float32)
+    names = ("hidden", "order", "counts", "gate", "wi", "wi_scale", "wo", "wo_scale")
+    return {k: inputs[k] for k in names}, {"activation": "gelu"}
+
+
 MAKERS = {
     "LSHCumulation": lsh,
     "SignHash": sign,
@@ -105,6 +116,7 @@ MAKERS = {
     "BucketSum": bucket_sum,
     "Top1Dispatch": top1,
     "ExpertFFN": expert_ffn,
+    "ExpertFFNInt8": expert_ffn_int8,
 }
 INPUTS_PER_OP = 16
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -267,3 +268,188 @@ def test_cuda_plans_reject_sizes_that_overflow():
     tokens = [torch.zeros(1, dtype=dtype).expand(2**31, 2**31) for dtype in (torch.int32, torch.float32)]
     message = _plan_error(lib, "ExpertFFN", [huge, tokens[0], counts, tokens[1], wi, wo], {})
     assert message == "ExpertFFN: the sizes overflow int64 computing input 'hidden' in bytes", message
+
+
+# -- the data checks' reports (plugins/cuda/ops.h: ReportBytes, EnqueueReport, ReportError) --------
+# The host side runs here: reports laid out as the device writes them, read by the library's
+# ReportError, must give the reference's words. The device side (EnqueueReport after a launch) is
+# tests/test_kernels_cuda.py's.
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _report(op, inputs, report: bytes, **attrs) -> tuple[str, int]:
+    from bucketrt.ops import cuda
+
+    tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in inputs.values()]
+    return cuda.report_error(op, *tensors, report=report, **attrs), cuda.report_bytes(op, *tensors, **attrs)
+
+
+def _reference_error(fn, inputs, **attrs) -> str:
+    tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in inputs.values()]
+    with pytest.raises(ValueError) as info:
+        fn(*tensors, **attrs)
+    return str(info.value)
+
+
+def test_data_reports_read_on_the_host_give_the_references_words():
+    if not _built_with_cuda():
+        pytest.skip("built without CUDA kernels")
+    import struct
+
+    from kernel_cases import chunk_attention_inputs, lsh_inputs
+
+    from bucketrt.ops import reference
+
+    rng = np.random.default_rng(31)
+    # LSHCumulation: (first bad flat index, query codes first; its code). B=2, Nq=5, Nk=6, m=3.
+    lsh = lsh_inputs(rng, 2, 5, 6, 8, 3, 8, masked=0.0)
+    first_bad = 2 * 5 * 3 + (1 * 6 + 4) * 3 + 2  # key_hash[1, 4, 2]
+    error, size = _report("LSHCumulation", lsh, struct.pack("<QiI", first_bad, 8, 0), hashtable_capacity=8)
+    assert size == 16
+    assert error == "LSHCumulation: input 'key_hash' has code 8 at [1, 4, 2], outside [0, hashtable_capacity=8)"
+    assert _report("LSHCumulation", lsh, struct.pack("<QiI", 2**64 - 1, 0, 0), hashtable_capacity=8)[0] == ""
+
+    # BucketSum: the ids' range as ordered unsigned minima (of id ^ 2^31 and of its complement).
+    bucket = np.array([[-3, 1], [2, 0]], np.int32)
+    sums = {"bucket": bucket, "weight": np.ones((2, 2), np.float32), "vector": np.ones((2, 2, 3), np.float32)}
+    lo, hi = -3 & 0xFFFFFFFF, 2
+    packed = struct.pack("<II", lo ^ 0x80000000, ~(hi ^ 0x80000000) & 0xFFFFFFFF)
+    error, size = _report("BucketSum", sums, packed, num_buckets=4)
+    assert size == 8 and error and error in _reference_error(reference.bucket_sum, sums, num_buckets=4)
+    good = struct.pack("<II", 0 ^ 0x80000000, ~(3 ^ 0x80000000) & 0xFFFFFFFF)
+    assert _report("BucketSum", sums, good, num_buckets=4)[0] == ""
+
+    # SortedChunkAttention: the negative-bucket flag; plain attention (N <= chunk_length) has none.
+    attention = chunk_attention_inputs(rng, 1, 1, 16, 4, 2, 4)
+    flag = struct.pack("<i", 1)
+    assert _report("SortedChunkAttention", attention, flag, chunk_length=4) == (
+        "SortedChunkAttention: input 'buckets' must be >= 0",
+        4,
+    )
+    assert _report("SortedChunkAttention", attention, struct.pack("<i", 0), chunk_length=4)[0] == ""
+    assert _report("SortedChunkAttention", attention, flag, chunk_length=16) == ("", 0)
+
+    # ArgmaxHash: bucket_sizes itself.
+    argmax = {
+        "mask": np.ones((1, 4), np.int32),
+        "vector": np.ones((1, 1, 4, 8), np.float32),
+        "projection": np.ones((1, 8, 10), np.float32),
+        "bucket_sizes": np.array([5, 5], np.int32),
+    }
+    error, size = _report("ArgmaxHash", argmax, argmax["bucket_sizes"].tobytes(), num_hash=1)
+    assert size == 8 and error and error in _reference_error(reference.argmax_hash, argmax, num_hash=1)
+
+    # ExpertFFN: counts, then order.
+    ffn = {
+        "hidden": np.ones((1, 4, 8), np.float32),
+        "order": np.array([[0, 1, -1, -1]], np.int32),
+        "counts": np.array([-1, 2], np.int32),
+        "gate": np.ones((1, 4), np.float32),
+        "wi": np.ones((2, 16, 8), np.float32),
+        "wo": np.ones((2, 8, 16), np.float32),
+    }
+    report = np.concatenate([ffn["counts"], ffn["order"].ravel()]).astype(np.int32).tobytes()
+    error, size = _report("ExpertFFN", ffn, report, activation="relu")
+    assert size == 4 * (2 + 4) and error
+    assert error in _reference_error(reference.expert_ffn, ffn, activation="relu")
+
+    # No data checks: nothing to report.
+    assert _report("Top1Dispatch", {"probs": np.ones((1, 3, 2), np.float32)}, b"", expert_capacity=2) == ("", 0)
+
+
+def _definitions(path: Path) -> list[tuple[str, str]]:
+    """The function definitions of a C++/CUDA file at column 0: (name, signature to closing brace)."""
+    text = path.read_text()
+    found = []
+    for match in re.finditer(r"^[A-Za-z][^;{}()]*?([A-Za-z_~][\w:~]*)\(([^;{}]*?)\)\s*(?:const\s*)?\{", text, re.M):
+        end = text.find("\n}", match.end())
+        found.append((match.group(1).split("::")[-1], text[match.start() : end]))
+    return found
+
+
+def _functions(path: Path) -> dict[str, str]:
+    return dict(_definitions(path))
+
+
+# Calls that make the host wait for the device (or may: cudaMalloc/cudaFree/cudaHostAlloc, blocking copies).
+_WAITS = re.compile(
+    r"\bcuda(?:Stream|Device|Event)Synchronize\b|\bcudaMemcpy\(|\bcudaMalloc\(|\bcudaFree\(|cudaHostAlloc"
+)
+
+
+def _methods(path: Path) -> dict[str, str]:
+    """The member functions defined in a class body (two-space indent): name -> body."""
+    text = path.read_text()
+    found = {}
+    for match in re.finditer(r"^  [A-Za-z][^;{}()=]*?\b([A-Za-z_]\w*)\(([^;{}]*?)\)\s*(?:const\s*)?\{", text, re.M):
+        line_end = text.find("\n", match.end())
+        one_line = text[match.end() : line_end].rstrip().endswith("}")
+        end = line_end if one_line else text.find("\n  }", match.end())
+        found[match.group(1)] = text[match.start() : end]
+    return found
+
+
+def test_the_ort_cuda_kernel_never_waits_on_the_default_per_run_path():
+    # A structural check of plugins/ort/cuda_kernels.cc and cuda_reports.h (no GPU here to run
+    # them): the only waits are the opt-in synchronous check, the run-ahead bound, and a workspace
+    # growth on a device without memory pools; each is reached only under its condition. (The
+    # destructor's no-pools cudaFree runs once, at session teardown.)
+    functions = _functions(ROOT / "plugins/ort/cuda_kernels.cc")
+    waiting = {name for name, body in functions.items() if _WAITS.search(body)}
+    assert waiting == {"EnsureWorkspace", "~CudaKernel"}, waiting
+    grow = functions["EnsureWorkspace"]
+    assert grow.index("if (bytes <= s.workspace_bytes) return {};") < _WAITS.search(grow).start()
+    assert re.search(r"if \(s\.pooled\) \{\s*status = cudaFreeAsync\(s\.workspace, s\.stream\);\s*\} else \{", grow)
+    compute = functions["Compute"]
+    calls = [line.strip() for line in compute.splitlines() if "Wait(" in line]
+    assert calls == [
+        "if (sync_checks_) ThrowIf(state.reports.Wait(*slot, read));  // opt-in: this run's data error fails this run"
+    ]
+    # The report queue: only Wait waits (and the pinned allocations, on a new or regrown slot);
+    # Take calls Wait only at the run-ahead bound, Collect never.
+    reports = ROOT / "plugins/ort/cuda_reports.h"
+    methods = _methods(reports)
+    assert {name for name, body in methods.items() if re.search(r"Synchronize\(", body)} == {"Wait", "Synchronize"}
+    assert "Wait(" not in methods["Collect"] and "Synchronize" not in methods["Collect"]
+    take = methods["Take"]
+    assert re.search(r"if \(pending >= max_pending_\) \{.*?std::string error = Wait\(\*oldest, read\);", take, re.S)
+    assert take.count("Wait(") == 1
+    assert take.index("if (best == nullptr) {") < take.index("AllocHost") and "FreeHost" in take
+    # The reports' enqueueing and the launches, in every op: never a wait.
+    checked = []
+    for path in sorted((ROOT / "plugins/cuda").glob("*.cu")) + [ROOT / "plugins/cuda/ops.cc"]:
+        for name, body in _definitions(path):
+            if name.startswith("Enqueue") or name == "Launch":
+                assert not _WAITS.search(body), f"{path.name}: {name} waits"
+                checked.append(name)
+    # The five ops with data checks, each op's Launch in the table and the table's own two entry points.
+    assert sum(n.endswith("Report") and n != "EnqueueReport" for n in checked) == 5, checked
+    assert checked.count("Launch") == 8 and checked.count("EnqueueReport") == 6, checked
+
+
+def test_report_queue_logic_with_a_fake_device(tmp_path):
+    """tests/cuda_reports_check.cc: the CUDA EP kernel's report queue (plugins/ort/cuda_reports.h)
+    with a fake device: reports read once landed, the earliest error first, slots reused, only the
+    run-ahead bound and the opt-in wait waiting."""
+    cuda_include = next(
+        (
+            Path(h, "include")
+            for h in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda")
+            if h and Path(h, "include", "cuda_runtime_api.h").is_file()
+        ),
+        None,
+    )
+    if cuda_include is None:
+        pytest.skip("needs the CUDA headers (cuda_runtime_api.h)")
+    driver = tmp_path / "cuda_reports_check"
+    compile_ = subprocess.run(
+        [os.environ.get("CXX", "g++"), "-std=c++17", "-Wall", "-Wextra", "-Werror", f"-I{ROOT / 'plugins'}"]
+        + ["-isystem", str(cuda_include), str(ROOT / "tests/cuda_reports_check.cc"), "-o", str(driver)],
+        capture_output=True,
+        text=True,
+    )
+    assert compile_.returncode == 0, compile_.stderr
+    result = subprocess.run([str(driver)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and re.search(r"^0 failed$", result.stdout, re.M), result.stdout + result.stderr
+    assert result.stdout.count("ok ") >= 16, result.stdout

@@ -391,7 +391,7 @@ def test_seq2seq_generator_reads_the_manifest_with_read_manifest(tmp_path):
     with pytest.raises(BucketrtError, match="has no bucketrt.json"):
         Seq2SeqGenerator(tmp_path)
     folder = synthetic_export(tmp_path / "encoder-only", family="switch", max_sequence_length=None, config={})
-    with pytest.raises(ValueError, match="missing encoder_model, decoder_model, decoder_with_past_model"):
+    with pytest.raises(BucketrtError, match="which ORTModelForSeq2SeqLM does not run"):
         Seq2SeqGenerator(folder)
     (folder / "bucketrt.json").write_text(json.dumps({"format": 1}))
     with pytest.raises(BucketrtError, match="this bucketrt reads format 2"):
@@ -440,6 +440,24 @@ def test_graph_signature_names_every_onnx_element_type():
 
 # Imported only where the user brings it (TensorRT engines: docs/tensorrt.md).
 _OPTIONAL_IMPORTS = {"tensorrt"}
+# Files bucketrt triton copies into a Triton model: they run in the server's Python, which has numpy,
+# onnxruntime and Triton's own module, not bucketrt's dependencies (tested below).
+_SERVER_SIDE = ROOT / "src/bucketrt/serving/python_backend"
+_SERVER_SIDE_IMPORTS = {"numpy", "onnxruntime", "triton_python_backend_utils"}
+
+
+def _third_party_imports(path: Path) -> set[str]:
+    """Top-level names of the absolute imports of `path` that are neither stdlib nor bucketrt."""
+    tops = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            names = []
+        tops |= {n.split(".")[0] for n in names}
+    return {t for t in tops if t not in sys.stdlib_module_names and t not in ("bucketrt", "__future__")}
 
 
 def test_every_third_party_import_is_a_declared_dependency():
@@ -451,17 +469,18 @@ def test_every_third_party_import_is_a_declared_dependency():
     missing = {}
     for folder in ("src/bucketrt", "exporter", "cli"):
         for path in (ROOT / folder).rglob("*.py"):
-            for node in ast.walk(ast.parse(path.read_text())):
-                names = (
-                    [a.name for a in node.names]
-                    if isinstance(node, ast.Import)
-                    else ([node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
-                )
-                for name in names:
-                    top = name.split(".")[0]
-                    if top in sys.stdlib_module_names or top in ("bucketrt", "__future__") or top in _OPTIONAL_IMPORTS:
-                        continue
-                    dists = {d.lower().replace("_", "-") for d in distributions.get(top, [top])}
-                    if not dists & declared:
-                        missing.setdefault(top, path.relative_to(ROOT).as_posix())
+            if path.is_relative_to(_SERVER_SIDE):
+                continue
+            for top in _third_party_imports(path) - _OPTIONAL_IMPORTS:
+                dists = {d.lower().replace("_", "-") for d in distributions.get(top, [top])}
+                if not dists & declared:
+                    missing.setdefault(top, path.relative_to(ROOT).as_posix())
     assert not missing, f"imported but not in pyproject.toml's dependencies: {missing}"
+
+
+def test_server_side_model_code_needs_only_numpy_and_onnxruntime():
+    files = sorted(_SERVER_SIDE.rglob("*.py")) + [ROOT / "src/bucketrt/runtime/decoding.py"]  # copied beside it
+    assert len(files) > 1
+    for path in files:
+        extra = _third_party_imports(path) - _SERVER_SIDE_IMPORTS
+        assert not extra, f"{path.relative_to(ROOT)} imports {sorted(extra)}, which a Triton server's Python lacks"

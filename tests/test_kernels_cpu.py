@@ -205,8 +205,18 @@ def test_sign_hash_float16_codes_are_the_widened_inputs_codes(transform):
     np.testing.assert_array_equal(out, out32)
 
 
-def test_deterministic_session_config_is_accepted():
-    # "bucketrt.deterministic" = "1" forces the attribute on for the session's nodes.
+@pytest.mark.parametrize(
+    "entries",
+    [
+        ("bucketrt.deterministic",),
+        ("bucketrt.cuda_sync_checks",),
+        ("bucketrt.deterministic", "bucketrt.cuda_sync_checks"),
+    ],
+)
+def test_session_config_entries_are_accepted(entries):
+    # "bucketrt.deterministic" = "1" forces the attribute on for the session's nodes;
+    # "bucketrt.cuda_sync_checks" = "1" concerns the CUDA kernels only (docs/cuda.md). Every
+    # combination registers and leaves the CPU kernels' results and data errors as they are.
     import onnxruntime as ort
 
     from bucketrt.ops.graph import single_op_model
@@ -214,13 +224,18 @@ def test_deterministic_session_config_is_accepted():
     rng = np.random.default_rng(23)
     inputs = lsh_inputs(rng, 2, 7, 9, 8, 3, 8)
     options = ort.SessionOptions()
-    options.add_session_config_entry("bucketrt.deterministic", "1")
+    for entry in entries:
+        options.add_session_config_entry(entry, "1")
     options.register_custom_ops_library(bucketrt.library_path())
     model = single_op_model(LSH_CUMULATION, {"hashtable_capacity": 8})
     session = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
     (out,) = session.run(None, inputs)
     (plain,) = run_op(LSH_CUMULATION, inputs, {"hashtable_capacity": 8})
     np.testing.assert_array_equal(out, plain)
+    inputs["key_mask"][1, 4] = 1  # a live key: its code is checked
+    inputs["key_hash"][1, 4, 2] = 8
+    with pytest.raises(Exception, match=r"input 'key_hash' has code 8 at \[1, 4, 2\]"):
+        session.run(None, inputs)
 
 
 # -- threads, registration, model building ---------------------------------------------------

@@ -8,6 +8,10 @@ numpy and pytest (the GPU machine may lack onnx/onnxruntime): run from a source 
 
 (the harness is taken from beside $BUCKETRT_LIBRARY; $BUCKETRT_CUDA_HARNESS names another).
 
+Data reports are checked asynchronously as the ORT CUDA EP reads them, and the EP itself
+(onnxruntime-gpu, skipped without it): a data error fails the next run, the opt-in fails the same run,
+CUDA-graph capture replays the eager result.
+
 The grids are the CPU kernel tests' (kernel_cases.py), each in float32 and float16, LSHCumulation in
 both modes. Tolerances are the CPU tests': max abs error <= 1e-5 (float32) or 2e-3 (float16) times
 max(1, max |reference|); SignHash codes equal the reference's exactly, except gaussian codes of
@@ -1003,3 +1007,138 @@ def test_nonfinite_matches_reference(case, dtype):
     assert len(ours) == len(ref)
     for i, (a, b) in enumerate(zip(ours, ref)):
         assert_nonfinite_close(a, b, NONFINITE_RTOL[dtype], name=f"{case_id} ({dtype}) output {i}")
+
+
+# -- data checks without a wait (plugins/cuda/ops.h: EnqueueReport, ReportError) ----------------
+
+
+def _report_after_run(op, tensors, **attrs) -> str:
+    """Runs `op` without waiting, enqueues its data report into pinned memory, then (only then)
+    synchronises and reads it on the host: what the ORT CUDA EP does across two runs."""
+    gpu = [t.cuda() for t in tensors]
+    workspace_bytes, _ = cuda.plan(op, *gpu, **attrs)
+    workspace = torch.empty(max(workspace_bytes, 1), dtype=torch.uint8, device="cuda")
+    cuda.run(op, *gpu, synchronous=False, workspace=workspace, **attrs)
+    report = torch.zeros(max(cuda.report_bytes(op, *gpu, **attrs), 1), dtype=torch.uint8, pin_memory=True)
+    cuda.enqueue_report(op, *gpu, workspace=workspace, report=report, **attrs)
+    torch.cuda.current_stream().synchronize()
+    return cuda.report_error(op, *gpu, report=report, **attrs)
+
+
+def test_asynchronous_data_reports_give_the_synchronous_errors():
+    rng = np.random.default_rng(41)
+    lsh = lsh_inputs(rng, 2, 5, 6, 8, 3, 8, masked=0.0)
+    good = _tensors(lsh, torch.float32)
+    lsh["key_hash"][1, 4, 2] = 8
+    bad = _tensors(lsh, torch.float32)
+    for deterministic in (0, 1):
+        with pytest.raises(cuda.CudaOpError) as info:
+            run_lsh(bad, 8, deterministic)
+        assert _report_after_run("LSHCumulation", bad.values(), hashtable_capacity=8, deterministic=deterministic) == (
+            str(info.value)
+        )
+        assert (
+            _report_after_run("LSHCumulation", good.values(), hashtable_capacity=8, deterministic=deterministic) == ""
+        )
+    ids = _tensors(
+        {
+            "bucket": np.array([[-3, 1], [2, 0]], np.int32),
+            "weight": np.ones((2, 2), np.float32),
+            "vector": np.ones((2, 2, 3), np.float32),
+        },
+        torch.float32,
+    )
+    with pytest.raises(cuda.CudaOpError) as info:
+        run_bucket_sum(ids, 4)
+    assert _report_after_run("BucketSum", ids.values(), num_buckets=4) == str(info.value)
+    attention = chunk_attention_inputs(rng, 2, 2, 16, 4, 2, 4)
+    attention["buckets"][1, 0, 1, 5] = -1
+    assert _report_after_run("SortedChunkAttention", _tensors(attention, torch.float32).values(), chunk_length=4) == (
+        "SortedChunkAttention: input 'buckets' must be >= 0"
+    )
+    sizes = _tensors(_argmax_bad([5, 5]), torch.float32)
+    with pytest.raises(cuda.CudaOpError) as info:
+        cuda.run("ArgmaxHash", *_gpu(sizes), num_hash=2)
+    assert _report_after_run("ArgmaxHash", sizes.values(), num_hash=2) == str(info.value)
+
+
+# -- the ORT CUDA execution provider (onnxruntime-gpu, where installed) ----------------------------
+
+
+def _ort_cuda():
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime has no CUDAExecutionProvider (onnxruntime-gpu not installed)")
+    return ort
+
+
+def _lsh_session(ort, config=None, provider_options=None):
+    import bucketrt
+    from bucketrt.ops.graph import single_op_model
+    from bucketrt.ops.spec import LSH_CUMULATION
+
+    options = ort.SessionOptions()
+    for key, value in (config or {}).items():  # before the library is registered, which reads them
+        options.add_session_config_entry(key, value)
+    options.register_custom_ops_library(bucketrt.library_path())
+    model = single_op_model(LSH_CUMULATION, {"hashtable_capacity": 8, "deterministic": 1})
+    providers = [("CUDAExecutionProvider", provider_options or {}), "CPUExecutionProvider"]
+    session = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=providers)
+    return session
+
+
+def _lsh_feeds(bad=False, seed=42):
+    inputs = lsh_inputs(np.random.default_rng(seed), 2, 5, 6, 8, 3, 8, masked=0.0)
+    if bad:
+        inputs["key_hash"][1, 4, 2] = 8
+    return inputs
+
+
+def test_ort_cuda_data_error_fails_the_next_run_without_a_wait():
+    ort = _ort_cuda()
+    session = _lsh_session(ort)
+    good = _lsh_feeds()
+    (first,) = session.run(None, good)
+    session.run(None, _lsh_feeds(bad=True))  # enqueued, not waited for: no error yet
+    with pytest.raises(Exception, match=r"input 'key_hash' has code 8 at \[1, 4, 2\].*earlier run of this node"):
+        session.run(None, good)
+    (again,) = session.run(None, good)  # reported once; the node runs on
+    np.testing.assert_array_equal(first, again)
+
+
+def test_ort_cuda_sync_checks_fail_the_same_run():
+    ort = _ort_cuda()
+    session = _lsh_session(ort, config={"bucketrt.cuda_sync_checks": "1"})
+    with pytest.raises(Exception, match=r"input 'key_hash' has code 8 at \[1, 4, 2\], outside") as info:
+        session.run(None, _lsh_feeds(bad=True))
+    assert "earlier run" not in str(info.value)
+    session.run(None, _lsh_feeds())
+
+
+def test_ort_cuda_graph_capture_replays_the_eager_result():
+    # enable_cuda_graph: ORT captures a run after its warm-up runs and replays it; the kernel must
+    # neither allocate nor wait while captured (its workspace is kept from the warm-up).
+    ort = _ort_cuda()
+    try:
+        session = _lsh_session(ort, provider_options={"enable_cuda_graph": "1"})
+    except Exception as e:  # an ORT build or device without CUDA-graph support
+        pytest.skip(f"CUDA-graph session refused: {e}")
+    feeds = _lsh_feeds()
+    (eager,) = _lsh_session(ort).run(None, feeds)
+    binding = session.io_binding()
+    inputs = {name: ort.OrtValue.ortvalue_from_numpy(a, "cuda", 0) for name, a in feeds.items()}
+    for name, value in inputs.items():
+        binding.bind_ortvalue_input(name, value)
+    out = ort.OrtValue.ortvalue_from_shape_and_type(list(eager.shape), eager.dtype, "cuda", 0)
+    binding.bind_ortvalue_output("cumulation", out)
+    for _ in range(4):  # warm-up, capture, replays
+        session.run_with_iobinding(binding)
+        np.testing.assert_array_equal(out.numpy(), eager)
+    # New data in the same device buffers: the replay reads it.
+    other = _lsh_feeds(seed=43)
+    for name, value in inputs.items():
+        value.update_inplace(other[name])
+    session.run_with_iobinding(binding)
+    (expected,) = _lsh_session(ort).run(None, other)
+    np.testing.assert_array_equal(out.numpy(), expected)

@@ -32,7 +32,13 @@ from bucketrt.ops.spec import BY_NAME
 ROOT = Path(__file__).resolve().parents[1]
 # The op library's documented API (plugins/README.md): ORT's entry point and the backends query.
 DOCUMENTED_SYMBOLS = {"RegisterCustomOps", "BucketrtBackends"}
-HARNESS_SYMBOLS = {"BucketrtCudaPlan", "BucketrtCudaRun"}
+HARNESS_SYMBOLS = {
+    "BucketrtCudaPlan",
+    "BucketrtCudaRun",
+    "BucketrtCudaReportBytes",
+    "BucketrtCudaEnqueueReport",
+    "BucketrtCudaReportError",
+}
 
 
 def _dynamic_symbols(library: str) -> set[str]:
@@ -245,7 +251,16 @@ def _cases():
         ("BucketSum", bucket_sum_inputs(rng, 5, 80, 16, 8), {"num_buckets": 8}),
         ("Top1Dispatch", {"probs": top1_probs(rng, 3, 90, 8)}, {"expert_capacity": 20}),
         ("ExpertFFN", expert_ffn_inputs(rng, 2, 150, 32, 512, 4, 60), {"activation": "gelu"}),
+        ("ExpertFFNInt8", _int8_experts(expert_ffn_inputs(rng, 2, 150, 32, 512, 4, 60)), {"activation": "gelu"}),
     ]
+
+
+def _int8_experts(inputs):
+    from bucketrt.quantization.expert_ffn import quantize_weights
+
+    wi, wi_scale = quantize_weights(inputs.pop("wi"))
+    wo, wo_scale = quantize_weights(inputs.pop("wo"))
+    return {**inputs, "wi": wi, "wi_scale": wi_scale, "wo": wo, "wo_scale": wo_scale}
 
 
 def test_every_op_has_a_threads_case():

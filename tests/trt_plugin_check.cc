@@ -6,17 +6,25 @@
 //
 // Built by tests/test_trt_plugins.py against real TensorRT headers (only headers: nothing here
 // links libnvinfer) and run as `trt_plugin_check path/to/libbucketrt_trt.so [N]` (N: the number of ops
-// with CUDA kernels, 2 when not given: SignHash and LSHCumulation). The one stand-in is
-// a minimal expression builder for getOutputShapes (TensorRT's own needs its builder), whose
-// expressions are plain constants. Prints one line per check; exits 1 if any fails.
+// with CUDA kernels, 2 when not given: SignHash and LSHCumulation). The stand-ins are expression
+// builders for getOutputShapes (TensorRT's own needs its builder): one of plain constants, and a
+// symbolic one whose dims are expressions over named sizes, as TensorRT passes them at build time,
+// evaluated afterwards for sample sizes. Every creator's plugin also goes through TensorRT's format
+// search (supportsFormatCombination position by position over every type and format). Prints one
+// line per check; exits 1 if any fails.
 #include <NvInferRuntime.h>
 #include <dlfcn.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
+#include <algorithm>
 #include <deque>
+#include <functional>
 #include <initializer_list>
+#include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <vector>
@@ -94,6 +102,269 @@ DynamicPluginTensorDesc Dynamic(DataType type, Dims min, Dims opt, Dims max) {
   return d;
 }
 
+
+// Symbolic dimension expressions, as TensorRT's builder passes them while building: a named size
+// (a network input's dim, unknown until the profile's shapes), a constant, or an operation on two
+// expressions (constants folded, as TensorRT's builder folds them). Eval computes an expression for
+// given sizes; getConstantValue on a non-constant counts as a misuse (TensorRT returns INT64_MIN).
+class SymbolicExpr : public IDimensionExpr {
+ public:
+  SymbolicExpr(std::string symbol, int64_t value, DimensionOperation op, const SymbolicExpr* a, const SymbolicExpr* b,
+               int* misuses)
+      : impl_(this), symbol_(std::move(symbol)), value_(value), op_(op), a_(a), b_(b), misuses_(misuses) {
+    mImpl = &impl_;
+  }
+  bool Constant() const { return symbol_.empty() && a_ == nullptr; }
+  int64_t Eval(const std::map<std::string, int64_t>& sizes) const {
+    if (Constant()) return value_;
+    if (a_ == nullptr) return sizes.at(symbol_);
+    const int64_t x = a_->Eval(sizes), y = b_->Eval(sizes);
+    switch (op_) {
+      case DimensionOperation::kSUM: return x + y;
+      case DimensionOperation::kPROD: return x * y;
+      case DimensionOperation::kMAX: return std::max(x, y);
+      case DimensionOperation::kMIN: return std::min(x, y);
+      case DimensionOperation::kSUB: return x - y;
+      case DimensionOperation::kEQUAL: return x == y;
+      case DimensionOperation::kLESS: return x < y;
+      case DimensionOperation::kFLOOR_DIV: return y == 0 ? 0 : x / y - ((x % y != 0) && ((x < 0) != (y < 0)));
+      case DimensionOperation::kCEIL_DIV: return y == 0 ? 0 : -((-x) / y - (((-x) % y != 0) && ((-x < 0) != (y < 0))));
+    }
+    return 0;
+  }
+
+ private:
+  struct Impl : apiv::VDimensionExpr {
+    explicit Impl(SymbolicExpr* e) : self(e) {}
+    bool isConstant() const override { return self->Constant(); }
+    int64_t getConstantValue() const override {
+      if (self->Constant()) return self->value_;
+      ++*self->misuses_;
+      return std::numeric_limits<int64_t>::min();
+    }
+    bool isSizeTensor() const override { return false; }
+    SymbolicExpr* self;
+  } impl_;
+  std::string symbol_;
+  int64_t value_;
+  DimensionOperation op_;
+  const SymbolicExpr* a_;
+  const SymbolicExpr* b_;
+  int* misuses_;
+};
+
+class SymbolicBuilder : public IExprBuilder {
+ public:
+  SymbolicBuilder() : impl_(this) { mImpl = &impl_; }
+  const SymbolicExpr* Symbol(const std::string& name) {
+    return &exprs_.emplace_back(name, 0, DimensionOperation::kSUM, nullptr, nullptr, &misuses);
+  }
+  const SymbolicExpr* Constant(int64_t value) {
+    return &exprs_.emplace_back("", value, DimensionOperation::kSUM, nullptr, nullptr, &misuses);
+  }
+  const SymbolicExpr* Operation(DimensionOperation op, const SymbolicExpr* a, const SymbolicExpr* b) {
+    const SymbolicExpr* e = &exprs_.emplace_back("", 0, op, a, b, &misuses);
+    return a->Constant() && b->Constant() ? Constant(e->Eval({})) : e;
+  }
+  // The expression objects this builder made (a plugin's output dims must be among them).
+  const SymbolicExpr* Own(const IDimensionExpr* e) const {
+    for (const SymbolicExpr& x : exprs_) {
+      if (&x == e) return &x;
+    }
+    return nullptr;
+  }
+  int misuses = 0;  // getConstantValue calls on non-constants
+
+ private:
+  struct Impl : apiv::VExprBuilder {
+    explicit Impl(SymbolicBuilder* b) : builder(b) {}
+    const IDimensionExpr* constant(int64_t value) override { return builder->Constant(value); }
+    const IDimensionExpr* operation(DimensionOperation op, const IDimensionExpr& a, const IDimensionExpr& b) override {
+      const SymbolicExpr* x = builder->Own(&a);
+      const SymbolicExpr* y = builder->Own(&b);
+      return x && y ? builder->Operation(op, x, y) : nullptr;
+    }
+    const IDimensionExpr* declareSizeTensor(int32_t, const IDimensionExpr&, const IDimensionExpr&) override {
+      return nullptr;
+    }
+    SymbolicBuilder* builder;
+  } impl_;
+  std::deque<SymbolicExpr> exprs_;
+};
+
+// An op's tensors as its spec declares them, written out here (independently of the library):
+// 'I' int32 or 'T' the op's float type (float32 or float16, one for the whole node), then the dims,
+// each a size's name or (outputs only) a number, an attribute's value.
+struct TensorText {
+  char type;
+  std::vector<std::string> dims;
+};
+struct OpText {
+  const char* op;
+  std::vector<TensorText> inputs, outputs;
+};
+
+const std::vector<OpText>& OpTexts() {
+  // The attribute values are those of the parser-built nodes in main(): num_hash=4 (SignHash),
+  // num_hash=2 (ArgmaxHash), num_buckets=16.
+  static const std::vector<OpText> texts = {
+      {"LSHCumulation",
+       {{'I', {"B", "Nq"}}, {'I', {"B", "Nq", "m"}}, {'I', {"B", "Nk"}}, {'I', {"B", "Nk", "m"}},
+        {'T', {"B", "Nk", "D"}}},
+       {{'T', {"B", "Nq", "D"}}}},
+      {"SignHash", {{'I', {"B", "N"}}, {'T', {"B", "N", "D"}}, {'T', {"G", "R", "C"}}}, {{'I', {"B", "N", "4"}}}},
+      {"ArgmaxHash", {{'I', {"B", "N"}}, {'T', {"B", "H", "N", "D"}}, {'T', {"H", "D", "C"}}, {'I', {"F"}}},
+       {{'I', {"B", "H", "2", "N"}}}},
+      {"SortedChunkAttention",
+       {{'T', {"B", "H", "N", "D"}}, {'T', {"B", "H", "N", "D"}}, {'T', {"B", "H", "N", "D"}}, {'I', {"B", "N"}},
+        {'I', {"B", "H", "R", "N"}}},
+       {{'T', {"B", "H", "N", "D"}}}},
+      {"BucketSum", {{'I', {"G", "N"}}, {'T', {"G", "N"}}, {'T', {"G", "N", "D"}}},
+       {{'T', {"G", "16", "D"}}, {'T', {"G", "16"}}}},
+      {"Top1Dispatch", {{'T', {"B", "S", "E"}}},
+       {{'I', {"B", "S"}}, {'T', {"B", "S"}}, {'I', {"B", "S"}}, {'I', {"E"}}, {'I', {"B", "S"}}}},
+      {"ExpertFFN",
+       {{'T', {"B", "S", "D"}}, {'I', {"B", "S"}}, {'I', {"E"}}, {'T', {"B", "S"}}, {'T', {"E", "F", "D"}},
+        {'T', {"E", "D", "F"}}},
+       {{'T', {"B", "S", "D"}}}},
+  };
+  return texts;
+}
+
+const OpText* OpTextOf(const char* op) {
+  for (const OpText& t : OpTexts()) {
+    if (std::strcmp(t.op, op) == 0) return &t;
+  }
+  return nullptr;
+}
+
+bool IsNumber(const std::string& dim) { return !dim.empty() && dim.find_first_not_of("0123456789") == std::string::npos; }
+
+// getOutputShapes with symbolic input dims, each input's each dim an expression of its own over
+// the named sizes (in turn a plain size, a sum of two sizes, a product with a size of 1, as a
+// reshape or concat upstream gives them), the outputs evaluated for several sample sizes.
+void CheckSymbolicShapes(const OpText& text, IPluginV3OneBuild* build) {
+  const std::vector<std::map<std::string, int64_t>> samples = {
+      {{"B", 1}, {"N", 7}, {"Nq", 5}, {"Nk", 9}, {"m", 3}, {"D", 64}, {"G", 1}, {"R", 3}, {"C", 32}, {"H", 2},
+       {"F", 1}, {"S", 11}, {"E", 4}},
+      {{"B", 3}, {"N", 128}, {"Nq", 17}, {"Nk", 1}, {"m", 8}, {"D", 130}, {"G", 3}, {"R", 2}, {"C", 8}, {"H", 4},
+       {"F", 2}, {"S", 1}, {"E", 1}},
+      {{"B", 8}, {"N", 4096}, {"Nq", 4096}, {"Nk", 3000}, {"m", 64}, {"D", 1}, {"G", 2}, {"R", 1}, {"C", 64}, {"H", 1},
+       {"F", 3}, {"S", 512}, {"E", 128}},
+  };
+  for (int style = 0; style < 3; ++style) {
+    SymbolicBuilder builder;
+    std::vector<DimsExprs> in(text.inputs.size());
+    std::vector<std::pair<std::string, int64_t>> extra;  // the halves a sum of two sizes adds
+    for (size_t i = 0; i < text.inputs.size(); ++i) {
+      in[i].nbDims = static_cast<int32_t>(text.inputs[i].dims.size());
+      for (size_t a = 0; a < text.inputs[i].dims.size(); ++a) {
+        const std::string& s = text.inputs[i].dims[a];
+        const SymbolicExpr* e = builder.Symbol(s);
+        if (style == 1) {  // s = (s - 1) + 1 written as sum(s_minus_1, 1): never constant
+          e = builder.Operation(DimensionOperation::kSUM, builder.Symbol(s + "-1"), builder.Constant(1));
+        } else if (style == 2) {  // s * one, one a size of its own
+          e = builder.Operation(DimensionOperation::kPROD, builder.Symbol(s), builder.Symbol("one"));
+        }
+        in[i].d[a] = e;
+      }
+    }
+    std::vector<DimsExprs> out(text.outputs.size());
+    const int32_t status = build->getOutputShapes(in.data(), static_cast<int32_t>(in.size()), nullptr, 0, out.data(),
+                                                  static_cast<int32_t>(out.size()), builder);
+    bool ok = status == 0;
+    std::string why = ok ? "" : "getOutputShapes failed";
+    for (auto sizes : samples) {
+      for (auto& [name, value] : std::map<std::string, int64_t>(sizes)) sizes[name + "-1"] = value - 1;
+      sizes["one"] = 1;
+      for (size_t o = 0; ok && o < text.outputs.size(); ++o) {
+        const TensorText& t = text.outputs[o];
+        ok = out[o].nbDims == static_cast<int32_t>(t.dims.size());
+        if (!ok) why = "output " + std::to_string(o) + " has rank " + std::to_string(out[o].nbDims);
+        for (size_t a = 0; ok && a < t.dims.size(); ++a) {
+          const SymbolicExpr* e = builder.Own(out[o].d[a]);
+          const int64_t want = IsNumber(t.dims[a]) ? std::stoll(t.dims[a]) : sizes.at(t.dims[a]);
+          ok = e != nullptr && e->Eval(sizes) == want && (IsNumber(t.dims[a]) == e->Constant());
+          if (!ok) {
+            why = "output " + std::to_string(o) + " dim " + std::to_string(a) + " (" + t.dims[a] + ") " +
+                  (e == nullptr ? "is no expression of the builder" : "evaluates to " + std::to_string(e->Eval(sizes)) +
+                                                                           ", want " + std::to_string(want));
+          }
+        }
+      }
+    }
+    ok = ok && builder.misuses == 0;
+    if (ok || why.empty()) why = std::to_string(builder.misuses) + " getConstantValue calls on non-constants";
+    static const char* const kStyles[] = {"named sizes", "sums (s-1)+1", "products s*one"};
+    Check(ok, std::string(text.op) + ": output shapes over symbolic input dims (" + kStyles[style] +
+                  ") evaluate to the spec's for 3 sample shapes" + (ok ? "" : ": " + why));
+  }
+}
+
+// TensorRT's format search: for each position in order, every (type, format) candidate is offered
+// with the earlier positions fixed to the choices made so far (the later ones undefined: filled
+// with junk here, which the plugin must not read); every complete assignment the plugin accepts is
+// collected. The accepted set must be exactly the spec's: every 'I' tensor int32, every 'T' tensor
+// float32, or every one float16, all linear.
+void CheckFormatSearch(const OpText& text, IPluginV3OneBuild* build) {
+  const int nb_in = static_cast<int>(text.inputs.size()), nb_out = static_cast<int>(text.outputs.size());
+  const int n = nb_in + nb_out;
+  std::vector<char> kinds;
+  for (const TensorText& t : text.inputs) kinds.push_back(t.type);
+  for (const TensorText& t : text.outputs) kinds.push_back(t.type);
+  const int types = EnumMax<DataType>(), formats = EnumMax<TensorFormat>();
+  std::set<std::vector<int>> accepted;  // (type, format) pairs as ints, position by position
+  uint64_t offers = 0;
+  for (int junk = 0; junk < 2; ++junk) {
+    std::vector<DynamicPluginTensorDesc> io(static_cast<size_t>(n));
+    std::vector<int> chosen;
+    std::set<std::vector<int>> found;
+    std::function<void(int)> search = [&](int pos) {
+      if (pos == n) {
+        found.insert(chosen);
+        return;
+      }
+      for (int ty = 0; ty < types; ++ty) {
+        for (int fo = 0; fo < formats; ++fo) {
+          for (int later = pos + 1; later < n; ++later) {  // undefined for the plugin: junk
+            io[static_cast<size_t>(later)].desc.type = static_cast<DataType>(junk ? types - 1 : 0);
+            io[static_cast<size_t>(later)].desc.format = static_cast<TensorFormat>(junk ? formats - 1 : 1);
+          }
+          io[static_cast<size_t>(pos)].desc.type = static_cast<DataType>(ty);
+          io[static_cast<size_t>(pos)].desc.format = static_cast<TensorFormat>(fo);
+          ++offers;
+          if (!build->supportsFormatCombination(pos, io.data(), nb_in, nb_out)) continue;
+          chosen.push_back(ty);
+          chosen.push_back(fo);
+          search(pos + 1);
+          chosen.resize(chosen.size() - 2);
+          io[static_cast<size_t>(pos)].desc.type = static_cast<DataType>(ty);  // restored for the next candidate
+          io[static_cast<size_t>(pos)].desc.format = static_cast<TensorFormat>(fo);
+        }
+      }
+    };
+    search(0);
+    if (junk == 0) {
+      accepted = found;
+    } else {
+      Check(found == accepted, std::string(text.op) + ": the format search does not depend on later positions");
+    }
+  }
+  std::set<std::vector<int>> want;
+  for (DataType t : {DataType::kFLOAT, DataType::kHALF}) {
+    std::vector<int> combo;
+    for (char kind : kinds) {
+      combo.push_back(static_cast<int>(kind == 'I' ? DataType::kINT32 : t));
+      combo.push_back(static_cast<int>(TensorFormat::kLINEAR));
+    }
+    want.insert(combo);
+  }
+  Check(!accepted.empty() && accepted == want,
+        std::string(text.op) + ": TensorRT's format search over " + std::to_string(types) + " types x " +
+            std::to_string(formats) + " formats (" + std::to_string(offers) + " offers) finds exactly " +
+            std::to_string(want.size()) + " combinations, int32 indices and T float32 or float16 throughout, " +
+            "linear; found " + std::to_string(accepted.size()));
+}
 
 struct Plugin {
   IPluginV3* v3 = nullptr;
@@ -209,6 +480,10 @@ int main(int argc, char** argv) {
       Check(p.build != nullptr && logger.messages.empty() && p.build->getMetadataString() == metadata,
             std::string(node.op) + ": createPlugin on the parser's fields gives " +
                 (p.build != nullptr ? p.build->getMetadataString() : "nothing: " + logger.Last()));
+      if (p.build != nullptr && OpTextOf(node.op) != nullptr) {
+        CheckSymbolicShapes(*OpTextOf(node.op), p.build);
+        CheckFormatSearch(*OpTextOf(node.op), p.build);
+      }
       if (p.runtime == nullptr) continue;
       Plugin again(creator->createPlugin("parsed", p.runtime->getFieldsToSerialize(), TensorRTPhase::kRUNTIME));
       Check(again.build != nullptr && again.build->getMetadataString() == metadata,

@@ -48,6 +48,7 @@ const char* DataTypeName(DataType type) {
 DataType ToTrt(spec::DType dtype) {
   switch (dtype) {
     case spec::DType::kInt32: return DataType::kINT32;
+    case spec::DType::kInt8: return DataType::kINT8;
     case spec::DType::kFloat16: return DataType::kHALF;
     default: return DataType::kFLOAT;
   }

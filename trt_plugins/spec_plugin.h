@@ -22,9 +22,10 @@
 // through the execution context's error recorder (attachToContext) or else TensorRT's logger;
 // nothing throws across TensorRT's interface.
 //
-// Data errors the CUDA op table can check (cuda::CheckData: LSHCumulation's out-of-range codes)
-// are not checked here: that check synchronises the stream, which enqueue must not do (CUDA graph
-// capture, TensorRT's own overlap). The kernels clamp such codes, so nothing reads out of bounds.
+// Data errors the CUDA op table can check (cuda::EnqueueReport / ReportError: LSHCumulation's
+// out-of-range codes) are not checked here: enqueue has no later call of the node to read a report
+// at, and must not wait (CUDA graph capture, TensorRT's own overlap). The kernels clamp such codes,
+// so nothing reads out of bounds.
 #pragma once
 
 #include <NvInferRuntime.h>

@@ -1,5 +1,6 @@
-// One ExpertFFN tile through Eigen. CMake compiles this file once per instruction set (baseline,
-// AVX2+FMA, AVX-512), each time with BUCKETRT_TILE_FN naming the entry point and Eigen renamed to
+// One ExpertFFN tile through Eigen, and the activations alone for ExpertFFNInt8. CMake compiles this
+// file once per instruction set (baseline, AVX2+FMA, AVX-512), each time with BUCKETRT_TILE_FN and
+// BUCKETRT_ACTIVATE_FN naming the entry points and Eigen renamed to
 // a namespace of its own, so that the three copies of Eigen's templates cannot be merged by the
 // linker (an AVX-512 instantiation must never serve a CPU without AVX-512).
 #include <cmath>
@@ -12,6 +13,7 @@
 #include <unsupported/Eigen/SpecialFunctions>  // erf
 
 #include "cpu/expert_ffn.h"
+#include "cpu/expert_ffn_int8.h"
 
 namespace bucketrt::cpu {
 namespace {
@@ -86,6 +88,12 @@ void BUCKETRT_TILE_FN(const float* hidden, int64_t dim, int64_t ff, const float*
   h.noalias() = x * w1.transpose();
   Apply(act, h.array());
   y.noalias() = h * w2.transpose();
+}
+
+// ExpertFFNInt8's activation: the same functions, on its dequantized first layer.
+void BUCKETRT_ACTIVATE_FN(Activation act, float* data, int64_t rows, int64_t cols, int64_t stride) {
+  Eigen::Map<RowMatrix, 0, Eigen::OuterStride<>> h(data, rows, cols, Eigen::OuterStride<>(stride));
+  Apply(act, h.array());
 }
 
 }  // namespace bucketrt::cpu

@@ -2,7 +2,6 @@
 #include "cuda/argmax_hash.h"
 
 #include <algorithm>
-#include <vector>
 
 #include "cuda/device.cuh"
 
@@ -118,7 +117,7 @@ __global__ void __launch_bounds__(kThreads) ArgmaxHashKernel(Args a) {
     const int64_t n0 = (tile % a.row_tiles) * kRows;
     const int64_t b = bh / a.heads, h = bh % a.heads;
     int32_t* out = a.buckets + bh * a.num_hash * a.length;  // [round, n]
-    if (!valid) {  // bad sizes (reported by ArgmaxHashSizesError): bucket 0 everywhere
+    if (!valid) {  // bad sizes (reported by ArgmaxHashReportError): bucket 0 everywhere
       for (int64_t i = tid; i < a.num_hash * kRows; i += kThreads) {
         const int64_t n = n0 + i % kRows;
         if (n < a.length) out[(i / kRows) * a.length + n] = 0;
@@ -217,13 +216,14 @@ cudaError_t ArgmaxHash(const cpu::ArgmaxHashShape& shape, FloatType type, const 
   return cudaGetLastError();
 }
 
-std::string ArgmaxHashSizesError(const cpu::ArgmaxHashShape& shape, const int32_t* bucket_sizes, cudaStream_t stream) {
-  std::vector<int32_t> sizes(static_cast<size_t>(shape.factors));
-  cudaError_t error = cudaMemcpyAsync(sizes.data(), bucket_sizes, sizes.size() * sizeof(int32_t),
-                                      cudaMemcpyDeviceToHost, stream);
-  if (error == cudaSuccess) error = cudaStreamSynchronize(stream);
-  if (error != cudaSuccess) return CudaErrorText("ArgmaxHash", "reading bucket_sizes", error);
-  return cpu::CheckBucketSizes(sizes.data(), shape.factors, shape.num_hash, shape.columns);
+cudaError_t EnqueueArgmaxHashReport(const cpu::ArgmaxHashShape& shape, const int32_t* bucket_sizes, void* report,
+                                    cudaStream_t stream) {
+  const size_t bytes = ArgmaxHashReportBytes(shape);
+  return bytes == 0 ? cudaSuccess : cudaMemcpyAsync(report, bucket_sizes, bytes, cudaMemcpyDeviceToHost, stream);
+}
+
+std::string ArgmaxHashReportError(const cpu::ArgmaxHashShape& shape, const void* report) {
+  return cpu::CheckBucketSizes(static_cast<const int32_t*>(report), shape.factors, shape.num_hash, shape.columns);
 }
 
 }  // namespace bucketrt::cuda

@@ -13,7 +13,7 @@
 //
 // bucket_sizes lives on the device like every input: each block reads and checks it (the checks of
 // cpu::CheckBucketSizes). When they fail the kernel writes bucket 0 everywhere and
-// ArgmaxHashSizesError, which reads the sizes back, reports the CPU kernel's error.
+// ArgmaxHashReportError, over the sizes EnqueueArgmaxHashReport copied out, reports the CPU kernel's error.
 // float16 inputs are widened exactly and hashed in float32.
 #pragma once
 
@@ -36,8 +36,16 @@ cudaError_t ArgmaxHash(const cpu::ArgmaxHashShape& shape, FloatType type, const 
                        const void* projection, const int32_t* bucket_sizes, int32_t* buckets, void* workspace,
                        size_t workspace_bytes, cudaStream_t stream);
 
-// After ArgmaxHash on `stream`: "" when bucket_sizes passes cpu::CheckBucketSizes, else its error.
-// Synchronises `stream` (a small device-to-host copy of the sizes).
-std::string ArgmaxHashSizesError(const cpu::ArgmaxHashShape& shape, const int32_t* bucket_sizes, cudaStream_t stream);
+// The data check's report (cuda/ops.h: Report): bucket_sizes, shape.factors int32.
+inline size_t ArgmaxHashReportBytes(const cpu::ArgmaxHashShape& shape) {
+  return static_cast<size_t>(shape.factors) * sizeof(int32_t);
+}
+
+// Enqueues the copy of bucket_sizes into `report` (pinned host memory). Never waits.
+cudaError_t EnqueueArgmaxHashReport(const cpu::ArgmaxHashShape& shape, const int32_t* bucket_sizes, void* report,
+                                    cudaStream_t stream);
+
+// Host only, once the report has landed: "" when the sizes pass cpu::CheckBucketSizes, else its error.
+std::string ArgmaxHashReportError(const cpu::ArgmaxHashShape& shape, const void* report);
 
 }  // namespace bucketrt::cuda

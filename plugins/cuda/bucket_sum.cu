@@ -1,6 +1,8 @@
 // BucketSum kernels: see bucket_sum.h for the scheme.
 #include "cuda/bucket_sum.h"
 
+#include <cstring>
+
 #include <algorithm>
 #include <climits>
 
@@ -184,12 +186,16 @@ cudaError_t BucketSum(const cpu::BucketSumShape& shape, const BucketSumCudaPlan&
                     static_cast<float*>(sum), static_cast<float*>(weight_sum), stream);
 }
 
-std::string BucketSumIdError(const cpu::BucketSumShape& shape, const void* workspace, cudaStream_t stream) {
+cudaError_t EnqueueBucketSumReport(const cpu::BucketSumShape& shape, const void* workspace, void* report,
+                                   cudaStream_t stream) {
+  if (shape.groups * shape.rows == 0) return cudaSuccess;  // no id, no range: ReportError reads nothing
+  return cudaMemcpyAsync(report, workspace, kBucketSumReportBytes, cudaMemcpyDeviceToHost, stream);
+}
+
+std::string BucketSumReportError(const cpu::BucketSumShape& shape, const void* report) {
   if (shape.groups * shape.rows == 0) return {};
-  uint32_t range[2] = {0, 0};
-  cudaError_t error = cudaMemcpyAsync(range, workspace, sizeof range, cudaMemcpyDeviceToHost, stream);
-  if (error == cudaSuccess) error = cudaStreamSynchronize(stream);
-  if (error != cudaSuccess) return CudaErrorText("BucketSum", "reading the id check", error);
+  uint32_t range[2];
+  std::memcpy(range, report, sizeof range);
   const int32_t lo = static_cast<int32_t>(range[0] ^ 0x80000000u);
   const int32_t hi = static_cast<int32_t>(~range[1] ^ 0x80000000u);
   return cpu::BucketRangeError(shape, lo, hi);

@@ -11,7 +11,7 @@
 //
 // Ids outside [0, num_buckets) are an input error: such rows join no bucket (no out-of-bounds
 // access whatever the ids), and the launch records the ids' minimum and maximum in the workspace,
-// which BucketSumIdError reads back in the CPU kernel's words.
+// which EnqueueBucketSumReport copies out and BucketSumReportError words as the CPU kernel does.
 #pragma once
 
 #include <cstddef>
@@ -44,8 +44,16 @@ cudaError_t BucketSum(const cpu::BucketSumShape& shape, const BucketSumCudaPlan&
                       const int32_t* bucket, const void* weight, const void* vector, void* sum, void* weight_sum,
                       void* workspace, size_t workspace_bytes, cudaStream_t stream);
 
-// After BucketSum on `stream` with the same workspace: "" when every id was in [0, num_buckets),
-// else cpu::BucketRangeError's words. Synchronises `stream` (a small device-to-host copy).
-std::string BucketSumIdError(const cpu::BucketSumShape& shape, const void* workspace, cudaStream_t stream);
+// The id check's report (cuda/ops.h: Report): the ids' range as the launch records it, two uint32.
+inline constexpr size_t kBucketSumReportBytes = 2 * sizeof(uint32_t);
+
+// After BucketSum on `stream` with the same workspace: enqueues the copy of the id range into
+// `report` (pinned host memory; nothing for an empty input). Never waits.
+cudaError_t EnqueueBucketSumReport(const cpu::BucketSumShape& shape, const void* workspace, void* report,
+                                   cudaStream_t stream);
+
+// Host only, once the report has landed: "" when every id was in [0, num_buckets), else
+// cpu::BucketRangeError's words.
+std::string BucketSumReportError(const cpu::BucketSumShape& shape, const void* report);
 
 }  // namespace bucketrt::cuda

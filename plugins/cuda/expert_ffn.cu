@@ -2,7 +2,6 @@
 #include "cuda/expert_ffn.h"
 
 #include <algorithm>
-#include <vector>
 
 #include "cuda/block_scan.cuh"
 #include "cuda/device.cuh"
@@ -281,21 +280,26 @@ cudaError_t ExpertFfn(const cpu::ExpertFfnShape& shape, cpu::Activation act, Flo
                     static_cast<const float*>(wi), static_cast<const float*>(wo), static_cast<float*>(out), stream);
 }
 
-std::string ExpertFfnDispatchError(const cpu::ExpertFfnShape& shape, const int32_t* order, const int32_t* counts,
-                                   cudaStream_t stream) {
-  std::vector<int32_t> host_counts(static_cast<size_t>(shape.num_experts));
-  std::vector<int32_t> host_order(static_cast<size_t>(shape.tokens));
-  cudaError_t error = cudaMemcpyAsync(host_counts.data(), counts, host_counts.size() * sizeof(int32_t),
-                                      cudaMemcpyDeviceToHost, stream);
-  if (error == cudaSuccess) {
-    error = cudaMemcpyAsync(host_order.data(), order, host_order.size() * sizeof(int32_t), cudaMemcpyDeviceToHost,
-                            stream);
+cudaError_t EnqueueExpertFfnReport(const cpu::ExpertFfnShape& shape, const int32_t* order, const int32_t* counts,
+                                   void* report, cudaStream_t stream) {
+  int32_t* host = static_cast<int32_t*>(report);
+  cudaError_t error = cudaSuccess;
+  if (shape.num_experts > 0) {
+    error = cudaMemcpyAsync(host, counts, static_cast<size_t>(shape.num_experts) * sizeof(int32_t),
+                            cudaMemcpyDeviceToHost, stream);
   }
-  if (error == cudaSuccess) error = cudaStreamSynchronize(stream);
-  if (error != cudaSuccess) return CudaErrorText("ExpertFFN", "reading counts and order", error);
+  if (error == cudaSuccess && shape.tokens > 0) {
+    error = cudaMemcpyAsync(host + shape.num_experts, order, static_cast<size_t>(shape.tokens) * sizeof(int32_t),
+                            cudaMemcpyDeviceToHost, stream);
+  }
+  return error;
+}
+
+std::string ExpertFfnReportError(const cpu::ExpertFfnShape& shape, const void* report) {
+  const int32_t* counts = static_cast<const int32_t*>(report);
   int64_t listed = 0;
-  return cpu::CheckExpertDispatch("ExpertFFN", host_order.data(), host_counts.data(), shape.tokens,
-                                  shape.num_experts, &listed);
+  return cpu::CheckExpertDispatch("ExpertFFN", counts + shape.num_experts, counts, shape.tokens, shape.num_experts,
+                                  &listed);
 }
 
 }  // namespace bucketrt::cuda

@@ -19,7 +19,7 @@
 //
 // Bad dispatch data (negative counts, counts summing past B*S, ids outside [0, B*S)) never makes
 // an access out of bounds: counts are clamped as above, a row whose id is out of range reads zeros
-// and writes nothing. ExpertFfnDispatchError reports them afterwards in the CPU kernel's words.
+// and writes nothing. ExpertFfnReportError reports them afterwards in the CPU kernel's words.
 #pragma once
 
 #include <cstddef>
@@ -42,9 +42,17 @@ cudaError_t ExpertFfn(const cpu::ExpertFfnShape& shape, cpu::Activation act, Flo
                       const int32_t* order, const int32_t* counts, const void* gate, const void* wi, const void* wo,
                       void* out, void* workspace, size_t workspace_bytes, cudaStream_t stream);
 
-// After ExpertFfn on `stream` (or any time): "" or the error cpu::CheckExpertDispatch finds in
-// counts and order (copied to the host). Synchronises `stream`.
-std::string ExpertFfnDispatchError(const cpu::ExpertFfnShape& shape, const int32_t* order, const int32_t* counts,
-                                   cudaStream_t stream);
+// The dispatch check's report (cuda/ops.h: Report): counts (E int32) then order (B*S int32), which
+// cpu::CheckExpertDispatch reads on the host (a duplicate id needs the whole list).
+inline size_t ExpertFfnReportBytes(const cpu::ExpertFfnShape& shape) {
+  return static_cast<size_t>(shape.num_experts + shape.tokens) * sizeof(int32_t);
+}
+
+// Enqueues the copies of counts and order into `report` (pinned host memory). Never waits.
+cudaError_t EnqueueExpertFfnReport(const cpu::ExpertFfnShape& shape, const int32_t* order, const int32_t* counts,
+                                   void* report, cudaStream_t stream);
+
+// Host only, once the report has landed: "" or the error cpu::CheckExpertDispatch finds.
+std::string ExpertFfnReportError(const cpu::ExpertFfnShape& shape, const void* report);
 
 }  // namespace bucketrt::cuda

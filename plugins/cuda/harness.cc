@@ -2,7 +2,10 @@
 // tensors): the spec checks and launchers the ORT CUDA EP glue runs, without ONNX Runtime.
 //
 //   BucketrtCudaPlan: checks a call, returns its workspace bytes and its outputs' dtypes and shapes;
-//   BucketrtCudaRun:  checks it again and runs it on the caller's stream.
+//   BucketrtCudaRun:  checks it again and runs it on the caller's stream;
+//   BucketrtCudaReportBytes / BucketrtCudaEnqueueReport / BucketrtCudaReportError: the data checks
+//     without a wait (cuda/ops.h: ReportBytes, EnqueueReport, ReportError), as the ORT CUDA EP
+//     drives them; ReportBytes and ReportError are host only (no device needed).
 //
 // A call is described by the op's name, per input its dtype name ("int32", "float32", "float16",
 // or anything else, which the checks reject), rank and dims (all inputs' dims concatenated), and
@@ -200,5 +203,41 @@ BUCKETRT_EXPORT const char* BucketrtCudaRun(const char* op, int num_inputs, cons
         cuda::CudaErrorText(spec_op.name, "freeing the workspace", cudaFreeAsync(workspace, stream));
     if (error.empty()) error = freed;
   }
+  return cuda::Result(error);
+}
+
+BUCKETRT_EXPORT const char* BucketrtCudaReportBytes(const char* op, int num_inputs, const char* const* dtypes,
+                                                    const int* ranks, const int64_t* dims, const char* attributes,
+                                                    size_t* report_bytes) {
+  using namespace bucketrt;
+  cuda::Call call;
+  *report_bytes = 0;
+  std::string error = cuda::Prepare(op, num_inputs, dtypes, ranks, dims, attributes, &call);
+  if (error.empty()) *report_bytes = cuda::ReportBytes(*call.op, call.attrs, call.env);
+  return cuda::Result(error);
+}
+
+BUCKETRT_EXPORT const char* BucketrtCudaEnqueueReport(const char* op, int num_inputs, const char* const* dtypes,
+                                                      const int* ranks, const int64_t* dims,
+                                                      const void* const* inputs, const char* attributes, int device,
+                                                      void* stream, const void* workspace, void* report) {
+  using namespace bucketrt;
+  cuda::Call call;
+  std::string error = cuda::Prepare(op, num_inputs, dtypes, ranks, dims, attributes, &call);
+  if (error.empty()) error = cuda::CudaErrorText(call.op->name, "selecting the device", cudaSetDevice(device));
+  if (error.empty()) {
+    error = cuda::EnqueueReport(*call.op, call.attrs, call.env, inputs, workspace, report,
+                                static_cast<cudaStream_t>(stream));
+  }
+  return cuda::Result(error);
+}
+
+BUCKETRT_EXPORT const char* BucketrtCudaReportError(const char* op, int num_inputs, const char* const* dtypes,
+                                                    const int* ranks, const int64_t* dims, const char* attributes,
+                                                    const void* report) {
+  using namespace bucketrt;
+  cuda::Call call;
+  std::string error = cuda::Prepare(op, num_inputs, dtypes, ranks, dims, attributes, &call);
+  if (error.empty()) error = cuda::ReportError(*call.op, call.attrs, call.env, report);
   return cuda::Result(error);
 }

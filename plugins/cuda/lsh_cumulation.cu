@@ -509,24 +509,33 @@ cudaError_t LshCumulation(const cpu::LshCumulationShape& s, const LshCumulationC
                     static_cast<float*>(out), stream);
 }
 
-std::string LshCumulationCodeError(const cpu::LshCumulationShape& s, const int32_t* query_hash,
-                                   const int32_t* key_hash, const void* workspace, cudaStream_t stream) {
-  unsigned long long first_bad = kNoBadCode;
-  cudaError_t error = cudaMemcpyAsync(&first_bad, workspace, sizeof first_bad, cudaMemcpyDeviceToHost, stream);
-  if (error == cudaSuccess) error = cudaStreamSynchronize(stream);
-  if (error != cudaSuccess) return CudaErrorText("LSHCumulation", "reading the code check", error);
+namespace {
+__global__ void LshReportKernel(const unsigned long long* first_bad, const int32_t* query_hash,
+                                const int32_t* key_hash, unsigned long long query_codes, LshCumulationReport* report) {
+  const unsigned long long bad = *first_bad;
+  report->first_bad = bad;
+  report->code = bad == kNoBadCode ? 0 : bad < query_codes ? query_hash[bad] : key_hash[bad - query_codes];
+}
+}  // namespace
+
+cudaError_t EnqueueLshCumulationReport(const cpu::LshCumulationShape& s, const int32_t* query_hash,
+                                       const int32_t* key_hash, const void* workspace, LshCumulationReport* report,
+                                       cudaStream_t stream) {
+  // One thread reads the bad code's value too: the host never needs a second, dependent copy.
+  LshReportKernel<<<1, 1, 0, stream>>>(static_cast<const unsigned long long*>(workspace), query_hash, key_hash,
+                                       static_cast<unsigned long long>(s.batch * s.num_query * s.num_hash), report);
+  return cudaGetLastError();
+}
+
+std::string LshCumulationReportError(const cpu::LshCumulationShape& s, const LshCumulationReport& report) {
+  const unsigned long long first_bad = report.first_bad;
   if (first_bad == kNoBadCode) return {};
   const unsigned long long query_codes = static_cast<unsigned long long>(s.batch * s.num_query * s.num_hash);
   const bool is_query = first_bad < query_codes;
   const int64_t flat = static_cast<int64_t>(is_query ? first_bad : first_bad - query_codes);
   const int64_t rows = is_query ? s.num_query : s.num_key;
-  int32_t code = 0;
-  error = cudaMemcpyAsync(&code, (is_query ? query_hash : key_hash) + flat, sizeof code, cudaMemcpyDeviceToHost,
-                          stream);
-  if (error == cudaSuccess) error = cudaStreamSynchronize(stream);
-  if (error != cudaSuccess) return CudaErrorText("LSHCumulation", "reading the code check", error);
   const int64_t row = flat / s.num_hash;
-  return cpu::LshCodeError("LSHCumulation", is_query ? "query_hash" : "key_hash", code, row / rows, row % rows,
+  return cpu::LshCodeError("LSHCumulation", is_query ? "query_hash" : "key_hash", report.code, row / rows, row % rows,
                            flat % s.num_hash, s.capacity);
 }
 

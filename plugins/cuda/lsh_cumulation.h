@@ -18,7 +18,7 @@
 //    same from run to run. Memory grows with the keys, not the capacity.
 // Codes of live rows outside [0, capacity) are an input error: the kernels clamp every code into
 // their tables (no out-of-bounds access whatever the input) and the launch records the first bad
-// code in the workspace, which LshCumulationCodeError reads back in the CPU kernel's words.
+// code in the workspace, which LshCumulationReport copies out and LshCumulationReportError words as the CPU kernel does.
 #pragma once
 
 #include <cstddef>
@@ -67,10 +67,22 @@ cudaError_t LshCumulation(const cpu::LshCumulationShape& shape, const LshCumulat
                           const int32_t* key_hash, const void* value, void* out, void* workspace,
                           size_t workspace_bytes, cudaStream_t stream);
 
-// After LshCumulation on `stream` with the same workspace: "" when every live code was in
-// [0, capacity), else the first bad one as the CPU kernel reports it (query_hash before key_hash,
-// then flat order). Synchronises `stream` (a small device-to-host copy).
-std::string LshCumulationCodeError(const cpu::LshCumulationShape& shape, const int32_t* query_hash,
-                                   const int32_t* key_hash, const void* workspace, cudaStream_t stream);
+// The code check's report (cuda/ops.h: Report): the first bad live code's flat index (query_hash
+// codes first, then key_hash's; ~0 when none) and the code itself.
+struct LshCumulationReport {
+  unsigned long long first_bad;
+  int32_t code;
+  int32_t unused;
+};
+
+// After LshCumulation on `stream` with the same workspace: enqueues (one thread) the copy of the
+// check into `report`, host memory the device can write (pinned). Never waits.
+cudaError_t EnqueueLshCumulationReport(const cpu::LshCumulationShape& shape, const int32_t* query_hash,
+                                       const int32_t* key_hash, const void* workspace, LshCumulationReport* report,
+                                       cudaStream_t stream);
+
+// Host only, once the report has landed: "" when every live code was in [0, capacity), else the
+// first bad one as the CPU kernel reports it (query_hash before key_hash, then flat order).
+std::string LshCumulationReportError(const cpu::LshCumulationShape& shape, const LshCumulationReport& report);
 
 }  // namespace bucketrt::cuda

@@ -85,10 +85,19 @@ std::string Launch(const Attributes& attrs, const Bindings& env, const void* con
                     stream));
 }
 
-std::string CheckData(const Attributes& attrs, const Bindings& env, const void* const* in, const void* workspace,
-                      cudaStream_t stream) {
-  return LshCumulationCodeError(cpu::LshCumulationShapeOf(attrs, env), static_cast<const int32_t*>(in[kQueryHash]),
-                                static_cast<const int32_t*>(in[kKeyHash]), workspace, stream);
+size_t ReportBytes(const Attributes&, const Bindings&) { return sizeof(LshCumulationReport); }
+
+std::string EnqueueReport(const Attributes& attrs, const Bindings& env, const void* const* in, const void* workspace,
+                          void* report, cudaStream_t stream) {
+  return CudaErrorText("LSHCumulation", "enqueueing the code check",
+                       EnqueueLshCumulationReport(cpu::LshCumulationShapeOf(attrs, env),
+                                                  static_cast<const int32_t*>(in[kQueryHash]),
+                                                  static_cast<const int32_t*>(in[kKeyHash]), workspace,
+                                                  static_cast<LshCumulationReport*>(report), stream));
+}
+
+std::string ReportError(const Attributes& attrs, const Bindings& env, const void* report) {
+  return LshCumulationReportError(cpu::LshCumulationShapeOf(attrs, env), *static_cast<const LshCumulationReport*>(report));
 }
 }  // namespace lsh
 
@@ -99,7 +108,7 @@ using namespace spec::ArgmaxHash;  // input and output indices (op_specs.h)
 
 std::string CheckAttributes(const Attributes&) { return {}; }
 
-// bucket_sizes is data (on the device): its checks are CheckData's.
+// bucket_sizes is data (on the device): its checks are the data report's (ReportError).
 std::string Plan(const Attributes& attrs, const Bindings& env, size_t* workspace_bytes) {
   *workspace_bytes = ArgmaxHashWorkspaceBytes(cpu::ArgmaxHashShapeOf(attrs, env));
   return {};
@@ -114,10 +123,19 @@ std::string Launch(const Attributes& attrs, const Bindings& env, const void* con
                                   workspace, workspace_bytes, stream));
 }
 
-std::string CheckData(const Attributes& attrs, const Bindings& env, const void* const* in, const void*,
-                      cudaStream_t stream) {
-  return ArgmaxHashSizesError(cpu::ArgmaxHashShapeOf(attrs, env), static_cast<const int32_t*>(in[kBucketSizes]),
-                              stream);
+size_t ReportBytes(const Attributes& attrs, const Bindings& env) {
+  return ArgmaxHashReportBytes(cpu::ArgmaxHashShapeOf(attrs, env));
+}
+
+std::string EnqueueReport(const Attributes& attrs, const Bindings& env, const void* const* in, const void*,
+                          void* report, cudaStream_t stream) {
+  return CudaErrorText("ArgmaxHash", "enqueueing the bucket_sizes check",
+                       EnqueueArgmaxHashReport(cpu::ArgmaxHashShapeOf(attrs, env),
+                                               static_cast<const int32_t*>(in[kBucketSizes]), report, stream));
+}
+
+std::string ReportError(const Attributes& attrs, const Bindings& env, const void* report) {
+  return ArgmaxHashReportError(cpu::ArgmaxHashShapeOf(attrs, env), report);
 }
 }  // namespace argmax
 
@@ -146,9 +164,16 @@ std::string Launch(const Attributes& attrs, const Bindings& env, const void* con
                                  in[kVector], out[0], out[1], workspace, workspace_bytes, stream));
 }
 
-std::string CheckData(const Attributes& attrs, const Bindings& env, const void* const*, const void* workspace,
-                      cudaStream_t stream) {
-  return BucketSumIdError(cpu::BucketSumShapeOf(attrs, env), workspace, stream);
+size_t ReportBytes(const Attributes&, const Bindings&) { return kBucketSumReportBytes; }
+
+std::string EnqueueReport(const Attributes& attrs, const Bindings& env, const void* const*, const void* workspace,
+                          void* report, cudaStream_t stream) {
+  return CudaErrorText("BucketSum", "enqueueing the id check",
+                       EnqueueBucketSumReport(cpu::BucketSumShapeOf(attrs, env), workspace, report, stream));
+}
+
+std::string ReportError(const Attributes& attrs, const Bindings& env, const void* report) {
+  return BucketSumReportError(cpu::BucketSumShapeOf(attrs, env), report);
 }
 }  // namespace bucket_sum
 
@@ -205,11 +230,23 @@ std::string Launch(const Attributes& attrs, const Bindings& env, const void* con
                                       out[0], workspace, workspace_bytes, stream));
 }
 
-std::string CheckData(const Attributes& attrs, const Bindings& env, const void* const* /*in*/, const void* workspace,
-                      cudaStream_t stream) {
+// The plan (plain attention or not) decides whether there is a bucket check; Plan has checked it.
+cpu::ChunkAttentionPlan PlanOf(const Attributes& attrs, const Bindings& env) {
   cpu::ChunkAttentionPlan plan;
-  std::string error = PlanChunkAttentionCuda(cpu::ChunkAttentionShapeOf(attrs, env), attrs.Int("max_length"), &plan);
-  return error.empty() ? ChunkAttentionBucketError(plan, workspace, stream) : error;
+  PlanChunkAttentionCuda(cpu::ChunkAttentionShapeOf(attrs, env), attrs.Int("max_length"), &plan);
+  return plan;
+}
+
+size_t ReportBytes(const Attributes& attrs, const Bindings& env) { return ChunkAttentionReportBytes(PlanOf(attrs, env)); }
+
+std::string EnqueueReport(const Attributes& attrs, const Bindings& env, const void* const*, const void* workspace,
+                          void* report, cudaStream_t stream) {
+  return CudaErrorText("SortedChunkAttention", "enqueueing the bucket check",
+                       EnqueueChunkAttentionReport(PlanOf(attrs, env), workspace, report, stream));
+}
+
+std::string ReportError(const Attributes& attrs, const Bindings& env, const void* report) {
+  return ChunkAttentionReportError(PlanOf(attrs, env), report);
 }
 }  // namespace chunked
 
@@ -244,10 +281,19 @@ std::string Launch(const Attributes& attrs, const Bindings& env, const void* con
                                  in[kGate], in[kWi], in[kWo], out[0], workspace, workspace_bytes, stream));
 }
 
-std::string CheckData(const Attributes& attrs, const Bindings& env, const void* const* in,
-                      const void* /*workspace*/, cudaStream_t stream) {
-  return ExpertFfnDispatchError(cpu::ExpertFfnShapeOf(attrs, env), static_cast<const int32_t*>(in[kOrder]),
-                                static_cast<const int32_t*>(in[kCounts]), stream);
+size_t ReportBytes(const Attributes& attrs, const Bindings& env) {
+  return ExpertFfnReportBytes(cpu::ExpertFfnShapeOf(attrs, env));
+}
+
+std::string EnqueueReport(const Attributes& attrs, const Bindings& env, const void* const* in, const void*,
+                          void* report, cudaStream_t stream) {
+  return CudaErrorText("ExpertFFN", "enqueueing the dispatch check",
+                       EnqueueExpertFfnReport(cpu::ExpertFfnShapeOf(attrs, env), static_cast<const int32_t*>(in[kOrder]),
+                                              static_cast<const int32_t*>(in[kCounts]), report, stream));
+}
+
+std::string ReportError(const Attributes& attrs, const Bindings& env, const void* report) {
+  return ExpertFfnReportError(cpu::ExpertFfnShapeOf(attrs, env), report);
 }
 }  // namespace ffn
 
@@ -259,22 +305,30 @@ struct Entry {
   std::string (*plan)(const Attributes&, const Bindings&, size_t*);
   std::string (*launch)(const Attributes&, const Bindings&, const void* const*, void* const*, void*, size_t,
                         cudaStream_t);
-  std::string (*check_data)(const Attributes&, const Bindings&, const void* const*, const void*, cudaStream_t);
+  // The data checks (nullptr: none): the report's bytes, its enqueueing, its host-side reading.
+  size_t (*report_bytes)(const Attributes&, const Bindings&);
+  std::string (*enqueue_report)(const Attributes&, const Bindings&, const void* const*, const void*, void*,
+                                cudaStream_t);
+  std::string (*report_error)(const Attributes&, const Bindings&, const void*);
   // nullptr: the plan's workspace never shrinks when a dim grows, so Plan at the largest shapes is the bound.
   std::string (*workspace_bound)(const Attributes&, const Bindings* low, const Bindings& high, size_t*);
 };
 
+#define BUCKETRT_REPORT(ns) ns::ReportBytes, ns::EnqueueReport, ns::ReportError
+#define BUCKETRT_NO_REPORT nullptr, nullptr, nullptr
 constexpr Entry kTable[] = {
-    {&spec::kSignHash, sign::CheckAttributes, sign::Plan, sign::Launch, nullptr, nullptr},
-    {&spec::kLSHCumulation, lsh::CheckAttributes, lsh::Plan, lsh::Launch, lsh::CheckData, lsh::WorkspaceBound},
-    {&spec::kArgmaxHash, argmax::CheckAttributes, argmax::Plan, argmax::Launch, argmax::CheckData, nullptr},
-    {&spec::kBucketSum, bucket_sum::CheckAttributes, bucket_sum::Plan, bucket_sum::Launch, bucket_sum::CheckData,
+    {&spec::kSignHash, sign::CheckAttributes, sign::Plan, sign::Launch, BUCKETRT_NO_REPORT, nullptr},
+    {&spec::kLSHCumulation, lsh::CheckAttributes, lsh::Plan, lsh::Launch, BUCKETRT_REPORT(lsh), lsh::WorkspaceBound},
+    {&spec::kArgmaxHash, argmax::CheckAttributes, argmax::Plan, argmax::Launch, BUCKETRT_REPORT(argmax), nullptr},
+    {&spec::kBucketSum, bucket_sum::CheckAttributes, bucket_sum::Plan, bucket_sum::Launch, BUCKETRT_REPORT(bucket_sum),
      nullptr},
-    {&spec::kTop1Dispatch, top1::CheckAttributes, top1::Plan, top1::Launch, nullptr, nullptr},
-    {&spec::kSortedChunkAttention, chunked::CheckAttributes, chunked::Plan, chunked::Launch, chunked::CheckData,
+    {&spec::kTop1Dispatch, top1::CheckAttributes, top1::Plan, top1::Launch, BUCKETRT_NO_REPORT, nullptr},
+    {&spec::kSortedChunkAttention, chunked::CheckAttributes, chunked::Plan, chunked::Launch, BUCKETRT_REPORT(chunked),
      nullptr},
-    {&spec::kExpertFFN, ffn::CheckAttributes, ffn::Plan, ffn::Launch, ffn::CheckData, nullptr},
+    {&spec::kExpertFFN, ffn::CheckAttributes, ffn::Plan, ffn::Launch, BUCKETRT_REPORT(ffn), nullptr},
 };
+#undef BUCKETRT_REPORT
+#undef BUCKETRT_NO_REPORT
 
 const Entry* Find(const spec::OpSpec& op) {
   for (const Entry& e : kTable) {
@@ -347,11 +401,38 @@ std::string Launch(const spec::OpSpec& op, const Attributes& attrs, const Bindin
   return e ? e->launch(attrs, env, inputs, outputs, workspace, workspace_bytes, stream) : NoKernel(op);
 }
 
-std::string CheckData(const spec::OpSpec& op, const Attributes& attrs, const Bindings& env, const void* const* inputs,
-                      const void* workspace, cudaStream_t stream) {
+size_t ReportBytes(const spec::OpSpec& op, const Attributes& attrs, const Bindings& env) {
+  const Entry* e = Find(op);
+  return e && e->report_bytes ? e->report_bytes(attrs, env) : 0;
+}
+
+std::string EnqueueReport(const spec::OpSpec& op, const Attributes& attrs, const Bindings& env,
+                          const void* const* inputs, const void* workspace, void* report, cudaStream_t stream) {
   const Entry* e = Find(op);
   if (!e) return NoKernel(op);
-  return e->check_data ? e->check_data(attrs, env, inputs, workspace, stream) : std::string();
+  if (!e->enqueue_report || e->report_bytes(attrs, env) == 0) return {};
+  return e->enqueue_report(attrs, env, inputs, workspace, report, stream);
+}
+
+std::string ReportError(const spec::OpSpec& op, const Attributes& attrs, const Bindings& env, const void* report) {
+  const Entry* e = Find(op);
+  if (!e) return NoKernel(op);
+  if (!e->report_error || e->report_bytes(attrs, env) == 0) return {};
+  return e->report_error(attrs, env, report);
+}
+
+std::string CheckData(const spec::OpSpec& op, const Attributes& attrs, const Bindings& env, const void* const* inputs,
+                      const void* workspace, cudaStream_t stream) {
+  const size_t bytes = ReportBytes(op, attrs, env);
+  if (bytes == 0) return Find(op) ? std::string() : NoKernel(op);
+  void* report = nullptr;
+  std::string error = CudaErrorText(op.name, "allocating the data check's host memory",
+                                    cudaHostAlloc(&report, bytes, cudaHostAllocMapped));
+  if (error.empty()) error = EnqueueReport(op, attrs, env, inputs, workspace, report, stream);
+  if (error.empty()) error = CudaErrorText(op.name, "reading the data check", cudaStreamSynchronize(stream));
+  if (error.empty()) error = ReportError(op, attrs, env, report);
+  if (report != nullptr) cudaFreeHost(report);
+  return error;
 }
 
 }  // namespace bucketrt::cuda

@@ -1,6 +1,8 @@
 // SortedChunkAttention kernels: see sorted_chunk_attention.h for the scheme.
 #include "cuda/sorted_chunk_attention.h"
 
+#include <cstring>
+
 #include <algorithm>
 #include <climits>
 
@@ -19,7 +21,7 @@ constexpr float kSelfScore = cpu::kSelfScore;      // -1e5: the query itself, wh
 
 unsigned Grid(int64_t blocks) { return static_cast<unsigned>(std::max<int64_t>(1, std::min(blocks, kMaxGrid))); }
 
-// The workspace, carved in a fixed order (the flag first: ChunkAttentionBucketError reads it there).
+// The workspace, carved in a fixed order (the flag first: EnqueueChunkAttentionReport reads it there).
 struct Workspace {
   int32_t* negative = nullptr;   // set to 1 when a bucket < 0 was seen
   int32_t* positions = nullptr;  // [B * H, R * N]: position of each sorted slot (not plain)
@@ -491,7 +493,7 @@ cudaError_t ChunkAttention(const cpu::ChunkAttentionShape& shape, const cpu::Chu
                            cudaStream_t stream) {
   const Workspace w = Carve(shape, plan, workspace);
   if (workspace == nullptr || workspace_bytes < w.bytes) return cudaErrorInvalidValue;
-  // The flag first: the sort sets it, ChunkAttentionBucketError reads it afterwards.
+  // The flag first: the sort sets it, EnqueueChunkAttentionReport copies it afterwards.
   cudaError_t error = cudaMemsetAsync(w.negative, 0, sizeof(int32_t), stream);
   if (error != cudaSuccess) return error;
   if (shape.batch * shape.heads * shape.length * shape.dim == 0) return cudaSuccess;
@@ -500,13 +502,16 @@ cudaError_t ChunkAttention(const cpu::ChunkAttentionShape& shape, const cpu::Chu
              : Run<float>(shape, plan, w, query, key, value, mask, buckets, out, stream);
 }
 
-std::string ChunkAttentionBucketError(const cpu::ChunkAttentionPlan& plan, const void* workspace,
-                                      cudaStream_t stream) {
-  if (plan.plain) return {};
+cudaError_t EnqueueChunkAttentionReport(const cpu::ChunkAttentionPlan& plan, const void* workspace, void* report,
+                                        cudaStream_t stream) {
+  const size_t bytes = ChunkAttentionReportBytes(plan);
+  return bytes == 0 ? cudaSuccess : cudaMemcpyAsync(report, workspace, bytes, cudaMemcpyDeviceToHost, stream);
+}
+
+std::string ChunkAttentionReportError(const cpu::ChunkAttentionPlan& plan, const void* report) {
+  if (ChunkAttentionReportBytes(plan) == 0) return {};
   int32_t negative = 0;
-  cudaError_t error = cudaMemcpyAsync(&negative, workspace, sizeof negative, cudaMemcpyDeviceToHost, stream);
-  if (error == cudaSuccess) error = cudaStreamSynchronize(stream);
-  if (error != cudaSuccess) return CudaErrorText("SortedChunkAttention", "reading the bucket check", error);
+  std::memcpy(&negative, report, sizeof negative);
   return negative ? cpu::kNegativeBucketsError : std::string();
 }
 

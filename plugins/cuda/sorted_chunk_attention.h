@@ -8,7 +8,7 @@
 //     needs (Reformer's few hundred buckets: 1 or 2). Each warp owns a contiguous range of the
 //     segment: per-warp digit counts, a block scan, then each warp scatters its range in order, 32
 //     entries at a time, ranking equal digits with __match_any_sync. A negative bucket is an input
-//     error: it sorts as 0 and is recorded in the workspace (ChunkAttentionBucketError).
+//     error: it sorts as 0 and is recorded in the workspace (EnqueueChunkAttentionReport).
 //  2. attend: one block per (b, h, chunk of the sorted order, tile of 32 of its queries) streams
 //     the chunk's window (chunks c - before .. c + after, wrapping across rounds; tiles of 64 keys,
 //     D in chunks of 64) twice. Pass one keeps each query's running max and sum of exp(score - max)
@@ -48,9 +48,16 @@ cudaError_t ChunkAttention(const cpu::ChunkAttentionShape& shape, const cpu::Chu
                            const int32_t* buckets, void* out, void* workspace, size_t workspace_bytes,
                            cudaStream_t stream);
 
-// After ChunkAttention on `stream` with the same workspace: "" or the CPU kernel's error for a
-// negative bucket. Synchronises `stream` (a 4-byte copy), except for plain attention, which reads
-// no bucket and returns at once.
-std::string ChunkAttentionBucketError(const cpu::ChunkAttentionPlan& plan, const void* workspace, cudaStream_t stream);
+// The bucket check's report (cuda/ops.h: Report): the launch's negative-bucket flag, one int32;
+// none for plain attention, which reads no bucket.
+inline size_t ChunkAttentionReportBytes(const cpu::ChunkAttentionPlan& plan) { return plan.plain ? 0 : sizeof(int32_t); }
+
+// After ChunkAttention on `stream` with the same workspace: enqueues the copy of the flag into
+// `report` (pinned host memory). Never waits.
+cudaError_t EnqueueChunkAttentionReport(const cpu::ChunkAttentionPlan& plan, const void* workspace, void* report,
+                                        cudaStream_t stream);
+
+// Host only, once the report has landed: "" or the CPU kernel's error for a negative bucket.
+std::string ChunkAttentionReportError(const cpu::ChunkAttentionPlan& plan, const void* report);
 
 }  // namespace bucketrt::cuda

@@ -1,6 +1,7 @@
 #include "ort/kernels.h"
 
 #include "cpu/expert_ffn.h"
+#include "cpu/expert_ffn_int8.h"
 #include "cpu/lsh_cumulation.h"
 #include "cpu/top1_dispatch.h"
 #include "cpu/sign_hash.h"
@@ -27,6 +28,7 @@ namespace lsh = spec::LSHCumulation;
 namespace sign = spec::SignHash;
 namespace top1 = spec::Top1Dispatch;
 namespace ffn = spec::ExpertFFN;
+namespace ffn8 = spec::ExpertFFNInt8;
 namespace argmax = spec::ArgmaxHash;
 namespace bucket_sum = spec::BucketSum;
 namespace chunked = spec::SortedChunkAttention;
@@ -258,6 +260,33 @@ void BucketSumKernel::Compute(CpuRun& run, const OrtInputs& in, const Attributes
     NarrowToHalf(sum_f, static_cast<Ort::Float16_t*>(sum), sums);
     NarrowToHalf(weight_sum_f, static_cast<Ort::Float16_t*>(weight_sum), weight_sums);
   }
+}
+
+ExpertFFNInt8Kernel::ExpertFFNInt8Kernel(const Attributes& attrs) {
+  cpu::Activation act;
+  ThrowIfError(cpu::ParseActivation(attrs.String("activation"), &act));
+}
+
+void ExpertFFNInt8Kernel::Compute(CpuRun& run, const OrtInputs& in, const Attributes& attrs, const Bindings& env) {
+  Ort::KernelContext& ctx = run.ctx;
+  const spec::OpSpec& op = Spec();
+  const cpu::ExpertFfnInt8Shape shape = cpu::ExpertFfnInt8ShapeOf(attrs, env);
+  ThrowIfError(cpu::CheckExpertFfnInt8Shape(shape));
+  cpu::Activation act;
+  ThrowIfError(cpu::ParseActivation(attrs.String("activation"), &act));  // checked at creation: a lookup
+  const int32_t* order = in.Data<int32_t>(ffn8::kOrder);
+  const int32_t* counts = in.Data<int32_t>(ffn8::kCounts);
+  int64_t listed = 0;
+  ThrowIfError(cpu::CheckExpertDispatch(op.name, order, counts, shape.tokens, shape.num_experts, &listed));
+  // Every sum is an exact int32 sum: the split over workers changes no bit, so the session's
+  // workers may set it.
+  const cpu::ExpertFfnInt8Plan plan = cpu::PlanExpertFfnInt8(shape, counts, run.max_workers());
+  size_t outputs = 0;
+  float* out = AllocateOutput<float>(op, ctx, ffn8::kOut, env, &outputs);
+  Scratch scratch(ctx, (plan.scratch_bytes(shape) + sizeof(float) - 1) / sizeof(float), op.name);
+  cpu::ExpertFfnInt8(shape, plan, act, in.Data<float>(ffn8::kHidden), order, counts, in.Data<float>(ffn8::kGate),
+                     in.Data<int8_t>(ffn8::kWi), in.Data<float>(ffn8::kWiScale), in.Data<int8_t>(ffn8::kWo),
+                     in.Data<float>(ffn8::kWoScale), out, scratch.data(), run.parallel());
 }
 
 SortedChunkAttentionKernel::SortedChunkAttentionKernel(const Attributes& /*attrs*/) {}

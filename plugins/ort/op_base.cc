@@ -37,6 +37,7 @@ const char* ElementTypeName(ONNXTensorElementDataType type) {
 ONNXTensorElementDataType ToOrt(spec::DType dtype) {
   switch (dtype) {
     case spec::DType::kInt32: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
+    case spec::DType::kInt8: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8;
     case spec::DType::kFloat32: return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
     case spec::DType::kFloat16: return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
     case spec::DType::kFloat: break;  // unresolved type parameter: a programming error

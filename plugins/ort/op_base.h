@@ -155,6 +155,9 @@ class CpuRun {
 struct RegistrationOptions {
   // "bucketrt.deterministic" = "1": every node with a 'deterministic' attribute runs as if it were 1.
   bool force_deterministic = false;
+  // "bucketrt.cuda_sync_checks" = "1": the CUDA kernels wait for their data checks and fail the
+  // same run (ort/cuda_kernels.h); by default a run's data error fails the node's next run.
+  bool cuda_sync_checks = false;
 };
 
 // One node's kernel as ORT holds it. Every backend's kernel derives from it, so that one CustomOp
@@ -174,7 +177,8 @@ class NodeKernel {
 };
 
 // Makes a node's kernel from its resolved attributes (may throw Ort::Exception: InvalidArgument).
-using KernelFactory = std::unique_ptr<NodeKernel> (*)(const spec::OpSpec& op, Attributes attrs);
+using KernelFactory = std::unique_ptr<NodeKernel> (*)(const spec::OpSpec& op, Attributes attrs,
+                                                     const RegistrationOptions& options);
 
 // A CPU kernel class (kernels.h) as a NodeKernel: checks every input against the spec before the
 // kernel reads any data.
@@ -201,7 +205,7 @@ class CpuNodeKernel final : public NodeKernel {
 };
 
 template <class Kernel>
-std::unique_ptr<NodeKernel> CreateCpuKernel(const spec::OpSpec& op, Attributes attrs) {
+std::unique_ptr<NodeKernel> CreateCpuKernel(const spec::OpSpec& op, Attributes attrs, const RegistrationOptions&) {
   return std::make_unique<CpuNodeKernel<Kernel>>(op, std::move(attrs));
 }
 
@@ -236,7 +240,7 @@ struct SpecCustomOp : Ort::CustomOpBase<SpecCustomOp, NodeKernel, /*WithStatus=*
       Attributes attrs = ReadAttributes(op_, info);
       if (options_.force_deterministic) attrs.SetIntIfDeclared("deterministic", 1);
       // ORT hands the pointer back as NodeKernel* (CustomOpBase's KernelComputeV2 and KernelDestroy).
-      *kernel = static_cast<NodeKernel*>(create_(op_, std::move(attrs)).release());
+      *kernel = static_cast<NodeKernel*>(create_(op_, std::move(attrs), options_).release());
     });
   }
 

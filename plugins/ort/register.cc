@@ -20,6 +20,8 @@ namespace {
 
 // Session config entry: "1" makes every node with a 'deterministic' attribute deterministic.
 constexpr const char* kDeterministicConfigKey = "bucketrt.deterministic";
+// Session config entry: "1" makes the CUDA kernels check their data synchronously (docs/cuda.md).
+constexpr const char* kCudaSyncChecksConfigKey = "bucketrt.cuda_sync_checks";
 // Session config entry the library sets on the SessionOptions it registers on, so that a second
 // registration gets an error naming bucketrt (ORT's own, at session creation, says only "Domain
 // already set in registry").
@@ -43,8 +45,8 @@ constexpr OpKernels kOpTable[] = {BUCKETRT_FOR_EACH_OP(BUCKETRT_OP_KERNELS)};
 #undef BUCKETRT_OP_KERNELS
 
 #ifdef BUCKETRT_WITH_CUDA
-std::unique_ptr<NodeKernel> CreateCuda(const spec::OpSpec& op, Attributes attrs) {
-  return std::make_unique<CudaKernel>(op, std::move(attrs));
+std::unique_ptr<NodeKernel> CreateCuda(const spec::OpSpec& op, Attributes attrs, const RegistrationOptions& options) {
+  return std::make_unique<CudaKernel>(op, std::move(attrs), options.cuda_sync_checks);
 }
 #endif
 
@@ -78,15 +80,18 @@ class Registry {
   std::vector<std::unique_ptr<SpecCustomOp>> ops_;
 };
 
-const Registry& Kernels(bool force_deterministic) {
-  static const Registry plain(RegistrationOptions{false});
-  static const Registry deterministic(RegistrationOptions{true});
-  return force_deterministic ? deterministic : plain;
+// One registry per combination of the session-wide options (the op objects carry them).
+const Registry& Kernels(const RegistrationOptions& options) {
+  static const Registry registries[2][2] = {
+      {Registry(RegistrationOptions{false, false}), Registry(RegistrationOptions{false, true})},
+      {Registry(RegistrationOptions{true, false}), Registry(RegistrationOptions{true, true})}};
+  return registries[options.force_deterministic][options.cuda_sync_checks];
 }
 
-bool ForceDeterministic(const OrtSessionOptions* options) {
+RegistrationOptions OptionsOf(const OrtSessionOptions* options) {
   Ort::ConstSessionOptions session(options);
-  return session.HasConfigEntry(kDeterministicConfigKey) && session.GetConfigEntry(kDeterministicConfigKey) == "1";
+  auto on = [&](const char* key) { return session.HasConfigEntry(key) && session.GetConfigEntry(key) == "1"; };
+  return RegistrationOptions{on(kDeterministicConfigKey), on(kCudaSyncChecksConfigKey)};
 }
 
 }  // namespace
@@ -116,7 +121,7 @@ BUCKETRT_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* opt
           "SessionOptions, or use bucketrt.session_options() / bucketrt.ort_session(), which register it for you");
     }
     Ort::CustomOpDomain domain(bucketrt::spec::kDomain);
-    for (const Registered& k : Kernels(ForceDeterministic(options)).entries()) domain.Add(k.op);
+    for (const Registered& k : Kernels(OptionsOf(options)).entries()) domain.Add(k.op);
     session.Add(domain);
     session.AddConfigEntry(kRegisteredConfigKey, "1");
     std::lock_guard<std::mutex> lock(mutex);
@@ -129,7 +134,7 @@ BUCKETRT_EXPORT const char* BucketrtBackends() {
   static const std::string backends = [] {
     std::vector<std::string> names;
     std::map<std::string, std::string> joined;
-    for (const bucketrt::ort::Registered& entry : bucketrt::ort::Kernels(false).entries()) {
+    for (const bucketrt::ort::Registered& entry : bucketrt::ort::Kernels({}).entries()) {
       const bucketrt::ort::Registered* k = &entry;
       std::string& list = joined[k->name];
       if (list.empty()) names.push_back(k->name);

@@ -75,6 +75,7 @@ def ort_session(
     options=None,
     component: str = "model",
     check_attributes: bool = True,
+    library_registered: bool = False,
 ):
     """An onnxruntime.InferenceSession for `path` (a file, or an export folder and the name of one
     of its components: model.onnx by default) with bucketrt's ops.
@@ -88,6 +89,8 @@ def ort_session(
     an attribute the reference rejects raises ValueError naming the node, op and attribute. The
     check parses the graph once more (about 2 s for a 500 MB model with its weights inline);
     `check_attributes=False` skips it for a model already checked (the kernels' own checks stay).
+    `library_registered=True`: `options` already has the op library (an earlier ort_session
+    registered it), so that one SessionOptions serves several sessions.
     """
     import onnxruntime as ort
 
@@ -102,6 +105,30 @@ def ort_session(
         check_model(path)
     if options is None:
         options = session_options(intra_op_num_threads)
-    else:
+    elif not library_registered:
         options.register_custom_ops_library(library_path())
     return ort.InferenceSession(str(path), sess_options=options, providers=providers or ["CPUExecutionProvider"])
+
+
+# The runtime's transformers-style classes and pipelines, at the top level (bucketrt.runtime);
+# imported on first use so that `import bucketrt` stays light.
+_RUNTIME = (
+    "ORTModel",
+    "ORTModelForFeatureExtraction",
+    "ORTModelForMaskedLM",
+    "ORTModelForSequenceClassification",
+    "ORTModelForTokenClassification",
+    "ORTModelForQuestionAnswering",
+    "ORTModelForMultipleChoice",
+    "ORTModelForCausalLM",
+    "ORTModelForSeq2SeqLM",
+    "pipeline",
+)
+
+
+def __getattr__(name: str):
+    if name in _RUNTIME:
+        from . import runtime
+
+        return getattr(runtime, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -90,3 +90,93 @@ def bench_export(
         if on_row:
             on_row(row)
     return rows
+
+
+def cpu_isa() -> dict:
+    """The CPU's model name and the instruction sets int8 and bf16 speed depends on (from
+    /proc/cpuinfo where there is one): AVX2, AVX-512, VNNI (AVX-512 or AVX), AMX, AVX-512 BF16;
+    and the capability PyTorch dispatches to."""
+    flags: set[str] = set()
+    name = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+                elif key.strip() == "model name" and name is None:
+                    name = value.strip()
+    except OSError:
+        pass
+    try:
+        import torch
+
+        capability = torch.backends.cpu.get_cpu_capability()
+    except (ImportError, AttributeError):
+        capability = None
+    return {
+        "cpu": name,
+        "avx2": "avx2" in flags,
+        "avx512": "avx512f" in flags,
+        "vnni": bool({"avx512_vnni", "avx_vnni"} & flags),
+        "amx": bool({"amx_int8", "amx_tile"} & flags),
+        "avx512_bf16": "avx512_bf16" in flags,
+        "torch_capability": capability,
+    }
+
+
+def describe_isa(isa: dict) -> str:
+    marks = ", ".join(f"{label} {'yes' if isa[key] else 'no'}" for key, label in _ISA_LABELS)
+    return f"{isa['cpu'] or 'unknown CPU'}: {marks}; PyTorch dispatches {isa['torch_capability']}"
+
+
+_ISA_LABELS = (
+    ("avx2", "AVX2"),
+    ("avx512", "AVX-512"),
+    ("vnni", "VNNI"),
+    ("amx", "AMX"),
+    ("avx512_bf16", "AVX512-BF16"),
+)
+
+
+def plot_scaling(series: dict[str, list[tuple[int, float]]], path, title: str = "", size=(8.0, 5.0), dpi: int = 100):
+    """Time against sequence length, log-log, one line per series ("backend precision" -> [(N, ms)]),
+    with linear and quadratic slopes for reference, anchored at the first length's median series;
+    written as a PNG of size[0]*dpi x size[1]*dpi pixels. Returns the path."""
+    import statistics as stats
+
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    points = {label: sorted(p for p in values if p[1] > 0) for label, values in series.items()}
+    points = {label: p for label, p in points.items() if p}
+    if not points:
+        raise ValueError("nothing to plot: no series has a positive time")
+    fig, ax = plt.subplots(figsize=size, dpi=dpi)
+    try:
+        for label, p in points.items():
+            ax.plot([n for n, _ in p], [ms for _, ms in p], marker="o", label=label)
+        lengths = sorted({n for p in points.values() for n, _ in p})
+        first = lengths[0]
+        anchor = (
+            stats.median(ms for p in points.values() for n, ms in p if n == first)
+            if any(p[0][0] == first for p in points.values())
+            else stats.median(p[0][1] for p in points.values())
+        )
+        if len(lengths) > 1:
+            for power, style, name in ((1, ":", "linear (∝ N)"), (2, "--", "quadratic (∝ N²)")):
+                ax.plot(lengths, [anchor * (n / first) ** power for n in lengths], style, color="gray", label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length N")
+        ax.set_ylabel("time per run (ms, median)")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize="small")
+        fig.tight_layout()
+        fig.savefig(path, dpi=dpi)
+    finally:
+        plt.close(fig)
+    return path

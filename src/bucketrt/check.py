@@ -14,6 +14,13 @@ One comparison rule, Polygraphy's element-wise one (SimpleCompareFunc, check_err
 "elemwise"): an element fails when it exceeds both atol and rtol (relative to the reference), or
 is NaN. Polygraphy gives the verdict and the error statistics; `mismatched_elements` counts the
 elements that rule rejects, and a count that disagrees with Polygraphy's verdict is an error.
+
+A quantized export (`bucketrt quantize`) fails that rule by design, so it is judged by criteria
+that fit quantization instead (`quantized_metrics`; defaults in its manifest, from
+bucketrt.quantization.CHECK_CRITERIA): per output, cosine similarity and relative L2 error; per
+logits output, the share of argmax answers that agree; for generation, the share of greedy tokens
+that agree; for models that hash, the share of hash codes quantization flipped. The element-wise
+statistics are still reported.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from .exporter.manifest import max_sequence_length
 # Default tolerances (atol, rtol) and the hash-code rounding margin, by the precision the backend
 # computes in. "reduced": fp16 exports, and TensorRT engines built with TF32 or --fp16 - an fp16
 # or TF32 product carries about 1e-3 relative error (10 mantissa bits), which layers accumulate.
-TOLERANCES = {"fp32": (1e-4, 1e-3, 1e-4), "reduced": (1e-2, 1e-2, 1e-2)}
+TOLERANCES = {"fp32": (1e-4, 1e-3, 1e-4), "reduced": (1e-2, 1e-2, 1e-2), "int8": (1e-2, 1e-2, 1e-2)}
 
 BACKENDS = ("ort", "trt")
 
@@ -63,6 +70,11 @@ class OutputResult:
     mismatched: int | None = None  # elements Polygraphy's element-wise rule rejects
     size: int | None = None
     passed: bool = False
+    # Quantized exports only (None otherwise): cosine similarity and ||backend - ref|| / ||ref|| over
+    # the whole tensor, and for logits outputs the share of argmax answers that agree.
+    cosine: float | None = None
+    rel_l2: float | None = None
+    agreement: float | None = None
 
     @property
     def missing(self) -> bool:
@@ -81,10 +93,37 @@ class HashAudit:
     worst_margin: float
     margin: float
     complete: bool  # every captured tensor matched one hashing call, and the reverse
+    # Quantized exports: the share of codes quantization may flip (`differing` counts the flips,
+    # rounding or not); None: every differing code must be a rounding flip.
+    max_flipped: float | None = None
+
+    @property
+    def flipped_share(self) -> float:
+        return self.differing / self.total if self.total else 0.0
 
     @property
     def passed(self) -> bool:
+        if self.max_flipped is not None:
+            return self.complete and self.flipped_share <= self.max_flipped
         return self.complete and self.unexplained == 0
+
+
+@dataclass
+class GenerationResult:
+    """Greedy tokens of the backend's sessions against the PyTorch reference's (quantized exports)."""
+
+    steps: int
+    tokens: int  # generated tokens compared (batch x steps)
+    agreeing: int  # same token at the same position
+    min_agreement: float
+
+    @property
+    def agreement(self) -> float:
+        return self.agreeing / self.tokens if self.tokens else 1.0
+
+    @property
+    def passed(self) -> bool:
+        return self.agreement >= self.min_agreement
 
 
 @dataclass
@@ -126,6 +165,8 @@ class CheckReport:
     precision_reason: str | None
     component_names: list[str] = field(default_factory=list)  # every component of the export, in order
     components: list[ComponentReport] = field(default_factory=list)  # those checked so far
+    criteria: dict | None = None  # a quantized export: the criteria applied (else atol/rtol decide)
+    generation: GenerationResult | None = None  # a quantized generation export's greedy tokens
 
     @property
     def clamped(self) -> bool:
@@ -134,7 +175,8 @@ class CheckReport:
     @property
     def passed(self) -> bool:
         checked = [c.name for c in self.components] == self.component_names
-        return checked and all(c.passed for c in self.components)
+        generated = self.generation is None or self.generation.passed
+        return checked and generated and all(c.passed for c in self.components)
 
     @property
     def max_abs_error(self) -> float:
@@ -144,10 +186,13 @@ class CheckReport:
         """Plain data (the properties included), for JSON and for tests."""
         data = asdict(self)
         data.update(passed=self.passed, clamped=self.clamped, max_abs_error=self.max_abs_error)
+        if self.generation is not None:
+            data["generation"].update(agreement=self.generation.agreement, passed=self.generation.passed)
         for component, entry in zip(self.components, data["components"]):
             entry.update(passed=component.passed, max_abs_error=component.max_abs_error)
             if component.hash_codes is not None:
                 entry["hash_codes"]["passed"] = component.hash_codes.passed
+                entry["hash_codes"]["flipped_share"] = component.hash_codes.flipped_share
             for output, out_entry in zip(component.outputs, entry["outputs"]):
                 out_entry["missing"] = output.missing
         return data
@@ -243,6 +288,92 @@ def compare(
     return rows
 
 
+def quantized_metrics(row: OutputResult, actual, expected, criteria: dict, mask=None) -> None:
+    """Fills `row`'s cosine, rel_l2 and (for outputs named *logits) agreement, and its verdict by
+    `criteria` (min_cosine, max_rel_l2, min_agreement). The answers are the argmax over the last
+    axis: a class, each token's label or top-1 word, a QA start or end position. `mask` [B, N]
+    (the attention mask) leaves padded positions out of per-token answers. NaN fails."""
+    import numpy as np
+
+    a, e = np.asarray(actual), np.asarray(expected)
+    if a.dtype.kind != "f" or e.dtype.kind != "f":  # integer outputs are answers themselves
+        row.agreement = float(np.mean(a == e)) if a.size else 1.0
+        row.passed = row.agreement >= criteria["min_agreement"]
+        return
+    a64, e64 = a.astype(np.float64).ravel(), e.astype(np.float64).ravel()
+    na, ne, nd = np.linalg.norm(a64), np.linalg.norm(e64), np.linalg.norm(a64 - e64)
+    row.cosine = float(a64 @ e64 / (na * ne)) if na > 0 and ne > 0 else (1.0 if na == ne else 0.0)
+    row.rel_l2 = float(nd / ne) if ne > 0 else (0.0 if nd == 0 else math.inf)
+    passed = row.cosine >= criteria["min_cosine"] and row.rel_l2 <= criteria["max_rel_l2"]
+    if row.name.endswith("logits") and a.ndim >= 2 and a.shape[-1] > 1:
+        same = a.argmax(-1) == e.argmax(-1)
+        if mask is not None and a.ndim == 3 and tuple(np.shape(mask)) == a.shape[:2]:
+            same = same[np.asarray(mask) != 0]
+        row.agreement = float(np.mean(same)) if same.size else 1.0
+        passed = passed and row.agreement >= criteria["min_agreement"]
+    row.passed = bool(passed)
+
+
+class ReferenceSession:
+    """A component of the PyTorch reference behind the session interface runtime.decoding drives
+    (run, get_inputs, get_outputs), so that the reference generates with the same greedy loop."""
+
+    def __init__(self, reference, entry: dict):
+        from types import SimpleNamespace
+
+        self.reference, self.entry = reference, entry
+        self._inputs = [SimpleNamespace(name=spec["name"]) for spec in entry["inputs"]]
+        self._outputs = [SimpleNamespace(name=spec["name"]) for spec in entry["outputs"]]
+
+    def get_inputs(self):
+        return self._inputs
+
+    def get_outputs(self):
+        return self._outputs
+
+    def run(self, names, feeds):
+        outputs = self.reference.run(feeds, self.entry["name"])
+        return [outputs[name] for name in (names or [o.name for o in self._outputs])]
+
+
+def compare_generation(manifest: dict, export_dir, reference, feeds: dict, steps: int, min_agreement: float):
+    """Greedy tokens of the export in ONNX Runtime and of the reference, from the prompt `feeds`
+    (the first component's inputs), through runtime.decoding's one loop; None for other tasks."""
+    import numpy as np
+
+    from . import ort_session
+    from .runtime import decoding
+
+    config = manifest.get("config", {})
+    entries = {e["name"]: e for e in manifest["components"]}
+    eos = config.get("eos_token_id")
+    pad = config.get("pad_token_id")
+    if manifest["task"] == "text2text-generation" and len(entries) == 3:
+        start = config.get("decoder_start_token_id")
+        start = config.get("pad_token_id", 0) if start is None else start
+        names = [e["name"] for e in manifest["components"]]
+        kwargs = dict(decoder_start_token_id=start, eos_token_id=eos, pad_token_id=pad or 0, max_new_tokens=steps)
+        ids, mask = feeds["input_ids"], feeds.get("attention_mask")
+        ours = decoding.greedy_seq2seq(*(ort_session(export_dir, component=n) for n in names), ids, mask, **kwargs)
+        theirs = decoding.greedy_seq2seq(*(ReferenceSession(reference, entries[n]) for n in names), ids, mask, **kwargs)
+        prompt = 1
+    elif manifest["task"] == "text-generation" and len(entries) == 1:
+        (entry,) = entries.values()
+        kwargs = dict(eos_token_id=eos, pad_token_id=pad, max_new_tokens=steps)
+        ids = feeds["input_ids"]
+        ours = decoding.greedy_causal(ort_session(export_dir), ids, **kwargs)
+        theirs = decoding.greedy_causal(ReferenceSession(reference, entry), ids, **kwargs)
+        prompt = ids.shape[1]
+    else:
+        return None
+    # Rows may stop at different steps (end of sequence): the shorter run's tokens are compared,
+    # and a token the other run did not produce counts as disagreeing.
+    width = max(ours.shape[1], theirs.shape[1])
+    pad_to = lambda t: np.pad(t, ((0, 0), (0, width - t.shape[1])), constant_values=-1)  # noqa: E731
+    ours, theirs = pad_to(ours)[:, prompt:], pad_to(theirs)[:, prompt:]
+    return GenerationResult(steps, int(ours.size), int(np.count_nonzero(ours == theirs)), min_agreement)
+
+
 # --------------------------------------------------------------------------------------------
 # backends
 # --------------------------------------------------------------------------------------------
@@ -306,6 +437,8 @@ class OrtBackend:
 
     def precision(self) -> tuple[str, str | None]:
         """(the TOLERANCES key, why it is reduced)."""
+        if "quantization" in self.manifest:
+            return "int8", f"the export is quantized ({self.manifest['quantization']['weight_type']} weights)"
         return ("reduced", "the export is fp16") if self.manifest.get("dtype") == "fp16" else ("fp32", None)
 
     def prepare(self, entry: dict, feeds: dict):
@@ -493,11 +626,15 @@ def check(
     verbose: bool = False,
     console=None,
     on_component: Callable[[CheckReport, ComponentReport], None] | None = None,
+    criteria: dict | None = None,
 ) -> CheckReport:
     """Runs every ONNX file of `export_dir` in `backend` ("ort" or "trt") and its PyTorch reference
     on the same random inputs, and compares every output; returns the report (`report.passed`).
 
-    `atol`/`rtol` default by precision (TOLERANCES). `sequence_length` is clamped to the export's
+    `atol`/`rtol` default by precision (TOLERANCES). A quantized export is judged by the criteria
+    its manifest records (bucketrt.quantization.CHECK_CRITERIA), each overridden by `criteria`
+    (min_cosine, max_rel_l2, min_agreement, generate_tokens, max_code_flips); atol/rtol then only
+    count mismatched elements. `sequence_length` is clamped to the export's
     longest sequence. `plugins` and `rebuild` are for "trt": the plugin library (default: the one
     built with bucketrt), and check engines built from the ONNX files even where `bucketrt build`
     recorded engines. `console` (a rich Console) gets progress lines; `on_component` each
@@ -520,6 +657,24 @@ def check(
         if value < 1:
             raise BucketrtError(f"the {name} must be at least 1, got {value}")
     manifest = read_manifest(export_dir)
+    quantized = manifest.get("quantization")
+    if criteria and not quantized:
+        raise BucketrtError(
+            f"{', '.join(sorted(criteria))} apply to quantized exports; '{export_dir}' is not one",
+            "compare fp32 and fp16 exports with --atol/--rtol",
+        )
+    if quantized:
+        from .quantization import CHECK_CRITERIA
+
+        unknown = sorted(set(criteria or {}) - set(CHECK_CRITERIA))
+        if unknown:
+            raise BucketrtError(f"unknown criteria {', '.join(unknown)}", f"choose from {', '.join(CHECK_CRITERIA)}")
+        criteria = {**CHECK_CRITERIA, **quantized.get("check", {}), **(criteria or {})}
+        if backend == "trt":
+            raise BucketrtError(
+                "TensorRT does not run ONNX Runtime's dynamic quantization (MatMulInteger, DynamicQuantizeLinear)",
+                "check a quantized export with --backend ort",
+            )
     limit = max_sequence_length(manifest)
     length = min(sequence_length, limit) if limit else sequence_length
     if length != sequence_length:
@@ -553,7 +708,15 @@ def check(
         precision=precision,
         precision_reason=reason,
         component_names=[e["name"] for e in manifest["components"]],
+        criteria=criteria,
     )
+    if criteria:
+        _say(
+            console,
+            "[dim]quantized export: each output needs cosine >= {min_cosine:g} and relative L2 error <= "
+            "{max_rel_l2:g}, logits argmax agreement >= {min_agreement:g}; at most {max_code_flips:g} of the "
+            "hash codes flipped[/]".format(**criteria),
+        )
 
     with console.status("Rebuilding the PyTorch reference…") if console is not None else nullcontext():
         reference = load_reference(export_dir)
@@ -589,6 +752,11 @@ def check(
                     report.rtol,
                     runner.runner_name,
                 )
+                if criteria:
+                    for row in outputs:
+                        if not row.missing and row.shape == row.reference_shape:
+                            mask = feeds.get("attention_mask")
+                            quantized_metrics(row, run.outputs[row.name], expected[row.name], criteria, mask)
         audit = None
         if sync is not None:
             audit = HashAudit(
@@ -600,6 +768,7 @@ def check(
                 worst_margin=sync.worst_margin,
                 margin=sync.margin,
                 complete=sync.complete,
+                max_flipped=criteria["max_code_flips"] if criteria else None,
             )
         component = ComponentReport(
             name=entry["name"],
@@ -614,6 +783,17 @@ def check(
         report.components.append(component)
         if on_component is not None:
             on_component(report, component)
+    if criteria and criteria["generate_tokens"] > 0 and manifest["task"] in ("text-generation", "text2text-generation"):
+        first = manifest["components"][0]["name"]
+        prompt = make_inputs(manifest, batch_size, length, num_choices, seed, padding=False, component=first)
+        steps = int(criteria["generate_tokens"])
+        if limit and manifest["task"] == "text-generation":  # the prompt and its continuation must fit
+            prompt = {k: v[:, : max(1, min(length, limit - steps))] for k, v in prompt.items()}
+        _say(console, f"Generating {steps} greedy tokens with {runner.label} and with PyTorch")
+        with console.status("Generating…") if console is not None else nullcontext():
+            report.generation = compare_generation(
+                manifest, export_dir, reference, prompt, steps, criteria["min_agreement"]
+            )
     return report
 
 
@@ -622,6 +802,7 @@ __all__ = [
     "BackendRunError",
     "CheckReport",
     "ComponentReport",
+    "GenerationResult",
     "HashAudit",
     "OutputResult",
     "TOLERANCES",
@@ -629,5 +810,6 @@ __all__ = [
     "compare",
     "max_sequence_length",
     "mismatched_elements",
+    "quantized_metrics",
     "typed_feeds",
 ]

@@ -8,7 +8,7 @@ namespace bucketrt::spec {
 // kFloat is an op's float type parameter T (spec.py's dtype "float"): a TensorSpec of dtype kFloat
 // takes the element type of the node's first kFloat input, which must be one of the op's
 // float_types (kFloat32, kFloat16); every other kFloat tensor of the node must match it.
-enum class DType { kInt32, kFloat32, kFloat16, kFloat };
+enum class DType { kInt32, kInt8, kFloat32, kFloat16, kFloat };
 enum class AttrType { kInt, kString };
 
 // AttrSpec::minimum / maximum when the attribute has none (an int attribute with allowed values,
@@ -54,6 +54,7 @@ struct OpSpec {
 constexpr const char* DTypeName(DType dtype) {
   switch (dtype) {
     case DType::kInt32: return "int32";
+    case DType::kInt8: return "int8";
     case DType::kFloat32: return "float32";
     case DType::kFloat16: return "float16";
     case DType::kFloat: return "T";

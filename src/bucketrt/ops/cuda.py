@@ -1,9 +1,9 @@
 """bucketrt's CUDA kernels on torch CUDA tensors, through the op library's C ABI (tests, benchmarks).
 
-The test-only harness library's `BucketrtCudaPlan` / `BucketrtCudaRun` (plugins/cuda/harness.cc,
-libbucketrt_cuda_harness.so, installed beside the op library) run the same spec checks and
-launchers as the op library's ONNX Runtime CUDA EP registration, so this reaches the kernels
-without onnxruntime-gpu:
+The test-only harness library's `BucketrtCudaPlan` / `BucketrtCudaRun` and its data-report entry
+points (plugins/cuda/harness.cc, libbucketrt_cuda_harness.so, installed beside the op library) run
+the same spec checks and launchers as the op library's ONNX Runtime CUDA EP registration, so this
+reaches the kernels without onnxruntime-gpu:
 
     >>> from bucketrt.ops import cuda
     >>> (codes,) = cuda.run("SignHash", mask, vector, projection, num_hash=4, hash_code_len=8)
@@ -24,7 +24,17 @@ import torch
 
 import bucketrt
 
-__all__ = ["CudaOpError", "available", "harness_path", "plan", "run", "unavailable_reason"]
+__all__ = [
+    "CudaOpError",
+    "available",
+    "enqueue_report",
+    "harness_path",
+    "plan",
+    "report_bytes",
+    "report_error",
+    "run",
+    "unavailable_reason",
+]
 
 HARNESS_ENV = "BUCKETRT_CUDA_HARNESS"
 _HARNESS_NAME = "libbucketrt_cuda_harness.so"
@@ -85,6 +95,21 @@ def _library(path: str):
         ctypes.c_size_t,
         ctypes.c_int,
     ]
+    shapes = [ctypes.c_char_p, ctypes.c_int, c_str_p, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int64)]
+    lib.BucketrtCudaReportBytes.restype = ctypes.c_char_p
+    lib.BucketrtCudaReportBytes.argtypes = [*shapes, ctypes.c_char_p, ctypes.POINTER(ctypes.c_size_t)]
+    lib.BucketrtCudaEnqueueReport.restype = ctypes.c_char_p
+    lib.BucketrtCudaEnqueueReport.argtypes = [
+        *shapes,
+        ctypes.POINTER(ctypes.c_void_p),
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+    ]
+    lib.BucketrtCudaReportError.restype = ctypes.c_char_p
+    lib.BucketrtCudaReportError.argtypes = [*shapes, ctypes.c_char_p, ctypes.c_void_p]
     return lib
 
 
@@ -129,7 +154,7 @@ def _attributes(attrs: dict) -> bytes:
 class _Call:
     """The ctypes view of one call: inputs' dtypes, ranks, dims, pointers."""
 
-    def __init__(self, op: str, inputs: tuple[torch.Tensor, ...], attrs: dict):
+    def __init__(self, op: str, inputs: tuple[torch.Tensor, ...], attrs: dict, host_only: bool = False):
         self.op = op.encode()
         self.inputs = [t.contiguous() for t in inputs]  # kept alive for the call
         n = len(self.inputs)
@@ -142,6 +167,8 @@ class _Call:
         self.dims = (ctypes.c_int64 * max(len(dims), 1))(*dims)
         self.pointers = (ctypes.c_void_p * max(n, 1))(*[t.data_ptr() for t in self.inputs])
         self.attrs = _attributes(attrs)
+        if host_only:  # only dtypes and shapes are read (the data reports' host side)
+            return
         devices = {t.device for t in self.inputs if t.is_cuda}
         self.device = next(iter(devices)) if devices else torch.device("cuda", torch.cuda.current_device())
         if len(devices) > 1 or any(not t.is_cuda for t in self.inputs):
@@ -198,8 +225,9 @@ def run(
     """Runs `op` on CUDA tensors (spec order) with the given attributes on the current stream.
 
     synchronous=True (tests) waits for the kernels and reports errors only the data shows (e.g.
-    LSHCumulation codes out of range), as the ORT glue does; False (benchmarks) returns once the
-    kernels are enqueued. `workspace`, when given, is a uint8 CUDA tensor of at least plan()'s bytes
+    LSHCumulation codes out of range) in this call, as the ORT glue does with
+    bucketrt.cuda_sync_checks=1; False (benchmarks) returns once the kernels are enqueued
+    (enqueue_report / report_error then read the data checks as the ORT glue does by default). `workspace`, when given, is a uint8 CUDA tensor of at least plan()'s bytes
     (otherwise one is taken from torch's allocator); an empty one leaves the allocation to the
     library (stream-ordered cudaMallocAsync, as a C caller would get it).
     """
@@ -230,3 +258,65 @@ def run(
     if error:
         raise CudaOpError(error.decode())
     return tuple(outputs)
+
+
+# The data checks without a wait, as the ORT CUDA EP drives them (plugins/cuda/ops.h): after a run
+# with synchronous=False, enqueue_report copies what the checks need into pinned host memory; once
+# the stream has passed it, report_error words the error on the host.
+
+
+def _host_library():
+    """The harness for its host-only entry points: needs the library, not a device."""
+    lib = _library(harness_path())
+    if lib is None:
+        raise CudaOpError(f"no CUDA harness library at {harness_path()}: bucketrt was built without CUDA")
+    return lib
+
+
+def report_bytes(op: str, *inputs: torch.Tensor, **attrs) -> int:
+    """Bytes of `op`'s data report for these inputs' dtypes and shapes (0: no data checks). Host only."""
+    call = _Call(op, inputs, attrs, host_only=True)
+    size = ctypes.c_size_t(0)
+    error = _host_library().BucketrtCudaReportBytes(
+        call.op, call.n, call.dtypes, call.ranks, call.dims, call.attrs, ctypes.byref(size)
+    )
+    if error:
+        raise CudaOpError(error.decode())
+    return size.value
+
+
+def enqueue_report(op: str, *inputs: torch.Tensor, workspace: torch.Tensor | None, report: torch.Tensor, **attrs):
+    """Enqueues on the current stream the copy of `op`'s data checks after a run with this
+    `workspace` into `report`, a pinned uint8 CPU tensor of report_bytes(); never waits."""
+    if report.numel() and not report.is_pinned():
+        raise CudaOpError(f"{op}: the report must be pinned host memory (torch.empty(..., pin_memory=True))")
+    lib = _lib()
+    call = _Call(op, inputs, attrs)
+    stream = torch.cuda.current_stream(call.device).cuda_stream
+    error = lib.BucketrtCudaEnqueueReport(
+        call.op,
+        call.n,
+        call.dtypes,
+        call.ranks,
+        call.dims,
+        call.pointers,
+        call.attrs,
+        call.device.index,
+        ctypes.c_void_p(stream),
+        ctypes.c_void_p(workspace.data_ptr() if workspace is not None and workspace.numel() else 0),
+        ctypes.c_void_p(report.data_ptr()),
+    )
+    if error:
+        raise CudaOpError(error.decode())
+
+
+def report_error(op: str, *inputs: torch.Tensor, report: bytes | torch.Tensor, **attrs) -> str:
+    """The data error a landed report shows ("" if none), in the CPU kernel's words. Host only:
+    `inputs` give dtypes and shapes (any device), `report` the report's bytes."""
+    call = _Call(op, inputs, attrs, host_only=True)
+    data = bytes(report.cpu().numpy().tobytes()) if isinstance(report, torch.Tensor) else bytes(report)
+    buffer = ctypes.create_string_buffer(data, max(len(data), 1))
+    error = _host_library().BucketrtCudaReportError(
+        call.op, call.n, call.dtypes, call.ranks, call.dims, call.attrs, ctypes.cast(buffer, ctypes.c_void_p)
+    )
+    return error.decode()

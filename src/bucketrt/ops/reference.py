@@ -16,7 +16,9 @@ from .spec import (
     ARGMAX_HASH,
     BUCKET_SUM,
     EXPERT_FFN,
+    EXPERT_FFN_INT8,
     LSH_CUMULATION,
+    MAX_INT8_SUM_LENGTH,
     SIGN_HASH,
     SORTED_CHUNK_ATTENTION,
     TOP1_DISPATCH,
@@ -25,7 +27,7 @@ from .spec import (
 )
 from .spec import EXPERT_ACTIVATIONS as SPEC_EXPERT_ACTIVATIONS
 
-_DTYPES = {torch.int32: "int32", torch.float32: "float32", torch.float16: "float16"}
+_DTYPES = {torch.int32: "int32", torch.int8: "int8", torch.float32: "float32", torch.float16: "float16"}
 
 
 def _check(spec: OpSpec, tensors: tuple[torch.Tensor, ...], attrs: dict) -> tuple[dict, dict]:
@@ -243,6 +245,61 @@ def expert_ffn(hidden, order, counts, gate, wi, wo, **attrs) -> torch.Tensor:
     return out.view_as(hidden)
 
 
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ExpertFFNInt8's activation quantization of each row of x [R, K] (float32): (q, zp, s), with q
+    [R, K] and zp [R] the uint8 codes as int64, and s [R] the float32 scales (NaN for a row with a
+    NaN or Inf, whose codes are 0). Every step is one float32 operation, as the kernels do it."""
+    finite = torch.isfinite(x).all(dim=1)
+    x = torch.where(finite[:, None], x, 0.0)
+    lo = torch.clamp(x.amin(dim=1), max=0.0)
+    hi = torch.clamp(x.amax(dim=1), min=0.0)
+    s = hi / 255 - lo / 255
+    s = torch.where(s == 0, 1.0, s)
+    zp = torch.clamp(torch.round(-lo / s), 0, 255)
+    q = torch.clamp(torch.round(x / s[:, None]) + zp[:, None], 0, 255)
+    s = torch.where(finite, s, float("nan"))
+    return q.long(), torch.where(finite, zp, 0.0).long(), s
+
+
+def quantized_linear(x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor) -> torch.Tensor:
+    """One ExpertFFNInt8 layer: rows x [R, K] float32 through int8 weights w [N, K] with per-row
+    scales w_scale [N]: float32(sum_k (q - zp) w) * (s * w_scale)."""
+    q, zp, s = quantize_rows(x)
+    q = torch.where(torch.isnan(s)[:, None], 0, q)
+    # float64 sums of integers below 2^53 are exact: the int32 sums the kernels take.
+    acc = (q - zp[:, None]).double() @ w.double().T
+    return acc.float() * (s[:, None] * w_scale[None, :])
+
+
+def expert_ffn_int8(hidden, order, counts, gate, wi, wi_scale, wo, wo_scale, **attrs) -> torch.Tensor:
+    attrs, env = _check(EXPERT_FFN_INT8, (hidden, order, counts, gate, wi, wi_scale, wo, wo_scale), attrs)
+    check_int8_sum_length("ExpertFFNInt8", env["D"], env["F"])
+    _check_dispatch("ExpertFFNInt8", order, counts)
+    act = EXPERT_ACTIVATIONS[attrs["activation"]]
+    dim = env["D"]
+    x = hidden.reshape(-1, dim)
+    g = gate.reshape(-1)
+    out = torch.zeros_like(x)
+    start = 0
+    for e, n in enumerate(counts.tolist()):
+        if n:
+            tokens = order.reshape(-1)[start : start + n].long()
+            h = act(quantized_linear(x[tokens], wi[e], wi_scale[e]))
+            out[tokens] = quantized_linear(h, wo[e], wo_scale[e]) * g[tokens, None]
+            start += n
+    return out.view_as(hidden)
+
+
+def check_int8_sum_length(op: str, dim: int, ff: int) -> None:
+    """The int32 sums' bound on D and F (the kernels word it alike)."""
+    for name, axis, sym, size in (("wi", 2, "D", dim), ("wo", 2, "F", ff)):
+        if size > MAX_INT8_SUM_LENGTH:
+            raise ValueError(
+                f"{op}: input '{name}' dim {axis} ({sym}) is {size}, more than {MAX_INT8_SUM_LENGTH} "
+                "(the int32 sums could overflow)"
+            )
+
+
 def check_bucket_sizes(sizes: list[int], num_hash: int, columns: int) -> None:
     """ArgmaxHash's checks on bucket_sizes and the projection width (the kernel words them alike)."""
     if not sizes:
@@ -432,4 +489,5 @@ REFERENCES = {
     BUCKET_SUM.name: bucket_sum,
     TOP1_DISPATCH.name: top1_dispatch,
     EXPERT_FFN.name: expert_ffn,
+    EXPERT_FFN_INT8.name: expert_ffn_int8,
 }

@@ -65,7 +65,7 @@ class Tensor:
     """
 
     name: str
-    dtype: str  # "int32" | "float": the op's float type T (one of OpSpec.float_types)
+    dtype: str  # "int32" | "int8" | "float": the op's float type T (one of OpSpec.float_types)
     dims: tuple[str, ...]
     doc: str
 
@@ -427,6 +427,43 @@ EXPERT_FFN = OpSpec(
     float_types=FLOAT_TYPES,
 )
 
+# Most input elements an int8 ExpertFFN row may have: every sum of (q - zp) * w, |q - zp| <= 255 and
+# |w| <= 128, stays within int32 (255 * 128 * 65536 < 2^31), whatever the weights.
+MAX_INT8_SUM_LENGTH = 65536
+
+EXPERT_FFN_INT8 = OpSpec(
+    name="ExpertFFNInt8",
+    summary="ExpertFFN with int8 expert weights (per expert and output channel scales) and activations "
+    "quantized per token row at run time: uint8 x int8 products summed in int32, as VNNI's dot product "
+    "computes them, and float32 results. `bucketrt.quantization.expert_ffn` rewrites ExpertFFN into it.",
+    semantics=(
+        "Routing as ExpertFFN: with start_e = sum_{e'<e} counts[e'], every token t = order[start_e + i], "
+        "i < counts[e], gets out[t,:] = gate[t] * L(act(L(hidden[t,:], wi[e], wi_scale[e])), wo[e], wo_scale[e]); "
+        "every other token gets 0. L(x, w, s_w) is one quantized linear layer over a row x of K floats "
+        "(w is [N, K], nn.Linear's layout): lo = min(0, min_k x_k), hi = max(0, max_k x_k), "
+        "s = hi/255 - lo/255 (1 where that is 0), zp = clamp(round(-lo/s), 0, 255), "
+        "q_k = clamp(round(x_k/s) + zp, 0, 255) (float32 division, round half to even: asymmetric uint8, "
+        "so that relu's non-negative outputs use all 256 levels); acc_n = sum_k (q_k - zp) * w[n,k], exact in "
+        "int32 (K <= 65536); L_n = float32(acc_n) * (s * s_w[n]) (the product of the scales rounded first). "
+        "Every step is exact or one IEEE float32 operation, so every backend gets the same bits; only act's "
+        "functions differ in the last ulps. A row x with a NaN or Inf is not quantized: its s is NaN (q = 0), "
+        "so L is NaN for the whole row, and act of NaN is NaN (the clamps propagate it, as torch.clamp); "
+        "scales and the gate multiply as IEEE."
+    ),
+    inputs=(
+        Tensor("hidden", FLOAT, ("B", "S", "D"), "Token states entering the experts."),
+        Tensor("order", "int32", ("B", "S"), "Flat token indices grouped by expert, as Top1Dispatch writes them."),
+        Tensor("counts", "int32", ("E",), "Tokens per expert in `order` (each >= 0, summing to at most B*S)."),
+        Tensor("gate", FLOAT, ("B", "S"), "Scale of each token's expert output."),
+        Tensor("wi", "int8", ("E", "F", "D"), "First projection of each expert, int8 (D <= 65536)."),
+        Tensor("wi_scale", FLOAT, ("E", "F"), "Scale of each row (output channel) of wi."),
+        Tensor("wo", "int8", ("E", "D", "F"), "Second projection of each expert, int8 (F <= 65536)."),
+        Tensor("wo_scale", FLOAT, ("E", "D"), "Scale of each row (output channel) of wo."),
+    ),
+    outputs=(Tensor("out", FLOAT, ("B", "S", "D"), "Scaled expert outputs, zero for tokens not listed."),),
+    attributes=EXPERT_FFN.attributes,
+)
+
 ARGMAX_HASH = OpSpec(
     name="ArgmaxHash",
     summary="Angular LSH (Reformer's hashing): random projections of each vector, bucket = argmax over "
@@ -561,6 +598,7 @@ OPS: tuple[OpSpec, ...] = (
     BUCKET_SUM,
     TOP1_DISPATCH,
     EXPERT_FFN,
+    EXPERT_FFN_INT8,
 )
 BY_NAME = {op.name: op for op in OPS}
 
@@ -580,7 +618,7 @@ def hadamard_parts(dim: int, num_hash: int, hash_code_len: int) -> int:
 
 def cpp_header() -> str:
     """C++ view of the catalogue, for the kernels' generic validation and op registration."""
-    dtype = {"int32": "DType::kInt32", FLOAT: "DType::kFloat"}
+    dtype = {"int32": "DType::kInt32", "int8": "DType::kInt8", FLOAT: "DType::kFloat"}
     float_dtype = {"float32": "DType::kFloat32", "float16": "DType::kFloat16"}
     lines = [
         "// Generated from src/bucketrt/ops/spec.py by CMake. Do not edit.",

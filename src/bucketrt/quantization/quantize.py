@@ -1,0 +1,340 @@
+"""An fp32 export folder to an int8 one, with onnxruntime.quantization (`bucketrt quantize`)."""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import hashlib
+import json
+import logging
+import re
+import shutil
+import time
+from importlib import metadata
+from pathlib import Path
+
+from ..exporter.errors import BucketrtError
+from ..exporter.manifest import MANIFEST_NAME, custom_ops, read_manifest, write_manifest
+from ..ops.spec import DOMAIN
+
+# What quantize_dynamic rewrites: the linear layers (a MatMul or Gemm with a constant weight).
+OP_TYPES = ("MatMul", "Gemm")
+WEIGHT_TYPES = ("int8", "uint8")
+# A MatMul whose output reaches a bucketrt op through these only is a router (Switch: MatMul,
+# Softmax, Top1Dispatch): its argmax picks each token's expert, and a flipped pick replaces the
+# token's whole FFN output, so it stays float (it is d_model x experts: no time to save).
+_ROUTER_PATH = ("Softmax", "Cast", "Identity")
+
+# The criteria `bucketrt check` applies to a quantized export (recorded in its manifest; the
+# check's options override them). Per float output: cosine similarity with the fp32 reference and
+# relative L2 error ||q - r|| / ||r||; per logits output, the share of answers (argmax over the last
+# axis: the class, each token's label or top-1 word, the QA start/end position) that agree; for
+# generation, the share of greedy tokens that agree over `generate_tokens` steps; for models that
+# hash, the share of hash codes quantization may flip (the outputs are compared on the backend's
+# codes, so a flip shows only there).
+CHECK_CRITERIA = {
+    "min_cosine": 0.99,
+    "max_rel_l2": 0.1,
+    "min_agreement": 0.9,
+    "generate_tokens": 8,
+    "max_code_flips": 0.25,
+}
+
+
+def is_quantized(manifest: dict) -> bool:
+    return "quantization" in manifest
+
+
+def _versions() -> dict:
+    out = {}
+    for dist in ("bucketrt", "onnxruntime", "onnx", "numpy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def _matcher(pattern: str):
+    """A node-name test: `re:REGEX` (re.fullmatch), otherwise a glob (fnmatch, case-sensitive)."""
+    if pattern.startswith("re:"):
+        try:
+            regex = re.compile(pattern[3:])
+        except re.error as e:
+            raise BucketrtError(f"--exclude {pattern!r} is not a valid regular expression ({e})") from None
+        return lambda name: regex.fullmatch(name) is not None
+    return lambda name: fnmatch.fnmatchcase(name, pattern)
+
+
+def linear_nodes(model) -> list[str]:
+    """Names of the MatMul/Gemm nodes with a constant weight (what quantize_dynamic rewrites)."""
+    constants = {init.name for init in model.graph.initializer}
+    constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    return [
+        node.name
+        for node in model.graph.node
+        if node.domain in ("", "ai.onnx") and node.op_type in OP_TYPES and any(i in constants for i in node.input[:2])
+    ]
+
+
+def router_nodes(model) -> list[str]:
+    """The linear nodes whose output reaches a bucketrt op's input through Softmax/Cast/Identity only."""
+    producer = {out: node for node in model.graph.node for out in node.output}
+    found = []
+    for node in model.graph.node:
+        if node.domain != DOMAIN:
+            continue
+        for name in node.input:
+            up = producer.get(name)
+            while up is not None and up.op_type in _ROUTER_PATH and up.input:
+                up = producer.get(up.input[0])
+            if up is not None and up.op_type in OP_TYPES and up.name not in found:
+                found.append(up.name)
+    return found
+
+
+def _custom_nodes(model) -> dict[str, bytes]:
+    return {n.name: n.SerializeToString(deterministic=True) for n in model.graph.node if n.domain == DOMAIN}
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """quantize_dynamic logs advice (pre-processing) on the root logger for every model."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def quantize_model_file(
+    source, target, *, per_channel: bool = True, weight_type: str = "int8", nodes_to_exclude=(), external=False
+) -> None:
+    """One ONNX file through quantize_dynamic with bucketrt's settings (MatMul/Gemm, no reduced
+    range); `external`: write the weights to TARGET.data. Also what the benchmarks quantize BERT with."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with _quiet_root_logger():
+        quantize_dynamic(
+            str(source),
+            str(target),
+            op_types_to_quantize=list(OP_TYPES),
+            per_channel=per_channel,
+            reduce_range=False,
+            weight_type=QuantType.QInt8 if weight_type == "int8" else QuantType.QUInt8,
+            nodes_to_exclude=list(nodes_to_exclude),
+            use_external_data_format=external,
+        )
+
+
+def _expert_module():
+    try:
+        from . import expert_ffn
+    except ImportError:  # a bucketrt without the int8 expert op
+        return None
+    return expert_ffn
+
+
+def _expert_quantizer():
+    module = _expert_module()
+    return None if module is None else module.quantize_expert_ffn
+
+
+def _check_output_dir(export_dir: Path, output_dir: Path) -> None:
+    if output_dir.resolve() == export_dir.resolve():
+        raise BucketrtError("the output folder is the export folder", "quantize into a new folder")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise BucketrtError(f"output '{output_dir}' exists and is not a folder")
+    if output_dir.is_dir() and any(output_dir.iterdir()):
+        previous = output_dir / MANIFEST_NAME
+        try:
+            ours = "quantization" in json.loads(previous.read_text())
+        except (OSError, ValueError, TypeError):
+            ours = False
+        if not ours:
+            raise BucketrtError(
+                f"output '{output_dir}' is not empty and holds no quantized export",
+                "choose a new folder (a folder `bucketrt quantize` wrote is replaced)",
+            )
+
+
+def quantize(
+    export_dir,
+    output_dir,
+    *,
+    per_channel: bool = True,
+    weight_type: str = "int8",
+    exclude=(),
+    experts: bool | None = None,
+    console=None,
+) -> dict:
+    """Writes an int8 copy of the fp32 export `export_dir` to `output_dir`; returns its manifest.
+
+    `per_channel`: one weight scale per output channel (else per tensor). `weight_type`: "int8"
+    or "uint8" weights (activations are always quantized per run, to uint8). `exclude`: node-name
+    patterns (globs, or `re:REGEX`) of linear layers to keep float; each must match a node.
+    `experts`: also quantize Switch's ExpertFFN weights (None: where the int8 expert op is
+    available; True: required). Raises BucketrtError for anything the caller can fix.
+    """
+    import onnx
+
+    export_dir, output_dir = Path(export_dir), Path(output_dir)
+    if weight_type not in WEIGHT_TYPES:
+        raise BucketrtError(
+            f"weight type {weight_type!r} is not supported", f"choose one of: {', '.join(WEIGHT_TYPES)}"
+        )
+    manifest = read_manifest(export_dir)
+    if is_quantized(manifest):
+        raise BucketrtError(
+            f"'{export_dir}' is already quantized (from {manifest['quantization']['source']['path']})",
+            "quantize the fp32 export it was made from",
+        )
+    if manifest.get("dtype", "fp32") != "fp32":
+        raise BucketrtError(
+            f"'{export_dir}' is a {manifest['dtype']} export; int8 quantization starts from fp32 weights",
+            "export with --dtype fp32 and quantize that",
+        )
+    _check_output_dir(export_dir, output_dir)
+    expert_quantizer = _expert_quantizer()
+    if experts and expert_quantizer is None:
+        raise BucketrtError("this bucketrt has no int8 ExpertFFN quantizer", "pass --no-experts")
+    started = time.perf_counter()
+    source_bytes = (export_dir / MANIFEST_NAME).read_bytes()
+
+    # Which linear layers each component has and which stay float, before any work.
+    patterns = list(exclude)
+    matchers = {p: _matcher(p) for p in patterns}
+    used = dict.fromkeys(patterns, False)
+    plans = []
+    for entry in manifest["components"]:
+        proto = onnx.load(str(export_dir / entry["files"]["model"]), load_external_data=False)
+        linear = linear_nodes(proto)
+        excluded = []
+        for name in linear:
+            hits = [p for p, match in matchers.items() if match(name)]
+            for p in hits:
+                used[p] = True
+            if hits:
+                excluded.append(name)
+        routers = [n for n in router_nodes(proto) if n in linear and n not in excluded]
+        has_experts = any(n.domain == DOMAIN and n.op_type == "ExpertFFN" for n in proto.graph.node)
+        plans.append((entry, linear, excluded, routers, has_experts))
+    unused = [p for p, hit in used.items() if not hit]
+    if unused:
+        raise BucketrtError(
+            f"--exclude {', '.join(map(repr, unused))} matches no MatMul/Gemm node of '{export_dir}'",
+            "patterns are globs (or re:REGEX) over node names, e.g. 'node_linear_1*'",
+        )
+    any_experts = any(plan[4] for plan in plans)
+    # The int8 expert op takes int8 weights only: with uint8 ones the experts stay float unless asked for.
+    expert_types = getattr(_expert_module(), "WEIGHT_TYPES", ("int8",))
+    auto_skip = experts is None and weight_type not in expert_types
+    quantize_experts = bool(any_experts and expert_quantizer is not None and experts is not False and not auto_skip)
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / MANIFEST_NAME).unlink(missing_ok=True)  # no manifest beside half-written models
+    written, entries, ops_used, record = set(), [], {}, {}
+    for entry, linear, excluded, routers, has_experts in plans:
+        name = entry["name"]
+        source_path = export_dir / entry["files"]["model"]
+        target = output_dir / entry["files"]["model"]
+        external = entry["files"].get("external_data") is not None
+        data_name = target.name + ".data"
+        (output_dir / data_name).unlink(missing_ok=True)
+        if console is not None:
+            console.print(f"Quantizing {source_path.name}: {len(linear) - len(excluded) - len(routers)} linear layers")
+        quantize_model_file(
+            source_path,
+            target,
+            per_channel=per_channel,
+            weight_type=weight_type,
+            nodes_to_exclude=excluded + routers,
+            external=external,
+        )
+        proto = onnx.load(str(target))
+        before = _custom_nodes(onnx.load(str(source_path), load_external_data=False))
+        expert_nodes = []
+        if quantize_experts and has_experts:
+            expert_nodes = list(expert_quantizer(proto, per_channel=per_channel, weight_type=weight_type))
+        after = _custom_nodes(proto)
+        changed = [n for n in before if n not in expert_nodes and before[n] != after.get(n)]
+        if changed:  # quantize_dynamic must leave bucketrt's nodes as they are
+            raise RuntimeError(f"onnxruntime.quantization changed bucketrt nodes of {name}: {', '.join(changed)}")
+        if expert_nodes or external:
+            onnx.save(
+                proto,
+                str(target),
+                save_as_external_data=external,
+                all_tensors_to_one_file=True,
+                location=data_name,
+            )
+        remaining = {n.name for n in proto.graph.node if n.op_type in OP_TYPES}
+        kept = set(excluded) | set(routers)
+        quantized = [n for n in linear if n not in kept and n not in remaining]
+        not_quantized = [n for n in linear if n not in kept and n in remaining]
+        written.add(entry["files"]["model"])
+        if entry["files"].get("external_data"):
+            written.add(entry["files"]["external_data"])
+        for op in custom_ops(proto, DOMAIN):
+            known = ops_used.setdefault(op["name"], {**op, "nodes": 0})
+            known["nodes"] += op["nodes"]
+        entries.append(
+            {**entry, "files": {"model": entry["files"]["model"], "external_data": data_name if external else None}}
+        )
+        record[name] = {
+            "quantized_nodes": len(quantized),
+            "excluded_nodes": excluded,
+            "router_nodes": routers,  # kept float: see _ROUTER_PATH
+            "left_float_by_onnxruntime": not_quantized,
+            "expert_nodes": expert_nodes,
+        }
+
+    # Everything else the export folder holds (config and tokenizer files, say) comes along;
+    # TensorRT engines were built from the fp32 graphs, so they do not.
+    for item in export_dir.iterdir():
+        if item.name == MANIFEST_NAME or item.name in written or item.suffix in (".engine", ".plan"):
+            continue
+        target = output_dir / item.name
+        if item.is_dir():
+            shutil.copytree(item, target, dirs_exist_ok=True)
+        else:
+            shutil.copy2(item, target)
+
+    if any_experts and quantize_experts:
+        experts_record = {"quantized": True}
+    elif any_experts:
+        if experts is False:
+            reason = "--no-experts"
+        elif expert_quantizer is None:
+            reason = "this bucketrt has no int8 ExpertFFN quantizer"
+        else:
+            reason = f"the int8 expert op takes {', '.join(expert_types)} weights, not {weight_type}"
+        experts_record = {"quantized": False, "reason": reason}
+    else:
+        experts_record = None
+    out = {key: value for key, value in manifest.items() if key != "engines"}
+    out["components"] = entries
+    out["ops"] = [ops_used[name] for name in sorted(ops_used)]
+    out["quantization"] = {
+        "method": "onnxruntime.quantization.quantize_dynamic",
+        "op_types": list(OP_TYPES),
+        "weight_type": weight_type,
+        "activation_type": "uint8 (dynamic: scale and zero point computed per run)",
+        "per_channel": per_channel,
+        "reduce_range": False,
+        "exclude": patterns,
+        "experts": experts_record,
+        "components": record,
+        "source": {
+            "path": str(export_dir.resolve()),
+            "manifest_sha256": hashlib.sha256(source_bytes).hexdigest(),
+            "weights_sha256": manifest.get("weights_sha256"),
+        },
+        "check": dict(CHECK_CRITERIA),
+        "versions": _versions(),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    write_manifest(output_dir, out)
+    return out

@@ -1,0 +1,283 @@
+"""`bucketrt quantize` and `bucketrt check` on quantized exports: tiny YOSO (LSH), Reformer and
+Switch (seq2seq) exports, quantized once per module; the check's criteria, the hash-code audit,
+the CLI's errors, and the benchmark plot."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from bucketrt.cli.main import main as cli
+from bucketrt.ops.spec import DOMAIN
+
+SIZES = dict(batch_size=2, sequence_length=48)
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    """{name: (fp32 folder, int8 folder)}; yoso quantized through the CLI, the others the library."""
+    from bucketrt.exporter import export
+    from bucketrt.quantization import quantize
+
+    root = tmp_path_factory.mktemp("quantize")
+    folders = {}
+    for name, preset, overrides in (
+        ("yoso", "yoso-tiny", {"use_expectation": False}),
+        ("reformer", "reformer-tiny", {}),
+        ("switch", "switch-tiny", {}),
+    ):
+        export(preset, root / name, config_overrides=overrides)
+        folders[name] = (root / name, root / f"{name}-int8")
+    result = CliRunner().invoke(cli, ["quantize", str(folders["yoso"][0]), str(folders["yoso"][1])])
+    assert result.exit_code == 0, result.output
+    assert "Quantized" in result.output
+    for name in ("reformer", "switch"):
+        quantize(*folders[name])
+    return folders
+
+
+def _manifest(folder):
+    return json.loads((folder / "bucketrt.json").read_text())
+
+
+def _models(folder):
+    return {e["name"]: onnx.load(str(folder / e["files"]["model"])) for e in _manifest(folder)["components"]}
+
+
+def test_manifest_records_the_quantization(exports):
+    for source, target in exports.values():
+        before, after = _manifest(source), _manifest(target)
+        q = after["quantization"]
+        assert q["method"] == "onnxruntime.quantization.quantize_dynamic"
+        assert (q["weight_type"], q["per_channel"], q["exclude"]) == ("int8", True, [])
+        assert q["source"]["path"] == str(source.resolve())
+        assert q["source"]["manifest_sha256"] == hashlib.sha256((source / "bucketrt.json").read_bytes()).hexdigest()
+        assert q["versions"]["onnxruntime"] and q["check"]["min_cosine"] == 0.99
+        # Everything that rebuilds the reference is the source's, and bucketrt's ops are unchanged.
+        for key in ("family", "source", "seed", "task", "mode", "weights_sha256", "patch_sha256"):
+            assert after[key] == before[key], key
+        # bucketrt's ops are the source's, but for ExpertFFN where the int8 expert op replaced it.
+        experts = (q["experts"] or {}).get("quantized")
+        rename = {"ExpertFFN": "ExpertFFNInt8"} if experts else {}
+        ops = lambda m: {rename.get(o["name"], o["name"]): o["nodes"] for o in m["ops"]}  # noqa: E731
+        assert ops(after) == ops(before)
+        assert [c["name"] for c in after["components"]] == [c["name"] for c in before["components"]]
+        for component, model in _models(target).items():
+            record = q["components"][component]
+            integer = [n for n in model.graph.node if n.op_type == "MatMulInteger"]
+            assert record["quantized_nodes"] == len(integer) > 0
+            assert record["left_float_by_onnxruntime"] == []
+    switch = _manifest(exports["switch"][1])["quantization"]
+    # One router per component (one sparse layer each), kept float; experts float without the int8 op.
+    assert [len(c["router_nodes"]) for c in switch["components"].values()] == [1, 1, 1]
+    expert_nodes = [len(c["expert_nodes"]) for c in switch["components"].values()]
+    assert expert_nodes == ([1, 1, 1] if switch["experts"]["quantized"] else [0, 0, 0])
+    assert _manifest(exports["yoso"][1])["quantization"]["experts"] is None
+
+
+def test_bucketrt_nodes_stay_float_and_unchanged(exports):
+    for name, (source, target) in exports.items():
+        sources, targets = _models(source), _models(target)
+        for component, model in targets.items():
+            expert_nodes = set(_manifest(target)["quantization"]["components"][component]["expert_nodes"])
+            original = {n.name: n for n in sources[component].graph.node if n.domain == DOMAIN}
+            ours = {n.name: n for n in model.graph.node if n.domain == DOMAIN}
+            assert set(ours) == set(original) and ours
+            weights = {i.name: i for i in model.graph.initializer}
+            for node_name, node in ours.items():
+                if node_name in expert_nodes:
+                    continue
+                assert node == original[node_name], f"{name}/{component}: {node_name} changed"
+                for tensor in node.input:
+                    if tensor in weights and weights[tensor].data_type in (
+                        onnx.TensorProto.INT8,
+                        onnx.TensorProto.UINT8,
+                    ):
+                        pytest.fail(f"{name}/{component}: {node_name} takes quantized {tensor}")
+            routers = _manifest(target)["quantization"]["components"][component]["router_nodes"]
+            assert {n.name for n in model.graph.node if n.op_type == "MatMul"} >= set(routers)
+
+
+@pytest.fixture(scope="module")
+def reports(exports):
+    from bucketrt.check import check
+
+    return {name: check(exports[name][1], **SIZES) for name in ("yoso", "reformer")}
+
+
+def test_quantized_check_passes_with_default_criteria(reports):
+    for report in reports.values():
+        assert report.passed, report.to_json()
+        assert report.precision == "int8" and report.criteria["min_cosine"] == 0.99
+        for row in report.components[0].outputs:
+            assert row.cosine >= 0.99 and row.rel_l2 <= 0.1
+            assert row.rel_l2 > 0  # int8 weights: not the fp32 numbers
+    logits = reports["reformer"].components[0].outputs[0]
+    assert logits.name == "logits" and logits.agreement >= 0.9
+    generation = reports["reformer"].generation
+    assert generation.tokens == SIZES["batch_size"] * generation.steps and generation.agreement >= 0.9
+    assert reports["yoso"].generation is None  # feature extraction: nothing to generate
+
+
+def test_hash_audit_counts_codes_quantization_flipped(reports):
+    for name in ("yoso", "reformer"):
+        codes = reports[name].components[0].hash_codes
+        assert codes.complete and codes.max_flipped == 0.25
+        assert 0 <= codes.differing <= codes.total and codes.flipped_share == codes.differing / codes.total
+    # YOSO's 16 hashes of 9 bits per token: int8 projections flip some codes.
+    assert reports["yoso"].components[0].hash_codes.differing > 0
+    data = reports["yoso"].to_dict()
+    assert data["components"][0]["outputs"][0]["cosine"] is not None
+    assert data["components"][0]["hash_codes"]["flipped_share"] > 0
+
+
+def test_quantized_check_fails_below_impossible_criteria(exports, tmp_path):
+    report_path = tmp_path / "report.json"
+    args = ["check", str(exports["yoso"][1]), "-b", "1", "-n", "32", "--max-code-flips", "0", "--max-rel-l2", "0"]
+    result = CliRunner().invoke(cli, [*args, "--json", str(report_path)])
+    assert result.exit_code == 1, result.output
+    assert "FAILED" in result.output and "quantization flipped" in result.output
+    data = json.loads(report_path.read_text())
+    assert data["passed"] is False and data["criteria"]["max_rel_l2"] == 0
+    component = data["components"][0]
+    assert component["hash_codes"]["passed"] is False and component["hash_codes"]["differing"] > 0
+    assert component["outputs"][0]["passed"] is False
+
+
+def test_quantized_metrics_rule():
+    from bucketrt.check import OutputResult, quantized_metrics
+
+    criteria = {"min_cosine": 0.99, "max_rel_l2": 0.1, "min_agreement": 0.9}
+    rng = np.random.default_rng(0)
+    want = rng.standard_normal((2, 5, 7)).astype(np.float32)
+    row = OutputResult("logits", [2, 5, 7], [2, 5, 7])
+    quantized_metrics(row, want * 1.01, want, criteria)
+    assert row.passed and row.cosine == pytest.approx(1.0) and row.rel_l2 == pytest.approx(0.01, rel=1e-4)
+    assert row.agreement == 1.0
+    flipped = -want  # every answer changes
+    quantized_metrics(row, flipped, want, criteria)
+    assert not row.passed and row.cosine == pytest.approx(-1.0) and row.agreement < 0.5
+    # The masked positions do not count towards per-token answers.
+    mask = np.zeros((2, 5), np.int64)
+    mask[0, 0] = 1
+    half = want.copy()
+    half[1] = -want[1]
+    quantized_metrics(row, half, want, {**criteria, "min_cosine": -1, "max_rel_l2": 10}, mask)
+    assert row.agreement == 1.0 and row.passed
+    nan = want.copy()
+    nan[0, 0, 0] = np.nan
+    quantized_metrics(row, nan, want, criteria)
+    assert not row.passed
+
+
+def test_switch_quantized_components_run(exports):
+    """Every component of the seq2seq export loads and runs in ONNX Runtime, close to fp32."""
+    import bucketrt
+    from bucketrt.exporter import make_inputs
+
+    source, target = exports["switch"]
+    manifest = _manifest(source)
+    for entry in manifest["components"]:
+        feeds = make_inputs(manifest, 1, 16, component=entry["name"])
+        want = bucketrt.ort_session(source, component=entry["name"]).run(None, feeds)[0]
+        got = bucketrt.ort_session(target, component=entry["name"]).run(None, feeds)[0]
+        cosine = float((got * want).sum() / np.linalg.norm(got) / np.linalg.norm(want))
+        assert got.shape == want.shape and 0.95 < cosine < 1.0 - 1e-9
+
+
+def test_exclude_weight_type_and_per_tensor(exports, tmp_path):
+    from bucketrt.quantization import quantize
+
+    source = exports["yoso"][0]
+    manifest = quantize(
+        source,
+        tmp_path / "q",
+        per_channel=False,
+        weight_type="uint8",
+        exclude=["node_MatMul_2?", "re:node_MatMul_11[35]"],
+    )
+    q = manifest["quantization"]
+    assert q["components"]["model"]["excluded_nodes"] == ["node_MatMul_26", "node_MatMul_113", "node_MatMul_115"]
+    assert (q["weight_type"], q["per_channel"]) == ("uint8", False)
+    model = onnx.load(str(tmp_path / "q" / "model.onnx"))
+    names = {n.name for n in model.graph.node if n.op_type == "MatMul"}
+    assert {"node_MatMul_26", "node_MatMul_113", "node_MatMul_115"} <= names
+    weights = {i.name: i.data_type for i in model.graph.initializer}
+    b = [weights[n.input[1]] for n in model.graph.node if n.op_type == "MatMulInteger"]
+    assert b and set(b) == {onnx.TensorProto.UINT8}
+    assert q["components"]["model"]["quantized_nodes"] == 12 - 3
+
+
+def test_uint8_weights_leave_the_experts_float(exports, tmp_path):
+    from bucketrt.quantization import quantize
+
+    manifest = quantize(exports["switch"][0], tmp_path / "q", weight_type="uint8")
+    assert manifest["quantization"]["experts"]["quantized"] is False
+    assert "ExpertFFN" in {o["name"] for o in manifest["ops"]}
+
+
+def test_cli_errors(exports, tmp_path):
+    runner = CliRunner()
+    source, quantized = exports["yoso"]
+
+    def error(*args):
+        result = runner.invoke(cli, list(map(str, args)))
+        assert result.exit_code == 2, result.output
+        return result.output
+
+    assert "already quantized" in error("quantize", quantized, tmp_path / "again")
+    assert "the output folder is the export folder" in error("quantize", source, source)
+    assert "matches no MatMul/Gemm node" in error("quantize", source, tmp_path / "x", "--exclude", "nothing*")
+    assert "not a valid regular expression" in error("quantize", source, tmp_path / "x", "--exclude", "re:(")
+    assert "does not exist" in error("quantize", tmp_path / "missing", tmp_path / "x")
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    assert "not empty" in error("quantize", source, tmp_path / "busy")
+    assert "Invalid value for '--weight-type'" in error("quantize", source, tmp_path / "x", "--weight-type", "int4")
+    half = tmp_path / "fp16"
+    shutil.copytree(source, half)
+    manifest = _manifest(half)
+    manifest["dtype"] = "fp16"
+    (half / "bucketrt.json").write_text(json.dumps(manifest))
+    assert "fp16 export" in error("quantize", half, tmp_path / "x")
+    assert "apply to quantized exports" in error("check", source, "--min-cosine", "0.5")
+    assert "TensorRT does not run" in error("check", quantized, "--backend", "trt")
+    assert "not a .png" in error("bench", quantized, "--plot", tmp_path / "figure.svg")
+    # The folder a previous quantize wrote is replaced.
+    again = runner.invoke(cli, ["quantize", str(source), str(quantized), "--per-tensor"])
+    assert again.exit_code == 0, again.output
+    assert _manifest(quantized)["quantization"]["per_channel"] is False
+
+
+def _png_size(path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_plot_from_a_fake_bench_result(tmp_path):
+    from bucketrt.benchmarking import plot_scaling
+
+    series = {
+        "bucketrt ORT int8": [(1024, 500.0), (2048, 1000.0), (4096, 2000.0)],
+        "BERT ORT fp32": [(1024, 1200.0), (2048, 3000.0), (4096, 8600.0)],
+    }
+    path = plot_scaling(series, tmp_path / "figure.png", "fake", size=(6, 4), dpi=50)
+    assert _png_size(path) == (300, 200)
+    with pytest.raises(ValueError, match="nothing to plot"):
+        plot_scaling({"empty": []}, tmp_path / "none.png")
+
+
+def test_bench_plot_cli(exports, tmp_path):
+    figure = tmp_path / "bench.png"
+    args = ["bench", str(exports["yoso"][1]), "--sequence-lengths", "16,32", "--repeat", "1", "--plot", str(figure)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "AVX2" in result.output and "Plot:" in result.output
+    assert _png_size(figure) == (800, 500)
