@@ -12,6 +12,11 @@ DEMO_MODEL ?= yoso-4096
 DEMO_ARGS ?= --config-override use_expectation=false
 DEMO_DIR ?= out/demo
 PYTEST_ARGS ?=
+# make test runs the test files in parallel, one worker per core (pytest-xdist): most tests are
+# single-threaded (tiny models, Python-bound exports), so a second core halves the suite's wall
+# time. --dist loadfile keeps each file in one worker, so its module-scoped fixtures (its exports)
+# are built once. PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= auto
 
 # ONNX Runtime's C/C++ headers are not in its wheel. Honour ORT_INCLUDE_DIR; otherwise unpack
 # Debian's libonnxruntime-dev (trixie) into $(CACHE) with apt-get download + dpkg -x: no system
@@ -50,7 +55,7 @@ $(VENV)/.deps: pyproject.toml
 	$(PY) -c 'import torch' 2>/dev/null || $(PIP) install -q torch==2.13.0
 	$(PIP) install -q scikit-build-core "transformers>=5,<6" "onnx>=1.17" "onnxruntime>=1.21" \
 		"onnxscript>=0.5" "onnx-ir>=0.1" "huggingface_hub>=0.34" "safetensors>=0.4" \
-		"polygraphy>=0.49" "click>=8.1" "rich>=13" "matplotlib>=3.8" numpy "tritonclient[http,grpc]>=2.40" "protobuf>=4" pytest ruff==0.17.6
+		"polygraphy>=0.49" "click>=8.1" "rich>=13" "matplotlib>=3.8" numpy "tritonclient[http,grpc]>=2.40" "protobuf>=4" pytest "pytest-xdist>=3.6" ruff==0.17.6
 	touch $@
 
 env: $(VENV)/.deps
@@ -106,7 +111,7 @@ demo: install
 	$(VENV)/bin/bucketrt check $(DEMO_DIR)
 
 test: install triton-env
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # ruff, pinned (its formatting changes between releases): lint and format check over the Python code.
 lint: $(VENV)/.deps

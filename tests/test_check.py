@@ -14,12 +14,9 @@ from bucketrt.cli.main import main
 
 
 @pytest.fixture(scope="module")
-def lsh_export(tmp_path_factory):
-    """yoso-tiny in LSH mode (SignHash codes to audit)."""
-    out = tmp_path_factory.mktemp("check") / "yoso"
-    result = CliRunner().invoke(main, ["export", "--model", "yoso-tiny", str(out)])
-    assert result.exit_code == 0, result.output
-    return out
+def lsh_export(cli_export):
+    """yoso-tiny in LSH mode (SignHash codes to audit), exported once for every file that uses it."""
+    return cli_export("--model", "yoso-tiny")
 
 
 def test_check_returns_a_report_ci_can_assert_on(lsh_export):

@@ -18,11 +18,9 @@ def invoke(*args):
 
 
 @pytest.fixture(scope="module")
-def tiny_export(tmp_path_factory):
-    out = tmp_path_factory.mktemp("reformer") / "tiny"
-    result = invoke("export", "--model", "reformer-tiny", out, "--seed", 3)
-    assert result.exit_code == 0, result.output
-    return out
+def tiny_export(cli_export):
+    # Exported once for every file that uses it (tests/conftest.py).
+    return cli_export("--model", "reformer-tiny", "--seed", 3)
 
 
 def test_export_records_the_reformer_facts(tiny_export):

@@ -288,12 +288,10 @@ def trt(monkeypatch, tmp_path, loaders):
 
 
 @pytest.fixture(scope="module")
-def lsh_export(tmp_path_factory):
-    """yoso-tiny in LSH mode: SignHash and LSHCumulation nodes, hash codes to audit."""
-    out = tmp_path_factory.mktemp("trt") / "yoso"
-    result = invoke("export", "--model", "yoso-tiny", out)
-    assert result.exit_code == 0, result.output
-    return out
+def lsh_export(cli_export):
+    """yoso-tiny in LSH mode: SignHash and LSHCumulation nodes, hash codes to audit (exported once
+    for every file that uses it)."""
+    return cli_export("--model", "yoso-tiny")
 
 
 @pytest.fixture
