@@ -126,26 +126,13 @@ def bench_models(threads: int, repeat: int, lengths: tuple[int, ...]) -> None:
 
 def export_bert(max_len: int) -> Path:
     """The same-size BERT (yoso-4096's dims, softmax attention) through the stock ONNX exporter."""
-    from transformers import BertConfig, BertModel, YosoConfig
 
     out = OUT / "bert-4096" / "model.onnx"
     if out.exists():
         return out
     print("exporting bert-4096 ...", flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    yoso = YosoConfig()  # the yoso-4096 preset's architecture
-    config = BertConfig(
-        vocab_size=yoso.vocab_size,
-        hidden_size=yoso.hidden_size,
-        num_hidden_layers=yoso.num_hidden_layers,
-        num_attention_heads=yoso.num_attention_heads,
-        intermediate_size=yoso.intermediate_size,
-        type_vocab_size=yoso.type_vocab_size,
-        max_position_embeddings=max_len,
-        attn_implementation="eager",
-    )
-    model = BertModel(config, add_pooling_layer=False).eval()
+    model = bert_model(max_len, attn="eager")
 
     class Hidden(torch.nn.Module):
         def __init__(self):
@@ -155,7 +142,7 @@ def export_bert(max_len: int) -> Path:
         def forward(self, input_ids, attention_mask):
             return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
-    ids = torch.randint(0, config.vocab_size, (1, 64))
+    ids = torch.randint(0, model.config.vocab_size, (1, 64))
     batch, seq = torch.export.Dim("batch_size"), torch.export.Dim("sequence_length", max=max_len)
     program = torch.onnx.export(
         Hidden(),
@@ -324,11 +311,11 @@ def quantize_once(folder: Path) -> Path:
 
 
 def bert_model(max_len: int, attn: str = "sdpa"):
-    """The same-size BERT (yoso-4096's dims = BERT base) with the seed export_bert uses."""
+    """The same-size BERT (yoso-4096's dims = BERT base), seed 0: the one export_bert exports too."""
     from transformers import BertConfig, BertModel, YosoConfig
 
     torch.manual_seed(0)
-    yoso = YosoConfig()
+    yoso = YosoConfig()  # the yoso-4096 preset's architecture
     config = BertConfig(
         vocab_size=yoso.vocab_size,
         hidden_size=yoso.hidden_size,

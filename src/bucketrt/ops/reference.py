@@ -231,7 +231,12 @@ def expert_ffn(hidden, order, counts, gate, wi, wo, **attrs) -> torch.Tensor:
         return expert_ffn(hidden.float(), order, counts, gate.float(), wi.float(), wo.float(), **attrs).to(hidden.dtype)
     _check_dispatch("ExpertFFN", order, counts)
     act = EXPERT_ACTIVATIONS[attrs["activation"]]
-    dim = env["D"]
+    return _each_expert(hidden, order, counts, gate, env["D"], lambda e, x: act(x @ wi[e].T) @ wo[e].T)
+
+
+def _each_expert(hidden, order, counts, gate, dim, ffn) -> torch.Tensor:
+    """The experts' dispatch, shared by ExpertFFN and ExpertFFNInt8: ffn(e, rows) for the tokens
+    routed to expert e (order[start : start + counts[e]]), scaled by their gate; others stay 0."""
     x = hidden.reshape(-1, dim)
     g = gate.reshape(-1)
     out = torch.zeros_like(x)
@@ -239,8 +244,7 @@ def expert_ffn(hidden, order, counts, gate, wi, wo, **attrs) -> torch.Tensor:
     for e, n in enumerate(counts.tolist()):
         if n:
             tokens = order.reshape(-1)[start : start + n].long()
-            y = act(x[tokens] @ wi[e].T) @ wo[e].T
-            out[tokens] = y * g[tokens, None]
+            out[tokens] = ffn(e, x[tokens]) * g[tokens, None]
             start += n
     return out.view_as(hidden)
 
@@ -276,18 +280,11 @@ def expert_ffn_int8(hidden, order, counts, gate, wi, wi_scale, wo, wo_scale, **a
     check_int8_sum_length("ExpertFFNInt8", env["D"], env["F"])
     _check_dispatch("ExpertFFNInt8", order, counts)
     act = EXPERT_ACTIVATIONS[attrs["activation"]]
-    dim = env["D"]
-    x = hidden.reshape(-1, dim)
-    g = gate.reshape(-1)
-    out = torch.zeros_like(x)
-    start = 0
-    for e, n in enumerate(counts.tolist()):
-        if n:
-            tokens = order.reshape(-1)[start : start + n].long()
-            h = act(quantized_linear(x[tokens], wi[e], wi_scale[e]))
-            out[tokens] = quantized_linear(h, wo[e], wo_scale[e]) * g[tokens, None]
-            start += n
-    return out.view_as(hidden)
+
+    def ffn(e, x):
+        return quantized_linear(act(quantized_linear(x, wi[e], wi_scale[e])), wo[e], wo_scale[e])
+
+    return _each_expert(hidden, order, counts, gate, env["D"], ffn)
 
 
 def check_int8_sum_length(op: str, dim: int, ff: int) -> None:
