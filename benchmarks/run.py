@@ -418,12 +418,12 @@ def bench_int8(
                         continue
                     series[label].append((length, times[label]))
             peers = {k: v for k, v in times.items() if not k.startswith("bucketrt") and v is not None}
-            fastest = min(peers, key=peers.get)
+            fastest = min(peers, key=peers.get) if peers else None  # none: every peer skipped at this N
             say(
                 f"| {length} | "
                 + " | ".join("-" if v is None else f"{v:.0f}" for v in times.values())
                 + f" | {times['bucketrt ORT fp32'] / times['bucketrt ORT int8']:.2f}x"
-                + f" | {peers[fastest] / times['bucketrt ORT int8']:.2f}x ({fastest}) |"
+                + (f" | {peers[fastest] / times['bucketrt ORT int8']:.2f}x ({fastest}) |" if fastest else " | - |")
             )
         say("")
         for label, why in skipped.items():

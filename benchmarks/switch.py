@@ -163,36 +163,17 @@ def encoder(threads: int, repeat: int, say=None, batch=8, length=128):
     return pt_t.median_s / ort_t.median_s
 
 
-def cpu_isa() -> tuple[str, str]:
-    """The CPU's SIMD flags that matter for int8 (from /proc/cpuinfo), and the ExpertFFNInt8 GEMM they
-    select (plugins/cpu/int8_gemm.cc PickInt8Gemm's rule)."""
-    try:
-        line = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("flags"))
-    except (OSError, StopIteration):
-        return "unknown", "unknown"
-    flags = set(line.split(":", 1)[1].split())
-    shown = [f for f in ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
-    if os.environ.get("BUCKETRT_SIMD") == "generic":
-        path = "generic"
-    elif {"avx512f", "avx512bw", "avx512_vnni"} <= flags:
-        path = "avx512vnni (vpdpbusd)"
-    elif "avx2" in flags:
-        path = "avx2 (vpmaddwd)"
-    else:
-        path = "generic"
-    return " ".join(shown) or "none", path
-
-
 def expert_ffn_int8(threads: int, repeat: int, say=None, tokens=(16, 512, 2048), d_model=768, d_ff=3072, experts=8):
     from bucketrt.ops.graph import op_session
     from bucketrt.ops.spec import EXPERT_FFN, EXPERT_FFN_INT8
     from bucketrt.quantization.expert_ffn import quantize_weights
 
-    flags, path = cpu_isa()
+    from bucketrt.benchmarking import cpu_isa, describe_isa
+
     _say(
         say, f"ExpertFFN float32 vs ExpertFFNInt8, d_model {d_model}, d_ff {d_ff}, {experts} experts, {threads} threads"
     )
-    _say(say, f"CPU flags: {flags}; int8 GEMM: {path}")
+    _say(say, f"CPU: {describe_isa(cpu_isa())}")
     _say(say, "| tokens | ExpertFFN fp32 ms | ExpertFFNInt8 ms | speed-up |")
     _say(say, "|---:|---:|---:|---:|")
     rng = np.random.default_rng(0)

@@ -39,6 +39,7 @@ def library_backends(path: str) -> dict[str, list[str]]:
 def ops_command(library_only, trt_library_only):
     """List bucketrt's custom ops and the backends the installed library provides."""
     import bucketrt
+    from bucketrt.benchmarking import cpu_kernel_variants
     from bucketrt.ops import OPS
 
     if library_only and trt_library_only:
@@ -81,6 +82,10 @@ def ops_command(library_only, trt_library_only):
     out.print(table)
     if note:
         out.print(note)
+    variants = cpu_kernel_variants()  # empty without a loadable library
+    if variants:
+        shown = ", ".join(f"{family} {variant}" for family, variant in variants.items())
+        out.print(f"[dim]CPU kernels on this CPU (BUCKETRT_SIMD=generic|avx2 caps them): {escape(shown)}[/]")
     if trt_library:
         out.print(f"[dim]TensorRT plugin library: {trt_library}[/]")
     else:

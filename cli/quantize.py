@@ -20,6 +20,13 @@ from .app import console, main
 )
 @click.option("--weight-type", type=click.Choice(["int8", "uint8"]), default="int8", show_default=True)
 @click.option(
+    "--reduce-range/--full-range",
+    default=True,
+    show_default=True,
+    help="Linear layers' weights in 7 bits, or the full 8. ONNX Runtime's int8 kernel saturates with 8-bit weights "
+    "on CPUs without VNNI (AVX2); --full-range is more precise where the model runs only on CPUs with VNNI.",
+)
+@click.option(
     "--exclude",
     "exclude",
     multiple=True,
@@ -31,19 +38,26 @@ from .app import console, main
     default=None,
     help="Switch: also quantize the ExpertFFN weights (int8 expert op). Default: where this bucketrt has it.",
 )
-def quantize_command(export_dir, output_dir, per_channel, weight_type, exclude, experts):
+def quantize_command(export_dir, output_dir, per_channel, weight_type, reduce_range, exclude, experts):
     """Quantize every component of the fp32 export EXPORT_DIR into OUTPUT_DIR with ONNX Runtime's
     dynamic quantization (int8 weights of the MatMul/Gemm linear layers, activations quantized per
     run). bucketrt's own ops and routers stay float. `bucketrt check OUTPUT_DIR` compares the result
     with the fp32 PyTorch reference by the criteria its manifest records."""
+    from bucketrt.benchmarking import cpu_isa
     from bucketrt.quantization import quantize
 
     out = console()
+    if not reduce_range and not cpu_isa()["vnni"]:
+        out.print(
+            "[yellow]Warning:[/] --full-range on a CPU without VNNI: ONNX Runtime's int8 kernel here sums pairs of "
+            "products into saturating int16, so `bucketrt check` on this machine may fail where a VNNI CPU passes"
+        )
     manifest = quantize(
         export_dir,
         output_dir,
         per_channel=per_channel,
         weight_type=weight_type,
+        reduce_range=reduce_range,
         exclude=exclude,
         experts=experts,
         console=out,
@@ -58,5 +72,6 @@ def quantize_command(export_dir, output_dir, per_channel, weight_type, exclude, 
         )
     out.print(
         f"[bold green]Quantized[/] {export_dir} to {output_dir}: {layers} linear layers "
-        f"{weight_type} ({'per channel' if per_channel else 'per tensor'}), {kept} kept float{experts_line}"
+        f"{weight_type} ({'per channel' if per_channel else 'per tensor'}, "
+        f"{'7-bit' if reduce_range else 'full'} range), {kept} kept float{experts_line}"
     )

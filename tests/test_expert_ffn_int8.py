@@ -2,9 +2,9 @@
 
 The CPU kernel computes the reference's integer math exactly: with relu (exact in both) its output
 equals the reference's bit for bit, on every instruction set this CPU runs (the widest, and
-BUCKETRT_SIMD=generic in a child process); with the transcendental activations the two differ in
-a few ulps before the second quantization, which can move a code by one step. The AVX-512 VNNI
-path is compiled here but only runs on a CPU that has it.
+BUCKETRT_SIMD=avx2 and generic in child processes); with the transcendental activations the two
+differ in a few ulps before the second quantization, which can move a code by one step. The
+AVX-512 VNNI path runs where the CPU has it (tests/test_simd_variants.py checks which ran).
 """
 
 from __future__ import annotations
@@ -90,12 +90,38 @@ def test_per_expert_scales_and_no_token_listed():
     np.testing.assert_array_equal(_reference(none, "relu"), out)
 
 
-def test_generic_simd_path_is_bit_identical():
-    # BUCKETRT_SIMD is read once per process: the generic run is a child's. Same integers, same bits.
-    inputs = int8_inputs(np.random.default_rng(2), 2, 50, 40, 100, 4, 50)
+@pytest.mark.parametrize("cap", ["avx2", "generic"])
+@pytest.mark.parametrize("case", [(2, 50, 40, 100, 4, 50, 0.0), (1, 33, 77, 131, 2, 33, 0.0)], ids=["40x100", "77x131"])
+def test_capped_simd_paths_are_bit_identical(cap, case):
+    # BUCKETRT_SIMD is read once per process: a capped run is a child's. Same integers, same bits:
+    # the widest path here (VNNI on an AVX-512 VNNI CPU), AVX2 and the plain loops, with row
+    # lengths off the 8-, 16- and 64-element steps (the quantizers' and GEMMs' tails).
+    inputs = int8_inputs(np.random.default_rng(2), *case)
     best = _check(inputs, "relu")
-    (generic,) = run_op_in_child("ExpertFFNInt8", inputs, {"activation": "relu"}, env={"BUCKETRT_SIMD": "generic"})
-    np.testing.assert_array_equal(generic, best)
+    (capped,) = run_op_in_child("ExpertFFNInt8", inputs, {"activation": "relu"}, env={"BUCKETRT_SIMD": cap})
+    np.testing.assert_array_equal(capped, best)
+
+
+@pytest.mark.parametrize("cap", [None, "avx2", "generic"])
+def test_nonfinite_in_a_row_tail(cap):
+    # D = 19: a NaN or Inf in the SIMD body (k < 16) or in the tail (AVX2's k >= 16, AVX-512's
+    # masked last step) makes the row's scale NaN on every path.
+    inputs = int8_inputs(np.random.default_rng(6), 1, 8, 19, 24, 2, 8)
+    rows = inputs["hidden"].reshape(8, 19)
+    tokens = inputs["order"].reshape(-1)[: inputs["counts"].sum()]
+    rows[tokens[0], 18] = np.inf
+    rows[tokens[1], 17] = -np.inf
+    rows[tokens[2], 3] = np.nan
+    rows[tokens[3], 16] = np.nan
+    if cap is None:
+        (out,) = run_op(EXPERT_FFN_INT8, inputs, {"activation": "relu"})
+    else:
+        (out,) = run_op_in_child("ExpertFFNInt8", inputs, {"activation": "relu"}, env={"BUCKETRT_SIMD": cap})
+    ref = _reference(inputs, "relu")
+    bad = np.isnan(out.reshape(8, 19)).any(axis=1)
+    np.testing.assert_array_equal(bad, np.isnan(ref.reshape(8, 19)).any(axis=1))
+    assert bad[tokens[:4]].all() and not bad[tokens[4:]].any()
+    np.testing.assert_array_equal(out[np.isfinite(ref)], ref[np.isfinite(ref)])
 
 
 def test_nonfinite_rows_are_nan():

@@ -31,7 +31,7 @@ from bucketrt.ops.spec import BY_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 # The op library's documented API (plugins/README.md): ORT's entry point and the backends query.
-DOCUMENTED_SYMBOLS = {"RegisterCustomOps", "BucketrtBackends"}
+DOCUMENTED_SYMBOLS = {"RegisterCustomOps", "BucketrtBackends", "BucketrtCpuVariants"}
 HARNESS_SYMBOLS = {
     "BucketrtCudaPlan",
     "BucketrtCudaRun",

@@ -1,5 +1,5 @@
-"""`bucketrt quantize` and `bucketrt check` on quantized exports: tiny YOSO (LSH), Reformer and
-Switch (seq2seq) exports, quantized once per module; the check's criteria, the hash-code audit,
+"""`bucketrt quantize` and `bucketrt check` on quantized exports: tiny YOSO (LSH), Reformer, LSG
+and Switch (seq2seq) exports - every family - quantized once per module; the check's criteria, the hash-code audit,
 the CLI's errors, and the benchmark plot."""
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ def exports(tmp_path_factory):
     for name, preset, overrides in (
         ("yoso", "yoso-tiny", {"use_expectation": False}),
         ("reformer", "reformer-tiny", {}),
+        ("lsg", "lsg-bert-tiny", {}),
         ("switch", "switch-tiny", {}),
     ):
         export(preset, root / name, config_overrides=overrides)
@@ -37,7 +38,7 @@ def exports(tmp_path_factory):
     result = CliRunner().invoke(cli, ["quantize", str(folders["yoso"][0]), str(folders["yoso"][1])])
     assert result.exit_code == 0, result.output
     assert "Quantized" in result.output
-    for name in ("reformer", "switch"):
+    for name in ("reformer", "lsg", "switch"):
         quantize(*folders[name])
     return folders
 
@@ -109,7 +110,7 @@ def test_bucketrt_nodes_stay_float_and_unchanged(exports):
 def reports(exports):
     from bucketrt.check import check
 
-    out = {name: check(exports[name][1], **SIZES) for name in ("yoso", "reformer")}
+    out = {name: check(exports[name][1], **SIZES) for name in ("yoso", "reformer", "lsg")}
     # Switch at the check's default length: at 2x48, two of the encoder's 96 tokens have router
     # probabilities tied to 0.0025, which any int8 error flips (docs/switch_transformers.md).
     out["switch"] = check(exports["switch"][1], batch_size=2, sequence_length=128)
@@ -189,13 +190,9 @@ def test_quantized_metrics_rule():
     assert not row.passed
 
 
-def test_linear_layer_error_is_the_int8_rounding(tmp_path):
-    """One MatMul with a full-range weight: ORT's int8 product is within the error of exact int8
-    arithmetic. With 8-bit weights, ORT's AVX2 kernel (no VNNI) saturates int16 sums: 0.05-0.1."""
+def _linear_model(folder):
+    """One MatMul, x [256, 32] by w [32, 64] (float32, seed 0): its file, x and the float product."""
     from onnx import TensorProto, helper, numpy_helper
-
-    import bucketrt
-    from bucketrt.quantization.quantize import quantize_model_file
 
     rng = np.random.default_rng(0)
     w = (rng.standard_normal((32, 64)) * 0.1).astype(np.float32)
@@ -208,12 +205,56 @@ def test_linear_layer_error_is_the_int8_rounding(tmp_path):
         [numpy_helper.from_array(w, "w")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)], ir_version=10)
-    onnx.save(model, str(tmp_path / "linear.onnx"))
-    want = x @ w
+    onnx.save(model, str(folder / "linear.onnx"))
+    return folder / "linear.onnx", x, x @ w
+
+
+def _quantized_error(folder, **settings) -> float:
+    """Relative L2 error of the linear model quantized with `settings`, run in ONNX Runtime."""
+    import bucketrt
+    from bucketrt.quantization.quantize import quantize_model_file
+
+    path, x, want = _linear_model(folder)
+    quantize_model_file(path, folder / "q.onnx", **settings)
+    got = bucketrt.ort_session(folder / "q.onnx").run(None, {"x": x})[0]
+    return float(np.linalg.norm(got - want) / np.linalg.norm(want))
+
+
+def test_linear_layer_error_is_the_int8_rounding(tmp_path):
+    """One MatMul with a full-range weight: ORT's int8 product is within the error of exact int8
+    arithmetic. With 8-bit weights, ORT's AVX2 kernel (no VNNI) saturates int16 sums: 0.05-0.1."""
     for per_channel in (True, False):
-        quantize_model_file(tmp_path / "linear.onnx", tmp_path / "q.onnx", per_channel=per_channel)
-        got = bucketrt.ort_session(tmp_path / "q.onnx").run(None, {"x": x})[0]
-        assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.025, per_channel
+        assert _quantized_error(tmp_path, per_channel=per_channel) < 0.025, per_channel
+
+
+def test_full_range_weights(exports, tmp_path):
+    """--full-range: 8-bit weights (|w| up to 127; the default 7-bit range stops at 64), recorded in
+    the manifest and the CLI's summary."""
+    from onnx import numpy_helper
+
+    def widest(folder):
+        model = onnx.load(str(folder / "model.onnx"))
+        weights = {i.name: i for i in model.graph.initializer}
+        b = [weights[n.input[1]] for n in model.graph.node if n.op_type == "MatMulInteger"]
+        return max(int(np.abs(numpy_helper.to_array(w).astype(np.int32)).max()) for w in b)
+
+    source, default = exports["yoso"]
+    result = CliRunner().invoke(cli, ["quantize", "--full-range", str(source), str(tmp_path / "q")])
+    assert result.exit_code == 0, result.output
+    assert "full range" in " ".join(result.output.split())
+    assert _manifest(tmp_path / "q")["quantization"]["reduce_range"] is False
+    assert widest(tmp_path / "q") == 127 and widest(default) <= 64
+
+
+def test_full_range_is_exact_int8_on_vnni(tmp_path):
+    """On a CPU with VNNI, ORT's int8 product with 8-bit weights is the exact int8 arithmetic's
+    (vpdpbusd sums exactly), below the 7-bit range's error. Without VNNI it saturates (skipped)."""
+    from bucketrt.benchmarking import cpu_isa
+
+    if not cpu_isa()["vnni"]:
+        pytest.skip("no VNNI: ONNX Runtime's AVX2 int8 kernel saturates 8-bit weights' pair sums")
+    errors = {reduce: _quantized_error(tmp_path, reduce_range=reduce) for reduce in (True, False)}
+    assert errors[False] < 0.012 and errors[False] < 0.75 * errors[True], errors
 
 
 def test_switch_quantized_components_run(exports):

@@ -25,18 +25,6 @@ constexpr int64_t kTilesPerWorker = 2;
 constexpr int64_t kSlicedTilesPerWorker = 8;
 constexpr int64_t kMinSlice = 128;
 
-// The widest tile the CPU runs; BUCKETRT_SIMD=generic forces the baseline (for tests and comparisons).
-ExpertTileFn PickTile() {
-  if (SimdForcedGeneric()) return ExpertTileGeneric;
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  __builtin_cpu_init();
-  const bool fma = __builtin_cpu_supports("fma");
-  if (fma && __builtin_cpu_supports("avx512f")) return ExpertTileAvx512;
-  if (fma && __builtin_cpu_supports("avx2")) return ExpertTileAvx2;
-#endif
-  return ExpertTileGeneric;
-}
-
 struct Tile {
   int64_t expert;
   int64_t start;  // position in `order`
@@ -198,7 +186,7 @@ void ExpertFfn(const ExpertFfnShape& shape, const ExpertFfnPlan& plan, Activatio
   if (tiles.empty()) return;
   // Largest first: workers pulling from the counter then finish close together (LPT scheduling).
   std::stable_sort(tiles.begin(), tiles.end(), [](const Tile& a, const Tile& b) { return a.rows > b.rows; });
-  static const ExpertTileFn tile = PickTile();  // the CPU and BUCKETRT_SIMD, looked at once
+  static const ExpertTileFn tile = PickExpertTile();  // the CPU and BUCKETRT_SIMD, looked at once
   Job job{&shape, &plan, act, hidden, order, gate, wi, wo, out, scratch, &tiles, tile};
   if (plan.workers == 1) {
     Worker(&job, 0);
@@ -212,6 +200,21 @@ void ExpertFfn(const ExpertFfnShape& shape, const ExpertFfnPlan& plan, Activatio
   } else {
     parallel_for(Combine, static_cast<size_t>(blocks), &combine);
   }
+}
+
+ExpertTileFn PickExpertTile(const char** name) {
+  static const SimdChoice<ExpertTileFn> choice = []() -> SimdChoice<ExpertTileFn> {
+    if (SimdForcedGeneric()) return {ExpertTileGeneric, "generic"};
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    const bool fma = __builtin_cpu_supports("fma");
+    if (fma && SimdAllowsAvx512() && __builtin_cpu_supports("avx512f")) return {ExpertTileAvx512, "avx512"};
+    if (fma && __builtin_cpu_supports("avx2")) return {ExpertTileAvx2, "avx2"};
+#endif
+    return {ExpertTileGeneric, "generic"};
+  }();
+  if (name != nullptr) *name = choice.name;
+  return choice.fn;
 }
 
 }  // namespace bucketrt::cpu

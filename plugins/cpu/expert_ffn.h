@@ -76,5 +76,7 @@ using ExpertTileFn = void (*)(BUCKETRT_EXPERT_TILE_ARGS);
 void ExpertTileGeneric(BUCKETRT_EXPERT_TILE_ARGS);
 void ExpertTileAvx2(BUCKETRT_EXPERT_TILE_ARGS);
 void ExpertTileAvx512(BUCKETRT_EXPERT_TILE_ARGS);
+// The widest tile the CPU runs within BUCKETRT_SIMD's cap (picked once), and its name.
+ExpertTileFn PickExpertTile(const char** name = nullptr);
 
 }  // namespace bucketrt::cpu

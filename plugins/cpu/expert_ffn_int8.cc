@@ -24,44 +24,6 @@ constexpr int64_t kTilesPerWorker = 8;  // with output-channel slices
 constexpr int64_t kMinSlice = 64;  // output channels: the narrowest slice worth a tile
 constexpr int64_t kQuantizeBlock = 32;  // rows per quantization task
 
-// The activations of the widest instruction set, as ExpertFFN's tiles pick theirs.
-using ActivateFn = void (*)(BUCKETRT_EXPERT_ACTIVATE_ARGS);
-ActivateFn PickActivate() {
-  if (SimdForcedGeneric()) return ExpertActivateGeneric;
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  __builtin_cpu_init();
-  const bool fma = __builtin_cpu_supports("fma");
-  if (fma && __builtin_cpu_supports("avx512f")) return ExpertActivateAvx512;
-  if (fma && __builtin_cpu_supports("avx2")) return ExpertActivateAvx2;
-#endif
-  return ExpertActivateGeneric;
-}
-
-// One row's quantization, step for step as reference.quantize_rows (each a float32 operation).
-void QuantizeRow(const float* x, int64_t k_len, uint8_t* q, float* scale, int32_t* zero_point) {
-  float lo = 0.0f, hi = 0.0f;
-  bool finite = true;
-  for (int64_t k = 0; k < k_len; ++k) {
-    finite &= std::isfinite(x[k]);
-    lo = std::min(lo, x[k]);
-    hi = std::max(hi, x[k]);
-  }
-  if (!finite) {
-    std::memset(q, 0, static_cast<size_t>(k_len));
-    *scale = std::numeric_limits<float>::quiet_NaN();
-    *zero_point = 0;
-    return;
-  }
-  float s = hi / 255.0f - lo / 255.0f;
-  if (s == 0.0f) s = 1.0f;
-  const float zp = std::clamp(std::nearbyint(-lo / s), 0.0f, 255.0f);
-  for (int64_t k = 0; k < k_len; ++k) {
-    q[k] = static_cast<uint8_t>(std::clamp(std::nearbyint(x[k] / s) + zp, 0.0f, 255.0f));
-  }
-  *scale = s;
-  *zero_point = static_cast<int32_t>(zp);
-}
-
 struct Rows {
   uint8_t* q;  // [listed, k_len]
   float* scale;
@@ -78,12 +40,13 @@ struct QuantizeJob {
 };
 
 void QuantizeBlock(void* data, size_t block) {
+  static const QuantizeRowFn quantize_row = PickQuantizeRow();
   const QuantizeJob& job = *static_cast<const QuantizeJob*>(data);
   const int64_t begin = static_cast<int64_t>(block) * kQuantizeBlock;
   const int64_t end = std::min(job.listed, begin + kQuantizeBlock);
   for (int64_t i = begin; i < end; ++i) {
     const int64_t src = job.order ? job.order[i] : i;
-    QuantizeRow(job.source + src * job.k_len, job.k_len, job.rows.q + i * job.k_len, job.rows.scale + i,
+    quantize_row(job.source + src * job.k_len, job.k_len, job.rows.q + i * job.k_len, job.rows.scale + i,
                 job.rows.zero_point + i);
   }
 }
@@ -115,10 +78,11 @@ struct LayerJob {
   const int8_t* w;       // [E, N, k_len]
   const float* w_scale;  // [E, N]
   Int8GemmFn gemm;
+  const uint8_t* ones;  // k_len ones
   // First layer: act into h [listed, N]. Second: times the gate into out's rows.
   bool first;
   Activation act;
-  ActivateFn activate;
+  ExpertActivateFn activate;
   float* h;
   const int32_t* order;
   const float* gate;
@@ -136,12 +100,9 @@ void LayerWorker(void* data, size_t worker) {
     const int64_t width = t.n1 - t.n0;
     const int8_t* w = job.w + (t.expert * job.n_len + t.n0) * job.k_len;
     const float* w_scale = job.w_scale + t.expert * job.n_len + t.n0;
-    // sum_k (q - zp) w = sum_k q w - zp sum_k w: the weights' row sums, once per tile.
-    for (int64_t n = 0; n < width; ++n) {
-      int32_t sum = 0;
-      for (int64_t k = 0; k < job.k_len; ++k) sum += w[n * job.k_len + k];
-      colsum[n] = sum;
-    }
+    // sum_k (q - zp) w = sum_k q w - zp sum_k w: the weights' row sums, once per tile, as the
+    // GEMM of a row of ones.
+    job.gemm(job.ones, 1, w, width, job.k_len, colsum, width);
     job.gemm(job.in.q + t.start * job.k_len, t.rows, w, width, job.k_len, acc, width);
     for (int64_t r = 0; r < t.rows; ++r) {
       const int64_t i_row = t.start + r;
@@ -246,7 +207,8 @@ ExpertFfnInt8Plan PlanExpertFfnInt8(const ExpertFfnInt8Shape& shape, const int32
 
 size_t ExpertFfnInt8Plan::scratch_bytes(const ExpertFfnInt8Shape& s) const {
   const size_t n = static_cast<size_t>(listed);
-  return Align(n * static_cast<size_t>(s.dim)) + Align(n * static_cast<size_t>(s.ff)) +
+  return Align(static_cast<size_t>(std::max(s.dim, s.ff))) + Align(n * static_cast<size_t>(s.dim)) +
+         Align(n * static_cast<size_t>(s.ff)) +
          Align(n * static_cast<size_t>(s.ff) * sizeof(float)) + 4 * Align(n * sizeof(float)) +
          static_cast<size_t>(workers) * scratch_per_worker + 64;
 }
@@ -265,6 +227,8 @@ void ExpertFfnInt8(const ExpertFfnInt8Shape& shape, const ExpertFfnInt8Plan& pla
     next += Align(bytes);
     return p;
   };
+  uint8_t* ones = take(static_cast<size_t>(std::max(shape.dim, shape.ff)));
+  std::memset(ones, 1, static_cast<size_t>(std::max(shape.dim, shape.ff)));
   Rows x{take(n * shape.dim), reinterpret_cast<float*>(take(n * sizeof(float))),
          reinterpret_cast<int32_t*>(take(n * sizeof(float)))};
   Rows hq{take(n * shape.ff), reinterpret_cast<float*>(take(n * sizeof(float))),
@@ -273,17 +237,17 @@ void ExpertFfnInt8(const ExpertFfnInt8Shape& shape, const ExpertFfnInt8Plan& pla
   uint8_t* workers = next;
 
   static const Int8GemmFn gemm = PickInt8Gemm();  // the CPU and BUCKETRT_SIMD, looked at once
-  static const ActivateFn activate = PickActivate();
+  static const ExpertActivateFn activate = PickExpertActivate();
 
   Quantize(QuantizeJob{hidden, order, shape.dim, plan.listed, x}, plan.workers, parallel_for);
   const std::vector<Tile> first = MakeTiles(plan, counts, shape.num_experts, shape.ff, plan.ff_chunks);
   LayerJob one{&plan, first.data(), static_cast<int64_t>(first.size()), x, shape.dim, shape.ff, wi, wi_scale, gemm,
-               true, act, activate, h, order, gate, out, workers};
+               ones, true, act, activate, h, order, gate, out, workers};
   RunLayer(one, parallel_for);
   Quantize(QuantizeJob{h, nullptr, shape.ff, plan.listed, hq}, plan.workers, parallel_for);
   const std::vector<Tile> second = MakeTiles(plan, counts, shape.num_experts, shape.dim, plan.dim_chunks);
   LayerJob two{&plan, second.data(), static_cast<int64_t>(second.size()), hq, shape.ff, shape.dim, wo, wo_scale,
-               gemm, false, act, activate, h, order, gate, out, workers};
+               gemm, ones, false, act, activate, h, order, gate, out, workers};
   RunLayer(two, parallel_for);
 }
 

@@ -60,8 +60,17 @@ using Int8GemmFn = void (*)(BUCKETRT_INT8_GEMM_ARGS);
 void Int8GemmGeneric(BUCKETRT_INT8_GEMM_ARGS);
 void Int8GemmAvx2(BUCKETRT_INT8_GEMM_ARGS);        // vpmovzx/sx to int16, vpmaddwd
 void Int8GemmAvx512Vnni(BUCKETRT_INT8_GEMM_ARGS);  // vpdpbusd
-// The widest the CPU runs (BUCKETRT_SIMD=generic forces Generic) and its name, as benchmarks print it.
+// The widest the CPU runs within BUCKETRT_SIMD's cap, and its name, as benchmarks print it.
 Int8GemmFn PickInt8Gemm(const char** name = nullptr);
+
+// One row's activation quantization (reference.quantize_rows): k_len floats into uint8 codes, the
+// row's scale and zero point; a row with a NaN or Inf gets codes 0, scale NaN, zero point 0.
+#define BUCKETRT_QUANTIZE_ROW_ARGS const float *x, int64_t k_len, uint8_t *q, float *scale, int32_t *zero_point
+using QuantizeRowFn = void (*)(BUCKETRT_QUANTIZE_ROW_ARGS);
+void QuantizeRowGeneric(BUCKETRT_QUANTIZE_ROW_ARGS);
+void QuantizeRowAvx2(BUCKETRT_QUANTIZE_ROW_ARGS);
+void QuantizeRowAvx512(BUCKETRT_QUANTIZE_ROW_ARGS);
+QuantizeRowFn PickQuantizeRow(const char** name = nullptr);  // as PickInt8Gemm
 
 // The activations of ExpertFFN's tiles (cpu/expert_ffn_tile.cc), in place on rows x cols floats
 // with row stride `stride`, one definition per instruction set like the tiles.
@@ -69,5 +78,7 @@ Int8GemmFn PickInt8Gemm(const char** name = nullptr);
 void ExpertActivateGeneric(BUCKETRT_EXPERT_ACTIVATE_ARGS);
 void ExpertActivateAvx2(BUCKETRT_EXPERT_ACTIVATE_ARGS);
 void ExpertActivateAvx512(BUCKETRT_EXPERT_ACTIVATE_ARGS);
+using ExpertActivateFn = void (*)(BUCKETRT_EXPERT_ACTIVATE_ARGS);
+ExpertActivateFn PickExpertActivate(const char** name = nullptr);  // as PickExpertTile
 
 }  // namespace bucketrt::cpu

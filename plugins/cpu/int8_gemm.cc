@@ -1,6 +1,7 @@
-// ExpertFFNInt8's GEMM: uint8 activation rows times int8 weight rows, exact int32 sums. One
-// definition per instruction set, each compiled for its own target by a function attribute (no
-// global -m flags: the library must load on every x86-64), picked at run time by CPUID.
+// ExpertFFNInt8's per-instruction-set primitives: the int8 GEMM (uint8 activation rows times int8
+// weight rows, exact int32 sums) and the row quantization. One definition per instruction set, each
+// compiled for its own target by a function attribute (no global -m flags: the library must load on
+// every x86-64), picked at run time by CPUID within BUCKETRT_SIMD's cap.
 //
 //  * Generic: plain loops (what a CPU without AVX2, or BUCKETRT_SIMD=generic, runs).
 //  * AVX2: widen to int16 (vpmovzxbw / vpmovsxbw) and vpmaddwd: 16 products per instruction, each
@@ -8,7 +9,9 @@
 //    but saturates its int16 pair sums (255 * 127 * 2 > 32767), which would break exactness.
 //  * AVX-512 VNNI: vpdpbusd, 64 uint8 x int8 products per instruction summed by fours into int32,
 //    exact.
-// Every path computes the same integers, so the result does not depend on the CPU.
+// Every path computes the same integers, and the quantizers the same float32 operations (IEEE
+// division, round to nearest even) in the same order per element, so the result does not depend
+// on the CPU.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -16,12 +19,33 @@
 #include "cpu/expert_ffn_int8.h"
 #include "cpu/simd_switch.h"
 
+#include <cmath>
+#include <limits>
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #define BUCKETRT_INT8_X86 1
 #endif
 
 namespace bucketrt::cpu {
+namespace {
+
+// The scalar steps every quantizer shares (the SIMD ones vectorize the per-element loops only).
+inline float RowScale(float lo, float hi) {
+  const float s = hi / 255.0f - lo / 255.0f;
+  return s == 0.0f ? 1.0f : s;
+}
+inline float RowZeroPoint(float lo, float s) { return std::clamp(std::nearbyint(-lo / s), 0.0f, 255.0f); }
+inline uint8_t QuantizeOne(float x, float s, float zp) {
+  return static_cast<uint8_t>(std::clamp(std::nearbyint(x / s) + zp, 0.0f, 255.0f));
+}
+inline void NonFiniteRow(int64_t k_len, uint8_t* q, float* scale, int32_t* zero_point) {
+  std::memset(q, 0, static_cast<size_t>(k_len));
+  *scale = std::numeric_limits<float>::quiet_NaN();
+  *zero_point = 0;
+}
+
+}  // namespace
 
 void Int8GemmGeneric(const uint8_t* x, int64_t rows, const int8_t* w, int64_t cols, int64_t k_len, int32_t* acc,
                      int64_t ldc) {
@@ -34,6 +58,26 @@ void Int8GemmGeneric(const uint8_t* x, int64_t rows, const int8_t* w, int64_t co
       acc[r * ldc + n] = sum;
     }
   }
+}
+
+// One row's quantization, step for step as reference.quantize_rows (each a float32 operation).
+void QuantizeRowGeneric(const float* x, int64_t k_len, uint8_t* q, float* scale, int32_t* zero_point) {
+  float lo = 0.0f, hi = 0.0f;
+  bool finite = true;
+  for (int64_t k = 0; k < k_len; ++k) {
+    finite &= std::isfinite(x[k]);
+    lo = std::min(lo, x[k]);
+    hi = std::max(hi, x[k]);
+  }
+  if (!finite) {
+    NonFiniteRow(k_len, q, scale, zero_point);
+    return;
+  }
+  const float s = RowScale(lo, hi);
+  const float zp = RowZeroPoint(lo, s);
+  for (int64_t k = 0; k < k_len; ++k) q[k] = QuantizeOne(x[k], s, zp);
+  *scale = s;
+  *zero_point = static_cast<int32_t>(zp);
 }
 
 #ifdef BUCKETRT_INT8_X86
@@ -71,42 +115,127 @@ __attribute__((target("avx2"))) inline void Avx2Block(const uint8_t* x, const in
   }
 }
 
-// R rows by C weight rows, 64 k per step, the tail through masked loads (zeros add nothing).
-template <int R, int C>
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) inline void VnniBlock(const uint8_t* x, const int8_t* w,
-                                                                             int64_t k_len, int32_t* acc,
-                                                                             int64_t ldc) {
-  __m512i sums[R][C];
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) sums[r][c] = _mm512_setzero_si512();
-  for (int64_t k = 0; k < k_len; k += 64) {
-    const int64_t left = k_len - k;
-    const __mmask64 mask = left >= 64 ? ~__mmask64{0} : ((__mmask64{1} << left) - 1);
-    __m512i wv[C];
-    for (int c = 0; c < C; ++c) wv[c] = _mm512_maskz_loadu_epi8(mask, w + c * k_len + k);
-    for (int r = 0; r < R; ++r) {
-      const __m512i xv = _mm512_maskz_loadu_epi8(mask, x + r * k_len + k);
-      for (int c = 0; c < C; ++c) sums[r][c] = _mm512_dpbusd_epi32(sums[r][c], xv, wv[c]);
-    }
+// Lane-sum steps for a reduction tree: PairSums(a, b) has, per 128-bit lane, partial sums of a, b,
+// a, b; QuadSums(p, q) of two such, partial sums of a, b, c, d per 128-bit lane; HalfSums(u, v) of
+// two quads, their 128-bit lanes added in pairs (u's two halves, then v's). HalfSums of two
+// HalfSums puts 16 vectors' totals in one register (45 instructions against 16 reduce_add's ~150).
+#define BUCKETRT_VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vnni")))
+// GCC 12's AVX-512 intrinsics pass a self-initialized `__Y = __Y` as the unused merge source, which
+// -Wmaybe-uninitialized reports once per inlined call: a false positive, silenced for these kernels.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+BUCKETRT_VNNI_TARGET inline __m512i PairSums(__m512i a, __m512i b) {
+  return _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+}
+BUCKETRT_VNNI_TARGET inline __m512i QuadSums(__m512i p, __m512i q) {
+  return _mm512_add_epi32(_mm512_unpacklo_epi64(p, q), _mm512_unpackhi_epi64(p, q));
+}
+BUCKETRT_VNNI_TARGET inline __m512i HalfSums(__m512i u, __m512i v) {
+  return _mm512_add_epi32(_mm512_shuffle_i32x4(u, v, 0x88), _mm512_shuffle_i32x4(u, v, 0xdd));
+}
+
+// acc += the uint8 x int8 dot products of a and b by fours. GCC 12 compiles the intrinsic
+// (_mm512_dpbusd_epi32) with a copy of the accumulator in and out of another register around every
+// instruction, and spilled an array of accumulators to the stack; the accumulating form here
+// ("+v": the register is read and written) keeps each in its register.
+#if defined(__GNUC__) && !defined(__clang__)
+#define BUCKETRT_DPBUSD(acc, a, b) asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b))
+#else
+#define BUCKETRT_DPBUSD(acc, a, b) acc = _mm512_dpbusd_epi32(acc, a, b)
+#endif
+#define BUCKETRT_VNNI_ROW(ACC0, ACC1, ACC2, ACC3, XV) \
+  BUCKETRT_DPBUSD(ACC0, XV, b0);                      \
+  BUCKETRT_DPBUSD(ACC1, XV, b1);                      \
+  BUCKETRT_DPBUSD(ACC2, XV, b2);                      \
+  BUCKETRT_DPBUSD(ACC3, XV, b3)
+
+// 4 rows x 4 weight rows: 16 accumulators, 4 weights and 1 row of the 32 zmm registers; 64 k per
+// step, the k_len % 64 tail through masked loads (zeros add nothing). One 128-bit store per row.
+BUCKETRT_VNNI_TARGET inline void Vnni4x4(const uint8_t* x, const int8_t* w, int64_t k_len, int32_t* acc,
+                                         int64_t ldc) {
+  __m512i c00 = _mm512_setzero_si512(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00,
+          c13 = c00, c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00;
+  const uint8_t *x0 = x, *x1 = x + k_len, *x2 = x + 2 * k_len, *x3 = x + 3 * k_len;
+  const int8_t *w0 = w, *w1 = w + k_len, *w2 = w + 2 * k_len, *w3 = w + 3 * k_len;
+#define BUCKETRT_VNNI_4X4_STEP(LOAD)                                      \
+  {                                                                       \
+    const __m512i b0 = LOAD(w0 + k), b1 = LOAD(w1 + k);                   \
+    const __m512i b2 = LOAD(w2 + k), b3 = LOAD(w3 + k);                   \
+    __m512i a = LOAD(x0 + k);                                             \
+    BUCKETRT_VNNI_ROW(c00, c01, c02, c03, a);                             \
+    a = LOAD(x1 + k);                                                     \
+    BUCKETRT_VNNI_ROW(c10, c11, c12, c13, a);                             \
+    a = LOAD(x2 + k);                                                     \
+    BUCKETRT_VNNI_ROW(c20, c21, c22, c23, a);                             \
+    a = LOAD(x3 + k);                                                     \
+    BUCKETRT_VNNI_ROW(c30, c31, c32, c33, a);                             \
   }
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) acc[r * ldc + c] = _mm512_reduce_add_epi32(sums[r][c]);
+  const int64_t body = k_len - k_len % 64;
+  int64_t k = 0;
+#define BUCKETRT_LOAD(p) _mm512_loadu_si512(p)
+  for (; k < body; k += 64) BUCKETRT_VNNI_4X4_STEP(BUCKETRT_LOAD)
+#undef BUCKETRT_LOAD
+  if (k < k_len) {
+    const __mmask64 m = (__mmask64{1} << (k_len - k)) - 1;
+#define BUCKETRT_LOAD(p) _mm512_maskz_loadu_epi8(m, p)
+    BUCKETRT_VNNI_4X4_STEP(BUCKETRT_LOAD)
+#undef BUCKETRT_LOAD
+  }
+#undef BUCKETRT_VNNI_4X4_STEP
+  // Lane r * 4 + c: row r, weight row c.
+  const __m512i total = HalfSums(
+      HalfSums(QuadSums(PairSums(c00, c01), PairSums(c02, c03)), QuadSums(PairSums(c10, c11), PairSums(c12, c13))),
+      HalfSums(QuadSums(PairSums(c20, c21), PairSums(c22, c23)), QuadSums(PairSums(c30, c31), PairSums(c32, c33))));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(acc), _mm512_extracti32x4_epi32(total, 0));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(acc + ldc), _mm512_extracti32x4_epi32(total, 1));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(acc + 2 * ldc), _mm512_extracti32x4_epi32(total, 2));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(acc + 3 * ldc), _mm512_extracti32x4_epi32(total, 3));
+}
+
+// 1 row x 4 weight rows (the rows % 4 left, and the weights' row sums against a row of ones).
+BUCKETRT_VNNI_TARGET inline void Vnni1x4(const uint8_t* x, const int8_t* w, int64_t k_len, int32_t* acc,
+                                         int64_t /*ldc*/) {
+  __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0;
+  const int8_t *w0 = w, *w1 = w + k_len, *w2 = w + 2 * k_len, *w3 = w + 3 * k_len;
+  for (int64_t k = 0; k < k_len; k += 64) {
+    const __mmask64 m = k_len - k >= 64 ? ~__mmask64{0} : ((__mmask64{1} << (k_len - k)) - 1);
+    const __m512i b0 = _mm512_maskz_loadu_epi8(m, w0 + k), b1 = _mm512_maskz_loadu_epi8(m, w1 + k);
+    const __m512i b2 = _mm512_maskz_loadu_epi8(m, w2 + k), b3 = _mm512_maskz_loadu_epi8(m, w3 + k);
+    const __m512i a = _mm512_maskz_loadu_epi8(m, x + k);
+    BUCKETRT_VNNI_ROW(c0, c1, c2, c3, a);
+  }
+  const __m512i quad = QuadSums(PairSums(c0, c1), PairSums(c2, c3));
+  const __m512i half = HalfSums(quad, quad);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(acc), _mm512_castsi512_si128(HalfSums(half, half)));
+}
+#undef BUCKETRT_VNNI_ROW
+#undef BUCKETRT_DPBUSD
+
+// R rows x 1 weight row (the cols % 4 left).
+template <int R>
+BUCKETRT_VNNI_TARGET inline void VnniCol(const uint8_t* x, const int8_t* w, int64_t k_len, int32_t* acc,
+                                         int64_t ldc) {
+  __m512i sums[R];
+  for (int r = 0; r < R; ++r) sums[r] = _mm512_setzero_si512();
+  for (int64_t k = 0; k < k_len; k += 64) {
+    const __mmask64 m = k_len - k >= 64 ? ~__mmask64{0} : ((__mmask64{1} << (k_len - k)) - 1);
+    const __m512i b = _mm512_maskz_loadu_epi8(m, w + k);
+    for (int r = 0; r < R; ++r) sums[r] = _mm512_dpbusd_epi32(sums[r], _mm512_maskz_loadu_epi8(m, x + r * k_len + k), b);
+  }
+  for (int r = 0; r < R; ++r) acc[r * ldc] = _mm512_reduce_add_epi32(sums[r]);
 }
 
 // Every row against C weight rows: blocks of R rows, single rows at the end. The weight rows
 // (C * k_len bytes) stay in L1 while every row block reads them.
-#define BUCKETRT_INT8_TILER(NAME, BLOCK, TARGET)                                                                    \
-  template <int R, int C>                                                                                        \
-  TARGET inline void NAME##Rows(const uint8_t* x, int64_t rows, const int8_t* w, int64_t k_len, int32_t* acc,    \
-                                int64_t ldc) {                                                                   \
-    int64_t r = 0;                                                                                               \
-    for (; r + R <= rows; r += R) BLOCK<R, C>(x + r * k_len, w, k_len, acc + r * ldc, ldc);                      \
-    for (; r < rows; ++r) BLOCK<1, C>(x + r * k_len, w, k_len, acc + r * ldc, ldc);                              \
-  }
-
-BUCKETRT_INT8_TILER(Avx2, Avx2Block, __attribute__((target("avx2"))))
-BUCKETRT_INT8_TILER(Vnni, VnniBlock, __attribute__((target("avx512f,avx512bw,avx512vnni"))))
-#undef BUCKETRT_INT8_TILER
+template <int R, int C>
+__attribute__((target("avx2"))) inline void Avx2Rows(const uint8_t* x, int64_t rows, const int8_t* w, int64_t k_len,
+                                                     int32_t* acc, int64_t ldc) {
+  int64_t r = 0;
+  for (; r + R <= rows; r += R) Avx2Block<R, C>(x + r * k_len, w, k_len, acc + r * ldc, ldc);
+  for (; r < rows; ++r) Avx2Block<1, C>(x + r * k_len, w, k_len, acc + r * ldc, ldc);
+}
 
 }  // namespace
 
@@ -118,39 +247,159 @@ __attribute__((target("avx2"))) void Int8GemmAvx2(const uint8_t* x, int64_t rows
   for (; n < cols; ++n) Avx2Rows<4, 1>(x, rows, w + n * k_len, k_len, acc + n, ldc);
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) void Int8GemmAvx512Vnni(const uint8_t* x, int64_t rows,
-                                                                               const int8_t* w, int64_t cols,
-                                                                               int64_t k_len, int32_t* acc,
-                                                                               int64_t ldc) {
-  // 4 rows x 4 weight rows: 16 accumulators, 4 weights and 1 row of the 32 zmm registers.
+BUCKETRT_VNNI_TARGET void Int8GemmAvx512Vnni(BUCKETRT_INT8_GEMM_ARGS) {
+  // Blocks of 4 weight rows: the rows in blocks of 4, then one at a time; the cols % 4 last. The
+  // weight rows (4 * k_len bytes) stay in L1 while every row block reads them.
   int64_t n = 0;
-  for (; n + 4 <= cols; n += 4) VnniRows<4, 4>(x, rows, w + n * k_len, k_len, acc + n, ldc);
-  for (; n < cols; ++n) VnniRows<4, 1>(x, rows, w + n * k_len, k_len, acc + n, ldc);
+  for (; n + 4 <= cols; n += 4) {
+    const int8_t* wn = w + n * k_len;
+    int64_t r = 0;
+    for (; r + 4 <= rows; r += 4) Vnni4x4(x + r * k_len, wn, k_len, acc + r * ldc + n, ldc);
+    for (; r < rows; ++r) Vnni1x4(x + r * k_len, wn, k_len, acc + r * ldc + n, ldc);
+  }
+  for (; n < cols; ++n) {
+    int64_t r = 0;
+    for (; r + 4 <= rows; r += 4) VnniCol<4>(x + r * k_len, w + n * k_len, k_len, acc + r * ldc + n, ldc);
+    for (; r < rows; ++r) VnniCol<1>(x + r * k_len, w + n * k_len, k_len, acc + r * ldc + n, ldc);
+  }
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+// 8 floats per step; the k_len % 8 tail in scalar code. Division and rounding (vdivps, vroundps to
+// nearest even) are the scalar code's IEEE operations, lane by lane.
+__attribute__((target("avx2"))) void QuantizeRowAvx2(BUCKETRT_QUANTIZE_ROW_ARGS) {
+  const int64_t body = k_len - k_len % 8;
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  const __m256 inf = _mm256_set1_ps(std::numeric_limits<float>::infinity());
+  __m256 lo8 = _mm256_setzero_ps(), hi8 = _mm256_setzero_ps();
+  __m256 finite8 = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+  for (int64_t k = 0; k < body; k += 8) {
+    const __m256 v = _mm256_loadu_ps(x + k);
+    finite8 = _mm256_and_ps(finite8, _mm256_cmp_ps(_mm256_and_ps(v, abs_mask), inf, _CMP_LT_OQ));
+    lo8 = _mm256_min_ps(lo8, v);
+    hi8 = _mm256_max_ps(hi8, v);
+  }
+  alignas(32) float lo_lanes[8], hi_lanes[8];
+  _mm256_store_ps(lo_lanes, lo8);
+  _mm256_store_ps(hi_lanes, hi8);
+  bool finite = _mm256_movemask_ps(finite8) == 0xff;
+  float lo = 0.0f, hi = 0.0f;
+  for (int i = 0; i < 8; ++i) {
+    lo = std::min(lo, lo_lanes[i]);
+    hi = std::max(hi, hi_lanes[i]);
+  }
+  for (int64_t k = body; k < k_len; ++k) {
+    finite &= std::isfinite(x[k]);
+    lo = std::min(lo, x[k]);
+    hi = std::max(hi, x[k]);
+  }
+  if (!finite) {
+    NonFiniteRow(k_len, q, scale, zero_point);
+    return;
+  }
+  const float s = RowScale(lo, hi);
+  const float zp = RowZeroPoint(lo, s);
+  const __m256 s8 = _mm256_set1_ps(s), zp8 = _mm256_set1_ps(zp);
+  const __m256 zero = _mm256_setzero_ps(), top = _mm256_set1_ps(255.0f);
+  for (int64_t k = 0; k < body; k += 8) {
+    __m256 t = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(x + k), s8), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    t = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(t, zp8), zero), top);
+    const __m256i i32 = _mm256_cvtps_epi32(t);
+    const __m128i i16 = _mm_packus_epi32(_mm256_castsi256_si128(i32), _mm256_extracti128_si256(i32, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(q + k), _mm_packus_epi16(i16, i16));
+  }
+  for (int64_t k = body; k < k_len; ++k) q[k] = QuantizeOne(x[k], s, zp);
+  *scale = s;
+  *zero_point = static_cast<int32_t>(zp);
+}
+
+// 16 floats per step, the tail through masked loads and stores (a zero lane leaves min <= 0 <= max
+// as they were).
+__attribute__((target("avx512f"))) void QuantizeRowAvx512(BUCKETRT_QUANTIZE_ROW_ARGS) {
+  const __m512 inf = _mm512_set1_ps(std::numeric_limits<float>::infinity());
+  __m512 lo16 = _mm512_setzero_ps(), hi16 = _mm512_setzero_ps();
+  __mmask16 finite = 0xffff;
+  for (int64_t k = 0; k < k_len; k += 16) {
+    const __mmask16 m = k_len - k >= 16 ? __mmask16(0xffff) : __mmask16((1u << (k_len - k)) - 1);
+    const __m512 v = _mm512_maskz_loadu_ps(m, x + k);
+    finite = _mm512_mask_cmp_ps_mask(finite, _mm512_abs_ps(v), inf, _CMP_LT_OQ);
+    lo16 = _mm512_min_ps(lo16, v);
+    hi16 = _mm512_max_ps(hi16, v);
+  }
+  if (finite != 0xffff) {
+    NonFiniteRow(k_len, q, scale, zero_point);
+    return;
+  }
+  const float lo = std::min(0.0f, _mm512_reduce_min_ps(lo16));
+  const float hi = std::max(0.0f, _mm512_reduce_max_ps(hi16));
+  const float s = RowScale(lo, hi);
+  const float zp = RowZeroPoint(lo, s);
+  const __m512 s16 = _mm512_set1_ps(s), zp16 = _mm512_set1_ps(zp);
+  const __m512 zero = _mm512_setzero_ps(), top = _mm512_set1_ps(255.0f);
+  for (int64_t k = 0; k < k_len; k += 16) {
+    const __mmask16 m = k_len - k >= 16 ? __mmask16(0xffff) : __mmask16((1u << (k_len - k)) - 1);
+    __m512 t = _mm512_roundscale_ps(_mm512_div_ps(_mm512_maskz_loadu_ps(m, x + k), s16),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    t = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(t, zp16), zero), top);
+    _mm512_mask_cvtusepi32_storeu_epi8(q + k, m, _mm512_cvtps_epu32(t));
+  }
+  *scale = s;
+  *zero_point = static_cast<int32_t>(zp);
 }
 
 #else  // not x86-64 GCC/Clang: the generic loops serve every name
 
 void Int8GemmAvx2(BUCKETRT_INT8_GEMM_ARGS) { Int8GemmGeneric(x, rows, w, cols, k_len, acc, ldc); }
 void Int8GemmAvx512Vnni(BUCKETRT_INT8_GEMM_ARGS) { Int8GemmGeneric(x, rows, w, cols, k_len, acc, ldc); }
+void QuantizeRowAvx2(BUCKETRT_QUANTIZE_ROW_ARGS) { QuantizeRowGeneric(x, k_len, q, scale, zero_point); }
+void QuantizeRowAvx512(BUCKETRT_QUANTIZE_ROW_ARGS) { QuantizeRowGeneric(x, k_len, q, scale, zero_point); }
 
 #endif
 
+// The pickers: the widest each CPU runs within BUCKETRT_SIMD's cap, looked at once, and its name.
 Int8GemmFn PickInt8Gemm(const char** name) {
-  struct Choice {
-    Int8GemmFn fn;
-    const char* name;
-  };
-  static const Choice choice = [] {
-    if (SimdForcedGeneric()) return Choice{Int8GemmGeneric, "generic"};
+  static const SimdChoice<Int8GemmFn> choice = []() -> SimdChoice<Int8GemmFn> {
+    if (SimdForcedGeneric()) return {Int8GemmGeneric, "generic"};
 #ifdef BUCKETRT_INT8_X86
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+    if (SimdAllowsAvx512() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vnni")) {
-      return Choice{Int8GemmAvx512Vnni, "avx512vnni"};
+      return {Int8GemmAvx512Vnni, "avx512vnni"};
     }
-    if (__builtin_cpu_supports("avx2")) return Choice{Int8GemmAvx2, "avx2"};
+    if (__builtin_cpu_supports("avx2")) return {Int8GemmAvx2, "avx2"};
 #endif
-    return Choice{Int8GemmGeneric, "generic"};
+    return {Int8GemmGeneric, "generic"};
+  }();
+  if (name != nullptr) *name = choice.name;
+  return choice.fn;
+}
+
+QuantizeRowFn PickQuantizeRow(const char** name) {
+  static const SimdChoice<QuantizeRowFn> choice = []() -> SimdChoice<QuantizeRowFn> {
+    if (SimdForcedGeneric()) return {QuantizeRowGeneric, "generic"};
+#ifdef BUCKETRT_INT8_X86
+    __builtin_cpu_init();
+    if (SimdAllowsAvx512() && __builtin_cpu_supports("avx512f")) return {QuantizeRowAvx512, "avx512"};
+    if (__builtin_cpu_supports("avx2")) return {QuantizeRowAvx2, "avx2"};
+#endif
+    return {QuantizeRowGeneric, "generic"};
+  }();
+  if (name != nullptr) *name = choice.name;
+  return choice.fn;
+}
+
+ExpertActivateFn PickExpertActivate(const char** name) {
+  static const SimdChoice<ExpertActivateFn> choice = []() -> SimdChoice<ExpertActivateFn> {
+    if (SimdForcedGeneric()) return {ExpertActivateGeneric, "generic"};
+#ifdef BUCKETRT_INT8_X86
+    __builtin_cpu_init();
+    const bool fma = __builtin_cpu_supports("fma");
+    if (fma && SimdAllowsAvx512() && __builtin_cpu_supports("avx512f")) return {ExpertActivateAvx512, "avx512"};
+    if (fma && __builtin_cpu_supports("avx2")) return {ExpertActivateAvx2, "avx2"};
+#endif
+    return {ExpertActivateGeneric, "generic"};
   }();
   if (name != nullptr) *name = choice.name;
   return choice.fn;

@@ -6,16 +6,35 @@
 
 namespace bucketrt::cpu {
 
-// BUCKETRT_SIMD=generic forces the baseline code where the CPU has wider instructions (a switch for
-// testing and comparing it). Read at the first kernel call after the library is loaded; changing
+// BUCKETRT_SIMD caps the instruction sets the kernels pick from (a switch for testing and comparing
+// the variants on one CPU): "generic" forces the baseline code, "avx2" allows AVX2 but no AVX-512
+// (so a CPU with AVX-512 VNNI also runs, and its tests check, the AVX2 variants); unset or anything
+// else, the widest the CPU has. Read at the first kernel call after the library is loaded; changing
 // it later has no effect until the library is unloaded (ONNX Runtime does so with the last session
 // that registered it) and loaded again.
-inline bool SimdForcedGeneric() {
-  static const bool generic = [] {
+enum class SimdCap { kGeneric, kAvx2, kWidest };
+
+inline SimdCap SimdCapFromEnv() {
+  static const SimdCap cap = [] {
     const char* choice = std::getenv("BUCKETRT_SIMD");
-    return choice != nullptr && std::strcmp(choice, "generic") == 0;
+    if (choice == nullptr) return SimdCap::kWidest;
+    if (std::strcmp(choice, "generic") == 0) return SimdCap::kGeneric;
+    if (std::strcmp(choice, "avx2") == 0) return SimdCap::kAvx2;
+    return SimdCap::kWidest;
   }();
-  return generic;
+  return cap;
 }
+
+inline bool SimdForcedGeneric() { return SimdCapFromEnv() == SimdCap::kGeneric; }
+// Whether AVX-512 variants may be picked (where the CPU has them).
+inline bool SimdAllowsAvx512() { return SimdCapFromEnv() == SimdCap::kWidest; }
+
+// What a per-instruction-set picker chose (looked at once per process): the function and its name,
+// as BucketrtCpuVariants() reports it.
+template <typename Fn>
+struct SimdChoice {
+  Fn fn;
+  const char* name;
+};
 
 }  // namespace bucketrt::cpu

@@ -1,12 +1,16 @@
 // The library's entry points, its only exported symbols (ort/exports.map; plugins/README.md):
-// RegisterCustomOps (what SessionOptions.register_custom_ops_library calls) and BucketrtBackends
-// (what this build compiled, read by `bucketrt ops` through ctypes).
+// RegisterCustomOps (what SessionOptions.register_custom_ops_library calls), BucketrtBackends
+// (what this build compiled) and BucketrtCpuVariants (what the CPU kernels run on this CPU), read by
+// `bucketrt ops` and the benchmarks through ctypes.
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
+#include "cpu/expert_ffn.h"
+#include "cpu/expert_ffn_int8.h"
+#include "cpu/simd.h"
 #include "ort/kernels.h"
 #ifdef BUCKETRT_WITH_CUDA
 #include "cuda/ops.h"
@@ -147,4 +151,23 @@ BUCKETRT_EXPORT const char* BucketrtBackends() {
     return out;
   }();
   return backends.c_str();
+}
+
+BUCKETRT_EXPORT const char* BucketrtCpuVariants() {
+  // "kernels=variant;...": the instruction-set variant each family of CPU kernels picks on this CPU
+  // within BUCKETRT_SIMD's cap, as they pick it (once per process).
+  static const std::string variants = [] {
+    namespace cpu = bucketrt::cpu;
+    const char* tile = nullptr;
+    const char* activate = nullptr;
+    const char* gemm = nullptr;
+    const char* quantize = nullptr;
+    cpu::PickExpertTile(&tile);
+    cpu::PickExpertActivate(&activate);
+    cpu::PickInt8Gemm(&gemm);
+    cpu::PickQuantizeRow(&quantize);
+    return std::string("hash_attention=") + (cpu::UseAvx2() ? "avx2" : "generic") + ";expert_ffn_tile=" + tile +
+           ";expert_activation=" + activate + ";int8_gemm=" + gemm + ";int8_quantize=" + quantize;
+  }();
+  return variants.c_str();
 }

@@ -122,12 +122,35 @@ def cpu_isa() -> dict:
         "amx": bool({"amx_int8", "amx_tile"} & flags),
         "avx512_bf16": "avx512_bf16" in flags,
         "torch_capability": capability,
+        "bucketrt_kernels": cpu_kernel_variants(),
     }
+
+
+def cpu_kernel_variants() -> dict[str, str]:
+    """What bucketrt's CPU kernels run on this CPU: kernel family -> instruction-set variant, as the
+    installed op library picks them (its BucketrtCpuVariants(); BUCKETRT_SIMD caps them), e.g.
+    {"int8_gemm": "avx512vnni", "expert_ffn_tile": "avx512", ...}. Empty without the library."""
+    import ctypes
+
+    import bucketrt
+
+    try:
+        function = ctypes.CDLL(bucketrt.library_path()).BucketrtCpuVariants
+    except (bucketrt.LibraryNotBuiltError, OSError, AttributeError):
+        return {}
+    function.restype = ctypes.c_char_p
+    function.argtypes = []
+    pairs = (entry.partition("=") for entry in (function() or b"").decode().split(";") if entry)
+    return {name: variant for name, _, variant in pairs}
 
 
 def describe_isa(isa: dict) -> str:
     marks = ", ".join(f"{label} {'yes' if isa[key] else 'no'}" for key, label in _ISA_LABELS)
-    return f"{isa['cpu'] or 'unknown CPU'}: {marks}; PyTorch dispatches {isa['torch_capability']}"
+    line = f"{isa['cpu'] or 'unknown CPU'}: {marks}; PyTorch dispatches {isa['torch_capability']}"
+    variants = isa.get("bucketrt_kernels")
+    if variants:
+        line += "; bucketrt's CPU kernels: " + ", ".join(f"{k} {v}" for k, v in variants.items())
+    return line
 
 
 _ISA_LABELS = (

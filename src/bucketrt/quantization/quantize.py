@@ -27,7 +27,9 @@ WEIGHT_TYPES = ("int8", "uint8")
 # (docs/switch_transformers.md, int8 section): one switch-tiny projection, standard-normal inputs,
 # relative L2 error 0.096 per channel (0.034 per tensor) against 0.0096 for the exact integer
 # product; with 7-bit weights 0.014 (0.018). The saturation made switch-tiny miss the check's
-# criteria. ORT's own advice for non-VNNI CPUs; it costs one bit of weight precision on VNNI ones.
+# criteria. ORT's own advice for non-VNNI CPUs; it costs one bit of weight precision on VNNI ones,
+# whose vpdpbusd sums exactly: `reduce_range=False` (`bucketrt quantize --full-range`) takes the
+# full 8 bits for models that run only on such CPUs.
 REDUCE_RANGE = True
 # A MatMul whose output reaches a bucketrt op through these only is a router (Switch: MatMul,
 # Softmax, Top1Dispatch): its argmax picks each token's expert, and a flipped pick replaces the
@@ -119,10 +121,18 @@ def _quiet_root_logger():
 
 
 def quantize_model_file(
-    source, target, *, per_channel: bool = True, weight_type: str = "int8", nodes_to_exclude=(), external=False
+    source,
+    target,
+    *,
+    per_channel: bool = True,
+    weight_type: str = "int8",
+    reduce_range: bool = REDUCE_RANGE,
+    nodes_to_exclude=(),
+    external=False,
 ) -> None:
-    """One ONNX file through quantize_dynamic with bucketrt's settings (MatMul/Gemm, 7-bit weights:
-    REDUCE_RANGE); `external`: write the weights to TARGET.data. Also what the benchmarks quantize BERT with."""
+    """One ONNX file through quantize_dynamic with bucketrt's settings (MatMul/Gemm, 7-bit weights
+    unless `reduce_range` is False); `external`: write the weights to TARGET.data. Also what the
+    benchmarks quantize BERT with."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with _quiet_root_logger():
@@ -131,7 +141,7 @@ def quantize_model_file(
             str(target),
             op_types_to_quantize=list(OP_TYPES),
             per_channel=per_channel,
-            reduce_range=REDUCE_RANGE,
+            reduce_range=reduce_range,
             weight_type=QuantType.QInt8 if weight_type == "int8" else QuantType.QUInt8,
             nodes_to_exclude=list(nodes_to_exclude),
             use_external_data_format=external,
@@ -175,6 +185,7 @@ def quantize(
     *,
     per_channel: bool = True,
     weight_type: str = "int8",
+    reduce_range: bool = REDUCE_RANGE,
     exclude=(),
     experts: bool | None = None,
     console=None,
@@ -182,7 +193,9 @@ def quantize(
     """Writes an int8 copy of the fp32 export `export_dir` to `output_dir`; returns its manifest.
 
     `per_channel`: one weight scale per output channel (else per tensor). `weight_type`: "int8"
-    or "uint8" weights (activations are always quantized per run, to uint8). `exclude`: node-name
+    or "uint8" weights (activations are always quantized per run, to uint8). `reduce_range`: the
+    linear layers' weights in 7 bits (REDUCE_RANGE's comment: what CPUs without VNNI need), else 8
+    (the int8 experts always take 8: their kernel sums exactly on every CPU). `exclude`: node-name
     patterns (globs, or `re:REGEX`) of linear layers to keep float; each must match a node.
     `experts`: also quantize Switch's ExpertFFN weights (None: where the int8 expert op is
     available; True: required). Raises BucketrtError for anything the caller can fix.
@@ -259,6 +272,7 @@ def quantize(
             target,
             per_channel=per_channel,
             weight_type=weight_type,
+            reduce_range=reduce_range,
             nodes_to_exclude=excluded + routers,
             external=external,
         )
@@ -332,7 +346,7 @@ def quantize(
         "weight_type": weight_type,
         "activation_type": "uint8 (dynamic: scale and zero point computed per run)",
         "per_channel": per_channel,
-        "reduce_range": REDUCE_RANGE,
+        "reduce_range": reduce_range,
         "exclude": patterns,
         "experts": experts_record,
         "components": record,
