@@ -164,11 +164,10 @@ def encoder(threads: int, repeat: int, say=None, batch=8, length=128):
 
 
 def expert_ffn_int8(threads: int, repeat: int, say=None, tokens=(16, 512, 2048), d_model=768, d_ff=3072, experts=8):
+    from bucketrt.benchmarking import cpu_isa, describe_isa
     from bucketrt.ops.graph import op_session
     from bucketrt.ops.spec import EXPERT_FFN, EXPERT_FFN_INT8
     from bucketrt.quantization.expert_ffn import quantize_weights
-
-    from bucketrt.benchmarking import cpu_isa, describe_isa
 
     _say(
         say, f"ExpertFFN float32 vs ExpertFFNInt8, d_model {d_model}, d_ff {d_ff}, {experts} experts, {threads} threads"

@@ -29,7 +29,9 @@ def _variants_in_child(cap: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "BUCKETRT_SIMD"}
     if cap is not None:
         env["BUCKETRT_SIMD"] = cap
-    code = "import json; from bucketrt.benchmarking import cpu_kernel_variants; print(json.dumps(cpu_kernel_variants()))"
+    code = (
+        "import json; from bucketrt.benchmarking import cpu_kernel_variants; print(json.dumps(cpu_kernel_variants()))"
+    )
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return json.loads(done.stdout)
 
