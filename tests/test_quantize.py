@@ -90,7 +90,8 @@ def test_bucketrt_nodes_stay_float_and_unchanged(exports):
             expert_nodes = set(_manifest(target)["quantization"]["components"][component]["expert_nodes"])
             original = {n.name: n for n in sources[component].graph.node if n.domain == DOMAIN}
             ours = {n.name: n for n in model.graph.node if n.domain == DOMAIN}
-            assert set(ours) == set(original) and ours
+            # LSG's attention is standard ONNX ops: it has no bucketrt node to keep.
+            assert set(ours) == set(original) and (bool(ours) != (name == "lsg"))
             weights = {i.name: i for i in model.graph.initializer}
             for node_name, node in ours.items():
                 if node_name in expert_nodes:
