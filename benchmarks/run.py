@@ -285,12 +285,32 @@ def bench_lsg(threads: int, repeat: int, length: int = 4096) -> None:
 
 
 # The int8 part's models: export name (shared with the parts above), preset, config overrides, task,
-# batch, default lengths, whether the same-size BERT runs beside it.
+# batch, default lengths, whether the same-size BERT runs beside it, whether transformers' own model
+# runs on CPU in PyTorch (then it is timed too, in fp32 and bf16: Reformer's LSH attention is
+# PyTorch code; YOSO's LSH is CUDA-only there, and bucketrt's reference ops take no bf16).
 INT8_MODELS = {
-    "yoso-4096": ("yoso-4096-lsh", "yoso-4096", {"use_expectation": False}, None, 1, (1024, 2048, 4096), True),
-    "lsg-bert-4096": ("lsg-bert-4096", "lsg-bert-4096", {}, "feature-extraction", 1, (1024, 4096), True),
-    "reformer": ("reformer-crime-and-punishment", "reformer-crime-and-punishment", {}, None, 1, (1024, 4096), False),
-    "switch-base-8": ("switch-base-8-encoder", "switch-base-8", {}, "feature-extraction-encoder", 8, (128,), False),
+    "yoso-4096": ("yoso-4096-lsh", "yoso-4096", {"use_expectation": False}, None, 1, (1024, 2048, 4096), True, False),
+    "lsg-bert-4096": ("lsg-bert-4096", "lsg-bert-4096", {}, "feature-extraction", 1, (1024, 4096), True, False),
+    "reformer": (
+        "reformer-crime-and-punishment",
+        "reformer-crime-and-punishment",
+        {},
+        None,
+        1,
+        (1024, 4096),
+        False,
+        True,
+    ),
+    "switch-base-8": (
+        "switch-base-8-encoder",
+        "switch-base-8",
+        {},
+        "feature-extraction-encoder",
+        8,
+        (128,),
+        False,
+        False,
+    ),
 }
 
 
@@ -343,7 +363,7 @@ def bench_int8(
 
     import bucketrt
     from bucketrt.benchmarking import cpu_isa, describe_isa, plot_scaling
-    from bucketrt.exporter import load_reference, make_inputs, read_manifest
+    from bucketrt.exporter import load_reference, load_transformers_model, make_inputs, read_manifest
     from bucketrt.quantization import quantize_model_file
 
     isa = cpu_isa()
@@ -353,7 +373,7 @@ def bench_int8(
     say("")
     results = {}
     for key in models:
-        name, preset, overrides, task, batch, default_lengths, with_bert = INT8_MODELS[key]
+        name, preset, overrides, task, batch, default_lengths, with_bert, with_transformers = INT8_MODELS[key]
         folder = export_once(name, preset, overrides, task=task)
         qfolder = quantize_once(folder)
         manifest = read_manifest(folder)
@@ -373,6 +393,18 @@ def bench_int8(
                 return run(f)
 
         runs["PyTorch eager bf16"] = bf16
+        if with_transformers:
+            hf = load_transformers_model(folder)
+
+            def hf_fp32(f, hf=hf):
+                return hf(**{k: torch.from_numpy(v) for k, v in f.items() if k in ("input_ids", "attention_mask")})
+
+            def hf_bf16(f, run=hf_fp32):
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    return run(f)
+
+            runs["transformers eager fp32"] = hf_fp32
+            runs["transformers eager bf16"] = hf_bf16
         if with_bert:
             bert_path = export_bert(4096)
             bert_int8 = bert_path.with_name("model-int8.onnx")
@@ -436,7 +468,7 @@ def bench_int8(
             plot_scaling(results[key], figure, f"{key}, batch {batch}, {threads} threads ({isa['cpu'] or 'CPU'})")
             say(f"![{key}: time against N]({figure.name})")
             say("")
-        fp32 = int8 = reference = runs = None  # free the models before the next family's
+        fp32 = int8 = reference = runs = hf = None  # free the models before the next family's
     say(f"Load average after: {os.getloadavg()[0]:.2f}.")
     say("")
     (OUT / "int8.json").write_text(json.dumps({"isa": isa, "threads": threads, "series": results}, indent=1))

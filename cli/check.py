@@ -219,6 +219,14 @@ def print_component(out, report, component) -> None:
         table.add_row(*cells, "[green]ok[/]" if row.passed else "[red]mismatch[/]")
     out.print(table)
     label, codes = report.backend_label, component.hash_codes
+    routing = component.routing
+    if routing is not None and routing.total:
+        color = "green" if routing.differing == 0 else "yellow"
+        out.print(
+            f"[{color}]routing[/]: {routing.differing} of {routing.total} token routes ({routing.share:.2%}) "
+            f"differ between {label} and PyTorch over {routing.calls} sparse layers"
+            + ("" if routing.complete else " [red](the captured routes did not match the layers one to one)[/]")
+        )
     if codes is None:
         if component.note:
             out.print(f"[yellow]hash codes[/]: {component.note}")

@@ -26,6 +26,7 @@ _LAZY = {
     "max_sequence_length": ".manifest",
     "PRESETS": ".presets",
     "load_reference": ".reference",
+    "load_transformers_model": ".reference",
     "make_inputs": ".reference",
     "Reference": ".reference",
     "family_named": ".family",

@@ -34,6 +34,17 @@ class Reference:
         return {name: value.detach().cpu().numpy() for name, value in zip(target.output_names, result)}
 
 
+def load_transformers_model(output_dir) -> torch.nn.Module:
+    """The export's model as transformers runs it (eval, not patched: its own attention and routing),
+    with the export's weights: the PyTorch peer for benchmarks where Hugging Face's code runs on CPU
+    (Reformer's LSH attention, Switch). Its random LSH rotations are not the export's."""
+    manifest = read_manifest(output_dir)
+    source = Source(manifest.get("source_kind", "preset"), manifest["source"], manifest.get("revision"))
+    family, config, source = load_config(source, manifest.get("config_overrides") or {})
+    model = build_model(family, source, config, family.get_task(manifest["task"]), manifest["seed"])
+    return model.eval()
+
+
 def load_reference(output_dir) -> Reference:
     """The patched PyTorch model (eval) of an export, with identical weights and sampled tensors.
 

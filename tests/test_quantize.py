@@ -152,6 +152,29 @@ def test_hash_audit_counts_codes_quantization_flipped(reports):
     assert data["components"][0]["hash_codes"]["flipped_share"] > 0
 
 
+def test_routing_audit_counts_token_routes(exports, reports):
+    """Switch: every component's Top1Dispatch experts are compared token by token (one sparse layer
+    per switch-tiny component); the fp32 export routes every token as PyTorch does."""
+    from bucketrt.check import check
+
+    quantized = reports["switch"]
+    for component in quantized.components:
+        routing = component.routing
+        assert routing is not None and routing.complete and routing.calls == 1
+        batch, length = next(iter(component.inputs.values()))[:2]  # the component's ids: its tokens
+        assert routing.total == batch * length
+        assert 0 <= routing.differing <= routing.total
+    assert quantized.to_dict()["components"][0]["routing"]["share"] == quantized.components[0].routing.share
+    assert all(c.routing is None for c in reports["yoso"].components)  # no router
+    fp32 = check(exports["switch"][0], batch_size=2, sequence_length=32)
+    assert fp32.passed and [c.routing.differing for c in fp32.components] == [0, 0, 0]
+    assert all(c.routing.total > 0 for c in fp32.components)
+    args = ["check", str(exports["switch"][0]), "--batch-size", "2", "--sequence-length", "16"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "routing: 0 of 32 token routes (0.00%) differ" in " ".join(result.output.split())
+
+
 def test_quantized_check_fails_below_impossible_criteria(exports, tmp_path):
     report_path = tmp_path / "report.json"
     args = ["check", str(exports["yoso"][1]), "-b", "1", "-n", "32", "--max-code-flips", "0", "--max-rel-l2", "0"]

@@ -109,6 +109,22 @@ class HashAudit:
 
 
 @dataclass
+class RoutingResult:
+    """Switch: the tokens whose expert (or drop for capacity) differs between the backend and PyTorch,
+    over every Top1Dispatch call (bucketrt.code_sync.RouteAudit). Informational: a flipped route
+    changes the token's FFN output, which the outputs' comparison judges."""
+
+    calls: int
+    total: int
+    differing: int
+    complete: bool  # every captured route tensor matched one routing call, and the reverse
+
+    @property
+    def share(self) -> float:
+        return self.differing / self.total if self.total else 0.0
+
+
+@dataclass
 class GenerationResult:
     """Greedy tokens of the backend's sessions against the PyTorch reference's (quantized exports)."""
 
@@ -136,6 +152,7 @@ class ComponentReport:
     note: str | None = None  # why codes were not compared although the model hashes
     backend_seconds: float = 0.0
     reference_seconds: float = 0.0
+    routing: RoutingResult | None = None  # a model that routes (Switch), on ONNX Runtime
 
     @property
     def passed(self) -> bool:
@@ -190,6 +207,8 @@ class CheckReport:
             data["generation"].update(agreement=self.generation.agreement, passed=self.generation.passed)
         for component, entry in zip(self.components, data["components"]):
             entry.update(passed=component.passed, max_abs_error=component.max_abs_error)
+            if component.routing is not None:
+                entry["routing"]["share"] = component.routing.share
             if component.hash_codes is not None:
                 entry["hash_codes"]["passed"] = component.hash_codes.passed
                 entry["hash_codes"]["flipped_share"] = component.hash_codes.flipped_share
@@ -385,15 +404,18 @@ class BackendRun:
     codes: list | None  # the backend's hash codes in graph order; None when not captured
     note: str | None = None  # why codes were not captured although the model hashes
     seconds: float = 0.0
+    routes: list | None = None  # Top1Dispatch's experts per token in graph order; None: not captured
 
 
-def _code_names(model_path: Path) -> list[str]:
-    """The hash-code outputs a copy of the model would add (none for models that do not hash)."""
+def _code_names(model_path: Path) -> tuple[list[str], list[str]]:
+    """The hash-code and routing outputs a copy of the model would add (none for models that
+    neither hash nor route)."""
     import onnx
 
-    from .code_sync import code_outputs
+    from .code_sync import code_outputs, route_outputs
 
-    return code_outputs(onnx.load(str(model_path), load_external_data=False))
+    proto = onnx.load(str(model_path), load_external_data=False)
+    return code_outputs(proto), route_outputs(proto)
 
 
 @contextlib.contextmanager
@@ -453,22 +475,25 @@ class OrtBackend:
         with OnnxrtRunner(lambda: ort_session(model_path), name=self.runner_name) as runner:
             outputs = dict(runner.infer(feeds))
         seconds = time.perf_counter() - started
-        return BackendRun(outputs, self._codes(model_path, feeds), seconds=seconds)
+        codes, routes = self._codes(model_path, feeds)
+        return BackendRun(outputs, codes, seconds=seconds, routes=routes)
 
     @staticmethod
-    def _codes(model_path: Path, feeds: dict):
+    def _codes(model_path: Path, feeds: dict) -> tuple[list | None, list | None]:
+        """(hash codes, routes) from one session on a copy that outputs both; None where none."""
         import onnxruntime as ort
 
         from . import session_options
 
-        names = _code_names(model_path)
-        if not names:
-            return None
-        with _model_with_codes(model_path, names) as path:
+        codes, routes = _code_names(model_path)
+        if not codes and not routes:
+            return None, None
+        with _model_with_codes(model_path, codes + routes) as path:
             session = ort.InferenceSession(
                 str(path), sess_options=session_options(), providers=["CPUExecutionProvider"]
             )
-        return session.run(names, feeds)
+        values = session.run(codes + routes, feeds)
+        return (values[: len(codes)] or None), (values[len(codes) :] or None)
 
 
 class TrtBackend:
@@ -536,7 +561,7 @@ class TrtBackend:
                     )
             _say(self.console, f"  engine: {path} ({record.get('precision', 'fp32')}, built by `bucketrt build`)")
             note = None
-            if _code_names(model_path):
+            if _code_names(model_path)[0]:
                 note = (
                     "the engine does not output its hash codes, so PyTorch hashed on its own: a rounding flip "
                     "shows as a mismatch (--rebuild compares on TensorRT's codes)"
@@ -546,7 +571,7 @@ class TrtBackend:
         profile = component_profiles(self.manifest, [entry], {}, memory_budget=device_memory())[entry["name"]]
         profile = widen_to(profile, {name: value.shape for name, value in feeds.items()})
         options = BuildOptions(tf32=False, verbose=self.verbose)
-        names = _code_names(model_path)
+        names = _code_names(model_path)[0]  # hash codes only: routes are compared on ONNX Runtime
         _say(self.console, f"  building a check engine from {model_path.name}: {describe_profile(profile)}")
         with build_progress(self.console) as (progress, echo):
             built = build_engine(
@@ -645,7 +670,7 @@ def check(
     """
     from polygraphy.logger import G_LOGGER
 
-    from .code_sync import CodeSync
+    from .code_sync import CodeSync, RouteAudit
     from .exporter import load_reference, make_inputs, read_manifest
     from .ops import intercept
 
@@ -740,9 +765,11 @@ def check(
                         f"running {entry['files']['model']} in {runner.label} failed: {text[:400]}"
                     ) from e
                 sync = CodeSync(run.codes, margin=margin) if run.codes is not None else None
+                routes = RouteAudit(run.routes) if run.routes is not None else None
                 started = time.perf_counter()
                 with intercept(sync) if sync is not None else nullcontext():
-                    expected = reference.run(reference_feeds, entry["name"])
+                    with intercept(routes) if routes is not None else nullcontext():
+                        expected = reference.run(reference_feeds, entry["name"])
                 reference_seconds = time.perf_counter() - started
                 outputs = compare(
                     run.outputs,
@@ -776,6 +803,9 @@ def check(
             inputs={n: list(v.shape) for n, v in feeds.items()},
             outputs=outputs,
             hash_codes=audit,
+            routing=None
+            if routes is None
+            else RoutingResult(routes.calls, routes.total, routes.differing, routes.complete),
             note=run.note if sync is None else None,
             backend_seconds=run.seconds,
             reference_seconds=reference_seconds,

@@ -23,7 +23,7 @@ import onnx
 import torch
 
 from .ops import reference
-from .ops.spec import ARGMAX_HASH, BY_NAME, DOMAIN, SIGN_HASH, OpSpec
+from .ops.spec import ARGMAX_HASH, BY_NAME, DOMAIN, SIGN_HASH, TOP1_DISPATCH, OpSpec
 
 # A flip is rounding when the projection is this close to zero relative to its row's RMS.
 DEFAULT_MARGIN = 1e-4
@@ -40,6 +40,32 @@ def code_outputs(model: onnx.ModelProto) -> list[str]:
         if spec is not None and spec.name in _FLIP_MARGINS:
             names += [name for name, out in zip(node.output, spec.outputs) if out.dtype == "int32"]
     return names
+
+
+def route_outputs(model: onnx.ModelProto) -> list[str]:
+    """Names of every Top1Dispatch node's `expert` output (each token's expert, -1 where dropped),
+    in graph order: what RouteAudit compares."""
+    return [
+        node.output[0]
+        for node in model.graph.node
+        if node.domain == DOMAIN and node.op_type == TOP1_DISPATCH.name and node.output
+    ]
+
+
+def _match_unused(tensors: list[np.ndarray], used: list[bool], ours: torch.Tensor, what: str) -> torch.Tensor:
+    """The unused captured tensor of ours's shape that agrees most with ours, marked used (graph
+    order and call order need not coincide; a layer's query and key codes differ almost everywhere)."""
+    best, best_agree = None, -1
+    for index, candidate in enumerate(tensors):
+        if used[index] or tuple(candidate.shape) != tuple(ours.shape):
+            continue
+        agree = int((torch.from_numpy(candidate) == ours).sum())
+        if agree > best_agree:
+            best, best_agree = index, agree
+    if best is None:
+        raise RuntimeError(f"{what}: the backend produced no matching tensor of shape {list(ours.shape)}")
+    used[best] = True
+    return torch.from_numpy(tensors[best]).to(ours.dtype)
 
 
 def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
@@ -128,19 +154,7 @@ class CodeSync:
         return theirs.to(result.device)
 
     def _match(self, spec: OpSpec, ours: torch.Tensor) -> torch.Tensor:
-        """The unused captured code tensor that agrees most with ours (graph order and call order
-        need not coincide; a layer's query and key codes differ almost everywhere)."""
-        best, best_agree = None, -1
-        for index, codes in enumerate(self.codes):
-            if self.used[index] or tuple(codes.shape) != tuple(ours.shape):
-                continue
-            agree = int((torch.from_numpy(codes) == ours).sum())
-            if agree > best_agree:
-                best, best_agree = index, agree
-        if best is None:
-            raise RuntimeError(f"{spec.name}: the backend produced no matching code tensor of shape {list(ours.shape)}")
-        self.used[best] = True
-        return torch.from_numpy(self.codes[best]).to(ours.dtype)
+        return _match_unused(self.codes, self.used, ours, spec.name)
 
     @property
     def complete(self) -> bool:
@@ -149,3 +163,33 @@ class CodeSync:
     @property
     def ok(self) -> bool:
         return self.complete and self.unexplained == 0
+
+
+@dataclass
+class RouteAudit:
+    """An `intercept` hook that counts the tokens whose Top1Dispatch expert (or drop) differs between
+    another backend and the reference. It changes nothing: routing differences reach the outputs,
+    and this says how many there were (a quantized Switch model's routers can flip near-ties)."""
+
+    routes: list[np.ndarray]
+    used: list[bool] = field(init=False)
+    calls: int = 0
+    total: int = 0  # tokens routed, over every call
+    differing: int = 0
+
+    def __post_init__(self):
+        self.used = [False] * len(self.routes)
+
+    def __call__(self, spec: OpSpec, inputs: tuple, attrs: dict, result):
+        if spec.name != TOP1_DISPATCH.name:
+            return result
+        self.calls += 1
+        ours = result[0].detach().cpu()
+        theirs = _match_unused(self.routes, self.used, ours, spec.name)
+        self.total += ours.numel()
+        self.differing += int((ours != theirs).sum())
+        return result
+
+    @property
+    def complete(self) -> bool:
+        return all(self.used) and self.calls == len(self.routes)
