@@ -203,18 +203,9 @@ void ExpertFfn(const ExpertFfnShape& shape, const ExpertFfnPlan& plan, Activatio
 }
 
 ExpertTileFn PickExpertTile(const char** name) {
-  static const SimdChoice<ExpertTileFn> choice = []() -> SimdChoice<ExpertTileFn> {
-    if (SimdForcedGeneric()) return {ExpertTileGeneric, "generic"};
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    __builtin_cpu_init();
-    const bool fma = __builtin_cpu_supports("fma");
-    if (fma && SimdAllowsAvx512() && __builtin_cpu_supports("avx512f")) return {ExpertTileAvx512, "avx512"};
-    if (fma && __builtin_cpu_supports("avx2")) return {ExpertTileAvx2, "avx2"};
-#endif
-    return {ExpertTileGeneric, "generic"};
-  }();
-  if (name != nullptr) *name = choice.name;
-  return choice.fn;
+  static const auto choice = PickSimdVariant<ExpertTileFn>(ExpertTileGeneric, ExpertTileAvx2, ExpertTileAvx512,
+                                                           "avx512", kNeedsFma);
+  return choice.Take(name);
 }
 
 }  // namespace bucketrt::cpu

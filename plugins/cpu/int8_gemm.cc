@@ -39,6 +39,18 @@ inline float RowZeroPoint(float lo, float s) { return std::clamp(std::nearbyint(
 inline uint8_t QuantizeOne(float x, float s, float zp) {
   return static_cast<uint8_t>(std::clamp(std::nearbyint(x / s) + zp, 0.0f, 255.0f));
 }
+// A row's range over [0, max] and [min, 0], and whether it is finite, element by element.
+struct RowRange {
+  float lo = 0.0f, hi = 0.0f;
+  bool finite = true;
+  void Add(const float* x, int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      finite &= std::isfinite(x[k]);
+      lo = std::min(lo, x[k]);
+      hi = std::max(hi, x[k]);
+    }
+  }
+};
 inline void NonFiniteRow(int64_t k_len, uint8_t* q, float* scale, int32_t* zero_point) {
   std::memset(q, 0, static_cast<size_t>(k_len));
   *scale = std::numeric_limits<float>::quiet_NaN();
@@ -62,19 +74,14 @@ void Int8GemmGeneric(const uint8_t* x, int64_t rows, const int8_t* w, int64_t co
 
 // One row's quantization, step for step as reference.quantize_rows (each a float32 operation).
 void QuantizeRowGeneric(const float* x, int64_t k_len, uint8_t* q, float* scale, int32_t* zero_point) {
-  float lo = 0.0f, hi = 0.0f;
-  bool finite = true;
-  for (int64_t k = 0; k < k_len; ++k) {
-    finite &= std::isfinite(x[k]);
-    lo = std::min(lo, x[k]);
-    hi = std::max(hi, x[k]);
-  }
-  if (!finite) {
+  RowRange range;
+  range.Add(x, 0, k_len);
+  if (!range.finite) {
     NonFiniteRow(k_len, q, scale, zero_point);
     return;
   }
-  const float s = RowScale(lo, hi);
-  const float zp = RowZeroPoint(lo, s);
+  const float s = RowScale(range.lo, range.hi);
+  const float zp = RowZeroPoint(range.lo, s);
   for (int64_t k = 0; k < k_len; ++k) q[k] = QuantizeOne(x[k], s, zp);
   *scale = s;
   *zero_point = static_cast<int32_t>(zp);
@@ -284,23 +291,17 @@ __attribute__((target("avx2"))) void QuantizeRowAvx2(BUCKETRT_QUANTIZE_ROW_ARGS)
   alignas(32) float lo_lanes[8], hi_lanes[8];
   _mm256_store_ps(lo_lanes, lo8);
   _mm256_store_ps(hi_lanes, hi8);
-  bool finite = _mm256_movemask_ps(finite8) == 0xff;
-  float lo = 0.0f, hi = 0.0f;
-  for (int i = 0; i < 8; ++i) {
-    lo = std::min(lo, lo_lanes[i]);
-    hi = std::max(hi, hi_lanes[i]);
-  }
-  for (int64_t k = body; k < k_len; ++k) {
-    finite &= std::isfinite(x[k]);
-    lo = std::min(lo, x[k]);
-    hi = std::max(hi, x[k]);
-  }
-  if (!finite) {
+  RowRange range;
+  range.Add(lo_lanes, 0, 8);  // the lanes' minima and maxima are finite where the row is
+  range.Add(hi_lanes, 0, 8);
+  range.finite = _mm256_movemask_ps(finite8) == 0xff;
+  range.Add(x, body, k_len);
+  if (!range.finite) {
     NonFiniteRow(k_len, q, scale, zero_point);
     return;
   }
-  const float s = RowScale(lo, hi);
-  const float zp = RowZeroPoint(lo, s);
+  const float s = RowScale(range.lo, range.hi);
+  const float zp = RowZeroPoint(range.lo, s);
   const __m256 s8 = _mm256_set1_ps(s), zp8 = _mm256_set1_ps(zp);
   const __m256 zero = _mm256_setzero_ps(), top = _mm256_set1_ps(255.0f);
   for (int64_t k = 0; k < body; k += 8) {
@@ -358,51 +359,23 @@ void QuantizeRowAvx512(BUCKETRT_QUANTIZE_ROW_ARGS) { QuantizeRowGeneric(x, k_len
 
 #endif
 
-// The pickers: the widest each CPU runs within BUCKETRT_SIMD's cap, looked at once, and its name.
+// The pickers, each looked at once per process.
 Int8GemmFn PickInt8Gemm(const char** name) {
-  static const SimdChoice<Int8GemmFn> choice = []() -> SimdChoice<Int8GemmFn> {
-    if (SimdForcedGeneric()) return {Int8GemmGeneric, "generic"};
-#ifdef BUCKETRT_INT8_X86
-    __builtin_cpu_init();
-    if (SimdAllowsAvx512() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vnni")) {
-      return {Int8GemmAvx512Vnni, "avx512vnni"};
-    }
-    if (__builtin_cpu_supports("avx2")) return {Int8GemmAvx2, "avx2"};
-#endif
-    return {Int8GemmGeneric, "generic"};
-  }();
-  if (name != nullptr) *name = choice.name;
-  return choice.fn;
+  static const auto choice = PickSimdVariant<Int8GemmFn>(Int8GemmGeneric, Int8GemmAvx2, Int8GemmAvx512Vnni,
+                                                         "avx512vnni", kNeedsVnni);
+  return choice.Take(name);
 }
 
 QuantizeRowFn PickQuantizeRow(const char** name) {
-  static const SimdChoice<QuantizeRowFn> choice = []() -> SimdChoice<QuantizeRowFn> {
-    if (SimdForcedGeneric()) return {QuantizeRowGeneric, "generic"};
-#ifdef BUCKETRT_INT8_X86
-    __builtin_cpu_init();
-    if (SimdAllowsAvx512() && __builtin_cpu_supports("avx512f")) return {QuantizeRowAvx512, "avx512"};
-    if (__builtin_cpu_supports("avx2")) return {QuantizeRowAvx2, "avx2"};
-#endif
-    return {QuantizeRowGeneric, "generic"};
-  }();
-  if (name != nullptr) *name = choice.name;
-  return choice.fn;
+  static const auto choice =
+      PickSimdVariant<QuantizeRowFn>(QuantizeRowGeneric, QuantizeRowAvx2, QuantizeRowAvx512, "avx512", {});
+  return choice.Take(name);
 }
 
 ExpertActivateFn PickExpertActivate(const char** name) {
-  static const SimdChoice<ExpertActivateFn> choice = []() -> SimdChoice<ExpertActivateFn> {
-    if (SimdForcedGeneric()) return {ExpertActivateGeneric, "generic"};
-#ifdef BUCKETRT_INT8_X86
-    __builtin_cpu_init();
-    const bool fma = __builtin_cpu_supports("fma");
-    if (fma && SimdAllowsAvx512() && __builtin_cpu_supports("avx512f")) return {ExpertActivateAvx512, "avx512"};
-    if (fma && __builtin_cpu_supports("avx2")) return {ExpertActivateAvx2, "avx2"};
-#endif
-    return {ExpertActivateGeneric, "generic"};
-  }();
-  if (name != nullptr) *name = choice.name;
-  return choice.fn;
+  static const auto choice = PickSimdVariant<ExpertActivateFn>(ExpertActivateGeneric, ExpertActivateAvx2,
+                                                               ExpertActivateAvx512, "avx512", kNeedsFma);
+  return choice.Take(name);
 }
 
 }  // namespace bucketrt::cpu

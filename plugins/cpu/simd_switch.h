@@ -35,6 +35,35 @@ template <typename Fn>
 struct SimdChoice {
   Fn fn;
   const char* name;
+
+  Fn Take(const char** name_out) const {
+    if (name_out != nullptr) *name_out = name;
+    return fn;
+  }
 };
+
+// What a function's wider variants need besides AVX2 and AVX-512F themselves.
+struct SimdNeeds {
+  bool fma = false;   // both variants
+  bool vnni = false;  // the AVX-512 one: AVX-512 BW and VNNI
+};
+constexpr SimdNeeds kNeedsFma{true, false};
+constexpr SimdNeeds kNeedsVnni{false, true};
+
+// The widest of a function's three variants that the CPU runs within BUCKETRT_SIMD's cap.
+template <typename Fn>
+SimdChoice<Fn> PickSimdVariant(Fn generic, Fn avx2, Fn avx512, const char* avx512_name, SimdNeeds needs) {
+  if (SimdForcedGeneric()) return {generic, "generic"};
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  const bool fma = !needs.fma || __builtin_cpu_supports("fma");
+  const bool vnni = !needs.vnni || (__builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni"));
+  if (fma && vnni && SimdAllowsAvx512() && __builtin_cpu_supports("avx512f")) return {avx512, avx512_name};
+  if (fma && __builtin_cpu_supports("avx2")) return {avx2, "avx2"};
+#else
+  (void)avx2, (void)avx512, (void)avx512_name, (void)needs;
+#endif
+  return {generic, "generic"};
+}
 
 }  // namespace bucketrt::cpu
