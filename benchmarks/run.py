@@ -39,6 +39,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -284,32 +285,29 @@ def bench_lsg(threads: int, repeat: int, length: int = 4096) -> None:
     say("")
 
 
-# The int8 part's models: export name (shared with the parts above), preset, config overrides, task,
-# batch, default lengths, whether the same-size BERT runs beside it, whether transformers' own model
-# runs on CPU in PyTorch (then it is timed too, in fp32 and bf16: Reformer's LSH attention is
-# PyTorch code; YOSO's LSH is CUDA-only there, and bucketrt's reference ops take no bf16).
+class Int8Model(NamedTuple):
+    """One model of the int8 part."""
+
+    export: str  # export name, shared with the parts above
+    preset: str
+    overrides: dict  # config overrides
+    task: str | None
+    batch: int
+    lengths: tuple[int, ...]  # default sequence lengths
+    with_bert: bool  # the same-size BERT runs beside it
+    # transformers' own model runs on CPU in PyTorch: timed too, in fp32 and bf16 (Reformer's LSH
+    # attention is PyTorch code; YOSO's LSH is CUDA-only there, and bucketrt's reference ops take no bf16)
+    with_transformers: bool = False
+
+
 INT8_MODELS = {
-    "yoso-4096": ("yoso-4096-lsh", "yoso-4096", {"use_expectation": False}, None, 1, (1024, 2048, 4096), True, False),
-    "lsg-bert-4096": ("lsg-bert-4096", "lsg-bert-4096", {}, "feature-extraction", 1, (1024, 4096), True, False),
-    "reformer": (
-        "reformer-crime-and-punishment",
-        "reformer-crime-and-punishment",
-        {},
-        None,
-        1,
-        (1024, 4096),
-        False,
-        True,
+    "yoso-4096": Int8Model("yoso-4096-lsh", "yoso-4096", {"use_expectation": False}, None, 1, (1024, 2048, 4096), True),
+    "lsg-bert-4096": Int8Model("lsg-bert-4096", "lsg-bert-4096", {}, "feature-extraction", 1, (1024, 4096), True),
+    "reformer": Int8Model(
+        "reformer-crime-and-punishment", "reformer-crime-and-punishment", {}, None, 1, (1024, 4096), False, True
     ),
-    "switch-base-8": (
-        "switch-base-8-encoder",
-        "switch-base-8",
-        {},
-        "feature-extraction-encoder",
-        8,
-        (128,),
-        False,
-        False,
+    "switch-base-8": Int8Model(
+        "switch-base-8-encoder", "switch-base-8", {}, "feature-extraction-encoder", 8, (128,), False
     ),
 }
 

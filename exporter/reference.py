@@ -34,24 +34,9 @@ class Reference:
         return {name: value.detach().cpu().numpy() for name, value in zip(target.output_names, result)}
 
 
-def load_transformers_model(output_dir) -> torch.nn.Module:
-    """The export's model as transformers runs it (eval, not patched: its own attention and routing),
-    with the export's weights: the PyTorch peer for benchmarks where Hugging Face's code runs on CPU
-    (Reformer's LSH attention, Switch). Its random LSH rotations are not the export's."""
-    manifest = read_manifest(output_dir)
-    source = Source(manifest.get("source_kind", "preset"), manifest["source"], manifest.get("revision"))
-    family, config, source = load_config(source, manifest.get("config_overrides") or {})
-    model = build_model(family, source, config, family.get_task(manifest["task"]), manifest["seed"])
-    return model.eval()
-
-
-def load_reference(output_dir) -> Reference:
-    """The patched PyTorch model (eval) of an export, with identical weights and sampled tensors.
-
-    Presets get their weights from the recorded seed; folders and hub models are reloaded. The
-    weights and everything sampled at export are compared with the fingerprints recorded then, so a
-    changed source folder or a different random stream is reported instead of passing as a mismatch.
-    """
+def _rebuild(output_dir):
+    """(manifest, family, task, model): the export's transformers model rebuilt from its manifest,
+    unpatched, with the weights checked against the fingerprint recorded at export."""
     manifest = read_manifest(output_dir)
     source = Source(manifest.get("source_kind", "preset"), manifest["source"], manifest.get("revision"))
     family, config, source = load_config(source, manifest.get("config_overrides") or {})
@@ -67,6 +52,24 @@ def load_reference(output_dir) -> Reference:
             f"the weights of {source.describe()} differ from those exported to '{output_dir}'",
             "the source changed since the export; export again",
         )
+    return manifest, family, task, model
+
+
+def load_transformers_model(output_dir) -> torch.nn.Module:
+    """The export's model as transformers runs it (eval, not patched: its own attention and routing),
+    with the export's weights: the PyTorch peer for benchmarks where Hugging Face's code runs on CPU
+    (Reformer's LSH attention, Switch). Its random LSH rotations are not the export's."""
+    return _rebuild(output_dir)[3].eval()
+
+
+def load_reference(output_dir) -> Reference:
+    """The patched PyTorch model (eval) of an export, with identical weights and sampled tensors.
+
+    Presets get their weights from the recorded seed; folders and hub models are reloaded. The
+    weights and everything sampled at export are compared with the fingerprints recorded then, so a
+    changed source folder or a different random stream is reported instead of passing as a mismatch.
+    """
+    manifest, family, task, model = _rebuild(output_dir)
     patch = family.patch(model, task, manifest["seed"], family.check_options(manifest.get("options") or {}))
     model.eval()
     if patch.mode != manifest["mode"]:
