@@ -55,7 +55,7 @@ $(VENV)/.deps: pyproject.toml
 	$(PY) -c 'import torch' 2>/dev/null || $(PIP) install -q torch==2.13.0
 	$(PIP) install -q scikit-build-core "transformers>=5,<6" "onnx>=1.17" "onnxruntime>=1.21" \
 		"onnxscript>=0.5" "onnx-ir>=0.1" "huggingface_hub>=0.34" "safetensors>=0.4" \
-		"polygraphy>=0.49" "click>=8.1" "rich>=13" "matplotlib>=3.8" numpy "tritonclient[http,grpc]>=2.40" "protobuf>=4" pytest "pytest-xdist>=3.6" ruff==0.17.6
+		"polygraphy>=0.49" "click>=8.1" "rich>=13" "matplotlib>=3.8" numpy "tritonclient[http,grpc]>=2.40" "protobuf>=4" pytest "pytest-xdist>=3.6" ruff==0.17.6 import-linter==2.17
 	touch $@
 
 env: $(VENV)/.deps
@@ -113,10 +113,13 @@ demo: install
 test: install triton-env
 	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
-# ruff, pinned (its formatting changes between releases): lint and format check over the Python code.
-lint: $(VENV)/.deps
+# ruff, pinned (its formatting changes between releases): lint and format check over the Python code;
+# then import-linter: the package's layers import downwards only (the contracts in pyproject.toml).
+# It reads the installed package, so lint installs it first.
+lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 # -- sanitizers --------------------------------------------------------------------------------
 # The CPU library built with -fsanitize=address,undefined in its own folder (CPU only, no TensorRT),
@@ -156,10 +159,10 @@ bench: install
 device-lib: install
 	mkdir -p .device
 	cp "$$($(PY) -c 'import bucketrt; print(bucketrt.library_path())')" .device/libbucketrt_ort.so
-	cp "$$($(PY) -c 'from bucketrt.ops import cuda; print(cuda.harness_path())')" .device/libbucketrt_cuda_harness.so
+	cp "$$($(PY) -c 'from bucketrt.library import cuda; print(cuda.harness_path())')" .device/libbucketrt_cuda_harness.so
 
 docs: $(VENV)/.deps
-	$(PY) src/bucketrt/ops/spec.py markdown docs/ops.md
+	PYTHONPATH=src $(PY) -m bucketrt.ops.codegen markdown docs/ops.md
 
 clean:
 	rm -rf build out

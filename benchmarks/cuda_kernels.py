@@ -1,4 +1,4 @@
-"""GPU benchmarks of bucketrt's CUDA kernels (figures, not tests), through bucketrt.ops.cuda.
+"""GPU benchmarks of bucketrt's CUDA kernels (figures, not tests), through bucketrt.library.cuda.
 
 1. LSHCumulation alone: time, and achieved bandwidth = the bytes the op must move at least (value
    and both hash tensors and masks read once, the output written once) over that time, against the
@@ -32,8 +32,8 @@ import time
 
 import torch
 
-from bucketrt.ops import cuda
-from bucketrt.ops.spec import hadamard_parts
+from bucketrt.library import cuda
+from bucketrt.ops.catalogue import hadamard_parts
 
 # Datasheet memory bandwidth, GB/s, by a substring of torch's device name (first match wins).
 PEAK_BANDWIDTH_GBS = [

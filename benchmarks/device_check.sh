@@ -22,7 +22,7 @@ mkdir -p "$OUT"
 BUDGET_S=${BUDGET_S:-420}
 START=$SECONDS
 export BUCKETRT_LIBRARY=${BUCKETRT_LIBRARY:-$PWD/.device/libbucketrt_ort.so}
-# The test-only CUDA harness: bucketrt.ops.cuda finds it beside the op library.
+# The test-only CUDA harness: bucketrt.library.cuda finds it beside the op library.
 export BUCKETRT_CUDA_HARNESS=${BUCKETRT_CUDA_HARNESS:-$(dirname "$BUCKETRT_LIBRARY")/libbucketrt_cuda_harness.so}
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 PY=${PYTHON:-python3}

@@ -45,9 +45,9 @@ import numpy as np
 import torch
 
 from bucketrt.benchmarking import bench_export, measure
+from bucketrt.library import op_session
 from bucketrt.ops import reference
-from bucketrt.ops.graph import op_session
-from bucketrt.ops.spec import LSH_CUMULATION, SIGN_HASH, hadamard_parts
+from bucketrt.ops.catalogue import LSH_CUMULATION, SIGN_HASH, hadamard_parts
 
 OUT = Path("out/bench")
 LINES: list[str] = []
@@ -98,7 +98,9 @@ def bench_ops(threads: int, repeat: int) -> None:
 
 
 def export_once(name: str, model: str, overrides: dict, task: str | None = None) -> Path:
-    from bucketrt.exporter import BucketrtError, export, read_manifest
+    from bucketrt.errors import BucketrtError
+    from bucketrt.export_format.manifest import read_manifest
+    from bucketrt.exporter import export
 
     out = OUT / name
     try:
@@ -160,7 +162,8 @@ def bench_bert(threads: int, repeat: int, lengths: tuple[int, ...]) -> None:
     import onnxruntime as ort
 
     import bucketrt
-    from bucketrt.exporter import make_inputs, read_manifest
+    from bucketrt.export_format.manifest import read_manifest
+    from bucketrt.exporter import make_inputs
 
     yoso_dir = export_once("yoso-4096-lsh", "yoso-4096", {"use_expectation": False})
     bert_path = export_bert(4096)
@@ -235,7 +238,8 @@ def bench_lsg(threads: int, repeat: int, length: int = 4096) -> None:
     import onnxruntime as ort
 
     import bucketrt
-    from bucketrt.exporter import load_reference, make_inputs, read_manifest
+    from bucketrt.export_format.manifest import read_manifest
+    from bucketrt.exporter import load_reference, make_inputs
 
     lsg_dir = export_once("lsg-bert-4096", "lsg-bert-4096", {}, task="feature-extraction")
     bert_path = export_bert(4096)  # BERT base dims (yoso-4096's are BERT base's), full attention
@@ -313,7 +317,8 @@ INT8_MODELS = {
 
 
 def quantize_once(folder: Path) -> Path:
-    from bucketrt.exporter import BucketrtError, read_manifest
+    from bucketrt.errors import BucketrtError
+    from bucketrt.export_format.manifest import read_manifest
     from bucketrt.quantization import quantize
 
     out = folder.with_name(folder.name + "-int8")
@@ -361,7 +366,8 @@ def bench_int8(
 
     import bucketrt
     from bucketrt.benchmarking import cpu_isa, describe_isa, plot_scaling
-    from bucketrt.exporter import load_reference, load_transformers_model, make_inputs, read_manifest
+    from bucketrt.export_format.manifest import read_manifest
+    from bucketrt.exporter import load_reference, load_transformers_model, make_inputs
     from bucketrt.quantization import quantize_model_file
 
     isa = cpu_isa()
@@ -476,9 +482,10 @@ def bench_reformer(threads: int, repeat: int, lengths: tuple[int, ...]) -> None:
     import math
 
     import bucketrt
-    from bucketrt.exporter import load_reference, make_inputs, read_manifest
-    from bucketrt.ops.graph import op_session
-    from bucketrt.ops.spec import ARGMAX_HASH, SORTED_CHUNK_ATTENTION
+    from bucketrt.export_format.manifest import read_manifest
+    from bucketrt.exporter import load_reference, make_inputs
+    from bucketrt.library import op_session
+    from bucketrt.ops.catalogue import ARGMAX_HASH, SORTED_CHUNK_ATTENTION
 
     folder = export_once("reformer-crime-and-punishment", "reformer-crime-and-punishment", {})
     manifest = read_manifest(folder)

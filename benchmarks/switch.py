@@ -51,8 +51,9 @@ def moe_layer(threads: int, repeat: int, say=None, batch=8, length=128, d_model=
     from onnx import TensorProto, helper, numpy_helper
 
     import bucketrt
+    from bucketrt.ops.catalogue import EXPERT_FFN, TOP1_DISPATCH
     from bucketrt.ops.graph import IR_VERSION, OPSET
-    from bucketrt.ops.spec import DOMAIN, EXPERT_FFN, TOP1_DISPATCH, VERSION
+    from bucketrt.ops.schema import DOMAIN, VERSION
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, length, d_model), dtype=np.float32)
@@ -165,8 +166,8 @@ def encoder(threads: int, repeat: int, say=None, batch=8, length=128):
 
 def expert_ffn_int8(threads: int, repeat: int, say=None, tokens=(16, 512, 2048), d_model=768, d_ff=3072, experts=8):
     from bucketrt.benchmarking import cpu_isa, describe_isa
-    from bucketrt.ops.graph import op_session
-    from bucketrt.ops.spec import EXPERT_FFN, EXPERT_FFN_INT8
+    from bucketrt.library import op_session
+    from bucketrt.ops.catalogue import EXPERT_FFN, EXPERT_FFN_INT8
     from bucketrt.quantization.expert_ffn import quantize_weights
 
     _say(

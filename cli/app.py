@@ -8,12 +8,10 @@ import sys
 import click
 from rich.console import Console
 
-from bucketrt import LibraryNotBuiltError, __version__
-from bucketrt.exporter.errors import BucketrtError
+from bucketrt.errors import EXIT_FAILED, EXIT_USAGE, BucketrtError
 
-# Exit statuses: 0 success, 1 a check that ran and failed, 2 a usage problem (as click uses it).
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+# Exit statuses: 0 success, 1 a check that ran and failed (or a model a backend could not build or
+# run), 2 a usage problem (as click uses it); both from bucketrt.errors.
 EXIT_INTERNAL = 3  # an unexpected exception: a bucketrt bug
 TRACEBACK_ENV = "BUCKETRT_TRACEBACK"
 
@@ -43,16 +41,14 @@ def fail_lines(lines: list[str], code: int = EXIT_FAILED):
 
 
 class BucketrtGroup(click.Group):
-    """Turns BucketrtError (and a missing op library) into one line on stderr and exit status 2, and
-    any other exception (a bug) into one line and exit status 3."""
+    """Turns a BucketrtError (a missing op library included) into one line on stderr and its exit
+    status (2 for usage problems), and any other exception (a bug) into one line and exit status 3."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except BucketrtError as e:
-            fail(e.one_line())
-        except LibraryNotBuiltError as e:
-            fail(str(e))
+            fail(e.one_line(), e.exit_status)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as e:  # a bug of ours: still one line, the traceback on request
@@ -66,7 +62,7 @@ class BucketrtGroup(click.Group):
 
 
 @click.group(cls=BucketrtGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="bucketrt")
+@click.version_option(package_name="bucketrt", prog_name="bucketrt")
 def main():
     """Export data-dependent-attention and mixture-of-experts transformers (YOSO, Reformer, Switch,
     LSG) to ONNX with bucketrt's custom ops, check them in ONNX Runtime, and build and check

@@ -68,7 +68,8 @@ def bench_command(output_dir, lengths, batch_size, threads, repeat, budget, plot
     its square).
     """
     from bucketrt.benchmarking import bench_export, cpu_isa, describe_isa, plot_scaling
-    from bucketrt.exporter import BucketrtError, max_sequence_length, read_manifest
+    from bucketrt.errors import BucketrtError
+    from bucketrt.export_format.manifest import max_sequence_length, read_manifest
 
     out = console()
     if plot_path is not None and plot_path.suffix.lower() != ".png":

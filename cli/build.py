@@ -1,5 +1,5 @@
 """`bucketrt build`: TensorRT engines for the ONNX files of an export, with bucketrt's plugins
-(bucketrt.trt_engine), recorded in its bucketrt.json for `bucketrt check --backend trt`."""
+(bucketrt.trt.engine), recorded in its bucketrt.json for `bucketrt check --backend trt`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from .options import plugins_option, verbose_option
 
 def parse_shape_option(ctx, param, value):
     """Click callback: a trtexec shape list, or None."""
-    from bucketrt.profiles import ProfileError, parse_shapes
+    from bucketrt.errors import ProfileError
+    from bucketrt.trt.profiles import parse_shapes
 
     if value is None:
         return None
@@ -108,11 +109,10 @@ def build_command(
     Exit status 1 when TensorRT cannot parse or build a model (one line per problem), 2 for usage
     problems, a missing TensorRT or a missing plugin library included.
     """
-    from bucketrt.exporter import BucketrtError, read_manifest
-    from bucketrt.exporter import manifest as mf
-    from bucketrt.profiles import component_profiles, describe_profile, device_memory, format_shape
-    from bucketrt.trt_engine import (
-        BuildError,
+    from bucketrt.errors import BucketrtError, BuildError
+    from bucketrt.export_format import manifest as mf
+    from bucketrt.export_format.manifest import read_manifest
+    from bucketrt.trt.engine import (
         BuildOptions,
         build_engine,
         build_progress,
@@ -120,6 +120,7 @@ def build_command(
         load_tensorrt,
         write_engine,
     )
+    from bucketrt.trt.profiles import component_profiles, describe_profile, device_memory, format_shape
 
     out = console()
     manifest = read_manifest(output_dir)

@@ -120,7 +120,7 @@ def check_command(
     hash codes quantization flipped: defaults from its manifest, or the options below.
     """
     from bucketrt.check import BackendRunError, check
-    from bucketrt.trt_engine import BuildError
+    from bucketrt.errors import BuildError
 
     to_stdout = json_path is not None and str(json_path) == "-"
     given = dict(

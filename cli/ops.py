@@ -38,32 +38,33 @@ def library_backends(path: str) -> dict[str, list[str]]:
 )
 def ops_command(library_only, trt_library_only):
     """List bucketrt's custom ops and the backends the installed library provides."""
-    import bucketrt
     from bucketrt.benchmarking import cpu_kernel_variants
-    from bucketrt.ops import OPS
+    from bucketrt.errors import LibraryNotBuiltError, TrtLibraryNotBuiltError
+    from bucketrt.library import library_path, trt_library_path
+    from bucketrt.ops.catalogue import OPS
 
     if library_only and trt_library_only:
         raise click.UsageError("--library and --trt-library are exclusive")
     if library_only:
-        click.echo(bucketrt.library_path())  # a missing library exits 2 with one line
+        click.echo(library_path())  # a missing library exits 2 with one line
         return
     if trt_library_only:
-        click.echo(bucketrt.trt_library_path())  # likewise
+        click.echo(trt_library_path())  # likewise
         return
     out = console()
     note = None
     try:
-        path = bucketrt.library_path()
+        path = library_path()
         backends = library_backends(path)
-    except bucketrt.LibraryNotBuiltError as e:
+    except LibraryNotBuiltError as e:
         backends, note = {}, f"[yellow]No op library: {e}[/]"
     except (OSError, AttributeError) as e:
         backends, note = {}, f"[yellow]Cannot query the op library ({e})[/]"
     else:
         note = f"[dim]library: {path}[/]"
     try:
-        trt_library = bucketrt.trt_library_path()
-    except bucketrt.TrtLibraryNotBuiltError:
+        trt_library = trt_library_path()
+    except TrtLibraryNotBuiltError:
         trt_library = None
     else:
         # The plugin library is built from the same CUDA op table as the ORT library's CUDA

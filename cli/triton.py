@@ -10,12 +10,12 @@ from .app import console, main
 
 
 def _library_has_cuda() -> bool:
-    import bucketrt
+    from bucketrt.library import library_path
 
     from .ops import library_backends
 
     try:
-        return any("ort-cuda" in found for found in library_backends(bucketrt.library_path()).values())
+        return any("ort-cuda" in found for found in library_backends(library_path()).values())
     except (OSError, AttributeError):
         return False
 

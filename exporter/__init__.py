@@ -6,34 +6,34 @@
     reference.run(make_inputs(manifest))
 
 The model families are the modules of `bucketrt.exporter.families` (family.families() lists
-them). Names are imported on first use, so that `bucketrt.exporter.errors` and the CLI's light commands
-do not pay for importing torch and transformers.
+them). Names are imported on first use, so that the CLI's light commands do not pay for importing
+torch and transformers.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from .errors import BucketrtError
-
 _LAZY = {
     "DEFAULT_OPSET": ".onnx_export",
     "SUPPORTED_OPSETS": ".onnx_export",
     "export": ".onnx_export",
-    "MANIFEST_NAME": ".manifest",
-    "component": ".manifest",
-    "read_manifest": ".manifest",
-    "max_sequence_length": ".manifest",
     "PRESETS": ".presets",
-    "load_reference": ".reference",
-    "load_transformers_model": ".reference",
-    "make_inputs": ".reference",
-    "Reference": ".reference",
+    "load_reference": ".rebuild",
+    "load_transformers_model": ".rebuild",
+    "make_inputs": ".rebuild",
+    "Reference": ".rebuild",
     "family_named": ".family",
     "register": ".family",
+    # What an export folder holds (bucketrt.export_format) and the errors, for the exporter's users.
+    "BucketrtError": "bucketrt.errors",
+    "MANIFEST_NAME": "bucketrt.export_format.manifest",
+    "component": "bucketrt.export_format.manifest",
+    "read_manifest": "bucketrt.export_format.manifest",
+    "max_sequence_length": "bucketrt.export_format.manifest",
 }
 
-__all__ = ["BucketrtError", *_LAZY]
+__all__ = list(_LAZY)
 
 
 def __getattr__(name: str):

@@ -31,24 +31,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .errors import BucketrtError
-from .tasks import BATCH, CHOICES, SEQUENCE, Task
+from bucketrt.errors import BucketrtError
+from bucketrt.export_format.tasks import BATCH, CHOICES, SEQUENCE, Task
 
 # Example sizes for tracing: distinct and above 1, so that the exporter keeps every axis symbolic.
 EXAMPLE_BATCH, EXAMPLE_CHOICES, EXAMPLE_SEQUENCE = 2, 3, 13
-
-# Default TensorRT profile ranges (see Family.dim_ranges); `bucketrt build --max-shapes` overrides.
-DEFAULT_MAX_BATCH, DEFAULT_MAX_CHOICES = 8, 4
-DEFAULT_OPT_SEQUENCE = 128
-DEFAULT_MAX_SEQUENCE = 512  # models without a position limit (Switch's relative positions)
-
-
-def sequence_limit(manifest: dict) -> int:
-    """The longest sequence of an export for TensorRT profiles: the manifest's
-    max_sequence_length, DEFAULT_MAX_SEQUENCE for models without a limit."""
-    from .manifest import max_sequence_length
-
-    return max_sequence_length(manifest) or DEFAULT_MAX_SEQUENCE
 
 
 def fingerprint(tensors) -> str:
@@ -242,18 +229,6 @@ class Family:
         dims = {BATCH: Dim(BATCH), CHOICES: Dim(CHOICES), SEQUENCE: Dim(SEQUENCE, max=limit)}
         dynamic = {name: {axis: dims[sym] for axis, sym in enumerate(task.input_dims)} for name in names}
         return [Component("model", TaskOutputs(model, task.outputs), names, task.outputs, inputs, dynamic)]
-
-    # -- TensorRT profiles ---------------------------------------------------------------------
-    def dim_ranges(self, manifest: dict) -> dict[str, tuple[int, int, int]]:
-        """Default (min, opt, max) of each dynamic dim name, for engines built without shapes:
-        batch 1/1/DEFAULT_MAX_BATCH, sequences 1/min(128, limit)/limit, where the limit is the
-        export's max_sequence_length (DEFAULT_MAX_SEQUENCE for models without one)."""
-        limit = sequence_limit(manifest)
-        return {
-            BATCH: (1, 1, DEFAULT_MAX_BATCH),
-            CHOICES: (1, 2, DEFAULT_MAX_CHOICES),
-            SEQUENCE: (1, min(DEFAULT_OPT_SEQUENCE, limit), limit),
-        }
 
     # -- inputs: one generator for tracing (torch) and for check and bench (numpy) -------------
     def dummy_input(

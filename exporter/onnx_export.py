@@ -9,15 +9,16 @@ from pathlib import Path
 
 import torch
 
-from bucketrt.ops import BY_NAME, DOMAIN
+from bucketrt.errors import BucketrtError
+from bucketrt.export_format import manifest as mf
+from bucketrt.export_format.tasks import GENERATION_TASKS
+from bucketrt.ops.catalogue import BY_NAME
+from bucketrt.ops.schema import DOMAIN
 
-from . import manifest as mf
-from .errors import BucketrtError
 from .family import Component, fingerprint
 from .overrides import parse_overrides
 from .progress import Progress, quiet_torch_export
 from .sources import TOKENIZER_FILES, build_model, load_config, resolve_source, save_tokenizer
-from .tasks import GENERATION_TASKS
 
 CONFIG_NAME, GENERATION_CONFIG_NAME = "config.json", "generation_config.json"
 
@@ -95,7 +96,7 @@ def _fp16_ready(spec) -> bool:
 
 def _ops_called(components: list[Component]) -> list[str]:
     """The bucketrt ops the components call, from one eager run on their (small) example inputs."""
-    from bucketrt.ops import intercept
+    from bucketrt.ops.dispatch import intercept
 
     seen: dict[str, None] = {}
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 
-from .errors import BucketrtError
+from bucketrt.errors import BucketrtError
 
 # Keys that describe where a config came from rather than the model; changing them is meaningless.
 _FIXED = {"model_type", "transformers_version", "_name_or_path"}

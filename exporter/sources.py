@@ -13,11 +13,12 @@ from urllib.parse import urlparse
 
 import torch
 
-from .errors import BucketrtError
+from bucketrt.errors import BucketrtError
+from bucketrt.export_format.tasks import Task
+
 from .family import Family, family_for, family_named
 from .overrides import apply_overrides
 from .presets import PRESETS
-from .tasks import Task
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 _PRESET_HINT = f"pass a local folder or a preset ({', '.join(PRESETS)})"

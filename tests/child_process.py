@@ -15,8 +15,8 @@ import numpy as np
 _SCRIPT = r"""
 import os, sys
 import numpy as np
-from bucketrt.ops.graph import op_session
-from bucketrt.ops.spec import BY_NAME
+from bucketrt.library import op_session
+from bucketrt.ops.catalogue import BY_NAME
 
 folder, op, attrs, set_after_first, cpus = sys.argv[1], sys.argv[2], eval(sys.argv[3]), eval(sys.argv[4]), eval(sys.argv[5])
 if cpus:

@@ -155,7 +155,7 @@ def expert_ffn_int8_base(rng):
     inputs["wi_scale"] = (rng.random((e, f)) * 0.1).astype(np.float32)
     inputs["wo"] = rng.integers(-127, 128, (e, d, f), dtype=np.int8)
     inputs["wo_scale"] = (rng.random((e, d)) * 0.1).astype(np.float32)
-    # relu: exact in both, so that the kernel's output is the reference's to the bit (spec.py).
+    # relu: exact in both, so that the kernel's output is the reference's to the bit (catalogue.py).
     return {k: inputs[k] for k in ("hidden", "order", "counts", "gate", "wi", "wi_scale", "wo", "wo_scale")}, {
         "activation": "relu"
     }
@@ -190,7 +190,7 @@ DATA_INPUTS = {
 
 
 def _spec(op: str):
-    from bucketrt.ops.spec import BY_NAME
+    from bucketrt.ops.catalogue import BY_NAME
 
     return BY_NAME[op]
 
@@ -343,19 +343,19 @@ def _node_attrs(attrs: dict) -> dict:
 
 
 def run_ort(case: Case):
-    from bucketrt.ops.graph import run_op
+    from bucketrt.library import run_op
 
     return run_op(_spec(case.op), case.inputs, _node_attrs(case.attrs), intra_op_num_threads=2)
 
 
-def _model_check_error(case: Case) -> str | None:
-    """What bucketrt.ort_session's model check (bucketrt.ops.model_check) says of the case's node."""
+def _node_check_error(case: Case) -> str | None:
+    """What bucketrt.ort_session's node check (bucketrt.ops.node_check) says of the case's node."""
     from bucketrt.ops.graph import single_op_model
-    from bucketrt.ops.model_check import check_model
+    from bucketrt.ops.node_check import check_nodes
 
     meta = {name: (str(a.dtype), list(a.shape)) for name, a in case.inputs.items()}
     try:
-        check_model(single_op_model(_spec(case.op), _node_attrs(case.attrs), meta))
+        check_nodes(single_op_model(_spec(case.op), _node_attrs(case.attrs), meta))
     except ValueError as error:
         return str(error)
     return None
@@ -432,7 +432,7 @@ def judge(case: Case) -> dict:
         # ONNX Runtime shows a custom op no list of its node's attributes: a name more than one edit
         # away from the op's own is invisible to the kernel (docs/ops.md). bucketrt.ort_session's
         # check of the model must then reject it, in the reference's words.
-        caught = _model_check_error(case)
+        caught = _node_check_error(case)
         if caught is not None and names(caught, case.op) and "unknown attribute" in caught:
             verdict.update(
                 verdict="ok", detail=f"raw ORT cannot see the name; bucketrt.ort_session's check says: {caught[:300]}"

@@ -10,10 +10,11 @@ import pytest
 import torch
 from kernel_cases import ARGMAX_CASES, argmax_inputs
 
-from bucketrt.code_sync import CodeSync
-from bucketrt.ops import call, intercept, reference
-from bucketrt.ops.graph import run_op
-from bucketrt.ops.spec import ARGMAX_HASH
+from bucketrt.check.codes import CodeSync
+from bucketrt.library import run_op
+from bucketrt.ops import reference
+from bucketrt.ops.catalogue import ARGMAX_HASH
+from bucketrt.ops.dispatch import call, intercept
 
 hash_inputs = argmax_inputs  # the grid and inputs the CUDA tests share (kernel_cases.py)
 

@@ -14,9 +14,10 @@ import pytest
 import torch
 from onnx import numpy_helper
 
+from bucketrt.library import run_op
 from bucketrt.ops import reference
-from bucketrt.ops.graph import run_op
-from bucketrt.ops.spec import LSH_CUMULATION, SIGN_HASH, SORTED_CHUNK_ATTENTION, OpSpec
+from bucketrt.ops.catalogue import LSH_CUMULATION, SIGN_HASH, SORTED_CHUNK_ATTENTION
+from bucketrt.ops.schema import OpSpec
 
 
 @dataclass
@@ -300,9 +301,9 @@ def test_valid_calls_still_work_after_errors():
 def test_bucket_sum_rejects_out_of_range_buckets():
     import numpy as np
 
+    from bucketrt.library import run_op
     from bucketrt.ops import reference
-    from bucketrt.ops.graph import run_op
-    from bucketrt.ops.spec import BUCKET_SUM
+    from bucketrt.ops.catalogue import BUCKET_SUM
 
     inputs = {
         "bucket": np.array([[0, 5]], dtype=np.int32),
@@ -344,7 +345,7 @@ def test_a_misspelt_activation_is_an_error_not_relu():
     # The audit's case: `activatio='gelu'` ran relu (the default) without a word.
     from kernel_cases import expert_ffn_inputs
 
-    from bucketrt.ops.spec import EXPERT_FFN
+    from bucketrt.ops.catalogue import EXPERT_FFN
 
     inputs = expert_ffn_inputs(np.random.default_rng(0), 2, 4, 8, 16, 3, 2)
     with pytest.raises(Exception, match=r"ExpertFFN: unknown attribute\(s\) \['activatio'\]"):

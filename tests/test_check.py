@@ -98,7 +98,7 @@ def test_check_json_on_stdout(lsh_export):
 
 
 def test_usage_errors_are_bucketrt_errors(lsh_export):
-    from bucketrt.exporter import BucketrtError
+    from bucketrt.errors import BucketrtError
 
     with pytest.raises(BucketrtError, match="--rebuild applies to --backend trt only"):
         check(lsh_export, rebuild=True)

@@ -112,7 +112,7 @@ def test_cli_export_records_options(tiny_export):
 
 def test_exported_nodes_carry_the_tensorrt_routing_attributes(tiny_export):
     """TensorRT's parser finds a plugin by op type, plugin_version and plugin_namespace."""
-    from bucketrt.ops import BY_NAME
+    from bucketrt.ops.catalogue import BY_NAME
 
     model = onnx.load(str(tiny_export / "model.onnx"), load_external_data=False)
     nodes = [n for n in model.graph.node if n.domain == "bucketrt"]
@@ -245,7 +245,7 @@ def test_check_rejects_bad_arguments(tiny_export):
 
 
 def test_ops_lists_catalogue_with_backends():
-    from bucketrt.ops import OPS
+    from bucketrt.ops.catalogue import OPS
 
     result = invoke("ops")
     assert result.exit_code == 0, result.output

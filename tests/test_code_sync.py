@@ -7,10 +7,10 @@ import onnx
 import pytest
 import torch
 
-from bucketrt.code_sync import CodeSync, code_outputs, with_outputs
-from bucketrt.ops import call, intercept
+from bucketrt.check.codes import CodeSync, code_outputs, with_outputs
+from bucketrt.ops.catalogue import LSH_CUMULATION, SIGN_HASH
+from bucketrt.ops.dispatch import call, intercept
 from bucketrt.ops.graph import single_op_model
-from bucketrt.ops.spec import LSH_CUMULATION, SIGN_HASH
 
 # Two gaussian projections of width 2: y0 = x0 - x1 (exactly 0 for x0 == x1), y1 = x0 + x1.
 PROJECTION = torch.tensor([[[1.0, 1.0], [-1.0, 1.0]]])

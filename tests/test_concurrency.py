@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from bucketrt.ops.graph import op_session
-from bucketrt.ops.spec import BY_NAME
+from bucketrt.library import op_session
+from bucketrt.ops.catalogue import BY_NAME
 
 # `make sanitize` preloads ASan, whose shadow memory and quarantine of freed blocks make RSS no
 # measure of the library's own memory.

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import bucketrt
-from bucketrt.ops import OPS
+from bucketrt.ops.catalogue import OPS
 
 CUDA_OPS = {"LSHCumulation", "SignHash", "ArgmaxHash", "BucketSum", "Top1Dispatch", "SortedChunkAttention", "ExpertFFN"}
 
@@ -29,7 +29,7 @@ def _library():
 def _plan_error(lib, op: str, tensors, attrs) -> str:
     """The harness's planning of `op` on CPU tensors (only their dtypes and shapes are read) for
     device 0, which must fail here: returns the error text."""
-    from bucketrt.ops import cuda
+    from bucketrt.library import cuda
 
     call = cuda._Call.__new__(cuda._Call)
     n = len(tensors)
@@ -46,7 +46,7 @@ def _plan_error(lib, op: str, tensors, attrs) -> str:
 
 def _built_with_cuda() -> bool:
     # The CUDA harness (test-only, beside the op library) is built exactly where the CUDA kernels are.
-    from bucketrt.ops import cuda
+    from bucketrt.library import cuda
 
     return Path(cuda.harness_path()).is_file()
 
@@ -108,7 +108,7 @@ def test_cuda_harness_is_its_own_library():
     # library that servers load.
     if not _built_with_cuda():
         pytest.skip("the op library was built without CUDA")
-    from bucketrt.ops import cuda
+    from bucketrt.library import cuda
 
     assert not hasattr(_library(), "BucketrtCudaRun") and not hasattr(_library(), "BucketrtCudaPlan")
     harness = ctypes.CDLL(cuda.harness_path())
@@ -121,8 +121,8 @@ def test_cpu_sessions_run_with_the_cuda_kernels_registered():
     # The CUDA EP registrations (fp32 and fp16) share the ops' schemas with the CPU ones; a
     # CPU-only ONNX Runtime must accept them and run the CPU kernels, in both float types.
     pytest.importorskip("onnxruntime")
-    from bucketrt.ops.graph import run_op
-    from bucketrt.ops.spec import LSH_CUMULATION
+    from bucketrt.library import run_op
+    from bucketrt.ops.catalogue import LSH_CUMULATION
 
     rng = np.random.default_rng(0)
     inputs = {
@@ -144,7 +144,7 @@ def test_cpu_sessions_run_with_the_cuda_kernels_registered():
 def test_cuda_harness_fails_cleanly_without_a_gpu():
     if not _built_with_cuda():
         pytest.skip("the op library was built without CUDA")
-    from bucketrt.ops import cuda
+    from bucketrt.library import cuda
 
     assert cuda.unavailable_reason() is not None
     lib = cuda._library(cuda.harness_path())
@@ -177,7 +177,8 @@ def test_cuda_harness_rejects_bad_input_with_the_references_words():
     import importlib.util
     import sys
 
-    from bucketrt.ops import cuda, reference
+    from bucketrt.library import cuda
+    from bucketrt.ops import reference
 
     name = "bucketrt_bad_input_cases"
     if name not in sys.modules:
@@ -211,7 +212,8 @@ def test_cuda_harness_checks_the_hashing_and_routing_ops_without_a_gpu():
     # any device is needed; a valid call reaches the device (and fails cleanly here).
     if not _built_with_cuda():
         pytest.skip("the op library was built without CUDA")
-    from bucketrt.ops import cuda, reference
+    from bucketrt.library import cuda
+    from bucketrt.ops import reference
 
     lib = cuda._library(cuda.harness_path())
 
@@ -253,7 +255,7 @@ def test_cuda_plans_reject_sizes_that_overflow():
     # tensors carry the shapes without the memory (planning reads only dtypes and shapes).
     if not _built_with_cuda():
         pytest.skip("the op library was built without CUDA")
-    from bucketrt.ops import cuda
+    from bucketrt.library import cuda
 
     lib = cuda._library(cuda.harness_path())
     big = 2**20
@@ -279,7 +281,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _report(op, inputs, report: bytes, **attrs) -> tuple[str, int]:
-    from bucketrt.ops import cuda
+    from bucketrt.library import cuda
 
     tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in inputs.values()]
     return cuda.report_error(op, *tensors, report=report, **attrs), cuda.report_bytes(op, *tensors, **attrs)

@@ -118,7 +118,8 @@ def test_fp16_export_of_a_model_with_float32_only_ops_is_refused(tmp_path, monke
 
 
 def test_unknown_dtype():
-    from bucketrt.exporter import BucketrtError, export
+    from bucketrt.errors import BucketrtError
+    from bucketrt.exporter import export
 
     with pytest.raises(BucketrtError, match="dtype 'bf16' is not supported; choose one of: fp32, fp16"):
         export("yoso-tiny", "/nonexistent/never-written", dtype="bf16")

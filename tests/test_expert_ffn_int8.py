@@ -17,10 +17,10 @@ import torch
 from child_process import run_op_in_child
 from kernel_cases import expert_ffn_inputs
 
-from bucketrt.exporter.errors import BucketrtError
+from bucketrt.errors import BucketrtError
+from bucketrt.library import run_op
 from bucketrt.ops import reference
-from bucketrt.ops.graph import run_op
-from bucketrt.ops.spec import EXPERT_FFN_INT8
+from bucketrt.ops.catalogue import EXPERT_FFN_INT8
 from bucketrt.quantization.expert_ffn import quantize_expert_ffn, quantize_weights
 
 

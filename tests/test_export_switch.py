@@ -13,7 +13,8 @@ import pytest
 import torch
 
 import bucketrt
-from bucketrt.exporter import BucketrtError, export
+from bucketrt.errors import BucketrtError
+from bucketrt.exporter import export
 from bucketrt.runtime import Seq2SeqGenerator
 
 # Slow: encoder and seq2seq exports compared with Hugging Face (`-m 'not slow'` leaves this file out).

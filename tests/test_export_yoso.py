@@ -23,7 +23,9 @@ import pytest
 import torch
 
 import bucketrt
-from bucketrt.exporter import DEFAULT_OPSET, BucketrtError, Reference, component, export, load_reference, make_inputs
+from bucketrt.errors import BucketrtError
+from bucketrt.export_format.manifest import component
+from bucketrt.exporter import DEFAULT_OPSET, Reference, export, load_reference, make_inputs
 from bucketrt.exporter.families.yoso import patch_model, sample_projections
 from bucketrt.exporter.family import family_named
 from bucketrt.exporter.sources import Source, build_model, load_config

@@ -18,9 +18,11 @@ import torch
 from click.testing import CliRunner
 
 from bucketrt.cli.main import main
-from bucketrt.exporter import BucketrtError, family, manifest
+from bucketrt.errors import BucketrtError
+from bucketrt.export_format import manifest
+from bucketrt.export_format.tasks import HEADS, task_table
+from bucketrt.exporter import family
 from bucketrt.exporter.family import Patch, family_named, fingerprint
-from bucketrt.exporter.tasks import HEADS, task_table
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = ("yoso", "reformer", "switch", "lsg")
@@ -101,7 +103,7 @@ def test_a_new_family_module_is_found_without_touching_shared_code(tmp_path, mon
 
     (tmp_path / "toy.py").write_text(
         "from bucketrt.exporter.family import Family, register\n"
-        "from bucketrt.exporter.tasks import task_table\n\n\n"
+        "from bucketrt.export_format.tasks import task_table\n\n\n"
         "@register\n"
         "class ToyFamily(Family):\n"
         "    name = 'toy'\n"
@@ -301,8 +303,9 @@ def test_max_sequence_length_is_the_familys(name, config, limit):
     assert family_named(name).max_length(config) == limit
     recorded = {"family": name, "max_sequence_length": limit, "config": {"max_position_embeddings": 1}}
     assert manifest.max_sequence_length(recorded) == limit  # what the export recorded wins
-    # Exports made before the field: the family computes it from the recorded config.
-    assert manifest.max_sequence_length({"family": name, "config": config}) == limit
+    # Exports made before the field (bucketrt before 2026-11-28): the recorded config's positions. The
+    # family's own rule belongs to the exporter, a layer above the export format.
+    assert manifest.max_sequence_length({"family": name, "config": config}) == config.get("max_position_embeddings")
 
 
 def test_max_sequence_length_of_an_unknown_family_falls_back_to_the_positions():
@@ -348,11 +351,8 @@ def synthetic_export(folder: Path, **fields) -> Path:
     [
         # The recorded limit, although max_position_embeddings is larger...
         dict(family="reformer", max_sequence_length=512, config={"max_position_embeddings": 1024}),
-        # ... and, for an export made before the field, the family's computation from the config.
-        dict(
-            family="reformer",
-            config={"max_position_embeddings": 1024, "axial_pos_embds": True, "axial_pos_shape": [16, 32]},
-        ),
+        # ... and, for an export made before the field, the config's positions.
+        dict(family="reformer", config={"max_position_embeddings": 512}),
     ],
 )
 def test_bench_rejects_lengths_beyond_the_exports_limit(tmp_path, fields):
@@ -380,7 +380,7 @@ def test_greedy_generate_opens_paths_with_ort_session(monkeypatch, tmp_path):
             logits[..., 3] = 1
             return [logits]
 
-    monkeypatch.setattr(bucketrt, "ort_session", lambda path, **kw: opened.append(path) or Session())
+    monkeypatch.setattr(bucketrt.library, "ort_session", lambda path, **kw: opened.append(path) or Session())
     out = greedy_generate(tmp_path, np.array([[1, 2]]), max_new_tokens=2)
     assert opened == [tmp_path] and out.tolist() == [[1, 2, 3, 3]]
 

@@ -175,7 +175,7 @@ def test_fuzz_case(results, case_id):
 
 
 def test_every_op_is_fuzzed():
-    from bucketrt.ops.spec import OPS
+    from bucketrt.ops.catalogue import OPS
 
     fuzzed = {c.op for c in CASES}
     assert fuzzed == {op.name for op in OPS}

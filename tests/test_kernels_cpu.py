@@ -27,9 +27,10 @@ from kernel_cases import (
 )
 
 import bucketrt
+from bucketrt.library import run_op
 from bucketrt.ops import reference
-from bucketrt.ops.graph import IR_VERSION, OPSET, run_op, single_op_model
-from bucketrt.ops.spec import LSH_CUMULATION, OPS, SIGN_HASH, hadamard_parts
+from bucketrt.ops.catalogue import LSH_CUMULATION, OPS, SIGN_HASH, hadamard_parts
+from bucketrt.ops.graph import IR_VERSION, OPSET, single_op_model
 
 
 def _torch(arrays: dict[str, np.ndarray]) -> list[torch.Tensor]:
@@ -293,7 +294,7 @@ def test_sessions_share_the_library():
 
 @pytest.mark.parametrize("groups, rows, dim, buckets", BUCKET_SUM_CASES)
 def test_bucket_sum_matches_reference(groups, rows, dim, buckets):
-    from bucketrt.ops.spec import BUCKET_SUM
+    from bucketrt.ops.catalogue import BUCKET_SUM
 
     rng = np.random.default_rng(groups * 1000 + rows)
     inputs = bucket_sum_inputs(rng, groups, rows, dim, buckets)
@@ -306,7 +307,7 @@ def test_bucket_sum_matches_reference(groups, rows, dim, buckets):
 
 
 def test_bucket_sum_float16_is_the_float32_sums_rounded_once():
-    from bucketrt.ops.spec import BUCKET_SUM
+    from bucketrt.ops.catalogue import BUCKET_SUM
 
     rng = np.random.default_rng(24)
     inputs = bucket_sum_inputs(rng, 6, 50, 20, 5)

@@ -1,5 +1,5 @@
 """The CUDA kernels against the PyTorch references, through the test-only CUDA harness library's C ABI
-(libbucketrt_cuda_harness.so, beside the op library; bucketrt.ops.cuda).
+(libbucketrt_cuda_harness.so, beside the op library; bucketrt.library.cuda).
 
 Skipped where torch sees no CUDA device or the library was built without CUDA. Needs only torch,
 numpy and pytest (the GPU machine may lack onnx/onnxruntime): run from a source tree with
@@ -60,8 +60,9 @@ from kernel_cases import (
     top1_probs,
 )
 
-from bucketrt.ops import cuda, reference
-from bucketrt.ops.spec import EXPERT_ACTIVATIONS, hadamard_parts
+from bucketrt.library import cuda
+from bucketrt.ops import reference
+from bucketrt.ops.catalogue import EXPERT_ACTIVATIONS, hadamard_parts
 
 REASON = cuda.unavailable_reason()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"CUDA kernels unavailable: {REASON}")
@@ -286,7 +287,7 @@ def test_sign_hash_gaussian_codes_equal_the_cpu_kernel():
     # CPU kernels agree bit for bit, near-zero projections included. Needs onnxruntime (CPU).
     graph = pytest.importorskip("bucketrt.ops.graph", reason="onnx / onnxruntime not installed")
     pytest.importorskip("onnxruntime")
-    from bucketrt.ops.spec import SIGN_HASH
+    from bucketrt.ops.catalogue import SIGN_HASH
 
     rng = np.random.default_rng(400)
     inputs = sign_inputs(rng, 3, 200, 64, 3, (64, 32 * 9))
@@ -352,7 +353,7 @@ def test_argmax_hash_equals_the_cpu_kernel(dtype):
     # argmax: the CUDA and CPU kernels agree bit for bit, near-ties included. Needs onnxruntime (CPU).
     graph = pytest.importorskip("bucketrt.ops.graph", reason="onnx / onnxruntime not installed")
     pytest.importorskip("onnxruntime")
-    from bucketrt.ops.spec import ARGMAX_HASH
+    from bucketrt.ops.catalogue import ARGMAX_HASH
 
     for index, (batch, heads, length, dim, num_hash, sizes) in enumerate(ARGMAX_CASES + ARGMAX_LAYOUT_CASES):
         rng = np.random.default_rng(600 + index)
@@ -984,7 +985,7 @@ def test_launch_records_into_a_cuda_graph(op):
 
 
 def _nonfinite_params():
-    from bucketrt.ops.spec import BY_NAME
+    from bucketrt.ops.catalogue import BY_NAME
 
     for case in NONFINITE_CASES:
         for dtype in BY_NAME[case[1]].float_types:
@@ -1075,8 +1076,8 @@ def _ort_cuda():
 
 def _lsh_session(ort, config=None, provider_options=None):
     import bucketrt
+    from bucketrt.ops.catalogue import LSH_CUMULATION
     from bucketrt.ops.graph import single_op_model
-    from bucketrt.ops.spec import LSH_CUMULATION
 
     options = ort.SessionOptions()
     for key, value in (config or {}).items():  # before the library is registered, which reads them

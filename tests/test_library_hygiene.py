@@ -25,9 +25,9 @@ from kernel_cases import (
 )
 
 import bucketrt
-from bucketrt.ops import spec
-from bucketrt.ops.graph import op_session
-from bucketrt.ops.spec import BY_NAME
+from bucketrt.library import op_session
+from bucketrt.ops import catalogue
+from bucketrt.ops.catalogue import BY_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 # The op library's documented API (plugins/README.md): ORT's entry point and the backends query.
@@ -47,7 +47,7 @@ def _dynamic_symbols(library: str) -> set[str]:
 
 
 def _harness() -> str | None:
-    from bucketrt.ops import cuda
+    from bucketrt.library import cuda
 
     path = cuda.harness_path()
     return path if Path(path).is_file() else None
@@ -113,9 +113,9 @@ def test_onnxruntime_unloads_the_library_after_its_sessions():
 import gc, os, sys
 import numpy as np
 import bucketrt
-from bucketrt.ops.graph import op_session
-from bucketrt.ops import spec
-from bucketrt.ops.spec import BY_NAME
+from bucketrt.library import op_session
+from bucketrt.ops import catalogue
+from bucketrt.ops.catalogue import BY_NAME
 path = os.path.realpath(bucketrt.library_path())
 def mapped():
     with open("/proc/self/maps") as maps:
@@ -264,7 +264,7 @@ def _int8_experts(inputs):
 
 
 def test_every_op_has_a_threads_case():
-    assert [case[0] for case in _cases()] == [op.name for op in spec.OPS]
+    assert [case[0] for case in _cases()] == [op.name for op in catalogue.OPS]
 
 
 @pytest.mark.parametrize("op,inputs,attrs", _cases(), ids=[c[0] for c in _cases()])

@@ -65,7 +65,7 @@ def _records(case_dir: Path):
 
 @pytest.mark.parametrize("case", list(make_reference.CASES))
 def test_port_matches_lsg_converter(references, case):
-    from bucketrt.models.lsg.modeling import load
+    from bucketrt.exporter.families.lsg.modeling import load
 
     ref = _records(references / case)
     model, _, _ = load(references / case / "model", seed=ref["lsh_seed"])
@@ -107,7 +107,7 @@ def test_export_matches_lsg_converter(references, case, tmp_path):
 @pytest.mark.parametrize("sparsity", ["norm", "lsh", "pooling"])
 def test_port_runs_in_float16(references, sparsity):
     """The original fails in fp16 (its lsh scatter buffers are fp32); the port runs, lsh merging in fp32."""
-    from bucketrt.models.lsg.modeling import load
+    from bucketrt.exporter.families.lsg.modeling import load
 
     case = f"bert-mlm-{sparsity}"
     ref = _records(references / case)
@@ -121,7 +121,7 @@ def test_port_runs_in_float16(references, sparsity):
 
 
 def test_plain_bert_is_not_lsg():
-    from bucketrt.models.lsg.config import is_lsg
+    from bucketrt.exporter.families.lsg.config import is_lsg
 
     assert not is_lsg({"model_type": "bert", "architectures": ["BertForMaskedLM"]})
     assert not is_lsg({"model_type": "roberta"})
@@ -139,7 +139,8 @@ def test_plain_bert_is_not_lsg():
     ],
 )
 def test_bad_config_is_a_clear_error(override, message):
-    from bucketrt.models.lsg.config import LSGConfigError, settings
+    from bucketrt.errors import LSGConfigError
+    from bucketrt.exporter.families.lsg.config import settings
 
     raw = {**make_reference.TINY, "model_type": "bert", **override}
     if message is None:
@@ -178,7 +179,7 @@ def test_cli_rejects_bad_lsg_folder(tmp_path):
 def test_folder_family_and_config_override(references):
     """An LSG folder is the lsg family; --config-override changes its LSG fields like any config's,
     and a bad value is the port's clear error."""
-    from bucketrt.exporter import BucketrtError
+    from bucketrt.errors import BucketrtError
     from bucketrt.exporter.sources import load_config, resolve_source
 
     source = resolve_source(str(references / "bert-mlm-norm" / "model"))
@@ -193,7 +194,8 @@ def test_folder_family_and_config_override(references):
 
 
 def test_plain_bert_folder_is_refused(tmp_path):
-    from bucketrt.exporter import BucketrtError, export
+    from bucketrt.errors import BucketrtError
+    from bucketrt.exporter import export
 
     (tmp_path / "bert").mkdir()
     (tmp_path / "bert" / "config.json").write_text('{"model_type": "bert", "architectures": ["BertForMaskedLM"]}')

@@ -14,9 +14,9 @@ import torch
 from child_process import run_op_in_child
 from kernel_cases import EXPERT_FFN_CASES, TOP1_CASES, expert_ffn_inputs, top1_probs
 
+from bucketrt.library import run_op
 from bucketrt.ops import reference
-from bucketrt.ops.graph import run_op
-from bucketrt.ops.spec import EXPERT_ACTIVATIONS, EXPERT_FFN, TOP1_DISPATCH
+from bucketrt.ops.catalogue import EXPERT_ACTIVATIONS, EXPERT_FFN, TOP1_DISPATCH
 
 DISPATCH_OUTPUTS = ("expert", "gate", "priority", "counts", "order")
 

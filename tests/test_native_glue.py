@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bucketrt.ops import spec
+from bucketrt.ops import catalogue, codegen
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,9 +51,9 @@ def _compile(source: Path, generated: Path, *extra: str) -> subprocess.Completed
 
 
 def test_generated_indices_dims_and_op_table(tmp_path):
-    generated = _write_header(tmp_path, spec.cpp_header())
+    generated = _write_header(tmp_path, codegen.cpp_header())
     checks = []
-    for op in spec.OPS:
+    for op in catalogue.OPS:
         for kind, tensors in (("Input", op.inputs), ("Output", op.outputs)):
             for index, t in enumerate(tensors):
                 name = "k" + "".join(p[:1].upper() + p[1:] for p in t.name.split("_"))
@@ -70,9 +70,7 @@ def test_generated_indices_dims_and_op_table(tmp_path):
             f"{{ const FakeEnv env{{{{{binds}}}}}; const auto d = spec::{op.name}::Dims::From(env); "
             f"if (!({reads})) return 1; }}"
         )
-    table = (
-        f'#define COUNT(Op) +1\nstatic_assert(0 BUCKETRT_FOR_EACH_OP(COUNT) == {len(spec.OPS)}, "one entry per op");'
-    )
+    table = f'#define COUNT(Op) +1\nstatic_assert(0 BUCKETRT_FOR_EACH_OP(COUNT) == {len(catalogue.OPS)}, "one entry per op");'
     names = "#define NAME(Op) #Op,\nconst char* kNames[] = {BUCKETRT_FOR_EACH_OP(NAME)};"
     source = tmp_path / "glue_check.cc"
     source.write_text(
@@ -90,7 +88,7 @@ def test_generated_indices_dims_and_op_table(tmp_path):
                 names,
                 "int main() {",
                 *checks,
-                *(f'  if (std::strcmp(kNames[{i}], "{op.name}") != 0) return 2;' for i, op in enumerate(spec.OPS)),
+                *(f'  if (std::strcmp(kNames[{i}], "{op.name}") != 0) return 2;' for i, op in enumerate(catalogue.OPS)),
                 "  return 0;",
                 "}",
             ]
@@ -104,18 +102,18 @@ def test_generated_indices_dims_and_op_table(tmp_path):
 def test_a_renamed_dim_is_a_compile_error(tmp_path, monkeypatch):
     # BucketSum's rows are "N" in the spec; renamed to "Rows", the kernel's shape reader no longer
     # compiles (dims.N is gone), where a string look-up would have returned -1 at run time.
-    plain = _write_header(tmp_path / "plain", spec.cpp_header())
+    plain = _write_header(tmp_path / "plain", codegen.cpp_header())
     source = ROOT / "plugins" / "cpu" / "bucket_sum.cc"
     flags = ("-fsyntax-only",)
     assert _compile(source, plain, *flags).returncode == 0
-    op = spec.BUCKET_SUM
+    op = catalogue.BUCKET_SUM
     renamed = dataclasses.replace(
         op,
         inputs=tuple(dataclasses.replace(t, dims=tuple("Rows" if d == "N" else d for d in t.dims)) for t in op.inputs),
         outputs=op.outputs,
     )
-    monkeypatch.setattr(spec, "OPS", tuple(renamed if o is op else o for o in spec.OPS))
-    broken = _write_header(tmp_path / "renamed", spec.cpp_header())
+    monkeypatch.setattr(codegen, "OPS", tuple(renamed if o is op else o for o in catalogue.OPS))
+    broken = _write_header(tmp_path / "renamed", codegen.cpp_header())
     done = _compile(source, broken, *flags)
     assert done.returncode != 0
     # GCC and Clang quote differently (‘N’, 'N'): match the words and the member.

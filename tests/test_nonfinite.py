@@ -2,7 +2,7 @@
 against the PyTorch references, on the shared cases of kernel_cases.NONFINITE_CASES (which
 tests/test_kernels_cuda.py runs against the CUDA kernels too), in float32 and float16.
 
-The semantics (docs/ops.md, from spec.py): masked rows of LSHCumulation take no part; a key of
+The semantics (docs/ops.md, from the op catalogue): masked rows of LSHCumulation take no part; a key of
 SortedChunkAttention whose softmax weight is 0 (masked, causal, self-masked, underflowed below
 2^-126) and a round of weight 0 contribute nothing whatever their values; the clamped activations
 of ExpertFFN propagate NaN as torch.clamp does; a NaN is the maximum for Top1Dispatch and
@@ -19,9 +19,9 @@ import pytest
 import torch
 from kernel_cases import NONFINITE_CASES, NONFINITE_RTOL, assert_nonfinite_close, nonfinite_inputs
 
+from bucketrt.library import run_op
 from bucketrt.ops import reference
-from bucketrt.ops.graph import run_op
-from bucketrt.ops.spec import BY_NAME
+from bucketrt.ops.catalogue import BY_NAME
 
 
 def reference_outputs(op: str, inputs: dict[str, np.ndarray], attrs: dict) -> list[np.ndarray]:

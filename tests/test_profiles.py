@@ -1,11 +1,12 @@
 """TensorRT optimisation profiles: trtexec's shape syntax, the ranges bucketrt fills in, and the
-families' default ranges (bucketrt.profiles, Family.dim_ranges). Plain Python: no TensorRT."""
+default ranges of the dims (bucketrt.trt.profiles). Plain Python: no TensorRT."""
 
 from __future__ import annotations
 
 import pytest
 
-from bucketrt.profiles import ProfileError, ShapeRange, format_shapes, parse_shapes, resolve_profile, widen_to
+from bucketrt.errors import ProfileError
+from bucketrt.trt.profiles import ShapeRange, format_shapes, parse_shapes, resolve_profile, widen_to
 
 # --------------------------------------------------------------------------------------------
 # trtexec's shape syntax
@@ -143,18 +144,18 @@ def test_widen_to_tunes_for_the_checked_shapes():
     assert got["input_ids"].covers((16, 600)) and not base["input_ids"].covers((16, 600))
 
 
-def test_family_default_ranges():
-    from bucketrt.exporter.family import DEFAULT_MAX_SEQUENCE, family_named
+def test_default_ranges():
+    from bucketrt.trt.profiles import DEFAULT_MAX_SEQUENCE, default_dim_ranges
 
-    yoso = family_named("yoso").dim_ranges({"max_sequence_length": 4096, "config": {"max_position_embeddings": 4098}})
+    yoso = default_dim_ranges({"max_sequence_length": 4096, "config": {"max_position_embeddings": 4098}})
     assert yoso["batch_size"] == (1, 1, 8) and yoso["sequence_length"] == (1, 128, 4096)
     # Older manifests: the config's max_position_embeddings; models without a limit: 512.
-    assert family_named("yoso").dim_ranges({"config": {"max_position_embeddings": 64}})["sequence_length"] == (
+    assert default_dim_ranges({"config": {"max_position_embeddings": 64}})["sequence_length"] == (
         1,
         64,
         64,
     )
-    switch = family_named("switch").dim_ranges({"max_sequence_length": None, "config": {}})
+    switch = default_dim_ranges({"max_sequence_length": None, "config": {}})
     assert switch["encoder_sequence_length"] == (1, 128, DEFAULT_MAX_SEQUENCE)
     assert switch["decoder_sequence_length"] == (1, 1, DEFAULT_MAX_SEQUENCE)
     assert switch["past_decoder_sequence_length"] == (1, 128, DEFAULT_MAX_SEQUENCE)
@@ -177,7 +178,7 @@ _REFORMER_ENTRY = {
 
 
 def test_the_default_max_profile_is_what_the_issue_measured():
-    from bucketrt.profiles import component_profiles, memory_estimate
+    from bucketrt.trt.profiles import component_profiles, memory_estimate
 
     profile = component_profiles(_REFORMER, [_REFORMER_ENTRY], {})["model"]
     assert profile["input_ids"].max == (8, 524288)
@@ -187,7 +188,7 @@ def test_the_default_max_profile_is_what_the_issue_measured():
 
 
 def test_default_profiles_shrink_to_the_memory_budget_batch_first():
-    from bucketrt.profiles import component_profiles, memory_estimate
+    from bucketrt.trt.profiles import component_profiles, memory_estimate
 
     budget = 16 << 30
     profile = component_profiles(_REFORMER, [_REFORMER_ENTRY], {}, memory_budget=budget)["model"]
@@ -203,8 +204,8 @@ def test_default_profiles_shrink_to_the_memory_budget_batch_first():
 
 
 def test_given_shapes_beyond_the_budget_are_an_error_before_building():
-    from bucketrt.exporter import BucketrtError
-    from bucketrt.profiles import component_profiles
+    from bucketrt.errors import BucketrtError
+    from bucketrt.trt.profiles import component_profiles
 
     given = {"max": {"input_ids": (8, 524288)}}
     with pytest.raises(BucketrtError) as info:
@@ -222,7 +223,7 @@ def test_given_shapes_beyond_the_budget_are_an_error_before_building():
 
 
 def test_a_config_without_a_hidden_width_is_not_estimated():
-    from bucketrt.profiles import component_profiles, memory_estimate
+    from bucketrt.trt.profiles import component_profiles, memory_estimate
 
     manifest = _REFORMER | {"config": {"max_position_embeddings": 524288}}
     profile = component_profiles(manifest, [_REFORMER_ENTRY], {}, memory_budget=1)["model"]

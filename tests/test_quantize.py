@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from bucketrt.cli.main import main as cli
-from bucketrt.ops.spec import DOMAIN
+from bucketrt.ops.schema import DOMAIN
 
 SIZES = dict(batch_size=2, sequence_length=48)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bucketrt.ops import reference
-from bucketrt.ops.spec import hadamard_parts
+from bucketrt.ops.catalogue import hadamard_parts
 
 
 def dense_hadamard(dim: int) -> torch.Tensor:
@@ -184,8 +184,8 @@ def _chunk_tensors():
     ],
 )
 def test_reference_and_exporter_enforce_the_spec_bounds(monkeypatch, exporting, attrs, message):
-    from bucketrt.ops import call
-    from bucketrt.ops.spec import SORTED_CHUNK_ATTENTION
+    from bucketrt.ops.catalogue import SORTED_CHUNK_ATTENTION
+    from bucketrt.ops.dispatch import call
 
     tensors = _chunk_tensors()
     with pytest.raises(ValueError, match=rf"^SortedChunkAttention: {message}$"):

@@ -18,7 +18,8 @@ import pytest
 import torch
 
 import bucketrt
-from bucketrt.exporter import BucketrtError, export, load_reference
+from bucketrt.errors import BucketrtError
+from bucketrt.exporter import export, load_reference
 
 TOL = 1e-4
 WORDS = (

@@ -12,9 +12,10 @@ from child_process import run_op_in_child
 from kernel_cases import CHUNK_ATTENTION_CASES, chunk_attention_seed
 from kernel_cases import chunk_attention_inputs as attn_inputs
 
-from bucketrt.ops import call, reference
-from bucketrt.ops.graph import run_op
-from bucketrt.ops.spec import ARGMAX_HASH, SORTED_CHUNK_ATTENTION
+from bucketrt.library import run_op
+from bucketrt.ops import reference
+from bucketrt.ops.catalogue import ARGMAX_HASH, SORTED_CHUNK_ATTENTION
+from bucketrt.ops.dispatch import call
 
 
 def ref(inputs, **attrs) -> np.ndarray:

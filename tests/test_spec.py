@@ -8,18 +8,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from bucketrt.ops import spec
+from bucketrt.ops import catalogue, codegen, schema
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "ops.md"
 
 
 def test_docs_ops_md_is_generated_from_the_catalogue():
-    assert DOCS.read_text() == spec.markdown(), "run `make docs` to regenerate docs/ops.md"
+    assert DOCS.read_text() == codegen.markdown(), "run `make docs` to regenerate docs/ops.md"
 
 
 def test_cpp_header_declares_every_op_input_and_attribute():
-    header = spec.cpp_header()
-    for op in spec.OPS:
+    header = codegen.cpp_header()
+    for op in catalogue.OPS:
         assert f'inline constexpr OpSpec k{op.name} = {{"{op.name}"' in header
         for tensor in op.inputs + op.outputs:
             assert f'{{"{tensor.name}", DType::' in header
@@ -31,7 +31,7 @@ def test_bind_reports_the_first_disagreeing_input():
     with pytest.raises(
         ValueError, match=r"LSHCumulation: input 'key_hash' dim 2 \(m\) is 5, but input 'query_hash' says m=4"
     ):
-        spec.LSH_CUMULATION.bind(
+        catalogue.LSH_CUMULATION.bind(
             [(2, 3), (2, 3, 4), (2, 6), (2, 6, 5), (2, 6, 8)],
             ["int32", "int32", "int32", "int32", "float32"],
             {"hashtable_capacity": 16},
@@ -39,10 +39,10 @@ def test_bind_reports_the_first_disagreeing_input():
 
 
 def test_bind_takes_symbols_named_like_attributes_from_the_attribute():
-    env = spec.SIGN_HASH.bind(
+    env = catalogue.SIGN_HASH.bind(
         [(4, 7), (4, 7, 32), (2, 6, 32)], ["int32", "float32", "float32"], {"num_hash": 3, "hash_code_len": 4}
     )
-    assert env["num_hash"] == 3 and spec.SIGN_HASH.output_shapes(env) == [(4, 7, 3)]
+    assert env["num_hash"] == 3 and catalogue.SIGN_HASH.output_shapes(env) == [(4, 7, 3)]
 
 
 @pytest.mark.parametrize(
@@ -56,32 +56,32 @@ def test_bind_takes_symbols_named_like_attributes_from_the_attribute():
 )
 def test_attribute_errors_name_the_op_and_attribute(attrs, message):
     with pytest.raises(ValueError, match=f"LSHCumulation: .*{message}"):
-        spec.LSH_CUMULATION.resolve_attributes(attrs)
+        catalogue.LSH_CUMULATION.resolve_attributes(attrs)
 
 
 def test_string_attribute_choices_and_defaults():
-    assert spec.SIGN_HASH.resolve_attributes({"num_hash": 1, "hash_code_len": 1})["transform"] == "hadamard"
+    assert catalogue.SIGN_HASH.resolve_attributes({"num_hash": 1, "hash_code_len": 1})["transform"] == "hadamard"
     with pytest.raises(ValueError, match="SignHash: attribute 'transform' must be one of"):
-        spec.SIGN_HASH.resolve_attributes({"num_hash": 1, "hash_code_len": 1, "transform": "fft"})
+        catalogue.SIGN_HASH.resolve_attributes({"num_hash": 1, "hash_code_len": 1, "transform": "fft"})
 
 
 @pytest.mark.parametrize("dim,num_hash,bits,parts", [(64, 64, 9, 10), (32, 16, 9, 6), (32, 1, 32, 1), (16, 3, 1, 1)])
 def test_hadamard_parts_follows_yoso(dim, num_hash, bits, parts):
-    assert spec.hadamard_parts(dim, num_hash, bits) == parts
+    assert catalogue.hadamard_parts(dim, num_hash, bits) == parts
 
 
 # -- routing attributes (TensorRT's plugin lookup) ----------------------------------------------
 
 
 def test_routing_attributes_come_from_the_catalogue():
-    for op in spec.OPS:
+    for op in catalogue.OPS:
         routing = op.routing_attributes()
         assert routing == {"plugin_version": str(op.version), "plugin_namespace": "bucketrt"}
-        assert set(routing) == set(spec.ROUTING_ATTRIBUTES)
+        assert set(routing) == set(schema.ROUTING_ATTRIBUTES)
         assert all(isinstance(v, str) for v in routing.values())  # the parser reads string attributes
         # Never confused with an op's own attributes.
         assert not set(routing) & {a.name for a in op.attributes}
-    assert spec.SIGN_HASH.node_attributes({"num_hash": 2}) == {
+    assert catalogue.SIGN_HASH.node_attributes({"num_hash": 2}) == {
         "num_hash": 2,
         "plugin_version": "1",
         "plugin_namespace": "bucketrt",
@@ -89,46 +89,46 @@ def test_routing_attributes_come_from_the_catalogue():
 
 
 def test_validation_accepts_and_drops_exactly_the_routing_attributes():
-    attrs = spec.LSH_CUMULATION.node_attributes({"hashtable_capacity": 8})
-    assert spec.LSH_CUMULATION.resolve_attributes(attrs) == {"hashtable_capacity": 8, "deterministic": 0}
+    attrs = catalogue.LSH_CUMULATION.node_attributes({"hashtable_capacity": 8})
+    assert catalogue.LSH_CUMULATION.resolve_attributes(attrs) == {"hashtable_capacity": 8, "deterministic": 0}
     with pytest.raises(ValueError, match=r"LSHCumulation: unknown attribute\(s\) \['plugin_name'\]"):
-        spec.LSH_CUMULATION.resolve_attributes({**attrs, "plugin_name": "x"})
+        catalogue.LSH_CUMULATION.resolve_attributes({**attrs, "plugin_name": "x"})
 
 
 def test_cpp_header_and_docs_name_the_routing_attributes():
-    header = spec.cpp_header()
+    header = codegen.cpp_header()
     assert 'kPluginNamespace = "bucketrt"' in header
     assert 'kPluginVersionAttribute = "plugin_version"' in header
     assert 'kPluginNamespaceAttribute = "plugin_namespace"' in header
-    assert "`plugin_version`" in spec.markdown() and "`plugin_namespace`" in spec.markdown()
+    assert "`plugin_version`" in codegen.markdown() and "`plugin_namespace`" in codegen.markdown()
 
 
 def test_float_type_is_one_per_node():
     # T is float32 or float16 for LSHCumulation and SignHash, and all of a node's float tensors share it.
     ints = ["int32"] * 4
     shapes = [(2, 3), (2, 3, 4), (2, 6), (2, 6, 4), (2, 6, 8)]
-    spec.LSH_CUMULATION.bind(shapes, ints + ["float16"], {"hashtable_capacity": 16})
-    assert spec.LSH_CUMULATION.output_dtypes(ints + ["float16"]) == ["float16"]
-    assert spec.LSH_CUMULATION.output_dtypes(ints + ["float32"]) == ["float32"]
+    catalogue.LSH_CUMULATION.bind(shapes, ints + ["float16"], {"hashtable_capacity": 16})
+    assert catalogue.LSH_CUMULATION.output_dtypes(ints + ["float16"]) == ["float16"]
+    assert catalogue.LSH_CUMULATION.output_dtypes(ints + ["float32"]) == ["float32"]
     with pytest.raises(ValueError, match=r"LSHCumulation: input 'value' must be float32 or float16, got float64"):
-        spec.LSH_CUMULATION.bind(shapes, ints + ["float64"], {"hashtable_capacity": 16})
+        catalogue.LSH_CUMULATION.bind(shapes, ints + ["float64"], {"hashtable_capacity": 16})
     with pytest.raises(
         ValueError, match=r"SignHash: input 'projection' must be float16 like input 'vector', got float32"
     ):
-        spec.SIGN_HASH.bind(
+        catalogue.SIGN_HASH.bind(
             [(4, 7), (4, 7, 32), (2, 6, 32)], ["int32", "float16", "float32"], {"num_hash": 3, "hash_code_len": 4}
         )
-    assert "inline constexpr DType kSignHashFloatTypes[] = {DType::kFloat32, DType::kFloat16};" in spec.cpp_header()
+    assert "inline constexpr DType kSignHashFloatTypes[] = {DType::kFloat32, DType::kFloat16};" in codegen.cpp_header()
 
 
-@pytest.mark.parametrize("op", spec.OPS, ids=[op.name for op in spec.OPS])
+@pytest.mark.parametrize("op", catalogue.OPS, ids=[op.name for op in catalogue.OPS])
 def test_an_op_with_float32_alone_rejects_float16_with_the_float32_words(op):
     # An op that allows float32 alone (ExpertFFNInt8, a CPU op for quantized models; one added
     # before its float16 kernels) must reject float16 naming its first float input. Each op is
     # restricted to float32 here, so that this runs for every op.
     only32 = dataclasses.replace(op, float_types=("float32",))
-    float_input = next(t for t in op.inputs if t.dtype == spec.FLOAT)
-    dtypes = ["float16" if t.dtype == spec.FLOAT else t.dtype for t in op.inputs]
+    float_input = next(t for t in op.inputs if t.dtype == schema.FLOAT)
+    dtypes = ["float16" if t.dtype == schema.FLOAT else t.dtype for t in op.inputs]
     shapes = [(2,) * len(t.dims) for t in op.inputs]
     attrs = only32.resolve_attributes(
         {a.name: a.minimum if a.minimum else 2 for a in op.attributes if a.default is None}
@@ -148,55 +148,63 @@ def test_an_op_with_float32_alone_rejects_float16_with_the_float32_words(op):
 
 
 def test_every_int_attribute_has_a_maximum_or_allowed_values():
-    for op in spec.OPS:
+    for op in catalogue.OPS:
         for a in op.attributes:
             if a.type == "int":
                 assert a.allowed or (a.minimum is not None and a.maximum is not None), (op.name, a.name)
                 # Sizes derived from one attribute times an int32-sized dim stay far inside int64.
-                assert max(a.allowed or (a.maximum,)) <= spec.MAX_INT32 + 1, (op.name, a.name)
+                assert max(a.allowed or (a.maximum,)) <= schema.MAX_INT32 + 1, (op.name, a.name)
             else:
                 assert a.choices, (op.name, a.name)
     with pytest.raises(AssertionError, match="needs a minimum and a maximum"):
-        spec.Attribute("x", "int", "unbounded", minimum=0)
+        schema.Attribute("x", "int", "unbounded", minimum=0)
 
 
 @pytest.mark.parametrize(
     "op,attrs,message",
     [
-        (spec.SIGN_HASH, {"num_hash": 1, "hash_code_len": 31}, "attribute 'hash_code_len' must be <= 30, got 31"),
+        (catalogue.SIGN_HASH, {"num_hash": 1, "hash_code_len": 31}, "attribute 'hash_code_len' must be <= 30, got 31"),
         (
-            spec.SIGN_HASH,
+            catalogue.SIGN_HASH,
             {"num_hash": 2**31, "hash_code_len": 4},
             "attribute 'num_hash' must be <= 2147483647, got 2147483648",
         ),
-        (spec.SIGN_HASH, {"num_hash": [1], "hash_code_len": 4}, "attribute 'num_hash' must be an int, got \\[1\\]"),
         (
-            spec.SIGN_HASH,
+            catalogue.SIGN_HASH,
+            {"num_hash": [1], "hash_code_len": 4},
+            "attribute 'num_hash' must be an int, got \\[1\\]",
+        ),
+        (
+            catalogue.SIGN_HASH,
             {"num_hash": 1, "hash_code_len": 4, "transform": 3},
             "attribute 'transform' must be a string, got 3",
         ),
         (
-            spec.LSH_CUMULATION,
+            catalogue.LSH_CUMULATION,
             {"hashtable_capacity": 8, "deterministic": 2},
             "attribute 'deterministic' must be one of \\[0, 1\\], got 2",
         ),
-        (spec.LSH_CUMULATION, {"hashtable_capacity": 2**31}, "attribute 'hashtable_capacity' must be <= 1073741824"),
         (
-            spec.SORTED_CHUNK_ATTENTION,
+            catalogue.LSH_CUMULATION,
+            {"hashtable_capacity": 2**31},
+            "attribute 'hashtable_capacity' must be <= 1073741824",
+        ),
+        (
+            catalogue.SORTED_CHUNK_ATTENTION,
             {"chunk_length": 4, "chunks_before": 2**61},
             "attribute 'chunks_before' must be <= 64",
         ),
         (
-            spec.SORTED_CHUNK_ATTENTION,
+            catalogue.SORTED_CHUNK_ATTENTION,
             {"chunk_length": 4, "causal": -1},
             "attribute 'causal' must be one of \\[0, 1\\], got -1",
         ),
         (
-            spec.SORTED_CHUNK_ATTENTION,
+            catalogue.SORTED_CHUNK_ATTENTION,
             {"chunk_length": 4, "mask_self": True},
             "attribute 'mask_self' must be an int, got True",
         ),
-        (spec.EXPERT_FFN, {"activation": "gelu2"}, "attribute 'activation' must be one of \\['relu', "),
+        (catalogue.EXPERT_FFN, {"activation": "gelu2"}, "attribute 'activation' must be one of \\['relu', "),
     ],
 )
 def test_bounds_are_the_specs(op, attrs, message):
@@ -205,7 +213,7 @@ def test_bounds_are_the_specs(op, attrs, message):
 
 
 def test_cpp_header_carries_every_bound():
-    header = spec.cpp_header()
+    header = codegen.cpp_header()
     assert '{"hash_code_len", AttrType::kInt, nullptr, 1, 30, false, "", nullptr, 0},' in header
     assert "inline constexpr long long kSortedChunkAttention_causal_allowed[] = {0, 1};" in header
     assert (
@@ -213,7 +221,7 @@ def test_cpp_header_carries_every_bound():
         "kSortedChunkAttention_causal_allowed, 2}," in header
     )
     assert '{"chunks_before", AttrType::kInt, "1", 0, 64, false, "", nullptr, 0},' in header
-    for op in spec.OPS:
+    for op in catalogue.OPS:
         for a in op.attributes:
             if a.maximum is not None:
                 assert f'{{"{a.name}", AttrType::kInt, ' in header and f", {a.maximum}, " in header
@@ -224,11 +232,11 @@ def test_activations_are_defined_once():
 
     # The spec names them and says which function each computes; the reference has one formula
     # per function; the C++ kernels get the enum and the names from the generated header.
-    assert spec.EXPERT_FFN.attribute("activation").choices == tuple(spec.EXPERT_ACTIVATIONS)
-    assert tuple(reference.ACTIVATION_FUNCTIONS) == spec.ACTIVATION_FUNCTIONS
-    assert set(reference.EXPERT_ACTIVATIONS) == set(spec.EXPERT_ACTIVATIONS)
-    header = spec.cpp_header()
-    assert f"inline constexpr int kNumActivations = {len(spec.ACTIVATION_FUNCTIONS)};" in header
+    assert catalogue.EXPERT_FFN.attribute("activation").choices == tuple(catalogue.EXPERT_ACTIVATIONS)
+    assert tuple(reference.ACTIVATION_FUNCTIONS) == catalogue.ACTIVATION_FUNCTIONS
+    assert set(reference.EXPERT_ACTIVATIONS) == set(catalogue.EXPERT_ACTIVATIONS)
+    header = codegen.cpp_header()
+    assert f"inline constexpr int kNumActivations = {len(catalogue.ACTIVATION_FUNCTIONS)};" in header
     assert '{"gelu_fast", Activation::kGeluTanh},' in header and '{"swish", Activation::kSilu},' in header
     x = torch.linspace(-3, 3, 7)
     torch.testing.assert_close(
@@ -240,7 +248,7 @@ def test_every_output_dim_is_an_int_attribute_or_an_input_dim():
     """TensorRT asks a plugin for its output shapes as expressions over its input dims before any
     data exists (trt_plugins/output_dims.h): an output whose size depends on the data cannot be a
     bucketrt plugin, and an op that adds one must be designed otherwise."""
-    for op in spec.OPS:
+    for op in catalogue.OPS:
         int_attributes = {a.name for a in op.attributes if a.type == "int"}
         input_dims = {d for t in op.inputs for d in t.dims}
         for out in op.outputs:

@@ -184,7 +184,7 @@ class Loaders:
                 self.network, self.config = network, config
 
             def __call__(self):
-                from bucketrt.code_sync import with_outputs
+                from bucketrt.check.codes import with_outputs
 
                 builder, network, _ = self.network()
                 self.config(builder, network)
@@ -248,7 +248,7 @@ class FakeTrtRunner:
 @pytest.fixture(autouse=True)
 def fresh_tensorrt_state(monkeypatch):
     """Each test starts with no plugin library loaded and no runtime created."""
-    import bucketrt.trt_engine as trt_engine
+    import bucketrt.trt.engine as trt_engine
 
     monkeypatch.setattr(trt_engine, "_loaded_plugins", {})
     monkeypatch.setattr(trt_engine, "_runtimes", {})
@@ -270,7 +270,7 @@ def use_tensorrt(monkeypatch, tmp_path, version="10.8.0.43", **kwargs):
     monkeypatch.setitem(sys.modules, "tensorrt", module)
     module.library = tmp_path / "libbucketrt_trt.so"
     module.library.write_bytes(b"")
-    monkeypatch.setattr("bucketrt.trt_library_path", lambda: str(module.library))
+    monkeypatch.setattr("bucketrt.library.trt_library_path", lambda: str(module.library))
     return module
 
 
@@ -376,7 +376,7 @@ def test_missing_tensorrt_is_one_line_with_what_to_install(lsh_export, monkeypat
 @pytest.mark.parametrize("command", [["build"], ["check", "--backend", "trt"]])
 def test_missing_plugin_library_is_one_line(lsh_export, monkeypatch, tmp_path, command):
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt())
-    monkeypatch.setattr("bucketrt._TRT_LIBRARY_NAME", "libbucketrt_trt-not-built.so")
+    monkeypatch.setattr("bucketrt.library.TRT_LIBRARY_NAME", "libbucketrt_trt-not-built.so")
     result = invoke(*command, lsh_export)
     assert result.exit_code == 2, result.output
     assert_one_error_line(result.stderr, "bucketrt's TensorRT plugin library is missing")
@@ -396,7 +396,7 @@ def test_old_tensorrt_is_refused(lsh_export, monkeypatch, tmp_path):
 
 
 def test_ops_trt_library(monkeypatch, tmp_path):
-    monkeypatch.setattr("bucketrt._TRT_LIBRARY_NAME", "libbucketrt_trt-not-built.so")
+    monkeypatch.setattr("bucketrt.library.TRT_LIBRARY_NAME", "libbucketrt_trt-not-built.so")
     result = invoke("ops", "--trt-library")
     assert result.exit_code == 2
     assert_one_error_line(result.stderr, "TensorRT plugin library is missing")
@@ -605,7 +605,7 @@ def test_build_every_component_of_a_seq2seq_export(trt, tmp_path):
 
 def test_export_without_bucketrt_ops_needs_no_plugin_library(monkeypatch, tmp_path, loaders):
     module = use_tensorrt(monkeypatch, tmp_path)
-    monkeypatch.setattr("bucketrt._TRT_LIBRARY_NAME", "libbucketrt_trt-not-built.so")
+    monkeypatch.setattr("bucketrt.library.TRT_LIBRARY_NAME", "libbucketrt_trt-not-built.so")
     folder = synthetic_export(
         tmp_path / "plain", {"model": [("input_ids", ["batch_size", "sequence_length"])]}, family="yoso", ops=False
     )
@@ -620,7 +620,7 @@ def test_export_without_bucketrt_ops_needs_no_plugin_library(monkeypatch, tmp_pa
 
 
 def test_check_trt_builds_a_check_engine_with_the_hash_codes(trt, fresh_export):
-    from bucketrt.code_sync import code_outputs
+    from bucketrt.check.codes import code_outputs
 
     result = invoke("check", fresh_export, "--backend", "trt", "--batch-size", 3, "--sequence-length", 40)
     assert result.exit_code == 0, result.output

@@ -23,7 +23,8 @@ from triton_exports import tiny_exports
 from tritonclient.grpc import model_config_pb2 as pb2
 
 import bucketrt
-from bucketrt.exporter import BucketrtError, read_manifest
+from bucketrt.errors import BucketrtError
+from bucketrt.export_format.manifest import read_manifest
 from bucketrt.serving import write_repository
 
 # -- fixtures ---------------------------------------------------------------------------------

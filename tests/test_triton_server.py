@@ -23,7 +23,7 @@ from triton_exports import tiny_exports
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 import bucketrt
-from bucketrt.exporter import max_sequence_length, read_manifest
+from bucketrt.export_format.manifest import max_sequence_length, read_manifest
 from bucketrt.serving import write_repository
 from bucketrt.serving.server import NUMPY1_ENV, NUMPY2_ENV, TritonServer, find_server, flavour_python
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 import bucketrt
+import bucketrt.library
 
 ROOT = Path(__file__).resolve().parents[1]
 SKIP_LINE = "bucketrt: TensorRT not found (set TensorRT_ROOT); skipping the TensorRT plugins"
@@ -388,11 +389,11 @@ def test_bucketrt_ops_lists_trt_for_the_ops_with_plugins(monkeypatch, tmp_path):
     from click.testing import CliRunner
 
     from bucketrt.cli.main import main
-    from bucketrt.ops import OPS
+    from bucketrt.ops.catalogue import OPS
 
     library = tmp_path / "libbucketrt_trt.so"
     library.write_bytes(b"")  # `bucketrt ops` only looks for the file
-    monkeypatch.setattr(bucketrt, "trt_library_path", lambda: str(library))
+    monkeypatch.setattr(bucketrt.library, "trt_library_path", lambda: str(library))
     result = CliRunner().invoke(main, ["ops"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     rows = {

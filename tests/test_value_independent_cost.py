@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import torch
 
+from bucketrt.library import run_op
 from bucketrt.ops import reference
-from bucketrt.ops.graph import run_op
-from bucketrt.ops.spec import LSH_CUMULATION, SORTED_CHUNK_ATTENTION
+from bucketrt.ops.catalogue import LSH_CUMULATION, SORTED_CHUNK_ATTENTION
 
 # `make sanitize` preloads ASan, whose shadow memory and quarantine of freed blocks make RSS no
 # measure of the library's own memory.
@@ -91,8 +91,8 @@ _CHILD = textwrap.dedent(
     """
     import json, resource, sys, time
     import numpy as np
-    from bucketrt.ops.graph import op_session
-    from bucketrt.ops.spec import LSH_CUMULATION
+    from bucketrt.library import op_session
+    from bucketrt.ops.catalogue import LSH_CUMULATION
     num_key, high_code, capacity = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     rng = np.random.default_rng(0)
     feeds = {

@@ -8,7 +8,7 @@
 // An attribute wins when a symbol is both: BindInputs binds attributes first and requires an input
 // dim of that name to equal it, and a constant gives TensorRT a static dim. The static_assert in
 // spec_plugin.cc checks every op of the catalogue at compile time; tests/test_spec.py checks the
-// same rule on spec.py, so an op whose output size depends on data fails there first.
+// same rule on the catalogue, so an op whose output size depends on data fails there first.
 #pragma once
 
 #include "bucketrt/spec_types.h"

@@ -27,12 +27,12 @@ from operator import mul
 import torch
 from torch import nn
 
-from bucketrt.ops import call
-from bucketrt.ops.spec import ARGMAX_HASH, SORTED_CHUNK_ATTENTION
+from bucketrt.errors import BucketrtError
+from bucketrt.export_format.tasks import BATCH, SEQUENCE, Task, task_table
+from bucketrt.ops.catalogue import ARGMAX_HASH, SORTED_CHUNK_ATTENTION
+from bucketrt.ops.dispatch import call
 
-from ..errors import BucketrtError
 from ..family import EXAMPLE_BATCH, EXAMPLE_SEQUENCE, Component, Family, Patch, register
-from ..tasks import BATCH, SEQUENCE, Task, task_table
 
 # Reformer's key normalisation epsilon (LSHSelfAttention._len_norm).
 _LEN_NORM_EPS = 1e-6

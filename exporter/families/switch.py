@@ -24,13 +24,21 @@ import types
 import torch
 from torch import nn
 
-from bucketrt.ops import call
-from bucketrt.ops.spec import EXPERT_ACTIVATIONS, EXPERT_FFN, TOP1_DISPATCH
+from bucketrt.errors import BucketrtError
+from bucketrt.export_format.manifest import DECODER, DECODER_WITH_PAST, ENCODER
+from bucketrt.export_format.tasks import (
+    BATCH,
+    DECODER_SEQUENCE,
+    ENCODER_SEQUENCE,
+    PAST_SEQUENCE,
+    SEQUENCE,
+    Task,
+    task_table,
+)
+from bucketrt.ops.catalogue import EXPERT_ACTIVATIONS, EXPERT_FFN, TOP1_DISPATCH
+from bucketrt.ops.dispatch import call
 
-from ..errors import BucketrtError
-from ..family import DEFAULT_OPT_SEQUENCE, Component, Family, Patch, register, sequence_limit
-from ..manifest import DECODER, DECODER_WITH_PAST, ENCODER
-from ..tasks import BATCH, SEQUENCE, Task, task_table
+from ..family import Component, Family, Patch, register
 
 SUPPORTED_MODEL_TYPES = ("switch_transformers",)
 # transformers' ACT2FN entries that carry learned parameters of their own (one set per expert).
@@ -184,9 +192,6 @@ class Decoder(nn.Module):
 
 
 # -- the family ---------------------------------------------------------------------------------
-ENCODER_SEQUENCE = "encoder_sequence_length"
-DECODER_SEQUENCE = "decoder_sequence_length"
-PAST_SEQUENCE = "past_decoder_sequence_length"
 # Example sizes for tracing: distinct and above 1 so that every axis stays symbolic.
 _EXAMPLE = {BATCH: 2, ENCODER_SEQUENCE: 13, DECODER_SEQUENCE: 5, PAST_SEQUENCE: 7}
 _SEQ2SEQ_TASKS = ("text2text-generation", "feature-extraction")
@@ -225,17 +230,6 @@ class SwitchFamily(Family):
 
     def max_length(self, config: dict) -> int | None:
         return None  # relative position buckets: any length
-
-    def dim_ranges(self, manifest: dict) -> dict[str, tuple[int, int, int]]:
-        """Encoder like an encoder; the decoder starts from one token, and with past takes one
-        token at a time after up to the limit."""
-        limit = sequence_limit(manifest)
-        return {
-            **super().dim_ranges(manifest),
-            ENCODER_SEQUENCE: (1, min(DEFAULT_OPT_SEQUENCE, limit), limit),
-            DECODER_SEQUENCE: (1, 1, limit),
-            PAST_SEQUENCE: (1, min(DEFAULT_OPT_SEQUENCE, limit), limit),
-        }
 
     def components(self, model, task: Task) -> list[Component]:
         from torch.export import Dim

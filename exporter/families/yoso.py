@@ -32,12 +32,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bucketrt.ops import call
-from bucketrt.ops.spec import LSH_CUMULATION, SIGN_HASH, hadamard_parts
+from bucketrt.errors import BucketrtError
+from bucketrt.export_format.tasks import Task, task_table
+from bucketrt.ops.catalogue import LSH_CUMULATION, SIGN_HASH, hadamard_parts
+from bucketrt.ops.dispatch import call
 
-from ..errors import BucketrtError
 from ..family import Family, Patch, register
-from ..tasks import Task, task_table
 
 # HF pads head dims below the GPU warp size before hashing.
 _HF_MIN_HASH_DIM = 32

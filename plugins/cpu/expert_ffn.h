@@ -23,7 +23,7 @@ class Bindings;
 
 namespace bucketrt::cpu {
 
-// The activation functions and their names are spec.py's EXPERT_ACTIVATIONS, through the generated
+// The activation functions and their names are catalogue.py's EXPERT_ACTIVATIONS, through the generated
 // header; the kernels (expert_ffn_tile.cc, cuda/expert_ffn.cu) switch over every function, and
 // -Werror=switch there makes a function added to the spec without a kernel a compile error.
 using Activation = spec::Activation;

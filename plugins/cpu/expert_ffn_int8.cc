@@ -14,7 +14,7 @@
 namespace bucketrt::cpu {
 namespace {
 
-// spec.py MAX_INT8_SUM_LENGTH: 255 * 128 * 65536 < 2^31, so no int32 sum can overflow.
+// catalogue.py MAX_INT8_SUM_LENGTH: 255 * 128 * 65536 < 2^31, so no int32 sum can overflow.
 constexpr int64_t kMaxSumLength = 65536;
 // Rows per tile: the tile's uint8 rows (at most 64 x 64 KiB, 192 KiB at d_ff 3072) stay in L2
 // while each block of weight rows streams past them once.

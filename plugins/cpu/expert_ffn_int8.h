@@ -1,5 +1,5 @@
 // ExpertFFNInt8 on the CPU, free of any runtime. Semantics: src/bucketrt/ops/reference.py
-// `expert_ffn_int8` (spec.py's text).
+// `expert_ffn_int8` (catalogue.py's text).
 //
 // Four passes over the listed tokens, each split over ORT's workers:
 //   1. quantize each listed token's hidden row (uint8 codes, zero point, scale);
@@ -29,7 +29,7 @@ struct ExpertFfnInt8Shape {
 
 ExpertFfnInt8Shape ExpertFfnInt8ShapeOf(const Attributes& attrs, const Bindings& env);
 
-// D and F within the exact-int32 bound (spec.py MAX_INT8_SUM_LENGTH): "" or the error.
+// D and F within the exact-int32 bound (catalogue.py MAX_INT8_SUM_LENGTH): "" or the error.
 std::string CheckExpertFfnInt8Shape(const ExpertFfnInt8Shape& shape);
 
 struct ExpertFfnInt8Plan {

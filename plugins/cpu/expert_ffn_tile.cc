@@ -41,7 +41,7 @@ auto Min(const A& a, float b) {
 
 // Every function of spec::Activation has a case below: a function the spec adds without one is a
 // compile error (-Werror=switch), and the count is checked too.
-static_assert(spec::kNumActivations == 16, "spec.py's ACTIVATION_FUNCTIONS changed: give every function a case");
+static_assert(spec::kNumActivations == 16, "catalogue.py's ACTIVATION_FUNCTIONS changed: give every function a case");
 #pragma GCC diagnostic push
 #pragma GCC diagnostic error "-Wswitch"
 template <class A>

@@ -152,7 +152,7 @@ std::string ResolveAttributes(const spec::OpSpec& op, const std::vector<RawAttri
     }
     Attributes::Value resolved;
     resolved.spec = &a;
-    // The same checks in the same order as spec.py's Attribute.check.
+    // The same checks in the same order as schema.py's Attribute.check.
     if (a.type == spec::AttrType::kInt) {
       if (value.kind != RawAttribute::Kind::kInt) {
         return Format("%s: attribute '%s' must be an int, got %s", op.name, a.name, Repr(value).c_str());
@@ -221,7 +221,7 @@ std::string CheckAttributeNames(const spec::OpSpec& op, const std::vector<std::s
     if (!declared) unknown.push_back(name);
   }
   if (unknown.empty()) return {};
-  // sorted(set(...)), as spec.py prints them.
+  // sorted(set(...)), as schema.py prints them.
   std::sort(unknown.begin(), unknown.end());
   unknown.erase(std::unique(unknown.begin(), unknown.end()), unknown.end());
   return Format("%s: unknown attribute(s) %s", op.name, ListRepr(unknown, StringRepr).c_str());

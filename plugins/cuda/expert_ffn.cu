@@ -89,7 +89,7 @@ __device__ __forceinline__ float Gelu(float x) { return 0.5f * x * (1.0f + erff(
 __device__ __forceinline__ float Clamp(float x, float lo, float hi) { return x < lo ? lo : (x > hi ? hi : x); }
 
 // Every function of spec::Activation has a case below (-Werror=switch; the count is checked too).
-static_assert(spec::kNumActivations == 16, "spec.py's ACTIVATION_FUNCTIONS changed: give every function a case");
+static_assert(spec::kNumActivations == 16, "catalogue.py's ACTIVATION_FUNCTIONS changed: give every function a case");
 #pragma GCC diagnostic push
 #pragma GCC diagnostic error "-Wswitch"
 __device__ __forceinline__ float Activate(cpu::Activation act, float x) {

@@ -10,7 +10,7 @@ namespace bucketrt::ort {
 
 // Per op of the catalogue: its constructor checks the attributes beyond the spec's (at kernel
 // creation), Compute runs it (ort/kernels.cc). Declared from the generated op table, so that an op
-// added to spec.py without its CPU kernel fails to link, naming <Op>Kernel.
+// added to the catalogue (catalogue.py) without its CPU kernel fails to link, naming <Op>Kernel.
 #define BUCKETRT_DECLARE_CPU_KERNEL(Op)                                                                \
   class Op##Kernel {                                                                                    \
    public:                                                                                              \

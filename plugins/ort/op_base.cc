@@ -11,7 +11,7 @@ namespace bucketrt::ort {
 
 namespace {
 
-// numpy-style names, as spec.py and its error messages use them.
+// numpy-style names, as schema.py and its error messages use them.
 const char* ElementTypeName(ONNXTensorElementDataType type) {
   switch (type) {
     case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT: return "float32";

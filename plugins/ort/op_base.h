@@ -89,7 +89,7 @@ struct OrtInputs {
 void BindOrtInputs(const spec::OpSpec& op, const Attributes& attrs, Ort::KernelContext& ctx, OrtInputs* inputs,
                    Bindings* env);
 
-// Reads every attribute the spec declares, and resolves/checks them like spec.py.
+// Reads every attribute the spec declares, and resolves/checks them like schema.py.
 Attributes ReadAttributes(const spec::OpSpec& op, const OrtKernelInfo* info);
 
 // Allocates output `index` with the shape its spec dims take under `env`; *elements (optional)

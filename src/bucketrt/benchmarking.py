@@ -69,8 +69,9 @@ def bench_export(
 
     import torch
 
-    from . import ort_session
-    from .exporter import load_reference, make_inputs, read_manifest
+    from bucketrt.export_format.manifest import read_manifest
+    from bucketrt.exporter import load_reference, make_inputs
+    from bucketrt.library import ort_session
 
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
@@ -132,11 +133,12 @@ def cpu_kernel_variants() -> dict[str, str]:
     {"int8_gemm": "avx512vnni", "expert_ffn_tile": "avx512", ...}. Empty without the library."""
     import ctypes
 
-    import bucketrt
+    from bucketrt.errors import LibraryNotBuiltError
+    from bucketrt.library import library_path
 
     try:
-        function = ctypes.CDLL(bucketrt.library_path()).BucketrtCpuVariants
-    except (bucketrt.LibraryNotBuiltError, OSError, AttributeError):
+        function = ctypes.CDLL(library_path()).BucketrtCpuVariants
+    except (LibraryNotBuiltError, OSError, AttributeError):
         return {}
     function.restype = ctypes.c_char_p
     function.argtypes = []

@@ -1,18 +1,18 @@
 // The C++ types of the op catalogue. The generated header bucketrt/op_specs.h (written by
-// src/bucketrt/ops/spec.py `cpp_header()`) fills them with every op's inputs, outputs and
+// src/bucketrt/ops/codegen.py `cpp_header()`) fills them with every op's inputs, outputs and
 // attributes; keep the two in step.
 #pragma once
 
 namespace bucketrt::spec {
 
-// kFloat is an op's float type parameter T (spec.py's dtype "float"): a TensorSpec of dtype kFloat
+// kFloat is an op's float type parameter T (schema.py's dtype "float"): a TensorSpec of dtype kFloat
 // takes the element type of the node's first kFloat input, which must be one of the op's
 // float_types (kFloat32, kFloat16); every other kFloat tensor of the node must match it.
 enum class DType { kInt32, kInt8, kFloat32, kFloat16, kFloat };
 enum class AttrType { kInt, kString };
 
 // AttrSpec::minimum / maximum when the attribute has none (an int attribute with allowed values,
-// a string attribute). spec.py gives every int attribute a range or its allowed values.
+// a string attribute). schema.py gives every int attribute a range or its allowed values.
 inline constexpr long long kNoMinimum = -(1LL << 62);
 inline constexpr long long kNoMaximum = 1LL << 62;
 
@@ -50,7 +50,7 @@ struct OpSpec {
   int num_float_types;
 };
 
-// numpy names, as spec.py and the error messages use them ("T" for the type parameter).
+// numpy names, as schema.py and the error messages use them ("T" for the type parameter).
 constexpr const char* DTypeName(DType dtype) {
   switch (dtype) {
     case DType::kInt32: return "int32";

@@ -1,6 +1,6 @@
 // Spec-driven validation shared by every backend: attribute resolution (defaults, minimum,
 // power of two, choices) and input binding (dtype, rank, symbolic dims). Messages have the same
-// form as OpSpec.resolve_attributes / OpSpec.bind in src/bucketrt/ops/spec.py, so a kernel and the
+// form as OpSpec.resolve_attributes / OpSpec.bind in src/bucketrt/ops/schema.py, so a kernel and the
 // PyTorch reference reject a bad call with the same words.
 //
 // No ONNX Runtime dependency: a CUDA or TensorRT backend includes this as is. Errors are returned
@@ -87,7 +87,7 @@ std::string SizeOverflowError(const char* op, const char* what);
 
 // Actual element type and shape of one tensor, as the runtime reports them.
 struct TensorDesc {
-  const char* dtype = "";  // "int32", "float32", "int64", ... (numpy names, as spec.py uses)
+  const char* dtype = "";  // "int32", "float32", "int64", ... (numpy names, as schema.py uses)
   int rank = 0;
   const int64_t* dims = nullptr;
 };
@@ -132,7 +132,7 @@ std::string BindInputs(const spec::OpSpec& op, const Attributes& attrs, const Te
 // the check fails before T is known).
 std::string CheckInputTypes(const spec::OpSpec& op, const char* const* dtypes, int count, spec::DType* float_type);
 
-// True when `symbol` is a plain identifier (spec.py skips the others, e.g. "m*L").
+// True when `symbol` is a plain identifier (schema.py skips the others, e.g. "m*L").
 bool IsIdentifier(const char* symbol);
 
 }  // namespace bucketrt

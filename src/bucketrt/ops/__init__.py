@@ -1,72 +1,18 @@
-"""bucketrt's custom ops: their specs (`spec`), PyTorch references (`reference`) and `call`."""
+"""bucketrt's custom ops, in one ONNX domain.
 
-from __future__ import annotations
+    schema      what an op is: OpSpec, Tensor, Attribute, the checks every backend shares
+    catalogue   every op, defined once (OPS, BY_NAME, SIGN_HASH, ...)
+    codegen     the C++ header and docs/ops.md, generated from the catalogue
+    reference   each op's PyTorch reference: the semantics every kernel is tested against
+    dispatch    `call` (the reference when eager, a node when exporting) and `intercept`
+    graph       single-node ONNX models of an op, for kernel tests and benchmarks
+    node_check  every bucketrt node of an ONNX model checked against the catalogue
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+This package and its schema, catalogue and codegen import only the standard library (CMake runs
+codegen where there is no torch); the other modules need torch or onnx.
+"""
 
-import torch
+from .catalogue import BY_NAME, OPS
+from .schema import DOMAIN, VERSION, OpSpec
 
-from .reference import REFERENCES
-from .spec import BY_NAME, DOMAIN, OPS, VERSION, OpSpec
-
-__all__ = ["BY_NAME", "DOMAIN", "OPS", "VERSION", "OpSpec", "call", "intercept"]
-
-_TORCH_DTYPES = {"int32": torch.int32, "float32": torch.float32, "float16": torch.float16}
-_DTYPE_NAMES = {v: k for k, v in _TORCH_DTYPES.items()}
-
-# (spec, inputs, attrs, result) -> result; see `intercept`.
-Interceptor = Callable[[OpSpec, tuple, dict, torch.Tensor], torch.Tensor]
-_interceptors: list[Interceptor] = []
-
-
-@contextmanager
-def intercept(fn: Interceptor) -> Iterator[None]:
-    """Within the block, every eager op result passes through `fn`, which may replace it.
-
-    Cross-backend checks use this to run the PyTorch reference on another backend's hash codes.
-    """
-    _interceptors.append(fn)
-    try:
-        yield
-    finally:
-        _interceptors.remove(fn)
-
-
-def call(spec: OpSpec, *inputs: torch.Tensor, **attrs):
-    """Runs an op: the PyTorch reference when eager, a `bucketrt::<Op>` node when exporting.
-
-    This is the only way model code reaches an op, so exported graphs and eager runs agree by
-    construction on inputs, attributes and output shapes.
-    """
-    attrs = spec.resolve_attributes(attrs)
-    if not torch.onnx.is_in_onnx_export():
-        result = REFERENCES[spec.name](*inputs, **attrs)
-        for fn in _interceptors:
-            result = fn(spec, inputs, attrs, result)
-        return result
-    # Output dims come from the first input that carries each symbol, or from an attribute.
-    env: dict = {k: v for k, v in attrs.items() if isinstance(v, int)}
-    for tensor, tspec in zip(inputs, spec.inputs):
-        for sym, size in zip(tspec.dims, tensor.shape):
-            env.setdefault(sym, size)
-    # Output dtypes follow the op's float type T, which the inputs fix.
-    names = [_DTYPE_NAMES.get(t.dtype, str(t.dtype)) for t in inputs]
-    dtypes = [_TORCH_DTYPES[dtype] for dtype in spec.output_dtypes(names)]
-    shapes = [[env[d] for d in out.dims] for out in spec.outputs]
-    node_attrs = spec.node_attributes(attrs)  # with plugin_version/plugin_namespace for TensorRT
-    if len(spec.outputs) == 1:
-        return torch.onnx.ops.symbolic(
-            f"{spec.domain}::{spec.name}",
-            list(inputs),
-            node_attrs,
-            dtype=dtypes[0],
-            shape=shapes[0],
-            version=spec.version,
-        )
-    # One node with every output (not one node per output: the op computes them together).
-    return tuple(
-        torch.onnx.ops.symbolic_multi_out(
-            f"{spec.domain}::{spec.name}", list(inputs), node_attrs, dtypes=dtypes, shapes=shapes, version=spec.version
-        )
-    )
+__all__ = ["BY_NAME", "DOMAIN", "OPS", "VERSION", "OpSpec"]

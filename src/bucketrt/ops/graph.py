@@ -1,8 +1,9 @@
-"""Single-node ONNX models built straight from an op's spec, and a helper that runs one in ONNX Runtime.
+"""Single-node ONNX models built straight from an op's spec.
 
-The kernel tests and the benchmarks use these to reach a native kernel without an exporter:
+The kernel tests and the benchmarks run them (bucketrt.library.run_op) to reach a native kernel
+without an exporter:
 
-    >>> from bucketrt.ops.graph import run_op
+    >>> from bucketrt.library import run_op
     >>> (hash,) = run_op(SIGN_HASH, {"mask": mask, "vector": x, "projection": p}, {"num_hash": 4, "hash_code_len": 8})
 """
 
@@ -14,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .spec import FLOAT, OpSpec
+from .schema import FLOAT, OpSpec
 
 OPSET = 20
 # onnxruntime 1.31 refuses the IR version that onnx 1.23 writes by default (14).
@@ -80,45 +81,4 @@ def single_op_model(
     )
 
 
-def op_session(
-    spec: OpSpec,
-    attrs: Mapping[str, object],
-    inputs: Mapping[str, tuple[str, Shape | None]] | None = None,
-    providers: Sequence[str] | None = None,
-    intra_op_num_threads: int | None = None,
-):
-    """An onnxruntime.InferenceSession over `single_op_model(spec, attrs, inputs)` with bucketrt's ops."""
-    import onnxruntime as ort
-
-    import bucketrt
-
-    model = single_op_model(spec, attrs, inputs)
-    return ort.InferenceSession(
-        model.SerializeToString(),
-        sess_options=bucketrt.session_options(intra_op_num_threads),
-        providers=list(providers or ["CPUExecutionProvider"]),
-    )
-
-
-def run_op(
-    spec: OpSpec,
-    inputs: Mapping[str, np.ndarray],
-    attrs: Mapping[str, object],
-    providers: Sequence[str] | None = None,
-    intra_op_num_threads: int | None = None,
-) -> list[np.ndarray]:
-    """Runs `spec` once on numpy `inputs` (by input name) through ONNX Runtime; returns its outputs.
-
-    The graph declares each input with the array's own dtype and shape, so that whatever is wrong
-    with them reaches the kernel's checks rather than ORT's input feeding.
-    """
-    missing = [t.name for t in spec.inputs if t.name not in inputs]
-    if missing:
-        raise ValueError(f"{spec.name}: missing input(s) {missing}")
-    arrays = {name: np.asarray(a) for name, a in inputs.items()}
-    meta = {name: (str(a.dtype), list(a.shape)) for name, a in arrays.items()}
-    session = op_session(spec, attrs, meta, providers, intra_op_num_threads)
-    return session.run(None, arrays)
-
-
-__all__ = ["IR_VERSION", "OPSET", "op_session", "run_op", "single_op_model"]
+__all__ = ["IR_VERSION", "OPSET", "single_op_model"]

@@ -11,8 +11,8 @@ import math
 
 import torch
 
-from .spec import ACTIVATION_FUNCTIONS as ACTIVATION_FUNCTION_NAMES
-from .spec import (
+from .catalogue import ACTIVATION_FUNCTIONS as ACTIVATION_FUNCTION_NAMES
+from .catalogue import (
     ARGMAX_HASH,
     BUCKET_SUM,
     EXPERT_FFN,
@@ -22,10 +22,10 @@ from .spec import (
     SIGN_HASH,
     SORTED_CHUNK_ATTENTION,
     TOP1_DISPATCH,
-    OpSpec,
     hadamard_parts,
 )
-from .spec import EXPERT_ACTIVATIONS as SPEC_EXPERT_ACTIVATIONS
+from .catalogue import EXPERT_ACTIVATIONS as SPEC_EXPERT_ACTIVATIONS
+from .schema import OpSpec
 
 _DTYPES = {torch.int32: "int32", torch.int8: "int8", torch.float32: "float32", torch.float16: "float16"}
 

@@ -4,7 +4,7 @@ onnxruntime.quantization quantizes MatMul and Gemm, but the experts' weights (mo
 encoder's work) are inputs of bucketrt's ExpertFFN, which it does not know. This rewrite gives
 them the same treatment ORT gives a MatMul's weights with QInt8 and per_channel: symmetric int8,
 one scale per output channel (row of nn.Linear's [out, in] layout) and per expert, and the
-activations quantized per token row at run time by the op (spec.py EXPERT_FFN_INT8).
+activations quantized per token row at run time by the op (the catalogue's EXPERT_FFN_INT8).
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from bucketrt.exporter.errors import BucketrtError
-from bucketrt.ops.spec import DOMAIN, EXPERT_FFN, EXPERT_FFN_INT8
+from bucketrt.errors import BucketrtError
+from bucketrt.ops.catalogue import EXPERT_FFN, EXPERT_FFN_INT8
+from bucketrt.ops.schema import DOMAIN
 
 WEIGHT_TYPES = ("int8",)
 

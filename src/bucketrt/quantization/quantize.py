@@ -13,9 +13,9 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from ..exporter.errors import BucketrtError
-from ..exporter.manifest import MANIFEST_NAME, custom_ops, read_manifest, write_manifest
-from ..ops.spec import DOMAIN
+from bucketrt.errors import BucketrtError
+from bucketrt.export_format.manifest import MANIFEST_NAME, custom_ops, read_manifest, write_manifest
+from bucketrt.ops.schema import DOMAIN
 
 # What quantize_dynamic rewrites: the linear layers (a MatMul or Gemm with a constant weight).
 OP_TYPES = ("MatMul", "Gemm")

@@ -1,8 +1,6 @@
 """Running bucketrt exports with ONNX Runtime like transformers models: Optimum's ORTModel classes
 (modeling.py), greedy generation (decoding.py, the one loop) and pipelines (pipelines.py)."""
 
-from .causal_lm import greedy_generate
-from .generate import Seq2SeqGenerator
 from .modeling import (
     ORTModel,
     ORTModelForCausalLM,
@@ -13,6 +11,8 @@ from .modeling import (
     ORTModelForSeq2SeqLM,
     ORTModelForSequenceClassification,
     ORTModelForTokenClassification,
+    Seq2SeqGenerator,
+    greedy_generate,
 )
 from .pipelines import pipeline
 

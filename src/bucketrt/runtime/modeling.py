@@ -1,10 +1,10 @@
 """Export folders used like transformers models: Optimum's ORTModel classes over bucketrt's sessions.
 
 `ORTModelForSequenceClassification.from_pretrained("out/cls")` opens the folder's ONNX files with
-`bucketrt.ort_session` and reads its config.json (and generation_config.json); calling the model
+`bucketrt.library.ort_session` and reads its config.json (and generation_config.json); calling the model
 with the Hugging Face model's keyword arguments (numpy arrays or torch tensors) returns the
 transformers ModelOutput of that head, in the same kind of arrays. Which class runs which task,
-and which ModelOutput it returns, is exporter/tasks.py's HEADS table; `ORTModel.from_pretrained`
+and which ModelOutput it returns, is bucketrt.export_format.tasks' HEADS table; `ORTModel.from_pretrained`
 picks the class from the export's task.
 
 The classes carry what transformers' pipelines read from a model (`config`, `generation_config`,
@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bucketrt.exporter.errors import BucketrtError
-from bucketrt.exporter.manifest import DECODER, DECODER_WITH_PAST, ENCODER, read_manifest
-from bucketrt.exporter.tasks import GENERATION_TASKS, HEADS
-from bucketrt.runtime import decoding
+from bucketrt.errors import BucketrtError
+from bucketrt.export_format.manifest import DECODER, DECODER_WITH_PAST, ENCODER, read_manifest
+from bucketrt.export_format.tasks import GENERATION_TASKS, HEADS
+
+from . import decoding
 
 CPU = "CPUExecutionProvider"
 # Keyword arguments of Hugging Face forwards that change nothing an export computes.
@@ -107,7 +108,7 @@ class ORTModel:
         onnxruntime.SessionOptions, on which the op library is registered here. Called on ORTModel,
         the class is the one of the export's task; called on a subclass, BucketrtError when the
         export is of a task the class does not run."""
-        import bucketrt
+        from bucketrt.library import ort_session
 
         model_dir = Path(model_dir)
         manifest = read_manifest(model_dir)
@@ -132,7 +133,7 @@ class ORTModel:
         sessions = {}
         for name in target.components:
             # One SessionOptions serves every session; the op library is registered on it once.
-            sessions[name] = bucketrt.ort_session(
+            sessions[name] = ort_session(
                 model_dir / files[name],
                 providers=providers,
                 intra_op_num_threads=intra_op_num_threads,
@@ -202,17 +203,16 @@ class ORTModel:
 
 def _read_configs(model_dir: Path, manifest: dict):
     """The folder's config.json (transformers' PretrainedConfig) and generation_config.json."""
-    from transformers import GenerationConfig
-
-    from bucketrt.exporter.family import family_named
+    from transformers import AutoConfig, GenerationConfig
 
     if not (model_dir / "config.json").is_file():
         raise BucketrtError(
             f"'{model_dir}' has no config.json", "export it again with this bucketrt (exports now write one)"
         )
     try:
-        # The family reads its configs (AutoConfig; LSG's own reader, whose checkpoints name remote code).
-        config = family_named(manifest["family"]).load_config(str(model_dir), local_files_only=True)
+        # An export's config.json names no remote code (the exporter drops auto_map: the graphs
+        # replace that code), so transformers' own config classes read every family's.
+        config = AutoConfig.from_pretrained(str(model_dir), local_files_only=True, trust_remote_code=False)
     except BucketrtError:
         raise
     except Exception as e:
@@ -419,3 +419,40 @@ def _like(array: np.ndarray, as_torch: bool):
 
         return torch.from_numpy(array)
     return array
+
+
+# -- former entry points, kept for their callers ---------------------------------------------------
+
+
+def greedy_generate(
+    model,
+    input_ids,
+    max_new_tokens: int = 20,
+    eos_token_id: int | None = None,
+    pad_token_id: int | None = None,
+) -> np.ndarray:
+    """Greedy decoding without a cache over a decoder-only export (e.g. ReformerModelWithLMHead):
+    prompt `input_ids` [B, N] (int64, no padding) plus up to `max_new_tokens` tokens. Every step runs
+    the whole sequence and appends the argmax of the last position's logits, as Hugging Face's
+    `generate(do_sample=False, use_cache=False)` does (decoding.greedy_causal).
+
+    `model` is an onnxruntime.InferenceSession, an export folder or an .onnx path, with inputs
+    input_ids and attention_mask and logits [B, N, vocab] as its first output. Like HF, a row that
+    has produced `eos_token_id` continues with `pad_token_id`, and decoding stops once every row has.
+    """
+    from bucketrt.library import ort_session
+
+    session = model if hasattr(model, "run") and hasattr(model, "get_inputs") else ort_session(model)
+    return decoding.greedy_causal(
+        session, input_ids, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id, pad_token_id=pad_token_id
+    )
+
+
+def Seq2SeqGenerator(export_dir, providers=None, intra_op_num_threads: int | None = None) -> ORTModelForSeq2SeqLM:  # noqa: N802
+    """The former name of greedy generation over a seq2seq export:
+    ORTModelForSeq2SeqLM.from_pretrained(export_dir) on the first of `providers` (default CPU), whose
+    `.generate(input_ids, attention_mask, max_new_tokens=20)` runs with the KV cache."""
+    provider = (providers or [CPU])[0]
+    return ORTModelForSeq2SeqLM.from_pretrained(
+        export_dir, provider=provider, intra_op_num_threads=intra_op_num_threads
+    )

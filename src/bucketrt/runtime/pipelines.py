@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bucketrt.exporter.errors import BucketrtError
+from bucketrt.errors import BucketrtError
 
 # The pipeline task of each export task (multiple-choice has no pipeline in transformers).
 _PIPELINE_TASK = {
@@ -100,7 +100,7 @@ def pipeline(task: str | None = None, model=None, tokenizer=None, **kwargs):
 def _folder_tokenizer(folder: Path):
     from transformers import AutoTokenizer
 
-    from bucketrt.exporter.manifest import read_manifest
+    from bucketrt.export_format.manifest import read_manifest
 
     manifest = read_manifest(folder)
     if not (manifest.get("files") or {}).get("tokenizer"):

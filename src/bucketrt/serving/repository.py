@@ -25,17 +25,11 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bucketrt.exporter.errors import BucketrtError
-from bucketrt.exporter.manifest import (
-    DECODER,
-    DECODER_WITH_PAST,
-    ENCODER,
-    max_sequence_length,
-    read_manifest,
-)
-from bucketrt.exporter.manifest import (
-    component as manifest_component,
-)
+from bucketrt.errors import BucketrtError, TrtLibraryNotBuiltError
+from bucketrt.export_format.manifest import DECODER, DECODER_WITH_PAST, ENCODER, max_sequence_length, read_manifest
+from bucketrt.export_format.manifest import component as manifest_component
+from bucketrt.library import library_path, trt_library_path
+from bucketrt.runtime import decoding
 
 BACKENDS = ("python", "onnxruntime", "tensorrt")
 KINDS = ("cpu", "gpu")
@@ -303,11 +297,10 @@ def _engine(manifest: dict, export_dir: Path, component_name: str) -> tuple[Path
 
 
 def _trt_plugins(record: dict) -> Path:
-    import bucketrt
 
     try:
-        return Path(bucketrt.trt_library_path())
-    except bucketrt.TrtLibraryNotBuiltError:
+        return Path(trt_library_path())
+    except TrtLibraryNotBuiltError:
         recorded = record.get("plugins")
         if recorded and Path(recorded).is_file():
             return Path(recorded)
@@ -527,9 +520,7 @@ def _prepare(export_dir, manifest, name, target, *, backend, max_batch_size, str
             )
         _trt_plugins(engine[1])  # a missing plugin library fails before anything is written
     if backend in ("python", "onnxruntime"):
-        import bucketrt
-
-        bucketrt.library_path()
+        library_path()
     return _Prepared(
         Path(export_dir),
         manifest,
@@ -558,8 +549,6 @@ def _write_model(
     max_new_tokens: int,
     stream: bool,
 ) -> ModelEntry:
-    import bucketrt
-
     if prep.target.exists():
         shutil.rmtree(prep.target)
     version_dir = prep.target / VERSION
@@ -570,10 +559,10 @@ def _write_model(
     if prep.backend == "python":
         for component in prep.components:
             _copy_onnx(prep.export_dir, component, version_dir, written, prep.target, None)
-        _copy(Path(bucketrt.library_path()), version_dir / OP_LIBRARY, written, prep.target)
+        _copy(Path(library_path()), version_dir / OP_LIBRARY, written, prep.target)
         _copy(TEMPLATES / "model.py", version_dir / "model.py", written, prep.target)
         # The one decoding loop (numpy-only), imported by model.py from beside itself.
-        _copy(Path(__file__).parents[1] / "runtime" / "decoding.py", version_dir / "decoding.py", written, prep.target)
+        _copy(Path(decoding.__file__), version_dir / "decoding.py", written, prep.target)
         limit = max_sequence_length(prep.manifest)
         parameters.update(
             {
@@ -592,7 +581,7 @@ def _write_model(
             parameters.update(_generation_parameters(prep.manifest, prep.mode, max_new_tokens))
     elif prep.backend == "onnxruntime":
         _copy_onnx(prep.export_dir, prep.components[0], version_dir, written, prep.target, "model.onnx")
-        _copy(Path(bucketrt.library_path()), prep.target / OP_LIBRARY, written, prep.target)
+        _copy(Path(library_path()), prep.target / OP_LIBRARY, written, prep.target)
         op_library = f"{server_root}/{prep.name}/{OP_LIBRARY}"
         if intra_op_threads:
             parameters["intra_op_thread_count"] = str(intra_op_threads)

@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bucketrt.exporter.errors import BucketrtError
+from bucketrt.errors import ServerError
 
 SERVER_ENV = "BUCKETRT_TRITONSERVER"
 PYTHON_ENV = "BUCKETRT_TRITON_PYTHON"
@@ -49,10 +49,6 @@ HOW_TO_GET_ONE = (
     f"and its Python backend), run inside a Triton container (nvcr.io/nvidia/tritonserver), or set {SERVER_ENV} "
     "to a tritonserver executable"
 )
-
-
-class ServerError(BucketrtError):
-    """tritonserver is missing, did not start, or stopped on its own."""
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""bucketrt.json: what an export folder holds and how to rebuild its PyTorch reference."""
+"""bucketrt.json: what an export folder holds, and where the exporter recorded how it made it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 from importlib import metadata
 from pathlib import Path
 
-from .errors import BucketrtError
+from bucketrt.errors import BucketrtError
 
 MANIFEST_NAME = "bucketrt.json"
 FORMAT_VERSION = 2
@@ -103,19 +103,12 @@ def read_manifest(output_dir) -> dict:
 def max_sequence_length(manifest: dict) -> int | None:
     """The longest sequence an export accepts (None: no limit), as its family computed it at export
     (Reformer: also the axial position product; LSG RoBERTa: max_position_embeddings - pad - 1).
-    Exports made before bucketrt recorded it: the family computes it from the recorded config,
-    else the config's max_position_embeddings."""
+    Exports made before bucketrt recorded it: the config's max_position_embeddings."""
     if "max_sequence_length" in manifest:
         limit = manifest["max_sequence_length"]
         return None if limit is None else int(limit)
-    config = manifest.get("config", {})
-    from .family import family_named
-
-    try:
-        return family_named(manifest.get("family", "")).max_length(config)
-    except (BucketrtError, KeyError, TypeError, AttributeError):  # an unknown family, or a config it cannot read
-        limit = config.get("max_position_embeddings")
-        return int(limit) if limit else None
+    limit = manifest.get("config", {}).get("max_position_embeddings")
+    return int(limit) if limit else None
 
 
 def component(manifest: dict, name: str | None = None) -> dict:

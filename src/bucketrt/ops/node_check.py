@@ -3,7 +3,7 @@
 ONNX Runtime gives a custom op no way to list its node's attributes: OrtKernelInfo looks them up
 by name only. The kernels therefore reject wrong types, out-of-range values and names one edit
 away from a declared one, but cannot see an unknown name of their own (docs/ops.md).
-`bucketrt.ort_session` runs this check first, so that on the Python path every attribute the
+`bucketrt.library.ort_session` runs this check first, so that on the Python path every attribute the
 PyTorch reference rejects is rejected, with the reference's words and the node's name.
 """
 
@@ -15,7 +15,8 @@ from pathlib import Path
 import onnx
 from onnx import AttributeProto, helper
 
-from .spec import BY_NAME, DOMAIN
+from .catalogue import BY_NAME
+from .schema import DOMAIN
 
 
 class _Shown:
@@ -57,7 +58,7 @@ def _nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
                     yield from _nodes(sub)
 
 
-def check_model(model: onnx.ModelProto | str | Path) -> None:
+def check_nodes(model: onnx.ModelProto | str | Path) -> None:
     """Raises ValueError for the first bucketrt node whose op is unknown or whose attributes the
     spec rejects: "node 'NAME': SignHash: unknown attribute(s) ['bits']"."""
     if not isinstance(model, onnx.ModelProto):

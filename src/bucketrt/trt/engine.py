@@ -1,14 +1,14 @@
 """TensorRT engines from bucketrt's ONNX files, through Polygraphy's TensorRT loaders.
 
     trt = import_tensorrt()                      # BucketrtError naming what to install
-    load_plugins(trt, bucketrt.trt_library_path())
+    load_plugins(trt, bucketrt.library.trt_library_path())
     built = build_engine(trt, "out/yoso/model.onnx", profile, BuildOptions(workspace_mib=4096))
     Path("out/yoso/model.engine").write_bytes(built.data)
 
 The plugin library holds one IPluginV3 plugin per bucketrt op and is loaded into TensorRT's
 plugin registry (`IPluginRegistry.load_library`, which calls its `getCreators`), as
 `trtexec --dynamicPlugins` loads it. TensorRT's ONNX parser then finds each plugin by the node's
-op type and its plugin_version/plugin_namespace attributes (see bucketrt.ops.spec).
+op type and its plugin_version/plugin_namespace attributes (see bucketrt.ops.schema).
 
 TensorRT logs through Polygraphy's logger (given to TensorRT first, by `runtime`); while bucketrt
 builds or loads, Polygraphy's log is collected (`polygraphy_log`), so that errors say why.
@@ -29,7 +29,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .exporter.errors import BucketrtError
+from bucketrt.errors import BucketrtError, BuildError
+
 from .profiles import ShapeRange, describe_profile
 
 # The oldest TensorRT with IPluginV3, which every bucketrt plugin implements.
@@ -39,14 +40,6 @@ INSTALL_HINT = (
     "pip install tensorrt (10.x or 11.x; it needs an NVIDIA GPU and driver), then rebuild bucketrt "
     "against it for its plugin library: TensorRT_ROOT=/path/to/TensorRT make install"
 )
-
-
-class BuildError(RuntimeError):
-    """TensorRT could not parse or build a model: `lines` say why, one problem per line."""
-
-    def __init__(self, lines: list[str]):
-        super().__init__("; ".join(lines))
-        self.lines = lines
 
 
 def import_tensorrt():
@@ -198,7 +191,7 @@ def load_tensorrt(manifest: dict, plugins=None):
     export uses bucketrt ops and no plugin library was built or given. An export without bucketrt
     ops needs no library.
     """
-    from . import trt_library_path
+    from bucketrt.library import trt_library_path
 
     trt = import_tensorrt()
     if plugins is None:

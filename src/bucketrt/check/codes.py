@@ -22,8 +22,9 @@ import numpy as np
 import onnx
 import torch
 
-from .ops import reference
-from .ops.spec import ARGMAX_HASH, BY_NAME, DOMAIN, SIGN_HASH, TOP1_DISPATCH, OpSpec
+from bucketrt.ops import reference
+from bucketrt.ops.catalogue import ARGMAX_HASH, BY_NAME, SIGN_HASH, TOP1_DISPATCH
+from bucketrt.ops.schema import DOMAIN, OpSpec
 
 # A flip is rounding when the projection is this close to zero relative to its row's RMS.
 DEFAULT_MARGIN = 1e-4

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bucketrt.ops import call
-from bucketrt.ops.spec import ARGMAX_HASH, BUCKET_SUM
+from bucketrt.ops.catalogue import ARGMAX_HASH, BUCKET_SUM
+from bucketrt.ops.dispatch import call
 
 from .config import LSGSettings
 

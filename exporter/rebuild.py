@@ -7,12 +7,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import BucketrtError
+from bucketrt.errors import BucketrtError
+from bucketrt.export_format.manifest import component as manifest_component
+from bucketrt.export_format.manifest import read_manifest
+from bucketrt.export_format.tasks import BATCH, CHOICES, SEQUENCE
+
 from .family import Component, family_named, fingerprint
-from .manifest import component as manifest_component
-from .manifest import read_manifest
 from .sources import Source, build_model, load_config
-from .tasks import BATCH, CHOICES, SEQUENCE
 
 
 @dataclass

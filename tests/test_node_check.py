@@ -7,9 +7,9 @@ import pytest
 from onnx import helper
 
 import bucketrt
+from bucketrt.ops.catalogue import EXPERT_FFN, SIGN_HASH, SORTED_CHUNK_ATTENTION
 from bucketrt.ops.graph import single_op_model
-from bucketrt.ops.model_check import check_model
-from bucketrt.ops.spec import EXPERT_FFN, SIGN_HASH, SORTED_CHUNK_ATTENTION
+from bucketrt.ops.node_check import check_nodes
 
 SIGN = {"num_hash": 2, "hash_code_len": 4}
 
@@ -45,7 +45,7 @@ def test_a_tensor_attribute_is_named_as_such(tmp_path):
     model = single_op_model(EXPERT_FFN, {})
     model.graph.node[0].attribute.append(helper.make_attribute("activation", helper.make_tensor("t", 1, [1], [0.0])))
     with pytest.raises(ValueError, match=r"ExpertFFN: attribute 'activation' must be a string, got a tensor"):
-        check_model(model)
+        check_nodes(model)
 
 
 def test_nodes_inside_subgraphs_are_checked():
@@ -54,14 +54,14 @@ def test_nodes_inside_subgraphs_are_checked():
     node = helper.make_node("If", ["cond"], ["out"], then_branch=inner, else_branch=inner)
     outer = helper.make_graph([node], "outer", [cond], [helper.make_tensor_value_info("out", 1, None)])
     with pytest.raises(ValueError, match=r"SortedChunkAttention: unknown attribute\(s\) \['chunks_befor'\]"):
-        check_model(helper.make_model(outer))
+        check_nodes(helper.make_model(outer))
 
 
 def test_an_unknown_op_of_the_domain_is_named():
     model = single_op_model(SIGN_HASH, SIGN)
     model.graph.node[0].op_type = "SignHashes"
     with pytest.raises(ValueError, match=r"bucketrt has no op 'SignHashes'"):
-        check_model(model)
+        check_nodes(model)
 
 
 def test_a_valid_model_runs(tmp_path):

@@ -6,8 +6,8 @@ trtexec does (`--minShapes=input_ids:1x128,attention_mask:1x128`) and fills in w
 * for an input named in some of min/opt/max but not all, as trtexec does: opt defaults to max (or
   else min), min and max default to opt;
 * for an input not named at all, each dim takes the range that a named input with the same dim
-  name (batch_size, sequence_length, ...) was given, else the family's default range for it
-  (`Family.dim_ranges`), else it must be given.
+  name (batch_size, sequence_length, ...) was given, else the default range of a dim of that
+  name (`default_dim_ranges`), else it must be given.
 
 Everything here is plain Python (no TensorRT), so that it is tested everywhere.
 """
@@ -17,12 +17,34 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from bucketrt.errors import BucketrtError, ProfileError
+from bucketrt.export_format.manifest import max_sequence_length
+from bucketrt.export_format.tasks import BATCH, CHOICES, DECODER_SEQUENCE, ENCODER_SEQUENCE, PAST_SEQUENCE, SEQUENCE
+
 Shape = tuple[int, ...]
 SELECTORS = ("min", "opt", "max")
 
+# Default ranges for engines built without shapes (`bucketrt build --max-shapes` overrides them).
+DEFAULT_MAX_BATCH, DEFAULT_MAX_CHOICES = 8, 4
+DEFAULT_OPT_SEQUENCE = 128
+DEFAULT_MAX_SEQUENCE = 512  # models without a position limit (Switch's relative positions)
 
-class ProfileError(ValueError):
-    """A shape option that cannot make a profile; the message names the option, input and dim."""
+
+def default_dim_ranges(manifest: dict) -> dict[str, tuple[int, int, int]]:
+    """(min, opt, max) of each dynamic dim, by its name (export_format.tasks): batch 1/1/8, choices
+    1/2/4, token axes 1/min(128, limit)/limit, where the limit is the export's max_sequence_length
+    (DEFAULT_MAX_SEQUENCE for models without one). A seq2seq decoder without past starts from one
+    token, so its opt is 1."""
+    limit = max_sequence_length(manifest) or DEFAULT_MAX_SEQUENCE
+    tokens = (1, min(DEFAULT_OPT_SEQUENCE, limit), limit)
+    return {
+        BATCH: (1, 1, DEFAULT_MAX_BATCH),
+        CHOICES: (1, 2, DEFAULT_MAX_CHOICES),
+        SEQUENCE: tokens,
+        ENCODER_SEQUENCE: tokens,
+        DECODER_SEQUENCE: (1, 1, limit),
+        PAST_SEQUENCE: tokens,
+    }
 
 
 @dataclass(frozen=True)
@@ -289,16 +311,13 @@ def component_profiles(
 
     `given` maps "min"/"opt"/"max" to parsed shape options (None or {} when not given). Each shape
     applies to every component with an input of that name; a name no component has is an error.
-    Dims no shape names take the family's default ranges (`Family.dim_ranges`).
+    Dims no shape names take their default ranges (`default_dim_ranges`).
 
     With `memory_budget` (bytes: --workspace, or the device's memory, named by `budget_source`),
     the default ranges' maxima are halved, batch first, down to their opt, until each component's
     activation floor (`memory_estimate`) fits; a profile that still does not fit (given shapes too
     large, or a model too wide) is a BucketrtError before anything is built.
     """
-    from .exporter import BucketrtError
-    from .exporter.family import family_named
-
     given = {selector: dict(shapes or {}) for selector, shapes in given.items()}
     known = {spec["name"] for entry in entries for spec in entry["inputs"]}
     for selector, shapes in given.items():
@@ -308,7 +327,7 @@ def component_profiles(
                 f"--{selector}-shapes names no input of the export: {', '.join(unknown)}",
                 f"its inputs are {', '.join(sorted(known))}",
             )
-    defaults = dict(family_named(manifest["family"]).dim_ranges(manifest))
+    defaults = default_dim_ranges(manifest)
     # Batch dims shrink first, then the others (sequences), each halved down to its opt.
     order = sorted(defaults, key=lambda dim: (0 if "batch" in dim else 1, dim))
 
@@ -356,6 +375,7 @@ __all__ = [
     "SELECTORS",
     "ShapeRange",
     "component_profiles",
+    "default_dim_ranges",
     "describe_profile",
     "device_memory",
     "memory_estimate",

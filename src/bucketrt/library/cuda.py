@@ -5,11 +5,11 @@ points (plugins/cuda/harness.cc, libbucketrt_cuda_harness.so, installed beside t
 the same spec checks and launchers as the op library's ONNX Runtime CUDA EP registration, so this
 reaches the kernels without onnxruntime-gpu:
 
-    >>> from bucketrt.ops import cuda
+    >>> from bucketrt.library import cuda
     >>> (codes,) = cuda.run("SignHash", mask, vector, projection, num_hash=4, hash_code_len=8)
 
 Needs only torch and the harness library: $BUCKETRT_CUDA_HARNESS when set, else the one beside the op
-library (`bucketrt.library_path()`, which $BUCKETRT_LIBRARY moves). Errors raise `CudaOpError` with
+library (`bucketrt.library.library_path()`, which $BUCKETRT_LIBRARY moves). Errors raise `CudaOpError` with
 the kernels' message (the CPU kernels' words).
 """
 
@@ -22,7 +22,9 @@ from pathlib import Path
 
 import torch
 
-import bucketrt
+from bucketrt.errors import CudaOpError, LibraryNotBuiltError
+
+from . import library_path
 
 __all__ = [
     "CudaOpError",
@@ -44,16 +46,12 @@ _MAX_OUTPUTS = 8
 _OUTPUT_DTYPES = {0: torch.int32, 1: torch.float32, 2: torch.float16}
 
 
-class CudaOpError(RuntimeError):
-    """A CUDA op call the kernels rejected (bad input) or that failed."""
-
-
 def harness_path() -> str:
     """Path of the test-only CUDA harness library (which may not exist: a build without CUDA has none)."""
     override = os.environ.get(HARNESS_ENV)
     if override:
         return str(Path(override).resolve())
-    return str(Path(bucketrt.library_path()).with_name(_HARNESS_NAME))
+    return str(Path(library_path()).with_name(_HARNESS_NAME))
 
 
 @cache
@@ -119,7 +117,7 @@ def unavailable_reason() -> str | None:
         return "no CUDA device (torch.cuda.is_available() is False)"
     try:
         path = harness_path()
-    except bucketrt.LibraryNotBuiltError as e:
+    except LibraryNotBuiltError as e:
         return str(e)
     if _library(path) is None:
         return (
@@ -210,7 +208,7 @@ def _plan(lib, call: _Call):
     )
     if error:
         raise CudaOpError(error.decode())
-    from .spec import BY_NAME
+    from bucketrt.ops.catalogue import BY_NAME
 
     outputs = [
         (_OUTPUT_DTYPES[dtypes[i]], tuple(dims[4 * i + a] for a in range(ranks[i])))

@@ -20,8 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPoolingAndCrossAttentions
 
+from bucketrt.errors import LSGConfigError
+
 from .attention import LSGSelfAttention
-from .config import GLOBAL_EMBEDDING_ROWS, LSGConfigError, LSGSettings, is_lsg, settings
+from .config import GLOBAL_EMBEDDING_ROWS, LSGSettings, is_lsg, settings
 
 # task -> transformers class, per family. These are the heads lsg-converter's parity cases cover.
 TASK_CLASSES = {

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The names of the graphs' dynamic dims, as Optimum names them.
 BATCH = "batch_size"
 SEQUENCE = "sequence_length"
 CHOICES = "num_choices"
+# A seq2seq export's: the encoder's tokens, the decoder's new tokens, the decoder's cached ones.
+ENCODER_SEQUENCE = "encoder_sequence_length"
+DECODER_SEQUENCE = "decoder_sequence_length"
+PAST_SEQUENCE = "past_decoder_sequence_length"
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bucketrt.errors import LSGConfigError
+
 SPARSITY_TYPES = ("none", "norm", "pooling", "lsh", "stride", "block_stride", "bos_pooling")
 FAMILIES = ("bert", "roberta")
 DEFAULTS = dict(
@@ -24,10 +26,6 @@ DEFAULTS = dict(
 )
 # The original's global embedding table has 512 rows whatever num_global_tokens is.
 GLOBAL_EMBEDDING_ROWS = 512
-
-
-class LSGConfigError(ValueError):
-    """An LSG config bucketrt cannot run; the message says which field and why."""
 
 
 def is_lsg(config: dict) -> bool:

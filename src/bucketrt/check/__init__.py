@@ -7,7 +7,7 @@
 
 Both backends (ONNX Runtime, TensorRT) go through the same steps and the same verdict: random
 inputs from the model's family, the backend's outputs (and, for models that hash, its hash
-codes), the reference run on those codes (bucketrt.code_sync), Polygraphy's comparator on every
+codes), the reference run on those codes (bucketrt.check.codes), Polygraphy's comparator on every
 output. Only how a backend runs differs (`OrtBackend`, `TrtBackend`).
 
 One comparison rule, Polygraphy's element-wise one (SimpleCompareFunc, check_error_stat
@@ -36,8 +36,8 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .exporter.errors import BucketrtError
-from .exporter.manifest import max_sequence_length
+from bucketrt.errors import BackendRunError, BucketrtError
+from bucketrt.export_format.manifest import max_sequence_length
 
 # Default tolerances (atol, rtol) and the hash-code rounding margin, by the precision the backend
 # computes in. "reduced": fp16 exports, and TensorRT engines built with TF32 or --fp16 - an fp16
@@ -45,10 +45,6 @@ from .exporter.manifest import max_sequence_length
 TOLERANCES = {"fp32": (1e-4, 1e-3, 1e-4), "reduced": (1e-2, 1e-2, 1e-2), "int8": (1e-2, 1e-2, 1e-2)}
 
 BACKENDS = ("ort", "trt")
-
-
-class BackendRunError(RuntimeError):
-    """The backend could not load or run a model (the export's or the backend's fault, not the user's)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -83,7 +79,7 @@ class OutputResult:
 
 @dataclass
 class HashAudit:
-    """The backend's hash codes against PyTorch's (bucketrt.code_sync.CodeSync)."""
+    """The backend's hash codes against PyTorch's (bucketrt.check.codes.CodeSync)."""
 
     code_tensors: int  # code tensors the backend produced
     hash_calls: int  # times the reference hashed
@@ -111,7 +107,7 @@ class HashAudit:
 @dataclass
 class RoutingResult:
     """Switch: the tokens whose expert (or drop for capacity) differs between the backend and PyTorch,
-    over every Top1Dispatch call (bucketrt.code_sync.RouteAudit). Informational: a flipped route
+    over every Top1Dispatch call (bucketrt.check.codes.RouteAudit). Informational: a flipped route
     changes the token's FFN output, which the outputs' comparison judges."""
 
     calls: int
@@ -360,8 +356,8 @@ def compare_generation(manifest: dict, export_dir, reference, feeds: dict, steps
     (the first component's inputs), through runtime.decoding's one loop; None for other tasks."""
     import numpy as np
 
-    from . import ort_session
-    from .runtime import decoding
+    from bucketrt.library import ort_session
+    from bucketrt.runtime import decoding
 
     config = manifest.get("config", {})
     entries = {e["name"]: e for e in manifest["components"]}
@@ -412,7 +408,7 @@ def _code_names(model_path: Path) -> tuple[list[str], list[str]]:
     neither hash nor route)."""
     import onnx
 
-    from .code_sync import code_outputs, route_outputs
+    from .codes import code_outputs, route_outputs
 
     proto = onnx.load(str(model_path), load_external_data=False)
     return code_outputs(proto), route_outputs(proto)
@@ -426,7 +422,7 @@ def _model_with_codes(model_path: Path, names: list[str]):
     goes to the temporary folder, so that a read-only export folder can be checked."""
     import onnx
 
-    from .code_sync import with_outputs
+    from .codes import with_outputs
 
     proto = onnx.load(str(model_path), load_external_data=False)
     external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
@@ -451,7 +447,7 @@ class OrtBackend:
     label, runner_name = "ONNX Runtime", "onnxruntime"
 
     def __init__(self, output_dir: Path, manifest: dict, console=None):
-        from . import library_path
+        from bucketrt.library import library_path
 
         library_path()  # a missing op library is a usage error, reported before any work
         self.output_dir = Path(output_dir)
@@ -469,7 +465,7 @@ class OrtBackend:
     def run(self, model_path: Path, entry: dict, feeds: dict) -> BackendRun:
         from polygraphy.backend.onnxrt import OnnxrtRunner
 
-        from . import ort_session
+        from bucketrt.library import ort_session
 
         started = time.perf_counter()
         with OnnxrtRunner(lambda: ort_session(model_path), name=self.runner_name) as runner:
@@ -483,7 +479,7 @@ class OrtBackend:
         """(hash codes, routes) from one session on a copy that outputs both; None where none."""
         import onnxruntime as ort
 
-        from . import session_options
+        from bucketrt.library import session_options
 
         codes, routes = _code_names(model_path)
         if not codes and not routes:
@@ -514,7 +510,7 @@ class TrtBackend:
         rebuild: bool = False,
         verbose: bool = False,
     ):
-        from .trt_engine import load_tensorrt
+        from bucketrt.trt.engine import load_tensorrt
 
         self.console = console
         self.output_dir = Path(output_dir)
@@ -529,7 +525,7 @@ class TrtBackend:
         )
 
     def _recorded(self, entry: dict):
-        from .trt_engine import recorded_engine
+        from bucketrt.trt.engine import recorded_engine
 
         return None if self.rebuild else recorded_engine(self.output_dir, self.manifest, entry["name"])
 
@@ -544,8 +540,15 @@ class TrtBackend:
 
     def prepare(self, entry: dict, feeds: dict):
         """(serialized engine, code output names, note): the recorded engine, or a fresh build."""
-        from .profiles import ShapeRange, component_profiles, describe_profile, device_memory, format_shape, widen_to
-        from .trt_engine import BuildOptions, build_engine, build_progress
+        from bucketrt.trt.engine import BuildOptions, build_engine, build_progress
+        from bucketrt.trt.profiles import (
+            ShapeRange,
+            component_profiles,
+            describe_profile,
+            device_memory,
+            format_shape,
+            widen_to,
+        )
 
         model_path = self.output_dir / entry["files"]["model"]
         recorded = self._recorded(entry)
@@ -591,7 +594,7 @@ class TrtBackend:
         from polygraphy.backend.trt import EngineFromBytes, TrtRunner
         from polygraphy.exception import PolygraphyException
 
-        from .trt_engine import console_echo, polygraphy_log, runtime
+        from bucketrt.trt.engine import console_echo, polygraphy_log, runtime
 
         data, code_names, note = prepared
         started = time.perf_counter()
@@ -666,13 +669,15 @@ def check(
     component's result as it completes.
 
     Raises BucketrtError for usage problems (exit status 2 in the CLI), BackendRunError when the
-    backend cannot run a model and trt_engine.BuildError when TensorRT cannot build one (1).
+    backend cannot run a model and BuildError when TensorRT cannot build one (1).
     """
     from polygraphy.logger import G_LOGGER
 
-    from .code_sync import CodeSync, RouteAudit
-    from .exporter import load_reference, make_inputs, read_manifest
-    from .ops import intercept
+    from bucketrt.export_format.manifest import read_manifest
+    from bucketrt.exporter import load_reference, make_inputs
+    from bucketrt.ops.dispatch import intercept
+
+    from .codes import CodeSync, RouteAudit
 
     if backend not in BACKENDS:
         raise BucketrtError(f"unknown backend {backend!r}", f"choose one of: {', '.join(BACKENDS)}")
@@ -689,7 +694,7 @@ def check(
             "compare fp32 and fp16 exports with --atol/--rtol",
         )
     if quantized:
-        from .quantization import CHECK_CRITERIA
+        from bucketrt.quantization import CHECK_CRITERIA
 
         unknown = sorted(set(criteria or {}) - set(CHECK_CRITERIA))
         if unknown:

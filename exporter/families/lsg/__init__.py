@@ -1,9 +1,9 @@
-"""LSG models (LSG BERT, LSG RoBERTa) through bucketrt's own port (bucketrt.models.lsg).
+"""LSG models (LSG BERT, LSG RoBERTa) through bucketrt's own port (the modules beside this one).
 
 An LSG checkpoint's config.json says model_type "bert" or "roberta" and names LSG classes in
 `architectures`/`auto_map` (remote code that does not run on transformers 5); this family claims
 exactly those, so plain BERT/RoBERTa stay unsupported. The stock transformers class loads the
-weights and the port's LSGBaseModel takes over the forward (see bucketrt/models/lsg/modeling.py).
+weights and the port's LSGBaseModel takes over the forward (see modeling.py here).
 
 The export traces the port with dynamic batch and sequence: short sequences (full attention),
 lengths that are not a multiple of block_size and padded batches all run through one graph. The
@@ -17,12 +17,12 @@ import dataclasses
 import json
 from pathlib import Path
 
-from bucketrt.models.lsg import modeling
-from bucketrt.models.lsg.config import LSGConfigError, LSGSettings, is_lsg, settings
+from bucketrt.errors import BucketrtError, LSGConfigError
+from bucketrt.export_format.tasks import HEADS, Task, task_table
 
-from ..errors import BucketrtError
-from ..family import Component, Family, Patch, register
-from ..tasks import HEADS, Task, task_table
+from ...family import Component, Family, Patch, register
+from . import modeling
+from .config import LSGSettings, is_lsg, settings
 
 
 def _settings(config) -> LSGSettings:

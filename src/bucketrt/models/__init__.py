@@ -1,1 +1,0 @@
-"""Model ports: families whose original modeling code does not run on the transformers bucketrt uses."""

@@ -1,0 +1,385 @@
+"""The catalogue: every bucketrt op, defined once.
+
+Everything else derives from these `OpSpec`s (their schema: `schema`): the exporter emits nodes
+through `bucketrt.ops.dispatch.call`, which takes output shapes and dtypes from them; the PyTorch
+references (`reference`) validate their arguments with them; the native kernels include the C++
+header generated from them (`codegen`), which declares every op's inputs, outputs and attributes
+and drives their generic validation and registration; docs/ops.md is generated from them; the
+kernel tests build single-node ONNX models from them (`graph`).
+
+A new op is an `OpSpec` here, added to `OPS`. Standard library only (see `schema`).
+"""
+
+from __future__ import annotations
+
+from .schema import FLAG, FLOAT, FLOAT_TYPES, MAX_INT32, Attribute, OpSpec, Tensor
+
+# SignHash's longest code: 30 bits keeps 2^L and every code positive in int32.
+MAX_HASH_CODE_LEN = 30
+# SortedChunkAttention's neighbours on each side. A window of 1 + before + after chunks costs that
+# many chunks' work per query; beyond the chunks that exist, the reference counts a key once per
+# appearance (Reformer's own configs use 0 to 2). 64 keeps a query's work within 129 chunks.
+MAX_NEIGHBOUR_CHUNKS = 64
+
+LSH_CUMULATION = OpSpec(
+    name="LSHCumulation",
+    summary="YOSO's LSH attention: each query sums the values of the keys that share its bucket, "
+    "averaged over the hash functions.",
+    semantics="out[b,q,:] = query_mask[b,q] * (1/m) * sum_h sum_k key_mask[b,k] * "
+    "[query_hash[b,q,h] == key_hash[b,k,h]] * value[b,k,:]. The masks select rather than multiply: a "
+    "masked key takes no part whatever its value (a NaN or Inf there changes nothing), and a masked query's "
+    "output is 0; the values of the keys that take part sum as IEEE (NaN and Inf propagate).",
+    inputs=(
+        Tensor("query_mask", "int32", ("B", "Nq"), "Non-zero where the query takes part."),
+        Tensor(
+            "query_hash",
+            "int32",
+            ("B", "Nq", "m"),
+            "Bucket of each query under each of the m hash functions, in [0, hashtable_capacity).",
+        ),
+        Tensor("key_mask", "int32", ("B", "Nk"), "Non-zero where the key takes part."),
+        Tensor("key_hash", "int32", ("B", "Nk", "m"), "Bucket of each key, in [0, hashtable_capacity)."),
+        Tensor("value", FLOAT, ("B", "Nk", "D"), "Value vector of each key."),
+    ),
+    outputs=(Tensor("cumulation", FLOAT, ("B", "Nq", "D"), "Per-query sum, zero for masked queries."),),
+    attributes=(
+        Attribute(
+            "hashtable_capacity",
+            "int",
+            "Number of buckets, 2^hash_code_len; every code of an unmasked row must lie below it.",
+            minimum=1,
+            maximum=2**MAX_HASH_CODE_LEN,
+            power_of_two=True,
+        ),
+        Attribute(
+            "deterministic",
+            "int",
+            "1: bitwise-identical results from run to run (the CUDA kernel then "
+            "sums each bucket's values in key order, not with atomics, at some cost in speed); 0: the "
+            "backend's fastest way. The CPU kernel is deterministic either way.",
+            default=0,
+            allowed=FLAG,
+        ),
+    ),
+    float_types=FLOAT_TYPES,
+)
+
+SIGN_HASH = OpSpec(
+    name="SignHash",
+    summary="YOSO's hashing: random projections of each vector, one code bit per projection sign, "
+    "num_hash codes of hash_code_len bits.",
+    semantics=(
+        "Row r of the batch uses projection[r mod G]. "
+        "transform='hadamard' (YOSO's fast_hash; D a power of two, P = max(1, ceil(num_hash / (D // L))) parts): "
+        "for part p, y = H·(d3 ⊙ H·(d2 ⊙ H·(d1 ⊙ x))) with H the unnormalised Sylvester Hadamard matrix and "
+        "d_r = projection[g, r*P + p, :] (±1); hash j of the part, index p*(D//L)+j < num_hash, has bit i = [y[j*L+i] > 0]. "
+        "transform='gaussian' (use_fast_hash=False): y = x · projection[g] of width num_hash*L; hash h has bit i = [y[h*L+i] > 0]. "
+        "code = sum_i bit_i * 2^i; rows with mask 0 get code 0."
+    ),
+    inputs=(
+        Tensor("mask", "int32", ("B", "N"), "Non-zero where the vector is hashed; masked rows are coded 0."),
+        Tensor("vector", FLOAT, ("B", "N", "D"), "Vectors to hash."),
+        Tensor(
+            "projection",
+            FLOAT,
+            ("G", "R", "C"),
+            "Random projection sampled at export: hadamard [G, 3*P, D] of ±1 diagonals (round r, part p "
+            "at row r*P+p); gaussian [G, D, num_hash*hash_code_len]. G must divide B.",
+        ),
+    ),
+    outputs=(Tensor("hash", "int32", ("B", "N", "num_hash"), "Codes in [0, 2^hash_code_len)."),),
+    attributes=(
+        Attribute("num_hash", "int", "Number of hash functions m.", minimum=1, maximum=MAX_INT32),
+        Attribute(
+            "hash_code_len",
+            "int",
+            "Bits per code L (hadamard also needs L <= D).",
+            minimum=1,
+            maximum=MAX_HASH_CODE_LEN,
+        ),
+        Attribute("transform", "string", "Projection kind.", default="hadamard", choices=("hadamard", "gaussian")),
+    ),
+    float_types=FLOAT_TYPES,
+)
+
+# Activations an expert FFN may apply between its two matmuls: the names transformers' ACT2FN
+# gives the parameter-free ones (PReLU and xIELU carry learned parameters and are not ops'
+# attributes), each with the function it computes (synonyms share one). This is their one
+# definition: reference.ACTIVATION_FUNCTIONS gives each function's formula, and the generated C++
+# header an enum of the functions and the name table, which the CPU and CUDA kernels switch over.
+EXPERT_ACTIVATIONS = {
+    "relu": "relu",
+    "gelu": "gelu",
+    "gelu_python": "gelu",
+    "gelu_10": "gelu_10",
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu_python_tanh": "gelu_tanh",
+    "gelu_accurate": "gelu_tanh",
+    "gelu_fast": "gelu_tanh",
+    "quick_gelu": "quick_gelu",
+    "silu": "silu",
+    "swish": "silu",
+    "relu2": "relu2",
+    "relu6": "relu6",
+    "leaky_relu": "leaky_relu",
+    "sigmoid": "sigmoid",
+    "tanh": "tanh",
+    "hardswish": "hardswish",
+    "mish": "mish",
+    "laplace": "laplace",
+    "sqrtsoftplus": "sqrt_softplus",
+    "linear": "linear",
+}
+# The distinct functions, in first-use order (the C++ enum's order).
+ACTIVATION_FUNCTIONS = tuple(dict.fromkeys(EXPERT_ACTIVATIONS.values()))
+
+TOP1_DISPATCH = OpSpec(
+    name="Top1Dispatch",
+    summary="Switch Transformer top-1 routing: each token picks its most probable expert; within each "
+    "sequence, tokens beyond an expert's capacity are dropped; kept tokens are listed expert by expert.",
+    semantics=(
+        "expert0[b,s] = argmax_e probs[b,s,e] (the first maximum; a NaN counts as the maximum); "
+        "gate[b,s] = probs[b,s,expert0[b,s]] (not renormalised); "
+        "priority[b,s] = #{s' <= s : expert0[b,s'] == expert0[b,s]} (1-based, counted per sequence b in "
+        "sequence order, dropped tokens included); kept = priority <= expert_capacity; "
+        "expert[b,s] = kept ? expert0[b,s] : -1; counts[e] = #{kept tokens with expert e}; "
+        "order lists the flat indices b*S+s of kept tokens sorted by (expert, b*S+s), then -1 to fill B*S entries."
+    ),
+    inputs=(Tensor("probs", FLOAT, ("B", "S", "E"), "Router probabilities (softmax of the router logits over E)."),),
+    outputs=(
+        Tensor("expert", "int32", ("B", "S"), "Expert of each token, -1 where dropped for capacity."),
+        Tensor("gate", FLOAT, ("B", "S"), "Probability of the chosen expert (kept or not)."),
+        Tensor("priority", "int32", ("B", "S"), "1-based rank of the token in its expert's queue within its sequence."),
+        Tensor("counts", "int32", ("E",), "Kept tokens per expert, over the whole batch."),
+        Tensor(
+            "order",
+            "int32",
+            ("B", "S"),
+            "Flat token indices b*S+s grouped by expert (counts[0] of expert 0, "
+            "then expert 1, ...), ascending within an expert; -1 after the sum of counts.",
+        ),
+    ),
+    attributes=(
+        Attribute(
+            "expert_capacity", "int", "Most tokens an expert takes from one sequence.", minimum=0, maximum=MAX_INT32
+        ),
+    ),
+    float_types=FLOAT_TYPES,
+)
+
+EXPERT_FFN = OpSpec(
+    name="ExpertFFN",
+    summary="Mixture-of-experts feed-forward: each listed token goes through its expert's two-layer FFN, "
+    "scaled by its gate; unlisted (dropped) tokens get zero. Costs in proportion to the tokens listed.",
+    semantics=(
+        "With start_e = sum_{e'<e} counts[e'], every token t = order[start_e + i], i < counts[e], gets "
+        "out[t,:] = gate[t] * (act(hidden[t,:] · wi[e]^T) · wo[e]^T) (flat indices over B*S); every other "
+        "token gets 0. Row layouts are nn.Linear's: wi[e] is [F, D], wo[e] is [D, F]. Non-finite values go "
+        "through act as in torch: the clamps of relu, relu2, relu6, gelu_10 and hardswish propagate NaN "
+        "(torch.clamp(NaN) = NaN, never a bound); Inf goes through as IEEE (relu6(+-Inf) is 6 or 0, "
+        "gelu(-Inf) = -Inf * 0 = NaN), and the products sum as IEEE."
+    ),
+    inputs=(
+        Tensor("hidden", FLOAT, ("B", "S", "D"), "Token states entering the experts."),
+        Tensor("order", "int32", ("B", "S"), "Flat token indices grouped by expert, as Top1Dispatch writes them."),
+        Tensor("counts", "int32", ("E",), "Tokens per expert in `order` (each >= 0, summing to at most B*S)."),
+        Tensor("gate", FLOAT, ("B", "S"), "Scale of each token's expert output."),
+        Tensor("wi", FLOAT, ("E", "F", "D"), "First projection of each expert (stacked nn.Linear weights)."),
+        Tensor("wo", FLOAT, ("E", "D", "F"), "Second projection of each expert (stacked nn.Linear weights)."),
+    ),
+    outputs=(Tensor("out", FLOAT, ("B", "S", "D"), "Scaled expert outputs, zero for tokens not listed."),),
+    attributes=(
+        Attribute(
+            "activation",
+            "string",
+            "Activation between the projections, by its transformers (ACT2FN) name.",
+            default="relu",
+            choices=tuple(EXPERT_ACTIVATIONS),
+        ),
+    ),
+    float_types=FLOAT_TYPES,
+)
+
+# Most input elements an int8 ExpertFFN row may have: every sum of (q - zp) * w, |q - zp| <= 255 and
+# |w| <= 128, stays within int32 (255 * 128 * 65536 < 2^31), whatever the weights.
+MAX_INT8_SUM_LENGTH = 65536
+
+EXPERT_FFN_INT8 = OpSpec(
+    name="ExpertFFNInt8",
+    summary="ExpertFFN with int8 expert weights (per expert and output channel scales) and activations "
+    "quantized per token row at run time: uint8 x int8 products summed in int32, as VNNI's dot product "
+    "computes them, and float32 results. `bucketrt.quantization.expert_ffn` rewrites ExpertFFN into it.",
+    semantics=(
+        "Routing as ExpertFFN: with start_e = sum_{e'<e} counts[e'], every token t = order[start_e + i], "
+        "i < counts[e], gets out[t,:] = gate[t] * L(act(L(hidden[t,:], wi[e], wi_scale[e])), wo[e], wo_scale[e]); "
+        "every other token gets 0. L(x, w, s_w) is one quantized linear layer over a row x of K floats "
+        "(w is [N, K], nn.Linear's layout): lo = min(0, min_k x_k), hi = max(0, max_k x_k), "
+        "s = hi/255 - lo/255 (1 where that is 0), zp = clamp(round(-lo/s), 0, 255), "
+        "q_k = clamp(round(x_k/s) + zp, 0, 255) (float32 division, round half to even: asymmetric uint8, "
+        "so that relu's non-negative outputs use all 256 levels); acc_n = sum_k (q_k - zp) * w[n,k], exact in "
+        "int32 (K <= 65536); L_n = float32(acc_n) * (s * s_w[n]) (the product of the scales rounded first). "
+        "Every step is exact or one IEEE float32 operation, so every backend gets the same bits; only act's "
+        "functions differ in the last ulps. A row x with a NaN or Inf is not quantized: its s is NaN (q = 0), "
+        "so L is NaN for the whole row, and act of NaN is NaN (the clamps propagate it, as torch.clamp); "
+        "scales and the gate multiply as IEEE."
+    ),
+    inputs=(
+        Tensor("hidden", FLOAT, ("B", "S", "D"), "Token states entering the experts."),
+        Tensor("order", "int32", ("B", "S"), "Flat token indices grouped by expert, as Top1Dispatch writes them."),
+        Tensor("counts", "int32", ("E",), "Tokens per expert in `order` (each >= 0, summing to at most B*S)."),
+        Tensor("gate", FLOAT, ("B", "S"), "Scale of each token's expert output."),
+        Tensor("wi", "int8", ("E", "F", "D"), "First projection of each expert, int8 (D <= 65536)."),
+        Tensor("wi_scale", FLOAT, ("E", "F"), "Scale of each row (output channel) of wi."),
+        Tensor("wo", "int8", ("E", "D", "F"), "Second projection of each expert, int8 (F <= 65536)."),
+        Tensor("wo_scale", FLOAT, ("E", "D"), "Scale of each row (output channel) of wo."),
+    ),
+    outputs=(Tensor("out", FLOAT, ("B", "S", "D"), "Scaled expert outputs, zero for tokens not listed."),),
+    attributes=EXPERT_FFN.attributes,
+)
+
+ARGMAX_HASH = OpSpec(
+    name="ArgmaxHash",
+    summary="Angular LSH (Reformer's hashing): random projections of each vector, bucket = argmax over "
+    "[xR, -xR], with optional factorised buckets and a padding bucket for masked rows.",
+    semantics=(
+        "S = sum_f bucket_sizes[f] / 2 columns per round; C must be num_hash * S. "
+        "y[b,h,n,:] = vector[b,h,n,:] · projection[h], of width C, seen as [num_hash, S] (round-major). "
+        "For round r and factor f (size n_f, columns o_f .. o_f + n_f/2 of the round, o_f = sum_{g<f} n_g/2), "
+        "z = concat(y_rf, -y_rf) and i_f = argmax(z), the first maximum on ties (a NaN counts as the maximum); "
+        "bucket[b,h,r,n] = sum_f i_f * prod_{g<f} n_g, in [0, prod_f n_f). "
+        "Rows with mask 0 get bucket prod_f n_f (one padding bucket after the others)."
+    ),
+    inputs=(
+        Tensor("mask", "int32", ("B", "N"), "Non-zero where the vector is hashed; zero rows go to the padding bucket."),
+        Tensor("vector", FLOAT, ("B", "H", "N", "D"), "Vectors to hash, per head H."),
+        Tensor(
+            "projection",
+            FLOAT,
+            ("H", "D", "C"),
+            "Random rotations sampled at export, one per head: columns round-major, [num_hash, S].",
+        ),
+        Tensor(
+            "bucket_sizes",
+            "int32",
+            ("F",),
+            "Bucket count of each factor, each even and >= 2; their product (plus one) must fit int32. "
+            "One entry for plain (unfactorised) hashing.",
+        ),
+    ),
+    outputs=(Tensor("buckets", "int32", ("B", "H", "num_hash", "N"), "Bucket of each vector in each round."),),
+    attributes=(Attribute("num_hash", "int", "Number of hashing rounds.", minimum=1, maximum=MAX_INT32),),
+    float_types=FLOAT_TYPES,
+)
+
+BUCKET_SUM = OpSpec(
+    name="BucketSum",
+    summary="Merges the rows of each group by bucket: sums their vectors and their weights "
+    "(a scatter-add; divided by the summed weights it is a scatter-mean).",
+    semantics="sum[g,c,:] = sum_n [bucket[g,n] == c] * vector[g,n,:]; "
+    "weight_sum[g,c] = sum_n [bucket[g,n] == c] * weight[g,n]; rows are added in order n = 0, 1, ...; "
+    "every bucket id must lie in [0, num_buckets). The sums are IEEE: NaN and Inf propagate, and "
+    "Inf + -Inf = NaN.",
+    inputs=(
+        Tensor("bucket", "int32", ("G", "N"), "Bucket of each row, in [0, num_buckets)."),
+        Tensor("weight", FLOAT, ("G", "N"), "Weight of each row (LSG: how many tokens it already holds)."),
+        Tensor("vector", FLOAT, ("G", "N", "D"), "Rows to merge (LSG: keys and values side by side)."),
+    ),
+    outputs=(
+        Tensor("sum", FLOAT, ("G", "num_buckets", "D"), "Per-bucket sum of the rows; zero for an empty bucket."),
+        Tensor("weight_sum", FLOAT, ("G", "num_buckets"), "Per-bucket sum of the weights."),
+    ),
+    attributes=(Attribute("num_buckets", "int", "Number of buckets C.", minimum=1, maximum=MAX_INT32),),
+    float_types=FLOAT_TYPES,
+)
+
+SORTED_CHUNK_ATTENTION = OpSpec(
+    name="SortedChunkAttention",
+    summary="Reformer's attention: per hashing round, sort positions by bucket (stable counting sort), "
+    "attend within chunks of the sorted order and their neighbours, unsort, and combine the rounds by "
+    "their log-sum-exp. With one round of constant buckets it is Reformer's local attention.",
+    semantics=(
+        "score(q,k) = query[q]·key[k]; it is -1e9 where mask[k] == 0 or (causal and k > q); then -1e5 where "
+        "mask_self and k == q (the self mask overrides the others). "
+        "If N <= chunk_length: out[q] = softmax_k(score(q,k)) · value[k] over all k (plain attention, buckets "
+        "ignored). Otherwise N must be a multiple of chunk_length: for each (b,h) the R*N pairs (r, n) are "
+        "ordered by (r, buckets[b,h,r,n], n); slot i holds position pos[i]; slots form K = R*N/chunk_length "
+        "chunks; a query in chunk c attends the keys of chunks (c + j) mod K for j = -chunks_before .. "
+        "chunks_after (wrapping across rounds, a key counted once per appearance), giving o_r[n] and "
+        "l_r[n] = logsumexp of its scores. out[n] = sum_r exp(l_r[n] - logsumexp_r l_r[n]) * o_r[n]. "
+        "N > max_length (when max_length > 0) is an error. "
+        "Weights: a key's softmax weight exp(score - l) and a round's weight exp(l_r - logsumexp_r l_r) are "
+        "0 below 2^-126 (the smallest normal float32, where the kernels' exp saturates: which keys are out is "
+        "a property of the scores, not of an exp's underflow), and a key or round of weight 0 contributes "
+        "nothing whatever its value: a masked, causally hidden, self-masked (with other keys) or underflowed "
+        "key's Inf or NaN never becomes 0 * Inf = NaN; the others sum as IEEE. A query whose every key is "
+        "masked gives each the weight exp(0) = 1 (score -1e9 == l in float32, as Reformer): they all take "
+        "part, the non-finite ones included."
+    ),
+    inputs=(
+        Tensor("query", FLOAT, ("B", "H", "N", "D"), "Queries."),
+        Tensor("key", FLOAT, ("B", "H", "N", "D"), "Keys (Reformer's LSH: the normalised shared query-keys)."),
+        Tensor("value", FLOAT, ("B", "H", "N", "D"), "Values."),
+        Tensor("mask", "int32", ("B", "N"), "Non-zero where the key may be attended (padding mask)."),
+        Tensor("buckets", "int32", ("B", "H", "R", "N"), "Bucket of each position in each of R rounds, >= 0."),
+    ),
+    outputs=(Tensor("out", FLOAT, ("B", "H", "N", "D"), "Attention output, rounds combined."),),
+    attributes=(
+        Attribute("chunk_length", "int", "Slots per chunk of the sorted order.", minimum=1, maximum=MAX_INT32),
+        Attribute(
+            "chunks_before",
+            "int",
+            "Preceding chunks each chunk attends (bounded, so that a query's work "
+            "stays within 129 chunks; a window wider than the K chunks wraps and counts a key once per "
+            "appearance, as the semantics say).",
+            default=1,
+            minimum=0,
+            maximum=MAX_NEIGHBOUR_CHUNKS,
+        ),
+        Attribute(
+            "chunks_after",
+            "int",
+            "Following chunks each chunk attends.",
+            default=0,
+            minimum=0,
+            maximum=MAX_NEIGHBOUR_CHUNKS,
+        ),
+        Attribute("causal", "int", "1: a query does not attend later positions.", default=0, allowed=FLAG),
+        Attribute(
+            "mask_self",
+            "int",
+            "1: a query attends itself only at score -1e5 (shared query-key).",
+            default=0,
+            allowed=FLAG,
+        ),
+        Attribute(
+            "max_length",
+            "int",
+            "Longest N accepted (the model's position limit); 0: no limit.",
+            default=0,
+            minimum=0,
+            maximum=MAX_INT32,
+        ),
+    ),
+    float_types=FLOAT_TYPES,
+)
+
+OPS: tuple[OpSpec, ...] = (
+    LSH_CUMULATION,
+    SIGN_HASH,
+    ARGMAX_HASH,
+    SORTED_CHUNK_ATTENTION,
+    BUCKET_SUM,
+    TOP1_DISPATCH,
+    EXPERT_FFN,
+    EXPERT_FFN_INT8,
+)
+BY_NAME = {op.name: op for op in OPS}
+
+
+def hadamard_parts(dim: int, num_hash: int, hash_code_len: int) -> int:
+    """Number of independent Hadamard parts P needed for `num_hash` codes (YOSO's num_part)."""
+    per_part = dim // hash_code_len
+    if per_part < 1:
+        raise ValueError(f"SignHash: hash_code_len={hash_code_len} exceeds the vector dim {dim}")
+    return max(1, -(-num_hash // per_part))
