@@ -47,3 +47,43 @@ def test_nonfinite_cpu_kernel_matches_reference(case, dtype):
     assert len(ours) == len(ref)
     for i, (a, b) in enumerate(zip(ours, ref)):
         assert_nonfinite_close(a, b, NONFINITE_RTOL[dtype], name=f"{case_id} ({dtype}) output {i}")
+
+
+def _ordered_projections(x: np.ndarray, projection: np.ndarray) -> np.ndarray:
+    """The spec's y, written out: products rounded to float32, summed over d in ascending order."""
+    y = np.zeros(
+        np.broadcast_shapes(x.shape[:-1] + (1,), projection.shape[:-2] + (1, 1))[:-1] + projection.shape[-1:],
+        np.float32,
+    )
+    with np.errstate(over="ignore", invalid="ignore"):
+        for d in range(x.shape[-1]):
+            y = (y + x[..., d, None] * projection[..., d, None, :]).astype(np.float32)
+    return y
+
+
+@pytest.mark.parametrize("op", ["ArgmaxHash", "SignHash"])
+def test_an_overflowing_projection_follows_the_specs_summation_order(op):
+    """Where products or partial sums overflow (vectors near the float32 limit), the summation order
+    decides between a finite y, an Inf and a NaN: the reference and the kernel both follow the
+    spec's order (docs/ops.md), whatever order the matmul torch runs on this CPU takes."""
+    rng = np.random.default_rng(7)
+    with np.errstate(over="ignore"):
+        vector = (rng.standard_normal((1, 2, 16, 8)) * 3e38).astype(np.float32)
+    projection = rng.standard_normal((2, 8, 8)).astype(np.float32)
+    mask = np.ones((1, 16), np.int32)
+    if op == "ArgmaxHash":
+        inputs = {"mask": mask, "vector": vector, "projection": projection, "bucket_sizes": np.array([4, 4], np.int32)}
+        attrs = {"num_hash": 2}
+        y = reference.argmax_projections(*(torch.from_numpy(a) for a in inputs.values()), **attrs)
+        want = _ordered_projections(vector, projection[None]).reshape(1, 2, 16, 2, 4).transpose(0, 1, 3, 2, 4)
+    else:
+        vector, projection = vector[0], projection[:1]
+        inputs = {"mask": np.ones((2, 16), np.int32), "vector": vector, "projection": projection}
+        attrs = {"num_hash": 2, "hash_code_len": 4, "transform": "gaussian"}
+        y = reference.sign_projections(*(torch.from_numpy(a) for a in inputs.values()), **attrs)
+        want = _ordered_projections(vector, projection).reshape(2, 16, 2, 4)
+    assert not np.isfinite(want).all()  # the case is about overflow
+    np.testing.assert_array_equal(y.numpy(), want)
+    ref = reference_outputs(op, inputs, attrs)
+    ours = run_op(BY_NAME[op], inputs, attrs)
+    assert [a.tolist() for a in ours] == [b.tolist() for b in ref]

@@ -73,7 +73,9 @@ SIGN_HASH = OpSpec(
         "transform='hadamard' (YOSO's fast_hash; D a power of two, P = max(1, ceil(num_hash / (D // L))) parts): "
         "for part p, y = H·(d3 ⊙ H·(d2 ⊙ H·(d1 ⊙ x))) with H the unnormalised Sylvester Hadamard matrix and "
         "d_r = projection[g, r*P + p, :] (±1); hash j of the part, index p*(D//L)+j < num_hash, has bit i = [y[j*L+i] > 0]. "
-        "transform='gaussian' (use_fast_hash=False): y = x · projection[g] of width num_hash*L; hash h has bit i = [y[h*L+i] > 0]. "
+        "transform='gaussian' (use_fast_hash=False): y = x · projection[g] of width num_hash*L, each product rounded "
+        "to float32 and summed over d in ascending order (the order decides only where a sum overflows, to an Inf or a "
+        "NaN, whose bit is 0); hash h has bit i = [y[h*L+i] > 0]. "
         "code = sum_i bit_i * 2^i; rows with mask 0 get code 0."
     ),
     inputs=(
@@ -244,7 +246,8 @@ ARGMAX_HASH = OpSpec(
     "[xR, -xR], with optional factorised buckets and a padding bucket for masked rows.",
     semantics=(
         "S = sum_f bucket_sizes[f] / 2 columns per round; C must be num_hash * S. "
-        "y[b,h,n,:] = vector[b,h,n,:] · projection[h], of width C, seen as [num_hash, S] (round-major). "
+        "y[b,h,n,:] = vector[b,h,n,:] · projection[h], of width C, each product rounded to float32 and summed over "
+        "d in ascending order (the order decides only where a sum overflows), seen as [num_hash, S] (round-major). "
         "For round r and factor f (size n_f, columns o_f .. o_f + n_f/2 of the round, o_f = sum_{g<f} n_g/2), "
         "z = concat(y_rf, -y_rf) and i_f = argmax(z), the first maximum on ties (a NaN counts as the maximum); "
         "bucket[b,h,r,n] = sum_f i_f * prod_{g<f} n_g, in [0, prod_f n_f). "

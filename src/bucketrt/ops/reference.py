@@ -93,6 +93,26 @@ def _codes(bits: torch.Tensor) -> torch.Tensor:
     return (bits.long() * weights).sum(-1).int()
 
 
+def projections(x: torch.Tensor, projection: torch.Tensor) -> torch.Tensor:
+    """x [..., D] · projection [..., D, C] (broadcast over the leading dims), in float32.
+
+    The spec's order: for each output, the products rounded one by one, summed over d in ascending
+    order (no fused multiply-add), as the CPU kernels compute them. Any other order is within
+    rounding of it unless a product or a partial sum overflows: then the order decides between a
+    finite sum, an infinity and a NaN, so this follows the spec's order exactly there (non-finite
+    inputs included), and takes the fast matmul everywhere else.
+    """
+    largest = x.abs().amax() * projection.abs().amax() * x.shape[-1] if x.numel() and projection.numel() else 0.0
+    if bool(largest < torch.finfo(torch.float32).max / 2):  # NaN compares False: the ordered sum
+        return x @ projection
+    y = torch.zeros(
+        torch.broadcast_shapes(x.shape[:-1] + (1,), projection.shape[:-2] + (1, 1))[:-1] + projection.shape[-1:]
+    )
+    for d in range(x.shape[-1]):
+        y = y + x[..., d, None] * projection[..., d, None, :]
+    return y
+
+
 def sign_projections(mask, vector, projection, **attrs) -> torch.Tensor:
     """SignHash before the signs: [B, N, num_hash, hash_code_len], bit i of hash h is [y[..., h, i] > 0].
 
@@ -134,7 +154,7 @@ def sign_projections(mask, vector, projection, **attrs) -> torch.Tensor:
             f"SignHash: input 'projection' must be [G, D, num_hash*hash_code_len] = "
             f"[{groups}, {dim}, {num_hash * code_len}] for transform='gaussian', got {list(projection.shape)}"
         )
-    y = x @ projection[None]  # [B/G, G, N, m*L]
+    y = projections(x, projection[None])  # [B/G, G, N, m*L]
     return y.reshape(batch, length, num_hash, code_len)
 
 
@@ -326,7 +346,7 @@ def argmax_projections(mask, vector, projection, bucket_sizes, **attrs) -> torch
     num_hash = attrs["num_hash"]
     check_bucket_sizes([int(s) for s in bucket_sizes.tolist()], num_hash, env["C"])
     # float16 inputs are hashed in float32 (widening is exact).
-    y = torch.einsum("bhnd,hdc->bhnc", vector.float(), projection.float())
+    y = projections(vector.float(), projection.float()[None])  # [B, H, N, C]
     return y.reshape(env["B"], env["H"], env["N"], num_hash, -1).transpose(2, 3)
 
 
