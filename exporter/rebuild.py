@@ -35,10 +35,11 @@ class Reference:
         return {name: value.detach().cpu().numpy() for name, value in zip(target.output_names, result)}
 
 
-def _rebuild(output_dir):
-    """(manifest, family, task, model): the export's transformers model rebuilt from its manifest,
-    unpatched, with the weights checked against the fingerprint recorded at export."""
-    manifest = read_manifest(output_dir)
+def _rebuild(output_dir, manifest: dict | None = None):
+    """(manifest, family, task, model): the export's transformers model rebuilt from its manifest
+    (`manifest`, when the caller has read it already), unpatched, with the weights checked against
+    the fingerprint recorded at export."""
+    manifest = read_manifest(output_dir) if manifest is None else manifest
     source = Source(manifest.get("source_kind", "preset"), manifest["source"], manifest.get("revision"))
     family, config, source = load_config(source, manifest.get("config_overrides") or {})
     if family.name != manifest["family"]:
@@ -63,14 +64,15 @@ def load_transformers_model(output_dir) -> torch.nn.Module:
     return _rebuild(output_dir)[3].eval()
 
 
-def load_reference(output_dir) -> Reference:
+def load_reference(output_dir, manifest: dict | None = None) -> Reference:
     """The patched PyTorch model (eval) of an export, with identical weights and sampled tensors.
+    `manifest`: the export's manifest, when the caller has read it already (it is not read again).
 
     Presets get their weights from the recorded seed; folders and hub models are reloaded. The
     weights and everything sampled at export are compared with the fingerprints recorded then, so a
     changed source folder or a different random stream is reported instead of passing as a mismatch.
     """
-    manifest, family, task, model = _rebuild(output_dir)
+    manifest, family, task, model = _rebuild(output_dir, manifest)
     patch = family.patch(model, task, manifest["seed"], family.check_options(manifest.get("options") or {}))
     model.eval()
     if patch.mode != manifest["mode"]:

@@ -106,3 +106,79 @@ def test_usage_errors_are_bucketrt_errors(lsh_export):
         check(lsh_export, backend="cuda")
     with pytest.raises(BucketrtError, match="sequence length must be at least 1"):
         check(lsh_export, sequence_length=0)
+
+
+@pytest.fixture(scope="module")
+def switch_export(cli_export):
+    """switch-tiny: three components (encoder, decoder, decoder with past), each one routing."""
+    return cli_export("--model", "switch-tiny")
+
+
+@pytest.mark.slow
+def test_one_check_parses_each_graph_once_and_reads_the_manifest_once(switch_export, monkeypatch):
+    """In Python, per component: one onnx.load, one node check on that proto, and the codes
+    session built from it in memory (no file written); one manifest read for the whole check."""
+    import tempfile
+    from collections import Counter
+    from pathlib import Path
+
+    from bucketrt.export_format import manifest as manifest_module
+    from bucketrt.exporter import rebuild
+    from bucketrt.ops import node_check
+
+    loads, checked, manifests, temporary = Counter(), [], [], []
+    real_load, real_check = onnx.load, node_check.check_nodes
+    real_read, real_mkstemp = manifest_module.read_manifest, tempfile.mkstemp
+
+    def load(f, *args, **kwargs):
+        loads[Path(f).name] += 1
+        return real_load(f, *args, **kwargs)
+
+    def check_nodes(model):
+        checked.append(model)
+        return real_check(model)
+
+    def read_manifest(folder):
+        manifests.append(folder)
+        return real_read(folder)
+
+    def mkstemp(*args, **kwargs):
+        temporary.append(kwargs.get("dir"))
+        return real_mkstemp(*args, **kwargs)
+
+    monkeypatch.setattr(onnx, "load", load)
+    monkeypatch.setattr(onnx, "load_model", load)
+    monkeypatch.setattr(node_check, "check_nodes", check_nodes)
+    monkeypatch.setattr(manifest_module, "read_manifest", read_manifest)
+    monkeypatch.setattr(rebuild, "read_manifest", read_manifest)
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    report = check(switch_export, batch_size=2, sequence_length=16)
+    assert report.passed and len(report.components) == 3
+    assert all(c.routing is not None and c.routing.complete for c in report.components)
+    assert loads == Counter({c.model: 1 for c in report.components})
+    assert len(checked) == 3 and all(isinstance(model, onnx.ModelProto) for model in checked)
+    assert len(manifests) == 1 and not temporary
+
+
+@pytest.mark.slow
+def test_a_model_with_external_data_checks_on_a_copy_beside_it(tmp_path, monkeypatch):
+    """The codes session of a model with external data reads a temporary copy beside the model, so
+    that NAME.onnx.data resolves; the copy is removed after."""
+    import tempfile
+
+    from bucketrt.exporter import export, onnx_export
+
+    monkeypatch.setattr(onnx_export, "_EXTERNAL_DATA_BYTES", 0)
+    export("yoso-tiny", tmp_path, config_overrides={"num_hidden_layers": 1})
+    assert (tmp_path / "model.onnx.data").exists()
+    files = sorted(tmp_path.iterdir())
+    temporary, real_mkstemp = [], tempfile.mkstemp
+
+    def mkstemp(*args, **kwargs):
+        temporary.append(kwargs.get("dir"))
+        return real_mkstemp(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    report = check(tmp_path, sequence_length=16)
+    assert report.passed and report.components[0].hash_codes.complete
+    assert temporary == [tmp_path] and sorted(tmp_path.iterdir()) == files

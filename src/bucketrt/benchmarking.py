@@ -76,7 +76,7 @@ def bench_export(
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     manifest = read_manifest(output_dir)
-    reference = load_reference(output_dir)
+    reference = load_reference(output_dir, manifest=manifest)
     # The first component (the only one of most exports; a seq2seq export's encoder), as reference.run runs.
     first = manifest["components"][0]["name"]
     session = ort_session(output_dir, providers=providers, intra_op_num_threads=threads, component=first)
