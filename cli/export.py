@@ -7,9 +7,11 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from bucketrt.exporter.presets import PRESETS
+from bucketrt.exporter import declared
 
 from .app import console, main
+
+_FLAG = "option_flag_"  # the parameter name of a family option's flag: _FLAG + OPTION
 
 
 def _size(path: Path) -> str:
@@ -17,14 +19,34 @@ def _size(path: Path) -> str:
     return f"{size / 1e6:.1f} MB" if size < 1e9 else f"{size / 1e9:.2f} GB"
 
 
-@main.command("export")
+class _ExportCommand(click.Command):
+    """Completes the command from the families' declarations (exporter/declared.py) when it runs or
+    shows its help: the presets in --model's help, and a flag for each option a family declares one
+    for (YOSO's --mask-padding), after --option. Reading them parses the families' source, which the
+    CLI's other commands do not need."""
+
+    _completed = False
+
+    def get_params(self, ctx):
+        if not self._completed:
+            self._completed = True
+            [model] = [param for param in self.params if param.name == "model"]
+            model.help = f"A save_pretrained folder, a hub id, or a preset: {', '.join(declared.preset_names())}."
+            self.params += [
+                click.Option([f"--{option.replace('_', '-')}", _FLAG + option], is_flag=True, help=text)
+                for option, text in declared.option_flags().items()
+            ]
+        return super().get_params(ctx)
+
+
+@main.command("export", cls=_ExportCommand)
 @click.option(
     "--model",
     "-m",
     "model",
     required=True,
     metavar="MODEL",
-    help=f"A save_pretrained folder, a hub id, or a preset: {', '.join(PRESETS)}.",
+    help="A save_pretrained folder, a hub id, or a preset.",  # the presets: _ExportCommand
 )
 @click.argument("output_dir", type=click.Path(path_type=Path))
 @click.option(
@@ -65,23 +87,15 @@ def _size(path: Path) -> str:
     help="A family's export option (JSON values), e.g. mask_padding=true for YOSO; an unknown one lists the "
     "family's. Repeatable.",
 )
-@click.option(
-    "--mask-padding",
-    is_flag=True,
-    help="YOSO: mask padded positions inside attention (--option mask_padding=true). Default: like Hugging Face, "
-    "whose YOSO never masks them.",
-)
-def export_command(model, output_dir, task, seed, opset, config_overrides, dtype, family_options, mask_padding):
+def export_command(model, output_dir, task, seed, opset, config_overrides, dtype, family_options, **flags):
     """Export MODEL to OUTPUT_DIR (its ONNX files and bucketrt.json)."""
     from bucketrt.exporter import export
-    from bucketrt.exporter.overrides import parse_overrides
     from bucketrt.exporter.progress import RichProgress
 
     out = console()
-    # Family options are passed only when given, so that an option of one family errs on another.
-    options = parse_overrides(family_options, what="--option", example="mask_padding=true")
-    if mask_padding:
-        options["mask_padding"] = True
+    # KEY=VALUE strings, parsed by export(); a family option's flag is its KEY=true, after the
+    # --option ones. Options are passed only when given, so that an option of one family errs on another.
+    options = [*family_options, *(f"{name.removeprefix(_FLAG)}=true" for name, given in flags.items() if given)]
     manifest = export(
         model,
         output_dir,

@@ -1,15 +1,36 @@
 """Model families: what the exporter needs to know about one kind of model.
 
-A family (YOSO, Reformer, ...) is a `Family` subclass in its own module of the `families`
-package, registered with `@register`; `families()` imports every module of that package. Everything
-else in the exporter (sources, export, reference rebuilding, `bucketrt check` and `bench`) goes
-through the family, so adding one touches its module, its presets and its tests only:
+A family (YOSO, Reformer, ...) is a `Family` subclass in its own module (or package) of the
+`families` package, registered with `@register`; `families()` imports every module of that package.
+Everything else (sources, the one preparation, export, reference rebuilding, the CLI's listings,
+`bucketrt check`, `bench` and `triton`) goes through the family, so a new family touches 2 places:
 
-* which configs it claims (`matches`) and how to build its config and model (`make_config`,
-  `load_config`, `build_model`; the defaults use transformers' classes by name);
+1. its module or package in exporter/families/: the `Family` subclass and everything it declares
+   (below), its presets, its options and their flags, and whether its rows batch independently
+   included;
+2. its tests (tests/test_export_NAME.py; the shared tests iterate the registry).
+
+Nothing shared changes: no list of families, presets or flags outside exporter/families/. Prose
+that names families (README, docs/, the `bucketrt` group's help) is documentation, updated as it
+needs. tests/test_exporter_registry.py keeps this true: test_a_new_family_touches_its_module_only
+drops a toy family module (a preset, an option with its flag) into the package and lists, exports,
+rebuilds and serves it without touching shared code, and
+test_no_code_outside_the_families_names_a_family_or_preset fails when code (not prose) outside
+exporter/families/ names one. A family that needs a new op adds it to the op catalogue first
+(plugins/README.md lists the places a new op touches).
+
+What a family declares:
+
+* `name`, `order`, `model_types` and which configs it claims (`matches`), how to build its config
+  and model (`make_config`, `load_config`, `build_model`; the defaults use transformers' classes by
+  name);
+* `presets`: {NAME: Preset(description, config)}, architectures with random weights;
 * what it refuses to export (`check_config`, raising BucketrtError);
 * its tasks: the task names it exports and its transformers class prefix (tasks.task_table);
-* its options (`options`: names and defaults, validated by `check_options`);
+* its options (`options`: names and defaults, validated by `check_options`) and `option_flags`,
+  {option: help} of boolean options that `bucketrt export` also takes as a flag (--OPTION-NAME);
+* `batch_rows_independent`: whether a row's answer is bit-identical inside a same-shape batch and
+  alone, recorded in the manifest for serving;
 * `patch(model, task, seed, options)`: swaps the data-dependent modules for ones that call
   bucketrt ops and returns a `Patch` with everything the export needs: the components (the ONNX
   files of one export, each an nn.Module traced for the export and run eagerly as the PyTorch
@@ -17,6 +38,9 @@ through the family, so adding one touches its module, its presets and its tests 
 * `max_length(config)`: the longest sequence an export takes, recorded in the manifest;
 * `dummy_input`: the one generator of inputs, for tracing (torch) and for `check` and `bench`
   (numpy), with `input_sizes` mapping the check's sizes onto a component's dims.
+
+`name`, `order`, the keys of `presets` and `option_flags` are literals in the class body: the CLI
+reads them from the source without importing the family (declared.py).
 """
 
 from __future__ import annotations
@@ -26,13 +50,16 @@ import importlib
 import json
 import pkgutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from bucketrt.errors import BucketrtError
 from bucketrt.export_format.tasks import BATCH, CHOICES, SEQUENCE, Task
+
+from .declared import DEFAULT_ORDER
+from .presets import Preset
 
 # Example sizes for tracing: distinct and above 1, so that the exporter keeps every axis symbolic.
 EXAMPLE_BATCH, EXAMPLE_CHOICES, EXAMPLE_SEQUENCE = 2, 3, 13
@@ -124,13 +151,21 @@ class Family:
     model_types: tuple[str, ...] = ()
     # Where the family is listed in messages and, should two families claim a config, which wins
     # (the lower); the claims of bucketrt's families are disjoint.
-    order: int = 100
+    order: int = DEFAULT_ORDER
     config_class: str = ""  # the transformers config class that presets instantiate
     tasks: dict[str, Task] = {}  # tasks.task_table(PREFIX, task names...)
     default_task: str = "feature-extraction"
     # Family-specific export options and their defaults (e.g. YOSO's mask_padding), whose types
     # the given values must have; recorded in the manifest and passed to `patch`.
     options: dict = {}
+    # {option: help}: boolean options (default false) that `bucketrt export` also takes as a flag,
+    # --OPTION-NAME, which sets the option to true.
+    option_flags: dict[str, str] = {}
+    # {name: Preset(description, config)}: the family's built-in architectures (presets.py).
+    presets: dict[str, Preset] = {}
+    # Whether each row's answer is bit-identical inside a same-shape batch and alone, so that
+    # serving may run same-shape requests in one call (recorded in the manifest at export).
+    batch_rows_independent: bool = False
 
     # -- configs and models ------------------------------------------------------------------
     def matches(self, config: dict) -> bool:
@@ -293,9 +328,13 @@ _discovered = False
 
 
 def register(cls: type[Family]) -> type[Family]:
-    """Class decorator: registers a family (one instance) under its name."""
+    """Class decorator: registers a family (one instance) under its name, and names its presets."""
     if not cls.name or cls.name in _REGISTRY:
         raise ValueError(f"family {cls.__name__} needs a name of its own, got {cls.name!r}")
+    for option in cls.option_flags:
+        if cls.options.get(option, None) is not False:
+            raise ValueError(f"family {cls.name}: the flag of option '{option}' needs a boolean option, default false")
+    cls.presets = {name: replace(preset, name=name, family=cls.name) for name, preset in cls.presets.items()}
     _REGISTRY[cls.name] = cls()
     return cls
 

@@ -1,10 +1,11 @@
-"""`export`: a YOSO model -> OUTPUT_DIR/model.onnx + bucketrt.json."""
+"""`export`: a model of any family (a preset, a save_pretrained folder or a hub id) ->
+OUTPUT_DIR/NAME.onnx, one per component of its family, + bucketrt.json and the files a deployment
+reads beside them (config, generation config, tokenizer)."""
 
 from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -15,10 +16,12 @@ from bucketrt.export_format.tasks import GENERATION_TASKS
 from bucketrt.ops.catalogue import BY_NAME
 from bucketrt.ops.schema import DOMAIN
 
-from .family import Component, fingerprint
-from .overrides import parse_overrides
+from . import declared
+from .family import Component
+from .overrides import parse_key_values
+from .preparation import prepare
 from .progress import Progress, quiet_torch_export
-from .sources import TOKENIZER_FILES, build_model, load_config, resolve_source, save_tokenizer
+from .sources import TOKENIZER_FILES, resolve_source
 
 CONFIG_NAME, GENERATION_CONFIG_NAME = "config.json", "generation_config.json"
 
@@ -34,16 +37,9 @@ _EXTERNAL_DATA_BYTES = 1_900_000_000
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
 
-def normalize_overrides(config_overrides) -> dict:
-    if config_overrides is None:
-        return {}
-    if isinstance(config_overrides, Mapping):
-        return dict(config_overrides)
-    if isinstance(config_overrides, str):
-        return parse_overrides([config_overrides])
-    if isinstance(config_overrides, Iterable):
-        return parse_overrides(list(config_overrides))
-    raise BucketrtError(f"config_overrides must be a dict or KEY=VALUE strings, got {type(config_overrides).__name__}")
+def _option_example() -> str:
+    """An --option example for error messages: the first option a family gives a flag."""
+    return next((f"{option}=true" for option in declared.option_flags()), "KEY=VALUE")
 
 
 def _check_int(name: str, value, minimum: int = 0) -> int:
@@ -156,20 +152,22 @@ def export(
     seed: int = 0,
     opset: int | None = None,
     config_overrides=None,
-    options: dict | None = None,
+    options=None,
     progress: Progress | None = None,
     dtype: str = "fp32",
 ) -> dict:
     """Exports `model` (a preset, a save_pretrained folder or a hub id) to ONNX; returns the manifest.
 
     Writes one NAME.onnx per component of the model's family (model.onnx for encoder-only models;
-    NAME.onnx.data beside it above 2 GB) and OUTPUT_DIR/bucketrt.json. `options` are the family's
-    export options (e.g. YOSO's mask_padding). `dtype` "fp16" exports weights, activations and float
+    NAME.onnx.data beside it above 2 GB) and OUTPUT_DIR/bucketrt.json. `config_overrides` change the
+    model's config before it is built; `options` are the family's export options (e.g. YOSO's
+    mask_padding); each a dict or KEY=VALUE strings (JSON values). `dtype` "fp16" exports weights, activations and float
     inputs/outputs in float16 (the precision TensorRT 11 takes from the graph); the PyTorch
     reference stays float32. Raises BucketrtError for anything the caller can fix.
     """
     progress = progress or Progress()
     started = time.perf_counter()
+    options = parse_key_values(options, "options", "--option", _option_example())
     if dtype not in DTYPES:
         raise BucketrtError(f"dtype '{dtype}' is not supported", f"choose one of: {', '.join(DTYPES)}")
     seed = _check_int("seed", seed)
@@ -179,26 +177,22 @@ def export(
             f"opset {opset} is not supported",
             f"choose {SUPPORTED_OPSETS.start} to {SUPPORTED_OPSETS.stop - 1} (default {DEFAULT_OPSET})",
         )
-    overrides = normalize_overrides(config_overrides)
+    overrides = parse_key_values(config_overrides, "config_overrides", "config override", "num_hash=8")
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise BucketrtError(f"output '{output_dir}' exists and is not a folder")
 
     with progress.stage(f"Loading {model}"):
-        source = resolve_source(model)
-        family, config, source = load_config(source, overrides)
-        options = family.check_options(dict(options or {}))
-        task_spec = family.get_task(task or family.infer_task(config))
-        hf_model = build_model(family, source, config, task_spec, seed)
-        weights_sha256 = fingerprint(sorted(hf_model.state_dict().items()))
+        prepared = prepare(resolve_source(model), task=task, seed=seed, overrides=overrides, options=options)
+        source, family, task_spec, hf_model = prepared.source, prepared.family, prepared.task, prepared.model
+        weights_sha256 = prepared.weights_sha256
         # config.json as exported: the overrides applied, the architecture the exported head.
         exported_config = copy.deepcopy(hf_model.config)
         exported_config.architectures = [task_spec.model_class]
         generation_config = hf_model.generation_config if task_spec.name in GENERATION_TASKS else None
 
     with progress.stage(f"Patching {family.name} for bucketrt ops"):
-        patch = family.patch(hf_model, task_spec, seed, options)
-        hf_model.eval()
+        patch = prepared.patch()
         components = patch.components
         max_sequence_length = family.max_length(hf_model.config.to_dict())
 
@@ -274,7 +268,9 @@ def export(
         "dtype": dtype,
         "max_sequence_length": max_sequence_length,
         "config_overrides": overrides,
-        "options": options,
+        "options": prepared.options,
+        # Whether serving may run same-shape requests in one call (the family's answer).
+        "batch_rows_independent": family.batch_rows_independent,
         "mode": patch.mode,
         **patch.manifest,
         "patch_sha256": patch.sha256,
@@ -297,7 +293,7 @@ def export(
     exported_config.save_pretrained(output_dir)
     if generation_config is not None:
         generation_config.save_pretrained(output_dir)
-    tokenizer_files, no_tokenizer = save_tokenizer(source, output_dir)
+    tokenizer_files, no_tokenizer = source.save_tokenizer(output_dir)
     manifest["files"] = {
         "config": CONFIG_NAME,
         "generation_config": GENERATION_CONFIG_NAME if generation_config is not None else None,

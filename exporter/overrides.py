@@ -1,5 +1,5 @@
-"""`--config-override KEY=VALUE`: changes to a model's configuration before it is built; and the
-KEY=VALUE parsing that `--option` shares."""
+"""KEY=VALUE: the one parser of `--config-override` and `--option` (and of export()'s
+`config_overrides` and `options`); and the config overrides' application to a model's config."""
 
 from __future__ import annotations
 
@@ -13,14 +13,24 @@ _FIXED = {"model_type", "transformers_version", "_name_or_path"}
 _EXTRA = {"num_labels"}  # a property of every config, stored as id2label
 
 
-def parse_overrides(items: Iterable[str], what: str = "config override", example: str = "num_hash=8") -> dict:
-    """["use_expectation=false", "num_hash=8"] -> {"use_expectation": False, "num_hash": 8}.
+def parse_key_values(given, argument: str, what: str, example: str) -> dict:
+    """None -> {}; a dict as is; "KEY=VALUE" or several -> {KEY: VALUE}, later keys winning:
+    ["use_expectation=false", "num_hash=8"] -> {"use_expectation": False, "num_hash": 8}.
 
     Values are JSON (true, 3, 0.5, null, [1, 2], "text"); a value that is not JSON is taken as a
-    string, so hidden_act=gelu_new works without quotes. `what` and `example` word the error.
+    string, so hidden_act=gelu_new works without quotes. `argument` (the Python parameter), `what`
+    (the command-line option) and `example` word the errors.
     """
+    if given is None:
+        return {}
+    if isinstance(given, Mapping):
+        return dict(given)
+    if isinstance(given, str):
+        given = [given]
+    elif not isinstance(given, Iterable):
+        raise BucketrtError(f"{argument} must be a dict or KEY=VALUE strings, got {type(given).__name__}")
     out: dict = {}
-    for item in items:
+    for item in given:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:

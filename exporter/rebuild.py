@@ -1,4 +1,7 @@
-"""The PyTorch side of an export, rebuilt from its manifest: for `bucketrt check` and benchmarks."""
+"""The PyTorch side of an export, rebuilt from its manifest: for `bucketrt check` and benchmarks.
+
+The rebuild prepares the recorded source exactly as the export did (preparation.prepare), then
+checks the weights and the sampled tensors against the fingerprints recorded at export."""
 
 from __future__ import annotations
 
@@ -12,8 +15,9 @@ from bucketrt.export_format.manifest import component as manifest_component
 from bucketrt.export_format.manifest import read_manifest
 from bucketrt.export_format.tasks import BATCH, CHOICES, SEQUENCE
 
-from .family import Component, family_named, fingerprint
-from .sources import Source, build_model, load_config
+from .family import Component, family_named
+from .preparation import Prepared, prepare
+from .sources import Source
 
 
 @dataclass
@@ -35,46 +39,46 @@ class Reference:
         return {name: value.detach().cpu().numpy() for name, value in zip(target.output_names, result)}
 
 
-def _rebuild(output_dir, manifest: dict | None = None):
-    """(manifest, family, task, model): the export's transformers model rebuilt from its manifest
-    (`manifest`, when the caller has read it already), unpatched, with the weights checked against
-    the fingerprint recorded at export."""
-    manifest = read_manifest(output_dir) if manifest is None else manifest
-    source = Source(manifest.get("source_kind", "preset"), manifest["source"], manifest.get("revision"))
-    family, config, source = load_config(source, manifest.get("config_overrides") or {})
-    if family.name != manifest["family"]:
-        raise BucketrtError(
-            f"'{source.ref}' is now a {family.name} model, the export a {manifest['family']} one", "export again"
-        )
-    task = family.get_task(manifest["task"])
-    model = build_model(family, source, config, task, manifest["seed"])
+def _rebuild(output_dir, manifest: dict | None = None) -> tuple[dict, Prepared]:
+    """(manifest, prepared): the export's transformers model rebuilt from its manifest (read from
+    `output_dir` unless given), unpatched, with the weights checked against the fingerprint
+    recorded at export."""
+    if manifest is None:
+        manifest = read_manifest(output_dir)
+    prepared = prepare(
+        Source.from_manifest(manifest),
+        task=manifest["task"],
+        seed=manifest["seed"],
+        overrides=manifest.get("config_overrides") or {},
+        options=manifest.get("options") or {},
+        family=manifest["family"],
+    )
     expected = manifest.get("weights_sha256")
-    if expected and fingerprint(sorted(model.state_dict().items())) != expected:
+    if expected and prepared.weights_sha256 != expected:
         raise BucketrtError(
-            f"the weights of {source.describe()} differ from those exported to '{output_dir}'",
+            f"the weights of {prepared.source.describe()} differ from those exported to '{output_dir}'",
             "the source changed since the export; export again",
         )
-    return manifest, family, task, model
+    return manifest, prepared
 
 
 def load_transformers_model(output_dir) -> torch.nn.Module:
     """The export's model as transformers runs it (eval, not patched: its own attention and routing),
     with the export's weights: the PyTorch peer for benchmarks where Hugging Face's code runs on CPU
     (Reformer's LSH attention, Switch). Its random LSH rotations are not the export's."""
-    return _rebuild(output_dir)[3].eval()
+    return _rebuild(output_dir)[1].model.eval()
 
 
 def load_reference(output_dir, manifest: dict | None = None) -> Reference:
     """The patched PyTorch model (eval) of an export, with identical weights and sampled tensors.
-    `manifest`: the export's manifest, when the caller has read it already (it is not read again).
 
     Presets get their weights from the recorded seed; folders and hub models are reloaded. The
     weights and everything sampled at export are compared with the fingerprints recorded then, so a
     changed source folder or a different random stream is reported instead of passing as a mismatch.
+    `manifest`: the export's, where the caller has read it already (default: read from output_dir).
     """
-    manifest, family, task, model = _rebuild(output_dir, manifest)
-    patch = family.patch(model, task, manifest["seed"], family.check_options(manifest.get("options") or {}))
-    model.eval()
+    manifest, prepared = _rebuild(output_dir, manifest)
+    patch = prepared.patch()
     if patch.mode != manifest["mode"]:
         raise BucketrtError(
             f"the rebuilt model is in {patch.mode} mode, the export in {manifest['mode']} mode", "export again"
@@ -86,7 +90,7 @@ def load_reference(output_dir, manifest: dict | None = None) -> Reference:
             "Reformer rotations differently, made the export)",
             "export again with this torch and bucketrt",
         )
-    return Reference(manifest, model, {c.name: c for c in patch.components})
+    return Reference(manifest, prepared.model, {c.name: c for c in patch.components})
 
 
 def make_inputs(

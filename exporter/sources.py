@@ -1,4 +1,10 @@
-"""Where a model comes from: a built-in preset, a local save_pretrained folder, or a hub id."""
+"""Where a model comes from: a built-in preset, a local save_pretrained folder, or a hub id.
+
+Each is a type of its own (`PresetSource`, `FolderSource`, `HubSource`) that loads the config,
+builds the model and copies the tokenizer its way. `resolve_source` decides which one a MODEL
+argument names; `Source.from_manifest` which one an export recorded (its "source_kind" and
+"source", and for the hub its "revision").
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,9 @@ import json
 import os
 import re
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import urlparse
 
 import torch
@@ -18,21 +25,13 @@ from bucketrt.export_format.tasks import Task
 
 from .family import Family, family_for, family_named
 from .overrides import apply_overrides
-from .presets import PRESETS
+from .presets import presets
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
-_PRESET_HINT = f"pass a local folder or a preset ({', '.join(PRESETS)})"
 
 
-@dataclass(frozen=True)
-class Source:
-    kind: str  # "preset" | "folder" | "hub"
-    ref: str  # preset name, absolute folder path, or hub id
-    revision: str | None = None  # hub commit, when known
-    local_only: bool = False  # hub: serve from the local cache (the hub is unreachable)
-
-    def describe(self) -> str:
-        return {"preset": "preset", "folder": "folder", "hub": "hub model"}[self.kind] + f" {self.ref}"
+def _preset_hint() -> str:
+    return f"pass a local folder or a preset ({', '.join(presets())})"
 
 
 def _looks_like_path(text: str) -> bool:
@@ -48,20 +47,20 @@ def _looks_like_path(text: str) -> bool:
 
 def resolve_source(model: str) -> Source:
     """Decides what MODEL names; raises BucketrtError for a missing folder."""
-    if model in PRESETS:
-        return Source("preset", model)
+    if model in presets():
+        return PresetSource(model)
     path = Path(model).expanduser()
     if path.exists():
         if not path.is_dir():
             raise BucketrtError(
                 f"'{model}' is a file, not a model folder", "pass the folder written by save_pretrained"
             )
-        return Source("folder", str(path.resolve()))
+        return FolderSource(str(path.resolve()))
     if _looks_like_path(model):
         raise BucketrtError(
-            f"model folder '{model}' does not exist", f"check the path, or use a preset ({', '.join(PRESETS)})"
+            f"model folder '{model}' does not exist", f"check the path, or use a preset ({', '.join(presets())})"
         )
-    return Source("hub", model)
+    return HubSource(model)
 
 
 @contextlib.contextmanager
@@ -120,9 +119,9 @@ def _hub_error(model_id: str, error: Exception) -> BucketrtError:
             f"hub model '{model_id}' is gated", "log in with `hf auth login` or download it to a folder"
         )
     if any(isinstance(e, (RepositoryNotFoundError, RevisionNotFoundError)) for e in chain):
-        return BucketrtError(f"no model '{model_id}' on the hub (or it is private)", _PRESET_HINT)
+        return BucketrtError(f"no model '{model_id}' on the hub (or it is private)", _preset_hint())
     detail = " ".join(str(error).split())[:200]
-    return BucketrtError(f"cannot load hub model '{model_id}' ({detail})", _PRESET_HINT)
+    return BucketrtError(f"cannot load hub model '{model_id}' ({detail})", _preset_hint())
 
 
 def _folder_config(folder: Path) -> dict:
@@ -136,82 +135,6 @@ def _folder_config(folder: Path) -> dict:
     if not isinstance(data, dict):
         raise BucketrtError(f"{config_file} is not a JSON object")
     return data
-
-
-def load_config(source: Source, overrides: dict | None = None) -> tuple[Family, object, Source]:
-    """The model's family and config, with overrides applied and validated for export.
-
-    Returns the family, the config and the source, which for hub ids gains the resolved revision.
-    """
-    if source.kind == "preset":
-        preset = PRESETS[source.ref]
-        family = family_named(preset.family)
-        config = family.make_config(preset.config)
-    elif source.kind == "folder":
-        folder = Path(source.ref)
-        if not folder.is_dir():
-            raise BucketrtError(
-                f"model folder '{folder}' does not exist", "it was moved or deleted since the export; export again"
-            )
-        family = family_for(_folder_config(folder))
-        with quiet_transformers():
-            try:
-                config = family.load_config(str(folder))
-            except BucketrtError:
-                raise
-            except Exception as e:
-                raise BucketrtError(
-                    f"cannot read the config in '{folder}' ({' '.join(str(e).split())[:200]})"
-                ) from None
-    else:
-        local_only = source.local_only or not _hub_reachable()
-        with quiet_transformers():
-            try:
-                from huggingface_hub import hf_hub_download
-
-                config_file = hf_hub_download(
-                    source.ref, "config.json", revision=source.revision, local_files_only=local_only
-                )
-                family = family_for(json.loads(Path(config_file).read_text()))
-                config = family.load_config(source.ref, revision=source.revision, local_files_only=local_only)
-            except BucketrtError:
-                raise
-            except Exception as e:
-                if local_only:
-                    raise BucketrtError(f"cannot reach the hub for '{source.ref}'", _PRESET_HINT) from None
-                raise _hub_error(source.ref, e) from None
-        revision = source.revision or getattr(config, "_commit_hash", None)
-        source = Source("hub", source.ref, revision, local_only)
-    config = apply_overrides(config, overrides or {})
-    family.check_config(config)  # raises for what we cannot export
-    return family, config, source
-
-
-def build_model(family: Family, source: Source, config, task: Task, seed: int):
-    """The task's model in eval mode, fp32. Random weights (presets, new heads) come from `seed`."""
-    with quiet_transformers(), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if source.kind == "preset":
-            model = family.build_model(task, config, None)
-        else:
-            try:
-                model = family.build_model(
-                    task,
-                    config,
-                    source.ref,
-                    dtype=torch.float32,
-                    revision=source.revision if source.kind == "hub" else None,
-                    local_files_only=source.local_only or source.kind == "folder",
-                )
-            except BucketrtError:
-                raise
-            except Exception as e:
-                detail = " ".join(str(e).split())[:300]
-                raise BucketrtError(
-                    f"cannot load the weights of {source.describe()} as {task.model_class} ({detail})",
-                    "check the folder and any --config-override that changes layer sizes",
-                ) from None
-    return model.to(torch.float32).eval()
 
 
 # Files a tokenizer's save_pretrained may write; a folder with none of them has no tokenizer.
@@ -229,24 +152,167 @@ TOKENIZER_FILES = (
 )
 
 
-def save_tokenizer(source: Source, output_dir: Path) -> tuple[list[str], str | None]:
-    """Copies the source's tokenizer into the export (AutoTokenizer, then save_pretrained).
+@dataclass(frozen=True)
+class Source:
+    """A model's origin: the config, the weights and the tokenizer come from it."""
 
-    Returns the files written and, when none were, why (a preset has no tokenizer; a folder or hub
-    model without one, or whose tokenizer does not load)."""
-    if source.kind == "preset":
-        return [], f"preset {source.ref} has no tokenizer"
-    if source.kind == "folder" and not any((Path(source.ref) / name).is_file() for name in TOKENIZER_FILES):
-        return [], f"folder {source.ref} has no tokenizer files"
-    from transformers import AutoTokenizer
+    ref: str  # preset name, absolute folder path, or hub id
+    kind: ClassVar[str]  # the manifest's "source_kind"
+    noun: ClassVar[str]  # how messages name it
+    revision: ClassVar[str | None] = None  # the hub commit (HubSource's field), recorded in the manifest
 
-    kwargs = {"local_files_only": True} if source.kind == "folder" else {"revision": source.revision}
-    if source.kind == "hub" and (source.local_only or not _hub_reachable()):
-        kwargs["local_files_only"] = True
-    with quiet_transformers():
+    def describe(self) -> str:
+        return f"{self.noun} {self.ref}"
+
+    def load_config(self, overrides: dict | None = None) -> tuple[Family, object, Source]:
+        """The model's family and config, with overrides applied and validated for export; and the
+        source, which for hub ids gains the resolved revision."""
+        family, config, source = self._config()
+        config = apply_overrides(config, overrides or {})
+        family.check_config(config)  # raises for what we cannot export
+        return family, config, source
+
+    def build_model(self, family: Family, config, task: Task, seed: int):
+        """The task's model in eval mode, fp32. Random weights (presets, new heads) come from `seed`."""
+        with quiet_transformers(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = self._model(family, config, task)
+        return model.to(torch.float32).eval()
+
+    def save_tokenizer(self, output_dir: Path) -> tuple[list[str], str | None]:
+        """Copies the source's tokenizer into the export (AutoTokenizer, then save_pretrained).
+
+        Returns the files written and, when none were, why (a preset has no tokenizer; a folder or
+        hub model without one, or whose tokenizer does not load)."""
+        raise NotImplementedError
+
+    def _config(self) -> tuple[Family, object, Source]:
+        raise NotImplementedError
+
+    def _model(self, family: Family, config, task: Task):
+        raise NotImplementedError
+
+    @staticmethod
+    def from_manifest(manifest: dict) -> Source:
+        """The source an export recorded (exports without "source_kind" are of presets)."""
+        kind = {cls.kind: cls for cls in (PresetSource, FolderSource, HubSource)}[manifest.get("source_kind", "preset")]
+        return kind(manifest["source"], manifest.get("revision")) if kind is HubSource else kind(manifest["source"])
+
+
+@dataclass(frozen=True)
+class PresetSource(Source):
+    kind = "preset"
+    noun = "preset"
+
+    def _config(self):
+        preset = presets()[self.ref]
+        family = family_named(preset.family)
+        return family, family.make_config(preset.config), self
+
+    def _model(self, family, config, task):
+        return family.build_model(task, config, None)
+
+    def save_tokenizer(self, output_dir):
+        return [], f"preset {self.ref} has no tokenizer"
+
+
+class _Saved(Source):
+    """A model saved with save_pretrained: in a folder or on the hub."""
+
+    def _weights(self) -> dict:
+        """from_pretrained's arguments for the weights."""
+        raise NotImplementedError
+
+    def _model(self, family, config, task):
         try:
-            tokenizer = AutoTokenizer.from_pretrained(source.ref, **kwargs)
-        except Exception as e:  # no tokenizer, or one this transformers cannot load: the export stays usable
-            return [], f"{source.describe()}: no tokenizer loaded ({' '.join(str(e).split())[:160]})"
-        written = tokenizer.save_pretrained(str(output_dir))
-    return sorted({Path(p).name for p in written if Path(p).is_file()}), None
+            return family.build_model(task, config, self.ref, dtype=torch.float32, **self._weights())
+        except BucketrtError:
+            raise
+        except Exception as e:
+            detail = " ".join(str(e).split())[:300]
+            raise BucketrtError(
+                f"cannot load the weights of {self.describe()} as {task.model_class} ({detail})",
+                "check the folder and any --config-override that changes layer sizes",
+            ) from None
+
+    def _tokenizer(self, output_dir: Path, **kwargs) -> tuple[list[str], str | None]:
+        from transformers import AutoTokenizer
+
+        with quiet_transformers():
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(self.ref, **kwargs)
+            except Exception as e:  # no tokenizer, or one this transformers cannot load: the export stays usable
+                return [], f"{self.describe()}: no tokenizer loaded ({' '.join(str(e).split())[:160]})"
+            written = tokenizer.save_pretrained(str(output_dir))
+        return sorted({Path(p).name for p in written if Path(p).is_file()}), None
+
+
+@dataclass(frozen=True)
+class FolderSource(_Saved):
+    kind = "folder"
+    noun = "folder"
+
+    def _config(self):
+        folder = Path(self.ref)
+        if not folder.is_dir():
+            raise BucketrtError(
+                f"model folder '{folder}' does not exist", "it was moved or deleted since the export; export again"
+            )
+        family = family_for(_folder_config(folder))
+        with quiet_transformers():
+            try:
+                config = family.load_config(str(folder))
+            except BucketrtError:
+                raise
+            except Exception as e:
+                raise BucketrtError(
+                    f"cannot read the config in '{folder}' ({' '.join(str(e).split())[:200]})"
+                ) from None
+        return family, config, self
+
+    def _weights(self):
+        return {"revision": None, "local_files_only": True}
+
+    def save_tokenizer(self, output_dir):
+        if not any((Path(self.ref) / name).is_file() for name in TOKENIZER_FILES):
+            return [], f"folder {self.ref} has no tokenizer files"
+        return self._tokenizer(output_dir, local_files_only=True)
+
+
+@dataclass(frozen=True)
+class HubSource(_Saved):
+    kind = "hub"
+    noun = "hub model"
+    revision: str | None = None  # the commit, once resolved (or as recorded)
+    local_only: bool = False  # serve from the local cache (the hub is unreachable)
+
+    def _local_only(self) -> bool:
+        return self.local_only or not _hub_reachable()
+
+    def _config(self):
+        local_only = self._local_only()
+        with quiet_transformers():
+            try:
+                from huggingface_hub import hf_hub_download
+
+                config_file = hf_hub_download(
+                    self.ref, "config.json", revision=self.revision, local_files_only=local_only
+                )
+                family = family_for(json.loads(Path(config_file).read_text()))
+                config = family.load_config(self.ref, revision=self.revision, local_files_only=local_only)
+            except BucketrtError:
+                raise
+            except Exception as e:
+                if local_only:
+                    raise BucketrtError(f"cannot reach the hub for '{self.ref}'", _preset_hint()) from None
+                raise _hub_error(self.ref, e) from None
+        return family, config, replace(self, revision=self.revision or getattr(config, "_commit_hash", None))
+
+    def _weights(self):
+        return {"revision": self.revision, "local_files_only": self.local_only}
+
+    def save_tokenizer(self, output_dir):
+        kwargs = {"revision": self.revision}
+        if self._local_only():
+            kwargs["local_files_only"] = True
+        return self._tokenizer(output_dir, **kwargs)

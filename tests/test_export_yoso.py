@@ -28,7 +28,8 @@ from bucketrt.export_format.manifest import component
 from bucketrt.exporter import DEFAULT_OPSET, Reference, export, load_reference, make_inputs
 from bucketrt.exporter.families.yoso import patch_model, sample_projections
 from bucketrt.exporter.family import family_named
-from bucketrt.exporter.sources import Source, build_model, load_config
+from bucketrt.exporter.preparation import prepare
+from bucketrt.exporter.sources import PresetSource
 from bucketrt.ops import reference as ref_ops
 
 # Slow: every head and variant exported and compared with Hugging Face (`-m 'not slow'` leaves this file out).
@@ -82,8 +83,7 @@ def ort_outputs(folder, feeds) -> dict[str, np.ndarray]:
 
 def hf_model(task: str, overrides: dict, seed: int = 0):
     """Hugging Face's model, unpatched, with exactly the weights of the export (same seed)."""
-    family, config, source = load_config(Source("preset", "yoso-tiny"), overrides)
-    return build_model(family, source, config, family.get_task(task), seed)
+    return prepare(PresetSource("yoso-tiny"), task=task, seed=seed, overrides=overrides).model
 
 
 def torch_outputs(model, manifest, feeds) -> dict[str, np.ndarray]:
@@ -393,7 +393,7 @@ def test_external_data_above_the_threshold(tmp_path, monkeypatch):
 
 
 def test_projections_are_seeded_per_layer_and_head():
-    _, config, _ = load_config(Source("preset", "yoso-tiny"), {})
+    _, config, _ = PresetSource("yoso-tiny").load_config({})
     a, b, c = sample_projections(config, 0), sample_projections(config, 0), sample_projections(config, 1)
     assert len(a) == 2 and all(torch.equal(x, y) for x, y in zip(a, b))
     assert not torch.equal(a[0], c[0]) and not torch.equal(a[0], a[1])

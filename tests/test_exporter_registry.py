@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import json
+import subprocess
 import sys
 from importlib.metadata import packages_distributions
 from pathlib import Path
@@ -21,11 +22,13 @@ from bucketrt.cli.main import main
 from bucketrt.errors import BucketrtError
 from bucketrt.export_format import manifest
 from bucketrt.export_format.tasks import HEADS, task_table
-from bucketrt.exporter import family
+from bucketrt.exporter import declared, family
 from bucketrt.exporter.family import Patch, family_named, fingerprint
 
 ROOT = Path(__file__).resolve().parents[1]
-FAMILIES = ("yoso", "reformer", "switch", "lsg")
+# The families as their modules declare them, read from the source (what the CLI lists); the
+# registry, which imports the modules, must agree.
+FAMILIES = tuple(f.name for f in declared.declared_families())
 
 
 def invoke(*args):
@@ -124,6 +127,156 @@ def test_a_new_family_module_is_found_without_touching_shared_code(tmp_path, mon
             family.register(type(toy))  # a second family under the same name
     finally:
         sys.modules.pop("bucketrt.exporter.families.toy", None)
+
+
+def test_what_the_cli_lists_without_importing_the_families_is_the_registrys():
+    """declared.py reads each family's name, order, presets and option flags from its source; the
+    registry has the same, and the CLI's listings come from it."""
+    from bucketrt.exporter.presets import PRESETS
+
+    assert len(FAMILIES) >= 4
+    for found, fam in zip(declared.declared_families(), family.families(), strict=True):
+        assert (found.name, found.order) == (fam.name, fam.order)
+        assert found.presets == tuple(fam.presets) and found.option_flags == fam.option_flags
+        assert all(p.name == name and p.family == fam.name for name, p in fam.presets.items())
+    assert declared.preset_names() == list(PRESETS)
+    flags = [option for found in declared.declared_families() for option in found.option_flags]
+    assert len(flags) == len(set(flags)), "two families declare a flag for the same option"
+    result = CliRunner().invoke(main, ["export", "--help"], terminal_width=1000)  # one line per option
+    assert all(name in result.output for name in PRESETS)
+    assert all(f"--{option.replace('_', '-')}" in result.output for option in flags)
+
+
+def _code_strings(path: Path):
+    """(line, text) of the string constants of a module's code: docstrings (prose) left out."""
+    tree = ast.parse(path.read_text())
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            yield node.lineno, node.value
+
+
+def test_no_code_outside_the_families_names_a_family_or_preset():
+    """Per-family facts live in the family's module: code elsewhere in the package (the exporter's
+    shared modules, serving, check, the CLI, ...) names no family and no preset, so a new family
+    never has to be added to a list there. Prose (docstrings, comments, help texts) may."""
+    names = {f.name for f in declared.declared_families()} | set(declared.preset_names())
+    families_dir = ROOT / "exporter" / "families"
+    found = []
+    for folder in ("src/bucketrt", "exporter", "cli"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if path.is_relative_to(families_dir):
+                continue
+            found += [
+                f"{path.relative_to(ROOT)}:{line}: {text!r}" for line, text in _code_strings(path) if text in names
+            ]
+    assert not found, "a family's fact outside exporter/families/ (declare it on the family):\n" + "\n".join(found)
+
+
+_TOY = """
+from bucketrt.export_format.tasks import task_table
+
+from ..family import Family, Patch, register
+from ..presets import Preset
+
+
+@register
+class ToyFamily(Family):
+    name = "toy"
+    model_types = ("toy",)
+    order = 5
+    config_class = "BertConfig"
+    tasks = task_table("Bert", "feature-extraction", "fill-mask")
+    options = {"shout": False}
+    option_flags = {"shout": "Toy: an option with a flag."}
+    batch_rows_independent = True
+    presets = {
+        "toy-tiny": Preset(
+            "BERT: 1 layer, hidden 16, random weights",
+            {
+                "vocab_size": 50,
+                "hidden_size": 16,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "intermediate_size": 32,
+                "max_position_embeddings": 64,
+            },
+        ),
+    }
+
+    def patch(self, model, task, seed, options):
+        return Patch("dense", self.components(model, task), {"shout": options["shout"]})
+"""
+
+# Run in a fresh interpreter, so that the CLI is built with the toy family in the package.
+_TOY_DRIVER = """
+import json, sys
+import numpy as np
+from click.testing import CliRunner
+from bucketrt.exporter import families
+families.__path__.append(sys.argv[1])
+import bucketrt
+from bucketrt.cli.main import main
+from bucketrt.exporter import load_reference, make_inputs
+from bucketrt.serving import write_repository
+
+out, seen = sys.argv[2], {}
+invoke = lambda *args: CliRunner().invoke(main, list(args))
+seen["help"] = CliRunner().invoke(main, ["export", "--help"], terminal_width=1000).output
+result = invoke("export", "--model", "./no-such-folder", out + "/x")
+seen["hint"] = (result.exit_code, result.stderr)
+result = invoke("export", "--model", "toy-tiny", out + "/toy", "--shout")
+seen["export"] = (result.exit_code, result.output + result.stderr)
+manifest = json.load(open(out + "/toy/bucketrt.json"))
+seen["manifest"] = {k: manifest[k] for k in ("family", "source_kind", "options", "batch_rows_independent", "shout")}
+feeds = make_inputs(manifest, batch_size=2, sequence_length=9)
+expected = load_reference(out + "/toy").run(feeds)
+session = bucketrt.ort_session(out + "/toy")
+got = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+seen["max_abs"] = max(float(np.abs(got[k] - expected[k]).max()) for k in expected)
+result = invoke("check", out + "/toy")
+seen["check"] = (result.exit_code, result.output[-300:])
+(entry,) = write_repository(out + "/toy", out + "/repo", max_batch_size=4)
+seen["batching"] = entry.batching
+print(json.dumps(seen))
+"""
+
+
+def test_a_new_family_touches_its_module_only(tmp_path):
+    """family.py's promise: a family module dropped into the families package, with its preset and
+    an option with a flag, is listed, exported, rebuilt, checked and served, no shared code touched."""
+    (tmp_path / "families").mkdir()
+    (tmp_path / "families" / "toy.py").write_text(_TOY)
+    (tmp_path / "driver.py").write_text(_TOY_DRIVER)
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "families"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "toy-tiny" in seen["help"] and "--shout" in seen["help"] and "an option with a flag" in seen["help"]
+    assert seen["hint"][0] == 2 and "use a preset (toy-tiny, yoso-4096" in seen["hint"][1]
+    assert seen["export"][0] == 0, seen["export"][1]
+    assert "Exported toy-tiny (feature-extraction, dense, shout)" in seen["export"][1]
+    assert seen["manifest"] == {
+        "family": "toy",
+        "source_kind": "preset",
+        "options": {"shout": True},
+        "batch_rows_independent": True,
+        "shout": True,
+    }
+    assert seen["max_abs"] < 1e-4
+    assert seen["check"][0] == 0 and "PASSED" in seen["check"][1], seen["check"][1]
+    assert seen["batching"] == "same_shape"
 
 
 # -- the task table ----------------------------------------------------------------------------

@@ -180,17 +180,17 @@ def test_folder_family_and_config_override(references):
     """An LSG folder is the lsg family; --config-override changes its LSG fields like any config's,
     and a bad value is the port's clear error."""
     from bucketrt.errors import BucketrtError
-    from bucketrt.exporter.sources import load_config, resolve_source
+    from bucketrt.exporter.sources import resolve_source
 
     source = resolve_source(str(references / "bert-mlm-norm" / "model"))
-    family, config, _ = load_config(source, {"sparsity_type": "pooling", "num_global_tokens": 2})
+    family, config, _ = source.load_config({"sparsity_type": "pooling", "num_global_tokens": 2})
     assert family.name == "lsg"
     assert (config.sparsity_type, config.num_global_tokens, type(config).__name__) == ("pooling", 2, "BertConfig")
     assert family.infer_task(config) == "fill-mask"
     with pytest.raises(BucketrtError, match="sparsity_type 'bogus'"):
-        load_config(source, {"sparsity_type": "bogus"})
+        source.load_config({"sparsity_type": "bogus"})
     with pytest.raises(BucketrtError, match="unknown config key 'no_such_field'"):
-        load_config(source, {"no_such_field": 1})
+        source.load_config({"no_such_field": 1})
 
 
 def test_plain_bert_folder_is_refused(tmp_path):

@@ -20,6 +20,7 @@ import torch
 import bucketrt
 from bucketrt.errors import BucketrtError
 from bucketrt.exporter import export, load_reference
+from bucketrt.exporter.family import family_named
 
 TOL = 1e-4
 WORDS = (
@@ -27,22 +28,9 @@ WORDS = (
     "red blue green small large early late runs walks reads writes opens closes paper window road "
     "train ship bird tree winter summer morning evening"
 ).split()
-YOSO_TASKS = (
-    "feature-extraction",
-    "fill-mask",
-    "text-classification",
-    "token-classification",
-    "question-answering",
-    "multiple-choice",
-)
-YOSO_CLASSES = {
-    "feature-extraction": "YosoModel",
-    "fill-mask": "YosoForMaskedLM",
-    "text-classification": "YosoForSequenceClassification",
-    "token-classification": "YosoForTokenClassification",
-    "question-answering": "YosoForQuestionAnswering",
-    "multiple-choice": "YosoForMultipleChoice",
-}
+# YOSO's task table, from the family.
+YOSO_TASKS = tuple(family_named("yoso").tasks)
+YOSO_CLASSES = {name: task.model_class for name, task in family_named("yoso").tasks.items()}
 TEXT = "the old bridge over the quiet river"
 CONTEXT = "the small bird sings in the garden every morning while the old train runs over the bridge"
 
@@ -187,9 +175,9 @@ def test_preset_export_says_it_has_no_tokenizer(tmp_path, monkeypatch, reformer)
 
     import bucketrt.exporter
     from bucketrt.cli.main import main
-    from bucketrt.exporter.sources import Source, save_tokenizer
+    from bucketrt.exporter.sources import PresetSource
 
-    assert save_tokenizer(Source("preset", "reformer-tiny"), tmp_path) == ([], "preset reformer-tiny has no tokenizer")
+    assert PresetSource("reformer-tiny").save_tokenizer(tmp_path) == ([], "preset reformer-tiny has no tokenizer")
     assert not list(tmp_path.iterdir())
     # The reformer export as a preset would have written it (no tokenizer files), for the CLI summary.
     folder = shutil.copytree(reformer[0], tmp_path / "r", ignore=shutil.ignore_patterns("tokenizer*", "special*"))

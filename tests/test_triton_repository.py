@@ -325,6 +325,22 @@ def test_switch_encoder_runs_each_request_alone(repo, exports, monkeypatch):
     assert len(calls) == 4
 
 
+def test_batching_is_the_manifests_and_an_older_manifest_runs_each_request_alone(exports, tmp_path):
+    """Whether same-shape requests share a call is the family's answer, recorded at export; an
+    export made before bucketrt recorded it runs each request alone, whatever its family."""
+    assert read_manifest(exports["yoso"])["batch_rows_independent"] is True
+    assert read_manifest(exports["reformer"])["batch_rows_independent"] is True
+    assert read_manifest(exports["switch_s2s"])["batch_rows_independent"] is False
+    old = shutil.copytree(exports["yoso"], tmp_path / "old")
+    manifest = read_manifest(old)
+    del manifest["batch_rows_independent"]
+    (old / "bucketrt.json").write_text(json.dumps(manifest))
+    (entry,) = write_repository(old, tmp_path / "repo", max_batch_size=8)
+    config = _parse(entry.path / "config.pbtxt")
+    assert entry.batching == "per_request" and config.parameters["batching"].string_value == "per_request"
+    assert not config.HasField("dynamic_batching")
+
+
 def test_bad_requests_get_errors_and_the_rest_is_served(repo, exports):
     root, _ = repo
     model = _model(root / "yoso")

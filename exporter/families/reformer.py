@@ -33,6 +33,7 @@ from bucketrt.ops.catalogue import ARGMAX_HASH, SORTED_CHUNK_ATTENTION
 from bucketrt.ops.dispatch import call
 
 from ..family import EXAMPLE_BATCH, EXAMPLE_SEQUENCE, Component, Family, Patch, register
+from ..presets import Preset
 
 # Reformer's key normalisation epsilon (LSHSelfAttention._len_norm).
 _LEN_NORM_EPS = 1e-6
@@ -302,6 +303,66 @@ class ReformerFamily(Family):
         "question-answering",
         classes={"text-generation": "ReformerModelWithLMHead"},
     )
+    # A row's answer is bit-identical inside a same-shape batch and alone
+    # (tests/test_triton_repository.py checks it).
+    batch_rows_independent = True
+    presets = {
+        "reformer-crime-and-punishment": Preset(
+            "the google/reformer-crime-and-punishment architecture (6 layers local/lsh x3, hidden 256, 2 heads "
+            "of 64, chunks of 64, factorised buckets [64, 128], 1 hash, axial positions [512, 1024], causal LM, "
+            "vocab 320), random weights",
+            {
+                "attention_head_size": 64,
+                "attn_layers": ["local", "lsh", "local", "lsh", "local", "lsh"],
+                "axial_pos_embds": True,
+                "axial_pos_embds_dim": [64, 192],
+                "axial_pos_shape": [512, 1024],
+                "chunk_size_feed_forward": 0,
+                "chunk_size_lm_head": 0,
+                "eos_token_id": 2,
+                "feed_forward_size": 512,
+                "hash_seed": None,
+                "hidden_act": "relu",
+                "hidden_size": 256,
+                "is_decoder": True,
+                "layer_norm_eps": 1e-12,
+                "local_attn_chunk_length": 64,
+                "local_num_chunks_after": 0,
+                "local_num_chunks_before": 1,
+                "lsh_attn_chunk_length": 64,
+                "lsh_num_chunks_after": 0,
+                "lsh_num_chunks_before": 1,
+                "max_position_embeddings": 524288,
+                "num_attention_heads": 2,
+                "num_buckets": [64, 128],
+                "num_hashes": 1,
+                "num_hidden_layers": 6,
+                "pad_token_id": 0,
+                "vocab_size": 320,
+            },
+        ),
+        "reformer-tiny": Preset(
+            "2 layers (local, lsh), hidden 32, 2 heads of 16, chunks of 16, 8 buckets, 2 hashes, axial "
+            "positions [16, 32], causal LM, vocab 320, random weights",
+            {
+                "attention_head_size": 16,
+                "attn_layers": ["local", "lsh"],
+                "axial_pos_embds_dim": [16, 16],
+                "axial_pos_shape": [16, 32],
+                "feed_forward_size": 64,
+                "hidden_size": 32,
+                "is_decoder": True,
+                "local_attn_chunk_length": 16,
+                "lsh_attn_chunk_length": 16,
+                "max_position_embeddings": 512,
+                "num_attention_heads": 2,
+                "num_buckets": 8,
+                "num_hashes": 2,
+                "num_hidden_layers": 2,
+                "vocab_size": 320,
+            },
+        ),
+    }
 
     def check_config(self, config) -> None:
         check_config(config)

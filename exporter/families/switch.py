@@ -39,6 +39,7 @@ from bucketrt.ops.catalogue import EXPERT_ACTIVATIONS, EXPERT_FFN, TOP1_DISPATCH
 from bucketrt.ops.dispatch import call
 
 from ..family import Component, Family, Patch, register
+from ..presets import Preset
 
 SUPPORTED_MODEL_TYPES = ("switch_transformers",)
 # transformers' ACT2FN entries that carry learned parameters of their own (one set per expert).
@@ -207,6 +208,52 @@ class SwitchFamily(Family):
     # feature-extraction-encoder is the encoder stack alone (one model.onnx).
     tasks = task_table("SwitchTransformers", "text2text-generation", "feature-extraction", "feature-extraction-encoder")
     default_task = "text2text-generation"
+    # Not batched across requests: its rows are independent in exact arithmetic (expert capacity
+    # counts one sequence's tokens), but its expert GEMMs round differently with the batch (4.8e-7
+    # measured on switch-tiny), so serving runs each request alone.
+    batch_rows_independent = False
+    presets = {
+        "switch-base-8": Preset(
+            "the google/switch-base-8 architecture: d_model 768, d_ff 3072, 12+12 layers (every other "
+            "one sparse), 12 heads of 64, 8 experts of capacity 64, relu, router in float32; random weights",
+            {
+                "vocab_size": 32128,
+                "d_model": 768,
+                "d_kv": 64,
+                "d_ff": 3072,
+                "num_layers": 12,
+                "num_decoder_layers": 12,
+                "num_sparse_encoder_layers": 6,
+                "num_sparse_decoder_layers": 6,
+                "num_heads": 12,
+                "num_experts": 8,
+                "expert_capacity": 64,
+                "dense_act_fn": "relu",
+                "router_dtype": "float32",
+                "decoder_start_token_id": 0,
+                "architectures": ["SwitchTransformersForConditionalGeneration"],
+            },
+        ),
+        "switch-tiny": Preset(
+            "2+2 layers (the second of each sparse), d_model 32, d_ff 64, 4 heads of 8, 4 experts of "
+            "capacity 8, vocab 256; random weights",
+            {
+                "vocab_size": 256,
+                "d_model": 32,
+                "d_kv": 8,
+                "d_ff": 64,
+                "num_layers": 2,
+                "num_decoder_layers": 2,
+                "num_sparse_encoder_layers": 1,
+                "num_sparse_decoder_layers": 1,
+                "num_heads": 4,
+                "num_experts": 4,
+                "expert_capacity": 8,
+                "decoder_start_token_id": 0,
+                "architectures": ["SwitchTransformersForConditionalGeneration"],
+            },
+        ),
+    }
 
     def check_config(self, config) -> None:
         check_config(config)

@@ -38,6 +38,7 @@ from bucketrt.ops.catalogue import LSH_CUMULATION, SIGN_HASH, hadamard_parts
 from bucketrt.ops.dispatch import call
 
 from ..family import Family, Patch, register
+from ..presets import Preset
 
 # HF pads head dims below the GPU warp size before hashing.
 _HF_MIN_HASH_DIM = 32
@@ -272,6 +273,35 @@ class YosoFamily(Family):
     )
     # HF's YOSO never masks padding inside attention; mask_padding=True does.
     options = {"mask_padding": False}
+    option_flags = {
+        "mask_padding": "YOSO: mask padded positions inside attention (--option mask_padding=true). Default: like "
+        "Hugging Face, whose YOSO never masks them."
+    }
+    # A row's answer is bit-identical inside a same-shape batch and alone
+    # (tests/test_triton_repository.py checks it).
+    batch_rows_independent = True
+    presets = {
+        "yoso-4096": Preset(
+            "YosoConfig() defaults: the uw-madison/yoso-4096 architecture (12 layers, hidden 768, "
+            "4096 positions, YOSO-E), random weights",
+            {},
+        ),
+        "yoso-tiny": Preset(
+            "2 layers, hidden 64, 4 heads of 16 (padded to 32 for hashing), LSH attention with 16 "
+            "hashes of 9 bits, random weights",
+            {
+                "hidden_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "intermediate_size": 128,
+                "vocab_size": 1000,
+                "max_position_embeddings": 512,
+                "hash_code_len": 9,
+                "num_hash": 16,
+                "use_expectation": False,
+            },
+        ),
+    }
 
     def check_config(self, config) -> None:
         geometry(config)

@@ -21,6 +21,7 @@ from bucketrt.errors import BucketrtError, LSGConfigError
 from bucketrt.export_format.tasks import HEADS, Task, task_table
 
 from ...family import Component, Family, Patch, register
+from ...presets import Preset
 from . import modeling
 from .config import LSGSettings, is_lsg, settings
 
@@ -33,6 +34,30 @@ def _settings(config) -> LSGSettings:
         raise BucketrtError(str(e)) from None
 
 
+# An LSG BERT checkpoint's config.json (lsg-converter's defaults for the LSG fields); presets
+# change sizes only.
+_LSG_BERT = dict(
+    model_type="bert",
+    architectures=["LSGBertForMaskedLM"],
+    vocab_size=30522,
+    hidden_size=768,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    intermediate_size=3072,
+    type_vocab_size=2,
+    pad_token_id=0,
+    block_size=128,
+    sparse_block_size=128,
+    sparsity_factor=2,
+    sparsity_type="norm",
+    num_global_tokens=1,
+    mask_first_token=False,
+    pool_with_global=True,
+    adaptive=True,
+    lsh_num_pre_rounds=1,
+)
+
+
 @register
 class LsgFamily(Family):
     name = "lsg"
@@ -42,6 +67,30 @@ class LsgFamily(Family):
     order = 40
     # The BERT names; an LSG RoBERTa export records its LSGRoberta class (see `patch`).
     tasks = task_table("LSGBert", "feature-extraction", "fill-mask", "text-classification")
+    # Serving runs each request alone: whether rows stay bit-identical batched is not checked yet.
+    batch_rows_independent = False
+    # config.json content of an LSG BERT checkpoint (model_type bert, LSG classes).
+    presets = {
+        "lsg-bert-4096": Preset(
+            "ccdv/lsg-bert-base-uncased-4096 architecture (BERT base, 4096 positions, block 128, norm "
+            "sparsity, 1 global token), random weights",
+            dict(_LSG_BERT, max_position_embeddings=4096),
+        ),
+        "lsg-bert-tiny": Preset(
+            "2 layers, hidden 64, 4 heads, 512 positions, block 16, norm sparsity, random weights",
+            dict(
+                _LSG_BERT,
+                vocab_size=1000,
+                hidden_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                intermediate_size=128,
+                max_position_embeddings=512,
+                block_size=16,
+                sparse_block_size=16,
+            ),
+        ),
+    }
 
     # -- configs and models ------------------------------------------------------------------
     def matches(self, config: dict) -> bool:

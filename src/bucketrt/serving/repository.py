@@ -13,7 +13,8 @@ One model folder per export:
 Batching never changes an answer. YOSO and Reformer never mask padding, so requests are never
 padded to a common length: only requests of identical shapes share an ORT call (model.py groups
 them; Triton's own backends batch only equal shapes, as no input allows ragged batches), and only
-for families whose batch rows never interact (tested bit for bit against each request alone).
+for exports whose manifest says their batch rows never interact ("batch_rows_independent", the
+family's answer recorded at export; tested bit for bit against each request alone).
 Generation runs each request alone: a batch decodes until its last row is done, so a shorter
 answer would grow padding.
 """
@@ -40,12 +41,6 @@ TRT_PLUGINS = "libbucketrt_trt.so"
 DEFAULT_MAX_QUEUE_DELAY_US = 100
 DEFAULT_MAX_NEW_TOKENS = 20
 SEQUENCE_AXIS = "sequence_length"  # the dim name every family gives its token axis
-# Families whose answers for a request are bit-identical inside a same-shape batch and alone, so that
-# same-shape requests may share one ORT call (tests/test_triton_repository.py checks it). Switch is
-# not: its rows are independent in exact arithmetic (expert capacity counts one sequence's tokens),
-# but its expert GEMMs round differently with the batch (4.8e-7 measured on switch-tiny), so each
-# request runs alone. LSG is not checked yet, so it runs each request alone too.
-ROW_INDEPENDENT_FAMILIES = ("yoso", "reformer")
 
 # numpy dtype name -> Triton data type (model_config.proto's DataType).
 TRITON_TYPES = {
@@ -503,7 +498,11 @@ def _prepare(export_dir, manifest, name, target, *, backend, max_batch_size, str
     if stream and mode is None:
         raise BucketrtError("--stream streams generated tokens, and this export is not a generation export")
     batched = max_batch_size > 0
-    row_independent = manifest.get("family") in ROW_INDEPENDENT_FAMILIES
+    # Whether a request's answer is bit-identical inside a same-shape batch and alone, so that
+    # same-shape requests may share one ORT call: the family's answer, recorded at export
+    # (Family.batch_rows_independent). A manifest without the field (an export made before bucketrt
+    # recorded it) runs each request alone, whatever its family: batching never changes an answer.
+    row_independent = manifest.get("batch_rows_independent") is True
     batching = "same_shape" if (mode is None and row_independent and batched) else "per_request"
     if mode is None:
         inputs, outputs = _signature(components[0], batched)
