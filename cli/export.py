@@ -7,8 +7,6 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from bucketrt.exporter import declared
-
 from .app import console, main
 
 _FLAG = "option_flag_"  # the parameter name of a family option's flag: _FLAG + OPTION
@@ -20,9 +18,9 @@ def _size(path: Path) -> str:
 
 
 class _ExportCommand(click.Command):
-    """Completes the command from the families' declarations (exporter/declared.py) when it runs or
-    shows its help: the presets in --model's help, and a flag for each option a family declares one
-    for (YOSO's --mask-padding), after --option. Reading them parses the families' source, which the
+    """Completes the command from the family registry when it runs or shows its help: the presets in
+    --model's help, and a flag for each option a family declares one for (YOSO's --mask-padding),
+    after --option. The registry imports the families (torch, transformers: about 2 s), which the
     CLI's other commands do not need."""
 
     _completed = False
@@ -31,10 +29,13 @@ class _ExportCommand(click.Command):
         if not self._completed:
             self._completed = True
             [model] = [param for param in self.params if param.name == "model"]
-            model.help = f"A save_pretrained folder, a hub id, or a preset: {', '.join(declared.preset_names())}."
+            from bucketrt.exporter.family import option_flags
+            from bucketrt.exporter.presets import PRESETS
+
+            model.help = f"A save_pretrained folder, a hub id, or a preset: {', '.join(PRESETS)}."
             self.params += [
                 click.Option([f"--{option.replace('_', '-')}", _FLAG + option], is_flag=True, help=text)
-                for option, text in declared.option_flags().items()
+                for option, text in option_flags().items()
             ]
         return super().get_params(ctx)
 

@@ -39,8 +39,6 @@ What a family declares:
 * `dummy_input`: the one generator of inputs, for tracing (torch) and for `check` and `bench`
   (numpy), with `input_sizes` mapping the check's sizes onto a component's dims.
 
-`name`, `order`, the keys of `presets` and `option_flags` are literals in the class body: the CLI
-reads them from the source without importing the family (declared.py).
 """
 
 from __future__ import annotations
@@ -58,7 +56,6 @@ import torch
 from bucketrt.errors import BucketrtError
 from bucketrt.export_format.tasks import BATCH, CHOICES, SEQUENCE, Task
 
-from .declared import DEFAULT_ORDER
 from .presets import Preset
 
 # Example sizes for tracing: distinct and above 1, so that the exporter keeps every axis symbolic.
@@ -151,7 +148,7 @@ class Family:
     model_types: tuple[str, ...] = ()
     # Where the family is listed in messages and, should two families claim a config, which wins
     # (the lower); the claims of bucketrt's families are disjoint.
-    order: int = DEFAULT_ORDER
+    order: int = 100
     config_class: str = ""  # the transformers config class that presets instantiate
     tasks: dict[str, Task] = {}  # tasks.task_table(PREFIX, task names...)
     default_task: str = "feature-extraction"
@@ -353,6 +350,17 @@ def families() -> list[Family]:
     if not _discovered:
         _discover()
     return sorted(_REGISTRY.values(), key=lambda f: (f.order, f.name))
+
+
+def option_flags() -> dict[str, str]:
+    """{option: help} of the flags that families give their boolean options (`--mask-padding` for
+    YOSO's mask_padding): each sets the option to true. A flag two families declare is one flag,
+    with the first family's help."""
+    flags: dict[str, str] = {}
+    for family in families():
+        for option, text in family.option_flags.items():
+            flags.setdefault(option, text)
+    return flags
 
 
 def family_named(name: str) -> Family:

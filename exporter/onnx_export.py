@@ -16,7 +16,6 @@ from bucketrt.export_format.tasks import GENERATION_TASKS
 from bucketrt.ops.catalogue import BY_NAME
 from bucketrt.ops.schema import DOMAIN
 
-from . import declared
 from .family import Component
 from .overrides import parse_key_values
 from .preparation import prepare
@@ -39,7 +38,9 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
 def _option_example() -> str:
     """An --option example for error messages: the first option a family gives a flag."""
-    return next((f"{option}=true" for option in declared.option_flags()), "KEY=VALUE")
+    from .family import option_flags
+
+    return next((f"{option}=true" for option in option_flags()), "KEY=VALUE")
 
 
 def _check_int(name: str, value, minimum: int = 0) -> int:

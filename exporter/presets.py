@@ -3,7 +3,6 @@
 A preset needs no download: its weights are drawn from the export seed, so the same seed always
 gives the same model (and `load_reference` can rebuild it). Each family declares its own presets
 (`Family.presets`, in its module of the families package); `PRESETS` gathers them, family by family.
-Listing their names without importing the families (for the CLI) is `declared.preset_names()`.
 """
 
 from __future__ import annotations

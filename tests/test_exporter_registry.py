@@ -22,13 +22,12 @@ from bucketrt.cli.main import main
 from bucketrt.errors import BucketrtError
 from bucketrt.export_format import manifest
 from bucketrt.export_format.tasks import HEADS, task_table
-from bucketrt.exporter import declared, family
+from bucketrt.exporter import family
 from bucketrt.exporter.family import Patch, family_named, fingerprint
 
 ROOT = Path(__file__).resolve().parents[1]
-# The families as their modules declare them, read from the source (what the CLI lists); the
-# registry, which imports the modules, must agree.
-FAMILIES = tuple(f.name for f in declared.declared_families())
+# The registered families, in order.
+FAMILIES = tuple(f.name for f in family.families())
 
 
 def invoke(*args):
@@ -129,18 +128,14 @@ def test_a_new_family_module_is_found_without_touching_shared_code(tmp_path, mon
         sys.modules.pop("bucketrt.exporter.families.toy", None)
 
 
-def test_what_the_cli_lists_without_importing_the_families_is_the_registrys():
-    """declared.py reads each family's name, order, presets and option flags from its source; the
-    registry has the same, and the CLI's listings come from it."""
+def test_the_cli_lists_the_registrys_presets_and_option_flags():
     from bucketrt.exporter.presets import PRESETS
 
     assert len(FAMILIES) >= 4
-    for found, fam in zip(declared.declared_families(), family.families(), strict=True):
-        assert (found.name, found.order) == (fam.name, fam.order)
-        assert found.presets == tuple(fam.presets) and found.option_flags == fam.option_flags
+    for fam in family.families():
         assert all(p.name == name and p.family == fam.name for name, p in fam.presets.items())
-    assert declared.preset_names() == list(PRESETS)
-    flags = [option for found in declared.declared_families() for option in found.option_flags]
+    assert list(PRESETS) == [name for fam in family.families() for name in fam.presets]
+    flags = [option for fam in family.families() for option in fam.option_flags]
     assert len(flags) == len(set(flags)), "two families declare a flag for the same option"
     result = CliRunner().invoke(main, ["export", "--help"], terminal_width=1000)  # one line per option
     assert all(name in result.output for name in PRESETS)
@@ -167,7 +162,7 @@ def test_no_code_outside_the_families_names_a_family_or_preset():
     """Per-family facts live in the family's module: code elsewhere in the package (the exporter's
     shared modules, serving, check, the CLI, ...) names no family and no preset, so a new family
     never has to be added to a list there. Prose (docstrings, comments, help texts) may."""
-    names = {f.name for f in declared.declared_families()} | set(declared.preset_names())
+    names = {f.name for f in family.families()} | {name for f in family.families() for name in f.presets}
     families_dir = ROOT / "exporter" / "families"
     found = []
     for folder in ("src/bucketrt", "exporter", "cli"):
@@ -519,7 +514,7 @@ def test_bench_rejects_lengths_beyond_the_exports_limit(tmp_path, fields):
 
 
 def test_greedy_generate_opens_paths_with_ort_session(monkeypatch, tmp_path):
-    import bucketrt
+    import bucketrt.library
     from bucketrt.runtime import greedy_generate
 
     opened = []

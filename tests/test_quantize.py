@@ -75,6 +75,8 @@ def test_manifest_records_the_quantization(exports):
             assert record["quantized_nodes"] == len(integer) > 0
             assert record["left_float_by_onnxruntime"] == []
         assert q["reduce_range"] is True
+        # Dynamic quantization scales activations over the whole batch: a server runs rows alone.
+        assert after["batch_rows_independent"] is False
     switch = _manifest(exports["switch"][1])["quantization"]
     # One router per component (one sparse layer each), kept float; experts float without the int8 op.
     assert [len(c["router_nodes"]) for c in switch["components"].values()] == [1, 1, 1]

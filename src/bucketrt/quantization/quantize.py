@@ -340,6 +340,9 @@ def quantize(
     out = {key: value for key, value in manifest.items() if key != "engines"}
     out["components"] = entries
     out["ops"] = [ops_used[name] for name in sorted(ops_used)]
+    # Dynamic quantization takes each activation's scale over the whole batch, so a row's answer
+    # depends on the rows run beside it: a server runs each request of an int8 export alone.
+    out["batch_rows_independent"] = False
     out["quantization"] = {
         "method": "onnxruntime.quantization.quantize_dynamic",
         "op_types": list(OP_TYPES),
