@@ -12,14 +12,14 @@ import onnx
 import pytest
 import torch
 from child_process import run_op_in_child
-from kernel_cases import (
+from kernel_cases import gaussian_near_zero
+from op_inputs import (
     BUCKET_SUM_CASES,
     GAUSSIAN_CASES,
     HADAMARD_ANY_DIAGONAL_CASES,
     HADAMARD_CASES,
     LSH_CASES,
     bucket_sum_inputs,
-    gaussian_near_zero,
     lsh_inputs,
     lsh_seed,
     sign_inputs,
