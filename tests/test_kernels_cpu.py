@@ -1,6 +1,7 @@
 """The native CPU kernels, through ONNX Runtime, against the PyTorch references (reference.py).
 
-The shape grids and input makers live in kernel_cases.py, shared with the CUDA kernel tests.
+The shape grids and input makers live in op_inputs.py (the audits in kernel_cases.py), shared with the
+CUDA kernel tests.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ Data reports are checked asynchronously as the ORT CUDA EP reads them, and the E
 (onnxruntime-gpu, skipped without it): a data error fails the next run, the opt-in fails the same run,
 CUDA-graph capture replays the eager result.
 
-The grids are the CPU kernel tests' (kernel_cases.py), each in float32 and float16, LSHCumulation in
+The grids are the CPU kernel tests' (op_inputs.py), each in float32 and float16, LSHCumulation in
 both modes. Tolerances are the CPU tests': max abs error <= 1e-5 (float32) or 2e-3 (float16) times
 max(1, max |reference|); SignHash codes equal the reference's exactly, except gaussian codes of
 real-valued data where a projection lies within rounding of zero (the CPU tests' audit). References
