@@ -161,8 +161,11 @@ device-lib: install
 	cp "$$($(PY) -c 'import bucketrt; print(bucketrt.library_path())')" .device/libbucketrt_ort.so
 	cp "$$($(PY) -c 'from bucketrt.library import cuda; print(cuda.harness_path())')" .device/libbucketrt_cuda_harness.so
 
+# docs/ops.md, and the op lists of the other docs (codegen.OP_LIST_FILES), from the catalogue and the
+# CUDA op table.
 docs: $(VENV)/.deps
 	PYTHONPATH=src $(PY) -m bucketrt.ops.codegen markdown docs/ops.md
+	PYTHONPATH=src $(PY) -m bucketrt.ops.codegen op-lists .
 
 clean:
 	rm -rf build out

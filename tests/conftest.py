@@ -1,6 +1,7 @@
-"""Makes tests/kernel_cases.py importable by the kernel tests (pytest runs in importlib mode, which
-puts no test folder on sys.path). Only this folder is added: bucketrt itself still comes from the
-installed package, or from PYTHONPATH=src on a machine that runs the CUDA tests from a source tree.
+"""Makes tests/op_inputs.py and tests/kernel_cases.py importable by the tests (pytest runs in
+importlib mode, which puts no test folder on sys.path). Only this folder is added: bucketrt itself
+still comes from the installed package, or from PYTHONPATH=src on a machine that runs the CUDA tests
+from a source tree.
 
 Also `cli_export`: exports that several test files need, made once per test run."""
 

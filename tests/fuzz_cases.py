@@ -1,9 +1,9 @@
 """Generated bad inputs for every op, run through ONNX Runtime in child processes (test_fuzz.py).
 
-Each op has one or two small valid calls (`BASES`); every case is one of them with one mutation
-(or, for the `combo` cases, two): a rank added or dropped, another dtype, a dim off by one or
-zero, a huge dim beside a zero one (an empty tensor whose shape arithmetic can still overflow),
-huge, negative, list-, tensor-, float- or string-typed attributes, unknown and misspelt attribute
+Each op has one or two small valid calls (`BASES`: the small calls of the one table of per-op test
+inputs, tests/op_inputs.py); every case is one of them with one mutation (or, for the `combo`
+cases, two): a rank added or dropped, another dtype, a dim off by one or zero, a huge dim beside a
+zero one (an empty tensor whose shape arithmetic can still overflow), huge, negative, list-, tensor-, float- or string-typed attributes, unknown and misspelt attribute
 names, out-of-range data (codes, buckets, order/counts values; also in masked rows, which must be
 ignored), NaN and Inf. The generator is seeded and a case is a pure function of its id, so a child
 process rebuilds exactly the cases it is given by id, and a failure reproduces with
@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from op_inputs import small_calls
 
 SEED = 20261201
 # Seconds the PyTorch reference may take for one case: beyond it the call does work out of
@@ -67,123 +68,21 @@ def hash_text(text: str) -> int:
     return value
 
 
-def _f32(rng, *shape):
-    return rng.standard_normal(shape).astype(np.float32)
+# The valid calls are the one table's small ones (tests/op_inputs.py): op, base id (the cases' id
+# prefix), maker.
+BASES: list[tuple[str, str, Callable]] = small_calls()
 
 
-def lsh_base(rng):
-    b, nq, nk, m, d, cap = 2, 3, 5, 2, 8, 8
-    inputs = {
-        "query_mask": np.array([[1, 1, 0], [1, 1, 1]], np.int32),
-        "query_hash": rng.integers(0, cap, (b, nq, m), dtype=np.int32),
-        "key_mask": np.array([[1, 0, 1, 1, 1], [1, 1, 1, 1, 0]], np.int32),
-        "key_hash": rng.integers(0, cap, (b, nk, m), dtype=np.int32),
-        "value": _f32(rng, b, nk, d),
+def data_inputs(op: str) -> dict[str, str | None]:
+    """The op's index-like inputs, where out-of-range values matter: every int32 input, the masks
+    last, each with the mask that makes its rows dead (an int32 input named like a mask whose dims
+    lead its own), if any."""
+    ints = [t for t in _spec(op).inputs if t.dtype == "int32"]
+    masks = [t for t in ints if t.name.endswith("mask")]
+    return {
+        t.name: next((m.name for m in masks if len(m.dims) < len(t.dims) and t.dims[: len(m.dims)] == m.dims), None)
+        for t in [t for t in ints if t not in masks] + masks
     }
-    return inputs, {"hashtable_capacity": cap}
-
-
-def sign_hadamard_base(rng):
-    inputs = {
-        "mask": np.array([[1, 1, 1, 0, 1]] * 3, np.int32),
-        "vector": _f32(rng, 3, 5, 16),
-        "projection": np.sign(_f32(rng, 1, 3, 16)) + 0,
-    }
-    inputs["projection"][inputs["projection"] == 0] = 1
-    return inputs, {"num_hash": 4, "hash_code_len": 4}
-
-
-def sign_gaussian_base(rng):
-    inputs = {"mask": np.ones((2, 4), np.int32), "vector": _f32(rng, 2, 4, 8), "projection": _f32(rng, 2, 8, 12)}
-    return inputs, {"num_hash": 3, "hash_code_len": 4, "transform": "gaussian"}
-
-
-def argmax_base(rng):
-    inputs = {
-        "mask": np.array([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]], np.int32),
-        "vector": _f32(rng, 2, 2, 5, 8),
-        "projection": _f32(rng, 2, 8, 2 * 3),
-        "bucket_sizes": np.array([2, 4], np.int32),
-    }
-    return inputs, {"num_hash": 2}
-
-
-def chunk_base(rng):
-    b, h, n, d, r = 1, 2, 8, 4, 2
-    inputs = {
-        "query": _f32(rng, b, h, n, d),
-        "key": _f32(rng, b, h, n, d),
-        "value": _f32(rng, b, h, n, d),
-        "mask": np.array([[1, 1, 1, 1, 1, 1, 0, 1]], np.int32),
-        "buckets": rng.integers(0, 3, (b, h, r, n), dtype=np.int32),
-    }
-    return inputs, {"chunk_length": 4, "chunks_before": 1, "chunks_after": 1, "causal": 1, "mask_self": 1}
-
-
-def bucket_sum_base(rng):
-    inputs = {
-        "bucket": rng.integers(0, 4, (2, 5), dtype=np.int32),
-        "weight": _f32(rng, 2, 5),
-        "vector": _f32(rng, 2, 5, 3),
-    }
-    return inputs, {"num_buckets": 4}
-
-
-def top1_base(rng):
-    logits = _f32(rng, 2, 5, 3)
-    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
-    return {"probs": probs.astype(np.float32)}, {"expert_capacity": 2}
-
-
-def expert_ffn_base(rng):
-    b, s, d, f, e = 2, 4, 6, 5, 3
-    inputs = {
-        "hidden": _f32(rng, b, s, d),
-        "order": np.array([[5, 0, 2, 7], [1, 3, -1, -1]], np.int32),
-        "counts": np.array([2, 1, 3], np.int32),
-        "gate": _f32(rng, b, s),
-        "wi": _f32(rng, e, f, d),
-        "wo": _f32(rng, e, d, f),
-    }
-    return inputs, {"activation": "gelu_new"}
-
-
-def expert_ffn_int8_base(rng):
-    inputs, _ = expert_ffn_base(rng)
-    e, f, d = inputs["wi"].shape
-    inputs["wi"] = rng.integers(-127, 128, (e, f, d), dtype=np.int8)
-    inputs["wi_scale"] = (rng.random((e, f)) * 0.1).astype(np.float32)
-    inputs["wo"] = rng.integers(-127, 128, (e, d, f), dtype=np.int8)
-    inputs["wo_scale"] = (rng.random((e, d)) * 0.1).astype(np.float32)
-    # relu: exact in both, so that the kernel's output is the reference's to the bit (catalogue.py).
-    return {k: inputs[k] for k in ("hidden", "order", "counts", "gate", "wi", "wi_scale", "wo", "wo_scale")}, {
-        "activation": "relu"
-    }
-
-
-# op name -> (base id, maker)
-BASES: list[tuple[str, str, Callable]] = [
-    ("LSHCumulation", "lsh", lsh_base),
-    ("SignHash", "sign-hadamard", sign_hadamard_base),
-    ("SignHash", "sign-gaussian", sign_gaussian_base),
-    ("ArgmaxHash", "argmax", argmax_base),
-    ("SortedChunkAttention", "chunk", chunk_base),
-    ("BucketSum", "bucket-sum", bucket_sum_base),
-    ("Top1Dispatch", "top1", top1_base),
-    ("ExpertFFN", "expert-ffn", expert_ffn_base),
-    ("ExpertFFNInt8", "expert-ffn-int8", expert_ffn_int8_base),
-]
-
-# Index-like int32 inputs: where out-of-range values matter, with the mask that makes a row dead.
-DATA_INPUTS = {
-    "LSHCumulation": {"query_hash": "query_mask", "key_hash": "key_mask", "query_mask": None, "key_mask": None},
-    "SignHash": {"mask": None},
-    "ArgmaxHash": {"bucket_sizes": None, "mask": None},
-    "SortedChunkAttention": {"buckets": None, "mask": None},
-    "BucketSum": {"bucket": None},
-    "ExpertFFN": {"order": None, "counts": None},
-    "ExpertFFNInt8": {"order": None, "counts": None},
-}
 
 
 # -- mutations -----------------------------------------------------------------------------------
@@ -248,17 +147,21 @@ def _mutations(op: str, base: str, inputs: dict, attrs: dict, rng) -> list[tuple
             with np.errstate(over="ignore"):
                 add(f"{name}-huge-values", "nonfinite", {name: (array * 3e38).astype(array.dtype)})
     # out-of-range data in index-like inputs (live rows; dead rows where the op has masks)
-    for name, mask_name in DATA_INPUTS.get(op, {}).items():
+    for name, mask_name in data_inputs(op).items():
         array = inputs[name]
         for value in BAD_INT32:
             bad = array.copy()
             bad.reshape(-1)[rng.integers(0, bad.size)] = value
             add(f"{name}-value{value}", "data", {name: bad})
-        if name == "counts":
-            add("counts-all-tokens-twice", "data", {name: np.array([8, 0, 0], np.int32)})
-            add("counts-sum-overflow", "data", {name: np.array([2**31 - 1, 2**31 - 1, 2], np.int32)})
-        if name == "order":
-            add("order-duplicate", "data", {name: np.array([[5, 5, 2, 7], [1, 3, -1, -1]], np.int32)})
+        if name == "counts":  # ExpertFFN's: as many entries as order has, all to expert 0; sums past int32
+            tokens, rest = inputs["order"].size, [0] * (array.size - 1)
+            add("counts-all-tokens-twice", "data", {name: np.array([tokens, *rest], np.int32)})
+            overflow = [2**31 - 1, 2**31 - 1, *([2] * (array.size - 2))]
+            add("counts-sum-overflow", "data", {name: np.array(overflow, np.int32)})
+        if name == "order":  # its second entry a copy of its first
+            duplicate = array.copy()
+            duplicate.reshape(-1)[1] = duplicate.reshape(-1)[0]
+            add("order-duplicate", "data", {name: duplicate})
         if mask_name is not None:
             dead = inputs[mask_name].copy()
             dead[0, 0] = 0
@@ -299,7 +202,8 @@ def _mutations(op: str, base: str, inputs: dict, attrs: dict, rng) -> list[tuple
 def generate() -> list[Case]:
     cases: list[Case] = []
     for op, base, maker in BASES:
-        inputs, attrs = maker(_rng(base))
+        call = maker(_rng(base))
+        inputs, attrs = call.inputs, call.attrs
         singles = _mutations(op, base, inputs, attrs, _rng(base, "mutations"))
         for suffix, kind, new_inputs, new_attrs, may_reject in singles:
             cases.append(Case(f"{base}/{suffix}", op, new_inputs, new_attrs, kind, may_reject))

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from kernel_cases import ARGMAX_CASES, argmax_inputs
+from op_inputs import ARGMAX_CASES, argmax_inputs
 
 from bucketrt.check.codes import CodeSync
 from bucketrt.library import run_op
@@ -16,7 +16,7 @@ from bucketrt.ops import reference
 from bucketrt.ops.catalogue import ARGMAX_HASH
 from bucketrt.ops.dispatch import call, intercept
 
-hash_inputs = argmax_inputs  # the grid and inputs the CUDA tests share (kernel_cases.py)
+hash_inputs = argmax_inputs  # the grid and inputs the CUDA tests share (op_inputs.py)
 
 
 def ref(inputs, **attrs) -> np.ndarray:

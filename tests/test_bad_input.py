@@ -1,6 +1,11 @@
 """Bad models and inputs reach each op through ONNX Runtime: every one must raise a Python
 exception naming the op and the offending input or attribute (no crash: this process surviving all
 of them is part of the test), and the PyTorch reference must reject the same call with ValueError.
+
+Every op gets the mechanical cases (`mechanical_cases`), made from the one table's first small call
+of the op (tests/op_inputs.py) and the spec: each input one rank higher, each dim two inputs share
+one larger in the later input, each attribute just outside its bounds, a required one missing, a
+name one letter short. The hand-written cases below add what is particular to an op.
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ import numpy as np
 import pytest
 import torch
 from onnx import numpy_helper
+from op_inputs import TABLE
 
 from bucketrt.library import run_op
 from bucketrt.ops import reference
-from bucketrt.ops.catalogue import LSH_CUMULATION, SIGN_HASH, SORTED_CHUNK_ATTENTION
+from bucketrt.ops.catalogue import BY_NAME, LSH_CUMULATION, SIGN_HASH, SORTED_CHUNK_ATTENTION
 from bucketrt.ops.schema import OpSpec
 
 
@@ -247,6 +253,78 @@ CASES = [
 ]
 
 
+def _grown(array: np.ndarray, axis: int) -> np.ndarray:
+    return np.concatenate([array, array.take([0], axis=axis)], axis=axis)
+
+
+def _bad_values(a) -> list:
+    """Values of attribute `a` just outside the spec's bounds."""
+    if a.type == "string":
+        return ["bogus"]
+    values = [max(a.allowed) + 1] if a.allowed else []
+    values += [a.minimum - 1] if a.minimum is not None else []
+    values += [a.maximum + 1] if a.maximum is not None else []
+    if a.power_of_two:
+        values.append(next(v for v in range(max(3, a.minimum), a.maximum) if v & (v - 1)))
+    return values
+
+
+def mechanical_cases() -> list[Case]:
+    """Every op's cases that follow from its spec, on the table's first small call of the op."""
+    cases = []
+    for row in TABLE.values():
+        spec = BY_NAME[row.op]
+        call = next(iter(row.small.values()))(np.random.default_rng(0))
+        inputs, attrs = call.inputs, call.attrs
+        for t in spec.inputs:
+            cases.append(
+                Case(
+                    f"{spec.name}-{t.name}-rank-up",
+                    spec,
+                    with_(inputs, **{t.name: inputs[t.name][None]}),
+                    attrs,
+                    t.name,
+                )
+            )
+        int_attributes = {a.name for a in spec.attributes if a.type == "int"}
+        symbols = dict.fromkeys(d for t in spec.inputs for d in t.dims if d.isidentifier() and d not in int_attributes)
+        for symbol in symbols:
+            carriers = [t for t in spec.inputs if symbol in t.dims]
+            if len(carriers) < 2:
+                continue
+            last = carriers[-1]  # the first to disagree with the inputs before it
+            grown = _grown(inputs[last.name], last.dims.index(symbol))
+            cases.append(
+                Case(
+                    f"{spec.name}-{last.name}-{symbol}-disagrees",
+                    spec,
+                    with_(inputs, **{last.name: grown}),
+                    attrs,
+                    last.name,
+                )
+            )
+        resolved = spec.resolve_attributes(attrs)
+        for a in spec.attributes:
+            for value in _bad_values(a):
+                cases.append(Case(f"{spec.name}-{a.name}={value}", spec, inputs, {**attrs, a.name: value}, a.name))
+            others = {k: v for k, v in attrs.items() if k != a.name}
+            if a.default is None:
+                cases.append(Case(f"{spec.name}-{a.name}-missing", spec, inputs, others, a.name))
+            cases.append(
+                Case(
+                    f"{spec.name}-{a.name}-misspelt",
+                    spec,
+                    inputs,
+                    {**others, a.name[:-1]: resolved[a.name]},
+                    a.name[:-1],
+                )
+            )
+    return cases
+
+
+CASES += mechanical_cases()
+
+
 def names(message: str, name: str) -> bool:
     return re.search(rf"\b{re.escape(name)}\b", message) is not None
 
@@ -343,7 +421,7 @@ def test_sorted_chunk_attention_runs_at_the_largest_window():
 
 def test_a_misspelt_activation_is_an_error_not_relu():
     # The audit's case: `activatio='gelu'` ran relu (the default) without a word.
-    from kernel_cases import expert_ffn_inputs
+    from op_inputs import expert_ffn_inputs
 
     from bucketrt.ops.catalogue import EXPERT_FFN
 

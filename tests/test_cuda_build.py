@@ -17,9 +17,14 @@ import pytest
 import torch
 
 import bucketrt
+from bucketrt.ops import codegen
 from bucketrt.ops.catalogue import OPS
 
-CUDA_OPS = {"LSHCumulation", "SignHash", "ArgmaxHash", "BucketSum", "Top1Dispatch", "SortedChunkAttention", "ExpertFFN"}
+ROOT = Path(__file__).resolve().parents[1]
+# The CUDA op table (kTable in plugins/cuda/ops.cc), the one place that says which ops have CUDA
+# kernels; what the build must list as ort-cuda.
+CUDA_TABLE = codegen.cuda_table((ROOT / codegen.CUDA_TABLE).read_text())
+CUDA_OPS = {e.op for e in CUDA_TABLE}
 
 
 def _library():
@@ -80,6 +85,26 @@ def test_backends_list_ort_cuda_for_the_cuda_ops():
     for op in OPS:
         assert "ort-cpu" in backends[op.name], op.name
         assert ("ort-cuda" in backends[op.name]) == (cuda and op.name in CUDA_OPS), (op.name, backends[op.name])
+
+
+def test_the_cuda_table_is_read_as_built():
+    # codegen.cuda_table reads kTable's text (the docs' op lists and these tests take the CUDA ops from
+    # it): a build with CUDA lists ort-cuda for exactly those ops, in the table's order of entries
+    # (which HasKernel walks) mapped to catalogue order.
+    assert CUDA_OPS and len(CUDA_OPS) == len(CUDA_TABLE), CUDA_TABLE
+    assert CUDA_OPS <= {op.name for op in OPS}
+    if not _built_with_cuda():
+        pytest.skip("the op library was built without CUDA")
+    assert {name for name, backends in _backends().items() if "ort-cuda" in backends} == CUDA_OPS
+    # The data checks as read: a report of some bytes for the table's small call of each op with one.
+    from op_inputs import TABLE
+
+    from bucketrt.library import cuda
+
+    for e in CUDA_TABLE:
+        call = next(iter(TABLE[e.op].small.values()))(np.random.default_rng(0))
+        tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in call.inputs.values()]
+        assert (cuda.report_bytes(e.op, *tensors, **call.attrs) > 0) == e.data_report, e
 
 
 def test_bucketrt_ops_shows_the_cuda_backend():
@@ -189,7 +214,8 @@ def test_cuda_harness_rejects_bad_input_with_the_references_words():
     bad = sys.modules[name]
     lib = cuda._library(cuda.harness_path())
     checked = 0
-    for case in bad.CASES:
+    cases = [case for case in bad.CASES if case.spec.name in CUDA_OPS]  # the others: "no CUDA kernel"
+    for case in cases:
         tensors = [torch.from_numpy(np.ascontiguousarray(case.inputs[t.name])) for t in case.spec.inputs]
         message = _plan_error(lib, case.spec.name, tensors, case.attrs)
         if "CUDA error in selecting the device" in message:
@@ -201,7 +227,7 @@ def test_cuda_harness_rejects_bad_input_with_the_references_words():
                 reference.REFERENCES[case.spec.name](*tensors, **case.attrs)
             assert str(ref.value) in message, (case.id, message)
         checked += 1
-    assert checked >= len(bad.CASES) - 4
+    assert checked >= len(cases) - 4
 
 
 @pytest.mark.skipif(
@@ -277,8 +303,6 @@ def test_cuda_plans_reject_sizes_that_overflow():
 # ReportError, must give the reference's words. The device side (EnqueueReport after a launch) is
 # tests/test_kernels_cuda.py's.
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def _report(op, inputs, report: bytes, **attrs) -> tuple[str, int]:
     from bucketrt.library import cuda
@@ -299,7 +323,7 @@ def test_data_reports_read_on_the_host_give_the_references_words():
         pytest.skip("built without CUDA kernels")
     import struct
 
-    from kernel_cases import chunk_attention_inputs, lsh_inputs
+    from op_inputs import chunk_attention_inputs, lsh_inputs
 
     from bucketrt.ops import reference
 
@@ -425,9 +449,12 @@ def test_the_ort_cuda_kernel_never_waits_on_the_default_per_run_path():
             if name.startswith("Enqueue") or name == "Launch":
                 assert not _WAITS.search(body), f"{path.name}: {name} waits"
                 checked.append(name)
-    # The five ops with data checks, each op's Launch in the table and the table's own two entry points.
-    assert sum(n.endswith("Report") and n != "EnqueueReport" for n in checked) == 5, checked
-    assert checked.count("Launch") == 8 and checked.count("EnqueueReport") == 6, checked
+    # The launchers' Enqueue<Op>Report of the ops with data checks, each op's Launch and EnqueueReport
+    # in the table, and the table's own two entry points.
+    reports = sum(e.data_report for e in CUDA_TABLE)
+    assert sum(n.endswith("Report") and n != "EnqueueReport" for n in checked) == reports, checked
+    assert checked.count("Launch") == len(CUDA_TABLE) + 1, checked
+    assert checked.count("EnqueueReport") == reports + 1, checked
 
 
 def test_report_queue_logic_with_a_fake_device(tmp_path):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from child_process import run_op_in_child
-from kernel_cases import expert_ffn_inputs
+from op_inputs import expert_ffn_inputs
 
 from bucketrt.errors import BucketrtError
 from bucketrt.library import run_op

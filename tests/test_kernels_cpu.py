@@ -1,6 +1,7 @@
 """The native CPU kernels, through ONNX Runtime, against the PyTorch references (reference.py).
 
-The shape grids and input makers live in kernel_cases.py, shared with the CUDA kernel tests.
+The shape grids and input makers live in op_inputs.py (the audits in kernel_cases.py), shared with the
+CUDA kernel tests.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ import onnx
 import pytest
 import torch
 from child_process import run_op_in_child
-from kernel_cases import (
+from kernel_cases import gaussian_near_zero
+from op_inputs import (
     BUCKET_SUM_CASES,
     GAUSSIAN_CASES,
     HADAMARD_ANY_DIAGONAL_CASES,
     HADAMARD_CASES,
     LSH_CASES,
     bucket_sum_inputs,
-    gaussian_near_zero,
     lsh_inputs,
     lsh_seed,
     sign_inputs,

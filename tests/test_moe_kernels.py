@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from child_process import run_op_in_child
-from kernel_cases import EXPERT_FFN_CASES, TOP1_CASES, expert_ffn_inputs, top1_probs
+from op_inputs import EXPERT_FFN_CASES, TOP1_CASES, expert_ffn_inputs, top1_probs
 
 from bucketrt.library import run_op
 from bucketrt.ops import reference

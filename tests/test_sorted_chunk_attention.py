@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 from child_process import run_op_in_child
-from kernel_cases import CHUNK_ATTENTION_CASES, chunk_attention_seed
-from kernel_cases import chunk_attention_inputs as attn_inputs
+from op_inputs import CHUNK_ATTENTION_CASES, chunk_attention_seed
+from op_inputs import chunk_attention_inputs as attn_inputs
 
 from bucketrt.library import run_op
 from bucketrt.ops import reference

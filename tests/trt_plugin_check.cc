@@ -6,7 +6,11 @@
 //
 // Built by tests/test_trt_plugins.py against real TensorRT headers (only headers: nothing here
 // links libnvinfer) and run as `trt_plugin_check path/to/libbucketrt_trt.so [N]` (N: the number of ops
-// with CUDA kernels, 2 when not given: SignHash and LSHCumulation). The stand-ins are expression
+// with CUDA kernels, 2 when not given: SignHash and LSHCumulation). What it knows of each op (its
+// tensors' types and dims, a valid node's attributes, sample sizes for every dim) is trt_check_ops.h,
+// which the test writes from the op catalogue and the table of per-op test inputs (tests/op_inputs.py)
+// into the build's include path: every op with a creator is driven alike, and a signature the plugin
+// gets wrong fails its checks (the test proves it on a mutated header). The stand-ins are expression
 // builders for getOutputShapes (TensorRT's own needs its builder): one of plain constants, and a
 // symbolic one whose dims are expressions over named sizes, as TensorRT passes them at build time,
 // evaluated afterwards for sample sizes. Every creator's plugin also goes through TensorRT's format
@@ -30,6 +34,7 @@
 #include <vector>
 
 #include "trt_check_support.h"
+#include "trt_check_ops.h"
 
 using namespace nvinfer1;
 using trt_check::Check;
@@ -192,51 +197,8 @@ class SymbolicBuilder : public IExprBuilder {
   std::deque<SymbolicExpr> exprs_;
 };
 
-// An op's tensors as its spec declares them, written out here (independently of the library):
-// 'I' int32 or 'T' the op's float type (float32 or float16, one for the whole node), then the dims,
-// each a size's name or (outputs only) a number, an attribute's value.
-struct TensorText {
-  char type;
-  std::vector<std::string> dims;
-};
-struct OpText {
-  const char* op;
-  std::vector<TensorText> inputs, outputs;
-};
-
-const std::vector<OpText>& OpTexts() {
-  // The attribute values are those of the parser-built nodes in main(): num_hash=4 (SignHash),
-  // num_hash=2 (ArgmaxHash), num_buckets=16.
-  static const std::vector<OpText> texts = {
-      {"LSHCumulation",
-       {{'I', {"B", "Nq"}}, {'I', {"B", "Nq", "m"}}, {'I', {"B", "Nk"}}, {'I', {"B", "Nk", "m"}},
-        {'T', {"B", "Nk", "D"}}},
-       {{'T', {"B", "Nq", "D"}}}},
-      {"SignHash", {{'I', {"B", "N"}}, {'T', {"B", "N", "D"}}, {'T', {"G", "R", "C"}}}, {{'I', {"B", "N", "4"}}}},
-      {"ArgmaxHash", {{'I', {"B", "N"}}, {'T', {"B", "H", "N", "D"}}, {'T', {"H", "D", "C"}}, {'I', {"F"}}},
-       {{'I', {"B", "H", "2", "N"}}}},
-      {"SortedChunkAttention",
-       {{'T', {"B", "H", "N", "D"}}, {'T', {"B", "H", "N", "D"}}, {'T', {"B", "H", "N", "D"}}, {'I', {"B", "N"}},
-        {'I', {"B", "H", "R", "N"}}},
-       {{'T', {"B", "H", "N", "D"}}}},
-      {"BucketSum", {{'I', {"G", "N"}}, {'T', {"G", "N"}}, {'T', {"G", "N", "D"}}},
-       {{'T', {"G", "16", "D"}}, {'T', {"G", "16"}}}},
-      {"Top1Dispatch", {{'T', {"B", "S", "E"}}},
-       {{'I', {"B", "S"}}, {'T', {"B", "S"}}, {'I', {"B", "S"}}, {'I', {"E"}}, {'I', {"B", "S"}}}},
-      {"ExpertFFN",
-       {{'T', {"B", "S", "D"}}, {'I', {"B", "S"}}, {'I', {"E"}}, {'T', {"B", "S"}}, {'T', {"E", "F", "D"}},
-        {'T', {"E", "D", "F"}}},
-       {{'T', {"B", "S", "D"}}}},
-  };
-  return texts;
-}
-
-const OpText* OpTextOf(const char* op) {
-  for (const OpText& t : OpTexts()) {
-    if (std::strcmp(t.op, op) == 0) return &t;
-  }
-  return nullptr;
-}
+using trt_check_ops::OpText;
+using trt_check_ops::TensorText;
 
 bool IsNumber(const std::string& dim) { return !dim.empty() && dim.find_first_not_of("0123456789") == std::string::npos; }
 
@@ -244,14 +206,7 @@ bool IsNumber(const std::string& dim) { return !dim.empty() && dim.find_first_no
 // the named sizes (in turn a plain size, a sum of two sizes, a product with a size of 1, as a
 // reshape or concat upstream gives them), the outputs evaluated for several sample sizes.
 void CheckSymbolicShapes(const OpText& text, IPluginV3OneBuild* build) {
-  const std::vector<std::map<std::string, int64_t>> samples = {
-      {{"B", 1}, {"N", 7}, {"Nq", 5}, {"Nk", 9}, {"m", 3}, {"D", 64}, {"G", 1}, {"R", 3}, {"C", 32}, {"H", 2},
-       {"F", 1}, {"S", 11}, {"E", 4}},
-      {{"B", 3}, {"N", 128}, {"Nq", 17}, {"Nk", 1}, {"m", 8}, {"D", 130}, {"G", 3}, {"R", 2}, {"C", 8}, {"H", 4},
-       {"F", 2}, {"S", 1}, {"E", 1}},
-      {{"B", 8}, {"N", 4096}, {"Nq", 4096}, {"Nk", 3000}, {"m", 64}, {"D", 1}, {"G", 2}, {"R", 1}, {"C", 64}, {"H", 1},
-       {"F", 3}, {"S", 512}, {"E", 128}},
-  };
+  const std::vector<std::map<std::string, int64_t>>& samples = trt_check_ops::Samples();
   for (int style = 0; style < 3; ++style) {
     SymbolicBuilder builder;
     std::vector<DimsExprs> in(text.inputs.size());
@@ -260,8 +215,9 @@ void CheckSymbolicShapes(const OpText& text, IPluginV3OneBuild* build) {
       in[i].nbDims = static_cast<int32_t>(text.inputs[i].dims.size());
       for (size_t a = 0; a < text.inputs[i].dims.size(); ++a) {
         const std::string& s = text.inputs[i].dims[a];
-        const SymbolicExpr* e = builder.Symbol(s);
-        if (style == 1) {  // s = (s - 1) + 1 written as sum(s_minus_1, 1): never constant
+        const SymbolicExpr* e = IsNumber(s) ? builder.Constant(std::stoll(s)) : builder.Symbol(s);
+        if (IsNumber(s)) {  // an attribute's value: a constant whatever the style
+        } else if (style == 1) {  // s = (s - 1) + 1 written as sum(s_minus_1, 1): never constant
           e = builder.Operation(DimensionOperation::kSUM, builder.Symbol(s + "-1"), builder.Constant(1));
         } else if (style == 2) {  // s * one, one a size of its own
           e = builder.Operation(DimensionOperation::kPROD, builder.Symbol(s), builder.Symbol("one"));
@@ -304,8 +260,8 @@ void CheckSymbolicShapes(const OpText& text, IPluginV3OneBuild* build) {
 // TensorRT's format search: for each position in order, every (type, format) candidate is offered
 // with the earlier positions fixed to the choices made so far (the later ones undefined: filled
 // with junk here, which the plugin must not read); every complete assignment the plugin accepts is
-// collected. The accepted set must be exactly the spec's: every 'I' tensor int32, every 'T' tensor
-// float32, or every one float16, all linear.
+// collected. The accepted set must be exactly the spec's: every 'I' tensor int32 (every 'B' int8),
+// every 'T' tensor float32, or every one float16, all linear.
 void CheckFormatSearch(const OpText& text, IPluginV3OneBuild* build) {
   const int nb_in = static_cast<int>(text.inputs.size()), nb_out = static_cast<int>(text.outputs.size());
   const int n = nb_in + nb_out;
@@ -354,7 +310,7 @@ void CheckFormatSearch(const OpText& text, IPluginV3OneBuild* build) {
   for (DataType t : {DataType::kFLOAT, DataType::kHALF}) {
     std::vector<int> combo;
     for (char kind : kinds) {
-      combo.push_back(static_cast<int>(kind == 'I' ? DataType::kINT32 : t));
+      combo.push_back(static_cast<int>(kind == 'I' ? DataType::kINT32 : kind == 'B' ? DataType::kINT8 : t));
       combo.push_back(static_cast<int>(TensorFormat::kLINEAR));
     }
     want.insert(combo);
@@ -427,42 +383,24 @@ int main(int argc, char** argv) {
 
   // ---- every creator, with its fields as TensorRT's ONNX parser builds them ---------------------
   // The parser asks getFieldNames and converts the node's attribute of each name to that field's
-  // type: INT to kINT32 (one value), STRING to kCHAR with the NUL counted in length.
+  // type: INT to kINT32 (one value), STRING to kCHAR with the NUL counted in length. The nodes'
+  // attributes and every op's tensors come from trt_check_ops.h, generated from the spec.
   {
-    struct Value {
-      const char* name;
-      int32_t number;
-      const char* text;  // non-null: a string attribute
-    };
-    const struct {
-      const char* op;
-      std::vector<Value> values;  // every attribute, in spec order
-    } nodes[] = {
-        {"LSHCumulation", {{"hashtable_capacity", 256, nullptr}, {"deterministic", 1, nullptr}}},
-        {"SignHash", {{"num_hash", 4, nullptr}, {"hash_code_len", 8, nullptr}, {"transform", 0, "gaussian"}}},
-        {"ArgmaxHash", {{"num_hash", 2, nullptr}}},
-        {"SortedChunkAttention",
-         {{"chunk_length", 64, nullptr}, {"chunks_before", 1, nullptr}, {"chunks_after", 0, nullptr},
-          {"causal", 1, nullptr}, {"mask_self", 1, nullptr}, {"max_length", 4096, nullptr}}},
-        {"BucketSum", {{"num_buckets", 16, nullptr}}},
-        {"Top1Dispatch", {{"expert_capacity", 8, nullptr}}},
-        {"ExpertFFN", {{"activation", 0, "gelu_new"}}},
-    };
     int seen = 0;
-    for (const auto& node : nodes) {
+    for (const OpText& node : trt_check_ops::OpTexts()) {
       IPluginCreatorV3One* creator = nullptr;
       for (int i = 0; i < count; ++i) {
         auto* c = static_cast<IPluginCreatorV3One*>(creators[i]);
         if (std::strcmp(c->getPluginName(), node.op) == 0) creator = c;
       }
-      if (creator == nullptr) continue;  // a build without this op's kernel has no creator for it
+      if (creator == nullptr) continue;  // an op without a CUDA kernel has no creator
       ++seen;
       const PluginFieldCollection* asked = creator->getFieldNames();
       bool types_ok = asked != nullptr && asked->nbFields == static_cast<int32_t>(node.values.size());
       Fields f;
       std::string metadata = std::string(node.op) + "(";
       for (size_t k = 0; types_ok && k < node.values.size(); ++k) {
-        const Value& v = node.values[k];
+        const trt_check_ops::Value& v = node.values[k];
         const PluginField& field = asked->fields[k];
         types_ok = std::strcmp(field.name, v.name) == 0 &&
                    field.type == (v.text != nullptr ? PluginFieldType::kCHAR : PluginFieldType::kINT32);
@@ -480,9 +418,9 @@ int main(int argc, char** argv) {
       Check(p.build != nullptr && logger.messages.empty() && p.build->getMetadataString() == metadata,
             std::string(node.op) + ": createPlugin on the parser's fields gives " +
                 (p.build != nullptr ? p.build->getMetadataString() : "nothing: " + logger.Last()));
-      if (p.build != nullptr && OpTextOf(node.op) != nullptr) {
-        CheckSymbolicShapes(*OpTextOf(node.op), p.build);
-        CheckFormatSearch(*OpTextOf(node.op), p.build);
+      if (p.build != nullptr) {
+        CheckSymbolicShapes(node, p.build);
+        CheckFormatSearch(node, p.build);
       }
       if (p.runtime == nullptr) continue;
       Plugin again(creator->createPlugin("parsed", p.runtime->getFieldsToSerialize(), TensorRTPhase::kRUNTIME));

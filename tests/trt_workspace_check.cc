@@ -6,6 +6,11 @@
 // onShapeChange must take it. Then the declared size's journey (serialised, read back, a larger
 // shape refused) and a profile whose bound cannot be planned (a build error with its cause).
 //
+// The profiles come from the table of per-op test inputs (tests/op_inputs.py): tests/test_trt_plugins.py
+// writes them into a file, one per line, and runs `bucketrt_trt_workspace_check PROFILES`. A profile
+// gives each symbol of the op's dims a range, a fixed value or another symbol's value times a factor;
+// the tensors' dims and types are the spec's (op_specs.h), so no op is written out here.
+//
 // Linked statically with the plugin sources, the kernel archive and tests/radix_sort_stub.cc (CUB's
 // temporary-storage formula in place of CUB's query, which needs a device): built by
 // trt_plugins/CMakeLists.txt's bucketrt_trt_workspace_check target, run by
@@ -16,10 +21,13 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <random>
+#include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bucketrt/op_specs.h"
@@ -45,19 +53,79 @@ namespace {
 
 using Symbols = std::map<std::string, int64_t>;
 
-// One profile of one op: each symbol's range (value = lo + step * k), and the inputs' dims and
-// types as functions of the symbols (monotone, so the profile's min and max are the ranges' ends).
+// One profile of one op: each symbol's range (value = lo + step * k), fixed value, or another
+// symbol's value times a factor (monotone, so the profile's min and max are the ranges' ends); its
+// attributes as the parser hands them over (ints kINT32, strings kCHAR with the NUL), T's type.
 struct Range {
   int64_t lo, hi, step;
 };
 struct Profile {
   std::string what;
-  const char* op;
-  std::function<void(Fields&)> attributes;
+  std::string op;
+  std::vector<std::pair<std::string, std::string>> attributes;  // name, "i:<int>" or "s:<string>"
   std::map<std::string, Range> ranges;
-  std::function<std::vector<std::vector<int64_t>>(Symbols&)> dims;
-  std::vector<DataType> types;
+  std::map<std::string, int64_t> fixed;
+  std::map<std::string, std::pair<std::string, int64_t>> tied;
+  DataType float_type = DataType::kFLOAT;
+  int samples = 0;
+  std::string exhaustive;  // "" for none
 };
+
+std::vector<std::string> Split(const std::string& text, char separator) {
+  std::vector<std::string> parts;
+  if (text.empty()) return parts;
+  std::stringstream in(text);
+  std::string part;
+  while (std::getline(in, part, separator)) parts.push_back(part);
+  return parts;
+}
+
+// One line of tests/test_trt_plugins.py's workspace_profiles(): tab-separated what, op, float type,
+// attributes (name=i:8,name=s:relu), ranges (B=1:8:1), fixed (D=64), tied (Nq=Nk*1), samples,
+// exhaustive symbol or "-". Returns "" or what is wrong with the line.
+std::string ParseProfile(const std::string& line, Profile* p) {
+  const std::vector<std::string> f = Split(line, '\t');
+  if (f.size() != 9) return "expected 9 tab-separated fields, got " + std::to_string(f.size());
+  p->what = f[0];
+  p->op = f[1];
+  if (f[2] != "float32" && f[2] != "float16") return "float type " + f[2];
+  p->float_type = f[2] == "float16" ? DataType::kHALF : DataType::kFLOAT;
+  for (const std::string& a : Split(f[3], ',')) {
+    const size_t eq = a.find('=');
+    if (eq == std::string::npos || a.size() < eq + 3 || a[eq + 2] != ':') return "attribute " + a;
+    p->attributes.emplace_back(a.substr(0, eq), a.substr(eq + 1));
+  }
+  for (const std::string& r : Split(f[4], ',')) {
+    const size_t eq = r.find('=');
+    const std::vector<std::string> v = Split(r.substr(eq + 1), ':');
+    if (eq == std::string::npos || v.size() != 3) return "range " + r;
+    p->ranges[r.substr(0, eq)] = Range{std::stoll(v[0]), std::stoll(v[1]), std::stoll(v[2])};
+  }
+  for (const std::string& x : Split(f[5], ',')) {
+    const size_t eq = x.find('=');
+    if (eq == std::string::npos) return "fixed " + x;
+    p->fixed[x.substr(0, eq)] = std::stoll(x.substr(eq + 1));
+  }
+  for (const std::string& x : Split(f[6], ',')) {
+    const size_t eq = x.find('='), star = x.find('*');
+    if (eq == std::string::npos || star == std::string::npos || star < eq) return "tied " + x;
+    p->tied[x.substr(0, eq)] = {x.substr(eq + 1, star - eq - 1), std::stoll(x.substr(star + 1))};
+  }
+  p->samples = std::stoi(f[7]);
+  p->exhaustive = f[8] == "-" ? "" : f[8];
+  if (!p->exhaustive.empty() && p->ranges.count(p->exhaustive) == 0) return "exhaustive " + p->exhaustive;
+  return "";
+}
+
+void SetFields(const Profile& p, Fields& fields) {
+  for (const auto& [name, value] : p.attributes) {
+    if (value[0] == 'i') {
+      fields.Int(name.c_str(), static_cast<int32_t>(std::stoll(value.substr(2))));
+    } else {
+      fields.ParserStr(name.c_str(), value.substr(2).c_str());
+    }
+  }
+}
 
 Dims ToDims(const std::vector<int64_t>& sizes) {
   Dims d{};
@@ -83,7 +151,53 @@ const bucketrt::spec::OpSpec* FindOp(const char* name) {
   return nullptr;
 }
 
-const char* TypeName(DataType t) { return t == DataType::kINT32 ? "int32" : t == DataType::kHALF ? "float16" : "float32"; }
+const char* TypeName(DataType t) {
+  return t == DataType::kINT32 ? "int32" : t == DataType::kINT8 ? "int8" : t == DataType::kHALF ? "float16" : "float32";
+}
+
+// The op's input dims for these sizes, as the spec declares them (an int attribute names its own);
+// "" or the first dim the sizes leave out.
+std::string SpecDims(const bucketrt::spec::OpSpec& op, const bucketrt::Attributes& attrs, const Symbols& sizes,
+                     std::vector<std::vector<int64_t>>* dims) {
+  dims->assign(static_cast<size_t>(op.num_inputs), {});
+  for (int i = 0; i < op.num_inputs; ++i) {
+    for (int a = 0; a < op.inputs[i].rank; ++a) {
+      const char* symbol = op.inputs[i].dims[a];
+      const auto size = sizes.find(symbol);
+      const bucketrt::Attributes::Value* attribute = nullptr;
+      for (const bucketrt::Attributes::Value& v : attrs.values()) {
+        if (v.spec->type == bucketrt::spec::AttrType::kInt && std::strcmp(v.spec->name, symbol) == 0) attribute = &v;
+      }
+      if (size != sizes.end()) {
+        (*dims)[i].push_back(size->second);
+      } else if (attribute != nullptr) {
+        (*dims)[i].push_back(attribute->int_value);
+      } else {
+        return std::string("the profile gives no size for ") + symbol + " (input '" + op.inputs[i].name + "')";
+      }
+    }
+  }
+  return "";
+}
+
+// The inputs' types: int32 and int8 as the spec says, T the profile's float type.
+std::vector<DataType> SpecTypes(const bucketrt::spec::OpSpec& op, DataType float_type) {
+  std::vector<DataType> types;
+  for (int i = 0; i < op.num_inputs; ++i) {
+    const bucketrt::spec::DType d = op.inputs[i].dtype;
+    types.push_back(d == bucketrt::spec::DType::kInt32  ? DataType::kINT32
+                    : d == bucketrt::spec::DType::kInt8 ? DataType::kINT8
+                                                        : float_type);
+  }
+  return types;
+}
+
+// Every symbol of a shape: the sampled ones as given, the fixed ones, the tied ones from theirs.
+Symbols Complete(const Profile& p, Symbols s) {
+  for (const auto& [name, value] : p.fixed) s[name] = value;
+  for (const auto& [name, other] : p.tied) s[name] = s.at(other.first) * other.second;
+  return s;
+}
 
 // What cuda::Plan needs for these dims ("" and the bytes, or the op's refusal).
 std::string Need(const bucketrt::spec::OpSpec& op, const bucketrt::Attributes& attrs,
@@ -126,17 +240,17 @@ std::vector<PluginTensorDesc> RuntimeDescs(const std::vector<std::vector<int64_t
   return descs;
 }
 
-// Sweeps `samples` random shapes of the profile plus every value of `exhaustive` (the others at
-// their max) and the corners; returns the number of shapes planned.
-void Sweep(const Profile& profile, Logger& logger, int samples, const char* exhaustive = nullptr) {
-  const bucketrt::spec::OpSpec* op = FindOp(profile.op);
-  IPluginCreatorV3One* creator = FindCreator(profile.op);
+// Sweeps the profile's `samples` random shapes plus every value of its `exhaustive` symbol (the
+// others at their max) and the corners.
+void Sweep(const Profile& profile, Logger& logger) {
+  const bucketrt::spec::OpSpec* op = FindOp(profile.op.c_str());
+  IPluginCreatorV3One* creator = FindCreator(profile.op.c_str());
   if (op == nullptr || creator == nullptr) {
-    Check(false, std::string(profile.op) + ": no creator");
+    Check(false, profile.op + ": no creator");
     return;
   }
   Fields fields;
-  profile.attributes(fields);
+  SetFields(profile, fields);
   std::vector<bucketrt::RawAttribute> raw;
   bucketrt::Attributes attrs;
   std::string error = bucketrt::trt::ReadFields(*op, fields.Get(), &raw);
@@ -151,11 +265,18 @@ void Sweep(const Profile& profile, Logger& logger, int samples, const char* exha
     lo[name] = range.lo;
     hi[name] = range.hi;
   }
-  const std::vector<std::vector<int64_t>> min_dims = profile.dims(lo), max_dims = profile.dims(hi);
+  const std::vector<DataType> types = SpecTypes(*op, profile.float_type);
+  std::vector<std::vector<int64_t>> min_dims, max_dims;
+  error = SpecDims(*op, attrs, Complete(profile, lo), &min_dims);
+  if (error.empty()) error = SpecDims(*op, attrs, Complete(profile, hi), &max_dims);
+  if (!error.empty()) {
+    Check(false, profile.what + ": " + error);
+    return;
+  }
   const int inputs = op->num_inputs, outputs = op->num_outputs;
   std::vector<DynamicPluginTensorDesc> in(static_cast<size_t>(inputs)), out(static_cast<size_t>(outputs));
   for (int i = 0; i < inputs; ++i) {
-    in[i].desc.type = profile.types[i];
+    in[i].desc.type = types[i];
     in[i].desc.format = TensorFormat::kLINEAR;
     in[i].min = ToDims(min_dims[i]);
     in[i].opt = in[i].max = ToDims(max_dims[i]);
@@ -170,15 +291,15 @@ void Sweep(const Profile& profile, Logger& logger, int samples, const char* exha
   }
   std::mt19937_64 random(12345);
   std::vector<Symbols> shapes = {lo, hi};
-  if (exhaustive != nullptr) {
-    const Range& r = profile.ranges.at(exhaustive);
+  if (!profile.exhaustive.empty()) {
+    const Range& r = profile.ranges.at(profile.exhaustive);
     for (int64_t v = r.lo; v <= r.hi; v += r.step) {
       Symbols s = hi;
-      s[exhaustive] = v;
+      s[profile.exhaustive] = v;
       shapes.push_back(s);
     }
   }
-  for (int k = 0; k < samples; ++k) {
+  for (int k = 0; k < profile.samples; ++k) {
     Symbols s;
     for (const auto& [name, range] : profile.ranges) {
       const int64_t steps = (range.hi - range.lo) / range.step;
@@ -190,10 +311,11 @@ void Sweep(const Profile& profile, Logger& logger, int samples, const char* exha
   int planned = 0, refused_by_op = 0, over = 0, not_taken = 0;
   std::string first_problem;
   std::vector<PluginTensorDesc> out_descs(static_cast<size_t>(outputs));
-  for (Symbols& s : shapes) {
-    const std::vector<std::vector<int64_t>> dims = profile.dims(s);
+  for (const Symbols& s : shapes) {
+    std::vector<std::vector<int64_t>> dims;
+    SpecDims(*op, attrs, Complete(profile, s), &dims);
     size_t need = 0;
-    if (!Need(*op, attrs, dims, profile.types, &need).empty()) {
+    if (!Need(*op, attrs, dims, types, &need).empty()) {
       ++refused_by_op;
       continue;
     }
@@ -203,7 +325,7 @@ void Sweep(const Profile& profile, Logger& logger, int samples, const char* exha
       ++over;
       if (first_problem.empty()) first_problem = "needs " + std::to_string(need);
     }
-    const std::vector<PluginTensorDesc> descs = RuntimeDescs(dims, profile.types);
+    const std::vector<PluginTensorDesc> descs = RuntimeDescs(dims, types);
     if (plugin.runtime->onShapeChange(descs.data(), inputs, out_descs.data(), outputs) != 0) {
       ++not_taken;
       if (first_problem.empty()) first_problem = logger.Last();
@@ -216,98 +338,40 @@ void Sweep(const Profile& profile, Logger& logger, int samples, const char* exha
             " refused by the op" + (first_problem.empty() ? "" : " (" + first_problem + ")"));
 }
 
-std::vector<DataType> Types(std::initializer_list<DataType> types) { return types; }
-
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: %s PROFILES (tests/test_trt_plugins.py writes them)\n", argv[0]);
+    return 2;
+  }
   Logger logger;
   Finder finder(&logger);
   setLoggerFinder(&finder);
-  const DataType I = DataType::kINT32, F = DataType::kFLOAT, H = DataType::kHALF;
+  // The spec's input dims of an op for these sizes (no attribute-named dims here).
+  auto dims_of = [](const char* op, const Symbols& sizes) {
+    std::vector<std::vector<int64_t>> dims;
+    const std::string error = SpecDims(*FindOp(op), bucketrt::Attributes(), sizes, &dims);
+    if (!error.empty()) Check(false, std::string(op) + ": " + error);
+    return dims;
+  };
 
-  auto lsh_dims = [](Symbols& s) {
-    return std::vector<std::vector<int64_t>>{{s["B"], s["Nq"]}, {s["B"], s["Nq"], s["m"]}, {s["B"], s["Nk"]},
-                                             {s["B"], s["Nk"], s["m"]}, {s["B"], s["Nk"], s["D"]}};
-  };
-  auto lsh = [](int capacity, int deterministic) {
-    return [=](Fields& f) { f.Int("hashtable_capacity", capacity).Int("deterministic", deterministic); };
-  };
-  const std::vector<DataType> lsh_types = {I, I, I, I, F};
-  // The issue's case: sorted slices cut by Nk; before, 823 values of N in [4096, 16384] needed more
-  // than N = 16384.
-  Sweep({"LSHCumulation sorted, B=1 m=64 D=64, every N in [4096, 16384]", "LSHCumulation", lsh(512, 1),
-         {{"B", {1, 1, 1}}, {"Nq", {4096, 16384, 1}}, {"Nk", {4096, 16384, 1}}, {"m", {64, 64, 1}}, {"D", {64, 64, 1}}},
-         [&](Symbols& s) { s["Nq"] = s["Nk"]; return lsh_dims(s); }, lsh_types},
-        logger, 0, "Nk");
-  Sweep({"LSHCumulation sorted, every D in [1, 512]", "LSHCumulation", lsh(512, 1),
-         {{"B", {1, 4, 1}}, {"Nq", {1, 8192, 1}}, {"Nk", {1, 8192, 1}}, {"m", {1, 64, 1}}, {"D", {1, 512, 1}}},
-         lsh_dims, lsh_types},
-        logger, 3000, "D");
-  Sweep({"LSHCumulation dense, every m in [1, 64]", "LSHCumulation", lsh(512, 0),
-         {{"B", {1, 16, 1}}, {"Nq", {1, 4096, 1}}, {"Nk", {1, 4096, 1}}, {"m", {1, 64, 1}}, {"D", {1, 160, 1}}},
-         lsh_dims, lsh_types},
-        logger, 3000, "m");
-  // capacity 65536: m * D * 65536 * 4 bytes crosses the dense tables' 256 MiB inside the profile.
-  Sweep({"LSHCumulation dense and sorted (capacity 65536), every D in [1, 128]", "LSHCumulation", lsh(65536, 0),
-         {{"B", {1, 8, 1}}, {"Nq", {1, 4096, 1}}, {"Nk", {1, 4096, 1}}, {"m", {1, 64, 1}}, {"D", {1, 128, 1}}},
-         lsh_dims, lsh_types},
-        logger, 3000, "D");
-
-  Sweep({"SignHash hadamard D=2048 (rows in the workspace)", "SignHash",
-         [](Fields& f) { f.Int("num_hash", 4).Int("hash_code_len", 8).ParserStr("transform", "hadamard"); },
-         {{"B", {1, 8, 1}}, {"N", {1, 4096, 1}}},
-         [](Symbols& s) {
-           return std::vector<std::vector<int64_t>>{{s["B"], s["N"]}, {s["B"], s["N"], 2048}, {1, 3, 2048}};
-         },
-         Types({I, H, H})},
-        logger, 500);
-  Sweep({"SignHash gaussian", "SignHash",
-         [](Fields& f) { f.Int("num_hash", 4).Int("hash_code_len", 8).ParserStr("transform", "gaussian"); },
-         {{"B", {1, 8, 1}}, {"N", {1, 4096, 1}}, {"D", {1, 4096, 1}}},
-         [](Symbols& s) {
-           return std::vector<std::vector<int64_t>>{{s["B"], s["N"]}, {s["B"], s["N"], s["D"]}, {1, s["D"], 32}};
-         },
-         Types({I, F, F})},
-        logger, 500, "D");
-  Sweep({"ArgmaxHash", "ArgmaxHash", [](Fields& f) { f.Int("num_hash", 2); },
-         {{"B", {1, 8, 1}}, {"H", {1, 12, 1}}, {"N", {1, 4096, 1}}, {"D", {1, 128, 1}}},
-         [](Symbols& s) {
-           return std::vector<std::vector<int64_t>>{
-               {s["B"], s["N"]}, {s["B"], s["H"], s["N"], s["D"]}, {s["H"], s["D"], 32}, {1}};
-         },
-         Types({I, F, F, I})},
-        logger, 500);
-  Sweep({"BucketSum, every N in [1, 4096]", "BucketSum", [](Fields& f) { f.Int("num_buckets", 64); },
-         {{"G", {1, 96, 1}}, {"N", {1, 4096, 1}}, {"D", {1, 256, 1}}},
-         [](Symbols& s) {
-           return std::vector<std::vector<int64_t>>{{s["G"], s["N"]}, {s["G"], s["N"]}, {s["G"], s["N"], s["D"]}};
-         },
-         Types({I, F, F})},
-        logger, 2000, "N");
-  Sweep({"Top1Dispatch", "Top1Dispatch", [](Fields& f) { f.Int("expert_capacity", 64); },
-         {{"B", {1, 8, 1}}, {"S", {1, 4096, 1}}, {"E", {1, 128, 1}}},
-         [](Symbols& s) { return std::vector<std::vector<int64_t>>{{s["B"], s["S"], s["E"]}}; }, Types({F})},
-        logger, 1000);
-  auto chunk_dims = [](Symbols& s) {
-    const int64_t n = s["K"] * 64;  // whole chunks of 64 (K = 1: one chunk, plain attention)
-    return std::vector<std::vector<int64_t>>{{s["B"], s["H"], n, s["D"]}, {s["B"], s["H"], n, s["D"]},
-                                             {s["B"], s["H"], n, s["D"]}, {s["B"], n}, {s["B"], s["H"], s["R"], n}};
-  };
-  Sweep({"SortedChunkAttention (one chunk to 64, 1 to 8 rounds)", "SortedChunkAttention",
-         [](Fields& f) { f.Int("chunk_length", 64).Int("chunks_before", 1).Int("max_length", 4096); },
-         {{"B", {1, 4, 1}}, {"H", {1, 12, 1}}, {"K", {1, 64, 1}}, {"D", {1, 128, 1}}, {"R", {1, 8, 1}}}, chunk_dims,
-         Types({F, F, F, I, I})},
-        logger, 1000, "K");
-  Sweep({"ExpertFFN", "ExpertFFN", [](Fields& f) { f.ParserStr("activation", "relu"); },
-         {{"B", {1, 8, 1}}, {"S", {1, 1024, 1}}, {"D", {1, 256, 1}}, {"F", {1, 1024, 1}}, {"E", {1, 64, 1}}},
-         [](Symbols& s) {
-           return std::vector<std::vector<int64_t>>{{s["B"], s["S"], s["D"]}, {s["B"], s["S"]}, {s["E"]},
-                                                    {s["B"], s["S"]}, {s["E"], s["F"], s["D"]},
-                                                    {s["E"], s["D"], s["F"]}};
-         },
-         Types({F, I, I, F, F, F})},
-        logger, 1000);
+  // ---- every profile of the table (tests/op_inputs.py), each swept ------------------------------
+  std::ifstream file(argv[1]);
+  if (!file.good()) Check(false, std::string("the profiles file ") + argv[1] + " is readable");
+  std::string line;
+  int line_number = 0;
+  while (std::getline(file, line)) {
+    ++line_number;
+    if (line.empty()) continue;
+    Profile profile;
+    const std::string error = ParseProfile(line, &profile);
+    if (!error.empty()) {
+      Check(false, "profiles line " + std::to_string(line_number) + ": " + error);
+      continue;
+    }
+    Sweep(profile, logger);
+  }
 
   // ---- the declared size travels with the plugin -----------------------------------------------
   {
@@ -316,10 +380,14 @@ int main() {
     f.Int("num_hash", 4).Int("hash_code_len", 8).ParserStr("transform", "hadamard");
     Plugin built(creator->createPlugin("sh", f.Get(), TensorRTPhase::kBUILD));
     std::vector<DynamicPluginTensorDesc> in(3), out(1);
-    const std::vector<std::vector<int64_t>> lo = {{1, 1}, {1, 1, 2048}, {1, 3, 2048}},
-                                            hi = {{2, 512}, {2, 512, 2048}, {1, 3, 2048}};
+    const Symbols hadamard = {{"B", 2}, {"N", 512}, {"D", 2048}, {"G", 1}, {"R", 3}, {"C", 2048}};
+    Symbols smallest = hadamard, wider = hadamard;
+    smallest["B"] = smallest["N"] = 1;
+    wider["D"] = wider["C"] = 4096;
+    const std::vector<std::vector<int64_t>> lo = dims_of("SignHash", smallest), hi = dims_of("SignHash", hadamard);
+    const std::vector<DataType> types = SpecTypes(*FindOp("SignHash"), DataType::kFLOAT);
     for (int i = 0; i < 3; ++i) {
-      in[i].desc.type = i == 0 ? I : F;
+      in[i].desc.type = types[i];
       in[i].min = ToDims(lo[i]);
       in[i].opt = in[i].max = ToDims(hi[i]);
     }
@@ -338,10 +406,10 @@ int main() {
     Plugin engine(creator->createPlugin("sh", saved, TensorRTPhase::kRUNTIME));
     Plugin attached(engine.runtime->attachToContext(nullptr));
     PluginTensorDesc o[1]{};
-    const std::vector<PluginTensorDesc> inside = RuntimeDescs({{2, 512}, {2, 512, 2048}, {1, 3, 2048}}, {I, F, F});
+    const std::vector<PluginTensorDesc> inside = RuntimeDescs(hi, types);
     // SignHash's rows in the workspace grow with D alone: D = 4096 is outside the profile.
-    const std::vector<std::vector<int64_t>> outside_dims = {{2, 512}, {2, 512, 4096}, {1, 3, 4096}};
-    const std::vector<PluginTensorDesc> outside = RuntimeDescs(outside_dims, {I, F, F});
+    const std::vector<std::vector<int64_t>> outside_dims = dims_of("SignHash", wider);
+    const std::vector<PluginTensorDesc> outside = RuntimeDescs(outside_dims, types);
     logger.messages.clear();
     Check(attached.runtime->onShapeChange(inside.data(), 3, o, 1) == 0,
           "the deserialised plugin takes the profile's max shapes");
@@ -353,7 +421,7 @@ int main() {
       bucketrt::Attributes attrs;
       bucketrt::trt::ReadFields(*FindOp("SignHash"), f.Get(), &raw);
       bucketrt::ResolveAttributes(*FindOp("SignHash"), raw, &attrs);
-      Need(*FindOp("SignHash"), attrs, outside_dims, {I, F, F}, &need);
+      Need(*FindOp("SignHash"), attrs, outside_dims, types, &need);
     }
     const std::string want = "SignHash: these shapes need " + std::to_string(need) +
                              " bytes of workspace, more than the " + std::to_string(declared) +
@@ -378,10 +446,12 @@ int main() {
     f.Int("chunk_length", 64).Int("max_length", 4096);
     Plugin p(creator->createPlugin("attn", f.Get(), TensorRTPhase::kBUILD));
     std::vector<DynamicPluginTensorDesc> in(5), out(1);
-    const std::vector<std::vector<int64_t>> lo = {{1, 2, 64, 64}, {1, 2, 64, 64}, {1, 2, 64, 64}, {1, 64}, {1, 2, 1, 64}},
-                                            hi = {{1, 2, 8192, 64}, {1, 2, 8192, 64}, {1, 2, 8192, 64}, {1, 8192},
-                                                  {1, 2, 1, 8192}};
-    const DataType types[5] = {F, F, F, I, I};
+    const Symbols one_chunk = {{"B", 1}, {"H", 2}, {"N", 64}, {"D", 64}, {"R", 1}};
+    Symbols beyond = one_chunk;
+    beyond["N"] = 8192;
+    const std::vector<std::vector<int64_t>> lo = dims_of("SortedChunkAttention", one_chunk),
+                                            hi = dims_of("SortedChunkAttention", beyond);
+    const std::vector<DataType> types = SpecTypes(*FindOp("SortedChunkAttention"), DataType::kFLOAT);
     for (int i = 0; i < 5; ++i) {
       in[i].desc.type = types[i];
       in[i].min = ToDims(lo[i]);

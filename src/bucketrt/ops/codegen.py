@@ -1,17 +1,24 @@
-"""What is generated from the op spec: the C++ header the native library is built with, and
-docs/ops.md.
+"""What is generated from the op spec: the C++ header the native library is built with,
+docs/ops.md, and the op lists of the other docs.
 
     PYTHONPATH=src python -m bucketrt.ops.codegen header build/generated/bucketrt/op_specs.h
     PYTHONPATH=src python -m bucketrt.ops.codegen markdown docs/ops.md
+    PYTHONPATH=src python -m bucketrt.ops.codegen op-lists .
 
-CMake runs the first while the library is built (standard library only: see `schema`); a test
-keeps docs/ops.md current.
+CMake runs the first while the library is built (standard library only: see `schema`); `make docs`
+runs the other two, and tests keep their output current. The op lists (which ops have CUDA kernels
+and TensorRT plugins, which run on the CPU alone, the CUDA kernels' files) fill the marked spans
+`<!-- op-list:NAME -->...<!-- /op-list -->` of the files in `OP_LIST_FILES`, from the catalogue and
+the CUDA op table (`kTable` in plugins/cuda/ops.cc, the one place that says which ops have a CUDA
+kernel; `cuda_table` reads it).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from .catalogue import ACTIVATION_FUNCTIONS, EXPERT_ACTIVATIONS, OPS
@@ -198,11 +205,110 @@ def markdown() -> str:
     return "\n".join(out)
 
 
+# -- the op lists of the docs ------------------------------------------------------------------
+
+# Files (from the repository root) whose op lists are generated; tests/test_op_places.py checks them.
+OP_LIST_FILES = ("README.md", "docs/cuda.md", "docs/tensorrt.md", "plugins/cuda/README.md", "trt_plugins/README.md")
+CUDA_TABLE = "plugins/cuda/ops.cc"
+_OP_LIST = re.compile(r"(<!-- op-list:([\w-]+) -->)(.*?)(<!-- /op-list -->)", re.S)
+
+
+@dataclass(frozen=True)
+class CudaEntry:
+    """An op's entry in the CUDA op table: whether it has data checks (their report) and a workspace
+    bound of its own (else the plan's at a profile's largest shapes is the bound)."""
+
+    op: str
+    data_report: bool
+    workspace_bound: bool
+
+
+def cuda_table(ops_cc: str) -> list[CudaEntry]:
+    """The entries of `kTable` in plugins/cuda/ops.cc (its text), in table order. Each entry is
+    `{&spec::k<Op>, check, plan, launch, BUCKETRT_REPORT(ns) or BUCKETRT_NO_REPORT, bound or nullptr}`;
+    tests/test_cuda_build.py checks this reading against what a build with CUDA lists."""
+    match = re.search(r"constexpr Entry kTable\[\] = \{(.*?)\n\};", ops_cc, re.S)
+    if match is None:
+        raise ValueError(f"no `constexpr Entry kTable[] = {{...}};` in {CUDA_TABLE}")
+    entries = []
+    for op, fields in re.findall(r"\{&spec::k(\w+),([^{}]*)\}", match.group(1)):
+        entries.append(CudaEntry(op, "BUCKETRT_REPORT(" in fields, fields.split(",")[-1].strip() != "nullptr"))
+    return entries
+
+
+def file_stem(op: str) -> str:
+    """The files of an op's kernels: plugins/cpu/<stem>.{h,cc}, plugins/cuda/<stem>.{h,cu}
+    (LSHCumulation: lsh_cumulation, ExpertFFNInt8: expert_ffn_int8)."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", op).lower()
+
+
+def _and(names: list[str]) -> str:
+    return "none" if not names else names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def op_lists(cuda: list[CudaEntry]) -> dict[str, str]:
+    """Every generated op list by name: the ops with a CUDA kernel (so with a TensorRT plugin) and
+    those without, in catalogue order, as words or as code; the float32-only ops; the CUDA kernels'
+    files as a table."""
+    table = {e.op: e for e in cuda}
+    unknown = sorted(set(table) - {op.name for op in OPS})
+    if unknown:
+        raise ValueError(f"{CUDA_TABLE} has entries for ops the catalogue lacks: {unknown}")
+    with_kernel = [op.name for op in OPS if op.name in table]
+    without = [op.name for op in OPS if op.name not in table]
+    rows = [
+        "",
+        "",
+        "| files | op | data checks | workspace over a TensorRT profile |",
+        "|---|---|---|---|",
+    ]
+    for name in with_kernel:
+        e = table[name]
+        rows.append(
+            f"| `{file_stem(name)}.{{h,cu}}` | {name} | "
+            + ("a report (`ReportBytes`, `EnqueueReport`, `ReportError`)" if e.data_report else "none")
+            + " | "
+            + ("its own `WorkspaceBound`" if e.workspace_bound else "the plan at the largest shapes")
+            + " |"
+        )
+    return {
+        "cuda-ops": _and(with_kernel),
+        "cuda-ops-code": _and([f"`{n}`" for n in with_kernel]),
+        "cpu-only-ops": _and(without),
+        "float32-only-ops": _and([op.name for op in OPS if op.float_types == ("float32",)]),
+        "cuda-files": "\n".join(rows) + "\n\n",
+    }
+
+
+def fill_op_lists(text: str, lists: dict[str, str]) -> str:
+    """`text` with every marked span holding its op list (ValueError for a name `op_lists` lacks)."""
+
+    def fill(match: re.Match) -> str:
+        if match.group(2) not in lists:
+            raise ValueError(f"no op list named '{match.group(2)}' (known: {sorted(lists)})")
+        return match.group(1) + lists[match.group(2)] + match.group(4)
+
+    return _OP_LIST.sub(fill, text)
+
+
+def write_op_lists(root: Path) -> None:
+    lists = op_lists(cuda_table((root / CUDA_TABLE).read_text()))
+    for name in OP_LIST_FILES:
+        path = root / name
+        text = path.read_text()
+        filled = fill_op_lists(text, lists)
+        if filled != text:
+            path.write_text(filled)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Emit artefacts derived from the op catalogue.")
-    parser.add_argument("what", choices=("header", "markdown"))
-    parser.add_argument("output", type=Path)
+    parser.add_argument("what", choices=("header", "markdown", "op-lists"))
+    parser.add_argument("output", type=Path, help="the file to write (op-lists: the repository root)")
     args = parser.parse_args(argv)
+    if args.what == "op-lists":
+        write_op_lists(args.output)
+        return 0
     text = cpp_header() if args.what == "header" else markdown()
     args.output.parent.mkdir(parents=True, exist_ok=True)
     if not args.output.exists() or args.output.read_text() != text:
