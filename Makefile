@@ -42,7 +42,7 @@ APT_DIR := $(abspath $(CACHE))/apt
 APT_OPTS := -o Dir::Etc::SourceList=$(APT_DIR)/sources.list -o Dir::Etc::SourceParts=/dev/null \
 	-o Dir::State::Lists=$(APT_DIR)/lists -o Dir::Cache=$(APT_DIR)/cache -o Debug::NoLocking=1
 
-.PHONY: all env triton-env install demo test lint sanitize sanitize-lib bench docs device-lib clean distclean
+.PHONY: all env triton-env install editable test-editable demo test lint sanitize sanitize-lib bench docs device-lib clean distclean
 
 all: install
 
@@ -104,6 +104,18 @@ $(abspath $(EIGEN_DEB_DIR))/usr/include/eigen3/Eigen/Core:
 install: $(VENV)/.deps $(ORT_HEADERS) $(EIGEN_HEADERS)
 	flock $(VENV)/.install.lock env ORT_INCLUDE_DIR=$(ORT_INCLUDE_DIR) EIGEN3_INCLUDE_DIR=$(EIGEN3_INCLUDE_DIR) \
 		$(PIP) install -q --no-build-isolation --no-deps .
+
+# For development: the same, editable (pip install -e .): the Python files stay in the checkout and
+# edits take effect at once; the compiled libraries go to site-packages (rerun after native edits).
+# `make install` (which lint, test and sanitize run) puts the regular install back.
+editable: $(VENV)/.deps $(ORT_HEADERS) $(EIGEN_HEADERS)
+	flock $(VENV)/.install.lock env ORT_INCLUDE_DIR=$(ORT_INCLUDE_DIR) EIGEN3_INCLUDE_DIR=$(EIGEN3_INCLUDE_DIR) \
+		$(PIP) install -q --no-build-isolation --no-deps -e .
+
+# The quick tests through an editable install (CI runs it last): the package must import, find its
+# libraries and its families from the source folders as it does from a wheel.
+test-editable: editable triton-env
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 # -- the main job on the embedded default ----------------------------------------------------
 demo: install

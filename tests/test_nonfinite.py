@@ -21,7 +21,7 @@ from kernel_cases import NONFINITE_CASES, NONFINITE_RTOL, assert_nonfinite_close
 
 from bucketrt.library import run_op
 from bucketrt.ops import reference
-from bucketrt.ops.catalogue import BY_NAME
+from bucketrt.ops.catalogue import ARGMAX_HASH, BY_NAME, SIGN_HASH
 
 
 def reference_outputs(op: str, inputs: dict[str, np.ndarray], attrs: dict) -> list[np.ndarray]:
@@ -61,8 +61,8 @@ def _ordered_projections(x: np.ndarray, projection: np.ndarray) -> np.ndarray:
     return y
 
 
-@pytest.mark.parametrize("op", ["ArgmaxHash", "SignHash"])
-def test_an_overflowing_projection_follows_the_specs_summation_order(op):
+@pytest.mark.parametrize("spec", [ARGMAX_HASH, SIGN_HASH], ids=lambda spec: spec.name)
+def test_an_overflowing_projection_follows_the_specs_summation_order(spec):
     """Where products or partial sums overflow (vectors near the float32 limit), the summation order
     decides between a finite y, an Inf and a NaN: the reference and the kernel both follow the
     spec's order (docs/ops.md), whatever order the matmul torch runs on this CPU takes."""
@@ -71,7 +71,7 @@ def test_an_overflowing_projection_follows_the_specs_summation_order(op):
         vector = (rng.standard_normal((1, 2, 16, 8)) * 3e38).astype(np.float32)
     projection = rng.standard_normal((2, 8, 8)).astype(np.float32)
     mask = np.ones((1, 16), np.int32)
-    if op == "ArgmaxHash":
+    if spec is ARGMAX_HASH:
         inputs = {"mask": mask, "vector": vector, "projection": projection, "bucket_sizes": np.array([4, 4], np.int32)}
         attrs = {"num_hash": 2}
         y = reference.argmax_projections(*(torch.from_numpy(a) for a in inputs.values()), **attrs)
@@ -84,6 +84,6 @@ def test_an_overflowing_projection_follows_the_specs_summation_order(op):
         want = _ordered_projections(vector, projection).reshape(2, 16, 2, 4)
     assert not np.isfinite(want).all()  # the case is about overflow
     np.testing.assert_array_equal(y.numpy(), want)
-    ref = reference_outputs(op, inputs, attrs)
-    ours = run_op(BY_NAME[op], inputs, attrs)
+    ref = reference_outputs(spec.name, inputs, attrs)
+    ours = run_op(spec, inputs, attrs)
     assert [a.tolist() for a in ours] == [b.tolist() for b in ref]
