@@ -240,6 +240,74 @@ EXPERT_FFN_INT8 = OpSpec(
     attributes=EXPERT_FFN.attributes,
 )
 
+# How a TopKExperts expert turns its first projection h into the second's input: the gating
+# functions transformers' mixture-of-experts families use (their experts' `_apply_gate`), by name.
+# `gate` and `up` are the two halves of h ([gate; up], the concatenated layout); L is `limit`.
+EXPERT_GATINGS = {
+    "none": "act(h): experts without a gate (h is `up` alone, G = F)",
+    "glu": "act(gate) * up (Mixtral, Qwen-MoE, OLMoE, DeepSeek-V3, ...)",
+    "glu_clamped": "act(min(gate, L)) * clamp(up, -L, L) (DeepSeek-V4)",
+    "glu_clamped_after": "min(act(gate), L) * clamp(up, -L, L) (Step-3.7, Ling)",
+    "glu_clamped_offset": "act(min(gate, L)) * (clamp(up, -L, L) + 1) (GPT-OSS, MiniMax-M3: act is quick_gelu, "
+    "x * sigmoid(1.702 x))",
+}
+# The gatings that clamp by `limit`; the others take limit 0.
+LIMITED_GATINGS = ("glu_clamped", "glu_clamped_after", "glu_clamped_offset")
+
+TOPK_EXPERTS = OpSpec(
+    name="TopKExperts",
+    summary="The experts of a top-k mixture-of-experts layer: each token goes through the k experts its router "
+    "chose, each expert's output scaled by the token's weight for it, and the k outputs summed. Costs in "
+    "proportion to tokens x k, whatever the number of experts.",
+    semantics=(
+        "For token t and pick j < K with e = expert_index[t,j] < E: h = gate_up[e] · hidden[t,:] + gate_up_bias[e] "
+        "(G values; G = 2F with gate = h[0:F] and up = h[F:2F], or G = F with gating none), a = gating(h) (F values, "
+        "the gating functions below, with act the activation attribute), y_j = down[e] · a + down_bias[e]. "
+        "out[t,:] = sum over the picks j = 0, 1, ..., K-1 in that order of expert_weight[t,j] * y_j, in float32. "
+        "expert_index E means no expert: that pick adds nothing, whatever its weight (a token without an expert "
+        "gets 0); an index outside [0, E] is an error. Layouts are nn.Linear's: gate_up[e] is [G, D], down[e] is "
+        "[D, F]. Gatings: "
+        + "; ".join(f"{name}: {text}" for name, text in EXPERT_GATINGS.items())
+        + ". Non-finite values go through act and the clamps as in torch (torch.clamp propagates NaN), and "
+        "products and sums as IEEE."
+    ),
+    inputs=(
+        Tensor("hidden", FLOAT, ("T", "D"), "Token states entering the experts (tokens flattened)."),
+        Tensor("expert_index", "int32", ("T", "K"), "The experts each token's router chose, in [0, E]; E: none."),
+        Tensor("expert_weight", FLOAT, ("T", "K"), "The routing weight of each of the token's picks."),
+        Tensor("gate_up", FLOAT, ("E", "G", "D"), "First projection of each expert: [gate; up] rows, or up alone."),
+        Tensor("gate_up_bias", FLOAT, ("E", "G"), "Its bias (zeros for experts without one)."),
+        Tensor("down", FLOAT, ("E", "D", "F"), "Second projection of each expert."),
+        Tensor("down_bias", FLOAT, ("E", "D"), "Its bias (zeros for experts without one)."),
+    ),
+    outputs=(Tensor("out", FLOAT, ("T", "D"), "The weighted sum of each token's experts' outputs."),),
+    attributes=(
+        Attribute(
+            "activation",
+            "string",
+            "Activation of the gating, by its transformers (ACT2FN) name.",
+            default="silu",
+            choices=tuple(EXPERT_ACTIVATIONS),
+        ),
+        Attribute(
+            "gating",
+            "string",
+            "How h becomes the second projection's input (see the semantics).",
+            default="glu",
+            choices=tuple(EXPERT_GATINGS),
+        ),
+        Attribute(
+            "limit",
+            "float",
+            "L, the clamp of the limited gatings (> 0 there); 0 for the others.",
+            default=0.0,
+            minimum=0.0,
+            maximum=1e30,
+        ),
+    ),
+    float_types=FLOAT_TYPES,
+)
+
 ARGMAX_HASH = OpSpec(
     name="ArgmaxHash",
     summary="Angular LSH (Reformer's hashing): random projections of each vector, bucket = argmax over "
@@ -376,6 +444,7 @@ OPS: tuple[OpSpec, ...] = (
     TOP1_DISPATCH,
     EXPERT_FFN,
     EXPERT_FFN_INT8,
+    TOPK_EXPERTS,
 )
 BY_NAME = {op.name: op for op in OPS}
 

@@ -17,11 +17,13 @@ from .catalogue import (
     BUCKET_SUM,
     EXPERT_FFN,
     EXPERT_FFN_INT8,
+    LIMITED_GATINGS,
     LSH_CUMULATION,
     MAX_INT8_SUM_LENGTH,
     SIGN_HASH,
     SORTED_CHUNK_ATTENTION,
     TOP1_DISPATCH,
+    TOPK_EXPERTS,
     hadamard_parts,
 )
 from .catalogue import EXPERT_ACTIVATIONS as SPEC_EXPERT_ACTIVATIONS
@@ -498,6 +500,73 @@ def sorted_chunk_attention(query, key, value, mask, buckets, **attrs) -> torch.T
     return torch.where(weights == 0, 0.0, out_unsorted * weights).sum(dim=2)
 
 
+def _gating(gating: str, act, limit: float):
+    """TopKExperts' gating functions (catalogue.EXPERT_GATINGS), h [..., G] -> [..., F]."""
+    if gating == "none":
+        return act
+
+    def gated(h: torch.Tensor) -> torch.Tensor:
+        gate, up = h.chunk(2, dim=-1)
+        if gating == "glu":
+            return act(gate) * up
+        up = up.clamp(-limit, limit)
+        if gating == "glu_clamped":
+            return act(gate.clamp(max=limit)) * up
+        if gating == "glu_clamped_after":
+            return act(gate).clamp(max=limit) * up
+        return act(gate.clamp(max=limit)) * (up + 1)  # glu_clamped_offset
+
+    return gated
+
+
+def check_topk_experts_attributes(attrs: dict, env: dict) -> None:
+    """TopKExperts' checks beyond the spec's (the kernels word them alike): G against F and the
+    gating, and the limit against the gating."""
+    gating, limit = attrs["gating"], attrs["limit"]
+    width = env["F"] if gating == "none" else 2 * env["F"]
+    if env["G"] != width:
+        rule = "F" if gating == "none" else "2*F"
+        raise ValueError(
+            f"TopKExperts: input 'gate_up' dim 1 (G) must be {rule} = {width} for gating '{gating}', got {env['G']}"
+        )
+    if gating in LIMITED_GATINGS and limit <= 0:
+        raise ValueError(f"TopKExperts: attribute 'limit' must be > 0 for gating '{gating}', got {limit:g}")
+    if gating not in LIMITED_GATINGS and limit != 0:
+        raise ValueError(
+            f"TopKExperts: attribute 'limit' applies to gatings {', '.join(LIMITED_GATINGS)} only; "
+            f"it must be 0 for gating '{gating}', got {limit:g}"
+        )
+
+
+def topk_experts(hidden, expert_index, expert_weight, gate_up, gate_up_bias, down, down_bias, **attrs) -> torch.Tensor:
+    tensors = (hidden, expert_index, expert_weight, gate_up, gate_up_bias, down, down_bias)
+    attrs, env = _check(TOPK_EXPERTS, tensors, attrs)
+    check_topk_experts_attributes(attrs, env)
+    if hidden.dtype != torch.float32:  # float16: the float32 computation, rounded once at the end
+        return topk_experts(*(t.float() if t.is_floating_point() else t for t in tensors), **attrs).to(hidden.dtype)
+    experts = env["E"]
+    if expert_index.numel() and (int(expert_index.min()) < 0 or int(expert_index.max()) > experts):
+        bad = ((expert_index < 0) | (expert_index > experts)).nonzero()[0].tolist()
+        raise ValueError(
+            f"TopKExperts: input 'expert_index' has {int(expert_index[tuple(bad)])} at {bad}, outside [0, E={experts}] "
+            f"(E: no expert)"
+        )
+    ffn = _gating(attrs["gating"], EXPERT_ACTIVATIONS[attrs["activation"]], attrs["limit"])
+    # y[t, j]: the output of token t's j-th expert, before its weight (0 where it has none).
+    y = torch.zeros(*expert_index.shape, env["D"], dtype=torch.float32)
+    for e in expert_index.unique().tolist():
+        if e == experts:
+            continue
+        tokens, picks = (expert_index == e).nonzero(as_tuple=True)
+        h = hidden[tokens] @ gate_up[e].T + gate_up_bias[e]
+        y[tokens, picks] = ffn(h) @ down[e].T + down_bias[e]
+    live = expert_index != experts
+    out = torch.zeros_like(hidden)
+    for j in range(expert_index.shape[1]):  # the spec's order: picks j = 0, 1, ...
+        out = out + torch.where(live[:, j, None], expert_weight[:, j, None] * y[:, j], 0.0)
+    return out
+
+
 REFERENCES = {
     LSH_CUMULATION.name: lsh_cumulation,
     SIGN_HASH.name: sign_hash,
@@ -507,4 +576,5 @@ REFERENCES = {
     TOP1_DISPATCH.name: top1_dispatch,
     EXPERT_FFN.name: expert_ffn,
     EXPERT_FFN_INT8.name: expert_ffn_int8,
+    TOPK_EXPERTS.name: topk_experts,
 }

@@ -8,6 +8,7 @@ generator while the native library is built, in an environment that has no torch
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 DOMAIN = "bucketrt"
@@ -60,16 +61,17 @@ class Tensor:
 @dataclass(frozen=True)
 class Attribute:
     """An attribute of an op. An int attribute has a minimum and a maximum, or allowed values
-    (`allowed`, e.g. FLAG); a string attribute has its choices. Every backend enforces exactly
-    these (the C++ checks are generated from them: codegen.cpp_header)."""
+    (`allowed`, e.g. FLAG); a float attribute a finite minimum and maximum; a string attribute its
+    choices. Every backend enforces exactly these (the C++ checks are generated from them:
+    codegen.cpp_header)."""
 
     name: str
-    type: str  # "int" | "string"
+    type: str  # "int" | "float" | "string"
     doc: str
-    default: int | str | None = None  # None: required
+    default: int | float | str | None = None  # None: required
     choices: tuple[str, ...] = ()  # string: the allowed values
-    minimum: int | None = None
-    maximum: int | None = None
+    minimum: int | float | None = None
+    maximum: int | float | None = None
     allowed: tuple[int, ...] = ()  # int: the allowed values (then no minimum/maximum)
     power_of_two: bool = False
 
@@ -79,6 +81,12 @@ class Attribute:
             assert bounded, f"int attribute '{self.name}' needs a minimum and a maximum, or allowed values"
             assert not (self.allowed and (self.minimum is not None or self.maximum is not None)), self.name
             assert not self.choices, self.name
+        elif self.type == "float":
+            bounds = (self.minimum, self.maximum)
+            assert all(isinstance(b, float) and math.isfinite(b) for b in bounds), (
+                f"float attribute '{self.name}' needs finite float bounds"
+            )
+            assert not self.choices and not self.allowed and not self.power_of_two, self.name
         else:
             assert self.type == "string" and self.choices, f"string attribute '{self.name}' needs its choices"
             assert self.minimum is None and self.maximum is None and not self.allowed, self.name
@@ -100,6 +108,17 @@ class Attribute:
             if self.power_of_two and (value < 1 or value & (value - 1)):
                 return f"must be a power of two, got {value}"
             return None
+        if self.type == "float":
+            # A float, not an int: an ONNX node's attribute keeps its Python type (INT or FLOAT).
+            if not isinstance(value, float):
+                return f"must be a float, got {value!r}"
+            if not math.isfinite(value):
+                return f"must be finite, got {value}"
+            if value < self.minimum:
+                return f"must be >= {self.minimum:g}, got {value:g}"
+            if value > self.maximum:
+                return f"must be <= {self.maximum:g}, got {value:g}"
+            return None
         if not isinstance(value, str):
             return f"must be a string, got {value!r}"
         if value not in self.choices:
@@ -112,6 +131,8 @@ class Attribute:
             return "one of " + ", ".join(f"`{c}`" for c in self.choices)
         if self.allowed:
             return "one of " + ", ".join(f"`{v}`" for v in self.allowed)
+        if self.type == "float":
+            return f"a float, {self.minimum:g} .. {self.maximum:g}"
         text = f"{self.minimum} .. {self.maximum}"
         return text + (", a power of two" if self.power_of_two else "")
 
