@@ -26,7 +26,8 @@ What a family declares:
   name);
 * `presets`: {NAME: Preset(description, config)}, architectures with random weights;
 * what it refuses to export (`check_config`, raising BucketrtError);
-* its tasks: the task names it exports and its transformers class prefix (tasks.task_table);
+* its tasks: the task names it exports and its transformers class prefix (tasks.task_table), or,
+  for a family of several model types, the class of each config (`resolve_task`);
 * its options (`options`: names and defaults, validated by `check_options`) and `option_flags`,
   {option: help} of boolean options that `bucketrt export` also takes as a flag (--OPTION-NAME);
 * `batch_rows_independent`: whether a row's answer is bit-identical inside a same-shape batch and
@@ -210,6 +211,11 @@ class Family:
             raise BucketrtError(
                 f"unknown task '{name}' for {self.name} models", f"choose one of: {', '.join(self.tasks)}"
             ) from None
+
+    def resolve_task(self, task: Task, config) -> Task:
+        """The task for this config: `tasks` as declared, unless the family's transformers class
+        depends on the config (a family of several model types names their own classes here)."""
+        return task
 
     def infer_task(self, config) -> str:
         """The task of the first architecture in the config that we know, else the default."""

@@ -140,10 +140,58 @@ def _trace(component: Component, opset: int, source):
                 optimize=True,
                 verbose=False,
             )
+    except BucketrtError:
+        raise
     except Exception as e:
         raise RuntimeError(f"torch.onnx.export failed for {source.describe()} ({component.name}): {e}") from e
+    narrowed = narrowed_dims(program.exported_program, component)
+    if narrowed:
+        raise BucketrtError(
+            f"torch.onnx.export narrowed the dynamic shapes of {source.describe()} ({component.name}): "
+            + "; ".join(narrowed),
+            "the model branches on a size in Python; the graph would fail outside that range, so it is not written",
+        )
     _finalize(program.model, MAX_IR_VERSION)
     return program.model
+
+
+def narrowed_dims(exported_program, component: Component) -> list[str]:
+    """The dynamic dims of `component` that the traced program no longer takes over their whole
+    declared range ("INPUT dim AXIS (NAME): ..."): specialised to the example's size, or given a
+    narrower range. torch.onnx.export does this silently where torch.export reports a constraint
+    violation (it retries with the shapes the violation suggests), and the graph then fails at
+    run time outside the example's range (a first decoding step with an empty past, say)."""
+    import torch.utils._pytree as pytree
+    from torch.export.graph_signature import InputKind
+
+    if exported_program is None:
+        return []
+    values = {node.name: node.meta.get("val") for node in exported_program.graph.nodes if node.op == "placeholder"}
+    user = [values[spec.arg.name] for spec in exported_program.graph_signature.input_specs if spec.kind == InputKind.USER_INPUT]
+    _, kwargs = pytree.tree_unflatten(user, exported_program.call_spec.in_spec)
+    ranges = exported_program.range_constraints
+    found = []
+    for name, spec in component.dynamic_shapes.items():
+        given = kwargs.get(name)
+        if isinstance(spec, dict):  # one tensor's {axis: Dim}
+            pairs = [(name, given, spec)]
+        else:  # a tuple of tensors (past key/values), one {axis: Dim} each
+            pairs = [(f"{name}[{i}]", t, s) for i, (t, s) in enumerate(zip(given or (), spec))]
+        for label, tensor, axes in pairs:
+            if tensor is None or not axes:
+                continue
+            for axis, dim in axes.items():
+                size = tensor.shape[axis]
+                what = f"{label} dim {axis} ({getattr(dim, '__name__', dim)})"
+                if isinstance(size, int):
+                    found.append(f"{what} fixed to {size}")
+                    continue
+                bounds = ranges.get(size.node.expr)
+                if bounds is None:
+                    found.append(f"{what} became {size.node.expr}")
+                elif bounds.lower > dim.min or bounds.upper < dim.max:
+                    found.append(f"{what} takes [{bounds.lower}, {bounds.upper}], declared [{dim.min}, {dim.max}]")
+    return found
 
 
 def export(

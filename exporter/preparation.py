@@ -65,6 +65,6 @@ def prepare(
     if family is not None and found.name != family:
         raise BucketrtError(f"'{source.ref}' is now a {found.name} model, the export a {family} one", "export again")
     checked = found.check_options(dict(options or {}))
-    task_spec = found.get_task(task or found.infer_task(config))
+    task_spec = found.resolve_task(found.get_task(task or found.infer_task(config)), config)
     model = source.build_model(found, config, task_spec, seed)
     return Prepared(source, found, task_spec, model, seed, overrides, checked)

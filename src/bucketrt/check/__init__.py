@@ -37,7 +37,15 @@ from bucketrt.export_format.manifest import max_sequence_length
 
 from .backends import BACKENDS, BackendRun, OrtBackend, TrtBackend, _say
 from .generation import compare_generation
-from .report import CheckReport, ComponentReport, GenerationResult, HashAudit, OutputResult, RoutingResult
+from .report import (
+    CheckReport,
+    ComponentReport,
+    GenerationResult,
+    HashAudit,
+    LayerRouting,
+    OutputResult,
+    RoutingResult,
+)
 from .rule import TOLERANCES, compare, mismatched_elements, quantized_metrics
 
 
@@ -249,7 +257,7 @@ def _check_component(run: _Check, entry: dict) -> ComponentReport:
         inputs={n: list(v.shape) for n, v in feeds.items()},
         outputs=outputs,
         hash_codes=_hash_audit(sync, criteria["max_code_flips"] if criteria else None),
-        routing=_routing(routes),
+        routing=_routing(routes, feeds),
         note=ran.note if sync is None else None,
         backend_seconds=ran.seconds,
         reference_seconds=reference_seconds,
@@ -309,8 +317,19 @@ def _hash_audit(sync, max_flipped: float | None) -> HashAudit | None:
     )
 
 
-def _routing(routes) -> RoutingResult | None:
-    return None if routes is None else RoutingResult(routes.calls, routes.total, routes.differing, routes.complete)
+def _routing(routes, feeds: dict) -> RoutingResult | None:
+    """The audit's counts, its layers' differing tokens as [row, position] of input_ids where a
+    layer routes input_ids' tokens (flattened batch-major, as the models do)."""
+    if routes is None:
+        return None
+    ids = feeds.get("input_ids")
+    layers = []
+    for layer in routes.layers:
+        listed = layer.differing_tokens
+        if ids is not None and ids.ndim == 2 and ids.size == layer.tokens:
+            listed = [list(divmod(int(t), ids.shape[1])) for t in listed]
+        layers.append(LayerRouting(layer.layer, layer.op, layer.tokens, layer.differing, listed))
+    return RoutingResult(routes.calls, routes.total, routes.differing, routes.complete, layers)
 
 
 # --------------------------------------------------------------------------------------------
@@ -344,6 +363,7 @@ __all__ = [
     "ComponentReport",
     "GenerationResult",
     "HashAudit",
+    "LayerRouting",
     "OutputResult",
     "RoutingResult",
     "TOLERANCES",

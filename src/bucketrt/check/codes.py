@@ -23,7 +23,7 @@ import onnx
 import torch
 
 from bucketrt.ops import reference
-from bucketrt.ops.catalogue import ARGMAX_HASH, BY_NAME, SIGN_HASH, TOP1_DISPATCH
+from bucketrt.ops.catalogue import ARGMAX_HASH, BY_NAME, SIGN_HASH, TOP1_DISPATCH, TOPK_EXPERTS
 from bucketrt.ops.schema import DOMAIN, OpSpec
 
 # A flip is rounding when the projection is this close to zero relative to its row's RMS.
@@ -43,14 +43,25 @@ def code_outputs(model: onnx.ModelProto) -> list[str]:
     return names
 
 
+# Where each routing op's decision is, per node: (output index or None, input index or None).
+# Top1Dispatch outputs each token's expert (-1 where dropped); TopKExperts takes each token's k
+# experts as its expert_index input (from the router's standard TopK).
+_ROUTES = {TOP1_DISPATCH.name: ("output", 0), TOPK_EXPERTS.name: ("input", 1)}
+
+
 def route_outputs(model: onnx.ModelProto) -> list[str]:
-    """Names of every Top1Dispatch node's `expert` output (each token's expert, -1 where dropped),
-    in graph order: what RouteAudit compares."""
-    return [
-        node.output[0]
-        for node in model.graph.node
-        if node.domain == DOMAIN and node.op_type == TOP1_DISPATCH.name and node.output
-    ]
+    """Names of every routing decision in graph order, one per routing node: Top1Dispatch's
+    `expert` output (each token's expert, -1 where dropped), TopKExperts' `expert_index` input (each
+    token's k experts): what RouteAudit compares."""
+    names = []
+    for node in model.graph.node:
+        where = _ROUTES.get(node.op_type) if node.domain == DOMAIN else None
+        if where is None:
+            continue
+        values = node.output if where[0] == "output" else node.input
+        if len(values) > where[1] and values[where[1]]:
+            names.append(values[where[1]])
+    return names
 
 
 def _match_unused(tensors: list[np.ndarray], used: list[bool], ours: torch.Tensor, what: str) -> torch.Tensor:
@@ -167,29 +178,63 @@ class CodeSync:
 
 
 @dataclass
+class LayerRoutes:
+    """One routing layer's audit: its tokens, and those whose experts differ (flat token indices)."""
+
+    layer: int  # the routing call's index, in call order (= the nodes' graph order)
+    op: str
+    tokens: int
+    differing: int
+    differing_tokens: list[int] = field(default_factory=list)  # the first MAX_LISTED of them
+
+
+@dataclass
 class RouteAudit:
-    """An `intercept` hook that counts the tokens whose Top1Dispatch expert (or drop) differs between
-    another backend and the reference. It changes nothing: routing differences reach the outputs,
-    and this says how many there were (a quantized Switch model's routers can flip near-ties)."""
+    """An `intercept` hook that counts, layer by layer, the tokens whose experts differ between another
+    backend and the reference: Top1Dispatch's expert (or drop), TopKExperts' set of k experts (their
+    order within the k does not count). It changes nothing: routing differences reach the outputs,
+    and this says where there were some (a quantized Switch model's routers can flip near-ties; so
+    can any top-k router where two experts' scores are within rounding of each other)."""
 
     routes: list[np.ndarray]
     used: list[bool] = field(init=False)
     calls: int = 0
     total: int = 0  # tokens routed, over every call
     differing: int = 0
+    layers: list[LayerRoutes] = field(default_factory=list)
+
+    MAX_LISTED = 32
 
     def __post_init__(self):
         self.used = [False] * len(self.routes)
 
     def __call__(self, spec: OpSpec, inputs: tuple, attrs: dict, result):
-        if spec.name != TOP1_DISPATCH.name:
+        if spec.name == TOP1_DISPATCH.name:
+            ours = result[0].detach().cpu()
+            theirs = _match_unused(self.routes, self.used, ours, spec.name)
+            differ = (ours != theirs).reshape(-1)
+        elif spec.name == TOPK_EXPERTS.name:
+            ours = inputs[1].detach().cpu()
+            theirs = self._in_order(ours, spec.name)
+            differ = (ours.sort(dim=-1).values != theirs.sort(dim=-1).values).any(dim=-1)
+        else:
             return result
+        listed = differ.nonzero().reshape(-1)[: self.MAX_LISTED].tolist()
+        count = int(differ.sum())
+        self.layers.append(LayerRoutes(self.calls, spec.name, int(differ.numel()), count, listed))
         self.calls += 1
-        ours = result[0].detach().cpu()
-        theirs = _match_unused(self.routes, self.used, ours, spec.name)
-        self.total += ours.numel()
-        self.differing += int((ours != theirs).sum())
+        self.total += int(differ.numel())
+        self.differing += count
         return result
+
+    def _in_order(self, ours: torch.Tensor, what: str) -> torch.Tensor:
+        """The captured tensor of this call's index (graph order is call order in a traced graph);
+        the best-agreeing unused one of the same shape where that one does not fit."""
+        index = self.calls
+        if index < len(self.routes) and not self.used[index] and tuple(self.routes[index].shape) == tuple(ours.shape):
+            self.used[index] = True
+            return torch.from_numpy(self.routes[index]).to(ours.dtype)
+        return _match_unused(self.routes, self.used, ours, what)
 
     @property
     def complete(self) -> bool:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from .report import GenerationResult
 
+_ONNX_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)", "int64": "tensor(int64)"}
+
 
 class ReferenceSession:
     """A component of the PyTorch reference behind the session interface runtime.decoding drives
@@ -19,7 +21,11 @@ class ReferenceSession:
         from types import SimpleNamespace
 
         self.reference, self.entry = reference, entry
-        self._inputs = [SimpleNamespace(name=spec["name"]) for spec in entry["inputs"]]
+        # As onnxruntime's NodeArg: the name, the shape (ints and dim names), the ONNX type.
+        self._inputs = [
+            SimpleNamespace(name=spec["name"], shape=spec.get("shape"), type=_ONNX_TYPES.get(spec.get("dtype"), ""))
+            for spec in entry["inputs"]
+        ]
         self._outputs = [SimpleNamespace(name=spec["name"]) for spec in entry["outputs"]]
 
     def get_inputs(self):

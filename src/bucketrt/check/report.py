@@ -65,15 +65,31 @@ class HashAudit:
 
 
 @dataclass
+class LayerRouting:
+    """One routing layer (a Top1Dispatch or TopKExperts node, in graph order): its tokens and those
+    whose chosen experts differ between the backend and PyTorch."""
+
+    layer: int  # the layer's index among the component's routing layers
+    op: str  # Top1Dispatch | TopKExperts
+    tokens: int
+    differing: int
+    # The first differing tokens as [row, position] of the component's input_ids (flat indices where
+    # the layer's tokens are not input_ids' [batch, sequence]); at most 32 listed.
+    differing_tokens: list = field(default_factory=list)
+
+
+@dataclass
 class RoutingResult:
-    """Switch: the tokens whose expert (or drop for capacity) differs between the backend and PyTorch,
-    over every Top1Dispatch call (bucketrt.check.codes.RouteAudit). Informational: a flipped route
-    changes the token's FFN output, which the outputs' comparison judges."""
+    """The tokens whose experts differ between the backend and PyTorch (Switch: the expert or the drop
+    for capacity; top-k models: the set of k experts), over every routing call and per layer
+    (bucketrt.check.codes.RouteAudit). Informational: a flipped route changes the token's expert
+    outputs, which the outputs' comparison judges."""
 
     calls: int
     total: int
     differing: int
     complete: bool  # every captured route tensor matched one routing call, and the reverse
+    layers: list[LayerRouting] = field(default_factory=list)
 
     @property
     def share(self) -> float:

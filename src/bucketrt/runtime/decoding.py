@@ -5,7 +5,7 @@ Triton Python-backend model, whose server has numpy and onnxruntime but not buck
 transformers. The sessions are passed in (anything with `run(names, feeds)`, `get_inputs()` and
 `get_outputs()`, as onnxruntime.InferenceSession has), so the loops do not know where they run.
 
-Both loops reproduce transformers' `generate(do_sample=False, num_beams=1)`: the next token is the
+The loops reproduce transformers' `generate(do_sample=False, num_beams=1)`: the next token is the
 argmax of the last position's logits (the first maximum, like torch.argmax); a row that has produced
 an end-of-sequence token continues with `pad_token_id`; decoding stops when every row has finished
 or after `max_new_tokens`. The `iter_*` forms yield each step's tokens [batch] as they are chosen
@@ -114,12 +114,63 @@ def greedy_seq2seq(encoder, decoder, decoder_with_past, input_ids, attention_mas
     return np.concatenate([start] + [t[:, None] for t in steps], axis=1)
 
 
+def takes_cache(session) -> bool:
+    """Whether a decoder-only export takes a key/value cache (past_key_values.* inputs)."""
+    return any(i.name.startswith(PAST_PREFIX) for i in session.get_inputs())
+
+
+def _empty_past(session, batch: int) -> dict[str, np.ndarray]:
+    """An empty cache (past length 0) for each past_key_values.* input [batch, heads, past, dim],
+    its heads and dim read from the graph's input shape, its dtype from the input's type."""
+    past = {}
+    for spec in session.get_inputs():
+        if not spec.name.startswith(PAST_PREFIX):
+            continue
+        shape = list(getattr(spec, "shape", None) or [])
+        if len(shape) != 4 or not isinstance(shape[1], int) or not isinstance(shape[3], int):
+            raise ValueError(f"input {spec.name} has shape {shape}; a cache input is [batch, heads, past, dim]")
+        dtype = np.float16 if getattr(spec, "type", "") == "tensor(float16)" else np.float32
+        past[spec.name] = np.zeros((batch, shape[1], 0, shape[3]), dtype=dtype)
+    return past
+
+
+def first_step_feeds(session, input_ids, attention_mask=None) -> dict[str, np.ndarray]:
+    """The feeds of a cached decoder-only export's first step (the prefill): the prompt, its mask,
+    its positions (the mask's cumulative sum less one, 0 at padding: transformers' generate for
+    left-padded prompts) and an empty past."""
+    ids, mask = _check_ids(input_ids, attention_mask)
+    feeds = {"input_ids": ids, "attention_mask": mask, "position_ids": _positions(mask)}
+    feeds.update(_empty_past(session, ids.shape[0]))
+    takes = {i.name for i in session.get_inputs()}
+    return {name: value for name, value in feeds.items() if name in takes}
+
+
+def _positions(mask: np.ndarray) -> np.ndarray:
+    return np.where(mask == 0, 0, np.cumsum(mask, axis=-1) - 1).astype(np.int64)
+
+
 def iter_causal(
-    session, input_ids, *, eos_token_id=None, pad_token_id: int | None = None, max_new_tokens: int = 20
+    session,
+    input_ids,
+    attention_mask=None,
+    *,
+    eos_token_id=None,
+    pad_token_id: int | None = None,
+    max_new_tokens: int = 20,
 ) -> Iterator[np.ndarray]:
-    """Each step's tokens [batch] for a decoder-only LM export without a cache (Reformer): every step
-    runs the whole sequence, which is what transformers' `generate(do_sample=False, use_cache=False)`
-    does. `input_ids` must not be padded."""
+    """Each step's tokens [batch] for a decoder-only LM export.
+
+    With a key/value cache (past_key_values.* inputs, present.* outputs: the mixture-of-experts
+    causal LMs), the first step runs the prompt with an empty past, and every later step one token
+    per row with the cache: transformers' `generate(do_sample=False)`, left-padded batches included
+    (`attention_mask` 0 at the padding; positions count the real tokens only).
+
+    Without a cache (Reformer) every step runs the whole sequence, which is what transformers'
+    `generate(do_sample=False, use_cache=False)` does; `input_ids` must not be padded and
+    `attention_mask` is not read."""
+    if takes_cache(session):
+        yield from _iter_cached(session, input_ids, attention_mask, eos_token_id, pad_token_id, max_new_tokens)
+        return
     ids, _ = _check_ids(input_ids)
     steps = _check_steps(max_new_tokens)
     eos = _eos_set(eos_token_id)
@@ -138,7 +189,33 @@ def iter_causal(
             return
 
 
-def greedy_causal(session, input_ids, **kwargs) -> np.ndarray:
+def _iter_cached(session, input_ids, attention_mask, eos_token_id, pad_token_id, max_new_tokens):
+    steps = _check_steps(max_new_tokens)
+    eos = _eos_set(eos_token_id)
+    pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
+    feeds = first_step_feeds(session, input_ids, attention_mask)
+    takes = {i.name for i in session.get_inputs()}
+    mask = feeds["attention_mask"]
+    positions = _positions(mask)
+    batch = mask.shape[0]
+    finished = np.zeros(batch, dtype=bool)
+    for _ in range(steps):
+        outputs = _run_all(session, feeds)
+        token = _choose(outputs["logits"], finished, eos, pad)
+        yield token
+        if finished.all():
+            return
+        mask = np.concatenate([mask, np.ones((batch, 1), dtype=mask.dtype)], axis=1)
+        positions = positions[:, -1:] + 1
+        feeds = {"input_ids": token[:, None], "attention_mask": mask, "position_ids": positions}
+        for name, value in outputs.items():
+            if name.startswith(PRESENT_PREFIX):
+                feeds[PAST_PREFIX + name[len(PRESENT_PREFIX) :]] = value
+        feeds = {name: value for name, value in feeds.items() if name in takes}
+
+
+def greedy_causal(session, input_ids, attention_mask=None, **kwargs) -> np.ndarray:
     """The prompt [batch, N] followed by up to max_new_tokens greedy tokens."""
     ids, _ = _check_ids(input_ids)
-    return np.concatenate([ids] + [t[:, None] for t in iter_causal(session, ids, **kwargs)], axis=1)
+    tokens = [t[:, None] for t in iter_causal(session, ids, attention_mask, **kwargs)]
+    return np.concatenate([ids, *tokens], axis=1)

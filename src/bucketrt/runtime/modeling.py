@@ -321,21 +321,50 @@ class _Generation(ORTModel):
 
 
 class ORTModelForCausalLM(_Generation):
-    """A text-generation export (Reformer). Without a key/value cache every step runs the whole
-    sequence: transformers' `generate(do_sample=False, use_cache=False)` (docs/reformer.md)."""
+    """A text-generation export. With a key/value cache (the mixture-of-experts causal LMs: one graph
+    taking past_key_values.* and returning present.*), generate runs the prompt once and then one
+    token a step, as transformers' `generate(do_sample=False)` does, left-padded batches included.
+    Without one (Reformer) every step runs the whole sequence: transformers'
+    `generate(do_sample=False, use_cache=False)` (docs/reformer.md)."""
+
+    @property
+    def cached(self) -> bool:
+        return decoding.takes_cache(self.sessions["model"])
+
+    def forward(self, input_ids=None, attention_mask=None, **kwargs):
+        """CausalLMOutput (logits) of the whole sequence. A cached export runs it as its first
+        decoding step (empty past, positions from the mask); the cache stays inside generate."""
+        if not self.cached:
+            return super().forward(input_ids, attention_mask, **kwargs)
+        if input_ids is None:
+            raise BucketrtError(f"{type(self).__name__} needs input_ids")
+        if kwargs.get("past_key_values") is not None:
+            raise BucketrtError(f"{type(self).__name__} takes no past_key_values; generate keeps the cache")
+        unknown = sorted(k for k, v in kwargs.items() if v is not None and k not in _IGNORED | {"past_key_values"})
+        if unknown:
+            raise BucketrtError(f"{type(self).__name__} takes input_ids and attention_mask; got {', '.join(unknown)} too")
+        as_torch = _is_torch(input_ids) or _is_torch(attention_mask)
+        mask = None if attention_mask is None else _to_numpy(attention_mask)
+        feeds = decoding.first_step_feeds(self.sessions["model"], _to_numpy(input_ids), mask)
+        return self._wrap(self._run("model", feeds), as_torch)
+
+    __call__ = forward
 
     def generate(self, input_ids=None, attention_mask=None, generation_config=None, **kwargs):
         """Prompt `input_ids` [batch, N] followed by the greedy tokens, as a numpy array or a torch
-        tensor like input_ids. `attention_mask` is accepted and, as transformers' Reformer does in
-        generate, not read: prompts are taken unpadded."""
+        tensor like input_ids. A cached export reads `attention_mask` (0 at left padding); an
+        uncached one (Reformer) does not, as transformers' Reformer does not in generate: its prompts
+        are taken unpadded."""
         if input_ids is None:
             raise BucketrtError(f"{type(self).__name__}.generate needs input_ids")
         as_torch = _is_torch(input_ids)
         ids = _to_numpy(input_ids)
+        mask = None if attention_mask is None or not self.cached else _to_numpy(attention_mask)
         settings = self._settings(generation_config, kwargs)
         out = decoding.greedy_causal(
             self.sessions["model"],
             ids,
+            mask,
             eos_token_id=settings.eos_token_id,
             pad_token_id=settings.pad_token_id,
             max_new_tokens=self._new_tokens(settings, ids.shape[-1]),

@@ -1,0 +1,280 @@
+"""Mixture-of-experts causal LMs through transformers' experts interface: Mixtral, Qwen2-MoE,
+Qwen3-MoE, OLMoE, GPT-OSS, DeepSeek-V3, and any model type whose causal LM declares its experts
+with `@use_experts_implementation` (claims.py finds them from transformers' classes).
+
+The experts become bucketrt's TopKExperts, one node per MoE layer, through the exporter's one hook
+(bucketrt.exporter.experts); nothing here is specific to a model type. Routers, shared experts
+and their gates, attention (grouped-query, rotary positions, sliding windows through the mask),
+norms and heads are the model's own code, exported as standard ONNX ops.
+
+Tasks: text-generation (one graph with the key/value cache, Optimum's convention: decoder.py),
+feature-extraction and text-classification where the model type has those heads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from bucketrt.errors import BucketrtError
+from bucketrt.export_format.tasks import BATCH, SEQUENCE, Task, task_table
+
+from ...experts import patch_experts
+from ...family import EXAMPLE_BATCH, Component, Family, Patch, register
+from ...presets import Preset
+from . import claims
+from .decoder import CausalLMStep, HeadOutputs, cache_shapes, past_names
+
+# The text-generation graph's dims beside batch_size and sequence_length (the new tokens):
+# the cached tokens, and the attention mask's length (cached + new).
+PAST = "past_sequence_length"
+TOTAL = "total_sequence_length"
+# Tracing sizes: distinct and above 1, so that every axis stays symbolic.
+_EXAMPLE = {BATCH: EXAMPLE_BATCH, SEQUENCE: 5, PAST: 7}
+GENERATION = "text-generation"
+
+# The model types this bucketrt has exported and checked (tests/test_export_moe.py, docs/moe.md);
+# for the "not supported" message: the family claims every type whose experts use the interface.
+VERIFIED = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss", "deepseek_v3")
+
+_MIXTRAL_TINY = {
+    "model_type": "mixtral",
+    "architectures": ["MixtralForCausalLM"],
+    "vocab_size": 512,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "num_local_experts": 8,
+    "num_experts_per_tok": 2,
+    "max_position_embeddings": 4096,
+}
+_QWEN3_MOE_TINY = {
+    "model_type": "qwen3_moe",
+    "architectures": ["Qwen3MoeForCausalLM"],
+    "vocab_size": 512,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "moe_intermediate_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    "num_experts": 64,
+    "num_experts_per_tok": 8,
+    "max_position_embeddings": 4096,
+}
+
+
+@register
+class MoeFamily(Family):
+    name = "moe"
+    # For the "not supported" message only: `matches` claims every model type whose causal LM's
+    # experts use transformers' experts interface; these are the ones verified.
+    model_types = VERIFIED
+    order = 50
+    # Auto classes here; `resolve_task` names the model type's own (MixtralForCausalLM, ...).
+    tasks = task_table(
+        "AutoModel",
+        GENERATION,
+        "feature-extraction",
+        "text-classification",
+        classes={"feature-extraction": "AutoModel"},
+    )
+    default_task = GENERATION
+    # Not batched across requests: a token's experts see the other rows' tokens in one call, and
+    # whether that keeps rows bit-identical is not checked.
+    batch_rows_independent = False
+    presets = {
+        "mixtral-tiny": Preset(
+            "Mixtral architecture, tiny: hidden 64, 2 layers, 4 heads (2 key/value heads) of 16, 8 experts of "
+            "128 top-2, vocab 512; random weights",
+            _MIXTRAL_TINY,
+        ),
+        "mixtral-mid": Preset(
+            "Mixtral architecture, mid-size: hidden 1024, 4 layers, 16 heads (4 key/value heads) of 64, 8 "
+            "experts of 2816 top-2, vocab 32000 (0.5 B parameters); random weights",
+            dict(
+                _MIXTRAL_TINY,
+                vocab_size=32000,
+                hidden_size=1024,
+                intermediate_size=2816,
+                num_hidden_layers=4,
+                num_attention_heads=16,
+                num_key_value_heads=4,
+            ),
+        ),
+        "qwen3-moe-tiny": Preset(
+            "Qwen3-MoE architecture, tiny: hidden 64, 2 layers, 4 heads (2 key/value heads) of 16, 64 experts "
+            "of 32 top-8, vocab 512; random weights",
+            _QWEN3_MOE_TINY,
+        ),
+        "qwen3-moe-mid": Preset(
+            "Qwen3-MoE architecture, mid-size: hidden 1024, 4 layers, 16 heads (4 key/value heads) of 64, "
+            "64 experts of 384 top-8, vocab 32000 (0.4 B parameters); random weights",
+            dict(
+                _QWEN3_MOE_TINY,
+                vocab_size=32000,
+                hidden_size=1024,
+                intermediate_size=2816,
+                moe_intermediate_size=384,
+                num_hidden_layers=4,
+                num_attention_heads=16,
+                num_key_value_heads=4,
+                head_dim=64,
+            ),
+        ),
+    }
+
+    # -- configs and models ------------------------------------------------------------------
+    def matches(self, config: dict) -> bool:
+        return claims.claims(config)
+
+    def make_config(self, values: dict):
+        from transformers import AutoConfig
+
+        values = dict(values)
+        return AutoConfig.for_model(values.pop("model_type"), **values)
+
+    def check_config(self, config) -> None:
+        found = claims.experts_classes(config.model_type)
+        if not found:
+            raise BucketrtError(
+                f"the experts of {config.model_type} models do not use transformers' experts interface: no class "
+                f"of its modeling module is declared with @use_experts_implementation",
+                "bucketrt exports mixture-of-experts models through that interface (transformers.integrations.moe)",
+            )
+
+    def resolve_task(self, task: Task, config) -> Task:
+        name = claims.class_name(config.model_type, task.name)
+        if name is None:
+            heads = [t for t in self.tasks if claims.class_name(config.model_type, t)]
+            raise BucketrtError(
+                f"{config.model_type} models have no {task.name} head in transformers",
+                f"export one of: {', '.join(heads)}",
+            )
+        return dataclasses.replace(task, model_class=name)
+
+    def infer_task(self, config) -> str:
+        for arch in getattr(config, "architectures", None) or ():
+            for task in self.tasks:
+                if claims.class_name(config.model_type, task) == arch:
+                    return task
+        return self.default_task
+
+    # -- export --------------------------------------------------------------------------------
+    def patch(self, model, task: Task, seed: int, options: dict) -> Patch:
+        config = model.config
+        if task.name == "text-classification" and getattr(config, "pad_token_id", None) is None:
+            raise BucketrtError(
+                f"{task.model_class} needs the config's pad_token_id (it classifies each row's last non-padding "
+                "token, and a batch of several rows cannot be read without it)",
+                "set it, e.g. --config-override pad_token_id=0",
+            )
+        records = patch_experts(model)
+        if not records:
+            raise BucketrtError(
+                f"{type(model).__name__} has no experts module that uses transformers' experts interface",
+                "bucketrt exports mixture-of-experts models whose experts are declared with @use_experts_implementation",
+            )
+        first = records[0]
+        manifest = {
+            "experts": {
+                "layers": len(records),
+                "num_experts": first["num_experts"],
+                "top_k": _top_k(config),
+                "gating": first["gating"],
+                "activation": first["activation"],
+                "limit": first["limit"],
+                "modules": records,
+            }
+        }
+        if task.name == GENERATION:
+            components = self._generation(model)
+        else:
+            components = self._head(model, task)
+        return Patch("topk-experts", components, manifest)
+
+    def _head(self, model, task: Task) -> list[Component]:
+        [component] = super().components(model, task)
+        component.module = HeadOutputs(model, task.outputs).eval()
+        return [component]
+
+    def _generation(self, model) -> list[Component]:
+        from torch.export import Dim
+
+        try:
+            shapes = cache_shapes(model)
+        except Exception as e:
+            raise BucketrtError(
+                f"{type(model).__name__} does not run with a plain key/value cache (DynamicCache): "
+                f"{' '.join(str(e).split())[:200]}",
+                "bucketrt's text-generation export caches every layer's keys and values (attention layers only)",
+            ) from None
+        layers = len(shapes)
+        pasts, presents = past_names(layers, "past_key_values"), past_names(layers, "present")
+        batch, new, past = _EXAMPLE[BATCH], _EXAMPLE[SEQUENCE], _EXAMPLE[PAST]
+        past_shapes = {
+            name: [batch, shape[1], past, shape[3]] for name, shape in zip(pasts, [s for pair in shapes for s in pair])
+        }
+        feeds = self.example_inputs(
+            model.config,
+            {
+                "input_ids": [batch, new],
+                "attention_mask": [batch, past + new],
+                "position_ids": [batch, new],
+                **past_shapes,
+            },
+            dict.fromkeys(pasts, "float32"),
+        )
+        dims = {BATCH: Dim(BATCH), SEQUENCE: Dim(SEQUENCE), PAST: Dim(PAST), TOTAL: Dim(TOTAL)}
+
+        def pack(feeds: dict) -> dict:
+            out = {k: v for k, v in feeds.items() if not k.startswith("past_key_values.")}
+            out["past_key_values"] = tuple(feeds[n] for n in pasts)
+            return out
+
+        dynamic = {
+            "input_ids": {0: dims[BATCH], 1: dims[SEQUENCE]},
+            "attention_mask": {0: dims[BATCH], 1: dims[TOTAL]},
+            "position_ids": {0: dims[BATCH], 1: dims[SEQUENCE]},
+            "past_key_values": tuple({0: dims[BATCH], 2: dims[PAST]} for _ in pasts),
+        }
+        step = CausalLMStep(model, layers).eval()
+        names = ("input_ids", "attention_mask", "position_ids", *pasts)
+        return [Component("model", step, names, ("logits", *presents), pack(feeds), dynamic, pack_inputs=pack)]
+
+    # -- inputs --------------------------------------------------------------------------------
+    def input_sizes(self, component: str, sizes: dict[str, int]) -> dict[str, int]:
+        """The check's sequence length is the attention mask's: a quarter of it new tokens (at least
+        one), the rest cached."""
+        total = sizes[SEQUENCE]
+        new = max(1, total // 4)
+        return {**sizes, SEQUENCE: new, PAST: total - new, TOTAL: total}
+
+    def dummy_inputs(self, config: dict, shapes: dict, dtypes: dict, rng, padding: bool) -> dict:
+        """As the default, except that with past key/values the inputs are one consistent decoding
+        step: the mask covers past + new tokens, with `padding` the last row's first quarter is left
+        padding (as generate pads a batch), and position_ids number the new tokens as transformers'
+        generate does (the mask's cumulative sum less one, 0 at padding)."""
+        out = super().dummy_inputs(config, shapes, dtypes, rng, padding)
+        if "position_ids" not in shapes:
+            return out
+        mask = np.ones(shapes["attention_mask"], dtype=np.int64)
+        total = mask.shape[-1]
+        if padding and total > 1:
+            mask[-1, : max(1, total // 4)] = 0
+        positions = np.where(mask == 0, 0, np.cumsum(mask, axis=-1) - 1)
+        out["attention_mask"] = mask
+        out["position_ids"] = np.ascontiguousarray(positions[:, total - shapes["position_ids"][-1] :])
+        return out
+
+
+def _top_k(config) -> int | None:
+    for name in ("num_experts_per_tok", "moe_topk", "top_k"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None

@@ -1,0 +1,303 @@
+"""Mixture-of-experts causal LMs end to end (the moe family): tiny random configs of transformers'
+own classes, saved with save_pretrained beside a local tokenizer, exported from the folder, checked
+in ONNX Runtime against the PyTorch reference, and generating token for token what transformers'
+greedy generate does with the same weights, for single prompts and left-padded batches.
+
+Each model type runs through the same code: the experts become TopKExperts through the exporter's
+one hook (bucketrt.exporter.experts), everything else is the model's own code in standard ops.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import transformers
+from click.testing import CliRunner
+
+import bucketrt
+from bucketrt.check import check
+from bucketrt.check.generation import ReferenceSession
+from bucketrt.exporter import export, load_reference, make_inputs
+from bucketrt.runtime import decoding
+
+pytestmark = pytest.mark.slow
+
+WORDS = (
+    "the a river stone light north house sings under over quiet storm garden city bridge old new red blue green "
+    "small large early late runs walks reads writes opens closes paper window road train ship bird tree winter"
+).split()
+SPECIALS = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]
+PROMPTS = ["the old bridge over the quiet river", "a bird sings", "the small train runs over the long road early"]
+STEPS = 12
+# Every config: 2 layers, hidden 32, 4 heads (2 key/value heads) of 8, a few small experts; large
+# random weights (initializer_range), so that greedy decoding does not repeat one token.
+COMMON = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=8,
+    max_position_embeddings=256,
+    initializer_range=0.2,
+    tie_word_embeddings=False,
+    pad_token_id=0,
+    bos_token_id=2,
+    eos_token_id=3,
+)
+CONFIGS = {
+    "mixtral": dict(intermediate_size=48, num_local_experts=6, num_experts_per_tok=2),
+    # a shared expert with its sigmoid gate beside the routed experts (standard ops)
+    "qwen2_moe": dict(
+        intermediate_size=48,
+        moe_intermediate_size=24,
+        shared_expert_intermediate_size=40,
+        num_experts=6,
+        num_experts_per_tok=2,
+        norm_topk_prob=False,
+    ),
+    "qwen3_moe": dict(intermediate_size=48, moe_intermediate_size=16, num_experts=16, num_experts_per_tok=4),
+    "olmoe": dict(intermediate_size=48, num_experts=6, num_experts_per_tok=2),
+    # sliding-window layers, attention sinks, biased router, clamped SwiGLU, interleaved transposed weights
+    "gpt_oss": dict(
+        intermediate_size=48,
+        num_local_experts=6,
+        num_experts_per_tok=2,
+        sliding_window=4,
+        layer_types=["sliding_attention", "full_attention"],
+    ),
+    # latent attention (keys wider than values), grouped top-k router with a bias correction, a shared
+    # expert, the first layer dense
+    "deepseek_v3": dict(
+        intermediate_size=48,
+        moe_intermediate_size=16,
+        n_routed_experts=8,
+        num_experts_per_tok=2,
+        n_group=2,
+        topk_group=1,
+        first_k_dense_replace=1,
+        num_key_value_heads=4,
+        kv_lora_rank=16,
+        q_lora_rank=24,
+        qk_rope_head_dim=8,
+        qk_nope_head_dim=8,
+        v_head_dim=8,
+    ),
+}
+# MoE layers per model (DeepSeek-V3's first layer is dense).
+MOE_LAYERS = {name: 1 if name == "deepseek_v3" else 2 for name in CONFIGS}
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(SPECIALS + WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        bos_token="[BOS]",
+        eos_token="[EOS]",
+        padding_side="left",
+    )
+
+
+def _config(model_type: str, vocab_size: int):
+    return transformers.AutoConfig.for_model(model_type, vocab_size=vocab_size, **dict(COMMON, **CONFIGS[model_type]))
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory, tokenizer):
+    """source(model_type, head) -> a save_pretrained folder of a tiny random model with its tokenizer."""
+
+    @functools.cache
+    def make(model_type: str, head: str = "AutoModelForCausalLM"):
+        torch.manual_seed(0)
+        model = getattr(transformers, head).from_config(_config(model_type, len(tokenizer))).eval()
+        folder = tmp_path_factory.mktemp(f"{model_type}-src")
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        return folder
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, source):
+    """exported(model_type, task) -> (export folder, source folder), exported once per module."""
+
+    @functools.cache
+    def make(model_type: str, task: str = "text-generation"):
+        head = {"text-generation": "AutoModelForCausalLM", "text-classification": "AutoModelForSequenceClassification"}
+        src = source(model_type, head.get(task, "AutoModel"))
+        folder = tmp_path_factory.mktemp(f"{model_type}-{task}")
+        export(str(src), folder, task=task)
+        return folder, src
+
+    return make
+
+
+def _hf(src, head=transformers.AutoModelForCausalLM):
+    """transformers' model from the folder, its own experts implementation (not bucketrt's)."""
+    return head.from_pretrained(src).eval()
+
+
+@pytest.mark.parametrize("model_type", list(CONFIGS))
+def test_one_topk_experts_node_per_moe_layer_and_standard_routers(exported, model_type):
+    folder, _ = exported(model_type)
+    manifest = json.loads((folder / "bucketrt.json").read_text())
+    assert manifest["family"] == "moe" and manifest["model_class"].endswith("ForCausalLM")
+    assert manifest["experts"]["layers"] == MOE_LAYERS[model_type]
+    model = onnx.load(str(folder / "model.onnx"))
+    nodes = list(model.graph.node)
+    topk_experts = [n for n in nodes if n.domain == "bucketrt"]
+    assert [n.op_type for n in topk_experts] == ["TopKExperts"] * MOE_LAYERS[model_type]
+    kinds = {n.op_type for n in nodes}
+    assert not kinds & {"Loop", "Scan", "If", "NonZero"}, "a dense or data-dependent expert loop in the graph"
+    assert sum(n.op_type == "TopK" for n in nodes) >= MOE_LAYERS[model_type]  # the routers: standard ops
+    # The expert weights (gate_up, its bias, down, its bias) feed TopKExperts nodes only.
+    initializers = {i.name for i in model.graph.initializer}
+    consumers = {}
+    for node in nodes:
+        for name in node.input:
+            consumers.setdefault(name, set()).add(node.op_type)
+    for node in topk_experts:
+        for name in node.input[3:7]:
+            assert name in initializers and consumers[name] == {"TopKExperts"}, name
+    names = [i.name for i in model.graph.input]
+    layers = len([n for n in names if n.startswith("past_key_values.")]) // 2
+    assert names[:3] == ["input_ids", "attention_mask", "position_ids"] and layers == 2
+    assert [o.name for o in model.graph.output] == ["logits"] + [
+        f"present.{i}.{k}" for i in range(layers) for k in ("key", "value")
+    ]
+    if model_type == "qwen2_moe":
+        assert "Sigmoid" in kinds  # the shared expert's gate
+
+
+@pytest.mark.parametrize("model_type", list(CONFIGS))
+def test_the_reference_is_transformers_model(exported, model_type, tokenizer):
+    """The export's PyTorch reference (TopKExperts' reference for the experts) against transformers'
+    own model from the source folder, on a left-padded batch's prefill."""
+    folder, src = exported(model_type)
+    reference = load_reference(folder)
+    batch = tokenizer(PROMPTS, padding=True, return_tensors="np")
+    session = ReferenceSession(reference, reference.manifest["components"][0])  # the graph's inputs, in PyTorch
+    feeds = decoding.first_step_feeds(session, batch["input_ids"], batch["attention_mask"])
+    ours = reference.run(feeds)["logits"]
+    with torch.no_grad():
+        theirs = _hf(src)(
+            input_ids=torch.from_numpy(feeds["input_ids"]),
+            attention_mask=torch.from_numpy(feeds["attention_mask"]),
+            position_ids=torch.from_numpy(feeds["position_ids"]),
+        ).logits.numpy()
+    real = batch["attention_mask"].astype(bool)
+    np.testing.assert_allclose(ours[real], theirs[real], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("model_type", list(CONFIGS))
+def test_onnx_runtime_passes_the_check_with_a_routing_audit_per_layer(exported, model_type):
+    folder, _ = exported(model_type)
+    report = check(folder, batch_size=2, sequence_length=24)
+    assert report.passed, report.to_json()
+    (component,) = report.components
+    assert component.inputs["attention_mask"] == [2, 24] and component.inputs["input_ids"] == [2, 6]
+    routing = component.routing
+    assert routing is not None and routing.complete and routing.calls == MOE_LAYERS[model_type]
+    assert [layer.layer for layer in routing.layers] == list(range(MOE_LAYERS[model_type]))
+    assert all(layer.op == "TopKExperts" and layer.tokens == 12 for layer in routing.layers)
+    assert routing.differing == sum(layer.differing for layer in routing.layers)
+    assert report.to_dict()["components"][0]["routing"]["layers"][0]["tokens"] == 12
+
+
+@pytest.mark.parametrize("model_type", list(CONFIGS))
+def test_generate_is_transformers_greedy_generate(exported, model_type, tokenizer):
+    folder, src = exported(model_type)
+    ort = bucketrt.ORTModelForCausalLM.from_pretrained(folder)
+    hf = _hf(src)
+    for prompts in (PROMPTS[:1], PROMPTS):
+        batch = tokenizer(prompts, padding=True, return_tensors="pt")
+        if len(prompts) > 1:
+            assert (batch["attention_mask"] == 0).any()  # left padding
+        ours = ort.generate(**batch, max_new_tokens=STEPS)
+        with torch.no_grad():
+            theirs = hf.generate(**batch, max_new_tokens=STEPS, do_sample=False)
+        assert isinstance(ours, torch.Tensor)
+        assert ours.tolist() == theirs.tolist(), (prompts, ours[:, -STEPS:], theirs[:, -STEPS:])
+        assert len(set(ours[0, -STEPS:].tolist())) > 1  # not one token repeated
+    # forward: the whole sequence's logits, as transformers' model gives them
+    batch = tokenizer(PROMPTS, padding=True, return_tensors="pt")
+    logits = ort(**batch).logits
+    with torch.no_grad():
+        want = hf(**batch).logits
+    mask = batch["attention_mask"].bool()
+    torch.testing.assert_close(logits[mask], want[mask], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("model_type", "task", "head"),
+    [
+        ("qwen2_moe", "feature-extraction", transformers.AutoModel),
+        ("qwen2_moe", "text-classification", transformers.AutoModelForSequenceClassification),
+        ("gpt_oss", "text-classification", transformers.AutoModelForSequenceClassification),
+    ],
+)
+def test_heads_without_a_cache(exported, tokenizer, model_type, task, head):
+    folder, src = exported(model_type, task)
+    report = check(folder, batch_size=2, sequence_length=16)
+    assert report.passed, report.to_json()
+    assert report.components[0].routing.calls == MOE_LAYERS[model_type]
+    model = bucketrt.ORTModel.from_pretrained(folder)
+    batch = tokenizer(PROMPTS, padding=True, return_tensors="pt")
+    name = "last_hidden_state" if task == "feature-extraction" else "logits"
+    with torch.no_grad():
+        want = getattr(_hf(src, head)(**batch), name)
+    got = getattr(model(**batch), name)
+    if task == "feature-extraction":
+        mask = batch["attention_mask"].bool()
+        got, want = got[mask], want[mask]
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_cli_exports_a_folder_and_checks_it_with_the_routing_table(tmp_path, source):
+    from bucketrt.cli.main import main
+
+    src = source("mixtral")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["export", "--model", str(src), str(out)])
+    assert result.exit_code == 0, result.output
+    assert "text-generation" in result.output and "TopKExperts" in result.output
+    result = CliRunner().invoke(main, ["check", str(out), "--sequence-length", "16"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "routing" in result.output and "per layer (differing/tokens): 0: " in result.output
+    result = CliRunner().invoke(main, ["check", str(out), "--sequence-length", "16", "--json", "-"])
+    routing = json.loads(result.output)["components"][0]["routing"]
+    assert [layer["layer"] for layer in routing["layers"]] == [0, 1]
+
+
+def test_exports_past_the_protobuf_limit_use_external_data(tmp_path, source, tokenizer, monkeypatch):
+    """Above 2 GB an export writes its weights to model.onnx.data; here the limit is lowered."""
+    from bucketrt.exporter import onnx_export
+
+    monkeypatch.setattr(onnx_export, "_EXTERNAL_DATA_BYTES", 1)
+    out = tmp_path / "out"
+    export(str(source("qwen3_moe")), out)
+    assert (out / "model.onnx.data").stat().st_size > (out / "model.onnx").stat().st_size
+    assert check(out, batch_size=2, sequence_length=12).passed
+    batch = tokenizer(PROMPTS, padding=True, return_tensors="np")
+    assert bucketrt.ORTModelForCausalLM.from_pretrained(out).generate(**batch, max_new_tokens=3).shape[1] > 3
+
+
+def test_the_check_inputs_are_the_familys(exported):
+    folder, _ = exported("mixtral")
+    manifest = json.loads((folder / "bucketrt.json").read_text())
+    feeds = make_inputs(manifest, batch_size=3, sequence_length=20)
+    assert feeds["attention_mask"].shape == (3, 20) and feeds["input_ids"].shape == (3, 5)
+    assert feeds["past_key_values.1.value"].shape == (3, 2, 15, 8)
