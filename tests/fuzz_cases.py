@@ -3,8 +3,8 @@
 Each op has one or two small valid calls (`BASES`: the small calls of the one table of per-op test
 inputs, tests/op_inputs.py); every case is one of them with one mutation (or, for the `combo`
 cases, two): a rank added or dropped, another dtype, a dim off by one or zero, a huge dim beside a
-zero one (an empty tensor whose shape arithmetic can still overflow), huge, negative, list-, tensor-, float- or string-typed attributes, unknown and misspelt attribute
-names, out-of-range data (codes, buckets, order/counts values; also in masked rows, which must be
+zero one (an empty tensor whose shape arithmetic can still overflow), huge, negative, list-, tensor-, float- or string-typed attributes, float attributes NaN, Inf, out of
+their bounds or ints, unknown and misspelt attribute names, out-of-range data (codes, buckets, order/counts values; also in masked rows, which must be
 ignored), NaN and Inf. The generator is seeded and a case is a pure function of its id, so a child
 process rebuilds exactly the cases it is given by id, and a failure reproduces with
 
@@ -21,6 +21,7 @@ accept and the outputs agree; otherwise "silent-acceptance" (ORT ran what the re
 from __future__ import annotations
 
 import json
+import math
 import re
 import signal
 import sys
@@ -180,6 +181,18 @@ def _mutations(op: str, base: str, inputs: dict, attrs: dict, rng) -> list[tuple
             add(f"attr-{a.name}-list", "attr-type", new_attrs={**attrs, a.name: [valid, valid]})
             add(f"attr-{a.name}-list1", "attr-type", new_attrs={**attrs, a.name: [valid]})
             add(f"attr-{a.name}-tensor", "attr-type", new_attrs={**attrs, a.name: np.array([valid], np.int64)})
+        elif a.type == "float":
+            for label, value in (("nan", math.nan), ("inf", math.inf), ("neginf", -math.inf), ("huge", 3e38)):
+                add(f"attr-{a.name}-{label}", "attr-value", new_attrs={**attrs, a.name: value})
+            add(f"attr-{a.name}-below", "attr-value", new_attrs={**attrs, a.name: a.minimum - 0.5})
+            add(f"attr-{a.name}-above", "attr-value", new_attrs={**attrs, a.name: a.maximum * 2 + 1.0})
+            add(f"attr-{a.name}-other", "attr-value", new_attrs={**attrs, a.name: valid + 1.5})
+            add(f"attr-{a.name}-zero", "attr-value", new_attrs={**attrs, a.name: 0.0})
+            add(f"attr-{a.name}-int", "attr-type", new_attrs={**attrs, a.name: int(valid) or 1})
+            add(f"attr-{a.name}-string", "attr-type", new_attrs={**attrs, a.name: repr(valid)})
+            add(f"attr-{a.name}-list", "attr-type", new_attrs={**attrs, a.name: [valid, valid]})
+            add(f"attr-{a.name}-list1", "attr-type", new_attrs={**attrs, a.name: [valid]})
+            add(f"attr-{a.name}-tensor", "attr-type", new_attrs={**attrs, a.name: np.array([valid], np.float32)})
         else:
             add(f"attr-{a.name}-int", "attr-type", new_attrs={**attrs, a.name: 1})
             add(f"attr-{a.name}-list", "attr-type", new_attrs={**attrs, a.name: [valid]})

@@ -16,6 +16,8 @@ from op_inputs import (
     expert_ffn_inputs,
     lsh_inputs,
     top1_probs,
+    topk_attrs,
+    topk_experts_inputs,
 )
 
 
@@ -288,6 +290,63 @@ def _check_bucket_sum(x, attrs, outs):
     assert np.isfinite(sums[1:]).all()
 
 
+def _nf_topk_ignored(rng):
+    # Picks without an expert (index E) carry NaN and +-Inf weights, and a token has none at all.
+    x = topk_experts_inputs(rng, 12, 3, 8, 6, 4, "glu", none=0.3)
+    x["expert_index"][5] = 4
+    dead = x["expert_index"] == 4
+    x["expert_weight"][dead] = np.tile([np.nan, np.inf, -np.inf], dead.sum() // 3 + 1)[: dead.sum()]
+    return x
+
+
+def _check_topk_ignored(x, attrs, outs):
+    (out,) = outs
+    assert np.isfinite(out).all(), "an ignored pick's weight leaked into the output"
+    assert not out[5].any() and out.any()
+
+
+def _nf_topk_hidden(special):
+    def inputs(rng):
+        x = topk_experts_inputs(rng, 10, 2, 8, 6, 3, "glu")
+        x["expert_index"][[1, 4]] = [[0, 3], [1, 2]]  # live picks for tokens 1 and 4, one each for 1
+        x["hidden"][1, 0] = special  # every pre-activation of token 1 is +-`special` (or NaN)
+        x["hidden"][4, 2] = special
+        return x
+
+    return inputs
+
+
+def _check_topk_nan(x, attrs, outs):
+    (out,) = outs
+    assert np.isnan(out[1]).all() and np.isnan(out[4]).all(), "NaN through the clamps must stay NaN"
+    assert np.isfinite(np.delete(out, [1, 4], axis=0)).all()
+
+
+def _check_topk_inf(x, attrs, outs):
+    (out,) = outs
+    assert np.isfinite(np.delete(out, [1, 4], axis=0)).all()
+    # relu with the clamps bounds +-Inf (relu(min(+-Inf, L)) and min(relu(+-Inf), L) are L or 0,
+    # clamp(up) is +-L): the tokens' outputs stay finite. Unclamped, the Inf goes on (to Inf, or NaN
+    # where Infs of both signs meet); silu and quick_gelu make NaN of -Inf (-Inf * 0) before any clamp.
+    bounded = attrs["activation"] == "relu" and attrs["gating"] != "glu"
+    assert np.isfinite(out[[1, 4]]).all() == bounded
+
+
+def _nf_topk_weight(rng):  # non-finite weights of live picks: IEEE products (0 * Inf = NaN too)
+    x = topk_experts_inputs(rng, 8, 2, 8, 6, 3, "none")
+    x["expert_index"][[2, 3, 6]] = [[0, 1], [2, 1], [1, 3]]
+    x["expert_weight"][2, 1] = np.nan
+    x["expert_weight"][3, 0] = np.inf
+    x["expert_weight"][6, 0] = -np.inf
+    return x
+
+
+def _check_topk_weight(x, attrs, outs):
+    (out,) = outs
+    assert np.isnan(out[2]).all() and not np.isfinite(out[3]).all() and not np.isfinite(out[6]).all()
+    assert np.isfinite(np.delete(out, [2, 3, 6], axis=0)).all()
+
+
 def _nonfinite_cases():
     cases = [
         ("lsh/masked-keys-nan-inf", "LSHCumulation", _nf_lsh, dict(hashtable_capacity=8), _check_lsh_masked),
@@ -357,6 +416,17 @@ def _nonfinite_cases():
     for act in ("relu", "relu2", "relu6", "gelu_10", "hardswish", "leaky_relu", "silu", "gelu"):
         cases.append((f"expert/{act}-nan", "ExpertFFN", _nf_expert(np.nan), dict(activation=act), _check_expert_nan))
         cases.append((f"expert/{act}-inf", "ExpertFFN", _nf_expert(np.inf), dict(activation=act), _check_expert_inf))
+    cases.append(
+        ("topk/ignored-picks-nan-inf-weights", "TopKExperts", _nf_topk_ignored, topk_attrs(), _check_topk_ignored)
+    )
+    cases.append(
+        ("topk/nan-inf-live-weights", "TopKExperts", _nf_topk_weight, topk_attrs("none", "relu"), _check_topk_weight)
+    )
+    for gating in ("glu", "glu_clamped", "glu_clamped_after", "glu_clamped_offset"):
+        for act in ("relu", "silu", "quick_gelu"):
+            attrs = topk_attrs(gating, act)
+            cases.append((f"topk/{gating}-{act}-nan", "TopKExperts", _nf_topk_hidden(np.nan), attrs, _check_topk_nan))
+            cases.append((f"topk/{gating}-{act}-inf", "TopKExperts", _nf_topk_hidden(np.inf), attrs, _check_topk_inf))
     cases += [
         ("top1/nan-inf", "Top1Dispatch", _nf_top1, dict(expert_capacity=12), _check_top1),
         ("argmax/nan-inf", "ArgmaxHash", _nf_argmax, dict(num_hash=2), _check_argmax),

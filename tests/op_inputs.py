@@ -272,6 +272,59 @@ def expert_ffn_int8_inputs(rng, batch, length, dim, ff, experts, capacity, skew=
     return {**inputs, "wi": wi, "wi_scale": wi_scale, "wo": wo, "wo_scale": wo_scale}
 
 
+# TopKExperts: tokens, picks K, dim D, ff F, experts E, gating, and the share of picks with no
+# expert (index E). Sizes off the kernel's SIMD steps and slices (D, F of 1, 7, 33, 130, 300), K 1 to
+# 8, E 1 to 64, decoding steps (T 1 to 4) and blocks of many rows per expert.
+TOPK_CASES = [
+    (1, 1, 8, 16, 1, "glu", 0.0),
+    (1, 8, 33, 20, 64, "glu", 0.0),  # a decoding step: 8 experts of 64, a row each
+    (4, 2, 16, 130, 8, "glu_clamped_offset", 0.0),  # F sliced in two
+    (3, 4, 7, 5, 4, "none", 0.3),
+    (37, 2, 20, 33, 5, "glu_clamped", 0.2),
+    (100, 8, 24, 12, 64, "glu_clamped_after", 0.1),
+    (300, 2, 130, 40, 8, "glu", 0.05),  # rows past one task's 256, D sliced in two
+    (50, 3, 1, 1, 2, "none", 0.0),  # D = F = 1
+    (64, 5, 48, 300, 6, "glu", 0.5),  # half the picks without an expert
+]
+# Every gating, with the limit its family uses (or 0).
+GATING_LIMITS = {"none": 0.0, "glu": 0.0, "glu_clamped": 10.0, "glu_clamped_after": 7.0, "glu_clamped_offset": 7.0}
+
+
+def topk_index(rng, tokens, picks, experts, none=0.0, crowd=0.0) -> np.ndarray:
+    """[T, K] expert indices as a top-k router picks them: distinct experts per token (where K <= E),
+    about `none` of the picks E (no expert), and pick 0 of about `crowd` of the tokens expert 0."""
+    if picks <= experts:
+        index = np.argsort(rng.random((tokens, experts)), axis=1)[:, :picks]
+    else:
+        index = rng.integers(0, experts, (tokens, picks))
+    index = np.where(rng.random((tokens, picks)) < crowd, 0, index) if crowd else index
+    index = np.where(rng.random((tokens, picks)) < none, experts, index)
+    return index.astype(np.int32)
+
+
+def topk_experts_inputs(
+    rng, tokens, picks, dim, ff, experts, gating="glu", none=0.0, crowd=0.0, scaled=True, index=None
+) -> dict[str, np.ndarray]:
+    """TopKExperts' inputs: routed by `topk_index` (or `index`), routing weights in (0, 1), the experts'
+    weights normal divided by the square root of their fan-in where `scaled` (nn.Linear's size), the
+    biases normal times 0.1."""
+    width = ff if gating == "none" else 2 * ff
+    fan_in, fan_ff = (np.sqrt(dim), np.sqrt(ff)) if scaled else (1.0, 1.0)
+    return {
+        "hidden": rng.standard_normal((tokens, dim)).astype(np.float32),
+        "expert_index": topk_index(rng, tokens, picks, experts, none, crowd) if index is None else index,
+        "expert_weight": rng.random((tokens, picks)).astype(np.float32),
+        "gate_up": (rng.standard_normal((experts, width, dim)) / fan_in).astype(np.float32),
+        "gate_up_bias": (0.1 * rng.standard_normal((experts, width))).astype(np.float32),
+        "down": (rng.standard_normal((experts, dim, ff)) / fan_ff).astype(np.float32),
+        "down_bias": (0.1 * rng.standard_normal((experts, dim))).astype(np.float32),
+    }
+
+
+def topk_attrs(gating="glu", activation="silu") -> dict:
+    return {"activation": activation, "gating": gating, "limit": GATING_LIMITS[gating]}
+
+
 # -- the table -------------------------------------------------------------------------------
 
 
@@ -347,6 +400,13 @@ def _top1(batch, length, experts, capacity, skew=0.0):
 def _expert_ffn(batch, length, dim, ff, experts, capacity, skew=0.0, activation="relu", make=expert_ffn_inputs, **kw):
     return lambda rng: Call(
         make(rng, batch, length, dim, ff, experts, capacity, skew, **kw), {"activation": activation}
+    )
+
+
+def _topk(tokens, picks, dim, ff, experts, gating="glu", activation="silu", none=0.0, **kw):
+    """A TopKExperts call (kw: topk_experts_inputs' crowd, scaled)."""
+    return lambda rng: Call(
+        topk_experts_inputs(rng, tokens, picks, dim, ff, experts, gating, none, **kw), topk_attrs(gating, activation)
     )
 
 
@@ -513,6 +573,16 @@ TABLE: dict[str, OpInputs] = {
                     2, 150, 32, 512, 4, 60, skew=1.0, activation="gelu", make=expert_ffn_int8_inputs, shuffled=True
                 )
             },
+        ),
+        OpInputs(
+            "TopKExperts",
+            # GPT-OSS's gating (clamped, offset, quick_gelu) with picks of no expert; unscaled weights, as
+            # ExpertFFN's (the fuzz's huge values overflow in the first product already).
+            small={
+                "topk-experts": _topk(5, 2, 6, 5, 3, "glu_clamped_offset", "quick_gelu", none=0.2, scaled=False),
+            },
+            # F and D sliced, rows past one task's, every combine chunk: the workers split each pass.
+            workers={"": _topk(200, 4, 160, 300, 8, "glu", "gelu", none=0.1, crowd=0.3)},
         ),
     )
 }

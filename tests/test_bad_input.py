@@ -10,6 +10,7 @@ name one letter short. The hand-written cases below add what is particular to an
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -261,6 +262,10 @@ def _bad_values(a) -> list:
     """Values of attribute `a` just outside the spec's bounds."""
     if a.type == "string":
         return ["bogus"]
+    if a.type == "float":
+        # Beyond each bound (in float32 too: an ONNX FLOAT is one), an int, and the non-finite values.
+        step = max(1.0, abs(a.maximum))
+        return [a.minimum - 1.0, a.maximum + step, 7, math.nan, math.inf, -math.inf]
     values = [max(a.allowed) + 1] if a.allowed else []
     values += [a.minimum - 1] if a.minimum is not None else []
     values += [a.maximum + 1] if a.maximum is not None else []

@@ -990,9 +990,11 @@ def test_launch_records_into_a_cuda_graph(op):
 
 
 def _nonfinite_params():
+    from bucketrt.ops import codegen
     from bucketrt.ops.catalogue import BY_NAME
 
-    for case in NONFINITE_CASES:
+    table = codegen.cuda_table((Path(__file__).resolve().parents[1] / codegen.CUDA_TABLE).read_text())
+    for case in (c for c in NONFINITE_CASES if c[1] in {e.op for e in table}):  # the others have no CUDA kernel
         for dtype in BY_NAME[case[1]].float_types:
             yield pytest.param(case, dtype, id=f"{case[0]}-{dtype}")
 

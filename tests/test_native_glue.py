@@ -118,3 +118,78 @@ def test_a_renamed_dim_is_a_compile_error(tmp_path, monkeypatch):
     assert done.returncode != 0
     # GCC and Clang quote differently (‘N’, 'N'): match the words and the member.
     assert re.search(r"no member named .N.", done.stderr), done.stderr[-2000:]
+
+
+def test_float_attributes_resolve_in_the_schemas_words(tmp_path):
+    # ResolveAttributes (plugins/cpu/validate.cc) on float attributes: defaults, bounds, finiteness
+    # and the kinds that are no float (an ONNX INT, a string, a list), word for word as
+    # schema.Attribute.check; and CheckResolvedAttributes carries a float through.
+    op = catalogue.TOPK_EXPERTS
+    index = [a.name for a in op.attributes].index("limit")
+    cases = [  # (C++ RawAttribute fill, the Python value)
+        ("r.kind = K::kFloat; r.float_value = 7.0;", 7.0),
+        ("r.kind = K::kFloat; r.float_value = 0.25;", 0.25),
+        ("r.kind = K::kFloat; r.float_value = 1e30;", 1e30),
+        ("(void)r;", None),  # missing: the default
+        ('r.kind = K::kFloat; r.float_value = std::nan("");', float("nan")),
+        ('r.kind = K::kFloat; r.float_value = -std::nan("");', float("nan")),
+        ("r.kind = K::kFloat; r.float_value = HUGE_VAL;", float("inf")),
+        ("r.kind = K::kFloat; r.float_value = -HUGE_VAL;", float("-inf")),
+        ("r.kind = K::kFloat; r.float_value = -0.5;", -0.5),
+        ("r.kind = K::kFloat; r.float_value = 1e31;", 1e31),
+        ("r.kind = K::kFloat; r.float_value = 2.5e30;", 2.5e30),
+        ("r.kind = K::kInt; r.int_value = 7;", 7),
+        ('r.kind = K::kString; r.string_value = "1.5";', "1.5"),
+        ("r.kind = K::kFloats; r.float_values = {1.5, 2.0};", [1.5, 2.0]),
+        ("r.kind = K::kInts; r.int_values = {1};", [1]),
+    ]
+    expected = []
+    for _, value in cases:
+        attrs = {"gating": "glu_clamped"} if value is None else {"gating": "glu_clamped", "limit": value}
+        try:
+            expected.append("ok " + repr(float(op.resolve_attributes(attrs)["limit"])))
+        except ValueError as error:
+            expected.append(str(error))
+    body = []
+    for fill, _ in cases:
+        body += [
+            "{",
+            f"  std::vector<RawAttribute> raw({len(op.attributes)});",
+            '  raw[1].kind = K::kString; raw[1].string_value = "glu_clamped";',
+            f"  RawAttribute& r = raw[{index}];",
+            f"  {fill}",
+            "  Attributes attrs;",
+            f"  std::string error = ResolveAttributes(spec::k{op.name}, raw, &attrs);",
+            f"  if (error.empty()) error = CheckResolvedAttributes(spec::k{op.name}, attrs);",
+            '  if (error.empty()) std::printf("ok %.17g\\n", attrs.Float("limit"));',
+            '  else std::printf("%s\\n", error.c_str());',
+            "}",
+        ]
+    source = tmp_path / "float_attributes.cc"
+    source.write_text(
+        "\n".join(
+            [
+                "#include <cmath>",
+                "#include <cstdio>",
+                '#include "bucketrt/op_specs.h"',
+                '#include "bucketrt/validate.h"',
+                "using namespace bucketrt;",
+                "using K = RawAttribute::Kind;",
+                "int main() {",
+                *body,
+                "  return 0;",
+                "}",
+            ]
+        )
+    )
+    generated = _write_header(tmp_path, codegen.cpp_header())
+    binary = tmp_path / "float_attributes"
+    done = _compile(source, generated, str(ROOT / "plugins" / "cpu" / "validate.cc"), "-o", str(binary))
+    assert done.returncode == 0, done.stderr[-4000:]
+    lines = subprocess.run([str(binary)], capture_output=True, text=True, check=True).stdout.splitlines()
+    # %.17g against repr: the same double (repr is the shortest form that reads back to it).
+    got = ["ok " + repr(float(line[3:])) if line.startswith("ok ") else line for line in lines]
+    assert got == expected
+    assert expected[:4] == ["ok 7.0", "ok 0.25", "ok 1e+30", "ok 0.0"]
+    assert "TopKExperts: attribute 'limit' must be a float, got 7" in expected
+    assert "TopKExperts: attribute 'limit' must be finite, got nan" in expected

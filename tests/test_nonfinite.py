@@ -5,7 +5,8 @@ tests/test_kernels_cuda.py runs against the CUDA kernels too), in float32 and fl
 The semantics (docs/ops.md, from the op catalogue): masked rows of LSHCumulation take no part; a key of
 SortedChunkAttention whose softmax weight is 0 (masked, causal, self-masked, underflowed below
 2^-126) and a round of weight 0 contribute nothing whatever their values; the clamped activations
-of ExpertFFN propagate NaN as torch.clamp does; a NaN is the maximum for Top1Dispatch and
+of ExpertFFN and TopKExperts' gatings propagate NaN as torch.clamp does, and a TopKExperts pick
+without an expert adds nothing whatever its weight; a NaN is the maximum for Top1Dispatch and
 ArgmaxHash; BucketSum sums as IEEE. Each case first asserts, on the reference's outputs and then on
 the kernel's, what it is about (NaN where it must be, finite where masked data must not leak), then
 that the kernel's outputs have NaN and +-Inf at exactly the reference's positions and finite values

@@ -154,10 +154,17 @@ def test_every_int_attribute_has_a_maximum_or_allowed_values():
                 assert a.allowed or (a.minimum is not None and a.maximum is not None), (op.name, a.name)
                 # Sizes derived from one attribute times an int32-sized dim stay far inside int64.
                 assert max(a.allowed or (a.maximum,)) <= schema.MAX_INT32 + 1, (op.name, a.name)
+            elif a.type == "float":
+                # Finite bounds within float32's range: an ONNX FLOAT attribute is a float32.
+                assert -3.4e38 < a.minimum <= a.maximum < 3.4e38, (op.name, a.name)
             else:
                 assert a.choices, (op.name, a.name)
     with pytest.raises(AssertionError, match="needs a minimum and a maximum"):
         schema.Attribute("x", "int", "unbounded", minimum=0)
+    with pytest.raises(AssertionError, match="needs finite float bounds"):
+        schema.Attribute("x", "float", "unbounded", minimum=0.0)
+    with pytest.raises(AssertionError, match="needs finite float bounds"):
+        schema.Attribute("x", "float", "int bounds", minimum=0, maximum=1)
 
 
 @pytest.mark.parametrize(
@@ -223,8 +230,39 @@ def test_cpp_header_carries_every_bound():
     assert '{"chunks_before", AttrType::kInt, "1", 0, 64, false, "", nullptr, 0},' in header
     for op in catalogue.OPS:
         for a in op.attributes:
-            if a.maximum is not None:
+            if a.maximum is not None and a.type == "int":
                 assert f'{{"{a.name}", AttrType::kInt, ' in header and f", {a.maximum}, " in header
+            elif a.type == "float":  # its default's repr, then its bounds last, as C++ reads them back
+                assert (
+                    f'{{"{a.name}", AttrType::kFloat, "{a.default!r}", kNoMinimum, kNoMaximum, false, "", nullptr, 0, '
+                    f"{a.minimum!r}, {a.maximum!r}}}," in header
+                )
+    assert '{"limit", AttrType::kFloat, "0.0", kNoMinimum, kNoMaximum, false, "", nullptr, 0, 0.0, 1e+30},' in header
+    assert '{"glu_clamped", Gating::kGluClamped, true},' in header and '{"glu", Gating::kGlu, false},' in header
+
+
+@pytest.mark.parametrize(
+    "value,message",
+    [
+        (7, "must be a float, got 7"),
+        ("1.5", "must be a float, got '1.5'"),
+        ([1.5], "must be a float, got \\[1.5\\]"),
+        (float("nan"), "must be finite, got nan"),
+        (float("inf"), "must be finite, got inf"),
+        (float("-inf"), "must be finite, got -inf"),
+        (-0.5, "must be >= 0, got -0.5"),
+        (1e31, "must be <= 1e\\+30, got 1e\\+31"),
+    ],
+)
+def test_float_attribute_bounds_and_type(value, message):
+    # A float attribute takes a finite float within its bounds, never an int (an ONNX node keeps the
+    # two apart); the C++ ResolveAttributes words each case alike (tests/test_bad_input.py).
+    attrs = {"gating": "glu_clamped", "limit": value}
+    with pytest.raises(ValueError, match=rf"^TopKExperts: attribute 'limit' {message}$"):
+        catalogue.TOPK_EXPERTS.resolve_attributes(attrs)
+    assert catalogue.TOPK_EXPERTS.resolve_attributes({"gating": "glu_clamped", "limit": 7.0})["limit"] == 7.0
+    assert catalogue.TOPK_EXPERTS.resolve_attributes({})["limit"] == 0.0
+    assert "| `limit` | float | `0.0` |" in codegen.markdown() and "(a float, 0 .. 1e+30)" in codegen.markdown()
 
 
 def test_activations_are_defined_once():

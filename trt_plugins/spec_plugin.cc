@@ -117,7 +117,7 @@ std::string ReadField(const spec::OpSpec& /*op*/, const nvinfer1::PluginField& f
                       field.type == Type::kINT64;
   const bool is_float = field.type == Type::kFLOAT32 || field.type == Type::kFLOAT64;
   // Any other field type, or a list, is kept as such: ResolveAttributes reports it as of the wrong
-  // type, in the reference's words (an attribute of ours is one int or one string).
+  // type, in the reference's words (an attribute of ours is one int, one float or one string).
   if (!is_int && !is_float) {
     out->kind = RawAttribute::Kind::kOther;
     return {};
@@ -192,7 +192,9 @@ SpecPlugin::SpecPlugin(const spec::OpSpec& op, Attributes attrs, std::string nod
   for (size_t i = 0; i < attrs_.values().size(); ++i) {
     const Attributes::Value& v = attrs_.values()[i];
     metadata_ += (i ? "," : "") + std::string(v.spec->name) + "=" +
-                 (v.spec->type == spec::AttrType::kInt ? std::to_string(v.int_value) : v.string_value);
+                 (v.spec->type == spec::AttrType::kInt     ? std::to_string(v.int_value)
+                  : v.spec->type == spec::AttrType::kFloat ? Format("%.17g", v.float_value)
+                                                           : v.string_value);
   }
   metadata_ += ")";
 }
@@ -498,13 +500,18 @@ const nvinfer1::PluginFieldCollection* SpecPlugin::getFieldsToSerialize() noexce
       "getFieldsToSerialize",
       [&]() -> const nvinfer1::PluginFieldCollection* {
         const std::vector<Attributes::Value>& values = attrs_.values();
-        field_ints_.assign(values.size() + 1, 0);  // sized first: the fields point into it
+        field_ints_.assign(values.size() + 1, 0);  // sized first: the fields point into them
+        field_floats_.assign(values.size(), 0.0);
         fields_.clear();
         for (size_t i = 0; i < values.size(); ++i) {
           const Attributes::Value& v = values[i];
           if (v.spec->type == spec::AttrType::kInt) {
             field_ints_[i] = v.int_value;
             fields_.emplace_back(v.spec->name, &field_ints_[i], nvinfer1::PluginFieldType::kINT64, 1);
+          } else if (v.spec->type == spec::AttrType::kFloat) {
+            // kFLOAT64: the value as resolved, to the bit (createPlugin reads either width).
+            field_floats_[i] = v.float_value;
+            fields_.emplace_back(v.spec->name, &field_floats_[i], nvinfer1::PluginFieldType::kFLOAT64, 1);
           } else {
             fields_.emplace_back(v.spec->name, v.string_value.c_str(), nvinfer1::PluginFieldType::kCHAR,
                                  static_cast<int32_t>(v.string_value.size() + 1));
@@ -536,9 +543,12 @@ void SpecPlugin::Report(ErrorCode code, const std::string& error) const noexcept
 SpecPluginCreator::SpecPluginCreator(const spec::OpSpec& op) : op_(&op) {
   for (int a = 0; a < op.num_attributes; ++a) {
     const spec::AttrSpec& attr = op.attributes[a];
+    // What the ONNX parser converts a node's attribute to: an INT to kINT32, a FLOAT (a float32 in
+    // ONNX) to kFLOAT32, a STRING to kCHAR.
     field_names_.emplace_back(attr.name, nullptr,
-                              attr.type == spec::AttrType::kInt ? nvinfer1::PluginFieldType::kINT32
-                                                                : nvinfer1::PluginFieldType::kCHAR,
+                              attr.type == spec::AttrType::kInt     ? nvinfer1::PluginFieldType::kINT32
+                              : attr.type == spec::AttrType::kFloat ? nvinfer1::PluginFieldType::kFLOAT32
+                                                                    : nvinfer1::PluginFieldType::kCHAR,
                               1);
   }
   field_collection_.nbFields = static_cast<int32_t>(field_names_.size());

@@ -105,6 +105,7 @@ class SpecPlugin final : public nvinfer1::IPluginV3,
   mutable size_t declared_workspace_ = 0;
   // getFieldsToSerialize's storage, valid until the next call.
   std::vector<int64_t> field_ints_;
+  std::vector<double> field_floats_;
   std::vector<nvinfer1::PluginField> fields_;
   nvinfer1::PluginFieldCollection field_collection_{};
 };

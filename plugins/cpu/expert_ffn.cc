@@ -108,13 +108,17 @@ ExpertFfnShape ExpertFfnShapeOf(const Attributes& /*attrs*/, const Bindings& env
 }
 
 std::string ParseActivation(const std::string& name, Activation* out) {
+  return ParseActivation(spec::kExpertFFN.name, name, out);
+}
+
+std::string ParseActivation(const char* op, const std::string& name, Activation* out) {
   for (const spec::ActivationName& known : spec::kActivationNames) {
     if (name == known.name) {
       *out = known.function;
       return {};
     }
   }
-  return Format("ExpertFFN: attribute 'activation' has no kernel for '%s'", name.c_str());
+  return Format("%s: attribute 'activation' has no kernel for '%s'", op, name.c_str());
 }
 
 std::string CheckExpertDispatch(const char* op, const int32_t* order, const int32_t* counts, int64_t tokens,

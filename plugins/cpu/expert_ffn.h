@@ -28,8 +28,10 @@ namespace bucketrt::cpu {
 // -Werror=switch there makes a function added to the spec without a kernel a compile error.
 using Activation = spec::Activation;
 
-// "" and the function of a name the spec lists (spec::kActivationNames); an error otherwise.
+// "" and the function of a name the spec lists (spec::kActivationNames); an error otherwise, naming
+// the op (ExpertFFN where none is given).
 std::string ParseActivation(const std::string& name, Activation* out);
+std::string ParseActivation(const char* op, const std::string& name, Activation* out);
 
 struct ExpertFfnShape {
   int64_t tokens = 0;  // B*S

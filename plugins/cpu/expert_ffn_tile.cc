@@ -1,6 +1,7 @@
-// One ExpertFFN tile through Eigen, and the activations alone for ExpertFFNInt8. CMake compiles this
-// file once per instruction set (baseline, AVX2+FMA, AVX-512), each time with BUCKETRT_TILE_FN and
-// BUCKETRT_ACTIVATE_FN naming the entry points and Eigen renamed to
+// One ExpertFFN tile through Eigen, the activations alone for ExpertFFNInt8, and TopKExperts' two
+// projections with their biases and gatings. CMake compiles this file once per instruction set
+// (baseline, AVX2+FMA, AVX-512), each time with BUCKETRT_TILE_FN, BUCKETRT_ACTIVATE_FN,
+// BUCKETRT_TOPK_FIRST_FN and BUCKETRT_TOPK_SECOND_FN naming the entry points and Eigen renamed to
 // a namespace of its own, so that the three copies of Eigen's templates cannot be merged by the
 // linker (an AVX-512 instantiation must never serve a CPU without AVX-512).
 #include <cmath>
@@ -14,6 +15,7 @@
 
 #include "cpu/expert_ffn.h"
 #include "cpu/expert_ffn_int8.h"
+#include "cpu/top_k_experts.h"
 
 namespace bucketrt::cpu {
 namespace {
@@ -94,6 +96,65 @@ void BUCKETRT_TILE_FN(const float* hidden, int64_t dim, int64_t ff, const float*
 void BUCKETRT_ACTIVATE_FN(Activation act, float* data, int64_t rows, int64_t cols, int64_t stride) {
   Eigen::Map<RowMatrix, 0, Eigen::OuterStride<>> h(data, rows, cols, Eigen::OuterStride<>(stride));
   Apply(act, h.array());
+}
+
+// TopKExperts' first projection on one slice of F: gate (and up) rows, biases, the gating.
+static_assert(spec::kNumGatings == 5, "catalogue.py's EXPERT_GATINGS changed: give every gating a case");
+void BUCKETRT_TOPK_FIRST_FN(const float* x, int64_t rows, int64_t dim, const float* w_gate, const float* b_gate,
+                            const float* w_up, const float* b_up, int64_t width, Activation act, Gating gating,
+                            float limit, float* a, int64_t lda, float* scratch) {
+  using Stride = Eigen::OuterStride<>;
+  using RowVector = Eigen::Matrix<float, 1, Eigen::Dynamic>;
+  Eigen::Map<const RowMatrix> xm(x, rows, dim);
+  Eigen::Map<RowMatrix, 0, Stride> g(a, rows, width, Stride(lda));
+  // nn.Linear layout [out, in]: h = x w^T + b, the product rounded, then the bias added (torch's
+  // matmul and add).
+  g.noalias() = xm * Eigen::Map<const RowMatrix>(w_gate, width, dim).transpose();
+  g.rowwise() += Eigen::Map<const RowVector>(b_gate, width);
+  if (gating == Gating::kNone) {
+    Apply(act, g.array());
+    return;
+  }
+  Eigen::Map<RowMatrix> u(scratch, rows, width);
+  u.noalias() = xm * Eigen::Map<const RowMatrix>(w_up, width, dim).transpose();
+  u.rowwise() += Eigen::Map<const RowVector>(b_up, width);
+  // torch.clamp(up, -L, L): max, then min, a NaN staying NaN.
+  auto clamped = [&] { return Min(Max(u.array(), -limit), limit); };
+#pragma GCC diagnostic push
+#pragma GCC diagnostic error "-Wswitch"
+  switch (gating) {
+    case Gating::kNone: break;
+    case Gating::kGlu:  // act(gate) * up
+      Apply(act, g.array());
+      g.array() *= u.array();
+      break;
+    case Gating::kGluClamped:  // act(min(gate, L)) * clamp(up, -L, L)
+      g.array() = Min(g.array(), limit);
+      Apply(act, g.array());
+      g.array() *= clamped();
+      break;
+    case Gating::kGluClampedAfter:  // min(act(gate), L) * clamp(up, -L, L)
+      Apply(act, g.array());
+      g.array() = Min(g.array(), limit);
+      g.array() *= clamped();
+      break;
+    case Gating::kGluClampedOffset:  // act(min(gate, L)) * (clamp(up, -L, L) + 1)
+      g.array() = Min(g.array(), limit);
+      Apply(act, g.array());
+      g.array() *= clamped() + 1.0f;
+      break;
+  }
+#pragma GCC diagnostic pop
+}
+
+// TopKExperts' second projection on one slice of D, with its bias.
+void BUCKETRT_TOPK_SECOND_FN(const float* a, int64_t rows, int64_t ff, int64_t lda, const float* w, const float* b,
+                             int64_t width, float* y, int64_t ldy) {
+  using Stride = Eigen::OuterStride<>;
+  Eigen::Map<RowMatrix, 0, Stride> ym(y, rows, width, Stride(ldy));
+  ym.noalias() = Eigen::Map<const RowMatrix, 0, Stride>(a, rows, ff, Stride(lda)) *
+                 Eigen::Map<const RowMatrix>(w, width, ff).transpose();
+  ym.rowwise() += Eigen::Map<const Eigen::Matrix<float, 1, Eigen::Dynamic>>(b, width);
 }
 
 }  // namespace bucketrt::cpu

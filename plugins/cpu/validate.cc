@@ -1,6 +1,7 @@
 #include "bucketrt/validate.h"
 #include "bucketrt/op_specs.h"
 
+#include <cmath>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -47,6 +48,16 @@ std::string FloatRepr(double value) {
   return out;
 }
 
+// Python's str() of a float: repr(), and "nan", "inf", "-inf" whatever the NaN's sign bit.
+std::string FloatStr(double value) {
+  if (std::isnan(value)) return "nan";
+  if (std::isinf(value)) return value > 0 ? "inf" : "-inf";
+  return FloatRepr(value);
+}
+
+// Python's f"{value:g}" of a finite float (C's %g: six significant digits, the same exponent form).
+std::string FloatG(double value) { return Format("%g", value); }
+
 // Python's repr() of a string, for the plain ASCII the messages show.
 std::string StringRepr(const std::string& value) { return "'" + value + "'"; }
 
@@ -63,13 +74,13 @@ std::string Repr(const RawAttribute& raw) {
     case RawAttribute::Kind::kInt:
       return std::to_string(raw.int_value);
     case RawAttribute::Kind::kFloat:
-      return FloatRepr(raw.float_value);
+      return FloatStr(raw.float_value);
     case RawAttribute::Kind::kString:
       return StringRepr(raw.string_value);
     case RawAttribute::Kind::kInts:
       return ListRepr(raw.int_values, [](int64_t v) { return std::to_string(v); });
     case RawAttribute::Kind::kFloats:
-      return ListRepr(raw.float_values, FloatRepr);
+      return ListRepr(raw.float_values, FloatStr);
     case RawAttribute::Kind::kStrings:
       return ListRepr(raw.string_values, StringRepr);
     case RawAttribute::Kind::kTensor:
@@ -120,6 +131,8 @@ const Attributes::Value& Attributes::Find(const char* name) const {
 
 int64_t Attributes::Int(const char* name) const { return Find(name).int_value; }
 
+double Attributes::Float(const char* name) const { return Find(name).float_value; }
+
 const std::string& Attributes::String(const char* name) const { return Find(name).string_value; }
 
 bool Attributes::SetIntIfDeclared(const char* name, int64_t value) {
@@ -145,6 +158,9 @@ std::string ResolveAttributes(const spec::OpSpec& op, const std::vector<RawAttri
       if (a.type == spec::AttrType::kInt) {
         value.kind = RawAttribute::Kind::kInt;
         value.int_value = std::strtoll(a.default_value, nullptr, 10);
+      } else if (a.type == spec::AttrType::kFloat) {
+        value.kind = RawAttribute::Kind::kFloat;
+        value.float_value = std::strtod(a.default_value, nullptr);
       } else {
         value.kind = RawAttribute::Kind::kString;
         value.string_value = a.default_value;
@@ -175,6 +191,24 @@ std::string ResolveAttributes(const spec::OpSpec& op, const std::vector<RawAttri
         return Format("%s: attribute '%s' must be a power of two, got %lld", op.name, a.name, v);
       }
       resolved.int_value = v;
+    } else if (a.type == spec::AttrType::kFloat) {
+      // An ONNX INT attribute is no float (schema.py: "must be a float, got 7"), nor is a list.
+      if (value.kind != RawAttribute::Kind::kFloat) {
+        return Format("%s: attribute '%s' must be a float, got %s", op.name, a.name, Repr(value).c_str());
+      }
+      const double v = value.float_value;
+      if (!std::isfinite(v)) {
+        return Format("%s: attribute '%s' must be finite, got %s", op.name, a.name, FloatStr(v).c_str());
+      }
+      if (v < a.float_minimum) {
+        return Format("%s: attribute '%s' must be >= %s, got %s", op.name, a.name, FloatG(a.float_minimum).c_str(),
+                      FloatG(v).c_str());
+      }
+      if (v > a.float_maximum) {
+        return Format("%s: attribute '%s' must be <= %s, got %s", op.name, a.name, FloatG(a.float_maximum).c_str(),
+                      FloatG(v).c_str());
+      }
+      resolved.float_value = v;
     } else {
       if (value.kind != RawAttribute::Kind::kString) {
         return Format("%s: attribute '%s' must be a string, got %s", op.name, a.name, Repr(value).c_str());
@@ -201,8 +235,11 @@ std::string CheckResolvedAttributes(const spec::OpSpec& op, const Attributes& at
       return Format("%s: attribute %d is not '%s'", op.name, i, op.attributes[i].name);
     }
     RawAttribute& r = raw[static_cast<size_t>(i)];
-    r.kind = v.spec->type == spec::AttrType::kInt ? RawAttribute::Kind::kInt : RawAttribute::Kind::kString;
+    r.kind = v.spec->type == spec::AttrType::kInt     ? RawAttribute::Kind::kInt
+             : v.spec->type == spec::AttrType::kFloat ? RawAttribute::Kind::kFloat
+                                                      : RawAttribute::Kind::kString;
     r.int_value = v.int_value;
+    r.float_value = v.float_value;
     r.string_value = v.string_value;
   }
   Attributes checked;

@@ -8,6 +8,7 @@
 #include "cpu/argmax_hash.h"
 #include "cpu/bucket_sum.h"
 #include "cpu/sorted_chunk_attention.h"
+#include "cpu/top_k_experts.h"
 
 #include <algorithm>
 #include <string>
@@ -32,6 +33,7 @@ namespace ffn8 = spec::ExpertFFNInt8;
 namespace argmax = spec::ArgmaxHash;
 namespace bucket_sum = spec::BucketSum;
 namespace chunked = spec::SortedChunkAttention;
+namespace topk = spec::TopKExperts;
 
 // The attributes' bounds are the spec's, checked by ReadAttributes before any kernel is made.
 LSHCumulationKernel::LSHCumulationKernel(const Attributes& /*attrs*/) {}
@@ -319,6 +321,51 @@ void SortedChunkAttentionKernel::Compute(CpuRun& run, const OrtInputs& in, const
   error = cpu::ChunkAttention(shape, plan, qkv[0], qkv[1], qkv[2], in.Data<int32_t>(chunked::kMask),
                               in.Data<int32_t>(chunked::kBuckets), out_f, scratch.data(), run.parallel());
   if (!error.empty()) throw InvalidArgument(error);
+  if (half) NarrowToHalf(out_f, static_cast<Ort::Float16_t*>(out), outputs);
+}
+
+// The limit against the gating (the attributes alone): checked when the session is created.
+TopKExpertsKernel::TopKExpertsKernel(const Attributes& attrs) {
+  cpu::TopKExpertsConfig config;
+  ThrowIfError(cpu::CheckTopKExpertsAttributes(attrs, &config));
+}
+
+void TopKExpertsKernel::Compute(CpuRun& run, const OrtInputs& in, const Attributes& attrs, const Bindings& env) {
+  Ort::KernelContext& ctx = run.ctx;
+  const spec::OpSpec& op = Spec();
+  const cpu::TopKExpertsShape shape = cpu::TopKExpertsShapeOf(attrs, env);
+  cpu::TopKExpertsConfig config;
+  ThrowIfError(cpu::CheckTopKExpertsAttributes(attrs, &config));  // checked at creation: lookups
+  ThrowIfError(cpu::CheckTopKExpertsShape(shape, config));
+  const int32_t* expert_index = in.Data<int32_t>(topk::kExpertIndex);
+  ThrowIfError(cpu::CheckTopKExpertsIndex(shape, expert_index));
+  // float16 (T): hidden and the routing weights widened, the output rounded once from float32 (all
+  // in proportion to T); the experts' weights and biases are widened inside the kernel, per task,
+  // only where a token's pick reads them.
+  const bool half = env.float_type() == spec::DType::kFloat16;
+  const cpu::TopKExpertsPlan plan = cpu::PlanTopKExperts(shape, run.max_workers(), half);
+  const size_t hidden_floats = static_cast<size_t>(shape.tokens * shape.dim);
+  const size_t weight_floats = static_cast<size_t>(shape.tokens * shape.picks);
+  size_t outputs = 0;
+  void* out = half ? static_cast<void*>(AllocateOutput<Ort::Float16_t>(op, ctx, topk::kOut, env, &outputs))
+                   : static_cast<void*>(AllocateOutput<float>(op, ctx, topk::kOut, env, &outputs));
+  Scratch widened(ctx, half ? hidden_floats + weight_floats + outputs : 0, op.name);
+  const float* hidden = in.Data<float>(topk::kHidden);
+  const float* expert_weight = in.Data<float>(topk::kExpertWeight);
+  float* out_f = static_cast<float*>(out);
+  if (half) {
+    float* w = widened.data();
+    WidenHalf(in.Data<Ort::Float16_t>(topk::kHidden), w, hidden_floats);
+    WidenHalf(in.Data<Ort::Float16_t>(topk::kExpertWeight), w + hidden_floats, weight_floats);
+    hidden = w;
+    expert_weight = w + hidden_floats;
+    out_f = w + hidden_floats + weight_floats;
+  }
+  auto raw = [&](int index) { return in.values[index].GetTensorRawData(); };
+  Scratch scratch(ctx, plan.scratch_floats(), op.name);
+  cpu::TopKExperts(shape, plan, config, hidden, expert_index, expert_weight, raw(topk::kGateUp),
+                   raw(topk::kGateUpBias), raw(topk::kDown), raw(topk::kDownBias), out_f, scratch.data(),
+                   run.parallel());
   if (half) NarrowToHalf(out_f, static_cast<Ort::Float16_t*>(out), outputs);
 }
 

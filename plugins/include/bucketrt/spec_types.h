@@ -9,10 +9,11 @@ namespace bucketrt::spec {
 // takes the element type of the node's first kFloat input, which must be one of the op's
 // float_types (kFloat32, kFloat16); every other kFloat tensor of the node must match it.
 enum class DType { kInt32, kInt8, kFloat32, kFloat16, kFloat };
-enum class AttrType { kInt, kString };
+enum class AttrType { kInt, kString, kFloat };
 
 // AttrSpec::minimum / maximum when the attribute has none (an int attribute with allowed values,
-// a string attribute). schema.py gives every int attribute a range or its allowed values.
+// a string or a float attribute). schema.py gives every int attribute a range or its allowed values,
+// and every float attribute a finite range (float_minimum, float_maximum).
 inline constexpr long long kNoMinimum = -(1LL << 62);
 inline constexpr long long kNoMaximum = 1LL << 62;
 
@@ -36,6 +37,10 @@ struct AttrSpec {
   const char* choices;        // string: '|'-separated allowed values
   const long long* allowed;   // int: the allowed values (num_allowed of them; nullptr: the range)
   int num_allowed;
+  // float: the finite bounds, both inclusive (the generated rows of int and string attributes leave
+  // them out). A float attribute's default_value is its Python repr ("0.0"), read with strtod.
+  double float_minimum = 0;
+  double float_maximum = 0;
 };
 
 struct OpSpec {

@@ -41,12 +41,14 @@ class Attributes {
   struct Value {
     const spec::AttrSpec* spec = nullptr;
     int64_t int_value = 0;
+    double float_value = 0;  // a float attribute: finite, within its bounds (an ONNX FLOAT is a float32)
     std::string string_value;
   };
 
-  // The value of an int / string attribute the spec declares (std::out_of_range otherwise: a
-  // programming error, never an input error).
+  // The value of an int / float / string attribute the spec declares (std::out_of_range otherwise:
+  // a programming error, never an input error).
   int64_t Int(const char* name) const;
+  double Float(const char* name) const;
   const std::string& String(const char* name) const;
   const std::vector<Value>& values() const { return values_; }
   // Overrides an int attribute the spec declares (session-wide settings); false if it has none.
@@ -59,8 +61,8 @@ class Attributes {
 };
 
 // Fills defaults and checks every attribute against its spec bounds (type; minimum, maximum,
-// allowed values, power of two; string choices), in OpSpec.resolve_attributes' words; raw is
-// index-aligned with op.attributes.
+// allowed values, power of two; a float finite and within its bounds; string choices), in
+// OpSpec.resolve_attributes' words; raw is index-aligned with op.attributes.
 std::string ResolveAttributes(const spec::OpSpec& op, const std::vector<RawAttribute>& raw, Attributes* out);
 
 // ResolveAttributes' checks on values already resolved (every declared attribute present, in the

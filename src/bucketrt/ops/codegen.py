@@ -21,7 +21,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .catalogue import ACTIVATION_FUNCTIONS, EXPERT_ACTIVATIONS, OPS
+from .catalogue import ACTIVATION_FUNCTIONS, EXPERT_ACTIVATIONS, EXPERT_GATINGS, LIMITED_GATINGS, OPS
 from .schema import (
     DOMAIN,
     FLOAT,
@@ -62,19 +62,23 @@ def cpp_header() -> str:
                 rows.append(f'  {{"{t.name}", {dtype[t.dtype]}, {len(t.dims)}, {{{dims}}}}},')
             lines += [f"inline constexpr TensorSpec k{ident}{kind}[] = {{", *rows, "};"]
         # -- attributes: AttrSpec rows, with each attribute's allowed ints beside them --
+        # (a float attribute: its bounds in the last two fields, as repr() writes them, which C++
+        # reads back to the same double; the int range's fields then say none)
         rows = []
         for a in op.attributes:
-            default = "nullptr" if a.default is None else f'"{a.default}"'
-            minimum = "kNoMinimum" if a.minimum is None else str(a.minimum)
-            maximum = "kNoMaximum" if a.maximum is None else str(a.maximum)
+            is_float = a.type == "float"
+            default = "nullptr" if a.default is None else f'"{a.default!r}"' if is_float else f'"{a.default}"'
+            minimum = "kNoMinimum" if a.minimum is None or is_float else str(a.minimum)
+            maximum = "kNoMaximum" if a.maximum is None or is_float else str(a.maximum)
             choices = "|".join(a.choices)
             allowed, num_allowed = "nullptr", 0
             if a.allowed:
                 allowed, num_allowed = f"k{ident}_{a.name}_allowed", len(a.allowed)
                 lines.append(f"inline constexpr long long {allowed}[] = {{{', '.join(map(str, a.allowed))}}};")
+            float_bounds = f", {float(a.minimum)!r}, {float(a.maximum)!r}" if is_float else ""
             rows.append(
                 f'  {{"{a.name}", AttrType::k{a.type.capitalize()}, {default}, {minimum}, {maximum}, '
-                f'{str(a.power_of_two).lower()}, "{choices}", {allowed}, {num_allowed}}},'
+                f'{str(a.power_of_two).lower()}, "{choices}", {allowed}, {num_allowed}{float_bounds}}},'
             )
         lines += [f"inline constexpr AttrSpec k{ident}Attributes[] = {{", *(rows or ["  {}"]), "};"]
         types = ", ".join(float_dtype[t] for t in op.float_types)
@@ -89,7 +93,8 @@ def cpp_header() -> str:
     # ExpertFFN's activations: the functions as an enum, the names as a table onto it.
     camel = {f: "k" + "".join(part.capitalize() for part in f.split("_")) for f in ACTIVATION_FUNCTIONS}
     lines += [
-        "// ExpertFFN's activation functions (catalogue.py EXPERT_ACTIVATIONS); the kernels switch over every one.",
+        "// ExpertFFN's and TopKExperts' activation functions (catalogue.py EXPERT_ACTIVATIONS); the kernels switch",
+        "// over every one.",
         "enum class Activation { " + ", ".join(camel[f] for f in ACTIVATION_FUNCTIONS) + " };",
         f"inline constexpr int kNumActivations = {len(ACTIVATION_FUNCTIONS)};",
         "struct ActivationName {",
@@ -98,6 +103,21 @@ def cpp_header() -> str:
         "};",
         "inline constexpr ActivationName kActivationNames[] = {",
         *(f'  {{"{name}", Activation::{camel[f]}}},' for name, f in EXPERT_ACTIVATIONS.items()),
+        "};",
+    ]
+    # TopKExperts' gatings: an enum, and the names onto it with whether `limit` applies.
+    gatings = {g: "k" + "".join(part.capitalize() for part in g.split("_")) for g in EXPERT_GATINGS}
+    lines += [
+        "// TopKExperts' gating functions (catalogue.py EXPERT_GATINGS); the kernels switch over every one.",
+        "enum class Gating { " + ", ".join(gatings.values()) + " };",
+        f"inline constexpr int kNumGatings = {len(gatings)};",
+        "struct GatingName {",
+        "  const char* name;",
+        "  Gating gating;",
+        "  bool limited;  // catalogue.py LIMITED_GATINGS: clamps by `limit` (> 0); the others take limit 0",
+        "};",
+        "inline constexpr GatingName kGatingNames[] = {",
+        *(f'  {{"{g}", Gating::{ident}, {str(g in LIMITED_GATINGS).lower()}}},' for g, ident in gatings.items()),
         "};",
     ]
     lines += [
@@ -161,7 +181,7 @@ def markdown() -> str:
         "rejects a violation with an error that names the op and the input.",
         "",
         "Every attribute has the type and the bounds its table states (an int its range or its allowed "
-        "values, a string its choices). Every backend (the PyTorch reference, the exporter, the ONNX "
+        "values, a float its range, finite, a string its choices; an int is no float). Every backend (the PyTorch reference, the exporter, the ONNX "
         "Runtime CPU and CUDA kernels, the TensorRT plugins) rejects, when the node is created, an "
         "attribute out of its bounds, of another type, or that the op does not have, with an error "
         "that names the op and the attribute and says what is allowed. One limit: ONNX Runtime shows a "
