@@ -228,11 +228,16 @@ def print_component(out, report, component) -> None:
             + ("" if routing.complete else " [red](the captured routes did not match the layers one to one)[/]")
         )
         if len(routing.layers) > 1:
-            out.print("  per layer (differing/tokens): " + ", ".join(f"{r.layer}: {r.differing}/{r.tokens}" for r in routing.layers))
+            out.print(
+                "  per layer (differing/tokens): "
+                + ", ".join(f"{r.layer}: {r.differing}/{r.tokens}" for r in routing.layers)
+            )
         for layer in routing.layers:
             if layer.differing:
                 # row:position of input_ids (or the flat token index)
-                where = ", ".join(":".join(map(str, t)) if isinstance(t, list) else str(t) for t in layer.differing_tokens[:8])
+                where = ", ".join(
+                    ":".join(map(str, t)) if isinstance(t, list) else str(t) for t in layer.differing_tokens[:8]
+                )
                 more = ", ..." if layer.differing > 8 else ""
                 out.print(
                     f"  layer {layer.layer} ({layer.op}): {layer.differing} of {layer.tokens} tokens chose other "

@@ -22,6 +22,7 @@ what is missing.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 
 import torch
@@ -29,8 +30,8 @@ import torch
 from bucketrt.errors import BucketrtError
 from bucketrt.ops.catalogue import EXPERT_ACTIVATIONS, EXPERT_GATINGS, LIMITED_GATINGS, TOPK_EXPERTS
 from bucketrt.ops.dispatch import call
-from bucketrt.ops.reference import _gating
 from bucketrt.ops.reference import EXPERT_ACTIVATIONS as ACTIVATION_FORMULAS
+from bucketrt.ops.reference import _gating
 
 IMPLEMENTATION = "bucketrt"
 # The module attribute the patch leaves on every experts module: TopKExperts' attributes.
@@ -38,6 +39,8 @@ ATTRIBUTES = "bucketrt_topk_experts"
 # The module attributes that hold a clamp limit (GPT-OSS: limit; others: swiglu_limit).
 _LIMIT_NAMES = ("limit", "swiglu_limit")
 _ALPHA_NAMES = ("alpha", "swiglu_alpha")
+# Set while check_routers traces the MoE blocks: the experts function then stands in for the op.
+_PROBING = contextvars.ContextVar("bucketrt_probing_routers", default=False)
 
 
 def experts_forward(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor):
@@ -49,13 +52,20 @@ def experts_forward(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor
             "(bucketrt.exporter.experts.patch_experts)"
         )
     tokens = hidden_states.shape[0] if hidden_states.dim() == 2 else None
-    if tokens is None or top_k_index.dim() != 2 or top_k_index.shape[0] != tokens or top_k_weights.shape != top_k_index.shape:
+    if (
+        tokens is None
+        or top_k_index.dim() != 2
+        or top_k_index.shape[0] != tokens
+        or top_k_weights.shape != top_k_index.shape
+    ):
         raise BucketrtError(
             f"{type(self).__name__} gets hidden states {list(hidden_states.shape)}, expert indices "
             f"{list(top_k_index.shape)} and weights {list(top_k_weights.shape)} from its MoE block",
             "TopKExperts takes a router's picks as transformers' experts interface defines them: hidden states "
             "[tokens, hidden], indices and weights [tokens, k]",
         )
+    if _PROBING.get():  # check_routers: the routing only, the experts' shape of output
+        return hidden_states * top_k_weights.sum(-1, keepdim=True).to(hidden_states.dtype) + 0 * top_k_index[:, :1]
     out = call(
         TOPK_EXPERTS,
         hidden_states,
@@ -316,12 +326,57 @@ def patch_experts(model: torch.nn.Module) -> list[dict]:
         return records
     name = register()
     model.set_experts_implementation(name)
-    stale = sorted(
-        {type(m).__name__ for _, m in modules if getattr(m.config, "_experts_implementation", None) != name}
-    )
+    stale = sorted({type(m).__name__ for _, m in modules if getattr(m.config, "_experts_implementation", None) != name})
     if stale:
         raise BucketrtError(
             f"the experts implementation of {', '.join(stale)} did not switch to '{name}'",
             "its config is not the model's (set_experts_implementation did not reach it)",
         )
+    check_routers(model, modules)
     return records
+
+
+# -- the routers ----------------------------------------------------------------------------------
+
+
+def check_routers(model: torch.nn.Module, modules) -> None:
+    """Traces each kind of MoE block (an experts module's parent: router, experts, shared experts)
+    alone with torch.export, over any number of tokens, the experts standing in for the op: a router
+    that does not trace (Python on the routing's values, an op without a tracing rule) is refused here
+    with one error naming the block, rather than deep inside the whole model's export. A block that
+    does not run on plain hidden states [batch, tokens, hidden] (or [tokens, hidden]) is left to the
+    export itself."""
+    from torch.export import Dim
+
+    seen = set()
+    for qualified, experts in modules:
+        parent_name = qualified.rpartition(".")[0]
+        block = model.get_submodule(parent_name) if parent_name else None
+        if block is None or type(block) in seen:
+            continue
+        seen.add(type(block))
+        hidden = int(experts.down_proj.shape[1])
+        token = _PROBING.set(True)
+        try:
+            for shape, dims in (
+                ((2, 3, hidden), {0: Dim("batch"), 1: Dim("tokens")}),
+                ((5, hidden), {0: Dim("tokens")}),
+            ):
+                example = torch.randn(*shape)
+                try:
+                    with torch.no_grad():
+                        block(example)
+                except Exception:
+                    continue  # not this signature
+                try:
+                    with torch.no_grad():
+                        torch.export.export(block, (example,), dynamic_shapes=(dims,), strict=False)
+                except Exception as e:
+                    reason = " ".join(str(e).split())[:300]
+                    raise BucketrtError(
+                        f"the router of {type(block).__name__} ({parent_name}) does not trace: {reason}",
+                        "bucketrt exports routers that are plain tensor code (no Python on the routing's values)",
+                    ) from None
+                break
+        finally:
+            _PROBING.reset(token)

@@ -167,7 +167,11 @@ def narrowed_dims(exported_program, component: Component) -> list[str]:
     if exported_program is None:
         return []
     values = {node.name: node.meta.get("val") for node in exported_program.graph.nodes if node.op == "placeholder"}
-    user = [values[spec.arg.name] for spec in exported_program.graph_signature.input_specs if spec.kind == InputKind.USER_INPUT]
+    user = [
+        values[spec.arg.name]
+        for spec in exported_program.graph_signature.input_specs
+        if spec.kind == InputKind.USER_INPUT
+    ]
     _, kwargs = pytree.tree_unflatten(user, exported_program.call_spec.in_spec)
     ranges = exported_program.range_constraints
     found = []

@@ -87,6 +87,7 @@ def test_fp16_export_with_float16_ops_checks_against_the_fp32_reference(tmp_path
         ("reformer-tiny", (), 64),
         ("switch-tiny", (), 24),
         ("lsg-bert-tiny", ("--config-override", "sparsity_type=lsh"), 100),
+        ("mixtral-tiny", (), 24),  # the cached decoding step: fp16 past key/values in and out
     ],
 )
 def test_fp16_exports_of_every_family_check_against_the_fp32_reference(tmp_path, preset, overrides, length):

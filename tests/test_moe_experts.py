@@ -85,19 +85,21 @@ def test_the_hook_computes_what_the_module_did(model_type):
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize(
-    "make",
-    [
-        # transposed, no gate, relu2 (Ergo's expert projections)
-        lambda: __import__("transformers.models.ergo.modeling_ergo", fromlist=["x"]).ErgoExpertProjections(
-            transformers.ErgoConfig(hidden_size=16, moe_intermediate_size=24, num_experts=5)
-        ),
-        # no gate, relu2, not transposed (NemotronH's experts)
-        lambda: __import__("transformers.models.nemotron_h.modeling_nemotron_h", fromlist=["x"]).NemotronHExperts(
-            transformers.NemotronHConfig(hidden_size=16, moe_intermediate_size=24, n_routed_experts=5)
-        ),
-    ],
-)
+def _ergo():
+    """Ergo's expert projections: no gate, transposed weights, relu2."""
+    from transformers.models.ergo.modeling_ergo import ErgoExpertProjections
+
+    return ErgoExpertProjections(transformers.ErgoConfig(hidden_size=16, moe_intermediate_size=24, num_experts=5))
+
+
+def _nemotron_h():
+    """NemotronH's experts: no gate, relu2, nn.Linear's layout."""
+    from transformers.models.nemotron_h.modeling_nemotron_h import NemotronHExperts
+
+    return NemotronHExperts(transformers.NemotronHConfig(hidden_size=16, moe_intermediate_size=24, n_routed_experts=5))
+
+
+@pytest.mark.parametrize("make", [_ergo, _nemotron_h])
 def test_experts_without_a_gate(make):
     torch.manual_seed(0)
     module = make()
@@ -136,7 +138,9 @@ def test_a_patched_model_matches_transformers_and_keeps_its_fingerprint():
 
 def test_unknown_gates_and_post_expert_norms_are_refused_by_name():
     _, module = _experts_of("gpt_oss", **dict(CASES["gpt_oss"][0], swiglu_alpha=1.5))
-    with pytest.raises(BucketrtError, match=r"no TopKExperts gating computes GptOssExperts._apply_gate \(limit=7, alpha=1.5"):
+    with pytest.raises(
+        BucketrtError, match=r"no TopKExperts gating computes GptOssExperts._apply_gate \(limit=7, alpha=1.5"
+    ):
         experts.patch_module(module)
     _, module = _experts_of("mixtral", **CASES["mixtral"][0])
     module.has_post_expert_norm = True
@@ -185,7 +189,11 @@ def test_check_inputs_are_one_consistent_decoding_step():
             {"name": "input_ids", "dtype": "int64", "shape": ["batch_size", "sequence_length"]},
             {"name": "attention_mask", "dtype": "int64", "shape": ["batch_size", "total_sequence_length"]},
             {"name": "position_ids", "dtype": "int64", "shape": ["batch_size", "sequence_length"]},
-            {"name": "past_key_values.0.key", "dtype": "float32", "shape": ["batch_size", 2, "past_sequence_length", 8]},
+            {
+                "name": "past_key_values.0.key",
+                "dtype": "float32",
+                "shape": ["batch_size", 2, "past_sequence_length", 8],
+            },
         ],
     }
     sizes = {"batch_size": 2, "sequence_length": 12}
@@ -213,7 +221,31 @@ def test_the_export_refuses_silently_narrowed_dynamic_shapes():
         example = {"x": torch.randn(2, 7), "past": (torch.randn(2, 6),)}
         return Component("model", Branchy(), ("x", "past.0"), ("y",), example, dims)
 
-    with pytest.raises(BucketrtError, match=r"narrowed .* past\[0\] dim 1 \(past\) takes \[4, int_oo\], declared \[0, int_oo\]"):
+    with pytest.raises(
+        BucketrtError, match=r"narrowed .* past\[0\] dim 1 \(past\) takes \[4, int_oo\], declared \[0, int_oo\]"
+    ):
         _trace(component({"x": {1: Dim("n")}, "past": ({1: Dim("past")},)}), 20, PresetSource("mixtral-tiny"))
     # declared from 4 on, the same trace passes the guard
     _trace(component({"x": {1: Dim("n")}, "past": ({1: Dim("past", min=4)},)}), 20, PresetSource("mixtral-tiny"))
+
+
+def test_a_router_that_does_not_trace_is_refused_by_its_block(monkeypatch):
+    """Python on the routing's values (here: a branch on the router logits) cannot be one graph;
+    the patch traces each kind of MoE block alone and names it."""
+    from transformers.models.mixtral import modeling_mixtral
+
+    original = modeling_mixtral.MixtralTopKRouter.forward
+
+    def branching(self, hidden_states):
+        logits, scores, indices = original(self, hidden_states)
+        if bool((logits > 100).any()):  # data-dependent control flow
+            scores = scores * 0
+        return logits, scores, indices
+
+    model, _ = _experts_of("mixtral", **CASES["mixtral"][0])
+    experts.patch_experts(copy.deepcopy(model))  # the stock router traces
+    monkeypatch.setattr(modeling_mixtral.MixtralTopKRouter, "forward", branching)
+    with pytest.raises(
+        BucketrtError, match=r"the router of MixtralSparseMoeBlock \(model.layers.0.mlp\) does not trace"
+    ):
+        experts.patch_experts(model)

@@ -95,7 +95,7 @@ class MoeFamily(Family):
         ),
         "mixtral-mid": Preset(
             "Mixtral architecture, mid-size: hidden 1024, 4 layers, 16 heads (4 key/value heads) of 64, 8 "
-            "experts of 2816 top-2, vocab 32000 (0.5 B parameters); random weights",
+            "experts of 2816 top-2, vocab 32000 (0.35 B parameters, 1.4 GB); random weights",
             dict(
                 _MIXTRAL_TINY,
                 vocab_size=32000,
@@ -113,7 +113,7 @@ class MoeFamily(Family):
         ),
         "qwen3-moe-mid": Preset(
             "Qwen3-MoE architecture, mid-size: hidden 1024, 4 layers, 16 heads (4 key/value heads) of 64, "
-            "64 experts of 384 top-8, vocab 32000 (0.4 B parameters); random weights",
+            "64 experts of 384 top-8, vocab 32000 (0.38 B parameters, 1.5 GB); random weights",
             dict(
                 _QWEN3_MOE_TINY,
                 vocab_size=32000,

@@ -193,9 +193,9 @@ def _iter_cached(session, input_ids, attention_mask, eos_token_id, pad_token_id,
     steps = _check_steps(max_new_tokens)
     eos = _eos_set(eos_token_id)
     pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
-    feeds = first_step_feeds(session, input_ids, attention_mask)
+    _, mask = _check_ids(input_ids, attention_mask)
+    feeds = first_step_feeds(session, input_ids, mask)
     takes = {i.name for i in session.get_inputs()}
-    mask = feeds["attention_mask"]
     positions = _positions(mask)
     batch = mask.shape[0]
     finished = np.zeros(batch, dtype=bool)

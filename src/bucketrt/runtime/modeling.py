@@ -342,7 +342,9 @@ class ORTModelForCausalLM(_Generation):
             raise BucketrtError(f"{type(self).__name__} takes no past_key_values; generate keeps the cache")
         unknown = sorted(k for k, v in kwargs.items() if v is not None and k not in _IGNORED | {"past_key_values"})
         if unknown:
-            raise BucketrtError(f"{type(self).__name__} takes input_ids and attention_mask; got {', '.join(unknown)} too")
+            raise BucketrtError(
+                f"{type(self).__name__} takes input_ids and attention_mask; got {', '.join(unknown)} too"
+            )
         as_torch = _is_torch(input_ids) or _is_torch(attention_mask)
         mask = None if attention_mask is None else _to_numpy(attention_mask)
         feeds = decoding.first_step_feeds(self.sessions["model"], _to_numpy(input_ids), mask)
