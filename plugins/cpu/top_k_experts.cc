@@ -18,11 +18,16 @@
 namespace bucketrt::cpu {
 namespace {
 
-// Rows of one expert per task: the tile's GEMM gains little beyond, and its scratch stays in L2.
+// Rows of one expert per task, at most: the tile's GEMM gains little beyond, and its scratch stays
+// in L2. An expert's rows are cut into equal blocks (300 rows: 150 and 150, not 256 and 44).
 constexpr int64_t kRowBlock = 256;
-// Columns per task, about: enough tasks for the workers when a decoding step has a row or two per
-// expert, wide enough that each task's GEMM streams a good stretch of weights.
-constexpr int64_t kSliceColumns = 128;
+// Columns per task, about. Few rows (decoding): narrow slices, so that the workers share the
+// experts' weights, which the GEMVs stream at memory speed. Many rows: wide ones, since each slice
+// packs its rows for the GEMM again (on this CPU, 512 columns ran Mixtral's first projection at 1024
+// rows per expert about 15% faster than 128).
+constexpr int64_t kNarrowSlice = 128;
+constexpr int64_t kWideSlice = 512;
+constexpr int64_t kWideFromRows = 64;
 // Floats of a block's buffers (gathered rows / outputs and activations, 128 MiB): tokens beyond are
 // the next block's, which reads the experts' weights again.
 constexpr int64_t kBlockFloats = int64_t{1} << 25;
@@ -30,11 +35,16 @@ constexpr int64_t kBlockFloats = int64_t{1} << 25;
 constexpr int64_t kCombineTokens = 32;
 constexpr int64_t kSerialFloats = int64_t{1} << 15;
 
-// Slices of about kSliceColumns columns (a multiple of 16, the last one shorter): their width.
-int64_t SliceWidth(int64_t columns) {
-  const int64_t slices = (columns + kSliceColumns - 1) / kSliceColumns;
+// Slices of about `target` columns (a multiple of 16, the last one shorter): their width.
+int64_t SliceWidth(int64_t columns, int64_t target) {
+  const int64_t slices = (columns + target - 1) / target;
   const int64_t width = ((columns + slices - 1) / slices + 15) / 16 * 16;
   return std::min(width, columns);
+}
+
+// The slice width for a block of `rows` rows (the plan's scratch holds the widest).
+int64_t SliceFor(int64_t columns, int64_t rows) {
+  return SliceWidth(columns, rows >= kWideFromRows ? kWideSlice : kNarrowSlice);
 }
 
 struct Task {
@@ -45,21 +55,26 @@ struct Task {
   int64_t cols;
 };
 
-// Every task of one projection: per expert with rows, row blocks times column slices; largest first
-// (workers pulling from a counter then finish close together), ties in expert order.
-void MakeTasks(const std::vector<int64_t>& start, int64_t experts, int64_t columns, int64_t slice,
-               std::vector<Task>* tasks) {
+// Every task of one projection: per expert with rows, its row blocks times column slices (both set
+// by the expert's row count and the shape, never by the workers); largest first (workers pulling
+// from a counter then finish close together), ties in expert order.
+void MakeTasks(const std::vector<int64_t>& start, int64_t experts, int64_t columns, std::vector<Task>* tasks) {
   tasks->clear();
   for (int64_t e = 0; e < experts; ++e) {
     const int64_t count = start[static_cast<size_t>(e) + 1] - start[static_cast<size_t>(e)];
-    for (int64_t r = 0; r < count; r += kRowBlock) {
+    if (count == 0) continue;
+    const int64_t blocks = (count + kRowBlock - 1) / kRowBlock;
+    const int64_t rows = (count + blocks - 1) / blocks;
+    const int64_t slice = SliceFor(columns, rows);
+    for (int64_t r = 0; r < count; r += rows) {
       for (int64_t c = 0; c < columns; c += slice) {
-        tasks->push_back({e, start[static_cast<size_t>(e)] + r, std::min(kRowBlock, count - r), c,
+        tasks->push_back({e, start[static_cast<size_t>(e)] + r, std::min(rows, count - r), c,
                           std::min(slice, columns - c)});
       }
     }
   }
-  std::stable_sort(tasks->begin(), tasks->end(), [](const Task& a, const Task& b) { return a.rows > b.rows; });
+  std::stable_sort(tasks->begin(), tasks->end(),
+                   [](const Task& a, const Task& b) { return a.rows * a.cols > b.rows * b.cols; });
 }
 
 struct Job {
@@ -97,7 +112,7 @@ void FirstWorker(void* data, size_t worker) {
   for (int64_t i = job.next.fetch_add(1); i < n; i = job.next.fetch_add(1)) {
     const Task& t = (*job.tasks)[static_cast<size_t>(i)];
     float* up_scratch = slot;
-    float* spare = slot + kRowBlock * plan.ff_slice;
+    float* spare = slot + kRowBlock * plan.ff_slice;  // past the widest up block
     const int64_t matrix = t.expert * s.width * s.dim, bias = t.expert * s.width;
     const float* w_gate = Floats(job.weights, plan.half_weights, matrix + t.col0 * s.dim, t.cols * s.dim, &spare);
     const float* b_gate = Floats(job.bias, plan.half_weights, bias + t.col0, t.cols, &spare);
@@ -345,8 +360,8 @@ TopKExpertsPlan PlanTopKExperts(const TopKExpertsShape& s, int64_t max_workers, 
   // and down together, times K, ... kept honest by the blocks: one token's rows per block at least.
   const int64_t per_token = s.picks * (s.dim + s.ff);
   plan.block_tokens = std::clamp<int64_t>(kBlockFloats / std::max<int64_t>(per_token, 1), 1, s.tokens);
-  plan.ff_slice = SliceWidth(s.ff);
-  plan.dim_slice = SliceWidth(s.dim);
+  plan.ff_slice = std::max(SliceWidth(s.ff, kNarrowSlice), SliceWidth(s.ff, kWideSlice));  // the widest
+  plan.dim_slice = std::max(SliceWidth(s.dim, kNarrowSlice), SliceWidth(s.dim, kWideSlice));
   // First projection: the up half's [rows, slice] (kRowBlock rows: the tiles' layout), and with
   // float16 weights the slice's gate and up rows and biases; second: its weight rows and bias.
   int64_t first = kRowBlock * plan.ff_slice;
@@ -398,11 +413,11 @@ void TopKExperts(const TopKExpertsShape& shape, const TopKExpertsPlan& plan, con
       GatherJob gather{hidden, token.data(), rows, D, live};
       RunChunks(parallel_for, Gather, &gather, live, live * D, plan.workers);
       // 2. The first projection and the gating, per (expert, rows, slice of F).
-      MakeTasks(start, E, F, plan.ff_slice, &tasks);
+      MakeTasks(start, E, F, &tasks);
       Job first{&shape, &plan, &config, tiles, gate_up, gate_up_bias, rows, act, slots, &tasks};
       RunTasks(parallel_for, FirstWorker, &first, plan.workers);
       // 3. The second projection, per (expert, rows, slice of D), over the gathered rows.
-      MakeTasks(start, E, D, plan.dim_slice, &tasks);
+      MakeTasks(start, E, D, &tasks);
       Job second{&shape, &plan, &config, tiles, down, down_bias, rows, act, slots, &tasks};
       RunTasks(parallel_for, SecondWorker, &second, plan.workers);
     }
