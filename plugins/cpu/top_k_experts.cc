@@ -55,21 +55,27 @@ struct Task {
   int64_t cols;
 };
 
+// Where each expert's rows are in the block's sorted order: the experts that have rows, ascending,
+// each one's first row and count. Kept per run, reset per block for the experts listed only, so
+// that a block costs in proportion to its picks, never to E.
+struct Groups {
+  std::vector<int64_t> count, first;  // [E]: zero for an expert without rows in the block
+  std::vector<int64_t> experts;       // the experts with rows, ascending
+};
+
 // Every task of one projection: per expert with rows, its row blocks times column slices (both set
 // by the expert's row count and the shape, never by the workers); largest first (workers pulling
 // from a counter then finish close together), ties in expert order.
-void MakeTasks(const std::vector<int64_t>& start, int64_t experts, int64_t columns, std::vector<Task>* tasks) {
+void MakeTasks(const Groups& groups, int64_t columns, std::vector<Task>* tasks) {
   tasks->clear();
-  for (int64_t e = 0; e < experts; ++e) {
-    const int64_t count = start[static_cast<size_t>(e) + 1] - start[static_cast<size_t>(e)];
-    if (count == 0) continue;
+  for (const int64_t e : groups.experts) {
+    const int64_t count = groups.count[static_cast<size_t>(e)], first = groups.first[static_cast<size_t>(e)];
     const int64_t blocks = (count + kRowBlock - 1) / kRowBlock;
     const int64_t rows = (count + blocks - 1) / blocks;
     const int64_t slice = SliceFor(columns, rows);
     for (int64_t r = 0; r < count; r += rows) {
       for (int64_t c = 0; c < columns; c += slice) {
-        tasks->push_back({e, start[static_cast<size_t>(e)] + r, std::min(rows, count - r), c,
-                          std::min(slice, columns - c)});
+        tasks->push_back({e, first + r, std::min(rows, count - r), c, std::min(slice, columns - c)});
       }
     }
   }
@@ -385,20 +391,31 @@ void TopKExperts(const TopKExpertsShape& shape, const TopKExpertsPlan& plan, con
   float* act = scratch + plan.block_tokens * K * D;
   float* slots = scratch + plan.block_floats();
   const size_t pairs = static_cast<size_t>(plan.block_tokens * K);
-  std::vector<int64_t> start(static_cast<size_t>(E) + 2);
-  std::vector<int64_t> cursor(static_cast<size_t>(E) + 1);
+  Groups groups;
+  groups.count.assign(static_cast<size_t>(E), 0);
+  groups.first.assign(static_cast<size_t>(E), 0);
   std::vector<int64_t> position(pairs);  // (token of the block, pick) -> sorted row or -1
   std::vector<int64_t> token(pairs);     // sorted row -> token
   std::vector<Task> tasks;
   for (int64_t b0 = 0; b0 < T; b0 += plan.block_tokens) {
     const int64_t tokens = std::min(plan.block_tokens, T - b0);
     const int32_t* index = expert_index + b0 * K;
-    // 1. The stable counting sort: each expert's pairs in (token, pick) order; E (no expert) left out.
-    std::fill(start.begin(), start.end(), 0);
-    for (int64_t i = 0; i < tokens * K; ++i) ++start[static_cast<size_t>(index[i]) + 1];
-    for (int64_t e = 0; e < E; ++e) start[static_cast<size_t>(e) + 1] += start[static_cast<size_t>(e)];
-    const int64_t live = start[static_cast<size_t>(E)];
-    std::copy(start.begin(), start.begin() + E + 1, cursor.begin());
+    // 1. The stable counting sort over the experts present: each expert's pairs in (token, pick)
+    // order; E (no expert) left out.
+    for (const int64_t e : groups.experts) groups.count[static_cast<size_t>(e)] = 0;  // the last block's
+    groups.experts.clear();
+    for (int64_t i = 0; i < tokens * K; ++i) {
+      const int64_t e = index[i];
+      if (e == E) continue;
+      if (groups.count[static_cast<size_t>(e)]++ == 0) groups.experts.push_back(e);
+    }
+    std::sort(groups.experts.begin(), groups.experts.end());
+    int64_t live = 0;
+    for (const int64_t e : groups.experts) {
+      groups.first[static_cast<size_t>(e)] = live;
+      live += groups.count[static_cast<size_t>(e)];
+    }
+    std::vector<int64_t>& cursor = groups.first;  // advanced while scattering, then set back
     for (int64_t i = 0; i < tokens * K; ++i) {
       const int64_t e = index[i];
       if (e == E) {
@@ -409,15 +426,16 @@ void TopKExperts(const TopKExpertsShape& shape, const TopKExpertsPlan& plan, con
       position[static_cast<size_t>(i)] = p;
       token[static_cast<size_t>(p)] = b0 + i / K;
     }
+    for (const int64_t e : groups.experts) groups.first[static_cast<size_t>(e)] -= groups.count[static_cast<size_t>(e)];
     if (live > 0) {
       GatherJob gather{hidden, token.data(), rows, D, live};
       RunChunks(parallel_for, Gather, &gather, live, live * D, plan.workers);
       // 2. The first projection and the gating, per (expert, rows, slice of F).
-      MakeTasks(start, E, F, &tasks);
+      MakeTasks(groups, F, &tasks);
       Job first{&shape, &plan, &config, tiles, gate_up, gate_up_bias, rows, act, slots, &tasks};
       RunTasks(parallel_for, FirstWorker, &first, plan.workers);
       // 3. The second projection, per (expert, rows, slice of D), over the gathered rows.
-      MakeTasks(start, E, D, &tasks);
+      MakeTasks(groups, D, &tasks);
       Job second{&shape, &plan, &config, tiles, down, down_bias, rows, act, slots, &tasks};
       RunTasks(parallel_for, SecondWorker, &second, plan.workers);
     }
