@@ -355,21 +355,24 @@ std::string CheckTopKExpertsIndex(const TopKExpertsShape& shape, const int32_t* 
   return {};
 }
 
-TopKExpertsPlan PlanTopKExperts(const TopKExpertsShape& s, int64_t max_workers, bool half_weights) {
+std::string PlanTopKExperts(const TopKExpertsShape& s, int64_t max_workers, bool half_weights, TopKExpertsPlan* out) {
+  const char* op = spec::kTopKExperts.name;
   TopKExpertsPlan plan;
   plan.dim = s.dim;
   plan.ff = s.ff;
   plan.picks = s.picks;
   plan.half_weights = half_weights;
-  // Every size here is a product of an input's dims with a small factor, so no product overflows
-  // before its tensor would have: K * (D + F) floats is at most the floats of expert_index, hidden
-  // and down together, times K, ... kept honest by the blocks: one token's rows per block at least.
-  const int64_t per_token = s.picks * (s.dim + s.ff);
+  // One token's rows: K * (D + F) floats. Each factor is an input's dim, their product not: checked.
+  int64_t per_token = 0, columns = 0;
+  if (!CheckedAdd(s.dim, s.ff, &columns) || !CheckedMul(s.picks, columns, &per_token)) {
+    return SizeOverflowError(op, "a token's rows");
+  }
   plan.block_tokens = std::clamp<int64_t>(kBlockFloats / std::max<int64_t>(per_token, 1), 1, s.tokens);
   plan.ff_slice = std::max(SliceWidth(s.ff, kNarrowSlice), SliceWidth(s.ff, kWideSlice));  // the widest
   plan.dim_slice = std::max(SliceWidth(s.dim, kNarrowSlice), SliceWidth(s.dim, kWideSlice));
   // First projection: the up half's [rows, slice] (kRowBlock rows: the tiles' layout), and with
-  // float16 weights the slice's gate and up rows and biases; second: its weight rows and bias.
+  // float16 weights the slice's gate and up rows and biases; second: its weight rows and bias. Each
+  // is at most a few times the floats of one expert's weights (an input), so they fit.
   int64_t first = kRowBlock * plan.ff_slice;
   int64_t second = 0;
   if (half_weights) {
@@ -378,7 +381,15 @@ TopKExpertsPlan PlanTopKExperts(const TopKExpertsShape& s, int64_t max_workers, 
   }
   plan.worker_floats = static_cast<size_t>(std::max(first, second));
   plan.workers = std::max<int64_t>(1, max_workers);
-  return plan;
+  // The whole scratch, in bytes (a block is at least one token's rows).
+  int64_t block = 0, slots = 0, total = 0;
+  if (!CheckedMul(plan.block_tokens, per_token, &block) ||
+      !CheckedMul(static_cast<int64_t>(plan.worker_floats), plan.workers, &slots) ||
+      !CheckedAdd(block, slots, &total) || !CheckedMul(total, static_cast<int64_t>(sizeof(float)), nullptr)) {
+    return SizeOverflowError(op, "the scratch");
+  }
+  *out = plan;
+  return {};
 }
 
 void TopKExperts(const TopKExpertsShape& shape, const TopKExpertsPlan& plan, const TopKExpertsConfig& config,

@@ -82,8 +82,10 @@ struct TopKExpertsPlan {
 };
 
 // max_workers: the scratch slots the caller can offer (ORT's pool); half_weights: gate_up, down
-// and their biases are float16 (IEEE binary16 bits), widened per task.
-TopKExpertsPlan PlanTopKExperts(const TopKExpertsShape& shape, int64_t max_workers, bool half_weights);
+// and their biases are float16 (IEEE binary16 bits), widened per task. "" or the error (sizes that
+// overflow int64).
+std::string PlanTopKExperts(const TopKExpertsShape& shape, int64_t max_workers, bool half_weights,
+                            TopKExpertsPlan* plan);
 
 // hidden [T, D], expert_weight [T, K] and out [T, D] are float32 (the caller widens and narrows
 // float16 ones); gate_up [E, G, D], gate_up_bias [E, G], down [E, D, F], down_bias [E, D] are
