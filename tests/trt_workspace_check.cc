@@ -121,6 +121,8 @@ void SetFields(const Profile& p, Fields& fields) {
   for (const auto& [name, value] : p.attributes) {
     if (value[0] == 'i') {
       fields.Int(name.c_str(), static_cast<int32_t>(std::stoll(value.substr(2))));
+    } else if (value[0] == 'f') {  // as the ONNX parser gives a FLOAT attribute: kFLOAT32
+      fields.Float(name.c_str(), std::stof(value.substr(2)));
     } else {
       fields.ParserStr(name.c_str(), value.substr(2).c_str());
     }
