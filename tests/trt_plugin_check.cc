@@ -383,7 +383,7 @@ int main(int argc, char** argv) {
 
   // ---- every creator, with its fields as TensorRT's ONNX parser builds them ---------------------
   // The parser asks getFieldNames and converts the node's attribute of each name to that field's
-  // type: INT to kINT32 (one value), STRING to kCHAR with the NUL counted in length. The nodes'
+  // type: INT to kINT32 (one value), FLOAT to kFLOAT32, STRING to kCHAR with the NUL counted in length. The nodes'
   // attributes and every op's tensors come from trt_check_ops.h, generated from the spec.
   {
     int seen = 0;
@@ -402,17 +402,28 @@ int main(int argc, char** argv) {
       for (size_t k = 0; types_ok && k < node.values.size(); ++k) {
         const trt_check_ops::Value& v = node.values[k];
         const PluginField& field = asked->fields[k];
-        types_ok = std::strcmp(field.name, v.name) == 0 &&
-                   field.type == (v.text != nullptr ? PluginFieldType::kCHAR : PluginFieldType::kINT32);
+        const PluginFieldType type = v.text != nullptr ? PluginFieldType::kCHAR
+                                     : v.is_float      ? PluginFieldType::kFLOAT32
+                                                       : PluginFieldType::kINT32;
+        types_ok = std::strcmp(field.name, v.name) == 0 && field.type == type;
+        std::string text;
         if (v.text != nullptr) {
           f.ParserStr(field.name, v.text);
+          text = v.text;
+        } else if (v.is_float) {  // an ONNX FLOAT: a float32, shown as the double it widens to
+          f.Float(field.name, static_cast<float>(v.real));
+          char shown[32];
+          std::snprintf(shown, sizeof shown, "%.17g", static_cast<double>(static_cast<float>(v.real)));
+          text = shown;
         } else {
           f.Int(field.name, v.number);
+          text = std::to_string(v.number);
         }
-        metadata += (k ? "," : "") + std::string(v.name) + "=" + (v.text != nullptr ? v.text : std::to_string(v.number));
+        metadata += (k ? "," : "") + std::string(v.name) + "=" + text;
       }
       metadata += ")";
-      Check(types_ok, std::string(node.op) + ": getFieldNames lists its attributes, ints as kINT32, strings as kCHAR");
+      Check(types_ok, std::string(node.op) +
+                          ": getFieldNames lists its attributes, ints as kINT32, floats as kFLOAT32, strings as kCHAR");
       logger.messages.clear();
       Plugin p(creator->createPlugin("parsed", f.Get(), TensorRTPhase::kBUILD));
       Check(p.build != nullptr && logger.messages.empty() && p.build->getMetadataString() == metadata,
