@@ -147,14 +147,11 @@ def plugin_check_header(mutate=None) -> str:
     def values(vs) -> str:
         out = []
         for name, v in vs:
-            if isinstance(v, str):
-                out.append(f'{{"{name}", 0, "{v}"}}')
-            elif isinstance(v, float):  # written to the bit (float.hex), as the parser's kFLOAT32 holds it
-                assert np.float32(v) == v, (name, v)
-                out.append(f'{{"{name}", 0, nullptr, true, {v.hex()}}}')
-            else:
-                assert -(2**31) <= v < 2**31, (name, v)
-                out.append(f'{{"{name}", {v}, nullptr}}')
+            if isinstance(v, float):  # a float: its repr, which C++ reads back to the same double
+                out.append(f'{{"{name}", 0, nullptr, true, {v!r}}}')
+                continue
+            assert isinstance(v, str) or -(2**31) <= v < 2**31, (name, v)
+            out.append(f'{{"{name}", 0, "{v}"}}' if isinstance(v, str) else f'{{"{name}", {v}, nullptr}}')
         return "{" + ", ".join(out) + "}"
 
     symbols = sorted({d for n in nodes for _, dims in n["inputs"] + n["outputs"] for d in dims if not d.isdigit()})
@@ -180,13 +177,13 @@ def plugin_check_header(mutate=None) -> str:
         "  std::vector<std::string> dims;",
         "};",
         "// One attribute of a valid node, in spec order: an int (`number`), a string (`text`, not null) or a",
-        "// float (`is_float`: `real`).",
+        "// float (`is_float`, `real`).",
         "struct Value {",
         "  const char* name;",
         "  int32_t number;",
         "  const char* text;",
         "  bool is_float = false;",
-        "  double real = 0.0;",
+        "  double real = 0;",
         "};",
         "struct OpText {",
         "  const char* op;",
@@ -218,20 +215,17 @@ def plugin_check_header(mutate=None) -> str:
 def workspace_profiles(mutate=None) -> str:
     """The profiles tests/trt_workspace_check.cc sweeps, one per line: the table's (`mutate` may
     change them first). Fields, tab-separated: what, op, float type, attributes (name=i:int,
-    name=f:float or name=s:string), ranges (symbol=lo:hi:step), fixed (symbol=value), tied
-    (symbol=other*factor), samples, exhaustive symbol (or -)."""
+    name=f:float or name=s:string), ranges (symbol=lo:hi:step), fixed (symbol=value), tied (symbol=other*factor),
+    samples, exhaustive symbol (or -)."""
     profiles = [(row.op, p) for row in TABLE.values() for p in row.trt_profiles]
     if mutate is not None:
         profiles = mutate(profiles)
     lines = []
-
-    def attribute(name, value) -> str:
-        if isinstance(value, str):
-            return f"{name}=s:{value}"
-        return f"{name}=f:{value!r}" if isinstance(value, float) else f"{name}=i:{value}"
-
     for op, p in profiles:
-        attrs = ",".join(attribute(k, v) for k, v in p.attrs.items())
+        kinds = {str: "s", float: "f"}
+        attrs = ",".join(
+            f"{k}={kinds.get(type(v), 'i')}:{repr(v) if isinstance(v, float) else v}" for k, v in p.attrs.items()
+        )
         ranges = ",".join(f"{k}={lo}:{hi}:{step}" for k, (lo, hi, step) in p.ranges.items())
         fixed = ",".join(f"{k}={v}" for k, v in p.fixed.items())
         tied = ",".join(f"{k}={other}*{factor}" for k, (other, factor) in p.tied.items())

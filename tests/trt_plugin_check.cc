@@ -383,7 +383,8 @@ int main(int argc, char** argv) {
 
   // ---- every creator, with its fields as TensorRT's ONNX parser builds them ---------------------
   // The parser asks getFieldNames and converts the node's attribute of each name to that field's
-  // type: INT to kINT32 (one value), FLOAT to kFLOAT32, STRING to kCHAR with the NUL counted in length. The nodes'
+  // type: INT to kINT32 (one value), FLOAT to kFLOAT32 (one value), STRING to kCHAR with the NUL
+  // counted in length. The nodes'
   // attributes and every op's tensors come from trt_check_ops.h, generated from the spec.
   {
     int seen = 0;
@@ -402,24 +403,22 @@ int main(int argc, char** argv) {
       for (size_t k = 0; types_ok && k < node.values.size(); ++k) {
         const trt_check_ops::Value& v = node.values[k];
         const PluginField& field = asked->fields[k];
-        const PluginFieldType type = v.text != nullptr ? PluginFieldType::kCHAR
+        const PluginFieldType want = v.text != nullptr ? PluginFieldType::kCHAR
                                      : v.is_float      ? PluginFieldType::kFLOAT32
                                                        : PluginFieldType::kINT32;
-        types_ok = std::strcmp(field.name, v.name) == 0 && field.type == type;
-        std::string text;
+        types_ok = std::strcmp(field.name, v.name) == 0 && field.type == want;
+        std::string shown = v.text != nullptr ? v.text : std::to_string(v.number);
         if (v.text != nullptr) {
           f.ParserStr(field.name, v.text);
-          text = v.text;
-        } else if (v.is_float) {  // an ONNX FLOAT: a float32, shown as the double it widens to
+        } else if (v.is_float) {
           f.Float(field.name, static_cast<float>(v.real));
-          char shown[32];
-          std::snprintf(shown, sizeof shown, "%.17g", static_cast<double>(static_cast<float>(v.real)));
-          text = shown;
+          char text[40];  // the plugin's metadata: the float32 the parser gave, to 17 digits
+          std::snprintf(text, sizeof text, "%.17g", static_cast<double>(static_cast<float>(v.real)));
+          shown = text;
         } else {
           f.Int(field.name, v.number);
-          text = std::to_string(v.number);
         }
-        metadata += (k ? "," : "") + std::string(v.name) + "=" + text;
+        metadata += (k ? "," : "") + std::string(v.name) + "=" + shown;
       }
       metadata += ")";
       Check(types_ok, std::string(node.op) +

@@ -55,14 +55,14 @@ using Symbols = std::map<std::string, int64_t>;
 
 // One profile of one op: each symbol's range (value = lo + step * k), fixed value, or another
 // symbol's value times a factor (monotone, so the profile's min and max are the ranges' ends); its
-// attributes as the parser hands them over (ints kINT32, floats kFLOAT32, strings kCHAR with the NUL), T's type.
+// attributes as the parser hands them over (ints kINT32, strings kCHAR with the NUL), T's type.
 struct Range {
   int64_t lo, hi, step;
 };
 struct Profile {
   std::string what;
   std::string op;
-  std::vector<std::pair<std::string, std::string>> attributes;  // name, "i:<int>", "f:<float>" or "s:<string>"
+  std::vector<std::pair<std::string, std::string>> attributes;  // name, "i:<int>" or "s:<string>"
   std::map<std::string, Range> ranges;
   std::map<std::string, int64_t> fixed;
   std::map<std::string, std::pair<std::string, int64_t>> tied;
@@ -81,7 +81,7 @@ std::vector<std::string> Split(const std::string& text, char separator) {
 }
 
 // One line of tests/test_trt_plugins.py's workspace_profiles(): tab-separated what, op, float type,
-// attributes (name=i:8,name=f:7.0,name=s:relu), ranges (B=1:8:1), fixed (D=64), tied (Nq=Nk*1), samples,
+// attributes (name=i:8,name=s:relu), ranges (B=1:8:1), fixed (D=64), tied (Nq=Nk*1), samples,
 // exhaustive symbol or "-". Returns "" or what is wrong with the line.
 std::string ParseProfile(const std::string& line, Profile* p) {
   const std::vector<std::string> f = Split(line, '\t');
@@ -121,7 +121,7 @@ void SetFields(const Profile& p, Fields& fields) {
   for (const auto& [name, value] : p.attributes) {
     if (value[0] == 'i') {
       fields.Int(name.c_str(), static_cast<int32_t>(std::stoll(value.substr(2))));
-    } else if (value[0] == 'f') {  // an ONNX FLOAT, as the parser converts it: kFLOAT32
+    } else if (value[0] == 'f') {  // as the ONNX parser gives a FLOAT attribute: kFLOAT32
       fields.Float(name.c_str(), std::stof(value.substr(2)));
     } else {
       fields.ParserStr(name.c_str(), value.substr(2).c_str());

@@ -18,11 +18,16 @@
 namespace bucketrt::cpu {
 namespace {
 
-// Rows of one expert per task: the tile's GEMM gains little beyond, and its scratch stays in L2.
+// Rows of one expert per task, at most: the tile's GEMM gains little beyond, and its scratch stays
+// in L2. An expert's rows are cut into equal blocks (300 rows: 150 and 150, not 256 and 44).
 constexpr int64_t kRowBlock = 256;
-// Columns per task, about: enough tasks for the workers when a decoding step has a row or two per
-// expert, wide enough that each task's GEMM streams a good stretch of weights.
-constexpr int64_t kSliceColumns = 128;
+// Columns per task, about. Few rows (decoding): narrow slices, so that the workers share the
+// experts' weights, which the GEMVs stream at memory speed. Many rows: wide ones, since each slice
+// packs its rows for the GEMM again (on this CPU, 512 columns ran Mixtral's first projection at 1024
+// rows per expert about 15% faster than 128).
+constexpr int64_t kNarrowSlice = 128;
+constexpr int64_t kWideSlice = 512;
+constexpr int64_t kWideFromRows = 64;
 // Floats of a block's buffers (gathered rows / outputs and activations, 128 MiB): tokens beyond are
 // the next block's, which reads the experts' weights again.
 constexpr int64_t kBlockFloats = int64_t{1} << 25;
@@ -30,11 +35,16 @@ constexpr int64_t kBlockFloats = int64_t{1} << 25;
 constexpr int64_t kCombineTokens = 32;
 constexpr int64_t kSerialFloats = int64_t{1} << 15;
 
-// Slices of about kSliceColumns columns (a multiple of 16, the last one shorter): their width.
-int64_t SliceWidth(int64_t columns) {
-  const int64_t slices = (columns + kSliceColumns - 1) / kSliceColumns;
+// Slices of about `target` columns (a multiple of 16, the last one shorter): their width.
+int64_t SliceWidth(int64_t columns, int64_t target) {
+  const int64_t slices = (columns + target - 1) / target;
   const int64_t width = ((columns + slices - 1) / slices + 15) / 16 * 16;
   return std::min(width, columns);
+}
+
+// The slice width for a block of `rows` rows (the plan's scratch holds the widest).
+int64_t SliceFor(int64_t columns, int64_t rows) {
+  return SliceWidth(columns, rows >= kWideFromRows ? kWideSlice : kNarrowSlice);
 }
 
 struct Task {
@@ -45,21 +55,32 @@ struct Task {
   int64_t cols;
 };
 
-// Every task of one projection: per expert with rows, row blocks times column slices; largest first
-// (workers pulling from a counter then finish close together), ties in expert order.
-void MakeTasks(const std::vector<int64_t>& start, int64_t experts, int64_t columns, int64_t slice,
-               std::vector<Task>* tasks) {
+// Where each expert's rows are in the block's sorted order: the experts that have rows, ascending,
+// each one's first row and count. Kept per run, reset per block for the experts listed only, so
+// that a block costs in proportion to its picks, never to E.
+struct Groups {
+  std::vector<int64_t> count, first;  // [E]: zero for an expert without rows in the block
+  std::vector<int64_t> experts;       // the experts with rows, ascending
+};
+
+// Every task of one projection: per expert with rows, its row blocks times column slices (both set
+// by the expert's row count and the shape, never by the workers); largest first (workers pulling
+// from a counter then finish close together), ties in expert order.
+void MakeTasks(const Groups& groups, int64_t columns, std::vector<Task>* tasks) {
   tasks->clear();
-  for (int64_t e = 0; e < experts; ++e) {
-    const int64_t count = start[static_cast<size_t>(e) + 1] - start[static_cast<size_t>(e)];
-    for (int64_t r = 0; r < count; r += kRowBlock) {
+  for (const int64_t e : groups.experts) {
+    const int64_t count = groups.count[static_cast<size_t>(e)], first = groups.first[static_cast<size_t>(e)];
+    const int64_t blocks = (count + kRowBlock - 1) / kRowBlock;
+    const int64_t rows = (count + blocks - 1) / blocks;
+    const int64_t slice = SliceFor(columns, rows);
+    for (int64_t r = 0; r < count; r += rows) {
       for (int64_t c = 0; c < columns; c += slice) {
-        tasks->push_back({e, start[static_cast<size_t>(e)] + r, std::min(kRowBlock, count - r), c,
-                          std::min(slice, columns - c)});
+        tasks->push_back({e, first + r, std::min(rows, count - r), c, std::min(slice, columns - c)});
       }
     }
   }
-  std::stable_sort(tasks->begin(), tasks->end(), [](const Task& a, const Task& b) { return a.rows > b.rows; });
+  std::stable_sort(tasks->begin(), tasks->end(),
+                   [](const Task& a, const Task& b) { return a.rows * a.cols > b.rows * b.cols; });
 }
 
 struct Job {
@@ -97,7 +118,7 @@ void FirstWorker(void* data, size_t worker) {
   for (int64_t i = job.next.fetch_add(1); i < n; i = job.next.fetch_add(1)) {
     const Task& t = (*job.tasks)[static_cast<size_t>(i)];
     float* up_scratch = slot;
-    float* spare = slot + kRowBlock * plan.ff_slice;
+    float* spare = slot + kRowBlock * plan.ff_slice;  // past the widest up block
     const int64_t matrix = t.expert * s.width * s.dim, bias = t.expert * s.width;
     const float* w_gate = Floats(job.weights, plan.half_weights, matrix + t.col0 * s.dim, t.cols * s.dim, &spare);
     const float* b_gate = Floats(job.bias, plan.half_weights, bias + t.col0, t.cols, &spare);
@@ -336,21 +357,24 @@ std::string TopKExpertsIndexError(const TopKExpertsShape& shape, int64_t flat, i
                 static_cast<long long>(flat % shape.picks), static_cast<long long>(shape.num_experts));
 }
 
-TopKExpertsPlan PlanTopKExperts(const TopKExpertsShape& s, int64_t max_workers, bool half_weights) {
+std::string PlanTopKExperts(const TopKExpertsShape& s, int64_t max_workers, bool half_weights, TopKExpertsPlan* out) {
+  const char* op = spec::kTopKExperts.name;
   TopKExpertsPlan plan;
   plan.dim = s.dim;
   plan.ff = s.ff;
   plan.picks = s.picks;
   plan.half_weights = half_weights;
-  // Every size here is a product of an input's dims with a small factor, so no product overflows
-  // before its tensor would have: K * (D + F) floats is at most the floats of expert_index, hidden
-  // and down together, times K, ... kept honest by the blocks: one token's rows per block at least.
-  const int64_t per_token = s.picks * (s.dim + s.ff);
+  // One token's rows: K * (D + F) floats. Each factor is an input's dim, their product not: checked.
+  int64_t per_token = 0, columns = 0;
+  if (!CheckedAdd(s.dim, s.ff, &columns) || !CheckedMul(s.picks, columns, &per_token)) {
+    return SizeOverflowError(op, "a token's rows");
+  }
   plan.block_tokens = std::clamp<int64_t>(kBlockFloats / std::max<int64_t>(per_token, 1), 1, s.tokens);
-  plan.ff_slice = SliceWidth(s.ff);
-  plan.dim_slice = SliceWidth(s.dim);
+  plan.ff_slice = std::max(SliceWidth(s.ff, kNarrowSlice), SliceWidth(s.ff, kWideSlice));  // the widest
+  plan.dim_slice = std::max(SliceWidth(s.dim, kNarrowSlice), SliceWidth(s.dim, kWideSlice));
   // First projection: the up half's [rows, slice] (kRowBlock rows: the tiles' layout), and with
-  // float16 weights the slice's gate and up rows and biases; second: its weight rows and bias.
+  // float16 weights the slice's gate and up rows and biases; second: its weight rows and bias. Each
+  // is at most a few times the floats of one expert's weights (an input), so they fit.
   int64_t first = kRowBlock * plan.ff_slice;
   int64_t second = 0;
   if (half_weights) {
@@ -359,7 +383,15 @@ TopKExpertsPlan PlanTopKExperts(const TopKExpertsShape& s, int64_t max_workers, 
   }
   plan.worker_floats = static_cast<size_t>(std::max(first, second));
   plan.workers = std::max<int64_t>(1, max_workers);
-  return plan;
+  // The whole scratch, in bytes (a block is at least one token's rows).
+  int64_t block = 0, slots = 0, total = 0;
+  if (!CheckedMul(plan.block_tokens, per_token, &block) ||
+      !CheckedMul(static_cast<int64_t>(plan.worker_floats), plan.workers, &slots) ||
+      !CheckedAdd(block, slots, &total) || !CheckedMul(total, static_cast<int64_t>(sizeof(float)), nullptr)) {
+    return SizeOverflowError(op, "the scratch");
+  }
+  *out = plan;
+  return {};
 }
 
 void TopKExperts(const TopKExpertsShape& shape, const TopKExpertsPlan& plan, const TopKExpertsConfig& config,
@@ -372,20 +404,31 @@ void TopKExperts(const TopKExpertsShape& shape, const TopKExpertsPlan& plan, con
   float* act = scratch + plan.block_tokens * K * D;
   float* slots = scratch + plan.block_floats();
   const size_t pairs = static_cast<size_t>(plan.block_tokens * K);
-  std::vector<int64_t> start(static_cast<size_t>(E) + 2);
-  std::vector<int64_t> cursor(static_cast<size_t>(E) + 1);
+  Groups groups;
+  groups.count.assign(static_cast<size_t>(E), 0);
+  groups.first.assign(static_cast<size_t>(E), 0);
   std::vector<int64_t> position(pairs);  // (token of the block, pick) -> sorted row or -1
   std::vector<int64_t> token(pairs);     // sorted row -> token
   std::vector<Task> tasks;
   for (int64_t b0 = 0; b0 < T; b0 += plan.block_tokens) {
     const int64_t tokens = std::min(plan.block_tokens, T - b0);
     const int32_t* index = expert_index + b0 * K;
-    // 1. The stable counting sort: each expert's pairs in (token, pick) order; E (no expert) left out.
-    std::fill(start.begin(), start.end(), 0);
-    for (int64_t i = 0; i < tokens * K; ++i) ++start[static_cast<size_t>(index[i]) + 1];
-    for (int64_t e = 0; e < E; ++e) start[static_cast<size_t>(e) + 1] += start[static_cast<size_t>(e)];
-    const int64_t live = start[static_cast<size_t>(E)];
-    std::copy(start.begin(), start.begin() + E + 1, cursor.begin());
+    // 1. The stable counting sort over the experts present: each expert's pairs in (token, pick)
+    // order; E (no expert) left out.
+    for (const int64_t e : groups.experts) groups.count[static_cast<size_t>(e)] = 0;  // the last block's
+    groups.experts.clear();
+    for (int64_t i = 0; i < tokens * K; ++i) {
+      const int64_t e = index[i];
+      if (e == E) continue;
+      if (groups.count[static_cast<size_t>(e)]++ == 0) groups.experts.push_back(e);
+    }
+    std::sort(groups.experts.begin(), groups.experts.end());
+    int64_t live = 0;
+    for (const int64_t e : groups.experts) {
+      groups.first[static_cast<size_t>(e)] = live;
+      live += groups.count[static_cast<size_t>(e)];
+    }
+    std::vector<int64_t>& cursor = groups.first;  // advanced while scattering, then set back
     for (int64_t i = 0; i < tokens * K; ++i) {
       const int64_t e = index[i];
       if (e == E) {
@@ -396,15 +439,16 @@ void TopKExperts(const TopKExpertsShape& shape, const TopKExpertsPlan& plan, con
       position[static_cast<size_t>(i)] = p;
       token[static_cast<size_t>(p)] = b0 + i / K;
     }
+    for (const int64_t e : groups.experts) groups.first[static_cast<size_t>(e)] -= groups.count[static_cast<size_t>(e)];
     if (live > 0) {
       GatherJob gather{hidden, token.data(), rows, D, live};
       RunChunks(parallel_for, Gather, &gather, live, live * D, plan.workers);
       // 2. The first projection and the gating, per (expert, rows, slice of F).
-      MakeTasks(start, E, F, plan.ff_slice, &tasks);
+      MakeTasks(groups, F, &tasks);
       Job first{&shape, &plan, &config, tiles, gate_up, gate_up_bias, rows, act, slots, &tasks};
       RunTasks(parallel_for, FirstWorker, &first, plan.workers);
       // 3. The second projection, per (expert, rows, slice of D), over the gathered rows.
-      MakeTasks(start, E, D, plan.dim_slice, &tasks);
+      MakeTasks(groups, D, &tasks);
       Job second{&shape, &plan, &config, tiles, down, down_bias, rows, act, slots, &tasks};
       RunTasks(parallel_for, SecondWorker, &second, plan.workers);
     }

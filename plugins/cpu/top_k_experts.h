@@ -6,10 +6,11 @@
 //   1. a stable counting sort of the block's live (token, pick) pairs by expert (expert E: no
 //      expert, left out), each expert's rows in (token, pick) order, and each token's hidden row
 //      gathered into that order;
-//   2. tasks (one expert, at most kRowBlock of its rows, one slice of F): the first projection's
-//      gate and up rows of the slice through the SIMD GEMM tile (cpu/expert_ffn_tile.cc, one copy
-//      per instruction set, Eigen), their biases, the gating and ExpertFFN's activation code, into
-//      a [rows, F] buffer;
+//   2. tasks (one expert, a block of at most 256 of its rows, one slice of F: about 128 columns
+//      for a block of few rows, as in decoding, where the GEMVs stream the weights and the workers
+//      share them; 512 for many): the first projection's gate and up rows of the slice through the
+//      SIMD GEMM tile (cpu/expert_ffn_tile.cc, one copy per instruction set, Eigen), their biases,
+//      the gating and ExpertFFN's activation code, into a [rows, F] buffer;
 //   3. tasks (one expert, rows, one slice of D): the second projection and its bias, into each
 //      pair's row y (the gathered rows' buffer, reused);
 //   4. per token, out = sum over its live picks j = 0, 1, ... in order of weight * y_j (from 0).
@@ -71,8 +72,8 @@ std::string TopKExpertsIndexError(const TopKExpertsShape& shape, int64_t flat, i
 
 struct TopKExpertsPlan {
   int64_t block_tokens = 0;  // tokens per block (the shape's, not the CPUs')
-  int64_t ff_slice = 0;      // columns of F per first-projection task
-  int64_t dim_slice = 0;     // columns of D per second-projection task
+  int64_t ff_slice = 0;      // the most columns of F a first-projection task takes
+  int64_t dim_slice = 0;     // the most columns of D a second-projection task takes
   int64_t workers = 1;       // scratch slots (who pulls the tasks; no effect on the result)
   bool half_weights = false;
   size_t worker_floats = 0;  // per slot
@@ -84,8 +85,10 @@ struct TopKExpertsPlan {
 };
 
 // max_workers: the scratch slots the caller can offer (ORT's pool); half_weights: gate_up, down
-// and their biases are float16 (IEEE binary16 bits), widened per task.
-TopKExpertsPlan PlanTopKExperts(const TopKExpertsShape& shape, int64_t max_workers, bool half_weights);
+// and their biases are float16 (IEEE binary16 bits), widened per task. "" or the error (sizes that
+// overflow int64).
+std::string PlanTopKExperts(const TopKExpertsShape& shape, int64_t max_workers, bool half_weights,
+                            TopKExpertsPlan* plan);
 
 // hidden [T, D], expert_weight [T, K] and out [T, D] are float32 (the caller widens and narrows
 // float16 ones); gate_up [E, G, D], gate_up_bias [E, G], down [E, D, F], down_bias [E, D] are

@@ -343,7 +343,8 @@ void TopKExpertsKernel::Compute(CpuRun& run, const OrtInputs& in, const Attribut
   // in proportion to T); the experts' weights and biases are widened inside the kernel, per task,
   // only where a token's pick reads them.
   const bool half = env.float_type() == spec::DType::kFloat16;
-  const cpu::TopKExpertsPlan plan = cpu::PlanTopKExperts(shape, run.max_workers(), half);
+  cpu::TopKExpertsPlan plan;
+  ThrowIfError(cpu::PlanTopKExperts(shape, run.max_workers(), half, &plan));
   const size_t hidden_floats = static_cast<size_t>(shape.tokens * shape.dim);
   const size_t weight_floats = static_cast<size_t>(shape.tokens * shape.picks);
   size_t outputs = 0;
