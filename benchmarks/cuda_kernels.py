@@ -9,6 +9,11 @@
 2. YOSO attention = SignHash of the queries + SignHash of the keys + LSHCumulation (what the export
    runs per layer) against torch's scaled_dot_product_attention (its own backend choice: flash
    attention in float16), batch 1, 12 heads of 64, N = 4096, 16384, 65536, float16 and float32.
+3. TopKExperts (a top-k MoE layer's experts) at two families' shapes, decoding steps and a prefill:
+   time, the useful GFLOP/s (2 x live pairs x (G x D + D x F)) and, for decoding, the experts' weights
+   streamed per second; against the same layer in eager torch (transformers' loop over the experts
+   hit: gather, two matmuls through cuBLAS, index_add_), whose float16 matmuls use tensor cores where
+   TopKExperts' tiles are float32 FMAs.
 
 Run (needs torch with CUDA and the op library with the test-only CUDA harness beside it, as
 `make device-lib` puts them in .device/; nothing else):
@@ -208,11 +213,103 @@ def bench_yoso(lengths: list[int]) -> None:
     say("")
 
 
+# -- TopKExperts -------------------------------------------------------------------------------
+
+# (name, D, F, E, K, gating, activation, limit): a coarse family (few wide experts) and a fine one.
+TOPK_MODELS = [
+    ("Mixtral-8x7B", 4096, 14336, 8, 2, "glu", "silu", 0.0),
+    ("GPT-OSS-20B", 2880, 2880, 32, 4, "glu_clamped_offset", "quick_gelu", 7.0),
+]
+TOPK_TOKENS = (1, 16, 2048)
+
+
+def topk_torch(hidden, index, weight, gate_up, gate_up_bias, down, down_bias, attrs):
+    """The layer as transformers' eager experts run it: per expert hit, its tokens' two projections."""
+    from bucketrt.ops.reference import EXPERT_ACTIVATIONS, _gating
+
+    ffn = _gating(attrs["gating"], EXPERT_ACTIVATIONS[attrs["activation"]], attrs["limit"])
+    out = torch.zeros_like(hidden)
+    experts = gate_up.shape[0]
+    for e in index.unique().tolist():
+        if e == experts:
+            continue
+        token, pick = (index == e).nonzero(as_tuple=True)
+        h = torch.nn.functional.linear(hidden[token], gate_up[e], gate_up_bias[e])
+        y = torch.nn.functional.linear(ffn(h), down[e], down_bias[e])
+        out.index_add_(0, token, y * weight[token, pick, None])
+    return out
+
+
+def bench_topk() -> None:
+    say("## TopKExperts vs the same layer in eager torch (a loop over the experts hit)")
+    say("")
+    say(
+        "Random routing (distinct experts per token), weights N(0, 1/fan-in). GFLOP/s: useful flops "
+        "2 x pairs x (G x D + D x F) over time; GB/s: the weights of the experts hit read once, over time."
+    )
+    say("")
+    say(
+        "| model | dtype | tokens | pairs | experts hit | TopKExperts ms | GFLOP/s | weights GB/s | torch ms | torch / ours |"
+    )
+    say("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    rows = []
+    for name, dim, ff, experts, picks, gating, activation, limit in TOPK_MODELS:
+        width = ff if gating == "none" else 2 * ff
+        attrs = {"activation": activation, "gating": gating, "limit": limit}
+        for dtype in (torch.float16, torch.float32):
+            g = torch.Generator(device="cuda").manual_seed(dim + ff)
+            weights = (
+                (torch.randn(experts, width, dim, device="cuda", generator=g) / dim**0.5).to(dtype),
+                (0.1 * torch.randn(experts, width, device="cuda", generator=g)).to(dtype),
+                (torch.randn(experts, dim, ff, device="cuda", generator=g) / ff**0.5).to(dtype),
+                (0.1 * torch.randn(experts, dim, device="cuda", generator=g)).to(dtype),
+            )
+            for tokens in TOPK_TOKENS:
+                hidden = torch.randn(tokens, dim, device="cuda", generator=g).to(dtype)
+                index = torch.rand(tokens, experts, device="cuda", generator=g).argsort(1)[:, :picks].to(torch.int32)
+                weight = torch.rand(tokens, picks, device="cuda", generator=g).to(dtype)
+                inputs = (hidden, index, weight, *weights)
+                workspace_bytes, _ = cuda.plan("TopKExperts", *inputs, **attrs)
+                workspace = torch.empty(max(workspace_bytes, 1), dtype=torch.uint8, device="cuda")
+                ms = gpu_ms(
+                    lambda: cuda.run("TopKExperts", *inputs, synchronous=False, workspace=workspace, **attrs),
+                    min_ms=50.0,
+                )
+                hit = int(index.unique().numel())
+                pairs = tokens * picks
+                gflops = 2 * pairs * (width * dim + dim * ff) / (ms * 1e-3) / 1e9
+                element = torch.finfo(dtype).bits // 8
+                weight_gbs = hit * (width * (dim + 1) + dim * (ff + 1)) * element / (ms * 1e-3) / 1e9
+                long_index = index.long()
+                torch_ms = gpu_ms(lambda: topk_torch(hidden, long_index, weight, *weights, attrs), min_ms=50.0)
+                label = str(dtype).removeprefix("torch.")
+                say(
+                    f"| {name} | {label} | {tokens} | {pairs} | {hit} | {ms:.3f} | {gflops:.0f} | {weight_gbs:.0f} | "
+                    f"{torch_ms:.3f} | {torch_ms / ms:.2f}x |"
+                )
+                rows.append(
+                    {
+                        "model": name,
+                        "dtype": label,
+                        "tokens": tokens,
+                        "pairs": pairs,
+                        "experts_hit": hit,
+                        "ms": ms,
+                        "gflops": gflops,
+                        "weights_gbs": weight_gbs,
+                        "torch_ms": torch_ms,
+                    }
+                )
+            torch.cuda.empty_cache()
+    RESULTS["topk_experts"] = rows
+    say("")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--lengths", default="4096,16384,65536")
-    parser.add_argument("--only", choices=["lsh", "yoso"], help="one part")
+    parser.add_argument("--only", choices=["lsh", "yoso", "topk"], help="one part")
     args = parser.parse_args(argv)
     reason = cuda.unavailable_reason()
     if reason:
@@ -236,6 +333,8 @@ def main(argv=None) -> int:
         bench_lsh(peak, copy)
     if args.only in (None, "yoso"):
         bench_yoso([int(n) for n in args.lengths.split(",")])
+    if args.only in (None, "topk"):
+        bench_topk()
     say(f"(benchmarks took {time.perf_counter() - started:.0f} s)")
     if args.json:
         with open(args.json, "w") as f:

@@ -68,7 +68,9 @@ timeout -k 10 "$STAGE" $PY benchmarks/cuda_kernels.py --json "$OUT/bench.json" 2
 BENCH=${PIPESTATUS[0]}
 # The goal's figure: SDPA / YOSO at N = 16384, per dtype (bench.md's YOSO table, last column).
 RATIOS=$(awk -F'|' '$3 ~ /^ *16384 *$/ && NF >= 9 {gsub(/ /, "", $2); gsub(/ /, "", $8); printf "%s%s %s", sep, $2, $8; sep=", "}' "$OUT/bench.md")
-summary benchmarks "$(verdict "$BENCH" "$STAGE")" "$T0" "SDPA/YOSO at N=16384: ${RATIOS:-none}; bench.md, bench.json"
+# TopKExperts' prefill (2048 tokens): its GFLOP/s per model and dtype (bench.md's TopKExperts table).
+TOPK=$(awk -F'|' '$4 ~ /^ *2048 *$/ && NF >= 12 {gsub(/ /, "", $2); gsub(/ /, "", $3); gsub(/ /, "", $8); gsub(/ /, "", $11); printf "%s%s %s %s GFLOP/s (torch/ours %s)", sep, $2, $3, $8, $11; sep=", "}' "$OUT/bench.md")
+summary benchmarks "$(verdict "$BENCH" "$STAGE")" "$T0" "SDPA/YOSO at N=16384: ${RATIOS:-none}; TopKExperts at 2048 tokens: ${TOPK:-none}; bench.md, bench.json"
 
 # compute-sanitizer first on a process that only creates a CUDA context and allocates (libcuda
 # through ctypes: no torch import, seconds): where the device is not supported, it says so there.
@@ -102,13 +104,14 @@ if [ -z "$SANITIZER" ]; then
   SUBSET="(lsh_cumulation_matches_reference and float32 and not 3-33-100) or (hadamard_any_diagonal and float16) or gaussian_integer_data_exact or out_of_range or capacity or asynchronous_data_reports"
   SUBSET="$SUBSET or (argmax_hash_matches_reference and float32 and (1-3-50 or 2-1-33)) or (bucket_sum_matches_reference and float16 and 4-10-5) or top1_dispatch_ties or (bucket_sum_bad_ids and negative)"
   SUBSET="$SUBSET or (chunk_attention_layouts and float32 and not 1024) or (expert_ffn_layouts and float16) or never_fault"
+  SUBSET="$SUBSET or (topk_experts_layouts and float16 and not two-passes) or (topk_experts_matches_reference and float32 and 64-5)"
   timeout -k 5 $(( LEFT * 2 / 3 )) compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 20 \
     $PY -m pytest -q -p no:cacheprovider -x tests/test_kernels_cuda.py -k "$SUBSET" 2>&1 | tail -40 | tee "$OUT/sanitizer.log"
   SANITIZER="memcheck $(verdict "${PIPESTATUS[0]}" "$(( LEFT * 2 / 3 ))")"
   LEFT=$(( BUDGET_S - (SECONDS - START) ))
   if [ "$LEFT" -gt 30 ]; then
     timeout -k 5 "$LEFT" compute-sanitizer --tool racecheck --error-exitcode 9 --print-limit 20 \
-      $PY -m pytest -q -p no:cacheprovider -x tests/test_kernels_cuda.py -k "gaussian_integer_data_exact and float32 or (hadamard_any_diagonal and float32 and (2-9-2 or 1-20-4)) or (argmax_hash_matches_reference and float32 and 1-3-50) or top1_dispatch_ties or (chunk_attention_layouts and float32 and (100-130 or 2147483647)) or (expert_ffn_layouts and float32 and tile-edges)" \
+      $PY -m pytest -q -p no:cacheprovider -x tests/test_kernels_cuda.py -k "gaussian_integer_data_exact and float32 or (hadamard_any_diagonal and float32 and (2-9-2 or 1-20-4)) or (argmax_hash_matches_reference and float32 and 1-3-50) or top1_dispatch_ties or (chunk_attention_layouts and float32 and (100-130 or 2147483647)) or (expert_ffn_layouts and float32 and tile-edges) or (topk_experts_layouts and float32 and tile-edges)" \
       2>&1 | tail -20 | tee -a "$OUT/sanitizer.log"
     SANITIZER="$SANITIZER, racecheck $(verdict "${PIPESTATUS[0]}" "$LEFT")"
   fi

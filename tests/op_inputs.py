@@ -583,6 +583,27 @@ TABLE: dict[str, OpInputs] = {
             },
             # F and D sliced, rows past one task's, every combine chunk: the workers split each pass.
             workers={"": _topk(200, 4, 160, 300, 8, "glu", "gelu", none=0.1, crowd=0.3)},
+            trt_profiles=(
+                # Decoding steps to prefills of 8192 tokens: one pass, then several (the pairs'
+                # activations and outputs past 256 MiB), G = 2F; the limit a float attribute.
+                Profile(
+                    "TopKExperts glu_clamped_offset (GPT-OSS), one pass to several",
+                    {"activation": "quick_gelu", "gating": "glu_clamped_offset", "limit": 7.0},
+                    {"T": (1, 8192, 1), "K": (1, 8, 1), "D": (1, 4096, 1), "F": (1, 4096, 1), "E": (1, 128, 1)},
+                    tied={"G": ("F", 2)},
+                    samples=2000,
+                    exhaustive="T",
+                ),
+                # More pairs than the sort holds at once (2^25): the passes cut by the sort too; G = F.
+                Profile(
+                    "TopKExperts none, up to 2^26 pairs",
+                    {"activation": "relu", "gating": "none"},
+                    {"T": (1, 1 << 22, 1), "K": (1, 16, 1), "D": (1, 256, 1), "F": (1, 256, 1), "E": (1, 512, 1)},
+                    tied={"G": ("F", 1)},
+                    samples=1000,
+                    exhaustive="K",
+                ),
+            ),
         ),
     )
 }

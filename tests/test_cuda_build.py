@@ -274,6 +274,43 @@ def test_cuda_harness_checks_the_hashing_and_routing_ops_without_a_gpu():
         assert plan(op, tensors, attrs).startswith(f"{op}: CUDA error in "), op
 
 
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="a GPU is present: tests/test_kernels_cuda.py runs these with data"
+)
+def test_cuda_harness_checks_topk_experts_without_a_gpu():
+    # TopKExperts' shape and attribute errors in the reference's words before any device is needed
+    # (its plan's pair sort asks the device for its storage, after the shape checks); a valid call
+    # reaches the device (and fails cleanly here).
+    if not _built_with_cuda():
+        pytest.skip("the op library was built without CUDA")
+    from op_inputs import topk_attrs, topk_experts_inputs
+
+    from bucketrt.library import cuda
+    from bucketrt.ops import reference
+
+    lib = cuda._library(cuda.harness_path())
+    good = topk_experts_inputs(np.random.default_rng(0), 6, 3, 8, 5, 4, "glu")
+    plain = topk_experts_inputs(np.random.default_rng(0), 6, 3, 8, 5, 4, "none")
+    half = {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in good.items()}
+    for inputs, attrs in [
+        (plain, topk_attrs()),
+        (good, topk_attrs("none")),
+        (good, {"gating": "glu_clamped"}),
+        (good, {"gating": "glu", "limit": 7.0}),
+        (good, {"gating": "glu_clamped", "limit": 7}),
+        (good, {"gating": "glu_clamped", "limit": float("nan")}),
+        ({**good, "expert_weight": good["expert_weight"].astype(np.float16)}, topk_attrs()),
+    ]:
+        tensors = [torch.from_numpy(a) for a in inputs.values()]
+        message = _plan_error(lib, "TopKExperts", tensors, attrs)
+        with pytest.raises(ValueError) as ref:
+            reference.topk_experts(*tensors, **attrs)
+        assert str(ref.value) in message, (attrs, message)
+    for inputs in (good, half):
+        tensors = [torch.from_numpy(a) for a in inputs.values()]
+        assert _plan_error(lib, "TopKExperts", tensors, topk_attrs()).startswith("TopKExperts: CUDA error in ")
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: the harness would reach the device")
 def test_cuda_plans_reject_sizes_that_overflow():
     # TensorRT plans with an optimisation profile's max shapes before any data exists: sizes whose
@@ -296,6 +333,19 @@ def test_cuda_plans_reject_sizes_that_overflow():
     tokens = [torch.zeros(1, dtype=dtype).expand(2**31, 2**31) for dtype in (torch.int32, torch.float32)]
     message = _plan_error(lib, "ExpertFFN", [huge, tokens[0], counts, tokens[1], wi, wo], {})
     assert message == "ExpertFFN: the sizes overflow int64 computing input 'hidden' in bytes", message
+    # TopKExperts: every tensor's bytes fit, but K x (D + F) floats (a token's pairs' buffers) do not.
+    dim, ff, picks = 2**40, 2**20, 2**24
+    topk = [
+        torch.zeros(1).expand(1, dim),
+        torch.zeros(1, dtype=torch.int32).expand(1, picks),
+        torch.zeros(1).expand(1, picks),
+        torch.zeros(1).expand(1, ff, dim),
+        torch.zeros(1).expand(1, ff),
+        torch.zeros(1).expand(1, dim, ff),
+        torch.zeros(1).expand(1, dim),
+    ]
+    message = _plan_error(lib, "TopKExperts", topk, {"activation": "relu", "gating": "none"})
+    assert message == "TopKExperts: the sizes overflow int64 computing the workspace (K x (D + F))", message
 
 
 # -- the data checks' reports (plugins/cuda/ops.h: ReportBytes, EnqueueReport, ReportError) --------
@@ -379,6 +429,17 @@ def test_data_reports_read_on_the_host_give_the_references_words():
     error, size = _report("ExpertFFN", ffn, report, activation="relu")
     assert size == 4 * (2 + 4) and error
     assert error in _reference_error(reference.expert_ffn, ffn, activation="relu")
+
+    # TopKExperts: (the first bad flat index of expert_index [T, K]; its value), as LSHCumulation's.
+    from op_inputs import topk_attrs, topk_experts_inputs
+
+    topk = topk_experts_inputs(rng, 6, 3, 8, 5, 4, "glu")
+    topk["expert_index"][2, 1] = 5
+    topk["expert_index"][4, 0] = -1
+    error, size = _report("TopKExperts", topk, struct.pack("<QiI", 2 * 3 + 1, 5, 0), **topk_attrs())
+    assert size == 16 and error == _reference_error(reference.topk_experts, topk, **topk_attrs()), error
+    assert error == "TopKExperts: input 'expert_index' has 5 at [2, 1], outside [0, E=4] (E: no expert)", error
+    assert _report("TopKExperts", topk, struct.pack("<QiI", 2**64 - 1, 0, 0), **topk_attrs())[0] == ""
 
     # No data checks: nothing to report.
     assert _report("Top1Dispatch", {"probs": np.ones((1, 3, 2), np.float32)}, b"", expert_capacity=2) == ("", 0)

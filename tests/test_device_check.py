@@ -23,7 +23,10 @@ case "$*" in
   *cuda_kernels.py*)
     echo "| dtype | N | SignHash x2 ms | LSHCumulation ms | YOSO ms | SDPA ms | SDPA / YOSO |"
     echo "| float32 | 16384 | 0.100 | 0.200 | 0.300 | 0.900 | 3.0x |"
-    echo "| float16 | 16384 | 0.100 | 0.200 | 0.300 | 0.510 | 1.7x |";;
+    echo "| float16 | 16384 | 0.100 | 0.200 | 0.300 | 0.510 | 1.7x |"
+    echo "| model | dtype | tokens | pairs | experts hit | TopKExperts ms | GFLOP/s | weights GB/s | torch ms | torch / ours |"
+    echo "| Mixtral-8x7B | float16 | 16 | 32 | 8 | 0.500 | 300 | 5600 | 0.900 | 1.80x |"
+    echo "| Mixtral-8x7B | float16 | 2048 | 4096 | 8 | 50.000 | 28800 | 56 | 20.000 | 0.40x |";;
   *libcuda*) echo "probe ok";;
   *) echo "torch 2.13 cuda 13.0 NVIDIA H200 numpy 2";;
 esac
@@ -83,6 +86,7 @@ def test_unsupported_device_skips_the_sanitizer_in_seconds(tmp_path):
     assert "NVIDIA H200" in summary["machine"]
     assert " ok " in summary["tests"] and "120 passed, 3 skipped" in summary["tests"]
     assert "SDPA/YOSO at N=16384: float32 3.0x, float16 1.7x" in summary["benchmarks"]
+    assert "TopKExperts at 2048 tokens: Mixtral-8x7B float16 28800 GFLOP/s (torch/ours 0.40x)" in summary["benchmarks"]
     assert "skipped: compute-sanitizer: Device not supported" in summary["sanitizer"]
     assert elapsed < 20, elapsed
 

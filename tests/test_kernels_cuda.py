@@ -13,13 +13,15 @@ Data reports are checked asynchronously as the ORT CUDA EP reads them, and the E
 CUDA-graph capture replays the eager result.
 
 The grids are the CPU kernel tests' (op_inputs.py), each in float32 and float16, LSHCumulation in
-both modes. Tolerances are the CPU tests': max abs error <= 1e-5 (float32) or 2e-3 (float16) times
-max(1, max |reference|); SignHash codes equal the reference's exactly, except gaussian codes of
-real-valued data where a projection lies within rounding of zero (the CPU tests' audit). References
+both modes. Tolerances are the CPU tests': max abs error <= 1e-5 (float32; TopKExperts' two
+projections 2e-5) or 2e-3 (float16) times max(1, max |reference|); SignHash codes equal the
+reference's exactly, except gaussian codes of real-valued data where a projection lies within
+rounding of zero (the CPU tests' audit). References
 run on the CPU in float32 (for float16 inputs: on the widened inputs, rounded once, as the spec says).
 ArgmaxHash buckets equal the reference's except where two candidates lie within rounding of each
 other (audited in float64), and the CPU kernel's exactly; BucketSum sums equal the in-order float32
-sums bit for bit; Top1Dispatch's outputs equal the reference's.
+sums bit for bit; Top1Dispatch's outputs equal the reference's; TopKExperts' sums over a token's
+picks run in the reference's order (exact where the products are).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from op_inputs import (
     HADAMARD_CASES,
     LSH_CASES,
     TOP1_CASES,
+    TOPK_CASES,
     argmax_inputs,
     bucket_sum_inputs,
     chunk_attention_inputs,
@@ -60,11 +63,13 @@ from op_inputs import (
     sign_inputs,
     signs,
     top1_probs,
+    topk_attrs,
+    topk_experts_inputs,
 )
 
 from bucketrt.library import cuda
 from bucketrt.ops import reference
-from bucketrt.ops.catalogue import EXPERT_ACTIVATIONS, hadamard_parts
+from bucketrt.ops.catalogue import EXPERT_ACTIVATIONS, EXPERT_GATINGS, hadamard_parts
 
 REASON = cuda.unavailable_reason()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"CUDA kernels unavailable: {REASON}")
@@ -84,6 +89,16 @@ def _tensors(inputs: dict[str, np.ndarray], dtype: torch.dtype) -> dict[str, tor
 
 def _gpu(tensors: dict[str, torch.Tensor]) -> list[torch.Tensor]:
     return [t.cuda() for t in tensors.values()]
+
+
+def _cpu_run_op():
+    """bucketrt.library.run_op: an op on its CPU kernel through ONNX Runtime (skips without onnx and
+    onnxruntime, which the GPU machine may lack)."""
+    pytest.importorskip("bucketrt.ops.graph", reason="onnx / onnxruntime not installed")
+    pytest.importorskip("onnxruntime")
+    from bucketrt.library import run_op
+
+    return run_op
 
 
 # -- LSHCumulation ---------------------------------------------------------------------------
@@ -287,14 +302,13 @@ def test_sign_hash_gaussian_float_data(batch, length, dim, num_hash, code_len, g
 def test_sign_hash_gaussian_codes_equal_the_cpu_kernel():
     # Same sums in the same order (d ascending, multiply and add rounded separately): the CUDA and
     # CPU kernels agree bit for bit, near-zero projections included. Needs onnxruntime (CPU).
-    graph = pytest.importorskip("bucketrt.ops.graph", reason="onnx / onnxruntime not installed")
-    pytest.importorskip("onnxruntime")
+    run_op = _cpu_run_op()
     from bucketrt.ops.catalogue import SIGN_HASH
 
     rng = np.random.default_rng(400)
     inputs = sign_inputs(rng, 3, 200, 64, 3, (64, 32 * 9))
     attrs = {"num_hash": 32, "hash_code_len": 9, "transform": "gaussian"}
-    (cpu,) = graph.run_op(SIGN_HASH, inputs, attrs)
+    (cpu,) = run_op(SIGN_HASH, inputs, attrs)
     (gpu,) = cuda.run("SignHash", *_gpu(_tensors(inputs, torch.float32)), **attrs)
     np.testing.assert_array_equal(gpu.cpu().numpy(), cpu)
 
@@ -353,14 +367,13 @@ def test_argmax_hash_matches_reference(batch, heads, length, dim, num_hash, size
 def test_argmax_hash_equals_the_cpu_kernel(dtype):
     # Same sums in the same order (d ascending, multiply and add rounded separately) and the same
     # argmax: the CUDA and CPU kernels agree bit for bit, near-ties included. Needs onnxruntime (CPU).
-    graph = pytest.importorskip("bucketrt.ops.graph", reason="onnx / onnxruntime not installed")
-    pytest.importorskip("onnxruntime")
+    run_op = _cpu_run_op()
     from bucketrt.ops.catalogue import ARGMAX_HASH
 
     for index, (batch, heads, length, dim, num_hash, sizes) in enumerate(ARGMAX_CASES + ARGMAX_LAYOUT_CASES):
         rng = np.random.default_rng(600 + index)
         t = _tensors(argmax_inputs(rng, batch, heads, length, dim, num_hash, sizes), dtype)
-        (cpu,) = graph.run_op(ARGMAX_HASH, _numpy(t), {"num_hash": num_hash})
+        (cpu,) = run_op(ARGMAX_HASH, _numpy(t), {"num_hash": num_hash})
         (gpu,) = cuda.run("ArgmaxHash", *_gpu(t), num_hash=num_hash)
         np.testing.assert_array_equal(gpu.cpu().numpy(), cpu, err_msg=str(sizes))
 
@@ -951,6 +964,216 @@ def test_expert_ffn_bad_shapes_and_attributes():
         assert str(ref.value) in str(info.value) and culprit in str(info.value)
 
 
+# -- TopKExperts -------------------------------------------------------------------------------
+
+# The CPU kernel tests' tolerance for TopKExperts (two projections with a gating between): 2e-5 in
+# float32; float16 as every op's.
+TOPK_TOLERANCE = {torch.float32: 2e-5, torch.float16: 2e-3}
+
+
+def run_topk(tensors, attrs, **kwargs) -> torch.Tensor:
+    (out,) = cuda.run("TopKExperts", *_gpu(tensors), **attrs, **kwargs)
+    return out.cpu()
+
+
+def check_topk(inputs, attrs, dtype=torch.float32) -> torch.Tensor:
+    t = _tensors(inputs, dtype)
+    out = run_topk(t, attrs)
+    ref = reference.topk_experts(*t.values(), **attrs)
+    assert out.dtype == dtype == ref.dtype and out.shape == ref.shape
+    scale = max(1.0, ref.float().abs().max().item())
+    err = (out.float() - ref.float()).abs().max().item()
+    print(f"max abs error {err:.3g} (scale {scale:.3g}, {dtype}, {attrs})")
+    assert err <= TOPK_TOLERANCE[dtype] * scale, f"max abs error {err} (scale {scale}, {dtype}, {attrs})"
+    # A token none of whose picks has an expert gets exactly 0.
+    dead = torch.from_numpy((inputs["expert_index"] == inputs["gate_up"].shape[0]).all(1))
+    assert not out[dead].any()
+    return out
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=["float32", "float16"])
+@pytest.mark.parametrize("tokens,picks,dim,ff,experts,gating,none", TOPK_CASES)
+def test_topk_experts_matches_reference(tokens, picks, dim, ff, experts, gating, none, dtype):
+    rng = np.random.default_rng(tokens * 1000 + picks * 100 + experts)
+    check_topk(topk_experts_inputs(rng, tokens, picks, dim, ff, experts, gating, none), topk_attrs(gating), dtype)
+
+
+@pytest.mark.parametrize("gating", EXPERT_GATINGS)
+@pytest.mark.parametrize("activation", ["silu", "gelu", "quick_gelu", "relu", "gelu_pytorch_tanh", "relu2"])
+def test_topk_experts_every_gating(gating, activation):
+    rng = np.random.default_rng(len(gating) * 31 + len(activation))
+    inputs = topk_experts_inputs(rng, 40, 3, 24, 40, 6, gating, none=0.1)
+    inputs["hidden"] *= 4.0  # reach the clamps (limit 7 or 10) and the activations' saturation
+    inputs["gate_up_bias"] *= 20.0
+    check_topk(inputs, topk_attrs(gating, activation))
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=["float32", "float16"])
+@pytest.mark.parametrize("activation", EXPERT_ACTIVATIONS)
+def test_topk_experts_every_activation(activation, dtype):
+    inputs = topk_experts_inputs(np.random.default_rng(3), 12, 2, 16, 24, 3, "glu", none=0.1)
+    inputs["hidden"] *= 4.0
+    check_topk(inputs, topk_attrs("glu", activation), dtype)
+
+
+def test_topk_experts_limits_clamp_where_the_gating_says():
+    inputs = topk_experts_inputs(np.random.default_rng(4), 30, 2, 16, 20, 4, "glu")
+    outs = {}
+    for gating in ("glu", "glu_clamped", "glu_clamped_after", "glu_clamped_offset"):
+        attrs = {"activation": "silu", "gating": gating, "limit": 0.0 if gating == "glu" else 0.25}
+        outs[gating] = check_topk(inputs, attrs)
+    assert len({o.numpy().tobytes() for o in outs.values()}) == 4
+
+
+def _topk_routed(rng, tokens, picks, dim, ff, counts, gating="glu"):
+    """Inputs whose experts get exactly `counts` pairs (the rest: no expert), in a random order."""
+    experts = len(counts)
+    flat = np.concatenate([np.repeat(np.arange(experts), counts), np.full(tokens * picks - sum(counts), experts)])
+    index = rng.permutation(flat).astype(np.int32).reshape(tokens, picks)
+    return topk_experts_inputs(rng, tokens, picks, dim, ff, experts, gating, index=index)
+
+
+# Beyond the CPU grid: experts whose pairs straddle the 64-row tiles (63, 64, 65, 0, 1), D and F over
+# one 64-column tile and no multiple of the 16-wide inner step, more experts than the schedule scans
+# at once (256), one expert with every pair (several row tiles), no pair with an expert, and tokens
+# whose activations and outputs pass the 256 MiB of one pass (two passes, each sorting its pairs).
+def _topk_layout_cases():
+    rng = np.random.default_rng(610)
+    many = rng.integers(0, 3, 300)
+    many[100:200] = 0
+    return [
+        ("tile-edges", lambda r: _topk_routed(r, 100, 2, 100, 130, [63, 64, 65, 0, 1]), "glu_clamped"),
+        ("300-experts", lambda r: _topk_routed(r, 400, 2, 16, 24, many.tolist()), "glu"),
+        ("one-expert", lambda r: _topk_routed(r, 260, 2, 64, 80, [520], "none"), "none"),
+        ("none-routed", lambda r: _topk_routed(r, 5, 3, 8, 12, [0, 0, 0]), "glu"),
+        ("two-passes", lambda r: topk_experts_inputs(r, 130, 8, 65536, 8, 3, "none", none=0.1), "none"),
+    ]
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=["float32", "float16"])
+@pytest.mark.parametrize("case", [c[1:] for c in _topk_layout_cases()], ids=[c[0] for c in _topk_layout_cases()])
+def test_topk_experts_layouts(case, dtype):
+    make, gating = case
+    inputs = make(np.random.default_rng(611))
+    check_topk(inputs, topk_attrs(gating, "gelu_new" if gating != "none" else "relu"), dtype)
+
+
+def test_topk_experts_duplicate_picks_and_ignored_weights():
+    # A token may pick one expert twice (K > E here): each pick counts with its own weight; a pick
+    # without an expert adds nothing, whatever its weight (NaN, Inf).
+    rng = np.random.default_rng(7)
+    inputs = topk_experts_inputs(rng, 9, 8, 12, 10, 1, "glu")
+    assert (inputs["expert_index"] == 0).sum() > 9
+    check_topk(inputs, topk_attrs())
+    inputs = topk_experts_inputs(rng, 20, 4, 16, 24, 8, "glu")
+    inputs["expert_index"][3] = 8
+    inputs["expert_index"][inputs["expert_index"] == 2] = 8
+    inputs["expert_weight"][3] = np.nan
+    out = check_topk(inputs, topk_attrs())
+    assert not out[3].any() and torch.isfinite(out).all()
+
+
+def test_topk_experts_sum_is_in_pick_order():
+    # y_j = down_bias[e_j] exactly (down is 0): biases 1e30, 1, -1e30 make the order of the sum over
+    # picks visible, whatever order the experts are computed in: the reference's bits.
+    index = np.array([[0, 1, 2], [0, 2, 1], [2, 0, 1], [1, 3, 0]], np.int32)
+    inputs = topk_experts_inputs(np.random.default_rng(8), 4, 3, 4, 2, 3, "none", index=index)
+    inputs["down"][:] = 0.0
+    inputs["down_bias"][:] = np.array([1e30, 1.0, -1e30], np.float32)[:, None]
+    inputs["expert_weight"][:] = 1.0
+    attrs = topk_attrs("none", "relu")
+    t = _tensors(inputs, torch.float32)
+    out = run_topk(t, attrs)
+    np.testing.assert_array_equal(out.numpy(), reference.topk_experts(*t.values(), **attrs).numpy())
+    np.testing.assert_array_equal(out[:, 0].numpy(), np.array([0.0, 1.0, 1.0, 1e30], np.float32))
+
+
+def test_topk_experts_is_bitwise_reproducible():
+    inputs = topk_experts_inputs(np.random.default_rng(22), 300, 4, 64, 96, 8, "glu", none=0.1, crowd=0.5)
+    gpu = _gpu(_tensors(inputs, torch.float32))
+    (first,) = cuda.run("TopKExperts", *gpu, **topk_attrs())
+    for _ in range(3):
+        (again,) = cuda.run("TopKExperts", *gpu, **topk_attrs())
+        assert torch.equal(first, again)
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=["float32", "float16"])
+def test_topk_experts_agrees_with_the_cpu_kernel(dtype):
+    # Both compute the float32 function of the widened inputs; their sums run in different orders, so
+    # they agree to the tolerance, not to the bit. Needs onnxruntime (CPU).
+    run_op = _cpu_run_op()
+    from bucketrt.ops.catalogue import TOPK_EXPERTS
+
+    for index, (tokens, picks, dim, ff, experts, gating, none) in enumerate(TOPK_CASES):
+        t = _tensors(
+            topk_experts_inputs(np.random.default_rng(620 + index), tokens, picks, dim, ff, experts, gating, none),
+            dtype,
+        )
+        attrs = topk_attrs(gating)
+        (cpu,) = run_op(TOPK_EXPERTS, _numpy(t), attrs)
+        gpu = run_topk(t, attrs).float().numpy()
+        scale = max(1.0, float(np.abs(cpu.astype(np.float32)).max()))
+        assert float(np.abs(gpu - cpu.astype(np.float32)).max()) <= TOPK_TOLERANCE[dtype] * scale, (index, dtype)
+
+
+def _topk_bad_index():
+    good = topk_experts_inputs(np.random.default_rng(13), 6, 3, 8, 5, 4, "glu")
+    above = good["expert_index"].copy()
+    above[2, 1] = 5
+    above[4, 0] = -1  # later in row-major order: the first culprit is named
+    negative = good["expert_index"].copy()
+    negative[0, 2] = -(2**31)
+    return good, [("above E", above), ("int32 min", negative)]
+
+
+def test_topk_experts_bad_index_has_the_references_words():
+    good, cases = _topk_bad_index()
+    for name, index in cases:
+        t = _tensors({**good, "expert_index": index}, torch.float32)
+        with pytest.raises(ValueError) as ref:
+            reference.topk_experts(*t.values(), **topk_attrs())
+        with pytest.raises(cuda.CudaOpError) as info:
+            run_topk(t, topk_attrs())
+        assert str(info.value) == str(ref.value), name
+    check_topk(good, topk_attrs())
+
+
+def test_topk_experts_bad_index_never_faults():
+    # Without the data check (synchronous=False) nothing reads or writes out of bounds, whatever the
+    # indices (taken as no expert); the device stays usable.
+    good, cases = _topk_bad_index()
+    int_min, int_max = np.iinfo(np.int32).min, np.iinfo(np.int32).max
+    cases.append(("extremes", np.array([[int_min, int_max, 4]] * 6, np.int32)))
+    for _, index in cases:
+        cuda.run(
+            "TopKExperts",
+            *_gpu(_tensors({**good, "expert_index": index}, torch.float32)),
+            synchronous=False,
+            **topk_attrs(),
+        )
+    torch.cuda.synchronize()
+    check_topk(good, topk_attrs())
+
+
+def test_topk_experts_bad_shapes_and_attributes():
+    good = topk_experts_inputs(np.random.default_rng(14), 6, 3, 8, 5, 4, "glu")
+    plain = topk_experts_inputs(np.random.default_rng(14), 6, 3, 8, 5, 4, "none")
+    for inputs, attrs, culprit in [
+        (plain, topk_attrs(), "gate_up"),
+        (good, topk_attrs("none"), "gate_up"),
+        (good, {"gating": "glu_clamped"}, "limit"),
+        (good, {"gating": "glu", "limit": 7.0}, "limit"),
+        (good, {"gating": "glu_clamped", "limit": 7}, "limit"),
+        (good, {"activation": "gated-gelu"}, "activation"),
+    ]:
+        t = _tensors(inputs, torch.float32)
+        with pytest.raises(ValueError) as ref:
+            reference.topk_experts(*t.values(), **attrs)
+        with pytest.raises(cuda.CudaOpError) as info:
+            run_topk(t, attrs)
+        assert str(ref.value) in str(info.value) and culprit in str(info.value), str(info.value)
+
+
 # -- CUDA graphs -------------------------------------------------------------------------------
 
 
@@ -958,13 +1181,15 @@ def _graph_cases():
     rng = np.random.default_rng(23)
     attention = _tensors(chunk_attention_inputs(rng, 2, 2, 64, 16, 2, 6), torch.float16)
     ffn = _tensors(expert_ffn_inputs(np.random.default_rng(24), 2, 40, 24, 96, 8, 6, 2.0), torch.float16)
+    topk = _tensors(topk_experts_inputs(np.random.default_rng(25), 70, 4, 24, 40, 8, "glu", none=0.1), torch.float16)
     return {
         "SortedChunkAttention": (attention, dict(chunk_length=16, mask_self=1)),
         "ExpertFFN": (ffn, dict(activation="silu")),
+        "TopKExperts": (topk, topk_attrs("glu", "silu")),
     }
 
 
-@pytest.mark.parametrize("op", ["SortedChunkAttention", "ExpertFFN"])
+@pytest.mark.parametrize("op", ["SortedChunkAttention", "ExpertFFN", "TopKExperts"])
 def test_launch_records_into_a_cuda_graph(op):
     # Launch only enqueues (no allocation, no synchronisation, no host read of device data), so a
     # call captures into a CUDA graph, whose replay gives the eager result bit for bit.
@@ -1068,6 +1293,13 @@ def test_asynchronous_data_reports_give_the_synchronous_errors():
     with pytest.raises(cuda.CudaOpError) as info:
         cuda.run("ArgmaxHash", *_gpu(sizes), num_hash=2)
     assert _report_after_run("ArgmaxHash", sizes.values(), num_hash=2) == str(info.value)
+    good, cases = _topk_bad_index()
+    for _, index in cases:
+        bad = _tensors({**good, "expert_index": index}, torch.float32)
+        with pytest.raises(cuda.CudaOpError) as info:
+            run_topk(bad, topk_attrs())
+        assert _report_after_run("TopKExperts", bad.values(), **topk_attrs()) == str(info.value)
+    assert _report_after_run("TopKExperts", _tensors(good, torch.float32).values(), **topk_attrs()) == ""
 
 
 # -- the ORT CUDA execution provider (onnxruntime-gpu, where installed) ----------------------------

@@ -237,7 +237,7 @@ def test_cpp_header_carries_every_bound():
                     f'{{"{a.name}", AttrType::kFloat, "{a.default!r}", kNoMinimum, kNoMaximum, false, "", nullptr, 0, '
                     f"{a.minimum!r}, {a.maximum!r}}}," in header
                 )
-    assert '{"limit", AttrType::kFloat, "0.0", kNoMinimum, kNoMaximum, false, "", nullptr, 0, 0.0, 1e+30},' in header
+    assert '{"limit", AttrType::kFloat, "0.0", kNoMinimum, kNoMaximum, false, "", nullptr, 0, 0.0, 65504.0},' in header
     assert '{"glu_clamped", Gating::kGluClamped, true},' in header and '{"glu", Gating::kGlu, false},' in header
 
 
@@ -251,7 +251,7 @@ def test_cpp_header_carries_every_bound():
         (float("inf"), "must be finite, got inf"),
         (float("-inf"), "must be finite, got -inf"),
         (-0.5, "must be >= 0, got -0.5"),
-        (1e31, "must be <= 1e\\+30, got 1e\\+31"),
+        (1e31, "must be <= 65504, got 1e\\+31"),
     ],
 )
 def test_float_attribute_bounds_and_type(value, message):
@@ -262,7 +262,7 @@ def test_float_attribute_bounds_and_type(value, message):
         catalogue.TOPK_EXPERTS.resolve_attributes(attrs)
     assert catalogue.TOPK_EXPERTS.resolve_attributes({"gating": "glu_clamped", "limit": 7.0})["limit"] == 7.0
     assert catalogue.TOPK_EXPERTS.resolve_attributes({})["limit"] == 0.0
-    assert "| `limit` | float | `0.0` |" in codegen.markdown() and "(a float, 0 .. 1e+30)" in codegen.markdown()
+    assert "| `limit` | float | `0.0` |" in codegen.markdown() and "(a float, 0 .. 65504)" in codegen.markdown()
 
 
 def test_activations_are_defined_once():

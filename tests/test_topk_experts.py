@@ -234,7 +234,7 @@ def _bad_cases():
         ),
         ("limit an int", good, {"gating": "glu_clamped", "limit": 7}, "limit", "must be a float, got 7"),
         ("limit NaN", good, {"gating": "glu_clamped", "limit": float("nan")}, "limit", "must be finite, got nan"),
-        ("limit above 1e30", good, {"gating": "glu_clamped", "limit": 1e31}, "limit", "must be <= 1e+30, got 1e+31"),
+        ("limit above 65504", good, {"gating": "glu_clamped", "limit": 1e31}, "limit", "must be <= 65504, got 1e+31"),
     ]
 
 

@@ -102,6 +102,7 @@ void BUCKETRT_ACTIVATE_FN(Activation act, float* data, int64_t rows, int64_t col
 // rows (a decoding step's experts), where the GEMM's packing of w costs more than it saves (on
 // this CPU, 2 to 6 rows ran 1.2 to 2x faster as GEMVs, the weights read from memory once and then
 // from the cache).
+namespace {
 constexpr int64_t kGemvRows = 6;
 template <class Dst, class X, class W>
 void Product(Dst&& dst, const X& x, const W& w) {
@@ -111,6 +112,7 @@ void Product(Dst&& dst, const X& x, const W& w) {
     dst.noalias() = x * w.transpose();
   }
 }
+}  // namespace
 
 // TopKExperts' first projection on one slice of F: gate (and up) rows, biases, the gating.
 static_assert(spec::kNumGatings == 5, "catalogue.py's EXPERT_GATINGS changed: give every gating a case");

@@ -346,13 +346,15 @@ std::string CheckTopKExpertsIndex(const TopKExpertsShape& shape, const int32_t* 
   const int64_t n = shape.tokens * shape.picks, E = shape.num_experts;
   for (int64_t i = 0; i < n; ++i) {
     const int64_t e = expert_index[i];
-    if (e < 0 || e > E) {
-      return Format("%s: input 'expert_index' has %lld at [%lld, %lld], outside [0, E=%lld] (E: no expert)",
-                    spec::kTopKExperts.name, static_cast<long long>(e), static_cast<long long>(i / shape.picks),
-                    static_cast<long long>(i % shape.picks), static_cast<long long>(E));
-    }
+    if (e < 0 || e > E) return TopKExpertsIndexError(shape, i, e);
   }
   return {};
+}
+
+std::string TopKExpertsIndexError(const TopKExpertsShape& shape, int64_t flat, int64_t index) {
+  return Format("%s: input 'expert_index' has %lld at [%lld, %lld], outside [0, E=%lld] (E: no expert)",
+                spec::kTopKExperts.name, static_cast<long long>(index), static_cast<long long>(flat / shape.picks),
+                static_cast<long long>(flat % shape.picks), static_cast<long long>(shape.num_experts));
 }
 
 std::string PlanTopKExperts(const TopKExpertsShape& s, int64_t max_workers, bool half_weights, TopKExpertsPlan* out) {

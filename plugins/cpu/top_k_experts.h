@@ -66,6 +66,9 @@ std::string CheckTopKExpertsShape(const TopKExpertsShape& shape, const TopKExper
 // expert_index [T, K] within [0, E] (E: no expert): "" or the error naming the first value outside
 // it (row-major order) and its position, in the reference's words.
 std::string CheckTopKExpertsIndex(const TopKExpertsShape& shape, const int32_t* expert_index);
+// That error for the value `index` at flat position `flat` of [T, K] (the CUDA kernel's data report
+// gives the first such pair).
+std::string TopKExpertsIndexError(const TopKExpertsShape& shape, int64_t flat, int64_t index);
 
 struct TopKExpertsPlan {
   int64_t block_tokens = 0;  // tokens per block (the shape's, not the CPUs')

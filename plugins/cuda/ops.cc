@@ -13,6 +13,7 @@
 #include "cuda/sign_hash.h"
 #include "cuda/sorted_chunk_attention.h"
 #include "cuda/top1_dispatch.h"
+#include "cuda/top_k_experts.h"
 
 namespace bucketrt::cuda {
 
@@ -297,6 +298,61 @@ std::string ReportError(const Attributes& attrs, const Bindings& env, const void
 }
 }  // namespace ffn
 
+// ---- TopKExperts -------------------------------------------------------------------------------
+
+namespace topk {
+using namespace spec::TopKExperts;  // input and output indices (op_specs.h)
+
+std::string CheckAttributes(const Attributes& attrs) {
+  cpu::TopKExpertsConfig config;
+  return cpu::CheckTopKExpertsAttributes(attrs, &config);
+}
+
+// The call's shape, resolved attributes and plan: "" or the error (the CPU kernel's shape check first).
+std::string PlanOf(const Attributes& attrs, const Bindings& env, cpu::TopKExpertsShape* shape,
+                   cpu::TopKExpertsConfig* config, TopKExpertsCudaPlan* plan) {
+  *shape = cpu::TopKExpertsShapeOf(attrs, env);
+  std::string error = cpu::CheckTopKExpertsAttributes(attrs, config);
+  return error.empty() ? PlanTopKExpertsCuda(*shape, *config, plan) : error;
+}
+
+std::string Plan(const Attributes& attrs, const Bindings& env, size_t* workspace_bytes) {
+  cpu::TopKExpertsShape shape;
+  cpu::TopKExpertsConfig config;
+  TopKExpertsCudaPlan plan;
+  std::string error = PlanOf(attrs, env, &shape, &config, &plan);
+  if (error.empty()) *workspace_bytes = plan.workspace_bytes;
+  return error;
+}
+
+std::string Launch(const Attributes& attrs, const Bindings& env, const void* const* in, void* const* out,
+                   void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  cpu::TopKExpertsShape shape;
+  cpu::TopKExpertsConfig config;
+  TopKExpertsCudaPlan plan;
+  std::string error = PlanOf(attrs, env, &shape, &config, &plan);
+  if (!error.empty()) return error;
+  return CudaErrorText("TopKExperts", "the launch",
+                       TopKExperts(shape, plan, config, FloatTypeOf(env), in[kHidden],
+                                   static_cast<const int32_t*>(in[kExpertIndex]), in[kExpertWeight], in[kGateUp],
+                                   in[kGateUpBias], in[kDown], in[kDownBias], out[kOut], workspace, workspace_bytes,
+                                   stream));
+}
+
+size_t ReportBytes(const Attributes&, const Bindings&) { return sizeof(TopKExpertsReport); }
+
+std::string EnqueueReport(const Attributes&, const Bindings&, const void* const* in, const void* workspace,
+                          void* report, cudaStream_t stream) {
+  return CudaErrorText("TopKExperts", "enqueueing the expert_index check",
+                       EnqueueTopKExpertsReport(static_cast<const int32_t*>(in[kExpertIndex]), workspace,
+                                                static_cast<TopKExpertsReport*>(report), stream));
+}
+
+std::string ReportError(const Attributes& attrs, const Bindings& env, const void* report) {
+  return TopKExpertsReportError(cpu::TopKExpertsShapeOf(attrs, env), *static_cast<const TopKExpertsReport*>(report));
+}
+}  // namespace topk
+
 // ---- the table ---------------------------------------------------------------------------------
 
 struct Entry {
@@ -326,6 +382,7 @@ constexpr Entry kTable[] = {
     {&spec::kSortedChunkAttention, chunked::CheckAttributes, chunked::Plan, chunked::Launch, BUCKETRT_REPORT(chunked),
      nullptr},
     {&spec::kExpertFFN, ffn::CheckAttributes, ffn::Plan, ffn::Launch, BUCKETRT_REPORT(ffn), nullptr},
+    {&spec::kTopKExperts, topk::CheckAttributes, topk::Plan, topk::Launch, BUCKETRT_REPORT(topk), nullptr},
 };
 #undef BUCKETRT_REPORT
 #undef BUCKETRT_NO_REPORT

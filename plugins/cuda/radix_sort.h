@@ -1,7 +1,7 @@
-// The one radix sort the CUDA kernels use (LSHCumulation's sorted way, BucketSum): CUB's stable
-// DeviceRadixSort::SortPairs of 64-bit keys with int32 values, in a translation unit of its own so
-// that CUB's sort is compiled once, and so that a test can link a stand-in for the size query
-// (tests/radix_sort_stub.cc: CUB's formula, no device) in its place.
+// The one radix sort the CUDA kernels use (LSHCumulation's sorted way, BucketSum, TopKExperts'
+// grouping of its pairs): CUB's stable DeviceRadixSort::SortPairs of 64-bit keys with int32 values,
+// in a translation unit of its own so that CUB's sort is compiled once, and so that a test can link
+// a stand-in for the size query (tests/radix_sort_stub.cc: CUB's formula, no device) in its place.
 #pragma once
 
 #include <cuda_runtime_api.h>

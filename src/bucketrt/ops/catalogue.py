@@ -299,10 +299,12 @@ TOPK_EXPERTS = OpSpec(
         Attribute(
             "limit",
             "float",
-            "L, the clamp of the limited gatings (> 0 there); 0 for the others.",
+            "L, the clamp of the limited gatings (> 0 there); 0 for the others. At most float16's largest "
+            "value: a clamp beyond it changes nothing in float16, and the bound is exact in an ONNX (float32) "
+            "attribute.",
             default=0.0,
             minimum=0.0,
-            maximum=1e30,
+            maximum=65504.0,
         ),
     ),
     float_types=FLOAT_TYPES,
