@@ -225,9 +225,9 @@ TOPK_TOKENS = (1, 16, 2048)
 
 def topk_torch(hidden, index, weight, gate_up, gate_up_bias, down, down_bias, attrs):
     """The layer as transformers' eager experts run it: per expert hit, its tokens' two projections."""
-    from bucketrt.ops.reference import EXPERT_ACTIVATIONS, _gating
+    from bucketrt.ops.reference import EXPERT_ACTIVATIONS, gating_function
 
-    ffn = _gating(attrs["gating"], EXPERT_ACTIVATIONS[attrs["activation"]], attrs["limit"])
+    ffn = gating_function(attrs["gating"], EXPERT_ACTIVATIONS[attrs["activation"]], attrs["limit"])
     out = torch.zeros_like(hidden)
     experts = gate_up.shape[0]
     for e in index.unique().tolist():

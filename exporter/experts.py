@@ -31,7 +31,7 @@ from bucketrt.errors import BucketrtError
 from bucketrt.ops.catalogue import EXPERT_ACTIVATIONS, EXPERT_GATINGS, LIMITED_GATINGS, TOPK_EXPERTS
 from bucketrt.ops.dispatch import call
 from bucketrt.ops.reference import EXPERT_ACTIVATIONS as ACTIVATION_FORMULAS
-from bucketrt.ops.reference import _gating
+from bucketrt.ops.reference import gating_function
 
 IMPLEMENTATION = "bucketrt"
 # The module attribute the patch leaves on every experts module: TopKExperts' attributes.
@@ -217,7 +217,7 @@ def recognise(module) -> dict:
         candidates = [("none", act, 0.0) for act in _activations()]
     for gating, act, lim in candidates:
         with torch.no_grad():
-            want = _gating(gating, ACTIVATION_FORMULAS[act], lim)(h)
+            want = gating_function(gating, ACTIVATION_FORMULAS[act], lim)(h)
         if _close(got, want):
             return {"activation": act, "gating": gating, "limit": float(lim)}
     what = "_apply_gate" if getattr(module, "has_gate", True) else "act_fn"

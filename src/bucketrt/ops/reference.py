@@ -500,7 +500,7 @@ def sorted_chunk_attention(query, key, value, mask, buckets, **attrs) -> torch.T
     return torch.where(weights == 0, 0.0, out_unsorted * weights).sum(dim=2)
 
 
-def _gating(gating: str, act, limit: float):
+def gating_function(gating: str, act, limit: float):
     """TopKExperts' gating functions (catalogue.EXPERT_GATINGS), h [..., G] -> [..., F]."""
     if gating == "none":
         return act
@@ -551,7 +551,7 @@ def topk_experts(hidden, expert_index, expert_weight, gate_up, gate_up_bias, dow
             f"TopKExperts: input 'expert_index' has {int(expert_index[tuple(bad)])} at {bad}, outside [0, E={experts}] "
             f"(E: no expert)"
         )
-    ffn = _gating(attrs["gating"], EXPERT_ACTIVATIONS[attrs["activation"]], attrs["limit"])
+    ffn = gating_function(attrs["gating"], EXPERT_ACTIVATIONS[attrs["activation"]], attrs["limit"])
     # y[t, j]: the output of token t's j-th expert, before its weight (0 where it has none).
     y = torch.zeros(*expert_index.shape, env["D"], dtype=torch.float32)
     for e in expert_index.unique().tolist():
