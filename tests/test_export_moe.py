@@ -241,6 +241,20 @@ def test_generate_is_transformers_greedy_generate(exported, model_type, tokenize
     torch.testing.assert_close(logits[mask], want[mask], atol=1e-4, rtol=1e-4)
 
 
+def test_text_generation_pipeline_is_transformers(exported, tokenizer):
+    """bucketrt.pipeline on the export folder (its own tokenizer) writes what transformers' pipeline
+    writes with the PyTorch model, for one prompt and a padded batch."""
+    folder, src = exported("mixtral")
+    ours = bucketrt.pipeline("text-generation", folder)
+    theirs = transformers.pipeline("text-generation", model=_hf(src), tokenizer=tokenizer)
+    for prompts, kwargs in ((PROMPTS[0], {}), (PROMPTS, {"batch_size": len(PROMPTS)})):
+        got = ours(prompts, max_new_tokens=STEPS, do_sample=False, **kwargs)
+        want = theirs(prompts, max_new_tokens=STEPS, do_sample=False, **kwargs)
+        assert got == want
+        first = got[0] if isinstance(prompts, str) else got[0][0]
+        assert first["generated_text"].startswith(PROMPTS[0]) and len(first["generated_text"]) > len(PROMPTS[0])
+
+
 @pytest.mark.parametrize(
     ("model_type", "task", "head"),
     [

@@ -44,6 +44,7 @@ def repo(exports, tmp_path_factory):
     entries += write_repository(exports["reformer"], root, name="reformer_logits", forward=True)
     entries += write_repository(exports["reformer"], root, name="reformer_generate", max_new_tokens=6)
     entries += write_repository(exports["switch_s2s"], root, name="switch_stream", stream=True, max_new_tokens=8)
+    entries += write_repository(exports["moe"], root, name="moe_generate", max_new_tokens=6)
     return root, {e.name: e for e in entries}
 
 
@@ -132,6 +133,16 @@ def test_python_configs_parse_and_follow_the_manifest(repo, exports):
     # Generation runs each request alone: no dynamic batcher.
     assert s2s.parameters["batching"].string_value == "per_request" and not s2s.HasField("dynamic_batching")
     assert _parse(root / "switch_stream" / "config.pbtxt").model_transaction_policy.decoupled
+    # A causal LM with a key/value cache takes left-padded prompts; one without (Reformer) takes no mask.
+    moe = _parse(root / "moe_generate" / "config.pbtxt")
+    assert [(i.name, i.optional) for i in moe.input] == [
+        ("input_ids", False),
+        ("attention_mask", True),
+        ("max_new_tokens", True),
+    ]
+    assert moe.parameters["mode"].string_value == "causal"
+    reformer = _parse(root / "reformer_generate" / "config.pbtxt")
+    assert [i.name for i in reformer.input] == ["input_ids", "max_new_tokens"]
     for name in ("yoso", "switch_s2s"):
         files = {p.name for p in (root / name / "1").iterdir()}
         assert {"model.py", "decoding.py", "libbucketrt_ort.so"} <= files, files
@@ -468,3 +479,41 @@ def test_reformer_generation_is_token_identical(repo, exports):
         assert np.array_equal(_outputs(response)["output_ids"], expected)
     assert "prompt 510 + max_new_tokens 5" in responses[2].error().message()
     assert "at most 512" in responses[2].error().message()
+
+
+@pytest.mark.parametrize("numpy_path", [1, 2], indirect=True)
+def test_moe_generation_is_transformers_greedy_generate(repo, exports, numpy_path, monkeypatch):
+    """A mixture-of-experts causal LM served with its key/value cache: single prompts and left-padded
+    batches (attention_mask 0 at the padding) give, token for token, what the PyTorch model's greedy
+    generate gives (the export's reference: transformers' model with the same weights)."""
+    import torch
+
+    from bucketrt.exporter import load_reference
+
+    root, _ = repo
+    model = _model(root / "moe_generate", monkeypatch, numpy_path)
+    reference = load_reference(exports["moe"]).model
+    pad = int(read_manifest(exports["moe"])["config"].get("pad_token_id") or 0)
+    rng = np.random.default_rng(7)
+    padded = _ids(rng, 512, 3, 9)
+    mask = np.ones_like(padded)
+    for row, padding in ((0, 4), (2, 1)):
+        padded[row, :padding], mask[row, :padding] = pad, 0
+    requests = [
+        {"input_ids": _ids(rng, 512, 1, 8)},
+        {"input_ids": padded, "attention_mask": mask, "max_new_tokens": np.full((3, 1), 9, np.int64)},
+    ]
+    responses = model.execute([standin.InferenceRequest(**r) for r in requests])
+    for r, response in zip(requests, responses):
+        ids = torch.from_numpy(r["input_ids"])
+        with torch.no_grad():
+            expected = reference.generate(
+                ids,
+                attention_mask=torch.from_numpy(r.get("attention_mask", np.ones_like(r["input_ids"]))),
+                max_new_tokens=int(r["max_new_tokens"][0, 0]) if "max_new_tokens" in r else 6,
+                do_sample=False,
+            ).numpy()
+        got = _outputs(response)["output_ids"]
+        assert np.array_equal(got, expected), (got.tolist(), expected.tolist())
+    # Not one token repeated: the comparison covers real decoding.
+    assert len(np.unique(got[:, 9:])) > 3, got.tolist()

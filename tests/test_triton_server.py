@@ -60,6 +60,8 @@ def repo(exports, tmp_path_factory):
     write_repository(exports["reformer"], root, name="reformer_generate", max_new_tokens=MAX_NEW_TOKENS)
     write_repository(exports["switch_s2s"], root, name="switch_generate", max_new_tokens=MAX_NEW_TOKENS)
     write_repository(exports["switch_s2s"], root, name="switch_stream", max_new_tokens=MAX_NEW_TOKENS, stream=True)
+    write_repository(exports["moe"], root, name="moe_generate", max_new_tokens=MAX_NEW_TOKENS)
+    write_repository(exports["moe"], root, name="moe_stream", max_new_tokens=MAX_NEW_TOKENS, stream=True)
     return root
 
 
@@ -86,6 +88,35 @@ def sessions(exports):
         "reformer": bucketrt.ort_session(exports["reformer"], providers=cpu),
         "switch_encoder": bucketrt.ort_session(exports["switch_s2s"], providers=cpu, component="encoder_model"),
     }
+
+
+@pytest.fixture(scope="module")
+def moe_generate(exports):
+    """generate(ids, mask, steps): the MoE export's PyTorch model (transformers' model with the same
+    weights), greedy."""
+    import torch
+
+    from bucketrt.exporter import load_reference
+
+    model = load_reference(exports["moe"]).model
+
+    def generate(ids, mask, steps):
+        with torch.no_grad():
+            out = model.generate(
+                torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), max_new_tokens=steps, do_sample=False
+            )
+        return out.numpy()
+
+    return generate
+
+
+def _left_padded(rng, vocab: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """Three prompts of 10, 6 and 9 tokens, left-padded to 10: (input_ids, attention_mask)."""
+    ids = rng.integers(3, vocab, (3, 10), dtype=np.int64)
+    mask = np.ones_like(ids)
+    for row, padding in ((1, 4), (2, 1)):
+        ids[row, :padding], mask[row, :padding] = pad, 0
+    return ids, mask
 
 
 @pytest.fixture(scope="module")
@@ -189,21 +220,42 @@ def test_generation_token_identical(servers, sessions, generator, exports, flavo
         client.close()
 
 
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
 @pytest.mark.parametrize("flavour", FLAVOURS)
-def test_streamed_generation_concatenates_to_the_answer(servers, generator, flavour):
-    """Triton's decoupled mode over a gRPC stream: one response per generated token, which together
-    are the tokens Seq2SeqGenerator generates."""
+def test_moe_generation_is_transformers_greedy_generate(servers, exports, moe_generate, flavour, protocol):
+    """The mixture-of-experts causal LM with its key/value cache: a single prompt and a left-padded
+    batch (attention_mask 0 at the padding), token for token what the PyTorch model generates."""
+    client = _client(protocol, servers[flavour])
+    rng = np.random.default_rng(6)
+    config = read_manifest(exports["moe"])["config"]
+    try:
+        single = rng.integers(3, config["vocab_size"], (1, 7), dtype=np.int64)
+        ids, mask = _left_padded(rng, config["vocab_size"], int(config.get("pad_token_id") or 0))
+        for feeds, steps in (({"input_ids": single}, None), ({"input_ids": ids, "attention_mask": mask}, 9)):
+            if steps is not None:
+                feeds["max_new_tokens"] = np.full((len(feeds["input_ids"]), 1), steps, np.int64)
+            got = _infer(client, "moe_generate", feeds, ["output_ids"])["output_ids"]
+            prompt = feeds["input_ids"]
+            expected = moe_generate(prompt, feeds.get("attention_mask", np.ones_like(prompt)), steps or MAX_NEW_TOKENS)
+            assert np.array_equal(got, expected), (got.tolist(), expected.tolist())
+    finally:
+        client.close()
+
+
+def _streamed(server, model: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Triton's decoupled mode over a gRPC stream: the output_ids of every response, in order."""
     import queue
 
-    ids = np.random.default_rng(5).integers(3, 256, (1, 11), dtype=np.int64)
-    expected = generator.generate(ids, max_new_tokens=MAX_NEW_TOKENS)
     parts: queue.Queue = queue.Queue()
-    client = _client("grpc", servers[flavour])
+    client = _client("grpc", server)
     try:
         client.start_stream(callback=lambda result, error: parts.put((result, error)))
-        tensor = grpcclient.InferInput("input_ids", list(ids.shape), "INT64")
-        tensor.set_data_from_numpy(ids)
-        client.async_stream_infer("switch_stream", [tensor], enable_empty_final_response=True)
+        inputs = []
+        for name, value in feeds.items():
+            tensor = grpcclient.InferInput(name, list(value.shape), "INT64")
+            tensor.set_data_from_numpy(value)
+            inputs.append(tensor)
+        client.async_stream_infer(model, inputs, enable_empty_final_response=True)
         got = []
         while True:
             result, error = parts.get(timeout=CLIENT_TIMEOUT)
@@ -216,7 +268,25 @@ def test_streamed_generation_concatenates_to_the_answer(servers, generator, flav
         client.stop_stream()
     finally:
         client.close()
+    return got
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_streamed_generation_concatenates_to_the_answer(servers, generator, exports, moe_generate, flavour):
+    """One response per generated token (the first: the decoder start token, or the prompt), which
+    together are the answer: Seq2SeqGenerator's for Switch, the PyTorch model's greedy generate for the
+    mixture-of-experts causal LM (a left-padded batch)."""
+    ids = np.random.default_rng(5).integers(3, 256, (1, 11), dtype=np.int64)
+    expected = generator.generate(ids, max_new_tokens=MAX_NEW_TOKENS)
+    got = _streamed(servers[flavour], "switch_stream", {"input_ids": ids})
     assert len(got) == expected.shape[1], [g.tolist() for g in got]
+    assert np.array_equal(np.concatenate(got, axis=1), expected)
+
+    config = read_manifest(exports["moe"])["config"]
+    ids, mask = _left_padded(np.random.default_rng(8), config["vocab_size"], int(config.get("pad_token_id") or 0))
+    expected = moe_generate(ids, mask, MAX_NEW_TOKENS)
+    got = _streamed(servers[flavour], "moe_stream", {"input_ids": ids, "attention_mask": mask})
+    assert len(got) == 1 + expected.shape[1] - ids.shape[1], [g.tolist() for g in got]
     assert np.array_equal(np.concatenate(got, axis=1), expected)
 
 

@@ -15,6 +15,12 @@ TINY = {
         "switch-tiny",
         {"config_overrides": {"tie_word_embeddings": False, "num_layers": 1, "num_decoder_layers": 1}},
     ),
+    # A mixture-of-experts causal LM with a key/value cache (TopKExperts): one layer keeps the export
+    # short; larger random weights keep greedy decoding from repeating one token.
+    "moe": (
+        "mixtral-tiny",
+        {"config_overrides": {"num_hidden_layers": 1, "initializer_range": 0.2, "tie_word_embeddings": False}},
+    ),
 }
 
 _MADE: dict[str, Path] = {}

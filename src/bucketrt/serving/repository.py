@@ -153,10 +153,20 @@ def _signature(entry: dict, batched: bool) -> tuple[list[TensorSpec], list[Tenso
     return [spec(v) for v in entry["inputs"]], [spec(v) for v in entry["outputs"]]
 
 
-def _generation_signature(mode: str, batched: bool) -> tuple[list[TensorSpec], list[TensorSpec]]:
+def _generation_takes_mask(mode: str, components: list[dict]) -> bool:
+    """Whether generation reads an attention_mask (padded prompts): seq2seq exports, and causal
+    exports with a key/value cache (the MoE causal LMs). A causal export without a cache (Reformer)
+    regenerates over unpadded ids, so it has no mask to take: a request sending one is refused by
+    Triton rather than having its mask silently ignored."""
+    if mode == "seq2seq":
+        return True
+    return any(i["name"].startswith(decoding.PAST_PREFIX) for c in components for i in c["inputs"])
+
+
+def _generation_signature(mode: str, batched: bool, masked: bool) -> tuple[list[TensorSpec], list[TensorSpec]]:
     lead = [] if batched else [-1]
     inputs = [TensorSpec("input_ids", "int64", lead + [-1])]
-    if mode == "seq2seq":
+    if masked:
         inputs.append(TensorSpec("attention_mask", "int64", lead + [-1], optional=True))
     inputs.append(TensorSpec("max_new_tokens", "int64", lead + [1], optional=True))
     return inputs, [TensorSpec("output_ids", "int64", lead + [-1])]
@@ -507,7 +517,7 @@ def _prepare(export_dir, manifest, name, target, *, backend, max_batch_size, str
     if mode is None:
         inputs, outputs = _signature(components[0], batched)
     else:
-        inputs, outputs = _generation_signature(mode, batched)
+        inputs, outputs = _generation_signature(mode, batched, _generation_takes_mask(mode, components))
     engine = None
     if backend == "tensorrt":
         engine = _engine(manifest, Path(export_dir), components[0]["name"])

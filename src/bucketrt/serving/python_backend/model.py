@@ -268,6 +268,7 @@ class TritonPythonModel:
             tokens = self.decoding.iter_causal(
                 next(iter(self.sessions.values())),
                 ids,
+                mask,  # only a causal export with a key/value cache declares it (repository.py)
                 eos_token_id=self.eos,
                 pad_token_id=self.pad,
                 max_new_tokens=steps,
