@@ -163,6 +163,13 @@ def test_unsupported_configs_are_clear_errors(change, words):
     assert words in str(info.value) + str(getattr(info.value, "hint", "")), str(info.value)
 
 
+@pytest.mark.slow
+def test_fp16_is_refused_with_the_reason(tmp_path):
+    with pytest.raises(BucketrtError, match="does not export in fp16") as info:
+        export("nllb-moe-tiny", tmp_path / "out", dtype="fp16")
+    assert "Python branch on values" in str(info.value.hint)
+
+
 # -- slow: whole exports -------------------------------------------------------------------------------
 
 

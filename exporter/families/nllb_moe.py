@@ -215,10 +215,28 @@ def _positions_forward(self, input_ids=None, inputs_embeds=None, cache_length=0)
     return self.weights.index_select(0, positions.reshape(-1)).reshape(batch, length, -1).detach()
 
 
+def _float32_only(forward):
+    """A layer's forward that refuses float16 states: transformers' NLLB-MoE layers clamp float16
+    states only when some are infinite, a Python branch on values that torch.export cannot trace."""
+
+    def checked(hidden_states, *args, **kwargs):
+        if hidden_states.dtype == torch.float16:
+            raise BucketrtError(
+                "NLLB-MoE does not export in fp16",
+                "its layers clamp float16 states only when one is infinite (a Python branch on values, which "
+                "torch.export cannot trace); export with --dtype fp32",
+            )
+        return forward(hidden_states, *args, **kwargs)
+
+    return checked
+
+
 def patch_model(model: nn.Module) -> tuple[int, str]:
     """Routes every sparse MLP of `model` through TopKExperts; returns how many were patched and the
     expert dispatch reproduced."""
     from transformers.models.nllb_moe.modeling_nllb_moe import (
+        NllbMoeDecoderLayer,
+        NllbMoeEncoderLayer,
         NllbMoeSinusoidalPositionalEmbedding,
         NllbMoeSparseMLP,
     )
@@ -250,6 +268,8 @@ def patch_model(model: nn.Module) -> tuple[int, str]:
     for module in model.modules():
         if isinstance(module, NllbMoeSinusoidalPositionalEmbedding):
             module.forward = types.MethodType(_positions_forward, module)
+        if isinstance(module, (NllbMoeEncoderLayer, NllbMoeDecoderLayer)):
+            module.forward = _float32_only(module.forward)
     return len(sparse), dispatch
 
 
