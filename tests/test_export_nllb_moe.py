@@ -149,6 +149,33 @@ def test_patched_model_is_transformers(name):
     assert float(want.logits.abs().max()) > 0.1  # not a vanishing output
 
 
+def test_picked_experts_option_runs_the_routers_picks():
+    """--picked-experts: each kept pick runs the expert the router chose, weighted as transformers
+    weights it, scaled by 1 - moe_token_dropout (NLLB-MoE's design); computed here expert by expert."""
+    from transformers.models.nllb_moe.modeling_nllb_moe import NllbMoeSparseMLP
+
+    torch.manual_seed(0)
+    model = transformers.NllbMoeForConditionalGeneration(_config(num_experts=6, **ROUTINGS["dropping"])).eval()
+    _, dispatch = nllb_moe.patch_model(model, picked_experts=True)
+    assert dispatch == nllb_moe.PICKED
+    layer = next(m for m in model.modules() if isinstance(m, NllbMoeSparseMLP))
+    hidden = torch.randn(2, 9, model.config.d_model, generator=torch.Generator().manual_seed(5))
+    mask = _padding_mask(2, 9, 3)
+    with torch.no_grad():
+        got = layer(hidden, mask).reshape(18, -1)
+        picks, kept, weights = nllb_moe.route(layer.router, hidden.reshape(18, -1), mask)
+        want = torch.zeros_like(got)
+        for pick, keep, weight in zip(picks, kept, weights):
+            for t in range(18):
+                if keep[t]:
+                    expert = layer.experts[f"expert_{int(pick[t])}"]
+                    want[t] += weight[t] * expert(hidden.reshape(18, -1)[t]) * (1 - model.config.moe_token_dropout)
+    assert not bool(kept[0].all() and kept[1].all())  # some picks dropped
+    assert len(set(picks[0].tolist()) | set(picks[1].tolist())) > 2  # experts beyond 0 and 1 run
+    assert float(want.abs().max()) > 0.1
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize(
     "change,words",
     [
@@ -337,3 +364,21 @@ def test_overflowing_experts_match_transformers(source, tokenizer, tmp_path):
     error = float(np.abs(got - want).max())
     print(f"encoder with capacity drops: max abs {error:.2e}")
     assert error <= TOL, error
+
+
+@pytest.mark.slow
+def test_picked_experts_export_matches_its_reference(source, tokenizer, tmp_path):
+    """--picked-experts with overflowing experts, the encoder alone: ONNX Runtime against the patched
+    PyTorch model (transformers 5.x itself has no such mode to compare with)."""
+    src = source(moe_eval_capacity_token_fraction=0.25, batch_prioritized_routing=True)
+    manifest = export(str(src), tmp_path, task="feature-extraction-encoder", options={"picked_experts": True})
+    assert manifest["moe"]["expert_dispatch"] == nllb_moe.PICKED and manifest["options"] == {"picked_experts": True}
+    reference = transformers.NllbMoeModel.from_pretrained(src).eval()
+    nllb_moe.patch_model(reference, picked_experts=True)
+    batch = tokenizer(PROMPTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        want = reference.encoder(**batch).last_hidden_state.numpy()
+        transformers_own = _hf(src).model.encoder(**batch).last_hidden_state.numpy()
+    (got,) = bucketrt.ort_session(tmp_path / "model.onnx").run(None, {k: v.numpy() for k, v in batch.items()})
+    assert float(np.abs(got - want).max()) <= TOL
+    assert float(np.abs(got - transformers_own).max()) > 1e-2  # other experts ran

@@ -231,9 +231,9 @@ def _float32_only(forward):
     return checked
 
 
-def patch_model(model: nn.Module) -> tuple[int, str]:
+def patch_model(model: nn.Module, picked_experts: bool = False) -> tuple[int, str]:
     """Routes every sparse MLP of `model` through TopKExperts; returns how many were patched and the
-    expert dispatch reproduced."""
+    expert dispatch exported: transformers' own (probed), or PICKED with `picked_experts`."""
     from transformers.models.nllb_moe.modeling_nllb_moe import (
         NllbMoeDecoderLayer,
         NllbMoeEncoderLayer,
@@ -246,7 +246,7 @@ def patch_model(model: nn.Module) -> tuple[int, str]:
     sparse = [m for m in model.modules() if isinstance(m, NllbMoeSparseMLP)]
     if not sparse:
         raise BucketrtError(f"{type(model).__name__} has no sparse layer (encoder/decoder_sparse_step)")
-    dispatch = expert_dispatch(sparse[0])
+    dispatch = PICKED if picked_experts else expert_dispatch(sparse[0])
     for module in sparse:
         experts = [module.experts[f"expert_{e}"] for e in range(module.router.num_experts)]
         with torch.no_grad():
@@ -291,6 +291,14 @@ class NllbMoeFamily(Seq2SeqFamily):
         "feature-extraction",
         classes={"feature-extraction-encoder": "NllbMoeModel"},
     )
+    # picked_experts: each pick runs the expert the router chose, as NLLB-MoE was trained (fairseq,
+    # transformers 4.x), rather than what the installed transformers runs (5.x: experts 1 and 0).
+    options = {"picked_experts": False}
+    option_flags = {
+        "picked_experts": "NLLB-MoE: run the experts the router picked, as the model was trained (transformers 4.x), "
+        "not transformers 5.x's experts 1 and 0 for every first and second pick. Default: as the installed "
+        "transformers computes, which generation then matches token for token."
+    }
     # Not batched across requests: the router counts capacity and places over every row of a call.
     batch_rows_independent = False
     presets = {
@@ -319,7 +327,7 @@ class NllbMoeFamily(Seq2SeqFamily):
         check_config(config)
 
     def patch(self, model, task, seed: int, options: dict) -> Patch:
-        layers, dispatch = patch_model(model)
+        layers, dispatch = patch_model(model, options["picked_experts"])
         config = model.config
         return Patch(
             "top2-moe",
