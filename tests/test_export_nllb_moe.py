@@ -176,6 +176,19 @@ def test_picked_experts_option_runs_the_routers_picks():
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
 
 
+def test_dispatch_probe_refuses_experts_it_cannot_tell_apart():
+    from transformers.models.nllb_moe.modeling_nllb_moe import NllbMoeSparseMLP
+
+    torch.manual_seed(0)
+    model = transformers.NllbMoeForConditionalGeneration(_config()).eval()
+    layer = next(m for m in model.modules() if isinstance(m, NllbMoeSparseMLP))
+    layer.experts["expert_1"].load_state_dict(layer.experts["expert_0"].state_dict())
+    with pytest.raises(BucketrtError, match="cannot tell") as info:
+        nllb_moe.patch_model(copy.deepcopy(model))
+    assert "--picked-experts" in info.value.hint
+    assert nllb_moe.patch_model(model, picked_experts=True) == (2, nllb_moe.PICKED)
+
+
 @pytest.mark.parametrize(
     "change,words",
     [

@@ -196,9 +196,15 @@ def expert_dispatch(module) -> str:
             f"{type(experts).__name__} cannot be probed for its expert dispatch ({' '.join(str(e).split())[:200]})",
             "bucketrt reproduces transformers 5.x's NllbMoeExperts(hidden, router_mask, router_probs)",
         ) from None
+    if torch.allclose(y0, y1, rtol=1e-5, atol=1e-6):
+        raise BucketrtError(
+            "experts 0 and 1 of the first sparse layer compute the same output, so the probe cannot tell which "
+            "experts transformers' NllbMoeExperts runs for each pick",
+            "--picked-experts exports the experts the router picked without probing",
+        )
     candidates = {PICKED: (0.75 * y0 + 0.25 * y1) * scale, ONE_HOT_SLOTS: (0.75 * y1 + 0.25 * y0) * scale}
     for name, want in candidates.items():
-        if torch.allclose(got, want, rtol=1e-5, atol=1e-6) and not torch.allclose(y0, y1, rtol=1e-5, atol=1e-6):
+        if torch.allclose(got, want, rtol=1e-5, atol=1e-6):
             return name
     raise BucketrtError(
         f"{type(experts).__name__} computes neither the picked experts nor transformers 5.x's one-hot dispatch",
