@@ -143,6 +143,14 @@ def _trace(component: Component, opset: int, source):
     except BucketrtError:
         raise
     except Exception as e:
+        # A family's refusal raised while tracing (torch.onnx wraps it): the refusal, as it was raised.
+        cause, seen = e, set()
+        while cause is not None and not isinstance(cause, BucketrtError) and id(cause) not in seen:
+            seen.add(id(cause))
+            cause = cause.__cause__ or cause.__context__
+        cause = cause if isinstance(cause, BucketrtError) else None
+        if cause is not None:
+            raise cause from None
         raise RuntimeError(f"torch.onnx.export failed for {source.describe()} ({component.name}): {e}") from e
     narrowed = narrowed_dims(program.exported_program, component)
     if narrowed:
