@@ -197,8 +197,8 @@ def quantize(
     linear layers' weights in 7 bits (REDUCE_RANGE's comment: what CPUs without VNNI need), else 8
     (the int8 experts always take 8: their kernel sums exactly on every CPU). `exclude`: node-name
     patterns (globs, or `re:REGEX`) of linear layers to keep float; each must match a node.
-    `experts`: also quantize Switch's ExpertFFN weights (None: where the int8 expert op is
-    available; True: required). Raises BucketrtError for anything the caller can fix.
+    `experts`: also quantize the experts' weights, ExpertFFN's (Switch) and TopKExperts' (the top-k
+    MoE exports), into their int8 ops (None: where the int8 expert ops are available; True: required). Raises BucketrtError for anything the caller can fix.
     """
     import onnx
 
@@ -221,7 +221,9 @@ def quantize(
     _check_output_dir(export_dir, output_dir)
     expert_quantizer = _expert_quantizer()
     if experts and expert_quantizer is None:
-        raise BucketrtError("this bucketrt has no int8 ExpertFFN quantizer", "pass --no-experts")
+        raise BucketrtError("this bucketrt has no int8 expert quantizer", "pass --no-experts")
+    # The float expert ops the rewrite knows (ExpertFFN, TopKExperts).
+    expert_ops = tuple(getattr(_expert_module(), "INT8_EXPERT_OPS", ("ExpertFFN",)))
     started = time.perf_counter()
     source_bytes = (export_dir / MANIFEST_NAME).read_bytes()
 
@@ -230,6 +232,7 @@ def quantize(
     matchers = {p: _matcher(p) for p in patterns}
     used = dict.fromkeys(patterns, False)
     plans = []
+    expert_ops_found: set[str] = set()  # the float expert ops the export has
     for entry in manifest["components"]:
         proto = onnx.load(str(export_dir / entry["files"]["model"]), load_external_data=False)
         linear = linear_nodes(proto)
@@ -241,7 +244,9 @@ def quantize(
             if hits:
                 excluded.append(name)
         routers = [n for n in router_nodes(proto) if n in linear and n not in excluded]
-        has_experts = any(n.domain == DOMAIN and n.op_type == "ExpertFFN" for n in proto.graph.node)
+        found = {n.op_type for n in proto.graph.node if n.domain == DOMAIN and n.op_type in expert_ops}
+        expert_ops_found.update(found)
+        has_experts = bool(found)
         plans.append((entry, linear, excluded, routers, has_experts))
     unused = [p for p, hit in used.items() if not hit]
     if unused:
@@ -326,12 +331,17 @@ def quantize(
             shutil.copy2(item, target)
 
     if any_experts and quantize_experts:
-        experts_record = {"quantized": True}
+        int8_ops = getattr(_expert_module(), "INT8_EXPERT_OPS", {})
+        # Which float expert op became which int8 op (the nodes: each component's expert_nodes).
+        experts_record = {
+            "quantized": True,
+            "ops": {op: int8_ops[op][1].name for op in sorted(expert_ops_found) if op in int8_ops},
+        }
     elif any_experts:
         if experts is False:
             reason = "--no-experts"
         elif expert_quantizer is None:
-            reason = "this bucketrt has no int8 ExpertFFN quantizer"
+            reason = "this bucketrt has no int8 expert quantizer"
         else:
             reason = f"the int8 expert op takes {', '.join(expert_types)} weights, not {weight_type}"
         experts_record = {"quantized": False, "reason": reason}
