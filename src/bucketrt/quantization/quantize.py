@@ -31,10 +31,12 @@ WEIGHT_TYPES = ("int8", "uint8")
 # whose vpdpbusd sums exactly: `reduce_range=False` (`bucketrt quantize --full-range`) takes the
 # full 8 bits for models that run only on such CPUs.
 REDUCE_RANGE = True
-# A MatMul whose output reaches a bucketrt op through these only is a router (Switch: MatMul,
-# Softmax, Top1Dispatch): its argmax picks each token's expert, and a flipped pick replaces the
-# token's whole FFN output, so it stays float (it is d_model x experts: no time to save).
-_ROUTER_PATH = ("Softmax", "Cast", "Identity")
+# A MatMul whose output reaches a bucketrt op through these only (each node's first input) is a
+# router (Switch: MatMul, Softmax, Top1Dispatch; the top-k MoE exports: Gemm, Softmax, TopK, Cast,
+# TopKExperts' expert_index): its argmax or top-k picks each token's experts, and a flipped pick
+# replaces a whole expert's output, so it stays float (it is d_model x experts: no time to save).
+# Quantized, mixtral-tiny's routers flipped enough picks for 3 of 16 greedy tokens to differ.
+_ROUTER_PATH = ("Softmax", "Cast", "Identity", "TopK")
 
 # The criteria `bucketrt check` applies to a quantized export (recorded in its manifest; the
 # check's options override them). Per float output: cosine similarity with the fp32 reference and
@@ -89,7 +91,7 @@ def linear_nodes(model) -> list[str]:
 
 
 def router_nodes(model) -> list[str]:
-    """The linear nodes whose output reaches a bucketrt op's input through Softmax/Cast/Identity only."""
+    """The linear nodes whose output reaches a bucketrt op's input through _ROUTER_PATH's ops only."""
     producer = {out: node for node in model.graph.node for out in node.output}
     found = []
     for node in model.graph.node:
@@ -143,9 +145,17 @@ def quantize_model_file(
             per_channel=per_channel,
             reduce_range=reduce_range,
             weight_type=QuantType.QInt8 if weight_type == "int8" else QuantType.QUInt8,
-            nodes_to_exclude=list(nodes_to_exclude),
+            nodes_to_exclude=[*nodes_to_exclude, *(gemm_as_matmul(name) for name in nodes_to_exclude)],
             use_external_data_format=external,
         )
+
+
+def gemm_as_matmul(name: str) -> str:
+    """The name ONNX Runtime's dynamic quantizer gives a Gemm node once it has turned it into a MatMul
+    (and an Add for the bias), which it does to every Gemm before it looks at nodes_to_exclude: an
+    excluded Gemm (a top-k MoE export's router, an --exclude pattern's match) must be excluded by
+    this name too, or it is quantized after all."""
+    return f"{name}_MatMul"
 
 
 def _expert_module():
@@ -300,6 +310,7 @@ def quantize(
             )
         remaining = {n.name for n in proto.graph.node if n.op_type in OP_TYPES}
         kept = set(excluded) | set(routers)
+        remaining |= {n for n in linear if gemm_as_matmul(n) in remaining}
         quantized = [n for n in linear if n not in kept and n not in remaining]
         not_quantized = [n for n in linear if n not in kept and n in remaining]
         written.add(entry["files"]["model"])
