@@ -322,12 +322,17 @@ def topk_experts_inputs(
 
 
 def topk_experts_int8_inputs(rng, *args, **kw) -> dict[str, np.ndarray]:
-    """TopKExpertsInt8's inputs: TopKExperts' (topk_experts_inputs' arguments), the experts' weights
-    quantized as the rewrite does (bucketrt.quantization.expert_ffn: int8 codes, one scale per output
-    channel), the biases float."""
+    """TopKExpertsInt8's inputs: TopKExperts' (topk_experts_inputs' arguments), quantized by
+    `quantize_topk_experts_inputs`."""
+    return quantize_topk_experts_inputs(topk_experts_inputs(rng, *args, **kw))
+
+
+def quantize_topk_experts_inputs(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """TopKExperts' inputs as TopKExpertsInt8's: the experts' weights quantized as the rewrite does
+    (bucketrt.quantization.expert_ffn: int8 codes, one scale per expert and output channel), the
+    biases float."""
     from bucketrt.quantization.expert_ffn import quantize_weights
 
-    inputs = topk_experts_inputs(rng, *args, **kw)
     gate_up, gate_up_scale = quantize_weights(inputs["gate_up"])
     down, down_scale = quantize_weights(inputs["down"])
     return {
