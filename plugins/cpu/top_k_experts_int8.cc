@@ -238,21 +238,26 @@ std::string CheckTopKExpertsInt8Shape(const TopKExpertsInt8Shape& shape, const T
 std::string PlanTopKExpertsInt8(const TopKExpertsInt8Shape& s, int64_t max_workers, TopKExpertsInt8Plan* out) {
   const char* op = s.op;
   TopKExpertsInt8Plan plan;
-  // One pair's rows: hidden codes (D), activations (F floats), their codes (F), outputs (D floats),
-  // two scales and two zero points. Each factor is an input's dim, their product not: checked.
+  // One pair's bytes: its hidden codes (D bytes) and outputs (D floats), its activations (F floats)
+  // and their codes (F bytes): 5 (D + F); and two scales and two zero points, 16. Each factor is an
+  // input's dim, their product not: checked. (The block's buffers add at most 64 bytes each for
+  // alignment: block_bytes below.)
   int64_t per_pair = 0, per_token = 0, columns = 0;
   if (!CheckedAdd(s.dim, s.ff, &columns) || !CheckedMul(columns, 5, &per_pair) ||
-      !CheckedAdd(per_pair, 16 + 6 * 64, &per_pair) || !CheckedMul(per_pair, s.picks, &per_token)) {
+      !CheckedAdd(per_pair, 16, &per_pair) || !CheckedMul(per_pair, s.picks, &per_token)) {
     return SizeOverflowError(op, "a token's rows");
   }
   plan.block_tokens = std::clamp<int64_t>(kBlockBytes / std::max<int64_t>(per_token, 1), 1, s.tokens);
   plan.ff_slice = WidestExpertSlice(s.ff);
   plan.dim_slice = WidestExpertSlice(s.dim);
   const int64_t widest = std::max(plan.ff_slice, plan.dim_slice);
-  // A slice is at most an input's dim and kExpertRowBlock rows of it fit (256 x 2^62 overflows
-  // nothing only where checked).
+  // A worker's int32 sums for a task's rows (at most kExpertRowBlock) by the widest slice, and the
+  // up half's floats by F's slice.
+  constexpr int64_t kFourBytes = sizeof(int32_t);
+  static_assert(sizeof(float) == sizeof(int32_t), "the sums and the up half share a size");
   int64_t acc = 0, up = 0, block = 0, slots = 0, total = 0;
-  if (!CheckedMul(kExpertRowBlock * 4, widest, &acc) || !CheckedMul(kExpertRowBlock * 4, plan.ff_slice, &up) ||
+  if (!CheckedMul(kExpertRowBlock * kFourBytes, widest, &acc) ||
+      !CheckedMul(kExpertRowBlock * kFourBytes, plan.ff_slice, &up) ||
       !CheckedMul(plan.block_tokens, per_token, &block)) {
     return SizeOverflowError(op, "the scratch");
   }
