@@ -12,8 +12,13 @@
 Sizes: Mixtral-like (D 1024, F 2816, E 8, K 2), Qwen3-MoE-like (D 1024, F 768 and 256, E 64, K 8),
 decode (T 1, 4) and prefill (T 128, 512, 2048). float32 (or --float16), `--threads` intra-op threads.
 
+`--int8`: TopKExperts in float32 against TopKExpertsInt8 (the same layer with its experts' weights
+quantized as `bucketrt quantize` does, bucketrt.quantization.expert_ffn), the SwiGLU (glu, silu)
+layers of the same sizes and token counts, with the CPU's ISA and the int8 GEMM the kernels pick.
+
     python benchmarks/topk_experts.py [--threads 2] [--repeat 5] [--tokens 1,4,128,512,2048] [--only mixtral] [--float16]
     python benchmarks/topk_experts.py --threads 1 --cpu-time    # on a shared machine: each run's own CPU time
+    python benchmarks/topk_experts.py --int8 [--threads 2] [--cpu-time]
 """
 
 from __future__ import annotations
@@ -189,6 +194,45 @@ def run(
                 )
 
 
+def run_int8(
+    threads: int, repeat: int, token_counts: list[int], only: str | None, cpu_time: bool = False, say=print
+) -> None:
+    """TopKExperts (float32) against TopKExpertsInt8 on the same layers and routed tokens."""
+    from op_inputs import topk_experts_int8_inputs
+
+    from bucketrt.library import op_session
+    from bucketrt.ops.catalogue import TOPK_EXPERTS, TOPK_EXPERTS_INT8
+
+    clock = "CPU time" if cpu_time else "wall clock"
+    say(f"CPU: {describe_isa(cpu_isa())}; kernels: {cpu_kernel_variants()}; {threads} threads; {clock}")
+    say("")
+    say("Best of each over the rounds (interleaved), ms; speed-up: TopKExperts' time over TopKExpertsInt8's.")
+    say("| layer | T | TopKExperts fp32 | TopKExpertsInt8 | speed-up |")
+    say("|---|---|---|---|---|")
+    attrs = {"activation": "silu", "gating": "glu", "limit": 0.0}
+    for name, (dim, ff, experts, picks) in SIZES.items():
+        if only and only != name:
+            continue
+        # The same weights and routing for both: the int8 inputs are the fp32 ones quantized.
+        fp32_weights = _inputs(np.random.default_rng(0), 1, dim, ff, experts, picks, "glu")
+        int8_weights = topk_experts_int8_inputs(np.random.default_rng(0), 1, picks, dim, ff, experts, "glu")
+        sessions = {}
+        for spec in (TOPK_EXPERTS, TOPK_EXPERTS_INT8):
+            meta = {t.name: ("float32", None) for t in spec.inputs if t.dtype == "float"}  # every dim symbolic
+            sessions[spec.name] = op_session(spec, attrs, meta, intra_op_num_threads=threads)
+        for tokens in token_counts:
+            routed = _inputs(np.random.default_rng(tokens), tokens, dim, ff, experts, picks, "glu")
+            routed = {k: routed[k] for k in ("hidden", "expert_index", "expert_weight")}
+            feeds = {TOPK_EXPERTS.name: {**fp32_weights, **routed}, TOPK_EXPERTS_INT8.name: {**int8_weights, **routed}}
+            ways = {op: (lambda op=op: sessions[op].run(None, feeds[op])) for op in sessions}
+            best = _interleaved(ways, repeat, cpu_time)
+            fp32_ms, int8_ms = best[TOPK_EXPERTS.name] * 1e3, best[TOPK_EXPERTS_INT8.name] * 1e3
+            say(
+                f"| {name} (D {dim}, F {ff}, E {experts}, K {picks}) | {tokens} | {fp32_ms:.2f} | {int8_ms:.2f} | "
+                f"{fp32_ms / int8_ms:.2f}x |"
+            )
+
+
 def _interleaved(ways: dict, repeat: int, cpu_time: bool) -> dict[str, float]:
     """The best (least) time of each way over `repeat` rounds, one run of each per round after a
     warm-up round, so that load from other processes on a shared machine hits every way alike.
@@ -215,7 +259,11 @@ def main(argv=None) -> int:
     parser.add_argument("--float16", action="store_true", help="float16 inputs (no ExpertFFN comparison)")
     parser.add_argument("--per-token-max", type=int, default=128, help="the most tokens the per-token loop runs")
     parser.add_argument("--cpu-time", action="store_true", help="CPU time, not wall clock (with --threads 1)")
+    parser.add_argument("--int8", action="store_true", help="TopKExperts fp32 against TopKExpertsInt8")
     args = parser.parse_args(argv)
+    if args.int8:
+        run_int8(args.threads, args.repeat, [int(t) for t in args.tokens.split(",")], args.only, args.cpu_time)
+        return 0
     dtype = "float16" if args.float16 else "float32"
     tokens = [int(t) for t in args.tokens.split(",")]
     run(args.threads, args.repeat, tokens, args.only, dtype, args.per_token_max, args.cpu_time)

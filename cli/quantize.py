@@ -36,7 +36,8 @@ from .app import console, main
 @click.option(
     "--experts/--no-experts",
     default=None,
-    help="Switch: also quantize the ExpertFFN weights (int8 expert op). Default: where this bucketrt has it.",
+    help="MoE models: also quantize the experts' weights (ExpertFFN into ExpertFFNInt8, TopKExperts into "
+    "TopKExpertsInt8). Default: where this bucketrt has the int8 expert ops.",
 )
 def quantize_command(export_dir, output_dir, per_channel, weight_type, reduce_range, exclude, experts):
     """Quantize every component of the fp32 export EXPORT_DIR into OUTPUT_DIR with ONNX Runtime's

@@ -15,6 +15,7 @@ from op_inputs import (
     chunk_attention_inputs,
     expert_ffn_inputs,
     lsh_inputs,
+    quantize_topk_experts_inputs,
     top1_probs,
     topk_attrs,
     topk_experts_inputs,
@@ -347,6 +348,20 @@ def _check_topk_weight(x, attrs, outs):
     assert np.isfinite(np.delete(out, [2, 3, 6], axis=0)).all()
 
 
+def _int8(make):
+    """A TopKExperts case's inputs as TopKExpertsInt8's (its experts' weights quantized)."""
+    return lambda rng: quantize_topk_experts_inputs(make(rng))
+
+
+def _check_topk_int8_nonfinite(x, attrs, outs):
+    # A row with a NaN or an Inf is not quantized (its scale is NaN): the token's first layer, and so
+    # its output, is NaN whatever the gating and its clamps (unlike TopKExperts, where relu with a
+    # clamp bounds an Inf).
+    (out,) = outs
+    assert np.isnan(out[[1, 4]]).all(), "a non-finite row's layer must be NaN"
+    assert np.isfinite(np.delete(out, [1, 4], axis=0)).all()
+
+
 def _nonfinite_cases():
     cases = [
         ("lsh/masked-keys-nan-inf", "LSHCumulation", _nf_lsh, dict(hashtable_capacity=8), _check_lsh_masked),
@@ -427,6 +442,30 @@ def _nonfinite_cases():
             attrs = topk_attrs(gating, act)
             cases.append((f"topk/{gating}-{act}-nan", "TopKExperts", _nf_topk_hidden(np.nan), attrs, _check_topk_nan))
             cases.append((f"topk/{gating}-{act}-inf", "TopKExperts", _nf_topk_hidden(np.inf), attrs, _check_topk_inf))
+    # TopKExpertsInt8, relu (the kernel's output is the reference's to the bit): ignored picks and
+    # live weights as TopKExperts'; non-finite hidden rows NaN through every gating.
+    relu = topk_attrs("glu", "relu")
+    cases.append(("topk-int8/ignored-picks", "TopKExpertsInt8", _int8(_nf_topk_ignored), relu, _check_topk_ignored))
+    cases.append(
+        (
+            "topk-int8/live-weights",
+            "TopKExpertsInt8",
+            _int8(_nf_topk_weight),
+            topk_attrs("none", "relu"),
+            _check_topk_weight,
+        )
+    )
+    for gating in ("glu", "glu_clamped", "glu_clamped_after", "glu_clamped_offset"):
+        for name, special in (("nan", np.nan), ("inf", np.inf)):
+            cases.append(
+                (
+                    f"topk-int8/{gating}-relu-{name}",
+                    "TopKExpertsInt8",
+                    _int8(_nf_topk_hidden(special)),
+                    topk_attrs(gating, "relu"),
+                    _check_topk_int8_nonfinite,
+                )
+            )
     cases += [
         ("top1/nan-inf", "Top1Dispatch", _nf_top1, dict(expert_capacity=12), _check_top1),
         ("argmax/nan-inf", "ArgmaxHash", _nf_argmax, dict(num_hash=2), _check_argmax),

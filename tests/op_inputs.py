@@ -321,6 +321,27 @@ def topk_experts_inputs(
     }
 
 
+def topk_experts_int8_inputs(rng, *args, **kw) -> dict[str, np.ndarray]:
+    """TopKExpertsInt8's inputs: TopKExperts' (topk_experts_inputs' arguments), quantized by
+    `quantize_topk_experts_inputs`."""
+    return quantize_topk_experts_inputs(topk_experts_inputs(rng, *args, **kw))
+
+
+def quantize_topk_experts_inputs(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """TopKExperts' inputs as TopKExpertsInt8's: the experts' weights quantized as the rewrite does
+    (bucketrt.quantization.expert_ffn: int8 codes, one scale per expert and output channel), the
+    biases float."""
+    from bucketrt.quantization.expert_ffn import quantize_weights
+
+    gate_up, gate_up_scale = quantize_weights(inputs["gate_up"])
+    down, down_scale = quantize_weights(inputs["down"])
+    return {
+        **{name: inputs[name] for name in ("hidden", "expert_index", "expert_weight")},
+        **{"gate_up": gate_up, "gate_up_scale": gate_up_scale, "gate_up_bias": inputs["gate_up_bias"]},
+        **{"down": down, "down_scale": down_scale, "down_bias": inputs["down_bias"]},
+    }
+
+
 def topk_attrs(gating="glu", activation="silu") -> dict:
     return {"activation": activation, "gating": gating, "limit": GATING_LIMITS[gating]}
 
@@ -403,10 +424,11 @@ def _expert_ffn(batch, length, dim, ff, experts, capacity, skew=0.0, activation=
     )
 
 
-def _topk(tokens, picks, dim, ff, experts, gating="glu", activation="silu", none=0.0, **kw):
-    """A TopKExperts call (kw: topk_experts_inputs' crowd, scaled)."""
+def _topk(tokens, picks, dim, ff, experts, gating="glu", activation="silu", none=0.0, make=topk_experts_inputs, **kw):
+    """A TopKExperts (or, make=topk_experts_int8_inputs, TopKExpertsInt8) call (kw: topk_experts_inputs'
+    crowd, scaled)."""
     return lambda rng: Call(
-        topk_experts_inputs(rng, tokens, picks, dim, ff, experts, gating, none, **kw), topk_attrs(gating, activation)
+        make(rng, tokens, picks, dim, ff, experts, gating, none, **kw), topk_attrs(gating, activation)
     )
 
 
@@ -604,6 +626,18 @@ TABLE: dict[str, OpInputs] = {
                     exhaustive="K",
                 ),
             ),
+        ),
+        OpInputs(
+            "TopKExpertsInt8",
+            # GPT-OSS's gating with picks of no expert, as TopKExperts'; relu, so that the kernel's
+            # output is the reference's to the bit (catalogue.py: the integer sums are exact).
+            small={
+                "topk-experts-int8": _topk(
+                    5, 2, 6, 5, 3, "glu_clamped_offset", "relu", none=0.2, make=topk_experts_int8_inputs
+                ),
+            },
+            # F and D sliced, rows past one task's, every quantization and combine chunk split.
+            workers={"": _topk(200, 4, 160, 300, 8, "glu", "gelu", none=0.1, crowd=0.3, make=topk_experts_int8_inputs)},
         ),
     )
 }

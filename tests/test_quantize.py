@@ -388,3 +388,31 @@ def test_bench_plot_cli(exports, tmp_path):
     assert result.exit_code == 0, result.output
     assert "AVX2" in result.output and "Plot:" in result.output
     assert _png_size(figure) == (800, 500)
+
+
+def test_an_excluded_gemm_stays_float(tmp_path):
+    # ONNX Runtime's dynamic quantizer turns every Gemm into a MatMul (and an Add) named <name>_MatMul
+    # before it applies nodes_to_exclude: quantize_model_file excludes a Gemm by both names.
+    from onnx import helper, numpy_helper
+
+    from bucketrt.quantization import quantize_model_file
+
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Gemm", ["x", f"w{i}", f"b{i}"], [f"y{i}"], name=f"linear_{i}", transB=1) for i in (0, 1)]
+    nodes.append(helper.make_node("Add", ["y0", "y1"], ["y"], name="sum"))
+    weights = [numpy_helper.from_array(rng.standard_normal((16, 32)).astype(np.float32), f"w{i}") for i in (0, 1)]
+    biases = [numpy_helper.from_array(np.zeros(16, np.float32), f"b{i}") for i in (0, 1)]
+    graph = helper.make_graph(
+        nodes,
+        "two_gemms",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4, 32])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [4, 16])],
+        weights + biases,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "model.onnx")
+    quantize_model_file(tmp_path / "model.onnx", tmp_path / "int8.onnx", nodes_to_exclude=["linear_1"])
+    kinds = {n.name: n.op_type for n in onnx.load(str(tmp_path / "int8.onnx")).graph.node}
+    assert kinds.get("linear_1_MatMul") == "MatMul" and "linear_1_MatMul_quant" not in kinds
+    assert any(kind == "MatMulInteger" and name.startswith("linear_0") for name, kind in kinds.items())

@@ -18,9 +18,7 @@
 namespace bucketrt::cpu {
 namespace {
 
-// Rows of one expert per task, at most: the tile's GEMM gains little beyond, and its scratch stays
-// in L2. An expert's rows are cut into equal blocks (300 rows: 150 and 150, not 256 and 44).
-constexpr int64_t kRowBlock = 256;
+constexpr int64_t kRowBlock = kExpertRowBlock;
 // Columns per task, about. Few rows (decoding): narrow slices, so that the workers share the
 // experts' weights, which the GEMVs stream at memory speed. Many rows: wide ones, since each slice
 // packs its rows for the GEMM again (on this CPU, 512 columns ran Mixtral's first projection at 1024
@@ -47,41 +45,7 @@ int64_t SliceFor(int64_t columns, int64_t rows) {
   return SliceWidth(columns, rows >= kWideFromRows ? kWideSlice : kNarrowSlice);
 }
 
-struct Task {
-  int64_t expert;
-  int64_t start;  // first sorted row
-  int64_t rows;
-  int64_t col0;   // first column of the slice
-  int64_t cols;
-};
-
-// Where each expert's rows are in the block's sorted order: the experts that have rows, ascending,
-// each one's first row and count. Kept per run, reset per block for the experts listed only, so
-// that a block costs in proportion to its picks, never to E.
-struct Groups {
-  std::vector<int64_t> count, first;  // [E]: zero for an expert without rows in the block
-  std::vector<int64_t> experts;       // the experts with rows, ascending
-};
-
-// Every task of one projection: per expert with rows, its row blocks times column slices (both set
-// by the expert's row count and the shape, never by the workers); largest first (workers pulling
-// from a counter then finish close together), ties in expert order.
-void MakeTasks(const Groups& groups, int64_t columns, std::vector<Task>* tasks) {
-  tasks->clear();
-  for (const int64_t e : groups.experts) {
-    const int64_t count = groups.count[static_cast<size_t>(e)], first = groups.first[static_cast<size_t>(e)];
-    const int64_t blocks = (count + kRowBlock - 1) / kRowBlock;
-    const int64_t rows = (count + blocks - 1) / blocks;
-    const int64_t slice = SliceFor(columns, rows);
-    for (int64_t r = 0; r < count; r += rows) {
-      for (int64_t c = 0; c < columns; c += slice) {
-        tasks->push_back({e, first + r, std::min(rows, count - r), c, std::min(slice, columns - c)});
-      }
-    }
-  }
-  std::stable_sort(tasks->begin(), tasks->end(),
-                   [](const Task& a, const Task& b) { return a.rows * a.cols > b.rows * b.cols; });
-}
+using Task = ExpertTask;
 
 struct Job {
   const TopKExpertsShape* shape;
@@ -180,34 +144,6 @@ void Gather(void* data, size_t index) {
   }
 }
 
-// out[t] = sum over the live picks j in order of weight[t, j] * y[t, j], from 0 (the reference's
-// sum: each product rounded, then added; -ffp-contract=off keeps them apart).
-struct CombineJob {
-  const int64_t* position;  // per (token of the block, pick): sorted row or -1
-  const float* weight;      // the block's [tokens, K]
-  const float* rows;        // y
-  float* out;               // the block's [tokens, D]
-  int64_t tokens, picks, dim;
-};
-
-void Combine(void* data, size_t index) {
-  const CombineJob& job = *static_cast<const CombineJob*>(data);
-  const int64_t begin = static_cast<int64_t>(index) * kCombineTokens;
-  const int64_t end = std::min(job.tokens, begin + kCombineTokens);
-  const int64_t D = job.dim;
-  for (int64_t t = begin; t < end; ++t) {
-    float* row = job.out + t * D;
-    std::fill(row, row + D, 0.0f);
-    for (int64_t j = 0; j < job.picks; ++j) {
-      const int64_t p = job.position[t * job.picks + j];
-      if (p < 0) continue;  // no expert: adds nothing, whatever the weight
-      const float w = job.weight[t * job.picks + j];
-      const float* y = job.rows + p * D;
-      for (int64_t d = 0; d < D; ++d) row[d] = row[d] + w * y[d];
-    }
-  }
-}
-
 void RunChunks(ParallelFor parallel_for, void (*fn)(void*, size_t), void* job, int64_t items, int64_t floats,
                int64_t workers) {
   const int64_t chunks = (items + kCombineTokens - 1) / kCombineTokens;
@@ -279,6 +215,110 @@ std::string LimitedGatings() {
 
 }  // namespace
 
+// Every task of one projection: per expert with rows, its row blocks times column slices (both set
+// by the expert's row count and the shape, never by the workers); largest first (workers pulling
+// from a counter then finish close together), ties in expert order. An expert's rows are cut into
+// equal blocks (300 rows: 150 and 150, not 256 and 44).
+void MakeExpertTasks(const ExpertGroups& groups, int64_t columns, std::vector<ExpertTask>* tasks) {
+  tasks->clear();
+  for (const int64_t e : groups.experts) {
+    const int64_t count = groups.count[static_cast<size_t>(e)], first = groups.first[static_cast<size_t>(e)];
+    const int64_t blocks = (count + kRowBlock - 1) / kRowBlock;
+    const int64_t rows = (count + blocks - 1) / blocks;
+    const int64_t slice = SliceFor(columns, rows);
+    for (int64_t r = 0; r < count; r += rows) {
+      for (int64_t c = 0; c < columns; c += slice) {
+        tasks->push_back({e, first + r, std::min(rows, count - r), c, std::min(slice, columns - c)});
+      }
+    }
+  }
+  std::stable_sort(tasks->begin(), tasks->end(),
+                   [](const ExpertTask& a, const ExpertTask& b) { return a.rows * a.cols > b.rows * b.cols; });
+}
+
+int64_t WidestExpertSlice(int64_t columns) {
+  return std::max(SliceWidth(columns, kNarrowSlice), SliceWidth(columns, kWideSlice));
+}
+
+void ExpertGroups::Reset(int64_t num_experts, int64_t block_pairs) {
+  count.assign(static_cast<size_t>(num_experts), 0);
+  first.assign(static_cast<size_t>(num_experts), 0);
+  experts.clear();
+  position.resize(static_cast<size_t>(block_pairs));
+  token.resize(static_cast<size_t>(block_pairs));
+  live = 0;
+}
+
+void GroupPicksByExpert(const int32_t* index, int64_t first_token, int64_t tokens, int64_t picks,
+                        int64_t num_experts, ExpertGroups* groups) {
+  ExpertGroups& g = *groups;
+  const int64_t E = num_experts, K = picks;
+  for (const int64_t e : g.experts) g.count[static_cast<size_t>(e)] = 0;  // the last block's
+  g.experts.clear();
+  for (int64_t i = 0; i < tokens * K; ++i) {
+    const int64_t e = index[i];
+    if (e == E) continue;
+    if (g.count[static_cast<size_t>(e)]++ == 0) g.experts.push_back(e);
+  }
+  std::sort(g.experts.begin(), g.experts.end());
+  int64_t live = 0;
+  for (const int64_t e : g.experts) {
+    g.first[static_cast<size_t>(e)] = live;
+    live += g.count[static_cast<size_t>(e)];
+  }
+  std::vector<int64_t>& cursor = g.first;  // advanced while scattering, then set back
+  for (int64_t i = 0; i < tokens * K; ++i) {
+    const int64_t e = index[i];
+    if (e == E) {
+      g.position[static_cast<size_t>(i)] = -1;
+      continue;
+    }
+    const int64_t p = cursor[static_cast<size_t>(e)]++;
+    g.position[static_cast<size_t>(i)] = p;
+    g.token[static_cast<size_t>(p)] = first_token + i / K;
+  }
+  for (const int64_t e : g.experts) g.first[static_cast<size_t>(e)] -= g.count[static_cast<size_t>(e)];
+  g.live = live;
+}
+
+namespace {
+
+// out[t] = sum over the live picks j in order of weight[t, j] * y[t, j], from 0 (the reference's
+// sum: each product rounded, then added; -ffp-contract=off keeps them apart).
+struct CombineJob {
+  const int64_t* position;  // per (token of the block, pick): sorted row or -1
+  const float* weight;      // the block's [tokens, K]
+  const float* rows;        // y
+  float* out;               // the block's [tokens, D]
+  int64_t tokens, picks, dim;
+};
+
+void Combine(void* data, size_t index) {
+  const CombineJob& job = *static_cast<const CombineJob*>(data);
+  const int64_t begin = static_cast<int64_t>(index) * kCombineTokens;
+  const int64_t end = std::min(job.tokens, begin + kCombineTokens);
+  const int64_t D = job.dim;
+  for (int64_t t = begin; t < end; ++t) {
+    float* row = job.out + t * D;
+    std::fill(row, row + D, 0.0f);
+    for (int64_t j = 0; j < job.picks; ++j) {
+      const int64_t p = job.position[t * job.picks + j];
+      if (p < 0) continue;  // no expert: adds nothing, whatever the weight
+      const float w = job.weight[t * job.picks + j];
+      const float* y = job.rows + p * D;
+      for (int64_t d = 0; d < D; ++d) row[d] = row[d] + w * y[d];
+    }
+  }
+}
+
+}  // namespace
+
+void CombinePicks(const ExpertGroups& groups, const float* weight, const float* y, float* out, int64_t tokens,
+                  int64_t picks, int64_t dim, int64_t workers, ParallelFor parallel_for) {
+  CombineJob combine{groups.position.data(), weight, y, out, tokens, picks, dim};
+  RunChunks(parallel_for, Combine, &combine, tokens, tokens * picks * dim, workers);
+}
+
 void WidenHalfBits(const uint16_t* src, float* dst, int64_t count) {
   static const WidenFn widen = PickWiden();
   widen(src, dst, count);
@@ -305,8 +345,7 @@ TopKExpertsShape TopKExpertsShapeOf(const Attributes& /*attrs*/, const Bindings&
   return s;
 }
 
-std::string CheckTopKExpertsAttributes(const Attributes& attrs, TopKExpertsConfig* config) {
-  const char* op = spec::kTopKExperts.name;
+std::string CheckTopKExpertsAttributes(const Attributes& attrs, TopKExpertsConfig* config, const char* op) {
   std::string error = ParseActivation(op, attrs.String("activation"), &config->act);
   if (!error.empty()) return error;
   const std::string& gating = attrs.String("gating");
@@ -336,7 +375,7 @@ std::string CheckTopKExpertsShape(const TopKExpertsShape& shape, const TopKExper
     for (const spec::GatingName& g : spec::kGatingNames) {
       if (g.gating == config.gating) name = g.name;
     }
-    return Format("%s: input 'gate_up' dim 1 (G) must be %s = %lld for gating '%s', got %lld", spec::kTopKExperts.name,
+    return Format("%s: input 'gate_up' dim 1 (G) must be %s = %lld for gating '%s', got %lld", shape.op,
                   plain ? "F" : "2*F", static_cast<long long>(width), name, static_cast<long long>(shape.width));
   }
   return {};
@@ -353,7 +392,7 @@ std::string CheckTopKExpertsIndex(const TopKExpertsShape& shape, const int32_t* 
 
 std::string TopKExpertsIndexError(const TopKExpertsShape& shape, int64_t flat, int64_t index) {
   return Format("%s: input 'expert_index' has %lld at [%lld, %lld], outside [0, E=%lld] (E: no expert)",
-                spec::kTopKExperts.name, static_cast<long long>(index), static_cast<long long>(flat / shape.picks),
+                shape.op, static_cast<long long>(index), static_cast<long long>(flat / shape.picks),
                 static_cast<long long>(flat % shape.picks), static_cast<long long>(shape.num_experts));
 }
 
@@ -370,8 +409,8 @@ std::string PlanTopKExperts(const TopKExpertsShape& s, int64_t max_workers, bool
     return SizeOverflowError(op, "a token's rows");
   }
   plan.block_tokens = std::clamp<int64_t>(kBlockFloats / std::max<int64_t>(per_token, 1), 1, s.tokens);
-  plan.ff_slice = std::max(SliceWidth(s.ff, kNarrowSlice), SliceWidth(s.ff, kWideSlice));  // the widest
-  plan.dim_slice = std::max(SliceWidth(s.dim, kNarrowSlice), SliceWidth(s.dim, kWideSlice));
+  plan.ff_slice = WidestExpertSlice(s.ff);
+  plan.dim_slice = WidestExpertSlice(s.dim);
   // First projection: the up half's [rows, slice] (kRowBlock rows: the tiles' layout), and with
   // float16 weights the slice's gate and up rows and biases; second: its weight rows and bias. Each
   // is at most a few times the floats of one expert's weights (an input), so they fit.
@@ -403,58 +442,29 @@ void TopKExperts(const TopKExpertsShape& shape, const TopKExpertsPlan& plan, con
   float* rows = scratch;
   float* act = scratch + plan.block_tokens * K * D;
   float* slots = scratch + plan.block_floats();
-  const size_t pairs = static_cast<size_t>(plan.block_tokens * K);
-  Groups groups;
-  groups.count.assign(static_cast<size_t>(E), 0);
-  groups.first.assign(static_cast<size_t>(E), 0);
-  std::vector<int64_t> position(pairs);  // (token of the block, pick) -> sorted row or -1
-  std::vector<int64_t> token(pairs);     // sorted row -> token
+  ExpertGroups groups;
+  groups.Reset(E, plan.block_tokens * K);
   std::vector<Task> tasks;
   for (int64_t b0 = 0; b0 < T; b0 += plan.block_tokens) {
     const int64_t tokens = std::min(plan.block_tokens, T - b0);
-    const int32_t* index = expert_index + b0 * K;
     // 1. The stable counting sort over the experts present: each expert's pairs in (token, pick)
     // order; E (no expert) left out.
-    for (const int64_t e : groups.experts) groups.count[static_cast<size_t>(e)] = 0;  // the last block's
-    groups.experts.clear();
-    for (int64_t i = 0; i < tokens * K; ++i) {
-      const int64_t e = index[i];
-      if (e == E) continue;
-      if (groups.count[static_cast<size_t>(e)]++ == 0) groups.experts.push_back(e);
-    }
-    std::sort(groups.experts.begin(), groups.experts.end());
-    int64_t live = 0;
-    for (const int64_t e : groups.experts) {
-      groups.first[static_cast<size_t>(e)] = live;
-      live += groups.count[static_cast<size_t>(e)];
-    }
-    std::vector<int64_t>& cursor = groups.first;  // advanced while scattering, then set back
-    for (int64_t i = 0; i < tokens * K; ++i) {
-      const int64_t e = index[i];
-      if (e == E) {
-        position[static_cast<size_t>(i)] = -1;
-        continue;
-      }
-      const int64_t p = cursor[static_cast<size_t>(e)]++;
-      position[static_cast<size_t>(i)] = p;
-      token[static_cast<size_t>(p)] = b0 + i / K;
-    }
-    for (const int64_t e : groups.experts) groups.first[static_cast<size_t>(e)] -= groups.count[static_cast<size_t>(e)];
+    GroupPicksByExpert(expert_index + b0 * K, b0, tokens, K, E, &groups);
+    const int64_t live = groups.live;
     if (live > 0) {
-      GatherJob gather{hidden, token.data(), rows, D, live};
+      GatherJob gather{hidden, groups.token.data(), rows, D, live};
       RunChunks(parallel_for, Gather, &gather, live, live * D, plan.workers);
       // 2. The first projection and the gating, per (expert, rows, slice of F).
-      MakeTasks(groups, F, &tasks);
+      MakeExpertTasks(groups, F, &tasks);
       Job first{&shape, &plan, &config, tiles, gate_up, gate_up_bias, rows, act, slots, &tasks};
       RunTasks(parallel_for, FirstWorker, &first, plan.workers);
       // 3. The second projection, per (expert, rows, slice of D), over the gathered rows.
-      MakeTasks(groups, D, &tasks);
+      MakeExpertTasks(groups, D, &tasks);
       Job second{&shape, &plan, &config, tiles, down, down_bias, rows, act, slots, &tasks};
       RunTasks(parallel_for, SecondWorker, &second, plan.workers);
     }
     // 4. Each token's picks, in order.
-    CombineJob combine{position.data(), expert_weight + b0 * K, rows, out + b0 * D, tokens, K, D};
-    RunChunks(parallel_for, Combine, &combine, tokens, tokens * K * D, plan.workers);
+    CombinePicks(groups, expert_weight + b0 * K, rows, out + b0 * D, tokens, K, D, plan.workers, parallel_for);
   }
 }
 

@@ -22,6 +22,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "bucketrt/op_specs.h"
 #include "bucketrt/parallel.h"
@@ -45,6 +46,8 @@ struct TopKExpertsShape {
   int64_t ff = 0;           // F
   int64_t width = 0;        // G: 2F for the glu gatings, F for none
   int64_t num_experts = 0;  // E
+  // The op the errors name: TopKExpertsInt8 shares these checks and its routing.
+  const char* op = spec::kTopKExperts.name;
 };
 
 // The shape of one call: the spec's bindings (after BindInputs) and resolved attributes.
@@ -59,7 +62,8 @@ struct TopKExpertsConfig {
 
 // The op's checks beyond the spec's, in reference.check_topk_experts_attributes' words: the limit
 // against the gating (at kernel creation: attributes alone), fills *config; "" or the error.
-std::string CheckTopKExpertsAttributes(const Attributes& attrs, TopKExpertsConfig* config);
+std::string CheckTopKExpertsAttributes(const Attributes& attrs, TopKExpertsConfig* config,
+                                       const char* op = spec::kTopKExperts.name);
 // G against F and the gating (at run time: the dims): "" or the error.
 std::string CheckTopKExpertsShape(const TopKExpertsShape& shape, const TopKExpertsConfig& config);
 
@@ -98,6 +102,46 @@ void TopKExperts(const TopKExpertsShape& shape, const TopKExpertsPlan& plan, con
                  const float* hidden, const int32_t* expert_index, const float* expert_weight, const void* gate_up,
                  const void* gate_up_bias, const void* down, const void* down_bias, float* out, float* scratch,
                  ParallelFor parallel_for);
+
+// ---- the routing, shared with TopKExpertsInt8 (cpu/top_k_experts_int8.cc) -----------------------
+// Rows of one expert per task, at most: the tile's GEMM gains little beyond, and its scratch stays
+// in L2.
+constexpr int64_t kExpertRowBlock = 256;
+
+// One block of tokens' live (token, pick) pairs sorted by expert (step 1): where each expert's rows
+// are in the sorted order (the experts that have rows, ascending, each one's first row and count),
+// which sorted row each pair went to and which token each sorted row is. Kept per run, reset per
+// block for the experts listed only, so that a block costs in proportion to its picks, never to E.
+struct ExpertGroups {
+  std::vector<int64_t> count, first;  // [E]: zero for an expert without rows in the block
+  std::vector<int64_t> experts;       // the experts with rows, ascending
+  std::vector<int64_t> position;      // (token of the block, pick) -> sorted row, or -1 for no expert
+  std::vector<int64_t> token;         // sorted row -> token (of the whole input)
+  int64_t live = 0;                   // sorted rows
+  void Reset(int64_t num_experts, int64_t block_pairs);
+};
+// The stable counting sort of `tokens` tokens' picks (index: their [tokens, K] expert indices,
+// checked; the first is token first_token) by expert, E (no expert) left out.
+void GroupPicksByExpert(const int32_t* index, int64_t first_token, int64_t tokens, int64_t picks,
+                        int64_t num_experts, ExpertGroups* groups);
+// One task of a projection: one expert, `rows` of its sorted rows from `start`, columns
+// [col0, col0 + cols) of the output.
+struct ExpertTask {
+  int64_t expert;
+  int64_t start;
+  int64_t rows;
+  int64_t col0;
+  int64_t cols;
+};
+// Every task of one projection with `columns` outputs (the rows and slices set by the groups and
+// the shape alone, never by the workers), largest first.
+void MakeExpertTasks(const ExpertGroups& groups, int64_t columns, std::vector<ExpertTask>* tasks);
+// The widest slice MakeExpertTasks cuts from `columns` (what a worker's scratch must hold).
+int64_t WidestExpertSlice(int64_t columns);
+// Step 4: out[t] = sum over the block's token t's live picks j in order of weight[t, j] * y[row],
+// from 0; y [live, dim] in sorted order, weight [tokens, K] and out [tokens, dim] the block's.
+void CombinePicks(const ExpertGroups& groups, const float* weight, const float* y, float* out, int64_t tokens,
+                  int64_t picks, int64_t dim, int64_t workers, ParallelFor parallel_for);
 
 // ---- the tiles, one definition per instruction set (cpu/expert_ffn_tile.cc) ---------------------
 // First projection of `rows` gathered rows x [rows, dim] on one slice of `width` columns of F:

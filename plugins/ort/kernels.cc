@@ -9,6 +9,7 @@
 #include "cpu/bucket_sum.h"
 #include "cpu/sorted_chunk_attention.h"
 #include "cpu/top_k_experts.h"
+#include "cpu/top_k_experts_int8.h"
 
 #include <algorithm>
 #include <string>
@@ -34,6 +35,7 @@ namespace argmax = spec::ArgmaxHash;
 namespace bucket_sum = spec::BucketSum;
 namespace chunked = spec::SortedChunkAttention;
 namespace topk = spec::TopKExperts;
+namespace topk8 = spec::TopKExpertsInt8;
 
 // The attributes' bounds are the spec's, checked by ReadAttributes before any kernel is made.
 LSHCumulationKernel::LSHCumulationKernel(const Attributes& /*attrs*/) {}
@@ -368,6 +370,35 @@ void TopKExpertsKernel::Compute(CpuRun& run, const OrtInputs& in, const Attribut
                    raw(topk::kGateUpBias), raw(topk::kDown), raw(topk::kDownBias), out_f, scratch.data(),
                    run.parallel());
   if (half) NarrowToHalf(out_f, static_cast<Ort::Float16_t*>(out), outputs);
+}
+
+// The limit against the gating (the attributes alone): checked when the session is created.
+TopKExpertsInt8Kernel::TopKExpertsInt8Kernel(const Attributes& attrs) {
+  cpu::TopKExpertsConfig config;
+  ThrowIfError(cpu::CheckTopKExpertsAttributes(attrs, &config, spec::kTopKExpertsInt8.name));
+}
+
+void TopKExpertsInt8Kernel::Compute(CpuRun& run, const OrtInputs& in, const Attributes& attrs, const Bindings& env) {
+  Ort::KernelContext& ctx = run.ctx;
+  const spec::OpSpec& op = Spec();
+  const cpu::TopKExpertsInt8Shape shape = cpu::TopKExpertsInt8ShapeOf(attrs, env);
+  cpu::TopKExpertsConfig config;
+  ThrowIfError(cpu::CheckTopKExpertsAttributes(attrs, &config, op.name));  // checked at creation: lookups
+  ThrowIfError(cpu::CheckTopKExpertsInt8Shape(shape, config));
+  const int32_t* expert_index = in.Data<int32_t>(topk8::kExpertIndex);
+  ThrowIfError(cpu::CheckTopKExpertsIndex(shape, expert_index));
+  // Every sum is an exact int32 sum and the tasks follow the shape: the session's workers only
+  // pull them.
+  cpu::TopKExpertsInt8Plan plan;
+  ThrowIfError(cpu::PlanTopKExpertsInt8(shape, run.max_workers(), &plan));
+  size_t outputs = 0;
+  float* out = AllocateOutput<float>(op, ctx, topk8::kOut, env, &outputs);
+  Scratch scratch(ctx, (plan.scratch_bytes() + sizeof(float) - 1) / sizeof(float), op.name);
+  cpu::TopKExpertsInt8(shape, plan, config, in.Data<float>(topk8::kHidden), expert_index,
+                       in.Data<float>(topk8::kExpertWeight), in.Data<int8_t>(topk8::kGateUp),
+                       in.Data<float>(topk8::kGateUpScale), in.Data<float>(topk8::kGateUpBias),
+                       in.Data<int8_t>(topk8::kDown), in.Data<float>(topk8::kDownScale),
+                       in.Data<float>(topk8::kDownBias), out, scratch.data(), run.parallel());
 }
 
 }  // namespace bucketrt::ort

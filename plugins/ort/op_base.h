@@ -73,7 +73,7 @@ void NarrowToHalf(const float* src, Ort::Float16_t* dst, size_t count);
 
 // The inputs of one run, with their element types and shapes for the spec checks.
 struct OrtInputs {
-  static constexpr int kMax = 8;
+  static constexpr int kMax = spec::kMaxInputs;  // the catalogue's widest op
   int count = 0;
   Ort::ConstValue values[kMax];
   std::vector<int64_t> shapes[kMax];

@@ -310,6 +310,44 @@ TOPK_EXPERTS = OpSpec(
     float_types=FLOAT_TYPES,
 )
 
+TOPK_EXPERTS_INT8 = OpSpec(
+    name="TopKExpertsInt8",
+    summary="TopKExperts with int8 expert weights (per expert and output channel scales) and activations "
+    "quantized per row at run time, as ExpertFFNInt8 computes its layers: uint8 x int8 products summed in "
+    "int32, float32 results. `bucketrt.quantization.expert_ffn` rewrites TopKExperts into it.",
+    semantics=(
+        "Routing, gatings, biases and the sum over picks as TopKExperts: for token t and pick j < K with "
+        "e = expert_index[t,j] < E, h = L(hidden[t,:], gate_up[e], gate_up_scale[e]) + gate_up_bias[e] (G values), "
+        "a = gating(h) (F values), y_j = L(a, down[e], down_scale[e]) + down_bias[e]; out[t,:] = sum over the picks "
+        "j = 0, 1, ..., K-1 in that order of expert_weight[t,j] * y_j, in float32; expert_index E means no expert "
+        "(the pick adds nothing), an index outside [0, E] is an error. L(x, w, s_w) is ExpertFFNInt8's quantized "
+        "linear layer over a row x of K floats: x quantized as asymmetric uint8 per row (s = hi/255 - lo/255 over "
+        "lo = min(0, min x), hi = max(0, max x), zp = clamp(round(-lo/s), 0, 255), q = clamp(round(x/s) + zp, 0, 255)), "
+        "acc_n = sum_k (q_k - zp) * w[n,k] exact in int32 (D, F <= 65536), L_n = float32(acc_n) * (s * s_w[n]); "
+        "each bias is then added as one float32 addition. A token's hidden row is quantized once whatever its "
+        "picks; a row with a NaN or Inf has s NaN, so its layer's output is NaN; the gatings' clamps propagate "
+        "NaN (torch.clamp); scales, biases and weights multiply and add as IEEE."
+    ),
+    inputs=(
+        Tensor("hidden", FLOAT, ("T", "D"), "Token states entering the experts (tokens flattened)."),
+        Tensor("expert_index", "int32", ("T", "K"), "The experts each token's router chose, in [0, E]; E: none."),
+        Tensor("expert_weight", FLOAT, ("T", "K"), "The routing weight of each of the token's picks."),
+        Tensor(
+            "gate_up",
+            "int8",
+            ("E", "G", "D"),
+            "First projection of each expert, int8: [gate; up] rows, or up alone (D <= 65536).",
+        ),
+        Tensor("gate_up_scale", FLOAT, ("E", "G"), "Scale of each row (output channel) of gate_up."),
+        Tensor("gate_up_bias", FLOAT, ("E", "G"), "Its bias, float (zeros for experts without one)."),
+        Tensor("down", "int8", ("E", "D", "F"), "Second projection of each expert, int8 (F <= 65536)."),
+        Tensor("down_scale", FLOAT, ("E", "D"), "Scale of each row (output channel) of down."),
+        Tensor("down_bias", FLOAT, ("E", "D"), "Its bias, float (zeros for experts without one)."),
+    ),
+    outputs=TOPK_EXPERTS.outputs,
+    attributes=TOPK_EXPERTS.attributes,
+)
+
 ARGMAX_HASH = OpSpec(
     name="ArgmaxHash",
     summary="Angular LSH (Reformer's hashing): random projections of each vector, bucket = argmax over "
@@ -447,6 +485,7 @@ OPS: tuple[OpSpec, ...] = (
     EXPERT_FFN,
     EXPERT_FFN_INT8,
     TOPK_EXPERTS,
+    TOPK_EXPERTS_INT8,
 )
 BY_NAME = {op.name: op for op in OPS}
 

@@ -48,6 +48,8 @@ def cpp_header() -> str:
         "namespace bucketrt::spec {",
         f'inline constexpr const char* kDomain = "{DOMAIN}";',
         f"inline constexpr int kVersion = {VERSION};",
+        "// The most inputs an op takes (the ORT glue's per-run arrays hold that many).",
+        f"inline constexpr int kMaxInputs = {max(len(op.inputs) for op in OPS)};",
         "// Routing attributes every node carries (TensorRT's plugin lookup); kernels ignore them.",
         f'inline constexpr const char* kPluginNamespace = "{PLUGIN_NAMESPACE}";',
         f'inline constexpr const char* kPluginVersionAttribute = "{PLUGIN_VERSION_ATTRIBUTE}";',

@@ -24,6 +24,7 @@ from .catalogue import (
     SORTED_CHUNK_ATTENTION,
     TOP1_DISPATCH,
     TOPK_EXPERTS,
+    TOPK_EXPERTS_INT8,
     hadamard_parts,
 )
 from .catalogue import EXPERT_ACTIVATIONS as SPEC_EXPERT_ACTIVATIONS
@@ -309,9 +310,10 @@ def expert_ffn_int8(hidden, order, counts, gate, wi, wi_scale, wo, wo_scale, **a
     return _each_expert(hidden, order, counts, gate, env["D"], ffn)
 
 
-def check_int8_sum_length(op: str, dim: int, ff: int) -> None:
-    """The int32 sums' bound on D and F (the kernels word it alike)."""
-    for name, axis, sym, size in (("wi", 2, "D", dim), ("wo", 2, "F", ff)):
+def check_int8_sum_length(op: str, dim: int, ff: int, names: tuple[str, str] = ("wi", "wo")) -> None:
+    """The int32 sums' bound on D and F, named by the inputs whose dim 2 they are (the kernels word it
+    alike)."""
+    for name, axis, sym, size in ((names[0], 2, "D", dim), (names[1], 2, "F", ff)):
         if size > MAX_INT8_SUM_LENGTH:
             raise ValueError(
                 f"{op}: input '{name}' dim {axis} ({sym}) is {size}, more than {MAX_INT8_SUM_LENGTH} "
@@ -519,23 +521,49 @@ def gating_function(gating: str, act, limit: float):
     return gated
 
 
-def check_topk_experts_attributes(attrs: dict, env: dict) -> None:
-    """TopKExperts' checks beyond the spec's (the kernels word them alike): G against F and the
-    gating, and the limit against the gating."""
+def check_topk_experts_attributes(attrs: dict, env: dict, op: str = TOPK_EXPERTS.name) -> None:
+    """TopKExperts' checks beyond the spec's, and TopKExpertsInt8's (the kernels word them alike): G
+    against F and the gating, and the limit against the gating."""
     gating, limit = attrs["gating"], attrs["limit"]
     width = env["F"] if gating == "none" else 2 * env["F"]
     if env["G"] != width:
         rule = "F" if gating == "none" else "2*F"
         raise ValueError(
-            f"TopKExperts: input 'gate_up' dim 1 (G) must be {rule} = {width} for gating '{gating}', got {env['G']}"
+            f"{op}: input 'gate_up' dim 1 (G) must be {rule} = {width} for gating '{gating}', got {env['G']}"
         )
     if gating in LIMITED_GATINGS and limit <= 0:
-        raise ValueError(f"TopKExperts: attribute 'limit' must be > 0 for gating '{gating}', got {limit:g}")
+        raise ValueError(f"{op}: attribute 'limit' must be > 0 for gating '{gating}', got {limit:g}")
     if gating not in LIMITED_GATINGS and limit != 0:
         raise ValueError(
-            f"TopKExperts: attribute 'limit' applies to gatings {', '.join(LIMITED_GATINGS)} only; "
+            f"{op}: attribute 'limit' applies to gatings {', '.join(LIMITED_GATINGS)} only; "
             f"it must be 0 for gating '{gating}', got {limit:g}"
         )
+
+
+def _check_expert_index(op: str, expert_index: torch.Tensor, experts: int) -> None:
+    if expert_index.numel() and (int(expert_index.min()) < 0 or int(expert_index.max()) > experts):
+        bad = ((expert_index < 0) | (expert_index > experts)).nonzero()[0].tolist()
+        raise ValueError(
+            f"{op}: input 'expert_index' has {int(expert_index[tuple(bad)])} at {bad}, outside [0, E={experts}] "
+            f"(E: no expert)"
+        )
+
+
+def _sum_over_picks(hidden, expert_index, expert_weight, experts: int, dim: int, expert) -> torch.Tensor:
+    """TopKExperts' routing, shared with TopKExpertsInt8: expert(e, rows) [R, D] is expert e's output for
+    the hidden rows routed to it; each token sums its live picks' weighted outputs in pick order."""
+    # y[t, j]: the output of token t's j-th expert, before its weight (0 where it has none).
+    y = torch.zeros(*expert_index.shape, dim, dtype=torch.float32)
+    for e in expert_index.unique().tolist():
+        if e == experts:
+            continue
+        tokens, picks = (expert_index == e).nonzero(as_tuple=True)
+        y[tokens, picks] = expert(e, hidden[tokens])
+    live = expert_index != experts
+    out = torch.zeros_like(hidden)
+    for j in range(expert_index.shape[1]):  # the spec's order: picks j = 0, 1, ...
+        out = out + torch.where(live[:, j, None], expert_weight[:, j, None] * y[:, j], 0.0)
+    return out
 
 
 def topk_experts(hidden, expert_index, expert_weight, gate_up, gate_up_bias, down, down_bias, **attrs) -> torch.Tensor:
@@ -545,26 +573,33 @@ def topk_experts(hidden, expert_index, expert_weight, gate_up, gate_up_bias, dow
     if hidden.dtype != torch.float32:  # float16: the float32 computation, rounded once at the end
         return topk_experts(*(t.float() if t.is_floating_point() else t for t in tensors), **attrs).to(hidden.dtype)
     experts = env["E"]
-    if expert_index.numel() and (int(expert_index.min()) < 0 or int(expert_index.max()) > experts):
-        bad = ((expert_index < 0) | (expert_index > experts)).nonzero()[0].tolist()
-        raise ValueError(
-            f"TopKExperts: input 'expert_index' has {int(expert_index[tuple(bad)])} at {bad}, outside [0, E={experts}] "
-            f"(E: no expert)"
-        )
+    _check_expert_index(TOPK_EXPERTS.name, expert_index, experts)
     ffn = gating_function(attrs["gating"], EXPERT_ACTIVATIONS[attrs["activation"]], attrs["limit"])
-    # y[t, j]: the output of token t's j-th expert, before its weight (0 where it has none).
-    y = torch.zeros(*expert_index.shape, env["D"], dtype=torch.float32)
-    for e in expert_index.unique().tolist():
-        if e == experts:
-            continue
-        tokens, picks = (expert_index == e).nonzero(as_tuple=True)
-        h = hidden[tokens] @ gate_up[e].T + gate_up_bias[e]
-        y[tokens, picks] = ffn(h) @ down[e].T + down_bias[e]
-    live = expert_index != experts
-    out = torch.zeros_like(hidden)
-    for j in range(expert_index.shape[1]):  # the spec's order: picks j = 0, 1, ...
-        out = out + torch.where(live[:, j, None], expert_weight[:, j, None] * y[:, j], 0.0)
-    return out
+
+    def expert(e, x):
+        return ffn(x @ gate_up[e].T + gate_up_bias[e]) @ down[e].T + down_bias[e]
+
+    return _sum_over_picks(hidden, expert_index, expert_weight, experts, env["D"], expert)
+
+
+def topk_experts_int8(
+    hidden, expert_index, expert_weight, gate_up, gate_up_scale, gate_up_bias, down, down_scale, down_bias, **attrs
+) -> torch.Tensor:
+    tensors = (hidden, expert_index, expert_weight, gate_up, gate_up_scale, gate_up_bias, down, down_scale, down_bias)
+    attrs, env = _check(TOPK_EXPERTS_INT8, tensors, attrs)
+    check_topk_experts_attributes(attrs, env, TOPK_EXPERTS_INT8.name)
+    check_int8_sum_length(TOPK_EXPERTS_INT8.name, env["D"], env["F"], names=("gate_up", "down"))
+    experts = env["E"]
+    _check_expert_index(TOPK_EXPERTS_INT8.name, expert_index, experts)
+    ffn = gating_function(attrs["gating"], EXPERT_ACTIVATIONS[attrs["activation"]], attrs["limit"])
+
+    # A row's quantization depends on the row alone: the token's hidden row quantized once per pick
+    # is the same codes and scale as once per token.
+    def expert(e, x):
+        h = quantized_linear(x, gate_up[e], gate_up_scale[e]) + gate_up_bias[e]
+        return quantized_linear(ffn(h), down[e], down_scale[e]) + down_bias[e]
+
+    return _sum_over_picks(hidden, expert_index, expert_weight, experts, env["D"], expert)
 
 
 REFERENCES = {
@@ -577,4 +612,5 @@ REFERENCES = {
     EXPERT_FFN.name: expert_ffn,
     EXPERT_FFN_INT8.name: expert_ffn_int8,
     TOPK_EXPERTS.name: topk_experts,
+    TOPK_EXPERTS_INT8.name: topk_experts_int8,
 }

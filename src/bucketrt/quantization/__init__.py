@@ -6,7 +6,8 @@
 
 Every component is quantized by onnxruntime.quantization.quantize_dynamic over MatMul/Gemm with
 constant weights (int8 or uint8 weights, activations quantized per run to uint8); bucketrt's own
-ops stay float, except ExpertFFN where `quantize_expert_ffn` (the int8 expert op) is available.
+ops stay float, except the experts (ExpertFFN, TopKExperts), which `quantize_expert_ffn` rewrites into
+their int8 ops (ExpertFFNInt8, TopKExpertsInt8) where available.
 `bucketrt check` then compares the quantized export with the fp32 PyTorch reference by the
 criteria recorded in its manifest (`CHECK_CRITERIA`).
 """

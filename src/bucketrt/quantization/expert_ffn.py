@@ -1,10 +1,12 @@
-"""Switch's experts in int8: every ExpertFFN node becomes an ExpertFFNInt8 node.
+"""Mixture-of-experts layers in int8: every ExpertFFN node (Switch) becomes an ExpertFFNInt8 node,
+every TopKExperts node (the top-k MoE exports: Mixtral, Qwen-MoE, GPT-OSS, ...) a TopKExpertsInt8 one.
 
-onnxruntime.quantization quantizes MatMul and Gemm, but the experts' weights (most of a Switch
-encoder's work) are inputs of bucketrt's ExpertFFN, which it does not know. This rewrite gives
+onnxruntime.quantization quantizes MatMul and Gemm, but the experts' weights (most of an MoE
+model's work) are inputs of bucketrt's expert ops, which it does not know. This rewrite gives
 them the same treatment ORT gives a MatMul's weights with QInt8 and per_channel: symmetric int8,
 one scale per output channel (row of nn.Linear's [out, in] layout) and per expert, and the
-activations quantized per token row at run time by the op (the catalogue's EXPERT_FFN_INT8).
+activations quantized per token row at run time by the op (the catalogue's EXPERT_FFN_INT8 and
+TOPK_EXPERTS_INT8). TopKExperts' biases stay float: they add to the dequantized sums.
 """
 
 from __future__ import annotations
@@ -14,10 +16,16 @@ import onnx
 from onnx import helper, numpy_helper
 
 from bucketrt.errors import BucketrtError
-from bucketrt.ops.catalogue import EXPERT_FFN, EXPERT_FFN_INT8
+from bucketrt.ops.catalogue import EXPERT_FFN, EXPERT_FFN_INT8, TOPK_EXPERTS, TOPK_EXPERTS_INT8
 from bucketrt.ops.schema import DOMAIN
 
 WEIGHT_TYPES = ("int8",)
+# Each float expert op, its int8 op and the weights the rewrite quantizes: the int8 op takes the
+# float op's inputs by name, each quantized weight as its int8 codes and `<weight>_scale`.
+INT8_EXPERT_OPS = {
+    EXPERT_FFN.name: (EXPERT_FFN, EXPERT_FFN_INT8, ("wi", "wo")),
+    TOPK_EXPERTS.name: (TOPK_EXPERTS, TOPK_EXPERTS_INT8, ("gate_up", "down")),
+}
 
 
 def quantize_weights(w: np.ndarray, *, per_channel: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -32,46 +40,50 @@ def quantize_weights(w: np.ndarray, *, per_channel: bool = True) -> tuple[np.nda
 
 
 def quantize_expert_ffn(model: onnx.ModelProto, *, per_channel: bool = True, weight_type: str = "int8") -> list[str]:
-    """Rewrites, in place, every ExpertFFN node of the main graph whose wi and wo are float32
-    initializers into ExpertFFNInt8 with int8 initializers and their scales; returns the names of
-    the rewritten nodes (others are left alone: weights computed in the graph, float16 exports).
-    The float initializers go once no node reads them."""
+    """Rewrites, in place, every ExpertFFN and TopKExperts node of the main graph whose weights (wi
+    and wo; gate_up and down) are float32 initializers into its int8 op (INT8_EXPERT_OPS) with int8
+    initializers and their scales; returns the names of the rewritten nodes (others are left alone:
+    weights computed in the graph, float16 exports). The float initializers go once no node reads them."""
     if weight_type not in WEIGHT_TYPES:
         raise BucketrtError(
-            f"ExpertFFN weights cannot be quantized to {weight_type!r}: ExpertFFNInt8 takes int8 weights "
+            f"expert weights cannot be quantized to {weight_type!r}: the int8 expert ops "
+            f"({', '.join(int8.name for _, int8, _ in INT8_EXPERT_OPS.values())}) take int8 weights "
             "(uint8 activations times int8 weights is the product VNNI and AMX compute)",
             hint="use weight_type 'int8' for the experts",
         )
     graph = model.graph
     initializers = {t.name: t for t in graph.initializer}
-    wi_index, wo_index = (i for i, t in enumerate(EXPERT_FFN.inputs) if t.name in ("wi", "wo"))
     rewritten: list[str] = []
     replaced: set[str] = set()
     for node in graph.node:
-        if node.domain != DOMAIN or node.op_type != EXPERT_FFN.name or len(node.input) != len(EXPERT_FFN.inputs):
+        if node.domain != DOMAIN or node.op_type not in INT8_EXPERT_OPS:
             continue
-        weights = [initializers.get(node.input[i]) for i in (wi_index, wo_index)]
+        spec, int8_spec, weight_names = INT8_EXPERT_OPS[node.op_type]
+        if len(node.input) != len(spec.inputs):
+            continue
+        by_name = {t.name: value for t, value in zip(spec.inputs, node.input)}
+        weights = [initializers.get(by_name[name]) for name in weight_names]
         if any(w is None or w.data_type != onnx.TensorProto.FLOAT for w in weights):
             continue
-        new_inputs = list(node.input[:wi_index])
         taken = {t.name for t in graph.initializer}
-        for tensor in weights:
+        for name, tensor in zip(weight_names, weights):
             codes, scale = quantize_weights(numpy_helper.to_array(tensor), per_channel=per_channel)
-            for suffix, array in (("int8", codes), ("scale", scale)):
-                name = _fresh(f"{tensor.name}_{suffix}", taken)
-                graph.initializer.append(numpy_helper.from_array(array, name))
-                new_inputs.append(name)
+            for key, suffix, array in ((name, "int8", codes), (f"{name}_scale", "scale", scale)):
+                by_name[key] = _fresh(f"{tensor.name}_{suffix}", taken)
+                graph.initializer.append(numpy_helper.from_array(array, by_name[key]))
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        activation = attrs.get("activation", EXPERT_FFN.attribute("activation").default)
-        if isinstance(activation, bytes):
-            activation = activation.decode()
+        attrs = {
+            a.name: attrs[a.name].decode() if isinstance(attrs[a.name], bytes) else attrs[a.name]
+            for a in int8_spec.attributes
+            if a.name in attrs
+        }
         replacement = helper.make_node(
-            EXPERT_FFN_INT8.name,
-            new_inputs,
+            int8_spec.name,
+            [by_name[t.name] for t in int8_spec.inputs],
             list(node.output),
             name=node.name,
             domain=DOMAIN,
-            **EXPERT_FFN_INT8.node_attributes({"activation": activation}),
+            **int8_spec.node_attributes(attrs),
         )
         replaced.update(t.name for t in weights)
         rewritten.append(node.name)

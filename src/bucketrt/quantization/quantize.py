@@ -31,10 +31,12 @@ WEIGHT_TYPES = ("int8", "uint8")
 # whose vpdpbusd sums exactly: `reduce_range=False` (`bucketrt quantize --full-range`) takes the
 # full 8 bits for models that run only on such CPUs.
 REDUCE_RANGE = True
-# A MatMul whose output reaches a bucketrt op through these only is a router (Switch: MatMul,
-# Softmax, Top1Dispatch): its argmax picks each token's expert, and a flipped pick replaces the
-# token's whole FFN output, so it stays float (it is d_model x experts: no time to save).
-_ROUTER_PATH = ("Softmax", "Cast", "Identity")
+# A MatMul whose output reaches a bucketrt op through these only (each node's first input) is a
+# router (Switch: MatMul, Softmax, Top1Dispatch; the top-k MoE exports: Gemm, Softmax, TopK, Cast,
+# TopKExperts' expert_index): its argmax or top-k picks each token's experts, and a flipped pick
+# replaces a whole expert's output, so it stays float (it is d_model x experts: no time to save).
+# Quantized, mixtral-tiny's routers flipped enough picks for 3 of 16 greedy tokens to differ.
+_ROUTER_PATH = ("Softmax", "Cast", "Identity", "TopK")
 
 # The criteria `bucketrt check` applies to a quantized export (recorded in its manifest; the
 # check's options override them). Per float output: cosine similarity with the fp32 reference and
@@ -89,7 +91,7 @@ def linear_nodes(model) -> list[str]:
 
 
 def router_nodes(model) -> list[str]:
-    """The linear nodes whose output reaches a bucketrt op's input through Softmax/Cast/Identity only."""
+    """The linear nodes whose output reaches a bucketrt op's input through _ROUTER_PATH's ops only."""
     producer = {out: node for node in model.graph.node for out in node.output}
     found = []
     for node in model.graph.node:
@@ -143,9 +145,17 @@ def quantize_model_file(
             per_channel=per_channel,
             reduce_range=reduce_range,
             weight_type=QuantType.QInt8 if weight_type == "int8" else QuantType.QUInt8,
-            nodes_to_exclude=list(nodes_to_exclude),
+            nodes_to_exclude=[*nodes_to_exclude, *(gemm_as_matmul(name) for name in nodes_to_exclude)],
             use_external_data_format=external,
         )
+
+
+def gemm_as_matmul(name: str) -> str:
+    """The name ONNX Runtime's dynamic quantizer gives a Gemm node once it has turned it into a MatMul
+    (and an Add for the bias), which it does to every Gemm before it looks at nodes_to_exclude: an
+    excluded Gemm (a top-k MoE export's router, an --exclude pattern's match) must be excluded by
+    this name too, or it is quantized after all."""
+    return f"{name}_MatMul"
 
 
 def _expert_module():
@@ -197,8 +207,8 @@ def quantize(
     linear layers' weights in 7 bits (REDUCE_RANGE's comment: what CPUs without VNNI need), else 8
     (the int8 experts always take 8: their kernel sums exactly on every CPU). `exclude`: node-name
     patterns (globs, or `re:REGEX`) of linear layers to keep float; each must match a node.
-    `experts`: also quantize Switch's ExpertFFN weights (None: where the int8 expert op is
-    available; True: required). Raises BucketrtError for anything the caller can fix.
+    `experts`: also quantize the experts' weights, ExpertFFN's (Switch) and TopKExperts' (the top-k
+    MoE exports), into their int8 ops (None: where the int8 expert ops are available; True: required). Raises BucketrtError for anything the caller can fix.
     """
     import onnx
 
@@ -221,7 +231,9 @@ def quantize(
     _check_output_dir(export_dir, output_dir)
     expert_quantizer = _expert_quantizer()
     if experts and expert_quantizer is None:
-        raise BucketrtError("this bucketrt has no int8 ExpertFFN quantizer", "pass --no-experts")
+        raise BucketrtError("this bucketrt has no int8 expert quantizer", "pass --no-experts")
+    # The float expert ops the rewrite knows (ExpertFFN, TopKExperts).
+    expert_ops = tuple(getattr(_expert_module(), "INT8_EXPERT_OPS", ("ExpertFFN",)))
     started = time.perf_counter()
     source_bytes = (export_dir / MANIFEST_NAME).read_bytes()
 
@@ -230,6 +242,7 @@ def quantize(
     matchers = {p: _matcher(p) for p in patterns}
     used = dict.fromkeys(patterns, False)
     plans = []
+    expert_ops_found: set[str] = set()  # the float expert ops the export has
     for entry in manifest["components"]:
         proto = onnx.load(str(export_dir / entry["files"]["model"]), load_external_data=False)
         linear = linear_nodes(proto)
@@ -241,7 +254,9 @@ def quantize(
             if hits:
                 excluded.append(name)
         routers = [n for n in router_nodes(proto) if n in linear and n not in excluded]
-        has_experts = any(n.domain == DOMAIN and n.op_type == "ExpertFFN" for n in proto.graph.node)
+        found = {n.op_type for n in proto.graph.node if n.domain == DOMAIN and n.op_type in expert_ops}
+        expert_ops_found.update(found)
+        has_experts = bool(found)
         plans.append((entry, linear, excluded, routers, has_experts))
     unused = [p for p, hit in used.items() if not hit]
     if unused:
@@ -295,6 +310,7 @@ def quantize(
             )
         remaining = {n.name for n in proto.graph.node if n.op_type in OP_TYPES}
         kept = set(excluded) | set(routers)
+        remaining |= {n for n in linear if gemm_as_matmul(n) in remaining}
         quantized = [n for n in linear if n not in kept and n not in remaining]
         not_quantized = [n for n in linear if n not in kept and n in remaining]
         written.add(entry["files"]["model"])
@@ -326,12 +342,17 @@ def quantize(
             shutil.copy2(item, target)
 
     if any_experts and quantize_experts:
-        experts_record = {"quantized": True}
+        int8_ops = getattr(_expert_module(), "INT8_EXPERT_OPS", {})
+        # Which float expert op became which int8 op (the nodes: each component's expert_nodes).
+        experts_record = {
+            "quantized": True,
+            "ops": {op: int8_ops[op][1].name for op in sorted(expert_ops_found) if op in int8_ops},
+        }
     elif any_experts:
         if experts is False:
             reason = "--no-experts"
         elif expert_quantizer is None:
-            reason = "this bucketrt has no int8 ExpertFFN quantizer"
+            reason = "this bucketrt has no int8 expert quantizer"
         else:
             reason = f"the int8 expert op takes {', '.join(expert_types)} weights, not {weight_type}"
         experts_record = {"quantized": False, "reason": reason}
