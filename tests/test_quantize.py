@@ -416,3 +416,51 @@ def test_an_excluded_gemm_stays_float(tmp_path):
     kinds = {n.name: n.op_type for n in onnx.load(str(tmp_path / "int8.onnx")).graph.node}
     assert kinds.get("linear_1_MatMul") == "MatMul" and "linear_1_MatMul_quant" not in kinds
     assert any(kind == "MatMulInteger" and name.startswith("linear_0") for name, kind in kinds.items())
+
+
+def test_routers_are_the_linear_nodes_computing_routing_inputs():
+    """router_nodes walks back from the routing inputs (the spec's `routing` tensors) through any
+    op, to the first linear node on each path: here a DeepSeek-style router (MatMul, Sigmoid, a bias
+    correction, TopK, weights gathered and renormalised), beside a hidden state that comes from
+    another linear node and whose shape the routing reads (Shape ends a path)."""
+    from onnx import helper
+
+    from bucketrt.quantization.quantize import router_nodes
+
+    node = helper.make_node
+    nodes = [
+        node("MatMul", ["x", "w_o"], ["attn"], name="o_proj"),  # the layer before: not a router
+        node("Add", ["x", "attn"], ["hidden"], name="residual"),
+        node("MatMul", ["hidden", "w_router"], ["logits"], name="router"),
+        node("Sigmoid", ["logits"], ["scores"], name="sigmoid"),
+        node("Add", ["scores", "correction"], ["biased"], name="correct"),
+        node("Shape", ["hidden"], ["hidden_shape"], name="shape"),
+        node("Reshape", ["biased", "hidden_shape"], ["biased_2d"], name="reshape"),
+        node("TopK", ["biased_2d", "k"], ["_", "index64"], name="topk"),
+        node("GatherElements", ["scores", "index64"], ["picked"], name="gather", axis=1),
+        node("ReduceSum", ["picked", "axis"], ["total"], name="total"),
+        node("Div", ["picked", "total"], ["weight"], name="normalise"),
+        node("Cast", ["index64"], ["index"], name="cast", to=onnx.TensorProto.INT32),
+        node(
+            "TopKExperts",
+            ["hidden", "index", "weight", "gate_up", "", "down", ""],
+            ["y"],
+            name="experts",
+            domain=DOMAIN,
+        ),
+        node("MatMul", ["y", "w_head"], ["out"], name="head"),  # after the experts: not a router
+    ]
+    graph = helper.make_graph(nodes, "routing", [], [])
+    assert router_nodes(helper.make_model(graph)) == ["router"]
+    # Top1Dispatch's probs (Switch): MatMul, Softmax.
+    switch = helper.make_graph(
+        [
+            node("MatMul", ["hidden", "w_router"], ["logits"], name="switch_router"),
+            node("Softmax", ["logits"], ["probs"], name="softmax"),
+            node("Top1Dispatch", ["probs"], ["e", "g", "p", "c", "o"], name="dispatch", domain=DOMAIN),
+        ],
+        "switch",
+        [],
+        [],
+    )
+    assert router_nodes(helper.make_model(switch)) == ["switch_router"]

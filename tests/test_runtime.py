@@ -246,6 +246,24 @@ def test_wrong_class_is_one_clear_error(yoso, switch):
         seq2seq.generate(np.ones((1, 4), np.int64), repetition_penalty=1.5)
 
 
+def test_sequences_past_the_exports_limit_are_one_clear_error(yoso, reformer):
+    """The manifest's max_sequence_length, enforced before ONNX Runtime runs (where a position
+    table's Gather would fail with its own message, or positions would run past the model's)."""
+    from bucketrt.export_format.manifest import max_sequence_length, read_manifest
+
+    folder, _ = yoso["fill-mask"]
+    limit = max_sequence_length(read_manifest(folder))
+    model = bucketrt.ORTModel.from_pretrained(folder)
+    assert model(input_ids=np.ones((1, limit), np.int64)).logits.shape[1] == limit
+    with pytest.raises(BucketrtError, match=f"input_ids is {limit + 1} tokens long; this export takes at most {limit}"):
+        model(input_ids=np.ones((1, limit + 1), np.int64))
+    folder, _ = reformer
+    limit = max_sequence_length(read_manifest(folder))
+    causal = bucketrt.ORTModelForCausalLM.from_pretrained(folder)
+    with pytest.raises(BucketrtError, match=f"the prompt \\(9\\) with max_new_tokens \\({limit - 8}\\) is {limit + 1}"):
+        causal.generate(np.full((1, 9), 5, np.int64), max_new_tokens=limit - 8)
+
+
 def test_session_options_and_provider(switch):
     import onnxruntime as ort
 

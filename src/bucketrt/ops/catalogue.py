@@ -148,7 +148,11 @@ TOP1_DISPATCH = OpSpec(
         "expert[b,s] = kept ? expert0[b,s] : -1; counts[e] = #{kept tokens with expert e}; "
         "order lists the flat indices b*S+s of kept tokens sorted by (expert, b*S+s), then -1 to fill B*S entries."
     ),
-    inputs=(Tensor("probs", FLOAT, ("B", "S", "E"), "Router probabilities (softmax of the router logits over E)."),),
+    inputs=(
+        Tensor(
+            "probs", FLOAT, ("B", "S", "E"), "Router probabilities (softmax of the router logits over E).", routing=True
+        ),
+    ),
     outputs=(
         Tensor("expert", "int32", ("B", "S"), "Expert of each token, -1 where dropped for capacity."),
         Tensor("gate", FLOAT, ("B", "S"), "Probability of the chosen expert (kept or not)."),
@@ -273,8 +277,14 @@ TOPK_EXPERTS = OpSpec(
     ),
     inputs=(
         Tensor("hidden", FLOAT, ("T", "D"), "Token states entering the experts (tokens flattened)."),
-        Tensor("expert_index", "int32", ("T", "K"), "The experts each token's router chose, in [0, E]; E: none."),
-        Tensor("expert_weight", FLOAT, ("T", "K"), "The routing weight of each of the token's picks."),
+        Tensor(
+            "expert_index",
+            "int32",
+            ("T", "K"),
+            "The experts each token's router chose, in [0, E]; E: none.",
+            routing=True,
+        ),
+        Tensor("expert_weight", FLOAT, ("T", "K"), "The routing weight of each of the token's picks.", routing=True),
         Tensor("gate_up", FLOAT, ("E", "G", "D"), "First projection of each expert: [gate; up] rows, or up alone."),
         Tensor("gate_up_bias", FLOAT, ("E", "G"), "Its bias (zeros for experts without one)."),
         Tensor("down", FLOAT, ("E", "D", "F"), "Second projection of each expert."),
@@ -330,8 +340,14 @@ TOPK_EXPERTS_INT8 = OpSpec(
     ),
     inputs=(
         Tensor("hidden", FLOAT, ("T", "D"), "Token states entering the experts (tokens flattened)."),
-        Tensor("expert_index", "int32", ("T", "K"), "The experts each token's router chose, in [0, E]; E: none."),
-        Tensor("expert_weight", FLOAT, ("T", "K"), "The routing weight of each of the token's picks."),
+        Tensor(
+            "expert_index",
+            "int32",
+            ("T", "K"),
+            "The experts each token's router chose, in [0, E]; E: none.",
+            routing=True,
+        ),
+        Tensor("expert_weight", FLOAT, ("T", "K"), "The routing weight of each of the token's picks.", routing=True),
         Tensor(
             "gate_up",
             "int8",

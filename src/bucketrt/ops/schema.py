@@ -52,6 +52,10 @@ class Tensor:
     dtype: str  # "int32" | "int8" | "float": the op's float type T (one of OpSpec.float_types)
     dims: tuple[str, ...]
     doc: str
+    # An input that carries the routing of a mixture of experts (the router's probabilities, the
+    # experts picked and their weights): what computes it stays float when the model is quantized
+    # (bucketrt.quantization's router_nodes), as a flipped pick replaces a whole expert's output.
+    routing: bool = False
 
     def concrete_dtype(self, float_type: str) -> str:
         """The element type of this tensor when the op's float type T is `float_type`."""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bucketrt.errors import BucketrtError
 from bucketrt.export_format.manifest import MANIFEST_NAME, custom_ops, read_manifest, write_manifest
+from bucketrt.ops.catalogue import OPS
 from bucketrt.ops.schema import DOMAIN
 
 # What quantize_dynamic rewrites: the linear layers (a MatMul or Gemm with a constant weight).
@@ -31,12 +32,14 @@ WEIGHT_TYPES = ("int8", "uint8")
 # whose vpdpbusd sums exactly: `reduce_range=False` (`bucketrt quantize --full-range`) takes the
 # full 8 bits for models that run only on such CPUs.
 REDUCE_RANGE = True
-# A MatMul whose output reaches a bucketrt op through these only (each node's first input) is a
-# router (Switch: MatMul, Softmax, Top1Dispatch; the top-k MoE exports: Gemm, Softmax, TopK, Cast,
-# TopKExperts' expert_index): its argmax or top-k picks each token's experts, and a flipped pick
-# replaces a whole expert's output, so it stays float (it is d_model x experts: no time to save).
-# Quantized, mixtral-tiny's routers flipped enough picks for 3 of 16 greedy tokens to differ.
-_ROUTER_PATH = ("Softmax", "Cast", "Identity", "TopK")
+# Routers stay float: a linear node that computes a bucketrt op's routing input (catalogue: the
+# inputs marked `routing`; Switch: MatMul, Softmax, Top1Dispatch; the top-k MoE exports: Gemm,
+# Softmax or Sigmoid, a grouped or biased TopK, TopKExperts' expert_index and expert_weight). Its
+# argmax or top-k picks each token's experts, and a flipped pick replaces a whole expert's output,
+# so it stays float (it is d_model x experts: no time to save). Quantized, mixtral-tiny's routers
+# flipped enough picks for 3 of 16 greedy tokens to differ. These nodes read only the shape of
+# their input, not its values: a path back from a routing input ends there.
+_SHAPE_ONLY = ("Shape", "Size")
 
 # The criteria `bucketrt check` applies to a quantized export (recorded in its manifest; the
 # check's options override them). Per float output: cosine similarity with the fp32 reference and
@@ -91,19 +94,32 @@ def linear_nodes(model) -> list[str]:
 
 
 def router_nodes(model) -> list[str]:
-    """The linear nodes whose output reaches a bucketrt op's input through _ROUTER_PATH's ops only."""
+    """The linear nodes that compute a bucketrt op's routing inputs, in graph order: walking back
+    from each routing input through every node that computes it, the first linear node on each path
+    (its own inputs are not walked: that is the hidden state the router reads)."""
+    routing = {spec.name: [i for i, t in enumerate(spec.inputs) if t.routing] for spec in OPS}
     producer = {out: node for node in model.graph.node for out in node.output}
-    found = []
-    for node in model.graph.node:
-        if node.domain != DOMAIN:
+    pending = [
+        node.input[i]
+        for node in model.graph.node
+        if node.domain == DOMAIN
+        for i in routing.get(node.op_type, ())
+        if i < len(node.input)
+    ]
+    seen, found = set(), set()
+    while pending:
+        name = pending.pop()
+        if name in seen:
             continue
-        for name in node.input:
-            up = producer.get(name)
-            while up is not None and up.op_type in _ROUTER_PATH and up.input:
-                up = producer.get(up.input[0])
-            if up is not None and up.op_type in OP_TYPES and up.name not in found:
-                found.append(up.name)
-    return found
+        seen.add(name)
+        up = producer.get(name)
+        if up is None or up.op_type in _SHAPE_ONLY:
+            continue
+        if up.op_type in OP_TYPES:
+            found.add(up.name)
+        else:
+            pending.extend(up.input)
+    return [node.name for node in model.graph.node if node.name in found]
 
 
 def _custom_nodes(model) -> dict[str, bytes]:
@@ -325,7 +341,7 @@ def quantize(
         record[name] = {
             "quantized_nodes": len(quantized),
             "excluded_nodes": excluded,
-            "router_nodes": routers,  # kept float: see _ROUTER_PATH
+            "router_nodes": routers,  # kept float: see router_nodes
             "left_float_by_onnxruntime": not_quantized,
             "expert_nodes": expert_nodes,
         }

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from bucketrt.errors import BucketrtError
-from bucketrt.export_format.manifest import DECODER, DECODER_WITH_PAST, ENCODER, read_manifest
+from bucketrt.export_format.manifest import DECODER, DECODER_WITH_PAST, ENCODER, max_sequence_length, read_manifest
 from bucketrt.export_format.tasks import GENERATION_TASKS, HEADS
 
 from . import decoding
@@ -178,8 +178,22 @@ class ORTModel:
         """The Hugging Face head's forward on ONNX Runtime: numpy or torch in, the same kind out."""
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
         as_torch = any(_is_torch(v) for v in [*inputs.values(), *kwargs.values()])
-        outputs = self._run("model", _feeds(self.sessions["model"], inputs, kwargs, type(self).__name__))
-        return self._wrap(outputs, as_torch)
+        feeds = _feeds(self.sessions["model"], inputs, kwargs, type(self).__name__)
+        if "input_ids" in feeds:
+            self._check_length(feeds["input_ids"].shape[-1], "input_ids")
+        return self._wrap(self._run("model", feeds), as_torch)
+
+    def _check_length(self, length: int, what: str) -> None:
+        """A sequence past the export's limit (the manifest's max_sequence_length, which `bucketrt
+        triton` enforces too) is refused here with the limit named, rather than failing inside ONNX
+        Runtime (a position table's Gather out of range) or running past the positions the model
+        was built for."""
+        limit = max_sequence_length(self.manifest)
+        if limit is not None and length > limit:
+            raise BucketrtError(
+                f"{type(self).__name__}: {what} is {length} tokens long; this export takes at most {limit}",
+                "shorten the input (the limit is max_sequence_length in the export's bucketrt.json)",
+            )
 
     __call__ = forward
 
@@ -347,7 +361,9 @@ class ORTModelForCausalLM(_Generation):
             )
         as_torch = _is_torch(input_ids) or _is_torch(attention_mask)
         mask = None if attention_mask is None else _to_numpy(attention_mask)
-        feeds = decoding.first_step_feeds(self.sessions["model"], _to_numpy(input_ids), mask)
+        ids = _to_numpy(input_ids)
+        self._check_length(ids.shape[-1], "input_ids")
+        feeds = decoding.first_step_feeds(self.sessions["model"], ids, mask)
         return self._wrap(self._run("model", feeds), as_torch)
 
     __call__ = forward
@@ -363,13 +379,16 @@ class ORTModelForCausalLM(_Generation):
         ids = _to_numpy(input_ids)
         mask = None if attention_mask is None or not self.cached else _to_numpy(attention_mask)
         settings = self._settings(generation_config, kwargs)
+        steps = self._new_tokens(settings, ids.shape[-1])
+        # The generated tokens run through the model too.
+        self._check_length(ids.shape[-1] + steps, f"the prompt ({ids.shape[-1]}) with max_new_tokens ({steps})")
         out = decoding.greedy_causal(
             self.sessions["model"],
             ids,
             mask,
             eos_token_id=settings.eos_token_id,
             pad_token_id=settings.pad_token_id,
-            max_new_tokens=self._new_tokens(settings, ids.shape[-1]),
+            max_new_tokens=steps,
         )
         return _like(out, as_torch)
 
@@ -399,6 +418,7 @@ class ORTModelForSeq2SeqLM(_Generation):
             feeds = _feeds(
                 self.sessions[ENCODER], {"input_ids": input_ids, "attention_mask": attention_mask}, kwargs, ENCODER
             )
+            self._check_length(feeds["input_ids"].shape[-1], "input_ids")
             hidden = self._run(ENCODER, feeds)["last_hidden_state"]
             mask = feeds["attention_mask"]
         else:
@@ -432,9 +452,11 @@ class ORTModelForSeq2SeqLM(_Generation):
             raise BucketrtError("the export's config has no decoder_start_token_id (nor bos_token_id)")
         eos = decoding._eos_set(settings.eos_token_id)
         pad = settings.pad_token_id if settings.pad_token_id is not None else (eos[0] if eos else 0)
+        ids = _to_numpy(input_ids)
+        self._check_length(ids.shape[-1], "input_ids")
         out = decoding.greedy_seq2seq(
             *(self.sessions[name] for name in self.components),
-            _to_numpy(input_ids),
+            ids,
             None if attention_mask is None else _to_numpy(attention_mask),
             decoder_start_token_id=int(start),
             eos_token_id=eos,
