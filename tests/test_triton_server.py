@@ -152,6 +152,8 @@ def _direct(session, feeds) -> dict[str, np.ndarray]:
 
 
 def _client(protocol: str, server: TritonServer):
+    if not server.running():  # say why, rather than a refused connection
+        pytest.fail(f"the server is not running (exit status {server.process.returncode}): {server.log_tail()}")
     if protocol == "http":
         return httpclient.InferenceServerClient(server.http_url, network_timeout=CLIENT_TIMEOUT)
     return grpcclient.InferenceServerClient(server.grpc_url)
