@@ -112,10 +112,15 @@ editable: $(VENV)/.deps $(ORT_HEADERS) $(EIGEN_HEADERS)
 	flock $(VENV)/.install.lock env ORT_INCLUDE_DIR=$(ORT_INCLUDE_DIR) EIGEN3_INCLUDE_DIR=$(EIGEN3_INCLUDE_DIR) \
 		$(PIP) install -q --no-build-isolation --no-deps -e .
 
-# The quick tests through an editable install (CI runs it last): the package must import, find its
-# libraries and its families from the source folders as it does from a wheel.
+# The quick tests of what an editable install finds differently (CI runs it last): the package must
+# import, find its op library, its families, presets and templates from the source folders as it
+# does from a wheel, and export, check, run and serve with them. The kernels are the same code: the
+# full suite runs them from the wheel (make test) and the sanitizer build (make sanitize).
+EDITABLE_TESTS ?= tests/test_layers.py tests/test_library_hygiene.py tests/test_native_glue.py \
+	tests/test_exporter_registry.py tests/test_cli.py tests/test_check.py tests/test_runtime.py \
+	tests/test_moe_experts.py tests/test_triton_repository.py
 test-editable: editable triton-env
-	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS) $(EDITABLE_TESTS)
 
 # -- the main job on the embedded default ----------------------------------------------------
 demo: install
