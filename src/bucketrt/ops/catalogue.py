@@ -339,15 +339,7 @@ TOPK_EXPERTS_INT8 = OpSpec(
         "NaN (torch.clamp); scales, biases and weights multiply and add as IEEE."
     ),
     inputs=(
-        Tensor("hidden", FLOAT, ("T", "D"), "Token states entering the experts (tokens flattened)."),
-        Tensor(
-            "expert_index",
-            "int32",
-            ("T", "K"),
-            "The experts each token's router chose, in [0, E]; E: none.",
-            routing=True,
-        ),
-        Tensor("expert_weight", FLOAT, ("T", "K"), "The routing weight of each of the token's picks.", routing=True),
+        *TOPK_EXPERTS.inputs[:3],  # hidden, expert_index, expert_weight: TopKExperts' own
         Tensor(
             "gate_up",
             "int8",
