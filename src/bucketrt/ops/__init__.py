@@ -4,7 +4,8 @@
     catalogue   every op, defined once (OPS, BY_NAME, SIGN_HASH, ...)
     codegen     the C++ header and docs/ops.md, generated from the catalogue
     reference   each op's PyTorch reference: the semantics every kernel is tested against
-    dispatch    `call` (the reference when eager, a node when exporting) and `intercept`
+    lowering    each op's standard-op lowering: the reference's semantics in standard ONNX ops
+    dispatch    `call` (the reference when eager, a node or a lowering when exporting) and `intercept`
     graph       single-node ONNX models of an op, for kernel tests and benchmarks
     node_check  every bucketrt node of an ONNX model checked against the catalogue
 

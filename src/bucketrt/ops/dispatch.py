@@ -1,5 +1,6 @@
 """How model code reaches an op: `call` runs its PyTorch reference when eager and emits a
-`bucketrt::<Op>` node when exporting; `intercept` lets a check see (and replace) eager results."""
+`bucketrt::<Op>` node when exporting (or, under `standard_ops`, its standard-op lowering);
+`intercept` lets a check see (and replace) eager results."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from contextlib import contextmanager
 
 import torch
 
+from .lowering import LOWERINGS
 from .reference import REFERENCES
 from .schema import OpSpec
 
-__all__ = ["call", "intercept"]
+__all__ = ["call", "intercept", "standard_ops"]
 
 _TORCH_DTYPES = {"int32": torch.int32, "float32": torch.float32, "float16": torch.float16}
 _DTYPE_NAMES = {v: k for k, v in _TORCH_DTYPES.items()}
@@ -19,6 +21,18 @@ _DTYPE_NAMES = {v: k for k, v in _TORCH_DTYPES.items()}
 # (spec, inputs, attrs, result) -> result; see `intercept`.
 Interceptor = Callable[[OpSpec, tuple, dict, torch.Tensor], torch.Tensor]
 _interceptors: list[Interceptor] = []
+_standard_ops: list[bool] = []
+
+
+@contextmanager
+def standard_ops() -> Iterator[None]:
+    """Within the block, an export traces each op's standard-op lowering (lowering.py) instead of
+    emitting a `bucketrt::<Op>` node: the graph needs no bucketrt library to run."""
+    _standard_ops.append(True)
+    try:
+        yield
+    finally:
+        _standard_ops.pop()
 
 
 @contextmanager
@@ -46,6 +60,10 @@ def call(spec: OpSpec, *inputs: torch.Tensor, **attrs):
         for fn in _interceptors:
             result = fn(spec, inputs, attrs, result)
         return result
+    if _standard_ops:
+        if spec.name not in LOWERINGS:
+            raise NotImplementedError(f"{spec.name} has no standard-op lowering yet (bucketrt.ops.lowering)")
+        return LOWERINGS[spec.name](*inputs, **attrs)
     # Output dims come from the first input that carries each symbol, or from an attribute.
     env: dict = {k: v for k, v in attrs.items() if isinstance(v, int)}
     for tensor, tspec in zip(inputs, spec.inputs):
