@@ -155,7 +155,7 @@ wheel: $(VENV)/.deps $(WHEEL_TOOLS) $(ORT_HEADERS) $(EIGEN_HEADERS)
 		$(PIP) wheel -q --no-build-isolation --no-deps -w $(WHEEL_RAW_DIR) -C build-dir='$(WHEEL_BUILD_DIR)' \
 		$(if $(strip $(WHEEL_CUDA_ARCHITECTURES)),-C 'cmake.define.CMAKE_CUDA_ARCHITECTURES=$(WHEEL_CUDA_ARCHITECTURES)') .
 	rm -f $(WHEEL_DIR)/bucketrt-*.whl
-	$(VENV)/bin/auditwheel repair $(addprefix --exclude ,$(WHEEL_EXCLUDE)) -w $(WHEEL_DIR) $(WHEEL_RAW_DIR)/bucketrt-*.whl
+	PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/auditwheel repair $(addprefix --exclude ,$(WHEEL_EXCLUDE)) -w $(WHEEL_DIR) $(WHEEL_RAW_DIR)/bucketrt-*.whl
 	ls -l $(WHEEL_DIR)/bucketrt-*.whl
 
 # The wheel installed into a fresh environment without compilers, ONNX Runtime headers or CUDA on

@@ -24,7 +24,7 @@ import pytest
 import bucketrt
 from bucketrt.ops.catalogue import OPS
 
-WHEEL = os.environ.get("BUCKETRT_WHEEL")
+WHEEL = str(Path(os.environ["BUCKETRT_WHEEL"]).resolve()) if os.environ.get("BUCKETRT_WHEEL") else None
 pytestmark = pytest.mark.skipif(not WHEEL, reason="make test-wheel builds the wheel and runs this (BUCKETRT_WHEEL)")
 
 # What a build would need, none of which may be found in the fresh environment.
