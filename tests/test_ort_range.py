@@ -41,7 +41,8 @@ from bucketrt.ops.graph import single_op_model
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = Path(__file__).with_name("ort_range_child.py")
 RANGE_DIR = os.environ.get("BUCKETRT_ORT_RANGE_DIR")
-ENVS = sorted(p for p in Path(RANGE_DIR).iterdir() if (p / "bin" / "python").exists()) if RANGE_DIR else []
+# Environments the Makefile finished (.installed), by folder DIST@VERSION.
+ENVS = sorted(p for p in Path(RANGE_DIR).iterdir() if (p / ".installed").exists()) if RANGE_DIR else []
 
 
 def lower_bound() -> tuple[int, ...]:
