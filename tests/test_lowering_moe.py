@@ -252,3 +252,26 @@ def test_exported_lowering_runs_without_bucketrt(what, dtype):
         assert len(got) == len(want)
         for i, (a, b) in enumerate(zip(got, want)):
             assert_nonfinite_close(a, b, RTOL[dtype], name=f"{what} {size} ({dtype}) output {i}")
+
+
+# The non-finite rules through ONNX Runtime's own ops (ArgMax, comparisons, Where, ReduceSum): NaN
+# as Top1Dispatch's maximum, NaN through relu6's and GPT-OSS's clamps (which ONNX Clip, Relu and Max
+# would leave to the runtime), ignored picks' NaN weights.
+EXPORTED_NONFINITE = ("top1/nan-inf", "expert/relu6-nan", "topk/glu_clamped_offset-relu-nan")
+DYNAMIC = {
+    "Top1Dispatch": {"probs": {0: "B", 1: "S"}},
+    "ExpertFFN": {n: {0: "B", 1: "S"} for n in ("hidden", "order", "gate")},
+    "TopKExperts": {n: {0: "T"} for n in ("hidden", "expert_index", "expert_weight")},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", [c for c in NONFINITE_CASES if c[0] in EXPORTED_NONFINITE], ids=lambda c: c[0])
+def test_exported_lowering_keeps_the_nonfinite_rules(case):
+    case_id, op, _, attrs, checks = case
+    inputs = nonfinite_inputs(case)
+    got = _run(_export(op, [attrs], inputs, DYNAMIC[op]), inputs)
+    want = _outputs(reference.REFERENCES[op](*_tensors(op, inputs), **BY_NAME[op].resolve_attributes(attrs)))
+    checks(inputs, attrs, got)
+    for i, (a, b) in enumerate(zip(got, want)):
+        assert_nonfinite_close(a, b, NONFINITE_RTOL["float32"], name=f"{case_id} output {i}")
