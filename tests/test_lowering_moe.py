@@ -217,15 +217,25 @@ EXPORTS = {
         {n: {0: "B", 1: "S"} for n in ("hidden", "order", "gate")},
         ("float16",),
     ),
-    **{
-        f"TopKExperts-{gating}": (
-            [topk_attrs(gating, activation) for activation in ("silu", "quick_gelu", "relu")],
-            _topk_gating(gating),
-            {n: {0: "T"} for n in ("hidden", "expert_index", "expert_weight")},
-            ("float32", "float16") if gating == "glu_clamped_offset" else ("float32",),
-        )
-        for gating in EXPERT_GATINGS
-    },
+    # The gated gatings share one graph (G = 2F); gating none has G = F.
+    "TopKExperts-gated": (
+        [topk_attrs(g, a) for g in EXPERT_GATINGS if g != "none" for a in ("silu", "quick_gelu", "relu")],
+        _topk_gating("glu"),
+        {n: {0: "T"} for n in ("hidden", "expert_index", "expert_weight")},
+        ("float32",),
+    ),
+    "TopKExperts-none": (
+        [topk_attrs("none", a) for a in ("silu", "relu")],
+        _topk_gating("none"),
+        {n: {0: "T"} for n in ("hidden", "expert_index", "expert_weight")},
+        ("float32",),
+    ),
+    "TopKExperts-glu_clamped_offset": (
+        [topk_attrs("glu_clamped_offset", "quick_gelu")],  # GPT-OSS
+        _topk_gating("glu_clamped_offset"),
+        {n: {0: "T"} for n in ("hidden", "expert_index", "expert_weight")},
+        ("float16",),
+    ),
 }
 EXPORT_PARAMS = [pytest.param(what, dtype, id=f"{what}-{dtype}") for what, e in EXPORTS.items() for dtype in e[3]]
 
