@@ -29,7 +29,7 @@ from op_inputs import (
     topk_experts_inputs,
 )
 
-from bucketrt.ops import reference
+from bucketrt.ops import lowering, reference
 from bucketrt.ops.catalogue import ACTIVATION_FUNCTIONS, BY_NAME, EXPERT_ACTIVATIONS, EXPERT_GATINGS
 from bucketrt.ops.lowering import LOWERINGS
 from bucketrt.ops.schema import DOMAIN
@@ -103,6 +103,22 @@ GRID = list(_grid_calls())
 def test_lowering_matches_reference_on_the_shared_cases(case, dtype):
     name, op, make, attrs = case
     assert_like_reference(op, make(np.random.default_rng(sum(map(ord, name)))), attrs, dtype, name)
+
+
+FORMULATION_GRID = [c for c in GRID if c[1] in ("ExpertFFN", "TopKExperts")]
+
+
+@pytest.mark.parametrize("formulation", ["gathered", "dense"])
+@pytest.mark.parametrize("case", FORMULATION_GRID, ids=[c[0] for c in FORMULATION_GRID])
+def test_both_expert_formulations_match_the_reference(case, formulation, monkeypatch):
+    # The lowerings pick per-token gathered weights or every expert by the token count at run time:
+    # each formulation on every case, whichever the count would pick.
+    def choose(pairs, experts, gathered, dense, operands):
+        return (gathered if formulation == "gathered" else dense)(*operands)
+
+    monkeypatch.setattr(lowering, "_choose", choose)
+    name, op, make, attrs = case
+    assert_like_reference(op, make(np.random.default_rng(sum(map(ord, name)))), attrs, "float32", name)
 
 
 @pytest.mark.parametrize("function", ACTIVATION_FUNCTIONS)
