@@ -151,15 +151,17 @@ def lsh_cumulation(
     batch, num_query, num_hash = query_hash.shape
     dim = value.shape[-1]
     capacity = hashtable_capacity
-    query_hash = torch.where(query_mask[..., None] != 0, query_hash, 0).long()
-    key_hash = torch.where(key_mask[..., None] != 0, key_hash, 0).long()
+    offset = torch.arange(batch, device=value.device)[:, None, None] * capacity
+
+    def rows(codes, live):  # [B, N, m] codes -> [m, B*N] rows of the flat table (masked: row 0)
+        return (torch.where(live[..., None] != 0, codes, 0).long() + offset).permute(2, 0, 1).reshape(num_hash, -1)
+
+    query_rows, key_rows = rows(query_hash, query_mask), rows(key_hash, key_mask)
     weighted = torch.where((key_mask != 0)[..., None], value, 0.0).reshape(-1, dim)
-    offset = torch.arange(batch, device=value.device)[:, None] * capacity
     out = torch.zeros(batch * num_query, dim, dtype=value.dtype, device=value.device)
     for h in range(num_hash):
         table = torch.zeros(batch * capacity, dim, dtype=value.dtype, device=value.device)
-        table = table.index_add(0, (key_hash[:, :, h] + offset).reshape(-1), weighted)
-        out = out + table[(query_hash[:, :, h] + offset).reshape(-1)]
+        out = out + table.index_add(0, key_rows[h], weighted)[query_rows[h]]
     return torch.where((query_mask != 0)[..., None], out.view(batch, num_query, dim) * (1.0 / num_hash), 0.0)
 
 
