@@ -35,9 +35,9 @@ LOWERINGS: dict[str, Callable] = {}
 # calls one. Every op of the catalogue is in LOWERINGS or here (tests/test_op_places.py); `lowers`
 # refuses an op listed here, so that a new lowering takes its op off the list.
 NOT_LOWERED = {
-    "Top1Dispatch": "not yet: the mixture-of-experts lowerings (issue 25)",
-    "ExpertFFN": "not yet: the mixture-of-experts lowerings (issue 25)",
-    "TopKExperts": "not yet: the mixture-of-experts lowerings (issue 25)",
+    "Top1Dispatch": "the mixture-of-experts lowerings are not written yet (issue 25)",
+    "ExpertFFN": "the mixture-of-experts lowerings are not written yet (issue 25)",
+    "TopKExperts": "the mixture-of-experts lowerings are not written yet (issue 25)",
     "ExpertFFNInt8": "written by `bucketrt quantize` in place of ExpertFFN nodes, which a standard-op export has none of",
     "TopKExpertsInt8": "written by `bucketrt quantize` in place of TopKExperts nodes, which a standard-op export has "
     "none of",
@@ -88,11 +88,12 @@ def _codes(bits: torch.Tensor) -> torch.Tensor:
 
 @lowers(SIGN_HASH)
 def sign_hash(mask, vector, projection, *, num_hash: int, hash_code_len: int, transform: str) -> torch.Tensor:
-    """The reference's arithmetic: hadamard's butterflies and ±1 diagonals are exact in float32, so
-    the codes are the reference's bit for bit; gaussian's projection is one MatMul (as the reference
-    takes it for finite inputs), whose summation order the runtime picks: a code bit whose projection
-    lies within rounding of 0 may differ, as between the kernels. Cost: the reference's tensors
-    ([B, N, P, D] per round), about the kernel's work but in memory rather than in registers."""
+    """The reference's arithmetic. Hadamard: the three butterfly transforms and ±1 diagonals are exact
+    in float32, so the codes are the reference's to the bit; memory [B, N, P, D] floats per step,
+    where the kernel transforms a row in registers; time log2(D) Add/Sub steps of the same work.
+    Gaussian: one MatMul, as the reference takes it for finite inputs; the runtime picks its
+    summation order, so a bit whose projection lies within rounding of 0 may differ (as between
+    the kernels, which sum in d order)."""
     batch, length, dim = vector.shape
     groups = projection.shape[0]
     code_len = hash_code_len
@@ -123,12 +124,13 @@ def _first_argmax(z: torch.Tensor) -> torch.Tensor:
 
 @lowers(ARGMAX_HASH)
 def argmax_hash(mask, vector, projection, bucket_sizes, *, num_hash: int) -> torch.Tensor:
-    """bucket_sizes is a tensor (its values are not known when tracing; its length F is): factor f's
-    candidates are the round's S columns masked to its own, o_f .. o_f + n_f/2 (the others -inf),
-    so that one ArgMax over [y, -y] (2S wide) finds its digit in the reference's order. Cost: F
-    ArgMaxes over 2S candidates where the kernel scans sum_f n_f = 2S once (F is 1 or 2); the
-    projection is one MatMul, as the reference takes it for finite inputs (a bucket may differ where
-    two candidates lie within rounding of each other, as between the kernels)."""
+    """bucket_sizes stays an input (its values are unknown when tracing; its length F is known):
+    factor f's candidates are the round's S columns masked to its own (o_f .. o_f + n_f/2, the
+    others -inf), so that one ArgMax over [y, -y] finds its digit in the reference's order (NaN
+    first, then the first maximum). Cost: the projection as one MatMul (the kernel's work), then F
+    ArgMaxes over 2S candidates where the kernel scans 2S once (F is 1, or 2 for factorised
+    buckets), and [B, H, R, N, 2S] floats of candidates per factor. A bucket may differ where two
+    candidates lie within rounding of each other (the MatMul's order), as between the kernels."""
     batch, heads, length, _ = vector.shape
     y = vector.float() @ projection.float()[None]  # [B, H, N, C]
     y = y.reshape(batch, heads, length, num_hash, -1).transpose(2, 3)  # [B, H, R, N, S]
@@ -156,12 +158,12 @@ def argmax_hash(mask, vector, projection, bucket_sizes, *, num_hash: int) -> tor
 def lsh_cumulation(
     query_mask, query_hash, key_mask, key_hash, value, *, hashtable_capacity: int, deterministic: int
 ) -> torch.Tensor:
-    """Per hash function, a [B * capacity, D] table: ScatterND-add of the keys' values at their
-    codes, then a Gather at the queries' codes, summed over the m functions in order. Memory: one
-    table of B * capacity * D floats at a time (the kernel's own), plus [B, N, D] per function;
-    time: m scatters and gathers of N rows, as the kernel. Codes are not checked: an unmasked code
-    outside [0, capacity) fails the runtime's ScatterND or Gather (or wraps, for a negative one in
-    Gather) instead of the kernels' error. Summation order is the runtime's (within fp32 rounding)."""
+    """Per hash function, a [B * capacity, D] table: a ScatterND-add of the keys' values at their
+    codes, then a Gather at the queries' codes, summed over the m functions in order (one
+    ScatterND and one Gather per function in the graph). Memory: one table of B * capacity * D
+    floats at a time (the CPU kernel keeps about 1 MiB of tables per worker and sweeps hash
+    groups) plus [B, Nq, D] per function; time: m scatters of Nk rows and m gathers of Nq rows,
+    the kernel's work. Summation order is the runtime's (within float32 rounding)."""
     batch, num_query, num_hash = query_hash.shape
     dim = value.shape[-1]
     capacity = hashtable_capacity
@@ -182,9 +184,8 @@ def lsh_cumulation(
 @lowers(BUCKET_SUM)
 @_float32
 def bucket_sum(bucket, weight, vector, *, num_buckets: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two ScatterND-adds into [G * num_buckets] tables, as the kernel (its memory: the outputs).
-    Bucket ids are not checked: one outside [0, num_buckets) fails the runtime's ScatterND instead
-    of the kernels' error (a negative one may wrap). Summation order is the runtime's."""
+    """Two ScatterND-adds into [G * num_buckets] tables: the kernel's work and memory (the outputs).
+    Summation order is the runtime's (within float32 rounding)."""
     groups, _, dim = vector.shape
     index = (bucket.long() + torch.arange(groups, device=bucket.device)[:, None] * num_buckets).reshape(-1)
     sums = torch.zeros(groups * num_buckets, dim, dtype=vector.dtype, device=vector.device)
@@ -203,8 +204,10 @@ _RADIX_PASSES = 31 // _RADIX_BITS + 1  # every bit of a non-negative int32
 
 def stable_argsort(keys: torch.Tensor) -> torch.Tensor:
     """The indices that sort `keys` (int, >= 0, below 2^31) along the last dim, ties in index order:
-    torch.sort(keys, stable=True).indices, as standard ONNX ops without TopK. Cost per pass: a
-    one-hot [..., N, 16] and its CumSum; 8 passes, O(128 N) against a counting sort's O(N + buckets)."""
+    torch.sort(keys, stable=True).indices in standard ONNX ops without TopK. LSD radix sort, 8
+    passes over 4-bit digits, each a counting sort: a one-hot [..., N, 16] (int64), its CumSum over
+    N, a GatherElements and a ScatterElements. Time and memory O(16 N) per pass, 128 N in all,
+    where the kernel's counting sort takes O(N + buckets)."""
     radix = 1 << _RADIX_BITS
     keys = keys.long()
     digits = torch.arange(radix, device=keys.device)
@@ -231,7 +234,7 @@ def _logsumexp(x: torch.Tensor, dim: int) -> torch.Tensor:
 def _weighted_sum(p: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """reference.weighted_sum without its branch on the values: keys of weight 0 add nothing (no
     0 * Inf); a used key's NaN gives NaN, its ±Inf gives ±Inf (both: NaN). One MatMul over the
-    values and their flags side by side ([K, 3D]): three times the kernel's product with V."""
+    values and their flags side by side ([K, 3D])."""
     dim = value.shape[-1]
     finite = torch.isfinite(value)
     nan = torch.isnan(value)
@@ -259,16 +262,21 @@ def sorted_chunk_attention(
     mask_self: int,
     max_length: int,
 ) -> torch.Tensor:
-    """The reference's chunked attention, with N dynamic: instead of a branch on N, N <= chunk_length
-    is padded to one chunk per round, whose queries attend their own chunk only (every key once: the
-    plain attention) and take round 0's output. Pad keys score -inf and take no part. The sort is
-    `stable_argsort` (no TopK); unsorting gathers by the inverse permutation.
+    """The reference's chunked attention with N dynamic. Instead of a branch on N, N <= chunk_length
+    is padded to one chunk per round, whose queries attend their own chunk alone (every key once:
+    the plain attention) and take round 0's output; pad keys score -inf and take no part. The sort
+    is `stable_argsort` (no TopK: no length limit from a runtime's TopK); unsorting gathers by the
+    inverse permutation (one ScatterElements of int64 indices).
 
-    Not checked here (the kernels' errors): N beyond max_length (the runtime classes and Triton
-    refuse it first), N > chunk_length not a multiple of it (padded to one, instead of an error),
-    negative buckets. Cost: the kernel's scores and products, plus the radix sort, a wider product
-    with V (`_weighted_sum`), and [B, H, R, N, D] copies of q, k, v in sorted order (the kernel
-    reads them in place)."""
+    Cost against the kernel: the same scores and softmax ([B, H, K, chunk, W * chunk] floats for W
+    = chunks_before + 1 + chunks_after, which the kernel computes a chunk at a time), but q, k, v
+    copied into sorted order ([B, H, R * N, D] each) and k, v into their windows (W times that),
+    which the kernel reads in place; the product with V three times as wide (values beside their
+    NaN/+Inf/-Inf flags, so that a key of weight 0 adds nothing whatever its value); and the radix
+    sort, 128 N per (b, h, round) in int64. N <= chunk_length costs R rounds of one padded chunk.
+
+    Not checked (the kernels' errors): N beyond max_length (the runtime classes and Triton refuse
+    it first), N > chunk_length not a multiple of it (padded to one instead), negative buckets."""
     del max_length  # a bound the runtime checks before the graph runs
     batch, heads, length, dim = query.shape
     rounds = buckets.shape[2]
