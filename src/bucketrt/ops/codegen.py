@@ -21,6 +21,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import lowering_costs
 from .catalogue import ACTIVATION_FUNCTIONS, EXPERT_ACTIVATIONS, EXPERT_GATINGS, LIMITED_GATINGS, OPS
 from .schema import (
     DOMAIN,
@@ -224,42 +225,14 @@ def markdown() -> str:
                 default = "required" if a.default is None else f"`{a.default}`"
                 out.append(f"| `{a.name}` | {a.type} | {default} | {doc} |")
         out.append("")
-    out += _lowering_markdown()
-    return "\n".join(out)
-
-
-def _lowering_markdown() -> list[str]:
-    """The section on the standard-op lowerings: each one's docstring (its design and its costs
-    against the kernel), or why an op has none. Imported here only: the lowerings need torch, which
-    the header's generation (at build time) does without."""
-    from .lowering import LOWERINGS, NOT_LOWERED
-
-    out = [
-        "## Standard-op lowering",
-        "",
-        "`bucketrt export --ops standard` writes every op as its standard-op lowering "
-        "(`src/bucketrt/ops/lowering.py`): PyTorch that torch.onnx traces into standard ONNX ops alone, so that the "
-        "graph runs in any ONNX runtime without bucketrt's op library (ONNX Runtime without it, OpenVINO, TensorRT "
-        'for RTX). The manifest records `"op_set": "standard"` and lists no ops. A lowering has its op\'s semantics '
-        "above: integer outputs identical to the reference's (hash codes, buckets, orders), except where the "
-        "reference takes a float32 MatMul whose summation order the runtime picks (a code bit or a bucket within "
-        "rounding may differ, as between the kernels); float outputs within float32 rounding; the non-finite "
-        "rules; float16 computed in float32 and rounded once; every dynamic dim left dynamic (a size is never a "
-        "constant of the graph, nor a branch). It does not have the kernels' data checks: a lowered graph takes the "
-        "values it is given, and an out-of-range code or bucket fails the runtime's Gather or Scatter (or wraps, "
-        "for a negative one) instead of the kernels' error. No lowering uses TopK: sorts are radix sorts in "
-        "CumSum and ScatterElements (`stable_argsort`), so a runtime's TopK limit (TensorRT's K <= 3840) bounds no "
-        "length. `tests/test_lowering.py` tests each against its reference, eagerly and exported.",
-        "",
-    ]
+    out += ["## Standard-op lowering", "", lowering_costs.INTRO, ""]
     for op in OPS:
-        if op.name in LOWERINGS:
-            paragraphs = (LOWERINGS[op.name].__doc__ or "").split("\n\n")
-            text = "\n\n".join(" ".join(paragraph.split()) for paragraph in paragraphs)
-        else:
-            text = f"No lowering: {NOT_LOWERED[op.name]}; `--ops standard` refuses a model that calls it."
-        out += [f"### {op.name}", "", text, ""]
-    return out
+        if op.name in lowering_costs.COSTS:
+            out += [f"### {op.name}", "", lowering_costs.COSTS[op.name], ""]
+        elif op.name in lowering_costs.NOT_LOWERED:
+            reason = lowering_costs.NOT_LOWERED[op.name]
+            out += [f"### {op.name}", "", f"No lowering: {reason}; `--ops standard` refuses a model that calls it.", ""]
+    return "\n".join(out)
 
 
 # -- the op lists of the docs ------------------------------------------------------------------

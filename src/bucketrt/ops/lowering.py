@@ -23,25 +23,25 @@ from collections.abc import Callable
 
 import torch
 
-from .catalogue import ARGMAX_HASH, BUCKET_SUM, LSH_CUMULATION, SIGN_HASH, SORTED_CHUNK_ATTENTION, hadamard_parts
+from .catalogue import (
+    ARGMAX_HASH,
+    BUCKET_SUM,
+    EXPERT_FFN,
+    LSH_CUMULATION,
+    SIGN_HASH,
+    SORTED_CHUNK_ATTENTION,
+    TOP1_DISPATCH,
+    TOPK_EXPERTS,
+    hadamard_parts,
+)
+from .lowering_costs import NOT_LOWERED
+from .reference import ACTIVATION_FUNCTIONS as _REFERENCE_ACTIVATIONS
 from .reference import MASKED_SCORE, SELF_SCORE, _flush, hadamard_transform
 from .schema import OpSpec
 
 __all__ = ["LOWERINGS", "NOT_LOWERED", "lowers", "stable_argsort"]
 
 LOWERINGS: dict[str, Callable] = {}
-
-# The ops without a lowering, each with why: `bucketrt export --ops standard` refuses a model that
-# calls one. Every op of the catalogue is in LOWERINGS or here (tests/test_op_places.py); `lowers`
-# refuses an op listed here, so that a new lowering takes its op off the list.
-NOT_LOWERED = {
-    "Top1Dispatch": "the mixture-of-experts lowerings are not written yet (issue 25)",
-    "ExpertFFN": "the mixture-of-experts lowerings are not written yet (issue 25)",
-    "TopKExperts": "the mixture-of-experts lowerings are not written yet (issue 25)",
-    "ExpertFFNInt8": "written by `bucketrt quantize` in place of ExpertFFN nodes, which a standard-op export has none of",
-    "TopKExpertsInt8": "written by `bucketrt quantize` in place of TopKExperts nodes, which a standard-op export has "
-    "none of",
-}
 
 
 def lowers(spec: OpSpec) -> Callable[[Callable], Callable]:
@@ -88,12 +88,8 @@ def _codes(bits: torch.Tensor) -> torch.Tensor:
 
 @lowers(SIGN_HASH)
 def sign_hash(mask, vector, projection, *, num_hash: int, hash_code_len: int, transform: str) -> torch.Tensor:
-    """The reference's arithmetic. Hadamard: the three butterfly transforms and ±1 diagonals are exact
-    in float32, so the codes are the reference's to the bit; memory [B, N, P, D] floats per step,
-    where the kernel transforms a row in registers; time log2(D) Add/Sub steps of the same work.
-    Gaussian: one MatMul, as the reference takes it for finite inputs; the runtime picks its
-    summation order, so a bit whose projection lies within rounding of 0 may differ (as between
-    the kernels, which sum in d order)."""
+    """The reference's arithmetic: hadamard's butterflies bit for bit, gaussian's projection one
+    MatMul with the spec's non-finite rule (costs: lowering_costs.COSTS)."""
     batch, length, dim = vector.shape
     groups = projection.shape[0]
     code_len = hash_code_len
@@ -110,8 +106,16 @@ def sign_hash(mask, vector, projection, *, num_hash: int, hash_code_len: int, tr
         y = y[..., : per_part * code_len].reshape(*y.shape[:-1], per_part, code_len)
         y = y.permute(0, 1, 3, 2, 4, 5).reshape(batch, length, parts * per_part, code_len)[:, :, :num_hash]
     else:
-        y = (x @ projection[None]).reshape(batch, length, num_hash, code_len)
+        y = _projections(x, projection[None]).reshape(batch, length, num_hash, code_len)
     return torch.where(mask[..., None] != 0, _codes(y > 0), 0)
+
+
+def _projections(x: torch.Tensor, projection: torch.Tensor) -> torch.Tensor:
+    """x [..., D] · projection [..., D, C] as one MatMul, with the spec's non-finite rule
+    (catalogue.NONFINITE_PROJECTION_RULE): a row of x or a column of the projection holding a NaN or
+    an Inf makes every y it enters NaN, whatever the runtime's summation order."""
+    nonfinite = ~torch.isfinite(x).all(-1)[..., None] | ~torch.isfinite(projection).all(-2)[..., None, :]
+    return torch.where(nonfinite, float("nan"), x @ projection)
 
 
 def _first_argmax(z: torch.Tensor) -> torch.Tensor:
@@ -124,15 +128,11 @@ def _first_argmax(z: torch.Tensor) -> torch.Tensor:
 
 @lowers(ARGMAX_HASH)
 def argmax_hash(mask, vector, projection, bucket_sizes, *, num_hash: int) -> torch.Tensor:
-    """bucket_sizes stays an input (its values are unknown when tracing; its length F is known):
-    factor f's candidates are the round's S columns masked to its own (o_f .. o_f + n_f/2, the
-    others -inf), so that one ArgMax over [y, -y] finds its digit in the reference's order (NaN
-    first, then the first maximum). Cost: the projection as one MatMul (the kernel's work), then F
-    ArgMaxes over 2S candidates where the kernel scans 2S once (F is 1, or 2 for factorised
-    buckets), and [B, H, R, N, 2S] floats of candidates per factor. A bucket may differ where two
-    candidates lie within rounding of each other (the MatMul's order), as between the kernels."""
+    """bucket_sizes stays an input (its values are unknown when tracing, its length F known): factor
+    f's candidates are the round's S columns masked to its own (the others -inf), so that one ArgMax
+    over [y, -y] finds its digit in the reference's order (costs: lowering_costs.COSTS)."""
     batch, heads, length, _ = vector.shape
-    y = vector.float() @ projection.float()[None]  # [B, H, N, C]
+    y = _projections(vector.float(), projection.float()[None])  # [B, H, N, C]
     y = y.reshape(batch, heads, length, num_hash, -1).transpose(2, 3)  # [B, H, R, N, S]
     width = y.shape[-1]
     sizes = bucket_sizes.long()
@@ -158,12 +158,8 @@ def argmax_hash(mask, vector, projection, bucket_sizes, *, num_hash: int) -> tor
 def lsh_cumulation(
     query_mask, query_hash, key_mask, key_hash, value, *, hashtable_capacity: int, deterministic: int
 ) -> torch.Tensor:
-    """Per hash function, a [B * capacity, D] table: a ScatterND-add of the keys' values at their
-    codes, then a Gather at the queries' codes, summed over the m functions in order (one
-    ScatterND and one Gather per function in the graph). Memory: one table of B * capacity * D
-    floats at a time (the CPU kernel keeps about 1 MiB of tables per worker and sweeps hash
-    groups) plus [B, Nq, D] per function; time: m scatters of Nk rows and m gathers of Nq rows,
-    the kernel's work. Summation order is the runtime's (within float32 rounding)."""
+    """Per hash function, a ScatterND-add of the keys' values into a [B * capacity, D] table and a
+    Gather at the queries' codes (costs: lowering_costs.COSTS)."""
     batch, num_query, num_hash = query_hash.shape
     dim = value.shape[-1]
     capacity = hashtable_capacity
@@ -184,8 +180,7 @@ def lsh_cumulation(
 @lowers(BUCKET_SUM)
 @_float32
 def bucket_sum(bucket, weight, vector, *, num_buckets: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two ScatterND-adds into [G * num_buckets] tables: the kernel's work and memory (the outputs).
-    Summation order is the runtime's (within float32 rounding)."""
+    """Two ScatterND-adds into [G * num_buckets] tables (costs: lowering_costs.COSTS)."""
     groups, _, dim = vector.shape
     index = (bucket.long() + torch.arange(groups, device=bucket.device)[:, None] * num_buckets).reshape(-1)
     sums = torch.zeros(groups * num_buckets, dim, dtype=vector.dtype, device=vector.device)
@@ -262,21 +257,12 @@ def sorted_chunk_attention(
     mask_self: int,
     max_length: int,
 ) -> torch.Tensor:
-    """The reference's chunked attention with N dynamic. Instead of a branch on N, N <= chunk_length
-    is padded to one chunk per round, whose queries attend their own chunk alone (every key once:
-    the plain attention) and take round 0's output; pad keys score -inf and take no part. The sort
-    is `stable_argsort` (no TopK: no length limit from a runtime's TopK); unsorting gathers by the
-    inverse permutation (one ScatterElements of int64 indices).
-
-    Cost against the kernel: the same scores and softmax ([B, H, K, chunk, W * chunk] floats for W
-    = chunks_before + 1 + chunks_after, which the kernel computes a chunk at a time), but q, k, v
-    copied into sorted order ([B, H, R * N, D] each) and k, v into their windows (W times that),
-    which the kernel reads in place; the product with V three times as wide (values beside their
-    NaN/+Inf/-Inf flags, so that a key of weight 0 adds nothing whatever its value); and the radix
-    sort, 128 N per (b, h, round) in int64. N <= chunk_length costs R rounds of one padded chunk.
-
-    Not checked (the kernels' errors): N beyond max_length (the runtime classes and Triton refuse
-    it first), N > chunk_length not a multiple of it (padded to one instead), negative buckets."""
+    """The reference's chunked attention with N dynamic: N <= chunk_length is padded to one chunk per
+    round, whose queries attend their own chunk alone (every key once: the plain attention) and take
+    round 0's output, instead of a branch on N; pad keys score -inf and take no part. The sort is
+    `stable_argsort` (no TopK). Not checked (the kernels' errors): N beyond max_length (the runtime
+    classes and Triton refuse it first), N > chunk_length not a multiple of it (padded instead),
+    negative buckets. Costs: lowering_costs.COSTS."""
     del max_length  # a bound the runtime checks before the graph runs
     batch, heads, length, dim = query.shape
     rounds = buckets.shape[2]
@@ -344,3 +330,158 @@ def sorted_chunk_attention(
     first = torch.arange(rounds, device=lse.device)[:, None, None] == 0
     weights = torch.where(plain, first.to(weights.dtype), weights)  # plain attention: round 0's, as is
     return torch.where(weights == 0, 0.0, out * weights).sum(dim=2)
+
+
+# -- mixture of experts: Top1Dispatch, ExpertFFN, TopKExperts ------------------------------------
+# Costs against the custom kernels and a dense all-experts formulation: docs/ops.md, "Standard-op
+# lowering" (ops/lowering_costs.py).
+
+
+def _clamp(x: torch.Tensor, lo: float | None = None, hi: float | None = None) -> torch.Tensor:
+    """torch.clamp as comparisons: a NaN compares false and stays NaN, as torch.clamp keeps it (ONNX
+    Clip, Relu and Max leave NaN to the runtime: Eigen's max may return the bound)."""
+    if lo is not None:
+        x = torch.where(x < lo, lo, x)
+    if hi is not None:
+        x = torch.where(x > hi, hi, x)
+    return x
+
+
+# The reference's activation functions, with every clamp (relu's included) as comparisons.
+_ACTIVATIONS = {
+    **_REFERENCE_ACTIVATIONS,
+    "relu": lambda x: _clamp(x, lo=0.0),
+    "gelu_10": lambda x: _clamp(_REFERENCE_ACTIVATIONS["gelu"](x), -10.0, 10.0),
+    "relu2": lambda x: _clamp(x, lo=0.0) ** 2,
+    "relu6": lambda x: _clamp(x, 0.0, 6.0),
+    "hardswish": lambda x: x * _clamp(x + 3.0, 0.0, 6.0) / 6.0,
+}
+
+
+def _activation(name: str):
+    from .catalogue import EXPERT_ACTIVATIONS
+
+    return _ACTIVATIONS[EXPERT_ACTIVATIONS[name]]
+
+
+def _first_max_index(x: torch.Tensor) -> torch.Tensor:
+    """torch.argmax over the last dim: the first maximum, a NaN counting as the maximum (the first
+    NaN). ONNX ArgMax leaves NaN to the runtime, so NaNs are found apart."""
+    nan = torch.isnan(x)
+    first_nan = nan.float().argmax(-1)
+    return torch.where(nan.any(-1), first_nan, torch.where(nan, float("-inf"), x).argmax(-1))
+
+
+@lowers(TOP1_DISPATCH)
+def top1_dispatch(probs: torch.Tensor, *, expert_capacity: int) -> tuple[torch.Tensor, ...]:
+    """No sort: a kept token's place in `order` is its expert's start (the exclusive cumsum of
+    counts) plus its rank among that expert's kept tokens (a cumsum in flat token order), and the
+    dropped tokens fill the places after the kept ones in flat order, so that `order` is one
+    ScatterElements of a permutation (no duplicate index). Cost: a [B, S, E] one-hot and its
+    cumsums, O(B*S*E), as the kernel's argmax; no TopK, no sort."""
+    batch, length, experts = probs.shape
+    expert = _first_max_index(probs.float())  # [B, S] int64 (float32 widening is exact)
+    gate = probs.gather(-1, expert[..., None])[..., 0]
+    onehot = (expert[..., None] == torch.arange(experts, device=probs.device)).to(torch.int64)  # [B, S, E]
+    priority = onehot.cumsum(1).gather(-1, expert[..., None])[..., 0]  # 1-based, per sequence
+    kept = priority <= expert_capacity
+    kept_onehot = onehot * kept[..., None].to(torch.int64)
+    counts = kept_onehot.sum((0, 1))  # [E]
+    flat_kept = kept_onehot.reshape(-1, experts)  # [B*S, E], flat token order
+    rank = (flat_kept.cumsum(0) * flat_kept).sum(-1) - 1  # among its expert's kept tokens
+    start = counts.cumsum(0) - counts  # exclusive
+    flat_expert, flat_is_kept = expert.reshape(-1), kept.reshape(-1)
+    dropped = (~flat_is_kept).to(torch.int64)
+    place = torch.where(flat_is_kept, start.gather(0, flat_expert) + rank, counts.sum() + dropped.cumsum(0) - 1)
+    tokens = torch.arange(flat_expert.shape[0], device=probs.device)
+    order = torch.zeros_like(tokens).scatter(0, place, torch.where(flat_is_kept, tokens, -1))
+    return (
+        torch.where(kept, expert, -1).to(torch.int32),
+        gate,
+        priority.to(torch.int32),
+        counts.to(torch.int32),
+        order.reshape(batch, length).to(torch.int32),
+    )
+
+
+def _gathered_linear(x: torch.Tensor, weight: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Row r of x [R, In] through weight[index[r]] ([N, In], nn.Linear's layout): [R, N]. The rows'
+    weights are gathered ([R, N, In]), so only the chosen experts are computed."""
+    return (weight[index] @ x[..., None])[..., 0]
+
+
+@lowers(EXPERT_FFN)
+def expert_ffn(hidden, order, counts, gate, wi, wo, *, activation: str) -> torch.Tensor:
+    """Each token's expert found from `order` and `counts` without a sort: place i of `order`
+    belongs to expert #{e : end_e <= i} (end_e the inclusive cumsum of counts), and is listed where
+    i < sum(counts); a ScatterElements gives each listed token its expert (the others a place past
+    the tokens, sliced off). Then a per-token gathered-weights FFN: the work is the kernel's (one
+    expert per listed token), the memory B*S*2*F*D gathered weights (see docs/ops.md)."""
+    dtype = hidden.dtype
+    batch, length, dim = hidden.shape
+    x = hidden.float().reshape(-1, dim)
+    tokens = x.shape[0]
+    ends = counts.to(torch.int64).cumsum(0)  # [E]
+    places = torch.arange(tokens, device=hidden.device)
+    listed = places < ends[-1:]
+    place_expert = (ends[None, :] <= places[:, None]).to(torch.int64).sum(-1)  # [T]; E past the listed
+    target = torch.where(listed, order.reshape(-1).to(torch.int64), tokens + places)  # unlisted: past the end
+    token_expert = torch.full((2 * tokens,), -1, dtype=torch.int64, device=hidden.device)
+    token_expert = token_expert.scatter(0, target, torch.where(listed, place_expert, -1))[:tokens]
+    has_expert = token_expert >= 0
+    experts = wi.shape[0]
+    index = _clamp_index(token_expert, experts)
+    act = _activation(activation)
+    y = _gathered_linear(act(_gathered_linear(x, wi.float(), index)), wo.float(), index)
+    out = torch.where(has_expert[:, None], gate.float().reshape(-1, 1) * y, 0.0)
+    return out.reshape(batch, length, dim).to(dtype)
+
+
+def _clamp_index(index: torch.Tensor, experts: int) -> torch.Tensor:
+    """An index in [0, E) for gathering: a token or pick without an expert gathers expert 0's weights,
+    and its output is dropped by a select (never multiplied by 0: NaN * 0 is NaN)."""
+    return torch.where((index >= 0) & (index < experts), index, 0)
+
+
+def _gating(gating: str, act, limit: float):
+    """reference.gating_function with its clamps as comparisons (NaN kept, as torch.clamp)."""
+    if gating == "none":
+        return act
+
+    def gated(h: torch.Tensor) -> torch.Tensor:
+        gate, up = h.chunk(2, dim=-1)
+        if gating == "glu":
+            return act(gate) * up
+        up = _clamp(up, -limit, limit)
+        if gating == "glu_clamped":
+            return act(_clamp(gate, hi=limit)) * up
+        if gating == "glu_clamped_after":
+            return _clamp(act(gate), hi=limit) * up
+        return act(_clamp(gate, hi=limit)) * (up + 1)  # glu_clamped_offset
+
+    return gated
+
+
+@lowers(TOPK_EXPERTS)
+def topk_experts(
+    hidden, expert_index, expert_weight, gate_up, gate_up_bias, down, down_bias, *, activation: str, gating: str, limit
+) -> torch.Tensor:
+    """Per-token gathered weights: each (token, pick) pair gathers its expert's gate_up [G, D] and
+    down [D, F] and runs one small matmul each, so only the chosen experts are computed (T*K
+    expert evaluations, the kernel's work) at the price of T*K*(G*D + D*F) gathered weights in
+    memory; a pick of expert E (none) gathers expert 0 and is dropped by a select, whatever its
+    weight. The picks' weighted outputs are summed by one ReduceSum, whose order the runtime picks
+    (the reference sums j = 0, 1, ...: within float32 rounding)."""
+    dtype = hidden.dtype
+    tokens, dim = hidden.shape
+    picks = expert_index.shape[1]
+    experts = gate_up.shape[0]
+    index = expert_index.to(torch.int64)
+    live = index < experts  # the spec's E: no expert
+    flat = _clamp_index(index, experts).reshape(-1)  # [T*K]
+    x = hidden.float()[:, None, :].expand(tokens, picks, dim).reshape(-1, dim)
+    h = _gathered_linear(x, gate_up.float(), flat) + gate_up_bias.float()[flat]
+    a = _gating(gating, _activation(activation), limit)(h)
+    y = (_gathered_linear(a, down.float(), flat) + down_bias.float()[flat]).reshape(tokens, picks, dim)
+    weighted = torch.where(live[..., None], expert_weight.float()[..., None] * y, 0.0)
+    return weighted.sum(1).to(dtype)
