@@ -229,6 +229,9 @@ def markdown() -> str:
     for op in OPS:
         if op.name in lowering_costs.COSTS:
             out += [f"### {op.name}", "", lowering_costs.COSTS[op.name], ""]
+        elif op.name in lowering_costs.NOT_LOWERED:
+            reason = lowering_costs.NOT_LOWERED[op.name]
+            out += [f"### {op.name}", "", f"No lowering: {reason}; `--ops standard` refuses a model that calls it.", ""]
     return "\n".join(out)
 
 
