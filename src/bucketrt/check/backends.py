@@ -116,9 +116,10 @@ class OrtBackend:
     label, runner_name = "ONNX Runtime", "onnxruntime"
 
     def __init__(self, output_dir: Path, manifest: dict, console=None):
+        from bucketrt.export_format.manifest import needs_op_library
         from bucketrt.library import library_path
 
-        if manifest.get("ops"):
+        if needs_op_library(manifest):
             library_path()  # a missing op library is a usage error, reported before any work
         else:
             _say(console, "[dim]the export holds no bucketrt op: ONNX Runtime runs it without bucketrt's library[/]")

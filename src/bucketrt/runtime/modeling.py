@@ -21,7 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from bucketrt.errors import BucketrtError
-from bucketrt.export_format.manifest import DECODER, DECODER_WITH_PAST, ENCODER, max_sequence_length, read_manifest
+from bucketrt.export_format.manifest import (
+    DECODER,
+    DECODER_WITH_PAST,
+    ENCODER,
+    max_sequence_length,
+    needs_op_library,
+    read_manifest,
+)
 from bucketrt.export_format.tasks import GENERATION_TASKS, HEADS
 
 from . import decoding
@@ -132,7 +139,7 @@ class ORTModel:
         providers = [provider] + ([CPU] if provider != CPU else [])
         # An export without bucketrt ops (--ops standard) runs on plain sessions: bucketrt's op
         # library need not be there, nor can it be where the provider takes no custom ops.
-        op_library = bool(manifest.get("ops"))
+        op_library = needs_op_library(manifest)
         sessions = {}
         for name in target.components:
             # One SessionOptions serves every session; the op library is registered on it once.

@@ -28,7 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bucketrt.errors import BucketrtError, TrtLibraryNotBuiltError
-from bucketrt.export_format.manifest import DECODER, DECODER_WITH_PAST, ENCODER, max_sequence_length, read_manifest
+from bucketrt.export_format.manifest import (
+    DECODER,
+    DECODER_WITH_PAST,
+    ENCODER,
+    max_sequence_length,
+    needs_op_library,
+    read_manifest,
+)
 from bucketrt.export_format.manifest import component as manifest_component
 from bucketrt.library import library_path, trt_library_path
 from bucketrt.runtime import decoding
@@ -286,12 +293,6 @@ def config_text(config) -> str:
     return text_format.MessageToString(config)
 
 
-def _needs_op_library(manifest: dict) -> bool:
-    """Whether the export's graphs hold bucketrt ops (its manifest's `ops`): a standard-op export
-    (`bucketrt export --ops standard`) is served without bucketrt's op library."""
-    return bool(manifest.get("ops"))
-
-
 def _engine(manifest: dict, export_dir: Path, component_name: str) -> tuple[Path, dict]:
     engines = manifest.get("engines") or {}
     if component_name not in engines:
@@ -544,7 +545,7 @@ def _prepare(export_dir, manifest, name, target, *, backend, max_batch_size, str
             )
         if record.get("plugins"):
             _trt_plugins(record)  # a missing plugin library fails before anything is written
-    if backend in ("python", "onnxruntime") and _needs_op_library(manifest):
+    if backend in ("python", "onnxruntime") and needs_op_library(manifest):
         library_path()
     return _Prepared(
         Path(export_dir),
@@ -581,7 +582,7 @@ def _write_model(
     written: list[str] = []
     parameters: dict[str, str] = {}
     op_library = None
-    needs_library = _needs_op_library(prep.manifest)
+    needs_library = needs_op_library(prep.manifest)
     if prep.backend == "python":
         for component in prep.components:
             _copy_onnx(prep.export_dir, component, version_dir, written, prep.target, None)

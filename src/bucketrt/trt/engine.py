@@ -109,6 +109,15 @@ def _trt_rtx_folders() -> list[Path]:
     return [Path(sys.prefix).parent / TRT_RTX_DIR, Path.cwd() / TRT_RTX_DIR]
 
 
+def installed(product: Product) -> bool:
+    """Whether `product`'s module can be imported (from its own folder too), without importing it."""
+    import importlib.util
+
+    if importlib.util.find_spec(product.module) is not None:
+        return True
+    return product is TENSORRT_RTX and any((folder / product.module).is_dir() for folder in _trt_rtx_folders())
+
+
 def _import_module(product: Product):
     """The product's module, from this environment, else (TensorRT for RTX) from its own folder."""
     import importlib
@@ -680,6 +689,7 @@ __all__ = [
     "check_options",
     "console_echo",
     "import_tensorrt",
+    "installed",
     "load_plugins",
     "load_tensorrt",
     "polygraphy_log",
