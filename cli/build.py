@@ -133,6 +133,7 @@ def build_command(
         build_progress,
         check_options,
         load_tensorrt,
+        refuse_bucketrt_nodes,
         write_engine,
     )
     from bucketrt.trt.profiles import component_profiles, describe_profile, device_memory, format_shape
@@ -170,6 +171,9 @@ def build_command(
 
     trt, library = load_tensorrt(manifest, plugins, product)
     check_options(trt, options, export_dtype)
+    if not product.plugins:  # every graph, before anything is built (the manifest may be older than them)
+        for entry in entries:
+            refuse_bucketrt_nodes(Path(output_dir) / entry["files"]["model"], product)
     out.print(
         f"{product.name} {trt.__version__}; plugins: {library or 'none (the export uses no bucketrt ops)'}; "
         f"{export_dtype} export"

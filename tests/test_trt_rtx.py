@@ -83,7 +83,16 @@ def test_given_shapes_make_the_profile(cli_export, tmp_path):
     folder = cli_export(*STANDARD["lsg"])
     engine = tmp_path / "small.engine"
     result = build(
-        folder, "--rtx", "--max-shapes", "input_ids:2x64", "--opt-shapes", "input_ids:1x32", "--engine", engine
+        folder,
+        "--rtx",
+        "--min-shapes",
+        "input_ids:1x1",
+        "--max-shapes",
+        "input_ids:2x64",
+        "--opt-shapes",
+        "input_ids:1x32",
+        "--engine",
+        engine,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     record = json.loads((folder / "bucketrt.json").read_text())["engines"]["model"]

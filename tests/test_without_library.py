@@ -115,8 +115,8 @@ def test_openvino_refuses_bucketrt_nodes_a_manifest_leaves_out(with_ops, tmp_pat
     write_manifest(folder, manifest)
     result = invoke("check", folder, "--backend", "openvino")
     assert result.exit_code == 2, result.output
-    assert "OpenVINO (" not in result.output and "--ops standard" in result.output
-    assert "SignHash x" in result.output
+    assert "OpenVINO cannot run bucketrt's ops, and model.onnx holds" in result.output
+    assert "SignHash x" in result.output and "--ops standard" in result.output
 
 
 def test_ort_model_runs_without_the_library(standard, no_library):
@@ -186,3 +186,30 @@ def test_triton_repositories_need_no_op_library(standard, no_library, tmp_path):
     plain = ort.InferenceSession(str(standard / "model.onnx"), providers=["CPUExecutionProvider"])
     name = plain.get_outputs()[0].name
     np.testing.assert_array_equal(answer[name], plain.run([name], feeds)[0])
+
+
+def test_triton_tensorrt_models_of_standard_op_exports_need_no_plugins(standard, tmp_path):
+    """An engine built without plugins (its record's plugins null) is served without the plugin
+    library; one built by TensorRT for RTX is refused, as Triton's tensorrt backend runs TensorRT's."""
+    import shutil
+
+    from bucketrt.errors import BucketrtError
+    from bucketrt.serving import write_repository
+
+    folder = tmp_path / "export"
+    shutil.copytree(standard, folder)
+    manifest = read_manifest(folder)
+    entry = manifest["components"][0]
+    (folder / "model.engine").write_bytes(b"engine")  # its bytes do not matter to the repository
+    profile = {spec["name"]: {"min": [1, 1], "opt": [1, 16], "max": [2, 64]} for spec in entry["inputs"]}
+    record = {"file": "model.engine", "profile": profile, "plugins": None, "product": "TensorRT"}
+    manifest["engines"] = {entry["name"]: record}
+    write_manifest(folder, manifest)
+    (model,) = write_repository(folder, tmp_path / "repo", backend="tensorrt", max_batch_size=2, forward=True)
+    assert model.files == ["1/model.plan", "config.pbtxt"], model.files
+    assert "plugins=" not in (tmp_path / "repo" / "README.md").read_text()
+
+    record["product"] = "TensorRT for RTX"
+    write_manifest(folder, manifest)
+    with pytest.raises(BucketrtError, match="built with TensorRT for RTX.*--backend onnxruntime"):
+        write_repository(folder, tmp_path / "repo2", backend="tensorrt", max_batch_size=2, forward=True)

@@ -196,7 +196,8 @@ class OpenVinoBackend:
         from bucketrt.export_format.manifest import refuse_bucketrt_ops
 
         model_path = self.output_dir / entry["files"]["model"]
-        refuse_bucketrt_ops(self.manifest, "OpenVINO", ComponentGraph.load(model_path).bucketrt_ops)
+        ops = ComponentGraph.load(model_path).bucketrt_ops
+        refuse_bucketrt_ops(self.manifest, "OpenVINO", ops, holder=model_path.name)
         try:
             return self.core.compile_model(str(model_path), self.DEVICE, self.CONFIG)
         except Exception as e:  # OpenVINO's reader or compiler: the model's fault, with its words

@@ -74,15 +74,19 @@ def bucketrt_ops(manifest: dict) -> list[str]:
 
 
 def refuse_bucketrt_ops(
-    manifest: dict, runtime: str, ops: list[str] | None = None, reason: str = "cannot run bucketrt's ops"
+    manifest: dict,
+    runtime: str,
+    ops: list[str] | None = None,
+    reason: str = "cannot run bucketrt's ops",
+    holder: str = "this export",
 ) -> None:
     """BucketrtError, one line naming `--ops standard`, when the export holds bucketrt ops that
     `runtime` (which cannot load bucketrt's op library or plugins) could not run. `ops`: the ones
-    found in a graph, where the caller looked there."""
+    found in a graph (`holder`, its file name), where the caller looked there."""
     ops = bucketrt_ops(manifest) if ops is None else ops
     if ops:
         raise BucketrtError(
-            f"{runtime} {reason}, and this export holds {', '.join(ops)}",
+            f"{runtime} {reason}, and {holder} holds {', '.join(ops)}",
             "export the model with `bucketrt export --ops standard` (standard ONNX ops only) for it",
         )
 

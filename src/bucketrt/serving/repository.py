@@ -543,7 +543,7 @@ def _prepare(export_dir, manifest, name, target, *, backend, max_batch_size, str
                 "runs TensorRT engines",
                 "serve the ONNX file with --backend onnxruntime, or build the engine with TensorRT",
             )
-        if record.get("plugins"):
+        if record.get("plugins") or needs_op_library(manifest):
             _trt_plugins(record)  # a missing plugin library fails before anything is written
     if backend in ("python", "onnxruntime") and needs_op_library(manifest):
         library_path()
@@ -617,7 +617,7 @@ def _write_model(
     else:
         engine_path, record = prep.engine
         _copy(engine_path, version_dir / "model.plan", written, prep.target)
-        if record.get("plugins"):  # an engine of a standard-op export has no plugin layer
+        if record.get("plugins") or needs_library:  # an engine of a standard-op export has no plugin layer
             _copy(_trt_plugins(record), prep.target / TRT_PLUGINS, written, prep.target)
     config = build_config(
         prep.name,

@@ -527,7 +527,7 @@ def build_engine(
     onnx_path = Path(onnx_path)
     product = product_of(trt)
     if not product.plugins:
-        _refuse_bucketrt_nodes(onnx_path, product)
+        refuse_bucketrt_nodes(onnx_path, product)
     started = time.perf_counter()
     strongly_typed = not options.fp16
     shapes = Profile()
@@ -576,7 +576,7 @@ def build_engine(
     )
 
 
-def _refuse_bucketrt_nodes(onnx_path: Path, product: Product) -> None:
+def refuse_bucketrt_nodes(onnx_path: Path, product: Product) -> None:
     """BucketrtError naming `--ops standard` for a graph with bucketrt nodes: the manifest said
     none (load_tensorrt refused it otherwise), but a parser without plugin layers must never see
     one (TensorRT for RTX's aborts the process)."""
@@ -588,7 +588,7 @@ def _refuse_bucketrt_nodes(onnx_path: Path, product: Product) -> None:
     graph = onnx.load(str(onnx_path), load_external_data=False)
     found = [f"{op['name']} x{op['nodes']}" for op in custom_ops(graph, DOMAIN)]
     refuse_bucketrt_ops(
-        {}, f"{product.name} ({onnx_path.name})", found, reason="has no plugin layers for bucketrt's ops"
+        {}, product.name, found, reason="has no plugin layers for bucketrt's ops", holder=onnx_path.name
     )
 
 
@@ -697,6 +697,7 @@ __all__ = [
     "Product",
     "product_of",
     "recorded_engine",
+    "refuse_bucketrt_nodes",
     "runtime",
     "tensorrt_major",
     "write_engine",
