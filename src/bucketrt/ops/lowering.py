@@ -23,11 +23,23 @@ from collections.abc import Callable
 
 import torch
 
-from .catalogue import ARGMAX_HASH, BUCKET_SUM, LSH_CUMULATION, SIGN_HASH, SORTED_CHUNK_ATTENTION, hadamard_parts
+from .catalogue import (
+    ARGMAX_HASH,
+    BUCKET_SUM,
+    EXPERT_FFN,
+    LSH_CUMULATION,
+    SIGN_HASH,
+    SORTED_CHUNK_ATTENTION,
+    TOP1_DISPATCH,
+    TOPK_EXPERTS,
+    hadamard_parts,
+)
+from .lowering_costs import NOT_LOWERED
+from .reference import ACTIVATION_FUNCTIONS as _REFERENCE_ACTIVATIONS
 from .reference import MASKED_SCORE, SELF_SCORE, _flush, hadamard_transform
 from .schema import OpSpec
 
-__all__ = ["LOWERINGS", "lowers", "stable_argsort"]
+__all__ = ["LOWERINGS", "NOT_LOWERED", "lowers", "stable_argsort"]
 
 LOWERINGS: dict[str, Callable] = {}
 
@@ -36,6 +48,8 @@ def lowers(spec: OpSpec) -> Callable[[Callable], Callable]:
     """Registers the decorated function as `spec`'s standard-op lowering."""
 
     def register(fn: Callable) -> Callable:
+        if spec.name in NOT_LOWERED:
+            raise ValueError(f"{spec.name} is listed in NOT_LOWERED ({NOT_LOWERED[spec.name]}): take it off the list")
         if spec.name in LOWERINGS:
             raise ValueError(f"{spec.name} has two lowerings: {LOWERINGS[spec.name].__name__} and {fn.__name__}")
         LOWERINGS[spec.name] = fn
@@ -74,11 +88,8 @@ def _codes(bits: torch.Tensor) -> torch.Tensor:
 
 @lowers(SIGN_HASH)
 def sign_hash(mask, vector, projection, *, num_hash: int, hash_code_len: int, transform: str) -> torch.Tensor:
-    """The reference's arithmetic: hadamard's butterflies and ±1 diagonals are exact in float32, so
-    the codes are the reference's bit for bit; gaussian's projection is one MatMul (as the reference
-    takes it for finite inputs), whose summation order the runtime picks: a code bit whose projection
-    lies within rounding of 0 may differ, as between the kernels. Cost: the reference's tensors
-    ([B, N, P, D] per round), about the kernel's work but in memory rather than in registers."""
+    """The reference's arithmetic: hadamard's butterflies bit for bit, gaussian's projection one
+    MatMul with the spec's non-finite rule (costs: lowering_costs.COSTS)."""
     batch, length, dim = vector.shape
     groups = projection.shape[0]
     code_len = hash_code_len
@@ -95,8 +106,16 @@ def sign_hash(mask, vector, projection, *, num_hash: int, hash_code_len: int, tr
         y = y[..., : per_part * code_len].reshape(*y.shape[:-1], per_part, code_len)
         y = y.permute(0, 1, 3, 2, 4, 5).reshape(batch, length, parts * per_part, code_len)[:, :, :num_hash]
     else:
-        y = (x @ projection[None]).reshape(batch, length, num_hash, code_len)
+        y = _projections(x, projection[None]).reshape(batch, length, num_hash, code_len)
     return torch.where(mask[..., None] != 0, _codes(y > 0), 0)
+
+
+def _projections(x: torch.Tensor, projection: torch.Tensor) -> torch.Tensor:
+    """x [..., D] · projection [..., D, C] as one MatMul, with the spec's non-finite rule
+    (catalogue.NONFINITE_PROJECTION_RULE): a row of x or a column of the projection holding a NaN or
+    an Inf makes every y it enters NaN, whatever the runtime's summation order."""
+    nonfinite = ~torch.isfinite(x).all(-1)[..., None] | ~torch.isfinite(projection).all(-2)[..., None, :]
+    return torch.where(nonfinite, float("nan"), x @ projection)
 
 
 def _first_argmax(z: torch.Tensor) -> torch.Tensor:
@@ -109,14 +128,11 @@ def _first_argmax(z: torch.Tensor) -> torch.Tensor:
 
 @lowers(ARGMAX_HASH)
 def argmax_hash(mask, vector, projection, bucket_sizes, *, num_hash: int) -> torch.Tensor:
-    """bucket_sizes is a tensor (its values are not known when tracing; its length F is): factor f's
-    candidates are the round's S columns masked to its own, o_f .. o_f + n_f/2 (the others -inf),
-    so that one ArgMax over [y, -y] (2S wide) finds its digit in the reference's order. Cost: F
-    ArgMaxes over 2S candidates where the kernel scans sum_f n_f = 2S once (F is 1 or 2); the
-    projection is one MatMul, as the reference takes it for finite inputs (a bucket may differ where
-    two candidates lie within rounding of each other, as between the kernels)."""
+    """bucket_sizes stays an input (its values are unknown when tracing, its length F known): factor
+    f's candidates are the round's S columns masked to its own (the others -inf), so that one ArgMax
+    over [y, -y] finds its digit in the reference's order (costs: lowering_costs.COSTS)."""
     batch, heads, length, _ = vector.shape
-    y = vector.float() @ projection.float()[None]  # [B, H, N, C]
+    y = _projections(vector.float(), projection.float()[None])  # [B, H, N, C]
     y = y.reshape(batch, heads, length, num_hash, -1).transpose(2, 3)  # [B, H, R, N, S]
     width = y.shape[-1]
     sizes = bucket_sizes.long()
@@ -142,33 +158,29 @@ def argmax_hash(mask, vector, projection, bucket_sizes, *, num_hash: int) -> tor
 def lsh_cumulation(
     query_mask, query_hash, key_mask, key_hash, value, *, hashtable_capacity: int, deterministic: int
 ) -> torch.Tensor:
-    """Per hash function, a [B * capacity, D] table: ScatterND-add of the keys' values at their
-    codes, then a Gather at the queries' codes, summed over the m functions in order. Memory: one
-    table of B * capacity * D floats at a time (the kernel's own), plus [B, N, D] per function;
-    time: m scatters and gathers of N rows, as the kernel. Codes are not checked: an unmasked code
-    outside [0, capacity) fails the runtime's ScatterND or Gather (or wraps, for a negative one in
-    Gather) instead of the kernels' error. Summation order is the runtime's (within fp32 rounding)."""
+    """Per hash function, a ScatterND-add of the keys' values into a [B * capacity, D] table and a
+    Gather at the queries' codes (costs: lowering_costs.COSTS)."""
     batch, num_query, num_hash = query_hash.shape
     dim = value.shape[-1]
     capacity = hashtable_capacity
-    query_hash = torch.where(query_mask[..., None] != 0, query_hash, 0).long()
-    key_hash = torch.where(key_mask[..., None] != 0, key_hash, 0).long()
+    offset = torch.arange(batch, device=value.device)[:, None, None] * capacity
+
+    def rows(codes, live):  # [B, N, m] codes -> [m, B*N] rows of the flat table (masked: row 0)
+        return (torch.where(live[..., None] != 0, codes, 0).long() + offset).permute(2, 0, 1).reshape(num_hash, -1)
+
+    query_rows, key_rows = rows(query_hash, query_mask), rows(key_hash, key_mask)
     weighted = torch.where((key_mask != 0)[..., None], value, 0.0).reshape(-1, dim)
-    offset = torch.arange(batch, device=value.device)[:, None] * capacity
     out = torch.zeros(batch * num_query, dim, dtype=value.dtype, device=value.device)
     for h in range(num_hash):
         table = torch.zeros(batch * capacity, dim, dtype=value.dtype, device=value.device)
-        table = table.index_add(0, (key_hash[:, :, h] + offset).reshape(-1), weighted)
-        out = out + table[(query_hash[:, :, h] + offset).reshape(-1)]
+        out = out + table.index_add(0, key_rows[h], weighted)[query_rows[h]]
     return torch.where((query_mask != 0)[..., None], out.view(batch, num_query, dim) * (1.0 / num_hash), 0.0)
 
 
 @lowers(BUCKET_SUM)
 @_float32
 def bucket_sum(bucket, weight, vector, *, num_buckets: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two ScatterND-adds into [G * num_buckets] tables, as the kernel (its memory: the outputs).
-    Bucket ids are not checked: one outside [0, num_buckets) fails the runtime's ScatterND instead
-    of the kernels' error (a negative one may wrap). Summation order is the runtime's."""
+    """Two ScatterND-adds into [G * num_buckets] tables (costs: lowering_costs.COSTS)."""
     groups, _, dim = vector.shape
     index = (bucket.long() + torch.arange(groups, device=bucket.device)[:, None] * num_buckets).reshape(-1)
     sums = torch.zeros(groups * num_buckets, dim, dtype=vector.dtype, device=vector.device)
@@ -187,8 +199,10 @@ _RADIX_PASSES = 31 // _RADIX_BITS + 1  # every bit of a non-negative int32
 
 def stable_argsort(keys: torch.Tensor) -> torch.Tensor:
     """The indices that sort `keys` (int, >= 0, below 2^31) along the last dim, ties in index order:
-    torch.sort(keys, stable=True).indices, as standard ONNX ops without TopK. Cost per pass: a
-    one-hot [..., N, 16] and its CumSum; 8 passes, O(128 N) against a counting sort's O(N + buckets)."""
+    torch.sort(keys, stable=True).indices in standard ONNX ops without TopK. LSD radix sort, 8
+    passes over 4-bit digits, each a counting sort: a one-hot [..., N, 16] (int64), its CumSum over
+    N, a GatherElements and a ScatterElements. Time and memory O(16 N) per pass, 128 N in all,
+    where the kernel's counting sort takes O(N + buckets)."""
     radix = 1 << _RADIX_BITS
     keys = keys.long()
     digits = torch.arange(radix, device=keys.device)
@@ -215,7 +229,7 @@ def _logsumexp(x: torch.Tensor, dim: int) -> torch.Tensor:
 def _weighted_sum(p: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """reference.weighted_sum without its branch on the values: keys of weight 0 add nothing (no
     0 * Inf); a used key's NaN gives NaN, its ±Inf gives ±Inf (both: NaN). One MatMul over the
-    values and their flags side by side ([K, 3D]): three times the kernel's product with V."""
+    values and their flags side by side ([K, 3D])."""
     dim = value.shape[-1]
     finite = torch.isfinite(value)
     nan = torch.isnan(value)
@@ -243,16 +257,12 @@ def sorted_chunk_attention(
     mask_self: int,
     max_length: int,
 ) -> torch.Tensor:
-    """The reference's chunked attention, with N dynamic: instead of a branch on N, N <= chunk_length
-    is padded to one chunk per round, whose queries attend their own chunk only (every key once: the
-    plain attention) and take round 0's output. Pad keys score -inf and take no part. The sort is
-    `stable_argsort` (no TopK); unsorting gathers by the inverse permutation.
-
-    Not checked here (the kernels' errors): N beyond max_length (the runtime classes and Triton
-    refuse it first), N > chunk_length not a multiple of it (padded to one, instead of an error),
-    negative buckets. Cost: the kernel's scores and products, plus the radix sort, a wider product
-    with V (`_weighted_sum`), and [B, H, R, N, D] copies of q, k, v in sorted order (the kernel
-    reads them in place)."""
+    """The reference's chunked attention with N dynamic: N <= chunk_length is padded to one chunk per
+    round, whose queries attend their own chunk alone (every key once: the plain attention) and take
+    round 0's output, instead of a branch on N; pad keys score -inf and take no part. The sort is
+    `stable_argsort` (no TopK). Not checked (the kernels' errors): N beyond max_length (the runtime
+    classes and Triton refuse it first), N > chunk_length not a multiple of it (padded instead),
+    negative buckets. Costs: lowering_costs.COSTS."""
     del max_length  # a bound the runtime checks before the graph runs
     batch, heads, length, dim = query.shape
     rounds = buckets.shape[2]
@@ -320,3 +330,158 @@ def sorted_chunk_attention(
     first = torch.arange(rounds, device=lse.device)[:, None, None] == 0
     weights = torch.where(plain, first.to(weights.dtype), weights)  # plain attention: round 0's, as is
     return torch.where(weights == 0, 0.0, out * weights).sum(dim=2)
+
+
+# -- mixture of experts: Top1Dispatch, ExpertFFN, TopKExperts ------------------------------------
+# Costs against the custom kernels and a dense all-experts formulation: docs/ops.md, "Standard-op
+# lowering" (ops/lowering_costs.py).
+
+
+def _clamp(x: torch.Tensor, lo: float | None = None, hi: float | None = None) -> torch.Tensor:
+    """torch.clamp as comparisons: a NaN compares false and stays NaN, as torch.clamp keeps it (ONNX
+    Clip, Relu and Max leave NaN to the runtime: Eigen's max may return the bound)."""
+    if lo is not None:
+        x = torch.where(x < lo, lo, x)
+    if hi is not None:
+        x = torch.where(x > hi, hi, x)
+    return x
+
+
+# The reference's activation functions, with every clamp (relu's included) as comparisons.
+_ACTIVATIONS = {
+    **_REFERENCE_ACTIVATIONS,
+    "relu": lambda x: _clamp(x, lo=0.0),
+    "gelu_10": lambda x: _clamp(_REFERENCE_ACTIVATIONS["gelu"](x), -10.0, 10.0),
+    "relu2": lambda x: _clamp(x, lo=0.0) ** 2,
+    "relu6": lambda x: _clamp(x, 0.0, 6.0),
+    "hardswish": lambda x: x * _clamp(x + 3.0, 0.0, 6.0) / 6.0,
+}
+
+
+def _activation(name: str):
+    from .catalogue import EXPERT_ACTIVATIONS
+
+    return _ACTIVATIONS[EXPERT_ACTIVATIONS[name]]
+
+
+def _first_max_index(x: torch.Tensor) -> torch.Tensor:
+    """torch.argmax over the last dim: the first maximum, a NaN counting as the maximum (the first
+    NaN). ONNX ArgMax leaves NaN to the runtime, so NaNs are found apart."""
+    nan = torch.isnan(x)
+    first_nan = nan.float().argmax(-1)
+    return torch.where(nan.any(-1), first_nan, torch.where(nan, float("-inf"), x).argmax(-1))
+
+
+@lowers(TOP1_DISPATCH)
+def top1_dispatch(probs: torch.Tensor, *, expert_capacity: int) -> tuple[torch.Tensor, ...]:
+    """No sort: a kept token's place in `order` is its expert's start (the exclusive cumsum of
+    counts) plus its rank among that expert's kept tokens (a cumsum in flat token order), and the
+    dropped tokens fill the places after the kept ones in flat order, so that `order` is one
+    ScatterElements of a permutation (no duplicate index). Cost: a [B, S, E] one-hot and its
+    cumsums, O(B*S*E), as the kernel's argmax; no TopK, no sort."""
+    batch, length, experts = probs.shape
+    expert = _first_max_index(probs.float())  # [B, S] int64 (float32 widening is exact)
+    gate = probs.gather(-1, expert[..., None])[..., 0]
+    onehot = (expert[..., None] == torch.arange(experts, device=probs.device)).to(torch.int64)  # [B, S, E]
+    priority = onehot.cumsum(1).gather(-1, expert[..., None])[..., 0]  # 1-based, per sequence
+    kept = priority <= expert_capacity
+    kept_onehot = onehot * kept[..., None].to(torch.int64)
+    counts = kept_onehot.sum((0, 1))  # [E]
+    flat_kept = kept_onehot.reshape(-1, experts)  # [B*S, E], flat token order
+    rank = (flat_kept.cumsum(0) * flat_kept).sum(-1) - 1  # among its expert's kept tokens
+    start = counts.cumsum(0) - counts  # exclusive
+    flat_expert, flat_is_kept = expert.reshape(-1), kept.reshape(-1)
+    dropped = (~flat_is_kept).to(torch.int64)
+    place = torch.where(flat_is_kept, start.gather(0, flat_expert) + rank, counts.sum() + dropped.cumsum(0) - 1)
+    tokens = torch.arange(flat_expert.shape[0], device=probs.device)
+    order = torch.zeros_like(tokens).scatter(0, place, torch.where(flat_is_kept, tokens, -1))
+    return (
+        torch.where(kept, expert, -1).to(torch.int32),
+        gate,
+        priority.to(torch.int32),
+        counts.to(torch.int32),
+        order.reshape(batch, length).to(torch.int32),
+    )
+
+
+def _gathered_linear(x: torch.Tensor, weight: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Row r of x [R, In] through weight[index[r]] ([N, In], nn.Linear's layout): [R, N]. The rows'
+    weights are gathered ([R, N, In]), so only the chosen experts are computed."""
+    return (weight[index] @ x[..., None])[..., 0]
+
+
+@lowers(EXPERT_FFN)
+def expert_ffn(hidden, order, counts, gate, wi, wo, *, activation: str) -> torch.Tensor:
+    """Each token's expert found from `order` and `counts` without a sort: place i of `order`
+    belongs to expert #{e : end_e <= i} (end_e the inclusive cumsum of counts), and is listed where
+    i < sum(counts); a ScatterElements gives each listed token its expert (the others a place past
+    the tokens, sliced off). Then a per-token gathered-weights FFN: the work is the kernel's (one
+    expert per listed token), the memory B*S*2*F*D gathered weights (see docs/ops.md)."""
+    dtype = hidden.dtype
+    batch, length, dim = hidden.shape
+    x = hidden.float().reshape(-1, dim)
+    tokens = x.shape[0]
+    ends = counts.to(torch.int64).cumsum(0)  # [E]
+    places = torch.arange(tokens, device=hidden.device)
+    listed = places < ends[-1:]
+    place_expert = (ends[None, :] <= places[:, None]).to(torch.int64).sum(-1)  # [T]; E past the listed
+    target = torch.where(listed, order.reshape(-1).to(torch.int64), tokens + places)  # unlisted: past the end
+    token_expert = torch.full((2 * tokens,), -1, dtype=torch.int64, device=hidden.device)
+    token_expert = token_expert.scatter(0, target, torch.where(listed, place_expert, -1))[:tokens]
+    has_expert = token_expert >= 0
+    experts = wi.shape[0]
+    index = _clamp_index(token_expert, experts)
+    act = _activation(activation)
+    y = _gathered_linear(act(_gathered_linear(x, wi.float(), index)), wo.float(), index)
+    out = torch.where(has_expert[:, None], gate.float().reshape(-1, 1) * y, 0.0)
+    return out.reshape(batch, length, dim).to(dtype)
+
+
+def _clamp_index(index: torch.Tensor, experts: int) -> torch.Tensor:
+    """An index in [0, E) for gathering: a token or pick without an expert gathers expert 0's weights,
+    and its output is dropped by a select (never multiplied by 0: NaN * 0 is NaN)."""
+    return torch.where((index >= 0) & (index < experts), index, 0)
+
+
+def _gating(gating: str, act, limit: float):
+    """reference.gating_function with its clamps as comparisons (NaN kept, as torch.clamp)."""
+    if gating == "none":
+        return act
+
+    def gated(h: torch.Tensor) -> torch.Tensor:
+        gate, up = h.chunk(2, dim=-1)
+        if gating == "glu":
+            return act(gate) * up
+        up = _clamp(up, -limit, limit)
+        if gating == "glu_clamped":
+            return act(_clamp(gate, hi=limit)) * up
+        if gating == "glu_clamped_after":
+            return _clamp(act(gate), hi=limit) * up
+        return act(_clamp(gate, hi=limit)) * (up + 1)  # glu_clamped_offset
+
+    return gated
+
+
+@lowers(TOPK_EXPERTS)
+def topk_experts(
+    hidden, expert_index, expert_weight, gate_up, gate_up_bias, down, down_bias, *, activation: str, gating: str, limit
+) -> torch.Tensor:
+    """Per-token gathered weights: each (token, pick) pair gathers its expert's gate_up [G, D] and
+    down [D, F] and runs one small matmul each, so only the chosen experts are computed (T*K
+    expert evaluations, the kernel's work) at the price of T*K*(G*D + D*F) gathered weights in
+    memory; a pick of expert E (none) gathers expert 0 and is dropped by a select, whatever its
+    weight. The picks' weighted outputs are summed by one ReduceSum, whose order the runtime picks
+    (the reference sums j = 0, 1, ...: within float32 rounding)."""
+    dtype = hidden.dtype
+    tokens, dim = hidden.shape
+    picks = expert_index.shape[1]
+    experts = gate_up.shape[0]
+    index = expert_index.to(torch.int64)
+    live = index < experts  # the spec's E: no expert
+    flat = _clamp_index(index, experts).reshape(-1)  # [T*K]
+    x = hidden.float()[:, None, :].expand(tokens, picks, dim).reshape(-1, dim)
+    h = _gathered_linear(x, gate_up.float(), flat) + gate_up_bias.float()[flat]
+    a = _gating(gating, _activation(activation), limit)(h)
+    y = (_gathered_linear(a, down.float(), flat) + down_bias.float()[flat]).reshape(tokens, picks, dim)
+    weighted = torch.where(live[..., None], expert_weight.float()[..., None] * y, 0.0)
+    return weighted.sum(1).to(dtype)
