@@ -661,7 +661,7 @@ def bench_standard(threads: int, repeat: int, models: list[str], lengths: tuple[
             ),
             "default": core.compile_model(onnx_path, "CPU", {"INFERENCE_NUM_THREADS": threads}),
         }
-        default_precision = core.get_property("CPU", "INFERENCE_PRECISION_HINT")
+        default_precision = core.get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()  # "bf16" with AMX
         for length in lengths or model.lengths:
             feeds = make_inputs(manifest, batch_size=model.batch, sequence_length=length, padding=False)
             requests = {k: c.create_infer_request() for k, c in compiled.items()}

@@ -29,6 +29,7 @@ STANDARD = {
     "lsg": ("--model", "lsg-bert-tiny"),
     "yoso": ("--model", "yoso-tiny", "--ops", "standard"),
     "reformer": ("--model", "reformer-tiny", "--ops", "standard"),
+    "switch": ("--model", "switch-tiny", "--ops", "standard"),  # encoder, decoder, decoder with past
 }
 # Lowerings TensorRT for RTX's parser does not take yet, with its words: strict, so that the test
 # says when they do.

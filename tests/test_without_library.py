@@ -27,6 +27,7 @@ STANDARD = {
     "lsg": ("--model", "lsg-bert-tiny"),
     "yoso": ("--model", "yoso-tiny", "--ops", "standard"),
     "reformer": ("--model", "reformer-tiny", "--ops", "standard"),
+    "switch": ("--model", "switch-tiny", "--ops", "standard"),  # encoder, decoder, decoder with past
 }
 
 
@@ -128,6 +129,10 @@ def test_ort_model_runs_without_the_library(standard, no_library):
     model = ORTModel.from_pretrained(standard)
     manifest = read_manifest(standard)
     feeds = make_inputs(manifest, batch_size=1, sequence_length=24)
+    if len(manifest["components"]) > 1:  # seq2seq: greedy generation through all three sessions
+        tokens = model.generate(input_ids=feeds["input_ids"], attention_mask=feeds["attention_mask"], max_new_tokens=4)
+        assert tokens.shape[0] == 1 and 1 < tokens.shape[1] <= 5, tokens.shape
+        return
     out = model(**feeds)
     plain = ort.InferenceSession(str(standard / "model.onnx"), providers=["CPUExecutionProvider"])
     expected = plain.run(None, feeds)[0]
@@ -170,20 +175,24 @@ def test_triton_repositories_need_no_op_library(standard, no_library, tmp_path):
     from bucketrt.serving import write_repository
 
     repo = tmp_path / "repo"
-    # forward: one pass, which every backend serves (Reformer's export is a generation one)
-    write_repository(standard, repo, name="ort", backend="onnxruntime", forward=True)
-    write_repository(standard, repo, name="py", forward=True)
+    # forward: one pass, which every backend serves (Reformer's export is a generation one); of a
+    # seq2seq export, its encoder
+    manifest = read_manifest(standard)
+    entry = manifest["components"][0]
+    one = {"component": entry["name"]} if len(manifest["components"]) > 1 else {"forward": True}
+    write_repository(standard, repo, name="ort", backend="onnxruntime", **one)
+    write_repository(standard, repo, name="py", **one)
     assert not list(repo.rglob("*.so")), list(repo.rglob("*.so"))
     assert "op_library_filename" not in (repo / "ort" / "config.pbtxt").read_text()
     assert "--backend-config=tensorrt" not in (repo / "README.md").read_text()
 
     config, model = _python_model(repo / "py")
     assert config.parameters["op_library"].string_value == ""
-    feeds = make_inputs(read_manifest(standard), batch_size=1, sequence_length=16)
+    feeds = make_inputs(manifest, batch_size=1, sequence_length=16, component=entry["name"])
     (response,) = model.execute([standin.InferenceRequest(**feeds)])
     assert not response.has_error(), response.error().message()
     answer = {t.name(): t.result() for t in response.output_tensors()}
-    plain = ort.InferenceSession(str(standard / "model.onnx"), providers=["CPUExecutionProvider"])
+    plain = ort.InferenceSession(str(standard / entry["files"]["model"]), providers=["CPUExecutionProvider"])
     name = plain.get_outputs()[0].name
     np.testing.assert_array_equal(answer[name], plain.run([name], feeds)[0])
 
@@ -205,11 +214,12 @@ def test_triton_tensorrt_models_of_standard_op_exports_need_no_plugins(standard,
     record = {"file": "model.engine", "profile": profile, "plugins": None, "product": "TensorRT"}
     manifest["engines"] = {entry["name"]: record}
     write_manifest(folder, manifest)
-    (model,) = write_repository(folder, tmp_path / "repo", backend="tensorrt", max_batch_size=2, forward=True)
+    one = {"component": entry["name"]} if len(manifest["components"]) > 1 else {"forward": True}
+    (model,) = write_repository(folder, tmp_path / "repo", backend="tensorrt", max_batch_size=2, **one)
     assert model.files == ["1/model.plan", "config.pbtxt"], model.files
     assert "plugins=" not in (tmp_path / "repo" / "README.md").read_text()
 
     record["product"] = "TensorRT for RTX"
     write_manifest(folder, manifest)
     with pytest.raises(BucketrtError, match="built with TensorRT for RTX.*--backend onnxruntime"):
-        write_repository(folder, tmp_path / "repo2", backend="tensorrt", max_batch_size=2, forward=True)
+        write_repository(folder, tmp_path / "repo2", backend="tensorrt", max_batch_size=2, **one)
