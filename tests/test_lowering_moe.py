@@ -29,7 +29,7 @@ from op_inputs import (
     topk_experts_inputs,
 )
 
-from bucketrt.ops import reference
+from bucketrt.ops import lowering, reference
 from bucketrt.ops.catalogue import ACTIVATION_FUNCTIONS, BY_NAME, EXPERT_ACTIVATIONS, EXPERT_GATINGS
 from bucketrt.ops.lowering import LOWERINGS
 from bucketrt.ops.schema import DOMAIN
@@ -103,6 +103,22 @@ GRID = list(_grid_calls())
 def test_lowering_matches_reference_on_the_shared_cases(case, dtype):
     name, op, make, attrs = case
     assert_like_reference(op, make(np.random.default_rng(sum(map(ord, name)))), attrs, dtype, name)
+
+
+FORMULATION_GRID = [c for c in GRID if c[1] in ("ExpertFFN", "TopKExperts")]
+
+
+@pytest.mark.parametrize("formulation", ["gathered", "dense"])
+@pytest.mark.parametrize("case", FORMULATION_GRID, ids=[c[0] for c in FORMULATION_GRID])
+def test_both_expert_formulations_match_the_reference(case, formulation, monkeypatch):
+    # The lowerings pick per-token gathered weights or every expert by the token count at run time:
+    # each formulation on every case, whichever the count would pick.
+    def choose(pairs, experts, gathered, dense, operands):
+        return (gathered if formulation == "gathered" else dense)(*operands)
+
+    monkeypatch.setattr(lowering, "_choose", choose)
+    name, op, make, attrs = case
+    assert_like_reference(op, make(np.random.default_rng(sum(map(ord, name)))), attrs, "float32", name)
 
 
 @pytest.mark.parametrize("function", ACTIVATION_FUNCTIONS)
@@ -201,40 +217,25 @@ def _topk_gating(gating):
     return make
 
 
-# float16 on Top1Dispatch, one activation of ExpertFFN and GPT-OSS's gating (the float16 path is one
-# cast in and one out, the same for every activation and gating): each export takes seconds.
+# One attribute set per graph (a graph of several, each with its If, exports in super-linear time):
+# every gating with an activation its family uses, float16 on Top1Dispatch, ExpertFFN and GPT-OSS's
+# gating (the float16 path is one cast in and one out). Every activation function: the next test.
+_FFN_DYNAMIC = {n: {0: "B", 1: "S"} for n in ("hidden", "order", "gate")}
+_TOPK_DYNAMIC = {n: {0: "T"} for n in ("hidden", "expert_index", "expert_weight")}
+_TOPK_EXPORTS = {"none": "relu", "glu": "silu", "glu_clamped": "silu", "glu_clamped_after": "silu"}
 EXPORTS = {
     "Top1Dispatch": ([{"expert_capacity": 3}], _top1, {"probs": {0: "B", 1: "S"}}, ("float32", "float16")),
-    "ExpertFFN": (
-        [{"activation": name} for name in ONE_NAME_PER_FUNCTION.values()],  # every activation function
-        _ffn,
-        {n: {0: "B", 1: "S"} for n in ("hidden", "order", "gate")},
-        ("float32",),
-    ),
-    "ExpertFFN-gelu_new": (
-        [{"activation": "gelu_new"}],
-        _ffn,
-        {n: {0: "B", 1: "S"} for n in ("hidden", "order", "gate")},
-        ("float16",),
-    ),
-    # The gated gatings share one graph (G = 2F); gating none has G = F.
-    "TopKExperts-gated": (
-        [topk_attrs(g, a) for g in EXPERT_GATINGS if g != "none" for a in ("silu", "quick_gelu", "relu")],
-        _topk_gating("glu"),
-        {n: {0: "T"} for n in ("hidden", "expert_index", "expert_weight")},
-        ("float32",),
-    ),
-    "TopKExperts-none": (
-        [topk_attrs("none", a) for a in ("silu", "relu")],
-        _topk_gating("none"),
-        {n: {0: "T"} for n in ("hidden", "expert_index", "expert_weight")},
-        ("float32",),
-    ),
-    "TopKExperts-glu_clamped_offset": (
-        [topk_attrs("glu_clamped_offset", "quick_gelu")],  # GPT-OSS
+    "ExpertFFN-relu": ([{"activation": "relu"}], _ffn, _FFN_DYNAMIC, ("float32",)),
+    "ExpertFFN-gelu_new": ([{"activation": "gelu_new"}], _ffn, _FFN_DYNAMIC, ("float16",)),
+    **{
+        f"TopKExperts-{gating}": ([topk_attrs(gating, act)], _topk_gating(gating), _TOPK_DYNAMIC, ("float32",))
+        for gating, act in _TOPK_EXPORTS.items()
+    },
+    "TopKExperts-glu_clamped_offset": (  # GPT-OSS
+        [topk_attrs("glu_clamped_offset", "quick_gelu")],
         _topk_gating("glu_clamped_offset"),
-        {n: {0: "T"} for n in ("hidden", "expert_index", "expert_weight")},
-        ("float16",),
+        _TOPK_DYNAMIC,
+        ("float32", "float16"),
     ),
 }
 EXPORT_PARAMS = [pytest.param(what, dtype, id=f"{what}-{dtype}") for what, e in EXPORTS.items() for dtype in e[3]]
@@ -262,6 +263,33 @@ def test_exported_lowering_runs_without_bucketrt(what, dtype):
         assert len(got) == len(want)
         for i, (a, b) in enumerate(zip(got, want)):
             assert_nonfinite_close(a, b, RTOL[dtype], name=f"{what} {size} ({dtype}) output {i}")
+
+
+class _Activations(torch.nn.Module):
+    def forward(self, x):
+        return tuple(lowering._ACTIVATIONS[f](x) for f in ACTIVATION_FUNCTIONS)
+
+
+@pytest.mark.slow
+def test_every_activation_function_exports_and_runs_without_bucketrt():
+    # The lowerings' activation functions (the reference's, clamps as comparisons) in one graph, on
+    # values across their ranges, NaN and +-Inf included: ONNX Runtime's ops give the reference's.
+    x = torch.tensor([float("nan"), float("inf"), float("-inf"), -30.0, -6.5, -3.0, -0.7, 0.0, 0.3, 2.9, 6.2, 40.0])
+    program = torch.onnx.export(
+        _Activations().eval(),
+        (x[None].expand(3, -1).contiguous(),),
+        dynamo=True,
+        dynamic_shapes=({0: torch.export.Dim("N", min=1)},),
+        opset_version=20,
+        verbose=False,
+    )
+    model = program.model_proto
+    model.ir_version = min(model.ir_version, 10)
+    assert not [n for n in model.graph.node if n.domain == DOMAIN]
+    got = _run(model, {model.graph.input[0].name: x[None].expand(5, -1).numpy().copy()})
+    for function, out in zip(ACTIVATION_FUNCTIONS, got):
+        want = reference.ACTIVATION_FUNCTIONS[function](x).numpy()
+        assert_nonfinite_close(out[4], want, 1e-5, name=function)
 
 
 # The non-finite rules through ONNX Runtime's own ops (ArgMax, comparisons, Where, ReduceSum): NaN

@@ -410,37 +410,66 @@ def _gathered_linear(x: torch.Tensor, weight: torch.Tensor, index: torch.Tensor)
     return (weight[index] @ x[..., None])[..., 0]
 
 
-@lowers(EXPERT_FFN)
-def expert_ffn(hidden, order, counts, gate, wi, wo, *, activation: str) -> torch.Tensor:
-    """Each token's expert found from `order` and `counts` without a sort: place i of `order`
-    belongs to expert #{e : end_e <= i} (end_e the inclusive cumsum of counts), and is listed where
-    i < sum(counts); a ScatterElements gives each listed token its expert (the others a place past
-    the tokens, sliced off). Then a per-token gathered-weights FFN: the work is the kernel's (one
-    expert per listed token), the memory B*S*2*F*D gathered weights (see docs/ops.md)."""
-    dtype = hidden.dtype
-    batch, length, dim = hidden.shape
-    x = hidden.float().reshape(-1, dim)
-    tokens = x.shape[0]
-    ends = counts.to(torch.int64).cumsum(0)  # [E]
-    places = torch.arange(tokens, device=hidden.device)
-    listed = places < ends[-1:]
-    place_expert = (ends[None, :] <= places[:, None]).to(torch.int64).sum(-1)  # [T]; E past the listed
-    target = torch.where(listed, order.reshape(-1).to(torch.int64), tokens + places)  # unlisted: past the end
-    token_expert = torch.full((2 * tokens,), -1, dtype=torch.int64, device=hidden.device)
-    token_expert = token_expert.scatter(0, target, torch.where(listed, place_expert, -1))[:tokens]
-    has_expert = token_expert >= 0
-    experts = wi.shape[0]
-    index = _clamp_index(token_expert, experts)
-    act = _activation(activation)
-    y = _gathered_linear(act(_gathered_linear(x, wi.float(), index)), wo.float(), index)
-    out = torch.where(has_expert[:, None], gate.float().reshape(-1, 1) * y, 0.0)
-    return out.reshape(batch, length, dim).to(dtype)
+def _every_expert_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Every row of x [..., R, In] (or [R, In]) through every expert's weight [E, N, In]: [E, R, N]."""
+    return x @ weight.transpose(1, 2)
+
+
+def _choose(pairs, experts: int, gathered, dense, operands: tuple) -> torch.Tensor:
+    """gathered(*operands) where the (token, expert) pairs are at most the experts (decoding: the
+    gathered weights are then no more than the experts' own), dense(*operands) otherwise. Exported,
+    the choice is an ONNX If on the dynamic token count; eager, a plain branch."""
+    if torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
+        return torch.cond(pairs <= experts, gathered, dense, operands)
+    return gathered(*operands) if pairs <= experts else dense(*operands)
 
 
 def _clamp_index(index: torch.Tensor, experts: int) -> torch.Tensor:
     """An index in [0, E) for gathering: a token or pick without an expert gathers expert 0's weights,
     and its output is dropped by a select (never multiplied by 0: NaN * 0 is NaN)."""
     return torch.where((index >= 0) & (index < experts), index, 0)
+
+
+def _token_experts(order: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """[B*S]: the expert each token is listed under in order/counts, -1 for an unlisted token. Place i
+    of `order` belongs to expert #{e : end_e <= i} (end the inclusive cumsum of counts) and is listed
+    where i < sum(counts); one ScatterElements takes it to the token (unlisted places to places past
+    the tokens, sliced off: every index distinct)."""
+    tokens = order.numel()
+    ends = counts.to(torch.int64).cumsum(0)  # [E]
+    places = torch.arange(tokens, device=order.device)
+    listed = places < ends[-1:]
+    place_expert = (ends[None, :] <= places[:, None]).to(torch.int64).sum(-1)  # [T]
+    target = torch.where(listed, order.reshape(-1).to(torch.int64), tokens + places)
+    token_expert = torch.full((2 * tokens,), -1, dtype=torch.int64, device=order.device)
+    return token_expert.scatter(0, target, torch.where(listed, place_expert, -1))[:tokens]
+
+
+@lowers(EXPERT_FFN)
+def expert_ffn(hidden, order, counts, gate, wi, wo, *, activation: str) -> torch.Tensor:
+    """Each token's expert from `order` and `counts` without a sort (_token_experts), then one of two
+    formulations, chosen at run time by the token count (_choose): per-token gathered weights when
+    the tokens are at most the experts (only the chosen expert computed, its weights gathered per
+    token), every token through every expert otherwise (E times the work, no weight copied). Unlisted
+    tokens are selected to 0. Costs: docs/ops.md."""
+    dtype = hidden.dtype
+    batch, length, dim = hidden.shape
+    x = hidden.float().reshape(-1, dim)
+    token_expert = _token_experts(order, counts)
+    experts = wi.shape[0]
+    index = _clamp_index(token_expert, experts)
+    act = _activation(activation)
+
+    def gathered(x, index, wi, wo):
+        return _gathered_linear(act(_gathered_linear(x, wi, index)), wo, index)
+
+    def dense(x, index, wi, wo):
+        y = _every_expert_linear(act(_every_expert_linear(x, wi)), wo)  # [E, T, D]
+        return y.gather(0, index[None, :, None].expand(1, -1, y.shape[-1]))[0]
+
+    y = _choose(x.shape[0], experts, gathered, dense, (x, index, wi.float(), wo.float()))
+    out = torch.where((token_expert >= 0)[:, None], gate.float().reshape(-1, 1) * y, 0.0)
+    return out.reshape(batch, length, dim).to(dtype)
 
 
 def _gating(gating: str, act, limit: float):
@@ -466,22 +495,37 @@ def _gating(gating: str, act, limit: float):
 def topk_experts(
     hidden, expert_index, expert_weight, gate_up, gate_up_bias, down, down_bias, *, activation: str, gating: str, limit
 ) -> torch.Tensor:
-    """Per-token gathered weights: each (token, pick) pair gathers its expert's gate_up [G, D] and
-    down [D, F] and runs one small matmul each, so only the chosen experts are computed (T*K
-    expert evaluations, the kernel's work) at the price of T*K*(G*D + D*F) gathered weights in
-    memory; a pick of expert E (none) gathers expert 0 and is dropped by a select, whatever its
-    weight. The picks' weighted outputs are summed by one ReduceSum, whose order the runtime picks
-    (the reference sums j = 0, 1, ...: within float32 rounding)."""
+    """Two formulations, chosen at run time by the number of (token, pick) pairs (_choose): per-token
+    gathered weights when the pairs are at most the experts (decoding: each pair gathers its
+    expert's gate_up, down and biases, so only the chosen experts are computed and no more weight is
+    read than the kernel reads), every token through every expert otherwise (E/K times the kernel's
+    work, no weight copied), each pick's output then gathered. A pick of expert E (none) takes expert
+    0 and is dropped by a select, whatever its weight; the picks' weighted outputs are summed by one
+    ReduceSum, in the runtime's order (the reference's j = 0, 1, ... within float32 rounding).
+    Costs: docs/ops.md."""
     dtype = hidden.dtype
     tokens, dim = hidden.shape
     picks = expert_index.shape[1]
     experts = gate_up.shape[0]
     index = expert_index.to(torch.int64)
     live = index < experts  # the spec's E: no expert
-    flat = _clamp_index(index, experts).reshape(-1)  # [T*K]
-    x = hidden.float()[:, None, :].expand(tokens, picks, dim).reshape(-1, dim)
-    h = _gathered_linear(x, gate_up.float(), flat) + gate_up_bias.float()[flat]
-    a = _gating(gating, _activation(activation), limit)(h)
-    y = (_gathered_linear(a, down.float(), flat) + down_bias.float()[flat]).reshape(tokens, picks, dim)
+    index = _clamp_index(index, experts)  # [T, K]
+    ffn = _gating(gating, _activation(activation), limit)
+
+    def gathered(x, index, gate_up, gate_up_bias, down, down_bias):
+        flat = index.reshape(-1)  # [T*K]
+        rows = x[:, None, :].expand(-1, index.shape[1], -1).reshape(-1, x.shape[-1])
+        h = _gathered_linear(rows, gate_up, flat) + gate_up_bias[flat]
+        y = _gathered_linear(ffn(h), down, flat) + down_bias[flat]
+        return y.reshape(index.shape[0], index.shape[1], -1)
+
+    def dense(x, index, gate_up, gate_up_bias, down, down_bias):
+        h = _every_expert_linear(x, gate_up) + gate_up_bias[:, None, :]  # [E, T, G]
+        y = _every_expert_linear(ffn(h), down) + down_bias[:, None, :]  # [E, T, D]
+        y = y.transpose(0, 1)  # [T, E, D]
+        return y.gather(1, index[..., None].expand(-1, -1, y.shape[-1]))  # [T, K, D]
+
+    weights = (gate_up.float(), gate_up_bias.float(), down.float(), down_bias.float())
+    y = _choose(tokens * picks, experts, gathered, dense, (hidden.float(), index, *weights))
     weighted = torch.where(live[..., None], expert_weight.float()[..., None] * y, 0.0)
     return weighted.sum(1).to(dtype)
