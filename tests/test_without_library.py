@@ -90,8 +90,23 @@ def test_check_passes_without_the_library(standard, with_ops, no_library):
     assert result.exit_code == 2 and "op library is missing" in result.output, result.output
 
 
-def test_check_openvino_matches_pytorch(standard, no_library):
+# Standard-op exports OpenVINO cannot compile yet, with its words: strict, so that the test says
+# when it can.
+OPENVINO_REFUSES = {
+    "switch": "the ExpertFFN lowering's If on the token count (prefill or decoding): OpenVINO's CPU plugin "
+    "fails compiling it ('Can't create dummy inputs if argument shapes ranks are not equal', dnnl matmul)",
+}
+
+
+def test_check_openvino_matches_pytorch(standard, no_library, request):
     from bucketrt.check import check
+    from bucketrt.errors import BackendRunError
+
+    family = request.node.callspec.params["standard"]
+    if family in OPENVINO_REFUSES:
+        with pytest.raises(BackendRunError, match="OpenVINO could not compile"):
+            check(standard, backend="openvino", batch_size=2, sequence_length=64)
+        pytest.xfail(OPENVINO_REFUSES[family])
 
     report = check(standard, backend="openvino", batch_size=2, sequence_length=64)
     assert report.backend_label == "OpenVINO"

@@ -21,7 +21,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bucketrt.errors import BucketrtError
+from bucketrt.errors import BackendRunError, BucketrtError
 
 if TYPE_CHECKING:
     import onnx
@@ -201,7 +201,8 @@ class OpenVinoBackend:
         try:
             return self.core.compile_model(str(model_path), self.DEVICE, self.CONFIG)
         except Exception as e:  # OpenVINO's reader or compiler: the model's fault, with its words
-            raise RuntimeError(" ".join(str(e).split())[:400]) from None
+            text = " ".join(str(e).split())
+            raise BackendRunError(f"OpenVINO could not compile {model_path.name}: {text[:400]}") from None
 
     def run(self, compiled, entry: dict, feeds: dict) -> BackendRun:
         import numpy as np
