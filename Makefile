@@ -42,8 +42,8 @@ APT_DIR := $(abspath $(CACHE))/apt
 APT_OPTS := -o Dir::Etc::SourceList=$(APT_DIR)/sources.list -o Dir::Etc::SourceParts=/dev/null \
 	-o Dir::State::Lists=$(APT_DIR)/lists -o Dir::Cache=$(APT_DIR)/cache -o Debug::NoLocking=1
 
-.PHONY: all env triton-env install editable test-editable demo test lint sanitize sanitize-lib bench docs device-lib \
-	wheel test-wheel sdk ort-range-envs test-ort-range clean distclean
+.PHONY: all env triton-env trt-rtx-env install editable test-editable demo test lint sanitize sanitize-lib bench docs \
+	device-lib wheel test-wheel sdk ort-range-envs test-ort-range clean distclean
 
 all: install
 
@@ -57,6 +57,9 @@ $(VENV)/.deps: pyproject.toml
 	$(PIP) install -q scikit-build-core "transformers>=5,<6" "onnx>=1.17" "onnxruntime>=1.21" \
 		"onnxscript>=0.5" "onnx-ir>=0.1" "huggingface_hub>=0.34" "safetensors>=0.4" \
 		"polygraphy>=0.49" "click>=8.1" "rich>=13" "matplotlib>=3.8" numpy "tritonclient[http,grpc]>=2.40" "protobuf>=4" pytest "pytest-xdist>=3.6" ruff==0.17.6 import-linter==2.17
+	# bucketrt's optional OpenVINO backend (pyproject's [openvino] extra): check --backend openvino, its tests
+	# and benchmark rows.
+	$(PIP) install -q "openvino>=2025.0"
 	touch $@
 
 env: $(VENV)/.deps
@@ -80,6 +83,19 @@ $(TRITON_ENV)/.deps: | $(VENV)/.deps
 	touch $@
 
 triton-env: $(TRITON_ENV)/.deps
+
+# TensorRT for RTX, in a folder of its own (pip install --target, as its facts allow): `bucketrt build
+# --rtx` finds it beside .venv (bucketrt.trt.engine.TRT_RTX_DIR) and puts it on sys.path; nothing else
+# sees it. It builds engines without a GPU, from standard-op exports; the tests build the tiny presets'.
+TRT_RTX_ENV ?= .trt-rtx
+TRT_RTX ?= tensorrt-rtx>=1.7,<2
+
+$(TRT_RTX_ENV)/.deps: | $(VENV)/.deps
+	rm -rf $(TRT_RTX_ENV)
+	$(PIP) install -q --target $(TRT_RTX_ENV) "$(TRT_RTX)"
+	touch $@
+
+trt-rtx-env: $(TRT_RTX_ENV)/.deps
 
 $(abspath $(ORT_DEB_DIR))/usr/include/onnxruntime/onnxruntime_cxx_api.h:
 	mkdir -p $(APT_DIR)/lists/partial $(APT_DIR)/cache/archives/partial $(ORT_DEB_DIR)
@@ -200,7 +216,7 @@ demo: install
 	$(VENV)/bin/bucketrt export --model $(DEMO_MODEL) $(DEMO_ARGS) $(DEMO_DIR)
 	$(VENV)/bin/bucketrt check $(DEMO_DIR)
 
-test: install triton-env
+test: install triton-env trt-rtx-env
 	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # ruff, pinned (its formatting changes between releases): lint and format check over the Python code;
@@ -261,4 +277,4 @@ clean:
 	rm -rf build out
 
 distclean: clean
-	rm -rf $(VENV) $(CACHE) $(TRITON_ENV)
+	rm -rf $(VENV) $(CACHE) $(TRITON_ENV) $(TRT_RTX_ENV)

@@ -21,9 +21,14 @@
    CPU's ISA flags printed. With --plot-dir, one figure per model (time against N, log-log).
 8. Serving (benchmarks/serving.py): yoso-4096 (LSH) behind Triton's Python backend (dynamic batching
    on and off) against in-process ORT, 1, 4 and 16 clients; needs `make triton-env`.
+9. Standard ops (`bucketrt export --ops standard`): per family and length, the standard-op export
+   against the custom-op export in ONNX Runtime on the CPU (bucketrt's kernels against their
+   lowerings), and OpenVINO (float32, and its default precision: bfloat16 on CPUs with AVX512-BF16
+   or AMX) against ONNX Runtime on the standard-op export - one run, with the CPU's ISA printed.
 
     make bench                           # everything, about 30 minutes on 2 cores
-    python benchmarks/run.py --only ops  # one part: ops | models | bert | reformer | switch | lsg | int8 | serving
+    python benchmarks/run.py --only ops  # one part: ops | models | bert | reformer | switch | lsg | int8 | serving | standard
+    python benchmarks/run.py --only standard --standard-models yoso-4096,lsg-bert-4096 --standard-lengths 1024,4096
     python benchmarks/run.py --only int8 --int8-models yoso-4096 --int8-lengths 1024,4096 --plot-dir docs
     python benchmarks/run.py --lengths 512,1024 --markdown out/bench/results.md
 
@@ -97,7 +102,7 @@ def bench_ops(threads: int, repeat: int) -> None:
     say("")
 
 
-def export_once(name: str, model: str, overrides: dict, task: str | None = None) -> Path:
+def export_once(name: str, model: str, overrides: dict, task: str | None = None, ops: str = "bucketrt") -> Path:
     from bucketrt.errors import BucketrtError
     from bucketrt.export_format.manifest import read_manifest
     from bucketrt.exporter import export
@@ -107,7 +112,7 @@ def export_once(name: str, model: str, overrides: dict, task: str | None = None)
         read_manifest(out)  # an export by an older bucketrt (manifest format) is redone
     except BucketrtError:
         print(f"exporting {name} ...", flush=True)
-        export(model, out, task=task, config_overrides=overrides)
+        export(model, out, task=task, config_overrides=overrides, ops=ops)
     return out
 
 
@@ -572,10 +577,127 @@ def bench_reformer(threads: int, repeat: int, lengths: tuple[int, ...]) -> None:
     say("")
 
 
+class StandardModel(NamedTuple):
+    name: str  # the custom-op export's folder under out/bench (shared with the other parts)
+    preset: str
+    overrides: dict
+    task: str | None
+    batch: int
+    lengths: tuple[int, ...]
+
+
+# Two layers of each preset's size where the preset is deep (yoso-4096, lsg-bert-4096: 12 layers of
+# 768; switch-base-8: 12 + 12 blocks): the ratios are per layer, and the exports take a sixth of the
+# time. reformer-crime-and-punishment keeps its 6 small layers (hidden 256).
+STANDARD_MODELS = {
+    "reformer": StandardModel(
+        "reformer-crime-and-punishment", "reformer-crime-and-punishment", {}, None, 1, (1024, 4096)
+    ),
+    "yoso-4096": StandardModel(
+        "yoso-4096-lsh-2l", "yoso-4096", {"use_expectation": False, "num_hidden_layers": 2}, None, 1, (1024, 4096)
+    ),
+    # LSG's default (norm) export has no bucketrt op; its LSH sparsity calls ArgmaxHash and BucketSum.
+    "lsg-bert-4096": StandardModel(
+        "lsg-bert-4096-lsh-2l",
+        "lsg-bert-4096",
+        {"sparsity_type": "lsh", "num_hidden_layers": 2},
+        "feature-extraction",
+        1,
+        (1024, 4096),
+    ),
+    "switch-base-8": StandardModel(
+        "switch-base-8-encoder-2l",
+        "switch-base-8",
+        {"num_layers": 2, "num_decoder_layers": 2},
+        "feature-extraction-encoder",
+        8,
+        (128,),
+    ),
+}
+
+
+def bench_standard(threads: int, repeat: int, models: list[str], lengths: tuple[int, ...] | None) -> None:
+    """Standard-op against custom-op exports in ONNX Runtime (CPU), and OpenVINO against ONNX
+    Runtime on the standard-op exports, per family and length, in this one process."""
+    import onnxruntime as ort
+    import openvino as ov
+
+    from bucketrt.benchmarking import cpu_isa, describe_isa
+    from bucketrt.errors import BucketrtError
+    from bucketrt.export_format.manifest import read_manifest
+    from bucketrt.exporter import make_inputs
+    from bucketrt.library import ort_session
+
+    say(f"## Standard ops: ONNX Runtime with and without bucketrt's kernels, and OpenVINO ({threads} threads)")
+    say("")
+    say(f"CPU: {describe_isa(cpu_isa())}")
+    say(f"ONNX Runtime {ort.__version__} (CPU execution provider), OpenVINO {ov.__version__} (CPU plugin)")
+    say("")
+    say(
+        "| model | batch x N | ORT custom ops ms | ORT standard ops ms | standard / custom | "
+        "OpenVINO f32 ms | OpenVINO / ORT (standard) | OpenVINO default ms |"
+    )
+    say("|---|---:|---:|---:|---:|---:|---:|---:|")
+    core = ov.Core()
+    for key in models:
+        model = STANDARD_MODELS[key]
+        try:  # first: a family without lowerings is one row, and its custom-op export is not made
+            standard_dir = export_once(
+                model.name + "-standard", model.preset, model.overrides, task=model.task, ops="standard"
+            )
+        except BucketrtError as e:
+            say(f"| {key} | - | - | - | {e.one_line()} | - | - | - |")
+            continue
+        custom_dir = export_once(model.name, model.preset, model.overrides, task=model.task)
+        manifest = read_manifest(custom_dir)
+        first = manifest["components"][0]
+        custom = ort_session(custom_dir, intra_op_num_threads=threads, component=first["name"])
+        # No op library registered: the standard-op export runs as any ONNX Runtime would run it.
+        plain = ort_session(standard_dir, intra_op_num_threads=threads, component=first["name"], op_library=False)
+        onnx_path = str(standard_dir / first["files"]["model"])
+        try:
+            compiled = {
+                "f32": core.compile_model(
+                    onnx_path, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads}
+                ),
+                "default": core.compile_model(onnx_path, "CPU", {"INFERENCE_NUM_THREADS": threads}),
+            }
+        except RuntimeError as e:  # a graph OpenVINO cannot compile: ONNX Runtime's columns alone
+            compiled, why = {}, " ".join(str(e).split())[-160:]
+        default_precision = core.get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()  # "bf16" with AMX
+        for length in lengths or model.lengths:
+            feeds = make_inputs(manifest, batch_size=model.batch, sequence_length=length, padding=False)
+            requests = {k: c.create_infer_request() for k, c in compiled.items()}
+            custom_t = measure(lambda: custom.run(None, feeds), repeat=repeat, budget_s=60)
+            plain_t = measure(lambda: plain.run(None, feeds), repeat=repeat, budget_s=60)
+            row = (
+                f"| {key} | {model.batch}x{length} | {custom_t.ms:.0f} | {plain_t.ms:.0f} | "
+                f"{plain_t.median_s / custom_t.median_s:.2f}x |"
+            )
+            if not requests:
+                say(f"{row} OpenVINO cannot compile it: {why} | - | - |")
+                continue
+            ov_t = measure(lambda: requests["f32"].infer(feeds), repeat=repeat, budget_s=60)
+            ov_default_t = measure(lambda: requests["default"].infer(feeds), repeat=repeat, budget_s=60)
+            say(
+                f"{row} {ov_t.ms:.0f} | {ov_t.median_s / plain_t.median_s:.2f}x | "
+                f"{ov_default_t.ms:.0f} ({default_precision}) |"
+            )
+    say("")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--only", choices=("ops", "models", "bert", "reformer", "switch", "lsg", "int8", "serving"), action="append"
+        "--only",
+        choices=("ops", "models", "bert", "reformer", "switch", "lsg", "int8", "serving", "standard"),
+        action="append",
+    )
+    parser.add_argument(
+        "--standard-models", default=",".join(STANDARD_MODELS), help="standard part: comma-separated models"
+    )
+    parser.add_argument(
+        "--standard-lengths", default=None, help="standard part: lengths for every model (default: each its own)"
     )
     parser.add_argument("--int8-models", default=",".join(INT8_MODELS), help="int8 part: comma-separated models")
     parser.add_argument(
@@ -595,7 +717,7 @@ def main(argv=None) -> int:
     parser.add_argument("--reformer-lengths", default="1024,4096,16384")
     parser.add_argument("--markdown", type=Path, help="also write the tables to this file")
     args = parser.parse_args(argv)
-    parts = args.only or ["ops", "models", "bert", "reformer", "switch", "lsg", "int8", "serving"]
+    parts = args.only or ["ops", "models", "bert", "reformer", "switch", "lsg", "int8", "serving", "standard"]
     torch.set_num_threads(args.threads)
     say(f"bucketrt benchmarks: torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} cores")
     say("")
@@ -621,6 +743,13 @@ def main(argv=None) -> int:
             parser.error(f"--int8-models: unknown {', '.join(unknown)}; choose from {', '.join(INT8_MODELS)}")
         lengths = tuple(int(v) for v in args.int8_lengths.split(",")) if args.int8_lengths else None
         bench_int8(args.threads, args.repeat, models, lengths, args.plot_dir, args.int8_torch_max)
+    if "standard" in parts:
+        models = [m for m in args.standard_models.split(",") if m]
+        unknown = [m for m in models if m not in STANDARD_MODELS]
+        if unknown:
+            parser.error(f"--standard-models: unknown {', '.join(unknown)}; choose from {', '.join(STANDARD_MODELS)}")
+        lengths = tuple(int(v) for v in args.standard_lengths.split(",")) if args.standard_lengths else None
+        bench_standard(args.threads, args.repeat, models, lengths)
     if "serving" in parts:
         sys.path.insert(0, str(Path(__file__).parent))
         import serving

@@ -1,5 +1,6 @@
 """`bucketrt build`: TensorRT engines for the ONNX files of an export, with bucketrt's plugins
-(bucketrt.trt.engine), recorded in its bucketrt.json for `bucketrt check --backend trt`."""
+(bucketrt.trt.engine), recorded in its bucketrt.json for `bucketrt check --backend trt`; or, with
+--rtx, TensorRT for RTX engines of a standard-op export (no plugins, no GPU needed to build)."""
 
 from __future__ import annotations
 
@@ -82,6 +83,13 @@ def _shape_option(name: str, which: str, example: str):
     show_default=True,
     help="Allow TF32 in fp32 matmuls (TensorRT's default; trtexec's --noTF32 turns it off).",
 )
+@click.option(
+    "--rtx",
+    is_flag=True,
+    help="Build with TensorRT for RTX (tensorrt_rtx; `make trt-rtx-env`) instead of TensorRT: no GPU needed to "
+    "build; its engines run on Ampere, Ada and Blackwell GPUs, not Hopper. It has no plugin layers: exports made "
+    "with --ops standard only.",
+)
 @plugins_option
 @verbose_option
 def build_command(
@@ -95,6 +103,7 @@ def build_command(
     workspace,
     fp16,
     tf32,
+    rtx,
     plugins,
     verbose,
 ):
@@ -106,6 +115,10 @@ def build_command(
     model's max length (opt 128). As in trtexec, an input given in only some of the shape options
     takes opt for the missing min and max, and max (or min) for a missing opt.
 
+    With --rtx, TensorRT for RTX builds the engines, on any machine (no GPU needed), for exports
+    without bucketrt ops (`bucketrt export --ops standard`); an export with them is refused in one
+    line before its parser runs.
+
     Exit status 1 when TensorRT cannot parse or build a model (one line per problem), 2 for usage
     problems, a missing TensorRT or a missing plugin library included.
     """
@@ -113,17 +126,21 @@ def build_command(
     from bucketrt.export_format import manifest as mf
     from bucketrt.export_format.manifest import read_manifest
     from bucketrt.trt.engine import (
+        TENSORRT,
+        TENSORRT_RTX,
         BuildOptions,
         build_engine,
         build_progress,
         check_options,
         load_tensorrt,
+        refuse_bucketrt_nodes,
         write_engine,
     )
     from bucketrt.trt.profiles import component_profiles, describe_profile, device_memory, format_shape
 
     out = console()
     manifest = read_manifest(output_dir)
+    product = TENSORRT_RTX if rtx else TENSORRT
     names = [e["name"] for e in manifest["components"]]
     unknown = [c for c in components if c not in names]
     if unknown:
@@ -152,10 +169,13 @@ def build_command(
     export_dtype = manifest.get("dtype", "fp32")
     options = BuildOptions(workspace_mib=workspace, timing_cache=timing_cache, fp16=fp16, tf32=tf32, verbose=verbose)
 
-    trt, library = load_tensorrt(manifest, plugins)
+    trt, library = load_tensorrt(manifest, plugins, product)
     check_options(trt, options, export_dtype)
+    if not product.plugins:  # every graph, before anything is built (the manifest may be older than them)
+        for entry in entries:
+            refuse_bucketrt_nodes(Path(output_dir) / entry["files"]["model"], product)
     out.print(
-        f"TensorRT {trt.__version__}; plugins: {library or 'none (the export uses no bucketrt ops)'}; "
+        f"{product.name} {trt.__version__}; plugins: {library or 'none (the export uses no bucketrt ops)'}; "
         f"{export_dtype} export"
     )
     for entry in entries:
@@ -179,6 +199,7 @@ def build_command(
             "precision": built.precision,
             "strongly_typed": built.strongly_typed,
             "workspace_mib": workspace,
+            "product": built.product,
             "tensorrt": built.tensorrt_version,
             "plugins": library,
             "build_seconds": round(built.seconds, 2),
@@ -191,4 +212,7 @@ def build_command(
         )
     if timing_cache is not None:
         out.print(f"  timing cache: {timing_cache}")
-    out.print(f"  check it with: bucketrt check {output_dir} --backend trt")
+    if product.plugins:
+        out.print(f"  check it with: bucketrt check {output_dir} --backend trt")
+    else:
+        out.print(f"  {product.name} engines run on Ampere, Ada and Blackwell GPUs (not Hopper) with {product.name}")

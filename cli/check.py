@@ -15,11 +15,12 @@ from .options import plugins_option, verbose_option
 @click.argument("output_dir", type=click.Path(path_type=Path))
 @click.option(
     "--backend",
-    type=click.Choice(["ort", "trt"]),
+    type=click.Choice(["ort", "trt", "openvino"]),
     default="ort",
     show_default=True,
-    help="ort: ONNX Runtime (CPU) with bucketrt's op library. trt: TensorRT with bucketrt's plugins, on the "
-    "engines `bucketrt build` recorded, else on engines built for the check.",
+    help="ort: ONNX Runtime (CPU), with bucketrt's op library where the export holds bucketrt ops. trt: TensorRT "
+    "with bucketrt's plugins, on the engines `bucketrt build` recorded, else on engines built for the check. "
+    "openvino: OpenVINO's CPU runtime in float32, for exports made with --ops standard.",
 )
 @click.option("--batch-size", "-b", default=2, show_default=True, type=click.IntRange(min=1))
 @click.option(

@@ -5,14 +5,14 @@
     assert report.passed, report.to_json()
     report.components[0].outputs[0].max_abs     # per component and output: shape, errors, verdict
 
-Both backends (ONNX Runtime, TensorRT) go through the same steps and the same verdict: random
+Every backend (ONNX Runtime, TensorRT, OpenVINO) goes through the same steps and the same verdict: random
 inputs from the model's family, the backend's outputs (and, for models that hash, its hash
 codes), the reference run on those codes, Polygraphy's comparator on every output. Only how a
 backend runs differs. The package, one concern a module:
 
     report.py      the report: per output, per component, per export; JSON
     rule.py        the comparison rule (Polygraphy's element-wise one), the quantized criteria
-    backends.py    how ONNX Runtime and TensorRT run a component (each graph parsed once)
+    backends.py    how ONNX Runtime, TensorRT and OpenVINO run a component (each graph parsed once)
     codes.py       the alignment of hash codes and routes between a backend and PyTorch
     generation.py  greedy tokens of the export against the reference's (quantized exports)
     __init__.py    `check()`: the steps, in order
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from bucketrt.errors import BackendRunError, BucketrtError
 from bucketrt.export_format.manifest import max_sequence_length
 
-from .backends import BACKENDS, BackendRun, OrtBackend, TrtBackend, _say
+from .backends import BACKENDS, BackendRun, OpenVinoBackend, OrtBackend, TrtBackend, _say
 from .generation import compare_generation
 from .report import (
     CheckReport,
@@ -82,7 +82,8 @@ def check(
     on_component: Callable[[CheckReport, ComponentReport], None] | None = None,
     criteria: dict | None = None,
 ) -> CheckReport:
-    """Runs every ONNX file of `export_dir` in `backend` ("ort" or "trt") and its PyTorch reference
+    """Runs every ONNX file of `export_dir` in `backend` ("ort", "trt" or "openvino": standard-op
+    exports only) and its PyTorch reference
     on the same random inputs, and compares every output; returns the report (`report.passed`).
 
     `atol`/`rtol` default by precision (TOLERANCES). A quantized export is judged by the criteria
@@ -109,6 +110,8 @@ def check(
         _say(console, f"[yellow]sequence length {sequence_length} clamped to {limit}, the export's longest sequence[/]")
     if backend == "trt":
         runner = TrtBackend(export_dir, manifest, console, plugins, rebuild, verbose)
+    elif backend == "openvino":
+        runner = OpenVinoBackend(export_dir, manifest, console)
     else:
         runner = OrtBackend(export_dir, manifest, console)
     precision, reason = runner.precision()
@@ -153,7 +156,7 @@ def check(
 def _check_usage(backend: str, rebuild: bool, plugins, batch_size: int, sequence_length: int, num_choices: int):
     if backend not in BACKENDS:
         raise BucketrtError(f"unknown backend {backend!r}", f"choose one of: {', '.join(BACKENDS)}")
-    if backend == "ort" and (rebuild or plugins is not None):
+    if backend != "trt" and (rebuild or plugins is not None):
         raise BucketrtError(f"{'--rebuild' if rebuild else '--plugins'} applies to --backend trt only")
     for name, value in (("batch size", batch_size), ("sequence length", sequence_length), ("num choices", num_choices)):
         if value < 1:
@@ -215,7 +218,7 @@ class _Check:
 
     export_dir: object
     manifest: dict
-    runner: OrtBackend | TrtBackend
+    runner: OrtBackend | TrtBackend | OpenVinoBackend
     reference: object  # bucketrt.exporter.rebuild.Reference
     report: CheckReport
     margin: float  # the hash codes' rounding margin

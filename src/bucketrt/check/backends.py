@@ -1,6 +1,7 @@
-"""How a backend runs a component for the check: ONNX Runtime (`OrtBackend`), TensorRT (`TrtBackend`).
+"""How a backend runs a component for the check: ONNX Runtime (`OrtBackend`), TensorRT (`TrtBackend`),
+OpenVINO (`OpenVinoBackend`, standard-op exports only).
 
-Both hand the check the same thing (`BackendRun`: the model's outputs, and its hash codes and
+All hand the check the same thing (`BackendRun`: the model's outputs, and its hash codes and
 routes where it can capture them), so that one check, one comparison rule and one verdict serve
 both; only how a backend loads and runs a model lives here.
 
@@ -20,12 +21,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bucketrt.errors import BucketrtError
+from bucketrt.errors import BackendRunError, BucketrtError
 
 if TYPE_CHECKING:
     import onnx
 
-BACKENDS = ("ort", "trt")
+BACKENDS = ("ort", "trt", "openvino")
 
 
 @dataclass
@@ -49,6 +50,14 @@ class ComponentGraph:
         import onnx
 
         return cls(Path(path), onnx.load(str(path), load_external_data=False))
+
+    @cached_property
+    def bucketrt_ops(self) -> list[str]:
+        """The graph's bucketrt ops, as "SignHash x2" (none in a standard-op export)."""
+        from bucketrt.export_format.manifest import custom_ops
+        from bucketrt.ops.schema import DOMAIN
+
+        return [f"{op['name']} x{op['nodes']}" for op in custom_ops(self.proto, DOMAIN)]
 
     @cached_property
     def codes(self) -> list[str]:
@@ -86,29 +95,39 @@ class ComponentGraph:
             os.unlink(path)
 
 
+def export_precision(manifest: dict) -> tuple[str, str | None]:
+    """(the TOLERANCES key, why it is reduced) of a backend that computes in the export's types."""
+    if "quantization" in manifest:
+        return "int8", f"the export is quantized ({manifest['quantization']['weight_type']} weights)"
+    return ("reduced", "the export is fp16") if manifest.get("dtype") == "fp16" else ("fp32", None)
+
+
 def _say(console, text: str) -> None:
     if console is not None:
         console.print(text)
 
 
 class OrtBackend:
-    """ONNX Runtime (CPU) with bucketrt's op library; codes from a second session on a copy of the
-    model that also outputs them, so that the checked model is the exported one, unchanged."""
+    """ONNX Runtime (CPU) with bucketrt's op library where the graph has bucketrt nodes, and
+    without it where it has none (a standard-op export: its session is a plain one); codes from a
+    second session on a copy of the model that also outputs them, so that the checked model is the
+    exported one, unchanged."""
 
     label, runner_name = "ONNX Runtime", "onnxruntime"
 
     def __init__(self, output_dir: Path, manifest: dict, console=None):
+        from bucketrt.export_format.manifest import needs_op_library
         from bucketrt.library import library_path
 
-        library_path()  # a missing op library is a usage error, reported before any work
+        if needs_op_library(manifest):
+            library_path()  # a missing op library is a usage error, reported before any work
+        else:
+            _say(console, "[dim]the export holds no bucketrt op: ONNX Runtime runs it without bucketrt's library[/]")
         self.output_dir = Path(output_dir)
         self.manifest = manifest
 
     def precision(self) -> tuple[str, str | None]:
-        """(the TOLERANCES key, why it is reduced)."""
-        if "quantization" in self.manifest:
-            return "int8", f"the export is quantized ({self.manifest['quantization']['weight_type']} weights)"
-        return ("reduced", "the export is fp16") if self.manifest.get("dtype") == "fp16" else ("fp32", None)
+        return export_precision(self.manifest)
 
     def prepare(self, entry: dict, feeds: dict):
         return self.output_dir / entry["files"]["model"]
@@ -123,8 +142,11 @@ class OrtBackend:
 
         graph = ComponentGraph.load(model_path)
         check_nodes(graph.proto)
+        op_library = bool(graph.bucketrt_ops)
         started = time.perf_counter()
-        with OnnxrtRunner(lambda: ort_session(graph.path, check_attributes=False), name=self.runner_name) as runner:
+        with OnnxrtRunner(
+            lambda: ort_session(graph.path, check_attributes=False, op_library=op_library), name=self.runner_name
+        ) as runner:
             outputs = dict(runner.infer(feeds))
         seconds = time.perf_counter() - started
         codes, routes = self._codes(graph, feeds)
@@ -139,9 +161,69 @@ class OrtBackend:
         if not codes and not routes:
             return None, None
         with graph.with_outputs(codes + routes) as model:
-            session = ort_session(model, check_attributes=False)
+            session = ort_session(model, check_attributes=False, op_library=True)
         values = session.run(codes + routes, feeds)
         return (values[: len(codes)] or None), (values[len(codes) :] or None)
+
+
+OPENVINO_HINT = "pip install 'bucketrt[openvino]' (or openvino; `make env` installs it)"
+
+
+class OpenVinoBackend:
+    """OpenVINO's CPU runtime (the `openvino` package), which cannot load bucketrt's op library:
+    standard-op exports only. It computes in float32 (INFERENCE_PRECISION_HINT f32): OpenVINO's
+    default on CPUs with AVX512-BF16 or AMX is bfloat16, which no fp32 tolerance takes."""
+
+    label, runner_name = "OpenVINO", "openvino"
+    DEVICE = "CPU"
+    CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
+
+    def __init__(self, output_dir: Path, manifest: dict, console=None):
+        from bucketrt.export_format.manifest import refuse_bucketrt_ops
+
+        refuse_bucketrt_ops(manifest, "OpenVINO")  # before any work, in one line
+        self.core = import_openvino().Core()
+        self.output_dir = Path(output_dir)
+        self.manifest = manifest
+        self.console = console
+
+    def precision(self) -> tuple[str, str | None]:
+        return export_precision(self.manifest)
+
+    def prepare(self, entry: dict, feeds: dict):
+        """The compiled model; the graph is checked for bucketrt nodes first (a manifest can be
+        older than its graphs), since OpenVINO's reader fails on them with no word of why."""
+        from bucketrt.export_format.manifest import refuse_bucketrt_ops
+
+        model_path = self.output_dir / entry["files"]["model"]
+        ops = ComponentGraph.load(model_path).bucketrt_ops
+        refuse_bucketrt_ops(self.manifest, "OpenVINO", ops, holder=model_path.name)
+        try:
+            return self.core.compile_model(str(model_path), self.DEVICE, self.CONFIG)
+        except Exception as e:  # OpenVINO's reader or compiler: the model's fault, with its words
+            text = " ".join(str(e).split())
+            raise BackendRunError(f"OpenVINO could not compile {model_path.name}: {text[:400]}") from None
+
+    def run(self, compiled, entry: dict, feeds: dict) -> BackendRun:
+        import numpy as np
+
+        request = compiled.create_infer_request()
+        started = time.perf_counter()
+        result = request.infer(feeds)
+        seconds = time.perf_counter() - started
+        # The request reuses its output buffers: copies, by the ONNX output names.
+        outputs = {port.get_any_name(): np.array(result[port]) for port in compiled.outputs}
+        return BackendRun(outputs, None, seconds=seconds)
+
+
+def import_openvino():
+    """The `openvino` module; BucketrtError with what to install when it is missing."""
+    try:
+        import openvino
+    except ImportError as e:
+        detail = "" if isinstance(e, ModuleNotFoundError) and e.name == "openvino" else f" ({' '.join(str(e).split())})"
+        raise BucketrtError(f"OpenVINO is not installed{detail}", OPENVINO_HINT) from None
+    return openvino
 
 
 class TrtBackend:
@@ -192,7 +274,7 @@ class TrtBackend:
 
     def prepare(self, entry: dict, feeds: dict):
         """(serialized engine, code output names, note): the recorded engine, or a fresh build."""
-        from bucketrt.trt.engine import BuildOptions, build_engine, build_progress
+        from bucketrt.trt.engine import TENSORRT, BuildOptions, build_engine, build_progress
         from bucketrt.trt.profiles import (
             ShapeRange,
             component_profiles,
@@ -206,6 +288,12 @@ class TrtBackend:
         recorded = self._recorded(entry)
         if recorded is not None:
             path, record = recorded
+            if record.get("product", TENSORRT.name) != TENSORRT.name:
+                raise BucketrtError(
+                    f"the engine {path.name} was built with {record['product']}, which this check cannot run "
+                    "(it runs TensorRT engines)",
+                    "pass --rebuild to check the export on a TensorRT engine built for the check",
+                )
             for name, value in feeds.items():
                 r = ShapeRange.from_json(record["profile"][name])
                 if not r.covers(value.shape):

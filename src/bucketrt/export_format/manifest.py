@@ -67,6 +67,30 @@ def custom_ops(model_proto, domain: str) -> list[dict]:
     return [{"domain": domain, "name": name, "version": version, "nodes": counts[name]} for name in sorted(counts)]
 
 
+def bucketrt_ops(manifest: dict) -> list[str]:
+    """The bucketrt ops an export's graphs hold, as "SignHash x2" (its manifest's `ops`); empty for
+    an export that runs without bucketrt's op library (`--ops standard`, LSG)."""
+    return [f"{op['name']} x{op['nodes']}" for op in manifest.get("ops") or []]
+
+
+def refuse_bucketrt_ops(
+    manifest: dict,
+    runtime: str,
+    ops: list[str] | None = None,
+    reason: str = "cannot run bucketrt's ops",
+    holder: str = "this export",
+) -> None:
+    """BucketrtError, one line naming `--ops standard`, when the export holds bucketrt ops that
+    `runtime` (which cannot load bucketrt's op library or plugins) could not run. `ops`: the ones
+    found in a graph (`holder`, its file name), where the caller looked there."""
+    ops = bucketrt_ops(manifest) if ops is None else ops
+    if ops:
+        raise BucketrtError(
+            f"{runtime} {reason}, and {holder} holds {', '.join(ops)}",
+            "export the model with `bucketrt export --ops standard` (standard ONNX ops only) for it",
+        )
+
+
 def write_manifest(output_dir: Path, manifest: dict) -> Path:
     path = Path(output_dir) / MANIFEST_NAME
     path.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")

@@ -2,7 +2,8 @@
 
     library_path()        the ONNX Runtime custom-op library (libbucketrt_ort.so)
     trt_library_path()    the TensorRT plugin library (libbucketrt_trt.so), where built
-    ort_session(path)     an InferenceSession of an export (or .onnx file) with the ops registered
+    ort_session(path)     an InferenceSession of an export (or .onnx file), with the ops registered
+                          where its graph has bucketrt nodes (a standard-op export runs without them)
     run_op(spec, ...)     one op through ONNX Runtime, on numpy inputs (kernel tests, benchmarks)
 
 The libraries are installed inside the `bucketrt` package by CMake. They are found through
@@ -60,12 +61,26 @@ def trt_library_path() -> str:
     return str(path)
 
 
-def session_options(intra_op_num_threads: int | None = None):
-    """ORT SessionOptions with the bucketrt op library registered."""
+def uses_bucketrt_ops(model) -> bool:
+    """Whether an ONNX graph (a ModelProto, or a file: its graph alone is read) has a bucketrt
+    node, subgraphs included: whether it needs bucketrt's op library to run."""
+    import onnx
+
+    from bucketrt.export_format.manifest import custom_ops
+    from bucketrt.ops.schema import DOMAIN
+
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model), load_external_data=False)
+    return bool(custom_ops(model, DOMAIN))
+
+
+def session_options(intra_op_num_threads: int | None = None, op_library: bool = True):
+    """ORT SessionOptions, with the bucketrt op library registered (unless `op_library` is False)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.register_custom_ops_library(library_path())
+    if op_library:
+        options.register_custom_ops_library(library_path())
     if intra_op_num_threads is not None:
         options.intra_op_num_threads = intra_op_num_threads
     return options
@@ -79,10 +94,16 @@ def ort_session(
     component: str = "model",
     check_attributes: bool = True,
     library_registered: bool = False,
+    op_library: bool | None = None,
 ):
     """An onnxruntime.InferenceSession for `path` with bucketrt's ops: a file, a ModelProto (a
     model already parsed: it is not read again), or an export folder and the name of one of its
     components (model.onnx by default).
+
+    `op_library`: whether bucketrt's op library is registered. None (the default) decides from the
+    graph: a graph with no bucketrt node (`bucketrt export --ops standard`, LSG) gets a plain
+    session, so that it runs where bucketrt's library is not built or cannot be loaded. Callers
+    that know (from the manifest's `ops`, or a graph they parsed) pass it and spare the parse.
 
     `options`, when given, is a plain onnxruntime.SessionOptions (for profiling, graph
     optimisation levels...): the op library is registered on it here, so it must not be
@@ -107,13 +128,19 @@ def ort_session(
         model = Path(path)
         if model.is_dir():
             model = model / f"{component}.onnx"
+    graph = None
+    if check_attributes or op_library is None:
+        # The graph alone, parsed once for both: external weights stay on disk.
+        graph = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=False)
     # The kernels cannot see an attribute name they do not declare (ops/node_check.py): the
     # spec's check of every bucketrt node comes first.
     if check_attributes:
-        check_nodes(model)
+        check_nodes(graph)
+    if op_library is None:
+        op_library = uses_bucketrt_ops(graph)
     if options is None:
-        options = session_options(intra_op_num_threads)
-    elif not library_registered:
+        options = session_options(intra_op_num_threads, op_library=op_library)
+    elif op_library and not library_registered:
         options.register_custom_ops_library(library_path())
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
     return ort.InferenceSession(source, sess_options=options, providers=providers or ["CPUExecutionProvider"])
@@ -172,4 +199,5 @@ __all__ = [
     "run_op",
     "session_options",
     "trt_library_path",
+    "uses_bucketrt_ops",
 ]

@@ -21,7 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from bucketrt.errors import BucketrtError
-from bucketrt.export_format.manifest import DECODER, DECODER_WITH_PAST, ENCODER, max_sequence_length, read_manifest
+from bucketrt.export_format.manifest import (
+    DECODER,
+    DECODER_WITH_PAST,
+    ENCODER,
+    max_sequence_length,
+    needs_op_library,
+    read_manifest,
+)
 from bucketrt.export_format.tasks import GENERATION_TASKS, HEADS
 
 from . import decoding
@@ -105,9 +112,9 @@ class ORTModel:
     ):
         """The export folder `model_dir` (written by `bucketrt export`) with sessions on `provider`
         (ONNX Runtime's CPU fallback behind any other). `session_options`: a plain
-        onnxruntime.SessionOptions, on which the op library is registered here. Called on ORTModel,
-        the class is the one of the export's task; called on a subclass, BucketrtError when the
-        export is of a task the class does not run."""
+        onnxruntime.SessionOptions, on which the op library is registered here (where the export
+        holds bucketrt ops). Called on ORTModel, the class is the one of the export's task; called
+        on a subclass, BucketrtError when the export is of a task the class does not run."""
         from bucketrt.library import ort_session
 
         model_dir = Path(model_dir)
@@ -130,6 +137,9 @@ class ORTModel:
             )
         config, generation_config = _read_configs(model_dir, manifest)
         providers = [provider] + ([CPU] if provider != CPU else [])
+        # An export without bucketrt ops (--ops standard) runs on plain sessions: bucketrt's op
+        # library need not be there, nor can it be where the provider takes no custom ops.
+        op_library = needs_op_library(manifest)
         sessions = {}
         for name in target.components:
             # One SessionOptions serves every session; the op library is registered on it once.
@@ -139,6 +149,7 @@ class ORTModel:
                 intra_op_num_threads=intra_op_num_threads,
                 options=session_options,
                 library_registered=bool(sessions) and session_options is not None,
+                op_library=op_library,
             )
         return target(sessions, manifest, config, generation_config, model_dir, provider)
 

@@ -7,7 +7,8 @@ One model folder per export:
     REPO/NAME/1/...               python: model.py, decoding.py, the ONNX files, libbucketrt_ort.so
                                   onnxruntime: model.onnx (+ external data)
                                   tensorrt: model.plan
-    REPO/NAME/libbucketrt_*.so    onnxruntime / tensorrt: the op or plugin library
+    REPO/NAME/libbucketrt_*.so    onnxruntime / tensorrt: the op or plugin library, for exports
+                                  that hold bucketrt ops (a standard-op export needs neither)
     REPO/README.md                how to launch tritonserver on this repository
 
 Batching never changes an answer. YOSO and Reformer never mask padding, so requests are never
@@ -27,10 +28,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bucketrt.errors import BucketrtError, TrtLibraryNotBuiltError
-from bucketrt.export_format.manifest import DECODER, DECODER_WITH_PAST, ENCODER, max_sequence_length, read_manifest
+from bucketrt.export_format.manifest import (
+    DECODER,
+    DECODER_WITH_PAST,
+    ENCODER,
+    max_sequence_length,
+    needs_op_library,
+    read_manifest,
+)
 from bucketrt.export_format.manifest import component as manifest_component
 from bucketrt.library import library_path, trt_library_path
 from bucketrt.runtime import decoding
+from bucketrt.trt.engine import TENSORRT
 
 BACKENDS = ("python", "onnxruntime", "tensorrt")
 KINDS = ("cpu", "gpu")
@@ -445,7 +454,7 @@ def write_repository(
             stream=stream,
         )
         entries.append(entry)
-        if backend == "tensorrt":
+        if backend == "tensorrt" and TRT_PLUGINS in entry.files:
             plugin_paths.append(f"{server_root}/{entry.name}/{TRT_PLUGINS}")
     (repository / "README.md").write_text(
         _readme(repository, server_root, _all_entries(repository, entries), plugin_paths)
@@ -527,8 +536,16 @@ def _prepare(export_dir, manifest, name, target, *, backend, max_batch_size, str
                 f"the engine of '{export_dir}' takes batches up to {limit}, and --max-batch-size is {max_batch_size}",
                 f"pass --max-batch-size {limit}, or rebuild with larger --max-shapes",
             )
-        _trt_plugins(engine[1])  # a missing plugin library fails before anything is written
-    if backend in ("python", "onnxruntime"):
+        record = engine[1]
+        if record.get("product", TENSORRT.name) != TENSORRT.name:
+            raise BucketrtError(
+                f"the engine of '{export_dir}' was built with {record['product']}, and Triton's tensorrt backend "
+                "runs TensorRT engines",
+                "serve the ONNX file with --backend onnxruntime, or build the engine with TensorRT",
+            )
+        if record.get("plugins") or needs_op_library(manifest):
+            _trt_plugins(record)  # a missing plugin library fails before anything is written
+    if backend in ("python", "onnxruntime") and needs_op_library(manifest):
         library_path()
     return _Prepared(
         Path(export_dir),
@@ -565,10 +582,12 @@ def _write_model(
     written: list[str] = []
     parameters: dict[str, str] = {}
     op_library = None
+    needs_library = needs_op_library(prep.manifest)
     if prep.backend == "python":
         for component in prep.components:
             _copy_onnx(prep.export_dir, component, version_dir, written, prep.target, None)
-        _copy(Path(library_path()), version_dir / OP_LIBRARY, written, prep.target)
+        if needs_library:
+            _copy(Path(library_path()), version_dir / OP_LIBRARY, written, prep.target)
         _copy(TEMPLATES / "model.py", version_dir / "model.py", written, prep.target)
         # The one decoding loop (numpy-only), imported by model.py from beside itself.
         _copy(Path(decoding.__file__), version_dir / "decoding.py", written, prep.target)
@@ -578,7 +597,7 @@ def _write_model(
                 "mode": prep.mode,
                 "batching": prep.batching,
                 "models": json.dumps({c["name"]: c["files"]["model"] for c in prep.components}),
-                "op_library": OP_LIBRARY,
+                "op_library": OP_LIBRARY if needs_library else "",
                 "execution_provider": "cuda" if kind == "gpu" else "cpu",
                 "intra_op_threads": str(intra_op_threads),
                 "max_sequence_length": "" if limit is None else str(limit),
@@ -590,14 +609,16 @@ def _write_model(
             parameters.update(_generation_parameters(prep.manifest, prep.mode, max_new_tokens))
     elif prep.backend == "onnxruntime":
         _copy_onnx(prep.export_dir, prep.components[0], version_dir, written, prep.target, "model.onnx")
-        _copy(Path(library_path()), prep.target / OP_LIBRARY, written, prep.target)
-        op_library = f"{server_root}/{prep.name}/{OP_LIBRARY}"
+        if needs_library:  # else the config names no op library: the server needs none
+            _copy(Path(library_path()), prep.target / OP_LIBRARY, written, prep.target)
+            op_library = f"{server_root}/{prep.name}/{OP_LIBRARY}"
         if intra_op_threads:
             parameters["intra_op_thread_count"] = str(intra_op_threads)
     else:
         engine_path, record = prep.engine
         _copy(engine_path, version_dir / "model.plan", written, prep.target)
-        _copy(_trt_plugins(record), prep.target / TRT_PLUGINS, written, prep.target)
+        if record.get("plugins") or needs_library:  # an engine of a standard-op export has no plugin layer
+            _copy(_trt_plugins(record), prep.target / TRT_PLUGINS, written, prep.target)
     config = build_config(
         prep.name,
         prep.backend,

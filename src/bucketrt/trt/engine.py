@@ -17,6 +17,13 @@ Precision: TensorRT 11 builds strongly typed networks only, so an engine compute
 the ONNX graph (`bucketrt export --dtype fp16`). TensorRT 10 builds strongly typed networks here
 too, unless `fp16` asks for its weakly typed mode with BuilderFlag.FP16 (TensorRT's own layers may
 then run in fp16, and so may the plugins that take float16).
+
+Two TensorRT products build engines (`PRODUCTS`): TensorRT (`tensorrt`), with bucketrt's plugins,
+and TensorRT for RTX (`tensorrt_rtx`: `make trt-rtx-env`), which builds without a GPU but has no
+plugin layers, so it takes standard-op exports only (`bucketrt export --ops standard`; its ONNX
+parser aborts the process after creating a bucketrt plugin, so they are refused before it runs).
+Polygraphy serves either, one per process (its `config.USE_TENSORRT_RTX`, read as its TensorRT
+modules are imported): `import_tensorrt` selects it first.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -42,14 +50,101 @@ INSTALL_HINT = (
 )
 
 
-def import_tensorrt():
-    """The `tensorrt` module; BucketrtError with what to install when it is missing or too old."""
+@dataclass(frozen=True)
+class Product:
+    """A TensorRT product that builds engines from ONNX files."""
+
+    name: str  # as the manifest records it
+    module: str  # its Python bindings
+    plugins: bool  # whether its networks take plugin layers (bucketrt's ops)
+    install_hint: str
+
+
+# Where `make trt-rtx-env` installs TensorRT for RTX (pip install --target): beside the checkout's
+# .venv, or under the current folder; $BUCKETRT_TRT_RTX_PATH names another such folder.
+TRT_RTX_DIR = ".trt-rtx"
+TRT_RTX_PATH_ENV = "BUCKETRT_TRT_RTX_PATH"
+
+TENSORRT = Product("TensorRT", "tensorrt", True, INSTALL_HINT)
+TENSORRT_RTX = Product(
+    "TensorRT for RTX",
+    "tensorrt_rtx",
+    False,
+    f"run `make trt-rtx-env` in a bucketrt checkout (tensorrt-rtx in {TRT_RTX_DIR}/), pip install tensorrt-rtx, "
+    f"or set ${TRT_RTX_PATH_ENV} to a folder holding it",
+)
+PRODUCTS = {"tensorrt": TENSORRT, "rtx": TENSORRT_RTX}
+
+# Polygraphy's modules that bind a TensorRT module when imported (polygraphy.mod.trt_importer).
+_POLYGRAPHY_TRT_MODULES = ("polygraphy.backend.trt", "polygraphy.util.util", "polygraphy.datatype.tensorrt")
+
+
+def product_of(trt) -> Product:
+    """The product of a TensorRT module (TensorRT unless it is tensorrt_rtx)."""
+    return TENSORRT_RTX if getattr(trt, "__name__", "") == TENSORRT_RTX.module else TENSORRT
+
+
+def _select_polygraphy(product: Product) -> None:
+    """Points Polygraphy's TensorRT loaders at `product`'s module; BucketrtError where this process
+    imported them for the other product already (Polygraphy binds its module at import)."""
+    from polygraphy import config
+
+    rtx = product is TENSORRT_RTX
+    if bool(config.USE_TENSORRT_RTX) == rtx:
+        return
+    if any(name in sys.modules for name in _POLYGRAPHY_TRT_MODULES):
+        other = TENSORRT if rtx else TENSORRT_RTX
+        raise BucketrtError(
+            f"this process set Polygraphy up for {other.name} already, and Polygraphy serves one TensorRT "
+            "product per process",
+            f"use {product.name} in a process of its own (as `bucketrt build` does)",
+        )
+    config.USE_TENSORRT_RTX = rtx
+
+
+def _trt_rtx_folders() -> list[Path]:
+    override = os.environ.get(TRT_RTX_PATH_ENV)
+    if override:
+        return [Path(override)]
+    return [Path(sys.prefix).parent / TRT_RTX_DIR, Path.cwd() / TRT_RTX_DIR]
+
+
+def installed(product: Product) -> bool:
+    """Whether `product`'s module can be imported (from its own folder too), without importing it."""
+    import importlib.util
+
+    if importlib.util.find_spec(product.module) is not None:
+        return True
+    return product is TENSORRT_RTX and any((folder / product.module).is_dir() for folder in _trt_rtx_folders())
+
+
+def _import_module(product: Product):
+    """The product's module, from this environment, else (TensorRT for RTX) from its own folder."""
+    import importlib
+
     try:
-        import tensorrt as trt
+        return importlib.import_module(product.module)
+    except ModuleNotFoundError as e:
+        if product is not TENSORRT_RTX or e.name != product.module:
+            raise
+    for folder in _trt_rtx_folders():
+        if (folder / product.module).is_dir():
+            sys.path.append(str(folder.resolve()))
+            return importlib.import_module(product.module)
+    raise ModuleNotFoundError(f"No module named {product.module!r}", name=product.module)
+
+
+def import_tensorrt(product: Product = TENSORRT):
+    """The module of `product` (`tensorrt`, or `tensorrt_rtx`), with Polygraphy set up for it;
+    BucketrtError with what to install when it is missing or too old."""
+    _select_polygraphy(product)
+    try:
+        trt = _import_module(product)
     except (ImportError, OSError) as e:  # OSError: the bindings without their libnvinfer
-        detail = "" if isinstance(e, ModuleNotFoundError) and e.name == "tensorrt" else f" ({' '.join(str(e).split())})"
-        raise BucketrtError(f"TensorRT is not installed{detail}", INSTALL_HINT) from None
-    if tensorrt_major(trt) < MIN_TENSORRT_MAJOR:
+        missing = isinstance(e, ModuleNotFoundError) and e.name == product.module
+        detail = "" if missing else f" ({' '.join(str(e).split())})"
+        raise BucketrtError(f"{product.name} is not installed{detail}", product.install_hint) from None
+    if product is TENSORRT and tensorrt_major(trt) < MIN_TENSORRT_MAJOR:
         raise BucketrtError(
             f"TensorRT {getattr(trt, '__version__', '?')} is too old: bucketrt's plugins are IPluginV3 "
             f"(TensorRT {MIN_TENSORRT_MAJOR} or later)",
@@ -184,16 +279,24 @@ def load_plugins(trt, path: str) -> None:
     _loaded_plugins[(trt, real)] = handle
 
 
-def load_tensorrt(manifest: dict, plugins=None):
-    """TensorRT and bucketrt's plugin library, loaded, for an export: (trt, library path or None).
+def load_tensorrt(manifest: dict, plugins=None, product: Product = TENSORRT):
+    """TensorRT (`product`) and bucketrt's plugin library, loaded, for an export: (trt, library
+    path or None).
 
     Raises BucketrtError (one line) when TensorRT is missing, and TrtLibraryNotBuiltError when the
     export uses bucketrt ops and no plugin library was built or given. An export without bucketrt
-    ops needs no library.
+    ops needs no library. A product without plugin layers (TensorRT for RTX) refuses an export with
+    bucketrt ops here, naming `--ops standard`, before anything is imported.
     """
+    from bucketrt.export_format.manifest import refuse_bucketrt_ops
     from bucketrt.library import trt_library_path
 
-    trt = import_tensorrt()
+    if not product.plugins:
+        refuse_bucketrt_ops(manifest, product.name, reason="has no plugin layers for bucketrt's ops")
+        if plugins is not None:
+            raise BucketrtError(f"--plugins: {product.name} has no plugin layers", "leave --plugins out")
+        return import_tensorrt(product), None
+    trt = import_tensorrt(product)
     if plugins is None:
         if not manifest.get("ops"):
             return trt, None
@@ -231,6 +334,7 @@ class BuiltEngine:
     strongly_typed: bool
     seconds: float
     tensorrt_version: str
+    product: str = TENSORRT.name
 
 
 class ProgressSink:
@@ -287,10 +391,10 @@ def check_options(trt, options: BuildOptions, export_dtype: str) -> None:
     """BucketrtError for options this TensorRT or this export cannot take."""
     if not options.fp16:
         return
-    if tensorrt_major(trt) >= 11:
+    if tensorrt_major(trt) >= 11 or not product_of(trt).plugins:
         raise BucketrtError(
-            f"--fp16 does not apply to TensorRT {trt.__version__}: networks are strongly typed and an engine "
-            "computes in the ONNX graph's types",
+            f"--fp16 does not apply to {product_of(trt).name} {trt.__version__}: networks are strongly typed and "
+            "an engine computes in the ONNX graph's types",
             "export in fp16 instead: bucketrt export --dtype fp16",
         )
     if export_dtype == "fp16":
@@ -406,7 +510,8 @@ def build_engine(
     to output besides the model's outputs -, CreateConfig, EngineBytesFromNetwork).
 
     The plugin library must be loaded first (`load_plugins`). Raises BucketrtError for options
-    that do not apply, BuildError when TensorRT cannot parse or build the model.
+    that do not apply, and, on a product without plugin layers, for a graph with bucketrt nodes
+    (before its parser sees them); BuildError when TensorRT cannot parse or build the model.
     """
     from polygraphy.backend.trt import (
         CreateConfig,
@@ -420,6 +525,9 @@ def build_engine(
 
     check_options(trt, options, export_dtype)
     onnx_path = Path(onnx_path)
+    product = product_of(trt)
+    if not product.plugins:
+        refuse_bucketrt_nodes(onnx_path, product)
     started = time.perf_counter()
     strongly_typed = not options.fp16
     shapes = Profile()
@@ -428,8 +536,9 @@ def build_engine(
     finish = _Finish(onnx_path, profile, options.timing_cache, echo)
     with polygraphy_log(echo, options.verbose) as errors:
         # From the file, so that external data (NAME.onnx.data) resolves beside it. TensorRT 11 is
-        # always strongly typed and deprecates the flag.
-        network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=strongly_typed and tensorrt_major(trt) < 11)
+        # always strongly typed and deprecates the flag; so is TensorRT for RTX.
+        legacy_flag = strongly_typed and product is TENSORRT and tensorrt_major(trt) < 11
+        network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=legacy_flag)
         if extra_outputs:
             import onnx
 
@@ -463,6 +572,23 @@ def build_engine(
         strongly_typed=strongly_typed,
         seconds=time.perf_counter() - started,
         tensorrt_version=str(trt.__version__),
+        product=product.name,
+    )
+
+
+def refuse_bucketrt_nodes(onnx_path: Path, product: Product) -> None:
+    """BucketrtError naming `--ops standard` for a graph with bucketrt nodes: the manifest said
+    none (load_tensorrt refused it otherwise), but a parser without plugin layers must never see
+    one (TensorRT for RTX's aborts the process)."""
+    import onnx
+
+    from bucketrt.export_format.manifest import custom_ops, refuse_bucketrt_ops
+    from bucketrt.ops.schema import DOMAIN
+
+    graph = onnx.load(str(onnx_path), load_external_data=False)
+    found = [f"{op['name']} x{op['nodes']}" for op in custom_ops(graph, DOMAIN)]
+    refuse_bucketrt_ops(
+        {}, product.name, found, reason="has no plugin layers for bucketrt's ops", holder=onnx_path.name
     )
 
 
@@ -549,6 +675,9 @@ def write_engine(path, data: bytes) -> None:
 
 
 __all__ = [
+    "PRODUCTS",
+    "TENSORRT",
+    "TENSORRT_RTX",
     "BuildError",
     "BuildOptions",
     "BuiltEngine",
@@ -560,11 +689,15 @@ __all__ = [
     "check_options",
     "console_echo",
     "import_tensorrt",
+    "installed",
     "load_plugins",
     "load_tensorrt",
     "polygraphy_log",
     "precision",
+    "Product",
+    "product_of",
     "recorded_engine",
+    "refuse_bucketrt_nodes",
     "runtime",
     "tensorrt_major",
     "write_engine",

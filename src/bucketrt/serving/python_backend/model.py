@@ -8,7 +8,8 @@ file. Its settings are the `parameters` of config.pbtxt:
     batching            "same_shape": requests of identical shapes share one ORT call (rows of these
                         models never interact); "per_request": each request runs alone
     models              JSON {component: ONNX file}
-    op_library          the op library's file name, beside this file
+    op_library          the op library's file name, beside this file ("": the export holds no
+                        bucketrt op, and its sessions run without the library)
     execution_provider  "cpu" or "cuda" (CUDA on the instance's device, CPU for what it lacks)
     intra_op_threads    ORT intra-op threads (0: ORT's default)
     max_sequence_length the longest token axis the export accepts ("" for no limit)
@@ -111,7 +112,8 @@ class TritonPythonModel:
         self.output_names = [o["name"] for o in config["output"]]
 
         threads = int(params.get("intra_op_threads") or 0)
-        library = str(folder / params.get("op_library", "libbucketrt_ort.so"))
+        op_library = params.get("op_library", "libbucketrt_ort.so")
+        library = str(folder / op_library) if op_library else None
         if params.get("execution_provider") == "cuda":
             device = int(args.get("model_instance_device_id") or 0)
             providers = [("CUDAExecutionProvider", {"device_id": device}), "CPUExecutionProvider"]
@@ -120,7 +122,8 @@ class TritonPythonModel:
 
         def session(file: str):
             options = ort.SessionOptions()  # one per session: the library registers once per options
-            options.register_custom_ops_library(library)
+            if library:
+                options.register_custom_ops_library(library)
             if threads:
                 options.intra_op_num_threads = threads
             return ort.InferenceSession(str(folder / file), sess_options=options, providers=providers)
