@@ -90,28 +90,28 @@ def test_check_passes_without_the_library(standard, with_ops, no_library):
     assert result.exit_code == 2 and "op library is missing" in result.output, result.output
 
 
-# Standard-op exports OpenVINO cannot compile yet, with its words: strict, so that the test says
-# when it can.
-OPENVINO_REFUSES = {
-    "switch": "the ExpertFFN lowering's If on the token count (prefill or decoding): OpenVINO's CPU plugin "
-    "fails compiling it ('Can't create dummy inputs if argument shapes ranks are not equal', dnnl matmul)",
-}
-
-
-def test_check_openvino_matches_pytorch(standard, no_library, request):
+def test_check_openvino_matches_pytorch(standard, no_library):
     from bucketrt.check import check
-    from bucketrt.errors import BackendRunError
-
-    family = request.node.callspec.params["standard"]
-    if family in OPENVINO_REFUSES:
-        with pytest.raises(BackendRunError, match="OpenVINO could not compile"):
-            check(standard, backend="openvino", batch_size=2, sequence_length=64)
-        pytest.xfail(OPENVINO_REFUSES[family])
 
     report = check(standard, backend="openvino", batch_size=2, sequence_length=64)
     assert report.backend_label == "OpenVINO"
     assert report.passed, report.to_json()
     assert (report.atol, report.rtol) == (1e-4, 1e-3)  # float32: OpenVINO's bf16 default is turned off
+    assert report.max_abs_error < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batch,length", [(2, 32), (1, 1)], ids=["every-expert", "gathered"])
+def test_check_openvino_runs_both_topk_experts_formulations(cli_export, no_library, batch, length):
+    """mixtral-tiny (8 experts, top-2): 2x32 tokens take the every-expert formulation of the
+    TopKExperts lowering, 1x1 (2 pairs, at most the experts) the gathered-weights one; OpenVINO
+    compiles the If between them once (Switch's ExpertFFN takes both: its decoder with past runs
+    2 tokens, the encoder 128)."""
+    from bucketrt.check import check
+
+    folder = cli_export("--model", "mixtral-tiny", "--ops", "standard")
+    report = check(folder, backend="openvino", batch_size=batch, sequence_length=length)
+    assert report.passed, report.to_json()
     assert report.max_abs_error < 1e-4
 
 

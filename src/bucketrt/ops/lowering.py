@@ -411,7 +411,12 @@ def _gathered_linear(x: torch.Tensor, weight: torch.Tensor, index: torch.Tensor)
 
 
 def _every_expert_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Every row of x [..., R, In] (or [R, In]) through every expert's weight [E, N, In]: [E, R, N]."""
+    """Every row of x [R, In] or [E, R, In] through every expert's weight [E, N, In]: [E, R, N]. x
+    [R, In] is expanded to [E, R, In] first (E*R*In floats, less than the [E, R, N] output):
+    OpenVINO's CPU MatMul inside an If body broadcasts neither ranks ("Can't create dummy inputs if
+    argument shapes ranks are not equal") nor a batch dim of 1 ("Can not clone with new dims")."""
+    if x.dim() == 2:
+        x = x[None].expand(weight.shape[0], -1, -1)
     return x @ weight.transpose(1, 2)
 
 
