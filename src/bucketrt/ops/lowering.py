@@ -21,6 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
+
+from .catalogue import TOPK_EXPERTS
+from .reference import EXPERT_ACTIVATIONS, gating_function
 from .schema import OpSpec
 
 __all__ = ["LOWERINGS", "lowers"]
@@ -38,3 +42,23 @@ def lowers(spec: OpSpec) -> Callable[[Callable], Callable]:
         return fn
 
     return register
+
+
+@lowers(TOPK_EXPERTS)
+def topk_experts_dense(hidden, expert_index, expert_weight, gate_up, gate_up_bias, down, down_bias, **attrs):
+    """TopKExperts as every expert on every token (what a dense export computes, and what Optimum's
+    exporters write for MoE layers): [E, T, G] then [E, T, D] activations, summed with a [T, E]
+    weight matrix that is zero where a token did not pick the expert. Costs tokens x experts, not
+    tokens x k; the picks' "no expert" index E lands in a column that is dropped."""
+    if hidden.dtype != torch.float32:  # float16: computed in float32 and rounded once, as the reference
+        return topk_experts_dense(
+            hidden.float(), expert_index, expert_weight.float(), gate_up.float(), gate_up_bias.float(),
+            down.float(), down_bias.float(), **attrs,
+        ).to(hidden.dtype)  # fmt: skip
+    ffn = gating_function(attrs["gating"], EXPERT_ACTIVATIONS[attrs["activation"]], attrs["limit"])
+    experts = gate_up.shape[0]
+    h = torch.einsum("td,egd->etg", hidden, gate_up) + gate_up_bias[:, None, :]
+    y = torch.einsum("etf,edf->etd", ffn(h), down) + down_bias[:, None, :]
+    picks = expert_index.long()
+    weights = torch.zeros(hidden.shape[0], experts + 1, dtype=hidden.dtype).scatter_add(1, picks, expert_weight)
+    return torch.einsum("te,etd->td", weights[:, :experts], y)
