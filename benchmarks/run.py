@@ -19,11 +19,17 @@
    Runtime and against PyTorch eager in fp32 and in bf16 autocast; for YOSO and LSG also the
    same-size BERT in ONNX Runtime fp32 and int8 and in PyTorch fp32 and bf16 - one run, with the
    CPU's ISA flags printed. With --plot-dir, one figure per model (time against N, log-log).
-8. Serving (benchmarks/serving.py): yoso-4096 (LSH) behind Triton's Python backend (dynamic batching
+8. Mixture-of-experts causal LMs (benchmarks/moe.py): Mixtral-, Qwen3-MoE- and PhiMoE-like random
+   models, prefill and decode tokens per second and peak memory, bucketrt fp32 and int8 against
+   transformers eager (experts loop and grouped_mm, fp32 and bf16), the dense export in ONNX Runtime
+   (torch.onnx and optimum-onnx) and onnxruntime-genai fp32 and int8, each in its own process, with
+   issue 23's goal ratios as PASS/MISS; the peers' environments come from `make moe-peers`.
+9. Serving (benchmarks/serving.py): yoso-4096 (LSH) behind Triton's Python backend (dynamic batching
    on and off) against in-process ORT, 1, 4 and 16 clients; needs `make triton-env`.
 
     make bench                           # everything, about 30 minutes on 2 cores
-    python benchmarks/run.py --only ops  # one part: ops | models | bert | reformer | switch | lsg | int8 | serving
+    python benchmarks/run.py --only ops  # one part: ops | models | bert | reformer | switch | lsg | int8 | moe | serving
+    python benchmarks/run.py --only moe --plot-dir docs   # --moe-size small --moe-lengths 64,256 --moe-new 16: minutes
     python benchmarks/run.py --only int8 --int8-models yoso-4096 --int8-lengths 1024,4096 --plot-dir docs
     python benchmarks/run.py --lengths 512,1024 --markdown out/bench/results.md
 
@@ -575,13 +581,26 @@ def bench_reformer(threads: int, repeat: int, lengths: tuple[int, ...]) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--only", choices=("ops", "models", "bert", "reformer", "switch", "lsg", "int8", "serving"), action="append"
+        "--only",
+        choices=("ops", "models", "bert", "reformer", "switch", "lsg", "int8", "moe", "serving"),
+        action="append",
     )
     parser.add_argument("--int8-models", default=",".join(INT8_MODELS), help="int8 part: comma-separated models")
     parser.add_argument(
         "--int8-lengths", default=None, help="int8 part: lengths for every model (default: each its own)"
     )
-    parser.add_argument("--plot-dir", type=Path, default=None, help="int8 part: write one figure per model here")
+    parser.add_argument(
+        "--plot-dir", type=Path, default=None, help="int8 and moe parts: write one figure per model here"
+    )
+    parser.add_argument(
+        "--moe-models", default="mixtral,qwen3-moe,gpt-oss", help="moe part: comma-separated models (or phimoe)"
+    )
+    parser.add_argument("--moe-size", choices=("mid", "small"), default="mid", help="moe part: the models' size")
+    parser.add_argument("--moe-lengths", default="128,1024", help="moe part: prompt lengths (decode after the first)")
+    parser.add_argument("--moe-batches", default="1,4", help="moe part: batch sizes")
+    parser.add_argument("--moe-new", type=int, default=128, help="moe part: tokens decoded per run")
+    parser.add_argument("--moe-timeout", type=float, default=1800, help="moe part: seconds a peer may take")
+    parser.add_argument("--moe-out", default=str(OUT / "moe"), help="moe part: sources and exports (cached)")
     parser.add_argument(
         "--int8-torch-max",
         type=int,
@@ -595,7 +614,7 @@ def main(argv=None) -> int:
     parser.add_argument("--reformer-lengths", default="1024,4096,16384")
     parser.add_argument("--markdown", type=Path, help="also write the tables to this file")
     args = parser.parse_args(argv)
-    parts = args.only or ["ops", "models", "bert", "reformer", "switch", "lsg", "int8", "serving"]
+    parts = args.only or ["ops", "models", "bert", "reformer", "switch", "lsg", "int8", "moe", "serving"]
     torch.set_num_threads(args.threads)
     say(f"bucketrt benchmarks: torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} cores")
     say("")
@@ -621,6 +640,11 @@ def main(argv=None) -> int:
             parser.error(f"--int8-models: unknown {', '.join(unknown)}; choose from {', '.join(INT8_MODELS)}")
         lengths = tuple(int(v) for v in args.int8_lengths.split(",")) if args.int8_lengths else None
         bench_int8(args.threads, args.repeat, models, lengths, args.plot_dir, args.int8_torch_max)
+    if "moe" in parts:
+        sys.path.insert(0, str(Path(__file__).parent))
+        import moe
+
+        moe.run(args, say)
     if "serving" in parts:
         sys.path.insert(0, str(Path(__file__).parent))
         import serving
