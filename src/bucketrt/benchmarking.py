@@ -310,7 +310,7 @@ def plot_scaling(series: dict[str, list[tuple[int, float]]], path, title: str = 
     return path
 
 
-def plot_generation(series: dict, path, title: str = "", size=(11.0, 4.5), dpi: int = 100):
+def plot_generation(series: dict, path, title: str = "", size=(12.0, 8.0), dpi: int = 100):
     """Tokens per second of causal-LM generation: prefill against the prompt length (one line per
     series and batch size) and decode against the batch size (one line per series and prompt
     length). `series` maps a label ("bucketrt int8", ...) to GenerationTiming-like rows (batch_size,
@@ -352,7 +352,8 @@ def plot_generation(series: dict, path, title: str = "", size=(11.0, 4.5), dpi: 
         for ax in (prefill_ax, decode_ax):
             ax.set_yscale("log")
             ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize="x-small")
+            # Below the axes: a legend inside would hide the lines of a dozen series.
+            ax.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
         fig.suptitle(title)
         fig.tight_layout()
         fig.savefig(path, dpi=dpi)
