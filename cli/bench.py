@@ -91,6 +91,12 @@ def bench_command(output_dir, lengths, batch_size, threads, repeat, budget, plot
             f"time lengths up to {limit}",
         )
     if _is_cached_generation(manifest):
+        if limit is not None and max(lengths) + new_tokens > limit:
+            raise BucketrtError(
+                f"--sequence-lengths {max(lengths)} plus --new-tokens {new_tokens} exceeds the export's longest "
+                f"sequence, {limit}",
+                f"time prompts up to {limit - new_tokens} tokens, or fewer new tokens",
+            )
         _bench_generation(
             out, output_dir, manifest, lengths, batch_size, threads, repeat, budget, new_tokens, plot_path
         )

@@ -360,3 +360,13 @@ def test_time_generation_counts_every_row_and_step(exported):
     assert timing.tokens_per_s == pytest.approx(3 / timing.step.median_s)
     prefill_only = time_generation(session, np.ones((1, 5), np.int64), new_tokens=1, repeat=1)
     assert prefill_only.step is None and prefill_only.tokens_per_s is None
+
+
+def test_cli_bench_refuses_prompts_that_generate_past_the_exports_limit(exported):
+    from bucketrt.cli.main import main
+
+    folder, _ = exported("mixtral")  # max_position_embeddings 256
+    args = ["bench", str(folder), "--sequence-lengths", "250", "--new-tokens", "10"]
+    result = CliRunner().invoke(main, args, terminal_width=200)
+    assert result.exit_code != 0
+    assert "plus --new-tokens 10 exceeds the export's longest sequence, 256" in result.output
