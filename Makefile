@@ -80,7 +80,7 @@ $(TRITON_ENV)/.deps: | $(VENV)/.deps
 
 triton-env: $(TRITON_ENV)/.deps
 
-# The MoE benchmark's peers (benchmarks/moe_peers.py), each in an environment of its own, as the
+# The MoE benchmark's peers (benchmarks/moe.py), each in an environment of its own, as the
 # Triton server's are: genai/ holds onnxruntime-genai (its C++ generation loop and its model builder,
 # which loads the model with transformers and torch), optimum/ holds optimum-onnx, which pins a
 # transformers older than bucketrt's (< 4.58) and so cannot share the main venv. torch is the one

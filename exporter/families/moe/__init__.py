@@ -68,7 +68,8 @@ _QWEN3_MOE_TINY = {
 }
 
 # Phi-3.5-MoE's architecture (sparsemixer router, biased attention, layer norms), the size of
-# mixtral-mid: onnxruntime-genai's model builder takes PhiMoE, not Mixtral (benchmarks/moe_peers.py).
+# mixtral-mid: a family onnxruntime-genai's model builder takes and Mixtral is not (its 0.18 builds
+# PhiMoE for CUDA only: docs/benchmarks.md, benchmarks/moe.py).
 _PHIMOE_MID = {
     "model_type": "phimoe",
     "architectures": ["PhimoeForCausalLM"],
