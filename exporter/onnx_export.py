@@ -4,6 +4,7 @@ reads beside them (config, generation config, tokenizer)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from pathlib import Path
@@ -34,6 +35,10 @@ MAX_IR_VERSION = 10
 _EXTERNAL_DATA_BYTES = 1_900_000_000
 # Element type of the exported graph's floats (weights, activations, float inputs and outputs).
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+# How the graph computes bucketrt's ops: "bucketrt", as bucketrt::<Op> nodes (run by bucketrt's op
+# library or TensorRT plugins); "standard", as each op's standard-op lowering (bucketrt.ops.lowering):
+# standard ONNX ops only, which any ONNX runtime runs without bucketrt's library.
+OP_SETS = ("bucketrt", "standard")
 
 
 def _option_example() -> str:
@@ -107,6 +112,18 @@ def _ops_called(components: list[Component]) -> list[str]:
     return list(seen)
 
 
+def _check_lowerings(components: list[Component]) -> None:
+    """Refuses a standard-op export, before any tracing, when an op the model calls has no lowering."""
+    from bucketrt.ops.lowering import LOWERINGS
+
+    waiting = [name for name in _ops_called(components) if name not in LOWERINGS]
+    if waiting:
+        raise BucketrtError(
+            f"--ops standard: no standard-op lowering of {', '.join(waiting)} in this bucketrt",
+            "export with --ops bucketrt (the default)",
+        )
+
+
 def _half(value):
     """Float tensors to float16, through tuples and lists (e.g. past key/values); the rest as is."""
     if isinstance(value, torch.Tensor):
@@ -123,10 +140,14 @@ def _cast_to_half(components: list[Component]) -> None:
         component.example_inputs = {name: _half(value) for name, value in component.example_inputs.items()}
 
 
-def _trace(component: Component, opset: int, source):
-    """The component traced by torch.onnx (dynamo), as an onnx_ir model."""
+def _trace(component: Component, opset: int, source, op_set: str = "bucketrt"):
+    """The component traced by torch.onnx (dynamo), as an onnx_ir model; under op_set "standard"
+    each bucketrt op is traced as its standard-op lowering instead of a bucketrt node."""
+    from bucketrt.ops.dispatch import standard_ops
+
+    lowered = standard_ops() if op_set == "standard" else contextlib.nullcontext()
     try:
-        with torch.no_grad(), quiet_torch_export():
+        with torch.no_grad(), quiet_torch_export(), lowered:
             program = torch.onnx.export(
                 component.module,
                 (),
@@ -216,6 +237,7 @@ def export(
     options=None,
     progress: Progress | None = None,
     dtype: str = "fp32",
+    ops: str = "bucketrt",
 ) -> dict:
     """Exports `model` (a preset, a save_pretrained folder or a hub id) to ONNX; returns the manifest.
 
@@ -224,13 +246,17 @@ def export(
     model's config before it is built; `options` are the family's export options (e.g. YOSO's
     mask_padding); each a dict or KEY=VALUE strings (JSON values). `dtype` "fp16" exports weights, activations and float
     inputs/outputs in float16 (the precision TensorRT 11 takes from the graph); the PyTorch
-    reference stays float32. Raises BucketrtError for anything the caller can fix.
+    reference stays float32. `ops` "standard" writes each bucketrt op as its standard-op lowering
+    (bucketrt.ops.lowering): graphs of standard ONNX ops only, which need no bucketrt op library
+    (the manifest's "op_set"). Raises BucketrtError for anything the caller can fix.
     """
     progress = progress or Progress()
     started = time.perf_counter()
     options = parse_key_values(options, "options", "--option", _option_example())
     if dtype not in DTYPES:
         raise BucketrtError(f"dtype '{dtype}' is not supported", f"choose one of: {', '.join(DTYPES)}")
+    if ops not in OP_SETS:
+        raise BucketrtError(f"ops '{ops}' is not supported", f"choose one of: {', '.join(OP_SETS)}")
     seed = _check_int("seed", seed)
     opset = DEFAULT_OPSET if opset is None else _check_int("opset", opset)
     if opset not in SUPPORTED_OPSETS:
@@ -256,6 +282,8 @@ def export(
         patch = prepared.patch()
         components = patch.components
         max_sequence_length = family.max_length(hf_model.config.to_dict())
+        if ops == "standard":
+            _check_lowerings(components)
 
     if dtype == "fp16":
         with progress.stage("Casting to fp16"):
@@ -272,7 +300,7 @@ def export(
     for component in components:
         label = "" if len(components) == 1 else f" {component.name}"
         with progress.stage(f"Tracing{label} with torch.onnx (opset {opset})"):
-            traced.append((component, _trace(component, opset, source)))
+            traced.append((component, _trace(component, opset, source, ops)))
 
     import onnx
     import onnx_ir
@@ -295,6 +323,7 @@ def export(
                     "bucketrt.mode": patch.mode,
                     "bucketrt.source": source.ref,
                     "bucketrt.dtype": dtype,
+                    "bucketrt.op_set": ops,
                 }
             )
             onnx_ir.save(ir_model, model_path, external_data=data_name if external else None)
@@ -305,6 +334,8 @@ def export(
             for op in mf.custom_ops(proto, DOMAIN):
                 known = ops_used.setdefault(op["name"], {**op, "nodes": 0})
                 known["nodes"] += op["nodes"]
+        if ops == "standard" and ops_used:
+            raise RuntimeError(f"the standard-op export of {component.name} has bucketrt nodes: {sorted(ops_used)}")
         entries.append(
             {
                 "name": component.name,
@@ -327,6 +358,9 @@ def export(
         "opset": opset,
         "ir_version": ir_version,
         "dtype": dtype,
+        # "standard": the ops as standard ONNX ops (their lowerings); `ops` below is then empty, and
+        # the export needs no bucketrt op library (manifest.needs_op_library).
+        "op_set": ops,
         "max_sequence_length": max_sequence_length,
         "config_overrides": overrides,
         "options": prepared.options,

@@ -16,6 +16,7 @@ from op_inputs import (
     expert_ffn_inputs,
     lsh_inputs,
     quantize_topk_experts_inputs,
+    sign_inputs,
     top1_probs,
     topk_attrs,
     topk_experts_inputs,
@@ -274,6 +275,57 @@ def _check_argmax(x, attrs, outs):
     assert (out[0, 0, :, 2] != 0).any() or (out[0, 0, :, 4] != 0).any()
 
 
+# A vector row or projection column with a NaN or an Inf makes every y it enters NaN (docs/ops.md,
+# catalogue.NONFINITE_PROJECTION_RULE): IEEE sums would give +-Inf or NaN by the signs and the order.
+# Rows: 1 (an Inf among finite values: IEEE gives +-Inf by the projection's signs), 2 (+Inf and -Inf),
+# 3 (a NaN); columns: 5 (an Inf: IEEE gives +-Inf by each row's sign), 9 (an Inf meeting a 0 of
+# the vectors' column 0 in row 6: 0 * Inf). Row 4 is masked with an Inf.
+_NF_ROWS, _NF_COLUMNS = (1, 2, 3), (5, 9)
+
+
+def _nf_sign_gaussian(rng):
+    x = sign_inputs(rng, 2, 8, 6, 1, (6, 3 * 4), masked=0.0)  # num_hash 3, code_len 4
+    x["mask"][:, 4] = 0
+    x["vector"][:, 1, 2] = np.inf
+    x["vector"][:, 2, 0], x["vector"][:, 2, 3] = np.inf, -np.inf
+    x["vector"][:, 3, 5] = np.nan
+    x["vector"][:, 4, 1] = np.inf
+    x["vector"][:, 6, 0] = 0.0
+    x["projection"][0, 2, 5] = np.inf
+    x["projection"][0, 0, 9] = -np.inf
+    return x
+
+
+def _check_sign_gaussian(x, attrs, outs):
+    (codes,) = outs
+    assert (codes[:, list(_NF_ROWS)] == 0).all(), "a row with a NaN or an Inf: every bit 0"
+    assert (codes[:, 4] == 0).all(), "a masked row is coded 0"
+    for column in _NF_COLUMNS:  # hash column // 4, bit column % 4: 0 in every row
+        assert not (codes[:, :, column // 4] & (1 << (column % 4))).any(), f"column {column}'s bit must be 0"
+    assert codes.any(), "the finite rows and columns still hash"
+
+
+def _nf_argmax_rule(rng):
+    x = argmax_inputs(rng, 1, 2, 8, 5, 2, [4, 6], masked=0.0)  # S = 5 columns a round: [0, 1 | 2, 3, 4]
+    x["vector"][0, 0, 1, 2] = np.inf
+    x["vector"][0, 0, 2, 0], x["vector"][0, 0, 2, 4] = np.inf, -np.inf
+    x["vector"][0, 1, 3, 1] = -np.inf
+    x["projection"][1, 3, 3] = np.inf  # head 1, round 0, factor 1's second column
+    x["projection"][1, 0, 9] = -np.inf  # head 1, round 1, factor 1's third column
+    return x
+
+
+def _check_argmax_rule(x, attrs, outs):
+    (out,) = outs
+    assert (out[0, 0, :, 1] == 0).all() and (out[0, 0, :, 2] == 0).all() and (out[0, 1, :, 3] == 0).all(), (
+        "a vector with a NaN or an Inf goes to bucket 0"
+    )
+    rows = [n for n in range(out.shape[-1]) if n != 3]
+    # Head 1: the Inf column is NaN in every row, factor 1's maximum (digit = column - 2, stride 4).
+    assert (out[0, 1, 0, rows] // 4 == 1).all() and (out[0, 1, 1, rows] // 4 == 2).all()
+    assert len(set(out[0, 0, :, 3:].reshape(-1).tolist())) > 1, "the finite rows still hash"
+
+
 def _nf_bucket_sum(rng):
     x = bucket_sum_inputs(rng, 3, 16, 5, 4)
     x["bucket"][0, :4] = 1
@@ -469,6 +521,14 @@ def _nonfinite_cases():
     cases += [
         ("top1/nan-inf", "Top1Dispatch", _nf_top1, dict(expert_capacity=12), _check_top1),
         ("argmax/nan-inf", "ArgmaxHash", _nf_argmax, dict(num_hash=2), _check_argmax),
+        ("argmax/nonfinite-rows-columns", "ArgmaxHash", _nf_argmax_rule, dict(num_hash=2), _check_argmax_rule),
+        (
+            "sign-gaussian/nonfinite-rows-columns",
+            "SignHash",
+            _nf_sign_gaussian,
+            dict(num_hash=3, hash_code_len=4, transform="gaussian"),
+            _check_sign_gaussian,
+        ),
         ("bucket_sum/nan-inf", "BucketSum", _nf_bucket_sum, dict(num_buckets=4), _check_bucket_sum),
     ]
     return cases

@@ -23,7 +23,16 @@ from op_inputs import TABLE
 
 from bucketrt.library import run_op
 from bucketrt.ops import reference
-from bucketrt.ops.catalogue import BY_NAME, LSH_CUMULATION, SIGN_HASH, SORTED_CHUNK_ATTENTION
+from bucketrt.ops.catalogue import (
+    ARGMAX_HASH,
+    BUCKET_SUM,
+    BY_NAME,
+    LSH_CUMULATION,
+    MAX_NUM_BUCKETS,
+    MAX_NUM_HASH,
+    SIGN_HASH,
+    SORTED_CHUNK_ATTENTION,
+)
 from bucketrt.ops.schema import OpSpec
 
 
@@ -90,6 +99,13 @@ S = sign_inputs()
 GAUSS = {"num_hash": 4, "hash_code_len": 4, "transform": "gaussian"}
 C = chunk_inputs()
 CHUNK = {"chunk_length": 2}
+# BucketSum on 9 tokens (the fuzz's case), ArgmaxHash on the one table's small call.
+BS = {
+    "bucket": np.zeros((1, 9), np.int32),
+    "weight": np.ones((1, 9), np.float32),
+    "vector": np.ones((1, 9, 4), np.float32),
+}
+A = TABLE["ArgmaxHash"].small["argmax"](np.random.default_rng(0)).inputs
 
 CASES = [
     # LSHCumulation: ranks and dtypes
@@ -246,6 +262,14 @@ CASES = [
     Case("chunk-causal-2", SORTED_CHUNK_ATTENTION, C, {**CHUNK, "causal": 2}, "causal"),
     Case("chunk-mask-self-float", SORTED_CHUNK_ATTENTION, C, {**CHUNK, "mask_self": 1.0}, "mask_self"),
     Case("chunk-max-length-2^31", SORTED_CHUNK_ATTENTION, C, {**CHUNK, "max_length": 2**31}, "max_length"),
+    # Attributes that size an output are bounded by what the models need (catalogue.MAX_NUM_HASH,
+    # MAX_NUM_BUCKETS): the fuzz's BucketSum of 9 tokens with num_buckets 2^31 - 1 (86 GB) is refused
+    # when the session is created, as is each bound's first value past it.
+    Case("bucket-sum-num-buckets-2^31-1", BUCKET_SUM, BS, {"num_buckets": 2**31 - 1}, "num_buckets"),
+    Case("bucket-sum-num-buckets-past-bound", BUCKET_SUM, BS, {"num_buckets": MAX_NUM_BUCKETS + 1}, "num_buckets"),
+    Case("sign-num-hash-past-bound", SIGN_HASH, S, {"num_hash": MAX_NUM_HASH + 1, "hash_code_len": 4}, "num_hash"),
+    Case("argmax-num-hash-past-bound", ARGMAX_HASH, A, {"num_hash": MAX_NUM_HASH + 1}, "num_hash"),
+    Case("argmax-num-hash-2^31-1", ARGMAX_HASH, A, {"num_hash": 2**31 - 1}, "num_hash"),
     # Misspelt attributes: an unknown name, never the default run silently.
     Case("sign-transfrom", SIGN_HASH, S, {**SIGN, "transfrom": "gaussian"}, "transfrom"),
     Case("chunk-chunks_befor", SORTED_CHUNK_ATTENTION, C, {**CHUNK, "chunks_befor": 0}, "chunks_befor"),
@@ -328,6 +352,23 @@ def mechanical_cases() -> list[Case]:
 
 
 CASES += mechanical_cases()
+
+
+# The most times an input's size an output may be, through an attribute that sizes it.
+MAX_OUTPUT_DIM_ATTRIBUTE = 4096
+
+
+def test_every_attribute_that_sizes_an_output_is_bounded_by_the_models_needs():
+    # An int attribute named as an output dim multiplies the output's size by its value whatever the
+    # inputs: its maximum is what the models need, never an int32's range (issue 24's 86 GB BucketSum).
+    sizing = {
+        (op.name, a.name): a.maximum
+        for op in BY_NAME.values()
+        for a in op.attributes
+        if a.type == "int" and any(a.name in t.dims for t in op.outputs)
+    }
+    assert set(sizing) == {("SignHash", "num_hash"), ("ArgmaxHash", "num_hash"), ("BucketSum", "num_buckets")}
+    assert all(maximum <= MAX_OUTPUT_DIM_ATTRIBUTE for maximum in sizing.values()), sizing
 
 
 def names(message: str, name: str) -> bool:

@@ -1,12 +1,15 @@
-"""examples/cpp: the C++ example built with its CMakeLists against the ONNX Runtime headers the build
-fetched and the libonnxruntime inside the onnxruntime wheel, run on YOSO (LSH mode) and Reformer
-exports, its outputs bit-identical to the same model run from Python (bucketrt.ort_session); and
-its errors, one readable line each."""
+"""examples/cpp: the C++ example built with its CMakeLists through bucketrt's C/C++ package (the SDK
+`make sdk` lays out: find_package(bucketrt), bucketrt::ort_ops), against the ONNX Runtime headers
+the build fetched and the libonnxruntime inside the onnxruntime wheel, run on YOSO (LSH mode) and
+Reformer exports with the op library loaded by path and linked, its outputs bit-identical to the
+same model run from Python (bucketrt.ort_session); and its errors, one readable line each."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -39,7 +42,67 @@ def wheel_library() -> Path:
 
 
 @pytest.fixture(scope="module")
-def binary(tmp_path_factory) -> Path:
+def sdk(tmp_path_factory) -> Path:
+    """The C/C++ package: $BUCKETRT_SDK (make sdk's dist/sdk) or, as make sdk does, installed from
+    make install's build folder (the same build as the package's library)."""
+    if os.environ.get("BUCKETRT_SDK"):
+        return Path(os.environ["BUCKETRT_SDK"])
+    build = ROOT / "build" / f"py3-none-linux_{platform.machine()}"
+    assert (build / "CMakeCache.txt").is_file(), f"no build in {build} (make install)"
+    prefix = tmp_path_factory.mktemp("sdk")
+    done = subprocess.run(
+        ["cmake", "--install", str(build), "--component", "sdk", "--prefix", str(prefix)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return prefix
+
+
+def test_sdk_layout(sdk):
+    files = sorted(str(p.relative_to(sdk)) for p in sdk.rglob("*") if p.is_file())
+    for name in (
+        "include/bucketrt/bucketrt_ort.h",
+        "lib/libbucketrt_ort.so",
+        "lib/cmake/bucketrt/bucketrtConfig.cmake",
+        "lib/cmake/bucketrt/bucketrtConfigVersion.cmake",
+        "lib/cmake/bucketrt/bucketrtTargets.cmake",
+    ):
+        assert name in files, files
+    # Nothing of the Python package's, and no test-only harness.
+    assert not [f for f in files if f.endswith(".py") or "harness" in f], files
+    # The same build as the Python package's library: the same backends.
+    backends = []
+    for path in (sdk / "lib/libbucketrt_ort.so", bucketrt.library_path()):
+        lib = ctypes.CDLL(str(path))
+        lib.BucketrtBackends.restype = ctypes.c_char_p
+        backends.append(lib.BucketrtBackends().decode())
+    assert backends[0] == backends[1]
+    header = (sdk / "include/bucketrt/bucketrt_ort.h").read_text()
+    version = re.search(r'#define BUCKETRT_VERSION "(.+?)"', header)[1]
+    assert version == bucketrt_version()
+    # The C API version the library asks for is the build's ONNX Runtime headers'.
+    api = re.search(r"#define ORT_API_VERSION (\d+)", (ort_include_dir() / "onnxruntime_c_api.h").read_text())[1]
+    assert f"#define BUCKETRT_ORT_API_VERSION {api}\n" in header
+    # The header is C as well as C++.
+    if shutil.which("cc"):
+        done = subprocess.run(
+            ["cc", "-std=c99", "-Wall", "-Werror", "-fsyntax-only", "-I", str(sdk / "include"), "-x", "c", "-"],
+            input="#include <bucketrt/bucketrt_ort.h>\nint main(void) { return BucketrtBackends() == 0; }\n",
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+
+
+def bucketrt_version() -> str:
+    from importlib.metadata import version
+
+    return version("bucketrt")
+
+
+@pytest.fixture(scope="module")
+def binary(tmp_path_factory, sdk) -> Path:
     if shutil.which("cmake") is None or shutil.which("c++") is None:
         pytest.fail("cmake and a C++ compiler are needed (make install uses them too)")
     include, library = ort_include_dir(), wheel_library()
@@ -50,7 +113,8 @@ def binary(tmp_path_factory) -> Path:
     assert header_api <= wheel_api, f"headers' ORT_API_VERSION {header_api} is newer than the wheel's {wheel_api}"
     build = tmp_path_factory.mktemp("cpp-build")
     for command in (
-        ["cmake", "-S", EXAMPLE, "-B", build, f"-DORT_INCLUDE_DIR={include}", f"-DORT_LIBRARY={library}"],
+        ["cmake", "-S", EXAMPLE, "-B", build, f"-DORT_INCLUDE_DIR={include}", f"-DORT_LIBRARY={library}"]
+        + [f"-Dbucketrt_DIR={sdk / 'lib/cmake/bucketrt'}"],
         ["cmake", "--build", build],
     ):
         done = subprocess.run([str(c) for c in command], capture_output=True, text=True)
@@ -85,8 +149,12 @@ def parse_outputs(stdout: str) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("family", ["yoso", "reformer"])
-def test_outputs_equal_pythons(binary, exports, family):
-    done = run(binary, exports[family], bucketrt.library_path(), *(",".join(map(str, row)) for row in ROWS))
+@pytest.mark.parametrize("how", ["path", "linked"])
+def test_outputs_equal_pythons(binary, exports, family, how):
+    # By path ONNX Runtime loads the package's library; linked, the program calls the SDK's
+    # RegisterCustomOps itself.
+    library = bucketrt.library_path() if how == "path" else "linked"
+    done = run(binary, exports[family], library, *(",".join(map(str, row)) for row in ROWS))
     assert done.returncode == 0, done.stderr
     assert "input input_ids int64 [2,20]" in done.stdout and "input attention_mask int64 [2,20]" in done.stdout
     got = parse_outputs(done.stdout)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from op_inputs import TABLE
 
-from bucketrt.ops import codegen, reference
+from bucketrt.ops import codegen, lowering, lowering_costs, reference
 from bucketrt.ops.catalogue import OPS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,6 +82,11 @@ def _place_checks(root: Path) -> dict[str, Callable[[str], bool]]:
         "tests/op_inputs.py": lambda name: name in TABLE and bool(TABLE[name].small) and bool(TABLE[name].workers),
         "tests/test_kernels_cpu.py": lambda name: any(_names(text, name) for text in cpu_tests),
         "tests/test_kernels_cuda.py": lambda name: f'"{name}"' in cuda_tests,
+        # A lowering, or a reason for none (`lowers` refuses an op that has both); its costs stated.
+        "src/bucketrt/ops/lowering.py": lambda name: name in lowering.LOWERINGS or name in lowering_costs.NOT_LOWERED,
+        "src/bucketrt/ops/lowering_costs.py": lambda name: bool(
+            lowering_costs.COSTS.get(name) if name in lowering.LOWERINGS else lowering_costs.NOT_LOWERED.get(name)
+        ),
     }
 
 
@@ -173,7 +178,7 @@ def test_the_places_statement_holds():
 def test_the_check_catches_a_wrong_statement():
     readme = _read(ROOT, README)
     items, _ = places(readme)
-    assert len(items) == 11
+    assert len(items) == 13
     # A place dropped from the list (and the counts left as they were).
     without_ops_cc = re.sub(r"^8\. `plugins/cuda/ops.cc`.*\n", "", readme, flags=re.M)
     found = problems(ROOT, readme=without_ops_cc)
@@ -195,11 +200,12 @@ def test_the_check_catches_a_wrong_statement():
     ], found
     # A place that not every op holds, and one this test cannot check.
     extra = readme.replace(
-        "11. `tests/test_kernels_cuda.py`", "11. `tests/test_kernels_cuda.py`: x\n12. `tests/elsewhere.py`"
+        "13. `src/bucketrt/ops/lowering_costs.py`",
+        "13. `src/bucketrt/ops/lowering_costs.py`: x\n14. `tests/elsewhere.py`",
     )
     found = problems(ROOT, readme=extra.replace("`plugins/cpu/<op>.h`", "`plugins/cuda/<op>.h`", 1))
     assert "place `tests/elsewhere.py`: this test has no check for it (add one to _place_checks)" in found, found
-    assert any(p.startswith("the section states [11, 7] places; the list has 12") for p in found), found
+    assert any(p.startswith("the section states [13, 9] places; the list has 14") for p in found), found
 
 
 def _cuda_table():

@@ -174,7 +174,7 @@ def test_every_int_attribute_has_a_maximum_or_allowed_values():
         (
             catalogue.SIGN_HASH,
             {"num_hash": 2**31, "hash_code_len": 4},
-            "attribute 'num_hash' must be <= 2147483647, got 2147483648",
+            "attribute 'num_hash' must be <= 1024, got 2147483648",
         ),
         (
             catalogue.SIGN_HASH,

@@ -290,6 +290,24 @@ def test_configure_with_tensorrt_headers_but_no_plugins_says_why_in_one_line(tmp
     assert not (tmp_path / "build/trt_plugins/CMakeFiles/bucketrt_trt.dir").exists()
 
 
+def test_the_sdk_carries_the_plugins_where_they_are_built(tmp_path):
+    """make sdk (sdk/CMakeLists.txt) installs libbucketrt_trt.so beside the op library and exports it
+    as bucketrt::trt_plugins when the plugins are built: the configure step's install rules and
+    exported targets say so (TensorRT's headers are stand-ins; nothing is compiled)."""
+    if shutil.which("nvcc") is None and not Path("/usr/local/cuda/bin/nvcc").is_file():
+        pytest.skip("the plugins wrap the CUDA kernels: needs nvcc")
+    root = _fake_headers(tmp_path / "TensorRT", 10, 16, 0)
+    output = _configure(tmp_path / "build", f"-DTensorRT_ROOT={root}", "-DCMAKE_CUDA_ARCHITECTURES=90", cuda="ON")
+    assert "bucketrt: TensorRT plugins ON (TensorRT 10.16.0" in output, output
+    rules = (tmp_path / "build/sdk/cmake_install.cmake").read_text()
+    assert "libbucketrt_ort.so" in rules and "libbucketrt_trt.so" in rules, rules
+    (targets,) = (tmp_path / "build/sdk").rglob("bucketrtTargets.cmake")
+    text = targets.read_text()
+    assert "add_library(bucketrt::ort_ops SHARED IMPORTED)" in text, text
+    assert "add_library(bucketrt::trt_plugins SHARED IMPORTED)" in text, text
+    assert "set(bucketrt_WITH_TENSORRT ON)" in (tmp_path / "build/sdk/bucketrtConfig.cmake").read_text()
+
+
 def test_configure_with_a_wrong_tensorrt_include_dir_says_so_in_one_line(tmp_path):
     output = _configure(tmp_path / "build", f"-DTENSORRT_INCLUDE_DIR={tmp_path}")
     assert _tensorrt_lines(output) == [

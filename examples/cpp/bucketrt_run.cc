@@ -4,13 +4,16 @@
 //   bucketrt_run MODEL LIBRARY IDS [IDS ...]
 //
 // MODEL is an export folder (its model.onnx) or one .onnx file of an export (e.g. a Switch export's
-// encoder.onnx); LIBRARY is the op library (`bucketrt ops --library` prints its path); each IDS is
+// encoder.onnx); LIBRARY is the op library's path (`bucketrt ops --library` prints it), which ONNX
+// Runtime loads, or `linked`: the copy this program links through the C/C++ package
+// (find_package(bucketrt), bucketrt::ort_ops), registered by calling its entry point; each IDS is
 // one batch row of token ids, comma-separated ("101,7592,102"), all rows of one length. The model's
 // inputs are read from the session: input_ids gets the ids, attention_mask ones, token_type_ids
 // zeros, position_ids 0..n-1; any other input is refused. Each output is printed as a line
 // "output NAME TYPE [d0,d1,...]" followed by a line of its values (%.9g: float32 round-trips).
 // Errors are one "bucketrt_run: error: ..." line on stderr and exit status 1 (2 for bad usage).
 
+#include <bucketrt/bucketrt_ort.h>
 #include <onnxruntime_cxx_api.h>
 
 #include <cerrno>
@@ -32,7 +35,8 @@ struct UsageError : std::runtime_error {
 const char kUsage[] =
     "usage: bucketrt_run MODEL LIBRARY IDS [IDS ...]\n"
     "  MODEL    an export folder (its model.onnx) or one of its .onnx files\n"
-    "  LIBRARY  bucketrt's ONNX Runtime op library (`bucketrt ops --library`)\n"
+    "  LIBRARY  bucketrt's ONNX Runtime op library (`bucketrt ops --library`), or `linked`: the one\n"
+    "           this program links (bucketrt " BUCKETRT_VERSION ")\n"
     "  IDS      one batch row of token ids, comma-separated, e.g. 101,7592,102\n";
 
 bool IsDirectory(const std::string& path) {
@@ -125,7 +129,8 @@ void PrintValues(const Ort::Value& value, ONNXTensorElementDataType type, size_t
 int Run(int argc, char** argv) {
   const std::string model = ModelPath(argv[1]);
   const std::string library = argv[2];
-  if (!IsFile(library)) throw UsageError("op library '" + library + "' is not a file (`bucketrt ops --library`)");
+  const bool linked = library == "linked";
+  if (!linked && !IsFile(library)) throw UsageError("op library '" + library + "' is not a file (`bucketrt ops --library`)");
   std::vector<std::vector<int64_t>> rows;
   for (int i = 3; i < argc; ++i) {
     rows.push_back(ParseRow(argv[i], rows.size()));
@@ -140,7 +145,11 @@ int Run(int argc, char** argv) {
   Ort::Env env(ORT_LOGGING_LEVEL_FATAL, "bucketrt_run");
   Ort::SessionOptions options;
   // The op library registers bucketrt's kernels on these options (domain "bucketrt").
-  options.RegisterCustomOpsLibrary(library.c_str());
+  if (linked) {
+    Ort::ThrowOnError(RegisterCustomOps(options, OrtGetApiBase()));
+  } else {
+    options.RegisterCustomOpsLibrary(library.c_str());
+  }
   Ort::Session session(env, model.c_str(), options);
   Ort::AllocatorWithDefaultOptions allocator;
   Ort::MemoryInfo cpu = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);

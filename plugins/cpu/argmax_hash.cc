@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "bucketrt/validate.h"
@@ -41,6 +42,26 @@ constexpr int64_t kLanes = 8;
 #define BUCKETRT_KERNELS_INC "cpu/argmax_hash_kernels.inc"
 #include "cpu/instantiate_kernels.inc"
 #undef BUCKETRT_KERNELS_INC
+
+bool AllFinite(const float* x, int64_t count, int64_t stride) {
+  for (int64_t i = 0; i < count; ++i) {
+    if (!std::isfinite(x[i * stride])) return false;
+  }
+  return true;
+}
+
+// docs/ops.md (catalogue.NONFINITE_PROJECTION_RULE): a vector row or projection column holding a NaN
+// or an Inf makes y NaN (the maximum of the argmax). Such an input always makes the sum non-finite, in
+// any order (an Inf plus finite values stays an Inf, Infs of both signs give NaN), so only a
+// non-finite y needs its row and column looked at: finite data never takes this path.
+void ApplyNonfiniteRule(const float* x, int64_t dim, const float* proj, int64_t columns, float* y) {
+  int row_finite = -1;  // unknown until a non-finite y asks
+  for (int64_t c = 0; c < columns; ++c) {
+    if (std::isfinite(y[c]) || std::isnan(y[c])) continue;
+    if (row_finite < 0) row_finite = AllFinite(x, dim, 1) ? 1 : 0;
+    if (!row_finite || !AllFinite(proj + c, dim, columns)) y[c] = std::numeric_limits<float>::quiet_NaN();
+  }
+}
 
 void RunItem(void* data, size_t item) {
   const Job& job = *static_cast<const Job*>(data);
@@ -80,6 +101,7 @@ void RunItem(void* data, size_t item) {
         for (int64_t k = 0; k < s.num_hash; ++k) out[k * s.length] = padding;
         continue;
       }
+      ApplyNonfiniteRule(x + r * s.dim, s.dim, proj, s.columns, projected.data() + r * padded);
       for (int64_t k = 0; k < s.num_hash; ++k) {
         const float* yr = projected.data() + r * padded + k * per_round;
         int64_t bucket = 0, stride = 1, start = 0;

@@ -4,8 +4,15 @@
 // BUCKETRT_TOPK_FIRST_FN and BUCKETRT_TOPK_SECOND_FN naming the entry points and Eigen renamed to
 // a namespace of its own, so that the three copies of Eigen's templates cannot be merged by the
 // linker (an AVX-512 instantiation must never serve a CPU without AVX-512).
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
+#include <utility>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #define EIGEN_DONT_PARALLELIZE  // parallelism is ORT's: one tile per worker
 #define EIGEN_NO_DEBUG
@@ -102,10 +109,90 @@ void BUCKETRT_ACTIVATE_FN(Activation act, float* data, int64_t rows, int64_t col
 // rows (a decoding step's experts), where the GEMM's packing of w costs more than it saves (on
 // this CPU, 2 to 6 rows ran 1.2 to 2x faster as GEMVs, the weights read from memory once and then
 // from the cache).
+//
+// With AVX-512, up to kDotRows rows (decoding, and prefills of up to a few hundred tokens over 8
+// experts) go through DotProduct below instead: Eigen's GEMM packs each task's weight slice first
+// (transposed, as its row-major product is computed as w x^T), a pass over weights that come from
+// memory once per task, and at 32 rows per expert (a prefill of 128 tokens, 8 experts top-2) that
+// pass took as long as the GEMM's kernel (perf: gemm_pack_lhs and ptranspose 28% of the samples,
+// gebp 30%). DotProduct reads the weights where they lie, once per task, while it computes.
 namespace {
 constexpr int64_t kGemvRows = 6;
+
+#if defined(__AVX512F__)
+constexpr int64_t kDotRows = 64;
+constexpr int kDotRowBlock = 6;     // x rows per block: 6 x 4 accumulators, 4 weight rows and one x
+constexpr int kDotWeightBlock = 4;  // row in registers (29 of 32)
+
+// c[r * ldc + n] = sum_k x[r * ldx + k] w[n * ldw + k] for r < RB, n < NB: sixteen lanes of partial
+// sums per (r, n) over k (one fused multiply-add per 16 k, in order), then their sum. The order
+// depends on k_len alone: not on which rows or weight rows share a block.
+template <int RB, int NB>
+void DotBlock(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t k_len, float* c, int64_t ldc) {
+  __m512 acc[RB][NB];
+#pragma GCC unroll 8
+  for (int r = 0; r < RB; ++r) {
+#pragma GCC unroll 8
+    for (int n = 0; n < NB; ++n) acc[r][n] = _mm512_setzero_ps();
+  }
+  auto step = [&](int64_t k, __mmask16 mask) {
+    __m512 wv[NB];
+#pragma GCC unroll 8
+    for (int n = 0; n < NB; ++n) wv[n] = _mm512_maskz_loadu_ps(mask, w + n * ldw + k);
+#pragma GCC unroll 8
+    for (int r = 0; r < RB; ++r) {
+      const __m512 xv = _mm512_maskz_loadu_ps(mask, x + r * ldx + k);
+#pragma GCC unroll 8
+      for (int n = 0; n < NB; ++n) acc[r][n] = _mm512_fmadd_ps(xv, wv[n], acc[r][n]);
+    }
+  };
+  int64_t k = 0;
+  for (; k + 16 <= k_len; k += 16) step(k, static_cast<__mmask16>(0xffff));
+  if (k < k_len) step(k, static_cast<__mmask16>((1u << (k_len - k)) - 1));
+#pragma GCC unroll 8
+  for (int r = 0; r < RB; ++r) {
+#pragma GCC unroll 8
+    for (int n = 0; n < NB; ++n) c[r * ldc + n] = _mm512_reduce_add_ps(acc[r][n]);
+  }
+}
+
+using DotBlockFn = void (*)(const float*, int64_t, const float*, int64_t, int64_t, float*, int64_t);
+template <int RB, int... NB>
+constexpr std::array<DotBlockFn, sizeof...(NB)> DotRow(std::integer_sequence<int, NB...>) {
+  return {DotBlock<RB, NB + 1>...};
+}
+template <int... RB>
+constexpr std::array<std::array<DotBlockFn, kDotWeightBlock>, sizeof...(RB)> DotTable(
+    std::integer_sequence<int, RB...>) {
+  return {DotRow<RB + 1>(std::make_integer_sequence<int, kDotWeightBlock>())...};
+}
+constexpr auto kDotBlocks = DotTable(std::make_integer_sequence<int, kDotRowBlock>());
+
+// c [rows, n_len] (row stride ldc) = x [rows, k_len] w^T, w [n_len, k_len]: per block of 4 weight
+// rows (read from memory by the first block of rows, from the cache by the others), every block of
+// 6 rows of x.
+void DotProduct(const float* x, int64_t rows, int64_t ldx, const float* w, int64_t n_len, int64_t ldw,
+                int64_t k_len, float* c, int64_t ldc) {
+  for (int64_t n0 = 0; n0 < n_len; n0 += kDotWeightBlock) {
+    const int64_t nb = std::min<int64_t>(kDotWeightBlock, n_len - n0);
+    for (int64_t r0 = 0; r0 < rows; r0 += kDotRowBlock) {
+      const int64_t rb = std::min<int64_t>(kDotRowBlock, rows - r0);
+      kDotBlocks[static_cast<size_t>(rb - 1)][static_cast<size_t>(nb - 1)](x + r0 * ldx, ldx, w + n0 * ldw, ldw, k_len,
+                                                                            c + r0 * ldc + n0, ldc);
+    }
+  }
+}
+#endif
+
 template <class Dst, class X, class W>
 void Product(Dst&& dst, const X& x, const W& w) {
+#if defined(__AVX512F__)
+  if (x.rows() <= kDotRows) {
+    DotProduct(x.data(), x.rows(), x.outerStride(), w.data(), w.rows(), w.outerStride(), x.cols(), dst.data(),
+               dst.outerStride());
+    return;
+  }
+#endif
   if (x.rows() <= kGemvRows) {
     for (Eigen::Index r = 0; r < x.rows(); ++r) dst.row(r).noalias() = x.row(r) * w.transpose();
   } else {

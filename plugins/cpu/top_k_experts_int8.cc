@@ -120,13 +120,18 @@ void ProjectSlice(const LayerJob& job, const Worker& slot, const ExpertTask& t, 
   }
   const float* scale = job.scale + t.expert * job.n_len + n0;
   const float* bias = job.bias + t.expert * job.n_len + n0;
+  // The exact integer a - zp * colsum (|zp * colsum| <= 255 * 127 * 65536 < 2^53) in double, which
+  // the compiler vectorizes on any x86-64 (the int64 form was one scalar conversion per element, 12%
+  // of the kernel at a prefill's shapes); its rounding to float is the int64's.
   for (int64_t r = 0; r < t.rows; ++r) {
     const float s = job.in.scale[t.start + r];
-    const int64_t zp = job.in.zero_point[t.start + r];
+    const double zp = job.in.zero_point[t.start + r];
     const int32_t* a = slot.acc + r * cols;
     float* o = dst + r * ld;
     for (int64_t c = 0; c < cols; ++c) {
-      o[c] = static_cast<float>(static_cast<int64_t>(a[c]) - zp * slot.colsum[c]) * (s * scale[c]) + bias[c];
+      o[c] = static_cast<float>(static_cast<double>(a[c]) - zp * static_cast<double>(slot.colsum[c])) *
+                 (s * scale[c]) +
+             bias[c];
     }
   }
 }

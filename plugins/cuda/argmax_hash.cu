@@ -77,6 +77,9 @@ __global__ void __launch_bounds__(kThreads) ArgmaxHashKernel(Args a) {
   __shared__ int64_t stride[kMaxFactors];                   // prod of the sizes before each factor
   __shared__ int64_t padding;
   __shared__ int valid;
+  // docs/ops.md (catalogue.NONFINITE_PROJECTION_RULE): a row or column holding a NaN or an Inf makes
+  // y NaN (the argmax's maximum), whatever the sum. Rows are flagged as staged, columns as read.
+  __shared__ int row_nonfinite[kRows];
   const int tid = static_cast<int>(threadIdx.x);
   const int lane = tid & (kWarp - 1);
   const T* vector = static_cast<const T*>(a.vector);
@@ -126,6 +129,8 @@ __global__ void __launch_bounds__(kThreads) ArgmaxHashKernel(Args a) {
     }
     const T* x = vector + bh * a.length * a.dim;
     const T* proj = projection + h * a.dim * a.columns;
+    // Cleared after the previous tile's last barrier; staging sets it after the next one.
+    if (tid < kRows) row_nonfinite[tid] = 0;
 
     for (int64_t k = 0; k < a.num_hash; ++k) {
       for (int i = tid; i < kRows * kMaxFactors; i += kThreads) (&best[0][0])[i] = 0ull;
@@ -134,6 +139,7 @@ __global__ void __launch_bounds__(kThreads) ArgmaxHashKernel(Args a) {
         const bool active = j < S;
         const int64_t col = k * S + (active ? j : 0);
         float acc[kRows];
+        bool column_nonfinite = false;
 #pragma unroll
         for (int r = 0; r < kRows; ++r) acc[r] = 0.0f;
         for (int64_t d0 = 0; d0 < a.dim; d0 += kChunk) {
@@ -143,6 +149,7 @@ __global__ void __launch_bounds__(kThreads) ArgmaxHashKernel(Args a) {
             const int r = i / kChunk, dd = i % kChunk;
             const int64_t n = n0 + r;
             xs[r][dd] = (n < a.length && dd < dn) ? LoadFloat(x, n * a.dim + d0 + dd) : 0.0f;
+            if (!isfinite(xs[r][dd])) row_nonfinite[r] = 1;  // every writer writes 1
           }
           __syncthreads();
           if (active) {
@@ -150,10 +157,15 @@ __global__ void __launch_bounds__(kThreads) ArgmaxHashKernel(Args a) {
             // CPU kernel's arithmetic.
             for (int dd = 0; dd < dn; ++dd) {
               const float p = LoadFloat(proj, (d0 + dd) * a.columns + col);
+              column_nonfinite |= !isfinite(p);
 #pragma unroll
               for (int r = 0; r < kRows; ++r) acc[r] = __fadd_rn(acc[r], __fmul_rn(xs[r][dd], p));
             }
           }
+        }
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) {
+          if (column_nonfinite || row_nonfinite[r]) acc[r] = __int_as_float(0x7fc00000);  // NaN
         }
         // Offer each row's candidate to its factor's best: reduced across the warp when the warp's
         // live columns all belong to one factor (the common case), else lane by lane.

@@ -235,7 +235,11 @@ template <class T>
 __global__ void __launch_bounds__(kGaussThreads) GaussianKernel(GaussianArgs a) {
   __shared__ float xs[kGaussRows][kGaussChunk];
   __shared__ uint32_t codes[kGaussRows][kGaussThreads];
+  // docs/ops.md (catalogue.NONFINITE_PROJECTION_RULE): a row or column holding a NaN or an Inf makes
+  // y NaN, bit 0, whatever the sum. Rows are flagged as they are staged, columns as they are read.
+  __shared__ int row_nonfinite[kGaussRows];
   const int tid = static_cast<int>(threadIdx.x);
+  if (tid < kGaussRows) row_nonfinite[tid] = 0;  // staging writes it after the loop's first barrier
   const int64_t b = blockIdx.x / a.row_blocks;
   const int64_t n0 = (blockIdx.x % a.row_blocks) * kGaussRows;
   const int L = a.code_len;
@@ -248,6 +252,7 @@ __global__ void __launch_bounds__(kGaussThreads) GaussianKernel(GaussianArgs a) 
     const int64_t col = h0 * L + tid;
     const bool active = tid < tile_hashes * L && col < C;
     float acc[kGaussRows];
+    bool column_nonfinite = false;
 #pragma unroll
     for (int r = 0; r < kGaussRows; ++r) acc[r] = 0.0f;
     for (int64_t d0 = 0; d0 < a.dim; d0 += kGaussChunk) {
@@ -257,6 +262,7 @@ __global__ void __launch_bounds__(kGaussThreads) GaussianKernel(GaussianArgs a) 
         const int r = i / kGaussChunk, dd = i % kGaussChunk;
         const int64_t n = n0 + r;
         xs[r][dd] = (n < a.length && dd < dn) ? LoadFloat(x, n * a.dim + d0 + dd) : 0.0f;
+        if (!isfinite(xs[r][dd])) row_nonfinite[r] = 1;  // every writer writes 1
       }
       __syncthreads();
       if (active) {
@@ -264,6 +270,7 @@ __global__ void __launch_bounds__(kGaussThreads) GaussianKernel(GaussianArgs a) 
         // kernel's arithmetic.
         for (int dd = 0; dd < dn; ++dd) {
           const float p = LoadFloat(proj, (d0 + dd) * C + col);
+          column_nonfinite |= !isfinite(p);
 #pragma unroll
           for (int r = 0; r < kGaussRows; ++r) acc[r] = __fadd_rn(acc[r], __fmul_rn(xs[r][dd], p));
         }
@@ -275,7 +282,7 @@ __global__ void __launch_bounds__(kGaussThreads) GaussianKernel(GaussianArgs a) 
       const int hl = tid / L, bit = tid % L;
 #pragma unroll
       for (int r = 0; r < kGaussRows; ++r) {
-        if (acc[r] > 0.0f) atomicOr(&codes[r][hl], 1u << bit);
+        if (acc[r] > 0.0f && !column_nonfinite && !row_nonfinite[r]) atomicOr(&codes[r][hl], 1u << bit);
       }
     }
     __syncthreads();

@@ -2,12 +2,17 @@
 // RegisterCustomOps (what SessionOptions.register_custom_ops_library calls), BucketrtBackends
 // (what this build compiled) and BucketrtCpuVariants (what the CPU kernels run on this CPU), read by
 // `bucketrt ops` and the benchmarks through ctypes.
+#include <cstdio>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
+// The SDK's header (sdk/bucketrt_ort.h.in, configured into the build): its declarations must match
+// the definitions below, and its config keys are the ones read here.
+#include "bucketrt/bucketrt_ort.h"
 #include "cpu/expert_ffn.h"
 #include "cpu/expert_ffn_int8.h"
 #include "cpu/simd.h"
@@ -23,9 +28,9 @@ namespace bucketrt::ort {
 namespace {
 
 // Session config entry: "1" makes every node with a 'deterministic' attribute deterministic.
-constexpr const char* kDeterministicConfigKey = "bucketrt.deterministic";
+constexpr const char* kDeterministicConfigKey = BUCKETRT_CONFIG_DETERMINISTIC;
 // Session config entry: "1" makes the CUDA kernels check their data synchronously (docs/cuda.md).
-constexpr const char* kCudaSyncChecksConfigKey = "bucketrt.cuda_sync_checks";
+constexpr const char* kCudaSyncChecksConfigKey = BUCKETRT_CONFIG_CUDA_SYNC_CHECKS;
 // Session config entry the library sets on the SessionOptions it registers on, so that a second
 // registration gets an error naming bucketrt (ORT's own, at session creation, says only "Domain
 // already set in registry").
@@ -98,19 +103,36 @@ RegistrationOptions OptionsOf(const OrtSessionOptions* options) {
   return RegistrationOptions{on(kDeterministicConfigKey), on(kCudaSyncChecksConfigKey)};
 }
 
+static_assert(std::string_view(BUCKETRT_DOMAIN) == spec::kDomain, "the SDK header's domain is the spec's");
+
+// The runtime's C API versions, from its version string: release 1.N serves versions 1..N. An older
+// runtime than the headers is refused before GetApi is asked for a version it lacks (which also
+// prints a message of its own to stderr), so that the user sees one error, naming both versions.
+bool ServesApiVersion(const char* runtime_version) {
+  int major = 0, minor = 0;
+  if (std::sscanf(runtime_version, "%d.%d", &major, &minor) != 2) return true;  // unknown format: ask GetApi
+  return major > 1 || (major == 1 && minor >= ORT_API_VERSION);
+}
+
+OrtStatus* TooOldRuntime(const OrtApiBase* api_base) {
+  const std::string message = std::string("bucketrt: the op library needs ONNX Runtime 1.") +
+                              std::to_string(ORT_API_VERSION) + " or later (C API version " +
+                              std::to_string(ORT_API_VERSION) +
+                              ", the headers it was built against), but was loaded into ONNX Runtime " +
+                              api_base->GetVersionString() + "; upgrade onnxruntime to 1." +
+                              std::to_string(ORT_API_VERSION) + " or later";
+  // Through the oldest API every runtime serves.
+  return api_base->GetApi(1)->CreateStatus(ORT_FAIL, message.c_str());
+}
+
 }  // namespace
 }  // namespace bucketrt::ort
 
 BUCKETRT_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   using namespace bucketrt::ort;
+  if (!ServesApiVersion(api_base->GetVersionString())) return TooOldRuntime(api_base);
   const OrtApi* api = api_base->GetApi(ORT_API_VERSION);
-  if (api == nullptr) {
-    // Older runtime: report through the oldest API it surely serves.
-    const std::string message = std::string("bucketrt: this ONNX Runtime (") + api_base->GetVersionString() +
-                                ") does not serve API version " + std::to_string(ORT_API_VERSION) +
-                                ", which the bucketrt op library was built against; upgrade onnxruntime";
-    return api_base->GetApi(1)->CreateStatus(ORT_FAIL, message.c_str());
-  }
+  if (api == nullptr) return TooOldRuntime(api_base);
   Ort::InitApi(api);
   return Guard([&] {
     // One domain per registration, kept alive for the process: ORT needs it for as long as any

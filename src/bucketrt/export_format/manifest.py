@@ -111,6 +111,20 @@ def max_sequence_length(manifest: dict) -> int | None:
     return int(limit) if limit else None
 
 
+def op_set(manifest: dict) -> str:
+    """How the export computes bucketrt's ops: "bucketrt" (bucketrt::<Op> nodes) or "standard"
+    (their standard-op lowerings, `bucketrt export --ops standard`). Exports made before bucketrt
+    recorded it: "bucketrt"."""
+    return manifest.get("op_set", "bucketrt")
+
+
+def needs_op_library(manifest: dict) -> bool:
+    """Whether running the export needs bucketrt's op library (ONNX Runtime) or plugins (TensorRT):
+    it has bucketrt nodes. A standard-op export has none; nor has a bucketrt export of a model that
+    calls no op (YOSO in expectation mode)."""
+    return bool(manifest.get("ops"))
+
+
 def component(manifest: dict, name: str | None = None) -> dict:
     """A component's manifest entry: the named one, or the first (the only one of most exports)."""
     entries = manifest["components"]

@@ -5,11 +5,12 @@
     codegen     the C++ header and docs/ops.md, generated from the catalogue
     reference   each op's PyTorch reference: the semantics every kernel is tested against
     lowering    each op's standard-op lowering: the reference's semantics in standard ONNX ops
+    lowering_costs  what each lowering costs against the custom kernel (docs/ops.md, by codegen)
     dispatch    `call` (the reference when eager, a node or a lowering when exporting) and `intercept`
     graph       single-node ONNX models of an op, for kernel tests and benchmarks
     node_check  every bucketrt node of an ONNX model checked against the catalogue
 
-This package and its schema, catalogue and codegen import only the standard library (CMake runs
+This package and its schema, catalogue, codegen and lowering_costs import only the standard library (CMake runs
 codegen where there is no torch); the other modules need torch or onnx.
 """
 

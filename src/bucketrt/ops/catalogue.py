@@ -16,10 +16,28 @@ from .schema import FLAG, FLOAT, FLOAT_TYPES, MAX_INT32, Attribute, OpSpec, Tens
 
 # SignHash's longest code: 30 bits keeps 2^L and every code positive in int32.
 MAX_HASH_CODE_LEN = 30
+# Attributes that size an output are bounded by what the models need, so that no attribute makes an
+# output out of proportion to the inputs (a 9-token BucketSum once asked for 86 GB with num_buckets
+# 2^31 - 1): the output may be at most that many times an input's size, whatever the inputs.
+# SignHash's and ArgmaxHash's hash counts: YOSO uses up to 64 hashes, Reformer 1 to 8 rounds, LSG 1.
+MAX_NUM_HASH = 1024
+# BucketSum's buckets: LSG merges a chunk of min(block_size, sparse_block_size) rows (128 by default)
+# into at most that many buckets.
+MAX_NUM_BUCKETS = 4096
 # SortedChunkAttention's neighbours on each side. A window of 1 + before + after chunks costs that
 # many chunks' work per query; beyond the chunks that exist, the reference counts a key once per
 # appearance (Reformer's own configs use 0 to 2). 64 keeps a query's work within 129 chunks.
 MAX_NEIGHBOUR_CHUNKS = 64
+
+# What a projection y = x · p (SignHash's gaussian transform, ArgmaxHash) is where its inputs are not
+# finite: decided by the inputs, not by the sum, so that no backend's summation order (SIMD lanes,
+# CUDA threads, a standard-op MatMul) can make a different finite value or Inf of it. The sums of
+# finite products follow the spec's order, which then decides only where they overflow.
+NONFINITE_PROJECTION_RULE = (
+    "Non-finite inputs: a vector row or a projection column that holds a NaN or an Inf makes every y it "
+    "enters NaN, whatever the other values (an Inf times 0, or Infs of both signs, would give NaN in one "
+    "summation order and an Inf in another; this rule leaves no order to decide)"
+)
 
 LSH_CUMULATION = OpSpec(
     name="LSHCumulation",
@@ -74,8 +92,11 @@ SIGN_HASH = OpSpec(
         "for part p, y = H·(d3 ⊙ H·(d2 ⊙ H·(d1 ⊙ x))) with H the unnormalised Sylvester Hadamard matrix and "
         "d_r = projection[g, r*P + p, :] (±1); hash j of the part, index p*(D//L)+j < num_hash, has bit i = [y[j*L+i] > 0]. "
         "transform='gaussian' (use_fast_hash=False): y = x · projection[g] of width num_hash*L, each product rounded "
-        "to float32 and summed over d in ascending order (the order decides only where a sum overflows, to an Inf or a "
-        "NaN, whose bit is 0); hash h has bit i = [y[h*L+i] > 0]. "
+        "to float32 and summed over d in ascending order (the order decides only where a sum of finite products "
+        "overflows); hash h has bit i = [y[h*L+i] > 0], so a NaN y has bit 0 and +Inf bit 1. "
+        + NONFINITE_PROJECTION_RULE
+        + ": its bit is 0. The hadamard transform's butterflies are IEEE operations in the order above (NaN and "
+        "Inf propagate through them). "
         "code = sum_i bit_i * 2^i; rows with mask 0 get code 0."
     ),
     inputs=(
@@ -91,7 +112,13 @@ SIGN_HASH = OpSpec(
     ),
     outputs=(Tensor("hash", "int32", ("B", "N", "num_hash"), "Codes in [0, 2^hash_code_len)."),),
     attributes=(
-        Attribute("num_hash", "int", "Number of hash functions m.", minimum=1, maximum=MAX_INT32),
+        Attribute(
+            "num_hash",
+            "int",
+            "Number of hash functions m (bounded: it sizes the output; YOSO uses up to 64).",
+            minimum=1,
+            maximum=MAX_NUM_HASH,
+        ),
         Attribute(
             "hash_code_len",
             "int",
@@ -363,7 +390,10 @@ ARGMAX_HASH = OpSpec(
     semantics=(
         "S = sum_f bucket_sizes[f] / 2 columns per round; C must be num_hash * S. "
         "y[b,h,n,:] = vector[b,h,n,:] · projection[h], of width C, each product rounded to float32 and summed over "
-        "d in ascending order (the order decides only where a sum overflows), seen as [num_hash, S] (round-major). "
+        "d in ascending order (the order decides only where a sum of finite products overflows), seen as "
+        "[num_hash, S] (round-major). " + NONFINITE_PROJECTION_RULE + ": a vector with a NaN or an Inf goes to "
+        "bucket 0 (each factor's first candidate), a projection column with one to that column in every row "
+        "(the first such column of the factor, in the order of z). "
         "For round r and factor f (size n_f, columns o_f .. o_f + n_f/2 of the round, o_f = sum_{g<f} n_g/2), "
         "z = concat(y_rf, -y_rf) and i_f = argmax(z), the first maximum on ties (a NaN counts as the maximum); "
         "bucket[b,h,r,n] = sum_f i_f * prod_{g<f} n_g, in [0, prod_f n_f). "
@@ -387,7 +417,15 @@ ARGMAX_HASH = OpSpec(
         ),
     ),
     outputs=(Tensor("buckets", "int32", ("B", "H", "num_hash", "N"), "Bucket of each vector in each round."),),
-    attributes=(Attribute("num_hash", "int", "Number of hashing rounds.", minimum=1, maximum=MAX_INT32),),
+    attributes=(
+        Attribute(
+            "num_hash",
+            "int",
+            "Number of hashing rounds (bounded: it sizes the output; Reformer uses 1 to 8).",
+            minimum=1,
+            maximum=MAX_NUM_HASH,
+        ),
+    ),
     float_types=FLOAT_TYPES,
 )
 
@@ -408,7 +446,15 @@ BUCKET_SUM = OpSpec(
         Tensor("sum", FLOAT, ("G", "num_buckets", "D"), "Per-bucket sum of the rows; zero for an empty bucket."),
         Tensor("weight_sum", FLOAT, ("G", "num_buckets"), "Per-bucket sum of the weights."),
     ),
-    attributes=(Attribute("num_buckets", "int", "Number of buckets C.", minimum=1, maximum=MAX_INT32),),
+    attributes=(
+        Attribute(
+            "num_buckets",
+            "int",
+            "Number of buckets C (bounded: it sizes the outputs; LSG merges a chunk of 128 rows by default).",
+            minimum=1,
+            maximum=MAX_NUM_BUCKETS,
+        ),
+    ),
     float_types=FLOAT_TYPES,
 )
 

@@ -21,6 +21,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import lowering_costs
 from .catalogue import ACTIVATION_FUNCTIONS, EXPERT_ACTIVATIONS, EXPERT_GATINGS, LIMITED_GATINGS, OPS
 from .schema import (
     DOMAIN,
@@ -224,6 +225,13 @@ def markdown() -> str:
                 default = "required" if a.default is None else f"`{a.default}`"
                 out.append(f"| `{a.name}` | {a.type} | {default} | {doc} |")
         out.append("")
+    out += ["## Standard-op lowering", "", lowering_costs.INTRO, ""]
+    for op in OPS:
+        if op.name in lowering_costs.COSTS:
+            out += [f"### {op.name}", "", lowering_costs.COSTS[op.name], ""]
+        elif op.name in lowering_costs.NOT_LOWERED:
+            reason = lowering_costs.NOT_LOWERED[op.name]
+            out += [f"### {op.name}", "", f"No lowering: {reason}; `--ops standard` refuses a model that calls it.", ""]
     return "\n".join(out)
 
 

@@ -102,18 +102,24 @@ def projections(x: torch.Tensor, projection: torch.Tensor) -> torch.Tensor:
     The spec's order: for each output, the products rounded one by one, summed over d in ascending
     order (no fused multiply-add), as the CPU kernels compute them. Any other order is within
     rounding of it unless a product or a partial sum overflows: then the order decides between a
-    finite sum, an infinity and a NaN, so this follows the spec's order exactly there (non-finite
-    inputs included), and takes the fast matmul everywhere else.
+    finite sum, an infinity and a NaN, so this follows the spec's order exactly there, and takes the
+    fast matmul everywhere else. A row of x or a column of the projection holding a NaN or an Inf
+    makes every y it enters NaN (catalogue.NONFINITE_PROJECTION_RULE), whatever the sum gives.
     """
+    finite_x, finite_p = torch.isfinite(x), torch.isfinite(projection)
     largest = x.abs().amax() * projection.abs().amax() * x.shape[-1] if x.numel() and projection.numel() else 0.0
     if bool(largest < torch.finfo(torch.float32).max / 2):  # NaN compares False: the ordered sum
-        return x @ projection
-    y = torch.zeros(
-        torch.broadcast_shapes(x.shape[:-1] + (1,), projection.shape[:-2] + (1, 1))[:-1] + projection.shape[-1:]
-    )
-    for d in range(x.shape[-1]):
-        y = y + x[..., d, None] * projection[..., d, None, :]
-    return y
+        y = x @ projection
+    else:
+        y = torch.zeros(
+            torch.broadcast_shapes(x.shape[:-1] + (1,), projection.shape[:-2] + (1, 1))[:-1] + projection.shape[-1:]
+        )
+        for d in range(x.shape[-1]):
+            y = y + x[..., d, None] * projection[..., d, None, :]
+    if bool(finite_x.all()) and bool(finite_p.all()):
+        return y
+    nonfinite = ~finite_x.all(-1)[..., None] | ~finite_p.all(-2)[..., None, :]
+    return torch.where(nonfinite, float("nan"), y)
 
 
 def sign_projections(mask, vector, projection, **attrs) -> torch.Tensor:

@@ -10,6 +10,13 @@ argmax of the last position's logits (the first maximum, like torch.argmax); a r
 an end-of-sequence token continues with `pad_token_id`; decoding stops when every row has finished
 or after `max_new_tokens`. The `iter_*` forms yield each step's tokens [batch] as they are chosen
 (streaming); the `greedy_*` forms return the whole sequences.
+
+The key/value cache never comes back to Python between steps: where the session has ONNX Runtime's
+IO binding (`io_binding()`, `run_with_iobinding()`), every output is bound to ONNX Runtime's own
+values and each step's present.* values are bound as the next step's past_key_values.* as they
+are, so that only the logits are read out (as numpy). Other sessions (the PyTorch reference of
+`bucketrt check`) run with numpy feeds. The attention mask is one buffer of the longest sequence,
+filled once, of which each step feeds the first columns.
 """
 
 from __future__ import annotations
@@ -53,9 +60,32 @@ def _choose(logits: np.ndarray, finished: np.ndarray, eos: list[int], pad_token_
     return token
 
 
-def _run_all(session, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _stepper(session):
+    """A function running one step, feeds {name: numpy array or a value it returned} -> {output
+    name: value}, whose values stay ONNX Runtime's (OrtValue) where the session binds them (IO
+    binding): a cache output fed back as an input is then neither copied out nor in."""
     names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, feeds)))
+    if not (hasattr(session, "io_binding") and hasattr(session, "run_with_iobinding")):
+        return lambda feeds: dict(zip(names, session.run(names, feeds)))
+
+    def step(feeds):
+        binding = session.io_binding()
+        for name, value in feeds.items():
+            if isinstance(value, np.ndarray):
+                binding.bind_cpu_input(name, np.ascontiguousarray(value))
+            else:
+                binding.bind_ortvalue_input(name, value)
+        for name in names:
+            binding.bind_output(name, "cpu")
+        session.run_with_iobinding(binding)
+        return dict(zip(names, binding.get_outputs()))
+
+    return step
+
+
+def _host(value) -> np.ndarray:
+    """A step's output as numpy (an OrtValue's data is copied out; a numpy array is itself)."""
+    return value if isinstance(value, np.ndarray) else value.numpy()
 
 
 def iter_seq2seq(
@@ -84,22 +114,21 @@ def iter_seq2seq(
     batch = ids.shape[0]
     last = np.full((batch, 1), decoder_start_token_id, dtype=np.int64)
     finished = np.zeros(batch, dtype=bool)
-    cache: dict[str, np.ndarray] = {}
+    cache: dict = {}  # past_key_values.* -> the value a step returned (kept in ONNX Runtime's)
+    run_first, run_next = _stepper(decoder), _stepper(decoder_with_past)
     for step in range(steps):
         if step == 0:
-            outputs = _run_all(
-                decoder, {"input_ids": last, "encoder_attention_mask": mask, "encoder_hidden_states": hidden}
-            )
+            outputs = run_first({"input_ids": last, "encoder_attention_mask": mask, "encoder_hidden_states": hidden})
         else:
             feeds = {"input_ids": last, "encoder_attention_mask": mask}
             feeds.update({name: cache[name] for name in past_names})
-            outputs = _run_all(decoder_with_past, feeds)
+            outputs = run_next(feeds)
         for name, value in outputs.items():
             # decoder_with_past returns only the self-attention cache; the cross-attention entries
             # from the first step stay as they are.
             if name.startswith(PRESENT_PREFIX):
                 cache[PAST_PREFIX + name[len(PRESENT_PREFIX) :]] = value
-        token = _choose(outputs["logits"], finished, eos, pad_token_id)
+        token = _choose(_host(outputs["logits"]), finished, eos, pad_token_id)
         yield token
         last = token[:, None]
         if finished.all():
@@ -197,16 +226,22 @@ def _iter_cached(session, input_ids, attention_mask, eos_token_id, pad_token_id,
     feeds = first_step_feeds(session, input_ids, mask)
     takes = {i.name for i in session.get_inputs()}
     positions = _positions(mask)
-    batch = mask.shape[0]
+    batch, length = mask.shape
+    # The mask of every step: the prompt's, then ones; step s feeds its first length + s columns (a
+    # view for one row; a row-major copy of the columns for more).
+    masks = np.ones((batch, length + max(steps - 1, 0)), dtype=np.int64)
+    masks[:, :length] = mask
+    run = _stepper(session)
     finished = np.zeros(batch, dtype=bool)
     for _ in range(steps):
-        outputs = _run_all(session, feeds)
-        token = _choose(outputs["logits"], finished, eos, pad)
+        outputs = run(feeds)
+        token = _choose(_host(outputs["logits"]), finished, eos, pad)
         yield token
         if finished.all():
             return
-        mask = np.concatenate([mask, np.ones((batch, 1), dtype=mask.dtype)], axis=1)
+        length += 1
         positions = positions[:, -1:] + 1
+        mask = np.ascontiguousarray(masks[:, :length])
         feeds = {"input_ids": token[:, None], "attention_mask": mask, "position_ids": positions}
         for name, value in outputs.items():
             if name.startswith(PRESENT_PREFIX):

@@ -1,0 +1,124 @@
+"""What each op's standard-op lowering (ops/lowering.py) costs against its custom kernels, as
+docs/ops.md states it ("Standard-op lowering", one subsection per op; codegen writes it). Standard
+library only, as codegen.
+
+The MoE figures are per MoE layer and call, float32 (4 bytes), with T tokens, K picks per token, E
+experts, D the model width, F the experts' width and G their first projection's (2F gated, F plain);
+the hashing and attention ops' use their specs' dims.
+"""
+
+from __future__ import annotations
+
+INTRO = (
+    "`bucketrt export --ops standard` traces each op's lowering (src/bucketrt/ops/lowering.py) instead of "
+    "emitting its bucketrt node: standard ONNX ops only, every dynamic dim left dynamic, the reference's "
+    "semantics (integer outputs identical, floats within float32 rounding, the non-finite rules above; float16 "
+    "computed in float32 and rounded once), so that the graph runs in any ONNX runtime without bucketrt's op "
+    'library (ONNX Runtime without it, OpenVINO, TensorRT for RTX); the manifest records `"op_set": "standard"` '
+    "and lists no ops. Where the reference takes a float32 MatMul (SignHash's gaussian projection, ArgmaxHash), "
+    "the runtime picks its summation order: a code bit or bucket within rounding may differ, as between the "
+    "kernels. A lowered graph has none of the kernels' data checks: it takes the values it is given, and an "
+    "out-of-range code, bucket or index fails the runtime's Gather or Scatter (or wraps, for a negative one) "
+    "instead of the kernels' error. No lowering uses TopK: sorts are radix or counting sorts in CumSum and "
+    "ScatterElements, so a runtime's TopK limit (TensorRT's K <= 3840) bounds no length. "
+    "`tests/test_lowering.py` and `tests/test_lowering_moe.py` test each lowering against its reference, eagerly "
+    "and exported. What each costs against the custom kernel:"
+)
+
+# Op name -> its subsection's text.
+COSTS: dict[str, str] = {
+    "SignHash": (
+        "The reference's arithmetic. Hadamard: the three butterfly transforms and ±1 diagonals are exact in "
+        "float32, so the codes are the reference's to the bit; memory [B, N, P, D] floats per step, where the "
+        "kernel transforms a row in registers; time log2(D) Add/Sub steps of the same work. Gaussian: one "
+        "MatMul, as the reference takes it for finite inputs; the runtime picks its summation order, so a bit "
+        "whose projection lies within rounding of 0 may differ (as between the kernels, which sum in d "
+        "order)."
+    ),
+    "ArgmaxHash": (
+        "bucket_sizes stays an input (its values are unknown when tracing; its length F is known): factor f's "
+        "candidates are the round's S columns masked to its own (o_f .. o_f + n_f/2, the others -inf), so "
+        "that one ArgMax over [y, -y] finds its digit in the reference's order (NaN first, then the first "
+        "maximum). Cost: the projection as one MatMul (the kernel's work), then F ArgMaxes over 2S candidates "
+        "where the kernel scans 2S once (F is 1, or 2 for factorised buckets), and [B, H, R, N, 2S] floats of "
+        "candidates per factor. A bucket may differ where two candidates lie within rounding of each other "
+        "(the MatMul's order), as between the kernels."
+    ),
+    "LSHCumulation": (
+        "Per hash function, a [B * capacity, D] table: a ScatterND-add of the keys' values at their codes, "
+        "then a Gather at the queries' codes, summed over the m functions in order (one ScatterND and one "
+        "Gather per function in the graph). Memory: one table of B * capacity * D floats at a time (the CPU "
+        "kernel keeps about 1 MiB of tables per worker and sweeps hash groups) plus [B, Nq, D] per function; "
+        "time: m scatters of Nk rows and m gathers of Nq rows, the kernel's work. Summation order is the "
+        "runtime's (within float32 rounding)."
+    ),
+    "BucketSum": (
+        "Two ScatterND-adds into [G * num_buckets] tables: the kernel's work and memory (the outputs). "
+        "Summation order is the runtime's (within float32 rounding)."
+    ),
+    "SortedChunkAttention": (
+        "The reference's chunked attention with N dynamic. Instead of a branch on N, N <= chunk_length is "
+        "padded to one chunk per round, whose queries attend their own chunk alone (every key once: the plain "
+        "attention) and take round 0's output; pad keys score -inf and take no part. The sort is "
+        "`stable_argsort` (no TopK: no length limit from a runtime's TopK); unsorting gathers by the inverse "
+        "permutation (one ScatterElements of int64 indices).\n\nCost against the kernel: the same scores and "
+        "softmax ([B, H, K, chunk, W * chunk] floats for W = chunks_before + 1 + chunks_after, which the "
+        "kernel computes a chunk at a time), but q, k, v copied into sorted order ([B, H, R * N, D] each) and "
+        "k, v into their windows (W times that), which the kernel reads in place; the product with V three "
+        "times as wide (values beside their NaN/+Inf/-Inf flags, so that a key of weight 0 adds nothing "
+        "whatever its value); and the radix sort, 128 N per (b, h, round) in int64. N <= chunk_length costs R "
+        "rounds of one padded chunk.\n\nNot checked (the kernels' errors): N beyond max_length (the runtime "
+        "classes and Triton refuse it first), N > chunk_length not a multiple of it (padded to one instead), "
+        "negative buckets."
+    ),
+    "Top1Dispatch": (
+        "No sort and no TopK (so no runtime's TopK limit on K applies): the expert is an ArgMax (NaN found apart, "
+        "as the spec's first NaN), the priority a CumSum of the [B, S, E] one-hot over the sequence, and a kept "
+        "token's place in `order` its expert's start (the exclusive CumSum of `counts`) plus its rank among that "
+        "expert's kept tokens (a CumSum in flat token order); the dropped tokens fill the places after the kept ones, "
+        "so `order` is one ScatterElements of a permutation (no duplicate index). Time and memory O(B*S*E), as the "
+        "kernel's argmax over E; the one-hot and its CumSums are int64, [B*S, E] (8 bytes each: 4 MB for 4096 "
+        "tokens and 128 experts). Outputs identical to the reference's, NaN and Inf included."
+    ),
+    "ExpertFFN": (
+        "Each token's expert comes from `order` and `counts` without a sort (place i belongs to expert "
+        "#{e : end_e <= i}, end the inclusive CumSum of `counts`: a [B*S, E] comparison; one ScatterElements takes "
+        "it to the token). Then one of two formulations, chosen at run time by an ONNX If on the token count "
+        "(dynamic dims stay dynamic): where the B*S tokens are at most the E experts (decoding), per-token "
+        "gathered weights: each token gathers its expert's wi [F, D] and wo [D, F] and runs two batched MatMuls, "
+        "the kernel's 4*B*S*F*D FLOPs, with 2*B*S*F*D gathered weight floats (no more than the experts' own "
+        "weights there; Switch-base, D 768, F 3072: 18.9 MB a token); otherwise every token through every "
+        "expert, each token's own output then gathered: E times the kernel's FLOPs (switch-base-8: 8 times, "
+        "switch-base-128: 128) and E*B*S*(F + D) floats of intermediates (switch-base-8, 512 tokens: 63 MB), no "
+        "weight copied, where the per-token form would copy 9.7 GB of weights. The kernel computes only the "
+        "listed tokens' experts and reads each expert's weights once: the custom op stays the choice for "
+        "prefills with many experts. Unlisted tokens are selected to 0 (never multiplied by 0, which would keep "
+        "a NaN); the clamps of the activations are comparisons (ONNX Clip and Relu leave NaN to the runtime)."
+    ),
+    "TopKExperts": (
+        "One of two formulations, chosen at run time by an ONNX If on the number of (token, pick) pairs "
+        "(dynamic dims stay dynamic). Where the T*K pairs are at most the E experts (decoding), per-token "
+        "gathered weights: each pair gathers its expert's gate_up [G, D], down [D, F] and biases and runs one "
+        "small MatMul each, so only the chosen experts are computed: the kernel's 2*T*K*(G + F)*D FLOPs, with "
+        "T*K*(G + F)*D gathered weight floats, no more than the experts' own weights, which the kernel reads too "
+        "(GPT-OSS-20B, D 2880, F 2880, G 5760, E 32, K 4: 99.5 MB a pair, 398 MB for one decoding token). "
+        "Otherwise every token through every expert, each pick's output then gathered: E/K times the kernel's "
+        "FLOPs (GPT-OSS-20B: 8 times, Mixtral: 4, Qwen3-30B-A3B: 16) and E*T*(G + D) floats of intermediates "
+        "(GPT-OSS-20B, 512 tokens: 566 MB), no weight copied, where per-pair gathering would copy 204 GB. The "
+        "kernel groups the pairs by expert and computes only the chosen experts at any length: the custom op "
+        "stays the choice for long prefills with many experts. A pick of expert E (none) takes expert 0 and is "
+        "dropped by a select, whatever its weight; the picks' weighted outputs are summed by one ReduceSum (the "
+        "runtime's order, within float32 rounding of the spec's j = 0, 1, ...). Every gating and activation "
+        "lowers, the clamps as comparisons so that NaN stays NaN as in torch.clamp (GPT-OSS's "
+        "glu_clamped_offset with quick_gelu among them)."
+    ),
+}
+
+# The ops without a lowering, each with why: `bucketrt export --ops standard` refuses a model that
+# calls one. Every op of the catalogue has a lowering (lowering.LOWERINGS) or an entry here
+# (tests/test_op_places.py); `lowering.lowers` refuses an op listed here.
+NOT_LOWERED: dict[str, str] = {
+    "ExpertFFNInt8": "written by `bucketrt quantize` in place of ExpertFFN nodes, which a standard-op export has none of",
+    "TopKExpertsInt8": "written by `bucketrt quantize` in place of TopKExperts nodes, which a standard-op export has "
+    "none of",
+}
