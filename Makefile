@@ -42,8 +42,8 @@ APT_DIR := $(abspath $(CACHE))/apt
 APT_OPTS := -o Dir::Etc::SourceList=$(APT_DIR)/sources.list -o Dir::Etc::SourceParts=/dev/null \
 	-o Dir::State::Lists=$(APT_DIR)/lists -o Dir::Cache=$(APT_DIR)/cache -o Debug::NoLocking=1
 
-.PHONY: all env triton-env trt-rtx-env install editable test-editable demo test lint sanitize sanitize-lib bench docs \
-	device-lib wheel test-wheel sdk ort-range-envs test-ort-range clean distclean
+.PHONY: all env triton-env trt-rtx-env moe-peers install editable test-editable demo test lint sanitize sanitize-lib bench \
+	docs device-lib wheel test-wheel sdk ort-range-envs test-ort-range clean distclean
 
 all: install
 
@@ -96,6 +96,33 @@ $(TRT_RTX_ENV)/.deps: | $(VENV)/.deps
 	touch $@
 
 trt-rtx-env: $(TRT_RTX_ENV)/.deps
+
+# The MoE benchmark's peers (benchmarks/moe.py), each in an environment of its own, as the
+# Triton server's are: genai/ holds onnxruntime-genai (its C++ generation loop and its model builder,
+# which loads the model with transformers and torch), optimum/ holds optimum-onnx, which pins a
+# transformers older than bucketrt's (< 4.58) and so cannot share the main venv. torch is the one
+# CPU wheel this machine allows (a looser pin would pull CUDA builds).
+PEERS_DIR ?= .peers
+PEER_TORCH ?= torch==2.13.0
+GENAI_PKG ?= onnxruntime-genai==0.18.0
+OPTIMUM_PKG ?= optimum-onnx[onnxruntime]==0.1.0
+
+$(PEERS_DIR)/genai/.deps:
+	rm -rf $(PEERS_DIR)/genai
+	$(PYTHON) -m venv $(PEERS_DIR)/genai
+	$(PEERS_DIR)/genai/bin/python -m pip install -q "$(PEER_TORCH)"
+	$(PEERS_DIR)/genai/bin/python -m pip install -q "$(GENAI_PKG)" "transformers>=5,<6" "onnx>=1.17" onnx-ir \
+		onnxscript safetensors numpy
+	touch $@
+
+$(PEERS_DIR)/optimum/.deps:
+	rm -rf $(PEERS_DIR)/optimum
+	$(PYTHON) -m venv $(PEERS_DIR)/optimum
+	$(PEERS_DIR)/optimum/bin/python -m pip install -q "$(PEER_TORCH)"
+	$(PEERS_DIR)/optimum/bin/python -m pip install -q "$(OPTIMUM_PKG)" "$(PEER_TORCH)" safetensors numpy
+	touch $@
+
+moe-peers: $(PEERS_DIR)/genai/.deps $(PEERS_DIR)/optimum/.deps
 
 $(abspath $(ORT_DEB_DIR))/usr/include/onnxruntime/onnxruntime_cxx_api.h:
 	mkdir -p $(APT_DIR)/lists/partial $(APT_DIR)/cache/archives/partial $(ORT_DEB_DIR)

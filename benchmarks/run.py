@@ -19,15 +19,21 @@
    Runtime and against PyTorch eager in fp32 and in bf16 autocast; for YOSO and LSG also the
    same-size BERT in ONNX Runtime fp32 and int8 and in PyTorch fp32 and bf16 - one run, with the
    CPU's ISA flags printed. With --plot-dir, one figure per model (time against N, log-log).
-8. Serving (benchmarks/serving.py): yoso-4096 (LSH) behind Triton's Python backend (dynamic batching
+8. Mixture-of-experts causal LMs (benchmarks/moe.py): Mixtral-, Qwen3-MoE- and PhiMoE-like random
+   models, prefill and decode tokens per second and peak memory, bucketrt fp32 and int8 against
+   transformers eager (experts loop and grouped_mm, fp32 and bf16), the dense export in ONNX Runtime
+   (torch.onnx and optimum-onnx) and onnxruntime-genai fp32 and int8, each in its own process, with
+   issue 23's goal ratios as PASS/MISS; the peers' environments come from `make moe-peers`.
+9. Serving (benchmarks/serving.py): yoso-4096 (LSH) behind Triton's Python backend (dynamic batching
    on and off) against in-process ORT, 1, 4 and 16 clients; needs `make triton-env`.
-9. Standard ops (`bucketrt export --ops standard`): per family and length, the standard-op export
+10. Standard ops (`bucketrt export --ops standard`): per family and length, the standard-op export
    against the custom-op export in ONNX Runtime on the CPU (bucketrt's kernels against their
    lowerings), and OpenVINO (float32, and its default precision: bfloat16 on CPUs with AVX512-BF16
    or AMX) against ONNX Runtime on the standard-op export - one run, with the CPU's ISA printed.
 
     make bench                           # everything, about 30 minutes on 2 cores
-    python benchmarks/run.py --only ops  # one part: ops | models | bert | reformer | switch | lsg | int8 | serving | standard
+    python benchmarks/run.py --only ops  # one part: ops | models | bert | reformer | switch | lsg | int8 | moe | serving | standard
+    python benchmarks/run.py --only moe --plot-dir docs   # --moe-size small --moe-lengths 64,256 --moe-new 16: minutes
     python benchmarks/run.py --only standard --standard-models yoso-4096,lsg-bert-4096 --standard-lengths 1024,4096
     python benchmarks/run.py --only int8 --int8-models yoso-4096 --int8-lengths 1024,4096 --plot-dir docs
     python benchmarks/run.py --lengths 512,1024 --markdown out/bench/results.md
@@ -690,7 +696,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--only",
-        choices=("ops", "models", "bert", "reformer", "switch", "lsg", "int8", "serving", "standard"),
+        choices=("ops", "models", "bert", "reformer", "switch", "lsg", "int8", "moe", "serving", "standard"),
         action="append",
     )
     parser.add_argument(
@@ -703,7 +709,18 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--int8-lengths", default=None, help="int8 part: lengths for every model (default: each its own)"
     )
-    parser.add_argument("--plot-dir", type=Path, default=None, help="int8 part: write one figure per model here")
+    parser.add_argument(
+        "--plot-dir", type=Path, default=None, help="int8 and moe parts: write one figure per model here"
+    )
+    parser.add_argument(
+        "--moe-models", default="mixtral,qwen3-moe,gpt-oss", help="moe part: comma-separated models (or phimoe)"
+    )
+    parser.add_argument("--moe-size", choices=("mid", "small"), default="mid", help="moe part: the models' size")
+    parser.add_argument("--moe-lengths", default="128,1024", help="moe part: prompt lengths (decode after the first)")
+    parser.add_argument("--moe-batches", default="1,4", help="moe part: batch sizes")
+    parser.add_argument("--moe-new", type=int, default=128, help="moe part: tokens decoded per run")
+    parser.add_argument("--moe-timeout", type=float, default=1800, help="moe part: seconds a peer may take")
+    parser.add_argument("--moe-out", default=str(OUT / "moe"), help="moe part: sources and exports (cached)")
     parser.add_argument(
         "--int8-torch-max",
         type=int,
@@ -717,7 +734,7 @@ def main(argv=None) -> int:
     parser.add_argument("--reformer-lengths", default="1024,4096,16384")
     parser.add_argument("--markdown", type=Path, help="also write the tables to this file")
     args = parser.parse_args(argv)
-    parts = args.only or ["ops", "models", "bert", "reformer", "switch", "lsg", "int8", "serving", "standard"]
+    parts = args.only or ["ops", "models", "bert", "reformer", "switch", "lsg", "int8", "moe", "serving", "standard"]
     torch.set_num_threads(args.threads)
     say(f"bucketrt benchmarks: torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} cores")
     say("")
@@ -750,6 +767,11 @@ def main(argv=None) -> int:
             parser.error(f"--standard-models: unknown {', '.join(unknown)}; choose from {', '.join(STANDARD_MODELS)}")
         lengths = tuple(int(v) for v in args.standard_lengths.split(",")) if args.standard_lengths else None
         bench_standard(args.threads, args.repeat, models, lengths)
+    if "moe" in parts:
+        sys.path.insert(0, str(Path(__file__).parent))
+        import moe
+
+        moe.run(args, say)
     if "serving" in parts:
         sys.path.insert(0, str(Path(__file__).parent))
         import serving

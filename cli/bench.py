@@ -60,12 +60,21 @@ def _lengths(ctx, param, value: str) -> tuple[int, ...]:
     help="Also draw time against sequence length per backend and precision (log-log, with linear and quadratic "
     "slopes) to FILE.png.",
 )
-def bench_command(output_dir, lengths, batch_size, threads, repeat, budget, plot_path):
+@click.option(
+    "--new-tokens",
+    default=128,
+    show_default=True,
+    type=click.IntRange(min=2),
+    help="Text-generation exports with a cache: tokens generated per run (the prefill, then decode steps).",
+)
+def bench_command(output_dir, lengths, batch_size, threads, repeat, budget, plot_path, new_tokens):
     """Time an export in ONNX Runtime against PyTorch eager, in the same run.
 
     Prints per sequence length the median latency of both, their ratio, and how each grows
     relative to the first length (linear attention grows like the length, softmax attention like
-    its square).
+    its square). A text-generation export with a key/value cache (the mixture-of-experts causal
+    LMs) is timed as it generates instead, in ONNX Runtime through bucketrt's generation loop: the
+    prefill of a prompt of each length, and decode tokens per second over --new-tokens.
     """
     from bucketrt.benchmarking import bench_export, cpu_isa, describe_isa, plot_scaling
     from bucketrt.errors import BucketrtError
@@ -81,6 +90,17 @@ def bench_command(output_dir, lengths, batch_size, threads, repeat, budget, plot
             f"--sequence-lengths {max(lengths)} exceeds the export's longest sequence, {limit}",
             f"time lengths up to {limit}",
         )
+    if _is_cached_generation(manifest):
+        if limit is not None and max(lengths) + new_tokens > limit:
+            raise BucketrtError(
+                f"--sequence-lengths {max(lengths)} plus --new-tokens {new_tokens} exceeds the export's longest "
+                f"sequence, {limit}",
+                f"time prompts up to {limit - new_tokens} tokens, or fewer new tokens",
+            )
+        _bench_generation(
+            out, output_dir, manifest, lengths, batch_size, threads, repeat, budget, new_tokens, plot_path
+        )
+        return
     table = Table(title=f"{manifest['model_type']} {manifest['task']} ({manifest['mode']}), batch {batch_size}")
     for column in ("sequence", "PyTorch ms", "ORT ms", "ORT speed-up", "PyTorch growth", "ORT growth"):
         table.add_column(column, justify="right")
@@ -117,4 +137,41 @@ def bench_command(output_dir, lengths, batch_size, threads, repeat, budget, plot
         }
         title = f"{manifest['source']} {manifest['task']} ({manifest['mode']}), batch {batch_size}"
         plot_scaling(series, plot_path, title)
+        out.print(f"Plot: {plot_path}")
+
+
+def _is_cached_generation(manifest: dict) -> bool:
+    inputs = [i["name"] for c in manifest["components"][:1] for i in c.get("inputs", [])]
+    return manifest["task"] == "text-generation" and any(name.startswith("past_key_values.") for name in inputs)
+
+
+def _bench_generation(out, output_dir, manifest, lengths, batch_size, threads, repeat, budget, new_tokens, plot_path):
+    from bucketrt.benchmarking import bench_generation, cpu_isa, describe_isa, plot_generation
+
+    precision = "int8" if "quantization" in manifest else manifest.get("dtype", "fp32")
+    table = Table(
+        title=f"{manifest['model_type']} {manifest['task']} in ONNX Runtime ({precision}), batch {batch_size}, "
+        f"{new_tokens} new tokens"
+    )
+    for column in ("prompt", "prefill ms", "prefill tokens/s", "decode ms/step", "decode tokens/s"):
+        table.add_column(column, justify="right")
+
+    def show(row):
+        out.print(f"  prompt {row.prompt_length}: prefill {row.prefill.ms:.1f} ms, decode {row.step.ms:.2f} ms/step")
+        table.add_row(
+            str(row.prompt_length),
+            f"{row.prefill.ms:.1f}",
+            f"{row.batch_size * row.prompt_length / row.prefill.median_s:.0f}",
+            f"{row.step.ms:.2f}",
+            f"{row.tokens_per_s:.1f}",
+        )
+
+    out.print(describe_isa(cpu_isa()))
+    with out.status("timing"):
+        rows = bench_generation(output_dir, lengths, (batch_size,), new_tokens, threads, repeat, budget, on_row=show)
+    out.print(table)
+    if plot_path is not None:
+        plot_generation(
+            {f"ONNX Runtime {precision}": rows}, plot_path, f"{manifest['source']}, {new_tokens} new tokens"
+        )
         out.print(f"Plot: {plot_path}")

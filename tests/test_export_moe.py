@@ -70,6 +70,9 @@ CONFIGS = {
         sliding_window=4,
         layer_types=["sliding_attention", "full_attention"],
     ),
+    # Phi-3.5-MoE: the sparsemixer router (top-2 by masked softmaxes over the router logits, in
+    # standard ops), biased attention projections, layer norms, a biased lm_head
+    "phimoe": dict(intermediate_size=48, num_local_experts=6, num_experts_per_tok=2),
     # latent attention (keys wider than values), grouped top-k router with a bias correction, a shared
     # expert, the first layer dense
     "deepseek_v3": dict(
@@ -162,7 +165,9 @@ def test_one_topk_experts_node_per_moe_layer_and_standard_routers(exported, mode
     assert [n.op_type for n in topk_experts] == ["TopKExperts"] * MOE_LAYERS[model_type]
     kinds = {n.op_type for n in nodes}
     assert not kinds & {"Loop", "Scan", "If", "NonZero"}, "a dense or data-dependent expert loop in the graph"
-    assert sum(n.op_type == "TopK" for n in nodes) >= MOE_LAYERS[model_type]  # the routers: standard ops
+    # The routers: standard ops (PhiMoE's sparsemixer picks its two experts by two maxima: ArgMax).
+    picker = "ArgMax" if model_type == "phimoe" else "TopK"
+    assert sum(n.op_type == picker for n in nodes) >= MOE_LAYERS[model_type] * (2 if model_type == "phimoe" else 1)
     # The expert weights (gate_up, its bias, down, its bias) feed TopKExperts nodes only.
     initializers = {i.name for i in model.graph.initializer}
     consumers = {}
@@ -315,3 +320,53 @@ def test_the_check_inputs_are_the_familys(exported):
     feeds = make_inputs(manifest, batch_size=3, sequence_length=20)
     assert feeds["attention_mask"].shape == (3, 20) and feeds["input_ids"].shape == (3, 5)
     assert feeds["past_key_values.1.value"].shape == (3, 2, 15, 8)
+
+
+def test_cli_bench_times_prefill_and_decode_of_a_cached_export(exported, tmp_path):
+    """`bucketrt bench` on a text-generation export times the generation (bucketrt.benchmarking's
+    bench_generation, which benchmarks/moe.py uses too), not a forward pass against PyTorch."""
+    from bucketrt.cli.main import main
+
+    folder, _ = exported("mixtral")
+    figure = tmp_path / "moe.png"
+    args = [
+        "bench",
+        str(folder),
+        "--sequence-lengths",
+        "4,9",
+        "--batch-size",
+        "2",
+        "--new-tokens",
+        "3",
+        "--repeat",
+        "1",
+    ]
+    result = CliRunner().invoke(main, [*args, "--plot", str(figure)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "decode tokens/s" in result.output and "prefill ms" in result.output
+    rows = [line for line in result.output.splitlines() if line.strip().startswith("prompt ")]
+    assert [row.split(":")[0].strip() for row in rows] == ["prompt 4", "prompt 9"]
+    assert figure.stat().st_size > 0
+
+
+def test_time_generation_counts_every_row_and_step(exported):
+    from bucketrt.benchmarking import time_generation
+
+    folder, _ = exported("mixtral")
+    session = bucketrt.ort_session(folder)
+    timing = time_generation(session, np.ones((3, 5), np.int64), new_tokens=4, repeat=2)
+    assert (timing.batch_size, timing.prompt_length, timing.new_tokens) == (3, 5, 4)
+    assert timing.prefill.runs == timing.step.runs == 2
+    assert timing.tokens_per_s == pytest.approx(3 / timing.step.median_s)
+    prefill_only = time_generation(session, np.ones((1, 5), np.int64), new_tokens=1, repeat=1)
+    assert prefill_only.step is None and prefill_only.tokens_per_s is None
+
+
+def test_cli_bench_refuses_prompts_that_generate_past_the_exports_limit(exported):
+    from bucketrt.cli.main import main
+
+    folder, _ = exported("mixtral")  # max_position_embeddings 256
+    args = ["bench", str(folder), "--sequence-lengths", "250", "--new-tokens", "10"]
+    result = CliRunner().invoke(main, args, terminal_width=200)
+    assert result.exit_code != 0
+    assert "plus --new-tokens 10 exceeds the export's longest sequence, 256" in result.output

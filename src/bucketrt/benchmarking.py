@@ -93,6 +93,109 @@ def bench_export(
     return rows
 
 
+@dataclass(frozen=True)
+class GenerationTiming:
+    """A causal LM's generation, timed through bucketrt's own greedy loop (runtime.decoding):
+    `prefill` the first step (the prompt with an empty cache, up to its first token), `step` one
+    later decode step (one token per row with the cache), over `new_tokens` steps per run."""
+
+    batch_size: int
+    prompt_length: int
+    new_tokens: int
+    prefill: Timing
+    step: Timing | None  # None when new_tokens is 1 (a prefill alone)
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Decoded tokens per second, every row counted."""
+        return self.batch_size / self.step.median_s if self.step else None
+
+
+def time_generation(
+    session, input_ids, new_tokens: int = 128, repeat: int = 3, budget_s: float | None = None
+) -> GenerationTiming:
+    """Prefill and decode times of a cached decoder-only export (`session` as runtime.decoding takes
+    it) for the prompt `input_ids` [batch, N], through `decoding.iter_causal` (no end of sequence:
+    every run decodes `new_tokens`), so that whatever the runtime's generation loop does per step
+    (copies of the cache, bindings) is in the figure. Medians over `repeat` runs after one warm-up;
+    a run's step time is its decode time over its `new_tokens` - 1 later steps."""
+    import numpy as np
+
+    from bucketrt.runtime import decoding
+
+    ids = np.asarray(input_ids, dtype=np.int64)
+    if new_tokens < 1:
+        raise ValueError(f"new_tokens must be at least 1 (the prefill's token), got {new_tokens}")
+    prefills: list[float] = []
+    steps: list[float] = []
+    spent = 0.0
+    for run in range(max(1, repeat) + 1):  # run 0 warms up
+        started = time.perf_counter()
+        tokens = decoding.iter_causal(session, ids, max_new_tokens=new_tokens if run else min(new_tokens, 4))
+        next(tokens)
+        first = time.perf_counter()
+        for _ in tokens:
+            pass
+        done = time.perf_counter()
+        if run:
+            prefills.append(first - started)
+            steps.append((done - first) / max(new_tokens - 1, 1))
+            spent += done - started
+            if budget_s is not None and spent >= budget_s:
+                break
+    return GenerationTiming(
+        ids.shape[0],
+        ids.shape[1],
+        new_tokens,
+        Timing(statistics.median(prefills), min(prefills), len(prefills)),
+        Timing(statistics.median(steps), min(steps), len(steps)) if new_tokens > 1 else None,
+    )
+
+
+def bench_generation(
+    output_dir,
+    prompt_lengths=(128, 1024),
+    batch_sizes=(1, 4),
+    new_tokens: int = 128,
+    threads: int | None = None,
+    repeat: int = 3,
+    budget_s: float | None = 60.0,
+    providers=None,
+    seed: int = 0,
+    on_row: Callable[[GenerationTiming], None] | None = None,
+) -> list[GenerationTiming]:
+    """`time_generation` of a text-generation export in ONNX Runtime for every batch size and prompt
+    length (random prompt tokens, no padding), one after the other in this process."""
+    import os
+
+    import numpy as np
+
+    from bucketrt.errors import BucketrtError
+    from bucketrt.export_format.manifest import read_manifest
+    from bucketrt.library import ort_session
+    from bucketrt.runtime import decoding
+
+    manifest = read_manifest(output_dir)
+    threads = threads or os.cpu_count() or 1
+    session = ort_session(output_dir, providers=providers, intra_op_num_threads=threads)
+    if not decoding.takes_cache(session):
+        raise BucketrtError(
+            f"{output_dir} is a {manifest['task']} export without a key/value cache",
+            "time prefill and decode on a text-generation export of a causal LM (bucketrt export --task text-generation)",
+        )
+    vocab = int(manifest.get("config", {}).get("vocab_size") or 2)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for batch in batch_sizes:
+        for length in prompt_lengths:
+            ids = rng.integers(0, vocab, (batch, length))
+            row = time_generation(session, ids, new_tokens, repeat, budget_s)
+            rows.append(row)
+            if on_row:
+                on_row(row)
+    return rows
+
+
 def cpu_isa() -> dict:
     """The CPU's model name and the instruction sets int8 and bf16 speed depends on (from
     /proc/cpuinfo where there is one): AVX2, AVX-512, VNNI (AVX-512 or AVX), AMX, AVX-512 BF16;
@@ -200,6 +303,58 @@ def plot_scaling(series: dict[str, list[tuple[int, float]]], path, title: str = 
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize="small")
+        fig.tight_layout()
+        fig.savefig(path, dpi=dpi)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def plot_generation(series: dict, path, title: str = "", size=(12.0, 8.0), dpi: int = 100):
+    """Tokens per second of causal-LM generation: prefill against the prompt length (one line per
+    series and batch size) and decode against the batch size (one line per series and prompt
+    length). `series` maps a label ("bucketrt int8", ...) to GenerationTiming-like rows (batch_size,
+    prompt_length, prefill.median_s, tokens_per_s). Written as a PNG; returns the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    series = {label: rows for label, rows in series.items() if rows}
+    if not series:
+        raise ValueError("nothing to plot: no series has a row")
+    fig, (prefill_ax, decode_ax) = plt.subplots(1, 2, figsize=size, dpi=dpi)
+    try:
+        for index, (label, rows) in enumerate(series.items()):
+            color = f"C{index % 10}"
+            for style, batch in zip(("-", "--", ":", "-."), sorted({r.batch_size for r in rows})):
+                points = sorted(
+                    (r.prompt_length, r.batch_size * r.prompt_length / r.prefill.median_s)
+                    for r in rows
+                    if r.batch_size == batch
+                )
+                prefill_ax.plot(*zip(*points), style, color=color, marker="o", label=f"{label}, batch {batch}")
+            for style, length in zip(("-", "--", ":", "-."), sorted({r.prompt_length for r in rows})):
+                points = sorted(
+                    (r.batch_size, r.tokens_per_s) for r in rows if r.prompt_length == length and r.tokens_per_s
+                )
+                if not points:
+                    continue
+                decode_ax.plot(*zip(*points), style, color=color, marker="o", label=f"{label}, prompt {length}")
+        prefill_ax.set_xscale("log", base=2)
+        prefill_ax.set_xlabel("prompt length (tokens)")
+        prefill_ax.set_ylabel("prefill tokens/s (all rows)")
+        prefill_ax.set_title("prefill")
+        decode_ax.set_xscale("log", base=2)
+        decode_ax.set_xlabel("batch size")
+        decode_ax.set_ylabel("decode tokens/s (all rows)")
+        decode_ax.set_title("decode")
+        for ax in (prefill_ax, decode_ax):
+            ax.set_yscale("log")
+            ax.grid(True, which="both", alpha=0.3)
+            # Below the axes: a legend inside would hide the lines of a dozen series.
+            ax.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
+        fig.suptitle(title)
         fig.tight_layout()
         fig.savefig(path, dpi=dpi)
     finally:

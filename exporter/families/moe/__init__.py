@@ -36,7 +36,7 @@ GENERATION = "text-generation"
 
 # The model types this bucketrt has exported and checked (tests/test_export_moe.py, docs/moe.md);
 # for the "not supported" message: the family claims every type whose experts use the interface.
-VERIFIED = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss", "deepseek_v3")
+VERIFIED = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss", "deepseek_v3", "phimoe")
 
 _MIXTRAL_TINY = {
     "model_type": "mixtral",
@@ -64,6 +64,23 @@ _QWEN3_MOE_TINY = {
     "head_dim": 16,
     "num_experts": 64,
     "num_experts_per_tok": 8,
+    "max_position_embeddings": 4096,
+}
+
+# Phi-3.5-MoE's architecture (sparsemixer router, biased attention, layer norms), the size of
+# mixtral-mid: a family onnxruntime-genai's model builder takes and Mixtral is not (its 0.18 builds
+# PhiMoE for CUDA only: docs/benchmarks.md, benchmarks/moe.py).
+_PHIMOE_MID = {
+    "model_type": "phimoe",
+    "architectures": ["PhimoeForCausalLM"],
+    "vocab_size": 32064,
+    "hidden_size": 1024,
+    "intermediate_size": 2816,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 4,
+    "num_local_experts": 8,
+    "num_experts_per_tok": 2,
     "max_position_embeddings": 4096,
 }
 
@@ -105,6 +122,11 @@ class MoeFamily(Family):
                 num_attention_heads=16,
                 num_key_value_heads=4,
             ),
+        ),
+        "phimoe-mid": Preset(
+            "Phi-3.5-MoE architecture at mixtral-mid's size: hidden 1024, 4 layers, 16 heads (4 key/value heads) "
+            "of 64, 8 experts of 2816 top-2 (sparsemixer router), vocab 32064; random weights",
+            _PHIMOE_MID,
         ),
         "qwen3-moe-tiny": Preset(
             "Qwen3-MoE architecture, tiny: hidden 64, 2 layers, 4 heads (2 key/value heads) of 16, 64 experts "

@@ -19,7 +19,8 @@ and registers itself with `@lowers(SPEC)`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -39,7 +40,7 @@ from .reference import ACTIVATION_FUNCTIONS as _REFERENCE_ACTIVATIONS
 from .reference import MASKED_SCORE, SELF_SCORE, _flush, hadamard_transform
 from .schema import OpSpec
 
-__all__ = ["LOWERINGS", "NOT_LOWERED", "lowers", "stable_argsort"]
+__all__ = ["LOWERINGS", "NOT_LOWERED", "every_expert", "lowers", "stable_argsort"]
 
 LOWERINGS: dict[str, Callable] = {}
 
@@ -420,10 +421,27 @@ def _every_expert_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return x @ weight.transpose(1, 2)
 
 
+_every_expert: list[bool] = []
+
+
+@contextmanager
+def every_expert() -> Iterator[None]:
+    """Within the block, ExpertFFN's and TopKExperts' lowerings always take their every-expert
+    formulation (no If): the dense graph that exporters without an expert-dispatch op write, which
+    the MoE benchmark times as a peer (benchmarks/moe.py)."""
+    _every_expert.append(True)
+    try:
+        yield
+    finally:
+        _every_expert.pop()
+
+
 def _choose(pairs, experts: int, gathered, dense, operands: tuple) -> torch.Tensor:
     """gathered(*operands) where the (token, expert) pairs are at most the experts (decoding: the
     gathered weights are then no more than the experts' own), dense(*operands) otherwise. Exported,
     the choice is an ONNX If on the dynamic token count; eager, a plain branch."""
+    if _every_expert:
+        return dense(*operands)
     if torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
         return torch.cond(pairs <= experts, gathered, dense, operands)
     return gathered(*operands) if pairs <= experts else dense(*operands)
