@@ -45,16 +45,30 @@ COSTS: dict[str, str] = {
         "(the MatMul's order), as between the kernels."
     ),
     "LSHCumulation": (
-        "Per hash function, a [B * capacity, D] table: a ScatterND-add of the keys' values at their codes, "
-        "then a Gather at the queries' codes, summed over the m functions in order (one ScatterND and one "
-        "Gather per function in the graph). Memory: one table of B * capacity * D floats at a time (the CPU "
-        "kernel keeps about 1 MiB of tables per worker and sweeps hash groups) plus [B, Nq, D] per function; "
-        "time: m scatters of Nk rows and m gathers of Nq rows, the kernel's work. Summation order is the "
-        "runtime's (within float32 rounding)."
+        "Per hash function, a [B, capacity, D] table of the keys' values summed by code: one MatMul of the keys' "
+        "one-hot [B, Nk, capacity] (transposed) with their values beside the values' +Inf and -Inf flags (NaN "
+        "counting as both; [B, Nk, 3D]), so that a 0 of the one-hot never multiplies an Inf, then a Gather at the "
+        "queries' codes; the m functions' rows are added in order. No scatter with a reduction (TensorRT for "
+        "RTX's ONNX parser takes none) and no difference of cumulative sums: each table entry is the plain "
+        "float32 sum of the reference's terms, within rounding at any length (4096 keys, 512 codes: 3e-7 of the "
+        "largest output measured). Memory per function: the one-hot, 4 * B * Nk * capacity bytes (8 MiB per "
+        "(batch, head) row at 4096 keys and YOSO's 512 codes), and the table, 12 * B * capacity * D bytes. "
+        "Time: 6 * B * Nk * capacity * D FLOPs per function where the kernel adds Nk rows of D, 3 * capacity "
+        "times its work (YOSO's 9-bit codes: 1536 times; its defaults in LSH mode, 12 heads of 64 and 64 hashes, "
+        "at 4096 tokens: about 620 GFLOPs a layer): "
+        "the custom op stays the choice wherever its library loads. Past 4096 codes (hash_code_len > 12) the "
+        "one-hot would outgrow everything else, and the tables are ScatterND-adds ([B * capacity, D], the "
+        "kernel's work), which TensorRT for RTX's parser refuses. A key's code outside [0, capacity) adds "
+        "nothing, a query's fails the Gather (the kernels refuse both)."
     ),
     "BucketSum": (
-        "Two ScatterND-adds into [G * num_buckets] tables: the kernel's work and memory (the outputs). "
-        "Summation order is the runtime's (within float32 rounding)."
+        "One MatMul of the rows' one-hot [G, N, num_buckets] (transposed) with the rows and their weights side by "
+        "side, beside their +Inf and -Inf flags (NaN counting as both; [G, N, 3 (D + 1)]), so that a 0 of the "
+        "one-hot never multiplies an Inf: no scatter with a reduction (TensorRT for RTX's ONNX parser takes "
+        "none), and each sum is the plain float32 sum of the reference's terms, within rounding at any length. "
+        "Memory: the one-hot, 4 * G * N * num_buckets bytes (num_buckets <= 4096, the spec's bound); time: "
+        "6 * G * N * num_buckets * (D + 1) FLOPs, 3 * num_buckets times the kernel's additions. A bucket id "
+        "outside [0, num_buckets) adds nothing (the kernel refuses it)."
     ),
     "SortedChunkAttention": (
         "The reference's chunked attention with N dynamic. Instead of a branch on N, N <= chunk_length is "
