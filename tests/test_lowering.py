@@ -41,7 +41,7 @@ from op_inputs import (
     sign_inputs,
 )
 
-from bucketrt.ops import reference
+from bucketrt.ops import lowering, reference
 from bucketrt.ops.catalogue import BY_NAME
 from bucketrt.ops.dispatch import call, standard_ops
 from bucketrt.ops.lowering import LOWERINGS, stable_argsort
@@ -124,6 +124,15 @@ def test_lowering_keeps_the_non_finite_rules(case, dtype):
     check(inputs, attrs, ours)
     for a, b in zip(ours, ref, strict=True):
         assert_nonfinite_close(a, b, NONFINITE_RTOL[dtype], op)
+
+
+def test_lsh_cumulation_past_the_one_hot_limit_scatters():
+    """Past ONE_HOT_BUCKETS codes LSHCumulation's sums are ScatterND-adds (a one-hot would outgrow the
+    tables), with the reference's numbers."""
+    capacity = lowering.ONE_HOT_BUCKETS * 2
+    inputs = lsh_inputs(np.random.default_rng(7), 2, 9, 11, 6, 3, capacity, masked=0.3)
+    (ours,), (ref,) = _both("LSHCumulation", inputs, dict(hashtable_capacity=capacity))
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=RTOL["float32"] * max(1.0, float(np.abs(ref).max())))
 
 
 @pytest.mark.parametrize("length,high", [(5000, 2**31 - 1), (5000, 7), (1, 3), (64, 1)])
@@ -273,12 +282,26 @@ def test_exported_graph_has_standard_ops_only_and_dynamic_dims(exported):
     assert not [n.op_type for n in model.graph.node if n.domain == DOMAIN]
     assert DOMAIN not in {o.domain for o in model.opset_import}
     assert "TopK" not in {n.op_type for n in model.graph.node}, "a sort that TensorRT's TopK limit would bound"
+    assert not reducing_scatters(model), "TensorRT for RTX's ONNX parser takes no scatter with a reduction"
     inputs = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
     for case in EXPORTED_CASES[exported[0]]:
         for name, tensor in zip(_input_names(case), BY_NAME[case[1]].inputs):
             for axis, sym in enumerate(tensor.dims):
                 if sym in DYNAMIC[case[1]]:
                     assert isinstance(inputs[name][axis], str), f"{name} dim {axis} ({sym}): {inputs[name]}"
+
+
+def reducing_scatters(model: onnx.ModelProto) -> list[str]:
+    """The graph's ScatterND and ScatterElements nodes with a reduction (subgraphs included)."""
+    found, graphs = [], [model.graph]
+    while graphs:
+        for node in graphs.pop().node:
+            reduction = next((a.s for a in node.attribute if a.name == "reduction"), b"none")
+            if node.op_type in ("ScatterND", "ScatterElements") and reduction != b"none":
+                found.append(f"{node.op_type} {node.name} reduction={reduction.decode()}")
+            graphs += [a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH]
+            graphs += [g for a in node.attribute for g in a.graphs]
+    return found
 
 
 def _feed_sets(cases):

@@ -24,17 +24,14 @@ from bucketrt.trt.engine import TENSORRT_RTX, installed
 if not installed(TENSORRT_RTX):
     pytest.skip("TensorRT for RTX is not installed: run `make trt-rtx-env`", allow_module_level=True)
 
-# Every family's standard-op export, tiny presets (LSG calls no bucketrt op: its default export is one).
+# Every family's standard-op export, tiny presets (LSG calls no bucketrt op: its default export is one;
+# with lsh sparsity it hashes and merges with ArgmaxHash and BucketSum).
 STANDARD = {
     "lsg": ("--model", "lsg-bert-tiny"),
-    "yoso": ("--model", "yoso-tiny", "--ops", "standard"),
+    "lsg-lsh": ("--model", "lsg-bert-tiny", "--ops", "standard", "--config-override", 'sparsity_type="lsh"'),
+    "yoso": ("--model", "yoso-tiny", "--ops", "standard"),  # LSH mode: SignHash, LSHCumulation
     "reformer": ("--model", "reformer-tiny", "--ops", "standard"),
     "switch": ("--model", "switch-tiny", "--ops", "standard"),  # encoder, decoder, decoder with past
-}
-# Lowerings TensorRT for RTX's parser does not take yet, with its words: strict, so that the test
-# says when they do.
-PARSER_REFUSES = {
-    "yoso": "LSHCumulation's lowering scatters with ScatterND reduction='add': the parser takes no ScatterND reduction",
 }
 
 
@@ -48,13 +45,7 @@ def build(*args, timeout=300):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "family",
-    [
-        pytest.param(f, marks=pytest.mark.xfail(reason=PARSER_REFUSES[f], strict=True)) if f in PARSER_REFUSES else f
-        for f in sorted(STANDARD)
-    ],
-)
+@pytest.mark.parametrize("family", sorted(STANDARD))
 def test_build_engines_of_standard_op_exports(cli_export, family):
     folder = cli_export(*STANDARD[family])
     result = build(folder, "--rtx")

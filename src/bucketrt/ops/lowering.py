@@ -29,6 +29,7 @@ from .catalogue import (
     BUCKET_SUM,
     EXPERT_FFN,
     LSH_CUMULATION,
+    MAX_NUM_BUCKETS,
     SIGN_HASH,
     SORTED_CHUNK_ATTENTION,
     TOP1_DISPATCH,
@@ -154,41 +155,73 @@ def argmax_hash(mask, vector, projection, bucket_sizes, *, num_hash: int) -> tor
     return torch.where(padding, stride, buckets).int()
 
 
+# Bucket sums as a one-hot MatMul (no reduction scatter: TensorRT for RTX's ONNX parser refuses
+# ScatterND and ScatterElements with a reduction) up to this many buckets, BucketSum's bound; past
+# it (LSHCumulation's hashtable_capacity reaches 2^30) the one-hot ([..., N, buckets] floats)
+# outgrows the tables, and the sums are ScatterND-adds.
+ONE_HOT_BUCKETS = MAX_NUM_BUCKETS
+
+
+def _bucket_sums(bucket: torch.Tensor, live: torch.Tensor, values: torch.Tensor, buckets: int) -> torch.Tensor:
+    """[..., N] bucket ids, [..., N] rows taking part, [..., N, D] values -> [..., buckets, D] per-bucket
+    sums, IEEE as index_add (a NaN makes its bucket NaN, +Inf and -Inf NaN, an Inf Inf): the one-hot's
+    transpose times the values beside their non-finite flags (_weighted_sum), so that a 0 of the
+    one-hot never multiplies an Inf. A row not taking part, or of a bucket outside [0, buckets),
+    adds nothing."""
+    ids = torch.arange(buckets, device=bucket.device)
+    onehot = ((bucket.long()[..., None] == ids) & live[..., None]).to(values.dtype)  # [..., N, buckets]
+    return _weighted_sum(onehot.transpose(-1, -2), values)
+
+
 @lowers(LSH_CUMULATION)
 @_float32
 def lsh_cumulation(
     query_mask, query_hash, key_mask, key_hash, value, *, hashtable_capacity: int, deterministic: int
 ) -> torch.Tensor:
-    """Per hash function, a ScatterND-add of the keys' values into a [B * capacity, D] table and a
-    Gather at the queries' codes (costs: lowering_costs.COSTS)."""
+    """Per hash function, a [B, capacity, D] table of the keys' values summed by code (a one-hot MatMul,
+    _bucket_sums; ScatterND-adds beyond ONE_HOT_BUCKETS) and a Gather at the queries' codes, summed
+    over the functions in order (costs: lowering_costs.COSTS)."""
     batch, num_query, num_hash = query_hash.shape
     dim = value.shape[-1]
     capacity = hashtable_capacity
-    offset = torch.arange(batch, device=value.device)[:, None, None] * capacity
-
-    def rows(codes, live):  # [B, N, m] codes -> [m, B*N] rows of the flat table (masked: row 0)
-        return (torch.where(live[..., None] != 0, codes, 0).long() + offset).permute(2, 0, 1).reshape(num_hash, -1)
-
-    query_rows, key_rows = rows(query_hash, query_mask), rows(key_hash, key_mask)
-    weighted = torch.where((key_mask != 0)[..., None], value, 0.0).reshape(-1, dim)
-    out = torch.zeros(batch * num_query, dim, dtype=value.dtype, device=value.device)
+    key_live = key_mask != 0
+    weighted = torch.where(key_live[..., None], value, 0.0)  # [B, Nk, D]
+    query_codes = torch.where(query_mask[..., None] != 0, query_hash, 0).long()  # [B, Nq, m]
+    if capacity > ONE_HOT_BUCKETS:
+        return _lsh_cumulation_scattered(query_mask, query_codes, key_live, key_hash, weighted, capacity)
+    out = torch.zeros(batch, num_query, dim, dtype=value.dtype, device=value.device)
     for h in range(num_hash):
-        table = torch.zeros(batch * capacity, dim, dtype=value.dtype, device=value.device)
-        out = out + table.index_add(0, key_rows[h], weighted)[query_rows[h]]
+        table = _bucket_sums(key_hash[:, :, h], key_live, weighted, capacity)  # [B, capacity, D]
+        out = out + table.gather(1, query_codes[:, :, h, None].expand(-1, -1, dim))
+    return torch.where((query_mask != 0)[..., None], out * (1.0 / num_hash), 0.0)
+
+
+def _lsh_cumulation_scattered(query_mask, query_codes, key_live, key_hash, weighted, capacity):
+    """LSHCumulation by ScatterND-adds into [B * capacity, D] tables, for capacities past
+    ONE_HOT_BUCKETS (TensorRT for RTX's parser refuses it)."""
+    batch, num_query, num_hash = query_codes.shape
+    dim = weighted.shape[-1]
+    offset = torch.arange(batch, device=weighted.device)[:, None, None] * capacity
+    query_rows = (query_codes + offset).permute(2, 0, 1).reshape(num_hash, -1)
+    key_codes = torch.where(key_live[..., None], key_hash, 0).long()
+    key_rows = (key_codes + offset).permute(2, 0, 1).reshape(num_hash, -1)
+    flat = weighted.reshape(-1, dim)
+    out = torch.zeros(batch * num_query, dim, dtype=weighted.dtype, device=weighted.device)
+    for h in range(num_hash):
+        table = torch.zeros(batch * capacity, dim, dtype=weighted.dtype, device=weighted.device)
+        out = out + table.index_add(0, key_rows[h], flat)[query_rows[h]]
     return torch.where((query_mask != 0)[..., None], out.view(batch, num_query, dim) * (1.0 / num_hash), 0.0)
 
 
 @lowers(BUCKET_SUM)
 @_float32
 def bucket_sum(bucket, weight, vector, *, num_buckets: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two ScatterND-adds into [G * num_buckets] tables (costs: lowering_costs.COSTS)."""
-    groups, _, dim = vector.shape
-    index = (bucket.long() + torch.arange(groups, device=bucket.device)[:, None] * num_buckets).reshape(-1)
-    sums = torch.zeros(groups * num_buckets, dim, dtype=vector.dtype, device=vector.device)
-    sums = sums.index_add(0, index, vector.reshape(-1, dim))
-    weights = torch.zeros(groups * num_buckets, dtype=weight.dtype, device=weight.device)
-    weights = weights.index_add(0, index, weight.reshape(-1))
-    return sums.view(groups, num_buckets, dim), weights.view(groups, num_buckets)
+    """The rows and their weights side by side, summed by bucket in one one-hot MatMul (_bucket_sums;
+    num_buckets <= MAX_NUM_BUCKETS = ONE_HOT_BUCKETS, the spec's bound). Costs: lowering_costs.COSTS."""
+    dim = vector.shape[-1]
+    rows = torch.cat([vector, weight[..., None].to(vector.dtype)], dim=-1)  # [G, N, D + 1]
+    both = _bucket_sums(bucket, torch.ones_like(bucket, dtype=torch.bool), rows, num_buckets)
+    return both[..., :dim], both[..., dim].to(weight.dtype)
 
 
 # The stable sort of SortedChunkAttention: LSD radix passes over 4-bit digits of the (>= 0, int32)
