@@ -32,6 +32,7 @@ STANDARD = {
     "yoso": ("--model", "yoso-tiny", "--ops", "standard"),  # LSH mode: SignHash, LSHCumulation
     "reformer": ("--model", "reformer-tiny", "--ops", "standard"),
     "switch": ("--model", "switch-tiny", "--ops", "standard"),  # encoder, decoder, decoder with past
+    "mixtral": ("--model", "mixtral-tiny", "--ops", "standard"),  # the moe family: one step with a cache
 }
 
 
@@ -69,6 +70,19 @@ def test_build_engines_of_standard_op_exports(cli_export, family):
                     assert (r["min"][axis], r["max"][axis]) == (1, limit or 512), (spec, r)
                 elif dim == "batch_size":
                     assert (r["min"][axis], r["max"][axis]) == (1, 8), (spec, r)
+        # A step with a cache: at every corner of the profile the mask spans the cached and new tokens
+        # (TensorRT evaluates the graph's shapes there), and the first step's empty cache is in range.
+        dims = {
+            (dim, selector): record["profile"][spec["name"]][selector][axis]
+            for spec in entry["inputs"]
+            for axis, dim in enumerate(spec["shape"])
+            for selector in ("min", "opt", "max")
+        }
+        if ("past_sequence_length", "min") in dims:
+            assert dims["past_sequence_length", "min"] == 0
+            for selector in ("min", "opt", "max"):
+                cached, new = dims["past_sequence_length", selector], dims["sequence_length", selector]
+                assert dims["total_sequence_length", selector] == cached + new, selector
 
 
 def test_given_shapes_make_the_profile(cli_export, tmp_path):

@@ -18,7 +18,7 @@ import dataclasses
 import numpy as np
 
 from bucketrt.errors import BucketrtError
-from bucketrt.export_format.tasks import BATCH, SEQUENCE, Task, task_table
+from bucketrt.export_format.tasks import BATCH, CACHED_SEQUENCE, SEQUENCE, TOTAL_SEQUENCE, Task, task_table
 
 from ...experts import patch_experts
 from ...family import EXAMPLE_BATCH, Component, Family, Patch, register
@@ -26,10 +26,8 @@ from ...presets import Preset
 from . import claims
 from .decoder import CausalLMStep, HeadOutputs, cache_shapes, past_names
 
-# The text-generation graph's dims beside batch_size and sequence_length (the new tokens):
-# the cached tokens, and the attention mask's length (cached + new).
-PAST = "past_sequence_length"
-TOTAL = "total_sequence_length"
+# The text-generation graph's dims beside batch_size and sequence_length (the new tokens).
+PAST, TOTAL = CACHED_SEQUENCE, TOTAL_SEQUENCE
 # Tracing sizes: distinct and above 1, so that every axis stays symbolic.
 _EXAMPLE = {BATCH: EXAMPLE_BATCH, SEQUENCE: 5, PAST: 7}
 GENERATION = "text-generation"

@@ -17,6 +17,9 @@ CHOICES = "num_choices"
 ENCODER_SEQUENCE = "encoder_sequence_length"
 DECODER_SEQUENCE = "decoder_sequence_length"
 PAST_SEQUENCE = "past_decoder_sequence_length"
+# A causal LM's step with a cache: the cached tokens, and the attention mask's length (cached + new).
+CACHED_SEQUENCE = "past_sequence_length"
+TOTAL_SEQUENCE = "total_sequence_length"
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,16 @@ from dataclasses import dataclass
 
 from bucketrt.errors import BucketrtError, ProfileError
 from bucketrt.export_format.manifest import max_sequence_length
-from bucketrt.export_format.tasks import BATCH, CHOICES, DECODER_SEQUENCE, ENCODER_SEQUENCE, PAST_SEQUENCE, SEQUENCE
+from bucketrt.export_format.tasks import (
+    BATCH,
+    CACHED_SEQUENCE,
+    CHOICES,
+    DECODER_SEQUENCE,
+    ENCODER_SEQUENCE,
+    PAST_SEQUENCE,
+    SEQUENCE,
+    TOTAL_SEQUENCE,
+)
 
 Shape = tuple[int, ...]
 SELECTORS = ("min", "opt", "max")
@@ -34,9 +43,15 @@ def default_dim_ranges(manifest: dict) -> dict[str, tuple[int, int, int]]:
     """(min, opt, max) of each dynamic dim, by its name (export_format.tasks): batch 1/1/8, choices
     1/2/4, token axes 1/min(128, limit)/limit, where the limit is the export's max_sequence_length
     (DEFAULT_MAX_SEQUENCE for models without one). A seq2seq decoder without past starts from one
-    token, so its opt is 1."""
+    token, so its opt is 1.
+
+    A causal LM's step with a cache takes new tokens, cached ones and a mask over both, and TensorRT
+    evaluates the graph's shapes at each corner of the profile, so the corners must add up: the
+    cache is empty at min and opt (a prompt: 1 and 128 new tokens, masks of 1 and 128) and full at
+    max (limit new after limit cached, a mask of 2 x limit: wider than any call the runtime makes)."""
     limit = max_sequence_length(manifest) or DEFAULT_MAX_SEQUENCE
-    tokens = (1, min(DEFAULT_OPT_SEQUENCE, limit), limit)
+    opt = min(DEFAULT_OPT_SEQUENCE, limit)
+    tokens = (1, opt, limit)
     return {
         BATCH: (1, 1, DEFAULT_MAX_BATCH),
         CHOICES: (1, 2, DEFAULT_MAX_CHOICES),
@@ -44,6 +59,8 @@ def default_dim_ranges(manifest: dict) -> dict[str, tuple[int, int, int]]:
         ENCODER_SEQUENCE: tokens,
         DECODER_SEQUENCE: (1, 1, limit),
         PAST_SEQUENCE: tokens,
+        CACHED_SEQUENCE: (0, 0, limit),
+        TOTAL_SEQUENCE: (1, opt, 2 * limit),
     }
 
 
