@@ -38,7 +38,7 @@ from .catalogue import (
 )
 from .lowering_costs import NOT_LOWERED
 from .reference import ACTIVATION_FUNCTIONS as _REFERENCE_ACTIVATIONS
-from .reference import MASKED_SCORE, SELF_SCORE, _flush, hadamard_transform
+from .reference import MASKED_SCORE, SELF_SCORE, _flush, gating_function, hadamard_transform
 from .schema import OpSpec
 
 __all__ = ["LOWERINGS", "NOT_LOWERED", "every_expert", "lowers", "stable_argsort"]
@@ -528,25 +528,6 @@ def expert_ffn(hidden, order, counts, gate, wi, wo, *, activation: str) -> torch
     return out.reshape(batch, length, dim).to(dtype)
 
 
-def _gating(gating: str, act, limit: float):
-    """reference.gating_function with its clamps as comparisons (NaN kept, as torch.clamp)."""
-    if gating == "none":
-        return act
-
-    def gated(h: torch.Tensor) -> torch.Tensor:
-        gate, up = h.chunk(2, dim=-1)
-        if gating == "glu":
-            return act(gate) * up
-        up = _clamp(up, -limit, limit)
-        if gating == "glu_clamped":
-            return act(_clamp(gate, hi=limit)) * up
-        if gating == "glu_clamped_after":
-            return _clamp(act(gate), hi=limit) * up
-        return act(_clamp(gate, hi=limit)) * (up + 1)  # glu_clamped_offset
-
-    return gated
-
-
 @lowers(TOPK_EXPERTS)
 def topk_experts(
     hidden, expert_index, expert_weight, gate_up, gate_up_bias, down, down_bias, *, activation: str, gating: str, limit
@@ -566,7 +547,7 @@ def topk_experts(
     index = expert_index.to(torch.int64)
     live = index < experts  # the spec's E: no expert
     index = _clamp_index(index, experts)  # [T, K]
-    ffn = _gating(gating, _activation(activation), limit)
+    ffn = gating_function(gating, _activation(activation), limit, clamp=_clamp)
 
     def gathered(x, index, gate_up, gate_up_bias, down, down_bias):
         flat = index.reshape(-1)  # [T*K]

@@ -508,8 +508,14 @@ def sorted_chunk_attention(query, key, value, mask, buckets, **attrs) -> torch.T
     return torch.where(weights == 0, 0.0, out_unsorted * weights).sum(dim=2)
 
 
-def gating_function(gating: str, act, limit: float):
-    """TopKExperts' gating functions (catalogue.EXPERT_GATINGS), h [..., G] -> [..., F]."""
+def _torch_clamp(x: torch.Tensor, lo: float | None = None, hi: float | None = None) -> torch.Tensor:
+    return x.clamp(lo, hi)
+
+
+def gating_function(gating: str, act, limit: float, clamp=_torch_clamp):
+    """TopKExperts' gating functions (catalogue.EXPERT_GATINGS), h [..., G] -> [..., F]. `clamp(x,
+    lo, hi)` is torch.clamp's semantics (NaN kept); the standard-op lowering passes its own, written
+    as comparisons, because ONNX's Clip does not say what it does with NaN."""
     if gating == "none":
         return act
 
@@ -517,12 +523,12 @@ def gating_function(gating: str, act, limit: float):
         gate, up = h.chunk(2, dim=-1)
         if gating == "glu":
             return act(gate) * up
-        up = up.clamp(-limit, limit)
+        up = clamp(up, -limit, limit)
         if gating == "glu_clamped":
-            return act(gate.clamp(max=limit)) * up
+            return act(clamp(gate, hi=limit)) * up
         if gating == "glu_clamped_after":
-            return act(gate).clamp(max=limit) * up
-        return act(gate.clamp(max=limit)) * (up + 1)  # glu_clamped_offset
+            return clamp(act(gate), hi=limit) * up
+        return act(clamp(gate, hi=limit)) * (up + 1)  # glu_clamped_offset
 
     return gated
 
