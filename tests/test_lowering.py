@@ -7,8 +7,8 @@
   `dispatch.call` under `standard_ops()`), traced by torch.onnx with every dynamic dim dynamic, then
   run in an ONNX Runtime session with no bucketrt library registered, at several sizes per dim
   (padded one-chunk attention included) and on the non-finite cases whose static dims fit;
-* whole models: `export(..., ops="standard")` of yoso-tiny (LSH), reformer-tiny and lsg-bert-tiny
-  gives the outputs of their `--ops bucketrt` export.
+* whole models: `bucketrt export --ops standard` of yoso-tiny (LSH), reformer-tiny and lsg-bert-tiny
+  with lsh sparsity, run without the library, gives the outputs of the rebuilt PyTorch model.
 """
 
 from __future__ import annotations
@@ -347,18 +347,22 @@ def _compare(case, feed_id, inputs, ours, ref, dtype):
 
 # -- whole models: --ops standard --------------------------------------------------------------
 
-# (preset, config overrides): every family whose ops all have lowerings.
-MODELS = [("yoso-tiny", ["use_expectation=false"]), ("reformer-tiny", []), ("lsg-bert-tiny", [])]
+# Every family whose ops all have lowerings, as `bucketrt export` arguments: the same exports as
+# tests/test_without_library.py's and tests/test_trt_rtx.py's, so a test run makes each once (cli_export).
+# LSG with lsh sparsity hashes and merges with ArgmaxHash and BucketSum.
+MODELS = {
+    "yoso": ("--model", "yoso-tiny", "--ops", "standard"),  # LSH mode: SignHash, LSHCumulation
+    "reformer": ("--model", "reformer-tiny", "--ops", "standard"),
+    "lsg-lsh": ("--model", "lsg-bert-tiny", "--ops", "standard", "--config-override", 'sparsity_type="lsh"'),
+}
 
 
-@pytest.fixture(scope="module", params=MODELS, ids=[m[0] for m in MODELS])
-def standard_export(request, tmp_path_factory):
-    from bucketrt.exporter import export
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def standard_export(request, cli_export):
+    from bucketrt.export_format.manifest import read_manifest
 
-    preset, overrides = request.param
-    out = tmp_path_factory.mktemp(preset)
-    manifest = export(preset, out, config_overrides=overrides, ops="standard")
-    return out, manifest
+    out = cli_export(*MODELS[request.param])
+    return out, read_manifest(out)
 
 
 def test_standard_export_runs_without_the_library_as_its_reference(standard_export):
