@@ -34,11 +34,10 @@ from .catalogue import (
     SORTED_CHUNK_ATTENTION,
     TOP1_DISPATCH,
     TOPK_EXPERTS,
-    hadamard_parts,
 )
 from .lowering_costs import NOT_LOWERED
 from .reference import ACTIVATION_FUNCTIONS as _REFERENCE_ACTIVATIONS
-from .reference import MASKED_SCORE, SELF_SCORE, _flush, gating_function, hadamard_transform
+from .reference import MASKED_SCORE, SELF_SCORE, _flush, gating_function, hadamard_projections
 from .schema import OpSpec
 
 __all__ = ["LOWERINGS", "NOT_LOWERED", "every_expert", "lowers", "stable_argsort"]
@@ -98,15 +97,7 @@ def sign_hash(mask, vector, projection, *, num_hash: int, hash_code_len: int, tr
     x = vector.float().reshape(-1, groups, length, dim)  # row r uses projection[r mod G]
     projection = projection.float()
     if transform == "hadamard":
-        parts = hadamard_parts(dim, num_hash, code_len)
-        diag = projection.reshape(groups, 3, parts, 1, dim)
-        y = x[:, :, None] * diag[:, 0]  # [B/G, G, P, N, D]
-        y = hadamard_transform(y) * diag[:, 1]
-        y = hadamard_transform(y) * diag[:, 2]
-        y = hadamard_transform(y)
-        per_part = dim // code_len
-        y = y[..., : per_part * code_len].reshape(*y.shape[:-1], per_part, code_len)
-        y = y.permute(0, 1, 3, 2, 4, 5).reshape(batch, length, parts * per_part, code_len)[:, :, :num_hash]
+        y = hadamard_projections(x, projection, num_hash, code_len)
     else:
         y = _projections(x, projection[None]).reshape(batch, length, num_hash, code_len)
     return torch.where(mask[..., None] != 0, _codes(y > 0), 0)

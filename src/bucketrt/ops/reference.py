@@ -122,6 +122,23 @@ def projections(x: torch.Tensor, projection: torch.Tensor) -> torch.Tensor:
     return torch.where(nonfinite, float("nan"), y)
 
 
+def hadamard_projections(x: torch.Tensor, projection: torch.Tensor, num_hash: int, code_len: int) -> torch.Tensor:
+    """SignHash's hadamard projections of x [B/G, G, N, D] (row r uses projection[r mod G], whose
+    [3*P, D] are three random diagonals per part): [B, N, num_hash, code_len]. Traceable as it is, so
+    the standard-op lowering computes them here too."""
+    groups, length, dim = x.shape[1:]
+    parts = hadamard_parts(dim, num_hash, code_len)
+    diag = projection.reshape(groups, 3, parts, 1, dim)
+    y = x[:, :, None] * diag[:, 0]  # [B/G, G, P, N, D]
+    y = hadamard_transform(y) * diag[:, 1]
+    y = hadamard_transform(y) * diag[:, 2]
+    y = hadamard_transform(y)
+    per_part = dim // code_len
+    y = y[..., : per_part * code_len].reshape(*y.shape[:-1], per_part, code_len)  # [B/G, G, P, N, per_part, L]
+    y = y.permute(0, 1, 3, 2, 4, 5).reshape(-1, length, parts * per_part, code_len)
+    return y[:, :, :num_hash]
+
+
 def sign_projections(mask, vector, projection, **attrs) -> torch.Tensor:
     """SignHash before the signs: [B, N, num_hash, hash_code_len], bit i of hash h is [y[..., h, i] > 0].
 
@@ -149,15 +166,7 @@ def sign_projections(mask, vector, projection, **attrs) -> torch.Tensor:
                 f"SignHash: input 'projection' must be [G, 3*P, D] = [{groups}, {3 * parts}, {dim}] "
                 f"for transform='hadamard', got {list(projection.shape)}"
             )
-        diag = projection.reshape(groups, 3, parts, 1, dim)
-        y = x[:, :, None] * diag[:, 0]  # [B/G, G, P, N, D]
-        y = hadamard_transform(y) * diag[:, 1]
-        y = hadamard_transform(y) * diag[:, 2]
-        y = hadamard_transform(y)
-        per_part = dim // code_len
-        y = y[..., : per_part * code_len].reshape(*y.shape[:-1], per_part, code_len)  # [B/G, G, P, N, per_part, L]
-        y = y.permute(0, 1, 3, 2, 4, 5).reshape(batch, length, parts * per_part, code_len)
-        return y[:, :, :num_hash]
+        return hadamard_projections(x, projection, num_hash, code_len)
     if tuple(projection.shape[1:]) != (dim, num_hash * code_len):
         raise ValueError(
             f"SignHash: input 'projection' must be [G, D, num_hash*hash_code_len] = "
