@@ -105,22 +105,23 @@ void BUCKETRT_ACTIVATE_FN(Activation act, float* data, int64_t rows, int64_t col
   Apply(act, h.array());
 }
 
-// dst = x w^T, x [rows, k] and w [n, k] row-major: Eigen's GEMM, or one GEMV per row for a few
-// rows (a decoding step's experts), where the GEMM's packing of w costs more than it saves (on
-// this CPU, 2 to 6 rows ran 1.2 to 2x faster as GEMVs, the weights read from memory once and then
-// from the cache).
+// dst = x w^T, x [rows, k] and w [n, k] row-major (nn.Linear's layout). With AVX-512: one GEMV-like
+// dot product per (row, weight row) for a few rows (a decoding step's experts: DotProduct, the
+// weights streamed from memory once), and for more the panel GEMM (PanelProduct), which broadcasts
+// each weight from where it lies against packed rows of x. Without AVX-512: Eigen's GEMM, or one
+// GEMV per row for a few rows, where the GEMM's packing of w costs more than it saves (on an
+// AVX2 CPU, 2 to 6 rows ran 1.2 to 2x faster as GEMVs).
 //
-// With AVX-512, up to kDotRows rows (decoding, and prefills of up to a few hundred tokens over 8
-// experts) go through DotProduct below instead: Eigen's GEMM packs each task's weight slice first
-// (transposed, as its row-major product is computed as w x^T), a pass over weights that come from
-// memory once per task, and at 32 rows per expert (a prefill of 128 tokens, 8 experts top-2) that
-// pass took as long as the GEMM's kernel (perf: gemm_pack_lhs and ptranspose 28% of the samples,
-// gebp 30%). DotProduct reads the weights where they lie, once per task, while it computes.
+// Why not Eigen's GEMM with AVX-512: its row-major product is computed as w x^T, so each task packs
+// its weight slice first (transposed), a pass over weights that come from memory once per task;
+// at 32 rows per expert (a prefill of 128 tokens, 8 experts top-2) that pass took as long as the
+// GEMM's kernel (perf: gemm_pack_lhs and ptranspose 28% of the samples, gebp 30%). The panel GEMM
+// packs x instead (a few hundred rows, from the cache) and reads each weight once per depth chunk.
 namespace {
 constexpr int64_t kGemvRows = 6;
 
 #if defined(__AVX512F__)
-constexpr int64_t kDotRows = 64;
+constexpr int64_t kDotRows = kPanelFromRows - 1;
 constexpr int kDotRowBlock = 6;     // x rows per block: 6 x 4 accumulators, 4 weight rows and one x
 constexpr int kDotWeightBlock = 4;  // row in registers (29 of 32)
 
@@ -182,22 +183,151 @@ void DotProduct(const float* x, int64_t rows, int64_t ldx, const float* w, int64
     }
   }
 }
+
+// The panel GEMM. x's rows are packed per depth chunk of kPanelDepth, transposed, in panels of 32
+// rows (16 for the last when 16 or fewer remain, zeros past the last row): panel[k][j] =
+// x[r0 + j][k0 + k]. Its kernel holds a tile of MR weight rows x one panel in 2 x MR registers of
+// sixteen rows each and, per k, broadcasts each weight row's k-th value (read where it lies: the
+// first panel brings the MR x kPanelDepth weights into L1, the other panels find them there)
+// against the panel's k-th row. The first panel also prefetches the next tile's weights into L2:
+// at 32 rows per expert each weight is used by one panel only, and the hardware's prefetchers
+// alone, over 14 short streams, left the kernel waiting on memory. The tile's sums live in `ct`
+// [n_len, rows16] (the product transposed) between depth chunks, and are written to c once at
+// the end. Each element is one fused multiply-add per k, in order from k = 0: the order depends on
+// k_len alone, not on the rows, the tiles or the chunks, so the result does not depend on the
+// thread count.
+constexpr int kPanelWeightRows = 14;  // MR: 28 accumulators, two panel vectors (30 of 32 registers)
+
+template <int MR, int NB>
+void PanelTile(const float* w, int64_t ldw, const float* panel, int64_t k_len, float* ct, int64_t ldct, bool first,
+               const float* prefetch) {
+  __m512 acc[MR][NB];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 2
+    for (int j = 0; j < NB; ++j) acc[i][j] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(ct + i * ldct + j * 16);
+  }
+  auto step = [&](int64_t k) {
+    __m512 xv[NB];
+#pragma GCC unroll 2
+    for (int j = 0; j < NB; ++j) xv[j] = _mm512_loadu_ps(panel + k * NB * 16 + j * 16);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const __m512 wv = _mm512_set1_ps(w[i * ldw + k]);
+#pragma GCC unroll 2
+      for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_fmadd_ps(wv, xv[j], acc[i][j]);
+    }
+  };
+  int64_t k = 0;
+  if (prefetch != nullptr) {
+    for (; k + 16 <= k_len; k += 16) {  // a cache line of each of the next tile's rows per 16 k
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) _mm_prefetch(reinterpret_cast<const char*>(prefetch + i * ldw + k), _MM_HINT_T1);
+#pragma GCC unroll 2
+      for (int64_t kk = k; kk < k + 16; ++kk) step(kk);
+    }
+  }
+  for (; k < k_len; ++k) step(k);
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 2
+    for (int j = 0; j < NB; ++j) _mm512_storeu_ps(ct + i * ldct + j * 16, acc[i][j]);
+  }
+}
+
+using PanelTileFn = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, bool, const float*);
+template <int... MR>
+constexpr std::array<std::array<PanelTileFn, 2>, sizeof...(MR)> PanelTable(std::integer_sequence<int, MR...>) {
+  return {std::array<PanelTileFn, 2>{PanelTile<MR + 1, 1>, PanelTile<MR + 1, 2>}...};
+}
+constexpr auto kPanelTiles = PanelTable(std::make_integer_sequence<int, kPanelWeightRows>());
+
+// One product of the panel GEMM: w [n_len, k_len] (row stride ldw) into ct [n_len, rows16].
+struct PanelTarget {
+  const float* w;
+  int64_t n_len, ldw;
+  float* c;  // [rows, n_len], row stride ldc
+  int64_t ldc;
+};
+
+// c = x w^T for each target (one or two: a gate and an up projection share x's packing), x [rows,
+// k_len] (row stride ldx); rows <= kExpertRowBlock, every n_len <= the task's slice. scratch:
+// PanelScratchFloats(the widest n_len) floats.
+void PanelProducts(const float* x, int64_t rows, int64_t ldx, int64_t k_len, const PanelTarget* targets, int count,
+                   float* scratch) {
+  const int64_t rows16 = (rows + 15) / 16 * 16;
+  float* packed = scratch;  // one depth chunk: rows16 x kPanelDepth
+  float* ct[2] = {scratch + kExpertRowBlock * kPanelDepth, nullptr};
+  if (count > 1) ct[1] = ct[0] + targets[0].n_len * rows16;
+  for (int64_t k0 = 0; k0 < k_len; k0 += kPanelDepth) {
+    const int64_t depth = std::min<int64_t>(kPanelDepth, k_len - k0);
+    for (int64_t r0 = 0; r0 < rows16; r0 += 32) {
+      const int64_t width = std::min<int64_t>(32, rows16 - r0);
+      float* panel = packed + r0 * depth;
+      for (int64_t j = 0; j < width; ++j) {
+        const int64_t r = r0 + j;
+        if (r < rows) {
+          const float* src = x + r * ldx + k0;
+          for (int64_t k = 0; k < depth; ++k) panel[k * width + j] = src[k];
+        } else {
+          for (int64_t k = 0; k < depth; ++k) panel[k * width + j] = 0.0f;
+        }
+      }
+    }
+    for (int t = 0; t < count; ++t) {
+      const PanelTarget& target = targets[t];
+      for (int64_t n0 = 0; n0 < target.n_len; n0 += kPanelWeightRows) {
+        const int64_t mr = std::min<int64_t>(kPanelWeightRows, target.n_len - n0);
+        const float* w = target.w + n0 * target.ldw + k0;
+        const float* next = n0 + kPanelWeightRows < target.n_len ? w + kPanelWeightRows * target.ldw : nullptr;
+        for (int64_t r0 = 0; r0 < rows16; r0 += 32) {
+          const int64_t nb = std::min<int64_t>(32, rows16 - r0) / 16;
+          kPanelTiles[static_cast<size_t>(mr - 1)][static_cast<size_t>(nb - 1)](
+              w, target.ldw, packed + r0 * depth, depth, ct[t] + n0 * rows16 + r0, rows16, k0 == 0,
+              nullptr);
+        }
+      }
+    }
+  }
+  for (int t = 0; t < count; ++t) {
+    const PanelTarget& target = targets[t];
+    for (int64_t r = 0; r < rows; ++r) {
+      float* c = target.c + r * target.ldc;
+      for (int64_t n = 0; n < target.n_len; ++n) c[n] = ct[t][n * rows16 + r];
+    }
+  }
+}
 #endif
 
+// dst = x w^T, and dst2 = x w2^T where dst2 is given (a gate and an up projection of the same rows).
 template <class Dst, class X, class W>
-void Product(Dst&& dst, const X& x, const W& w) {
+void Products(Dst& dst, const X& x, const W& w, float* panel_scratch, Dst* dst2 = nullptr, const W* w2 = nullptr) {
 #if defined(__AVX512F__)
-  if (x.rows() <= kDotRows) {
-    DotProduct(x.data(), x.rows(), x.outerStride(), w.data(), w.rows(), w.outerStride(), x.cols(), dst.data(),
-               dst.outerStride());
+  if (x.rows() >= kPanelFromRows) {
+    const PanelTarget targets[2] = {{w.data(), w.rows(), w.outerStride(), dst.data(), dst.outerStride()},
+                                    {dst2 ? w2->data() : nullptr, dst2 ? w2->rows() : 0, dst2 ? w2->outerStride() : 0,
+                                     dst2 ? dst2->data() : nullptr, dst2 ? dst2->outerStride() : 0}};
+    PanelProducts(x.data(), x.rows(), x.outerStride(), x.cols(), targets, dst2 ? 2 : 1, panel_scratch);
     return;
   }
-#endif
-  if (x.rows() <= kGemvRows) {
-    for (Eigen::Index r = 0; r < x.rows(); ++r) dst.row(r).noalias() = x.row(r) * w.transpose();
-  } else {
-    dst.noalias() = x * w.transpose();
+  DotProduct(x.data(), x.rows(), x.outerStride(), w.data(), w.rows(), w.outerStride(), x.cols(), dst.data(),
+             dst.outerStride());
+  if (dst2) {
+    DotProduct(x.data(), x.rows(), x.outerStride(), w2->data(), w2->rows(), w2->outerStride(), x.cols(), dst2->data(),
+               dst2->outerStride());
   }
+#else
+  (void)panel_scratch;
+  auto one = [&](Dst& d, const W& m) {
+    if (x.rows() <= kGemvRows) {
+      for (Eigen::Index r = 0; r < x.rows(); ++r) d.row(r).noalias() = x.row(r) * m.transpose();
+    } else {
+      d.noalias() = x * m.transpose();
+    }
+  };
+  one(dst, w);
+  if (dst2) one(*dst2, *w2);
+#endif
 }
 }  // namespace
 
@@ -205,21 +335,24 @@ void Product(Dst&& dst, const X& x, const W& w) {
 static_assert(spec::kNumGatings == 5, "catalogue.py's EXPERT_GATINGS changed: give every gating a case");
 void BUCKETRT_TOPK_FIRST_FN(const float* x, int64_t rows, int64_t dim, const float* w_gate, const float* b_gate,
                             const float* w_up, const float* b_up, int64_t width, Activation act, Gating gating,
-                            float limit, float* a, int64_t lda, float* scratch) {
+                            float limit, float* a, int64_t lda, float* scratch, float* panel) {
   using Stride = Eigen::OuterStride<>;
   using RowVector = Eigen::Matrix<float, 1, Eigen::Dynamic>;
   Eigen::Map<const RowMatrix> xm(x, rows, dim);
   Eigen::Map<RowMatrix, 0, Stride> g(a, rows, width, Stride(lda));
   // nn.Linear layout [out, in]: h = x w^T + b, the product rounded, then the bias added (torch's
   // matmul and add).
-  Product(g, xm, Eigen::Map<const RowMatrix>(w_gate, width, dim));
-  g.rowwise() += Eigen::Map<const RowVector>(b_gate, width);
+  const Eigen::Map<const RowMatrix> wg(w_gate, width, dim);
   if (gating == Gating::kNone) {
+    Products(g, xm, wg, panel);
+    g.rowwise() += Eigen::Map<const RowVector>(b_gate, width);
     Apply(act, g.array());
     return;
   }
-  Eigen::Map<RowMatrix> u(scratch, rows, width);
-  Product(u, xm, Eigen::Map<const RowMatrix>(w_up, width, dim));
+  Eigen::Map<RowMatrix, 0, Stride> u(scratch, rows, width, Stride(width));
+  const Eigen::Map<const RowMatrix> wu(w_up, width, dim);
+  Products(g, xm, wg, panel, &u, &wu);
+  g.rowwise() += Eigen::Map<const RowVector>(b_gate, width);
   u.rowwise() += Eigen::Map<const RowVector>(b_up, width);
   // torch.clamp(up, -L, L): max, then min, a NaN staying NaN.
   auto clamped = [&] { return Min(Max(u.array(), -limit), limit); };
@@ -252,10 +385,11 @@ void BUCKETRT_TOPK_FIRST_FN(const float* x, int64_t rows, int64_t dim, const flo
 
 // TopKExperts' second projection on one slice of D, with its bias.
 void BUCKETRT_TOPK_SECOND_FN(const float* a, int64_t rows, int64_t ff, int64_t lda, const float* w, const float* b,
-                             int64_t width, float* y, int64_t ldy) {
+                             int64_t width, float* y, int64_t ldy, float* panel) {
   using Stride = Eigen::OuterStride<>;
   Eigen::Map<RowMatrix, 0, Stride> ym(y, rows, width, Stride(ldy));
-  Product(ym, Eigen::Map<const RowMatrix, 0, Stride>(a, rows, ff, Stride(lda)), Eigen::Map<const RowMatrix>(w, width, ff));
+  const Eigen::Map<const RowMatrix> wm(w, width, ff);
+  Products(ym, Eigen::Map<const RowMatrix, 0, Stride>(a, rows, ff, Stride(lda)), wm, panel);
   ym.rowwise() += Eigen::Map<const Eigen::Matrix<float, 1, Eigen::Dynamic>>(b, width);
 }
 

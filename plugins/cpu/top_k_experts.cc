@@ -25,7 +25,7 @@ constexpr int64_t kRowBlock = kExpertRowBlock;
 // rows per expert about 15% faster than 128).
 constexpr int64_t kNarrowSlice = 128;
 constexpr int64_t kWideSlice = 512;
-constexpr int64_t kWideFromRows = 64;
+constexpr int64_t kWideFromRows = kPanelFromRows;
 // Floats of a block's buffers (gathered rows / outputs and activations, 128 MiB): tokens beyond are
 // the next block's, which reads the experts' weights again.
 constexpr int64_t kBlockFloats = int64_t{1} << 25;
@@ -77,7 +77,8 @@ void FirstWorker(void* data, size_t worker) {
   const TopKExpertsPlan& plan = *job.plan;
   const TopKExpertsConfig& config = *job.config;
   const bool gated = config.gating != Gating::kNone;
-  float* slot = job.slots + worker * plan.worker_floats;
+  float* panel = job.slots + worker * plan.worker_floats;
+  float* slot = panel + plan.panel_floats;
   const int64_t n = static_cast<int64_t>(job.tasks->size());
   for (int64_t i = job.next.fetch_add(1); i < n; i = job.next.fetch_add(1)) {
     const Task& t = (*job.tasks)[static_cast<size_t>(i)];
@@ -93,7 +94,7 @@ void FirstWorker(void* data, size_t worker) {
       b_up = Floats(job.bias, plan.half_weights, bias + s.ff + t.col0, t.cols, &spare);
     }
     job.tiles.first(job.rows + t.start * s.dim, t.rows, s.dim, w_gate, b_gate, w_up, b_up, t.cols, config.act,
-                    config.gating, config.limit, job.act + t.start * s.ff + t.col0, s.ff, up_scratch);
+                    config.gating, config.limit, job.act + t.start * s.ff + t.col0, s.ff, up_scratch, panel);
   }
 }
 
@@ -101,16 +102,17 @@ void SecondWorker(void* data, size_t worker) {
   Job& job = *static_cast<Job*>(data);
   const TopKExpertsShape& s = *job.shape;
   const TopKExpertsPlan& plan = *job.plan;
+  float* panel = job.slots + worker * plan.worker_floats;
   float* spare = nullptr;
   const int64_t n = static_cast<int64_t>(job.tasks->size());
   for (int64_t i = job.next.fetch_add(1); i < n; i = job.next.fetch_add(1)) {
     const Task& t = (*job.tasks)[static_cast<size_t>(i)];
-    spare = job.slots + worker * plan.worker_floats;
+    spare = panel + plan.panel_floats;
     const float* w = Floats(job.weights, plan.half_weights, t.expert * s.dim * s.ff + t.col0 * s.ff, t.cols * s.ff,
                             &spare);
     const float* b = Floats(job.bias, plan.half_weights, t.expert * s.dim + t.col0, t.cols, &spare);
     job.tiles.second(job.act + t.start * s.ff, t.rows, s.ff, s.ff, w, b, t.cols, job.rows + t.start * s.dim + t.col0,
-                     s.dim);
+                     s.dim, panel);
   }
 }
 
@@ -420,7 +422,8 @@ std::string PlanTopKExperts(const TopKExpertsShape& s, int64_t max_workers, bool
     first += 2 * plan.ff_slice * (s.dim + 1);
     second = plan.dim_slice * (s.ff + 1);
   }
-  plan.worker_floats = static_cast<size_t>(std::max(first, second));
+  plan.panel_floats = static_cast<size_t>(PanelScratchFloats(std::max(plan.ff_slice, plan.dim_slice)));
+  plan.worker_floats = plan.panel_floats + static_cast<size_t>(std::max(first, second));
   plan.workers = std::max<int64_t>(1, max_workers);
   // The whole scratch, in bytes (a block is at least one token's rows).
   int64_t block = 0, slots = 0, total = 0;

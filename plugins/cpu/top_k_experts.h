@@ -80,7 +80,8 @@ struct TopKExpertsPlan {
   int64_t dim_slice = 0;     // the most columns of D a second-projection task takes
   int64_t workers = 1;       // scratch slots (who pulls the tasks; no effect on the result)
   bool half_weights = false;
-  size_t worker_floats = 0;  // per slot
+  size_t worker_floats = 0;  // per slot: the panel GEMM's scratch, then the rest
+  size_t panel_floats = 0;   // the panel GEMM's, at the slot's start
   int64_t dim = 0, ff = 0, picks = 0;
   // Per block: the gathered rows / outputs y [block_tokens * K, D] and the activations [.., F];
   // then the worker slots.
@@ -151,12 +152,19 @@ void CombinePicks(const ExpertGroups& groups, const float* weight, const float* 
 #define BUCKETRT_TOPK_FIRST_ARGS                                                                              \
   const float *x, int64_t rows, int64_t dim, const float *w_gate, const float *b_gate, const float *w_up,    \
       const float *b_up, int64_t width, Activation act, Gating gating, float limit, float *a, int64_t lda, \
-      float *scratch
+      float *scratch, float *panel
 // Second projection: y[r, c] = a[r] . w[c] + b[c] for c < width, a [rows, ff] (row stride lda),
-// w [width, ff] (row stride ff), y row stride ldy.
+// w [width, ff] (row stride ff), y row stride ldy. Both: panel, PanelScratchFloats(width) floats.
 #define BUCKETRT_TOPK_SECOND_ARGS                                                                               \
   const float *a, int64_t rows, int64_t ff, int64_t lda, const float *w, const float *b, int64_t width, float *y, \
-      int64_t ldy
+      int64_t ldy, float *panel
+// The AVX-512 tiles' panel GEMM (expert_ffn_tile.cc) from this many rows of one task (fewer: one
+// dot product per row and weight row, which streams the weights at memory speed), its depth chunk,
+// and its scratch for a task of at most kExpertRowBlock rows and `columns` outputs: the product
+// transposed (a gate and an up projection: two), then one depth chunk of the rows, packed.
+constexpr int64_t kPanelFromRows = 8;
+constexpr int64_t kPanelDepth = 512;
+constexpr int64_t PanelScratchFloats(int64_t columns) { return (2 * columns + kPanelDepth) * kExpertRowBlock; }
 using TopKFirstFn = void (*)(BUCKETRT_TOPK_FIRST_ARGS);
 using TopKSecondFn = void (*)(BUCKETRT_TOPK_SECOND_ARGS);
 void TopKFirstGeneric(BUCKETRT_TOPK_FIRST_ARGS);
