@@ -41,12 +41,13 @@ def _widest(flags: set[str]) -> dict[str, str]:
     avx2, fma = "avx2" in flags, "fma" in flags
     avx512 = "avx512f" in flags
     vnni = avx512 and {"avx512bw", "avx512_vnni"} <= flags
+    amx = vnni and {"amx_tile", "amx_int8"} <= flags
     tile = "avx512" if fma and avx512 else "avx2" if fma and avx2 else "generic"
     return {
         "hash_attention": "avx2" if avx2 else "generic",
         "expert_ffn_tile": tile,
         "expert_activation": tile,
-        "int8_gemm": "avx512vnni" if vnni else "avx2" if avx2 else "generic",
+        "int8_gemm": "amx" if amx else "avx512vnni" if vnni else "avx2" if avx2 else "generic",
         "int8_quantize": "avx512" if avx512 else "avx2" if avx2 else "generic",
     }
 
@@ -65,6 +66,12 @@ def test_avx2_cap_takes_no_avx512():
     variants = _variants_in_child("avx2")
     assert variants == _widest(flags - {"avx512f", "avx512bw", "avx512_vnni"})
     assert not any("avx512" in v for v in variants.values())
+
+
+def test_avx512_cap_takes_no_amx():
+    flags = _cpu_flags()
+    variants = _variants_in_child("avx512")
+    assert variants == _widest(flags - {"amx_tile", "amx_int8"})
 
 
 def test_generic_cap_takes_the_baseline_everywhere():

@@ -76,10 +76,11 @@ def test_close_to_the_float_experts():
     assert np.linalg.norm(q - f) / np.linalg.norm(f) < 0.03
 
 
-@pytest.mark.parametrize("cap", ["avx2", "generic"])
+@pytest.mark.parametrize("cap", ["avx512", "avx2", "generic"])
 def test_capped_simd_paths_are_bit_identical(cap):
-    # BUCKETRT_SIMD is read once per process: a capped run is a child's. D and F off the 8-, 16- and
-    # 64-element steps (the quantizers' and GEMMs' tails), F sliced, rows past one task's.
+    # BUCKETRT_SIMD is read once per process: a capped run is a child's ("avx512": VNNI where this
+    # process takes AMX). D and F off the 8-, 16- and 64-element steps (the quantizers' and GEMMs'
+    # tails, AMX's edge tiles), F sliced, rows past one task's.
     inputs = topk_experts_int8_inputs(np.random.default_rng(5), 300, 2, 77, 131, 3, "glu_clamped", 0.1)
     attrs = topk_attrs("glu_clamped", "relu")
     best = check(inputs, attrs)

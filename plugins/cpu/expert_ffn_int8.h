@@ -63,6 +63,21 @@ void Int8GemmAvx512Vnni(BUCKETRT_INT8_GEMM_ARGS);  // vpdpbusd
 // The widest the CPU runs within BUCKETRT_SIMD's cap, and its name, as benchmarks print it.
 Int8GemmFn PickInt8Gemm(const char** name = nullptr);
 
+// The AMX form of the same GEMM (Sapphire Rapids and later: tiles of 16 weight rows x 64 k times
+// 16 rows x 64 k, 16 x 16 int32 sums per instruction): x's rows are packed once per task (the
+// tiles' layout, four k per 32-bit lane, padded with zeros to 16 rows and 64 k), then each weight
+// row is read where it lies. The packing appends a row of ones, whose sums are the weights' row
+// sums (colsum). Exact int32 sums like the others, so bit-identical to them.
+// Whether the CPU has AMX-INT8, BUCKETRT_SIMD allows it and the kernel granted this process the
+// tiles' state (arch_prctl), looked at once.
+bool Int8AmxUsable();
+// Bytes of the packed form of `rows` rows of k_len codes (with the row of ones).
+int64_t Int8AmxPackedBytes(int64_t rows, int64_t k_len);
+void PackInt8RowsAmx(const uint8_t* x, int64_t rows, int64_t k_len, uint8_t* packed);
+// acc[r * ldc + n] = sum_k x[r][k] w[n][k] for r < rows, n < cols, and colsum[n] = sum_k w[n][k].
+void Int8GemmAmx(const uint8_t* packed, int64_t rows, const int8_t* w, int64_t cols, int64_t k_len, int32_t* acc,
+                 int64_t ldc, int32_t* colsum);
+
 // One row's activation quantization (reference.quantize_rows): k_len floats into uint8 codes, the
 // row's scale and zero point; a row with a NaN or Inf gets codes 0, scale NaN, zero point 0.
 #define BUCKETRT_QUANTIZE_ROW_ARGS const float *x, int64_t k_len, uint8_t *q, float *scale, int32_t *zero_point

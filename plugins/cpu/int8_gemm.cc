@@ -9,6 +9,7 @@
 //    but saturates its int16 pair sums (255 * 127 * 2 > 32767), which would break exactness.
 //  * AVX-512 VNNI: vpdpbusd, 64 uint8 x int8 products per instruction summed by fours into int32,
 //    exact.
+//  * AMX-INT8: tdpbsud, 16 x 16 x 64 int8 x uint8 products per instruction, exact (below).
 // Every path computes the same integers, and the quantizers the same float32 operations (IEEE
 // division, round to nearest even) in the same order per element, so the result does not depend
 // on the CPU.
@@ -21,6 +22,11 @@
 
 #include <cmath>
 #include <limits>
+
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -350,12 +356,178 @@ __attribute__((target("avx512f"))) void QuantizeRowAvx512(BUCKETRT_QUANTIZE_ROW_
   *zero_point = static_cast<int32_t>(zp);
 }
 
+
+// ---- AMX -----------------------------------------------------------------------------------------
+// Tiles 0-3 hold the sums (C: 16 weight rows x 16 rows of x, int32), 4-5 the weights (A: 16 weight
+// rows x 64 k, int8, loaded where they lie, row stride k_len) and 6-7 the packed rows (B: 16 lines
+// of four k for each of 16 rows, uint8). tdpbsud multiplies signed A by unsigned B: the weights
+// times the codes, C = W x^T (the caller's acc transposed, written out per tile).
+#define BUCKETRT_AMX_TARGET __attribute__((target("amx-tile,amx-int8,avx512f")))
+
+namespace {
+
+constexpr int64_t kAmxTileRows = 16;
+constexpr int64_t kAmxTileK = 64;
+
+int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+struct alignas(64) AmxTileConfig {
+  uint8_t palette = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// C(i, j) += A(i) B(j) for the NA weight tiles and NB row tiles of one step, tiles numbered as above.
+template <int NA, int NB>
+BUCKETRT_AMX_TARGET inline void AmxProducts() {
+  _tile_dpbsud(0, 4, 6);
+  if constexpr (NB > 1) _tile_dpbsud(1, 4, 7);
+  if constexpr (NA > 1) _tile_dpbsud(2, 5, 6);
+  if constexpr (NA > 1 && NB > 1) _tile_dpbsud(3, 5, 7);
+}
+
+// One block of NA x 16 weight rows (from n0) by NB x 16 packed rows (from group g0), over every k.
+template <int NA, int NB>
+BUCKETRT_AMX_TARGET void AmxBlock(const uint8_t* packed, int64_t group_bytes, int64_t g0, const int8_t* w, int64_t cols,
+                                  int64_t n0, int64_t k_len, int32_t (*sums)[kAmxTileRows * kAmxTileRows]) {
+  alignas(64) int8_t edge[2][kAmxTileRows * kAmxTileK];
+  const int64_t k_pad = RoundUp(k_len, kAmxTileK);
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  for (int64_t k0 = 0; k0 < k_pad; k0 += kAmxTileK) {
+    for (int i = 0; i < NA; ++i) {
+      const int64_t first = n0 + i * kAmxTileRows;
+      const int8_t* src = w + first * k_len + k0;
+      int64_t stride = k_len;
+      if (first + kAmxTileRows > cols || k0 + kAmxTileK > k_len) {
+        // An edge (the last weight rows, the last k): a zero-padded copy, never a read past w.
+        const int64_t n_rows = std::min(kAmxTileRows, cols - first), k_cols = std::min(kAmxTileK, k_len - k0);
+        std::memset(edge[i], 0, sizeof edge[i]);
+        for (int64_t r = 0; r < n_rows; ++r) std::memcpy(edge[i] + r * kAmxTileK, src + r * k_len, static_cast<size_t>(k_cols));
+        src = edge[i];
+        stride = kAmxTileK;
+      }
+      if (i == 0) {
+        _tile_loadd(4, src, stride);
+      } else {
+        _tile_loadd(5, src, stride);
+      }
+    }
+    const uint8_t* b = packed + g0 * group_bytes + k0 * kAmxTileRows;
+    _tile_loadd(6, b, kAmxTileK);
+    if constexpr (NB > 1) _tile_loadd(7, b + group_bytes, kAmxTileK);
+    AmxProducts<NA, NB>();
+  }
+  _tile_stored(0, sums[0], kAmxTileK);
+  if constexpr (NB > 1) _tile_stored(1, sums[1], kAmxTileK);
+  if constexpr (NA > 1) _tile_stored(2, sums[2], kAmxTileK);
+  if constexpr (NA > 1 && NB > 1) _tile_stored(3, sums[3], kAmxTileK);
+}
+
+}  // namespace
+
+bool Int8AmxUsable() {
+  static const bool usable = [] {
+#if defined(__linux__)
+    if (!SimdAllowsAmx()) return false;
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("amx-tile") || !__builtin_cpu_supports("amx-int8")) return false;
+    // Linux grants the tiles' 8 KiB of state per process on request (ARCH_REQ_XCOMP_PERM for
+    // XFEATURE_XTILEDATA); without it the first tile instruction faults.
+    constexpr long kReqXcompPerm = 0x1023, kXtileData = 18;
+    return syscall(SYS_arch_prctl, kReqXcompPerm, kXtileData) == 0;
+#else
+    return false;
+#endif
+  }();
+  return usable;
+}
+
+int64_t Int8AmxPackedBytes(int64_t rows, int64_t k_len) {
+  return RoundUp(rows + 1, kAmxTileRows) * RoundUp(k_len, kAmxTileK);
+}
+
+// Group g (rows 16g to 16g + 15; row `rows` is the row of ones, later ones zeros) is k_pad / 4 lines
+// of 64 bytes; line l holds, for each of the group's 16 rows, its codes 4l to 4l + 3.
+void PackInt8RowsAmx(const uint8_t* x, int64_t rows, int64_t k_len, uint8_t* packed) {
+  const int64_t k_pad = RoundUp(k_len, kAmxTileK), total = RoundUp(rows + 1, kAmxTileRows);
+  const int64_t group_bytes = k_pad * kAmxTileRows;
+  std::memset(packed, 0, static_cast<size_t>(total * k_pad));
+  for (int64_t r = 0; r <= rows; ++r) {
+    uint8_t* dst = packed + (r / kAmxTileRows) * group_bytes + (r % kAmxTileRows) * 4;
+    if (r == rows) {
+      for (int64_t k = 0; k < k_len; ++k) dst[(k / 4) * kAmxTileK + k % 4] = 1;
+      continue;
+    }
+    const uint8_t* src = x + r * k_len;
+    int64_t k = 0;
+    for (; k + 4 <= k_len; k += 4) std::memcpy(dst + k * kAmxTileRows, src + k, 4);
+    for (; k < k_len; ++k) dst[(k / 4) * kAmxTileK + k % 4] = src[k];
+  }
+}
+
+BUCKETRT_AMX_TARGET void Int8GemmAmx(const uint8_t* packed, int64_t rows, const int8_t* w, int64_t cols,
+                                     int64_t k_len, int32_t* acc, int64_t ldc, int32_t* colsum) {
+  AmxTileConfig config;
+  for (int t = 0; t < 8; ++t) {
+    config.colsb[t] = kAmxTileK;
+    config.rows[t] = kAmxTileRows;
+  }
+  _tile_loadconfig(&config);
+  const int64_t groups = RoundUp(rows + 1, kAmxTileRows) / kAmxTileRows;
+  const int64_t group_bytes = RoundUp(k_len, kAmxTileK) * kAmxTileRows;
+  alignas(64) int32_t sums[4][kAmxTileRows * kAmxTileRows];
+  for (int64_t n0 = 0; n0 < cols; n0 += 2 * kAmxTileRows) {
+    const bool two_a = n0 + kAmxTileRows < cols;
+    for (int64_t g0 = 0; g0 < groups; g0 += 2) {
+      const bool two_b = g0 + 1 < groups;
+      if (two_a && two_b) {
+        AmxBlock<2, 2>(packed, group_bytes, g0, w, cols, n0, k_len, sums);
+      } else if (two_a) {
+        AmxBlock<2, 1>(packed, group_bytes, g0, w, cols, n0, k_len, sums);
+      } else if (two_b) {
+        AmxBlock<1, 2>(packed, group_bytes, g0, w, cols, n0, k_len, sums);
+      } else {
+        AmxBlock<1, 1>(packed, group_bytes, g0, w, cols, n0, k_len, sums);
+      }
+      // Tile 2i + j: weight rows n0 + 16i.., packed rows 16 (g0 + j)..; element [n][r].
+      for (int i = 0; i < (two_a ? 2 : 1); ++i) {
+        for (int j = 0; j < (two_b ? 2 : 1); ++j) {
+          const int32_t* tile = sums[2 * i + j];
+          for (int64_t nn = 0; nn < kAmxTileRows; ++nn) {
+            const int64_t n = n0 + i * kAmxTileRows + nn;
+            if (n >= cols) break;
+            for (int64_t rr = 0; rr < kAmxTileRows; ++rr) {
+              const int64_t r = (g0 + j) * kAmxTileRows + rr;
+              if (r < rows) {
+                acc[r * ldc + n] = tile[nn * kAmxTileRows + rr];
+              } else {
+                if (r == rows) colsum[n] = tile[nn * kAmxTileRows + rr];
+                break;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  _tile_release();
+}
+
 #else  // not x86-64 GCC/Clang: the generic loops serve every name
 
 void Int8GemmAvx2(BUCKETRT_INT8_GEMM_ARGS) { Int8GemmGeneric(x, rows, w, cols, k_len, acc, ldc); }
 void Int8GemmAvx512Vnni(BUCKETRT_INT8_GEMM_ARGS) { Int8GemmGeneric(x, rows, w, cols, k_len, acc, ldc); }
 void QuantizeRowAvx2(BUCKETRT_QUANTIZE_ROW_ARGS) { QuantizeRowGeneric(x, k_len, q, scale, zero_point); }
 void QuantizeRowAvx512(BUCKETRT_QUANTIZE_ROW_ARGS) { QuantizeRowGeneric(x, k_len, q, scale, zero_point); }
+bool Int8AmxUsable() { return false; }
+int64_t Int8AmxPackedBytes(int64_t, int64_t) { return 0; }
+void PackInt8RowsAmx(const uint8_t*, int64_t, int64_t, uint8_t*) {}
+void Int8GemmAmx(const uint8_t*, int64_t, const int8_t*, int64_t, int64_t, int32_t*, int64_t, int32_t*) {}
 
 #endif
 

@@ -8,11 +8,12 @@ namespace bucketrt::cpu {
 
 // BUCKETRT_SIMD caps the instruction sets the kernels pick from (a switch for testing and comparing
 // the variants on one CPU): "generic" forces the baseline code, "avx2" allows AVX2 but no AVX-512
-// (so a CPU with AVX-512 VNNI also runs, and its tests check, the AVX2 variants); unset or anything
-// else, the widest the CPU has. Read at the first kernel call after the library is loaded; changing
+// (so a CPU with AVX-512 VNNI also runs, and its tests check, the AVX2 variants), "avx512" allows
+// AVX-512 but not AMX (the int8 GEMM's VNNI code on a CPU with AMX); unset or anything else, the
+// widest the CPU has. Read at the first kernel call after the library is loaded; changing
 // it later has no effect until the library is unloaded (ONNX Runtime does so with the last session
 // that registered it) and loaded again.
-enum class SimdCap { kGeneric, kAvx2, kWidest };
+enum class SimdCap { kGeneric, kAvx2, kAvx512, kWidest };
 
 inline SimdCap SimdCapFromEnv() {
   static const SimdCap cap = [] {
@@ -20,6 +21,7 @@ inline SimdCap SimdCapFromEnv() {
     if (choice == nullptr) return SimdCap::kWidest;
     if (std::strcmp(choice, "generic") == 0) return SimdCap::kGeneric;
     if (std::strcmp(choice, "avx2") == 0) return SimdCap::kAvx2;
+    if (std::strcmp(choice, "avx512") == 0) return SimdCap::kAvx512;
     return SimdCap::kWidest;
   }();
   return cap;
@@ -27,7 +29,9 @@ inline SimdCap SimdCapFromEnv() {
 
 inline bool SimdForcedGeneric() { return SimdCapFromEnv() == SimdCap::kGeneric; }
 // Whether AVX-512 variants may be picked (where the CPU has them).
-inline bool SimdAllowsAvx512() { return SimdCapFromEnv() == SimdCap::kWidest; }
+inline bool SimdAllowsAvx512() { return SimdCapFromEnv() >= SimdCap::kAvx512; }
+// Whether AMX may be used (where the CPU and the kernel allow it).
+inline bool SimdAllowsAmx() { return SimdCapFromEnv() == SimdCap::kWidest; }
 
 // What a per-instruction-set picker chose (looked at once per process): the function and its name,
 // as BucketrtCpuVariants() reports it.

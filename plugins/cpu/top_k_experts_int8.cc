@@ -23,6 +23,12 @@ constexpr int64_t kSerialElements = int64_t{1} << 15;
 // the rows' GEMM read the same 32 weight rows one after the other, the second time from the cache
 // (at D = 4096, 128 KiB). A multiple of the GEMMs' column blocks (4 for VNNI, 2 for AVX2).
 constexpr int64_t kWeightRowsPerCall = 32;
+// Rows of a task from which the AMX GEMM takes it (where the CPU has AMX): below, most of its tiles'
+// 16 rows would be padding, and a decoding step's few rows stream the weights at memory speed
+// through VNNI alike.
+constexpr int64_t kAmxFromRows = 16;
+
+bool UsesAmx(int64_t rows) { return rows >= kAmxFromRows && Int8AmxUsable(); }
 
 size_t Align(size_t bytes) { return (bytes + 63) / 64 * 64; }
 
@@ -70,6 +76,7 @@ struct Worker {
   int32_t* acc;     // [kExpertRowBlock, widest slice]
   int32_t* colsum;  // [widest slice]
   float* up;        // [kExpertRowBlock, ff slice]
+  uint8_t* packed;  // the task's rows in the AMX GEMM's layout (where it runs)
 };
 
 // One projection's tasks.
@@ -101,22 +108,31 @@ Worker WorkerSlot(const LayerJob& job, size_t worker) {
   w.colsum = reinterpret_cast<int32_t*>(base);
   base += Align(sizeof(int32_t) * static_cast<size_t>(widest));
   w.up = reinterpret_cast<float*>(base);
+  base += Align(sizeof(float) * static_cast<size_t>(kExpertRowBlock * plan.ff_slice));
+  w.packed = base;
   return w;
 }
 
 // dst[r * ld + c] = float(sum_k (q_r - zp_r) w[n0 + c]) * (s_r * scale[n0 + c]) + bias[n0 + c] for the
 // task's rows r and columns c < cols of weight rows n0.. (one expert's): L of the reference, then
-// the bias, each one float32 operation.
-void ProjectSlice(const LayerJob& job, const Worker& slot, const ExpertTask& t, int64_t n0, float* dst, int64_t ld) {
+// the bias, each one float32 operation. `pack`: the task's rows are not in slot.packed yet (the up
+// half of a first projection reuses the gate half's).
+void ProjectSlice(const LayerJob& job, const Worker& slot, const ExpertTask& t, int64_t n0, float* dst, int64_t ld,
+                  bool pack = true) {
   static const Int8GemmFn gemm = PickInt8Gemm();  // the CPU and BUCKETRT_SIMD, looked at once
   const int64_t k_len = job.k_len, cols = t.cols;
   const int8_t* w = job.w + (t.expert * job.n_len + n0) * k_len;
   const uint8_t* x = job.in.q + t.start * k_len;
-  for (int64_t c = 0; c < cols; c += kWeightRowsPerCall) {
-    const int64_t n = std::min(kWeightRowsPerCall, cols - c);
-    // sum_k (q - zp) w = sum_k q w - zp sum_k w: the weights' row sums, as the GEMM of a row of ones.
-    gemm(job.ones, 1, w + c * k_len, n, k_len, slot.colsum + c, n);
-    gemm(x, t.rows, w + c * k_len, n, k_len, slot.acc + c, cols);
+  // sum_k (q - zp) w = sum_k q w - zp sum_k w: the weights' row sums, as the GEMM of a row of ones.
+  if (UsesAmx(t.rows)) {
+    if (pack) PackInt8RowsAmx(x, t.rows, k_len, slot.packed);  // with the row of ones
+    Int8GemmAmx(slot.packed, t.rows, w, cols, k_len, slot.acc, cols, slot.colsum);
+  } else {
+    for (int64_t c = 0; c < cols; c += kWeightRowsPerCall) {
+      const int64_t n = std::min(kWeightRowsPerCall, cols - c);
+      gemm(job.ones, 1, w + c * k_len, n, k_len, slot.colsum + c, n);
+      gemm(x, t.rows, w + c * k_len, n, k_len, slot.acc + c, cols);
+    }
   }
   const float* scale = job.scale + t.expert * job.n_len + n0;
   const float* bias = job.bias + t.expert * job.n_len + n0;
@@ -156,7 +172,7 @@ void FirstWorker(void* data, size_t worker) {
       activate(config.act, g, t.rows, t.cols, job.ld_out);
       continue;
     }
-    ProjectSlice(job, slot, t, s.ff + t.col0, slot.up, t.cols);
+    ProjectSlice(job, slot, t, s.ff + t.col0, slot.up, t.cols, /*pack=*/false);
     auto each = [&](auto fn) {
       for (int64_t r = 0; r < t.rows; ++r) {
         float* gr = g + r * job.ld_out;
@@ -271,8 +287,10 @@ std::string PlanTopKExpertsInt8(const TopKExpertsInt8Shape& s, int64_t max_worke
   plan.block_bytes = Align(static_cast<size_t>(std::max(s.dim, s.ff))) + Align(pairs * D) + Align(pairs * F) +
                      Align(pairs * F * sizeof(float)) + Align(pairs * D * sizeof(float)) +
                      4 * Align(pairs * sizeof(float));
+  // With AMX, a task's rows packed (at most kExpertRowBlock of D or F codes, and the row of ones).
+  const int64_t packed = Int8AmxUsable() ? Int8AmxPackedBytes(kExpertRowBlock, std::max(s.dim, s.ff)) : 0;
   plan.worker_bytes = Align(static_cast<size_t>(acc)) + Align(sizeof(int32_t) * static_cast<size_t>(widest)) +
-                      Align(static_cast<size_t>(up));
+                      Align(static_cast<size_t>(up)) + Align(static_cast<size_t>(packed));
   plan.workers = std::max<int64_t>(1, max_workers);
   if (!CheckedMul(static_cast<int64_t>(plan.worker_bytes), plan.workers, &slots) ||
       !CheckedAdd(static_cast<int64_t>(plan.block_bytes), slots, &total) || !CheckedAdd(total, 64, &total)) {

@@ -187,6 +187,7 @@ BUCKETRT_EXPORT const char* BucketrtCpuVariants() {
     cpu::PickExpertTile(&tile);
     cpu::PickExpertActivate(&activate);
     cpu::PickInt8Gemm(&gemm);
+    if (cpu::Int8AmxUsable()) gemm = "amx";  // tasks of 16 rows or more; fewer through the VNNI code
     cpu::PickQuantizeRow(&quantize);
     return std::string("hash_attention=") + (cpu::UseAvx2() ? "avx2" : "generic") + ";expert_ffn_tile=" + tile +
            ";expert_activation=" + activate + ";int8_gemm=" + gemm + ";int8_quantize=" + quantize;
