@@ -121,7 +121,6 @@ namespace {
 constexpr int64_t kGemvRows = 6;
 
 #if defined(__AVX512F__)
-constexpr int64_t kDotRows = kPanelFromRows - 1;
 constexpr int kDotRowBlock = 6;     // x rows per block: 6 x 4 accumulators, 4 weight rows and one x
 constexpr int kDotWeightBlock = 4;  // row in registers (29 of 32)
 
@@ -257,20 +256,25 @@ void PanelProducts(const float* x, int64_t rows, int64_t ldx, int64_t k_len, con
                    float* scratch) {
   const int64_t rows16 = (rows + 15) / 16 * 16;
   float* packed = scratch;  // one depth chunk: rows16 x kPanelDepth
+  // Element offsets of sixteen rows of x (the caller's strides fit int32: a task's rows are at most
+  // kExpertRowBlock of an input's row length).
+  const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i row_offsets = _mm512_mullo_epi32(_mm512_set1_epi32(static_cast<int32_t>(ldx)), lanes);
   float* ct[2] = {scratch + kExpertRowBlock * kPanelDepth, nullptr};
   if (count > 1) ct[1] = ct[0] + targets[0].n_len * rows16;
   for (int64_t k0 = 0; k0 < k_len; k0 += kPanelDepth) {
     const int64_t depth = std::min<int64_t>(kPanelDepth, k_len - k0);
+    // Sixteen rows' k-th values per gather (zeros past the last row).
     for (int64_t r0 = 0; r0 < rows16; r0 += 32) {
       const int64_t width = std::min<int64_t>(32, rows16 - r0);
       float* panel = packed + r0 * depth;
-      for (int64_t j = 0; j < width; ++j) {
-        const int64_t r = r0 + j;
-        if (r < rows) {
-          const float* src = x + r * ldx + k0;
-          for (int64_t k = 0; k < depth; ++k) panel[k * width + j] = src[k];
-        } else {
-          for (int64_t k = 0; k < depth; ++k) panel[k * width + j] = 0.0f;
+      for (int64_t h = 0; h < width; h += 16) {
+        const int64_t live = std::clamp<int64_t>(rows - (r0 + h), 0, 16);
+        const __mmask16 mask = static_cast<__mmask16>((1u << live) - 1);
+        const float* src = x + (r0 + h) * ldx + k0;
+        for (int64_t k = 0; k < depth; ++k) {
+          _mm512_storeu_ps(panel + k * width + h,
+                           _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, row_offsets, src + k, 4));
         }
       }
     }
@@ -289,11 +293,17 @@ void PanelProducts(const float* x, int64_t rows, int64_t ldx, int64_t k_len, con
       }
     }
   }
+  // c = ct^T, sixteen columns of a row per gather.
+  const __m512i ct_offsets = _mm512_mullo_epi32(_mm512_set1_epi32(static_cast<int32_t>(rows16)), lanes);
   for (int t = 0; t < count; ++t) {
     const PanelTarget& target = targets[t];
     for (int64_t r = 0; r < rows; ++r) {
       float* c = target.c + r * target.ldc;
-      for (int64_t n = 0; n < target.n_len; ++n) c[n] = ct[t][n * rows16 + r];
+      for (int64_t n = 0; n < target.n_len; n += 16) {
+        const __mmask16 mask = static_cast<__mmask16>((1u << std::min<int64_t>(16, target.n_len - n)) - 1);
+        _mm512_mask_storeu_ps(c + n, mask,
+                              _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, ct_offsets, ct[t] + n * rows16 + r, 4));
+      }
     }
   }
 }

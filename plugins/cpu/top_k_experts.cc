@@ -20,9 +20,9 @@ namespace {
 
 constexpr int64_t kRowBlock = kExpertRowBlock;
 // Columns per task, about. Few rows (decoding): narrow slices, so that the workers share the
-// experts' weights, which the GEMVs stream at memory speed. Many rows: wide ones, since each slice
-// packs its rows for the GEMM again (on this CPU, 512 columns ran Mixtral's first projection at 1024
-// rows per expert about 15% faster than 128).
+// experts' weights, which the dot products stream at memory speed. From the panel GEMM's rows on:
+// wide ones, since each task packs its rows again (at 32 rows per expert and 128 columns the packing
+// was a quarter of a task's time).
 constexpr int64_t kNarrowSlice = 128;
 constexpr int64_t kWideSlice = 512;
 constexpr int64_t kWideFromRows = kPanelFromRows;

@@ -7,10 +7,11 @@
 //      expert, left out), each expert's rows in (token, pick) order, and each token's hidden row
 //      gathered into that order;
 //   2. tasks (one expert, a block of at most 256 of its rows, one slice of F: about 128 columns
-//      for a block of few rows, as in decoding, where the GEMVs stream the weights and the workers
-//      share them; 512 for many): the first projection's gate and up rows of the slice through the
-//      SIMD GEMM tile (cpu/expert_ffn_tile.cc, one copy per instruction set, Eigen), their biases,
-//      the gating and ExpertFFN's activation code, into a [rows, F] buffer;
+//      for a block of fewer than kPanelFromRows rows, as in decoding, where the dot products stream
+//      the weights and the workers share them; 512 for more): the first projection's gate and up
+//      rows of the slice through the SIMD tiles (cpu/expert_ffn_tile.cc, one copy per instruction
+//      set: with AVX-512 dot products for a few rows and the panel GEMM for more, Eigen's GEMM
+//      otherwise), their biases, the gating and ExpertFFN's activation code, into a [rows, F] buffer;
 //   3. tasks (one expert, rows, one slice of D): the second projection and its bias, into each
 //      pair's row y (the gathered rows' buffer, reused);
 //   4. per token, out = sum over its live picks j = 0, 1, ... in order of weight * y_j (from 0).
