@@ -720,6 +720,9 @@ def main(argv=None) -> int:
     parser.add_argument("--moe-batches", default="1,4", help="moe part: batch sizes")
     parser.add_argument("--moe-new", type=int, default=128, help="moe part: tokens decoded per run")
     parser.add_argument("--moe-timeout", type=float, default=1800, help="moe part: seconds a peer may take")
+    parser.add_argument(
+        "--moe-rounds", type=int, default=1, help="moe part: rounds over the peers; each figure is its best round"
+    )
     parser.add_argument("--moe-out", default=str(OUT / "moe"), help="moe part: sources and exports (cached)")
     parser.add_argument(
         "--int8-torch-max",

@@ -188,9 +188,8 @@ void DotProduct(const float* x, int64_t rows, int64_t ldx, const float* w, int64
 // x[r0 + j][k0 + k]. Its kernel holds a tile of MR weight rows x one panel in 2 x MR registers of
 // sixteen rows each and, per k, broadcasts each weight row's k-th value (read where it lies: the
 // first panel brings the MR x kPanelDepth weights into L1, the other panels find them there)
-// against the panel's k-th row. The first panel also prefetches the next tile's weights into L2:
-// at 32 rows per expert each weight is used by one panel only, and the hardware's prefetchers
-// alone, over 14 short streams, left the kernel waiting on memory. The tile's sums live in `ct`
+// against the panel's k-th row. (A software prefetch of the next tile's weights measured no
+// better: the hardware's prefetchers keep up.) The tile's sums live in `ct`
 // [n_len, rows16] (the product transposed) between depth chunks, and are written to c once at
 // the end. Each element is one fused multiply-add per k, in order from k = 0: the order depends on
 // k_len alone, not on the rows, the tiles or the chunks, so the result does not depend on the
@@ -198,15 +197,14 @@ void DotProduct(const float* x, int64_t rows, int64_t ldx, const float* w, int64
 constexpr int kPanelWeightRows = 14;  // MR: 28 accumulators, two panel vectors (30 of 32 registers)
 
 template <int MR, int NB>
-void PanelTile(const float* w, int64_t ldw, const float* panel, int64_t k_len, float* ct, int64_t ldct, bool first,
-               const float* prefetch) {
+void PanelTile(const float* w, int64_t ldw, const float* panel, int64_t k_len, float* ct, int64_t ldct, bool first) {
   __m512 acc[MR][NB];
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) {
 #pragma GCC unroll 2
     for (int j = 0; j < NB; ++j) acc[i][j] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(ct + i * ldct + j * 16);
   }
-  auto step = [&](int64_t k) {
+  for (int64_t k = 0; k < k_len; ++k) {
     __m512 xv[NB];
 #pragma GCC unroll 2
     for (int j = 0; j < NB; ++j) xv[j] = _mm512_loadu_ps(panel + k * NB * 16 + j * 16);
@@ -216,17 +214,7 @@ void PanelTile(const float* w, int64_t ldw, const float* panel, int64_t k_len, f
 #pragma GCC unroll 2
       for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_fmadd_ps(wv, xv[j], acc[i][j]);
     }
-  };
-  int64_t k = 0;
-  if (prefetch != nullptr) {
-    for (; k + 16 <= k_len; k += 16) {  // a cache line of each of the next tile's rows per 16 k
-#pragma GCC unroll 16
-      for (int i = 0; i < MR; ++i) _mm_prefetch(reinterpret_cast<const char*>(prefetch + i * ldw + k), _MM_HINT_T1);
-#pragma GCC unroll 2
-      for (int64_t kk = k; kk < k + 16; ++kk) step(kk);
-    }
   }
-  for (; k < k_len; ++k) step(k);
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) {
 #pragma GCC unroll 2
@@ -234,7 +222,7 @@ void PanelTile(const float* w, int64_t ldw, const float* panel, int64_t k_len, f
   }
 }
 
-using PanelTileFn = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, bool, const float*);
+using PanelTileFn = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, bool);
 template <int... MR>
 constexpr std::array<std::array<PanelTileFn, 2>, sizeof...(MR)> PanelTable(std::integer_sequence<int, MR...>) {
   return {std::array<PanelTileFn, 2>{PanelTile<MR + 1, 1>, PanelTile<MR + 1, 2>}...};
@@ -283,12 +271,10 @@ void PanelProducts(const float* x, int64_t rows, int64_t ldx, int64_t k_len, con
       for (int64_t n0 = 0; n0 < target.n_len; n0 += kPanelWeightRows) {
         const int64_t mr = std::min<int64_t>(kPanelWeightRows, target.n_len - n0);
         const float* w = target.w + n0 * target.ldw + k0;
-        const float* next = n0 + kPanelWeightRows < target.n_len ? w + kPanelWeightRows * target.ldw : nullptr;
         for (int64_t r0 = 0; r0 < rows16; r0 += 32) {
           const int64_t nb = std::min<int64_t>(32, rows16 - r0) / 16;
           kPanelTiles[static_cast<size_t>(mr - 1)][static_cast<size_t>(nb - 1)](
-              w, target.ldw, packed + r0 * depth, depth, ct[t] + n0 * rows16 + r0, rows16, k0 == 0,
-              nullptr);
+              w, target.ldw, packed + r0 * depth, depth, ct[t] + n0 * rows16 + r0, rows16, k0 == 0);
         }
       }
     }
