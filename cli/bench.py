@@ -130,7 +130,7 @@ def bench_command(output_dir, lengths, batch_size, threads, repeat, budget, plot
             f"ORT time x{last.ort.median_s / first.ort.median_s:.2f}, PyTorch time x{last.torch.median_s / first.torch.median_s:.2f}"
         )
     if plot_path is not None:
-        precision = "int8" if "quantization" in manifest else manifest.get("dtype", "fp32")
+        precision = _precision(manifest)
         series = {
             "PyTorch eager fp32": [(r.sequence_length, r.torch.ms) for r in rows],
             f"ONNX Runtime {precision}": [(r.sequence_length, r.ort.ms) for r in rows],
@@ -138,6 +138,12 @@ def bench_command(output_dir, lengths, batch_size, threads, repeat, budget, plot
         title = f"{manifest['source']} {manifest['task']} ({manifest['mode']}), batch {batch_size}"
         plot_scaling(series, plot_path, title)
         out.print(f"Plot: {plot_path}")
+
+
+def _precision(manifest: dict) -> str:
+    """What the export computes in, as the tables and plots name it: int8 for a `bucketrt quantize`
+    copy, else its dtype."""
+    return "int8" if "quantization" in manifest else manifest.get("dtype", "fp32")
 
 
 def _is_cached_generation(manifest: dict) -> bool:
@@ -148,7 +154,7 @@ def _is_cached_generation(manifest: dict) -> bool:
 def _bench_generation(out, output_dir, manifest, lengths, batch_size, threads, repeat, budget, new_tokens, plot_path):
     from bucketrt.benchmarking import bench_generation, cpu_isa, describe_isa, plot_generation
 
-    precision = "int8" if "quantization" in manifest else manifest.get("dtype", "fp32")
+    precision = _precision(manifest)
     table = Table(
         title=f"{manifest['model_type']} {manifest['task']} in ONNX Runtime ({precision}), batch {batch_size}, "
         f"{new_tokens} new tokens"
