@@ -96,14 +96,15 @@ def _worker_torch(args) -> dict:
     vocab = model.config.vocab_size
 
     def run(ids, new):
-        """transformers' greedy decoding with its DynamicCache: (prefill s, s per later step)."""
+        """transformers' greedy decoding with its DynamicCache: (prefill s, s per later step). Each
+        step computes the last position's logits only (logits_to_keep=1), as generate does."""
         cache = DynamicCache()
         started = time.perf_counter()
-        out = model(input_ids=ids, cache=cache, use_cache=True)
+        out = model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
         token = out.logits[:, -1].argmax(-1)[:, None]
         first = time.perf_counter()
         for _ in range(new - 1):
-            out = model(input_ids=token, cache=cache, use_cache=True)
+            out = model(input_ids=token, cache=cache, use_cache=True, logits_to_keep=1)
             token = out.logits[:, -1].argmax(-1)[:, None]
         return first - started, (time.perf_counter() - first) / max(new - 1, 1)
 

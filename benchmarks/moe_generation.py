@@ -2,14 +2,15 @@
 ONNX Runtime with bucketrt's TopKExperts against transformers' own model in PyTorch eager (its
 default experts implementation), same weights, same threads, in this one process.
 
-* prefill: the prompt [batch, PROMPT] with an empty cache, one call (median of --repeat);
+* prefill: the prompt [batch, PROMPT] with an empty cache, one call, the last position's logits
+  only on both sides (logits_to_keep, as generate runs it; median of --repeat);
 * decode: one new token per row with the cache of the prompt, per token (the median over --repeat
   runs of --new steps, each run after a prefill that is not timed).
 
     python benchmarks/moe_generation.py out/mixtral-mid [--prompt 128] [--new 16] [--batch 1] [--threads N]
 
-`--overhead`: the runtime's own generation loop (bucketrt.runtime.decoding, IO binding: the cache
-stays in ONNX Runtime's values) against the same loop over numpy feeds and fetches (the cache
+`--overhead`: the runtime's own generation loop (bucketrt.runtime.decoding, run_with_ort_values:
+the cache stays in ONNX Runtime's values) against the same loop over numpy feeds and fetches (the cache
 copied out and in every step, as session.run does), each decode step's time outside ONNX
 Runtime's Run (the step's wall clock less the profiler's model_run) and where a decode step's
 time goes inside ONNX Runtime, per op type (its profiler, decode steps only); no PyTorch.
@@ -33,6 +34,8 @@ def _ort_runs(session, ids, new: int, repeat: int):
 
     names = [o.name for o in session.get_outputs()]
     first = decoding.first_step_feeds(session, ids)
+    if decoding.LOGITS_TO_KEEP in {i.name for i in session.get_overridable_initializers()}:
+        first[decoding.LOGITS_TO_KEEP] = np.array(1, dtype=np.int64)
     prefill, decode = [], []
     for _ in range(repeat + 1):  # the first run warms up
         started = time.perf_counter()
@@ -63,19 +66,20 @@ def _torch_runs(model, ids, new: int, repeat: int):
         for _ in range(repeat + 1):
             cache = DynamicCache()
             started = time.perf_counter()
-            out = model(input_ids=ids, cache=cache, use_cache=True)
+            out = model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
             prefill.append(time.perf_counter() - started)
             token = out.logits[:, -1].argmax(-1)[:, None]
             started = time.perf_counter()
             for _ in range(new):
-                out = model(input_ids=token, cache=cache, use_cache=True)
+                out = model(input_ids=token, cache=cache, use_cache=True, logits_to_keep=1)
                 token = out.logits[:, -1].argmax(-1)[:, None]
             decode.append((time.perf_counter() - started) / new)
     return statistics.median(prefill[1:]), statistics.median(decode[1:])
 
 
 class _NumpyFeeds:
-    """The session without IO binding: the loop feeds numpy arrays and gets numpy arrays back."""
+    """The session without run_with_ort_values: the loop feeds numpy arrays and gets numpy arrays
+    back (the cache copied out and in every step)."""
 
     def __init__(self, session):
         self.session = session
@@ -88,6 +92,9 @@ class _NumpyFeeds:
 
     def get_outputs(self):
         return self.session.get_outputs()
+
+    def get_overridable_initializers(self):
+        return self.session.get_overridable_initializers()
 
 
 def _loop_steps(session, ids, new: int) -> list[float]:
@@ -110,7 +117,7 @@ def _overhead(export_dir, ids, new: int, repeat: int, threads: int) -> None:
     import bucketrt
 
     session = bucketrt.ort_session(export_dir, intra_op_num_threads=threads)
-    loops = {"IO binding (the runtime's loop)": session, "numpy feeds and fetches": _NumpyFeeds(session)}
+    loops = {"OrtValues (the runtime's loop)": session, "numpy feeds and fetches": _NumpyFeeds(session)}
     per_token = {name: [] for name in loops}
     _loop_steps(session, ids, 2)  # warm-up
     for _ in range(repeat):  # interleaved
@@ -126,7 +133,7 @@ def _overhead(export_dir, ids, new: int, repeat: int, threads: int) -> None:
     profiled = bucketrt.ort_session(export_dir, options=options, check_attributes=False)
     walls_of = {
         name: _loop_steps(target, ids, new)
-        for name, target in (("IO binding", profiled), ("numpy feeds", _NumpyFeeds(profiled)))
+        for name, target in (("OrtValues", profiled), ("numpy feeds", _NumpyFeeds(profiled)))
     }
     path = profiled.end_profiling()
     with open(path) as f:
@@ -134,7 +141,7 @@ def _overhead(export_dir, ids, new: int, repeat: int, threads: int) -> None:
     runs = [e for e in events if e.get("name") == "model_run"]
     # Two loops of new + 1 runs each, in order: the first of each is the prefill.
     steps = new + 1
-    by_loop = {"IO binding": runs[:steps], "numpy feeds": runs[steps : 2 * steps]}
+    by_loop = {"OrtValues": runs[:steps], "numpy feeds": runs[steps : 2 * steps]}
     for name, loop_runs in by_loop.items():
         walls = walls_of[name][1:]
         inside = [r["dur"] * 1e-6 for r in loop_runs[1:]]
@@ -144,8 +151,8 @@ def _overhead(export_dir, ids, new: int, repeat: int, threads: int) -> None:
             f"{statistics.median(outside) * 1e3:.3f} ms ({statistics.median(outside) / statistics.median(walls):.1%}; "
             f"medians over {len(walls)} steps, profiling on)"
         )
-    # Inside a decode step (the IO-binding loop's), per op type.
-    first, last = by_loop["IO binding"][1], by_loop["IO binding"][-1]
+    # Inside a decode step (the OrtValue loop's), per op type.
+    first, last = by_loop["OrtValues"][1], by_loop["OrtValues"][-1]
     window = (first["ts"], last["ts"] + last["dur"])
     totals: dict[str, float] = {}
     for e in events:
@@ -156,7 +163,7 @@ def _overhead(export_dir, ids, new: int, repeat: int, threads: int) -> None:
         op = e.get("args", {}).get("op_name", "?")
         totals[op] = totals.get(op, 0.0) + e["dur"] * 1e-6
     total = sum(totals.values())
-    step_total = sum(r["dur"] * 1e-6 for r in by_loop["IO binding"][1:])
+    step_total = sum(r["dur"] * 1e-6 for r in by_loop["OrtValues"][1:])
     print(
         f"  inside ONNX Runtime, per decode step (nodes' kernel time {total / new * 1e3:.2f} ms of model_run's "
         f"{step_total / new * 1e3:.2f} ms):"

@@ -99,6 +99,8 @@ class Component:
     # Maps feeds by ONNX input name to the module's keyword arguments, where they differ (e.g. one
     # tuple parameter flattened into past_key_values.* inputs). None: the names are the same.
     pack_inputs: Callable[[dict], dict] | None = None
+    # A causal LM's step: the graph gains the optional input `logits_to_keep` (exporter/logits_to_keep).
+    logits_to_keep: bool = False
 
     def kwargs(self, feeds: dict) -> dict:
         return self.pack_inputs(feeds) if self.pack_inputs is not None else feeds

@@ -18,6 +18,7 @@ from bucketrt.ops.catalogue import BY_NAME
 from bucketrt.ops.schema import DOMAIN
 
 from .family import Component
+from .logits_to_keep import add_logits_to_keep
 from .overrides import parse_key_values
 from .preparation import prepare
 from .progress import Progress, quiet_torch_export
@@ -181,6 +182,8 @@ def _trace(component: Component, opset: int, source, op_set: str = "bucketrt"):
             "the model branches on a size in Python; the graph would fail outside that range, so it is not written",
         )
     _finalize(program.model, MAX_IR_VERSION)
+    if component.logits_to_keep:
+        add_logits_to_keep(program.model)
     return program.model
 
 
@@ -330,6 +333,7 @@ def export(
             _check_onnx(model_path)
             proto = onnx.load(str(model_path), load_external_data=False)
             graph_inputs, graph_outputs = mf.graph_signature(proto)
+            optional_inputs = mf.optional_inputs(proto)
             ir_version = proto.ir_version
             for op in mf.custom_ops(proto, DOMAIN):
                 known = ops_used.setdefault(op["name"], {**op, "nodes": 0})
@@ -342,6 +346,7 @@ def export(
                 "files": {"model": component.file_name, "external_data": data_name if external else None},
                 "inputs": graph_inputs,
                 "outputs": graph_outputs,
+                **({"optional_inputs": optional_inputs} if optional_inputs else {}),
             }
         )
 

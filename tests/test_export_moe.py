@@ -246,6 +246,45 @@ def test_generate_is_transformers_greedy_generate(exported, model_type, tokenize
     torch.testing.assert_close(logits[mask], want[mask], atol=1e-4, rtol=1e-4)
 
 
+def test_logits_to_keep_is_an_optional_input_and_the_prompt_step_feeds_one(exported, tokenizer):
+    """The export's optional `logits_to_keep` (default 0, every position) gives the last positions'
+    logits exactly; the manifest lists it; generation feeds 1 to the prompt's step, so that the LM
+    head runs over one position per row there."""
+    folder, _ = exported("mixtral")
+    manifest = json.loads((folder / "bucketrt.json").read_text())
+    (entry,) = manifest["components"]
+    assert entry["optional_inputs"] == [{"name": "logits_to_keep", "dtype": "int64", "shape": [], "default": 0}]
+    assert "logits_to_keep" not in {i["name"] for i in entry["inputs"]}
+    session = bucketrt.ort_session(folder)
+    batch = tokenizer(PROMPTS, padding=True, return_tensors="np")
+    feeds = decoding.first_step_feeds(session, batch["input_ids"], batch["attention_mask"])
+    every = session.run(["logits"], feeds)[0]
+    length = every.shape[1]
+    assert length == batch["input_ids"].shape[1]
+    for keep in (0, 1, 3, length, length + 5):
+        (kept,) = session.run(["logits"], {**feeds, "logits_to_keep": np.array(keep, dtype=np.int64)})
+        want = every[:, -keep:] if 0 < keep <= length else every
+        assert kept.shape == want.shape, keep
+        np.testing.assert_array_equal(kept, want)
+
+    fed = []
+
+    class Recording:
+        def __getattr__(self, name):
+            return getattr(session, name)
+
+        def run_with_ort_values(self, names, values):
+            fed.append(values.get("logits_to_keep"))
+            out = session.run_with_ort_values(names, values)
+            fed[-1] = (None if fed[-1] is None else int(fed[-1].numpy()), out[0].shape())
+            return out
+
+    tokens = list(decoding.iter_causal(Recording(), batch["input_ids"], batch["attention_mask"], max_new_tokens=3))
+    assert len(tokens) == 3
+    rows = len(PROMPTS)
+    assert fed == [(1, [rows, 1, every.shape[2]]), (None, [rows, 1, every.shape[2]]), (None, [rows, 1, every.shape[2]])]
+
+
 def test_text_generation_pipeline_is_transformers(exported, tokenizer):
     """bucketrt.pipeline on the export folder (its own tokenizer) writes what transformers' pipeline
     writes with the PyTorch model, for one prompt and a padded batch."""

@@ -273,7 +273,11 @@ class MoeFamily(Family):
         }
         step = CausalLMStep(model, layers).eval()
         names = ("input_ids", "attention_mask", "position_ids", *pasts)
-        return [Component("model", step, names, ("logits", *presents), pack(feeds), dynamic, pack_inputs=pack)]
+        return [
+            Component(
+                "model", step, names, ("logits", *presents), pack(feeds), dynamic, pack_inputs=pack, logits_to_keep=True
+            )
+        ]
 
     # -- inputs --------------------------------------------------------------------------------
     def input_sizes(self, component: str, sizes: dict[str, int]) -> dict[str, int]:

@@ -48,6 +48,27 @@ def graph_signature(model_proto) -> tuple[list[dict], list[dict]]:
     return inputs, outputs
 
 
+def optional_inputs(model_proto) -> list[dict]:
+    """The graph's inputs that have a default (an initializer of the same name, which a caller may
+    feed instead): name, dtype, shape and the default as a list (a number for a scalar)."""
+    from onnx import numpy_helper
+
+    defaults = {init.name: init for init in model_proto.graph.initializer}
+    out = []
+    for value in model_proto.graph.input:
+        if value.name in defaults:
+            tensor = defaults[value.name]
+            out.append(
+                {
+                    "name": value.name,
+                    "dtype": onnx_dtype_name(tensor.data_type),
+                    "shape": list(tensor.dims),
+                    "default": numpy_helper.to_array(tensor).tolist(),
+                }
+            )
+    return out
+
+
 def custom_ops(model_proto, domain: str) -> list[dict]:
     """The ops of `domain` used by the graph (subgraphs included), with their node counts."""
     counts: dict[str, int] = {}

@@ -1,8 +1,8 @@
 """Greedy decoding loops over ONNX Runtime sessions: the one definition of bucketrt's generation.
 
-This module imports numpy and nothing else, on purpose: `bucketrt triton` copies it next to a
-Triton Python-backend model, whose server has numpy and onnxruntime but not bucketrt, torch or
-transformers. The sessions are passed in (anything with `run(names, feeds)`, `get_inputs()` and
+This module imports numpy, and onnxruntime only when handed one of its sessions, on purpose:
+`bucketrt triton` copies it next to a Triton Python-backend model, whose server has numpy and
+onnxruntime but not bucketrt, torch or transformers. The sessions are passed in (anything with `run(names, feeds)`, `get_inputs()` and
 `get_outputs()`, as onnxruntime.InferenceSession has), so the loops do not know where they run.
 
 The loops reproduce transformers' `generate(do_sample=False, num_beams=1)`: the next token is the
@@ -11,10 +11,10 @@ an end-of-sequence token continues with `pad_token_id`; decoding stops when ever
 or after `max_new_tokens`. The `iter_*` forms yield each step's tokens [batch] as they are chosen
 (streaming); the `greedy_*` forms return the whole sequences.
 
-The key/value cache never comes back to Python between steps: where the session has ONNX Runtime's
-IO binding (`io_binding()`, `run_with_iobinding()`), every output is bound to ONNX Runtime's own
-values and each step's present.* values are bound as the next step's past_key_values.* as they
-are, so that only the logits are read out (as numpy). Other sessions (the PyTorch reference of
+The key/value cache never comes back to Python between steps: where the session runs on ONNX
+Runtime's own values (`run_with_ort_values`), every output stays an OrtValue and each step's
+present.* values are fed as the next step's past_key_values.* as they are, so that only the
+logits are read out (as numpy). Other sessions (the PyTorch reference of
 `bucketrt check`) run with numpy feeds. The attention mask is one buffer of the longest sequence,
 filled once, of which each step feeds the first columns.
 """
@@ -27,6 +27,10 @@ import numpy as np
 
 PAST_PREFIX = "past_key_values."
 PRESENT_PREFIX = "present."
+# The optional input of bucketrt's causal-LM exports (exporter/logits_to_keep.py): the logits of the
+# last N positions only (0, its default: every position). The prompt's step feeds 1, as
+# transformers' generate does, sparing the LM head over the rest of the prompt.
+LOGITS_TO_KEEP = "logits_to_keep"
 
 
 def _eos_set(eos_token_id) -> list[int]:
@@ -62,23 +66,24 @@ def _choose(logits: np.ndarray, finished: np.ndarray, eos: list[int], pad_token_
 
 def _stepper(session):
     """A function running one step, feeds {name: numpy array or a value it returned} -> {output
-    name: value}, whose values stay ONNX Runtime's (OrtValue) where the session binds them (IO
-    binding): a cache output fed back as an input is then neither copied out nor in."""
+    name: value}, whose values stay ONNX Runtime's (OrtValue) where the session runs on them
+    (`run_with_ort_values`): a cache output fed back as an input is then neither copied out nor in,
+    and a numpy feed is wrapped without a copy. (Unlike IO binding, this also takes inputs with a
+    default, such as `logits_to_keep`.)"""
     names = [o.name for o in session.get_outputs()]
-    if not (hasattr(session, "io_binding") and hasattr(session, "run_with_iobinding")):
+    if not hasattr(session, "run_with_ort_values"):
         return lambda feeds: dict(zip(names, session.run(names, feeds)))
+    from onnxruntime import OrtValue  # a session that has run_with_ort_values is onnxruntime's
 
     def step(feeds):
-        binding = session.io_binding()
-        for name, value in feeds.items():
-            if isinstance(value, np.ndarray):
-                binding.bind_cpu_input(name, np.ascontiguousarray(value))
-            else:
-                binding.bind_ortvalue_input(name, value)
-        for name in names:
-            binding.bind_output(name, "cpu")
-        session.run_with_iobinding(binding)
-        return dict(zip(names, binding.get_outputs()))
+        values = {
+            # (np.require keeps a scalar 0-d, where np.ascontiguousarray would make it 1-d.)
+            name: OrtValue.ortvalue_from_numpy(np.require(value, requirements="C"))
+            if isinstance(value, np.ndarray)
+            else value
+            for name, value in feeds.items()
+        }
+        return dict(zip(names, session.run_with_ort_values(names, values)))
 
     return step
 
@@ -174,6 +179,13 @@ def first_step_feeds(session, input_ids, attention_mask=None) -> dict[str, np.nd
     return {name: value for name, value in feeds.items() if name in takes}
 
 
+def _keeps_logits(session) -> bool:
+    """Whether the session takes the optional `logits_to_keep` (ONNX Runtime lists an input with a
+    default among its overridable initializers)."""
+    optional = getattr(session, "get_overridable_initializers", None)
+    return optional is not None and any(i.name == LOGITS_TO_KEEP for i in optional())
+
+
 def _positions(mask: np.ndarray) -> np.ndarray:
     return np.where(mask == 0, 0, np.cumsum(mask, axis=-1) - 1).astype(np.int64)
 
@@ -224,6 +236,8 @@ def _iter_cached(session, input_ids, attention_mask, eos_token_id, pad_token_id,
     pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
     _, mask = _check_ids(input_ids, attention_mask)
     feeds = first_step_feeds(session, input_ids, mask)
+    if _keeps_logits(session):
+        feeds[LOGITS_TO_KEEP] = np.array(1, dtype=np.int64)
     takes = {i.name for i in session.get_inputs()}
     positions = _positions(mask)
     batch, length = mask.shape
