@@ -18,7 +18,11 @@ length, and each peer's peak memory. Every peer runs in a subprocess of its own 
 A peer that cannot run (no environment, a family its exporter lacks, an error) is a row saying why.
 Prefill and decode go through each runtime's own generation loop: bucketrt's
 (bucketrt.benchmarking.time_generation: runtime.decoding.iter_causal), a DynamicCache loop for
-PyTorch, the Generator for onnxruntime-genai. The goal ratios of issue 23 are printed as PASS/MISS.
+PyTorch, the Generator for onnxruntime-genai. The prefill computes the last position's logits only
+where the loop can ask for it, as transformers' generate does: bucketrt's exports (their optional
+`logits_to_keep` input, fed by its loop) and PyTorch (`logits_to_keep=1`); optimum-onnx's and
+onnxruntime-genai's graphs compute every position's, as they ship. The goal ratios of issue 23 are
+printed as PASS/MISS.
 
     make moe-peers                                            # the peers' environments (once)
     python benchmarks/run.py --only moe --plot-dir docs       # the full run (about an hour on 2 cores)
