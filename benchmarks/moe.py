@@ -303,26 +303,24 @@ def _make_source(name: str, size: str, out: Path) -> tuple[Path, str]:
 
 
 def _export(source: Path, out: Path, dense: bool = False) -> Path:
-    from bucketrt.errors import BucketrtError
-    from bucketrt.export_format.manifest import read_manifest
     from bucketrt.exporter import export
     from bucketrt.ops import lowering
 
-    try:
-        read_manifest(out)  # made from this source: _make_source clears the exports of other weights
-        return out
-    except BucketrtError:
-        pass
-    print(f"exporting {out} ...", flush=True)
-    if dense:
-        # The standard-op export (bucketrt.ops.lowering), with TopKExperts' lowering held to its
-        # every-expert-on-every-token branch (it gathers the picked experts' weights when a call has
-        # no more (token, pick) pairs than experts): the formulation Optimum's exporters write.
-        with lowering.every_expert():
-            export(str(source), out, ops="standard")
-    else:
-        export(str(source), out)
-    return out
+    sys.path.insert(0, str(Path(__file__).parent))
+    from run import make_cached  # cached per build; _make_source clears the exports of other weights
+
+    def make():
+        print(f"exporting {out} ...", flush=True)
+        if dense:
+            # The standard-op export (bucketrt.ops.lowering), with TopKExperts' lowering held to its
+            # every-expert-on-every-token branch (it gathers the picked experts' weights when a call has
+            # no more (token, pick) pairs than experts): the formulation Optimum's exporters write.
+            with lowering.every_expert():
+                export(str(source), out, ops="standard")
+        else:
+            export(str(source), out)
+
+    return make_cached(out, make)
 
 
 def _quantize(folder: Path) -> Path:

@@ -44,6 +44,7 @@ Exports are cached under out/bench/ (delete it to re-export).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import statistics
@@ -108,18 +109,64 @@ def bench_ops(threads: int, repeat: int) -> None:
     say("")
 
 
-def export_once(name: str, model: str, overrides: dict, task: str | None = None, ops: str = "bucketrt") -> Path:
+# Exports and quantized copies are cached under OUT, each with the build that made it: the hash of
+# the installed bucketrt's code (its Python files, the exporter's and the op library). A cache made
+# by other code is made again, so that a run never times an export of an older exporter.
+BUILD_MARK = "bench-build.txt"
+
+
+@functools.cache
+def build_fingerprint() -> str:
+    import hashlib
+
+    import bucketrt
+    import bucketrt.exporter
+    from bucketrt.errors import BucketrtError
+    from bucketrt.library import library_path
+
+    roots = {Path(bucketrt.__file__).parent, Path(bucketrt.exporter.__file__).parent}
+    files = sorted({path for root in roots for path in root.rglob("*.py")})
+    try:
+        files.append(Path(library_path()))
+    except BucketrtError:  # no op library: exports of the standard ops only
+        pass
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def cached(out: Path) -> bool:
+    """Whether `out` holds a complete export (or quantized copy) made by this build."""
     from bucketrt.errors import BucketrtError
     from bucketrt.export_format.manifest import read_manifest
+
+    try:
+        read_manifest(out)
+    except BucketrtError:
+        return False
+    mark = out / BUILD_MARK
+    return mark.exists() and mark.read_text() == build_fingerprint()
+
+
+def make_cached(out: Path, make) -> Path:
+    """`make()` writes `out` unless it is cached; a new `out` drops its quantized copy (OUT-int8)."""
+    if not cached(out):
+        (out / BUILD_MARK).unlink(missing_ok=True)
+        make()
+        (out / BUILD_MARK).write_text(build_fingerprint())
+        shutil.rmtree(out.with_name(out.name + "-int8"), ignore_errors=True)
+    return out
+
+
+def export_once(name: str, model: str, overrides: dict, task: str | None = None, ops: str = "bucketrt") -> Path:
     from bucketrt.exporter import export
 
-    out = OUT / name
-    try:
-        read_manifest(out)  # an export by an older bucketrt (manifest format) is redone
-    except BucketrtError:
+    def make():
         print(f"exporting {name} ...", flush=True)
-        export(model, out, task=task, config_overrides=overrides, ops=ops)
-    return out
+        export(model, OUT / name, task=task, config_overrides=overrides, ops=ops)
+
+    return make_cached(OUT / name, make)
 
 
 def bench_models(threads: int, repeat: int, lengths: tuple[int, ...]) -> None:
@@ -328,19 +375,18 @@ INT8_MODELS = {
 
 
 def quantize_once(folder: Path) -> Path:
-    from bucketrt.errors import BucketrtError
-    from bucketrt.export_format.manifest import read_manifest
     from bucketrt.quantization import quantize
 
     out = folder.with_name(folder.name + "-int8")
-    try:
-        if read_manifest(out).get("quantization", {}).get("source", {}).get("path") == str(folder.resolve()):
-            return out
-    except BucketrtError:
-        pass
-    print(f"quantizing {folder.name} ...", flush=True)
-    shutil.rmtree(out, ignore_errors=True)
-    quantize(folder, out)
+    if cached(out):  # made from folder's export of this build (a new export drops it)
+        return out
+
+    def make():
+        print(f"quantizing {folder.name} ...", flush=True)
+        shutil.rmtree(out, ignore_errors=True)
+        quantize(folder, out)
+
+    make_cached(out, make)
     return out
 
 
