@@ -377,17 +377,14 @@ INT8_MODELS = {
 def quantize_once(folder: Path) -> Path:
     from bucketrt.quantization import quantize
 
-    out = folder.with_name(folder.name + "-int8")
-    if cached(out):  # made from folder's export of this build (a new export drops it)
-        return out
+    out = folder.with_name(folder.name + "-int8")  # a new export of folder drops it (make_cached)
 
     def make():
         print(f"quantizing {folder.name} ...", flush=True)
         shutil.rmtree(out, ignore_errors=True)
         quantize(folder, out)
 
-    make_cached(out, make)
-    return out
+    return make_cached(out, make)
 
 
 def bert_model(max_len: int, attn: str = "sdpa"):

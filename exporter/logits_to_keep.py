@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-NAME = "logits_to_keep"
+from bucketrt.runtime.decoding import LOGITS_TO_KEEP as NAME  # the name the generation loop feeds
+
 # Between the LM head's matmul and the logits output, transformers' heads only scale, soft-cap or
 # cast each logit (Granite's division by logits_scaling, Gemma-style tanh capping): ops that map
 # every position on its own, so that slicing before the matmul slices the logits.

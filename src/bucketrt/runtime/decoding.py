@@ -2,8 +2,9 @@
 
 This module imports numpy, and onnxruntime only when handed one of its sessions, on purpose:
 `bucketrt triton` copies it next to a Triton Python-backend model, whose server has numpy and
-onnxruntime but not bucketrt, torch or transformers. The sessions are passed in (anything with `run(names, feeds)`, `get_inputs()` and
-`get_outputs()`, as onnxruntime.InferenceSession has), so the loops do not know where they run.
+onnxruntime but not bucketrt, torch or transformers. The sessions are passed in (anything with
+`run(names, feeds)`, `get_inputs()` and `get_outputs()`, as onnxruntime.InferenceSession has), so
+the loops do not know where they run.
 
 The loops reproduce transformers' `generate(do_sample=False, num_beams=1)`: the next token is the
 argmax of the last position's logits (the first maximum, like torch.argmax); a row that has produced
