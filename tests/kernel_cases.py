@@ -11,10 +11,12 @@ from __future__ import annotations
 import numpy as np
 from op_inputs import (
     argmax_inputs,
+    attention_attrs,
     bucket_sum_inputs,
     chunk_attention_inputs,
     expert_ffn_inputs,
     lsh_inputs,
+    masked_attention_inputs,
     quantize_topk_experts_inputs,
     sign_inputs,
     top1_probs,
@@ -414,6 +416,83 @@ def _check_topk_int8_nonfinite(x, attrs, outs):
     assert np.isfinite(np.delete(out, [1, 4], axis=0)).all()
 
 
+# MaskedAttention: B 2, H 4 over N 2 (heads 0, 1 read key/value head 0; 2, 3 head 1), S 5 queries at
+# positions 3..7 of T 8 keys (causal: query s attends keys 0..s+3), D 6, Dv 5.
+_NF_ATTENTION = (2, 4, 2, 5, 8, 6, 5)
+
+
+def _nf_attention_masked(rng):
+    # Masked keys hold NaN, +-Inf and 3e38 in their keys and values (key 1 masked for every query, key
+    # 7 for the only query that would attend it); a query attending no key is NaN itself.
+    x = masked_attention_inputs(rng, *_NF_ATTENTION, "causal")
+    x["mask"][:, :, 1] = 0
+    x["mask"][:, 4, 7] = 0
+    x["key"][:, 0, 1, 0] = np.nan
+    x["key"][:, 1, 1, :] = 3e38
+    x["value"][:, 0, 1, :] = np.inf
+    x["value"][:, 1, 1, 2] = -np.inf
+    x["value"][0, :, 7, :] = np.nan
+    x["key"][1, :, 7, :] = np.inf
+    x["mask"][1, 2, :] = 0
+    x["query"][1, :, 2, :] = np.nan
+    return x
+
+
+def _check_attention_masked(x, attrs, outs):
+    (out,) = outs
+    assert np.isfinite(out).all(), "a masked key's NaN or Inf leaked into the output"
+    assert not out[1, 2].any(), "a query attending no key must give 0"
+    assert out.any()
+
+
+def _nf_attention_live(rng):
+    # Attended keys: an Inf value (+Inf out where its weight > 0), -Inf and NaN values, a NaN key (a
+    # NaN logit: its queries' outputs NaN).
+    x = masked_attention_inputs(rng, *_NF_ATTENTION, "causal")
+    x["value"][0, 0, 2, 1] = np.inf  # key 2: attended by every query
+    x["value"][0, 1, 3, 2] = np.nan
+    x["value"][0, 1, 0, 4], x["value"][0, 1, 1, 4] = np.inf, -np.inf  # both signs: NaN
+    x["key"][1, 0, 4, 0] = np.nan  # key 4: attended by queries 1..4
+    return x
+
+
+def _check_attention_live(x, attrs, outs):
+    (out,) = outs
+    assert (out[0, :, 0:2, 1] == np.inf).all(), "a used key's +Inf value gives +Inf"
+    assert np.isnan(out[0, :, 2:4, 2]).all() and np.isnan(out[0, :, 2:4, 4]).all()
+    assert np.isnan(out[1, 1:, 0:2]).all(), "a NaN logit makes its query's output NaN"
+    expected = np.zeros(out.shape, bool)
+    expected[0, :, 0:2, 1] = expected[0, :, 2:4, 2] = expected[0, :, 2:4, 4] = expected[1, 1:, 0:2] = True
+    assert np.isfinite(out[~expected]).all()
+
+
+def _nf_attention_zero_weight(rng):
+    # Keys of weight exactly 0 though attended: heads 0 and 1 see key 0's logit 900 * scale above and
+    # key 2's 900 * scale below (exp underflows to 0); heads 2 and 3 see a sink of 200 above every
+    # logit (head 3 without sink). Their values are Inf and NaN: nothing of them may show.
+    x = masked_attention_inputs(rng, *_NF_ATTENTION, "causal")
+    x["query"][0, 0:2] = 0.0
+    x["query"][0, 0:2, :, 0] = 30.0
+    x["key"][0, 0, 0, :] = 0.0
+    x["key"][0, 0, 0, 0] = 30.0
+    x["key"][0, 0, 2, 0] = -30.0
+    x["value"][0, 0, 2, :] = np.inf
+    x["value"][0, 0, 2, 3] = np.nan
+    x["sinks"][2] = 200.0
+    x["sinks"][3] = -np.inf
+    x["value"][1, 1, 5, :] = -np.inf  # head 2 and 3's key 5, of queries 2..4
+    return x
+
+
+def _check_attention_zero_weight(x, attrs, outs):
+    (out,) = outs
+    out32 = out.astype(np.float32)
+    assert np.isfinite(out32[0]).all(), "a key of weight 0 added its Inf or NaN"
+    assert np.allclose(out32[0, :, 0:2], x["value"][0, 0, 0].astype(np.float32), rtol=1e-3, atol=1e-3)
+    assert not out[:, :, 2].any(), "a sink far above every logit leaves every weight 0: 0 out"
+    assert (out[1, 2:, 3] == -np.inf).all() and np.isfinite(out[1, :2, 3]).all()
+
+
 def _nonfinite_cases():
     cases = [
         ("lsh/masked-keys-nan-inf", "LSHCumulation", _nf_lsh, dict(hashtable_capacity=8), _check_lsh_masked),
@@ -530,6 +609,18 @@ def _nonfinite_cases():
             _check_sign_gaussian,
         ),
         ("bucket_sum/nan-inf", "BucketSum", _nf_bucket_sum, dict(num_buckets=4), _check_bucket_sum),
+    ]
+    attention = attention_attrs(_NF_ATTENTION[5])
+    cases += [
+        ("attention/masked-keys", "MaskedAttention", _nf_attention_masked, attention, _check_attention_masked),
+        ("attention/live-keys", "MaskedAttention", _nf_attention_live, attention, _check_attention_live),
+        (
+            "attention/zero-weights",
+            "MaskedAttention",
+            _nf_attention_zero_weight,
+            attention,
+            _check_attention_zero_weight,
+        ),
     ]
     return cases
 

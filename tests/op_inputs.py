@@ -346,6 +346,77 @@ def topk_attrs(gating="glu", activation="silu") -> dict:
     return {"activation": activation, "gating": gating, "limit": GATING_LIMITS[gating]}
 
 
+# MaskedAttention: batch B, query heads H, key/value heads N, queries S, keys T (T > S: a KV cache of
+# T - S keys before the new ones), dim D, value dim Dv, the mask's kind, sinks (False: -inf, none).
+# GQA (H/N of 4 and 3), MHA (H = N) and MQA (N = 1); D and Dv apart and off the SIMD steps; several
+# blocks of 64 queries, and blocks of fewer where T > 1024 (the CPU kernel's tile holds 64 x 1024
+# logits); decoding steps (S = 1); rows without any key (padding, random holes).
+MASKED_ATTENTION_CASES = [
+    (1, 1, 1, 1, 1, 8, 8, "causal", False),
+    (2, 8, 2, 7, 7, 16, 16, "causal", True),  # GQA prefill
+    (2, 4, 4, 5, 37, 32, 32, "causal", True),  # H = N, a KV cache of 32 keys
+    (3, 8, 2, 33, 40, 64, 64, "left", True),  # left padding (batched generation)
+    (2, 6, 3, 20, 20, 33, 7, "right", False),  # right padding: padded queries attend no key
+    (1, 8, 1, 100, 100, 64, 64, "window", True),  # MQA, a sliding window, two blocks
+    (2, 4, 2, 1, 130, 64, 80, "left", True),  # a decoding step
+    (1, 2, 1, 70, 70, 20, 48, "holes", False),  # random holes: rows not dense, some empty
+    (2, 3, 3, 9, 12, 5, 3, "full", True),  # no mask at all
+    (1, 2, 2, 3, 1100, 16, 16, "causal", True),  # T > 1024: blocks of 59 queries
+    (1, 2, 1, 130, 2100, 8, 12, "window", False),  # blocks of 31 queries, five of them
+]
+MASK_KINDS = ("causal", "left", "right", "window", "holes", "full")
+
+
+def attention_mask(rng, kind: str, batch: int, queries: int, keys: int, window: int = 0) -> np.ndarray:
+    """[B, S, T] int32, live entries 1 or 3 (any non-zero attends). The S queries are the last S
+    positions of the T keys (a KV cache before them). causal: key <= query's position; left, right:
+    causal with each row's first (last) few keys padding, which a padded query attends none of
+    (right) or still attends its own non-padding keys (left); window: causal within `window` keys
+    (default T // 4 + 1); holes: about a third of the entries masked at random (rows not dense, some
+    empty); full: every key."""
+    position = np.arange(queries)[:, None] + (keys - queries)
+    key = np.arange(keys)[None, :]
+    live = np.broadcast_to(key <= position, (batch, queries, keys)).copy()
+    if kind == "full":
+        live[:] = True
+    elif kind in ("left", "right"):
+        for b in range(batch):
+            pad = int(rng.integers(0, max(1, keys // 2) + 1)) if b else 0  # row 0 unpadded
+            if kind == "left":
+                live[b, :, :pad] = False
+            else:
+                live[b, :, keys - pad :] = False
+                live[b, max(0, queries - pad) :] = False  # padded queries attend nothing
+    elif kind == "window":
+        live &= key > position - (window or keys // 4 + 1)
+    elif kind == "holes":
+        live = rng.random((batch, queries, keys)) >= 0.35
+        live[:, ::5] &= rng.random((batch, (queries + 4) // 5, keys)) >= 0.9  # sparse rows
+        live[:, 3::11] = False  # empty rows
+    elif kind != "causal":
+        raise ValueError(kind)
+    ones = rng.choice(np.array([1, 3], dtype=np.int32), size=live.shape)
+    return np.where(live, ones, 0).astype(np.int32)
+
+
+def masked_attention_inputs(
+    rng, batch, heads, kv_heads, queries, keys, dim, value_dim, kind="causal", sinks=True, **mask_kw
+) -> dict[str, np.ndarray]:
+    """MaskedAttention's inputs: normal queries, keys and values, the mask `attention_mask(kind)`,
+    sinks normal (or -inf: none)."""
+    return {
+        "query": rng.standard_normal((batch, heads, queries, dim)).astype(np.float32),
+        "key": rng.standard_normal((batch, kv_heads, keys, dim)).astype(np.float32),
+        "value": rng.standard_normal((batch, kv_heads, keys, value_dim)).astype(np.float32),
+        "mask": attention_mask(rng, kind, batch, queries, keys, **mask_kw),
+        "sinks": (rng.standard_normal(heads).astype(np.float32) if sinks else np.full(heads, -np.inf, np.float32)),
+    }
+
+
+def attention_attrs(dim: int) -> dict:
+    return {"scale": float(np.float32(max(dim, 1) ** -0.5))}
+
+
 # -- the table -------------------------------------------------------------------------------
 
 
@@ -429,6 +500,13 @@ def _topk(tokens, picks, dim, ff, experts, gating="glu", activation="silu", none
     crowd, scaled)."""
     return lambda rng: Call(
         make(rng, tokens, picks, dim, ff, experts, gating, none, **kw), topk_attrs(gating, activation)
+    )
+
+
+def _attention(batch, heads, kv_heads, queries, keys, dim, value_dim, kind="causal", sinks=True):
+    return lambda rng: Call(
+        masked_attention_inputs(rng, batch, heads, kv_heads, queries, keys, dim, value_dim, kind, sinks),
+        attention_attrs(dim),
     )
 
 
@@ -638,6 +716,49 @@ TABLE: dict[str, OpInputs] = {
             },
             # F and D sliced, rows past one task's, every quantization and combine chunk split.
             workers={"": _topk(200, 4, 160, 300, 8, "glu", "gelu", none=0.1, crowd=0.3, make=topk_experts_int8_inputs)},
+        ),
+        OpInputs(
+            "MaskedAttention",
+            # GQA (H = 2N) with sinks under a left-padded causal mask with a KV cache; a decoding step.
+            small={
+                "masked-attention": _attention(2, 4, 2, 3, 5, 4, 3, "left"),
+                "masked-attention-decode": _attention(2, 2, 1, 1, 6, 3, 5, "holes", sinks=False),
+            },
+            # Tasks per (b, key/value head, block of 64 queries): 2 x 2 x 4 under a causal mask (the
+            # blocks' spans differ), and blocks of 21 queries where T = 3000 (T > 1024).
+            workers={
+                "causal": _attention(2, 8, 2, 200, 230, 64, 64, "causal"),
+                "long": _attention(1, 4, 2, 40, 3000, 32, 16, "window", sinks=False),
+            },
+            trt_profiles=(
+                # Prefills to 4096 queries over caches to 8192 keys, decoding steps (S = 1), GQA with
+                # H = 4N; the usual head dims.
+                Profile(
+                    "MaskedAttention GQA (H = 4N), every S in [1, 4096]",
+                    {"scale": 0.125},
+                    {"B": (1, 8, 1), "N": (1, 8, 1), "S": (1, 4096, 1), "T": (1, 8192, 1), "D": (1, 256, 1)},
+                    tied={"H": ("N", 4), "Dv": ("D", 1)},
+                    samples=2000,
+                    exhaustive="S",
+                ),
+                # MQA and MHA alike (N = 1, H up to 64), D and Dv apart, float16.
+                Profile(
+                    "MaskedAttention MQA (N = 1), D and Dv apart, float16",
+                    {"scale": 0.0625},
+                    {
+                        "B": (1, 4, 1),
+                        "H": (1, 64, 1),
+                        "S": (1, 2048, 1),
+                        "T": (1, 16384, 1),
+                        "D": (1, 256, 1),
+                        "Dv": (1, 256, 1),
+                    },
+                    fixed={"N": 1},
+                    float_type="float16",
+                    samples=1000,
+                    exhaustive="T",
+                ),
+            ),
         ),
     )
 }

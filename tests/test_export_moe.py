@@ -154,15 +154,20 @@ def _hf(src, head=transformers.AutoModelForCausalLM):
 
 
 @pytest.mark.parametrize("model_type", list(CONFIGS))
-def test_one_topk_experts_node_per_moe_layer_and_standard_routers(exported, model_type):
+def test_one_topk_experts_node_per_moe_layer_one_masked_attention_per_layer_and_standard_routers(exported, model_type):
     folder, _ = exported(model_type)
     manifest = json.loads((folder / "bucketrt.json").read_text())
     assert manifest["family"] == "moe" and manifest["model_class"].endswith("ForCausalLM")
     assert manifest["experts"]["layers"] == MOE_LAYERS[model_type]
     model = onnx.load(str(folder / "model.onnx"))
     nodes = list(model.graph.node)
-    topk_experts = [n for n in nodes if n.domain == "bucketrt"]
-    assert [n.op_type for n in topk_experts] == ["TopKExperts"] * MOE_LAYERS[model_type]
+    ours = [n for n in nodes if n.domain == "bucketrt"]
+    topk_experts = [n for n in ours if n.op_type == "TopKExperts"]
+    assert len(topk_experts) == MOE_LAYERS[model_type]
+    # Every attention layer's core is one MaskedAttention (the mask made once per kind, not per layer).
+    attention = [n for n in ours if n.op_type == "MaskedAttention"]
+    assert len(attention) == COMMON["num_hidden_layers"] and len(ours) == len(topk_experts) + len(attention)
+    assert not [n for n in nodes if n.op_type == "Softmax" and n.name.count("self_attn")], "an eager attention left"
     kinds = {n.op_type for n in nodes}
     assert not kinds & {"Loop", "Scan", "If", "NonZero"}, "a dense or data-dependent expert loop in the graph"
     # The routers: standard ops (PhiMoE's sparsemixer picks its two experts by two maxima: ArgMax).

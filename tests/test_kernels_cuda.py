@@ -51,15 +51,18 @@ from op_inputs import (
     HADAMARD_ANY_DIAGONAL_CASES,
     HADAMARD_CASES,
     LSH_CASES,
+    MASKED_ATTENTION_CASES,
     TOP1_CASES,
     TOPK_CASES,
     argmax_inputs,
+    attention_attrs,
     bucket_sum_inputs,
     chunk_attention_inputs,
     chunk_attention_seed,
     expert_ffn_inputs,
     lsh_inputs,
     lsh_seed,
+    masked_attention_inputs,
     sign_inputs,
     signs,
     top1_probs,
@@ -1174,6 +1177,202 @@ def test_topk_experts_bad_shapes_and_attributes():
         assert str(ref.value) in str(info.value) and culprit in str(info.value), str(info.value)
 
 
+# -- MaskedAttention ---------------------------------------------------------------------------
+
+
+def run_masked_attention(tensors, **attrs) -> torch.Tensor:
+    (out,) = cuda.run("MaskedAttention", *_gpu(tensors), **attrs)
+    return out.cpu()
+
+
+def check_masked_attention(inputs, attrs=None, dtype=torch.float32) -> torch.Tensor:
+    attrs = attention_attrs(inputs["query"].shape[-1]) if attrs is None else attrs
+    t = _tensors(inputs, dtype)
+    out = run_masked_attention(t, **attrs)
+    ref = reference.masked_attention(*t.values(), **attrs)
+    assert out.dtype == dtype == ref.dtype and out.shape == ref.shape
+    # A query attending no key gives exactly 0, whatever its sink.
+    assert not out[torch.from_numpy(~inputs["mask"].any(-1))].any()
+    if not torch.isfinite(ref).all():  # NaN and Inf exactly where the reference has them
+        rtol = NONFINITE_RTOL[str(dtype).removeprefix("torch.")]
+        assert_nonfinite_close(out.numpy(), ref.numpy(), rtol, name=f"MaskedAttention ({dtype})")
+        return out
+    scale = max(1.0, ref.float().abs().max().item())
+    err = (out.float() - ref.float()).abs().max().item()
+    print(f"max abs error {err:.3g} (scale {scale:.3g}, {dtype})")
+    assert err <= TOLERANCE[dtype] * scale, f"max abs error {err} (scale {scale}, {dtype})"
+    return out
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=["float32", "float16"])
+@pytest.mark.parametrize("batch,heads,kv_heads,queries,keys,dim,value_dim,kind,sinks", MASKED_ATTENTION_CASES)
+def test_masked_attention_matches_reference(batch, heads, kv_heads, queries, keys, dim, value_dim, kind, sinks, dtype):
+    rng = np.random.default_rng(700 + batch + heads + queries + keys + dim + value_dim)
+    inputs = masked_attention_inputs(rng, batch, heads, kv_heads, queries, keys, dim, value_dim, kind, sinks)
+    check_masked_attention(inputs, dtype=dtype)
+
+
+# Beyond the CPU grid, the CUDA kernel's own layout: rows are (query, head of the key/value head's
+# group) pairs, 32 per block, so GQA prefills span several row tiles with a tile's rows of several
+# heads; keys in tiles of 32 (a span ending mid-tile), D in chunks of 128 (queries streamed past
+# it), Dv in chunks of 128 (the keys gone over once per chunk); decoding steps (S = 1) over long
+# caches and with every head of a group in one tile; a sliding window much narrower than T (spans
+# start far from key 0); H = N = 1.
+MASKED_ATTENTION_LAYOUT_CASES = [
+    (2, 8, 2, 17, 50, 64, 64, "causal", True),  # GQA (H/N 4): 68 rows per (b, n), three tiles
+    (2, 8, 2, 17, 50, 64, 64, "causal", False),  # the same without sinks (-inf)
+    (1, 8, 2, 40, 300, 16, 24, "window", True),  # a KV cache of 260, a window of 76 keys
+    (1, 2, 2, 5, 40, 130, 20, "causal", True),  # D over one chunk of 128: queries streamed
+    (1, 4, 1, 6, 33, 257, 200, "left", False),  # three D chunks, two Dv chunks, MQA
+    (1, 1, 1, 70, 70, 8, 129, "holes", True),  # Dv 129: a chunk of one column; empty rows
+    (3, 8, 2, 1, 5000, 64, 64, "left", True),  # decode over a long cache: one tile of 4 heads
+    (2, 32, 8, 1, 257, 128, 128, "causal", False),  # decode, head_dim 128
+    (1, 1, 1, 1, 1, 1, 1, "full", False),
+    (1, 1, 1, 33, 33, 4, 4, "right", True),  # 33 rows: a second tile of one row
+    (2, 6, 3, 64, 64, 32, 32, "full", True),  # no mask: every span the whole T
+]
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=["float32", "float16"])
+@pytest.mark.parametrize("batch,heads,kv_heads,queries,keys,dim,value_dim,kind,sinks", MASKED_ATTENTION_LAYOUT_CASES)
+def test_masked_attention_layouts(batch, heads, kv_heads, queries, keys, dim, value_dim, kind, sinks, dtype):
+    rng = np.random.default_rng(800 + batch + heads + queries + keys + dim + value_dim)
+    inputs = masked_attention_inputs(rng, batch, heads, kv_heads, queries, keys, dim, value_dim, kind, sinks)
+    check_masked_attention(inputs, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=["float32", "float16"])
+def test_masked_attention_gqa_causal_cache_sinks_and_dv(dtype):
+    # GQA (H = 8 over N = 2: heads 0-3 read key/value head 0, 4-7 head 1), a causal mask over a KV
+    # cache of 24 keys before the 9 new ones, left padding in row 1, sinks on some heads only (-inf
+    # on the others), Dv != D, and a scale that is not D^-0.5.
+    rng = np.random.default_rng(31)
+    inputs = masked_attention_inputs(rng, 2, 8, 2, 9, 33, 16, 10, "causal")
+    inputs["mask"][1, :, :5] = 0
+    inputs["sinks"][[1, 4, 6]] = -np.inf
+    check_masked_attention(inputs, {"scale": 0.3}, dtype)
+    # Every head of a group reads its own key/value head: moving key/value head 1 changes heads 4-7 only.
+    t = _tensors(inputs, torch.float32)
+    before = run_masked_attention(t, scale=0.3)
+    t["value"][:, 1] += 1.0
+    after = run_masked_attention(t, scale=0.3)
+    assert torch.equal(before[:, :, :4], after[:, :, :4]) and not torch.equal(before[:, :, 4:], after[:, :, 4:])
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=["float32", "float16"])
+def test_masked_attention_query_without_keys_is_zero(dtype):
+    # Padded queries (right padding) and a mask row of zeros give exactly 0, whatever their sink
+    # (large, NaN) and whatever their queries hold; a single attended key gives its value's share.
+    rng = np.random.default_rng(32)
+    inputs = masked_attention_inputs(rng, 2, 4, 2, 6, 10, 8, 5, "causal")
+    inputs["mask"][0, 2] = 0
+    inputs["mask"][1] = 0
+    inputs["mask"][1, 3, 7] = 1  # one key only
+    inputs["query"][0, :, 2] = np.nan
+    inputs["sinks"][0] = 50.0
+    inputs["sinks"][3] = -np.inf
+    out = check_masked_attention(inputs, dtype=dtype)
+    assert not out[0, 2].any() and not out[1, [0, 1, 2, 4, 5]].any()
+    # Head 3 (no sink) of row 1's query 3 attends key 7 alone: weight 1, its value exactly.
+    expected = torch.from_numpy(inputs["value"][1, 1, 7]).to(dtype)
+    torch.testing.assert_close(out[1, 3, 3], expected, rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=["float32", "float16"])
+def test_masked_attention_masked_keys_never_leak(dtype):
+    # A sliding window of 30 keys over a KV cache: the cache's first 4 keys, masked for every query,
+    # hold NaN and Inf in their keys and values, none of which may show; key 5, in the first three
+    # queries' windows only, has a NaN value, which shows in those queries' outputs only.
+    rng = np.random.default_rng(33)
+    inputs = masked_attention_inputs(rng, 2, 8, 2, 40, 72, 16, 12, "window", window=30)
+    inputs["mask"][:, :, :4] = 0
+    inputs["key"][:, :, :4] = np.nan
+    inputs["value"][:, :, :4] = np.inf
+    inputs["value"][:, 0, 5, 3] = np.nan  # key 5: only the first queries' windows reach it
+    live = inputs["mask"].any(1)  # [B, T]: attended by some query
+    assert not live[:, :4].any()
+    out = check_masked_attention(inputs, dtype=dtype)
+    reach = torch.from_numpy(inputs["mask"][:, :, 5] != 0)  # [B, S]
+    assert reach.any() and not reach.all()
+    assert torch.isfinite(out[~reach]).all()
+    assert torch.isnan(out[:, :, :4, 3][reach]).all() and torch.isfinite(out[:, :, 4:][reach]).all()
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=["float32", "float16"])
+def test_masked_attention_weights_of_zero_add_nothing(dtype):
+    # An attended key whose weight underflows to exactly 0 (its logit 200 below the row's max, or a
+    # sink 200 above every logit) adds nothing though its value is Inf or NaN.
+    rng = np.random.default_rng(34)
+    inputs = masked_attention_inputs(rng, 1, 2, 1, 4, 6, 4, 3, "full", sinks=False)
+    inputs["query"][:] = 0.0
+    inputs["query"][..., 0] = 1.0
+    inputs["key"][:] = 0.0
+    inputs["key"][0, 0, 2, 0] = 200.0
+    inputs["key"][0, 0, 4, 0] = -200.0  # weight 0 beside key 2
+    inputs["value"][0, 0, 4] = [np.inf, np.nan, -np.inf]
+    inputs["sinks"][1] = 400.0  # head 1: every key's weight 0 (exp(-200)), its output 0
+    out = check_masked_attention(inputs, {"scale": 1.0}, dtype)
+    assert torch.isfinite(out).all()
+    expected = torch.from_numpy(inputs["value"][0, 0, 2]).to(dtype).expand(4, 3)
+    torch.testing.assert_close(out[0, :, 0], expected, rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype])
+    assert not out[0, :, 1].any()
+
+
+def test_masked_attention_nan_logit_and_sink_make_the_row_nan():
+    # A NaN logit (a NaN in an attended key) or a NaN / +Inf sink: the reference's max is NaN or +Inf
+    # and its query's whole output row NaN; other rows untouched; a row attending no key stays 0.
+    rng = np.random.default_rng(35)
+    inputs = masked_attention_inputs(rng, 1, 4, 2, 5, 8, 6, 4, "causal")
+    inputs["key"][0, 0, 6, 1] = np.nan  # key 6: queries 3 and 4 of heads 0, 1
+    inputs["sinks"][2] = np.nan
+    inputs["sinks"][3] = np.inf
+    inputs["mask"][0, 0] = 0
+    t = _tensors(inputs, torch.float32)
+    out = run_masked_attention(t, **attention_attrs(6))
+    ref = reference.masked_attention(*t.values(), **attention_attrs(6))
+    assert_nonfinite_close(out.numpy(), ref.numpy(), NONFINITE_RTOL["float32"], name="MaskedAttention")
+    assert torch.isnan(out[0, 3:, :2]).all() and torch.isfinite(out[0, :3, :2]).all()
+    assert torch.isnan(out[0, 1:, 2:]).all() and not out[0, 0].any()
+
+
+def test_masked_attention_is_bitwise_reproducible():
+    # No atomics: repeated runs give identical bits.
+    rng = np.random.default_rng(36)
+    inputs = masked_attention_inputs(rng, 2, 8, 2, 50, 120, 64, 64, "window")
+    gpu = _gpu(_tensors(inputs, torch.float32))
+    (first,) = cuda.run("MaskedAttention", *gpu, **attention_attrs(64))
+    for _ in range(3):
+        (again,) = cuda.run("MaskedAttention", *gpu, **attention_attrs(64))
+        assert torch.equal(first, again)
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=["float32", "float16"])
+def test_masked_attention_agrees_with_the_cpu_kernel(dtype):
+    # Both compute the float32 function of the widened inputs in different orders: they agree to the
+    # tolerance. Needs onnxruntime (CPU).
+    run_op = _cpu_run_op()
+    from bucketrt.ops.catalogue import MASKED_ATTENTION
+
+    for index, case in enumerate(MASKED_ATTENTION_CASES):
+        t = _tensors(masked_attention_inputs(np.random.default_rng(720 + index), *case), dtype)
+        attrs = attention_attrs(case[5])
+        (cpu,) = run_op(MASKED_ATTENTION, _numpy(t), attrs)
+        gpu = run_masked_attention(t, **attrs).float().numpy()
+        scale = max(1.0, float(np.abs(cpu.astype(np.float32)).max()))
+        assert float(np.abs(gpu - cpu.astype(np.float32)).max()) <= TOLERANCE[dtype] * scale, (index, dtype)
+
+
+def test_masked_attention_bad_heads_have_the_references_words():
+    # H not a multiple of N: the CPU kernel's check, in the reference's words.
+    rng = np.random.default_rng(37)
+    t = _tensors(masked_attention_inputs(rng, 1, 3, 2, 2, 4, 4, 4, "causal"), torch.float32)
+    with pytest.raises(ValueError) as ref:
+        reference.masked_attention(*t.values(), **attention_attrs(4))
+    with pytest.raises(cuda.CudaOpError) as info:
+        run_masked_attention(t, **attention_attrs(4))
+    assert str(ref.value) in str(info.value), (str(ref.value), str(info.value))
+
+
 # -- CUDA graphs -------------------------------------------------------------------------------
 
 
@@ -1182,14 +1381,18 @@ def _graph_cases():
     attention = _tensors(chunk_attention_inputs(rng, 2, 2, 64, 16, 2, 6), torch.float16)
     ffn = _tensors(expert_ffn_inputs(np.random.default_rng(24), 2, 40, 24, 96, 8, 6, 2.0), torch.float16)
     topk = _tensors(topk_experts_inputs(np.random.default_rng(25), 70, 4, 24, 40, 8, "glu", none=0.1), torch.float16)
+    masked = _tensors(
+        masked_attention_inputs(np.random.default_rng(26), 2, 8, 2, 20, 50, 32, 24, "left"), torch.float16
+    )
     return {
         "SortedChunkAttention": (attention, dict(chunk_length=16, mask_self=1)),
         "ExpertFFN": (ffn, dict(activation="silu")),
         "TopKExperts": (topk, topk_attrs("glu", "silu")),
+        "MaskedAttention": (masked, attention_attrs(32)),
     }
 
 
-@pytest.mark.parametrize("op", ["SortedChunkAttention", "ExpertFFN", "TopKExperts"])
+@pytest.mark.parametrize("op", ["SortedChunkAttention", "ExpertFFN", "TopKExperts", "MaskedAttention"])
 def test_launch_records_into_a_cuda_graph(op):
     # Launch only enqueues (no allocation, no synchronisation, no host read of device data), so a
     # call captures into a CUDA graph, whose replay gives the eager result bit for bit.

@@ -1,5 +1,5 @@
-"""The standard-op lowerings of the mixture-of-experts ops (Top1Dispatch, ExpertFFN, TopKExperts;
-bucketrt.ops.lowering) against their PyTorch references: eagerly on the shared per-op cases (the one
+"""The standard-op lowerings of the mixture-of-experts ops (Top1Dispatch, ExpertFFN, TopKExperts) and
+of their models' attention (MaskedAttention; bucketrt.ops.lowering) against their PyTorch references: eagerly on the shared per-op cases (the one
 table's small calls, the kernel tests' shape grids, the shared non-finite cases) in float32 and
 float16, and exported (torch.onnx.export of a module that calls the lowering) and run in ONNX Runtime
 with no bucketrt library registered, at two sizes of every dynamic dim, with no bucketrt node and
@@ -19,11 +19,14 @@ import torch
 from kernel_cases import NONFINITE_CASES, NONFINITE_RTOL, assert_nonfinite_close, nonfinite_inputs
 from op_inputs import (
     EXPERT_FFN_CASES,
+    MASKED_ATTENTION_CASES,
     TABLE,
     TOP1_CASES,
     TOPK_CASES,
+    attention_attrs,
     expert_ffn_inputs,
     in_float_type,
+    masked_attention_inputs,
     top1_probs,
     topk_attrs,
     topk_experts_inputs,
@@ -34,7 +37,7 @@ from bucketrt.ops.catalogue import ACTIVATION_FUNCTIONS, BY_NAME, EXPERT_ACTIVAT
 from bucketrt.ops.lowering import LOWERINGS
 from bucketrt.ops.schema import DOMAIN
 
-MOE_OPS = ("Top1Dispatch", "ExpertFFN", "TopKExperts")
+MOE_OPS = ("Top1Dispatch", "ExpertFFN", "TopKExperts", "MaskedAttention")
 # float32: the lowerings' matmuls against the reference's, relative to max(1, max |reference|).
 RTOL = {"float32": 2e-5, "float16": 2e-3}
 # One transformers name per activation function (ExpertFFN and TopKExperts take them all).
@@ -88,6 +91,13 @@ def _grid_calls():
             "TopKExperts",
             lambda rng, c=case: topk_experts_inputs(rng, *c[:6], c[6]),
             topk_attrs(gating, activation),
+        )
+    for case in MASKED_ATTENTION_CASES:
+        yield (
+            f"attention-{case}",
+            "MaskedAttention",
+            lambda rng, c=case: masked_attention_inputs(rng, *c),
+            attention_attrs(case[5]),
         )
     for op in MOE_OPS:
         for base, make in TABLE[op].small.items():
@@ -223,8 +233,22 @@ def _topk_gating(gating):
 _FFN_DYNAMIC = {n: {0: "B", 1: "S"} for n in ("hidden", "order", "gate")}
 _TOPK_DYNAMIC = {n: {0: "T"} for n in ("hidden", "expert_index", "expert_weight")}
 _TOPK_EXPORTS = {"none": "relu", "glu": "silu", "glu_clamped": "silu", "glu_clamped_after": "silu"}
+
+
+def _attention(rng, batch, length):
+    # GQA (H = 2N) with sinks, left padding, a KV cache of 3 keys before the `length` queries.
+    return masked_attention_inputs(rng, batch, 4, 2, length, length + 3, 8, 6, "left")
+
+
+_ATTENTION_DYNAMIC = {
+    "query": {0: "B", 2: "S"},
+    "key": {0: "B", 2: "T"},
+    "value": {0: "B", 2: "T"},
+    "mask": {0: "B", 1: "S", 2: "T"},
+}
 EXPORTS = {
     "Top1Dispatch": ([{"expert_capacity": 3}], _top1, {"probs": {0: "B", 1: "S"}}, ("float32", "float16")),
+    "MaskedAttention": ([attention_attrs(8)], _attention, _ATTENTION_DYNAMIC, ("float32", "float16")),
     "ExpertFFN-relu": ([{"activation": "relu"}], _ffn, _FFN_DYNAMIC, ("float32",)),
     "ExpertFFN-gelu_new": ([{"activation": "gelu_new"}], _ffn, _FFN_DYNAMIC, ("float16",)),
     **{
@@ -295,8 +319,16 @@ def test_every_activation_function_exports_and_runs_without_bucketrt():
 # The non-finite rules through ONNX Runtime's own ops (ArgMax, comparisons, Where, ReduceSum): NaN
 # as Top1Dispatch's maximum, NaN through relu6's and GPT-OSS's clamps (which ONNX Clip, Relu and Max
 # would leave to the runtime), ignored picks' NaN weights.
-EXPORTED_NONFINITE = ("top1/nan-inf", "expert/relu6-nan", "topk/glu_clamped_offset-relu-nan")
+EXPORTED_NONFINITE = (
+    "top1/nan-inf",
+    "expert/relu6-nan",
+    "topk/glu_clamped_offset-relu-nan",
+    "attention/masked-keys",
+    "attention/live-keys",
+    "attention/zero-weights",
+)
 DYNAMIC = {
+    "MaskedAttention": _ATTENTION_DYNAMIC,
     "Top1Dispatch": {"probs": {0: "B", 1: "S"}},
     "ExpertFFN": {n: {0: "B", 1: "S"} for n in ("hidden", "order", "gate")},
     "TopKExperts": {n: {0: "T"} for n in ("hidden", "expert_index", "expert_weight")},

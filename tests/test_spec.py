@@ -131,7 +131,11 @@ def test_an_op_with_float32_alone_rejects_float16_with_the_float32_words(op):
     dtypes = ["float16" if t.dtype == schema.FLOAT else t.dtype for t in op.inputs]
     shapes = [(2,) * len(t.dims) for t in op.inputs]
     attrs = only32.resolve_attributes(
-        {a.name: a.minimum if a.minimum else 2 for a in op.attributes if a.default is None}
+        {
+            a.name: a.minimum if a.minimum else (2.0 if a.type == "float" else 2)
+            for a in op.attributes
+            if a.default is None
+        }
     )
     with pytest.raises(ValueError, match=rf"^{op.name}: input '{float_input.name}' must be float32, got float16$"):
         only32.bind(shapes, dtypes, attrs)
@@ -232,9 +236,10 @@ def test_cpp_header_carries_every_bound():
         for a in op.attributes:
             if a.maximum is not None and a.type == "int":
                 assert f'{{"{a.name}", AttrType::kInt, ' in header and f", {a.maximum}, " in header
-            elif a.type == "float":  # its default's repr, then its bounds last, as C++ reads them back
+            elif a.type == "float":  # its default's repr (nullptr: none), its bounds last, as C++ reads them back
+                default = "nullptr" if a.default is None else f'"{a.default!r}"'
                 assert (
-                    f'{{"{a.name}", AttrType::kFloat, "{a.default!r}", kNoMinimum, kNoMaximum, false, "", nullptr, 0, '
+                    f'{{"{a.name}", AttrType::kFloat, {default}, kNoMinimum, kNoMaximum, false, "", nullptr, 0, '
                     f"{a.minimum!r}, {a.maximum!r}}}," in header
                 )
     assert '{"limit", AttrType::kFloat, "0.0", kNoMinimum, kNoMaximum, false, "", nullptr, 0, 0.0, 65504.0},' in header

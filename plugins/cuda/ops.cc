@@ -10,6 +10,7 @@
 #include "cuda/bucket_sum.h"
 #include "cuda/expert_ffn.h"
 #include "cuda/lsh_cumulation.h"
+#include "cuda/masked_attention.h"
 #include "cuda/sign_hash.h"
 #include "cuda/sorted_chunk_attention.h"
 #include "cuda/top1_dispatch.h"
@@ -353,6 +354,33 @@ std::string ReportError(const Attributes& attrs, const Bindings& env, const void
 }
 }  // namespace topk
 
+// ---- MaskedAttention ---------------------------------------------------------------------------
+
+namespace attention {
+using namespace spec::MaskedAttention;  // input and output indices (op_specs.h)
+
+std::string CheckAttributes(const Attributes&) { return {}; }
+
+// H against N (both input dims): the CPU kernel's check, in its words.
+std::string Plan(const Attributes& attrs, const Bindings& env, size_t* workspace_bytes) {
+  const cpu::MaskedAttentionShape shape = cpu::MaskedAttentionShapeOf(attrs, env);
+  std::string error = cpu::CheckMaskedAttentionShape(shape);
+  if (error.empty()) *workspace_bytes = MaskedAttentionWorkspaceBytes(shape);
+  return error;
+}
+
+std::string Launch(const Attributes& attrs, const Bindings& env, const void* const* in, void* const* out,
+                   void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  const cpu::MaskedAttentionShape shape = cpu::MaskedAttentionShapeOf(attrs, env);
+  std::string error = cpu::CheckMaskedAttentionShape(shape);
+  if (!error.empty()) return error;
+  return CudaErrorText("MaskedAttention", "the launch",
+                       MaskedAttention(shape, FloatTypeOf(env), in[kQuery], in[kKey], in[kValue],
+                                       static_cast<const int32_t*>(in[kMask]), in[kSinks], out[kOut], workspace,
+                                       workspace_bytes, stream));
+}
+}  // namespace attention
+
 // ---- the table ---------------------------------------------------------------------------------
 
 struct Entry {
@@ -383,6 +411,8 @@ constexpr Entry kTable[] = {
      nullptr},
     {&spec::kExpertFFN, ffn::CheckAttributes, ffn::Plan, ffn::Launch, BUCKETRT_REPORT(ffn), nullptr},
     {&spec::kTopKExperts, topk::CheckAttributes, topk::Plan, topk::Launch, BUCKETRT_REPORT(topk), nullptr},
+    {&spec::kMaskedAttention, attention::CheckAttributes, attention::Plan, attention::Launch, BUCKETRT_NO_REPORT,
+     nullptr},
 };
 #undef BUCKETRT_REPORT
 #undef BUCKETRT_NO_REPORT

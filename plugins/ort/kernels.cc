@@ -3,6 +3,7 @@
 #include "cpu/expert_ffn.h"
 #include "cpu/expert_ffn_int8.h"
 #include "cpu/lsh_cumulation.h"
+#include "cpu/masked_attention.h"
 #include "cpu/top1_dispatch.h"
 #include "cpu/sign_hash.h"
 #include "cpu/argmax_hash.h"
@@ -36,6 +37,7 @@ namespace bucket_sum = spec::BucketSum;
 namespace chunked = spec::SortedChunkAttention;
 namespace topk = spec::TopKExperts;
 namespace topk8 = spec::TopKExpertsInt8;
+namespace attention = spec::MaskedAttention;
 
 // The attributes' bounds are the spec's, checked by ReadAttributes before any kernel is made.
 LSHCumulationKernel::LSHCumulationKernel(const Attributes& /*attrs*/) {}
@@ -399,6 +401,45 @@ void TopKExpertsInt8Kernel::Compute(CpuRun& run, const OrtInputs& in, const Attr
                        in.Data<float>(topk8::kGateUpScale), in.Data<float>(topk8::kGateUpBias),
                        in.Data<int8_t>(topk8::kDown), in.Data<float>(topk8::kDownScale),
                        in.Data<float>(topk8::kDownBias), out, scratch.data(), run.parallel());
+}
+
+// H against N: checked per call (both are input dims).
+MaskedAttentionKernel::MaskedAttentionKernel(const Attributes& /*attrs*/) {}
+
+void MaskedAttentionKernel::Compute(CpuRun& run, const OrtInputs& in, const Attributes& attrs, const Bindings& env) {
+  Ort::KernelContext& ctx = run.ctx;
+  const spec::OpSpec& op = Spec();
+  const cpu::MaskedAttentionShape shape = cpu::MaskedAttentionShapeOf(attrs, env);
+  cpu::MaskedAttentionPlan plan;
+  ThrowIfError(cpu::PlanMaskedAttention(shape, run.max_workers(), &plan));
+  // float16 (T): the inputs widened, the output rounded once from float32.
+  const bool half = env.float_type() == spec::DType::kFloat16;
+  const int floats[] = {attention::kQuery, attention::kKey, attention::kValue, attention::kSinks};
+  size_t counts[4] = {}, widened_floats = 0;
+  for (int i = 0; i < 4; ++i) {
+    counts[i] = in.values[floats[i]].GetTensorTypeAndShapeInfo().GetElementCount();
+    widened_floats += half ? counts[i] : 0;
+  }
+  size_t outputs = 0;
+  void* out = half ? static_cast<void*>(AllocateOutput<Ort::Float16_t>(op, ctx, attention::kOut, env, &outputs))
+                   : static_cast<void*>(AllocateOutput<float>(op, ctx, attention::kOut, env, &outputs));
+  Scratch widened(ctx, half ? widened_floats + outputs : 0, op.name);
+  const float* data[4];
+  float* w = widened.data();
+  for (int i = 0; i < 4; ++i) {
+    if (half) {
+      WidenHalf(in.Data<Ort::Float16_t>(floats[i]), w, counts[i]);
+      data[i] = w;
+      w += counts[i];
+    } else {
+      data[i] = in.Data<float>(floats[i]);
+    }
+  }
+  float* out_f = half ? w : static_cast<float*>(out);
+  Scratch scratch(ctx, plan.scratch_floats(), op.name);
+  cpu::MaskedAttention(shape, plan, data[0], data[1], data[2], in.Data<int32_t>(attention::kMask), data[3], out_f,
+                       scratch.data(), run.parallel());
+  if (half) NarrowToHalf(out_f, static_cast<Ort::Float16_t*>(out), outputs);
 }
 
 }  // namespace bucketrt::ort

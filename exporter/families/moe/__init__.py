@@ -3,9 +3,11 @@ Qwen3-MoE, OLMoE, GPT-OSS, DeepSeek-V3, and any model type whose causal LM decla
 with `@use_experts_implementation` (claims.py finds them from transformers' classes).
 
 The experts become bucketrt's TopKExperts, one node per MoE layer, through the exporter's one hook
-(bucketrt.exporter.experts); nothing here is specific to a model type. Routers, shared experts
-and their gates, attention (grouped-query, rotary positions, sliding windows through the mask),
-norms and heads are the model's own code, exported as standard ONNX ops.
+(bucketrt.exporter.experts), and the attention core bucketrt's MaskedAttention, one node per layer,
+through transformers' attention interface (bucketrt.exporter.attention: grouped-query heads, sliding
+windows and padding through the mask, GPT-OSS's sinks); nothing here is specific to a model type.
+Routers, shared experts and their gates, projections, rotary positions, norms and heads are the
+model's own code, exported as standard ONNX ops.
 
 Tasks: text-generation (one graph with the key/value cache, Optimum's convention: decoder.py),
 feature-extraction and text-classification where the model type has those heads.
@@ -20,6 +22,7 @@ import numpy as np
 from bucketrt.errors import BucketrtError
 from bucketrt.export_format.tasks import BATCH, CACHED_SEQUENCE, SEQUENCE, TOTAL_SEQUENCE, Task, task_table
 
+from ...attention import patch_attention
 from ...experts import patch_experts
 from ...family import EXAMPLE_BATCH, Component, Family, Patch, register
 from ...presets import Preset
@@ -159,11 +162,11 @@ class MoeFamily(Family):
         return AutoConfig.for_model(values.pop("model_type"), **values)
 
     def build_model(self, task: Task, config, ref: str | None, **kwargs):
-        # transformers' eager attention (every model type has it): its float mask is made once, where
-        # torch.onnx's decomposition of the default sdpa turns the boolean mask into a float one in
-        # every layer and guards the softmax against fully masked rows with IsNaN and Where over
-        # [batch, heads, query, key]: on mixtral-mid, 12 % of a 1024-token prefill and 7 % of a
-        # decoding step (docs/moe.md).
+        # transformers' eager attention (every model type has it) for the model as built: the PyTorch
+        # side of comparisons. The export switches it to MaskedAttention (patch); sdpa would not do
+        # for either: torch.onnx's decomposition turns its boolean mask into a float one in every
+        # layer and guards the softmax against fully masked rows with IsNaN and Where over [batch,
+        # heads, query, key] (docs/moe.md).
         config._attn_implementation = "eager"
         return super().build_model(task, config, ref, **kwargs)
 
@@ -208,6 +211,8 @@ class MoeFamily(Family):
                 f"{type(model).__name__} has no experts module that uses transformers' experts interface",
                 "bucketrt exports mixture-of-experts models whose experts are declared with @use_experts_implementation",
             )
+        # Attention through MaskedAttention, from here on (build_model's eager stays the model's own).
+        patch_attention(model)
         first = records[0]
         manifest = {
             "experts": {

@@ -529,6 +529,46 @@ SORTED_CHUNK_ATTENTION = OpSpec(
     float_types=FLOAT_TYPES,
 )
 
+MASKED_ATTENTION = OpSpec(
+    name="MaskedAttention",
+    summary="Scaled dot-product attention under a key mask, with grouped key/value heads and an optional sink "
+    "logit per head: a decoder's attention (causal, padded, sliding-window, with a KV cache) in one node. Costs "
+    "in proportion to the keys each query attends: the kernels skip the masked ones (a causal prefill computes "
+    "half the scores).",
+    semantics=(
+        "Query head h reads key/value head n = h / (H/N) (H a multiple of N). For query s of row b, the keys k "
+        "with mask[b,s,k] != 0 take part, with logits l_k = scale * (query[b,h,s,:] · key[b,n,k,:]); the sink's "
+        "logit is sinks[h] (-inf: no sink). m = the largest of the l_k and the sink; w_k = exp(l_k - m); "
+        "out[b,s,h,:] = sum_k (w_k / (sum_k w_k + exp(sinks[h] - m))) * value[b,n,k,:] over the keys that take "
+        "part, in float32. A query with no key taking part gets 0. A key that does not take part, or whose "
+        "weight is exactly 0, contributes nothing, whatever its key and value hold (no 0 * Inf); the others add "
+        "as IEEE does (a NaN logit makes its query's output NaN)."
+    ),
+    inputs=(
+        Tensor("query", FLOAT, ("B", "H", "S", "D"), "Queries, after any position encoding."),
+        Tensor("key", FLOAT, ("B", "N", "T", "D"), "Keys of the N key/value heads (the cache's and the new ones)."),
+        Tensor("value", FLOAT, ("B", "N", "T", "Dv"), "Values."),
+        Tensor(
+            "mask",
+            "int32",
+            ("B", "S", "T"),
+            "Non-zero where the query attends the key (causality, padding, a sliding window).",
+        ),
+        Tensor("sinks", FLOAT, ("H",), "Each head's sink logit, in the softmax's denominator only; -inf: none."),
+    ),
+    outputs=(Tensor("out", FLOAT, ("B", "S", "H", "Dv"), "Attention output, heads side by side per query."),),
+    attributes=(
+        Attribute(
+            "scale",
+            "float",
+            "The logits' scale (transformers' `scaling`, usually head_dim^-0.5).",
+            minimum=0.0,
+            maximum=65504.0,
+        ),
+    ),
+    float_types=FLOAT_TYPES,
+)
+
 OPS: tuple[OpSpec, ...] = (
     LSH_CUMULATION,
     SIGN_HASH,
@@ -540,6 +580,7 @@ OPS: tuple[OpSpec, ...] = (
     EXPERT_FFN_INT8,
     TOPK_EXPERTS,
     TOPK_EXPERTS_INT8,
+    MASKED_ATTENTION,
 )
 BY_NAME = {op.name: op for op in OPS}
 

@@ -29,6 +29,7 @@ from .catalogue import (
     BUCKET_SUM,
     EXPERT_FFN,
     LSH_CUMULATION,
+    MASKED_ATTENTION,
     MAX_NUM_BUCKETS,
     SIGN_HASH,
     SORTED_CHUNK_ATTENTION,
@@ -37,7 +38,7 @@ from .catalogue import (
 )
 from .lowering_costs import NOT_LOWERED
 from .reference import ACTIVATION_FUNCTIONS as _REFERENCE_ACTIVATIONS
-from .reference import MASKED_SCORE, SELF_SCORE, _flush, gating_function, hadamard_projections
+from .reference import MASKED_SCORE, SELF_SCORE, _flush, gating_function, grouped_attention, hadamard_projections
 from .schema import OpSpec
 
 __all__ = ["LOWERINGS", "NOT_LOWERED", "every_expert", "lowers", "stable_argsort"]
@@ -557,3 +558,15 @@ def topk_experts(
     y = _choose(tokens * picks, experts, gathered, dense, (hidden.float(), index, *weights))
     weighted = torch.where(live[..., None], expert_weight.float()[..., None] * y, 0.0)
     return weighted.sum(1).to(dtype)
+
+
+# -- decoders' attention: MaskedAttention ---------------------------------------------------------
+
+
+@lowers(MASKED_ATTENTION)
+@_float32
+def masked_attention(query, key, value, mask, sinks, *, scale: float) -> torch.Tensor:
+    """The reference's arithmetic (reference.grouped_attention: the query heads of a key/value head
+    in one MatMul, no repeated keys) with every key's weight computed; a key of weight 0 adds
+    nothing through _weighted_sum, where the reference branches on the values."""
+    return grouped_attention(query, key, value, mask, sinks, scale, _weighted_sum)

@@ -130,6 +130,18 @@ COSTS: dict[str, str] = {
         "lowers, the clamps as comparisons so that NaN stays NaN as in torch.clamp (GPT-OSS's "
         "glu_clamped_offset with quick_gelu among them)."
     ),
+    "MaskedAttention": (
+        "The reference's formulation: the g = H/N query heads of each key/value head as the rows of one "
+        "MatMul against its keys (no key or value repeated per head), every logit scaled, masked keys selected "
+        "to -inf, the maximum taken with the sink, exponentials selected to 0 where the mask is 0, and the sum "
+        "over keys with the sink's exp(sinks - m) as the denominator.\n\nCost against the kernel: every "
+        "[B, H, S, T] logit is computed, written and read three times (scores, exponentials, weights), where the "
+        "kernel computes only the keys between each query block's first and last attended key (half of a "
+        "causal prefill's) and keeps a block's logits in cache; the product with the values is three times as "
+        "wide ([T, 3 Dv]: the finite values and the flags of their Infs and NaNs, so that a key of weight 0 adds "
+        "nothing without a branch on the values), where the kernel checks the values once and takes one "
+        "product. A query with no key is selected to 0 after the product."
+    ),
 }
 
 # The ops without a lowering, each with why: `bucketrt export --ops standard` refuses a model that

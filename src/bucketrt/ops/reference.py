@@ -19,6 +19,7 @@ from .catalogue import (
     EXPERT_FFN_INT8,
     LIMITED_GATINGS,
     LSH_CUMULATION,
+    MASKED_ATTENTION,
     MAX_INT8_SUM_LENGTH,
     SIGN_HASH,
     SORTED_CHUNK_ATTENTION,
@@ -623,6 +624,43 @@ def topk_experts_int8(
     return _sum_over_picks(hidden, expert_index, expert_weight, experts, env["D"], expert)
 
 
+def check_masked_attention_heads(op: str, heads: int, kv_heads: int) -> None:
+    """MaskedAttention's check beyond the spec's: every query head has its key/value head."""
+    if kv_heads == 0 or heads % kv_heads:
+        raise ValueError(
+            f"{op}: input 'query' dim 1 (H = {heads}) must be a multiple of input 'key' dim 1 (N = {kv_heads})"
+        )
+
+
+def grouped_attention(query, key, value, mask, sinks, scale: float, weighted) -> torch.Tensor:
+    """MaskedAttention's arithmetic, shared with its lowering: the query heads of each key/value head
+    side by side ([B, N, g*S, D], no copy of the keys), the logits of the keys that take part, their
+    weights and `weighted(p, value)`. Returns [B, S, H, Dv]."""
+    batch, heads, length, _ = query.shape
+    kv_heads, dv = key.shape[1], value.shape[-1]
+    group = heads // kv_heads
+    logits = (query.reshape(batch, kv_heads, group * length, -1) @ key.transpose(-1, -2)) * scale
+    logits = logits.reshape(batch, kv_heads, group, length, -1)
+    live = (mask != 0)[:, None, None]  # [B, 1, 1, S, T]
+    logits = torch.where(live, logits, float("-inf"))
+    sink = sinks.reshape(1, kv_heads, group, 1, 1)
+    top = torch.maximum(logits.amax(-1, keepdim=True), sink)
+    w = torch.where(live, torch.exp(logits - top), 0.0)
+    p = w / (w.sum(-1, keepdim=True) + torch.exp(sink - top))
+    out = weighted(p.reshape(batch, kv_heads, group * length, -1), value)
+    out = torch.where(live.any(-1, keepdim=True), out.reshape(batch, kv_heads, group, length, dv), 0.0)
+    return out.permute(0, 3, 1, 2, 4).reshape(batch, length, heads, dv)
+
+
+def masked_attention(query, key, value, mask, sinks, **attrs) -> torch.Tensor:
+    tensors = (query, key, value, mask, sinks)
+    attrs, env = _check(MASKED_ATTENTION, tensors, attrs)
+    check_masked_attention_heads(MASKED_ATTENTION.name, env["H"], env["N"])
+    if query.dtype != torch.float32:  # float16: the float32 computation, rounded once at the end
+        return masked_attention(*(t.float() if t.is_floating_point() else t for t in tensors), **attrs).to(query.dtype)
+    return grouped_attention(query, key, value, mask, sinks, attrs["scale"], weighted_sum)
+
+
 REFERENCES = {
     LSH_CUMULATION.name: lsh_cumulation,
     SIGN_HASH.name: sign_hash,
@@ -634,4 +672,5 @@ REFERENCES = {
     EXPERT_FFN_INT8.name: expert_ffn_int8,
     TOPK_EXPERTS.name: topk_experts,
     TOPK_EXPERTS_INT8.name: topk_experts_int8,
+    MASKED_ATTENTION.name: masked_attention,
 }
