@@ -14,7 +14,9 @@ through the mask interface registered under the same name. `patch_attention(mode
   where the eager formulation computes every score, writes the [B, H, S, T] weights three times and
   repeats the keys per head. GPT-OSS's sink logits (`s_aux`) are the op's `sinks`.
 A call the op cannot express (a logit soft-cap, dropout while training, a mask that is not
-boolean) runs the model's own eager attention with the boolean mask made additive, as `eager` would.
+boolean) runs the model's own eager attention with the boolean mask made additive, as `eager` would;
+so does a standard-op export (`--ops standard`): without the kernel there is nothing to skip, and
+the model's own formulation is cheaper than MaskedAttention's lowering (lowering_costs.py says why).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import sys
 import torch
 
 from bucketrt.ops.catalogue import MASKED_ATTENTION
-from bucketrt.ops.dispatch import call
+from bucketrt.ops.dispatch import call, lowering_ops
 
 IMPLEMENTATION = "bucketrt"
 
@@ -54,8 +56,11 @@ def attention_forward(module, query, key, value, attention_mask, scaling=None, d
     """The "bucketrt" attention implementation: MaskedAttention over the module's query, key/value
     heads and boolean mask."""
     softcap = kwargs.get("softcap")
-    mask_ok = attention_mask is None or (attention_mask.dtype == torch.bool and attention_mask.dim() == 4)
-    if softcap is not None or (dropout and module.training) or not mask_ok or attention_mask.shape[1] != 1:
+    mask_ok = attention_mask is None or (
+        attention_mask.dtype == torch.bool and attention_mask.dim() == 4 and attention_mask.shape[1] == 1
+    )
+    standard = torch.onnx.is_in_onnx_export() and lowering_ops()
+    if softcap is not None or (dropout and module.training) or not mask_ok or standard:
         return _model_eager(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     batch, heads, length, dim = query.shape
     keys = key.shape[-2]

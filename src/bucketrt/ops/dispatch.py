@@ -13,7 +13,7 @@ from .lowering import LOWERINGS
 from .reference import REFERENCES
 from .schema import OpSpec
 
-__all__ = ["call", "intercept", "standard_ops"]
+__all__ = ["call", "intercept", "lowering_ops", "standard_ops"]
 
 _TORCH_DTYPES = {"int32": torch.int32, "float32": torch.float32, "float16": torch.float16}
 _DTYPE_NAMES = {v: k for k, v in _TORCH_DTYPES.items()}
@@ -33,6 +33,12 @@ def standard_ops() -> Iterator[None]:
         yield
     finally:
         _standard_ops.pop()
+
+
+def lowering_ops() -> bool:
+    """Whether `call` traces standard-op lowerings now (inside `standard_ops`): model code that has
+    a cheaper standard formulation of its own may take it there."""
+    return bool(_standard_ops)
 
 
 @contextmanager

@@ -140,7 +140,9 @@ COSTS: dict[str, str] = {
         "causal prefill's) and keeps a block's logits in cache; the product with the values is three times as "
         "wide ([T, 3 Dv]: the finite values and the flags of their Infs and NaNs, so that a key of weight 0 adds "
         "nothing without a branch on the values), where the kernel checks the values once and takes one "
-        "product. A query with no key is selected to 0 after the product."
+        "product. A query with no key is selected to 0 after the product. So the MoE family's standard-op exports "
+        "keep the model's own eager attention (an additive mask, Softmax), which is cheaper and needs no "
+        "lowering; this one serves graphs that call the op otherwise."
     ),
 }
 
