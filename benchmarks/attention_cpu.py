@@ -7,6 +7,8 @@
   ORT-only rewrite of the export at session creation would run;
 * `ONNX Attention` (opset 23, `is_causal=1`), the standard op (ONNX IR 11, which ONNX Runtime
   1.32 reads; older releases do not have it);
+* `bucketrt MaskedAttention`: bucketrt's op (what the MoE exports run since 2026-12-06 night), with
+  the causal mask as int32 and no sinks;
 * `torch sdpa`: PyTorch's `scaled_dot_product_attention(is_causal=True)`, what transformers' sdpa
   attention runs, in float32 and bfloat16.
 
@@ -126,6 +128,27 @@ def main(argv=None) -> int:
         )
     except Exception as e:  # an ONNX Runtime without opset 23
         print(f"ONNX Attention (opset 23): not run: {' '.join(str(e).split())[:160]}")
+
+    from bucketrt.library import op_session
+    from bucketrt.ops.catalogue import MASKED_ATTENTION
+
+    ours = op_session(MASKED_ATTENTION, {"scale": d**-0.5}, intra_op_num_threads=args.threads)
+    bucketrt_feeds = {
+        "query": q,
+        "key": k,
+        "value": v,
+        "mask": np.tril(np.ones((b, s, s), np.int32)),
+        "sinks": np.full(h, -np.inf, np.float32),
+    }
+    (got,) = ours.run(None, bucketrt_feeds)
+    got = got.transpose(0, 2, 1, 3)  # [B, S, H, D] -> [B, H, S, D]
+    rows.append(
+        (
+            "bucketrt MaskedAttention",
+            _best_ms(lambda: ours.run(None, bucketrt_feeds), args.repeat),
+            np.abs(got - want).max(),
+        )
+    )
 
     torch.set_num_threads(args.threads)
     with torch.inference_mode():
