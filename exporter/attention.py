@@ -32,10 +32,18 @@ from bucketrt.ops.dispatch import call, lowering_ops
 IMPLEMENTATION = "bucketrt"
 
 
-def _mask(*args, **kwargs):
-    """transformers' sdpa mask ([B, 1, S, T], True: attend), always materialised."""
-    from transformers.masking_utils import sdpa_mask
+def _standard_export() -> bool:
+    """A standard-op export is being traced: the model's own eager attention runs (module doc)."""
+    return torch.onnx.is_in_onnx_export() and lowering_ops()
 
+
+def _mask(*args, **kwargs):
+    """transformers' sdpa mask ([B, 1, S, T], True: attend), always materialised; in a standard-op
+    export its eager mask (0 and the dtype's lowest), made once for every layer, as `eager` would."""
+    from transformers.masking_utils import eager_mask, sdpa_mask
+
+    if _standard_export():
+        return eager_mask(*args, **kwargs)
     kwargs["allow_is_causal_skip"] = False
     kwargs["allow_is_bidirectional_skip"] = False
     return sdpa_mask(*args, **kwargs)
@@ -59,8 +67,7 @@ def attention_forward(module, query, key, value, attention_mask, scaling=None, d
     mask_ok = attention_mask is None or (
         attention_mask.dtype == torch.bool and attention_mask.dim() == 4 and attention_mask.shape[1] == 1
     )
-    standard = torch.onnx.is_in_onnx_export() and lowering_ops()
-    if softcap is not None or (dropout and module.training) or not mask_ok or standard:
+    if softcap is not None or (dropout and module.training) or not mask_ok or _standard_export():
         return _model_eager(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     batch, heads, length, dim = query.shape
     keys = key.shape[-2]
