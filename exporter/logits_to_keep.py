@@ -29,6 +29,7 @@ layer's products have fewer rows, which can change their float rounding (not the
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
@@ -57,7 +58,7 @@ def _lm_head(logits):
         if node.op_type not in _ELEMENTWISE or node.domain not in ("", "ai.onnx"):
             return None
         # The one input that varies by position (the others are constants: scales, caps).
-        varying = [v for v in node.inputs if v is not None and v.const_value is None and not v.is_initializer()]
+        varying = [v for v in node.inputs if v is not None and not _constant(v)]
         if len(varying) != 1:
             return None
         value = varying[0]
@@ -110,7 +111,7 @@ def _last_axis_only(node) -> bool:
         return bool(axes) and all(a % rank == rank - 1 for a in axes)
     attr = node.attributes.get("axis")
     axis = attr.as_int() if attr is not None else _ALONG_AXIS[node.op_type]
-    return axis % rank == rank - 1
+    return axis is not None and axis % rank == rank - 1
 
 
 def _pointwise(node, seq: str, region: set) -> bool:
@@ -154,15 +155,15 @@ def _mentions(dim, symbol: str) -> bool:
     return not isinstance(dim, int) and re.search(rf"\b{re.escape(symbol)}\b", str(dim)) is not None
 
 
+@dataclasses.dataclass
 class _Cut:
     """Where the last layer's attention and what follows it can run over the kept positions only:
-    the values to slice (value, axis, their uses) and the Reshapes whose computed shape named the
-    sequence length."""
+    the region's nodes in graph order, the values to slice and their uses, and the Reshapes whose
+    computed shape named the sequence length."""
 
-    def __init__(self):
-        self.slices: dict = {}  # (value, axis) -> [(node, input index)]
-        self.reshapes: list = []
-        self.region: list = []
+    region: list
+    slices: dict = dataclasses.field(default_factory=dict)  # (value, axis) -> [(node, input index)]
+    reshapes: list = dataclasses.field(default_factory=list)
 
 
 def _find_cut(graph, head, seq: str):
@@ -200,8 +201,7 @@ def _find_cut(graph, head, seq: str):
                 if use.node not in region:
                     region.add(use.node)
                     stack.append(use.node)
-    cut = _Cut()
-    cut.region = [n for n in nodes if n in region]
+    cut = _Cut(region=[n for n in nodes if n in region])
     for node in cut.region:
         if node is not root and not _pointwise(node, seq, region):
             return None
@@ -267,7 +267,6 @@ def _hoist(graph, head, start, end, constant) -> bool:
                 return False
             pieces.append(("input", carrier))
         shapes[node] = pieces
-    region_set = set(cut.region)
     order = {n: i for i, n in enumerate(graph)}
     for (value, axis), uses in cut.slices.items():
         sliced = ir.node(
@@ -298,7 +297,7 @@ def _hoist(graph, head, start, end, constant) -> bool:
         graph.insert_before(node, new)
         node.replace_input_with(1, concat.outputs[0])
     pattern = re.compile(rf"\b{re.escape(seq)}\b")
-    for node in region_set:
+    for node in cut.region:
         for value in node.outputs:
             if value.shape is not None:
                 value.shape = ir.Shape([d if isinstance(d, int) else pattern.sub(KEPT, str(d)) for d in value.shape])
