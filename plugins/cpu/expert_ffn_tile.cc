@@ -233,10 +233,13 @@ void PanelTile(const float* w, int64_t ldw, const float* panel, int64_t k_len, f
 }
 
 using PanelTileFn = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, bool);
+template <int MR, int... NB>
+constexpr std::array<PanelTileFn, sizeof...(NB)> PanelRow(std::integer_sequence<int, NB...>) {
+  return {PanelTile<MR, NB + 1>...};
+}
 template <int... MR>
 constexpr std::array<std::array<PanelTileFn, kPanelVectors>, sizeof...(MR)> PanelTable(std::integer_sequence<int, MR...>) {
-  return {std::array<PanelTileFn, kPanelVectors>{PanelTile<MR + 1, 1>, PanelTile<MR + 1, 2>, PanelTile<MR + 1, 3>,
-                                                  PanelTile<MR + 1, 4>}...};
+  return {PanelRow<MR + 1>(std::make_integer_sequence<int, kPanelVectors>())...};
 }
 constexpr auto kPanelTiles = PanelTable(std::make_integer_sequence<int, kPanelWeightRows>());
 

@@ -287,10 +287,12 @@ BUCKETRT_VNNI_TARGET void Int8GemmAvx512Vnni(BUCKETRT_INT8_GEMM_ARGS) {
   // weight rows (the weights' row sums against the row of ones, which the callers run first) asks
   // for the same lines kPrefetchRows further on, into L2, as it goes. That runs past the weights
   // given, into the next rows of the same tensor: most often the caller's next call (its next 32
-  // weight rows, or its next slice of them), and a prefetch never faults. (Zen 4, 2 threads, one
+  // weight rows, or its next slice of them), and a prefetch never faults. The rows' own call right
+  // after asks for the same lines again, one instruction per line that finds them in flight or in
+  // L2; it is the one that asks where a caller has no row-sum pass. (Zen 4, 2 threads, one
   // TopKExpertsInt8 node of a Mixtral-like layer at 4 tokens: 2.9 to 1.4-1.9 ms. Bounding the
-  // prefetch to the weights given was slower, 2.2-3.0 ms: the first rows of each call then waited
-  // on memory; 16 rows ahead gained half as much, 64 no more than 32.)
+  // prefetch to the weights given was slower, 2.5-3.0 ms: the first rows of each call then waited
+  // on memory; 16 rows ahead gained less, 1.8 ms, and 64 no more than 32.)
   const int64_t offset = rows <= kPrefetchMaxRows ? kPrefetchRows * k_len : 0;
   int64_t n = 0;
   for (; n + 4 <= cols; n += 4) {
