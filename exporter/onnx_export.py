@@ -22,6 +22,7 @@ from .logits_to_keep import add_logits_to_keep
 from .overrides import parse_key_values
 from .preparation import prepare
 from .progress import Progress, quiet_torch_export
+from .rms_norm import divide_by_root
 from .sources import TOKENIZER_FILES, resolve_source
 
 CONFIG_NAME, GENERATION_CONFIG_NAME = "config.json", "generation_config.json"
@@ -182,6 +183,7 @@ def _trace(component: Component, opset: int, source, op_set: str = "bucketrt"):
             "the model branches on a size in Python; the graph would fail outside that range, so it is not written",
         )
     _finalize(program.model, MAX_IR_VERSION)
+    divide_by_root(program.model)
     if component.logits_to_keep:
         add_logits_to_keep(program.model)
     return program.model

@@ -170,6 +170,10 @@ def test_one_topk_experts_node_per_moe_layer_one_masked_attention_per_layer_and_
     assert not [n for n in nodes if n.op_type == "Softmax" and n.name.count("self_attn")], "an eager attention left"
     kinds = {n.op_type for n in nodes}
     assert not kinds & {"Loop", "Scan", "If", "NonZero"}, "a dense or data-dependent expert loop in the graph"
+    # The RMS norms (two per layer and the final one; PhiMoE's are LayerNormalization) in the form
+    # ONNX Runtime fuses (exporter/rms_norm.py): a Div by the Sqrt, no Reciprocal.
+    norms = 0 if model_type == "phimoe" else 2 * COMMON["num_hidden_layers"] + 1
+    assert "Reciprocal" not in kinds and sum(n.op_type == "Sqrt" for n in nodes) >= norms
     # The routers: standard ops (PhiMoE's sparsemixer picks its two experts by two maxima: ArgMax).
     picker = "ArgMax" if model_type == "phimoe" else "TopK"
     assert sum(n.op_type == picker for n in nodes) >= MOE_LAYERS[model_type] * (2 if model_type == "phimoe" else 1)
@@ -190,6 +194,20 @@ def test_one_topk_experts_node_per_moe_layer_one_masked_attention_per_layer_and_
     ]
     if model_type == "qwen2_moe":
         assert "Sigmoid" in kinds  # the shared expert's gate
+
+
+@pytest.mark.parametrize("model_type", ["mixtral", "qwen3_moe"])
+def test_onnx_runtime_fuses_every_rms_norm(exported, model_type, tmp_path):
+    """What exporter/rms_norm.py is for: ONNX Runtime runs each RMS norm of the export as one
+    SimplifiedLayerNormalization kernel (Qwen3-MoE's query and key norms included)."""
+    folder, _ = exported(model_type)
+    options = bucketrt.session_options()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    bucketrt.ort_session(folder, options=options, library_registered=True)
+    kinds = [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    per_layer = 4 if model_type == "qwen3_moe" else 2
+    assert kinds.count("SimplifiedLayerNormalization") == per_layer * COMMON["num_hidden_layers"] + 1
+    assert not {"Pow", "Sqrt", "ReduceMean"} & set(kinds)
 
 
 @pytest.mark.parametrize("model_type", list(CONFIGS))
