@@ -10,7 +10,8 @@ step of 4 layers runs nine norms).
 
 The fused kernel computes x * (1 / sqrt(mean + eps)) * weight, transformers' own order; unfused,
 the Div rounds once where Reciprocal and Mul round twice, so the two forms differ by about one
-unit in the last place, no more than any two orders of the mean's sum.
+unit in the last place. The rewrite holds for any Mul by a Reciprocal(Sqrt): c * (1 / s) = c / s,
+broadcast alike.
 """
 
 from __future__ import annotations
@@ -36,8 +37,7 @@ def divide_by_root(model) -> int:
             mul, index = uses[0].node, uses[0].idx
             # Mul is commutative, Div is not: the other factor goes first, the root second.
             if index == 0:
-                other = mul.inputs[1]
-                mul.replace_input_with(0, other)
+                mul.replace_input_with(0, mul.inputs[1])
             mul.replace_input_with(1, root.outputs[0])
             mul.op_type = "Div"
             graph.remove(node, safe=True)
