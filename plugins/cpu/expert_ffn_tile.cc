@@ -12,6 +12,8 @@
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
+
+#include "cpu/prefetch.h"
 #endif
 
 #define EIGEN_DONT_PARALLELIZE  // parallelism is ORT's: one tile per worker
@@ -136,13 +138,12 @@ constexpr uintptr_t kDotPrefetchBytes = 64 * 1024;
 // c[r * ldc + n] = sum_k x[r * ldx + k] w[n * ldw + k] for r < RB, n < NB: sixteen lanes of partial
 // sums per (r, n) over k (one fused multiply-add per 16 k, in order), then their sum. The order
 // depends on k_len alone: not on which rows or weight rows share a block. With `prefetch`, each
-// weight line read is asked for again kDotPrefetchBytes on, in integers: that address may lie past
-// the weights (in the next task's rows, most often), and a prefetch never faults.
+// weight line read is asked for again kDotPrefetchBytes on (past the weights: the next task's rows,
+// most often).
 template <int RB, int NB>
 void DotBlock(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t k_len, float* c, int64_t ldc,
               bool prefetch) {
   __m512 acc[RB][NB];
-  const uintptr_t ahead = reinterpret_cast<uintptr_t>(w) + kDotPrefetchBytes;
 #pragma GCC unroll 8
   for (int r = 0; r < RB; ++r) {
 #pragma GCC unroll 8
@@ -154,10 +155,7 @@ void DotBlock(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t 
     for (int n = 0; n < NB; ++n) wv[n] = _mm512_maskz_loadu_ps(mask, w + n * ldw + k);
     if (prefetch) {
 #pragma GCC unroll 8
-      for (int n = 0; n < NB; ++n) {
-        const uintptr_t line = ahead + static_cast<uintptr_t>(n * ldw + k) * sizeof(float);
-        _mm_prefetch(reinterpret_cast<const char*>(line), _MM_HINT_T1);
-      }
+      for (int n = 0; n < NB; ++n) PrefetchAhead(w + n * ldw + k, kDotPrefetchBytes);
     }
 #pragma GCC unroll 8
     for (int r = 0; r < RB; ++r) {

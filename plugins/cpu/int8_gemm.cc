@@ -30,6 +30,8 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
+
+#include "cpu/prefetch.h"
 #define BUCKETRT_INT8_X86 1
 #endif
 
@@ -165,13 +167,9 @@ BUCKETRT_VNNI_TARGET inline __m512i HalfSums(__m512i u, __m512i v) {
   BUCKETRT_DPBUSD(ACC3, XV, b3)
 
 // The lines `ahead` bytes on from w (a line of the first of 4 weight rows) and from the other 3
-// rows' (k_len apart), into L2. In integers: the address may lie past the tensor (a prefetch of it
-// does nothing), where a pointer may not.
+// rows' (k_len apart), into L2.
 inline void PrefetchColumn(const int8_t* w, int64_t ahead, int64_t k_len) {
-  const uintptr_t at = reinterpret_cast<uintptr_t>(w) + static_cast<uintptr_t>(ahead);
-  for (int64_t i = 0; i < 4; ++i) {
-    _mm_prefetch(reinterpret_cast<const char*>(at + static_cast<uintptr_t>(i * k_len)), _MM_HINT_T1);
-  }
+  for (int64_t i = 0; i < 4; ++i) PrefetchAhead(w + i * k_len, static_cast<uintptr_t>(ahead));
 }
 
 // 4 rows x 4 weight rows: 16 accumulators, 4 weights and 1 row of the 32 zmm registers; 64 k per
