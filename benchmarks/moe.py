@@ -28,6 +28,10 @@ printed as PASS/MISS.
     python benchmarks/run.py --only moe --plot-dir docs       # the full run (about an hour on 2 cores)
     python benchmarks/run.py --only moe --moe-size small --moe-lengths 64,256 --moe-new 16   # minutes
     python benchmarks/run.py --only moe --moe-rounds 2        # each figure the best of two rounds over the peers
+
+Within a round, a prompt-only case is timed --repeat times and a decoding case --moe-decode-runs
+times (3 by default), each figure the median of its runs: one decoding run's step time moves by
+10-20 % between runs here, more than some of the goals' margins.
 """
 
 from __future__ import annotations
@@ -86,6 +90,18 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
+def _runs(args, new: int) -> int:
+    """Timed runs of a case (after its warm-up): --decode-runs where it decodes, else --repeat."""
+    return max(1, args.decode_runs if new > 1 else args.repeat)
+
+
+def _medians(samples: list[tuple[float, float]]) -> tuple[float, float]:
+    """(prefill s, s per later step) of several runs: the median of each, apart."""
+    import statistics
+
+    return statistics.median(s[0] for s in samples), statistics.median(s[1] for s in samples)
+
+
 def _worker_torch(args) -> dict:
     import numpy as np
     import torch
@@ -117,8 +133,7 @@ def _worker_torch(args) -> dict:
         for batch, length, new in args.cases:
             ids = torch.from_numpy(np.random.default_rng(0).integers(0, vocab, (batch, length)))
             run(ids, min(new, 4))  # warm-up
-            samples = sorted(run(ids, new) for _ in range(args.repeat if new <= 1 else 1))
-            prefill, step = samples[len(samples) // 2]
+            prefill, step = _medians([run(ids, new) for _ in range(_runs(args, new))])
             rows.append(
                 {
                     "batch": batch,
@@ -148,7 +163,7 @@ def _worker_ort(args) -> dict:
     rows = []
     for batch, length, new in args.cases:
         ids = np.random.default_rng(0).integers(0, vocab, (batch, length))
-        timing = time_generation(session, ids, new, args.repeat if new <= 1 else 1)
+        timing = time_generation(session, ids, new, _runs(args, new))
         rows.append(
             {
                 "batch": batch,
@@ -195,9 +210,7 @@ def _worker_genai(args) -> dict:
     for batch, length, new in args.cases:
         ids = np.random.default_rng(0).integers(0, vocab, (batch, length)).astype(np.int32)
         run(ids, min(new, 4))  # warm-up
-        samples = [run(ids, max(new, 1)) for _ in range(args.repeat if new <= 1 else 1)]
-        samples.sort()
-        prefill, step = samples[len(samples) // 2]
+        prefill, step = _medians([run(ids, max(new, 1)) for _ in range(_runs(args, new))])
         rows.append(
             {"batch": batch, "prompt": length, "new": new, "prefill_s": prefill, "step_s": step if new > 1 else None}
         )
@@ -215,6 +228,7 @@ def worker_main(argv) -> int:
     parser.add_argument("--folder", required=True)
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--decode-runs", type=int, default=3)
     parser.add_argument("--cases", type=json.loads, required=True, help="[[batch, prompt, new], ...]")
     parser.add_argument("--dtype", default="fp32")
     parser.add_argument("--experts", default="grouped_mm")
@@ -230,10 +244,13 @@ def _python(env: str) -> Path:
     return PEERS / env / "bin" / "python"
 
 
-def _run_worker(python, kind: str, folder: Path, threads: int, repeat: int, cases, timeout: float, **extra) -> dict:
+def _run_worker(
+    python, kind: str, folder: Path, threads: int, repeat: int, decode_runs: int, cases, timeout: float, **extra
+) -> dict:
     """One peer in its own process: its result, or {"missing": why}."""
     command = [str(python), str(Path(__file__).resolve()), "--worker", kind, "--folder", str(folder)]
-    command += ["--threads", str(threads), "--repeat", str(repeat), "--cases", json.dumps(cases)]
+    command += ["--threads", str(threads), "--repeat", str(repeat), "--decode-runs", str(decode_runs)]
+    command += ["--cases", json.dumps(cases)]
     for key, value in extra.items():
         command += [f"--{key}", str(value)]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -402,6 +419,10 @@ def run(args, say) -> dict:
     say(f"Load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores.")
     if args.moe_rounds > 1:
         say(f"Each figure is the best of {args.moe_rounds} rounds over the peers (each peer once per round, in turn).")
+    say(
+        f"Within a round, a decoding figure is the median of {args.moe_decode_runs} runs of {new} tokens, "
+        f"a prompt-only one the median of {repeat} runs."
+    )
     say("")
     results = {}
     for name in args.moe_models.split(","):
@@ -416,7 +437,9 @@ def run(args, say) -> dict:
                 elif "missing" not in rows.get(label, {}):
                     print(f"timing {name}: {label} (round {round_ + 1} of {args.moe_rounds}) ...", flush=True)
                     python, kind, folder, extra = spec
-                    result = _run_worker(python, kind, folder, threads, repeat, cases, args.moe_timeout, **extra)
+                    result = _run_worker(
+                        python, kind, folder, threads, repeat, args.moe_decode_runs, cases, args.moe_timeout, **extra
+                    )
                     rows[label] = _best_of(rows[label], result) if label in rows else result
                 if "missing" in rows[label] and round_ == 0:
                     print(f"  {label}: {rows[label]['missing']}", flush=True)
@@ -436,6 +459,7 @@ def run(args, say) -> dict:
         "batches": batches,
         "new": new,
         "rounds": args.moe_rounds,
+        "decode_runs": args.moe_decode_runs,
         "models": results,
         "goals": goals,
     }

@@ -764,6 +764,12 @@ def main(argv=None) -> int:
     parser.add_argument("--moe-new", type=int, default=128, help="moe part: tokens decoded per run")
     parser.add_argument("--moe-timeout", type=float, default=1800, help="moe part: seconds a peer may take")
     parser.add_argument(
+        "--moe-decode-runs",
+        type=int,
+        default=3,
+        help="moe part: decoding runs per case, peer and round; each figure is their median",
+    )
+    parser.add_argument(
         "--moe-rounds", type=int, default=1, help="moe part: rounds over the peers; each figure is its best round"
     )
     parser.add_argument("--moe-out", default=str(OUT / "moe"), help="moe part: sources and exports (cached)")

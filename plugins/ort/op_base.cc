@@ -7,6 +7,8 @@
 #include <cstring>
 #include <thread>
 
+#include "cpu/huge_pages.h"
+
 namespace bucketrt::ort {
 
 namespace {
@@ -51,6 +53,26 @@ void WidenHalf(const Ort::Float16_t* src, float* dst, size_t count) {
 
 void NarrowToHalf(const float* src, Ort::Float16_t* dst, size_t count) {
   for (size_t i = 0; i < count; ++i) dst[i] = Ort::Float16_t(src[i]);
+}
+
+void BackWeightsWithHugePages(const spec::OpSpec& op, spec::DType float_type, const OrtKernelInfo* info) {
+  const OrtApi& api = Ort::GetApi();
+  for (int i = 0; i < op.num_inputs; ++i) {
+    if (!op.inputs[i].weights) continue;
+    int is_constant = 0;
+    const OrtValue* value = nullptr;
+    OrtStatus* status = api.KernelInfoGetConstantInput_tensor(info, static_cast<size_t>(i), &is_constant, &value);
+    if (status != nullptr) {  // a hint only: the kernel runs the same without it
+      api.ReleaseStatus(status);
+      continue;
+    }
+    if (!is_constant || value == nullptr) continue;  // an input fed at run time: not ours to move
+    Ort::ConstValue tensor(value);
+    if (!tensor.IsTensor()) continue;  // the run's checks report it
+    const size_t elements = tensor.GetTensorTypeAndShapeInfo().GetElementCount();
+    const spec::DType dtype = spec::Concrete(op.inputs[i].dtype, float_type);
+    cpu::BackWithHugePages(tensor.GetTensorRawData(), elements * spec::ElementBytes(dtype));
+  }
 }
 
 void BindOrtInputs(const spec::OpSpec& op, const Attributes& attrs, Ort::KernelContext& ctx, OrtInputs* inputs,

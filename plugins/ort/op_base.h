@@ -33,6 +33,7 @@
 #include <memory>
 #include <new>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -158,6 +159,9 @@ struct RegistrationOptions {
   // "bucketrt.cuda_sync_checks" = "1": the CUDA kernels wait for their data checks and fail the
   // same run (ort/cuda_kernels.h); by default a run's data error fails the node's next run.
   bool cuda_sync_checks = false;
+  // "bucketrt.no_huge_pages" = "1": the CPU kernels leave their constant expert weights in the
+  // runtime's pages (BackWeightsWithHugePages not called).
+  bool no_huge_pages = false;
 };
 
 // One node's kernel as ORT holds it. Every backend's kernel derives from it, so that one CustomOp
@@ -175,6 +179,10 @@ class NodeKernel {
  protected:
   virtual void Compute(Ort::KernelContext& ctx) = 0;
 };
+
+// Backs the node's constant expert weights (the spec's `weights` inputs that the session holds as
+// initializers) with huge pages (cpu/huge_pages.h): for the CPU kernels, when ORT makes them.
+void BackWeightsWithHugePages(const spec::OpSpec& op, spec::DType float_type, const OrtKernelInfo* info);
 
 // Makes a node's kernel from its resolved attributes (may throw Ort::Exception: InvalidArgument).
 using KernelFactory = std::unique_ptr<NodeKernel> (*)(const spec::OpSpec& op, Attributes attrs,
@@ -241,6 +249,9 @@ struct SpecCustomOp : Ort::CustomOpBase<SpecCustomOp, NodeKernel, /*WithStatus=*
       if (options_.force_deterministic) attrs.SetIntIfDeclared("deterministic", 1);
       // ORT hands the pointer back as NodeKernel* (CustomOpBase's KernelComputeV2 and KernelDestroy).
       *kernel = static_cast<NodeKernel*>(create_(op_, std::move(attrs), options_).release());
+      if (std::string_view(provider_) == kCpuProvider && !options_.no_huge_pages) {
+        BackWeightsWithHugePages(op_, float_type_, info);
+      }
     });
   }
 

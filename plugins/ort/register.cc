@@ -8,6 +8,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 // The SDK's header (sdk/bucketrt_ort.h.in, configured into the build): its declarations must match
@@ -31,6 +32,8 @@ namespace {
 constexpr const char* kDeterministicConfigKey = BUCKETRT_CONFIG_DETERMINISTIC;
 // Session config entry: "1" makes the CUDA kernels check their data synchronously (docs/cuda.md).
 constexpr const char* kCudaSyncChecksConfigKey = BUCKETRT_CONFIG_CUDA_SYNC_CHECKS;
+// Session config entry: "1" leaves the experts' weights out of huge pages (ort/op_base.h).
+constexpr const char* kNoHugePagesConfigKey = BUCKETRT_CONFIG_NO_HUGE_PAGES;
 // Session config entry the library sets on the SessionOptions it registers on, so that a second
 // registration gets an error naming bucketrt (ORT's own, at session creation, says only "Domain
 // already set in registry").
@@ -89,18 +92,26 @@ class Registry {
   std::vector<std::unique_ptr<SpecCustomOp>> ops_;
 };
 
-// One registry per combination of the session-wide options (the op objects carry them).
+// One registry per combination of the session-wide options (the op objects carry them), made the
+// first time a registration asks for it.
 const Registry& Kernels(const RegistrationOptions& options) {
-  static const Registry registries[2][2] = {
-      {Registry(RegistrationOptions{false, false}), Registry(RegistrationOptions{false, true})},
-      {Registry(RegistrationOptions{true, false}), Registry(RegistrationOptions{true, true})}};
-  return registries[options.force_deterministic][options.cuda_sync_checks];
+  static std::mutex mutex;
+  static std::map<std::tuple<bool, bool, bool>, std::unique_ptr<Registry>> registries;
+  const auto key = std::make_tuple(options.force_deterministic, options.cuda_sync_checks, options.no_huge_pages);
+  std::lock_guard<std::mutex> lock(mutex);
+  std::unique_ptr<Registry>& registry = registries[key];
+  if (!registry) registry = std::make_unique<Registry>(options);
+  return *registry;
 }
 
 RegistrationOptions OptionsOf(const OrtSessionOptions* options) {
   Ort::ConstSessionOptions session(options);
   auto on = [&](const char* key) { return session.HasConfigEntry(key) && session.GetConfigEntry(key) == "1"; };
-  return RegistrationOptions{on(kDeterministicConfigKey), on(kCudaSyncChecksConfigKey)};
+  RegistrationOptions registration;
+  registration.force_deterministic = on(kDeterministicConfigKey);
+  registration.cuda_sync_checks = on(kCudaSyncChecksConfigKey);
+  registration.no_huge_pages = on(kNoHugePagesConfigKey);
+  return registration;
 }
 
 static_assert(std::string_view(BUCKETRT_DOMAIN) == spec::kDomain, "the SDK header's domain is the spec's");

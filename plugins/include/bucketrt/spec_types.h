@@ -25,6 +25,9 @@ struct TensorSpec {
   // named like an int attribute takes the attribute's value; non-identifiers ("m*L") are left to
   // the op's own checks.
   const char* dims[4];
+  // An expert's weights (schema.py's Tensor.weights): the CPU kernels back a constant one with huge
+  // pages (cpu/huge_pages.h).
+  bool weights;
 };
 
 struct AttrSpec {
@@ -65,6 +68,18 @@ constexpr const char* DTypeName(DType dtype) {
     case DType::kFloat: return "T";
   }
   return "?";
+}
+
+// The bytes of one element of a concrete type (0 for the unresolved kFloat).
+constexpr unsigned ElementBytes(DType dtype) {
+  switch (dtype) {
+    case DType::kInt32: return 4;
+    case DType::kInt8: return 1;
+    case DType::kFloat32: return 4;
+    case DType::kFloat16: return 2;
+    case DType::kFloat: return 0;
+  }
+  return 0;
 }
 
 // The element type of a tensor of dtype `dtype` when the op's T is `float_type`.

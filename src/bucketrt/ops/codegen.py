@@ -62,7 +62,8 @@ def cpp_header() -> str:
             rows = []
             for t in tensors:
                 dims = ", ".join(f'"{d}"' for d in t.dims)
-                rows.append(f'  {{"{t.name}", {dtype[t.dtype]}, {len(t.dims)}, {{{dims}}}}},')
+                weights = "true" if t.weights else "false"
+                rows.append(f'  {{"{t.name}", {dtype[t.dtype]}, {len(t.dims)}, {{{dims}}}, {weights}}},')
             lines += [f"inline constexpr TensorSpec k{ident}{kind}[] = {{", *rows, "};"]
         # -- attributes: AttrSpec rows, with each attribute's allowed ints beside them --
         # (a float attribute: its bounds in the last two fields, as repr() writes them, which C++

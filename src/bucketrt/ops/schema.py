@@ -56,6 +56,10 @@ class Tensor:
     # experts picked and their weights): what computes it stays float when the model is quantized
     # (bucketrt.quantization's router_nodes), as a flipped pick replaces a whole expert's output.
     routing: bool = False
+    # An expert's weights: the decoding paths read them whole, at the memory's speed, on every run.
+    # Where the session holds one as a constant initializer, the CPU library backs it with huge pages
+    # when the kernel is made (plugins/cpu/huge_pages.h).
+    weights: bool = False
 
     def concrete_dtype(self, float_type: str) -> str:
         """The element type of this tensor when the op's float type T is `float_type`."""
