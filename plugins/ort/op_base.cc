@@ -55,23 +55,28 @@ void NarrowToHalf(const float* src, Ort::Float16_t* dst, size_t count) {
   for (size_t i = 0; i < count; ++i) dst[i] = Ort::Float16_t(src[i]);
 }
 
-void BackWeightsWithHugePages(const spec::OpSpec& op, spec::DType float_type, const OrtKernelInfo* info) {
-  const OrtApi& api = Ort::GetApi();
-  for (int i = 0; i < op.num_inputs; ++i) {
-    if (!op.inputs[i].weights) continue;
-    int is_constant = 0;
-    const OrtValue* value = nullptr;
-    OrtStatus* status = api.KernelInfoGetConstantInput_tensor(info, static_cast<size_t>(i), &is_constant, &value);
-    if (status != nullptr) {  // a hint only: the kernel runs the same without it
-      api.ReleaseStatus(status);
-      continue;
+void BackWeightsWithHugePages(const spec::OpSpec& op, spec::DType float_type, const OrtKernelInfo* info) noexcept {
+  // A hint only: the kernel computes the same without it, so nothing here may fail the session
+  // (an input the node does not have, or of another kind, is the run's checks' to report).
+  try {
+    const OrtApi& api = Ort::GetApi();
+    for (int i = 0; i < op.num_inputs; ++i) {
+      if (!op.inputs[i].weights) continue;
+      int is_constant = 0;
+      const OrtValue* value = nullptr;
+      OrtStatus* status = api.KernelInfoGetConstantInput_tensor(info, static_cast<size_t>(i), &is_constant, &value);
+      if (status != nullptr) {
+        api.ReleaseStatus(status);
+        continue;
+      }
+      if (!is_constant || value == nullptr) continue;  // fed at run time: the caller's memory, not moved
+      Ort::ConstValue tensor(value);
+      if (!tensor.IsTensor()) continue;
+      const size_t elements = tensor.GetTensorTypeAndShapeInfo().GetElementCount();
+      const spec::DType dtype = spec::Concrete(op.inputs[i].dtype, float_type);
+      cpu::BackWithHugePages(tensor.GetTensorRawData(), elements * spec::ElementBytes(dtype));
     }
-    if (!is_constant || value == nullptr) continue;  // an input fed at run time: not ours to move
-    Ort::ConstValue tensor(value);
-    if (!tensor.IsTensor()) continue;  // the run's checks report it
-    const size_t elements = tensor.GetTensorTypeAndShapeInfo().GetElementCount();
-    const spec::DType dtype = spec::Concrete(op.inputs[i].dtype, float_type);
-    cpu::BackWithHugePages(tensor.GetTensorRawData(), elements * spec::ElementBytes(dtype));
+  } catch (...) {
   }
 }
 

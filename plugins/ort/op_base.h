@@ -182,7 +182,8 @@ class NodeKernel {
 
 // Backs the node's constant expert weights (the spec's `weights` inputs that the session holds as
 // initializers) with huge pages (cpu/huge_pages.h): for the CPU kernels, when ORT makes them.
-void BackWeightsWithHugePages(const spec::OpSpec& op, spec::DType float_type, const OrtKernelInfo* info);
+// Never fails: where it cannot, the weights stay where they are.
+void BackWeightsWithHugePages(const spec::OpSpec& op, spec::DType float_type, const OrtKernelInfo* info) noexcept;
 
 // Makes a node's kernel from its resolved attributes (may throw Ort::Exception: InvalidArgument).
 using KernelFactory = std::unique_ptr<NodeKernel> (*)(const spec::OpSpec& op, Attributes attrs,
@@ -247,11 +248,12 @@ struct SpecCustomOp : Ort::CustomOpBase<SpecCustomOp, NodeKernel, /*WithStatus=*
     return Guard([&] {
       Attributes attrs = ReadAttributes(op_, info);
       if (options_.force_deterministic) attrs.SetIntIfDeclared("deterministic", 1);
-      // ORT hands the pointer back as NodeKernel* (CustomOpBase's KernelComputeV2 and KernelDestroy).
-      *kernel = static_cast<NodeKernel*>(create_(op_, std::move(attrs), options_).release());
+      std::unique_ptr<NodeKernel> made = create_(op_, std::move(attrs), options_);
       if (std::string_view(provider_) == kCpuProvider && !options_.no_huge_pages) {
         BackWeightsWithHugePages(op_, float_type_, info);
       }
+      // ORT hands the pointer back as NodeKernel* (CustomOpBase's KernelComputeV2 and KernelDestroy).
+      *kernel = static_cast<NodeKernel*>(made.release());
     });
   }
 
