@@ -14,20 +14,18 @@ namespace bucketrt::cpu {
 #define MADV_COLLAPSE 25
 #endif
 
-size_t BackWithHugePages(const void* data, size_t bytes) {
+void BackWithHugePages(const void* data, size_t bytes) {
   constexpr uintptr_t kHuge = uintptr_t{2} << 20;
   const uintptr_t start = reinterpret_cast<uintptr_t>(data);
   const uintptr_t first = (start + kHuge - 1) & ~(kHuge - 1);  // only whole huge pages of the tensor
   const uintptr_t last = (start + bytes) & ~(kHuge - 1);
-  size_t backed = 0;
   // One huge page at a time: a failed page (no free 2 MiB to move it to) leaves the others to try.
   for (uintptr_t page = first; page + kHuge <= last; page += kHuge) {
-    if (madvise(reinterpret_cast<void*>(page), kHuge, MADV_COLLAPSE) == 0) backed += kHuge;
+    madvise(reinterpret_cast<void*>(page), kHuge, MADV_COLLAPSE);
   }
-  return backed;
 }
 #else
-size_t BackWithHugePages(const void*, size_t) { return 0; }
+void BackWithHugePages(const void*, size_t) {}
 #endif
 
 }  // namespace bucketrt::cpu

@@ -3,7 +3,7 @@
 // Why: a decoding step reads every picked expert's weights once, hundreds of MB a step at the
 // benchmark's sizes, at the memory's speed. In 4 KiB pages that stream crosses a page every 64
 // cache lines, where the hardware prefetchers stop and the TLB misses; in 2 MiB pages the same
-// read runs faster (docs/moe.md has the figures). ONNX Runtime allocates initializers with malloc,
+// read runs faster (docs/benchmarks.md, TopKExperts, has the figures). ONNX Runtime allocates initializers with malloc,
 // and Linux backs such memory with huge pages only where asked (transparent huge pages set to
 // "madvise", the usual default), which by then it is not: the tensors are already written.
 #pragma once
@@ -16,7 +16,7 @@ namespace bucketrt::cpu {
 // (MADV_COLLAPSE, Linux 6.1): the contents and addresses stay as they are, so it is safe on
 // memory another owner (the runtime) allocated. A performance hint only: where it cannot be done
 // (an older kernel, huge pages turned off, no free 2 MiB of memory, a file mapping) the memory is
-// left as it was. Returns the bytes now backed by huge pages (0 elsewhere than Linux).
-size_t BackWithHugePages(const void* data, size_t bytes);
+// left as it was (and elsewhere than Linux, always).
+void BackWithHugePages(const void* data, size_t bytes);
 
 }  // namespace bucketrt::cpu
