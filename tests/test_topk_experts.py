@@ -260,24 +260,29 @@ def test_limit_errors_come_at_session_creation():
 # -- huge pages for the experts' weights -----------------------------------------------------------
 
 
-def _anon_huge_kib() -> dict[str, int]:
-    """AnonHugePages of each mapping of this process, by its address range."""
-    pages = {}
+def _huge_mib_over(ranges: list[tuple[int, int]]) -> int:
+    """AnonHugePages, in MiB, of this process's mappings that overlap the address ranges [lo, hi)."""
+    total = 0
     with open("/proc/self/smaps") as smaps:
         for line in smaps:
             head = line.split()[0]
             if "-" in head and not head.endswith(":"):
-                mapping = head
-            elif head == "AnonHugePages:":
-                pages[mapping] = int(line.split()[1])
-    return pages
+                lo, hi = (int(v, 16) for v in head.split("-"))
+                overlaps = any(lo < end and start < hi for start, end in ranges)
+            elif head == "AnonHugePages:" and overlaps:
+                total += int(line.split()[1])
+    return total // 1024
 
 
-def _huge_pages_gained_mib(before: dict[str, int], after: dict[str, int]) -> int:
-    """The huge pages mappings gained between two _anon_huge_kib() (new mappings count whole).
-    Losses are left out: memory freed earlier may go back to the system at any time (ASan's
-    quarantine holds freed blocks and releases them later)."""
-    return sum(max(0, kib - before.get(mapping, 0)) for mapping, kib in after.items()) // 1024
+def _own_copy(array: np.ndarray):
+    """`array` copied into an anonymous mapping of its own (never asked for huge pages, unlike
+    numpy's large arrays): (the mapping, the copy on it)."""
+    import mmap
+
+    region = mmap.mmap(-1, array.nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    copy = np.frombuffer(region, dtype=array.dtype).reshape(array.shape)
+    copy[...] = array
+    return region, copy
 
 
 def _collapse_works() -> bool:
@@ -314,9 +319,11 @@ def _thp_mode() -> str:
 @pytest.mark.parametrize("no_huge_pages", [False, True])
 def test_constant_expert_weights_move_into_huge_pages(no_huge_pages):
     # The session's constant gate_up (16 MiB) and down (8 MiB) are moved into huge pages when the
-    # kernel is made (under "madvise", nothing else that making the session does asks for any),
-    # unless the session config entry "bucketrt.no_huge_pages" says not to; the results are the
-    # reference's either way.
+    # kernel is made, unless the session config entry "bucketrt.no_huge_pages" says not to; the
+    # results are the reference's either way. The weights are the test's own memory (initializers
+    # added to the SessionOptions, which ONNX Runtime uses in place), so that only their mappings
+    # are counted: other memory of the process gains and loses huge pages of its own accord (numpy
+    # asks for them for its large arrays, and freed blocks are reused or released at any time).
     import onnx
     import onnxruntime as ort
 
@@ -336,10 +343,14 @@ def test_constant_expert_weights_move_into_huge_pages(no_huge_pages):
     if no_huge_pages:
         options.add_session_config_entry("bucketrt.no_huge_pages", "1")
     options.register_custom_ops_library(library_path())
-    serialized = model.SerializeToString()
-    before = _anon_huge_kib()
-    session = ort.InferenceSession(serialized, sess_options=options, providers=["CPUExecutionProvider"])
-    moved = _huge_pages_gained_mib(before, _anon_huge_kib())
+    owned = {name: _own_copy(inputs[name]) for name in ("gate_up", "down")}
+    values = {name: ort.OrtValue.ortvalue_from_numpy(copy) for name, (_, copy) in owned.items()}
+    for name, value in values.items():
+        options.add_initializer(name, value)
+    ranges = [(copy.ctypes.data, copy.ctypes.data + copy.nbytes) for _, copy in owned.values()]
+    before = _huge_mib_over(ranges)
+    session = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
+    moved = _huge_mib_over(ranges) - before
     if no_huge_pages:
         assert moved == 0
     else:
