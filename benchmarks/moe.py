@@ -12,7 +12,8 @@ length, and each peer's peak memory. Every peer runs in a subprocess of its own 
   held to every expert on every token, and optimum-onnx's own exporter (`make moe-peers`: .peers/optimum) is
   tried for the families it has;
 * onnxruntime-genai (`make moe-peers`: .peers/genai), its model builder's fp32 and int8 models with
-  its own C++ generation loop, for the families its builder takes (PhiMoE here);
+  its own C++ generation loop, for the families its builder takes (GPT-OSS here: its int8 from the
+  experts' MXFP4 tensors, which the source carries, see MXFP4_FILE);
 * bucketrt: the export in ONNX Runtime with TopKExperts, fp32, and int8 (`bucketrt quantize`).
 
 A peer that cannot run (no environment, a family its exporter lacks, an error) is a row saying why.
@@ -292,9 +293,11 @@ def _make_source(name: str, size: str, out: Path) -> tuple[Path, str]:
     preset_name, small = MODELS[name]
     base = presets()[preset_name].config if isinstance(preset_name, str) else preset_name
     values = dict(base, **(small if size == "small" else {}))
+    mxfp4 = values["model_type"] == "gpt_oss"
     folder = out / "src"
     marker = folder / "bucketrt-bench.json"
-    if marker.exists() and json.loads(marker.read_text()) == values:
+    made = {"config": values, "experts": "mxfp4" if mxfp4 else "float32"}
+    if marker.exists() and json.loads(marker.read_text()) == made:
         return folder, values["model_type"]
     values_copy = dict(values)
     model_type = values_copy.pop("model_type")
@@ -304,19 +307,84 @@ def _make_source(name: str, size: str, out: Path) -> tuple[Path, str]:
     )
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(config).eval()
+    packed = _experts_to_mxfp4(model) if mxfp4 else {}
     for stale in out.iterdir() if out.exists() else ():  # exports of other weights
         if stale.is_dir():
             shutil.rmtree(stale)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
+    if packed:
+        _save_beside(folder, packed, MXFP4_FILE)
     vocab = {f"w{i}": i for i in range(config.vocab_size)}
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="w0"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     transformers.PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, unk_token="w0", pad_token="w0", bos_token="w1", eos_token="w2"
     ).save_pretrained(folder)
-    marker.write_text(json.dumps(values))
+    marker.write_text(json.dumps(made))
     return folder, model_type
+
+
+# GPT-OSS ships its experts in MXFP4 (OCP microscaling: 4-bit e2m1 values, one power-of-two scale per
+# 32 along the input axis), and onnxruntime-genai's builder makes its int8 GPT-OSS only from those
+# tensors (`{prefix}_blocks`, `{prefix}_scales`). The benchmark's GPT-OSS experts are rounded to MXFP4
+# values, so that every peer computes one model, and the packed tensors are written beside the float
+# weights, as the released checkpoints have them.
+MXFP4_FILE = "experts-mxfp4.safetensors"
+_E2M1 = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)  # the magnitudes of codes 0-7; bit 3 is the sign
+
+
+def _mxfp4(weight):
+    """weight [..., N, K] (K a multiple of 32) -> (blocks [..., N, K/32, 16] uint8: two codes a byte,
+    the even position's in the low nibble; scales [..., N, K/32] uint8: the exponents + 127; the
+    float values they encode, the shape of `weight`)."""
+    import torch
+
+    *lead, n, k = weight.shape
+    block = weight.reshape(*lead, n, k // 32, 32)
+    amax = block.abs().amax(-1)
+    # The smallest power of two that brings the block's largest magnitude within 6, e2m1's largest.
+    exponent = torch.ceil(torch.log2(amax.clamp_min(2.0**-126) / 6.0)).clamp(-127, 127)
+    scaled = block / torch.pow(2.0, exponent)[..., None]
+    magnitudes = torch.tensor(_E2M1)
+    index = (scaled.abs()[..., None] - magnitudes).abs().argmin(-1)
+    negative = scaled < 0
+    codes = (index | torch.where(negative, 8, 0)).to(torch.uint8)
+    values = torch.where(negative, -magnitudes[index], magnitudes[index]) * torch.pow(2.0, exponent)[..., None]
+    blocks = codes[..., 0::2] | (codes[..., 1::2] << 4)
+    return blocks.contiguous(), (exponent + 127).to(torch.uint8), values.reshape(weight.shape)
+
+
+def _experts_to_mxfp4(model) -> dict:
+    """Rounds every GPT-OSS expert projection of `model` to MXFP4 in place; returns the checkpoint's
+    packed tensors ({name}_blocks and {name}_scales, output-major) by name."""
+    import torch
+
+    packed = {}
+    with torch.no_grad():
+        for i, layer in enumerate(model.model.layers):
+            for name in ("gate_up_proj", "down_proj"):
+                weight = getattr(layer.mlp.experts, name)  # [experts, in, out]
+                blocks, scales, values = _mxfp4(weight.transpose(1, 2))
+                weight.copy_(values.transpose(1, 2))
+                packed[f"model.layers.{i}.mlp.experts.{name}_blocks"] = blocks
+                packed[f"model.layers.{i}.mlp.experts.{name}_scales"] = scales
+    return packed
+
+
+def _save_beside(folder: Path, tensors: dict, file_name: str) -> None:
+    """Writes `tensors` to folder/file_name and an index of every tensor (model.safetensors'
+    and these): loaders that read the index (onnxruntime-genai's MXFP4 loader) find them there,
+    while transformers' from_pretrained still loads model.safetensors alone, which it prefers."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(folder / file_name), metadata={"format": "pt"})
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as weights:
+        weight_map = {key: "model.safetensors" for key in weights.keys()}  # noqa: SIM118
+    weight_map.update({key: file_name for key in tensors})
+    index = {"metadata": {}, "weight_map": weight_map}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=1))
 
 
 def _export(source: Path, out: Path, dense: bool = False) -> Path:
