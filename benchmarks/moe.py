@@ -331,7 +331,6 @@ def _make_source(name: str, size: str, out: Path) -> tuple[Path, str]:
 # values, so that every peer computes one model, and the packed tensors are written beside the float
 # weights, as the released checkpoints have them.
 MXFP4_FILE = "experts-mxfp4.safetensors"
-_E2M1 = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)  # the magnitudes of codes 0-7; bit 3 is the sign
 
 
 def _mxfp4(weight):
@@ -339,14 +338,17 @@ def _mxfp4(weight):
     the even position's in the low nibble; scales [..., N, K/32] uint8: the exponents + 127; the
     float values they encode, the shape of `weight`)."""
     import torch
+    from transformers.integrations.mxfp4 import FP4_VALUES  # the values of codes 0-15: bit 3 the sign
 
     *lead, n, k = weight.shape
+    if k % 32:
+        raise ValueError(f"MXFP4 takes blocks of 32 along the input axis; this weight has {k}")
     block = weight.reshape(*lead, n, k // 32, 32)
     amax = block.abs().amax(-1)
     # The smallest power of two that brings the block's largest magnitude within 6, e2m1's largest.
     exponent = torch.ceil(torch.log2(amax.clamp_min(2.0**-126) / 6.0)).clamp(-127, 127)
     scaled = block / torch.pow(2.0, exponent)[..., None]
-    magnitudes = torch.tensor(_E2M1)
+    magnitudes = torch.tensor(FP4_VALUES[:8])
     index = (scaled.abs()[..., None] - magnitudes).abs().argmin(-1)
     negative = scaled < 0
     codes = (index | torch.where(negative, 8, 0)).to(torch.uint8)
