@@ -347,12 +347,13 @@ def _mxfp4(weight):
     amax = block.abs().amax(-1)
     # The smallest power of two that brings the block's largest magnitude within 6, e2m1's largest.
     exponent = torch.ceil(torch.log2(amax.clamp_min(2.0**-126) / 6.0)).clamp(-127, 127)
-    scaled = block / torch.pow(2.0, exponent)[..., None]
+    scale = torch.pow(2.0, exponent)[..., None]
+    scaled = block / scale
     magnitudes = torch.tensor(FP4_VALUES[:8])
     index = (scaled.abs()[..., None] - magnitudes).abs().argmin(-1)
     negative = scaled < 0
     codes = (index | torch.where(negative, 8, 0)).to(torch.uint8)
-    values = torch.where(negative, -magnitudes[index], magnitudes[index]) * torch.pow(2.0, exponent)[..., None]
+    values = torch.where(negative, -magnitudes[index], magnitudes[index]) * scale
     blocks = codes[..., 0::2] | (codes[..., 1::2] << 4)
     return blocks.contiguous(), (exponent + 127).to(torch.uint8), values.reshape(weight.shape)
 
