@@ -269,7 +269,7 @@ SANITIZE_LIB := $(abspath $(SANITIZE_DIR))/plugins/libbucketrt_ort.so
 SANITIZE_TESTS ?= tests/test_kernels_cpu.py tests/test_moe_kernels.py tests/test_sorted_chunk_attention.py \
 	tests/test_argmax_hash.py tests/test_bad_input.py tests/test_value_independent_cost.py tests/test_concurrency.py \
 	tests/test_fuzz.py tests/test_expert_ffn_int8.py tests/test_topk_experts.py tests/test_topk_experts_int8.py \
-	tests/test_masked_attention.py
+	tests/test_masked_attention.py tests/test_linear_int8.py
 SANITIZE_ENV := LD_PRELOAD="$$($(CXX) -print-file-name=libasan.so) $$($(CXX) -print-file-name=libstdc++.so)" \
 	ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=1:detect_odr_violation=0:allocator_may_return_null=1 \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \

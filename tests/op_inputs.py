@@ -342,6 +342,32 @@ def quantize_topk_experts_inputs(inputs: dict[str, np.ndarray]) -> dict[str, np.
     }
 
 
+# LinearInt8: batch, length, in K, out N. Sizes off the VNNI GEMM's 4 rows and 4 weight rows and
+# 64 k (K of 1, 7, 33, 130), N past one slice of 128 and several of 512, decoding steps (one row).
+LINEAR_INT8_CASES = [
+    (1, 1, 64, 16),
+    (1, 1, 130, 300),  # a decoding step, N in three slices
+    (2, 3, 7, 5),
+    (3, 33, 33, 129),
+    (1, 300, 96, 1100),  # rows past one task's 256, N past two wide slices
+    (2, 5, 1, 1),
+]
+
+
+def linear_int8_inputs(rng, batch, length, k_len, n_len) -> dict[str, np.ndarray]:
+    """LinearInt8's inputs: normal rows, an nn.Linear-sized normal weight quantized as the rewrite does
+    (bucketrt.quantization.linear: int8 codes, one scale per output channel), a bias normal times 0.1."""
+    from bucketrt.quantization.expert_ffn import quantize_weights
+
+    weight, scale = quantize_weights((rng.standard_normal((1, n_len, k_len)) / np.sqrt(k_len)).astype(np.float32))
+    return {
+        "input": rng.standard_normal((batch, length, k_len)).astype(np.float32),
+        "weight": weight[0],
+        "weight_scale": scale[0],
+        "bias": (0.1 * rng.standard_normal(n_len)).astype(np.float32),
+    }
+
+
 def topk_attrs(gating="glu", activation="silu") -> dict:
     return {"activation": activation, "gating": gating, "limit": GATING_LIMITS[gating]}
 
@@ -501,6 +527,10 @@ def _topk(tokens, picks, dim, ff, experts, gating="glu", activation="silu", none
     return lambda rng: Call(
         make(rng, tokens, picks, dim, ff, experts, gating, none, **kw), topk_attrs(gating, activation)
     )
+
+
+def _linear(batch, length, k_len, n_len):
+    return lambda rng: Call(linear_int8_inputs(rng, batch, length, k_len, n_len), {})
 
 
 def _attention(batch, heads, kv_heads, queries, keys, dim, value_dim, kind="causal", sinks=True):
@@ -716,6 +746,13 @@ TABLE: dict[str, OpInputs] = {
             },
             # F and D sliced, rows past one task's, every quantization and combine chunk split.
             workers={"": _topk(200, 4, 160, 300, 8, "glu", "gelu", none=0.1, crowd=0.3, make=topk_experts_int8_inputs)},
+        ),
+        OpInputs(
+            "LinearInt8",
+            # The integer sums are exact: the kernel's output is the reference's to the bit.
+            small={"linear-int8": _linear(2, 3, 7, 5)},
+            # N sliced into tasks, rows past one task's: the workers pull the slices.
+            workers={"": _linear(2, 150, 96, 700)},
         ),
         OpInputs(
             "MaskedAttention",

@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from bucketrt.cli.main import main as cli
+from bucketrt.ops.catalogue import LINEAR_INT8
 from bucketrt.ops.schema import DOMAIN
 
 SIZES = dict(batch_size=2, sequence_length=48)
@@ -63,16 +64,25 @@ def test_manifest_records_the_quantization(exports):
         # Everything that rebuilds the reference is the source's, and bucketrt's ops are unchanged.
         for key in ("family", "source", "seed", "task", "mode", "weights_sha256", "patch_sha256"):
             assert after[key] == before[key], key
-        # bucketrt's ops are the source's, but for ExpertFFN where the int8 expert op replaced it.
+        # bucketrt's ops are the source's, but for ExpertFFN where the int8 expert op replaced it,
+        # and LinearInt8 for the linear layers of the components that decode with a cache.
         experts = (q["experts"] or {}).get("quantized")
         rename = {"ExpertFFN": "ExpertFFNInt8"} if experts else {}
         ops = lambda m: {rename.get(o["name"], o["name"]): o["nodes"] for o in m["ops"]}  # noqa: E731
-        assert ops(after) == ops(before)
+        models = _models(target)
+        linear = sum(n.op_type == LINEAR_INT8.name for model in models.values() for n in model.graph.node)
+        assert ops(after) == ops(before) | ({LINEAR_INT8.name: linear} if linear else {})
         assert [c["name"] for c in after["components"]] == [c["name"] for c in before["components"]]
-        for component, model in _models(target).items():
+        for component, model in models.items():
             record = q["components"][component]
             integer = [n for n in model.graph.node if n.op_type == "MatMulInteger"]
-            assert record["quantized_nodes"] == len(integer) > 0
+            # The layers in LinearInt8 nodes (those that read one input share one: "q+k+v").
+            own = [layer for n in model.graph.node if n.op_type == LINEAR_INT8.name for layer in n.name.split("+")]
+            assert sorted(record["linear_int8_nodes"]) == sorted(own)
+            assert q["linear_int8"]["components"].count(component) == bool(own)
+            # A component with a key/value cache: Switch's decoder_with_past.
+            assert bool(own) == (component == "decoder_with_past_model")
+            assert record["quantized_nodes"] == len(integer) + len(own) > 0
             assert record["left_float_by_onnxruntime"] == []
         assert q["reduce_range"] is True
         # Dynamic quantization scales activations over the whole batch: a server runs rows alone.
@@ -91,7 +101,8 @@ def test_bucketrt_nodes_stay_float_and_unchanged(exports):
         for component, model in targets.items():
             expert_nodes = set(_manifest(target)["quantization"]["components"][component]["expert_nodes"])
             original = {n.name: n for n in sources[component].graph.node if n.domain == DOMAIN}
-            ours = {n.name: n for n in model.graph.node if n.domain == DOMAIN}
+            # (LinearInt8 nodes take the place of MatMul ones: tests/test_linear_int8.py.)
+            ours = {n.name: n for n in model.graph.node if n.domain == DOMAIN and n.op_type != LINEAR_INT8.name}
             # LSG's attention is standard ONNX ops: it has no bucketrt node to keep.
             assert set(ours) == set(original) and (bool(ours) != (name == "lsg"))
             weights = {i.name: i for i in model.graph.initializer}

@@ -8,6 +8,7 @@
 
 #include "bucketrt/op_specs.h"
 #include "bucketrt/validate.h"
+#include "cpu/int8_layer.h"
 
 namespace bucketrt::cpu {
 namespace {
@@ -16,56 +17,6 @@ namespace {
 constexpr int64_t kMaxSumLength = 65536;
 // Bytes of a block's buffers (128 MiB, as TopKExperts' floats): tokens beyond are the next block's.
 constexpr int64_t kBlockBytes = int64_t{1} << 27;
-// Rows per quantization task; below this many elements a quantization pass runs in the caller.
-constexpr int64_t kQuantizeRows = 32;
-constexpr int64_t kSerialElements = int64_t{1} << 15;
-// Weight rows per GEMM call within a task: the weights' row sums (the GEMM of a row of ones) and
-// the rows' GEMM read the same 32 weight rows one after the other, the second time from the cache
-// (at D = 4096, 128 KiB). A multiple of the GEMMs' column blocks (4 for VNNI, 2 for AVX2).
-constexpr int64_t kWeightRowsPerCall = 32;
-// Rows of a task from which the AMX GEMM takes it (where the CPU has AMX): below, most of its tiles'
-// 16 rows would be padding, and a decoding step's few rows stream the weights at memory speed
-// through VNNI alike.
-constexpr int64_t kAmxFromRows = 16;
-
-bool UsesAmx(int64_t rows) { return rows >= kAmxFromRows && Int8AmxUsable(); }
-
-size_t Align(size_t bytes) { return (bytes + 63) / 64 * 64; }
-
-// A block's quantized rows: codes [rows, k_len], each row's scale and zero point.
-struct QuantizedRows {
-  uint8_t* q;
-  float* scale;
-  int32_t* zero_point;
-};
-
-struct QuantizeJob {
-  const float* source;   // [*, k_len]
-  const int64_t* index;  // null: row i is source row i; else source row index[i]
-  int64_t k_len, rows;
-  QuantizedRows out;
-};
-
-void QuantizeChunk(void* data, size_t chunk) {
-  static const QuantizeRowFn quantize_row = PickQuantizeRow();  // the CPU and BUCKETRT_SIMD, once
-  const QuantizeJob& job = *static_cast<const QuantizeJob*>(data);
-  const int64_t begin = static_cast<int64_t>(chunk) * kQuantizeRows;
-  const int64_t end = std::min(job.rows, begin + kQuantizeRows);
-  for (int64_t i = begin; i < end; ++i) {
-    const int64_t src = job.index ? job.index[i] : i;
-    quantize_row(job.source + src * job.k_len, job.k_len, job.out.q + i * job.k_len, job.out.scale + i,
-                 job.out.zero_point + i);
-  }
-}
-
-void Quantize(QuantizeJob job, int64_t workers, ParallelFor parallel_for) {
-  const int64_t chunks = (job.rows + kQuantizeRows - 1) / kQuantizeRows;
-  if (chunks <= 1 || workers <= 1 || job.rows * job.k_len <= kSerialElements) {
-    for (int64_t c = 0; c < chunks; ++c) QuantizeChunk(&job, static_cast<size_t>(c));
-  } else {
-    parallel_for(QuantizeChunk, static_cast<size_t>(chunks), &job);
-  }
-}
 
 // torch.clamp(x, max=limit) and torch.clamp(x, -limit, limit): a NaN stays NaN (every comparison
 // with it is false).
@@ -104,52 +55,23 @@ Worker WorkerSlot(const LayerJob& job, size_t worker) {
   const int64_t widest = std::max(plan.ff_slice, plan.dim_slice);
   Worker w;
   w.acc = reinterpret_cast<int32_t*>(base);
-  base += Align(sizeof(int32_t) * static_cast<size_t>(kExpertRowBlock * widest));
+  base += Align64(sizeof(int32_t) * static_cast<size_t>(kExpertRowBlock * widest));
   w.colsum = reinterpret_cast<int32_t*>(base);
-  base += Align(sizeof(int32_t) * static_cast<size_t>(widest));
+  base += Align64(sizeof(int32_t) * static_cast<size_t>(widest));
   w.up = reinterpret_cast<float*>(base);
-  base += Align(sizeof(float) * static_cast<size_t>(kExpertRowBlock * plan.ff_slice));
+  base += Align64(sizeof(float) * static_cast<size_t>(kExpertRowBlock * plan.ff_slice));
   w.packed = base;
   return w;
 }
 
-// dst[r * ld + c] = float(sum_k (q_r - zp_r) w[n0 + c]) * (s_r * scale[n0 + c]) + bias[n0 + c] for the
-// task's rows r and columns c < cols of weight rows n0.. (one expert's): L of the reference, then
-// the bias, each one float32 operation. `pack`: the task's rows are not in slot.packed yet (the up
-// half of a first projection reuses the gate half's).
+// The task's rows through the columns c < cols of weight rows n0.. of its expert (int8_layer.h's
+// ProjectInt8Rows). `pack`: the task's rows are not in slot.packed yet (the up half of a first
+// projection reuses the gate half's).
 void ProjectSlice(const LayerJob& job, const Worker& slot, const ExpertTask& t, int64_t n0, float* dst, int64_t ld,
                   bool pack = true) {
-  static const Int8GemmFn gemm = PickInt8Gemm();  // the CPU and BUCKETRT_SIMD, looked at once
-  const int64_t k_len = job.k_len, cols = t.cols;
-  const int8_t* w = job.w + (t.expert * job.n_len + n0) * k_len;
-  const uint8_t* x = job.in.q + t.start * k_len;
-  // sum_k (q - zp) w = sum_k q w - zp sum_k w: the weights' row sums, as the GEMM of a row of ones.
-  if (UsesAmx(t.rows)) {
-    if (pack) PackInt8RowsAmx(x, t.rows, k_len, slot.packed);  // with the row of ones
-    Int8GemmAmx(slot.packed, t.rows, w, cols, k_len, slot.acc, cols, slot.colsum);
-  } else {
-    for (int64_t c = 0; c < cols; c += kWeightRowsPerCall) {
-      const int64_t n = std::min(kWeightRowsPerCall, cols - c);
-      gemm(job.ones, 1, w + c * k_len, n, k_len, slot.colsum + c, n);
-      gemm(x, t.rows, w + c * k_len, n, k_len, slot.acc + c, cols);
-    }
-  }
-  const float* scale = job.scale + t.expert * job.n_len + n0;
-  const float* bias = job.bias + t.expert * job.n_len + n0;
-  // The exact integer a - zp * colsum (|zp * colsum| <= 255 * 127 * 65536 < 2^53) in double, which
-  // the compiler vectorizes on any x86-64 (the int64 form was one scalar conversion per element, 12%
-  // of the kernel at a prefill's shapes); its rounding to float is the int64's.
-  for (int64_t r = 0; r < t.rows; ++r) {
-    const float s = job.in.scale[t.start + r];
-    const double zp = job.in.zero_point[t.start + r];
-    const int32_t* a = slot.acc + r * cols;
-    float* o = dst + r * ld;
-    for (int64_t c = 0; c < cols; ++c) {
-      o[c] = static_cast<float>(static_cast<double>(a[c]) - zp * static_cast<double>(slot.colsum[c])) *
-                 (s * scale[c]) +
-             bias[c];
-    }
-  }
+  const int64_t n = t.expert * job.n_len + n0;
+  ProjectInt8Rows(job.in, t.start, t.rows, job.k_len, job.w + n * job.k_len, job.scale + n, job.bias + n, t.cols,
+                  job.ones, Int8Slot{slot.acc, slot.colsum, slot.packed}, dst, ld, pack);
 }
 
 static_assert(spec::kNumGatings == 5, "catalogue.py's EXPERT_GATINGS changed: give every gating a case");
@@ -284,13 +206,13 @@ std::string PlanTopKExpertsInt8(const TopKExpertsInt8Shape& s, int64_t max_worke
   }
   const size_t pairs = static_cast<size_t>(plan.block_tokens * s.picks);
   const size_t D = static_cast<size_t>(s.dim), F = static_cast<size_t>(s.ff);
-  plan.block_bytes = Align(static_cast<size_t>(std::max(s.dim, s.ff))) + Align(pairs * D) + Align(pairs * F) +
-                     Align(pairs * F * sizeof(float)) + Align(pairs * D * sizeof(float)) +
-                     4 * Align(pairs * sizeof(float));
+  plan.block_bytes = Align64(static_cast<size_t>(std::max(s.dim, s.ff))) + Align64(pairs * D) + Align64(pairs * F) +
+                     Align64(pairs * F * sizeof(float)) + Align64(pairs * D * sizeof(float)) +
+                     4 * Align64(pairs * sizeof(float));
   // With AMX, a task's rows packed (at most kExpertRowBlock of D or F codes, and the row of ones).
   const int64_t packed = Int8AmxUsable() ? Int8AmxPackedBytes(kExpertRowBlock, std::max(s.dim, s.ff)) : 0;
-  plan.worker_bytes = Align(static_cast<size_t>(acc)) + Align(sizeof(int32_t) * static_cast<size_t>(widest)) +
-                      Align(static_cast<size_t>(up)) + Align(static_cast<size_t>(packed));
+  plan.worker_bytes = Align64(static_cast<size_t>(acc)) + Align64(sizeof(int32_t) * static_cast<size_t>(widest)) +
+                      Align64(static_cast<size_t>(up)) + Align64(static_cast<size_t>(packed));
   plan.workers = std::max<int64_t>(1, max_workers);
   if (!CheckedMul(static_cast<int64_t>(plan.worker_bytes), plan.workers, &slots) ||
       !CheckedAdd(static_cast<int64_t>(plan.block_bytes), slots, &total) || !CheckedAdd(total, 64, &total)) {
@@ -310,7 +232,7 @@ void TopKExpertsInt8(const TopKExpertsInt8Shape& shape, const TopKExpertsInt8Pla
   uint8_t* next = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(scratch) + 63) / 64 * 64);
   auto take = [&](size_t bytes) {
     uint8_t* p = next;
-    next += Align(bytes);
+    next += Align64(bytes);
     return p;
   };
   const size_t widest_k = static_cast<size_t>(std::max(D, F));
@@ -334,14 +256,14 @@ void TopKExpertsInt8(const TopKExpertsInt8Shape& shape, const TopKExpertsInt8Pla
     const int64_t live = groups.live;
     if (live > 0) {
       // 2. The sorted rows' hidden rows quantized (a token's codes are the same for each of its picks).
-      Quantize(QuantizeJob{hidden, groups.token.data(), D, live, xq}, plan.workers, parallel_for);
+      QuantizeRows(hidden, groups.token.data(), D, live, xq, plan.workers, parallel_for);
       // 3. The first projection and the gating, per (expert, rows, slice of F).
       MakeExpertTasks(groups, F, &tasks);
       LayerJob first{&shape, &plan, &config, &tasks, xq, D, gate_up, gate_up_scale, gate_up_bias, shape.width,
                      ones, act, F, slots};
       RunLayer(parallel_for, FirstWorker, &first, plan.workers);
       // 4. The activations quantized, each row whole.
-      Quantize(QuantizeJob{act, nullptr, F, live, aq}, plan.workers, parallel_for);
+      QuantizeRows(act, nullptr, F, live, aq, plan.workers, parallel_for);
       // 5. The second projection, per (expert, rows, slice of D).
       MakeExpertTasks(groups, D, &tasks);
       LayerJob second{&shape, &plan, &config, &tasks, aq, F, down, down_scale, down_bias, D, ones, y, D, slots};

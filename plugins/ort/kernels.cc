@@ -2,6 +2,7 @@
 
 #include "cpu/expert_ffn.h"
 #include "cpu/expert_ffn_int8.h"
+#include "cpu/linear_int8.h"
 #include "cpu/lsh_cumulation.h"
 #include "cpu/masked_attention.h"
 #include "cpu/top1_dispatch.h"
@@ -37,6 +38,7 @@ namespace bucket_sum = spec::BucketSum;
 namespace chunked = spec::SortedChunkAttention;
 namespace topk = spec::TopKExperts;
 namespace topk8 = spec::TopKExpertsInt8;
+namespace linear8 = spec::LinearInt8;
 namespace attention = spec::MaskedAttention;
 
 // The attributes' bounds are the spec's, checked by ReadAttributes before any kernel is made.
@@ -401,6 +403,25 @@ void TopKExpertsInt8Kernel::Compute(CpuRun& run, const OrtInputs& in, const Attr
                        in.Data<float>(topk8::kGateUpScale), in.Data<float>(topk8::kGateUpBias),
                        in.Data<int8_t>(topk8::kDown), in.Data<float>(topk8::kDownScale),
                        in.Data<float>(topk8::kDownBias), out, scratch.data(), run.parallel());
+}
+
+LinearInt8Kernel::LinearInt8Kernel(const Attributes& /*attrs*/) {}
+
+void LinearInt8Kernel::Compute(CpuRun& run, const OrtInputs& in, const Attributes& attrs, const Bindings& env) {
+  Ort::KernelContext& ctx = run.ctx;
+  const spec::OpSpec& op = Spec();
+  const cpu::LinearInt8Shape shape = cpu::LinearInt8ShapeOf(attrs, env);
+  ThrowIfError(cpu::CheckLinearInt8Shape(shape));
+  // Every sum is an exact int32 sum and the tasks follow the shape: the session's workers only
+  // pull them.
+  cpu::LinearInt8Plan plan;
+  ThrowIfError(cpu::PlanLinearInt8(shape, run.max_workers(), &plan));
+  size_t outputs = 0;
+  float* out = AllocateOutput<float>(op, ctx, linear8::kOut, env, &outputs);
+  Scratch scratch(ctx, (plan.scratch_bytes() + sizeof(float) - 1) / sizeof(float), op.name);
+  cpu::LinearInt8(shape, plan, in.Data<float>(linear8::kInput), in.Data<int8_t>(linear8::kWeight),
+                  in.Data<float>(linear8::kWeightScale), in.Data<float>(linear8::kBias), out, scratch.data(),
+                  run.parallel());
 }
 
 // H against N: checked per call (both are input dims).

@@ -394,6 +394,33 @@ TOPK_EXPERTS_INT8 = OpSpec(
     attributes=TOPK_EXPERTS.attributes,
 )
 
+LINEAR_INT8 = OpSpec(
+    name="LinearInt8",
+    summary="A linear layer (nn.Linear) with int8 weights (one scale per output channel) and its input "
+    "quantized per row at run time, as ExpertFFNInt8 computes its layers: uint8 x int8 products summed in "
+    "int32, float32 results. `bucketrt quantize` writes it in place of the linear layers of a model that "
+    "decodes with a key/value cache, where each step reads every weight once and the op streams them at "
+    "the memory's speed.",
+    semantics=(
+        "out[b,s,:] = L(input[b,s,:], weight, weight_scale) + bias, with L(x, w, s_w) ExpertFFNInt8's quantized "
+        "linear layer over a row x of K floats: x quantized as asymmetric uint8 per row (s = hi/255 - lo/255 over "
+        "lo = min(0, min x), hi = max(0, max x), 1 where that is 0; zp = clamp(round(-lo/s), 0, 255), "
+        "q = clamp(round(x/s) + zp, 0, 255)), acc_n = sum_k (q_k - zp) * w[n,k] exact in int32 (K <= 65536), "
+        "L_n = float32(acc_n) * (s * s_w[n]); the bias is then added as one float32 addition. Every step is "
+        "exact or one IEEE float32 operation, so every backend gets the same bits. A row with a NaN or Inf has "
+        "s NaN, so its outputs are NaN; scales and bias multiply and add as IEEE."
+    ),
+    inputs=(
+        Tensor("input", FLOAT, ("B", "S", "K"), "Rows entering the layer."),
+        Tensor(
+            "weight", "int8", ("N", "K"), "The weights, int8, nn.Linear's [out, in] layout (K <= 65536).", weights=True
+        ),
+        Tensor("weight_scale", FLOAT, ("N",), "Scale of each row (output channel) of weight."),
+        Tensor("bias", FLOAT, ("N",), "The bias, float (zeros for a layer without one)."),
+    ),
+    outputs=(Tensor("out", FLOAT, ("B", "S", "N"), "The layer's output rows."),),
+)
+
 ARGMAX_HASH = OpSpec(
     name="ArgmaxHash",
     summary="Angular LSH (Reformer's hashing): random projections of each vector, bucket = argmax over "
@@ -591,6 +618,7 @@ OPS: tuple[OpSpec, ...] = (
     EXPERT_FFN_INT8,
     TOPK_EXPERTS,
     TOPK_EXPERTS_INT8,
+    LINEAR_INT8,
     MASKED_ATTENTION,
 )
 BY_NAME = {op.name: op for op in OPS}

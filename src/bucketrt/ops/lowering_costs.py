@@ -153,4 +153,6 @@ NOT_LOWERED: dict[str, str] = {
     "ExpertFFNInt8": "written by `bucketrt quantize` in place of ExpertFFN nodes, which a standard-op export has none of",
     "TopKExpertsInt8": "written by `bucketrt quantize` in place of TopKExperts nodes, which a standard-op export has "
     "none of",
+    "LinearInt8": "written by `bucketrt quantize` in place of the linear layers of an export that already calls "
+    "bucketrt ops; a standard-op export's are quantized by ONNX Runtime's quantize_dynamic",
 }

@@ -18,6 +18,7 @@ from .catalogue import (
     EXPERT_FFN,
     EXPERT_FFN_INT8,
     LIMITED_GATINGS,
+    LINEAR_INT8,
     LSH_CUMULATION,
     MASKED_ATTENTION,
     MAX_INT8_SUM_LENGTH,
@@ -624,6 +625,22 @@ def topk_experts_int8(
     return _sum_over_picks(hidden, expert_index, expert_weight, experts, env["D"], expert)
 
 
+def linear_int8(input, weight, weight_scale, bias, **attrs) -> torch.Tensor:
+    tensors = (input, weight, weight_scale, bias)
+    attrs, env = _check(LINEAR_INT8, tensors, attrs)
+    if env["K"] > MAX_INT8_SUM_LENGTH:
+        raise ValueError(
+            f"LinearInt8: input 'weight' dim 1 (K) is {env['K']}, more than {MAX_INT8_SUM_LENGTH} "
+            "(the int32 sums could overflow)"
+        )
+    rows = input.reshape(-1, env["K"])
+    if env["K"] == 0:  # rows of nothing: range 0, so s = 1 and every sum 0
+        out = torch.zeros(rows.shape[0], env["N"]) * weight_scale + bias
+    else:
+        out = quantized_linear(rows, weight, weight_scale) + bias
+    return out.reshape(env["B"], env["S"], env["N"])
+
+
 def check_masked_attention_heads(op: str, heads: int, kv_heads: int) -> None:
     """MaskedAttention's check beyond the spec's: every query head has its key/value head."""
     if kv_heads == 0 or heads % kv_heads:
@@ -672,5 +689,6 @@ REFERENCES = {
     EXPERT_FFN_INT8.name: expert_ffn_int8,
     TOPK_EXPERTS.name: topk_experts,
     TOPK_EXPERTS_INT8.name: topk_experts_int8,
+    LINEAR_INT8.name: linear_int8,
     MASKED_ATTENTION.name: masked_attention,
 }

@@ -15,8 +15,10 @@ from pathlib import Path
 
 from bucketrt.errors import BucketrtError
 from bucketrt.export_format.manifest import MANIFEST_NAME, custom_ops, read_manifest, write_manifest
-from bucketrt.ops.catalogue import OPS
+from bucketrt.ops.catalogue import LINEAR_INT8, OPS
 from bucketrt.ops.schema import DOMAIN
+
+from .linear import decodes_with_cache, int8_linear_nodes, quantize_linear_layers
 
 # What quantize_dynamic rewrites: the linear layers (a MatMul or Gemm with a constant weight).
 OP_TYPES = ("MatMul", "Gemm")
@@ -273,7 +275,12 @@ def quantize(
         found = {n.op_type for n in proto.graph.node if n.domain == DOMAIN and n.op_type in expert_ops}
         expert_ops_found.update(found)
         has_experts = bool(found)
-        plans.append((entry, linear, excluded, routers, has_experts))
+        # A decoding step's linear layers through LinearInt8 (linear.py), where the graph needs
+        # bucketrt's library already (a standard-op export stays standard); the others through ORT.
+        own = []
+        if weight_type == "int8" and decodes_with_cache(proto) and _custom_nodes(proto):
+            own = int8_linear_nodes(proto, [n for n in linear if n not in excluded and n not in routers])
+        plans.append((entry, linear, excluded, routers, has_experts, own))
     unused = [p for p, hit in used.items() if not hit]
     if unused:
         raise BucketrtError(
@@ -289,7 +296,7 @@ def quantize(
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / MANIFEST_NAME).unlink(missing_ok=True)  # no manifest beside half-written models
     written, entries, ops_used, record = set(), [], {}, {}
-    for entry, linear, excluded, routers, has_experts in plans:
+    for entry, linear, excluded, routers, has_experts, own in plans:
         name = entry["name"]
         source_path = export_dir / entry["files"]["model"]
         target = output_dir / entry["files"]["model"]
@@ -304,7 +311,7 @@ def quantize(
             per_channel=per_channel,
             weight_type=weight_type,
             reduce_range=reduce_range,
-            nodes_to_exclude=excluded + routers,
+            nodes_to_exclude=excluded + routers + own,
             external=external,
         )
         proto = onnx.load(str(target))
@@ -316,7 +323,8 @@ def quantize(
         changed = [n for n in before if n not in expert_nodes and before[n] != after.get(n)]
         if changed:  # quantize_dynamic must leave bucketrt's nodes as they are
             raise RuntimeError(f"onnxruntime.quantization changed bucketrt nodes of {name}: {', '.join(changed)}")
-        if expert_nodes or external:
+        linear_int8 = quantize_linear_layers(proto, own, per_channel=per_channel) if own else []
+        if expert_nodes or linear_int8 or external:
             onnx.save(
                 proto,
                 str(target),
@@ -344,6 +352,7 @@ def quantize(
             "router_nodes": routers,  # kept float: see router_nodes
             "left_float_by_onnxruntime": not_quantized,
             "expert_nodes": expert_nodes,
+            "linear_int8_nodes": linear_int8,  # in `quantized_nodes` too: LinearInt8, not ORT's int8 MatMul
         }
 
     # Everything else the export folder holds (config and tokenizer files, say) comes along;
@@ -389,6 +398,12 @@ def quantize(
         "reduce_range": reduce_range,
         "exclude": patterns,
         "experts": experts_record,
+        # The components whose linear layers went to LinearInt8 (linear.py), not quantize_dynamic.
+        "linear_int8": {
+            "op": LINEAR_INT8.name,
+            "weights": "int8, symmetric, 8 bits" + (", per output channel" if per_channel else ", per layer"),
+            "components": [name for name, r in record.items() if r["linear_int8_nodes"]],
+        },
         "components": record,
         "source": {
             "path": str(export_dir.resolve()),
