@@ -24,7 +24,8 @@ from .app import console, main
     default=True,
     show_default=True,
     help="Linear layers' weights in 7 bits, or the full 8. ONNX Runtime's int8 kernel saturates with 8-bit weights "
-    "on CPUs without VNNI (AVX2); --full-range is more precise where the model runs only on CPUs with VNNI.",
+    "on CPUs without VNNI (AVX2); --full-range is more precise where the model runs only on CPUs with VNNI. "
+    "(LinearInt8 layers take 8 bits either way: their sums are exact on every CPU.)",
 )
 @click.option(
     "--exclude",
@@ -42,8 +43,10 @@ from .app import console, main
 def quantize_command(export_dir, output_dir, per_channel, weight_type, reduce_range, exclude, experts):
     """Quantize every component of the fp32 export EXPORT_DIR into OUTPUT_DIR with ONNX Runtime's
     dynamic quantization (int8 weights of the MatMul/Gemm linear layers, activations quantized per
-    run). bucketrt's own ops and routers stay float. `bucketrt check OUTPUT_DIR` compares the result
-    with the fp32 PyTorch reference by the criteria its manifest records."""
+    run); a decoder's linear layers (a component with a key/value cache that calls bucketrt's ops)
+    go to bucketrt's LinearInt8 instead, with --weight-type int8. bucketrt's own ops and routers stay
+    float. `bucketrt check OUTPUT_DIR` compares the result with the fp32 PyTorch reference by the
+    criteria its manifest records."""
     from bucketrt.benchmarking import cpu_isa
     from bucketrt.quantization import quantize
 

@@ -1,4 +1,4 @@
-"""An fp32 export folder to an int8 one, with onnxruntime.quantization (`bucketrt quantize`)."""
+"""An fp32 export folder to an int8 one, with onnxruntime.quantization and bucketrt's int8 ops (`bucketrt quantize`)."""
 
 from __future__ import annotations
 
@@ -223,7 +223,9 @@ def quantize(
     `per_channel`: one weight scale per output channel (else per tensor). `weight_type`: "int8"
     or "uint8" weights (activations are always quantized per run, to uint8). `reduce_range`: the
     linear layers' weights in 7 bits (REDUCE_RANGE's comment: what CPUs without VNNI need), else 8
-    (the int8 experts always take 8: their kernel sums exactly on every CPU). `exclude`: node-name
+    (the int8 experts and LinearInt8 always take 8: their kernels sum exactly on every CPU). A
+    decoder's linear layers (a component with a key/value cache that calls bucketrt ops) go to
+    LinearInt8 with int8 weights (linear.py), the others to quantize_dynamic. `exclude`: node-name
     patterns (globs, or `re:REGEX`) of linear layers to keep float; each must match a node.
     `experts`: also quantize the experts' weights, ExpertFFN's (Switch) and TopKExperts' (the top-k
     MoE exports), into their int8 ops (None: where the int8 expert ops are available; True: required). Raises BucketrtError for anything the caller can fix.
