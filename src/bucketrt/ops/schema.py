@@ -56,7 +56,8 @@ class Tensor:
     # experts picked and their weights): what computes it stays float when the model is quantized
     # (bucketrt.quantization's router_nodes), as a flipped pick replaces a whole expert's output.
     routing: bool = False
-    # An expert's weights: the decoding paths read them whole, at the memory's speed, on every run.
+    # Weights a decoding step reads whole, at the memory's speed, on every run (an expert's, a linear
+    # layer's).
     # Where the session holds one as a constant initializer, the CPU library backs it with huge pages
     # when the kernel is made (plugins/cpu/huge_pages.h).
     weights: bool = False
