@@ -4,7 +4,8 @@ A decoding step runs each linear layer on a row or a few: the work is reading th
 each step. ONNX Runtime's int8 MatMul (what quantize_dynamic writes) streams them at a fraction of
 the memory's speed there (docs/benchmarks.md: the int8 GPT-OSS's LM head, 33 MB at about 20 GB/s),
 where LinearInt8 reads them through the int8 experts' kernel, from huge pages. So in a component
-that takes a key/value cache (`past_key_values.*` inputs), every MatMul with a constant float32
+that takes a key/value cache (`past_key_values.*` inputs) and already calls bucketrt's ops (the
+caller's test: a standard-op export stays standard), every MatMul with a constant float32
 weight and a [batch, length, in] input becomes a LinearInt8 node: symmetric int8 weights with one
 scale per output channel (or one per layer), as the experts' (`expert_ffn.quantize_weights`), and
 the bias folded in where the MatMul's only reader adds one. The other components, and the linear
