@@ -283,6 +283,23 @@ def test_masked_nonfinite_does_not_leak_but_attended_does():
     assert np.isfinite(out[0, :3]).all() and (out[0, 3, :, 0] == np.inf).all() and np.isfinite(out[0, 3, :, 1:]).all()
 
 
+@pytest.mark.parametrize("kind", ["window", "left"])
+def test_values_no_query_attends_change_no_bit(kind):
+    # A decoding step's cache beyond the sliding window, or under left padding, may hold anything (an
+    # Inf, a NaN): no query attends it, so it changes no bit of the output (the kernel decides its
+    # path for non-finite values from the keys each block attends, not from the whole head).
+    rng = np.random.default_rng(8)
+    inputs = masked_attention_inputs(rng, 2, 4, 2, 1, 40, 8, 8, kind)
+    unattended = ~(inputs["mask"] != 0).any(axis=1)[:, None, :, None]  # [B, 1, T, 1]
+    assert unattended[1].any(), "the case must have keys that no query attends"
+    (clean,) = run_op(MASKED_ATTENTION, inputs, attention_attrs(8))
+    for name, bad in (("value", np.inf), ("value", np.nan), ("key", np.nan)):
+        dirty = dict(inputs)
+        dirty[name] = np.where(unattended, np.float32(bad), inputs[name])  # every kv head of those keys
+        (out,) = run_op(MASKED_ATTENTION, dirty, attention_attrs(8))
+        np.testing.assert_array_equal(out, clean, err_msg=f"{name} = {bad}")
+
+
 def test_a_nan_query_or_sink():
     rng = np.random.default_rng(7)
     inputs = masked_attention_inputs(rng, 2, 4, 2, 5, 9, 8, 8, "causal")

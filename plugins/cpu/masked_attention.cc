@@ -25,7 +25,6 @@ struct Survey {
   int32_t* lo;       // [B * S]: first attended key
   int32_t* hi;       // [B * S]: past the last (hi <= lo: none)
   uint8_t* dense;    // [B * S]: every key in [lo, hi) attended
-  uint8_t* finite;   // [B * N]: every value finite
 };
 
 struct Job {
@@ -40,29 +39,32 @@ struct Job {
   std::atomic<int64_t> next{0};
 };
 
+// A query's mask row: its first and last attended key, and whether it attends every key between.
 void SurveyOne(void* data, size_t index) {
   Job& job = *static_cast<Job*>(data);
   const MaskedAttentionShape& s = *job.shape;
-  const int64_t rows = s.batch * s.queries;
-  const int64_t i = static_cast<int64_t>(index);
-  if (i < rows) {  // a query's mask row
-    const int32_t* m = job.mask + i * s.keys;
-    int64_t lo = 0, hi = s.keys;
-    while (lo < s.keys && m[lo] == 0) ++lo;
-    while (hi > lo && m[hi - 1] == 0) --hi;
-    bool dense = true;
-    for (int64_t c = lo; c < hi && dense; ++c) dense = m[c] != 0;
-    job.survey.lo[i] = static_cast<int32_t>(lo);
-    job.survey.hi[i] = static_cast<int32_t>(hi);
-    job.survey.dense[i] = dense ? 1 : 0;
-    return;
+  const int32_t* m = job.mask + static_cast<int64_t>(index) * s.keys;
+  int64_t lo = 0, hi = s.keys;
+  while (lo < s.keys && m[lo] == 0) ++lo;
+  while (hi > lo && m[hi - 1] == 0) --hi;
+  bool dense = true;
+  for (int64_t c = lo; c < hi && dense; ++c) dense = m[c] != 0;
+  job.survey.lo[index] = static_cast<int32_t>(lo);
+  job.survey.hi[index] = static_cast<int32_t>(hi);
+  job.survey.dense[index] = dense ? 1 : 0;
+}
+
+// Whether none of `count` floats is an Inf or a NaN (exponent bits all set), in integer operations
+// that the compiler vectorizes (memcpy is how C++17 reads a float's bits). The span's values come
+// from memory here and from cache in the tile.
+bool AllFinite(const float* values, int64_t count) {
+  uint32_t special = 0;
+  for (int64_t j = 0; j < count; ++j) {
+    uint32_t bits;
+    std::memcpy(&bits, values + j, sizeof bits);
+    special |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
   }
-  const int64_t bn = i - rows;  // a key/value head's values
-  const int64_t count = s.keys * s.value_dim;
-  const float* v = job.value + bn * count;
-  bool finite = true;
-  for (int64_t j = 0; j < count; ++j) finite &= std::isfinite(v[j]);
-  job.survey.finite[bn] = finite ? 1 : 0;
+  return special == 0;
 }
 
 // Tasks in order of decreasing cost under a causal mask (the last blocks of each head first), so that
@@ -94,12 +96,15 @@ void Worker(void* data, size_t worker) {
     const float* k = job.key + (bn * s.keys + span_lo) * s.dim;
     const float* v = job.value + (bn * s.keys + span_lo) * s.value_dim;
     const int32_t* mask = job.mask + first * s.keys + span_lo;
+    // Only the span's values are ever multiplied, so only theirs decide the tile's path (a decoding
+    // step's survey of every value read the whole cache once more: as much again as its keys).
+    const bool finite = AllFinite(v, width * s.value_dim);
     for (int64_t g = 0; g < group; ++g) {
       const int64_t h = n * group + g;
       const float* q = job.query + ((b * s.heads + h) * s.queries + q0) * s.dim;
       float* out = job.out + ((b * s.queries + q0) * s.heads + h) * s.value_dim;
       plan.tile(q, rows, s.dim, k, width, v, s.value_dim, s.scale, job.sinks[h], lo, hi, job.survey.dense + first,
-                mask, s.keys, job.survey.finite[bn] != 0, out, s.heads * s.value_dim, scores);
+                mask, s.keys, finite, out, s.heads * s.value_dim, scores);
     }
   }
 }
@@ -145,8 +150,8 @@ std::string PlanMaskedAttention(const MaskedAttentionShape& s, int64_t max_worke
   // decide the bits (and vary with the worker that takes a task).
   plan->worker_floats = AlignedFloats(static_cast<size_t>(plan->block * s.keys));
   const size_t rows = static_cast<size_t>(s.batch * s.queries);
-  // lo and hi (int32 each), dense (one byte each) and the finite flags, rounded up to whole floats.
-  plan->shared_floats = AlignedFloats(2 * rows + (rows + static_cast<size_t>(s.batch * s.kv_heads) + 3) / 4);
+  // lo and hi (int32 each) and dense (one byte each), rounded up to whole floats.
+  plan->shared_floats = AlignedFloats(2 * rows + (rows + 3) / 4);
   return {};
 }
 
@@ -168,9 +173,8 @@ void MaskedAttention(const MaskedAttentionShape& shape, const MaskedAttentionPla
   job.survey.lo = reinterpret_cast<int32_t*>(scratch);
   job.survey.hi = job.survey.lo + rows;
   job.survey.dense = reinterpret_cast<uint8_t*>(job.survey.hi + rows);
-  job.survey.finite = job.survey.dense + rows;
   job.slots = scratch + plan.shared_floats;
-  parallel(SurveyOne, rows + heads, &job);
+  parallel(SurveyOne, rows, &job);
   job.tasks = static_cast<int64_t>(heads) * plan.blocks;
   if (plan.num_workers == 1) {
     Worker(&job, 0);

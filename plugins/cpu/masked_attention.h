@@ -3,12 +3,12 @@
 //
 // Two phases, each through the parallel-for:
 //  1. survey: per (b, s), the first and last key the query attends and whether it attends every key
-//     between them (a causal, padded or sliding-window mask does); per (b, n), whether the values are
-//     all finite;
+//     between them (a causal, padded or sliding-window mask does);
 //  2. attend: per (b, key/value head, block of queries), the keys from the block's first attended key
-//     to its last (its span: half of a causal prefill's keys on average, none beyond it is read), and
-//     per query head of the group one tile (masked_attention_tile.cc): the logits in one product,
-//     each row's softmax over its own keys, the weighted values in a second product.
+//     to its last (its span: half of a causal prefill's keys on average, none beyond it is read),
+//     whether the span's values are all finite, and per query head of the group one tile
+//     (masked_attention_tile.cc): the logits in one product, each row's softmax over its own keys, the
+//     weighted values in a second product.
 // The block's logits stay in the worker's scratch, sized to stay in cache.
 #pragma once
 
@@ -40,7 +40,7 @@ std::string CheckMaskedAttentionShape(const MaskedAttentionShape& shape);
 // One tile: `rows` queries of one head (q, row stride dim) against the `width` keys of their block's
 // span (k [width, dim], v [width, value_dim]). Row r attends keys [lo[r], hi[r]) of the span (none
 // when hi <= lo), every one of them when dense[r], else those where mask[r * mask_stride + c] != 0.
-// Writes out[r * ldo + j] for j < value_dim; values_finite false: the values hold an Inf or a NaN,
+// Writes out[r * ldo + j] for j < value_dim; values_finite false: the span's values hold an Inf or a NaN,
 // and keys of weight 0 are skipped one by one instead of multiplied. scores: rows * width floats.
 #define BUCKETRT_ATTENTION_TILE_ARGS                                                                          \
   const float *q, int64_t rows, int64_t dim, const float *k, int64_t width, const float *v, int64_t value_dim, \
@@ -57,8 +57,8 @@ struct MaskedAttentionPlan {
   int64_t num_workers = 1;
   AttentionTileFn tile = nullptr;
   size_t worker_floats = 0;  // per worker: one tile's logits (block * T)
-  // Before the workers': per (b, s) first and last attended key and the dense flag (int32 each,
-  // counted as floats); per (b, n) the finite-values flag.
+  // Before the workers': per (b, s) first and last attended key (int32 each, counted as floats) and
+  // the dense flag (a byte).
   size_t shared_floats = 0;
   size_t scratch_floats() const { return shared_floats + static_cast<size_t>(num_workers) * worker_floats; }
 };
