@@ -101,6 +101,8 @@ class Component:
     pack_inputs: Callable[[dict], dict] | None = None
     # A causal LM's step: the graph gains the optional input `logits_to_keep` (exporter/logits_to_keep).
     logits_to_keep: bool = False
+    # Names for outputs' dims where the traced expression would be unreadable ({output: {axis: name}}).
+    output_dims: dict = field(default_factory=dict)
 
     def kwargs(self, feeds: dict) -> dict:
         return self.pack_inputs(feeds) if self.pack_inputs is not None else feeds

@@ -184,9 +184,20 @@ def _trace(component: Component, opset: int, source, op_set: str = "bucketrt"):
         )
     _finalize(program.model, MAX_IR_VERSION)
     divide_by_root(program.model)
+    _name_output_dims(program.model, component.output_dims)
     if component.logits_to_keep:
         add_logits_to_keep(program.model)
     return program.model
+
+
+def _name_output_dims(model, names: dict) -> None:
+    """Renames the symbolic dims of graph outputs: {output: {axis: name}}."""
+    import onnx_ir as ir
+
+    for value in model.graph.outputs:
+        axes = names.get(value.name)
+        if axes and value.shape is not None:
+            value.shape = ir.Shape([axes.get(axis, dim) for axis, dim in enumerate(value.shape)])
 
 
 def narrowed_dims(exported_program, component: Component) -> list[str]:

@@ -230,6 +230,58 @@ def test_the_reference_is_transformers_model(exported, model_type, tokenizer):
     np.testing.assert_allclose(ours[real], theirs[real], atol=1e-4, rtol=1e-4)
 
 
+def test_sliding_window_layers_cache_the_window_as_transformers_does(exported, tokenizer):
+    """GPT-OSS's sliding layer (window 4) keeps the last window - 1 tokens in its present, as
+    transformers' own cache for generate keeps them (the same values), its past a dim of its own;
+    a past holding the layer's whole history gives the same next step as the window alone."""
+    folder, src = exported("gpt_oss")
+    hf = _hf(src)
+    window = hf.config.sliding_window
+    assert hf.config.layer_types == ["sliding_attention", "full_attention"] and window == 4
+    session = bucketrt.ort_session(folder)
+    past_dims = {i.name: i.shape[2] for i in session.get_inputs() if i.name.startswith("past_key_values.")}
+    assert past_dims == {
+        "past_key_values.0.key": "sliding_past_sequence_length",
+        "past_key_values.0.value": "sliding_past_sequence_length",
+        "past_key_values.1.key": "past_sequence_length",
+        "past_key_values.1.value": "past_sequence_length",
+    }
+    present_dims = {o.name: o.shape[2] for o in session.get_outputs() if o.name.startswith("present.")}
+    assert present_dims["present.0.key"] == "min(sliding_past_sequence_length + sequence_length, 3)"
+    assert present_dims["present.1.value"] == "past_sequence_length + sequence_length"
+    names = [o.name for o in session.get_outputs()]
+    batch = tokenizer(PROMPTS, padding=True, return_tensors="np")
+    length = batch["input_ids"].shape[1]
+    assert length > window
+    feeds = decoding.first_step_feeds(session, batch["input_ids"], batch["attention_mask"])
+    first = dict(zip(names, session.run(None, feeds)))
+    with torch.no_grad():
+        theirs = hf(**{k: torch.from_numpy(v) for k, v in feeds.items()}, use_cache=True).past_key_values
+        whole = transformers.DynamicCache()  # every layer its whole history
+        hf(**{k: torch.from_numpy(v) for k, v in feeds.items()}, cache=whole, use_cache=True)
+    assert first["present.0.key"].shape[2] == window - 1 and first["present.1.key"].shape[2] == length
+    for i, layer in enumerate(theirs.layers):
+        np.testing.assert_allclose(first[f"present.{i}.key"], layer.keys.numpy(), atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(first[f"present.{i}.value"], layer.values.numpy(), atol=1e-5, rtol=1e-5)
+
+    # The next token, after the window and after the sliding layer's whole history.
+    mask = np.concatenate([batch["attention_mask"], np.ones((len(PROMPTS), 1), np.int64)], axis=1)
+    step = {
+        "input_ids": first["logits"][:, -1].argmax(-1)[:, None].astype(np.int64),
+        "attention_mask": mask,
+        "position_ids": mask.sum(-1, keepdims=True) - 1,
+    }
+    past = {f"past_key_values.{name[len('present.') :]}": first[name] for name in names if name.startswith("present.")}
+    after_window = dict(zip(names, session.run(None, {**step, **past})))
+    past["past_key_values.0.key"] = whole.layers[0].keys.numpy()
+    past["past_key_values.0.value"] = whole.layers[0].values.numpy()
+    after_history = dict(zip(names, session.run(None, {**step, **past})))
+    np.testing.assert_allclose(after_history["logits"], after_window["logits"], atol=1e-5, rtol=1e-5)
+    for name in names[1:]:
+        np.testing.assert_allclose(after_history[name], after_window[name], atol=1e-6, rtol=1e-6)
+    assert after_window["present.0.key"].shape[2] == window - 1
+
+
 @pytest.mark.parametrize("model_type", list(CONFIGS))
 def test_onnx_runtime_passes_the_check_with_a_routing_audit_per_layer(exported, model_type):
     folder, _ = exported(model_type)

@@ -5,7 +5,6 @@
 // why).
 #include <algorithm>
 #include <cmath>
-#include <limits>
 
 #define EIGEN_DONT_PARALLELIZE  // parallelism is ORT's: one tile per worker
 #define EIGEN_NO_DEBUG
@@ -26,7 +25,6 @@ void BUCKETRT_ATTENTION_TILE_FN(const float* q, int64_t rows, int64_t dim, const
   Eigen::Map<RowMatrix> p(scores, rows, width);
   Eigen::Map<RowMatrix, 0, Stride> o(out, rows, value_dim, Stride(ldo));
   if (width > 0) p.noalias() = Eigen::Map<const RowMatrix>(q, rows, dim) * Eigen::Map<const RowMatrix>(k, width, dim).transpose();
-  constexpr float kNone = -std::numeric_limits<float>::infinity();
   for (int64_t r = 0; r < rows; ++r) {
     float* row = scores + r * width;
     const int64_t a = std::max<int64_t>(lo[r], 0), b = std::min<int64_t>(hi[r], width);

@@ -20,19 +20,27 @@ import dataclasses
 import numpy as np
 
 from bucketrt.errors import BucketrtError
-from bucketrt.export_format.tasks import BATCH, CACHED_SEQUENCE, SEQUENCE, TOTAL_SEQUENCE, Task, task_table
+from bucketrt.export_format.tasks import (
+    BATCH,
+    CACHED_SEQUENCE,
+    SEQUENCE,
+    TOTAL_SEQUENCE,
+    WINDOW_CACHED_SEQUENCE,
+    Task,
+    task_table,
+)
 
 from ...attention import patch_attention
 from ...experts import patch_experts
 from ...family import EXAMPLE_BATCH, Component, Family, Patch, register
 from ...presets import Preset
 from . import claims
-from .decoder import CausalLMStep, HeadOutputs, cache_shapes, past_names
+from .decoder import CausalLMStep, HeadOutputs, cache_shapes, past_names, sliding_windows
 
 # The text-generation graph's dims beside batch_size and sequence_length (the new tokens).
-PAST, TOTAL = CACHED_SEQUENCE, TOTAL_SEQUENCE
+PAST, TOTAL, WINDOW_PAST = CACHED_SEQUENCE, TOTAL_SEQUENCE, WINDOW_CACHED_SEQUENCE
 # Tracing sizes: distinct and above 1, so that every axis stays symbolic.
-_EXAMPLE = {BATCH: EXAMPLE_BATCH, SEQUENCE: 5, PAST: 7}
+_EXAMPLE = {BATCH: EXAMPLE_BATCH, SEQUENCE: 5, PAST: 7, WINDOW_PAST: 6}
 GENERATION = "text-generation"
 
 # The model types this bucketrt has exported and checked (tests/test_export_moe.py, docs/moe.md);
@@ -249,21 +257,31 @@ class MoeFamily(Family):
             ) from None
         layers = len(shapes)
         pasts, presents = past_names(layers, "past_key_values"), past_names(layers, "present")
-        batch, new, past = _EXAMPLE[BATCH], _EXAMPLE[SEQUENCE], _EXAMPLE[PAST]
+        # A sliding-window layer's past has a length of its own (its last tokens, see decoder.py).
+        windows = [w for w in sliding_windows(model.config, layers) for _ in ("key", "value")]
+        past_dims = [PAST if window is None else WINDOW_PAST for window in windows]
+        # Its present's length, named (the traced expression is a nest of Max).
+        present_dims = {
+            name: {2: f"min({WINDOW_PAST} + {SEQUENCE}, {window - 1})"}
+            for name, window in zip(presents, windows)
+            if window is not None
+        }
+        batch, new = _EXAMPLE[BATCH], _EXAMPLE[SEQUENCE]
         past_shapes = {
-            name: [batch, shape[1], past, shape[3]] for name, shape in zip(pasts, [s for pair in shapes for s in pair])
+            name: [batch, shape[1], _EXAMPLE[dim], shape[3]]
+            for name, shape, dim in zip(pasts, [s for pair in shapes for s in pair], past_dims)
         }
         feeds = self.example_inputs(
             model.config,
             {
                 "input_ids": [batch, new],
-                "attention_mask": [batch, past + new],
+                "attention_mask": [batch, _EXAMPLE[PAST] + new],
                 "position_ids": [batch, new],
                 **past_shapes,
             },
             dict.fromkeys(pasts, "float32"),
         )
-        dims = {BATCH: Dim(BATCH), SEQUENCE: Dim(SEQUENCE), PAST: Dim(PAST), TOTAL: Dim(TOTAL)}
+        dims = {name: Dim(name) for name in (BATCH, SEQUENCE, PAST, TOTAL, WINDOW_PAST)}
 
         def pack(feeds: dict) -> dict:
             out = {k: v for k, v in feeds.items() if not k.startswith("past_key_values.")}
@@ -274,23 +292,32 @@ class MoeFamily(Family):
             "input_ids": {0: dims[BATCH], 1: dims[SEQUENCE]},
             "attention_mask": {0: dims[BATCH], 1: dims[TOTAL]},
             "position_ids": {0: dims[BATCH], 1: dims[SEQUENCE]},
-            "past_key_values": tuple({0: dims[BATCH], 2: dims[PAST]} for _ in pasts),
+            "past_key_values": tuple({0: dims[BATCH], 2: dims[dim]} for dim in past_dims),
         }
         step = CausalLMStep(model, layers).eval()
         names = ("input_ids", "attention_mask", "position_ids", *pasts)
         return [
             Component(
-                "model", step, names, ("logits", *presents), pack(feeds), dynamic, pack_inputs=pack, logits_to_keep=True
+                "model",
+                step,
+                names,
+                ("logits", *presents),
+                pack(feeds),
+                dynamic,
+                pack_inputs=pack,
+                logits_to_keep=True,
+                output_dims=present_dims,
             )
         ]
 
     # -- inputs --------------------------------------------------------------------------------
     def input_sizes(self, component: str, sizes: dict[str, int]) -> dict[str, int]:
         """The check's sequence length is the attention mask's: a quarter of it new tokens (at least
-        one), the rest cached."""
+        one), the rest cached (a sliding-window layer's cache too: the whole history is a suffix of
+        itself)."""
         total = sizes[SEQUENCE]
         new = max(1, total // 4)
-        return {**sizes, SEQUENCE: new, PAST: total - new, TOTAL: total}
+        return {**sizes, SEQUENCE: new, PAST: total - new, WINDOW_PAST: total - new, TOTAL: total}
 
     def dummy_inputs(self, config: dict, shapes: dict, dtypes: dict, rng, padding: bool) -> dict:
         """As the default, except that with past key/values the inputs are one consistent decoding

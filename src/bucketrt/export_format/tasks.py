@@ -17,9 +17,11 @@ CHOICES = "num_choices"
 ENCODER_SEQUENCE = "encoder_sequence_length"
 DECODER_SEQUENCE = "decoder_sequence_length"
 PAST_SEQUENCE = "past_decoder_sequence_length"
-# A causal LM's step with a cache: the cached tokens, and the attention mask's length (cached + new).
+# A causal LM's step with a cache: the cached tokens, and the attention mask's length (cached + new);
+# a sliding-window layer's cached tokens (at most its window less one that it keeps).
 CACHED_SEQUENCE = "past_sequence_length"
 TOTAL_SEQUENCE = "total_sequence_length"
+WINDOW_CACHED_SEQUENCE = "sliding_past_sequence_length"
 
 
 @dataclass(frozen=True)

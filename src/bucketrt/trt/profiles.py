@@ -28,6 +28,7 @@ from bucketrt.export_format.tasks import (
     PAST_SEQUENCE,
     SEQUENCE,
     TOTAL_SEQUENCE,
+    WINDOW_CACHED_SEQUENCE,
 )
 
 Shape = tuple[int, ...]
@@ -48,7 +49,8 @@ def default_dim_ranges(manifest: dict) -> dict[str, tuple[int, int, int]]:
     A causal LM's step with a cache takes new tokens, cached ones and a mask over both, and TensorRT
     evaluates the graph's shapes at each corner of the profile, so the corners must add up: the
     cache is empty at min and opt (a prompt: 1 and 128 new tokens, masks of 1 and 128) and full at
-    max (limit new after limit cached, a mask of 2 x limit: wider than any call the runtime makes)."""
+    max (limit new after limit cached, a mask of 2 x limit: wider than any call the runtime makes).
+    A sliding-window layer's cache takes the same range: its past may be any suffix of the history."""
     limit = max_sequence_length(manifest) or DEFAULT_MAX_SEQUENCE
     opt = min(DEFAULT_OPT_SEQUENCE, limit)
     tokens = (1, opt, limit)
@@ -60,6 +62,7 @@ def default_dim_ranges(manifest: dict) -> dict[str, tuple[int, int, int]]:
         DECODER_SEQUENCE: (1, 1, limit),
         PAST_SEQUENCE: tokens,
         CACHED_SEQUENCE: (0, 0, limit),
+        WINDOW_CACHED_SEQUENCE: (0, 0, limit),
         TOTAL_SEQUENCE: (1, opt, 2 * limit),
     }
 
