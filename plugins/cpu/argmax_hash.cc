@@ -43,13 +43,6 @@ constexpr int64_t kLanes = 8;
 #include "cpu/instantiate_kernels.inc"
 #undef BUCKETRT_KERNELS_INC
 
-bool AllFinite(const float* x, int64_t count, int64_t stride) {
-  for (int64_t i = 0; i < count; ++i) {
-    if (!std::isfinite(x[i * stride])) return false;
-  }
-  return true;
-}
-
 // docs/ops.md (catalogue.NONFINITE_PROJECTION_RULE): a vector row or projection column holding a NaN
 // or an Inf makes y NaN (the maximum of the argmax). Such an input always makes the sum non-finite, in
 // any order (an Inf plus finite values stays an Inf, Infs of both signs give NaN), so only a

@@ -2,11 +2,10 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cmath>
-#include <cstring>
 
 #include "bucketrt/op_specs.h"
 #include "bucketrt/validate.h"
+#include "cpu/simd.h"
 #include "cpu/simd_switch.h"
 
 namespace bucketrt::cpu {
@@ -54,19 +53,6 @@ void SurveyOne(void* data, size_t index) {
   job.survey.dense[index] = dense ? 1 : 0;
 }
 
-// Whether none of `count` floats is an Inf or a NaN (exponent bits all set), in integer operations
-// that the compiler vectorizes (memcpy is how C++17 reads a float's bits). The span's values come
-// from memory here and from cache in the tile.
-bool AllFinite(const float* values, int64_t count) {
-  uint32_t special = 0;
-  for (int64_t j = 0; j < count; ++j) {
-    uint32_t bits;
-    std::memcpy(&bits, values + j, sizeof bits);
-    special |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
-  }
-  return special == 0;
-}
-
 // Tasks in order of decreasing cost under a causal mask (the last blocks of each head first), so that
 // the workers finish together.
 void Worker(void* data, size_t worker) {
@@ -97,7 +83,8 @@ void Worker(void* data, size_t worker) {
     const float* v = job.value + (bn * s.keys + span_lo) * s.value_dim;
     const int32_t* mask = job.mask + first * s.keys + span_lo;
     // Only the span's values are ever multiplied, so only theirs decide the tile's path (a decoding
-    // step's survey of every value read the whole cache once more: as much again as its keys).
+    // step's survey of every value read the whole cache once more: as much again as its keys). They
+    // come from memory here and from cache in the tile.
     const bool finite = AllFinite(v, width * s.value_dim);
     for (int64_t g = 0; g < group; ++g) {
       const int64_t h = n * group + g;

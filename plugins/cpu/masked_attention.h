@@ -40,8 +40,8 @@ std::string CheckMaskedAttentionShape(const MaskedAttentionShape& shape);
 // One tile: `rows` queries of one head (q, row stride dim) against the `width` keys of their block's
 // span (k [width, dim], v [width, value_dim]). Row r attends keys [lo[r], hi[r]) of the span (none
 // when hi <= lo), every one of them when dense[r], else those where mask[r * mask_stride + c] != 0.
-// Writes out[r * ldo + j] for j < value_dim; values_finite false: the span's values hold an Inf or a NaN,
-// and keys of weight 0 are skipped one by one instead of multiplied. scores: rows * width floats.
+// Writes out[r * ldo + j] for j < value_dim; values_finite false: the span's values hold an Inf or a
+// NaN, and keys of weight 0 are skipped one by one instead of multiplied. scores: rows * width floats.
 #define BUCKETRT_ATTENTION_TILE_ARGS                                                                          \
   const float *q, int64_t rows, int64_t dim, const float *k, int64_t width, const float *v, int64_t value_dim, \
       float scale, float sink, const int32_t *lo, const int32_t *hi, const uint8_t *dense, const int32_t *mask, \

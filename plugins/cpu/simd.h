@@ -11,6 +11,7 @@
 //    helpers included, is AVX2 code; UseAvx2() picks that copy at run time, and older CPUs run the
 //    baseline (SSE2) one. (A baseline template merely inlined into a target("avx2") function does
 //    not do: GCC has already lowered its 8-wide operations, splats especially, for SSE.)
+//  * AllFinite: whether a buffer holds no Inf or NaN.
 #pragma once
 
 #include <cstdint>
@@ -68,6 +69,19 @@ inline bool UseAvx2() {
 #else
   return false;
 #endif
+}
+
+// Whether none of `count` floats (every `stride`-th from x) is an Inf or a NaN: exponent bits all
+// set, tested in integer operations without a branch, so that a contiguous buffer's loop (stride 1
+// where inlined) vectorizes. memcpy is how C++17 reads a float's bits.
+inline bool AllFinite(const float* x, int64_t count, int64_t stride = 1) {
+  uint32_t special = 0;
+  for (int64_t j = 0; j < count; ++j) {
+    uint32_t bits;
+    std::memcpy(&bits, x + j * stride, sizeof bits);
+    special |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+  }
+  return special == 0;
 }
 
 }  // namespace bucketrt::cpu

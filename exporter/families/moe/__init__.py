@@ -258,7 +258,8 @@ class MoeFamily(Family):
         layers = len(shapes)
         pasts, presents = past_names(layers, "past_key_values"), past_names(layers, "present")
         # A sliding-window layer's past has a length of its own (its last tokens, see decoder.py).
-        windows = [w for w in sliding_windows(model.config, layers) for _ in ("key", "value")]
+        layer_windows = sliding_windows(model.config, layers)
+        windows = [w for w in layer_windows for _ in ("key", "value")]
         past_dims = [PAST if window is None else WINDOW_PAST for window in windows]
         # Its present's length, named (the traced expression is a nest of Max).
         present_dims = {
@@ -294,7 +295,7 @@ class MoeFamily(Family):
             "position_ids": {0: dims[BATCH], 1: dims[SEQUENCE]},
             "past_key_values": tuple({0: dims[BATCH], 2: dims[dim]} for dim in past_dims),
         }
-        step = CausalLMStep(model, layers).eval()
+        step = CausalLMStep(model, layer_windows).eval()
         names = ("input_ids", "attention_mask", "position_ids", *pasts)
         return [
             Component(

@@ -74,11 +74,11 @@ def _window_layer_class():
 class CausalLMStep(nn.Module):
     """One decoding step (or the prefill: any number of new tokens) of a causal LM with its cache."""
 
-    def __init__(self, model: nn.Module, num_layers: int):
+    def __init__(self, model: nn.Module, windows: list[int | None]):
+        """`windows`: each cached layer's sliding window, None for full attention (`sliding_windows`)."""
         super().__init__()
         self.model = model
-        self.num_layers = num_layers
-        self.windows = sliding_windows(model.config, num_layers)
+        self.windows = windows
 
     def forward(self, input_ids, attention_mask, position_ids, past_key_values=()):
         from transformers.cache_utils import DynamicCache
