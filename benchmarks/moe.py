@@ -14,7 +14,9 @@ length, and each peer's peak memory. Every peer runs in a subprocess of its own 
 * onnxruntime-genai (`make moe-peers`: .peers/genai), its model builder's fp32 and int8 models with
   its own C++ generation loop, for the families its builder takes (GPT-OSS here: its int8 from the
   experts' MXFP4 tensors, which the source carries, see MXFP4_FILE);
-* bucketrt: the export in ONNX Runtime with TopKExperts, fp32, and int8 (`bucketrt quantize`).
+* bucketrt: the export in ONNX Runtime with TopKExperts, fp32, and int8 (`bucketrt quantize`), its
+  key/value cache one buffer that past and present share (`--shared-kv-buffer`: each step writes its
+  keys and values in place, as onnxruntime-genai's does), the way to run it for speed.
 
 A peer that cannot run (no environment, a family its exporter lacks, an error) is a row saying why.
 Prefill and decode go through each runtime's own generation loop: bucketrt's
@@ -406,7 +408,7 @@ def _export(source: Path, out: Path, dense: bool = False) -> Path:
             with lowering.every_expert():
                 export(str(source), out, ops="standard")
         else:
-            export(str(source), out)
+            export(str(source), out, options={"shared_kv_buffer": True})
 
     return make_cached(out, make)
 

@@ -30,31 +30,12 @@ import torch
 
 
 def _ort_runs(session, ids, new: int, repeat: int):
-    from bucketrt.runtime import decoding
+    """Prefill and decode medians of the runtime's own generation loop (time_generation), which
+    binds whatever cache the export takes (a growing past, a shared buffer)."""
+    from bucketrt.benchmarking import time_generation
 
-    names = [o.name for o in session.get_outputs()]
-    first = decoding.first_step_feeds(session, ids)
-    if decoding.LOGITS_TO_KEEP in {i.name for i in session.get_overridable_initializers()}:
-        first[decoding.LOGITS_TO_KEEP] = np.array(1, dtype=np.int64)
-    prefill, decode = [], []
-    for _ in range(repeat + 1):  # the first run warms up
-        started = time.perf_counter()
-        outputs = dict(zip(names, session.run(names, first)))
-        prefill.append(time.perf_counter() - started)
-        mask, positions = first["attention_mask"], first["position_ids"][:, -1:]
-        token = outputs["logits"][:, -1].argmax(-1)[:, None]
-        started = time.perf_counter()
-        for _ in range(new):
-            mask = np.concatenate([mask, np.ones_like(mask[:, :1])], axis=1)
-            positions = positions + 1
-            feeds = {"input_ids": token, "attention_mask": mask, "position_ids": positions}
-            feeds.update(
-                {"past_key_values." + k[len("present.") :]: v for k, v in outputs.items() if k.startswith("present.")}
-            )
-            outputs = dict(zip(names, session.run(names, feeds)))
-            token = outputs["logits"][:, -1].argmax(-1)[:, None]
-        decode.append((time.perf_counter() - started) / new)
-    return statistics.median(prefill[1:]), statistics.median(decode[1:])
+    timing = time_generation(session, ids, new + 1, repeat)
+    return timing.prefill.median_s, timing.step.median_s
 
 
 def _torch_runs(model, ids, new: int, repeat: int):

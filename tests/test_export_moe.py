@@ -138,11 +138,11 @@ def exported(tmp_path_factory, source):
     """exported(model_type, task) -> (export folder, source folder), exported once per module."""
 
     @functools.cache
-    def make(model_type: str, task: str = "text-generation"):
+    def make(model_type: str, task: str = "text-generation", **options):
         head = {"text-generation": "AutoModelForCausalLM", "text-classification": "AutoModelForSequenceClassification"}
         src = source(model_type, head.get(task, "AutoModel"))
         folder = tmp_path_factory.mktemp(f"{model_type}-{task}")
-        export(str(src), folder, task=task)
+        export(str(src), folder, task=task, options=options)
         return folder, src
 
     return make
@@ -280,6 +280,141 @@ def test_sliding_window_layers_cache_the_window_as_transformers_does(exported, t
     for name in names[1:]:
         np.testing.assert_allclose(after_history[name], after_window[name], atol=1e-6, rtol=1e-6)
     assert after_window["present.0.key"].shape[2] == window - 1
+
+
+@pytest.mark.parametrize("model_type", ["mixtral", "gpt_oss", "deepseek_v3"])
+def test_a_shared_kv_buffer_is_written_in_place_and_generates_as_transformers(exported, model_type, tokenizer):
+    """--shared-kv-buffer: each past and its present are one buffer [batch, heads,
+    buffer_sequence_length, dim], the present a ScatterND of the step's rows into the past input
+    itself; generate binds both to one OrtValue, which every step writes in place and which ends up
+    holding transformers' own cache of the sequence; tokens and logits are
+    transformers', sliding windows (GPT-OSS) and keys wider than values (DeepSeek) included."""
+    folder, src = exported(model_type, shared_kv_buffer=True)
+    manifest = json.loads((folder / "bucketrt.json").read_text())
+    assert manifest["kv_cache"] == "shared-buffer" and manifest["options"] == {"shared_kv_buffer": True}
+    graph = onnx.load(folder / "model.onnx", load_external_data=False).graph
+    dims = {
+        v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+        for v in [*graph.input, *graph.output]
+    }
+    producer = {v: n for n in graph.node for v in n.output}
+    presents = [o.name for o in graph.output if o.name.startswith("present.")]
+    assert len(presents) == 2 * COMMON["num_hidden_layers"]
+    for present in presents:
+        past = "past_key_values." + present[len("present.") :]
+        assert dims[present] == dims[past] and dims[past][2] == "buffer_sequence_length", present
+        assert producer[present].op_type == "ScatterND" and producer[present].input[0] == past
+    assert not any(
+        n.op_type == "Concat" and set(n.input) & {"past_key_values." + p[8:] for p in presents} for n in graph.node
+    )
+
+    session = bucketrt.ort_session(folder)
+    assert decoding.shares_buffer(session)
+    # One step against the default export of the same weights: the same bits, whatever the buffer
+    # holds past the history (NaN and Inf included).
+    concat = bucketrt.ort_session(exported(model_type)[0])
+    assert not decoding.shares_buffer(concat)
+    rng = np.random.default_rng(0)
+    past, new = 9, 3
+    mask = np.ones((2, past + new), np.int64)
+    mask[1, :4] = 0
+    step = {
+        "input_ids": rng.integers(4, len(tokenizer), (2, new)),
+        "attention_mask": mask,
+        "position_ids": np.where(mask == 0, 0, mask.cumsum(-1) - 1)[:, past:],
+    }
+    grown, shared = dict(step), dict(step)
+    for spec in (i for i in concat.get_inputs() if i.name.startswith("past_key_values.")):
+        history = rng.standard_normal((2, spec.shape[1], past, spec.shape[3])).astype(np.float32)
+        tail = np.full((2, spec.shape[1], new + 5, spec.shape[3]), np.nan, np.float32)
+        tail[:, :, ::2] = np.inf
+        grown[spec.name], shared[spec.name] = history, np.concatenate([history, tail], axis=2)
+    want = dict(zip([o.name for o in concat.get_outputs()], concat.run(None, grown)))
+    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, shared)))
+    np.testing.assert_array_equal(got["logits"], want["logits"])
+    for name in presents:
+        kept = want[name].shape[2]  # a sliding-window layer's: the last of the history
+        np.testing.assert_array_equal(got[name][:, :, past + new - kept : past + new], want[name])
+        tail = shared["past_key_values." + name[len("present.") :]][:, :, past + new :]
+        np.testing.assert_array_equal(got[name][:, :, past + new :], tail)  # as it was
+    steps, buffers = [], []
+
+    class Recording:
+        def __getattr__(self, name):
+            return getattr(session, name)
+
+        def run_with_ort_values(self, names, values):
+            outputs = session.run_with_ort_values(names, values)
+            steps.append([o.data_ptr() for o in outputs[1:]])
+            return outputs
+
+        def run_with_iobinding(self, binding):
+            session.run_with_iobinding(binding)
+            outputs = binding.get_outputs()
+            steps.append([o.data_ptr() for o in outputs[1:]])
+            buffers[:] = [o.numpy() for o in outputs[1:]]
+
+    batch = tokenizer(PROMPTS, padding=True, return_tensors="np")
+    tokens = np.stack(
+        list(decoding.iter_causal(Recording(), batch["input_ids"], batch["attention_mask"], max_new_tokens=6)), 1
+    )
+    # The prompt's step makes the buffers; the 5 steps after it write into them.
+    assert len(steps) == 6 and all(step == steps[0] for step in steps)
+    hf = _hf(src)
+    sequence = np.concatenate([batch["input_ids"], tokens[:, :-1]], axis=1)
+    mask = np.concatenate([batch["attention_mask"], np.ones_like(tokens[:, :-1])], axis=1)
+    cache = transformers.DynamicCache()
+    with torch.no_grad():
+        hf(
+            input_ids=torch.from_numpy(sequence),
+            attention_mask=torch.from_numpy(mask),
+            position_ids=torch.from_numpy(np.where(mask == 0, 0, mask.cumsum(-1) - 1)),
+            cache=cache,
+            use_cache=True,
+        )
+    total = sequence.shape[1]
+    assert buffers[0].shape[2] == total  # room for the prompt and the tokens run
+    for i, layer in enumerate(cache.layers):  # transformers' cache (a window's: its last tokens)
+        for kind, theirs in (("key", layer.keys.numpy()), ("value", layer.values.numpy())):
+            ours = buffers[presents.index(f"present.{i}.{kind}")]
+            np.testing.assert_allclose(ours[:, :, total - theirs.shape[2] :], theirs, atol=1e-5, rtol=1e-5)
+
+    ort = bucketrt.ORTModelForCausalLM.from_pretrained(folder)
+    for prompts in (PROMPTS[:1], PROMPTS):
+        batch = tokenizer(prompts, padding=True, return_tensors="pt")
+        ours = ort.generate(**batch, max_new_tokens=STEPS)
+        with torch.no_grad():
+            theirs = hf.generate(**batch, max_new_tokens=STEPS, do_sample=False)
+        assert ours.tolist() == theirs.tolist(), (prompts, ours[:, -STEPS:], theirs[:, -STEPS:])
+    logits = ort(**batch).logits
+    with torch.no_grad():
+        want = hf(**batch).logits
+    torch.testing.assert_close(
+        logits[batch["attention_mask"].bool()], want[batch["attention_mask"].bool()], atol=1e-4, rtol=1e-4
+    )
+    report = check(folder, batch_size=2, sequence_length=24)
+    assert report.passed, report.to_json()
+    assert report.components[0].inputs["past_key_values.0.key"][2] == 24 + 6  # a tail past the mask
+
+
+def test_a_shared_kv_buffer_quantizes_and_the_check_generates_with_the_reference(tmp_path):
+    """`bucketrt quantize` keeps each present a ScatterND into its own past, and the check's greedy
+    comparison (a quantized export's) drives the PyTorch reference through the same buffers."""
+    from bucketrt.quantization import quantize
+
+    # The preset test_topk_experts_int8 quantizes (this module's configs' large random weights put
+    # int8 at the edge of its criteria, where the check's random draws decide, whichever the cache).
+    export("mixtral-tiny", tmp_path / "fp32", options={"shared_kv_buffer": True})
+    quantize(tmp_path / "fp32", tmp_path / "int8")
+    graph = onnx.load(tmp_path / "int8" / "model.onnx", load_external_data=False).graph
+    producer = {v: n for n in graph.node for v in n.output}
+    for output in graph.output[1:]:
+        node = producer[output.name]
+        assert node.op_type == "ScatterND" and node.input[0] == "past_key_values." + output.name[len("present.") :]
+    reference = load_reference(tmp_path / "int8")
+    assert decoding.shares_buffer(ReferenceSession(reference, reference.manifest["components"][0]))
+    report = check(tmp_path / "int8")
+    assert report.passed and report.generation is not None and report.generation.tokens == 16, report
 
 
 @pytest.mark.parametrize("model_type", list(CONFIGS))

@@ -45,6 +45,7 @@ def repo(exports, tmp_path_factory):
     entries += write_repository(exports["reformer"], root, name="reformer_generate", max_new_tokens=6)
     entries += write_repository(exports["switch_s2s"], root, name="switch_stream", stream=True, max_new_tokens=8)
     entries += write_repository(exports["moe"], root, name="moe_generate", max_new_tokens=6)
+    entries += write_repository(exports["moe_shared"], root, name="moe_shared_generate", max_new_tokens=6)
     return root, {e.name: e for e in entries}
 
 
@@ -485,19 +486,21 @@ def test_reformer_generation_is_token_identical(repo, exports):
     assert "at most 512" in responses[2].error().message()
 
 
+@pytest.mark.parametrize("name", ["moe", "moe_shared"])
 @pytest.mark.parametrize("numpy_path", [1, 2], indirect=True)
-def test_moe_generation_is_transformers_greedy_generate(repo, exports, numpy_path, monkeypatch):
-    """A mixture-of-experts causal LM served with its key/value cache: single prompts and left-padded
-    batches (attention_mask 0 at the padding) give, token for token, what the PyTorch model's greedy
-    generate gives (the export's reference: transformers' model with the same weights)."""
+def test_moe_generation_is_transformers_greedy_generate(repo, exports, numpy_path, monkeypatch, name):
+    """A mixture-of-experts causal LM served with its key/value cache (growing, or one buffer that past
+    and present share): single prompts and left-padded batches (attention_mask 0 at the padding) give,
+    token for token, what the PyTorch model's greedy generate gives (the export's reference:
+    transformers' model with the same weights)."""
     import torch
 
     from bucketrt.exporter import load_reference
 
     root, _ = repo
-    model = _model(root / "moe_generate", monkeypatch, numpy_path)
-    reference = load_reference(exports["moe"]).model
-    pad = int(read_manifest(exports["moe"])["config"].get("pad_token_id") or 0)
+    model = _model(root / f"{name}_generate", monkeypatch, numpy_path)
+    reference = load_reference(exports[name]).model
+    pad = int(read_manifest(exports[name])["config"].get("pad_token_id") or 0)
     rng = np.random.default_rng(7)
     padded = _ids(rng, 512, 3, 9)
     mask = np.ones_like(padded)

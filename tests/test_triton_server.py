@@ -62,6 +62,7 @@ def repo(exports, tmp_path_factory):
     write_repository(exports["switch_s2s"], root, name="switch_stream", max_new_tokens=MAX_NEW_TOKENS, stream=True)
     write_repository(exports["moe"], root, name="moe_generate", max_new_tokens=MAX_NEW_TOKENS)
     write_repository(exports["moe"], root, name="moe_stream", max_new_tokens=MAX_NEW_TOKENS, stream=True)
+    write_repository(exports["moe_shared"], root, name="moe_shared_generate", max_new_tokens=MAX_NEW_TOKENS)
     return root
 
 
@@ -222,11 +223,13 @@ def test_generation_token_identical(servers, sessions, generator, exports, flavo
         client.close()
 
 
+@pytest.mark.parametrize("model", ["moe_generate", "moe_shared_generate"])
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 @pytest.mark.parametrize("flavour", FLAVOURS)
-def test_moe_generation_is_transformers_greedy_generate(servers, exports, moe_generate, flavour, protocol):
-    """The mixture-of-experts causal LM with its key/value cache: a single prompt and a left-padded
-    batch (attention_mask 0 at the padding), token for token what the PyTorch model generates."""
+def test_moe_generation_is_transformers_greedy_generate(servers, exports, moe_generate, flavour, protocol, model):
+    """The mixture-of-experts causal LM with its key/value cache (growing, or one buffer past and
+    present share: --shared-kv-buffer): a single prompt and a left-padded batch (attention_mask 0 at
+    the padding), token for token what the PyTorch model generates."""
     client = _client(protocol, servers[flavour])
     rng = np.random.default_rng(6)
     config = read_manifest(exports["moe"])["config"]
@@ -236,7 +239,7 @@ def test_moe_generation_is_transformers_greedy_generate(servers, exports, moe_ge
         for feeds, steps in (({"input_ids": single}, None), ({"input_ids": ids, "attention_mask": mask}, 9)):
             if steps is not None:
                 feeds["max_new_tokens"] = np.full((len(feeds["input_ids"]), 1), steps, np.int64)
-            got = _infer(client, "moe_generate", feeds, ["output_ids"])["output_ids"]
+            got = _infer(client, model, feeds, ["output_ids"])["output_ids"]
             prompt = feeds["input_ids"]
             expected = moe_generate(prompt, feeds.get("attention_mask", np.ones_like(prompt)), steps or MAX_NEW_TOKENS)
             assert np.array_equal(got, expected), (got.tolist(), expected.tolist())

@@ -22,6 +22,8 @@ TINY = {
         {"config_overrides": {"num_hidden_layers": 1, "initializer_range": 0.2, "tie_word_embeddings": False}},
     ),
 }
+# The same weights with past and present one buffer, which the served loop writes in place.
+TINY["moe_shared"] = (TINY["moe"][0], {**TINY["moe"][1], "options": {"shared_kv_buffer": True}})
 
 _MADE: dict[str, Path] = {}
 

@@ -22,6 +22,7 @@ import numpy as np
 from bucketrt.errors import BucketrtError
 from bucketrt.export_format.tasks import (
     BATCH,
+    BUFFER_SEQUENCE,
     CACHED_SEQUENCE,
     SEQUENCE,
     TOTAL_SEQUENCE,
@@ -38,9 +39,10 @@ from . import claims
 from .decoder import CausalLMStep, HeadOutputs, cache_shapes, past_names, sliding_windows
 
 # The text-generation graph's dims beside batch_size and sequence_length (the new tokens).
-PAST, TOTAL, WINDOW_PAST = CACHED_SEQUENCE, TOTAL_SEQUENCE, WINDOW_CACHED_SEQUENCE
-# Tracing sizes: distinct and above 1, so that every axis stays symbolic.
-_EXAMPLE = {BATCH: EXAMPLE_BATCH, SEQUENCE: 5, PAST: 7, WINDOW_PAST: 6}
+PAST, TOTAL, WINDOW_PAST, BUFFER = CACHED_SEQUENCE, TOTAL_SEQUENCE, WINDOW_CACHED_SEQUENCE, BUFFER_SEQUENCE
+# Tracing sizes: distinct and above 1, so that every axis stays symbolic (a shared buffer longer
+# than the mask, past + new).
+_EXAMPLE = {BATCH: EXAMPLE_BATCH, SEQUENCE: 5, PAST: 7, WINDOW_PAST: 6, BUFFER: 15}
 GENERATION = "text-generation"
 
 # The model types this bucketrt has exported and checked (tests/test_export_moe.py, docs/moe.md);
@@ -110,6 +112,12 @@ class MoeFamily(Family):
         classes={"feature-extraction": "AutoModel"},
     )
     default_task = GENERATION
+    options = {"shared_kv_buffer": False}
+    option_flags = {
+        "shared_kv_buffer": "MoE text-generation: past and present share one buffer of the generation's length, "
+        "written in place (onnxruntime-genai's past_present_share_buffer), so that a step copies no cache; "
+        "bucketrt's generate, check and serving bind it. Default: Optimum's growing past."
+    }
     # Not batched across requests: a token's experts see the other rows' tokens in one call, and
     # whether that keeps rows bit-identical is not checked.
     batch_rows_independent = False
@@ -234,7 +242,8 @@ class MoeFamily(Family):
             }
         }
         if task.name == GENERATION:
-            components = self._generation(model)
+            components = self._generation(model, options["shared_kv_buffer"])
+            manifest["kv_cache"] = "shared-buffer" if options["shared_kv_buffer"] else "concat"
         else:
             components = self._head(model, task)
         return Patch("topk-experts", components, manifest)
@@ -244,7 +253,7 @@ class MoeFamily(Family):
         component.module = HeadOutputs(model, task.outputs).eval()
         return [component]
 
-    def _generation(self, model) -> list[Component]:
+    def _generation(self, model, shared_buffer: bool) -> list[Component]:
         from torch.export import Dim
 
         try:
@@ -260,13 +269,17 @@ class MoeFamily(Family):
         # A sliding-window layer's past has a length of its own (its last tokens, see decoder.py).
         layer_windows = sliding_windows(model.config, layers)
         windows = [w for w in layer_windows for _ in ("key", "value")]
-        past_dims = [PAST if window is None else WINDOW_PAST for window in windows]
-        # Its present's length, named (the traced expression is a nest of Max).
-        present_dims = {
-            name: {2: f"min({WINDOW_PAST} + {SEQUENCE}, {window - 1})"}
-            for name, window in zip(presents, windows)
-            if window is not None
-        }
+        if shared_buffer:  # every layer's past and present: one buffer (decoder.py)
+            past_dims = [BUFFER] * len(windows)
+            present_dims = {name: {2: BUFFER} for name in presents}
+        else:
+            past_dims = [PAST if window is None else WINDOW_PAST for window in windows]
+            # Its present's length, named (the traced expression is a nest of Max).
+            present_dims = {
+                name: {2: f"min({WINDOW_PAST} + {SEQUENCE}, {window - 1})"}
+                for name, window in zip(presents, windows)
+                if window is not None
+            }
         batch, new = _EXAMPLE[BATCH], _EXAMPLE[SEQUENCE]
         past_shapes = {
             name: [batch, shape[1], _EXAMPLE[dim], shape[3]]
@@ -282,7 +295,7 @@ class MoeFamily(Family):
             },
             dict.fromkeys(pasts, "float32"),
         )
-        dims = {name: Dim(name) for name in (BATCH, SEQUENCE, PAST, TOTAL, WINDOW_PAST)}
+        dims = {name: Dim(name) for name in (BATCH, SEQUENCE, PAST, TOTAL, WINDOW_PAST, BUFFER)}
 
         def pack(feeds: dict) -> dict:
             out = {k: v for k, v in feeds.items() if not k.startswith("past_key_values.")}
@@ -295,7 +308,7 @@ class MoeFamily(Family):
             "position_ids": {0: dims[BATCH], 1: dims[SEQUENCE]},
             "past_key_values": tuple({0: dims[BATCH], 2: dims[dim]} for dim in past_dims),
         }
-        step = CausalLMStep(model, layer_windows).eval()
+        step = CausalLMStep(model, layer_windows, shared_buffer).eval()
         names = ("input_ids", "attention_mask", "position_ids", *pasts)
         return [
             Component(
@@ -318,7 +331,7 @@ class MoeFamily(Family):
         itself)."""
         total = sizes[SEQUENCE]
         new = max(1, total // 4)
-        return {**sizes, SEQUENCE: new, PAST: total - new, WINDOW_PAST: total - new, TOTAL: total}
+        return {**sizes, SEQUENCE: new, PAST: total - new, WINDOW_PAST: total - new, TOTAL: total, BUFFER: total + new}
 
     def dummy_inputs(self, config: dict, shapes: dict, dtypes: dict, rng, padding: bool) -> dict:
         """As the default, except that with past key/values the inputs are one consistent decoding

@@ -15,6 +15,18 @@ history (those last tokens, or more of it): the attention mask covers the whole 
 layer places its past at the mask's end. Its length is a dim of its own
 (`sliding_past_sequence_length`). No layer branches in Python on a cache length, which would narrow
 the traced shapes (see onnx_export's guard).
+
+With the family's `shared_kv_buffer` option the cache is onnxruntime-genai's shared buffer
+instead: every past_key_values.{i}.* is a buffer of the whole generation's length
+(`max_sequence_length`) whose first tokens hold the cache, and present.{i}.* is that buffer with
+the step's keys and values written at the mask's offset (attention_mask's length less the new
+tokens), every other position as it was: one ScatterND whose data is the past input itself. A loop
+that binds each present to its past's memory (ONNX Runtime's IO binding: runtime/decoding.py) makes
+that write in place, so a step copies no cache at all, where the default graph concatenates past
+and new keys into a fresh present in every layer. The attention reads the whole buffer under a
+mask padded with zeros to its length, and MaskedAttention's kernels skip the keys no query attends
+(the tail not yet written; a sliding-window layer's keys out of its window), so a step costs what
+the history costs, not the buffer.
 """
 
 from __future__ import annotations
@@ -71,14 +83,69 @@ def _window_layer_class():
     return WindowLayer
 
 
+def _write_rows(buffer: torch.Tensor, rows: torch.Tensor, start) -> torch.Tensor:
+    """`buffer` [B, N, L, D] with `rows` [B, N, S, D] at positions start .. start + S - 1 of every
+    batch row and head (one ScatterND reading `buffer` as its data, out of place when traced)."""
+    batch, heads, length, _ = rows.shape
+    where = (
+        torch.arange(batch, device=rows.device)[:, None, None],
+        torch.arange(heads, device=rows.device)[None, :, None],
+        (torch.arange(length, device=rows.device) + start)[None, None, :],
+    )
+    return buffer.index_put(where, rows)
+
+
+@functools.cache
+def _buffer_layer_class():
+    """transformers' cache layer over a shared buffer for one traced step (module doc)."""
+    from transformers.cache_utils import DynamicLayer
+
+    class BufferLayer(DynamicLayer):
+        """`keys`/`values`: buffers [B, N, L, D] whose first `seen` positions hold the tokens before
+        the step. The mask spans the whole buffer from position 0 (its keys past the history are
+        masked as padding); a sliding layer's mask adds its window."""
+
+        def __init__(self, keys, values, seen, sliding: bool):
+            super().__init__()
+            self.lazy_initialization(keys, values)
+            self.keys, self.values, self.seen = keys, values, seen
+            self.is_sliding = sliding
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            self.keys = _write_rows(self.keys, key_states, self.seen)
+            self.values = _write_rows(self.values, value_states, self.seen)
+            return self.keys, self.values
+
+        def get_seq_length(self):
+            return self.seen
+
+        def get_mask_sizes(self, query_length):
+            return self.keys.shape[-2], 0
+
+    return BufferLayer
+
+
+def _pad_mask(attention_mask: torch.Tensor, length) -> torch.Tensor:
+    """attention_mask [B, T] padded with zeros to [B, length] (length >= T), without a Python branch
+    on the two lengths (transformers' own padding tests their difference, which would tie the traced
+    dims): each column reads the mask's column min(k, T - 1), kept where k < T."""
+    total = attention_mask.shape[-1]
+    columns = torch.arange(length, device=attention_mask.device)
+    gathered = attention_mask[:, columns.clamp(max=total - 1)]
+    return gathered * (columns < total).to(attention_mask.dtype)
+
+
 class CausalLMStep(nn.Module):
     """One decoding step (or the prefill: any number of new tokens) of a causal LM with its cache."""
 
-    def __init__(self, model: nn.Module, windows: list[int | None]):
-        """`windows`: each cached layer's sliding window, None for full attention (`sliding_windows`)."""
+    def __init__(self, model: nn.Module, windows: list[int | None], shared_buffer: bool = False):
+        """`windows`: each cached layer's sliding window, None for full attention (`sliding_windows`);
+        `shared_buffer`: the cache is a buffer of the generation's length, written in place (module
+        doc)."""
         super().__init__()
         self.model = model
         self.windows = windows
+        self.shared_buffer = shared_buffer
 
     def forward(self, input_ids, attention_mask, position_ids, past_key_values=()):
         from transformers.cache_utils import DynamicCache
@@ -87,10 +154,14 @@ class CausalLMStep(nn.Module):
         seen = attention_mask.shape[-1] - input_ids.shape[-1]
         for layer, window in enumerate(self.windows):
             keys, values = past_key_values[2 * layer], past_key_values[2 * layer + 1]
-            if window is None:
+            if self.shared_buffer:
+                cache.layers.append(_buffer_layer_class()(keys, values, seen, window is not None))
+            elif window is None:
                 cache.update(keys, values, layer)
             else:
                 cache.layers.append(_window_layer_class()(keys, values, seen))
+        if self.shared_buffer and self.windows:
+            attention_mask = _pad_mask(attention_mask, past_key_values[0].shape[-2])
         out = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -101,7 +172,7 @@ class CausalLMStep(nn.Module):
         )
         presents = []
         for layer, window in zip(cache.layers, self.windows):
-            if window is None:
+            if window is None or self.shared_buffer:
                 presents += [layer.keys, layer.values]
             else:  # a later query attends at most the last window - 1 of them
                 keep = slice(1 - window, None) if window > 1 else slice(0, 0)

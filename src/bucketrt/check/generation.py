@@ -26,7 +26,7 @@ class ReferenceSession:
             SimpleNamespace(name=spec["name"], shape=spec.get("shape"), type=_ONNX_TYPES.get(spec.get("dtype"), ""))
             for spec in entry["inputs"]
         ]
-        self._outputs = [SimpleNamespace(name=spec["name"]) for spec in entry["outputs"]]
+        self._outputs = [SimpleNamespace(name=spec["name"], shape=spec.get("shape")) for spec in entry["outputs"]]
 
     def get_inputs(self):
         return self._inputs

@@ -22,6 +22,9 @@ PAST_SEQUENCE = "past_decoder_sequence_length"
 CACHED_SEQUENCE = "past_sequence_length"
 TOTAL_SEQUENCE = "total_sequence_length"
 WINDOW_CACHED_SEQUENCE = "sliding_past_sequence_length"
+# A causal LM's step whose past and present share one buffer (the MoE family's shared_kv_buffer
+# option): the tokens the buffer holds, at least the attention mask's length.
+BUFFER_SEQUENCE = "buffer_sequence_length"
 
 
 @dataclass(frozen=True)

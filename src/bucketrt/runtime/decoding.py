@@ -18,6 +18,14 @@ present.* values are fed as the next step's past_key_values.* as they are, so th
 logits are read out (as numpy). Other sessions (the PyTorch reference of
 `bucketrt check`) run with numpy feeds. The attention mask is one buffer of the longest sequence,
 filled once, of which each step feeds the first columns.
+
+An export whose past and present share one buffer (each present.* has its past's shape: the MoE
+family's `shared_kv_buffer` option, onnxruntime-genai's convention) starts from zeroed buffers of
+the generation's whole length, prompt and new tokens; on ONNX Runtime every step after the prompt's
+binds each past_key_values.* input and its present.* output to the same OrtValue (IO binding), so
+that the graph writes the step's keys and values into the buffer in place and nothing else of the
+cache is touched. (The prompt's step runs as the others do: IO binding does not take an input with a
+default, and `logits_to_keep` is one.)
 """
 
 from __future__ import annotations
@@ -89,6 +97,27 @@ def _stepper(session):
     return step
 
 
+def _in_place_stepper(session, buffers: dict):
+    """A step function for an ONNX Runtime session whose past and present share one buffer:
+    `buffers` {present.* name: OrtValue} stay bound as both the past input and the present output
+    (IO binding), so each run writes its keys and values into them in place; the step returns them
+    and the logits, and the feeds' past_key_values.* (those same buffers) need no binding again."""
+    binding = session.io_binding()
+    binding.bind_output("logits")
+    for name, value in buffers.items():
+        binding.bind_ortvalue_input(PAST_PREFIX + name[len(PRESENT_PREFIX) :], value)
+        binding.bind_ortvalue_output(name, value)
+
+    def step(feeds):
+        for name, value in feeds.items():
+            if not name.startswith(PAST_PREFIX):
+                binding.bind_cpu_input(name, np.require(value, requirements="C"))
+        session.run_with_iobinding(binding)
+        return {"logits": binding.get_outputs()[0], **buffers}
+
+    return step
+
+
 def _host(value) -> np.ndarray:
     """A step's output as numpy (an OrtValue's data is copied out; a numpy array is itself)."""
     return value if isinstance(value, np.ndarray) else value.numpy()
@@ -154,9 +183,28 @@ def takes_cache(session) -> bool:
     return any(i.name.startswith(PAST_PREFIX) for i in session.get_inputs())
 
 
-def _empty_past(session, batch: int) -> dict[str, np.ndarray]:
-    """An empty cache (past length 0) for each past_key_values.* input [batch, heads, past, dim],
+def shares_buffer(session) -> bool:
+    """Whether a cached export's past and present share one buffer: each present.* output has the
+    shape of its past_key_values.* input (dim names included), where a growing cache's present is
+    longer than its past."""
+    shapes = {
+        o.name[len(PRESENT_PREFIX) :]: getattr(o, "shape", None)
+        for o in session.get_outputs()
+        if o.name.startswith(PRESENT_PREFIX)
+    }
+    pasts = {
+        i.name[len(PAST_PREFIX) :]: getattr(i, "shape", None)
+        for i in session.get_inputs()
+        if i.name.startswith(PAST_PREFIX)
+    }
+    return bool(pasts) and all(shape and shapes.get(name) == shape for name, shape in pasts.items())
+
+
+def _empty_past(session, batch: int, buffer_length: int) -> dict[str, np.ndarray]:
+    """An empty cache for each past_key_values.* input [batch, heads, past, dim]: past length 0, or
+    a zeroed buffer of `buffer_length` tokens where past and present share one (`shares_buffer`);
     its heads and dim read from the graph's input shape, its dtype from the input's type."""
+    length = buffer_length if shares_buffer(session) else 0
     past = {}
     for spec in session.get_inputs():
         if not spec.name.startswith(PAST_PREFIX):
@@ -165,17 +213,18 @@ def _empty_past(session, batch: int) -> dict[str, np.ndarray]:
         if len(shape) != 4 or not isinstance(shape[1], int) or not isinstance(shape[3], int):
             raise ValueError(f"input {spec.name} has shape {shape}; a cache input is [batch, heads, past, dim]")
         dtype = np.float16 if getattr(spec, "type", "") == "tensor(float16)" else np.float32
-        past[spec.name] = np.zeros((batch, shape[1], 0, shape[3]), dtype=dtype)
+        past[spec.name] = np.zeros((batch, shape[1], length, shape[3]), dtype=dtype)
     return past
 
 
-def first_step_feeds(session, input_ids, attention_mask=None) -> dict[str, np.ndarray]:
+def first_step_feeds(session, input_ids, attention_mask=None, new_tokens: int = 0) -> dict[str, np.ndarray]:
     """The feeds of a cached decoder-only export's first step (the prefill): the prompt, its mask,
     its positions (the mask's cumulative sum less one, 0 at padding: transformers' generate for
-    left-padded prompts) and an empty past."""
+    left-padded prompts) and an empty past (a shared buffer: room for the prompt and `new_tokens`
+    more)."""
     ids, mask = _check_ids(input_ids, attention_mask)
     feeds = {"input_ids": ids, "attention_mask": mask, "position_ids": _positions(mask)}
-    feeds.update(_empty_past(session, ids.shape[0]))
+    feeds.update(_empty_past(session, ids.shape[0], ids.shape[1] + new_tokens))
     takes = {i.name for i in session.get_inputs()}
     return {name: value for name, value in feeds.items() if name in takes}
 
@@ -236,7 +285,8 @@ def _iter_cached(session, input_ids, attention_mask, eos_token_id, pad_token_id,
     eos = _eos_set(eos_token_id)
     pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
     _, mask = _check_ids(input_ids, attention_mask)
-    feeds = first_step_feeds(session, input_ids, mask)
+    # The last step feeds the prompt and steps - 1 tokens (the last token is not run).
+    feeds = first_step_feeds(session, input_ids, mask, max(steps - 1, 0))
     if _keeps_logits(session):
         feeds[LOGITS_TO_KEEP] = np.array(1, dtype=np.int64)
     takes = {i.name for i in session.get_inputs()}
@@ -247,9 +297,12 @@ def _iter_cached(session, input_ids, attention_mask, eos_token_id, pad_token_id,
     masks = np.ones((batch, length + max(steps - 1, 0)), dtype=np.int64)
     masks[:, :length] = mask
     run = _stepper(session)
+    in_place = shares_buffer(session) and hasattr(session, "io_binding")
     finished = np.zeros(batch, dtype=bool)
-    for _ in range(steps):
+    for step in range(steps):
         outputs = run(feeds)
+        if step == 0 and in_place:
+            run = _in_place_stepper(session, {n: v for n, v in outputs.items() if n.startswith(PRESENT_PREFIX)})
         token = _choose(_host(outputs["logits"]), finished, eos, pad)
         yield token
         if finished.all():

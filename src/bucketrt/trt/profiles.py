@@ -21,6 +21,7 @@ from bucketrt.errors import BucketrtError, ProfileError
 from bucketrt.export_format.manifest import max_sequence_length
 from bucketrt.export_format.tasks import (
     BATCH,
+    BUFFER_SEQUENCE,
     CACHED_SEQUENCE,
     CHOICES,
     DECODER_SEQUENCE,
@@ -50,7 +51,8 @@ def default_dim_ranges(manifest: dict) -> dict[str, tuple[int, int, int]]:
     evaluates the graph's shapes at each corner of the profile, so the corners must add up: the
     cache is empty at min and opt (a prompt: 1 and 128 new tokens, masks of 1 and 128) and full at
     max (limit new after limit cached, a mask of 2 x limit: wider than any call the runtime makes).
-    A sliding-window layer's cache takes the same range: its past may be any suffix of the history."""
+    A sliding-window layer's cache takes the same range: its past may be any suffix of the history.
+    A shared key/value buffer holds at least the mask's tokens: the mask's range."""
     limit = max_sequence_length(manifest) or DEFAULT_MAX_SEQUENCE
     opt = min(DEFAULT_OPT_SEQUENCE, limit)
     tokens = (1, opt, limit)
@@ -64,6 +66,7 @@ def default_dim_ranges(manifest: dict) -> dict[str, tuple[int, int, int]]:
         CACHED_SEQUENCE: (0, 0, limit),
         WINDOW_CACHED_SEQUENCE: (0, 0, limit),
         TOTAL_SEQUENCE: (1, opt, 2 * limit),
+        BUFFER_SEQUENCE: (1, opt, 2 * limit),
     }
 
 
