@@ -18,7 +18,7 @@ the traced shapes (see onnx_export's guard).
 
 With the family's `shared_kv_buffer` option the cache is onnxruntime-genai's shared buffer
 instead: every past_key_values.{i}.* is a buffer of the whole generation's length
-(`max_sequence_length`) whose first tokens hold the cache, and present.{i}.* is that buffer with
+(`buffer_sequence_length`) whose first tokens hold the cache, and present.{i}.* is that buffer with
 the step's keys and values written at the mask's offset (attention_mask's length less the new
 tokens), every other position as it was: one ScatterND whose data is the past input itself. A loop
 that binds each present to its past's memory (ONNX Runtime's IO binding: runtime/decoding.py) makes

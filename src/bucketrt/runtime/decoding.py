@@ -24,8 +24,9 @@ family's `shared_kv_buffer` option, onnxruntime-genai's convention) starts from 
 the generation's whole length, prompt and new tokens; on ONNX Runtime every step after the prompt's
 binds each past_key_values.* input and its present.* output to the same OrtValue (IO binding), so
 that the graph writes the step's keys and values into the buffer in place and nothing else of the
-cache is touched. (The prompt's step runs as the others do: IO binding does not take an input with a
-default, and `logits_to_keep` is one.)
+cache is touched. (The prompt's step is not bound: IO binding does not take an input with a
+default, and the prompt's step feeds one, `logits_to_keep`; its graph copies the zeroed buffers
+once.)
 """
 
 from __future__ import annotations
