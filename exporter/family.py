@@ -103,6 +103,9 @@ class Component:
     logits_to_keep: bool = False
     # Names for outputs' dims where the traced expression would be unreadable ({output: {axis: name}}).
     output_dims: dict = field(default_factory=dict)
+    # Names for the nodes that make outputs ({output: node name}), where the node fails on a caller's
+    # inconsistent inputs: ONNX Runtime's error names the failing node, and then says what to fix.
+    output_nodes: dict = field(default_factory=dict)
 
     def kwargs(self, feeds: dict) -> dict:
         return self.pack_inputs(feeds) if self.pack_inputs is not None else feeds

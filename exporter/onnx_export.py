@@ -185,6 +185,7 @@ def _trace(component: Component, opset: int, source, op_set: str = "bucketrt"):
     _finalize(program.model, MAX_IR_VERSION)
     divide_by_root(program.model)
     _name_output_dims(program.model, component.output_dims)
+    _name_output_nodes(program.model, component.output_nodes)
     if component.logits_to_keep:
         add_logits_to_keep(program.model)
     return program.model
@@ -198,6 +199,13 @@ def _name_output_dims(model, names: dict) -> None:
         axes = names.get(value.name)
         if axes and value.shape is not None:
             value.shape = ir.Shape([axes.get(axis, dim) for axis, dim in enumerate(value.shape)])
+
+
+def _name_output_nodes(model, names: dict) -> None:
+    """Renames the nodes that make graph outputs: {output: node name}."""
+    for value in model.graph.outputs:
+        if value.name in names:
+            value.producer().name = names[value.name]
 
 
 def narrowed_dims(exported_program, component: Component) -> list[str]:

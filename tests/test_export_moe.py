@@ -337,6 +337,12 @@ def test_a_shared_kv_buffer_is_written_in_place_and_generates_as_transformers(ex
         np.testing.assert_array_equal(got[name][:, :, past + new - kept : past + new], want[name])
         tail = shared["past_key_values." + name[len("present.") :]][:, :, past + new :]
         np.testing.assert_array_equal(got[name][:, :, past + new :], tail)  # as it was
+    # A buffer shorter than the mask: ONNX Runtime's error names the buffer and what it must hold.
+    short = {k: v[:, :, : past + new - 1] if k.startswith("past_key_values.") else v for k, v in shared.items()}
+    written = r"present\.0\.(key|value): the new tokens written into past_key_values\.0\.\1 after"
+    with pytest.raises(Exception, match=written) as error:
+        session.run(None, short)
+    assert "buffer_sequence_length must be at least total_sequence_length" in str(error.value)
     steps, buffers = [], []
 
     class Recording:

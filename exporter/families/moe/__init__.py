@@ -269,9 +269,16 @@ class MoeFamily(Family):
         # A sliding-window layer's past has a length of its own (its last tokens, see decoder.py).
         layer_windows = sliding_windows(model.config, layers)
         windows = [w for w in layer_windows for _ in ("key", "value")]
+        writes = {}
         if shared_buffer:  # every layer's past and present: one buffer (decoder.py)
             past_dims = [BUFFER] * len(windows)
             present_dims = {name: {2: BUFFER} for name in presents}
+            # A buffer too short for the mask fails in the write (ScatterND: "invalid indice").
+            writes = {
+                present: f"{present}: the new tokens written into {past} after its first {TOTAL} - {SEQUENCE} "
+                f"(its {BUFFER} must be at least {TOTAL})"
+                for present, past in zip(presents, pasts)
+            }
         else:
             past_dims = [PAST if window is None else WINDOW_PAST for window in windows]
             # Its present's length, named (the traced expression is a nest of Max).
@@ -321,6 +328,7 @@ class MoeFamily(Family):
                 pack_inputs=pack,
                 logits_to_keep=True,
                 output_dims=present_dims,
+                output_nodes=writes,
             )
         ]
 
