@@ -336,7 +336,8 @@ class MoeFamily(Family):
     def input_sizes(self, component: str, sizes: dict[str, int]) -> dict[str, int]:
         """The check's sequence length is the attention mask's: a quarter of it new tokens (at least
         one), the rest cached (a sliding-window layer's cache too: the whole history is a suffix of
-        itself)."""
+        itself; a shared buffer holds them and as many positions again as new tokens, a tail the
+        mask hides)."""
         total = sizes[SEQUENCE]
         new = max(1, total // 4)
         return {**sizes, SEQUENCE: new, PAST: total - new, WINDOW_PAST: total - new, TOTAL: total, BUFFER: total + new}

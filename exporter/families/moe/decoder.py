@@ -54,35 +54,6 @@ def sliding_windows(config, num_layers: int) -> list[int | None]:
     return [window if i < len(types) and types[i] == "sliding_attention" else None for i in range(num_layers)]
 
 
-@functools.cache
-def _window_layer_class():
-    """transformers' full cache layer, as a sliding-window one for one traced step (defined on first
-    use: transformers is imported only when a model is exported)."""
-    from transformers.cache_utils import DynamicLayer
-
-    class WindowLayer(DynamicLayer):
-        """`keys`/`values`: the last of the `seen` tokens before the step (the attention mask's length
-        less the new tokens). The mask's sizes and the queries' offset are transformers' for a sliding
-        layer (keys from position seen - kept on); the step appends the new tokens, and the caller
-        keeps the last window - 1."""
-
-        is_sliding = True
-
-        def __init__(self, keys, values, seen):
-            super().__init__()
-            self.lazy_initialization(keys, values)
-            self.keys, self.values, self.seen = keys, values, seen
-
-        def get_seq_length(self):
-            return self.seen
-
-        def get_mask_sizes(self, query_length):
-            kept = self.keys.shape[-2]
-            return kept + query_length, self.seen - kept
-
-    return WindowLayer
-
-
 def _write_rows(buffer: torch.Tensor, rows: torch.Tensor, start) -> torch.Tensor:
     """`buffer` [B, N, L, D] with `rows` [B, N, S, D] at positions start .. start + S - 1 of every
     batch row and head (one ScatterND reading `buffer` as its data, out of place when traced)."""
@@ -96,14 +67,14 @@ def _write_rows(buffer: torch.Tensor, rows: torch.Tensor, start) -> torch.Tensor
 
 
 @functools.cache
-def _buffer_layer_class():
-    """transformers' cache layer over a shared buffer for one traced step (module doc)."""
+def _step_layers():
+    """transformers' cache layers for one traced step, (WindowLayer, BufferLayer) (defined on first
+    use: transformers is imported only when a model is exported)."""
     from transformers.cache_utils import DynamicLayer
 
-    class BufferLayer(DynamicLayer):
-        """`keys`/`values`: buffers [B, N, L, D] whose first `seen` positions hold the tokens before
-        the step. The mask spans the whole buffer from position 0 (its keys past the history are
-        masked as padding); a sliding layer's mask adds its window."""
+    class StepLayer(DynamicLayer):
+        """A layer's cache as the step's inputs give it, and `seen`: the tokens before the step (the
+        attention mask's length less the new tokens)."""
 
         def __init__(self, keys, values, seen, sliding: bool):
             super().__init__()
@@ -111,18 +82,35 @@ def _buffer_layer_class():
             self.keys, self.values, self.seen = keys, values, seen
             self.is_sliding = sliding
 
+        def get_seq_length(self):
+            return self.seen
+
+    class WindowLayer(StepLayer):
+        """A sliding-window layer whose `keys`/`values` are the last of the `seen` tokens. The mask's
+        sizes and the queries' offset are transformers' for a sliding layer (keys from position seen
+        - kept on); the step appends the new tokens, and the caller keeps the last window - 1."""
+
+        def __init__(self, keys, values, seen):
+            super().__init__(keys, values, seen, sliding=True)
+
+        def get_mask_sizes(self, query_length):
+            kept = self.keys.shape[-2]
+            return kept + query_length, self.seen - kept
+
+    class BufferLayer(StepLayer):
+        """`keys`/`values`: buffers [B, N, L, D] whose first `seen` positions hold the history. The
+        mask spans the whole buffer from position 0 (its keys past the history are masked as
+        padding); a sliding layer's mask adds its window."""
+
         def update(self, key_states, value_states, *args, **kwargs):
             self.keys = _write_rows(self.keys, key_states, self.seen)
             self.values = _write_rows(self.values, value_states, self.seen)
             return self.keys, self.values
 
-        def get_seq_length(self):
-            return self.seen
-
         def get_mask_sizes(self, query_length):
             return self.keys.shape[-2], 0
 
-    return BufferLayer
+    return WindowLayer, BufferLayer
 
 
 def _pad_mask(attention_mask: torch.Tensor, length) -> torch.Tensor:
@@ -155,11 +143,11 @@ class CausalLMStep(nn.Module):
         for layer, window in enumerate(self.windows):
             keys, values = past_key_values[2 * layer], past_key_values[2 * layer + 1]
             if self.shared_buffer:
-                cache.layers.append(_buffer_layer_class()(keys, values, seen, window is not None))
+                cache.layers.append(_step_layers()[1](keys, values, seen, window is not None))
             elif window is None:
                 cache.update(keys, values, layer)
             else:
-                cache.layers.append(_window_layer_class()(keys, values, seen))
+                cache.layers.append(_step_layers()[0](keys, values, seen))
         if self.shared_buffer and self.windows:
             attention_mask = _pad_mask(attention_mask, past_key_values[0].shape[-2])
         out = self.model(
