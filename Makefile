@@ -42,7 +42,7 @@ APT_DIR := $(abspath $(CACHE))/apt
 APT_OPTS := -o Dir::Etc::SourceList=$(APT_DIR)/sources.list -o Dir::Etc::SourceParts=/dev/null \
 	-o Dir::State::Lists=$(APT_DIR)/lists -o Dir::Cache=$(APT_DIR)/cache -o Debug::NoLocking=1
 
-.PHONY: all env triton-env trt-rtx-env moe-peers install editable test-editable demo test lint sanitize sanitize-lib bench \
+.PHONY: all env triton-env trt-rtx-env moe-peers install editable test-editable demo test test-simd lint sanitize sanitize-lib bench \
 	docs device-lib wheel test-wheel sdk ort-range-envs test-ort-range clean distclean
 
 all: install
@@ -254,6 +254,19 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 
+# -- the CPU kernels' variants ------------------------------------------------------------------
+# The CPU kernels' numeric tests (against the references, non-finite data included), which make
+# test runs on the widest instruction set the CPU has, again under each narrower one that
+# BUCKETRT_SIMD allows: AVX2 and the baseline are what a CPU without AVX-512 (or without AVX2)
+# runs, and their code differs (Eigen's packet math, the hand-written AVX-512 kernels).
+KERNEL_TESTS ?= tests/test_kernels_cpu.py tests/test_moe_kernels.py tests/test_sorted_chunk_attention.py \
+	tests/test_argmax_hash.py tests/test_expert_ffn_int8.py tests/test_topk_experts.py tests/test_topk_experts_int8.py \
+	tests/test_masked_attention.py tests/test_linear_int8.py tests/test_nonfinite.py
+test-simd: install
+	for cap in avx2 generic; do \
+		BUCKETRT_SIMD=$$cap $(VENV)/bin/pytest -q -n $(PYTEST_WORKERS) --dist loadfile -p no:cacheprovider $(PYTEST_ARGS) $(KERNEL_TESTS) || exit 1; \
+	done
+
 # -- sanitizers --------------------------------------------------------------------------------
 # The CPU library built with -fsanitize=address,undefined in its own folder (CPU only, no TensorRT),
 # then the CPU kernel tests and the fuzz suite against it: $BUCKETRT_LIBRARY makes
@@ -266,10 +279,8 @@ lint: install
 # reports as an error) rather than an abort.
 SANITIZE_DIR ?= build/sanitize
 SANITIZE_LIB := $(abspath $(SANITIZE_DIR))/plugins/libbucketrt_ort.so
-SANITIZE_TESTS ?= tests/test_kernels_cpu.py tests/test_moe_kernels.py tests/test_sorted_chunk_attention.py \
-	tests/test_argmax_hash.py tests/test_bad_input.py tests/test_value_independent_cost.py tests/test_concurrency.py \
-	tests/test_fuzz.py tests/test_expert_ffn_int8.py tests/test_topk_experts.py tests/test_topk_experts_int8.py \
-	tests/test_masked_attention.py tests/test_linear_int8.py
+SANITIZE_TESTS ?= $(KERNEL_TESTS) tests/test_bad_input.py tests/test_value_independent_cost.py tests/test_concurrency.py \
+	tests/test_fuzz.py
 SANITIZE_ENV := LD_PRELOAD="$$($(CXX) -print-file-name=libasan.so) $$($(CXX) -print-file-name=libstdc++.so)" \
 	ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=1:detect_odr_violation=0:allocator_may_return_null=1 \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \

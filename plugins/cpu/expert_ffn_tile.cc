@@ -22,6 +22,7 @@
 #include <Eigen/Core>
 #include <unsupported/Eigen/SpecialFunctions>  // erf
 
+#include "cpu/eigen_exp.h"
 #include "cpu/expert_ffn.h"
 #include "cpu/expert_ffn_int8.h"
 #include "cpu/top_k_experts.h"
@@ -34,7 +35,7 @@ using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::Ro
 // softplus as torch computes it (threshold 20: linear above).
 template <class A>
 auto Softplus(const A& a) {
-  return (a > 20.0f).select(a, a.exp().log1p());
+  return (a > 20.0f).select(a, Exp(a).log1p());
 }
 
 // max(a, b) and min(a, b) as torch.relu/torch.clamp: a NaN in `a` stays NaN (Eigen's default
@@ -64,12 +65,12 @@ void Apply(Activation act, A a) {
     case Activation::kGelu: a = 0.5f * a * (1.0f + (a * kSqrtHalf).erf()); break;
     case Activation::kGelu10: a = Min(Max(0.5f * a * (1.0f + (a * kSqrtHalf).erf()), -10.0f), 10.0f); break;
     case Activation::kGeluTanh: a = 0.5f * a * (1.0f + (kSqrt2OverPi * (a + 0.044715f * a * a * a)).tanh()); break;
-    case Activation::kQuickGelu: a = a * (1.702f * a).logistic(); break;
-    case Activation::kSilu: a = a * a.logistic(); break;
+    case Activation::kQuickGelu: a = a * Logistic(1.702f * a); break;
+    case Activation::kSilu: a = a * Logistic(a); break;
     case Activation::kRelu2: a = Max(a, 0.0f).square(); break;
     case Activation::kRelu6: a = Min(Max(a, 0.0f), 6.0f); break;
     case Activation::kLeakyRelu: a = (a >= 0.0f).select(a, 0.01f * a); break;
-    case Activation::kSigmoid: a = a.logistic(); break;
+    case Activation::kSigmoid: a = Logistic(a); break;
     case Activation::kTanh: a = a.tanh(); break;
     case Activation::kHardswish: a = a * Min(Max(a + 3.0f, 0.0f), 6.0f) / 6.0f; break;
     case Activation::kMish: a = a * Softplus(a).tanh(); break;

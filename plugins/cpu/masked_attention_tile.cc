@@ -11,6 +11,7 @@
 #define Eigen BUCKETRT_EIGEN_NS
 #include <Eigen/Core>
 
+#include "cpu/eigen_exp.h"
 #include "cpu/masked_attention.h"
 
 namespace bucketrt::cpu {
@@ -45,7 +46,7 @@ void BUCKETRT_ATTENTION_TILE_FN(const float* q, int64_t rows, int64_t dim, const
         if (m[c] != 0) top = std::max(top, row[c]);
       }
     }
-    seg = (seg - top).exp();
+    seg = Exp(seg - top);  // a weight that underflows is 0, on every instruction set (eigen_exp.h)
     if (!dense[r]) {
       for (int64_t c = a; c < b; ++c) {
         if (m[c] == 0) row[c] = 0.0f;  // selected, not multiplied: a masked key's NaN stays out
