@@ -40,18 +40,16 @@ NOT_PLACES = {
     "tests/test_cuda_build.py": "per-op checks of the data reports' host side, for the ops that have one; a new op's "
     "data report is tested on the GPU in tests/test_kernels_cuda.py (a place)",
 }
-# The table-driven suites of `make sanitize`, which name no op's kernel tests.
-GENERIC_SANITIZE_TESTS = {"tests/test_fuzz.py", "tests/test_concurrency.py", "tests/test_bad_input.py"}
-GENERIC_SANITIZE_TESTS.add("tests/test_value_independent_cost.py")
 
 
 def _read(root: Path, name: str) -> str:
     return (root / name).read_text()
 
 
-def _sanitize_tests(root: Path) -> list[str]:
+def _kernel_tests(root: Path) -> list[str]:
+    """The Makefile's KERNEL_TESTS: the CPU kernel tests, which make test-simd and make sanitize run."""
     make = _read(root, "Makefile")
-    block = re.search(r"^SANITIZE_TESTS \?=(.*?)\n(?=\S)", make, re.M | re.S).group(1)
+    block = re.search(r"^KERNEL_TESTS \?=(.*?)\n(?=\S)", make, re.M | re.S).group(1)
     return re.findall(r"tests/\w+\.py", block)
 
 
@@ -63,7 +61,7 @@ def _place_checks(root: Path) -> dict[str, Callable[[str], bool]]:
     """Per place of the list (its path, `<op>` for the op's file stem): does op `name` hold it?"""
     cuda = {e.op for e in codegen.cuda_table(_read(root, codegen.CUDA_TABLE))}
     kernels_cc = _read(root, "plugins/ort/kernels.cc")
-    cpu_tests = [_read(root, f) for f in _sanitize_tests(root) if f not in GENERIC_SANITIZE_TESTS]
+    cpu_tests = [_read(root, f) for f in _kernel_tests(root)]
     cuda_tests = _read(root, "tests/test_kernels_cuda.py")
     catalogue = _read(root, "src/bucketrt/ops/catalogue.py")
 
@@ -155,7 +153,7 @@ def problems(root: Path, readme: str | None = None, extra_files: dict[str, str] 
     files.update(extra_files or {})
     lists = codegen.op_lists(codegen.cuda_table(_read(root, codegen.CUDA_TABLE)))
     on_list = {path.replace("<op>", stem) for path in listed for stem in [codegen.file_stem(n) for n in cuda]}
-    on_list |= listed | set(_sanitize_tests(root)) - GENERIC_SANITIZE_TESTS
+    on_list |= listed | set(_kernel_tests(root))
     for name, text in files.items():
         text = _read(root, name) if text is None else text
         if name in codegen.OP_LIST_FILES:
