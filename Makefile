@@ -42,7 +42,7 @@ APT_DIR := $(abspath $(CACHE))/apt
 APT_OPTS := -o Dir::Etc::SourceList=$(APT_DIR)/sources.list -o Dir::Etc::SourceParts=/dev/null \
 	-o Dir::State::Lists=$(APT_DIR)/lists -o Dir::Cache=$(APT_DIR)/cache -o Debug::NoLocking=1
 
-.PHONY: all env triton-env trt-rtx-env moe-peers install editable test-editable demo test test-simd lint sanitize sanitize-lib bench \
+.PHONY: all env triton-env trt-rtx-env moe-peers install editable test-editable demo test test-simd clean-ort-range lint sanitize sanitize-lib bench \
 	docs device-lib wheel test-wheel sdk ort-range-envs test-ort-range clean distclean
 
 all: install
@@ -237,6 +237,10 @@ ort-range-envs: $(foreach env,$(ORT_RANGE) $(ORT_TOO_OLD),$(ORT_RANGE_DIR)/$(env
 
 test-ort-range: install ort-range-envs
 	BUCKETRT_ORT_RANGE_DIR=$(abspath $(ORT_RANGE_DIR)) $(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS) tests/test_ort_range.py
+
+# The environments' 1.6 GB, for a run that does not come back to them (CI, before test-wheel).
+clean-ort-range:
+	rm -rf $(ORT_RANGE_DIR)
 
 # -- the main job on the embedded default ----------------------------------------------------
 demo: install
