@@ -140,14 +140,15 @@ class CausalLMStep(nn.Module):
 
         cache = DynamicCache()
         seen = attention_mask.shape[-1] - input_ids.shape[-1]
+        window_layer, buffer_layer = _step_layers()
         for layer, window in enumerate(self.windows):
             keys, values = past_key_values[2 * layer], past_key_values[2 * layer + 1]
             if self.shared_buffer:
-                cache.layers.append(_step_layers()[1](keys, values, seen, window is not None))
+                cache.layers.append(buffer_layer(keys, values, seen, window is not None))
             elif window is None:
                 cache.update(keys, values, layer)
             else:
-                cache.layers.append(_step_layers()[0](keys, values, seen))
+                cache.layers.append(window_layer(keys, values, seen))
         if self.shared_buffer and self.windows:
             attention_mask = _pad_mask(attention_mask, past_key_values[0].shape[-2])
         out = self.model(
