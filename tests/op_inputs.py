@@ -343,10 +343,15 @@ def quantize_topk_experts_inputs(inputs: dict[str, np.ndarray]) -> dict[str, np.
 
 
 # LinearInt8: batch, length, in K, out N. Sizes off the VNNI GEMM's 4 rows and 4 weight rows and
-# 64 k (K of 1, 7, 33, 130), N past one slice of 128 and several of 512, decoding steps (one row).
+# 64 k and the AVX2 GEMM's 2 weight rows and 32 k (K of 1, 7, 31, 33, 65, 130), N past one slice of
+# 128 and several of 512, decoding steps (one to five rows: the GEMMs' first block, which also sums
+# the weight rows, at each of its sizes).
 LINEAR_INT8_CASES = [
     (1, 1, 64, 16),
     (1, 1, 130, 300),  # a decoding step, N in three slices
+    (2, 1, 31, 3),
+    (3, 1, 65, 7),
+    (5, 1, 32, 5),
     (2, 3, 7, 5),
     (3, 33, 33, 129),
     (1, 300, 96, 1100),  # rows past one task's 256, N past two wide slices

@@ -90,6 +90,24 @@ def test_capped_simd_paths_are_bit_identical(cap):
     np.testing.assert_array_equal(capped, best)
 
 
+@pytest.mark.parametrize("cap", [None, "avx2", "generic"])
+def test_extreme_codes_sum_exactly(cap):
+    # Codes 255 against weights -128 and 127, neighbours at the extremes together: an 8-bit
+    # multiply-add that saturates its int16 pair sums (vpmaddubsw: 255 * 128 * 2 > 32767) would lose
+    # them. Rows of 0 and 1 quantize to codes 0 and 255 (scale 1/255, zero point 0).
+    k_len = 67
+    k = np.arange(k_len)
+    x = np.stack([np.ones(k_len), k % 2, (k % 5 != 0)]).astype(np.float32)[None]
+    weight = np.stack([np.full(k_len, -128), np.where(k // 2 % 2 == 0, 127, -128), np.full(k_len, 127)]).astype(np.int8)
+    inputs = {"input": x, "weight": weight, "weight_scale": np.ones(3, np.float32), "bias": np.zeros(3, np.float32)}
+    out = check(inputs) if cap is None else run_op_in_child("LinearInt8", inputs, {}, env={"BUCKETRT_SIMD": cap})[0]
+    np.testing.assert_array_equal(out, _reference(inputs))
+    # The integers themselves: the codes times the weights, summed, times the scale.
+    codes = (x[0] * 255).astype(np.int64)
+    exact = (codes @ weight.astype(np.int64).T).astype(np.float32) * (np.float32(1) / np.float32(255))
+    np.testing.assert_allclose(out[0], exact, rtol=1e-6)
+
+
 def test_threads_do_not_change_a_bit():
     inputs = linear_int8_inputs(np.random.default_rng(4), 2, 150, 96, 700)
     meta = {name: (str(a.dtype), list(a.shape)) for name, a in inputs.items()}

@@ -14,8 +14,6 @@
 namespace bucketrt::cpu {
 namespace {
 
-// catalogue.py MAX_INT8_SUM_LENGTH: 255 * 128 * 65536 < 2^31, so no int32 sum can overflow.
-constexpr int64_t kMaxSumLength = 65536;
 // Rows per tile: the tile's uint8 rows (at most 64 x 64 KiB, 192 KiB at d_ff 3072) stay in L2
 // while each block of weight rows streams past them once.
 constexpr int64_t kMaxTileRows = 64;
@@ -78,7 +76,6 @@ struct LayerJob {
   const int8_t* w;       // [E, N, k_len]
   const float* w_scale;  // [E, N]
   Int8GemmFn gemm;
-  const uint8_t* ones;  // k_len ones
   // First layer: act into h [listed, N]. Second: times the gate into out's rows.
   bool first;
   Activation act;
@@ -100,10 +97,7 @@ void LayerWorker(void* data, size_t worker) {
     const int64_t width = t.n1 - t.n0;
     const int8_t* w = job.w + (t.expert * job.n_len + t.n0) * job.k_len;
     const float* w_scale = job.w_scale + t.expert * job.n_len + t.n0;
-    // sum_k (q - zp) w = sum_k q w - zp sum_k w: the weights' row sums, once per tile, as the
-    // GEMM of a row of ones.
-    job.gemm(job.ones, 1, w, width, job.k_len, colsum, width);
-    job.gemm(job.in.q + t.start * job.k_len, t.rows, w, width, job.k_len, acc, width);
+    job.gemm(job.in.q + t.start * job.k_len, t.rows, w, width, job.k_len, acc, width, colsum);
     for (int64_t r = 0; r < t.rows; ++r) {
       const int64_t i_row = t.start + r;
       const float s = job.in.scale[i_row];
@@ -170,13 +164,13 @@ ExpertFfnInt8Shape ExpertFfnInt8ShapeOf(const Attributes& /*attrs*/, const Bindi
 }
 
 std::string CheckExpertFfnInt8Shape(const ExpertFfnInt8Shape& shape) {
-  if (shape.dim > kMaxSumLength) {
+  if (shape.dim > spec::kMaxInt8SumLength) {
     return Format("ExpertFFNInt8: input 'wi' dim 2 (D) is %lld, more than %lld (the int32 sums could overflow)",
-                  static_cast<long long>(shape.dim), static_cast<long long>(kMaxSumLength));
+                  static_cast<long long>(shape.dim), static_cast<long long>(spec::kMaxInt8SumLength));
   }
-  if (shape.ff > kMaxSumLength) {
+  if (shape.ff > spec::kMaxInt8SumLength) {
     return Format("ExpertFFNInt8: input 'wo' dim 2 (F) is %lld, more than %lld (the int32 sums could overflow)",
-                  static_cast<long long>(shape.ff), static_cast<long long>(kMaxSumLength));
+                  static_cast<long long>(shape.ff), static_cast<long long>(spec::kMaxInt8SumLength));
   }
   return {};
 }
@@ -207,7 +201,7 @@ ExpertFfnInt8Plan PlanExpertFfnInt8(const ExpertFfnInt8Shape& shape, const int32
 
 size_t ExpertFfnInt8Plan::scratch_bytes(const ExpertFfnInt8Shape& s) const {
   const size_t n = static_cast<size_t>(listed);
-  return Align(static_cast<size_t>(std::max(s.dim, s.ff))) + Align(n * static_cast<size_t>(s.dim)) +
+  return Align(n * static_cast<size_t>(s.dim)) +
          Align(n * static_cast<size_t>(s.ff)) +
          Align(n * static_cast<size_t>(s.ff) * sizeof(float)) + 4 * Align(n * sizeof(float)) +
          static_cast<size_t>(workers) * scratch_per_worker + 64;
@@ -227,8 +221,6 @@ void ExpertFfnInt8(const ExpertFfnInt8Shape& shape, const ExpertFfnInt8Plan& pla
     next += Align(bytes);
     return p;
   };
-  uint8_t* ones = take(static_cast<size_t>(std::max(shape.dim, shape.ff)));
-  std::memset(ones, 1, static_cast<size_t>(std::max(shape.dim, shape.ff)));
   Rows x{take(n * shape.dim), reinterpret_cast<float*>(take(n * sizeof(float))),
          reinterpret_cast<int32_t*>(take(n * sizeof(float)))};
   Rows hq{take(n * shape.ff), reinterpret_cast<float*>(take(n * sizeof(float))),
@@ -242,12 +234,12 @@ void ExpertFfnInt8(const ExpertFfnInt8Shape& shape, const ExpertFfnInt8Plan& pla
   Quantize(QuantizeJob{hidden, order, shape.dim, plan.listed, x}, plan.workers, parallel_for);
   const std::vector<Tile> first = MakeTiles(plan, counts, shape.num_experts, shape.ff, plan.ff_chunks);
   LayerJob one{&plan, first.data(), static_cast<int64_t>(first.size()), x, shape.dim, shape.ff, wi, wi_scale, gemm,
-               ones, true, act, activate, h, order, gate, out, workers};
+               true, act, activate, h, order, gate, out, workers};
   RunLayer(one, parallel_for);
   Quantize(QuantizeJob{h, nullptr, shape.ff, plan.listed, hq}, plan.workers, parallel_for);
   const std::vector<Tile> second = MakeTiles(plan, counts, shape.num_experts, shape.dim, plan.dim_chunks);
   LayerJob two{&plan, second.data(), static_cast<int64_t>(second.size()), hq, shape.ff, shape.dim, wo, wo_scale,
-               gemm, ones, false, act, activate, h, order, gate, out, workers};
+               gemm, false, act, activate, h, order, gate, out, workers};
   RunLayer(two, parallel_for);
 }
 

@@ -53,12 +53,15 @@ void ExpertFfnInt8(const ExpertFfnInt8Shape& shape, const ExpertFfnInt8Plan& pla
 
 // ---- the int8 GEMM, one definition per instruction set (cpu/int8_gemm.cc) ------------------------
 // acc[r * ldc + n] = sum_k x[r * k_len + k] * w[n * k_len + k] for r < rows, n < cols: uint8 rows
-// times int8 rows (nn.Linear's layout, k contiguous in both), exact int32 sums (k_len <= 65536).
-#define BUCKETRT_INT8_GEMM_ARGS \
-  const uint8_t *x, int64_t rows, const int8_t *w, int64_t cols, int64_t k_len, int32_t *acc, int64_t ldc
+// times int8 rows (nn.Linear's layout, k contiguous in both), exact int32 sums (k_len at most
+// spec::kMaxInt8SumLength); and colsum[n] = sum_k w[n * k_len + k], the weights' row sums, which
+// the rows' zero points multiply (sum_k (q - zp) w = sum_k q w - zp sum_k w).
+#define BUCKETRT_INT8_GEMM_ARGS                                                                                   \
+  const uint8_t *x, int64_t rows, const int8_t *w, int64_t cols, int64_t k_len, int32_t *acc, int64_t ldc, \
+      int32_t *colsum
 using Int8GemmFn = void (*)(BUCKETRT_INT8_GEMM_ARGS);
 void Int8GemmGeneric(BUCKETRT_INT8_GEMM_ARGS);
-void Int8GemmAvx2(BUCKETRT_INT8_GEMM_ARGS);        // vpmovzx/sx to int16, vpmaddwd
+void Int8GemmAvx2(BUCKETRT_INT8_GEMM_ARGS);        // widened to int16 by shifts, vpmaddwd
 void Int8GemmAvx512Vnni(BUCKETRT_INT8_GEMM_ARGS);  // vpdpbusd
 // The widest the CPU runs within BUCKETRT_SIMD's cap, and its name, as benchmarks print it.
 Int8GemmFn PickInt8Gemm(const char** name = nullptr);

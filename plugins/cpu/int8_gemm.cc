@@ -4,9 +4,9 @@
 // every x86-64), picked at run time by CPUID within BUCKETRT_SIMD's cap.
 //
 //  * Generic: plain loops (what a CPU without AVX2, or BUCKETRT_SIMD=generic, runs).
-//  * AVX2: widen to int16 (vpmovzxbw / vpmovsxbw) and vpmaddwd: 16 products per instruction, each
-//    pair summed in int32 without saturation. vpmaddubsw would take twice as many per instruction
-//    but saturates its int16 pair sums (255 * 127 * 2 > 32767), which would break exactness.
+//  * AVX2: widen to int16 by shifts and vpmaddwd: 16 products per instruction, each pair summed in
+//    int32 without saturation. vpmaddubsw would take twice as many per instruction but saturates its
+//    int16 pair sums (255 * 127 * 2 > 32767), which would break exactness.
 //  * AVX-512 VNNI: vpdpbusd, 64 uint8 x int8 products per instruction summed by fours into int32,
 //    exact.
 //  * AMX-INT8: tdpbsud, 16 x 16 x 64 int8 x uint8 products per instruction, exact (below).
@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "cpu/expert_ffn_int8.h"
 #include "cpu/simd_switch.h"
@@ -67,8 +68,13 @@ inline void NonFiniteRow(int64_t k_len, uint8_t* q, float* scale, int32_t* zero_
 
 }  // namespace
 
-void Int8GemmGeneric(const uint8_t* x, int64_t rows, const int8_t* w, int64_t cols, int64_t k_len, int32_t* acc,
-                     int64_t ldc) {
+void Int8GemmGeneric(BUCKETRT_INT8_GEMM_ARGS) {
+  for (int64_t n = 0; n < cols; ++n) {
+    const int8_t* wn = w + n * k_len;
+    int32_t sum = 0;
+    for (int64_t k = 0; k < k_len; ++k) sum += wn[k];
+    colsum[n] = sum;
+  }
   for (int64_t r = 0; r < rows; ++r) {
     const uint8_t* xr = x + r * k_len;
     for (int64_t n = 0; n < cols; ++n) {
@@ -99,32 +105,80 @@ void QuantizeRowGeneric(const float* x, int64_t k_len, uint8_t* q, float* scale,
 
 namespace {
 
-// R rows by C weight rows, 16 k per step; the k_len % 16 tail in scalar code.
-template <int R, int C>
+// The decoding path's prefetch distance in weight rows (32 KiB at K = 1024), and the most rows it
+// serves: more rows reuse each weight enough to hide its load. (Both instruction sets' GEMMs.)
+constexpr int64_t kPrefetchRows = 32;
+constexpr int64_t kPrefetchMaxRows = 4;
+inline int64_t PrefetchOffset(int64_t rows, int64_t k_len) { return rows <= kPrefetchMaxRows ? kPrefetchRows * k_len : 0; }
+
+// The totals of four vectors' lanes, in that order: 5 instructions where four reductions one by one
+// took about 24 (1-row blocks at K = 1024 on Zen 3, one thread, weights from memory: 9.2 to 10.1
+// GB/s).
+__attribute__((target("avx2"))) inline __m128i Avx2Totals(__m256i a, __m256i b, __m256i c, __m256i d) {
+  const __m256i quads = _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
+  return _mm_add_epi32(_mm256_castsi256_si128(quads), _mm256_extracti128_si256(quads, 1));
+}
+
+// R rows by C weight rows, 32 k per step; the k_len % 32 tail in scalar code. kSums: the block also
+// sums the weight rows (into colsum); `prefetch` (bytes; 0: none): it asks for the weights' lines
+// that far on into L2 as it reads them (VnniGemm's comment says why and how far).
+//
+// 32 bytes loaded as 16 words are widened to int16 by shifts: a weight's even bytes by a shift
+// left and an arithmetic shift right, its odd bytes by an arithmetic shift right; a row's by a
+// mask and a logical shift. Then vpmaddwd of evens with evens and odds with odds. vpmovsxbw /
+// vpmovzxbw, which cross the 128-bit lanes, held a 4-row block to 12 GB/s of weights on Zen 3
+// against 14 GB/s for the shifts (2 threads, K = 1024, weights from memory).
+template <int R, int C, bool kSums>
 __attribute__((target("avx2"))) inline void Avx2Block(const uint8_t* x, const int8_t* w, int64_t k_len, int32_t* acc,
-                                                      int64_t ldc) {
-  __m256i sums[R][C];
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) sums[r][c] = _mm256_setzero_si256();
-  const int64_t body = k_len - k_len % 16;
-  for (int64_t k = 0; k < body; k += 16) {
-    __m256i wv[C];
+                                                      int64_t ldc, int32_t* colsum, int64_t prefetch) {
+  static_assert(R >= 1 && C >= 1, "a block has rows and weight rows");
+  __m256i sums[R][C], wsums[C];
+  for (int c = 0; c < C; ++c) {
+    wsums[c] = _mm256_setzero_si256();
+    for (int r = 0; r < R; ++r) sums[r][c] = _mm256_setzero_si256();
+  }
+  const __m256i low_bytes = _mm256_set1_epi16(0xff), ones = _mm256_set1_epi16(1);
+  const int64_t body = k_len - k_len % 32;
+  for (int64_t k = 0; k < body; k += 32) {
+    __m256i even[C], odd[C];
     for (int c = 0; c < C; ++c) {
-      wv[c] = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + c * k_len + k)));
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + c * k_len + k));
+      even[c] = _mm256_srai_epi16(_mm256_slli_epi16(v, 8), 8);
+      odd[c] = _mm256_srai_epi16(v, 8);
+      if constexpr (kSums) {
+        wsums[c] = _mm256_add_epi32(wsums[c], _mm256_madd_epi16(_mm256_add_epi16(even[c], odd[c]), ones));
+      }
+      if (prefetch && k % 64 == 0) PrefetchAhead(w + c * k_len + k, static_cast<uintptr_t>(prefetch));
     }
     for (int r = 0; r < R; ++r) {
-      const __m256i xv = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + r * k_len + k)));
-      for (int c = 0; c < C; ++c) sums[r][c] = _mm256_add_epi32(sums[r][c], _mm256_madd_epi16(xv, wv[c]));
+      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + r * k_len + k));
+      const __m256i x_even = _mm256_and_si256(xv, low_bytes), x_odd = _mm256_srli_epi16(xv, 8);
+      for (int c = 0; c < C; ++c) {
+        sums[r][c] = _mm256_add_epi32(
+            sums[r][c], _mm256_add_epi32(_mm256_madd_epi16(x_even, even[c]), _mm256_madd_epi16(x_odd, odd[c])));
+      }
     }
   }
-  for (int r = 0; r < R; ++r) {
-    for (int c = 0; c < C; ++c) {
-      const __m128i half = _mm_add_epi32(_mm256_castsi256_si128(sums[r][c]), _mm256_extracti128_si256(sums[r][c], 1));
-      const __m128i quad = _mm_add_epi32(half, _mm_shuffle_epi32(half, 0x4e));
-      int32_t sum = _mm_cvtsi128_si32(_mm_add_epi32(quad, _mm_shuffle_epi32(quad, 0xb1)));
-      for (int64_t k = body; k < k_len; ++k) {
-        sum += static_cast<int32_t>(x[r * k_len + k]) * static_cast<int32_t>(w[c * k_len + k]);
-      }
+  // The totals four vectors at a time (the weights' sums as one more row), then the k_len % 32 tail.
+  constexpr int kCount = (R + (kSums ? 1 : 0)) * C, kPadded = (kCount + 3) / 4 * 4;
+  __m256i all[kPadded];
+  for (int i = 0; i < kPadded; ++i) {
+    all[i] = i < R * C ? sums[i / C][i % C] : (i < kCount ? wsums[i - R * C] : _mm256_setzero_si256());
+  }
+  alignas(16) int32_t totals[kPadded];
+  for (int i = 0; i < kPadded; i += 4) {
+    _mm_store_si128(reinterpret_cast<__m128i*>(totals + i), Avx2Totals(all[i], all[i + 1], all[i + 2], all[i + 3]));
+  }
+  for (int c = 0; c < C; ++c) {
+    const int8_t* wc = w + c * k_len;
+    if constexpr (kSums) {
+      int32_t sum = totals[R * C + c];
+      for (int64_t k = body; k < k_len; ++k) sum += wc[k];
+      colsum[c] = sum;
+    }
+    for (int r = 0; r < R; ++r) {
+      int32_t sum = totals[r * C + c];
+      for (int64_t k = body; k < k_len; ++k) sum += static_cast<int32_t>(x[r * k_len + k]) * static_cast<int32_t>(wc[k]);
       acc[r * ldc + c] = sum;
     }
   }
@@ -217,11 +271,6 @@ BUCKETRT_VNNI_TARGET inline void Vnni4x4(const uint8_t* x, const int8_t* w, int6
   _mm_storeu_si128(reinterpret_cast<__m128i*>(acc + 3 * ldc), _mm512_extracti32x4_epi32(total, 3));
 }
 
-// The decoding path's prefetch distance in weight rows (Int8GemmAvx512Vnni: 32 KiB at D = 1024),
-// and the most rows it serves: more rows reuse each weight enough to hide its load.
-constexpr int64_t kPrefetchRows = 32;
-constexpr int64_t kPrefetchMaxRows = 4;
-
 // 1 row x 4 weight rows (the rows % 4 left, and the weights' row sums against a row of ones).
 BUCKETRT_VNNI_TARGET inline void Vnni1x4(const uint8_t* x, const int8_t* w, int64_t k_len, int32_t* acc,
                                          int64_t /*ldc*/, int64_t prefetch) {
@@ -256,39 +305,57 @@ BUCKETRT_VNNI_TARGET inline void VnniCol(const uint8_t* x, const int8_t* w, int6
   for (int r = 0; r < R; ++r) acc[r * ldc] = _mm512_reduce_add_epi32(sums[r]);
 }
 
-// Every row against C weight rows: blocks of R rows, single rows at the end. The weight rows
-// (C * k_len bytes) stay in L1 while every row block reads them.
-template <int R, int C>
+// Every row against C weight rows (L1 holds their C * k_len bytes while every row block reads
+// them): the first block of up to 4 rows also sums the weight rows and, for a decoding step's few
+// rows, prefetches; then blocks of 4 rows and single rows.
+template <int C>
 __attribute__((target("avx2"))) inline void Avx2Rows(const uint8_t* x, int64_t rows, const int8_t* w, int64_t k_len,
-                                                     int32_t* acc, int64_t ldc) {
-  int64_t r = 0;
-  for (; r + R <= rows; r += R) Avx2Block<R, C>(x + r * k_len, w, k_len, acc + r * ldc, ldc);
-  for (; r < rows; ++r) Avx2Block<1, C>(x + r * k_len, w, k_len, acc + r * ldc, ldc);
+                                                     int32_t* acc, int64_t ldc, int32_t* colsum, int64_t prefetch) {
+  switch (std::min<int64_t>(rows, 4)) {
+    case 0: Int8GemmGeneric(x, 0, w, C, k_len, acc, ldc, colsum); return;  // the sums alone
+    case 1: Avx2Block<1, C, true>(x, w, k_len, acc, ldc, colsum, prefetch); break;
+    case 2: Avx2Block<2, C, true>(x, w, k_len, acc, ldc, colsum, prefetch); break;
+    case 3: Avx2Block<3, C, true>(x, w, k_len, acc, ldc, colsum, prefetch); break;
+    default: Avx2Block<4, C, true>(x, w, k_len, acc, ldc, colsum, prefetch); break;
+  }
+  int64_t r = std::min<int64_t>(rows, 4);
+  for (; r + 4 <= rows; r += 4) Avx2Block<4, C, false>(x + r * k_len, w, k_len, acc + r * ldc, ldc, nullptr, 0);
+  for (; r < rows; ++r) Avx2Block<1, C, false>(x + r * k_len, w, k_len, acc + r * ldc, ldc, nullptr, 0);
 }
 
 }  // namespace
 
-__attribute__((target("avx2"))) void Int8GemmAvx2(const uint8_t* x, int64_t rows, const int8_t* w, int64_t cols,
-                                                  int64_t k_len, int32_t* acc, int64_t ldc) {
-  // 4 rows x 2 weight rows: 8 accumulators, 2 weights and 1 row in 11 of the 16 ymm registers.
+__attribute__((target("avx2"))) void Int8GemmAvx2(BUCKETRT_INT8_GEMM_ARGS) {
+  // Pairs of weight rows: at 4 rows, 8 accumulators, 2 weight sums, 4 widened weights and 2 widened
+  // rows fill the 16 ymm registers.
+  const int64_t prefetch = PrefetchOffset(rows, k_len);
   int64_t n = 0;
-  for (; n + 2 <= cols; n += 2) Avx2Rows<4, 2>(x, rows, w + n * k_len, k_len, acc + n, ldc);
-  for (; n < cols; ++n) Avx2Rows<4, 1>(x, rows, w + n * k_len, k_len, acc + n, ldc);
+  for (; n + 2 <= cols; n += 2) Avx2Rows<2>(x, rows, w + n * k_len, k_len, acc + n, ldc, colsum + n, prefetch);
+  for (; n < cols; ++n) Avx2Rows<1>(x, rows, w + n * k_len, k_len, acc + n, ldc, colsum + n, prefetch);
 }
 
-BUCKETRT_VNNI_TARGET void Int8GemmAvx512Vnni(BUCKETRT_INT8_GEMM_ARGS) {
+namespace {
+
+// The weights' row sums, as the GEMM of this row of ones (the longest k_len the GEMMs take).
+const uint8_t* OnesRow() {
+  static const std::vector<uint8_t> ones(spec::kMaxInt8SumLength, 1);
+  return ones.data();
+}
+
+BUCKETRT_VNNI_TARGET void VnniGemm(const uint8_t* x, int64_t rows, const int8_t* w, int64_t cols, int64_t k_len,
+                                   int32_t* acc, int64_t ldc) {
   // Blocks of 4 weight rows: the rows in blocks of 4, then one at a time; the cols % 4 last. The
   // weight rows (4 * k_len bytes) stay in L1 while every row block reads them.
   //
   // With a decoding step's few rows (at most kPrefetchMaxRows) the GEMM waits on memory: each weight
   // line is read from memory once, by one or a few instructions. The first row block over each 4
-  // weight rows (the weights' row sums against the row of ones, which the callers run first) asks
-  // for the same lines kPrefetchRows further on, into L2, as it goes. That runs past the weights
-  // given, into the next rows of the same tensor: most often the caller's next call (its next 32
-  // weight rows, or its next slice of them), and a prefetch never faults. The rows' own call right
-  // after asks for the same lines again, one instruction per line that finds them in flight or in
-  // L2; it is the one that asks where a caller has no row-sum pass. (Zen 4, 2 threads, one
-  // TopKExpertsInt8 node of a Mixtral-like layer at 4 tokens: 2.9 to 1.4-1.9 ms. Bounding the
+  // weight rows (the weights' row sums against the row of ones, which Int8GemmAvx512Vnni runs
+  // first) asks for the same lines kPrefetchRows further on, into L2, as it goes. That runs past the
+  // weights given, into the next rows of the same tensor: most often the next pass (its next 32
+  // weight rows, or the caller's next slice of them), and a prefetch never faults. The rows' own
+  // pass right after asks for the same lines again, one instruction per line that finds them in
+  // flight or in L2. (Zen 4, 2 threads, one TopKExpertsInt8 node of a Mixtral-like layer at 4
+  // tokens: 2.9 to 1.4-1.9 ms. Bounding the
   // prefetch to the weights given was slower, 2.5-3.0 ms: the first rows of each call then waited
   // on memory; 16 rows ahead gained less, 1.8 ms, and 64 no more than 32.)
   const int64_t offset = rows <= kPrefetchMaxRows ? kPrefetchRows * k_len : 0;
@@ -303,6 +370,19 @@ BUCKETRT_VNNI_TARGET void Int8GemmAvx512Vnni(BUCKETRT_INT8_GEMM_ARGS) {
     int64_t r = 0;
     for (; r + 4 <= rows; r += 4) VnniCol<4>(x + r * k_len, w + n * k_len, k_len, acc + r * ldc + n, ldc);
     for (; r < rows; ++r) VnniCol<1>(x + r * k_len, w + n * k_len, k_len, acc + r * ldc + n, ldc);
+  }
+}
+
+}  // namespace
+
+// Each 32 weight rows' sums (the GEMM of a row of ones) and then the rows' GEMM, which finds those
+// weights (at K = 4096, 128 KiB) in the cache.
+BUCKETRT_VNNI_TARGET void Int8GemmAvx512Vnni(BUCKETRT_INT8_GEMM_ARGS) {
+  constexpr int64_t kColsPerPass = 32;
+  for (int64_t c = 0; c < cols; c += kColsPerPass) {
+    const int64_t n = std::min(kColsPerPass, cols - c);
+    VnniGemm(OnesRow(), 1, w + c * k_len, n, k_len, colsum + c, n);
+    VnniGemm(x, rows, w + c * k_len, n, k_len, acc + c, ldc);
   }
 }
 #if defined(__GNUC__) && !defined(__clang__)
@@ -549,8 +629,8 @@ BUCKETRT_AMX_TARGET void Int8GemmAmx(const uint8_t* packed, int64_t rows, const 
 
 #else  // not x86-64 GCC/Clang: the generic loops serve every name
 
-void Int8GemmAvx2(BUCKETRT_INT8_GEMM_ARGS) { Int8GemmGeneric(x, rows, w, cols, k_len, acc, ldc); }
-void Int8GemmAvx512Vnni(BUCKETRT_INT8_GEMM_ARGS) { Int8GemmGeneric(x, rows, w, cols, k_len, acc, ldc); }
+void Int8GemmAvx2(BUCKETRT_INT8_GEMM_ARGS) { Int8GemmGeneric(x, rows, w, cols, k_len, acc, ldc, colsum); }
+void Int8GemmAvx512Vnni(BUCKETRT_INT8_GEMM_ARGS) { Int8GemmGeneric(x, rows, w, cols, k_len, acc, ldc, colsum); }
 void QuantizeRowAvx2(BUCKETRT_QUANTIZE_ROW_ARGS) { QuantizeRowGeneric(x, k_len, q, scale, zero_point); }
 void QuantizeRowAvx512(BUCKETRT_QUANTIZE_ROW_ARGS) { QuantizeRowGeneric(x, k_len, q, scale, zero_point); }
 bool Int8AmxUsable() { return false; }

@@ -67,20 +67,16 @@ Int8Slot Int8SlotAt(void* base, int64_t rows, int64_t cols) {
 }
 
 void ProjectInt8Rows(const QuantizedRows& in, int64_t start, int64_t rows, int64_t k_len, const int8_t* w,
-                     const float* scale, const float* bias, int64_t cols, const uint8_t* ones, const Int8Slot& slot,
-                     float* dst, int64_t ld, bool pack) {
+                     const float* scale, const float* bias, int64_t cols, const Int8Slot& slot, float* dst, int64_t ld,
+                     bool pack) {
   static const Int8GemmFn gemm = PickInt8Gemm();  // the CPU and BUCKETRT_SIMD, looked at once
   const uint8_t* x = in.q + start * k_len;
-  // sum_k (q - zp) w = sum_k q w - zp sum_k w: the weights' row sums, as the GEMM of a row of ones.
+  // The products' sums and the weights' row sums (their zero-point term).
   if (UsesAmx(rows)) {
     if (pack) PackInt8RowsAmx(x, rows, k_len, slot.packed);  // with the row of ones
     Int8GemmAmx(slot.packed, rows, w, cols, k_len, slot.acc, cols, slot.colsum);
   } else {
-    for (int64_t c = 0; c < cols; c += kInt8WeightRowsPerCall) {
-      const int64_t n = std::min(kInt8WeightRowsPerCall, cols - c);
-      gemm(ones, 1, w + c * k_len, n, k_len, slot.colsum + c, n);
-      gemm(x, rows, w + c * k_len, n, k_len, slot.acc + c, cols);
-    }
+    gemm(x, rows, w, cols, k_len, slot.acc, cols, slot.colsum);
   }
   // The exact integer a - zp * colsum (|zp * colsum| <= 255 * 127 * 65536 < 2^53) in double, which
   // the compiler vectorizes on any x86-64 (the int64 form was one scalar conversion per element, 12%

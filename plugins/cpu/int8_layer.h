@@ -24,11 +24,6 @@ struct QuantizedRows {
 void QuantizeRows(const float* source, const int64_t* index, int64_t k_len, int64_t rows, QuantizedRows out,
                   int64_t workers, ParallelFor parallel_for);
 
-// Weight rows per GEMM call: the weights' row sums (the GEMM of a row of ones) and the rows' GEMM
-// read the same 32 weight rows one after the other, the second time from the cache (at K = 4096,
-// 128 KiB). A multiple of the GEMMs' column blocks (4 for VNNI, 2 for AVX2).
-constexpr int64_t kInt8WeightRowsPerCall = 32;
-
 // A worker's buffers for one projection of at most `rows` rows by `cols` weight rows: the int32
 // sums, the weights' row sums and, where the CPU has AMX, the rows packed in its tiles' layout.
 struct Int8Slot {
@@ -44,10 +39,10 @@ size_t Align64(size_t bytes);
 
 // dst[r * ld + c] = float(sum_k (q_r - zp_r) w[c * k_len + k]) * (s_r * scale[c]) + bias[c] for the
 // rows r < rows from `start` of `in` and the weight rows c < cols from w: L of the reference, then
-// the bias, each one float32 operation. `ones`: k_len bytes of 1. `pack`: the rows are not in
+// the bias, each one float32 operation. `pack`: the rows are not in
 // slot.packed yet (a second slice of the same rows may reuse the first's).
 void ProjectInt8Rows(const QuantizedRows& in, int64_t start, int64_t rows, int64_t k_len, const int8_t* w,
-                     const float* scale, const float* bias, int64_t cols, const uint8_t* ones, const Int8Slot& slot,
-                     float* dst, int64_t ld, bool pack = true);
+                     const float* scale, const float* bias, int64_t cols, const Int8Slot& slot, float* dst, int64_t ld,
+                     bool pack = true);
 
 }  // namespace bucketrt::cpu

@@ -12,8 +12,6 @@
 namespace bucketrt::cpu {
 namespace {
 
-// catalogue.py MAX_INT8_SUM_LENGTH: 255 * 128 * 65536 < 2^31, so no int32 sum can overflow.
-constexpr int64_t kMaxSumLength = 65536;
 // Bytes of a block's codes (64 MiB): rows beyond are the next block's.
 constexpr int64_t kBlockBytes = int64_t{1} << 26;
 // A row's bytes beside its codes: its scale and zero point.
@@ -27,7 +25,6 @@ struct Job {
   const int8_t* weight;
   const float* scale;
   const float* bias;
-  const uint8_t* ones;
   float* out;  // the block's first row
   uint8_t* slots;
   int64_t widest;
@@ -42,7 +39,7 @@ void Work(void* data, size_t worker) {
   for (int64_t i = job.next.fetch_add(1); i < n; i = job.next.fetch_add(1)) {
     const ExpertTask& t = (*job.tasks)[static_cast<size_t>(i)];
     ProjectInt8Rows(job.in, t.start, t.rows, k_len, job.weight + t.col0 * k_len, job.scale + t.col0,
-                    job.bias + t.col0, t.cols, job.ones, slot, job.out + t.start * n_len + t.col0, n_len);
+                    job.bias + t.col0, t.cols, slot, job.out + t.start * n_len + t.col0, n_len);
   }
 }
 
@@ -58,9 +55,9 @@ LinearInt8Shape LinearInt8ShapeOf(const Attributes& /*attrs*/, const Bindings& e
 }
 
 std::string CheckLinearInt8Shape(const LinearInt8Shape& shape) {
-  if (shape.k_len > kMaxSumLength) {
+  if (shape.k_len > spec::kMaxInt8SumLength) {
     return Format("LinearInt8: input 'weight' dim 1 (K) is %lld, more than %lld (the int32 sums could overflow)",
-                  static_cast<long long>(shape.k_len), static_cast<long long>(kMaxSumLength));
+                  static_cast<long long>(shape.k_len), static_cast<long long>(spec::kMaxInt8SumLength));
   }
   return {};
 }
@@ -73,7 +70,7 @@ std::string PlanLinearInt8(const LinearInt8Shape& s, int64_t max_workers, Linear
   plan.block_rows = std::clamp<int64_t>(kBlockBytes / per_row, 1, std::max<int64_t>(s.rows, 1));
   if (!CheckedMul(plan.block_rows, per_row, &block)) return SizeOverflowError(op, "the scratch");
   const size_t rows = static_cast<size_t>(plan.block_rows), K = static_cast<size_t>(s.k_len);
-  plan.block_bytes = Align64(K) + Align64(rows * K) + Align64(rows * sizeof(float)) + Align64(rows * sizeof(int32_t));
+  plan.block_bytes = Align64(rows * K) + Align64(rows * sizeof(float)) + Align64(rows * sizeof(int32_t));
   plan.worker_bytes = Int8SlotBytes(kExpertRowBlock, WidestExpertSlice(s.n_len), s.k_len);
   plan.workers = std::max<int64_t>(1, max_workers);
   if (!CheckedMul(static_cast<int64_t>(plan.worker_bytes), plan.workers, &slots) ||
@@ -95,8 +92,6 @@ void LinearInt8(const LinearInt8Shape& shape, const LinearInt8Plan& plan, const 
     next += Align64(bytes);
     return p;
   };
-  uint8_t* ones = take(static_cast<size_t>(K));
-  std::memset(ones, 1, static_cast<size_t>(K));
   QuantizedRows q{take(rows * static_cast<size_t>(K)), reinterpret_cast<float*>(take(rows * sizeof(float))),
                   reinterpret_cast<int32_t*>(take(rows * sizeof(int32_t)))};
   uint8_t* slots = next;
@@ -112,7 +107,7 @@ void LinearInt8(const LinearInt8Shape& shape, const LinearInt8Plan& plan, const 
     QuantizeRows(input + r0 * K, nullptr, K, block, q, plan.workers, parallel_for);
     groups.count[0] = block;
     MakeExpertTasks(groups, N, &tasks);
-    Job job{&shape, &plan, &tasks, q, weight, weight_scale, bias, ones, out + r0 * N, slots, WidestExpertSlice(N)};
+    Job job{&shape, &plan, &tasks, q, weight, weight_scale, bias, out + r0 * N, slots, WidestExpertSlice(N)};
     const int64_t n = static_cast<int64_t>(tasks.size());
     const int64_t used = std::max<int64_t>(1, std::min(plan.workers, n));
     if (used == 1) {

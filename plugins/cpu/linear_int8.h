@@ -34,7 +34,7 @@ std::string CheckLinearInt8Shape(const LinearInt8Shape& shape);
 struct LinearInt8Plan {
   int64_t block_rows = 0;  // rows per block (the shape's, not the CPUs')
   int64_t workers = 1;     // scratch slots (who pulls the tasks; no effect on the result)
-  size_t block_bytes = 0;  // a row of ones, one block's codes, scales and zero points
+  size_t block_bytes = 0;  // one block's codes, scales and zero points
   size_t worker_bytes = 0;
   size_t scratch_bytes() const { return 64 + block_bytes + static_cast<size_t>(workers) * worker_bytes; }
 };

@@ -13,8 +13,6 @@
 namespace bucketrt::cpu {
 namespace {
 
-// catalogue.py MAX_INT8_SUM_LENGTH: 255 * 128 * 65536 < 2^31, so no int32 sum can overflow.
-constexpr int64_t kMaxSumLength = 65536;
 // Bytes of a block's buffers (128 MiB, as TopKExperts' floats): tokens beyond are the next block's.
 constexpr int64_t kBlockBytes = int64_t{1} << 27;
 
@@ -42,7 +40,6 @@ struct LayerJob {
   const float* scale;  // [E, n_len]
   const float* bias;   // [E, n_len]
   int64_t n_len;       // G (first) or D (second)
-  const uint8_t* ones;
   float* out;          // first: the gated activations [live, F]; second: y [live, D]
   int64_t ld_out;
   uint8_t* slots;
@@ -71,7 +68,7 @@ void ProjectSlice(const LayerJob& job, const Worker& slot, const ExpertTask& t, 
                   bool pack = true) {
   const int64_t n = t.expert * job.n_len + n0;
   ProjectInt8Rows(job.in, t.start, t.rows, job.k_len, job.w + n * job.k_len, job.scale + n, job.bias + n, t.cols,
-                  job.ones, Int8Slot{slot.acc, slot.colsum, slot.packed}, dst, ld, pack);
+                  Int8Slot{slot.acc, slot.colsum, slot.packed}, dst, ld, pack);
 }
 
 static_assert(spec::kNumGatings == 5, "catalogue.py's EXPERT_GATINGS changed: give every gating a case");
@@ -170,9 +167,9 @@ std::string CheckTopKExpertsInt8Shape(const TopKExpertsInt8Shape& shape, const T
   if (!error.empty()) return error;
   for (const auto& [name, symbol, size] : {std::make_tuple("gate_up", "D", shape.dim),
                                            std::make_tuple("down", "F", shape.ff)}) {
-    if (size > kMaxSumLength) {
+    if (size > spec::kMaxInt8SumLength) {
       return Format("%s: input '%s' dim 2 (%s) is %lld, more than %lld (the int32 sums could overflow)", shape.op,
-                    name, symbol, static_cast<long long>(size), static_cast<long long>(kMaxSumLength));
+                    name, symbol, static_cast<long long>(size), static_cast<long long>(spec::kMaxInt8SumLength));
     }
   }
   return {};
@@ -206,7 +203,7 @@ std::string PlanTopKExpertsInt8(const TopKExpertsInt8Shape& s, int64_t max_worke
   }
   const size_t pairs = static_cast<size_t>(plan.block_tokens * s.picks);
   const size_t D = static_cast<size_t>(s.dim), F = static_cast<size_t>(s.ff);
-  plan.block_bytes = Align64(static_cast<size_t>(std::max(s.dim, s.ff))) + Align64(pairs * D) + Align64(pairs * F) +
+  plan.block_bytes = Align64(pairs * D) + Align64(pairs * F) +
                      Align64(pairs * F * sizeof(float)) + Align64(pairs * D * sizeof(float)) +
                      4 * Align64(pairs * sizeof(float));
   // With AMX, a task's rows packed (at most kExpertRowBlock of D or F codes, and the row of ones).
@@ -235,9 +232,6 @@ void TopKExpertsInt8(const TopKExpertsInt8Shape& shape, const TopKExpertsInt8Pla
     next += Align64(bytes);
     return p;
   };
-  const size_t widest_k = static_cast<size_t>(std::max(D, F));
-  uint8_t* ones = take(widest_k);
-  std::memset(ones, 1, widest_k);
   QuantizedRows xq{take(pairs * D), reinterpret_cast<float*>(take(pairs * sizeof(float))),
                    reinterpret_cast<int32_t*>(take(pairs * sizeof(int32_t)))};
   QuantizedRows aq{take(pairs * F), reinterpret_cast<float*>(take(pairs * sizeof(float))),
@@ -260,13 +254,13 @@ void TopKExpertsInt8(const TopKExpertsInt8Shape& shape, const TopKExpertsInt8Pla
       // 3. The first projection and the gating, per (expert, rows, slice of F).
       MakeExpertTasks(groups, F, &tasks);
       LayerJob first{&shape, &plan, &config, &tasks, xq, D, gate_up, gate_up_scale, gate_up_bias, shape.width,
-                     ones, act, F, slots};
+                     act, F, slots};
       RunLayer(parallel_for, FirstWorker, &first, plan.workers);
       // 4. The activations quantized, each row whole.
       QuantizeRows(act, nullptr, F, live, aq, plan.workers, parallel_for);
       // 5. The second projection, per (expert, rows, slice of D).
       MakeExpertTasks(groups, D, &tasks);
-      LayerJob second{&shape, &plan, &config, &tasks, aq, F, down, down_scale, down_bias, D, ones, y, D, slots};
+      LayerJob second{&shape, &plan, &config, &tasks, aq, F, down, down_scale, down_bias, D, y, D, slots};
       RunLayer(parallel_for, SecondWorker, &second, plan.workers);
     }
     // 6. Each token's picks, in order.

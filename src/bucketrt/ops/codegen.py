@@ -22,7 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import lowering_costs
-from .catalogue import ACTIVATION_FUNCTIONS, EXPERT_ACTIVATIONS, EXPERT_GATINGS, LIMITED_GATINGS, OPS
+from .catalogue import (
+    ACTIVATION_FUNCTIONS,
+    EXPERT_ACTIVATIONS,
+    EXPERT_GATINGS,
+    LIMITED_GATINGS,
+    MAX_INT8_SUM_LENGTH,
+    OPS,
+)
 from .schema import (
     DOMAIN,
     FLOAT,
@@ -125,6 +132,9 @@ def cpp_header() -> str:
         "};",
     ]
     lines += [
+        "// The int8 ops' longest sum (catalogue.py MAX_INT8_SUM_LENGTH): no exact int32 sum of as many",
+        "// uint8 x int8 products can overflow.",
+        f"inline constexpr long long kMaxInt8SumLength = {MAX_INT8_SUM_LENGTH};",
         "}  // namespace bucketrt::spec",
         "",
         "// The op table every registration walks (plugins/ort/register.cc): X(Op) once per op, in",
