@@ -358,7 +358,7 @@ BUCKETRT_VNNI_TARGET void VnniGemm(const uint8_t* x, int64_t rows, const int8_t*
   // tokens: 2.9 to 1.4-1.9 ms. Bounding the
   // prefetch to the weights given was slower, 2.5-3.0 ms: the first rows of each call then waited
   // on memory; 16 rows ahead gained less, 1.8 ms, and 64 no more than 32.)
-  const int64_t offset = rows <= kPrefetchMaxRows ? kPrefetchRows * k_len : 0;
+  const int64_t offset = PrefetchOffset(rows, k_len);
   int64_t n = 0;
   for (; n + 4 <= cols; n += 4) {
     const int8_t* wn = w + n * k_len;
